@@ -1,0 +1,96 @@
+/* config.h - gantry.json: load, expand ${ENV} and *_file secrets, validate with key paths. */
+#ifndef GT_CONFIG_H
+#define GT_CONFIG_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "retry.h"
+
+typedef struct gt_pool {
+    char *name;
+    char *endpoint;     /* base URL of the HostedAI API, e.g. http://127.0.0.1:8081 */
+    char *api_key;      /* secret: from api_key (with ${ENV}) or api_key_file; never log */
+    int overcommit;
+} gt_pool_t;
+
+typedef struct gt_model {
+    char *name;
+    char *runtime;      /* "hostedai" */
+    char *pool;         /* pool name for hostedai */
+    char *lane;         /* lane whose topic carries this model's tasks */
+    double tflops;      /* requirements */
+    int64_t vram_mb;
+    int64_t max_input_chars; /* 0: no limit */
+} gt_model_t;
+
+/* One auto-routing rule: first match wins. Unset conditions match anything. */
+typedef struct gt_route_rule {
+    char *hint;              /* routing.hint equals this (e.g. "simple"), or NULL */
+    char *kind;              /* request kind equals this, or NULL */
+    int64_t max_input_chars; /* input size <= this, or 0 */
+    int64_t min_input_chars; /* input size >= this, or 0 */
+    char *model;
+} gt_route_rule_t;
+
+typedef struct gt_topics {
+    char *requests, *task_prefix, *task_results, *results, *usage, *dlq, *events;
+} gt_topics_t;
+
+typedef struct gt_config {
+    json_t *root;             /* the expanded document; owned */
+    char *path;
+
+    char *bootstrap_servers;
+    json_t *kafka_props;      /* extra librdkafka properties (object of strings), borrowed from root */
+    gt_topics_t topics;
+    char *group_dispatcher, *group_worker, *group_ledger;
+
+    char *pg_conninfo;        /* may contain a password: never log */
+
+    gt_pool_t *pools;   size_t n_pools;
+    gt_model_t *models; size_t n_models;
+    char **lanes;       size_t n_lanes;     /* all lanes declared */
+    gt_route_rule_t *routes; size_t n_routes;
+    char *default_model;      /* "auto" when no rule matches; NULL: reject */
+
+    /* worker */
+    char **worker_lanes; size_t n_worker_lanes; /* lanes this worker consumes (default all) */
+    int worker_max_in_flight;                   /* default 256 */
+    gt_retry_policy_t retry;
+    int64_t allocate_timeout_ms;                /* default 30000 */
+    int64_t inference_timeout_ms;               /* default 300000 */
+    int64_t release_timeout_ms;                 /* default 10000 */
+    int64_t heartbeat_ms;                       /* worker heartbeat event period, default 1000 */
+
+    /* dispatcher */
+    int dispatcher_max_in_flight;               /* default 1024 */
+    int max_batch;                              /* default 1000 */
+
+    /* ledger */
+    int ledger_batch_size;                      /* default 500 */
+    int64_t ledger_flush_ms;                    /* default 50 */
+
+    /* reaper */
+    int64_t lease_ttl_ms;                       /* holder silent this long is dead, default 10000 */
+    int64_t reaper_interval_ms;                 /* default 2000 */
+
+    int64_t commit_interval_ms;                 /* offset commit period, default 200 */
+    char *log_level;                            /* default "info" */
+} gt_config_t;
+
+/* Loads and validates path. On failure returns NULL and writes every problem,
+ * one per line as "key.path: reason", into err. The result is owned by the
+ * caller: free with gt_config_free. */
+gt_config_t *gt_config_load(const char *path, char *err, size_t errlen);
+/* Same, from a JSON text (tests). base_dir resolves relative *_file paths. */
+gt_config_t *gt_config_parse(const char *text, const char *base_dir, char *err, size_t errlen);
+void gt_config_free(gt_config_t *cfg);
+
+const gt_model_t *gt_config_model(const gt_config_t *cfg, const char *name);
+const gt_pool_t *gt_config_pool(const gt_config_t *cfg, const char *name);
+/* Writes the topic of a lane ("gantry.tasks.<lane>") into buf. */
+char *gt_config_lane_topic(const gt_config_t *cfg, const char *lane, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,106 @@
+/* kafka.h - librdkafka producers and consumers driven by a libuv loop.
+ *
+ * Both wake the loop through rd_kafka_queue_io_event_enable() and a uv_poll on
+ * a pipe; every callback below runs on the loop thread. Consumers never
+ * auto-commit: the application marks each message done, and the consumer
+ * commits per partition up to the lowest offset not yet done. */
+#ifndef GT_KAFKA_H
+#define GT_KAFKA_H
+
+#include <librdkafka/rdkafka.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "config.h"
+
+typedef struct gt_header {
+    const char *name;
+    const char *value;
+} gt_header_t;
+
+/* ---- producer ---------------------------------------------------------- */
+
+typedef struct gt_producer gt_producer_t;
+
+/* err is 0 when the message is durable (acks=all), else an rd_kafka_resp_err_t;
+ * errstr is NULL on success. Runs on the loop thread. */
+typedef void (*gt_delivery_cb)(int err, const char *errstr, void *opaque);
+
+/* Creates an idempotent producer (acks=all) for cfg->bootstrap_servers plus
+ * cfg->kafka_props. Returns NULL with a reason in err. */
+gt_producer_t *gt_producer_new(uv_loop_t *loop, const gt_config_t *cfg, char *err, size_t errlen);
+
+/* Queues a message; key, value and headers are copied. cb (may be NULL) is
+ * called exactly once, later, on the loop thread. Returns 0, or a negative
+ * rd_kafka_resp_err_t if it could not be queued (cb is then not called). */
+int gt_producer_send(gt_producer_t *p, const char *topic, const void *key, size_t key_len,
+                     const void *value, size_t len, const gt_header_t *headers, size_t n_headers,
+                     gt_delivery_cb cb, void *opaque);
+
+/* Messages queued and not yet delivered or failed. */
+int gt_producer_outstanding(const gt_producer_t *p);
+
+/* Blocks up to timeout_ms for outstanding deliveries (their callbacks run),
+ * then destroys the producer. Call it only once the loop no longer runs the
+ * producer's handles, i.e. after gt_producer_close_handles + loop run. */
+void gt_producer_free(gt_producer_t *p, int timeout_ms);
+/* Stops the loop handles (async close); the loop must run once more after. */
+void gt_producer_close_handles(gt_producer_t *p);
+
+/* ---- consumer ---------------------------------------------------------- */
+
+typedef struct gt_consumer gt_consumer_t;
+
+/* A consumed message. Owned by the consumer; valid until gt_consumer_done(). */
+typedef struct gt_msg {
+    const char *topic;
+    int32_t partition;
+    int64_t offset;
+    const void *key;
+    size_t key_len;
+    const void *value;
+    size_t len;
+    int64_t timestamp_ms;
+    rd_kafka_message_t *rkm; /* private */
+    void *priv;              /* private: partition tracker */
+} gt_msg_t;
+
+typedef void (*gt_consume_cb)(gt_consumer_t *c, gt_msg_t *msg, void *arg);
+
+typedef struct gt_consumer_opts {
+    const char *group_id;
+    const char *const *topics;  /* NULL-terminated */
+    gt_consume_cb cb;
+    void *arg;
+    const char *auto_offset_reset; /* default "earliest" */
+    int64_t commit_interval_ms;    /* default 200 */
+    int max_per_wakeup;            /* messages handed out before yielding to the loop, default 500 */
+} gt_consumer_opts_t;
+
+gt_consumer_t *gt_consumer_new(uv_loop_t *loop, const gt_config_t *cfg,
+                               const gt_consumer_opts_t *opts, char *err, size_t errlen);
+
+/* Marks msg processed (its effects durable) and frees it. Its offset becomes
+ * committable once every earlier offset of the partition is done. A message of
+ * a partition that was revoked meanwhile is only freed. */
+void gt_consumer_done(gt_consumer_t *c, gt_msg_t *msg);
+
+/* Returns the value of header name of msg (copied into buf), or NULL. */
+const char *gt_msg_header(const gt_msg_t *msg, const char *name, char *buf, size_t len);
+
+/* Stops / restarts fetching on every assigned partition (and on partitions
+ * assigned later while paused). Messages already handed out stay valid. */
+void gt_consumer_pause(gt_consumer_t *c);
+void gt_consumer_resume(gt_consumer_t *c);
+
+/* Messages handed out and not yet done. */
+int gt_consumer_in_flight(const gt_consumer_t *c);
+
+/* Stops delivering messages and closes the loop handles (async close). */
+void gt_consumer_close_handles(gt_consumer_t *c);
+/* Commits what is done, leaves the group and destroys the consumer. Blocking:
+ * call after the loop has finished with the handles. */
+void gt_consumer_free(gt_consumer_t *c);
+
+#endif

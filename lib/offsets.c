@@ -1,0 +1,2 @@
+/* offsets.c - placeholder until implemented. */
+typedef int gt_placeholder_offsets_t;

@@ -1,0 +1,39 @@
+/* pg.h - asynchronous PostgreSQL on a libuv loop: one non-blocking connection
+ * in pipeline mode, queries answered in the order sent. */
+#ifndef GT_PG_H
+#define GT_PG_H
+
+#include <libpq-fe.h>
+#include <uv.h>
+
+typedef struct gt_pg gt_pg_t;
+
+/* res is the query's last result (PGRES_TUPLES_OK / PGRES_COMMAND_OK), or NULL
+ * with err set when the statement failed. res is freed after the callback. */
+typedef void (*gt_pg_cb)(const PGresult *res, const char *err, void *arg);
+
+/* Connects in the background; queries sent before the connection is up wait.
+ * A broken connection is re-established with backoff and every query not yet
+ * answered is sent again, so queries must be idempotent. */
+gt_pg_t *gt_pg_new(uv_loop_t *loop, const char *conninfo);
+
+/* Sends one statement (its own implicit transaction) with text parameters
+ * (NULL entries are SQL NULL). Copies sql and params. Returns 0 or -1. */
+int gt_pg_query(gt_pg_t *pg, const char *sql, int nparams, const char *const *params,
+                gt_pg_cb cb, void *arg);
+
+/* 1 once connected (for readiness), 0 otherwise. */
+int gt_pg_connected(const gt_pg_t *pg);
+/* Queries sent or waiting, not yet answered. */
+int gt_pg_pending(const gt_pg_t *pg);
+
+/* Fails pending queries (err "closed"), closes handles; frees once closed. */
+void gt_pg_free(gt_pg_t *pg);
+
+/* Blocking helpers for command-line tools (never on a loop). */
+PGconn *gt_pg_connect_sync(const char *conninfo, char *err, size_t errlen);
+/* Applies migrations/NNN_*.sql from dir not yet in gantry_schema_migrations,
+ * each in its own transaction. Returns the number applied, or -1 (err set). */
+int gt_pg_migrate(PGconn *conn, const char *dir, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,2 @@
+/* retry.c - placeholder until implemented. */
+typedef int gt_placeholder_retry_t;

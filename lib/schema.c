@@ -1,0 +1,2 @@
+/* schema.c - placeholder until implemented. */
+typedef int gt_placeholder_schema_t;

@@ -1,0 +1,84 @@
+/* harness.h - helpers for CUnit tests: a runner, child processes, throwaway
+ * databases and polling with deadlines (tests never sleep for a condition). */
+#ifndef GT_HARNESS_H
+#define GT_HARNESS_H
+
+#include <CUnit/Basic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+/* Assertions that print both operands. */
+#define TH_EQ_INT(a, b)                                                                   \
+    do {                                                                                  \
+        long long th_a_ = (long long)(a), th_b_ = (long long)(b);                         \
+        if (th_a_ != th_b_)                                                               \
+            fprintf(stderr, "  %s:%d: %s == %s failed: %lld != %lld\n", __FILE__, __LINE__, \
+                    #a, #b, th_a_, th_b_);                                                \
+        CU_ASSERT(th_a_ == th_b_);                                                        \
+    } while (0)
+#define TH_EQ_STR(a, b)                                                                   \
+    do {                                                                                  \
+        const char *th_a_ = (a), *th_b_ = (b);                                            \
+        int th_ok_ = th_a_ && th_b_ && strcmp(th_a_, th_b_) == 0;                         \
+        if (!th_ok_)                                                                      \
+            fprintf(stderr, "  %s:%d: %s == %s failed: \"%s\" != \"%s\"\n", __FILE__,     \
+                    __LINE__, #a, #b, th_a_ ? th_a_ : "(null)", th_b_ ? th_b_ : "(null)"); \
+        CU_ASSERT(th_ok_);                                                                \
+    } while (0)
+
+typedef struct th_test {
+    const char *name;
+    void (*fn)(void);
+} th_test_t;
+
+/* Runs the tests as one CUnit suite; returns the process exit code
+ * (non-zero when any assertion failed). tests ends with {NULL, NULL}. */
+int th_run(const char *suite, const th_test_t *tests);
+
+/* Path of a built binary: $GANTRY_BUILD_DIR/rel (e.g. "tools/gantry-kafka-dev").
+ * Returns a static buffer rotated over 8 calls. */
+const char *th_bin(const char *rel);
+/* Path in the source tree: $GANTRY_SOURCE_DIR/rel. Same buffer rules. */
+const char *th_src(const char *rel);
+
+/* A child process with its stdout on a pipe (stderr inherited, or to a file). */
+typedef struct th_proc {
+    pid_t pid;
+    int out_fd;
+    FILE *out;
+    int exited;
+    int status;
+} th_proc_t;
+
+/* Starts argv[0] with argv; stderr goes to stderr_path when non-NULL.
+ * Returns 0 or -1. */
+int th_proc_start(th_proc_t *p, const char *const argv[], const char *stderr_path);
+/* Reads stdout lines until one starts with prefix; copies the rest of that
+ * line (after the prefix, without newline) into out. Returns 0, or -1 on EOF
+ * or when timeout_ms passes. */
+int th_proc_wait_line(th_proc_t *p, const char *prefix, char *out, size_t len, int timeout_ms);
+/* Sends sig and waits up to timeout_ms; returns the exit status (as from
+ * waitpid) or -1 on timeout (the process is then SIGKILLed). */
+int th_proc_stop(th_proc_t *p, int sig, int timeout_ms);
+
+/* A free TCP port on 127.0.0.1 (bound and released). */
+int th_free_port(void);
+
+/* Creates a fresh database on the test server ($GANTRY_TEST_PGHOST,
+ * $GANTRY_TEST_PGPORT, user gantry) and writes its conninfo. Returns 0, or -1
+ * with a message on stderr when no test server is configured. */
+int th_pg_create_db(char *conninfo, size_t len);
+
+/* Milliseconds on a monotonic clock. */
+int64_t th_now_ms(void);
+
+/* Polls cond(arg) every few milliseconds until it returns non-zero or
+ * timeout_ms passes. Returns 1 if it became true, 0 on timeout. */
+int th_poll(int (*cond)(void *arg), void *arg, int timeout_ms);
+
+/* Writes text to a new temporary file and returns its path (static buffer
+ * rotated over 8 calls); the file is removed at exit. */
+const char *th_tmpfile(const char *suffix, const char *text);
+
+#endif
