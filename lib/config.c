@@ -1,0 +1,731 @@
+/* config.c - gantry.json: load, expand ${ENV} and *_file secrets, validate.
+ * Every problem is reported with its key path, all of them at once, so an
+ * operator fixes a file in one pass. */
+#include <ctype.h>
+#include <errno.h>
+#include <libgen.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+
+typedef struct ctx {
+    char *err;
+    size_t errlen, used;
+    int problems;
+    const char *base_dir;
+} ctx_t;
+
+static void problem(ctx_t *c, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void problem(ctx_t *c, const char *path, const char *fmt, ...)
+{
+    c->problems++;
+    if (!c->err || c->used + 2 >= c->errlen)
+        return;
+    int n = snprintf(c->err + c->used, c->errlen - c->used, "%s%s: ", c->used ? "\n" : "",
+                     path && *path ? path : "(root)");
+    if (n > 0)
+        c->used += (size_t)n < c->errlen - c->used ? (size_t)n : c->errlen - c->used - 1;
+    va_list ap;
+    va_start(ap, fmt);
+    n = vsnprintf(c->err + c->used, c->errlen - c->used, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        c->used += (size_t)n < c->errlen - c->used ? (size_t)n : c->errlen - c->used - 1;
+}
+
+static char *join(const char *path, const char *key)
+{
+    size_t n = strlen(path) + strlen(key) + 2;
+    char *s = malloc(n);
+    if (s)
+        snprintf(s, n, "%s%s%s", path, *path ? "." : "", key);
+    return s;
+}
+
+/* Expands ${NAME} in s. Returns a new string, or NULL (problem reported). */
+static char *expand_env(ctx_t *c, const char *path, const char *s)
+{
+    size_t cap = strlen(s) + 1, len = 0;
+    char *out = malloc(cap);
+    if (!out)
+        return NULL;
+    for (const char *p = s; *p;) {
+        const char *val = NULL;
+        size_t vlen = 1;
+        char name[256];
+        if (p[0] == '$' && p[1] == '{') {
+            const char *end = strchr(p + 2, '}');
+            size_t n = end ? (size_t)(end - p - 2) : 0;
+            if (!end || n == 0 || n >= sizeof(name)) {
+                problem(c, path, "malformed ${...} reference");
+                free(out);
+                return NULL;
+            }
+            memcpy(name, p + 2, n);
+            name[n] = 0;
+            val = getenv(name);
+            if (!val) {
+                problem(c, path, "environment variable %s is not set", name);
+                free(out);
+                return NULL;
+            }
+            vlen = strlen(val);
+            p = end + 1;
+        } else {
+            val = p++;
+        }
+        if (len + vlen + 1 > cap) {
+            cap = (len + vlen + 1) * 2;
+            char *grown = realloc(out, cap);
+            if (!grown) {
+                free(out);
+                return NULL;
+            }
+            out = grown;
+        }
+        memcpy(out + len, val, vlen);
+        len += vlen;
+    }
+    out[len] = 0;
+    return out;
+}
+
+static char *read_secret_file(ctx_t *c, const char *path, const char *file)
+{
+    char full[4096];
+    if (file[0] == '/' || !c->base_dir)
+        snprintf(full, sizeof(full), "%s", file);
+    else
+        snprintf(full, sizeof(full), "%s/%s", c->base_dir, file);
+    FILE *f = fopen(full, "rb");
+    if (!f) {
+        problem(c, path, "cannot read %s: %s", full, strerror(errno));
+        return NULL;
+    }
+    char *buf = malloc(65537);
+    size_t n = buf ? fread(buf, 1, 65536, f) : 0;
+    fclose(f);
+    if (!buf)
+        return NULL;
+    buf[n] = 0;
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
+        buf[--n] = 0;
+    return buf;
+}
+
+/* Walks the document: expands ${ENV} in every string and replaces each
+ * "<name>_file": path by "<name>": contents. */
+static void resolve(ctx_t *c, json_t *node, const char *path)
+{
+    if (json_is_object(node)) {
+        const char *key;
+        json_t *val;
+        json_t *secrets = json_object(); /* name -> contents, applied after the walk */
+        json_t *file_keys = json_array();
+        json_object_foreach(node, key, val) {
+            char *sub = join(path, key);
+            if (!sub)
+                break;
+            if (json_is_string(val)) {
+                char *s = expand_env(c, sub, json_string_value(val));
+                size_t kl = strlen(key);
+                if (s && kl > 5 && strcmp(key + kl - 5, "_file") == 0) {
+                    char *secret = read_secret_file(c, sub, s);
+                    if (secret) {
+                        char name[256];
+                        snprintf(name, sizeof(name), "%.*s", (int)(kl - 5), key);
+                        json_object_set_new(secrets, name, json_string(secret));
+                        free(secret);
+                    }
+                    json_array_append_new(file_keys, json_string(key));
+                } else if (s) {
+                    json_object_set_new(node, key, json_string(s));
+                }
+                free(s);
+            } else {
+                resolve(c, val, sub);
+            }
+            free(sub);
+        }
+        size_t i;
+        json_array_foreach(file_keys, i, val)
+            json_object_del(node, json_string_value(val));
+        json_object_update(node, secrets);
+        json_decref(file_keys);
+        json_decref(secrets);
+    } else if (json_is_array(node)) {
+        size_t i;
+        json_t *val;
+        json_array_foreach(node, i, val) {
+            char sub[512];
+            snprintf(sub, sizeof(sub), "%s[%zu]", path, i);
+            if (json_is_string(val)) {
+                char *s = expand_env(c, sub, json_string_value(val));
+                if (s)
+                    json_array_set_new(node, i, json_string(s));
+                free(s);
+            } else {
+                resolve(c, val, sub);
+            }
+        }
+    }
+}
+
+/* Reports keys of obj not in allowed (NULL-terminated): typos must not pass silently. */
+static void check_keys(ctx_t *c, json_t *obj, const char *path, const char *const *allowed)
+{
+    const char *key;
+    json_t *val;
+    json_object_foreach(obj, key, val) {
+        int ok = 0;
+        for (const char *const *a = allowed; *a && !ok; a++)
+            ok = strcmp(*a, key) == 0;
+        if (!ok) {
+            char *sub = join(path, key);
+            problem(c, sub, "unknown key");
+            free(sub);
+        }
+    }
+}
+
+static json_t *get_obj(ctx_t *c, json_t *parent, const char *key, const char *path, int required)
+{
+    json_t *v = json_object_get(parent, key);
+    char *sub = join(path, key);
+    if (!v && required)
+        problem(c, sub, "is required");
+    else if (v && !json_is_object(v)) {
+        problem(c, sub, "must be an object");
+        v = NULL;
+    }
+    free(sub);
+    return v;
+}
+
+static char *get_str(ctx_t *c, json_t *obj, const char *key, const char *path, const char *def,
+                     int required)
+{
+    json_t *v = obj ? json_object_get(obj, key) : NULL;
+    if (!v) {
+        if (required) {
+            char *sub = join(path, key);
+            problem(c, sub, "is required");
+            free(sub);
+        }
+        return def ? strdup(def) : NULL;
+    }
+    if (!json_is_string(v) || json_string_length(v) == 0) {
+        char *sub = join(path, key);
+        problem(c, sub, "must be a non-empty string");
+        free(sub);
+        return def ? strdup(def) : NULL;
+    }
+    return strdup(json_string_value(v));
+}
+
+static int64_t get_int(ctx_t *c, json_t *obj, const char *key, const char *path, int64_t def,
+                       int64_t min, int64_t max)
+{
+    json_t *v = obj ? json_object_get(obj, key) : NULL;
+    if (!v)
+        return def;
+    if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
+        char *sub = join(path, key);
+        problem(c, sub, "must be an integer in [%lld, %lld]", (long long)min, (long long)max);
+        free(sub);
+        return def;
+    }
+    return json_integer_value(v);
+}
+
+static double get_num(ctx_t *c, json_t *obj, const char *key, const char *path, double def,
+                      double min, double max)
+{
+    json_t *v = obj ? json_object_get(obj, key) : NULL;
+    if (!v)
+        return def;
+    if (!json_is_number(v) || json_number_value(v) < min || json_number_value(v) > max) {
+        char *sub = join(path, key);
+        problem(c, sub, "must be a number in [%g, %g]", min, max);
+        free(sub);
+        return def;
+    }
+    return json_number_value(v);
+}
+
+static int get_bool(ctx_t *c, json_t *obj, const char *key, const char *path, int def)
+{
+    json_t *v = obj ? json_object_get(obj, key) : NULL;
+    if (!v)
+        return def;
+    if (!json_is_boolean(v)) {
+        char *sub = join(path, key);
+        problem(c, sub, "must be true or false");
+        free(sub);
+        return def;
+    }
+    return json_is_true(v);
+}
+
+/* A list of strings, or NULL when absent. */
+static char **get_str_list(ctx_t *c, json_t *obj, const char *key, const char *path, size_t *n)
+{
+    json_t *v = obj ? json_object_get(obj, key) : NULL;
+    *n = 0;
+    if (!v)
+        return NULL;
+    char *sub = join(path, key);
+    char **out = NULL;
+    if (!json_is_array(v)) {
+        problem(c, sub, "must be an array of strings");
+        goto out;
+    }
+    out = calloc(json_array_size(v) + 1, sizeof(char *));
+    size_t i;
+    json_t *e;
+    json_array_foreach(v, i, e) {
+        if (!json_is_string(e) || json_string_length(e) == 0) {
+            problem(c, sub, "element %zu must be a non-empty string", i);
+            continue;
+        }
+        out[(*n)++] = strdup(json_string_value(e));
+    }
+out:
+    free(sub);
+    return out;
+}
+
+static int lane_known(const gt_config_t *cfg, const char *lane)
+{
+    for (size_t i = 0; i < cfg->n_lanes; i++)
+        if (strcmp(cfg->lanes[i], lane) == 0)
+            return 1;
+    return 0;
+}
+
+static void add_lane(gt_config_t *cfg, const char *lane)
+{
+    if (lane_known(cfg, lane))
+        return;
+    char **grown = realloc(cfg->lanes, (cfg->n_lanes + 2) * sizeof(char *));
+    if (!grown)
+        return;
+    cfg->lanes = grown;
+    cfg->lanes[cfg->n_lanes++] = strdup(lane);
+    cfg->lanes[cfg->n_lanes] = NULL;
+}
+
+static void load_kafka(ctx_t *c, gt_config_t *cfg)
+{
+    static const char *const keys[] = {"bootstrap_servers", "properties", NULL};
+    json_t *k = get_obj(c, cfg->root, "kafka", "", 1);
+    if (k)
+        check_keys(c, k, "kafka", keys);
+    cfg->bootstrap_servers = get_str(c, k, "bootstrap_servers", "kafka", NULL, 1);
+    cfg->kafka_props = k ? get_obj(c, k, "properties", "kafka", 0) : NULL;
+    if (cfg->kafka_props) {
+        const char *key;
+        json_t *v;
+        json_object_foreach(cfg->kafka_props, key, v) {
+            if (!json_is_string(v)) {
+                char path[512];
+                snprintf(path, sizeof(path), "kafka.properties.%s", key);
+                problem(c, path, "must be a string");
+            }
+        }
+    }
+
+    static const char *const tkeys[] = {"requests", "task_prefix", "task_results", "results",
+                                        "usage",    "dlq",         "events",       NULL};
+    json_t *t = get_obj(c, cfg->root, "topics", "", 0);
+    if (t)
+        check_keys(c, t, "topics", tkeys);
+    cfg->topics.requests = get_str(c, t, "requests", "topics", "gantry.requests", 0);
+    cfg->topics.task_prefix = get_str(c, t, "task_prefix", "topics", "gantry.tasks.", 0);
+    cfg->topics.task_results = get_str(c, t, "task_results", "topics", "gantry.task-results", 0);
+    cfg->topics.results = get_str(c, t, "results", "topics", "gantry.results", 0);
+    cfg->topics.usage = get_str(c, t, "usage", "topics", "gantry.usage", 0);
+    cfg->topics.dlq = get_str(c, t, "dlq", "topics", "gantry.dlq", 0);
+    cfg->topics.events = get_str(c, t, "events", "topics", "gantry.events", 0);
+
+    static const char *const gkeys[] = {"dispatcher", "worker", "ledger", NULL};
+    json_t *g = get_obj(c, cfg->root, "groups", "", 0);
+    if (g)
+        check_keys(c, g, "groups", gkeys);
+    cfg->group_dispatcher = get_str(c, g, "dispatcher", "groups", "gantry-dispatcher", 0);
+    cfg->group_worker = get_str(c, g, "worker", "groups", "gantry-worker", 0);
+    cfg->group_ledger = get_str(c, g, "ledger", "groups", "gantry-ledger", 0);
+}
+
+/* Appends key='value' to a libpq conninfo, quoting as libpq requires. */
+static char *conninfo_append(char *conninfo, const char *key, const char *value)
+{
+    size_t n = strlen(conninfo) + strlen(key) + 2 * strlen(value) + 8;
+    char *out = malloc(n);
+    if (!out)
+        return conninfo;
+    size_t pos = (size_t)snprintf(out, n, "%s %s='", conninfo, key);
+    for (const char *p = value; *p; p++) {
+        if (*p == '\'' || *p == '\\')
+            out[pos++] = '\\';
+        out[pos++] = *p;
+    }
+    out[pos++] = '\'';
+    out[pos] = 0;
+    free(conninfo);
+    return out;
+}
+
+static void load_postgres(ctx_t *c, gt_config_t *cfg)
+{
+    static const char *const keys[] = {"conninfo", "password", NULL};
+    json_t *p = get_obj(c, cfg->root, "postgres", "", 0);
+    if (!p)
+        return;
+    check_keys(c, p, "postgres", keys);
+    cfg->pg_conninfo = get_str(c, p, "conninfo", "postgres", NULL, 1);
+    char *password = get_str(c, p, "password", "postgres", NULL, 0);
+    if (password && cfg->pg_conninfo)
+        cfg->pg_conninfo = conninfo_append(cfg->pg_conninfo, "password", password);
+    free(password);
+}
+
+static void load_pools(ctx_t *c, gt_config_t *cfg)
+{
+    static const char *const keys[] = {"endpoint", "api_key", "overcommit", NULL};
+    json_t *pools = get_obj(c, cfg->root, "pools", "", 0);
+    if (!pools)
+        return;
+    cfg->pools = calloc(json_object_size(pools) + 1, sizeof(gt_pool_t));
+    const char *name;
+    json_t *p;
+    json_object_foreach(pools, name, p) {
+        char path[512];
+        snprintf(path, sizeof(path), "pools.%s", name);
+        if (!json_is_object(p)) {
+            problem(c, path, "must be an object");
+            continue;
+        }
+        check_keys(c, p, path, keys);
+        gt_pool_t *pool = &cfg->pools[cfg->n_pools++];
+        pool->name = strdup(name);
+        pool->endpoint = get_str(c, p, "endpoint", path, NULL, 1);
+        pool->api_key = get_str(c, p, "api_key", path, NULL, 1);
+        pool->overcommit = get_bool(c, p, "overcommit", path, 0);
+        if (pool->endpoint && strncmp(pool->endpoint, "http://", 7) != 0 &&
+            strncmp(pool->endpoint, "https://", 8) != 0)
+            problem(c, path, "endpoint must be an http:// or https:// URL");
+        size_t el = pool->endpoint ? strlen(pool->endpoint) : 0;
+        if (el && pool->endpoint[el - 1] == '/')
+            pool->endpoint[el - 1] = 0; /* paths are appended as "/v1/..." */
+    }
+}
+
+static void load_models(ctx_t *c, gt_config_t *cfg)
+{
+    static const char *const keys[] = {"runtime", "pool", "lane", "requirements",
+                                       "max_input_chars", NULL};
+    static const char *const rkeys[] = {"tflops", "vram_mb", NULL};
+    json_t *models = get_obj(c, cfg->root, "models", "", 0);
+    if (!models)
+        return;
+    cfg->models = calloc(json_object_size(models) + 1, sizeof(gt_model_t));
+    const char *name;
+    json_t *m;
+    json_object_foreach(models, name, m) {
+        char path[512], rpath[600];
+        snprintf(path, sizeof(path), "models.%s", name);
+        if (!json_is_object(m)) {
+            problem(c, path, "must be an object");
+            continue;
+        }
+        if (strcmp(name, "auto") == 0)
+            problem(c, path, "\"auto\" is reserved for automatic routing");
+        check_keys(c, m, path, keys);
+        gt_model_t *model = &cfg->models[cfg->n_models++];
+        model->name = strdup(name);
+        model->runtime = get_str(c, m, "runtime", path, "hostedai", 0);
+        model->pool = get_str(c, m, "pool", path, NULL, 0);
+        model->lane = get_str(c, m, "lane", path, "default", 0);
+        model->max_input_chars = get_int(c, m, "max_input_chars", path, 0, 0, INT64_MAX);
+        snprintf(rpath, sizeof(rpath), "%s.requirements", path);
+        json_t *r = get_obj(c, m, "requirements", path, 0);
+        if (r)
+            check_keys(c, r, rpath, rkeys);
+        model->tflops = get_num(c, r, "tflops", rpath, 0, 0, 1e9);
+        model->vram_mb = get_int(c, r, "vram_mb", rpath, 0, 0, INT64_MAX);
+        if (model->runtime && strcmp(model->runtime, "hostedai") != 0)
+            problem(c, path, "runtime \"%s\" is not supported (supported: hostedai)",
+                    model->runtime);
+        if (model->runtime && strcmp(model->runtime, "hostedai") == 0) {
+            if (!model->pool)
+                problem(c, path, "pool is required for runtime hostedai");
+            else if (!gt_config_pool(cfg, model->pool))
+                problem(c, path, "pool \"%s\" is not declared in pools", model->pool);
+        }
+        if (model->lane)
+            add_lane(cfg, model->lane);
+    }
+}
+
+static void load_routing(ctx_t *c, gt_config_t *cfg)
+{
+    static const char *const keys[] = {"rules", "default", NULL};
+    static const char *const rkeys[] = {"hint", "kind", "max_input_chars", "min_input_chars",
+                                        "model", NULL};
+    json_t *r = get_obj(c, cfg->root, "routing", "", 0);
+    if (!r)
+        return;
+    check_keys(c, r, "routing", keys);
+    cfg->default_model = get_str(c, r, "default", "routing", NULL, 0);
+    if (cfg->default_model && !gt_config_model(cfg, cfg->default_model))
+        problem(c, "routing.default", "model \"%s\" is not declared in models", cfg->default_model);
+    json_t *rules = json_object_get(r, "rules");
+    if (!rules)
+        return;
+    if (!json_is_array(rules)) {
+        problem(c, "routing.rules", "must be an array");
+        return;
+    }
+    cfg->routes = calloc(json_array_size(rules) + 1, sizeof(gt_route_rule_t));
+    size_t i;
+    json_t *rule;
+    json_array_foreach(rules, i, rule) {
+        char path[64];
+        snprintf(path, sizeof(path), "routing.rules[%zu]", i);
+        if (!json_is_object(rule)) {
+            problem(c, path, "must be an object");
+            continue;
+        }
+        check_keys(c, rule, path, rkeys);
+        gt_route_rule_t *rr = &cfg->routes[cfg->n_routes++];
+        rr->hint = get_str(c, rule, "hint", path, NULL, 0);
+        rr->kind = get_str(c, rule, "kind", path, NULL, 0);
+        rr->max_input_chars = get_int(c, rule, "max_input_chars", path, 0, 0, INT64_MAX);
+        rr->min_input_chars = get_int(c, rule, "min_input_chars", path, 0, 0, INT64_MAX);
+        rr->model = get_str(c, rule, "model", path, NULL, 1);
+        if (rr->model && !gt_config_model(cfg, rr->model))
+            problem(c, path, "model \"%s\" is not declared in models", rr->model);
+    }
+}
+
+static void load_processes(ctx_t *c, gt_config_t *cfg)
+{
+    static const char *const wkeys[] = {"lanes", "max_in_flight", "retry", "timeouts",
+                                        "heartbeat_ms", NULL};
+    static const char *const retry_keys[] = {"max_retries", "base_ms", "max_ms", "jitter", NULL};
+    static const char *const tkeys[] = {"allocate_ms", "inference_ms", "release_ms", NULL};
+    json_t *w = get_obj(c, cfg->root, "worker", "", 0);
+    if (w)
+        check_keys(c, w, "worker", wkeys);
+    cfg->worker_lanes = get_str_list(c, w, "lanes", "worker", &cfg->n_worker_lanes);
+    for (size_t i = 0; i < cfg->n_worker_lanes; i++)
+        if (!lane_known(cfg, cfg->worker_lanes[i]))
+            problem(c, "worker.lanes", "lane \"%s\" is used by no model", cfg->worker_lanes[i]);
+    if (!cfg->worker_lanes) { /* default: every lane */
+        cfg->worker_lanes = calloc(cfg->n_lanes + 1, sizeof(char *));
+        for (size_t i = 0; i < cfg->n_lanes; i++)
+            cfg->worker_lanes[i] = strdup(cfg->lanes[i]);
+        cfg->n_worker_lanes = cfg->n_lanes;
+    }
+    cfg->worker_max_in_flight = (int)get_int(c, w, "max_in_flight", "worker", 256, 1, 100000);
+    cfg->heartbeat_ms = get_int(c, w, "heartbeat_ms", "worker", 1000, 10, 600000);
+    json_t *r = w ? get_obj(c, w, "retry", "worker", 0) : NULL;
+    if (r)
+        check_keys(c, r, "worker.retry", retry_keys);
+    gt_retry_policy_default(&cfg->retry);
+    cfg->retry.max_retries = (int)get_int(c, r, "max_retries", "worker.retry",
+                                          cfg->retry.max_retries, 0, 100);
+    cfg->retry.base_ms = get_int(c, r, "base_ms", "worker.retry", cfg->retry.base_ms, 1, 3600000);
+    cfg->retry.max_ms = get_int(c, r, "max_ms", "worker.retry", cfg->retry.max_ms, 1, 3600000);
+    cfg->retry.jitter = get_num(c, r, "jitter", "worker.retry", cfg->retry.jitter, 0, 1);
+    json_t *t = w ? get_obj(c, w, "timeouts", "worker", 0) : NULL;
+    if (t)
+        check_keys(c, t, "worker.timeouts", tkeys);
+    cfg->allocate_timeout_ms = get_int(c, t, "allocate_ms", "worker.timeouts", 30000, 1, 86400000);
+    cfg->inference_timeout_ms =
+        get_int(c, t, "inference_ms", "worker.timeouts", 300000, 1, 86400000);
+    cfg->release_timeout_ms = get_int(c, t, "release_ms", "worker.timeouts", 10000, 1, 86400000);
+
+    static const char *const dkeys[] = {"max_in_flight", "max_batch", NULL};
+    json_t *d = get_obj(c, cfg->root, "dispatcher", "", 0);
+    if (d)
+        check_keys(c, d, "dispatcher", dkeys);
+    cfg->dispatcher_max_in_flight =
+        (int)get_int(c, d, "max_in_flight", "dispatcher", 1024, 1, 1000000);
+    cfg->max_batch = (int)get_int(c, d, "max_batch", "dispatcher", 1000, 1, 100000);
+
+    static const char *const lkeys[] = {"batch_size", "flush_ms", NULL};
+    json_t *l = get_obj(c, cfg->root, "ledger", "", 0);
+    if (l)
+        check_keys(c, l, "ledger", lkeys);
+    cfg->ledger_batch_size = (int)get_int(c, l, "batch_size", "ledger", 500, 1, 100000);
+    cfg->ledger_flush_ms = get_int(c, l, "flush_ms", "ledger", 50, 1, 60000);
+
+    static const char *const rkeys[] = {"lease_ttl_ms", "interval_ms", NULL};
+    json_t *rp = get_obj(c, cfg->root, "reaper", "", 0);
+    if (rp)
+        check_keys(c, rp, "reaper", rkeys);
+    cfg->lease_ttl_ms = get_int(c, rp, "lease_ttl_ms", "reaper", 10000, 100, 86400000);
+    cfg->reaper_interval_ms = get_int(c, rp, "interval_ms", "reaper", 2000, 10, 86400000);
+    if (cfg->lease_ttl_ms <= 2 * cfg->heartbeat_ms)
+        problem(c, "reaper.lease_ttl_ms", "must exceed twice worker.heartbeat_ms (%lld)",
+                (long long)cfg->heartbeat_ms);
+
+    static const char *const logkeys[] = {"level", NULL};
+    json_t *lg = get_obj(c, cfg->root, "log", "", 0);
+    if (lg)
+        check_keys(c, lg, "log", logkeys);
+    cfg->log_level = get_str(c, lg, "level", "log", "info", 0);
+    if (cfg->log_level && strcmp(cfg->log_level, "debug") != 0 &&
+        strcmp(cfg->log_level, "info") != 0 && strcmp(cfg->log_level, "warn") != 0 &&
+        strcmp(cfg->log_level, "error") != 0)
+        problem(c, "log.level", "must be one of debug, info, warn, error");
+    cfg->commit_interval_ms = get_int(c, cfg->root, "commit_interval_ms", "", 200, 1, 600000);
+}
+
+gt_config_t *gt_config_parse(const char *text, const char *base_dir, char *err, size_t errlen)
+{
+    static const char *const top[] = {"kafka",  "topics", "groups",  "postgres",   "pools",
+                                      "models", "routing", "worker", "dispatcher", "ledger",
+                                      "reaper", "log",    "commit_interval_ms", "$comment",
+                                      NULL};
+    ctx_t c = {.err = err, .errlen = errlen, .base_dir = base_dir};
+    if (err && errlen)
+        err[0] = 0;
+    json_error_t jerr;
+    json_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) {
+        problem(&c, "", "invalid JSON at line %d column %d: %s", jerr.line, jerr.column, jerr.text);
+        return NULL;
+    }
+    if (!json_is_object(root)) {
+        problem(&c, "", "must be a JSON object");
+        json_decref(root);
+        return NULL;
+    }
+    gt_config_t *cfg = calloc(1, sizeof(*cfg));
+    if (!cfg) {
+        json_decref(root);
+        return NULL;
+    }
+    cfg->root = root;
+    resolve(&c, root, "");
+    check_keys(&c, root, "", top);
+    load_kafka(&c, cfg);
+    load_postgres(&c, cfg);
+    load_pools(&c, cfg);
+    load_models(&c, cfg);
+    load_routing(&c, cfg);
+    load_processes(&c, cfg);
+    if (c.problems) {
+        gt_config_free(cfg);
+        return NULL;
+    }
+    return cfg;
+}
+
+gt_config_t *gt_config_load(const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *text = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (!text || fread(text, 1, (size_t)n, f) != (size_t)n) {
+        fclose(f);
+        free(text);
+        snprintf(err, errlen, "%s: cannot read", path);
+        return NULL;
+    }
+    fclose(f);
+    text[n] = 0;
+    char *copy = strdup(path);
+    gt_config_t *cfg = gt_config_parse(text, dirname(copy), err, errlen);
+    free(copy);
+    free(text);
+    if (cfg)
+        cfg->path = strdup(path);
+    return cfg;
+}
+
+static void free_list(char **list, size_t n)
+{
+    for (size_t i = 0; list && i < n; i++)
+        free(list[i]);
+    free(list);
+}
+
+void gt_config_free(gt_config_t *cfg)
+{
+    if (!cfg)
+        return;
+    free(cfg->path);
+    free(cfg->bootstrap_servers);
+    char **topics[] = {&cfg->topics.requests, &cfg->topics.task_prefix, &cfg->topics.task_results,
+                       &cfg->topics.results,  &cfg->topics.usage,       &cfg->topics.dlq,
+                       &cfg->topics.events};
+    for (size_t i = 0; i < sizeof(topics) / sizeof(topics[0]); i++)
+        free(*topics[i]);
+    free(cfg->group_dispatcher);
+    free(cfg->group_worker);
+    free(cfg->group_ledger);
+    free(cfg->pg_conninfo);
+    for (size_t i = 0; i < cfg->n_pools; i++) {
+        free(cfg->pools[i].name);
+        free(cfg->pools[i].endpoint);
+        free(cfg->pools[i].api_key);
+    }
+    free(cfg->pools);
+    for (size_t i = 0; i < cfg->n_models; i++) {
+        gt_model_t *m = &cfg->models[i];
+        free(m->name);
+        free(m->runtime);
+        free(m->pool);
+        free(m->lane);
+    }
+    free(cfg->models);
+    for (size_t i = 0; i < cfg->n_routes; i++) {
+        free(cfg->routes[i].hint);
+        free(cfg->routes[i].kind);
+        free(cfg->routes[i].model);
+    }
+    free(cfg->routes);
+    free(cfg->default_model);
+    free_list(cfg->lanes, cfg->n_lanes);
+    free_list(cfg->worker_lanes, cfg->n_worker_lanes);
+    free(cfg->log_level);
+    json_decref(cfg->root);
+    free(cfg);
+}
+
+const gt_model_t *gt_config_model(const gt_config_t *cfg, const char *name)
+{
+    for (size_t i = 0; name && i < cfg->n_models; i++)
+        if (strcmp(cfg->models[i].name, name) == 0)
+            return &cfg->models[i];
+    return NULL;
+}
+
+const gt_pool_t *gt_config_pool(const gt_config_t *cfg, const char *name)
+{
+    for (size_t i = 0; name && i < cfg->n_pools; i++)
+        if (strcmp(cfg->pools[i].name, name) == 0)
+            return &cfg->pools[i];
+    return NULL;
+}
+
+char *gt_config_lane_topic(const gt_config_t *cfg, const char *lane, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s%s", cfg->topics.task_prefix, lane);
+    return buf;
+}
