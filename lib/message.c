@@ -1,0 +1,172 @@
+/* message.c - building, sending and parsing Gantry's JSON messages on Kafka. */
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "message.h"
+
+int gt_message_send(gt_producer_t *p, const char *topic, const char *key, const json_t *obj,
+                    const gt_header_t *headers, size_t n_headers, gt_delivery_cb cb, void *opaque)
+{
+    char *text = json_dumps(obj, JSON_COMPACT);
+    if (!text)
+        return -1;
+    int rc = gt_producer_send(p, topic, key, key ? strlen(key) : 0, text, strlen(text), headers,
+                              n_headers, cb, opaque);
+    free(text);
+    return rc;
+}
+
+json_t *gt_message_parse(const gt_msg_t *msg, const gt_schema_t *schema, const char **code,
+                         char *err, size_t errlen)
+{
+    json_error_t jerr;
+    json_t *obj = msg->value ? json_loadb(msg->value, msg->len, JSON_REJECT_DUPLICATES, &jerr)
+                             : NULL;
+    if (!obj) {
+        *code = "invalid_json";
+        if (msg->value)
+            snprintf(err, errlen, "not JSON: %s at byte %d", jerr.text, jerr.position);
+        else
+            snprintf(err, errlen, "empty message");
+        return NULL;
+    }
+    if (!json_is_object(obj)) {
+        *code = "schema_violation";
+        snprintf(err, errlen, ": must be a JSON object");
+        json_decref(obj);
+        return NULL;
+    }
+    if (schema && gt_schema_validate(schema, obj, err, errlen) != 0) {
+        *code = "schema_violation";
+        json_decref(obj);
+        return NULL;
+    }
+    return obj;
+}
+
+json_t *gt_dlq_build(const gt_msg_t *msg, const char *stage, const char *code,
+                     const char *message, const char *request_id)
+{
+    char ts[40];
+    char *orig = gt_base64_encode(msg->value ? msg->value : "", msg->value ? msg->len : 0);
+    char *key = msg->key ? gt_base64_encode(msg->key, msg->key_len) : NULL;
+    json_t *o = json_pack("{s:s, s:{s:s, s:i, s:I}, s:s, s:{s:s, s:s}, s:s?, s:s?, s:s, s:s?}",
+                          "schema", "gantry.dlq.v1", "source", "topic", msg->topic, "partition",
+                          (int)msg->partition, "offset", (json_int_t)msg->offset, "stage", stage,
+                          "error", "code", code, "message", message, "original", orig,
+                          "original_key", key, "failed_at",
+                          gt_clock_fmt(gt_clock_wall_ms(), ts, sizeof(ts)), "request_id",
+                          request_id);
+    free(orig);
+    free(key);
+    if (o && !key)
+        json_object_set_new(o, "original_key", json_null());
+    if (o && !request_id)
+        json_object_set_new(o, "request_id", json_null());
+    return o;
+}
+
+int gt_dlq_send(gt_producer_t *p, const gt_config_t *cfg, const gt_msg_t *msg, const char *stage,
+                const char *code, const char *message, const char *request_id, gt_delivery_cb cb,
+                void *opaque)
+{
+    json_t *o = gt_dlq_build(msg, stage, code, message, request_id);
+    if (!o)
+        return -1;
+    char *text = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (!text)
+        return -1;
+    int rc = gt_producer_send(p, cfg->topics.dlq, msg->key, msg->key ? msg->key_len : 0, text,
+                              strlen(text), NULL, 0, cb, opaque);
+    free(text);
+    return rc;
+}
+
+json_t *gt_event_build(const char *type, const char *source, const char *event_id, json_t *data)
+{
+    char id[33], ts[40];
+    if (!event_id) {
+        gt_random_hex(id);
+        event_id = id;
+    }
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:o}", "schema", "gantry.event.v1", "event_id",
+                     event_id, "type", type, "source", source, "at",
+                     gt_clock_fmt(gt_clock_wall_ms(), ts, sizeof(ts)), "data",
+                     data ? data : json_object());
+}
+
+static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+char *gt_base64_encode(const void *data, size_t len)
+{
+    const unsigned char *in = data;
+    char *out = malloc(4 * ((len + 2) / 3) + 1), *o = out;
+    if (!out)
+        return NULL;
+    size_t i = 0;
+    for (; i + 2 < len; i += 3) {
+        unsigned v = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8 | in[i + 2];
+        *o++ = b64[v >> 18];
+        *o++ = b64[(v >> 12) & 63];
+        *o++ = b64[(v >> 6) & 63];
+        *o++ = b64[v & 63];
+    }
+    if (i < len) {
+        unsigned v = (unsigned)in[i] << 16 | (i + 1 < len ? (unsigned)in[i + 1] << 8 : 0);
+        *o++ = b64[v >> 18];
+        *o++ = b64[(v >> 12) & 63];
+        *o++ = i + 1 < len ? b64[(v >> 6) & 63] : '=';
+        *o++ = '=';
+    }
+    *o = 0;
+    return out;
+}
+
+unsigned char *gt_base64_decode(const char *s, size_t *out_len)
+{
+    size_t len = strlen(s);
+    if (len % 4)
+        return NULL;
+    unsigned char *out = malloc(len / 4 * 3 + 1);
+    size_t n = 0;
+    for (size_t i = 0; out && i < len; i += 4) {
+        unsigned v = 0;
+        int pad = 0;
+        for (int j = 0; j < 4; j++) {
+            const char *pos = s[i + j] == '=' ? NULL : strchr(b64, s[i + j]);
+            if (s[i + j] == '=' && i + 4 == len && j >= 2) {
+                pad++;
+                v <<= 6;
+                continue;
+            }
+            if (!pos || !s[i + j] || pad) {
+                free(out);
+                return NULL;
+            }
+            v = v << 6 | (unsigned)(pos - b64);
+        }
+        out[n++] = (unsigned char)(v >> 16);
+        if (pad < 2)
+            out[n++] = (unsigned char)(v >> 8);
+        if (pad < 1)
+            out[n++] = (unsigned char)v;
+    }
+    if (out_len)
+        *out_len = n;
+    return out;
+}
+
+void gt_random_hex(char out[33])
+{
+    unsigned char raw[16];
+    if (RAND_bytes(raw, sizeof(raw)) != 1) { /* never expected; fall back to rand() */
+        for (size_t i = 0; i < sizeof(raw); i++)
+            raw[i] = (unsigned char)rand();
+    }
+    for (int i = 0; i < 16; i++)
+        snprintf(out + 2 * i, 3, "%02x", raw[i]);
+}

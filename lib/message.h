@@ -1,0 +1,43 @@
+/* message.h - building, sending and parsing Gantry's JSON messages on Kafka:
+ * the envelope helpers every process shares (DLQ entries, events). */
+#ifndef GT_MESSAGE_H
+#define GT_MESSAGE_H
+
+#include <jansson.h>
+
+#include "config.h"
+#include "kafka.h"
+#include "schema.h"
+
+/* Serialises obj compactly and sends it (see gt_producer_send). key may be
+ * NULL. Does not steal obj. Returns 0 or a negative error. */
+int gt_message_send(gt_producer_t *p, const char *topic, const char *key, const json_t *obj,
+                    const gt_header_t *headers, size_t n_headers, gt_delivery_cb cb, void *opaque);
+
+/* Parses msg's value as a JSON object and validates it against schema (may be
+ * NULL). Returns the object (caller owns), or NULL with *code set to
+ * "invalid_json" or "schema_violation" and a reason in err. */
+json_t *gt_message_parse(const gt_msg_t *msg, const gt_schema_t *schema, const char **code,
+                         char *err, size_t errlen);
+
+/* Builds a gantry.dlq.v1 entry for msg: original bytes and key base64, source
+ * topic/partition/offset, stage, error code and message. Caller owns it. */
+json_t *gt_dlq_build(const gt_msg_t *msg, const char *stage, const char *code,
+                     const char *message, const char *request_id);
+/* Builds and sends the entry to cfg->topics.dlq, keyed like the original. */
+int gt_dlq_send(gt_producer_t *p, const gt_config_t *cfg, const gt_msg_t *msg, const char *stage,
+                const char *code, const char *message, const char *request_id, gt_delivery_cb cb,
+                void *opaque);
+
+/* Builds a gantry.event.v1 (event_id random unless given, at = now); steals data. */
+json_t *gt_event_build(const char *type, const char *source, const char *event_id, json_t *data);
+
+/* Base64 (RFC 4648, padded). Returns a malloc'd string, or NULL; out_len optional. */
+char *gt_base64_encode(const void *data, size_t len);
+/* Decodes base64; returns malloc'd bytes and their length, or NULL if malformed. */
+unsigned char *gt_base64_decode(const char *s, size_t *out_len);
+
+/* Writes 32 random hex characters (+NUL) into out[33]. */
+void gt_random_hex(char out[33]);
+
+#endif
