@@ -40,6 +40,7 @@ CREATE TABLE tasks (
     lane          text,
     attempts      int NOT NULL DEFAULT 0,
     output        jsonb,
+    result        jsonb,                            -- the full task result message
     error_code    text,
     error_message text,
     worker_id     text,
