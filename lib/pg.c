@@ -1,2 +1,720 @@
-/* pg.c - placeholder until implemented. */
-typedef int gt_placeholder_pg_t;
+/* pg.c - asynchronous PostgreSQL on libuv (pipeline mode, reconnect) and blocking migrations. */
+#include "pg.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+#define PG_BACKOFF_MIN_MS 100
+#define PG_BACKOFF_MAX_MS 5000
+/* A server that accepts TCP but never answers must not hold queries forever. */
+#define PG_CONNECT_TIMEOUT_MS 10000
+/* Key of the advisory lock that serialises concurrent migration runs
+ * ("gantry" in ASCII). */
+#define PG_MIGRATE_LOCK "113723809871993"
+
+typedef struct pg_query {
+    struct pg_query *next;
+    char *sql;
+    int nparams;
+    char **params;
+    gt_pg_cb cb;
+    void *arg;
+    PGresult *last; /* last successful result received on this connection */
+    char *err;      /* first error received on this connection */
+    int got_end;    /* the NULL ending its results arrived; the sync is next */
+} pg_query_t;
+
+/* A poll handle lives in its own allocation: a reconnect can replace it
+ * while the old one is still closing, and it is freed in its close callback. */
+typedef struct pg_poll {
+    uv_poll_t h;
+    int fd;
+    int events;
+} pg_poll_t;
+
+enum { PG_IDLE, PG_CONNECTING, PG_READY, PG_CLOSED };
+
+struct gt_pg {
+    uv_loop_t *loop;
+    char *conninfo;
+    PGconn *conn;
+    int state;
+    pg_poll_t *poll;
+    uv_timer_t timer; /* reconnect backoff, then connect timeout */
+    int backoff_ms;
+    int want_write;   /* PQflush left data in the output buffer */
+
+    pg_query_t *head, *tail; /* every unanswered query, in the order issued */
+    pg_query_t *unsent;      /* first query not sent on this connection */
+    int pending;
+};
+
+static void pg_on_poll(uv_poll_t *h, int status, int events);
+static void pg_on_timer(uv_timer_t *t);
+static void pg_connect_start(gt_pg_t *pg);
+static void pg_broken(gt_pg_t *pg, const char *why);
+static int pg_send_unsent(gt_pg_t *pg);
+static int pg_flush(gt_pg_t *pg);
+static void pg_read(gt_pg_t *pg);
+static int pg_check(gt_pg_t *pg);
+
+static char *xstrdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+/* Copies s without the trailing newline libpq puts on its messages. */
+static char *dup_msg(const char *s)
+{
+    char *d = xstrdup(s && *s ? s : "unknown error");
+    if (d) {
+        size_t n = strlen(d);
+        while (n > 0 && (d[n - 1] == '\n' || d[n - 1] == ' '))
+            d[--n] = '\0';
+    }
+    return d;
+}
+
+static void query_free(pg_query_t *q)
+{
+    if (!q)
+        return;
+    for (int i = 0; i < q->nparams; i++)
+        free(q->params[i]);
+    free(q->params);
+    free(q->sql);
+    PQclear(q->last);
+    free(q->err);
+    free(q);
+}
+
+/* Forgets what a query received on a connection that is gone. */
+static void query_reset(pg_query_t *q)
+{
+    PQclear(q->last);
+    q->last = NULL;
+    free(q->err);
+    q->err = NULL;
+    q->got_end = 0;
+}
+
+static void poll_close_cb(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void poll_drop(gt_pg_t *pg)
+{
+    if (pg->poll) {
+        uv_close((uv_handle_t *)&pg->poll->h, poll_close_cb);
+        pg->poll = NULL;
+    }
+}
+
+/* Watches the connection's current socket for events. libpq may change the
+ * socket while connecting, so the handle follows PQsocket. Returns 0 or -1. */
+static int pg_watch(gt_pg_t *pg, int events)
+{
+    int fd = PQsocket(pg->conn);
+    if (fd < 0)
+        return -1;
+    if (pg->poll && pg->poll->fd != fd)
+        poll_drop(pg);
+    if (!pg->poll) {
+        pg_poll_t *p = calloc(1, sizeof(*p));
+        if (!p)
+            return -1;
+        if (uv_poll_init(pg->loop, &p->h, fd) != 0) {
+            free(p);
+            return -1;
+        }
+        p->fd = fd;
+        p->h.data = pg;
+        pg->poll = p;
+    }
+    if (pg->poll->events != events) {
+        if (uv_poll_start(&pg->poll->h, events, pg_on_poll) != 0)
+            return -1;
+        pg->poll->events = events;
+    }
+    return 0;
+}
+
+static void pg_schedule_reconnect(gt_pg_t *pg)
+{
+    pg->state = PG_IDLE;
+    uv_timer_start(&pg->timer, pg_on_timer, (uint64_t)pg->backoff_ms, 0);
+    pg->backoff_ms *= 2;
+    if (pg->backoff_ms > PG_BACKOFF_MAX_MS)
+        pg->backoff_ms = PG_BACKOFF_MAX_MS;
+}
+
+/* Drops the connection; every unanswered query will be sent again on the
+ * next one. */
+static void pg_broken(gt_pg_t *pg, const char *why)
+{
+    gt_warn("postgres: connection lost (%s), %d quer%s to resend, retry in %d ms", why,
+            pg->pending, pg->pending == 1 ? "y" : "ies", pg->backoff_ms);
+    poll_drop(pg);
+    if (pg->conn) {
+        PQfinish(pg->conn);
+        pg->conn = NULL;
+    }
+    pg->want_write = 0;
+    for (pg_query_t *q = pg->head; q; q = q->next)
+        query_reset(q);
+    pg->unsent = pg->head;
+    pg_schedule_reconnect(pg);
+}
+
+static void pg_connect_failed(gt_pg_t *pg)
+{
+    char *msg = dup_msg(pg->conn ? PQerrorMessage(pg->conn) : "out of memory");
+    gt_warn("postgres: connect failed: %s; retry in %d ms", msg ? msg : "?", pg->backoff_ms);
+    free(msg);
+    poll_drop(pg);
+    if (pg->conn) {
+        PQfinish(pg->conn);
+        pg->conn = NULL;
+    }
+    pg_schedule_reconnect(pg);
+}
+
+static void pg_connect_start(gt_pg_t *pg)
+{
+    pg->state = PG_CONNECTING;
+    pg->conn = PQconnectStart(pg->conninfo);
+    if (!pg->conn || PQstatus(pg->conn) == CONNECTION_BAD) {
+        pg_connect_failed(pg);
+        return;
+    }
+    /* PQconnectStart behaves as if PQconnectPoll had asked for writable. */
+    if (pg_watch(pg, UV_WRITABLE) != 0) {
+        pg_connect_failed(pg);
+        return;
+    }
+    uv_timer_start(&pg->timer, pg_on_timer, PG_CONNECT_TIMEOUT_MS, 0);
+}
+
+static void pg_connect_step(gt_pg_t *pg)
+{
+    switch (PQconnectPoll(pg->conn)) {
+    case PGRES_POLLING_READING:
+        if (pg_watch(pg, UV_READABLE) != 0)
+            pg_connect_failed(pg);
+        return;
+    case PGRES_POLLING_WRITING:
+        if (pg_watch(pg, UV_WRITABLE) != 0)
+            pg_connect_failed(pg);
+        return;
+    case PGRES_POLLING_OK:
+        break;
+    default:
+        pg_connect_failed(pg);
+        return;
+    }
+    if (PQsetnonblocking(pg->conn, 1) != 0 || PQenterPipelineMode(pg->conn) != 1) {
+        pg_connect_failed(pg);
+        return;
+    }
+    uv_timer_stop(&pg->timer);
+    pg->state = PG_READY;
+    gt_info("postgres: connected");
+    pg->unsent = pg->head;
+    if (pg_send_unsent(pg) != 0)
+        return;
+    if (pg->state == PG_READY && pg_watch(pg, UV_READABLE | (pg->want_write ? UV_WRITABLE : 0)) != 0)
+        pg_broken(pg, "poll");
+}
+
+static void pg_on_timer(uv_timer_t *t)
+{
+    gt_pg_t *pg = t->data;
+    if (pg->state == PG_IDLE) {
+        pg_connect_start(pg);
+    } else if (pg->state == PG_CONNECTING) {
+        gt_warn("postgres: connect timed out after %d ms", PG_CONNECT_TIMEOUT_MS);
+        pg_connect_failed(pg);
+    }
+}
+
+/* Sends what libpq buffered. Returns 0, or -1 when the connection broke. */
+static int pg_flush(gt_pg_t *pg)
+{
+    int r = PQflush(pg->conn);
+    if (r < 0) {
+        pg_broken(pg, "flush");
+        return -1;
+    }
+    pg->want_write = r == 1;
+    return 0;
+}
+
+/* Sends every query not yet sent on this connection, each followed by a sync
+ * so that it is its own transaction and an error aborts only itself.
+ * Returns 0, or -1 when the connection broke. */
+static int pg_send_unsent(gt_pg_t *pg)
+{
+    int sent = 0;
+    while (pg->unsent) {
+        pg_query_t *q = pg->unsent;
+        if (!PQsendQueryParams(pg->conn, q->sql, q->nparams, NULL,
+                               (const char *const *)q->params, NULL, NULL, 0) ||
+            !PQpipelineSync(pg->conn)) {
+            char *msg = dup_msg(PQerrorMessage(pg->conn));
+            pg_broken(pg, msg ? msg : "send");
+            free(msg);
+            return -1;
+        }
+        pg->unsent = q->next;
+        sent = 1;
+    }
+    if (sent || pg->want_write)
+        return pg_flush(pg);
+    return 0;
+}
+
+/* Removes the first query and answers it. The implicit transaction of a
+ * pipelined statement commits at its sync, so a query is answered only then. */
+static void pg_complete_head(gt_pg_t *pg)
+{
+    pg_query_t *q = pg->head;
+    pg->head = q->next;
+    if (!pg->head)
+        pg->tail = NULL;
+    pg->pending--;
+    if (q->cb) {
+        if (q->err)
+            q->cb(NULL, q->err, q->arg);
+        else
+            q->cb(q->last, NULL, q->arg);
+    }
+    query_free(q);
+}
+
+/* Reads every result available and matches it to the sent queries. */
+static void pg_read(gt_pg_t *pg)
+{
+    if (!PQconsumeInput(pg->conn)) {
+        char *msg = dup_msg(PQerrorMessage(pg->conn));
+        pg_broken(pg, msg ? msg : "read");
+        free(msg);
+        return;
+    }
+    /* Results only arrive for sent queries: with none sent, PQgetResult
+     * would return NULL forever. */
+    while (pg->state == PG_READY && pg->head && pg->head != pg->unsent && !PQisBusy(pg->conn)) {
+        pg_query_t *q = pg->head;
+        PGresult *res = PQgetResult(pg->conn);
+        if (!res) {
+            if (q->got_end)
+                break; /* not expected; wait for more input rather than spin */
+            q->got_end = 1;
+            continue;
+        }
+        ExecStatusType st = PQresultStatus(res);
+        switch (st) {
+        case PGRES_PIPELINE_SYNC:
+            PQclear(res);
+            pg->backoff_ms = PG_BACKOFF_MIN_MS; /* the connection does work */
+            pg_complete_head(pg);
+            continue;
+        case PGRES_TUPLES_OK:
+        case PGRES_COMMAND_OK:
+        case PGRES_EMPTY_QUERY:
+            if (!q->err) {
+                PQclear(q->last);
+                q->last = res;
+                res = NULL;
+            }
+            break;
+        case PGRES_PIPELINE_ABORTED:
+            /* Cannot happen with one sync per query, unless a previous
+             * statement of the same segment failed: report it. */
+            if (!q->err)
+                q->err = dup_msg("pipeline aborted by an earlier error");
+            break;
+        case PGRES_FATAL_ERROR:
+        default:
+            if (!q->err) {
+                const char *m = PQresultErrorMessage(res);
+                q->err = dup_msg(m && *m ? m : PQresStatus(st));
+            }
+            break;
+        }
+        PQclear(res);
+    }
+}
+
+/* libpq closes the socket itself when it sees the connection fail, inside
+ * whichever call noticed: drop the watcher before the fd number is reused.
+ * Returns 0, or -1 when the connection is gone. */
+static int pg_check(gt_pg_t *pg)
+{
+    if (pg->state != PG_READY)
+        return -1;
+    if (PQstatus(pg->conn) == CONNECTION_BAD || PQsocket(pg->conn) < 0) {
+        char *msg = dup_msg(PQerrorMessage(pg->conn));
+        pg_broken(pg, msg ? msg : "connection bad");
+        free(msg);
+        return -1;
+    }
+    return 0;
+}
+
+static void pg_on_poll(uv_poll_t *h, int status, int events)
+{
+    gt_pg_t *pg = h->data;
+    if (pg->state == PG_CONNECTING) {
+        /* Errors show up in PQconnectPoll. */
+        pg_connect_step(pg);
+        return;
+    }
+    if (pg->state != PG_READY)
+        return;
+    if (status < 0) {
+        /* libuv reports a socket error (POLLERR) this way: let libpq read
+         * what it can so the log says why. */
+        pg_read(pg);
+        if (pg->state == PG_READY)
+            pg_broken(pg, uv_strerror(status));
+        return;
+    }
+    if (events & UV_READABLE) {
+        pg_read(pg);
+        if (pg_check(pg) != 0)
+            return;
+    }
+    if (pg_send_unsent(pg) != 0 || pg_check(pg) != 0)
+        return;
+    if (pg_watch(pg, UV_READABLE | (pg->want_write ? UV_WRITABLE : 0)) != 0)
+        pg_broken(pg, "poll");
+}
+
+gt_pg_t *gt_pg_new(uv_loop_t *loop, const char *conninfo)
+{
+    gt_pg_t *pg = calloc(1, sizeof(*pg));
+    if (!pg)
+        return NULL;
+    pg->loop = loop;
+    pg->backoff_ms = PG_BACKOFF_MIN_MS;
+    pg->conninfo = xstrdup(conninfo ? conninfo : "");
+    if (!pg->conninfo) {
+        free(pg);
+        return NULL;
+    }
+    uv_timer_init(loop, &pg->timer);
+    pg->timer.data = pg;
+    pg_connect_start(pg);
+    return pg;
+}
+
+int gt_pg_query(gt_pg_t *pg, const char *sql, int nparams, const char *const *params,
+                gt_pg_cb cb, void *arg)
+{
+    if (!pg || !sql || nparams < 0 || pg->state == PG_CLOSED)
+        return -1;
+    pg_query_t *q = calloc(1, sizeof(*q));
+    if (!q)
+        return -1;
+    q->cb = cb;
+    q->arg = arg;
+    q->sql = xstrdup(sql);
+    if (!q->sql)
+        goto fail;
+    if (nparams > 0) {
+        q->params = calloc((size_t)nparams, sizeof(char *));
+        if (!q->params)
+            goto fail;
+        q->nparams = nparams;
+        for (int i = 0; i < nparams; i++) {
+            if (params[i] && !(q->params[i] = xstrdup(params[i])))
+                goto fail;
+        }
+    }
+    if (pg->tail)
+        pg->tail->next = q;
+    else
+        pg->head = q;
+    pg->tail = q;
+    if (!pg->unsent)
+        pg->unsent = q;
+    pg->pending++;
+    if (pg->state == PG_READY && pg_send_unsent(pg) == 0 && pg_check(pg) == 0 &&
+        pg_watch(pg, UV_READABLE | (pg->want_write ? UV_WRITABLE : 0)) != 0)
+        pg_broken(pg, "poll");
+    return 0;
+fail:
+    query_free(q);
+    return -1;
+}
+
+int gt_pg_connected(const gt_pg_t *pg)
+{
+    return pg && pg->state == PG_READY;
+}
+
+int gt_pg_pending(const gt_pg_t *pg)
+{
+    return pg ? pg->pending : 0;
+}
+
+static void timer_close_cb(uv_handle_t *h)
+{
+    gt_pg_t *pg = h->data;
+    free(pg->conninfo);
+    free(pg);
+}
+
+void gt_pg_free(gt_pg_t *pg)
+{
+    if (!pg || pg->state == PG_CLOSED)
+        return;
+    pg->state = PG_CLOSED;
+    poll_drop(pg);
+    if (pg->conn) {
+        PQfinish(pg->conn);
+        pg->conn = NULL;
+    }
+    /* Callbacks may issue queries: gt_pg_query refuses them once closed. */
+    while (pg->head) {
+        pg_query_t *q = pg->head;
+        pg->head = q->next;
+        pg->pending--;
+        if (q->cb)
+            q->cb(NULL, "closed", q->arg);
+        query_free(q);
+    }
+    pg->tail = pg->unsent = NULL;
+    uv_timer_stop(&pg->timer);
+    uv_close((uv_handle_t *)&pg->timer, timer_close_cb);
+}
+
+/* ---- blocking helpers ------------------------------------------------- */
+
+PGconn *gt_pg_connect_sync(const char *conninfo, char *err, size_t errlen)
+{
+    PGconn *conn = PQconnectdb(conninfo ? conninfo : "");
+    if (!conn) {
+        snprintf(err, errlen, "postgres: out of memory");
+        return NULL;
+    }
+    if (PQstatus(conn) != CONNECTION_OK) {
+        char *msg = dup_msg(PQerrorMessage(conn));
+        snprintf(err, errlen, "postgres: %s", msg ? msg : "connection failed");
+        free(msg);
+        PQfinish(conn);
+        return NULL;
+    }
+    return conn;
+}
+
+/* Runs sql (possibly several statements); on failure writes "what: message"
+ * into err. Returns 0 or -1. */
+static int exec_ok(PGconn *conn, const char *sql, const char *what, char *err, size_t errlen)
+{
+    PGresult *res = PQexec(conn, sql);
+    ExecStatusType st = PQresultStatus(res);
+    int rc = 0;
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_EMPTY_QUERY) {
+        char *msg = dup_msg(res ? PQresultErrorMessage(res) : PQerrorMessage(conn));
+        snprintf(err, errlen, "%s: %s", what, msg ? msg : "failed");
+        free(msg);
+        rc = -1;
+    }
+    PQclear(res);
+    return rc;
+}
+
+static int is_migration_name(const char *n)
+{
+    size_t len = strlen(n);
+    if (len < 8) /* "NNN_" + ".sql" */
+        return 0;
+    for (int i = 0; i < 3; i++)
+        if (n[i] < '0' || n[i] > '9')
+            return 0;
+    return n[3] == '_' && strcmp(n + len - 4, ".sql") == 0;
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Reads a whole file into a NUL-terminated buffer, or NULL (errno set). */
+static char *read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    if (!f)
+        return NULL;
+    for (;;) {
+        if (cap - len < 4096) {
+            cap = cap ? cap * 2 : 16384;
+            char *nb = realloc(buf, cap);
+            if (!nb) {
+                free(buf);
+                buf = NULL;
+                goto out;
+            }
+            buf = nb;
+        }
+        size_t n = fread(buf + len, 1, cap - len - 1, f);
+        len += n;
+        if (n == 0)
+            break;
+    }
+    if (ferror(f)) {
+        free(buf);
+        buf = NULL;
+        goto out;
+    }
+    buf[len] = '\0';
+out:
+    fclose(f);
+    return buf;
+}
+
+/* Applies one migration file if its version is not recorded yet. Returns 1
+ * when applied, 0 when already there, -1 on error (rolled back). */
+static int migrate_one(PGconn *conn, const char *dir, const char *name, char *err, size_t errlen)
+{
+    char path[4096], version[4];
+    char *sql = NULL;
+    PGresult *res = NULL;
+    int rc = -1;
+
+    memcpy(version, name, 3);
+    version[3] = '\0';
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    sql = read_file(path);
+    if (!sql) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno ? errno : ENOMEM));
+        return -1;
+    }
+    /* The lock makes concurrent runs apply each file once: the second waits,
+     * then sees the version row. */
+    if (exec_ok(conn, "BEGIN; SELECT pg_advisory_xact_lock(" PG_MIGRATE_LOCK ")", name, err,
+                errlen) != 0)
+        goto out;
+    const char *params[2] = {version, name};
+    res = PQexecParams(conn, "SELECT 1 FROM gantry_schema_migrations WHERE version = $1::int", 1,
+                       NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        char *msg = dup_msg(PQresultErrorMessage(res));
+        snprintf(err, errlen, "%s: %s", name, msg ? msg : "failed");
+        free(msg);
+        goto out;
+    }
+    if (PQntuples(res) > 0) {
+        rc = 0;
+        goto out;
+    }
+    PQclear(res);
+    res = NULL;
+    if (exec_ok(conn, sql, name, err, errlen) != 0)
+        goto out;
+    res = PQexecParams(conn,
+                       "INSERT INTO gantry_schema_migrations (version, name) VALUES ($1::int, $2)",
+                       2, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        char *msg = dup_msg(PQresultErrorMessage(res));
+        snprintf(err, errlen, "%s: %s", name, msg ? msg : "failed");
+        free(msg);
+        goto out;
+    }
+    if (exec_ok(conn, "COMMIT", name, err, errlen) != 0)
+        goto out;
+    rc = 1;
+out:
+    PQclear(res);
+    /* Ends the transaction after a failure or a skip; harmless otherwise. */
+    if (rc != 1 && PQtransactionStatus(conn) != PQTRANS_IDLE)
+        PQclear(PQexec(conn, "ROLLBACK"));
+    free(sql);
+    return rc;
+}
+
+int gt_pg_migrate(PGconn *conn, const char *dir, char *err, size_t errlen)
+{
+    DIR *d = NULL;
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    int applied = 0, rc = -1;
+
+    errno = 0;
+    if (!(d = opendir(dir))) {
+        snprintf(err, errlen, "%s: %s", dir, strerror(errno));
+        goto out;
+    }
+    for (struct dirent *e; (e = readdir(d));) {
+        if (!is_migration_name(e->d_name))
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            char **nn = realloc(names, cap * sizeof(*names));
+            if (!nn) {
+                snprintf(err, errlen, "out of memory");
+                goto out;
+            }
+            names = nn;
+        }
+        if (!(names[n] = xstrdup(e->d_name))) {
+            snprintf(err, errlen, "out of memory");
+            goto out;
+        }
+        n++;
+    }
+    if (n > 0)
+        qsort(names, n, sizeof(*names), cmp_names);
+    for (size_t i = 1; i < n; i++) {
+        if (strncmp(names[i - 1], names[i], 3) == 0) {
+            snprintf(err, errlen, "%s: %s and %s share version %.3s", dir, names[i - 1], names[i],
+                     names[i]);
+            goto out;
+        }
+    }
+    /* Under the lock, so two first runs don't both create the table. */
+    if (exec_ok(conn,
+                "BEGIN;"
+                "SELECT pg_advisory_xact_lock(" PG_MIGRATE_LOCK ");"
+                "SET LOCAL client_min_messages = warning;"
+                "CREATE TABLE IF NOT EXISTS gantry_schema_migrations ("
+                "  version int PRIMARY KEY,"
+                "  name text NOT NULL,"
+                "  applied_at timestamptz NOT NULL DEFAULT now());"
+                "COMMIT",
+                "gantry_schema_migrations", err, errlen) != 0) {
+        if (PQtransactionStatus(conn) != PQTRANS_IDLE)
+            PQclear(PQexec(conn, "ROLLBACK"));
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        int r = migrate_one(conn, dir, names[i], err, errlen);
+        if (r < 0)
+            goto out;
+        if (r > 0)
+            gt_info("migrate: applied %s", names[i]);
+        applied += r;
+    }
+    rc = applied;
+out:
+    if (d)
+        closedir(d);
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    return rc;
+}

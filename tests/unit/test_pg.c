@@ -1,0 +1,430 @@
+/* test_pg.c - async PostgreSQL pipeline (order, errors, reconnect) and migrations, on a real server. */
+#include <dirent.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "pg.h"
+
+/* One answered query, recorded in the order callbacks ran. */
+typedef struct answer {
+    int idx;
+    int ok;
+    char value[64];
+    char err[256];
+} answer_t;
+
+typedef struct rec {
+    answer_t *answers;
+    int n, cap;
+    int out_of_order; /* an answer arrived before an earlier-issued one */
+} rec_t;
+
+typedef struct qarg {
+    rec_t *rec;
+    int idx;
+} qarg_t;
+
+static void rec_cb(const PGresult *res, const char *err, void *arg)
+{
+    qarg_t *a = arg;
+    rec_t *r = a->rec;
+    if (r->n == r->cap)
+        return;
+    answer_t *an = &r->answers[r->n];
+    if (r->n > 0 && r->answers[r->n - 1].idx >= a->idx)
+        r->out_of_order++;
+    an->idx = a->idx;
+    an->ok = res != NULL && err == NULL;
+    if (res && PQntuples(res) > 0 && PQnfields(res) > 0)
+        snprintf(an->value, sizeof(an->value), "%s", PQgetvalue(res, 0, PQnfields(res) - 1));
+    if (err)
+        snprintf(an->err, sizeof(an->err), "%s", err);
+    r->n++;
+}
+
+/* Runs the loop until cond holds or timeout_ms passes; returns 1 if it held. */
+typedef struct runner {
+    int (*cond)(void *);
+    void *arg;
+    int64_t deadline;
+    int held;
+} runner_t;
+
+static void runner_tick(uv_timer_t *t)
+{
+    runner_t *r = t->data;
+    if (r->cond(r->arg)) {
+        r->held = 1;
+        uv_stop(t->loop);
+    } else if (th_now_ms() >= r->deadline) {
+        uv_stop(t->loop);
+    }
+}
+
+static int run_until(uv_loop_t *loop, int (*cond)(void *), void *arg, int timeout_ms)
+{
+    runner_t r = {cond, arg, th_now_ms() + timeout_ms, 0};
+    uv_timer_t t;
+    uv_timer_init(loop, &t);
+    t.data = &r;
+    uv_timer_start(&t, runner_tick, 0, 5);
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv_timer_stop(&t);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(loop, UV_RUN_NOWAIT);
+    return r.held || cond(arg);
+}
+
+static int no_pending(void *arg) { return gt_pg_pending(arg) == 0; }
+static int is_connected(void *arg) { return gt_pg_connected(arg); }
+
+/* Frees pg and lets its handles close; the loop must end up empty. */
+static void pg_close(uv_loop_t *loop, gt_pg_t *pg)
+{
+    gt_pg_free(pg);
+    uv_run(loop, UV_RUN_DEFAULT);
+    TH_EQ_INT(uv_loop_close(loop), 0);
+}
+
+static int count_migration_files(const char *dir)
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    if (!d)
+        return -1;
+    for (struct dirent *e; (e = readdir(d));) {
+        size_t len = strlen(e->d_name);
+        if (len >= 8 && e->d_name[0] >= '0' && e->d_name[0] <= '9' && e->d_name[3] == '_' &&
+            strcmp(e->d_name + len - 4, ".sql") == 0)
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
+static long long scalar(PGconn *c, const char *sql)
+{
+    PGresult *r = PQexec(c, sql);
+    long long v = -1;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+        v = atoll(PQgetvalue(r, 0, 0));
+    else
+        fprintf(stderr, "  %s: %s", sql, PQresultErrorMessage(r));
+    PQclear(r);
+    return v;
+}
+
+static void test_migrate_twice(void)
+{
+    char ci[512], err[512] = "";
+    CU_ASSERT_FATAL(th_pg_create_db(ci, sizeof(ci)) == 0);
+    PGconn *c = gt_pg_connect_sync(ci, err, sizeof(err));
+    CU_ASSERT_FATAL(c != NULL);
+    const char *dir = th_src("migrations");
+    int files = count_migration_files(dir);
+    CU_ASSERT(files >= 1);
+
+    int n = gt_pg_migrate(c, dir, err, sizeof(err));
+    if (n < 0)
+        fprintf(stderr, "  migrate: %s\n", err);
+    TH_EQ_INT(n, files);
+    TH_EQ_INT(gt_pg_migrate(c, dir, err, sizeof(err)), 0);
+    TH_EQ_INT(scalar(c, "SELECT count(*) FROM gantry_schema_migrations"), files);
+    TH_EQ_INT(scalar(c, "SELECT count(*) FROM jobs"), 0);
+    PQfinish(c);
+}
+
+static void test_migrate_failure_rolls_back(void)
+{
+    char ci[512], err[512] = "", dir[] = "/tmp/gantry-mig-XXXXXX", path[600];
+    CU_ASSERT_FATAL(th_pg_create_db(ci, sizeof(ci)) == 0);
+    CU_ASSERT_FATAL(mkdtemp(dir) != NULL);
+    static const char *files[][2] = {
+        {"001_a.sql", "CREATE TABLE a (x int);"},
+        {"002_b.sql", "CREATE TABLE b (x int);\nTHIS IS NOT SQL;"},
+        {"README", "not a migration"},
+    };
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, files[i][0]);
+        FILE *f = fopen(path, "w");
+        CU_ASSERT_FATAL(f != NULL);
+        fputs(files[i][1], f);
+        fclose(f);
+    }
+    PGconn *c = gt_pg_connect_sync(ci, err, sizeof(err));
+    CU_ASSERT_FATAL(c != NULL);
+    TH_EQ_INT(gt_pg_migrate(c, dir, err, sizeof(err)), -1);
+    CU_ASSERT(strstr(err, "002_b.sql") != NULL);
+    /* 001 stays applied; nothing of 002 remains. */
+    TH_EQ_INT(scalar(c, "SELECT count(*) FROM gantry_schema_migrations"), 1);
+    TH_EQ_INT(scalar(c, "SELECT count(*) FROM pg_tables WHERE tablename = 'b'"), 0);
+    TH_EQ_INT(scalar(c, "SELECT count(*) FROM a"), 0);
+    CU_ASSERT(PQtransactionStatus(c) == PQTRANS_IDLE);
+    PQfinish(c);
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, files[i][0]);
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
+typedef struct mig_thread {
+    const char *ci, *dir;
+    int applied;
+    char err[512];
+} mig_thread_t;
+
+static void *mig_main(void *arg)
+{
+    mig_thread_t *m = arg;
+    PGconn *c = gt_pg_connect_sync(m->ci, m->err, sizeof(m->err));
+    m->applied = c ? gt_pg_migrate(c, m->dir, m->err, sizeof(m->err)) : -1;
+    PQfinish(c);
+    return NULL;
+}
+
+static void test_migrate_concurrent(void)
+{
+    char ci[512];
+    CU_ASSERT_FATAL(th_pg_create_db(ci, sizeof(ci)) == 0);
+    const char *dir = th_src("migrations");
+    int files = count_migration_files(dir);
+    mig_thread_t m[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        m[i] = (mig_thread_t){.ci = ci, .dir = dir};
+        CU_ASSERT_FATAL(pthread_create(&th[i], NULL, mig_main, &m[i]) == 0);
+    }
+    int total = 0;
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        if (m[i].applied < 0)
+            fprintf(stderr, "  migrate %d: %s\n", i, m[i].err);
+        CU_ASSERT(m[i].applied >= 0);
+        total += m[i].applied;
+    }
+    TH_EQ_INT(total, files);
+}
+
+#define N_PIPELINED 10000
+
+static void test_pipelined_inserts_in_order(void)
+{
+    char ci[512], err[512];
+    CU_ASSERT_FATAL(th_pg_create_db(ci, sizeof(ci)) == 0);
+    PGconn *c = gt_pg_connect_sync(ci, err, sizeof(err));
+    CU_ASSERT_FATAL(c != NULL);
+    PQclear(PQexec(c, "CREATE TABLE t (i int PRIMARY KEY, v text)"));
+
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    gt_pg_t *pg = gt_pg_new(&loop, ci);
+    CU_ASSERT_FATAL(pg != NULL);
+    rec_t rec = {calloc(N_PIPELINED, sizeof(answer_t)), 0, N_PIPELINED, 0};
+    qarg_t *args = calloc(N_PIPELINED, sizeof(qarg_t));
+    /* Issued before the connection is up: they wait, then go out in order. */
+    for (int i = 0; i < N_PIPELINED; i++) {
+        char num[16];
+        snprintf(num, sizeof(num), "%d", i);
+        const char *p[2] = {num, i % 2 ? NULL : "even"};
+        args[i] = (qarg_t){&rec, i};
+        TH_EQ_INT(gt_pg_query(pg, "INSERT INTO t VALUES ($1, $2) ON CONFLICT DO NOTHING "
+                                  "RETURNING i", 2, p, rec_cb, &args[i]), 0);
+    }
+    TH_EQ_INT(gt_pg_pending(pg), N_PIPELINED);
+    CU_ASSERT(run_until(&loop, no_pending, pg, 60000));
+    TH_EQ_INT(rec.n, N_PIPELINED);
+    TH_EQ_INT(rec.out_of_order, 0);
+    int bad = 0;
+    for (int i = 0; i < rec.n; i++)
+        if (!rec.answers[i].ok || rec.answers[i].idx != i || atoi(rec.answers[i].value) != i)
+            bad++;
+    TH_EQ_INT(bad, 0);
+    TH_EQ_INT(scalar(c, "SELECT count(*) FROM t"), N_PIPELINED);
+    TH_EQ_INT(scalar(c, "SELECT count(*) FROM t WHERE v IS NULL"), N_PIPELINED / 2);
+    CU_ASSERT(gt_pg_connected(pg));
+    pg_close(&loop, pg);
+    free(rec.answers);
+    free(args);
+    PQfinish(c);
+}
+
+/* A query issued from a callback joins the same pipeline. */
+typedef struct chain {
+    gt_pg_t *pg;
+    rec_t *rec;
+    qarg_t next;
+} chain_t;
+
+static void chain_cb(const PGresult *res, const char *err, void *arg)
+{
+    chain_t *ch = arg;
+    const char *p[1] = {"chained"};
+    TH_EQ_INT(gt_pg_query(ch->pg, "SELECT $1::text", 1, p, rec_cb, &ch->next), 0);
+}
+
+static void test_error_fails_only_that_query(void)
+{
+    char ci[512];
+    CU_ASSERT_FATAL(th_pg_create_db(ci, sizeof(ci)) == 0);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    gt_pg_t *pg = gt_pg_new(&loop, ci);
+    CU_ASSERT_FATAL(pg != NULL);
+    CU_ASSERT(run_until(&loop, is_connected, pg, 10000));
+
+    enum { N = 101 };
+    rec_t rec = {calloc(N + 1, sizeof(answer_t)), 0, N + 1, 0};
+    qarg_t args[N];
+    for (int i = 0; i < N; i++) {
+        char num[16];
+        snprintf(num, sizeof(num), "%d", i);
+        const char *p[1] = {num};
+        args[i] = (qarg_t){&rec, i};
+        const char *sql = i == 50 ? "SELECT 1 / ($1::int - 50)" : "SELECT $1::int";
+        TH_EQ_INT(gt_pg_query(pg, sql, 1, p, rec_cb, &args[i]), 0);
+    }
+    chain_t ch = {pg, &rec, {&rec, N}};
+    TH_EQ_INT(gt_pg_query(pg, "SELECT 1", 0, NULL, chain_cb, &ch), 0);
+    CU_ASSERT(run_until(&loop, no_pending, pg, 20000));
+    TH_EQ_INT(rec.n, N + 1);
+    TH_EQ_INT(rec.out_of_order, 0);
+    for (int i = 0; i < rec.n && i < N; i++) {
+        answer_t *a = &rec.answers[i];
+        TH_EQ_INT(a->idx, i);
+        TH_EQ_INT(a->ok, i != 50);
+        if (i == 50) {
+            CU_ASSERT(strstr(a->err, "division by zero") != NULL);
+        } else {
+            TH_EQ_INT(atoi(a->value), i);
+        }
+    }
+    TH_EQ_STR(rec.answers[N].value, "chained");
+    pg_close(&loop, pg);
+    free(rec.answers);
+}
+
+typedef struct pid_box {
+    int pid;
+    int done;
+} pid_box_t;
+
+static void pid_cb(const PGresult *res, const char *err, void *arg)
+{
+    pid_box_t *b = arg;
+    b->pid = res ? atoi(PQgetvalue(res, 0, 0)) : -1;
+    b->done = 1;
+}
+
+static int box_done(void *arg) { return ((pid_box_t *)arg)->done; }
+
+static int backend_pid(uv_loop_t *loop, gt_pg_t *pg)
+{
+    pid_box_t b = {0, 0};
+    if (gt_pg_query(pg, "SELECT pg_backend_pid()", 0, NULL, pid_cb, &b) != 0)
+        return -1;
+    if (!run_until(loop, box_done, &b, 20000))
+        return -1;
+    return b.pid;
+}
+
+static void test_reconnect_resends_pending(void)
+{
+    char ci[512], err[512], sql[128];
+    CU_ASSERT_FATAL(th_pg_create_db(ci, sizeof(ci)) == 0);
+    PGconn *c = gt_pg_connect_sync(ci, err, sizeof(err));
+    CU_ASSERT_FATAL(c != NULL);
+    PQclear(PQexec(c, "CREATE TABLE r (i int PRIMARY KEY)"));
+
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    gt_pg_t *pg = gt_pg_new(&loop, ci);
+    CU_ASSERT_FATAL(pg != NULL);
+    int pid = backend_pid(&loop, pg);
+    CU_ASSERT_FATAL(pid > 0);
+
+    enum { N = 200 };
+    rec_t rec = {calloc(N, sizeof(answer_t)), 0, N, 0};
+    qarg_t args[N];
+    /* The first query holds the backend busy so the rest are surely
+     * unanswered when it is killed. */
+    args[0] = (qarg_t){&rec, 0};
+    TH_EQ_INT(gt_pg_query(pg, "SELECT pg_sleep(0.5), 0", 0, NULL, rec_cb, &args[0]), 0);
+    for (int i = 1; i < N; i++) {
+        char num[16];
+        snprintf(num, sizeof(num), "%d", i);
+        const char *p[1] = {num};
+        args[i] = (qarg_t){&rec, i};
+        TH_EQ_INT(gt_pg_query(pg, "INSERT INTO r VALUES ($1) ON CONFLICT (i) DO UPDATE SET i = "
+                                  "EXCLUDED.i RETURNING i", 1, p, rec_cb, &args[i]), 0);
+    }
+    snprintf(sql, sizeof(sql), "SELECT pg_terminate_backend(%d)::int", pid);
+    TH_EQ_INT(scalar(c, sql), 1);
+    TH_EQ_INT(rec.n, 0);
+
+    CU_ASSERT(run_until(&loop, no_pending, pg, 30000));
+    TH_EQ_INT(rec.n, N);
+    TH_EQ_INT(rec.out_of_order, 0);
+    int bad = 0;
+    for (int i = 0; i < rec.n; i++)
+        if (!rec.answers[i].ok || atoi(rec.answers[i].value) != rec.answers[i].idx)
+            bad++;
+    TH_EQ_INT(bad, 0);
+    TH_EQ_INT(scalar(c, "SELECT count(*) FROM r"), N - 1);
+    int pid2 = backend_pid(&loop, pg);
+    CU_ASSERT(pid2 > 0 && pid2 != pid);
+    pg_close(&loop, pg);
+    free(rec.answers);
+    PQfinish(c);
+}
+
+static void closed_cb(const PGresult *res, const char *err, void *arg)
+{
+    answer_t *a = arg;
+    a->ok = res != NULL;
+    snprintf(a->err, sizeof(a->err), "%s", err ? err : "");
+    a->idx++;
+}
+
+/* With no server, queries wait (reconnecting with backoff) until freed. */
+static void test_free_fails_waiting_queries(void)
+{
+    char ci[128];
+    snprintf(ci, sizeof(ci), "host=127.0.0.1 port=%d user=gantry dbname=x connect_timeout=2",
+             th_free_port());
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    gt_pg_t *pg = gt_pg_new(&loop, ci);
+    CU_ASSERT_FATAL(pg != NULL);
+    answer_t a = {0, 0, "", ""};
+    TH_EQ_INT(gt_pg_query(pg, "SELECT 1", 0, NULL, closed_cb, &a), 0);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    TH_EQ_INT(gt_pg_connected(pg), 0);
+    TH_EQ_INT(gt_pg_pending(pg), 1);
+    gt_pg_free(pg);
+    TH_EQ_INT(a.idx, 1);
+    TH_EQ_INT(a.ok, 0);
+    TH_EQ_STR(a.err, "closed");
+    uv_run(&loop, UV_RUN_DEFAULT);
+    TH_EQ_INT(uv_loop_close(&loop), 0);
+}
+
+int main(void)
+{
+    static const th_test_t tests[] = {
+        {"migrate applies all, then none", test_migrate_twice},
+        {"failed migration rolls back only itself", test_migrate_failure_rolls_back},
+        {"concurrent migrate runs apply each file once", test_migrate_concurrent},
+        {"10000 pipelined inserts answered in order", test_pipelined_inserts_in_order},
+        {"an SQL error fails only its query", test_error_fails_only_that_query},
+        {"killed backend: pending queries resent", test_reconnect_resends_pending},
+        {"free fails waiting queries", test_free_fails_waiting_queries},
+        {NULL, NULL},
+    };
+    return th_run("pg", tests);
+}
