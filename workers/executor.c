@@ -1,0 +1,761 @@
+/* executor.c - runs many tasks at once: parse, dispatch to a runtime, publish result and usage.
+ *
+ * A task owns its Kafka message until everything the message caused is
+ * durable: the task result and, after a successful inference, the usage event
+ * (or, for a message that is not a task, its DLQ copy). Only then is the
+ * message marked done, so offsets are committed only past durable work. A
+ * failed delivery is produced again after a backoff, never dropped. */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "executor.h"
+#include "hostedai.h"
+#include "log.h"
+#include "message.h"
+#include "schema.h"
+
+#define EX_MAX_DELIVERIES 2
+#define EX_REDELIVER_BASE_MS 100
+#define EX_REDELIVER_MAX_MS 5000
+
+typedef struct ex_task ex_task_t;
+
+typedef struct ex_delivery {
+    ex_task_t *task;
+    const char *topic;     /* borrowed from cfg */
+    char *key;
+    char *value;
+    size_t len;
+    int tries;
+    int in_producer;       /* waiting for its delivery report */
+    int acked;
+    int64_t due;           /* mono ms of the next try when queued for retry */
+    struct ex_delivery *next_retry;
+} ex_delivery_t;
+
+typedef enum { TASK_RUNNING, TASK_DELIVERING, TASK_ENDED } task_state_t;
+
+struct ex_task {
+    gt_executor_t *ex;
+    ex_task_t *prev, *next;
+    gt_msg_t *msg;
+    json_t *doc;
+    task_state_t state;
+    int in_list;
+    const char *task_id, *request_id, *tenant_id; /* borrowed from doc */
+    char traceparent[256];
+    gt_task_spec_t spec;
+    gt_hai_call_t *call;
+    int64_t created_wall, start_wall, start_mono;
+    ex_delivery_t deliveries[EX_MAX_DELIVERIES];
+    int n_deliveries;
+    int in_producer;       /* deliveries whose report is still due */
+};
+
+struct gt_executor {
+    uv_loop_t *loop;
+    const gt_config_t *cfg;
+    char *worker_id;
+    int max_in_flight, resume_at;
+    gt_producer_t *producer;
+    gt_http_t *http;
+    gt_consumer_t *consumer;
+    gt_schema_t *schema;
+    gt_hai_env_t hai;
+    const char *const *lanes;
+
+    uv_timer_t heartbeat;
+    uv_timer_t redeliver;
+    int handles_open;
+    int heartbeat_on;
+
+    ex_task_t *tasks;
+    int n_tasks;
+    ex_delivery_t *retry_head;
+
+    int paused, draining, aborting, closed;
+    int in_abort_loop, idle_notified;
+    gt_executor_idle_cb idle_cb;
+    void *idle_arg;
+
+};
+
+static void task_finish(ex_task_t *t, const gt_task_outcome_t *out);
+static void delivery_send(ex_delivery_t *d);
+static void task_maybe_free(ex_task_t *t);
+static void on_redeliver(uv_timer_t *timer);
+
+static gt_log_ctx_t task_ctx(const ex_task_t *t)
+{
+    gt_log_ctx_t ctx = {t->request_id, t->task_id, t->tenant_id};
+    return ctx;
+}
+
+/* ---- in-flight accounting and backpressure -------------------------------- */
+
+static void maybe_idle(gt_executor_t *ex)
+{
+    if (!ex->draining || ex->n_tasks > 0 || ex->idle_notified || ex->in_abort_loop || !ex->idle_cb)
+        return;
+    ex->idle_notified = 1;
+    ex->idle_cb(ex, ex->idle_arg);
+}
+
+static void list_add(gt_executor_t *ex, ex_task_t *t)
+{
+    t->next = ex->tasks;
+    if (ex->tasks)
+        ex->tasks->prev = t;
+    ex->tasks = t;
+    t->in_list = 1;
+    ex->n_tasks++;
+    if (!ex->paused && ex->n_tasks >= ex->max_in_flight && ex->consumer) {
+        gt_consumer_pause(ex->consumer);
+        ex->paused = 1;
+        gt_debug("in-flight limit %d reached: consumer paused", ex->max_in_flight);
+    }
+}
+
+static void list_remove(ex_task_t *t)
+{
+    gt_executor_t *ex = t->ex;
+    if (!t->in_list)
+        return;
+    if (t->prev)
+        t->prev->next = t->next;
+    else
+        ex->tasks = t->next;
+    if (t->next)
+        t->next->prev = t->prev;
+    t->prev = t->next = NULL;
+    t->in_list = 0;
+    ex->n_tasks--;
+    if (ex->paused && !ex->draining && ex->n_tasks < ex->resume_at && ex->consumer) {
+        gt_consumer_resume(ex->consumer);
+        ex->paused = 0;
+        gt_debug("below %d tasks in flight: consumer resumed", ex->resume_at);
+    }
+}
+
+static void task_free(ex_task_t *t)
+{
+    for (int i = 0; i < t->n_deliveries; i++) {
+        free(t->deliveries[i].key);
+        free(t->deliveries[i].value);
+    }
+    json_decref(t->doc);
+    free(t);
+}
+
+/* Frees t once it has left the list and no delivery report can still name it. */
+static void task_maybe_free(ex_task_t *t)
+{
+    if (t->state == TASK_ENDED && !t->in_list && t->in_producer == 0 && !t->call)
+        task_free(t);
+}
+
+/* Ends t without marking its message done: it will be redelivered. */
+static void task_abandon(ex_task_t *t)
+{
+    gt_executor_t *ex = t->ex;
+    t->state = TASK_ENDED;
+    /* Deliveries waiting for a retry are forgotten; those in the producer
+     * still report (task_maybe_free waits for them). */
+    for (ex_delivery_t **pp = &ex->retry_head; *pp;) {
+        if ((*pp)->task == t)
+            *pp = (*pp)->next_retry;
+        else
+            pp = &(*pp)->next_retry;
+    }
+    list_remove(t);
+    task_maybe_free(t);
+    maybe_idle(ex);
+}
+
+static void task_done(ex_task_t *t)
+{
+    gt_executor_t *ex = t->ex;
+    t->state = TASK_ENDED;
+    if (ex->consumer && t->msg)
+        gt_consumer_done(ex->consumer, t->msg);
+    t->msg = NULL;
+    list_remove(t);
+    task_maybe_free(t);
+    maybe_idle(ex);
+}
+
+/* ---- deliveries ----------------------------------------------------------- */
+
+static void redeliver_arm(gt_executor_t *ex)
+{
+    if (ex->closed || !ex->retry_head)
+        return;
+    int64_t due = INT64_MAX, now = gt_clock_mono_ms();
+    for (ex_delivery_t *d = ex->retry_head; d; d = d->next_retry)
+        if (d->due < due)
+            due = d->due;
+    uv_timer_start(&ex->redeliver, on_redeliver, (uint64_t)(due > now ? due - now : 0), 0);
+}
+
+static void delivery_retry_later(ex_delivery_t *d)
+{
+    gt_executor_t *ex = d->task->ex;
+    int64_t wait = EX_REDELIVER_BASE_MS;
+    for (int i = 1; i < d->tries && wait < EX_REDELIVER_MAX_MS; i++)
+        wait *= 2;
+    if (wait > EX_REDELIVER_MAX_MS)
+        wait = EX_REDELIVER_MAX_MS;
+    d->due = gt_clock_mono_ms() + wait;
+    d->next_retry = ex->retry_head;
+    ex->retry_head = d;
+    redeliver_arm(ex);
+}
+
+static void on_redeliver(uv_timer_t *timer)
+{
+    gt_executor_t *ex = timer->data;
+    int64_t now = gt_clock_mono_ms();
+    ex_delivery_t *due = NULL;
+    for (ex_delivery_t **pp = &ex->retry_head; *pp;) {
+        ex_delivery_t *d = *pp;
+        if (d->due <= now) {
+            *pp = d->next_retry;
+            d->next_retry = due;
+            due = d;
+        } else {
+            pp = &d->next_retry;
+        }
+    }
+    while (due) {
+        ex_delivery_t *d = due;
+        due = d->next_retry;
+        d->next_retry = NULL;
+        delivery_send(d);
+    }
+    redeliver_arm(ex);
+}
+
+static void on_delivery(int err, const char *errstr, void *opaque)
+{
+    ex_delivery_t *d = opaque;
+    ex_task_t *t = d->task;
+    gt_executor_t *ex = t->ex;
+    gt_log_ctx_t ctx = task_ctx(t);
+
+    d->in_producer = 0;
+    t->in_producer--;
+    if (t->state == TASK_ENDED || ex->closed) {
+        task_maybe_free(t);
+        return;
+    }
+    if (err) {
+        gt_log(GT_LOG_WARN, &ctx, "delivery to %s failed (%s); producing again", d->topic,
+               errstr ? errstr : "unknown error");
+        if (ex->aborting) {
+            /* Shutting down: the message stays undone and is redelivered. */
+            task_abandon(t);
+            return;
+        }
+        delivery_retry_later(d);
+        return;
+    }
+    d->acked = 1;
+    for (int i = 0; i < t->n_deliveries; i++)
+        if (!t->deliveries[i].acked)
+            return;
+    task_done(t);
+}
+
+static void delivery_send(ex_delivery_t *d)
+{
+    ex_task_t *t = d->task;
+    gt_executor_t *ex = t->ex;
+    gt_header_t hdr = {"traceparent", t->traceparent};
+    d->tries++;
+    int rc = gt_producer_send(ex->producer, d->topic, d->key, d->key ? strlen(d->key) : 0, d->value,
+                              d->len, &hdr, t->traceparent[0] ? 1 : 0, on_delivery, d);
+    if (rc != 0) {
+        gt_log_ctx_t ctx = task_ctx(t);
+        gt_log(GT_LOG_WARN, &ctx, "could not queue a message for %s (error %d); trying again",
+               d->topic, rc);
+        delivery_retry_later(d);
+        return;
+    }
+    d->in_producer = 1;
+    t->in_producer++;
+}
+
+/* Adds a delivery of doc (stolen) to t. Returns 0 or -1 on out of memory. */
+static int task_add_delivery(ex_task_t *t, const char *topic, const char *key, json_t *doc)
+{
+    ex_delivery_t *d = &t->deliveries[t->n_deliveries];
+    int rc = -1;
+    if (!doc || t->n_deliveries >= EX_MAX_DELIVERIES)
+        goto out;
+    memset(d, 0, sizeof(*d));
+    d->task = t;
+    d->topic = topic;
+    d->key = key ? strdup(key) : NULL;
+    d->value = json_dumps(doc, JSON_COMPACT);
+    if ((key && !d->key) || !d->value) {
+        free(d->key);
+        free(d->value);
+        goto out;
+    }
+    d->len = strlen(d->value);
+    t->n_deliveries++;
+    rc = 0;
+out:
+    json_decref(doc);
+    return rc;
+}
+
+static void task_deliver(ex_task_t *t)
+{
+    t->state = TASK_DELIVERING;
+    if (t->n_deliveries == 0) {
+        /* Could not even build a message (out of memory): leave it for redelivery. */
+        gt_log_ctx_t ctx = task_ctx(t);
+        gt_log(GT_LOG_ERROR, &ctx, "no message to publish; task left for redelivery");
+        task_abandon(t);
+        return;
+    }
+    int n = t->n_deliveries;
+    for (int i = 0; i < n; i++)
+        delivery_send(&t->deliveries[i]);
+}
+
+/* ---- events ----------------------------------------------------------------- */
+
+static void on_event_delivery(int err, const char *errstr, void *opaque)
+{
+    if (err)
+        gt_warn("event %s not delivered: %s", (const char *)opaque, errstr ? errstr : "error");
+}
+
+void gt_executor_emit(gt_executor_t *ex, const char *type, json_t *data)
+{
+    json_t *ev = gt_event_build(type, ex->worker_id, NULL, data);
+    if (!ev)
+        return;
+    /* Keyed by allocation so that its acquire and release stay in order. */
+    const char *key = json_string_value(json_object_get(json_object_get(ev, "data"),
+                                                        "allocation_id"));
+    /* Types are string literals, so they can travel as the opaque. */
+    int rc = gt_message_send(ex->producer, ex->cfg->topics.events, key ? key : ex->worker_id, ev,
+                             NULL, 0, on_event_delivery, (void *)type);
+    if (rc != 0)
+        gt_warn("event %s not queued (error %d)", type, rc);
+    json_decref(ev);
+}
+
+static void emit_cb(const char *type, json_t *data, void *arg)
+{
+    gt_executor_emit(arg, type, data);
+}
+
+static void on_heartbeat(uv_timer_t *timer)
+{
+    gt_executor_t *ex = timer->data;
+    json_t *lanes = json_array();
+    for (size_t i = 0; ex->lanes && ex->lanes[i]; i++)
+        json_array_append_new(lanes, json_string(ex->lanes[i]));
+    gt_executor_emit(ex, "worker.heartbeat",
+                     json_pack("{s:i, s:i, s:o, s:b}", "in_flight", ex->n_tasks, "max_in_flight",
+                               ex->max_in_flight, "lanes", lanes, "draining", ex->draining));
+}
+
+void gt_executor_start_heartbeat(gt_executor_t *ex)
+{
+    if (ex->closed)
+        return;
+    ex->heartbeat_on = 1;
+    on_heartbeat(&ex->heartbeat);
+    uv_timer_start(&ex->heartbeat, on_heartbeat, (uint64_t)ex->cfg->heartbeat_ms,
+                   (uint64_t)ex->cfg->heartbeat_ms);
+}
+
+/* ---- results ---------------------------------------------------------------- */
+
+static const char *status_name(gt_task_status_t s)
+{
+    return s == GT_TASK_SUCCEEDED ? "succeeded" : s == GT_TASK_EXPIRED ? "expired" : "failed";
+}
+
+static void set_ms(json_t *obj, const char *key, int64_t ms)
+{
+    if (ms >= 0)
+        json_object_set_new(obj, key, json_integer(ms));
+}
+
+static json_t *str_or_null(const char *s)
+{
+    return s ? json_string(s) : json_null();
+}
+
+static void task_finish(ex_task_t *t, const gt_task_outcome_t *out)
+{
+    gt_executor_t *ex = t->ex;
+    const gt_config_t *cfg = ex->cfg;
+    char at[40];
+    int64_t total_ms = gt_clock_mono_ms() - t->start_mono;
+    gt_log_ctx_t ctx = task_ctx(t);
+    const char *model = json_string_value(json_object_get(t->doc, "model"));
+    json_t *index = json_object_get(t->doc, "index");
+
+    if (out->error_code && strcmp(out->error_code, "aborted") == 0) {
+        gt_log(GT_LOG_INFO, &ctx, "task aborted by shutdown; it will be redelivered");
+        task_abandon(t);
+        return;
+    }
+
+    json_t *timings = json_object();
+    if (t->created_wall > 0)
+        set_ms(timings, "queued_ms",
+               t->start_wall > t->created_wall ? t->start_wall - t->created_wall : 0);
+    set_ms(timings, "allocate_ms", out->allocate_ms);
+    set_ms(timings, "inference_ms", out->inference_ms);
+    set_ms(timings, "release_ms", out->release_ms);
+    set_ms(timings, "total_ms", total_ms);
+
+    json_t *res = json_pack("{s:s, s:s, s:s, s:s, s:O, s:s, s:s, s:s}", "schema",
+                            "gantry.task-result.v1", "task_id", t->task_id, "request_id",
+                            t->request_id, "tenant_id", t->tenant_id, "index",
+                            index ? index : json_integer(0), "status", status_name(out->status),
+                            "model", model ? model : "", "worker_id", ex->worker_id);
+    if (res) {
+        json_object_set_new(res, "output", out->output ? json_deep_copy(out->output) : json_null());
+        json_object_set_new(res, "error",
+                            out->error_code ? json_pack("{s:s, s:s}", "code", out->error_code,
+                                                        "message", out->error_message
+                                                                       ? out->error_message
+                                                                       : "")
+                                            : json_null());
+        json_object_set_new(res, "provider", out->pool ? json_string("hostedai") : json_null());
+        json_object_set_new(res, "pool", str_or_null(out->pool));
+        json_object_set_new(res, "allocation_id", str_or_null(out->allocation_id));
+        json_object_set_new(res, "attempts",
+                            out->attempts ? json_deep_copy(out->attempts) : json_array());
+        json_object_set_new(res, "usage",
+                            json_pack("{s:I, s:I}", "prompt_tokens",
+                                      (json_int_t)out->prompt_tokens, "completion_tokens",
+                                      (json_int_t)out->completion_tokens));
+        json_object_set_new(res, "timings", json_incref(timings));
+        json_object_set_new(res, "completed_at",
+                            json_string(gt_clock_fmt(gt_clock_wall_ms(), at, sizeof(at))));
+    }
+    if (task_add_delivery(t, cfg->topics.task_results, t->request_id, res) != 0)
+        gt_log(GT_LOG_ERROR, &ctx, "out of memory building the task result");
+
+    if (out->status == GT_TASK_SUCCEEDED) {
+        char event_id[512];
+        const gt_model_t *m = t->spec.model;
+        /* Deterministic: a redelivered task yields the same id, billed once. */
+        snprintf(event_id, sizeof(event_id), "%s:usage", t->task_id);
+        json_t *durations = json_object();
+        set_ms(durations, "allocate_ms", out->allocate_ms);
+        set_ms(durations, "inference_ms", out->inference_ms);
+        set_ms(durations, "release_ms", out->release_ms);
+        set_ms(durations, "total_ms", total_ms);
+        json_t *usage = json_pack(
+            "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:f, s:f, s:I, s:I, s:I, s:I, s:I, "
+            "s:I, s:o, s:s}",
+            "schema", "gantry.usage.v1", "event_id", event_id, "request_id", t->request_id,
+            "task_id", t->task_id, "tenant_id", t->tenant_id, "model", model ? model : "",
+            "provider", "hostedai", "pool", out->pool ? out->pool : "", "allocation_id",
+            str_or_null(out->allocation_id), "allocation_seconds",
+            round(out->allocation_seconds * 1000.0) / 1000.0, "tflops", m ? m->tflops : 0.0,
+            "vram_mb", (json_int_t)(m ? m->vram_mb : 0), "prompt_tokens",
+            (json_int_t)out->prompt_tokens, "completion_tokens",
+            (json_int_t)out->completion_tokens, "request_bytes", (json_int_t)out->request_bytes,
+            "response_bytes", (json_int_t)out->response_bytes, "attempts",
+            (json_int_t)(out->attempts ? json_array_size(out->attempts) : 0), "durations",
+            durations, "occurred_at", gt_clock_fmt(gt_clock_wall_ms(), at, sizeof(at)));
+        if (task_add_delivery(t, cfg->topics.usage, event_id, usage) != 0)
+            gt_log(GT_LOG_ERROR, &ctx, "out of memory building the usage event");
+    }
+    json_decref(timings);
+    gt_log(out->status == GT_TASK_SUCCEEDED ? GT_LOG_INFO : GT_LOG_WARN, &ctx,
+           "task %s%s%s in %" PRId64 " ms", status_name(out->status),
+           out->error_code ? ": " : "", out->error_code ? out->error_code : "", total_ms);
+    task_deliver(t);
+}
+
+static void on_hai_done(gt_hai_call_t *call, const gt_task_outcome_t *out, void *arg)
+{
+    ex_task_t *t = arg;
+    t->call = NULL;
+    task_finish(t, out);
+}
+
+/* Ends t with an error decided before any runtime ran. */
+static void task_fail_early(ex_task_t *t, gt_task_status_t status, const char *code,
+                            const char *message)
+{
+    gt_task_outcome_t out = {0};
+    out.status = status;
+    out.error_code = code;
+    out.error_message = message;
+    out.allocate_ms = out.inference_ms = out.release_ms = -1;
+    task_finish(t, &out);
+}
+
+/* ---- DLQ -------------------------------------------------------------------- */
+
+static void task_to_dlq(ex_task_t *t, const char *code, const char *message)
+{
+    gt_executor_t *ex = t->ex;
+    const gt_msg_t *msg = t->msg;
+    char *key = msg->key ? strndup(msg->key, msg->key_len) : NULL;
+
+    gt_warn("message %s[%d]@%" PRId64 " is not a valid task (%s): sent to the DLQ", msg->topic,
+            (int)msg->partition, msg->offset, code);
+    json_t *dlq = gt_dlq_build(msg, "worker.parse", code, message, NULL);
+    if (task_add_delivery(t, ex->cfg->topics.dlq, key, dlq) != 0)
+        gt_error("out of memory building a DLQ message");
+    free(key);
+    task_deliver(t);
+}
+
+/* ---- intake ----------------------------------------------------------------- */
+
+static void task_start(ex_task_t *t)
+{
+    gt_executor_t *ex = t->ex;
+    json_t *doc = t->doc;
+    gt_log_ctx_t ctx;
+
+    t->task_id = json_string_value(json_object_get(doc, "task_id"));
+    t->request_id = json_string_value(json_object_get(doc, "request_id"));
+    t->tenant_id = json_string_value(json_object_get(doc, "tenant_id"));
+    if (!t->task_id || !t->request_id || !t->tenant_id) {
+        /* The schema requires them; guard anyway so nothing below sees NULL. */
+        t->task_id = t->request_id = t->tenant_id = NULL;
+        task_to_dlq(t, "schema_violation", "task_id, request_id and tenant_id are required");
+        return;
+    }
+    ctx = task_ctx(t);
+    const char *created = json_string_value(json_object_get(doc, "created_at"));
+    if (created && gt_clock_parse(created, &t->created_wall) != 0)
+        t->created_wall = 0;
+
+    t->spec.task_id = t->task_id;
+    t->spec.request_id = t->request_id;
+    t->spec.tenant_id = t->tenant_id;
+    t->spec.kind = json_string_value(json_object_get(doc, "kind"));
+    t->spec.input = json_object_get(doc, "input");
+    t->spec.parameters = json_object_get(doc, "parameters");
+    t->spec.traceparent = t->traceparent[0] ? t->traceparent : NULL;
+    t->spec.deadline_mono_ms = INT64_MAX;
+    if (!t->spec.kind)
+        t->spec.kind = "generate";
+
+    const char *model = json_string_value(json_object_get(doc, "model"));
+    t->spec.model = model ? gt_config_model(ex->cfg, model) : NULL;
+    if (!t->spec.model) {
+        char m[300];
+        snprintf(m, sizeof(m), "model \"%.200s\" is not configured on this worker",
+                 model ? model : "");
+        task_fail_early(t, GT_TASK_FAILED, "unknown_model", m);
+        return;
+    }
+    const char *deadline = json_string_value(json_object_get(doc, "deadline"));
+    if (deadline) {
+        int64_t dl;
+        if (gt_clock_parse(deadline, &dl) != 0) {
+            task_fail_early(t, GT_TASK_FAILED, "invalid_deadline", "deadline is not RFC 3339");
+            return;
+        }
+        int64_t left = dl - t->start_wall;
+        if (left <= 0) {
+            task_fail_early(t, GT_TASK_EXPIRED, "deadline_exceeded",
+                            "deadline passed before the task started");
+            return;
+        }
+        t->spec.deadline_mono_ms = t->start_mono + left;
+    }
+    const char *runtime = t->spec.model->runtime;
+    if (runtime && strcmp(runtime, "hostedai") == 0) {
+        const char *code = NULL;
+        t->call = gt_hai_start(&ex->hai, &t->spec, on_hai_done, t, &code);
+        if (!t->call) {
+            task_fail_early(t, GT_TASK_FAILED, code,
+                            strcmp(code, "unknown_pool") == 0
+                                ? "the model's pool is not configured"
+                                : "could not start the task");
+        }
+        return;
+    }
+    gt_log(GT_LOG_WARN, &ctx, "runtime %s is not served by this worker", runtime ? runtime : "?");
+    task_fail_early(t, GT_TASK_FAILED, "unsupported_runtime",
+                    "the model's runtime is not served by this worker");
+}
+
+void gt_executor_on_message(gt_consumer_t *c, gt_msg_t *msg, void *arg)
+{
+    gt_executor_t *ex = arg;
+    const char *code = NULL;
+    char why[512];
+
+    if (ex->closed)
+        return;
+    ex->consumer = c;
+    if (ex->draining) {
+        /* Taken from the queue after the drain began: left undone, redelivered. */
+        if (!ex->paused) {
+            gt_consumer_pause(c);
+            ex->paused = 1;
+        }
+        return;
+    }
+    ex_task_t *t = calloc(1, sizeof(*t));
+    if (!t) {
+        gt_error("out of memory: message %s[%d]@%" PRId64 " left for redelivery", msg->topic,
+                 (int)msg->partition, msg->offset);
+        return;
+    }
+    t->ex = ex;
+    t->msg = msg;
+    t->state = TASK_RUNNING;
+    t->start_wall = gt_clock_wall_ms();
+    t->start_mono = gt_clock_mono_ms();
+    if (!gt_msg_header(msg, "traceparent", t->traceparent, sizeof(t->traceparent)))
+        t->traceparent[0] = '\0';
+    list_add(ex, t);
+
+    why[0] = '\0';
+    t->doc = gt_message_parse(msg, ex->schema, &code, why, sizeof(why));
+    if (!t->doc) {
+        task_to_dlq(t, code ? code : "invalid_json", why);
+        return;
+    }
+    task_start(t);
+}
+
+/* ---- lifecycle -------------------------------------------------------------- */
+
+gt_executor_t *gt_executor_new(uv_loop_t *loop, const gt_executor_opts_t *opts, char *err,
+                               size_t errlen)
+{
+    gt_executor_t *ex = calloc(1, sizeof(*ex));
+    if (!ex) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    ex->loop = loop;
+    ex->cfg = opts->cfg;
+    ex->producer = opts->producer;
+    ex->http = opts->http;
+    ex->lanes = opts->lanes;
+    ex->max_in_flight = opts->max_in_flight > 0 ? opts->max_in_flight
+                                                : opts->cfg->worker_max_in_flight;
+    if (ex->max_in_flight < 1)
+        ex->max_in_flight = 1;
+    ex->resume_at = ex->max_in_flight * 3 / 4;
+    if (ex->resume_at < 1)
+        ex->resume_at = 1;
+    ex->worker_id = strdup(opts->worker_id);
+    if (!ex->worker_id) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    ex->schema = gt_schema_embedded("task.v1.json", err, errlen);
+    if (!ex->schema)
+        goto fail;
+    ex->hai.loop = loop;
+    ex->hai.http = opts->http;
+    ex->hai.cfg = opts->cfg;
+    ex->hai.worker_id = ex->worker_id;
+    ex->hai.emit = emit_cb;
+    ex->hai.emit_arg = ex;
+    uv_timer_init(loop, &ex->heartbeat);
+    uv_timer_init(loop, &ex->redeliver);
+    ex->heartbeat.data = ex->redeliver.data = ex;
+    ex->handles_open = 2;
+    return ex;
+fail:
+    free(ex->worker_id);
+    free(ex);
+    return NULL;
+}
+
+int gt_executor_in_flight(const gt_executor_t *ex)
+{
+    return ex->n_tasks;
+}
+
+void gt_executor_drain(gt_executor_t *ex, gt_executor_idle_cb cb, void *arg)
+{
+    ex->idle_cb = cb;
+    ex->idle_arg = arg;
+    ex->draining = 1;
+    if (!ex->paused && ex->consumer) {
+        gt_consumer_pause(ex->consumer);
+        ex->paused = 1;
+    }
+    maybe_idle(ex);
+}
+
+void gt_executor_abort(gt_executor_t *ex, gt_executor_idle_cb cb, void *arg)
+{
+    ex->aborting = 1;
+    ex->in_abort_loop = 1;
+    gt_executor_drain(ex, cb, arg);
+    for (ex_task_t *t = ex->tasks, *next; t; t = next) {
+        next = t->next;
+        if (t->state == TASK_RUNNING && t->call)
+            gt_hai_abort(t->call); /* may finish t (and only t) right here */
+    }
+    /* A delivery waiting to be retried will not be: its message stays undone. */
+    while (ex->retry_head)
+        task_abandon(ex->retry_head->task);
+    ex->in_abort_loop = 0;
+    maybe_idle(ex);
+}
+
+void gt_executor_detach(gt_executor_t *ex)
+{
+    ex->consumer = NULL;
+}
+
+static void on_close(uv_handle_t *h)
+{
+    gt_executor_t *ex = h->data;
+    ex->handles_open--;
+}
+
+void gt_executor_close(gt_executor_t *ex)
+{
+    if (ex->closed)
+        return;
+    ex->closed = 1;
+    ex->consumer = NULL;
+    ex->retry_head = NULL;
+    for (ex_task_t *t = ex->tasks; t; t = t->next) {
+        if (t->call) {
+            gt_hai_cancel(t->call);
+            t->call = NULL;
+        }
+        t->state = TASK_ENDED;
+    }
+    uv_close((uv_handle_t *)&ex->heartbeat, on_close);
+    uv_close((uv_handle_t *)&ex->redeliver, on_close);
+}
+
+void gt_executor_free(gt_executor_t *ex)
+{
+    if (!ex)
+        return;
+    while (ex->tasks) {
+        ex_task_t *t = ex->tasks;
+        ex->tasks = t->next;
+        task_free(t);
+    }
+    gt_schema_free(ex->schema);
+    free(ex->worker_id);
+    free(ex);
+}

@@ -1,0 +1,55 @@
+/* hostedai.h - HostedAI runtime: allocate, infer, release, with retries and deadlines. */
+#ifndef GT_HOSTEDAI_H
+#define GT_HOSTEDAI_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "config.h"
+#include "executor.h"
+#include "http.h"
+
+/* Extra release attempts after cfg->retry is exhausted: an allocation left
+ * behind costs money until the reaper finds it. */
+#define GT_HAI_RELEASE_EXTRA_RETRIES 3
+
+typedef struct gt_hai_call gt_hai_call_t;
+
+typedef struct gt_hai_env {
+    uv_loop_t *loop;
+    gt_http_t *http;
+    const gt_config_t *cfg;    /* retry policy, timeouts, pools */
+    const char *worker_id;     /* allocation label "holder" */
+    gt_event_fn emit;          /* allocation.acquired/released/release_failed; may be NULL */
+    void *emit_arg;
+} gt_hai_env_t;
+
+/* Called exactly once per call unless it was cancelled, after any allocation
+ * has been released (or its release given up). out is valid only during the
+ * call. The call must not be used after the callback has returned. */
+typedef void (*gt_hai_done_cb)(gt_hai_call_t *call, const gt_task_outcome_t *out, void *arg);
+
+/* Starts a task on its model's pool. env and spec are borrowed and must stay
+ * valid until cb (env: until the call is freed, i.e. while the loop runs its
+ * requests). Returns NULL when the task cannot even start (out of memory, or
+ * unknown pool: then *code is set to a task error code, e.g. "unknown_pool"). */
+gt_hai_call_t *gt_hai_start(const gt_hai_env_t *env, const gt_task_spec_t *spec,
+                            gt_hai_done_cb cb, void *arg, const char **code);
+
+/* Ends the call early (shutdown): an allocate in flight is awaited, an
+ * inference is abandoned, backoffs are cut short, and the allocation is
+ * released. cb still runs, with status failed and code "aborted". */
+void gt_hai_abort(gt_hai_call_t *call);
+
+/* Forgets cb: it will not run. The call frees itself once its HTTP requests
+ * have finished (gt_http_free aborts them) and its timer is closed. */
+void gt_hai_cancel(gt_hai_call_t *call);
+
+/* Builds the /v1/inference body for a task (exposed for tests). Returns a new
+ * object, or NULL when the input does not fit the kind (*why is set). */
+json_t *gt_hai_inference_body(const char *allocation_id, const char *kind, const json_t *input,
+                              const json_t *parameters, const char **why);
+
+#endif

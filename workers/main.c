@@ -1,0 +1,331 @@
+/* main.c - gantry-worker: consumes task lanes, runs tasks on providers, publishes results. */
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "config.h"
+#include "executor.h"
+#include "hostedai.h"
+#include "http.h"
+#include "kafka.h"
+#include "log.h"
+
+/* How long a first SIGTERM lets tasks in flight finish before aborting them. */
+#define WORKER_DRAIN_MS 30000
+/* After an abort, how long releases and deliveries may take before we stop anyway. */
+#define WORKER_ABORT_GRACE_MS 15000
+#define WORKER_MAX_LANES 64
+
+typedef struct worker {
+    uv_loop_t loop;
+    gt_config_t *cfg;
+    char id[256];
+    const char *lanes[WORKER_MAX_LANES + 1];
+    char *lane_buf;
+    char *topics[WORKER_MAX_LANES + 1];
+    gt_producer_t *producer;
+    gt_consumer_t *consumer;
+    gt_http_t *http;
+    gt_executor_t *ex;
+    uv_signal_t sigterm, sigint;
+    uv_timer_t stop_timer;   /* drain limit, then abort grace */
+    int signals;
+    int stopping;            /* teardown started */
+} worker_t;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: gantry-worker [--config FILE] [--id ID] [--lanes a,b] [--max-in-flight N]\n"
+            "\n"
+            "Consumes the task topics of its lanes, runs each task on its model's runtime\n"
+            "(HostedAI: allocate, infer, release) and publishes task results and usage.\n"
+            "\n"
+            "  -c, --config FILE      configuration (default gantry.json)\n"
+            "      --id ID            worker id (default worker-<hostname>-<pid>)\n"
+            "      --lanes a,b        lanes to consume (default worker.lanes, else all)\n"
+            "      --max-in-flight N  tasks in flight before pausing (default worker.max_in_flight)\n"
+            "  -h, --help             this help\n"
+            "\n"
+            "SIGTERM/SIGINT: finish tasks in flight (up to %d s) and exit 0; a second\n"
+            "signal aborts them (allocations released, tasks redelivered).\n",
+            WORKER_DRAIN_MS / 1000);
+}
+
+static int bad_usage(const char *what, const char *arg)
+{
+    fprintf(stderr, "gantry-worker: %s%s%s (see --help)\n", what, arg ? ": " : "", arg ? arg : "");
+    return 2;
+}
+
+static void teardown(worker_t *w);
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void on_idle(gt_executor_t *ex, void *arg)
+{
+    worker_t *w = arg;
+    (void)ex;
+    teardown(w);
+}
+
+static void on_stop_timer(uv_timer_t *t)
+{
+    worker_t *w = t->data;
+    if (w->signals < 2) {
+        gt_warn("drain time of %d ms is over: aborting %d task(s)", WORKER_DRAIN_MS,
+                gt_executor_in_flight(w->ex));
+        w->signals = 2;
+        uv_timer_start(&w->stop_timer, on_stop_timer, WORKER_ABORT_GRACE_MS, 0);
+        gt_executor_abort(w->ex, on_idle, w);
+        return;
+    }
+    gt_error("releases and deliveries still pending after %d ms: stopping anyway",
+             WORKER_ABORT_GRACE_MS);
+    teardown(w);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    worker_t *w = s->data;
+    if (w->stopping)
+        return;
+    w->signals++;
+    if (w->signals == 1) {
+        gt_info("signal %d: draining %d task(s) in flight", signum, gt_executor_in_flight(w->ex));
+        uv_timer_start(&w->stop_timer, on_stop_timer, WORKER_DRAIN_MS, 0);
+        gt_executor_drain(w->ex, on_idle, w);
+    } else if (w->signals == 2) {
+        gt_warn("signal %d again: aborting %d task(s)", signum, gt_executor_in_flight(w->ex));
+        uv_timer_start(&w->stop_timer, on_stop_timer, WORKER_ABORT_GRACE_MS, 0);
+        gt_executor_abort(w->ex, on_idle, w);
+    } else {
+        gt_error("signal %d a third time: stopping now", signum);
+        teardown(w);
+    }
+}
+
+/* Closes every loop handle; uv_run then returns and main frees the rest. */
+static void teardown(worker_t *w)
+{
+    if (w->stopping)
+        return;
+    w->stopping = 1;
+    gt_executor_emit(w->ex, "worker.stopped",
+                     json_pack("{s:i}", "abandoned", gt_executor_in_flight(w->ex)));
+    gt_executor_close(w->ex);
+    gt_consumer_close_handles(w->consumer);
+    gt_http_free(w->http);
+    w->http = NULL;
+    gt_producer_close_handles(w->producer);
+    uv_close((uv_handle_t *)&w->sigterm, on_handle_closed);
+    uv_close((uv_handle_t *)&w->sigint, on_handle_closed);
+    uv_close((uv_handle_t *)&w->stop_timer, on_handle_closed);
+}
+
+/* Splits a comma list into w->lanes; returns 0, or -1 on an empty or unknown lane. */
+static int parse_lanes(worker_t *w, const char *list, const char **bad)
+{
+    size_t n = 0;
+    w->lane_buf = strdup(list);
+    if (!w->lane_buf)
+        return -1;
+    for (char *save = NULL, *tok = strtok_r(w->lane_buf, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save)) {
+        int known = 0;
+        for (size_t i = 0; i < w->cfg->n_lanes; i++)
+            known |= strcmp(w->cfg->lanes[i], tok) == 0;
+        if (!known || n == WORKER_MAX_LANES) {
+            *bad = tok;
+            return -1;
+        }
+        w->lanes[n++] = tok;
+    }
+    w->lanes[n] = NULL;
+    if (n == 0) {
+        *bad = list;
+        return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"id", required_argument, NULL, 'i'},
+        {"lanes", required_argument, NULL, 'l'},
+        {"max-in-flight", required_argument, NULL, 'm'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    static worker_t w; /* large, and signal handles must outlive main's frame anyway */
+    const char *config_path = "gantry.json", *id = NULL, *lanes = NULL;
+    long max_in_flight = 0;
+    char err[4096];
+    int rc = 1, opt;
+
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, ":c:h", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'c': config_path = optarg; break;
+        case 'i': id = optarg; break;
+        case 'l': lanes = optarg; break;
+        case 'm': {
+            char *end;
+            max_in_flight = strtol(optarg, &end, 10);
+            if (*optarg == '\0' || *end || max_in_flight < 1 || max_in_flight > 1000000)
+                return bad_usage("--max-in-flight needs a number from 1 to 1000000", optarg);
+            break;
+        }
+        case 'h': usage(stdout); return 0;
+        case ':': return bad_usage("missing value for", argv[optind - 1]);
+        default: return bad_usage("unknown option", argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return bad_usage("unexpected argument", argv[optind]);
+    if (id && (!*id || strlen(id) >= sizeof(w.id)))
+        return bad_usage("--id must be 1 to 255 characters", NULL);
+
+    err[0] = '\0';
+    w.cfg = gt_config_load(config_path, err, sizeof(err));
+    if (!w.cfg) {
+        size_t n = strlen(err);
+        fprintf(stderr, "gantry-worker: %s%s", err[0] ? err : "cannot load configuration",
+                n && err[n - 1] == '\n' ? "" : "\n");
+        return 1;
+    }
+    if (lanes) {
+        const char *bad = NULL;
+        if (parse_lanes(&w, lanes, &bad) != 0) {
+            rc = bad_usage("unknown lane in --lanes", bad);
+            goto out_cfg;
+        }
+    } else {
+        size_t n = w.cfg->n_worker_lanes < WORKER_MAX_LANES ? w.cfg->n_worker_lanes
+                                                            : WORKER_MAX_LANES;
+        for (size_t i = 0; i < n; i++)
+            w.lanes[i] = w.cfg->worker_lanes[i];
+        w.lanes[n] = NULL;
+        if (n == 0) {
+            fprintf(stderr, "gantry-worker: worker.lanes: no lane to consume (no model declares one)\n");
+            goto out_cfg;
+        }
+    }
+    if (id) {
+        snprintf(w.id, sizeof(w.id), "%s", id);
+    } else {
+        char host[200] = "localhost";
+        gethostname(host, sizeof(host) - 1);
+        snprintf(w.id, sizeof(w.id), "worker-%s-%ld", host, (long)getpid());
+    }
+
+    gt_log_init("gantry-worker", GT_LOG_INFO);
+    int level = gt_log_parse_level(w.cfg->log_level);
+    if (level >= 0)
+        gt_log_set_level((gt_log_level_t)level);
+    signal(SIGPIPE, SIG_IGN);
+
+    uv_loop_init(&w.loop);
+    w.producer = gt_producer_new(&w.loop, w.cfg, err, sizeof(err));
+    if (!w.producer) {
+        fprintf(stderr, "gantry-worker: kafka producer: %s\n", err);
+        goto out_loop;
+    }
+    w.http = gt_http_new(&w.loop);
+    if (!w.http) {
+        fprintf(stderr, "gantry-worker: cannot start the HTTP client\n");
+        goto out_http;
+    }
+    gt_executor_opts_t eopts = {
+        .cfg = w.cfg,
+        .worker_id = w.id,
+        .max_in_flight = (int)max_in_flight,
+        .producer = w.producer,
+        .http = w.http,
+        .lanes = w.lanes,
+    };
+    w.ex = gt_executor_new(&w.loop, &eopts, err, sizeof(err));
+    if (!w.ex) {
+        fprintf(stderr, "gantry-worker: %s\n", err);
+        goto out_http;
+    }
+    size_t n_topics = 0;
+    for (; w.lanes[n_topics]; n_topics++) {
+        char topic[512];
+        w.topics[n_topics] = strdup(gt_config_lane_topic(w.cfg, w.lanes[n_topics], topic,
+                                                         sizeof(topic)));
+        if (!w.topics[n_topics]) {
+            fprintf(stderr, "gantry-worker: out of memory\n");
+            goto out_ex;
+        }
+    }
+    w.topics[n_topics] = NULL;
+    gt_consumer_opts_t copts = {
+        .group_id = w.cfg->group_worker,
+        .topics = (const char *const *)w.topics,
+        .cb = gt_executor_on_message,
+        .arg = w.ex,
+        .commit_interval_ms = w.cfg->commit_interval_ms,
+    };
+    w.consumer = gt_consumer_new(&w.loop, w.cfg, &copts, err, sizeof(err));
+    if (!w.consumer) {
+        fprintf(stderr, "gantry-worker: kafka consumer: %s\n", err);
+        goto out_ex;
+    }
+
+    uv_signal_init(&w.loop, &w.sigterm);
+    uv_signal_init(&w.loop, &w.sigint);
+    uv_timer_init(&w.loop, &w.stop_timer);
+    w.sigterm.data = w.sigint.data = w.stop_timer.data = &w;
+    uv_signal_start(&w.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&w.sigint, on_signal, SIGINT);
+
+    gt_executor_start_heartbeat(w.ex);
+    gt_info("worker %s started: group %s, %zu lane topic(s) from %s, max %d in flight", w.id,
+            w.cfg->group_worker, n_topics, w.topics[0],
+            max_in_flight > 0 ? (int)max_in_flight : w.cfg->worker_max_in_flight);
+    /* For supervisors and tests: the worker is up and consuming. */
+    printf("worker_id=%s\n", w.id);
+    fflush(stdout);
+
+    uv_run(&w.loop, UV_RUN_DEFAULT);
+
+    /* Every handle is closed: now the blocking parts (commit, flush). */
+    gt_consumer_free(w.consumer);
+    w.consumer = NULL;
+    gt_producer_free(w.producer, 10000);
+    w.producer = NULL;
+    gt_executor_free(w.ex);
+    w.ex = NULL;
+    gt_info("worker %s stopped", w.id);
+    rc = 0;
+    goto out_loop;
+
+out_ex:
+    gt_executor_close(w.ex);
+out_http:
+    if (w.http)
+        gt_http_free(w.http);
+    gt_producer_close_handles(w.producer);
+    uv_run(&w.loop, UV_RUN_DEFAULT);
+    gt_executor_free(w.ex);
+    gt_producer_free(w.producer, 0);
+out_loop:
+    for (size_t i = 0; w.topics[i]; i++)
+        free(w.topics[i]);
+    uv_loop_close(&w.loop);
+out_cfg:
+    free(w.lane_buf);
+    gt_config_free(w.cfg);
+    return rc;
+}
