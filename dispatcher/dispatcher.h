@@ -1,0 +1,54 @@
+/* dispatcher.h - state shared by the dispatcher's roles (intake, coordinator,
+ * ledger, reaper), all running on one libuv loop. */
+#ifndef GT_DISPATCHER_H
+#define GT_DISPATCHER_H
+
+#include <jansson.h>
+#include <uv.h>
+
+#include "config.h"
+#include "http.h"
+#include "kafka.h"
+#include "pg.h"
+#include "schema.h"
+
+typedef struct gt_ledger gt_ledger_t;
+typedef struct gt_reaper gt_reaper_t;
+
+typedef struct gt_dispatcher {
+    uv_loop_t *loop;
+    const gt_config_t *cfg;
+    char id[128];                  /* this process, e.g. "dispatcher-host-123" */
+    gt_producer_t *producer;
+    gt_pg_t *pg;
+    gt_consumer_t *consumer;       /* requests and task results (group_dispatcher) */
+    gt_schema_t *request_schema, *task_result_schema, *usage_schema, *event_schema;
+    json_t *intake_active;         /* request_ids in intake now: a set (object of true) */
+    json_t *finalizing;            /* request_ids whose result is being published */
+    gt_ledger_t *ledger;
+    gt_reaper_t *reaper;
+    long requests_accepted, requests_duplicate, dead_letters, results_published;
+} gt_dispatcher_t;
+
+/* Consumer callback of intake: one request message. */
+void gt_intake_handle(gt_dispatcher_t *d, gt_msg_t *msg);
+/* Consumer callback of the coordinator: one task result message. */
+void gt_coordinator_handle(gt_dispatcher_t *d, gt_msg_t *msg);
+
+/* Sends msg to the DLQ and marks it done once the DLQ entry is durable. */
+void gt_dispatcher_dead_letter(gt_dispatcher_t *d, gt_consumer_t *c, gt_msg_t *msg,
+                               const char *stage, const char *code, const char *message,
+                               const char *request_id);
+
+/* Ledger: consumes usage events and writes them to PostgreSQL in batches. */
+gt_ledger_t *gt_ledger_new(gt_dispatcher_t *d, char *err, size_t errlen);
+int gt_ledger_in_flight(const gt_ledger_t *l);
+void gt_ledger_close(gt_ledger_t *l);  /* stops taking messages; closes handles */
+void gt_ledger_free(gt_ledger_t *l);   /* after the loop closed the handles */
+
+/* Lease reaper: releases HostedAI allocations whose holder stopped heartbeating. */
+gt_reaper_t *gt_reaper_new(gt_dispatcher_t *d, char *err, size_t errlen);
+void gt_reaper_close(gt_reaper_t *r);
+void gt_reaper_free(gt_reaper_t *r);
+
+#endif

@@ -1,0 +1,300 @@
+/* intake.c - the dispatcher's intake: validate, deduplicate, classify, build
+ * the task graph, persist it and publish the ready tasks. A request's offset
+ * is done only once its job is in PostgreSQL and its tasks are on Kafka. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "classify.h"
+#include "clock.h"
+#include "dispatcher.h"
+#include "graph.h"
+#include "log.h"
+#include "message.h"
+
+typedef struct intake {
+    gt_dispatcher_t *d;
+    gt_msg_t *msg;
+    json_t *req;
+    gt_graph_t graph;
+    char *request_id;
+    char traceparent[128];
+    int has_traceparent;
+    int acks_pending;
+    json_t *published;    /* task_ids sent, marked queued once all are durable */
+} intake_t;
+
+static const char sql_insert[] =
+    "WITH j AS ("
+    "  INSERT INTO jobs (request_id, tenant_id, kind, model, lane, priority, deadline,"
+    "                    reply_topic, task_count, batch, request, source_topic,"
+    "                    source_partition, source_offset)"
+    "  VALUES ($1, $2, $3, $4, $5, $6, $7::timestamptz, $8, $9, $10, $11::jsonb, $12, $13, $14)"
+    "  ON CONFLICT (request_id) DO NOTHING RETURNING request_id),"
+    " t AS ("
+    "  INSERT INTO tasks (task_id, request_id, idx, kind, depends_on, model, pool, lane)"
+    "  SELECT r.task_id, j.request_id, r.idx, r.kind, r.depends_on, r.model, r.pool, r.lane"
+    "  FROM j, jsonb_to_recordset($15::jsonb) AS r(task_id text, idx int, kind text,"
+    "       depends_on int[], model text, pool text, lane text)"
+    "  RETURNING 1)"
+    " SELECT (SELECT count(*) FROM j) AS created, (SELECT count(*) FROM t) AS tasks";
+
+/* Crash recovery: inference tasks of an existing job that never reached Kafka. */
+static const char sql_pending[] =
+    "SELECT j.request, coalesce(array_to_json(array_agg(t.idx ORDER BY t.idx)"
+    "         FILTER (WHERE t.task_id IS NOT NULL)), '[]')"
+    " FROM jobs j LEFT JOIN tasks t ON t.request_id = j.request_id"
+    "  AND t.kind = 'inference' AND t.status = 'pending'"
+    " WHERE j.request_id = $1 GROUP BY j.request";
+
+static const char sql_queued[] =
+    "UPDATE tasks SET status = 'queued', queued_at = now()"
+    " WHERE task_id IN (SELECT json_array_elements_text($1::json)) AND status = 'pending'";
+
+static void intake_free(intake_t *in)
+{
+    if (in->request_id)
+        json_object_del(in->d->intake_active, in->request_id);
+    gt_graph_free(&in->graph);
+    json_decref(in->req);
+    json_decref(in->published);
+    free(in->request_id);
+    free(in);
+}
+
+/* Everything the request caused is durable: its offset may be committed. */
+static void intake_finish(intake_t *in)
+{
+    gt_consumer_done(in->d->consumer, in->msg);
+    intake_free(in);
+}
+
+static void on_queued(const PGresult *res, const char *err, void *arg)
+{
+    intake_t *in = arg;
+    if (err) /* the tasks are on Kafka: a stale 'pending' only delays status display */
+        gt_log(GT_LOG_WARN, &(gt_log_ctx_t){.request_id = in->request_id},
+               "marking tasks queued failed: %s", err);
+    intake_finish(in);
+}
+
+typedef struct task_send {
+    intake_t *in;
+    int idx;
+} task_send_t;
+
+static void send_task(task_send_t *ts);
+
+static void tasks_durable(intake_t *in)
+{
+    if (--in->acks_pending > 0)
+        return;
+    char *ids = json_dumps(in->published, JSON_COMPACT);
+    const char *params[] = {ids};
+    if (!ids || gt_pg_query(in->d->pg, sql_queued, 1, params, on_queued, in) != 0)
+        intake_finish(in);
+    free(ids);
+}
+
+static void on_task_delivered(int err, const char *errstr, void *opaque)
+{
+    task_send_t *ts = opaque;
+    if (err) {
+        /* Never drop a task: the idempotent producer already retried transient
+         * errors; re-send (task_id is the idempotency key downstream). */
+        gt_log(GT_LOG_ERROR, &(gt_log_ctx_t){.request_id = ts->in->request_id},
+               "task delivery failed, re-sending: %s", errstr);
+        send_task(ts);
+        return;
+    }
+    intake_t *in = ts->in;
+    free(ts);
+    tasks_durable(in);
+}
+
+static void send_task(task_send_t *ts)
+{
+    intake_t *in = ts->in;
+    const gt_node_t *node = &in->graph.nodes[ts->idx];
+    char topic[256];
+    gt_config_lane_topic(in->d->cfg, json_string_value(json_object_get(node->task, "lane")), topic,
+                         sizeof(topic));
+    gt_header_t h = {"traceparent", in->traceparent};
+    if (gt_message_send(in->d->producer, topic, node->task_id, node->task, &h,
+                        in->has_traceparent ? 1 : 0, on_task_delivered, ts) != 0) {
+        /* Local queue full or fatal: leave the request undone (redelivered on
+         * restart, recovered as 'pending' tasks) rather than lose the task. */
+        gt_log(GT_LOG_ERROR, &(gt_log_ctx_t){.request_id = in->request_id},
+               "cannot queue task %s for Kafka", node->task_id);
+        free(ts);
+        return;
+    }
+}
+
+static void publish_node(intake_t *in, const gt_node_t *node)
+{
+    task_send_t *ts = malloc(sizeof(*ts));
+    ts->in = in;
+    ts->idx = (int)(node - in->graph.nodes);
+    in->acks_pending++;
+    json_array_append_new(in->published, json_string(node->task_id));
+    send_task(ts);
+}
+
+/* Publishes the inference nodes listed in idxs (NULL: every node without dependencies). */
+static void publish_ready(intake_t *in, const json_t *idxs)
+{
+    in->acks_pending = 1; /* guard: completion is checked once all sends are queued */
+    for (int i = 0; i < in->graph.n_nodes; i++) {
+        const gt_node_t *node = &in->graph.nodes[i];
+        if (node->kind != GT_NODE_INFERENCE || node->n_deps)
+            continue;
+        int wanted = !idxs;
+        size_t k;
+        json_t *v;
+        json_array_foreach(idxs, k, v) wanted |= json_integer_value(v) == node->idx;
+        if (wanted)
+            publish_node(in, node);
+    }
+    tasks_durable(in); /* drops the guard */
+}
+
+static int build(intake_t *in, const json_t *req, const char **code, char *err, size_t errlen)
+{
+    gt_route_t route;
+    if (gt_classify(in->d->cfg, req, &route, code, err, errlen) != 0)
+        return -1;
+    if (gt_graph_build(req, &route, in->d->cfg->max_batch, gt_clock_wall_ms(), &in->graph, err,
+                       errlen) != 0) {
+        *code = "too_large";
+        return -1;
+    }
+    return 0;
+}
+
+static void on_pending(const PGresult *res, const char *err, void *arg)
+{
+    intake_t *in = arg;
+    if (err || PQntuples(res) != 1) {
+        gt_log(GT_LOG_ERROR, &(gt_log_ctx_t){.request_id = in->request_id},
+               "recovery lookup failed: %s", err ? err : "job vanished");
+        intake_finish(in); /* the job exists; its tasks are published or recoverable */
+        return;
+    }
+    json_t *stored = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
+    json_t *idxs = json_loads(PQgetvalue(res, 0, 1), 0, NULL);
+    const char *code;
+    char msg[256];
+    if (json_array_size(idxs) > 0 && stored && build(in, stored, &code, msg, sizeof(msg)) == 0) {
+        gt_log(GT_LOG_INFO, &(gt_log_ctx_t){.request_id = in->request_id},
+               "re-publishing %zu task(s) that never reached Kafka", json_array_size(idxs));
+        publish_ready(in, idxs);
+    } else {
+        intake_finish(in);
+    }
+    json_decref(stored);
+    json_decref(idxs);
+}
+
+static void on_inserted(const PGresult *res, const char *err, void *arg)
+{
+    intake_t *in = arg;
+    gt_dispatcher_t *d = in->d;
+    if (err) {
+        /* An SQL error here is a bug or a constraint the schema let through:
+         * keep the message, with the reason, rather than retry forever. */
+        gt_dispatcher_dead_letter(d, d->consumer, in->msg, "intake.persist", "persist_failed", err,
+                                  in->request_id);
+        intake_free(in);
+        return;
+    }
+    if (atoi(PQgetvalue(res, 0, 0)) == 1) {
+        d->requests_accepted++;
+        publish_ready(in, NULL);
+        return;
+    }
+    d->requests_duplicate++;
+    gt_log(GT_LOG_INFO, &(gt_log_ctx_t){.request_id = in->request_id},
+           "duplicate request: job exists");
+    gt_graph_free(&in->graph);
+    const char *params[] = {in->request_id};
+    if (gt_pg_query(d->pg, sql_pending, 1, params, on_pending, in) != 0)
+        intake_finish(in);
+}
+
+void gt_intake_handle(gt_dispatcher_t *d, gt_msg_t *msg)
+{
+    char err[512];
+    const char *code = NULL;
+    json_t *req = gt_message_parse(msg, d->request_schema, &code, err, sizeof(err));
+    const char *request_id = NULL;
+    if (!req) {
+        /* Salvage the request_id, when there is one, so the entry can be found. */
+        json_t *loose = msg->value ? json_loadb(msg->value, msg->len, 0, NULL) : NULL;
+        request_id = json_string_value(json_object_get(loose, "request_id"));
+        gt_dispatcher_dead_letter(d, d->consumer, msg,
+                                  strcmp(code, "invalid_json") == 0 ? "intake.parse"
+                                                                    : "intake.validate",
+                                  code, err, request_id);
+        json_decref(loose);
+        return;
+    }
+    request_id = json_string_value(json_object_get(req, "request_id"));
+    if (json_object_get(d->intake_active, request_id)) {
+        /* The same request is in intake right now: this copy adds nothing. */
+        d->requests_duplicate++;
+        gt_consumer_done(d->consumer, msg);
+        json_decref(req);
+        return;
+    }
+    intake_t *in = calloc(1, sizeof(*in));
+    in->d = d;
+    in->msg = msg;
+    in->req = req;
+    in->request_id = strdup(request_id);
+    in->published = json_array();
+    in->has_traceparent =
+        gt_msg_header(msg, "traceparent", in->traceparent, sizeof(in->traceparent)) != NULL;
+    if (build(in, req, &code, err, sizeof(err)) != 0) {
+        gt_dispatcher_dead_letter(d, d->consumer, msg, "intake.classify", code, err, request_id);
+        free(in->request_id);
+        in->request_id = NULL; /* not in intake_active yet */
+        intake_free(in);
+        return;
+    }
+    json_object_set_new(d->intake_active, request_id, json_true());
+
+    const gt_node_t *first = &in->graph.nodes[0];
+    json_t *rows = gt_graph_rows(&in->graph);
+    char *rows_text = json_dumps(rows, JSON_COMPACT);
+    char *req_text = json_dumps(req, JSON_COMPACT);
+    char prio[16], count[16], part[16], off[24];
+    json_t *prio_j = json_object_get(req, "priority");
+    snprintf(prio, sizeof(prio), "%d", prio_j ? (int)json_integer_value(prio_j) : 0);
+    snprintf(count, sizeof(count), "%d", in->graph.n_inference);
+    snprintf(part, sizeof(part), "%d", (int)msg->partition);
+    snprintf(off, sizeof(off), "%lld", (long long)msg->offset);
+    const char *params[] = {
+        request_id,
+        json_string_value(json_object_get(req, "tenant_id")),
+        json_string_value(json_object_get(req, "kind")),
+        json_string_value(json_object_get(first->task, "model")),
+        json_string_value(json_object_get(first->task, "lane")),
+        prio,
+        json_string_value(json_object_get(req, "deadline")),
+        json_string_value(json_object_get(req, "reply_topic")),
+        count,
+        in->graph.batch ? "true" : "false",
+        req_text,
+        msg->topic,
+        part,
+        off,
+        rows_text,
+    };
+    if (gt_pg_query(d->pg, sql_insert, 15, params, on_inserted, in) != 0)
+        on_inserted(NULL, "cannot send query", in);
+    json_decref(rows);
+    free(rows_text);
+    free(req_text);
+}
+

@@ -1,0 +1,216 @@
+/* ledger.c - consumes gantry.usage and writes usage rows to PostgreSQL in
+ * batches, idempotently: event_id is unique, so a redelivered event is no
+ * second row. Offsets are done only once their batch is committed. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dispatcher.h"
+#include "log.h"
+#include "message.h"
+
+struct gt_ledger {
+    gt_dispatcher_t *d;
+    gt_consumer_t *consumer;
+    uv_timer_t timer;
+    gt_msg_t **msgs;      /* the batch being filled */
+    json_t *events;       /* its events, same order */
+    int n, cap;
+    int paused;
+    long rows_written, batches;
+};
+
+typedef struct batch {
+    gt_ledger_t *l;
+    gt_msg_t **msgs;
+    json_t *events;
+    int n;
+} batch_t;
+
+static const char sql_insert[] =
+    "INSERT INTO usage (event_id, request_id, task_id, tenant_id, model, provider, pool,"
+    "  allocation_id, allocation_seconds, tflops, vram_mb, prompt_tokens, completion_tokens,"
+    "  request_bytes, response_bytes, attempts, allocate_ms, inference_ms, release_ms,"
+    "  total_ms, occurred_at)"
+    " SELECT e.event_id, e.request_id, e.task_id, e.tenant_id, e.model, e.provider, e.pool,"
+    "  e.allocation_id, round(e.allocation_seconds, 3), e.tflops, e.vram_mb, e.prompt_tokens,"
+    "  e.completion_tokens, e.request_bytes, e.response_bytes, e.attempts,"
+    "  (e.durations ->> 'allocate_ms')::bigint, (e.durations ->> 'inference_ms')::bigint,"
+    "  (e.durations ->> 'release_ms')::bigint, (e.durations ->> 'total_ms')::bigint,"
+    "  e.occurred_at"
+    " FROM jsonb_to_recordset($1::jsonb) AS e(event_id text, request_id text, task_id text,"
+    "  tenant_id text, model text, provider text, pool text, allocation_id text,"
+    "  allocation_seconds numeric, tflops numeric, vram_mb bigint, prompt_tokens bigint,"
+    "  completion_tokens bigint, request_bytes bigint, response_bytes bigint, attempts int,"
+    "  durations jsonb, occurred_at timestamptz)"
+    " ON CONFLICT (event_id) DO NOTHING";
+
+static void flush(gt_ledger_t *l);
+
+static void batch_free(batch_t *b)
+{
+    json_decref(b->events);
+    free(b->msgs);
+    free(b);
+}
+
+static void maybe_resume(gt_ledger_t *l)
+{
+    if (l->paused && gt_consumer_in_flight(l->consumer) < 4 * l->d->cfg->ledger_batch_size) {
+        l->paused = 0;
+        gt_consumer_resume(l->consumer);
+    }
+}
+
+static void on_single(const PGresult *res, const char *err, void *arg);
+
+/* A batch failed on an SQL error: some event is bad in a way the schema let
+ * through. Insert one by one so only that event goes to the DLQ. */
+static void split(batch_t *b)
+{
+    for (int i = 0; i < b->n; i++) {
+        batch_t *one = calloc(1, sizeof(*one));
+        one->l = b->l;
+        one->n = 1;
+        one->msgs = malloc(sizeof(gt_msg_t *));
+        one->msgs[0] = b->msgs[i];
+        one->events = json_array();
+        json_array_append(one->events, json_array_get(b->events, (size_t)i));
+        char *text = json_dumps(one->events, JSON_COMPACT);
+        const char *params[] = {text};
+        if (gt_pg_query(b->l->d->pg, sql_insert, 1, params, on_single, one) != 0)
+            on_single(NULL, "cannot send query", one);
+        free(text);
+    }
+    batch_free(b);
+}
+
+static void on_single(const PGresult *res, const char *err, void *arg)
+{
+    batch_t *b = arg;
+    gt_ledger_t *l = b->l;
+    if (err)
+        gt_dispatcher_dead_letter(l->d, l->consumer, b->msgs[0], "ledger.insert",
+                                  "invalid_usage", err, NULL);
+    else {
+        l->rows_written += atol(PQcmdTuples((PGresult *)res));
+        gt_consumer_done(l->consumer, b->msgs[0]);
+    }
+    batch_free(b);
+    maybe_resume(l);
+}
+
+static void on_inserted(const PGresult *res, const char *err, void *arg)
+{
+    batch_t *b = arg;
+    gt_ledger_t *l = b->l;
+    if (err) {
+        gt_warn("usage batch of %d failed (%s): inserting one by one", b->n, err);
+        split(b);
+        return;
+    }
+    l->rows_written += atol(PQcmdTuples((PGresult *)res));
+    l->batches++;
+    for (int i = 0; i < b->n; i++)
+        gt_consumer_done(l->consumer, b->msgs[i]);
+    batch_free(b);
+    maybe_resume(l);
+}
+
+static void flush(gt_ledger_t *l)
+{
+    uv_timer_stop(&l->timer);
+    if (l->n == 0)
+        return;
+    batch_t *b = calloc(1, sizeof(*b));
+    b->l = l;
+    b->msgs = l->msgs;
+    b->events = l->events;
+    b->n = l->n;
+    l->msgs = calloc((size_t)l->cap, sizeof(gt_msg_t *));
+    l->events = json_array();
+    l->n = 0;
+    char *text = json_dumps(b->events, JSON_COMPACT);
+    const char *params[] = {text};
+    if (!text || gt_pg_query(l->d->pg, sql_insert, 1, params, on_inserted, b) != 0)
+        on_inserted(NULL, "cannot send query", b);
+    free(text);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    flush(t->data);
+}
+
+static void on_usage(gt_consumer_t *c, gt_msg_t *msg, void *arg)
+{
+    gt_ledger_t *l = arg;
+    char err[512];
+    const char *code = NULL;
+    json_t *ev = gt_message_parse(msg, l->d->usage_schema, &code, err, sizeof(err));
+    if (!ev) {
+        gt_dispatcher_dead_letter(l->d, c, msg, "ledger.parse",
+                                  strcmp(code, "invalid_json") == 0 ? code : "invalid_usage", err,
+                                  NULL);
+        return;
+    }
+    l->msgs[l->n++] = msg;
+    json_array_append_new(l->events, ev);
+    if (l->n >= l->cap)
+        flush(l);
+    else if (l->n == 1)
+        uv_timer_start(&l->timer, on_timer, (uint64_t)l->d->cfg->ledger_flush_ms, 0);
+    /* A slow or absent database must not turn into unbounded memory. */
+    if (!l->paused && gt_consumer_in_flight(c) >= 8 * l->cap) {
+        l->paused = 1;
+        gt_consumer_pause(c);
+    }
+}
+
+gt_ledger_t *gt_ledger_new(gt_dispatcher_t *d, char *err, size_t errlen)
+{
+    gt_ledger_t *l = calloc(1, sizeof(*l));
+    if (!l)
+        return NULL;
+    l->d = d;
+    l->cap = d->cfg->ledger_batch_size;
+    l->msgs = calloc((size_t)l->cap, sizeof(gt_msg_t *));
+    l->events = json_array();
+    uv_timer_init(d->loop, &l->timer);
+    l->timer.data = l;
+    const char *topics[] = {d->cfg->topics.usage, NULL};
+    gt_consumer_opts_t opts = {.group_id = d->cfg->group_ledger,
+                               .topics = topics,
+                               .cb = on_usage,
+                               .arg = l,
+                               .commit_interval_ms = d->cfg->commit_interval_ms};
+    l->consumer = gt_consumer_new(d->loop, d->cfg, &opts, err, errlen);
+    if (!l->consumer) {
+        uv_close((uv_handle_t *)&l->timer, NULL);
+        json_decref(l->events);
+        free(l->msgs);
+        free(l);
+        return NULL;
+    }
+    return l;
+}
+
+int gt_ledger_in_flight(const gt_ledger_t *l)
+{
+    return gt_consumer_in_flight(l->consumer);
+}
+
+void gt_ledger_close(gt_ledger_t *l)
+{
+    flush(l);
+    gt_consumer_close_handles(l->consumer);
+    uv_close((uv_handle_t *)&l->timer, NULL);
+}
+
+void gt_ledger_free(gt_ledger_t *l)
+{
+    gt_consumer_free(l->consumer);
+    json_decref(l->events);
+    free(l->msgs);
+    free(l);
+}

@@ -1,0 +1,269 @@
+/* main.c - gantry-dispatcher: intake and coordination of jobs, the usage
+ * ledger and the lease reaper, on one libuv loop. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "dispatcher.h"
+#include "log.h"
+
+#define DRAIN_MS 30000
+
+static const char usage_text[] =
+    "usage: gantry-dispatcher --config FILE [--roles intake,coordinator,ledger,reaper] [--id ID]\n"
+    "  Consumes requests and task results, runs the usage ledger and the lease reaper.\n"
+    "  --roles   comma-separated subset of roles to run (default: all)\n"
+    "  --id      process id used in events and logs (default dispatcher-HOST-PID)\n";
+
+typedef struct app {
+    gt_dispatcher_t d;
+    uv_signal_t sigterm, sigint;
+    uv_timer_t drain;
+    int64_t drain_deadline;
+    int stopping;
+    int roles; /* bit set */
+} app_t;
+
+enum { ROLE_INTAKE = 1, ROLE_COORD = 2, ROLE_LEDGER = 4, ROLE_REAPER = 8 };
+
+static void on_message(gt_consumer_t *c, gt_msg_t *msg, void *arg)
+{
+    gt_dispatcher_t *d = arg;
+    if (strcmp(msg->topic, d->cfg->topics.requests) == 0)
+        gt_intake_handle(d, msg);
+    else
+        gt_coordinator_handle(d, msg);
+    /* Bound the work held in memory; resumed as messages complete. */
+    if (gt_consumer_in_flight(c) >= d->cfg->dispatcher_max_in_flight)
+        gt_consumer_pause(c);
+}
+
+static int in_flight(app_t *a)
+{
+    int n = 0;
+    if (a->d.consumer)
+        n += gt_consumer_in_flight(a->d.consumer);
+    if (a->d.ledger)
+        n += gt_ledger_in_flight(a->d.ledger);
+    return n + (a->d.producer ? gt_producer_outstanding(a->d.producer) : 0);
+}
+
+static void close_all(app_t *a)
+{
+    uv_timer_stop(&a->drain);
+    uv_close((uv_handle_t *)&a->drain, NULL);
+    uv_close((uv_handle_t *)&a->sigterm, NULL);
+    uv_close((uv_handle_t *)&a->sigint, NULL);
+    if (a->d.consumer)
+        gt_consumer_close_handles(a->d.consumer);
+    if (a->d.ledger)
+        gt_ledger_close(a->d.ledger);
+    if (a->d.reaper)
+        gt_reaper_close(a->d.reaper);
+    gt_pg_free(a->d.pg);
+    a->d.pg = NULL;
+    gt_producer_close_handles(a->d.producer);
+}
+
+/* Resumes a paused consumer as work completes, and ends the drain at shutdown. */
+static void on_drain_tick(uv_timer_t *t)
+{
+    app_t *a = t->data;
+    if (!a->stopping) {
+        if (a->d.consumer &&
+            gt_consumer_in_flight(a->d.consumer) < a->d.cfg->dispatcher_max_in_flight * 3 / 4)
+            gt_consumer_resume(a->d.consumer);
+        return;
+    }
+    int n = in_flight(a);
+    if (n == 0 || gt_clock_mono_ms() >= a->drain_deadline) {
+        if (n)
+            gt_warn("drain time over with %d message(s) in flight: they are redelivered", n);
+        close_all(a);
+    }
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    app_t *a = s->data;
+    if (a->stopping) {
+        gt_warn("second signal: stopping now");
+        a->drain_deadline = 0;
+        return;
+    }
+    gt_info("signal %d: draining (up to %d ms)", signum, DRAIN_MS);
+    a->stopping = 1;
+    a->drain_deadline = gt_clock_mono_ms() + DRAIN_MS;
+    if (a->d.consumer)
+        gt_consumer_pause(a->d.consumer);
+}
+
+static int parse_roles(const char *s)
+{
+    int roles = 0;
+    char *copy = strdup(s), *save = NULL;
+    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (strcmp(tok, "intake") == 0)
+            roles |= ROLE_INTAKE;
+        else if (strcmp(tok, "coordinator") == 0)
+            roles |= ROLE_COORD;
+        else if (strcmp(tok, "ledger") == 0)
+            roles |= ROLE_LEDGER;
+        else if (strcmp(tok, "reaper") == 0)
+            roles |= ROLE_REAPER;
+        else {
+            roles = -1;
+            break;
+        }
+    }
+    free(copy);
+    return roles;
+}
+
+int main(int argc, char **argv)
+{
+    const char *config = "gantry.json", *id = NULL;
+    int roles = ROLE_INTAKE | ROLE_COORD | ROLE_LEDGER | ROLE_REAPER;
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"roles", required_argument, NULL, 'r'},
+                                         {"id", required_argument, NULL, 'i'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    int ch;
+    while ((ch = getopt_long(argc, argv, "c:r:i:h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'c': config = optarg; break;
+        case 'i': id = optarg; break;
+        case 'r':
+            roles = parse_roles(optarg);
+            if (roles <= 0) {
+                fprintf(stderr, "gantry-dispatcher: bad --roles \"%s\"\n", optarg);
+                return 2;
+            }
+            break;
+        case 'h': fputs(usage_text, stdout); return 0;
+        default: fputs(usage_text, stderr); return 2;
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "gantry-dispatcher: unexpected argument \"%s\"\n", argv[optind]);
+        return 2;
+    }
+    char err[4096];
+    gt_config_t *cfg = gt_config_load(config, err, sizeof(err));
+    if (!cfg) {
+        fprintf(stderr, "gantry-dispatcher: bad configuration %s:\n%s\n", config, err);
+        return 1;
+    }
+    if (!cfg->pg_conninfo && (roles & (ROLE_INTAKE | ROLE_COORD | ROLE_LEDGER))) {
+        fprintf(stderr, "gantry-dispatcher: %s: postgres.conninfo is required\n", config);
+        gt_config_free(cfg);
+        return 1;
+    }
+    gt_log_init("gantry-dispatcher", (gt_log_level_t)gt_log_parse_level(cfg->log_level));
+    signal(SIGPIPE, SIG_IGN);
+
+    static app_t a;
+    gt_dispatcher_t *d = &a.d;
+    uv_loop_t *loop = uv_default_loop();
+    d->loop = loop;
+    d->cfg = cfg;
+    if (id) {
+        snprintf(d->id, sizeof(d->id), "%s", id);
+    } else {
+        char host[64] = "host";
+        gethostname(host, sizeof(host) - 1);
+        snprintf(d->id, sizeof(d->id), "dispatcher-%s-%d", host, (int)getpid());
+    }
+    d->intake_active = json_object();
+    d->finalizing = json_object();
+    int rc = 1;
+    d->request_schema = gt_schema_embedded("request.v1.json", err, sizeof(err));
+    d->task_result_schema = d->request_schema ? gt_schema_embedded("task-result.v1.json", err, sizeof(err)) : NULL;
+    d->usage_schema = d->task_result_schema ? gt_schema_embedded("usage.v1.json", err, sizeof(err)) : NULL;
+    if (!d->usage_schema) {
+        fprintf(stderr, "gantry-dispatcher: schema: %s\n", err);
+        goto out;
+    }
+    d->producer = gt_producer_new(loop, cfg, err, sizeof(err));
+    if (!d->producer) {
+        fprintf(stderr, "gantry-dispatcher: kafka producer: %s\n", err);
+        goto out;
+    }
+    if (cfg->pg_conninfo)
+        d->pg = gt_pg_new(loop, cfg->pg_conninfo);
+    if (roles & (ROLE_INTAKE | ROLE_COORD)) {
+        const char *topics[3] = {NULL, NULL, NULL};
+        int n = 0;
+        if (roles & ROLE_INTAKE)
+            topics[n++] = cfg->topics.requests;
+        if (roles & ROLE_COORD)
+            topics[n++] = cfg->topics.task_results;
+        gt_consumer_opts_t copts = {.group_id = cfg->group_dispatcher,
+                                    .topics = topics,
+                                    .cb = on_message,
+                                    .arg = d,
+                                    .commit_interval_ms = cfg->commit_interval_ms};
+        d->consumer = gt_consumer_new(loop, cfg, &copts, err, sizeof(err));
+        if (!d->consumer) {
+            fprintf(stderr, "gantry-dispatcher: kafka consumer: %s\n", err);
+            goto out;
+        }
+    }
+    if ((roles & ROLE_LEDGER) && !(d->ledger = gt_ledger_new(d, err, sizeof(err)))) {
+        fprintf(stderr, "gantry-dispatcher: ledger: %s\n", err);
+        goto out;
+    }
+    if ((roles & ROLE_REAPER) && !(d->reaper = gt_reaper_new(d, err, sizeof(err)))) {
+        fprintf(stderr, "gantry-dispatcher: reaper: %s\n", err);
+        goto out;
+    }
+
+    a.roles = roles;
+    uv_signal_init(loop, &a.sigterm);
+    uv_signal_init(loop, &a.sigint);
+    a.sigterm.data = a.sigint.data = &a;
+    uv_signal_start(&a.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&a.sigint, on_signal, SIGINT);
+    uv_timer_init(loop, &a.drain);
+    a.drain.data = &a;
+    uv_timer_start(&a.drain, on_drain_tick, 50, 50);
+    gt_info("dispatcher %s started", d->id);
+    uv_run(loop, UV_RUN_DEFAULT);
+    gt_info("dispatcher %s stopped: %ld accepted, %ld duplicate, %ld dead letters, %ld results",
+            d->id, d->requests_accepted, d->requests_duplicate, d->dead_letters,
+            d->results_published);
+    rc = 0;
+out:
+    if (rc != 0) { /* failed start: close what was opened, then let the loop finish */
+        if (d->consumer)
+            gt_consumer_close_handles(d->consumer);
+        if (d->ledger)
+            gt_ledger_close(d->ledger);
+        if (d->pg)
+            gt_pg_free(d->pg);
+        if (d->producer)
+            gt_producer_close_handles(d->producer);
+        uv_run(loop, UV_RUN_DEFAULT);
+    }
+    if (d->consumer)
+        gt_consumer_free(d->consumer);
+    if (d->ledger)
+        gt_ledger_free(d->ledger);
+    if (d->reaper)
+        gt_reaper_free(d->reaper);
+    if (d->producer)
+        gt_producer_free(d->producer, 10000);
+    gt_schema_free(d->request_schema);
+    gt_schema_free(d->task_result_schema);
+    gt_schema_free(d->usage_schema);
+    json_decref(d->intake_active);
+    json_decref(d->finalizing);
+    uv_loop_close(loop);
+    gt_config_free(cfg);
+    return rc;
+}
