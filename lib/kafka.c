@@ -1,2 +1,879 @@
-/* kafka.c - placeholder until implemented. */
-typedef int gt_placeholder_kafka_t;
+/* kafka.c - librdkafka producers and consumers driven by a libuv loop. */
+#include "kafka.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "offsets.h"
+
+#define GT_CONTAINER_OF(ptr, type, field) ((type *)((char *)(ptr) - offsetof(type, field)))
+
+/* ---- shared ------------------------------------------------------------ */
+
+static int wake_pipe_open(int fds[2], char *err, size_t errlen);
+static void wake_pipe_drain(int fd);
+static void wake_pipe_close(int fds[2]);
+static int conf_set(rd_kafka_conf_t *conf, const char *key, const char *val, char *err,
+                    size_t errlen);
+static int conf_apply_props(rd_kafka_conf_t *conf, const json_t *props,
+                            const char *const *forced, char *err, size_t errlen);
+static void on_rd_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf);
+static void on_rd_error(rd_kafka_t *rk, int err, const char *reason, void *opaque);
+
+/* librdkafka writes one byte to fds[1] when a queue turns non-empty; both ends
+ * are non-blocking so that neither librdkafka's threads nor the loop ever
+ * wait on the pipe (a full pipe already means "wake up"). */
+static int wake_pipe_open(int fds[2], char *err, size_t errlen)
+{
+    if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) {
+        snprintf(err, errlen, "pipe: %s", strerror(errno));
+        fds[0] = fds[1] = -1;
+        return -errno;
+    }
+    return 0;
+}
+
+static void wake_pipe_drain(int fd)
+{
+    char buf[256];
+    while (read(fd, buf, sizeof(buf)) > 0)
+        ;
+}
+
+static void wake_pipe_close(int fds[2])
+{
+    for (int i = 0; i < 2; i++) {
+        if (fds[i] >= 0)
+            close(fds[i]);
+        fds[i] = -1;
+    }
+}
+
+static int conf_set(rd_kafka_conf_t *conf, const char *key, const char *val, char *err,
+                    size_t errlen)
+{
+    char why[256];
+    if (rd_kafka_conf_set(conf, key, val, why, sizeof(why)) != RD_KAFKA_CONF_OK) {
+        snprintf(err, errlen, "kafka property %s: %s", key, why);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* Applies cfg->kafka_props. Keys in forced are what gantry's delivery
+ * guarantees rest on: they are skipped with a warning (the caller sets them
+ * afterwards). Numbers and booleans are accepted as a convenience. */
+static int conf_apply_props(rd_kafka_conf_t *conf, const json_t *props,
+                            const char *const *forced, char *err, size_t errlen)
+{
+    const char *key;
+    json_t *val;
+    char num[64];
+
+    if (!props)
+        return 0;
+    if (!json_is_object(props)) {
+        snprintf(err, errlen, "kafka properties: not an object");
+        return -EINVAL;
+    }
+    json_object_foreach((json_t *)props, key, val) {
+        const char *s;
+        int skip = 0;
+        for (const char *const *f = forced; f && *f; f++)
+            if (strcmp(*f, key) == 0)
+                skip = 1;
+        if (skip) {
+            gt_warn("kafka property %s ignored: gantry sets it itself", key);
+            continue;
+        }
+        if (json_is_string(val)) {
+            s = json_string_value(val);
+        } else if (json_is_integer(val)) {
+            snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(val));
+            s = num;
+        } else if (json_is_real(val)) {
+            snprintf(num, sizeof(num), "%g", json_real_value(val));
+            s = num;
+        } else if (json_is_boolean(val)) {
+            s = json_is_true(val) ? "true" : "false";
+        } else {
+            snprintf(err, errlen, "kafka property %s: not a string", key);
+            return -EINVAL;
+        }
+        if (conf_set(conf, key, s, err, errlen) < 0)
+            return -EINVAL;
+    }
+    return 0;
+}
+
+/* Called from librdkafka's own threads: gt_log is thread safe. */
+static void on_rd_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    gt_log_level_t l = level <= 3 ? GT_LOG_ERROR
+                     : level == 4 ? GT_LOG_WARN
+                     : level <= 6 ? GT_LOG_INFO
+                                  : GT_LOG_DEBUG;
+    gt_log(l, NULL, "kafka %s: %s: %s", rd_kafka_name(rk), fac, buf);
+}
+
+/* Served from the main queue, i.e. on the loop thread. Most errors are
+ * transient (brokers down, timeouts) and librdkafka recovers by itself. */
+static void on_rd_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    (void)opaque;
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        char why[512];
+        rd_kafka_resp_err_t orig = rd_kafka_fatal_error(rk, why, sizeof(why));
+        gt_error("kafka %s: fatal error %s: %s", rd_kafka_name(rk), rd_kafka_err2name(orig),
+                 why);
+        return;
+    }
+    gt_warn("kafka %s: %s: %s", rd_kafka_name(rk), rd_kafka_err2name((rd_kafka_resp_err_t)err),
+            reason);
+}
+
+/* ---- producer ---------------------------------------------------------- */
+
+struct gt_producer {
+    uv_loop_t *loop;
+    rd_kafka_t *rk;
+    rd_kafka_queue_t *mainq;
+    int wake[2];
+    uv_poll_t poll;
+    int poll_active;
+    int outstanding;
+};
+
+/* Per-message opaque: what to call when the delivery report arrives. */
+typedef struct dr_ctx {
+    gt_delivery_cb cb;
+    void *opaque;
+} dr_ctx_t;
+
+static void producer_serve(gt_producer_t *p);
+static void producer_on_poll(uv_poll_t *h, int status, int events);
+static void producer_on_dr(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque);
+
+static void producer_on_dr(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque)
+{
+    gt_producer_t *p = opaque;
+    dr_ctx_t *ctx = rkm->_private;
+    (void)rk;
+
+    p->outstanding--;
+    if (!ctx)
+        return;
+    if (rkm->err)
+        ctx->cb((int)rkm->err, rd_kafka_message_errstr(rkm), ctx->opaque);
+    else
+        ctx->cb(0, NULL, ctx->opaque);
+    free(ctx);
+}
+
+/* rd_kafka_poll(0) serves a snapshot of the main queue; what arrives after
+ * it found the queue empty writes a new wake-up byte. The round cap keeps a
+ * delivery-report storm from starving the rest of the loop. */
+static void producer_serve(gt_producer_t *p)
+{
+    for (int round = 0; round < 16; round++)
+        if (rd_kafka_poll(p->rk, 0) == 0)
+            break;
+}
+
+static void producer_on_poll(uv_poll_t *h, int status, int events)
+{
+    gt_producer_t *p = h->data;
+    (void)status;
+    (void)events;
+    wake_pipe_drain(p->wake[0]);
+    producer_serve(p);
+}
+
+gt_producer_t *gt_producer_new(uv_loop_t *loop, const gt_config_t *cfg, char *err, size_t errlen)
+{
+    static const char *const forced[] = {"acks", "enable.idempotence", NULL};
+    gt_producer_t *p = NULL;
+    rd_kafka_conf_t *conf = NULL;
+    char why[512];
+
+    if (!cfg || !cfg->bootstrap_servers) {
+        snprintf(err, errlen, "kafka: no bootstrap servers");
+        return NULL;
+    }
+    p = calloc(1, sizeof(*p));
+    if (!p) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    p->loop = loop;
+    p->wake[0] = p->wake[1] = -1;
+    if (wake_pipe_open(p->wake, err, errlen) < 0)
+        goto fail;
+
+    conf = rd_kafka_conf_new();
+    if (conf_set(conf, "bootstrap.servers", cfg->bootstrap_servers, err, errlen) < 0 ||
+        conf_set(conf, "linger.ms", "5", err, errlen) < 0 ||
+        conf_apply_props(conf, cfg->kafka_props, forced, err, errlen) < 0 ||
+        conf_set(conf, "acks", "all", err, errlen) < 0 ||
+        conf_set(conf, "enable.idempotence", "true", err, errlen) < 0)
+        goto fail;
+    rd_kafka_conf_set_opaque(conf, p);
+    rd_kafka_conf_set_dr_msg_cb(conf, producer_on_dr);
+    rd_kafka_conf_set_error_cb(conf, on_rd_error);
+    rd_kafka_conf_set_log_cb(conf, on_rd_log);
+
+    p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof(why));
+    if (!p->rk) {
+        snprintf(err, errlen, "kafka producer: %s", why);
+        goto fail;
+    }
+    conf = NULL; /* owned by rk now */
+
+    p->mainq = rd_kafka_queue_get_main(p->rk);
+    rd_kafka_queue_io_event_enable(p->mainq, p->wake[1], "1", 1);
+    if (uv_poll_init(loop, &p->poll, p->wake[0]) < 0) {
+        snprintf(err, errlen, "uv_poll_init failed");
+        goto fail;
+    }
+    /* From here on nothing fails: the handle needs a loop run to close. */
+    p->poll.data = p;
+    uv_poll_start(&p->poll, UV_READABLE, producer_on_poll);
+    p->poll_active = 1;
+    /* Serve what was queued before the io event was enabled (it wrote no byte). */
+    producer_serve(p);
+    return p;
+
+fail:
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    if (p->mainq)
+        rd_kafka_queue_destroy(p->mainq);
+    if (p->rk)
+        rd_kafka_destroy(p->rk);
+    wake_pipe_close(p->wake);
+    free(p);
+    return NULL;
+}
+
+int gt_producer_send(gt_producer_t *p, const char *topic, const void *key, size_t key_len,
+                     const void *value, size_t len, const gt_header_t *headers, size_t n_headers,
+                     gt_delivery_cb cb, void *opaque)
+{
+    rd_kafka_headers_t *hdrs = NULL;
+    dr_ctx_t *ctx = NULL;
+    rd_kafka_resp_err_t err;
+
+    if (cb) {
+        ctx = malloc(sizeof(*ctx));
+        if (!ctx)
+            return -ENOMEM;
+        ctx->cb = cb;
+        ctx->opaque = opaque;
+    }
+    if (n_headers > 0) {
+        hdrs = rd_kafka_headers_new(n_headers);
+        for (size_t i = 0; i < n_headers; i++)
+            rd_kafka_header_add(hdrs, headers[i].name, -1, headers[i].value,
+                                headers[i].value ? -1 : 0);
+    }
+    err = rd_kafka_producev(p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, key_len),
+                            RD_KAFKA_V_VALUE((void *)value, len),
+                            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                            RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(ctx), RD_KAFKA_V_END);
+    if (err) {
+        /* On failure the headers stay ours. */
+        if (hdrs)
+            rd_kafka_headers_destroy(hdrs);
+        free(ctx);
+        return err < 0 ? (int)err : -(int)err;
+    }
+    p->outstanding++;
+    return 0;
+}
+
+int gt_producer_outstanding(const gt_producer_t *p)
+{
+    return p->outstanding;
+}
+
+void gt_producer_close_handles(gt_producer_t *p)
+{
+    if (!p || !p->poll_active)
+        return;
+    uv_poll_stop(&p->poll);
+    uv_close((uv_handle_t *)&p->poll, NULL);
+    p->poll_active = 0;
+}
+
+void gt_producer_free(gt_producer_t *p, int timeout_ms)
+{
+    if (!p)
+        return;
+    /* The pipe is about to close: librdkafka must stop writing to it. */
+    rd_kafka_queue_io_event_enable(p->mainq, -1, NULL, 0);
+    rd_kafka_queue_destroy(p->mainq);
+    rd_kafka_flush(p->rk, timeout_ms);
+    if (p->outstanding > 0) {
+        /* Fail what is left so that every callback still runs exactly once. */
+        gt_warn("kafka producer: %d messages not delivered after %d ms, purging",
+                p->outstanding, timeout_ms);
+        rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        for (int i = 0; i < 100 && p->outstanding > 0; i++)
+            rd_kafka_poll(p->rk, 10);
+    }
+    rd_kafka_destroy(p->rk);
+    wake_pipe_close(p->wake);
+    free(p);
+}
+
+/* ---- consumer ---------------------------------------------------------- */
+
+/* Commit state of one assigned partition. Messages point at it; a revoked
+ * partition leaves the list and lives on until its last message is done. */
+typedef struct gt_part {
+    struct gt_part *next;
+    char *topic;
+    int32_t partition;
+    gt_offsets_t *offs;
+    int refs;
+    int revoked;
+} gt_part_t;
+
+/* A handed-out message, linked so that gt_consumer_free can release the
+ * ones never done (librdkafka must not be destroyed under live messages). */
+typedef struct gt_inmsg {
+    gt_msg_t msg;
+    struct gt_inmsg *prev, *next;
+} gt_inmsg_t;
+
+struct gt_consumer {
+    uv_loop_t *loop;
+    rd_kafka_t *rk;
+    rd_kafka_queue_t *cq;
+    int wake[2];
+    uv_poll_t poll;
+    uv_idle_t idle;
+    uv_timer_t timer;
+    int handles_open;
+    int closing;
+
+    gt_consume_cb cb;
+    void *arg;
+    int max_per_wakeup;
+    uint64_t commit_interval_ms;
+
+    int paused;
+    int in_flight;
+    gt_part_t *parts; /* currently assigned */
+    gt_inmsg_t *msgs; /* handed out, not done */
+};
+
+static gt_part_t *part_find(gt_consumer_t *c, const char *topic, int32_t partition);
+static gt_part_t *part_add(gt_consumer_t *c, const char *topic, int32_t partition);
+static void part_unref(gt_part_t *pt);
+static void part_revoke(gt_consumer_t *c, gt_part_t *pt);
+static void consumer_commit(gt_consumer_t *c, const rd_kafka_topic_partition_list_t *only,
+                            int async);
+static void consumer_set_paused(gt_consumer_t *c, int pause);
+static void consumer_deliver(gt_consumer_t *c, rd_kafka_message_t *rkm);
+static void consumer_serve(gt_consumer_t *c);
+static void consumer_on_poll(uv_poll_t *h, int status, int events);
+static void consumer_on_idle(uv_idle_t *h);
+static void consumer_on_timer(uv_timer_t *h);
+static void consumer_on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                                  rd_kafka_topic_partition_list_t *list, void *opaque);
+static void consumer_on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                               rd_kafka_topic_partition_list_t *offsets, void *opaque);
+
+/* Assignments are small (tens of partitions): a list is enough. */
+static gt_part_t *part_find(gt_consumer_t *c, const char *topic, int32_t partition)
+{
+    for (gt_part_t *pt = c->parts; pt; pt = pt->next)
+        if (pt->partition == partition && strcmp(pt->topic, topic) == 0)
+            return pt;
+    return NULL;
+}
+
+static gt_part_t *part_add(gt_consumer_t *c, const char *topic, int32_t partition)
+{
+    gt_part_t *pt = calloc(1, sizeof(*pt));
+    if (!pt)
+        return NULL;
+    pt->topic = strdup(topic);
+    pt->offs = gt_offsets_new();
+    if (!pt->topic || !pt->offs) {
+        free(pt->topic);
+        gt_offsets_free(pt->offs);
+        free(pt);
+        return NULL;
+    }
+    pt->partition = partition;
+    pt->next = c->parts;
+    c->parts = pt;
+    return pt;
+}
+
+static void part_unref(gt_part_t *pt)
+{
+    if (--pt->refs > 0 || !pt->revoked)
+        return;
+    free(pt->topic);
+    gt_offsets_free(pt->offs);
+    free(pt);
+}
+
+/* Unlinks pt; it is freed now or when its last message is done. */
+static void part_revoke(gt_consumer_t *c, gt_part_t *pt)
+{
+    for (gt_part_t **pp = &c->parts; *pp; pp = &(*pp)->next) {
+        if (*pp == pt) {
+            *pp = pt->next;
+            break;
+        }
+    }
+    pt->revoked = 1;
+    pt->next = NULL;
+    pt->refs++;
+    part_unref(pt);
+}
+
+/* Commits every assigned partition (or those in only) whose done prefix
+ * advanced. Offsets are marked committed when the request is issued, so a
+ * slow commit is not sent twice; a failure forgets the mark (see
+ * consumer_on_commit) and the next round retries. */
+static void consumer_commit(gt_consumer_t *c, const rd_kafka_topic_partition_list_t *only,
+                            int async)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+    rd_kafka_resp_err_t err;
+
+    for (gt_part_t *pt = c->parts; pt; pt = pt->next) {
+        int64_t off;
+        if (only && !rd_kafka_topic_partition_list_find(only, pt->topic, pt->partition))
+            continue;
+        off = gt_offsets_committable(pt->offs);
+        if (off < 0)
+            continue;
+        rd_kafka_topic_partition_list_add(l, pt->topic, pt->partition)->offset = off;
+        gt_offsets_mark_committed(pt->offs, off);
+    }
+    if (l->cnt > 0) {
+        err = rd_kafka_commit(c->rk, l, async);
+        if (err) {
+            gt_warn("kafka consumer: commit failed: %s", rd_kafka_err2str(err));
+            for (int i = 0; i < l->cnt; i++) {
+                gt_part_t *pt = part_find(c, l->elems[i].topic, l->elems[i].partition);
+                if (pt)
+                    gt_offsets_mark_committed(pt->offs, -1);
+            }
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* Served on the loop thread (main queue is forwarded to the consumer queue). */
+static void consumer_on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                               rd_kafka_topic_partition_list_t *offsets, void *opaque)
+{
+    gt_consumer_t *c = opaque;
+    (void)rk;
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR || err == RD_KAFKA_RESP_ERR__NO_OFFSET)
+        return;
+    gt_warn("kafka consumer: commit failed: %s", rd_kafka_err2str(err));
+    for (int i = 0; offsets && i < offsets->cnt; i++) {
+        gt_part_t *pt = part_find(c, offsets->elems[i].topic, offsets->elems[i].partition);
+        if (pt)
+            gt_offsets_mark_committed(pt->offs, -1);
+    }
+}
+
+static void consumer_set_paused(gt_consumer_t *c, int pause)
+{
+    rd_kafka_topic_partition_list_t *l = NULL;
+    if (rd_kafka_assignment(c->rk, &l) != RD_KAFKA_RESP_ERR_NO_ERROR || !l)
+        return;
+    if (l->cnt > 0) {
+        rd_kafka_resp_err_t err = pause ? rd_kafka_pause_partitions(c->rk, l)
+                                        : rd_kafka_resume_partitions(c->rk, l);
+        if (err)
+            gt_warn("kafka consumer: %s failed: %s", pause ? "pause" : "resume",
+                    rd_kafka_err2str(err));
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* Runs inside rd_kafka_consumer_poll (loop thread) and inside
+ * rd_kafka_consumer_close (gt_consumer_free). */
+static void consumer_on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                                  rd_kafka_topic_partition_list_t *list, void *opaque)
+{
+    gt_consumer_t *c = opaque;
+    int coop = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    rd_kafka_error_t *error = NULL;
+    rd_kafka_resp_err_t aerr = RD_KAFKA_RESP_ERR_NO_ERROR;
+
+    switch (err) {
+    case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
+        gt_info("kafka consumer: assigned %d partitions", list->cnt);
+        for (int i = 0; i < list->cnt; i++) {
+            const char *t = list->elems[i].topic;
+            int32_t part = list->elems[i].partition;
+            if (!part_find(c, t, part) && !part_add(c, t, part))
+                gt_error("kafka consumer: out of memory tracking %s [%" PRId32 "]", t, part);
+        }
+        if (coop)
+            error = rd_kafka_incremental_assign(rk, list);
+        else
+            aerr = rd_kafka_assign(rk, list);
+        /* librdkafka starts new partitions fetching; pause keeps its promise. */
+        if (c->paused && list->cnt > 0)
+            rd_kafka_pause_partitions(rk, list);
+        break;
+
+    case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
+        gt_info("kafka consumer: revoked %d partitions", list->cnt);
+        /* Synchronous: the next owner must start after what we finished. A
+         * lost assignment cannot be committed any more. */
+        if (!rd_kafka_assignment_lost(rk))
+            consumer_commit(c, list, 0);
+        for (int i = 0; i < list->cnt; i++) {
+            gt_part_t *pt = part_find(c, list->elems[i].topic, list->elems[i].partition);
+            if (pt)
+                part_revoke(c, pt);
+        }
+        if (coop)
+            error = rd_kafka_incremental_unassign(rk, list);
+        else
+            aerr = rd_kafka_assign(rk, NULL);
+        break;
+
+    default:
+        gt_warn("kafka consumer: rebalance error: %s", rd_kafka_err2str(err));
+        while (c->parts)
+            part_revoke(c, c->parts);
+        aerr = rd_kafka_assign(rk, NULL);
+        break;
+    }
+    if (error) {
+        gt_warn("kafka consumer: incremental assignment failed: %s", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    }
+    if (aerr)
+        gt_warn("kafka consumer: assignment failed: %s", rd_kafka_err2str(aerr));
+}
+
+static void consumer_deliver(gt_consumer_t *c, rd_kafka_message_t *rkm)
+{
+    const char *topic = rd_kafka_topic_name(rkm->rkt);
+    gt_inmsg_t *im = malloc(sizeof(*im));
+    gt_part_t *pt;
+
+    if (!im) {
+        /* Not tracked, so never committed past: it comes back after a restart. */
+        gt_error("kafka consumer: out of memory, dropping %s [%" PRId32 "] @%" PRId64, topic,
+                 rkm->partition, rkm->offset);
+        rd_kafka_message_destroy(rkm);
+        return;
+    }
+    pt = part_find(c, topic, rkm->partition);
+    /* An offset not above the last tracked one (a re-fetch) is already
+     * accounted for by its first copy: this copy only frees on done. */
+    if (pt && gt_offsets_track(pt->offs, rkm->offset) < 0) {
+        gt_debug("kafka consumer: untracked %s [%" PRId32 "] @%" PRId64, topic, rkm->partition,
+                 rkm->offset);
+        pt = NULL;
+    }
+    if (pt)
+        pt->refs++;
+
+    im->msg.topic = topic;
+    im->msg.partition = rkm->partition;
+    im->msg.offset = rkm->offset;
+    im->msg.key = rkm->key;
+    im->msg.key_len = rkm->key_len;
+    im->msg.value = rkm->payload;
+    im->msg.len = rkm->len;
+    im->msg.timestamp_ms = rd_kafka_message_timestamp(rkm, NULL);
+    im->msg.rkm = rkm;
+    im->msg.priv = pt;
+    im->prev = NULL;
+    im->next = c->msgs;
+    if (c->msgs)
+        c->msgs->prev = im;
+    c->msgs = im;
+    c->in_flight++;
+    c->cb(c, &im->msg, c->arg);
+}
+
+/* Hands out up to max_per_wakeup messages. rd_kafka_consumer_poll also runs
+ * the rebalance, commit and error callbacks. When the cap stops us with
+ * messages left, no new wake-up byte will come (the queue never went empty),
+ * so the idle handle carries on at the next loop iteration. */
+static void consumer_serve(gt_consumer_t *c)
+{
+    int n = 0;
+
+    while (!c->closing) {
+        rd_kafka_message_t *rkm;
+        if (n >= c->max_per_wakeup) {
+            uv_idle_start(&c->idle, consumer_on_idle);
+            return;
+        }
+        rkm = rd_kafka_consumer_poll(c->rk, 0);
+        if (!rkm)
+            break;
+        if (rkm->err) {
+            if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                gt_warn("kafka consumer: %s [%" PRId32 "]: %s",
+                        rkm->rkt ? rd_kafka_topic_name(rkm->rkt) : "-", rkm->partition,
+                        rd_kafka_message_errstr(rkm));
+            rd_kafka_message_destroy(rkm);
+            continue;
+        }
+        consumer_deliver(c, rkm);
+        n++;
+    }
+    if (c->handles_open)
+        uv_idle_stop(&c->idle);
+}
+
+static void consumer_on_poll(uv_poll_t *h, int status, int events)
+{
+    gt_consumer_t *c = h->data;
+    (void)status;
+    (void)events;
+    wake_pipe_drain(c->wake[0]);
+    consumer_serve(c);
+}
+
+static void consumer_on_idle(uv_idle_t *h)
+{
+    consumer_serve(h->data);
+}
+
+/* Commits, and polls too: an idle consumer must still call poll within
+ * max.poll.interval.ms or librdkafka leaves the group. */
+static void consumer_on_timer(uv_timer_t *h)
+{
+    gt_consumer_t *c = h->data;
+    consumer_commit(c, NULL, 1);
+    consumer_serve(c);
+}
+
+gt_consumer_t *gt_consumer_new(uv_loop_t *loop, const gt_config_t *cfg,
+                               const gt_consumer_opts_t *opts, char *err, size_t errlen)
+{
+    static const char *const forced[] = {"group.id", "enable.auto.commit",
+                                         "enable.auto.offset.store", NULL};
+    gt_consumer_t *c = NULL;
+    rd_kafka_conf_t *conf = NULL;
+    rd_kafka_topic_partition_list_t *topics = NULL;
+    rd_kafka_resp_err_t rerr;
+    char why[512];
+
+    if (!cfg || !cfg->bootstrap_servers) {
+        snprintf(err, errlen, "kafka: no bootstrap servers");
+        return NULL;
+    }
+    if (!opts || !opts->group_id || !opts->topics || !opts->topics[0] || !opts->cb) {
+        snprintf(err, errlen, "kafka consumer: group_id, topics and cb are required");
+        return NULL;
+    }
+    c = calloc(1, sizeof(*c));
+    if (!c) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    c->loop = loop;
+    c->wake[0] = c->wake[1] = -1;
+    c->cb = opts->cb;
+    c->arg = opts->arg;
+    c->max_per_wakeup = opts->max_per_wakeup > 0 ? opts->max_per_wakeup : 500;
+    c->commit_interval_ms = opts->commit_interval_ms > 0   ? (uint64_t)opts->commit_interval_ms
+                            : cfg->commit_interval_ms > 0 ? (uint64_t)cfg->commit_interval_ms
+                                                          : 200;
+    if (wake_pipe_open(c->wake, err, errlen) < 0)
+        goto fail;
+
+    conf = rd_kafka_conf_new();
+    if (conf_set(conf, "bootstrap.servers", cfg->bootstrap_servers, err, errlen) < 0 ||
+        conf_set(conf, "session.timeout.ms", "10000", err, errlen) < 0 ||
+        conf_set(conf, "heartbeat.interval.ms", "1000", err, errlen) < 0 ||
+        conf_set(conf, "max.poll.interval.ms", "300000", err, errlen) < 0 ||
+        conf_set(conf, "partition.assignment.strategy", "range,roundrobin", err, errlen) < 0 ||
+        conf_set(conf, "enable.partition.eof", "false", err, errlen) < 0 ||
+        conf_set(conf, "auto.offset.reset",
+                 opts->auto_offset_reset ? opts->auto_offset_reset : "earliest", err,
+                 errlen) < 0 ||
+        conf_apply_props(conf, cfg->kafka_props, forced, err, errlen) < 0 ||
+        conf_set(conf, "group.id", opts->group_id, err, errlen) < 0 ||
+        conf_set(conf, "enable.auto.commit", "false", err, errlen) < 0 ||
+        conf_set(conf, "enable.auto.offset.store", "false", err, errlen) < 0)
+        goto fail;
+    rd_kafka_conf_set_opaque(conf, c);
+    rd_kafka_conf_set_rebalance_cb(conf, consumer_on_rebalance);
+    rd_kafka_conf_set_offset_commit_cb(conf, consumer_on_commit);
+    rd_kafka_conf_set_error_cb(conf, on_rd_error);
+    rd_kafka_conf_set_log_cb(conf, on_rd_log);
+
+    c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof(why));
+    if (!c->rk) {
+        snprintf(err, errlen, "kafka consumer: %s", why);
+        goto fail;
+    }
+    conf = NULL; /* owned by rk now */
+
+    /* The main queue (errors, commit results) now feeds the consumer queue,
+     * so one io event covers both. */
+    rd_kafka_poll_set_consumer(c->rk);
+    c->cq = rd_kafka_queue_get_consumer(c->rk);
+    rd_kafka_queue_io_event_enable(c->cq, c->wake[1], "1", 1);
+
+    topics = rd_kafka_topic_partition_list_new(4);
+    for (const char *const *t = opts->topics; *t; t++)
+        rd_kafka_topic_partition_list_add(topics, *t, RD_KAFKA_PARTITION_UA);
+    rerr = rd_kafka_subscribe(c->rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (rerr) {
+        snprintf(err, errlen, "kafka subscribe: %s", rd_kafka_err2str(rerr));
+        goto fail;
+    }
+
+    if (uv_poll_init(loop, &c->poll, c->wake[0]) < 0) {
+        snprintf(err, errlen, "uv_poll_init failed");
+        goto fail;
+    }
+    /* From here on nothing fails: the handles need a loop run to close. */
+    uv_idle_init(loop, &c->idle);
+    uv_timer_init(loop, &c->timer);
+    c->poll.data = c->idle.data = c->timer.data = c;
+    c->handles_open = 1;
+    uv_poll_start(&c->poll, UV_READABLE, consumer_on_poll);
+    uv_timer_start(&c->timer, consumer_on_timer, c->commit_interval_ms, c->commit_interval_ms);
+    /* Serve whatever was queued before the io event was enabled. */
+    uv_idle_start(&c->idle, consumer_on_idle);
+    return c;
+
+fail:
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    if (c->cq) {
+        rd_kafka_queue_io_event_enable(c->cq, -1, NULL, 0);
+        rd_kafka_queue_destroy(c->cq);
+    }
+    if (c->rk) {
+        rd_kafka_consumer_close(c->rk);
+        rd_kafka_destroy(c->rk);
+    }
+    wake_pipe_close(c->wake);
+    free(c);
+    return NULL;
+}
+
+void gt_consumer_done(gt_consumer_t *c, gt_msg_t *msg)
+{
+    gt_inmsg_t *im = GT_CONTAINER_OF(msg, gt_inmsg_t, msg);
+    gt_part_t *pt = msg->priv;
+
+    if (im->prev)
+        im->prev->next = im->next;
+    else
+        c->msgs = im->next;
+    if (im->next)
+        im->next->prev = im->prev;
+    c->in_flight--;
+    if (pt) {
+        if (!pt->revoked)
+            gt_offsets_done(pt->offs, msg->offset);
+        part_unref(pt);
+    }
+    rd_kafka_message_destroy(msg->rkm);
+    free(im);
+}
+
+const char *gt_msg_header(const gt_msg_t *msg, const char *name, char *buf, size_t len)
+{
+    rd_kafka_headers_t *hdrs;
+    const void *val;
+    size_t size;
+
+    if (rd_kafka_message_headers(msg->rkm, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return NULL;
+    if (rd_kafka_header_get_last(hdrs, name, &val, &size) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return NULL;
+    if (!val)
+        size = 0;
+    if (size >= len)
+        return NULL;
+    memcpy(buf, val, size);
+    buf[size] = '\0';
+    return buf;
+}
+
+void gt_consumer_pause(gt_consumer_t *c)
+{
+    c->paused = 1;
+    consumer_set_paused(c, 1);
+}
+
+void gt_consumer_resume(gt_consumer_t *c)
+{
+    c->paused = 0;
+    consumer_set_paused(c, 0);
+    /* Messages may be waiting that no new wake-up byte will announce. */
+    if (c->handles_open && !c->closing)
+        uv_idle_start(&c->idle, consumer_on_idle);
+}
+
+int gt_consumer_in_flight(const gt_consumer_t *c)
+{
+    return c->in_flight;
+}
+
+void gt_consumer_close_handles(gt_consumer_t *c)
+{
+    if (!c || c->closing)
+        return;
+    c->closing = 1;
+    if (!c->handles_open)
+        return;
+    uv_poll_stop(&c->poll);
+    uv_idle_stop(&c->idle);
+    uv_timer_stop(&c->timer);
+    uv_close((uv_handle_t *)&c->poll, NULL);
+    uv_close((uv_handle_t *)&c->idle, NULL);
+    uv_close((uv_handle_t *)&c->timer, NULL);
+}
+
+void gt_consumer_free(gt_consumer_t *c)
+{
+    if (!c)
+        return;
+    c->closing = 1;
+    rd_kafka_queue_io_event_enable(c->cq, -1, NULL, 0);
+    rd_kafka_queue_destroy(c->cq);
+    consumer_commit(c, NULL, 0);
+    /* Messages never done are released uncommitted: they will be redelivered. */
+    while (c->msgs) {
+        gt_inmsg_t *im = c->msgs;
+        c->msgs = im->next;
+        if (im->msg.priv)
+            part_unref(im->msg.priv);
+        rd_kafka_message_destroy(im->msg.rkm);
+        free(im);
+        c->in_flight--;
+    }
+    /* Leaves the group; the revoke callback runs from here. */
+    rd_kafka_consumer_close(c->rk);
+    while (c->parts)
+        part_revoke(c, c->parts);
+    rd_kafka_destroy(c->rk);
+    wake_pipe_close(c->wake);
+    free(c);
+}

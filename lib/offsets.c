@@ -25,7 +25,8 @@ struct gt_offsets {
 static int offsets_grow(gt_offsets_t *o);
 static long offsets_find(const gt_offsets_t *o, int64_t offset);
 
-gt_offsets_t *gt_offsets_new(void) {
+gt_offsets_t *gt_offsets_new(void)
+{
     gt_offsets_t *o = calloc(1, sizeof(*o));
     if (!o)
         return NULL;
@@ -34,7 +35,8 @@ gt_offsets_t *gt_offsets_new(void) {
     return o;
 }
 
-void gt_offsets_free(gt_offsets_t *o) {
+void gt_offsets_free(gt_offsets_t *o)
+{
     if (!o)
         return;
     free(o->off);
@@ -43,7 +45,8 @@ void gt_offsets_free(gt_offsets_t *o) {
 }
 
 /* Doubles the ring, unrolling it so that head is at index 0. */
-static int offsets_grow(gt_offsets_t *o) {
+static int offsets_grow(gt_offsets_t *o)
+{
     size_t ncap = o->cap ? o->cap * 2 : GT_OFFSETS_MIN_CAP;
     int64_t *noff = malloc(ncap * sizeof(*noff));
     unsigned char *ndone = malloc(ncap);
@@ -66,7 +69,8 @@ static int offsets_grow(gt_offsets_t *o) {
     return 0;
 }
 
-int gt_offsets_track(gt_offsets_t *o, int64_t offset) {
+int gt_offsets_track(gt_offsets_t *o, int64_t offset)
+{
     if (offset < 0 || offset <= o->last)
         return -EINVAL;
     if (o->count == o->cap && offsets_grow(o) < 0)
@@ -82,7 +86,8 @@ int gt_offsets_track(gt_offsets_t *o, int64_t offset) {
 
 /* Ring position (0 = head) of offset, or -1. Offsets are usually contiguous,
  * so the direct guess hits; gaps fall back to a binary search. */
-static long offsets_find(const gt_offsets_t *o, int64_t offset) {
+static long offsets_find(const gt_offsets_t *o, int64_t offset)
+{
     if (o->count == 0)
         return -1;
     int64_t first = o->off[o->head];
@@ -105,7 +110,8 @@ static long offsets_find(const gt_offsets_t *o, int64_t offset) {
     return -1;
 }
 
-int gt_offsets_done(gt_offsets_t *o, int64_t offset) {
+int gt_offsets_done(gt_offsets_t *o, int64_t offset)
+{
     long pos = offsets_find(o, offset);
     if (pos < 0)
         return -ENOENT;
@@ -122,21 +128,25 @@ int gt_offsets_done(gt_offsets_t *o, int64_t offset) {
     return 0;
 }
 
-int64_t gt_offsets_committable(const gt_offsets_t *o) {
+int64_t gt_offsets_committable(const gt_offsets_t *o)
+{
     if (o->last < 0)
         return -1;
     int64_t next = o->count > 0 ? o->off[o->head] : o->last + 1;
     return next <= o->committed ? -1 : next;
 }
 
-void gt_offsets_mark_committed(gt_offsets_t *o, int64_t offset) {
+void gt_offsets_mark_committed(gt_offsets_t *o, int64_t offset)
+{
     o->committed = offset;
 }
 
-int64_t gt_offsets_committed(const gt_offsets_t *o) {
+int64_t gt_offsets_committed(const gt_offsets_t *o)
+{
     return o->committed;
 }
 
-size_t gt_offsets_pending(const gt_offsets_t *o) {
+size_t gt_offsets_pending(const gt_offsets_t *o)
+{
     return o->pending;
 }

@@ -6,7 +6,8 @@
 #include "harness.h"
 #include "offsets.h"
 
-static void test_empty(void) {
+static void test_empty(void)
+{
     gt_offsets_t *o = gt_offsets_new();
     CU_ASSERT_PTR_NOT_NULL_FATAL(o);
     TH_EQ_INT(gt_offsets_committable(o), -1);
@@ -17,7 +18,8 @@ static void test_empty(void) {
     gt_offsets_free(NULL);
 }
 
-static void test_in_order(void) {
+static void test_in_order(void)
+{
     gt_offsets_t *o = gt_offsets_new();
     for (int64_t i = 10; i < 20; i++)
         TH_EQ_INT(gt_offsets_track(o, i), 0);
@@ -32,7 +34,8 @@ static void test_in_order(void) {
     gt_offsets_free(o);
 }
 
-static void test_out_of_order(void) {
+static void test_out_of_order(void)
+{
     gt_offsets_t *o = gt_offsets_new();
     for (int64_t i = 0; i < 5; i++)
         gt_offsets_track(o, i);
@@ -50,7 +53,8 @@ static void test_out_of_order(void) {
     gt_offsets_free(o);
 }
 
-static void test_commit_marks(void) {
+static void test_commit_marks(void)
+{
     gt_offsets_t *o = gt_offsets_new();
     gt_offsets_track(o, 0);
     gt_offsets_track(o, 1);
@@ -73,7 +77,8 @@ static void test_commit_marks(void) {
     gt_offsets_free(o);
 }
 
-static void test_errors(void) {
+static void test_errors(void)
+{
     gt_offsets_t *o = gt_offsets_new();
     TH_EQ_INT(gt_offsets_track(o, -1), -EINVAL);
     TH_EQ_INT(gt_offsets_track(o, 5), 0);
@@ -88,7 +93,8 @@ static void test_errors(void) {
     gt_offsets_free(o);
 }
 
-static void test_gaps(void) {
+static void test_gaps(void)
+{
     /* Compacted topics and transaction markers leave holes in offsets. */
     gt_offsets_t *o = gt_offsets_new();
     int64_t offs[] = {3, 4, 9, 10, 11, 20, 40};
@@ -112,7 +118,8 @@ static void test_gaps(void) {
 
 /* Many offsets, done in a shuffled order with a window of in-flight
  * messages, across ring growth and wrap-around; checked against a model. */
-static void test_randomised(void) {
+static void test_randomised(void)
+{
     enum { N = 200000, WINDOW = 1000 };
     gt_offsets_t *o = gt_offsets_new();
     unsigned char *done = calloc(N, 1);
@@ -153,7 +160,8 @@ static void test_randomised(void) {
     gt_offsets_free(o);
 }
 
-int main(void) {
+int main(void)
+{
     static const th_test_t tests[] = {
         {"empty", test_empty},
         {"in_order", test_in_order},

@@ -1,0 +1,499 @@
+/* kafka_dev.c - gantry-kafka-dev: librdkafka's mock Kafka cluster served on
+ * loopback for development and tests; prints "bootstrap=HOST:PORT" when ready. */
+#include <errno.h>
+#include <getopt.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#define PROG "gantry-kafka-dev"
+#define FWD_BUF_SIZE (64 * 1024)
+/* Stop reading one side while the other has this much unwritten. */
+#define FWD_HIGH_WATER (1024 * 1024)
+
+typedef struct topic {
+    char *name;
+    int partitions; /* 0: the --partitions default */
+} topic_t;
+
+typedef struct topics {
+    topic_t *v;
+    size_t n, cap;
+} topics_t;
+
+/* One proxied connection: the client side and the broker side. */
+typedef struct fwd_conn {
+    struct fwd_conn *prev, *next;
+    uv_tcp_t client;
+    uv_tcp_t upstream;
+    uv_connect_t connect;
+    int handles; /* initialised handles not yet closed */
+    int closing;
+} fwd_conn_t;
+
+typedef struct fwd_write {
+    uv_write_t req;
+    uv_buf_t buf;
+    fwd_conn_t *conn;
+} fwd_write_t;
+
+typedef struct fwd {
+    uv_loop_t *loop;
+    uv_tcp_t listener;
+    struct sockaddr_in target;
+    fwd_conn_t *conns;
+} fwd_t;
+
+static fwd_t fwd;
+static int fwd_on;
+static uv_signal_t sig_int, sig_term;
+
+static void usage(FILE *f);
+static int parse_int(const char *s, int min, int max, int *out);
+static int topics_add(topics_t *t, const char *name, int partitions);
+static void topics_free(topics_t *t);
+static int topic_name_ok(const char *name);
+static int topics_load(topics_t *t, const char *path);
+static int fwd_start(uv_loop_t *loop, int port, const char *bootstraps);
+static void fwd_stop(void);
+static void fwd_on_connection(uv_stream_t *server, int status);
+static void fwd_on_upstream(uv_connect_t *req, int status);
+static void fwd_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void fwd_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void fwd_on_write(uv_write_t *req, int status);
+static void fwd_conn_close(fwd_conn_t *fc);
+static void fwd_on_close(uv_handle_t *h);
+static void on_signal(uv_signal_t *h, int signum);
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: " PROG " [--brokers N] [--port P] [--topics FILE] [--partitions N]\n"
+            "\n"
+            "Serves librdkafka's mock Kafka cluster on 127.0.0.1, creates topics, prints\n"
+            "one line \"bootstrap=HOST:PORT[,...]\" on stdout when ready and runs until\n"
+            "SIGINT or SIGTERM.\n"
+            "\n"
+            "  --brokers N     brokers in the cluster (default 3)\n"
+            "  --port P        also accept clients on 127.0.0.1:P (forwarded to a broker)\n"
+            "                  and print that as the bootstrap address\n"
+            "  --topics FILE   topics to create: one \"name [partitions]\" per line,\n"
+            "                  '#' starts a comment (default: gantry's topics)\n"
+            "  --partitions N  partitions of topics that give no count (with --topics),\n"
+            "                  or of every default topic (without --topics)\n"
+            "  --help          this text\n");
+}
+
+static int parse_int(const char *s, int min, int max, int *out)
+{
+    char *end;
+    long v;
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < min || v > max)
+        return -1;
+    *out = (int)v;
+    return 0;
+}
+
+static int topics_add(topics_t *t, const char *name, int partitions)
+{
+    if (t->n == t->cap) {
+        size_t ncap = t->cap ? t->cap * 2 : 16;
+        topic_t *nv = realloc(t->v, ncap * sizeof(*nv));
+        if (!nv)
+            return -ENOMEM;
+        t->v = nv;
+        t->cap = ncap;
+    }
+    t->v[t->n].name = strdup(name);
+    if (!t->v[t->n].name)
+        return -ENOMEM;
+    t->v[t->n].partitions = partitions;
+    t->n++;
+    return 0;
+}
+
+static void topics_free(topics_t *t)
+{
+    for (size_t i = 0; i < t->n; i++)
+        free(t->v[i].name);
+    free(t->v);
+}
+
+/* Kafka's rule: 1-249 characters of [a-zA-Z0-9._-], not "." or "..". */
+static int topic_name_ok(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > 249 || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+        return 0;
+    return strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
+}
+
+/* Returns 0, or -1 after printing one line on stderr. */
+static int topics_load(topics_t *t, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char line[1024];
+    int lineno = 0, rc = -1;
+
+    if (!f) {
+        fprintf(stderr, PROG ": %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    while (fgets(line, sizeof(line), f)) {
+        char *name, *count, *extra, *save = NULL, *hash;
+        int partitions = 0;
+        lineno++;
+        if ((hash = strchr(line, '#')))
+            *hash = '\0';
+        name = strtok_r(line, " \t\r\n", &save);
+        if (!name)
+            continue;
+        count = strtok_r(NULL, " \t\r\n", &save);
+        extra = strtok_r(NULL, " \t\r\n", &save);
+        if (!topic_name_ok(name)) {
+            fprintf(stderr, PROG ": %s:%d: bad topic name \"%s\"\n", path, lineno, name);
+            goto out;
+        }
+        if (count && parse_int(count, 1, 100000, &partitions) < 0) {
+            fprintf(stderr, PROG ": %s:%d: bad partition count \"%s\"\n", path, lineno, count);
+            goto out;
+        }
+        if (extra) {
+            fprintf(stderr, PROG ": %s:%d: expected \"name [partitions]\"\n", path, lineno);
+            goto out;
+        }
+        if (topics_add(t, name, partitions) < 0) {
+            fprintf(stderr, PROG ": out of memory\n");
+            goto out;
+        }
+    }
+    if (ferror(f)) {
+        fprintf(stderr, PROG ": %s: read error\n", path);
+        goto out;
+    }
+    rc = 0;
+out:
+    fclose(f);
+    return rc;
+}
+
+/* ---- TCP forwarder: a fixed port in front of a mock broker ---------------
+ * librdkafka 2.0.2's mock brokers listen on random ports. Clients only need
+ * the bootstrap connection here: metadata then sends them to the brokers'
+ * advertised (random) addresses, also on loopback. */
+
+static int fwd_start(uv_loop_t *loop, int port, const char *bootstraps)
+{
+    char first[256], *comma, *colon;
+    struct sockaddr_in addr;
+    int rc;
+
+    snprintf(first, sizeof(first), "%s", bootstraps);
+    if ((comma = strchr(first, ',')))
+        *comma = '\0';
+    colon = strrchr(first, ':');
+    if (!colon) {
+        fprintf(stderr, PROG ": unexpected mock bootstrap \"%s\"\n", bootstraps);
+        return -1;
+    }
+    *colon = '\0';
+    if (uv_ip4_addr(first, atoi(colon + 1), &fwd.target) < 0) {
+        fprintf(stderr, PROG ": unexpected mock bootstrap \"%s\"\n", bootstraps);
+        return -1;
+    }
+    fwd.loop = loop;
+    uv_ip4_addr("127.0.0.1", port, &addr);
+    uv_tcp_init(loop, &fwd.listener);
+    fwd_on = 1;
+    if ((rc = uv_tcp_bind(&fwd.listener, (const struct sockaddr *)&addr, 0)) < 0 ||
+        (rc = uv_listen((uv_stream_t *)&fwd.listener, 128, fwd_on_connection)) < 0) {
+        fprintf(stderr, PROG ": cannot listen on 127.0.0.1:%d: %s\n", port, uv_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
+static void fwd_stop(void)
+{
+    if (!fwd_on)
+        return;
+    fwd_on = 0;
+    uv_close((uv_handle_t *)&fwd.listener, NULL);
+    for (fwd_conn_t *fc = fwd.conns; fc; fc = fc->next)
+        fwd_conn_close(fc);
+}
+
+static void fwd_on_connection(uv_stream_t *server, int status)
+{
+    fwd_conn_t *fc;
+    if (status < 0)
+        return;
+    fc = calloc(1, sizeof(*fc));
+    if (!fc)
+        return;
+    uv_tcp_init(fwd.loop, &fc->client);
+    uv_tcp_init(fwd.loop, &fc->upstream);
+    fc->client.data = fc->upstream.data = fc;
+    fc->handles = 2;
+    fc->next = fwd.conns;
+    if (fwd.conns)
+        fwd.conns->prev = fc;
+    fwd.conns = fc;
+    if (uv_accept(server, (uv_stream_t *)&fc->client) < 0 ||
+        uv_tcp_connect(&fc->connect, &fc->upstream, (const struct sockaddr *)&fwd.target,
+                       fwd_on_upstream) < 0) {
+        fwd_conn_close(fc);
+        return;
+    }
+    uv_tcp_nodelay(&fc->client, 1);
+    uv_tcp_nodelay(&fc->upstream, 1);
+}
+
+/* The client is read only once the broker side exists: nothing to buffer. */
+static void fwd_on_upstream(uv_connect_t *req, int status)
+{
+    fwd_conn_t *fc = req->handle->data;
+    if (status < 0 || fc->closing) {
+        fwd_conn_close(fc);
+        return;
+    }
+    uv_read_start((uv_stream_t *)&fc->client, fwd_alloc, fwd_on_read);
+    uv_read_start((uv_stream_t *)&fc->upstream, fwd_alloc, fwd_on_read);
+}
+
+static void fwd_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)h;
+    (void)suggested;
+    buf->base = malloc(FWD_BUF_SIZE);
+    buf->len = buf->base ? FWD_BUF_SIZE : 0;
+}
+
+static void fwd_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    fwd_conn_t *fc = s->data;
+    uv_stream_t *peer = s == (uv_stream_t *)&fc->client ? (uv_stream_t *)&fc->upstream
+                                                        : (uv_stream_t *)&fc->client;
+    fwd_write_t *w;
+
+    if (nread <= 0) {
+        free(buf->base);
+        if (nread < 0) /* EOF or error: Kafka has no use for half-closed links */
+            fwd_conn_close(fc);
+        return;
+    }
+    w = malloc(sizeof(*w));
+    if (!w) {
+        free(buf->base);
+        fwd_conn_close(fc);
+        return;
+    }
+    w->buf = uv_buf_init(buf->base, (unsigned)nread);
+    w->conn = fc;
+    if (uv_write(&w->req, peer, &w->buf, 1, fwd_on_write) < 0) {
+        free(w->buf.base);
+        free(w);
+        fwd_conn_close(fc);
+        return;
+    }
+    if (uv_stream_get_write_queue_size(peer) > FWD_HIGH_WATER)
+        uv_read_stop(s);
+}
+
+static void fwd_on_write(uv_write_t *req, int status)
+{
+    fwd_write_t *w = (fwd_write_t *)req;
+    fwd_conn_t *fc = w->conn;
+    uv_stream_t *peer = req->handle;
+    uv_stream_t *src = peer == (uv_stream_t *)&fc->client ? (uv_stream_t *)&fc->upstream
+                                                          : (uv_stream_t *)&fc->client;
+    free(w->buf.base);
+    free(w);
+    if (status < 0) {
+        fwd_conn_close(fc);
+        return;
+    }
+    if (!fc->closing && uv_stream_get_write_queue_size(peer) <= FWD_HIGH_WATER &&
+        !uv_is_active((uv_handle_t *)src))
+        uv_read_start(src, fwd_alloc, fwd_on_read);
+}
+
+static void fwd_conn_close(fwd_conn_t *fc)
+{
+    if (fc->closing)
+        return;
+    fc->closing = 1;
+    uv_close((uv_handle_t *)&fc->client, fwd_on_close);
+    uv_close((uv_handle_t *)&fc->upstream, fwd_on_close);
+}
+
+/* Pending writes are cancelled before this runs, so fc outlives them. */
+static void fwd_on_close(uv_handle_t *h)
+{
+    fwd_conn_t *fc = h->data;
+    if (--fc->handles > 0)
+        return;
+    if (fc->prev)
+        fc->prev->next = fc->next;
+    else
+        fwd.conns = fc->next;
+    if (fc->next)
+        fc->next->prev = fc->prev;
+    free(fc);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    (void)h;
+    (void)signum;
+    fwd_stop();
+    uv_close((uv_handle_t *)&sig_int, NULL);
+    uv_close((uv_handle_t *)&sig_term, NULL);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"brokers", required_argument, NULL, 'b'},
+        {"port", required_argument, NULL, 'p'},
+        {"topics", required_argument, NULL, 't'},
+        {"partitions", required_argument, NULL, 'n'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    static const struct {
+        const char *name;
+        int partitions;
+    } defaults[] = {
+        {"gantry.requests", 6},     {"gantry.tasks.small", 6}, {"gantry.tasks.large", 6},
+        {"gantry.task-results", 6}, {"gantry.results", 6},     {"gantry.usage", 6},
+        {"gantry.dlq", 1},          {"gantry.events", 3},
+    };
+    int brokers = 3, port = 0, partitions = 0, opt, rc = 1;
+    const char *topics_path = NULL;
+    topics_t topics = {0};
+    rd_kafka_conf_t *conf;
+    rd_kafka_t *rk = NULL;
+    rd_kafka_mock_cluster_t *mc = NULL;
+    uv_loop_t *loop = uv_default_loop();
+    char why[512];
+
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'b':
+            if (parse_int(optarg, 1, 64, &brokers) < 0) {
+                fprintf(stderr, PROG ": --brokers: expected 1..64, got \"%s\"\n", optarg);
+                return 2;
+            }
+            break;
+        case 'p':
+            if (parse_int(optarg, 1, 65535, &port) < 0) {
+                fprintf(stderr, PROG ": --port: expected 1..65535, got \"%s\"\n", optarg);
+                return 2;
+            }
+            break;
+        case 't':
+            topics_path = optarg;
+            break;
+        case 'n':
+            if (parse_int(optarg, 1, 100000, &partitions) < 0) {
+                fprintf(stderr, PROG ": --partitions: expected a positive count, got \"%s\"\n",
+                        optarg);
+                return 2;
+            }
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            if (optopt)
+                fprintf(stderr, PROG ": option %s needs a value (see --help)\n",
+                        argv[optind - 1]);
+            else
+                fprintf(stderr, PROG ": unknown option %s (see --help)\n", argv[optind - 1]);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, PROG ": unexpected argument \"%s\" (see --help)\n", argv[optind]);
+        return 2;
+    }
+    if (topics_path) {
+        if (topics_load(&topics, topics_path) < 0) {
+            rc = 2;
+            goto out;
+        }
+    } else {
+        for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++)
+            if (topics_add(&topics, defaults[i].name, partitions ? 0 : defaults[i].partitions)) {
+                fprintf(stderr, PROG ": out of memory\n");
+                goto out;
+            }
+    }
+
+    signal(SIGPIPE, SIG_IGN);
+    uv_signal_init(loop, &sig_int);
+    uv_signal_init(loop, &sig_term);
+    uv_signal_start(&sig_int, on_signal, SIGINT);
+    uv_signal_start(&sig_term, on_signal, SIGTERM);
+
+    /* The mock cluster hangs off a client instance, which runs its threads. */
+    conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "client.id", PROG, NULL, 0);
+    /* Quiet the notice about this client having no bootstrap.servers. */
+    rd_kafka_conf_set(conf, "log_level", "4", NULL, 0);
+    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof(why));
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        fprintf(stderr, PROG ": %s\n", why);
+        goto out;
+    }
+    mc = rd_kafka_mock_cluster_new(rk, brokers);
+    if (!mc) {
+        fprintf(stderr, PROG ": cannot create the mock cluster\n");
+        goto out;
+    }
+    for (size_t i = 0; i < topics.n; i++) {
+        int n = topics.v[i].partitions ? topics.v[i].partitions : partitions ? partitions : 1;
+        rd_kafka_resp_err_t err =
+            rd_kafka_mock_topic_create(mc, topics.v[i].name, n, brokers < 3 ? brokers : 3);
+        if (err) {
+            fprintf(stderr, PROG ": create topic %s: %s\n", topics.v[i].name,
+                    rd_kafka_err2str(err));
+            goto out;
+        }
+    }
+    if (port && fwd_start(loop, port, rd_kafka_mock_cluster_bootstraps(mc)) < 0)
+        goto out;
+
+    if (port)
+        printf("bootstrap=127.0.0.1:%d\n", port);
+    else
+        printf("bootstrap=%s\n", rd_kafka_mock_cluster_bootstraps(mc));
+    fflush(stdout);
+
+    uv_run(loop, UV_RUN_DEFAULT);
+    rc = 0;
+
+out:
+    /* Close whatever the loop still holds (error paths) so it can be closed. */
+    fwd_stop();
+    if (sig_int.loop && !uv_is_closing((uv_handle_t *)&sig_int))
+        on_signal(&sig_int, 0);
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv_loop_close(loop);
+    if (mc)
+        rd_kafka_mock_cluster_destroy(mc);
+    if (rk)
+        rd_kafka_destroy(rk);
+    topics_free(&topics);
+    return rc;
+}
