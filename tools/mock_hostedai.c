@@ -1,0 +1,1120 @@
+/* mock_hostedai.c - gantry-mock-hostedai: a HostedAI GPU pool over loopback HTTP for tests.
+ *
+ * Models pool capacity (TFLOPS, VRAM, overcommit), inference latency and
+ * injected faults, and reports outstanding allocations so tests can prove
+ * nothing leaked. One MHD epoll thread serves every connection; a request that
+ * must wait is suspended and a timer thread resumes it when its latency has
+ * elapsed, so thousands of slow requests cost no threads. */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <math.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "clock.h"
+#include "log.h"
+
+#define PROG "gantry-mock-hostedai"
+#define MAX_BODY (1024 * 1024)
+#define TEXT_WORDS 8
+#define TEXT_WORD_BYTES 160
+
+typedef enum { EP_ALLOCATE, EP_INFERENCE, EP_RELEASE, EP_COUNT } endpoint_t;
+static const char *const endpoint_names[EP_COUNT] = {"allocate", "inference", "release"};
+
+typedef struct mock_opts {
+    const char *bind;
+    int port;
+    const char *api_key;
+    int lat_min, lat_max;             /* inference latency, ms */
+    int alloc_lat_min, alloc_lat_max; /* allocate latency, ms */
+    double fail_rate;
+    double cap_tflops;
+    int64_t cap_vram_mb;
+    uint64_t seed;
+    unsigned threads;
+} mock_opts_t;
+
+/* One request; MHD's con_cls. Freed in the completed callback. */
+typedef struct req {
+    struct MHD_Connection *conn;
+    uint64_t rng;
+    char *body;
+    size_t len, cap;
+    int too_big;
+    int suspended; /* waiting in the heap; the handler must answer on re-entry */
+    unsigned status;
+    char *reply;      /* JSON body, malloc'd; NULL for an empty body */
+    int retry_after;  /* seconds, or -1 for no header */
+    int64_t delay_ms; /* wait before answering */
+    int64_t due_ms;
+} req_t;
+
+typedef struct mock {
+    mock_opts_t o;
+    pthread_mutex_t mu; /* everything below */
+    json_t *allocs;     /* allocation_id -> object (with a private "_t0" mono ms) */
+    uint64_t next_id, seq;
+    int64_t used_mtflops, cap_mtflops; /* milli-TFLOPS: sums stay exact */
+    int64_t used_vram_mb;
+    uint64_t allocations_total, releases_total, inference_ok, inference_failed;
+    uint64_t faults[EP_COUNT], rejected_too_large, rejected_full, unauthorized;
+    uint64_t requests_total, concurrent, peak_concurrent;
+    uint64_t connections_total, connections_open; /* proves clients reuse connections */
+
+    /* Timer heap of suspended requests, ordered by due_ms. */
+    pthread_mutex_t hmu;
+    pthread_cond_t hcond;
+    req_t **heap;
+    size_t hlen, hcap;
+    int stopping;
+} mock_t;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: " PROG " --port P [options]\n"
+            "  --port P                TCP port on the bind address (0 picks a free one)\n"
+            "  --bind ADDR             IPv4 address to listen on (default 127.0.0.1)\n"
+            "  --api-key K             bearer key clients must send (or GANTRY_MOCK_API_KEY)\n"
+            "  --latency-ms A-B        inference latency, uniform in A..B ms (default 5-20)\n"
+            "  --alloc-latency-ms A-B  allocate latency (default 0-0)\n"
+            "  --fail-rate R           probability 0..1 of an injected 500/503/429 on\n"
+            "                          allocate, inference and release (default 0)\n"
+            "  --capacity-tflops T     pool compute capacity (default 1000)\n"
+            "  --vram-mb V             pool memory capacity (default 640000)\n"
+            "  --seed N                random seed (default 42)\n"
+            "  --threads N             MHD polling threads (default 1)\n"
+            "  --help                  this text\n"
+            "Prints \"listening=ADDR:PORT\" when ready; stops on SIGINT/SIGTERM.\n");
+}
+
+static void die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+/* Bad usage: one line on stderr, exit status 2. */
+static void die_usage(const char *fmt, ...)
+{
+    va_list ap;
+
+    fprintf(stderr, PROG ": ");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, " (see --help)\n");
+    exit(2);
+}
+
+/* ---- small helpers ----------------------------------------------------- */
+
+static uint64_t splitmix64(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static double rng_unit(uint64_t *s)
+{
+    return (double)(splitmix64(s) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+static uint64_t fnv1a(const char *p, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)p[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+static int parse_range(const char *s, int *lo, int *hi)
+{
+    char *end;
+    long a, b;
+
+    errno = 0;
+    a = strtol(s, &end, 10);
+    if (end == s || errno)
+        return -1;
+    if (*end == '\0') {
+        b = a;
+    } else {
+        const char *t = end + 1;
+
+        if (*end != '-')
+            return -1;
+        b = strtol(t, &end, 10);
+        if (end == t || *end != '\0' || errno)
+            return -1;
+    }
+    if (a < 0 || b < a || b > 3600 * 1000)
+        return -1;
+    *lo = (int)a;
+    *hi = (int)b;
+    return 0;
+}
+
+static int parse_double(const char *s, double *out)
+{
+    char *end;
+
+    errno = 0;
+    *out = strtod(s, &end);
+    return (end == s || *end != '\0' || errno || !isfinite(*out)) ? -1 : 0;
+}
+
+static int parse_u64(const char *s, uint64_t *out)
+{
+    char *end;
+
+    if (*s == '-')
+        return -1;
+    errno = 0;
+    *out = strtoull(s, &end, 10);
+    return (end == s || *end != '\0' || errno) ? -1 : 0;
+}
+
+/* Sets an error reply {"error":{"code","message"}}. */
+static void set_error(req_t *r, unsigned status, const char *code, const char *msg)
+{
+    json_t *j = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg);
+
+    r->status = status;
+    free(r->reply);
+    r->reply = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+}
+
+/* Sets a reply, taking the reference to j. */
+static void set_json(req_t *r, unsigned status, json_t *j)
+{
+    r->status = status;
+    free(r->reply);
+    r->reply = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!r->reply && status != MHD_HTTP_NO_CONTENT)
+        set_error(r, 500, "internal", "out of memory");
+}
+
+/* ---- timer heap -------------------------------------------------------- */
+
+static void heap_swap(mock_t *m, size_t a, size_t b)
+{
+    req_t *t = m->heap[a];
+
+    m->heap[a] = m->heap[b];
+    m->heap[b] = t;
+}
+
+/* Called with hmu held. Returns 0 or -1 on out of memory. */
+static int heap_push(mock_t *m, req_t *r)
+{
+    size_t i;
+
+    if (m->hlen == m->hcap) {
+        size_t cap = m->hcap ? m->hcap * 2 : 1024;
+        req_t **p = realloc(m->heap, cap * sizeof(*p));
+
+        if (!p)
+            return -1;
+        m->heap = p;
+        m->hcap = cap;
+    }
+    i = m->hlen++;
+    m->heap[i] = r;
+    while (i > 0 && m->heap[(i - 1) / 2]->due_ms > m->heap[i]->due_ms) {
+        heap_swap(m, i, (i - 1) / 2);
+        i = (i - 1) / 2;
+    }
+    return 0;
+}
+
+/* Called with hmu held and hlen > 0. */
+static req_t *heap_pop(mock_t *m)
+{
+    req_t *top = m->heap[0];
+    size_t i = 0;
+
+    m->heap[0] = m->heap[--m->hlen];
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, s = i;
+
+        if (l < m->hlen && m->heap[l]->due_ms < m->heap[s]->due_ms)
+            s = l;
+        if (r < m->hlen && m->heap[r]->due_ms < m->heap[s]->due_ms)
+            s = r;
+        if (s == i)
+            break;
+        heap_swap(m, i, s);
+        i = s;
+    }
+    return top;
+}
+
+/* Resumes suspended requests whose latency has elapsed; on stop, all of them
+ * (MHD_stop_daemon panics on a connection still suspended). */
+static void *timer_main(void *arg)
+{
+    mock_t *m = arg;
+    enum { BATCH = 256 };
+    req_t *due[BATCH];
+
+    pthread_mutex_lock(&m->hmu);
+    for (;;) {
+        int64_t now = gt_clock_mono_ms();
+        size_t n = 0;
+
+        while (n < BATCH && m->hlen > 0 && (m->stopping || m->heap[0]->due_ms <= now))
+            due[n++] = heap_pop(m);
+        if (n > 0) {
+            /* Resume outside our lock: MHD takes its own locks in there. */
+            pthread_mutex_unlock(&m->hmu);
+            for (size_t i = 0; i < n; i++)
+                MHD_resume_connection(due[i]->conn);
+            pthread_mutex_lock(&m->hmu);
+            continue;
+        }
+        if (m->stopping)
+            break;
+        if (m->hlen == 0) {
+            pthread_cond_wait(&m->hcond, &m->hmu);
+        } else {
+            int64_t wait = m->heap[0]->due_ms - now;
+            struct timespec ts;
+
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_sec += wait / 1000;
+            ts.tv_nsec += (long)(wait % 1000) * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&m->hcond, &m->hmu, &ts);
+        }
+    }
+    pthread_mutex_unlock(&m->hmu);
+    return NULL;
+}
+
+/* ---- endpoints --------------------------------------------------------- */
+
+/* Decides an injected fault for this request. Returns 1 when r now holds the
+ * fault reply and the operation must not run. */
+static int inject_fault(mock_t *m, req_t *r, endpoint_t ep)
+{
+    static const unsigned codes[3] = {500, 503, 429};
+    unsigned status;
+
+    if (m->o.fail_rate <= 0 || rng_unit(&r->rng) >= m->o.fail_rate)
+        return 0;
+    status = codes[splitmix64(&r->rng) % 3];
+    set_error(r, status, "injected_fault", "fault injected by the mock");
+    if (status == 429)
+        r->retry_after = (int)(splitmix64(&r->rng) % 2);
+    pthread_mutex_lock(&m->mu);
+    m->faults[ep]++;
+    if (ep == EP_INFERENCE)
+        m->inference_failed++;
+    pthread_mutex_unlock(&m->mu);
+    return 1;
+}
+
+static json_t *parse_body(req_t *r)
+{
+    json_t *j;
+
+    if (r->too_big) {
+        set_error(r, 413, "payload_too_large", "request body over 1 MiB");
+        return NULL;
+    }
+    j = json_loadb(r->body ? r->body : "", r->len, 0, NULL);
+    if (!j || !json_is_object(j)) {
+        json_decref(j);
+        set_error(r, 400, "invalid_request", "body is not a JSON object");
+        return NULL;
+    }
+    return j;
+}
+
+static void do_allocate(mock_t *m, req_t *r)
+{
+    json_t *in = NULL, *req, *labels, *v, *a = NULL, *reply;
+    const char *pool_id, *model = NULL;
+    double tflops = 0;
+    json_int_t vram = 0;
+    int overcommit = 0;
+    int64_t mtf;
+    char id[32], created[40];
+
+    if (inject_fault(m, r, EP_ALLOCATE))
+        return;
+    if (!(in = parse_body(r)))
+        return;
+    pool_id = json_string_value(json_object_get(in, "pool_id"));
+    req = json_object_get(in, "requirements");
+    labels = json_object_get(in, "labels");
+    if (!pool_id || !*pool_id) {
+        set_error(r, 400, "invalid_request", "pool_id: expected a non-empty string");
+        goto out;
+    }
+    if (!json_is_object(req)) {
+        set_error(r, 400, "invalid_request", "requirements: expected an object");
+        goto out;
+    }
+    if ((v = json_object_get(req, "tflops"))) {
+        if (!json_is_number(v) || json_number_value(v) < 0 || json_number_value(v) > 1e9) {
+            set_error(r, 400, "invalid_request", "requirements.tflops: expected a number >= 0");
+            goto out;
+        }
+        tflops = json_number_value(v);
+    }
+    if ((v = json_object_get(req, "vram_mb"))) {
+        if (!json_is_integer(v) || json_integer_value(v) < 0) {
+            set_error(r, 400, "invalid_request", "requirements.vram_mb: expected an integer >= 0");
+            goto out;
+        }
+        vram = json_integer_value(v);
+    }
+    if ((v = json_object_get(req, "model")) && !(model = json_string_value(v))) {
+        set_error(r, 400, "invalid_request", "requirements.model: expected a string");
+        goto out;
+    }
+    if ((v = json_object_get(in, "overcommit"))) {
+        if (!json_is_boolean(v)) {
+            set_error(r, 400, "invalid_request", "overcommit: expected a boolean");
+            goto out;
+        }
+        overcommit = json_is_true(v);
+    }
+    if (labels) {
+        const char *k;
+
+        if (!json_is_object(labels)) {
+            set_error(r, 400, "invalid_request", "labels: expected an object of strings");
+            goto out;
+        }
+        json_object_foreach(labels, k, v) {
+            if (!json_is_string(v)) {
+                set_error(r, 400, "invalid_request", "labels: expected an object of strings");
+                goto out;
+            }
+        }
+    }
+    mtf = llround(tflops * 1000);
+
+    pthread_mutex_lock(&m->mu);
+    /* Larger than the whole pool: no amount of waiting (or overcommit,
+     * which time-shares devices but cannot enlarge one) makes it fit. */
+    if (mtf > m->cap_mtflops || vram > m->o.cap_vram_mb) {
+        m->rejected_too_large++;
+        pthread_mutex_unlock(&m->mu);
+        set_error(r, 409, "insufficient_capacity", "request exceeds the pool's capacity");
+        goto out;
+    }
+    if (!overcommit &&
+        (m->used_mtflops + mtf > m->cap_mtflops || m->used_vram_mb + vram > m->o.cap_vram_mb)) {
+        m->rejected_full++;
+        pthread_mutex_unlock(&m->mu);
+        set_error(r, 429, "pool_exhausted", "pool is full; retry later");
+        r->retry_after = 1;
+        goto out;
+    }
+    snprintf(id, sizeof(id), "alloc-%" PRIu64, ++m->next_id);
+    gt_clock_fmt(gt_clock_wall_ms(), created, sizeof(created));
+    a = json_pack("{s:s,s:s,s:f,s:I,s:s,s:O,s:s,s:I,s:I}", "allocation_id", id, "pool_id",
+                  pool_id, "tflops", tflops, "vram_mb", vram, "model", model ? model : "",
+                  "labels", labels ? labels : json_object(), "created_at", created, "_t0",
+                  (json_int_t)gt_clock_mono_ms(), "_mtf", (json_int_t)mtf);
+    if (!a || json_object_set(m->allocs, id, a) != 0) {
+        pthread_mutex_unlock(&m->mu);
+        set_error(r, 500, "internal", "out of memory");
+        goto out;
+    }
+    m->used_mtflops += mtf;
+    m->used_vram_mb += vram;
+    m->allocations_total++;
+    pthread_mutex_unlock(&m->mu);
+
+    reply = json_pack("{s:s,s:s,s:f,s:I,s:s}", "allocation_id", id, "pool_id", pool_id,
+                      "tflops", tflops, "vram_mb", vram, "created_at", created);
+    set_json(r, 201, reply);
+    r->delay_ms = m->o.alloc_lat_min +
+                  (int64_t)(splitmix64(&r->rng) %
+                            (uint64_t)(m->o.alloc_lat_max - m->o.alloc_lat_min + 1));
+out:
+    json_decref(a);
+    json_decref(in);
+}
+
+static void do_release(mock_t *m, req_t *r, const char *id)
+{
+    json_t *a;
+
+    if (inject_fault(m, r, EP_RELEASE))
+        return;
+    pthread_mutex_lock(&m->mu);
+    a = json_object_get(m->allocs, id);
+    if (!a) {
+        pthread_mutex_unlock(&m->mu);
+        set_error(r, 404, "allocation_not_found", "no such allocation");
+        return;
+    }
+    m->used_mtflops -= json_integer_value(json_object_get(a, "_mtf"));
+    m->used_vram_mb -= json_integer_value(json_object_get(a, "vram_mb"));
+    m->releases_total++;
+    json_object_del(m->allocs, id);
+    pthread_mutex_unlock(&m->mu);
+    set_json(r, MHD_HTTP_NO_CONTENT, NULL);
+}
+
+/* Appends up to TEXT_WORDS whitespace-separated words of prompt to buf:
+ * cutting at ASCII whitespace keeps UTF-8 intact. */
+static void first_words(const char *p, size_t n, char *buf, size_t cap)
+{
+    size_t len = strlen(buf), i = 0;
+    int words = 0;
+
+    while (i < n && words < TEXT_WORDS) {
+        size_t s, e;
+
+        while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r'))
+            i++;
+        s = i;
+        while (i < n && !(p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r'))
+            i++;
+        e = i;
+        if (e == s)
+            break;
+        if (len + 1 + (e - s) + 1 > cap)
+            break;
+        buf[len++] = ' ';
+        memcpy(buf + len, p + s, e - s);
+        len += e - s;
+        buf[len] = '\0';
+        words++;
+    }
+}
+
+static void do_inference(mock_t *m, req_t *r)
+{
+    json_t *in = NULL, *v, *reply = NULL, *embeddings = NULL;
+    const char *alloc_id;
+    char *prompt = NULL, model[256], text[64 + TEXT_WORD_BYTES];
+    size_t plen = 0;
+    json_int_t max_tokens = 64;
+    uint64_t h;
+    int64_t ptok, ctok;
+
+    if (inject_fault(m, r, EP_INFERENCE))
+        return;
+    if (!(in = parse_body(r)))
+        goto fail;
+    alloc_id = json_string_value(json_object_get(in, "allocation_id"));
+    if (!alloc_id) {
+        set_error(r, 400, "invalid_request", "allocation_id: expected a string");
+        goto fail;
+    }
+    if ((v = json_object_get(in, "max_tokens"))) {
+        if (!json_is_integer(v) || json_integer_value(v) < 0) {
+            set_error(r, 400, "invalid_request", "max_tokens: expected an integer >= 0");
+            goto fail;
+        }
+        max_tokens = json_integer_value(v);
+    }
+    if ((v = json_object_get(in, "temperature")) && !json_is_number(v)) {
+        set_error(r, 400, "invalid_request", "temperature: expected a number");
+        goto fail;
+    }
+
+    /* The prompt: "prompt", or chat "messages" joined, or embedding "input". */
+    if ((v = json_object_get(in, "prompt"))) {
+        if (!json_is_string(v)) {
+            set_error(r, 400, "invalid_request", "prompt: expected a string");
+            goto fail;
+        }
+        prompt = strndup(json_string_value(v), json_string_length(v));
+        plen = json_string_length(v);
+    } else if ((v = json_object_get(in, "messages")) || (v = json_object_get(in, "input"))) {
+        int is_input = !json_object_get(in, "messages");
+        json_t *arr = json_is_string(v) ? json_pack("[O]", v) : json_incref(v), *e;
+        size_t i;
+
+        if (!json_is_array(arr) || json_array_size(arr) == 0) {
+            json_decref(arr);
+            set_error(r, 400, "invalid_request",
+                      is_input ? "input: expected a string or an array of strings"
+                               : "messages: expected a non-empty array");
+            goto fail;
+        }
+        if (is_input)
+            embeddings = json_array();
+        prompt = calloc(1, 1);
+        if (!prompt || (is_input && !embeddings)) {
+            json_decref(arr);
+            set_error(r, 500, "internal", "out of memory");
+            goto fail;
+        }
+        json_array_foreach(arr, i, e) {
+            json_t *c = is_input ? e : json_object_get(e, "content");
+            const char *s = json_string_value(c);
+            size_t n = json_string_length(c);
+            char *p;
+
+            if (!s) {
+                set_error(r, 400, "invalid_request",
+                          is_input ? "input: expected strings"
+                                   : "messages[].content: expected a string");
+                json_decref(arr);
+                goto fail;
+            }
+            if (!(p = realloc(prompt, plen + n + 2))) {
+                json_decref(arr);
+                set_error(r, 500, "internal", "out of memory");
+                goto fail;
+            }
+            prompt = p;
+            if (plen)
+                prompt[plen++] = '\n';
+            memcpy(prompt + plen, s, n);
+            plen += n;
+            prompt[plen] = '\0';
+            if (is_input) {
+                json_t *vec = json_array();
+                uint64_t eh = fnv1a(s, n);
+
+                for (int d = 0; d < 8; d++)
+                    json_array_append_new(vec, json_real((double)(splitmix64(&eh) >> 11) /
+                                                             9007199254740992.0 * 2 - 1));
+                json_array_append_new(embeddings, vec);
+            }
+        }
+        json_decref(arr);
+    } else {
+        set_error(r, 400, "invalid_request", "one of prompt, messages or input is required");
+        goto fail;
+    }
+    if (!prompt) {
+        set_error(r, 500, "internal", "out of memory");
+        goto fail;
+    }
+
+    pthread_mutex_lock(&m->mu);
+    v = json_object_get(m->allocs, alloc_id);
+    if (!v) {
+        m->inference_failed++;
+        pthread_mutex_unlock(&m->mu);
+        set_error(r, 404, "allocation_not_found", "no such allocation");
+        goto out;
+    }
+    snprintf(model, sizeof(model), "%s", json_string_value(json_object_get(v, "model")));
+    m->inference_ok++;
+    pthread_mutex_unlock(&m->mu);
+    if (!model[0])
+        snprintf(model, sizeof(model), "mock-model");
+
+    h = fnv1a(prompt, plen);
+    ptok = plen ? (int64_t)((plen + 3) / 4) : 1;
+    if (embeddings) {
+        reply = json_pack("{s:s,s:O,s:{s:I,s:I},s:s}", "allocation_id", alloc_id, "embeddings",
+                          embeddings, "usage", "prompt_tokens", (json_int_t)ptok,
+                          "completion_tokens", (json_int_t)0, "model", model);
+    } else {
+        ctok = 8 + (int64_t)(h % 56);
+        if (ctok > max_tokens)
+            ctok = max_tokens;
+        snprintf(text, sizeof(text), "gantry-mock: %016" PRIx64, h);
+        first_words(prompt, plen, text, sizeof(text));
+        reply = json_pack("{s:s,s:s,s:{s:I,s:I},s:s}", "allocation_id", alloc_id, "text", text,
+                          "usage", "prompt_tokens", (json_int_t)ptok, "completion_tokens",
+                          (json_int_t)ctok, "model", model);
+    }
+    set_json(r, 200, reply);
+    r->delay_ms = m->o.lat_min +
+                  (int64_t)(splitmix64(&r->rng) % (uint64_t)(m->o.lat_max - m->o.lat_min + 1));
+    goto out;
+
+fail:
+    pthread_mutex_lock(&m->mu);
+    m->inference_failed++;
+    pthread_mutex_unlock(&m->mu);
+out:
+    json_decref(embeddings);
+    json_decref(in);
+    free(prompt);
+}
+
+static void do_allocations(mock_t *m, req_t *r)
+{
+    json_t *list = json_array(), *a;
+    const char *id;
+    int64_t now = gt_clock_mono_ms();
+
+    pthread_mutex_lock(&m->mu);
+    json_object_foreach(m->allocs, id, a) {
+        json_array_append_new(
+            list, json_pack("{s:s,s:O,s:O,s:O,s:O,s:O,s:O,s:I}", "allocation_id", id, "pool_id",
+                            json_object_get(a, "pool_id"), "tflops", json_object_get(a, "tflops"),
+                            "vram_mb", json_object_get(a, "vram_mb"), "model",
+                            json_object_get(a, "model"), "labels", json_object_get(a, "labels"),
+                            "created_at", json_object_get(a, "created_at"), "age_ms",
+                            (json_int_t)(now - json_integer_value(json_object_get(a, "_t0")))));
+    }
+    pthread_mutex_unlock(&m->mu);
+    set_json(r, 200, json_pack("{s:o}", "allocations", list));
+}
+
+static void do_stats(mock_t *m, req_t *r)
+{
+    json_t *j;
+
+    pthread_mutex_lock(&m->mu);
+    j = json_pack("{s:I,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:I,s:I},s:I,s:I,s:I,s:I,s:I,s:I,s:I,"
+                  "s:f,s:I,s:f,s:I,s:I,s:I}",
+                  "outstanding_allocations", (json_int_t)json_object_size(m->allocs),
+                  "allocations_total", (json_int_t)m->allocations_total, "releases_total",
+                  (json_int_t)m->releases_total, "inference_ok", (json_int_t)m->inference_ok,
+                  "inference_failed", (json_int_t)m->inference_failed, "faults_injected",
+                  endpoint_names[EP_ALLOCATE], (json_int_t)m->faults[EP_ALLOCATE],
+                  endpoint_names[EP_INFERENCE], (json_int_t)m->faults[EP_INFERENCE],
+                  endpoint_names[EP_RELEASE], (json_int_t)m->faults[EP_RELEASE], "total",
+                  (json_int_t)(m->faults[0] + m->faults[1] + m->faults[2]), "rejected_capacity",
+                  (json_int_t)(m->rejected_too_large + m->rejected_full), "rejected_too_large",
+                  (json_int_t)m->rejected_too_large, "rejected_pool_full",
+                  (json_int_t)m->rejected_full, "unauthorized", (json_int_t)m->unauthorized,
+                  "requests_total", (json_int_t)m->requests_total, "peak_concurrent_requests",
+                  (json_int_t)m->peak_concurrent, "concurrent_requests",
+                  (json_int_t)m->concurrent, "used_tflops", m->used_mtflops / 1000.0,
+                  "used_vram_mb", (json_int_t)m->used_vram_mb, "capacity_tflops",
+                  m->o.cap_tflops, "capacity_vram_mb", (json_int_t)m->o.cap_vram_mb, "connections_total",
+                  (json_int_t)m->connections_total, "connections_open",
+                  (json_int_t)m->connections_open);
+    pthread_mutex_unlock(&m->mu);
+    set_json(r, 200, j);
+}
+
+static void do_stats_reset(mock_t *m, req_t *r)
+{
+    pthread_mutex_lock(&m->mu);
+    /* Outstanding allocations and capacity in use are state, not counters. */
+    m->allocations_total = m->releases_total = 0;
+    m->inference_ok = m->inference_failed = 0;
+    memset(m->faults, 0, sizeof(m->faults));
+    m->rejected_too_large = m->rejected_full = m->unauthorized = 0;
+    m->requests_total = m->connections_total = 0;
+    m->peak_concurrent = m->concurrent;
+    pthread_mutex_unlock(&m->mu);
+    set_json(r, MHD_HTTP_NO_CONTENT, NULL);
+}
+
+static int authorized(mock_t *m, struct MHD_Connection *conn)
+{
+    const char *v = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+    size_t klen = strlen(m->o.api_key);
+    unsigned char diff = 0;
+
+    if (!v || strncmp(v, "Bearer ", 7) != 0 || strlen(v + 7) != klen)
+        return 0;
+    /* Constant time over the key, out of habit. */
+    for (size_t i = 0; i < klen; i++)
+        diff |= (unsigned char)(v[7 + i] ^ m->o.api_key[i]);
+    return diff == 0;
+}
+
+static void route(mock_t *m, req_t *r, const char *method, const char *url)
+{
+    int post = strcmp(method, "POST") == 0;
+
+    if (!authorized(m, r->conn)) {
+        pthread_mutex_lock(&m->mu);
+        m->unauthorized++;
+        pthread_mutex_unlock(&m->mu);
+        set_error(r, 401, "unauthorized", "missing or invalid API key");
+        return;
+    }
+    if (strcmp(url, "/v1/allocate") == 0 && post)
+        do_allocate(m, r);
+    else if (strncmp(url, "/v1/allocate/", 13) == 0 && url[13] && strcmp(method, "DELETE") == 0)
+        do_release(m, r, url + 13);
+    else if (strcmp(url, "/v1/inference") == 0 && post)
+        do_inference(m, r);
+    else if (strcmp(url, "/v1/allocations") == 0 && strcmp(method, "GET") == 0)
+        do_allocations(m, r);
+    else if (strcmp(url, "/v1/stats") == 0 && strcmp(method, "GET") == 0)
+        do_stats(m, r);
+    else if (strcmp(url, "/v1/stats/reset") == 0 && post)
+        do_stats_reset(m, r);
+    else if (strcmp(url, "/v1/allocate") == 0 || strncmp(url, "/v1/allocate/", 13) == 0 ||
+             strcmp(url, "/v1/inference") == 0 || strcmp(url, "/v1/allocations") == 0 ||
+             strncmp(url, "/v1/stats", 9) == 0)
+        set_error(r, 405, "method_not_allowed", "method not allowed on this path");
+    else
+        set_error(r, 404, "not_found", "no such endpoint");
+}
+
+/* ---- MHD glue ---------------------------------------------------------- */
+
+static enum MHD_Result send_reply(req_t *r)
+{
+    struct MHD_Response *resp;
+    enum MHD_Result ret;
+    size_t len = r->reply ? strlen(r->reply) : 0;
+
+    resp = MHD_create_response_from_buffer(len, r->reply, MHD_RESPMEM_MUST_FREE);
+    if (!resp)
+        return MHD_NO;
+    r->reply = NULL; /* the response owns it now */
+    if (len)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    if (r->retry_after >= 0) {
+        char ra[16];
+
+        snprintf(ra, sizeof(ra), "%d", r->retry_after);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, ra);
+    }
+    ret = MHD_queue_response(r->conn, r->status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    mock_t *m = cls;
+    req_t *r = *con_cls;
+
+    if (!r) {
+        if (!(r = calloc(1, sizeof(*r))))
+            return MHD_NO;
+        r->conn = conn;
+        r->retry_after = -1;
+        pthread_mutex_lock(&m->mu);
+        /* One generator per request, seeded from --seed and the arrival
+         * number: the same run of requests sees the same faults/latencies. */
+        r->rng = m->o.seed ^ (++m->seq * 0x9e3779b97f4a7c15ULL);
+        m->requests_total++;
+        if (++m->concurrent > m->peak_concurrent)
+            m->peak_concurrent = m->concurrent;
+        pthread_mutex_unlock(&m->mu);
+        *con_cls = r;
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        size_t n = *upload_data_size;
+
+        *upload_data_size = 0;
+        if (r->too_big || r->len + n > MAX_BODY) {
+            r->too_big = 1; /* keep draining so the 413 goes out on a clean connection */
+            return MHD_YES;
+        }
+        if (r->len + n + 1 > r->cap) {
+            size_t cap = r->cap ? r->cap : 1024;
+            char *p;
+
+            while (cap < r->len + n + 1)
+                cap *= 2;
+            if (!(p = realloc(r->body, cap)))
+                return MHD_NO;
+            r->body = p;
+            r->cap = cap;
+        }
+        memcpy(r->body + r->len, upload_data, n);
+        r->len += n;
+        r->body[r->len] = '\0';
+        return MHD_YES;
+    }
+    if (r->suspended) {
+        r->suspended = 0;
+        return send_reply(r);
+    }
+
+    route(m, r, method, url);
+    if (r->delay_ms > 0) {
+        int parked = 0;
+
+        r->due_ms = gt_clock_mono_ms() + r->delay_ms;
+        pthread_mutex_lock(&m->hmu);
+        /* Checked under hmu with the push, so a stopping timer thread can't
+         * miss a connection suspended after it drained the heap. */
+        if (!m->stopping) {
+            MHD_suspend_connection(conn);
+            if (heap_push(m, r) == 0) {
+                r->suspended = 1;
+                parked = 1;
+                pthread_cond_signal(&m->hcond);
+            } else {
+                MHD_resume_connection(conn);
+            }
+        }
+        pthread_mutex_unlock(&m->hmu);
+        if (parked)
+            return MHD_YES;
+    }
+    return send_reply(r);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    mock_t *m = cls;
+    req_t *r = *con_cls;
+
+    if (!r)
+        return;
+    pthread_mutex_lock(&m->mu);
+    m->concurrent--;
+    pthread_mutex_unlock(&m->mu);
+    free(r->body);
+    free(r->reply);
+    free(r);
+    *con_cls = NULL;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    mock_t *m = cls;
+
+    pthread_mutex_lock(&m->mu);
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        m->connections_total++;
+        m->connections_open++;
+    } else {
+        m->connections_open--;
+    }
+    pthread_mutex_unlock(&m->mu);
+}
+
+/* ---- main -------------------------------------------------------------- */
+
+static void parse_args(int argc, char **argv, mock_opts_t *o)
+{
+    enum { O_PORT = 1, O_BIND, O_KEY, O_LAT, O_ALAT, O_FAIL, O_TF, O_VRAM, O_SEED, O_THR, O_HELP };
+    static const struct option longs[] = {
+        {"port", required_argument, NULL, O_PORT},
+        {"bind", required_argument, NULL, O_BIND},
+        {"api-key", required_argument, NULL, O_KEY},
+        {"latency-ms", required_argument, NULL, O_LAT},
+        {"alloc-latency-ms", required_argument, NULL, O_ALAT},
+        {"fail-rate", required_argument, NULL, O_FAIL},
+        {"capacity-tflops", required_argument, NULL, O_TF},
+        {"vram-mb", required_argument, NULL, O_VRAM},
+        {"seed", required_argument, NULL, O_SEED},
+        {"threads", required_argument, NULL, O_THR},
+        {"help", no_argument, NULL, O_HELP},
+        {NULL, 0, NULL, 0},
+    };
+    int c, have_port = 0;
+    uint64_t u;
+    struct in_addr addr;
+
+    memset(o, 0, sizeof(*o));
+    o->bind = "127.0.0.1";
+    o->lat_min = 5;
+    o->lat_max = 20;
+    o->cap_tflops = 1000;
+    o->cap_vram_mb = 640000;
+    o->seed = 42;
+    o->threads = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
+        switch (c) {
+        case O_PORT:
+            if (parse_u64(optarg, &u) || u > 65535)
+                die_usage("--port: expected 0..65535, got '%s'", optarg);
+            o->port = (int)u;
+            have_port = 1;
+            break;
+        case O_BIND:
+            if (inet_pton(AF_INET, optarg, &addr) != 1)
+                die_usage("--bind: expected an IPv4 address, got '%s'", optarg);
+            o->bind = optarg;
+            break;
+        case O_KEY:
+            o->api_key = optarg;
+            break;
+        case O_LAT:
+            if (parse_range(optarg, &o->lat_min, &o->lat_max))
+                die_usage("--latency-ms: expected A-B with 0 <= A <= B, got '%s'", optarg);
+            break;
+        case O_ALAT:
+            if (parse_range(optarg, &o->alloc_lat_min, &o->alloc_lat_max))
+                die_usage("--alloc-latency-ms: expected A-B with 0 <= A <= B, got '%s'", optarg);
+            break;
+        case O_FAIL:
+            if (parse_double(optarg, &o->fail_rate) || o->fail_rate < 0 || o->fail_rate > 1)
+                die_usage("--fail-rate: expected a probability 0..1, got '%s'", optarg);
+            break;
+        case O_TF:
+            if (parse_double(optarg, &o->cap_tflops) || o->cap_tflops < 0 || o->cap_tflops > 1e9)
+                die_usage("--capacity-tflops: expected a number >= 0, got '%s'", optarg);
+            break;
+        case O_VRAM:
+            if (parse_u64(optarg, &u) || u > (uint64_t)INT64_MAX / 2)
+                die_usage("--vram-mb: expected an integer >= 0, got '%s'", optarg);
+            o->cap_vram_mb = (int64_t)u;
+            break;
+        case O_SEED:
+            if (parse_u64(optarg, &o->seed))
+                die_usage("--seed: expected an unsigned integer, got '%s'", optarg);
+            break;
+        case O_THR:
+            if (parse_u64(optarg, &u) || u < 1 || u > 64)
+                die_usage("--threads: expected 1..64, got '%s'", optarg);
+            o->threads = (unsigned)u;
+            break;
+        case O_HELP:
+            usage(stdout);
+            exit(0);
+        default:
+            if (optopt)
+                die_usage("option --%s needs a value", longs[optopt - 1].name);
+            die_usage("unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        die_usage("unexpected argument '%s'", argv[optind]);
+    if (!have_port)
+        die_usage("--port is required");
+    if (!o->api_key || !*o->api_key)
+        o->api_key = getenv("GANTRY_MOCK_API_KEY");
+    if (!o->api_key || !*o->api_key)
+        die_usage("an API key is required: --api-key K or GANTRY_MOCK_API_KEY");
+}
+
+/* Thousands of concurrent connections need thousands of descriptors. */
+static unsigned raise_fd_limit(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return 1000;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 1000000)
+        return 1000000;
+    return rl.rlim_cur > 64 ? (unsigned)rl.rlim_cur - 32 : 32;
+}
+
+int main(int argc, char **argv)
+{
+    mock_t m;
+    mock_opts_t o;
+    struct MHD_Daemon *d = NULL;
+    struct sockaddr_in sa;
+    const union MHD_DaemonInfo *info;
+    pthread_t timer;
+    int timer_started = 0, sig = 0, rc = 1;
+    sigset_t set;
+    unsigned limit;
+    pthread_condattr_t ca;
+
+    parse_args(argc, argv, &o);
+    gt_log_init(PROG, GT_LOG_INFO);
+    memset(&m, 0, sizeof(m));
+    m.o = o;
+    m.cap_mtflops = llround(m.o.cap_tflops * 1000);
+    m.allocs = json_object();
+    pthread_mutex_init(&m.mu, NULL);
+    pthread_mutex_init(&m.hmu, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&m.hcond, &ca);
+    pthread_condattr_destroy(&ca);
+    if (!m.allocs)
+        goto out;
+
+    /* Signals are taken by sigwait below; every thread inherits the mask. */
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (pthread_create(&timer, NULL, timer_main, &m) != 0) {
+        gt_error("cannot start the timer thread");
+        goto out;
+    }
+    timer_started = 1;
+
+    limit = raise_fd_limit();
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)m.o.port);
+    inet_pton(AF_INET, m.o.bind, &sa.sin_addr);
+    {
+        struct MHD_OptionItem opts[] = {
+            {MHD_OPTION_SOCK_ADDR, 0, &sa},
+            {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)limit, NULL},
+            {MHD_OPTION_CONNECTION_TIMEOUT, 120, NULL},
+            {MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096, NULL},
+            {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, &m},
+            {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, &m},
+            {m.o.threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
+             (intptr_t)m.o.threads, NULL},
+            {MHD_OPTION_END, 0, NULL},
+        };
+
+        d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+                                 MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
+                             (uint16_t)m.o.port, NULL, NULL, on_request, &m, MHD_OPTION_ARRAY,
+                             opts, MHD_OPTION_END);
+    }
+    if (!d) {
+        fprintf(stderr, PROG ": cannot listen on %s:%d: %s\n", m.o.bind, m.o.port,
+                strerror(errno));
+        goto out;
+    }
+    info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+    printf("listening=%s:%u\n", m.o.bind, info ? (unsigned)info->port : (unsigned)m.o.port);
+    fflush(stdout);
+    gt_info("mock HostedAI listening on %s:%u (capacity %.1f TFLOPS, %" PRId64
+            " MB VRAM, latency %d-%d ms, fail rate %.3f)",
+            m.o.bind, info ? (unsigned)info->port : (unsigned)m.o.port, m.o.cap_tflops,
+            m.o.cap_vram_mb, m.o.lat_min, m.o.lat_max, m.o.fail_rate);
+
+    while (sigwait(&set, &sig) != 0)
+        ;
+    gt_info("signal %d: stopping", sig);
+    rc = 0;
+
+out:
+    if (timer_started) {
+        /* The timer thread resumes every parked connection on its way out. */
+        pthread_mutex_lock(&m.hmu);
+        m.stopping = 1;
+        pthread_cond_signal(&m.hcond);
+        pthread_mutex_unlock(&m.hmu);
+        pthread_join(timer, NULL);
+    }
+    if (d)
+        MHD_stop_daemon(d);
+    pthread_cond_destroy(&m.hcond);
+    pthread_mutex_destroy(&m.hmu);
+    pthread_mutex_destroy(&m.mu);
+    free(m.heap);
+    json_decref(m.allocs);
+    return rc;
+}
