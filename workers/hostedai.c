@@ -315,16 +315,35 @@ static void send_attempt(gt_hai_call_t *call)
     free(body);
 }
 
+/* The provider's machine-readable error code, {"error": {"code": ...}} or
+ * {"error": "..."}, copied into buf; "" when there is none. */
+static const char *error_code_of(const gt_http_response_t *resp, char *buf, size_t len)
+{
+    json_t *doc = resp->body_len ? json_loadb(resp->body, resp->body_len, 0, NULL) : NULL;
+    json_t *e = json_object_get(doc, "error");
+    const char *code = json_is_string(e) ? json_string_value(e)
+                                         : json_string_value(json_object_get(e, "code"));
+    snprintf(buf, len, "%s", code ? code : "");
+    json_decref(doc);
+    return buf;
+}
+
 static fail_t classify(int op, const gt_http_response_t *resp)
 {
+    char code[64];
     if (resp->timed_out)
         return FAIL_TIMEOUT;
     if (resp->status == 0 || resp->status >= 500 || resp->status == 408)
         return FAIL_UNAVAILABLE;
-    if (resp->status == 429)
-        return FAIL_RATE_LIMITED;
-    if (resp->status == 409 && op == OP_ALLOCATE)
+    if (op == OP_ALLOCATE && resp->status == 409)
         return FAIL_CAPACITY;
+    if (resp->status == 429) {
+        /* A full pool may answer 429: that is capacity, not rate limiting. */
+        error_code_of(resp, code, sizeof(code));
+        if (op == OP_ALLOCATE && (strstr(code, "pool") || strstr(code, "capacity")))
+            return FAIL_CAPACITY;
+        return FAIL_RATE_LIMITED;
+    }
     return FAIL_REJECTED;
 }
 
@@ -353,8 +372,18 @@ static int take_success(gt_hai_call_t *call, const gt_http_response_t *resp)
     /* inference */
     json_t *text = json_object_get(doc, "text");
     json_t *emb = json_object_get(doc, "embedding");
+    json_t *embs = json_object_get(doc, "embeddings");
     if (json_is_array(emb))
         call->output = json_pack("{s:O}", "embedding", emb);
+    else if (json_is_array(embs) && json_is_array(json_array_get(embs, 0)) &&
+             json_array_size(embs) == 1)
+        /* One input, one vector. */
+        call->output = json_pack("{s:O}", "embedding", json_array_get(embs, 0));
+    else if (json_is_array(embs) && json_is_array(json_array_get(embs, 0)))
+        /* Several inputs: task-result.v1 wants "embedding" to be one vector,
+         * so the first goes there and all of them in "embeddings". */
+        call->output = json_pack("{s:O, s:O}", "embedding", json_array_get(embs, 0),
+                                 "embeddings", embs);
     else if (json_is_string(text))
         call->output = json_pack("{s:O}", "text", text);
     else

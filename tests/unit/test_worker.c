@@ -1,0 +1,496 @@
+/* test_worker.c - gantry-worker as a real process against gantry-kafka-dev and mock HostedAI pools.
+ *
+ * One environment for the whole suite: an embedded Kafka, three mock pools
+ * (a flaky one with 10% injected faults, a 1-TFLOPS one that is too small for
+ * the "big" model, a slow one for deadlines hit while running) and one worker.
+ * Tasks are published and results read with plain librdkafka. */
+#include <curl/curl.h>
+#include <jansson.h>
+#include <librdkafka/rdkafka.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "harness.h"
+#include "hostedai.h"
+
+#define API_KEY "test-key-123"
+#define N_OK 40 /* tasks expected to succeed on the flaky pool */
+
+typedef struct env {
+    int up;
+    th_proc_t kafka, flaky, small, slow, worker;
+    char bootstrap[256];
+    char flaky_addr[64], small_addr[64], slow_addr[64];
+    const char *config;
+    char worker_log[256];
+} env_t;
+
+static env_t E;
+
+/* ---- helpers ------------------------------------------------------------- */
+
+static int start_mock(th_proc_t *p, char *addr, size_t len, const char *const extra[])
+{
+    const char *argv[16] = {th_bin("tools/gantry-mock-hostedai"), "--port", "0", "--api-key",
+                            API_KEY};
+    int n = 5;
+    for (int i = 0; extra && extra[i] && n < 15; i++)
+        argv[n++] = extra[i];
+    argv[n] = NULL;
+    if (th_proc_start(p, argv, E.worker_log) != 0)
+        return -1;
+    return th_proc_wait_line(p, "listening=", addr, len, 10000);
+}
+
+/* GET http://addr/path with the API key; returns the parsed body or NULL. */
+static size_t collect(char *ptr, size_t size, size_t n, void *arg)
+{
+    char **buf = arg;
+    size_t old = *buf ? strlen(*buf) : 0, add = size * n;
+    char *grown = realloc(*buf, old + add + 1);
+    if (!grown)
+        return 0;
+    memcpy(grown + old, ptr, add);
+    grown[old + add] = '\0';
+    *buf = grown;
+    return add;
+}
+
+static json_t *http_get_json(const char *addr, const char *path)
+{
+    char url[256];
+    char *body = NULL;
+    json_t *doc = NULL;
+    struct curl_slist *hdrs = curl_slist_append(NULL, "Authorization: Bearer " API_KEY);
+    CURL *c = curl_easy_init();
+    snprintf(url, sizeof(url), "http://%s%s", addr, path);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
+    if (curl_easy_perform(c) == CURLE_OK && body)
+        doc = json_loads(body, 0, NULL);
+    curl_easy_cleanup(c);
+    curl_slist_free_all(hdrs);
+    free(body);
+    return doc;
+}
+
+static long long stat_of(const char *addr, const char *key)
+{
+    json_t *s = http_get_json(addr, "/v1/stats");
+    long long v = s ? json_integer_value(json_object_get(s, key)) : -1;
+    if (!json_is_integer(json_object_get(s, key)))
+        v = -1;
+    json_decref(s);
+    return v;
+}
+
+static int no_outstanding(void *arg)
+{
+    (void)arg;
+    return stat_of(E.flaky_addr, "outstanding_allocations") == 0 &&
+           stat_of(E.small_addr, "outstanding_allocations") == 0 &&
+           stat_of(E.slow_addr, "outstanding_allocations") == 0;
+}
+
+static rd_kafka_t *kafka_client(rd_kafka_type_t type, const char *group)
+{
+    char err[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", E.bootstrap, err, sizeof(err));
+    if (group) {
+        rd_kafka_conf_set(conf, "group.id", group, err, sizeof(err));
+        rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", err, sizeof(err));
+        rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof(err));
+    }
+    rd_kafka_t *rk = rd_kafka_new(type, conf, err, sizeof(err));
+    if (!rk) {
+        fprintf(stderr, "rd_kafka_new: %s\n", err);
+        rd_kafka_conf_destroy(conf);
+    }
+    return rk;
+}
+
+static void produce(rd_kafka_t *p, const char *topic, const char *key, const char *value)
+{
+    rd_kafka_resp_err_t e = rd_kafka_producev(
+        p, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, strlen(key)),
+        RD_KAFKA_V_VALUE((void *)value, strlen(value)), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_HEADER("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                          -1),
+        RD_KAFKA_V_END);
+    TH_EQ_INT(e, 0);
+}
+
+static char *task_json(const char *task_id, const char *kind, const char *model, json_t *input,
+                       const char *deadline)
+{
+    char now[40];
+    gt_clock_fmt(gt_clock_wall_ms(), now, sizeof(now));
+    json_t *t = json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:s, s:s, s:s, s:{s:f, s:i}, "
+                          "s:o, s:{s:f, s:i}, s:i, s:s, s:i}",
+                          "schema", "gantry.task.v1", "task_id", task_id, "request_id", task_id,
+                          "tenant_id", "acme", "index", 0, "kind", kind, "model", model,
+                          "runtime", "hostedai", "pool", "flaky", "lane", "small", "requirements",
+                          "tflops", 0.5, "vram_mb", 1024, "input", input, "parameters",
+                          "temperature", 0.2, "max_tokens", 32, "priority", 5, "created_at", now,
+                          "attempt", 1);
+    json_object_set_new(t, "deadline", deadline ? json_string(deadline) : json_null());
+    char *s = json_dumps(t, JSON_COMPACT);
+    json_decref(t);
+    return s;
+}
+
+static int env_up(void)
+{
+    char cfg[4096];
+    if (E.up)
+        return E.up > 0 ? 0 : -1;
+    E.up = -1;
+    snprintf(E.worker_log, sizeof(E.worker_log), "%s", th_tmpfile(".log", ""));
+    const char *kargv[] = {th_bin("tools/gantry-kafka-dev"), "--brokers", "1", NULL};
+    if (th_proc_start(&E.kafka, kargv, E.worker_log) != 0 ||
+        th_proc_wait_line(&E.kafka, "bootstrap=", E.bootstrap, sizeof(E.bootstrap), 20000) != 0) {
+        fprintf(stderr, "gantry-kafka-dev did not start\n");
+        return -1;
+    }
+    const char *flaky[] = {"--fail-rate", "0.1", "--latency-ms", "5-30", "--seed", "7", NULL};
+    const char *small[] = {"--capacity-tflops", "1", NULL};
+    const char *slow[] = {"--latency-ms", "3000-3000", NULL};
+    if (start_mock(&E.flaky, E.flaky_addr, sizeof(E.flaky_addr), flaky) != 0 ||
+        start_mock(&E.small, E.small_addr, sizeof(E.small_addr), small) != 0 ||
+        start_mock(&E.slow, E.slow_addr, sizeof(E.slow_addr), slow) != 0) {
+        fprintf(stderr, "gantry-mock-hostedai did not start\n");
+        return -1;
+    }
+    snprintf(cfg, sizeof(cfg),
+             "{\"kafka\": {\"bootstrap_servers\": \"%s\"},"
+             " \"pools\": {"
+             "  \"flaky\": {\"endpoint\": \"http://%s\", \"api_key\": \"%s\"},"
+             "  \"small\": {\"endpoint\": \"http://%s\", \"api_key\": \"%s\"},"
+             "  \"slow\": {\"endpoint\": \"http://%s\", \"api_key\": \"%s\"}},"
+             " \"models\": {"
+             "  \"llama-8b\": {\"runtime\": \"hostedai\", \"pool\": \"flaky\", \"lane\": \"small\","
+             "    \"requirements\": {\"tflops\": 0.5, \"vram_mb\": 1024}},"
+             "  \"big\": {\"runtime\": \"hostedai\", \"pool\": \"small\", \"lane\": \"small\","
+             "    \"requirements\": {\"tflops\": 2, \"vram_mb\": 1024}},"
+             "  \"sloth\": {\"runtime\": \"hostedai\", \"pool\": \"slow\", \"lane\": \"small\","
+             "    \"requirements\": {\"tflops\": 1, \"vram_mb\": 1024}}},"
+             " \"worker\": {\"max_in_flight\": 16, \"heartbeat_ms\": 200,"
+             "   \"retry\": {\"max_retries\": 3, \"base_ms\": 20, \"max_ms\": 1500},"
+             "   \"timeouts\": {\"allocate_ms\": 5000, \"inference_ms\": 10000, \"release_ms\": 5000}},"
+             " \"log\": {\"level\": \"info\"}}",
+             E.bootstrap, E.flaky_addr, API_KEY, E.small_addr, API_KEY, E.slow_addr, API_KEY);
+    E.config = th_tmpfile(".json", cfg);
+    const char *wargv[] = {th_bin("workers/gantry-worker"), "--config", E.config, "--id",
+                           "worker-test-1", NULL};
+    char id[128];
+    if (th_proc_start(&E.worker, wargv, E.worker_log) != 0 ||
+        th_proc_wait_line(&E.worker, "worker_id=", id, sizeof(id), 20000) != 0) {
+        fprintf(stderr, "gantry-worker did not start (log: %s)\n", E.worker_log);
+        return -1;
+    }
+    E.up = 1;
+    return 0;
+}
+
+/* ---- tests --------------------------------------------------------------- */
+
+static int run_status(const char *const argv[], const char *err_path)
+{
+    th_proc_t p;
+    if (th_proc_start(&p, argv, err_path) != 0)
+        return -1;
+    char line[256];
+    while (th_proc_wait_line(&p, "", line, sizeof(line), 5000) == 0)
+        ; /* drain stdout until EOF */
+    return th_proc_stop(&p, 0, 5000);
+}
+
+static void test_usage(void)
+{
+    const char *help[] = {th_bin("workers/gantry-worker"), "--help", NULL};
+    int st = run_status(help, NULL);
+    TH_EQ_INT(WIFEXITED(st) ? WEXITSTATUS(st) : -1, 0);
+
+    const char *err_path = th_tmpfile(".err", "");
+    const char *bad[] = {th_bin("workers/gantry-worker"), "--bogus", NULL};
+    st = run_status(bad, err_path);
+    TH_EQ_INT(WIFEXITED(st) ? WEXITSTATUS(st) : -1, 2);
+
+    const char *badn[] = {th_bin("workers/gantry-worker"), "--max-in-flight", "zero", NULL};
+    st = run_status(badn, err_path);
+    TH_EQ_INT(WIFEXITED(st) ? WEXITSTATUS(st) : -1, 2);
+
+    const char *cfg = th_tmpfile(".json", "{\"kafka\": {}}");
+    const char *badcfg[] = {th_bin("workers/gantry-worker"), "--config", cfg, NULL};
+    st = run_status(badcfg, err_path);
+    TH_EQ_INT(WIFEXITED(st) ? WEXITSTATUS(st) : -1, 1);
+
+    FILE *f = fopen(err_path, "r");
+    char buf[4096] = "";
+    size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+    buf[n] = '\0';
+    if (f)
+        fclose(f);
+    CU_ASSERT(strstr(buf, "--bogus") != NULL);
+    CU_ASSERT(strstr(buf, "kafka.bootstrap_servers") != NULL);
+}
+
+static void test_inference_body(void)
+{
+    const char *why;
+    json_t *msgs = json_loads("[{\"role\":\"system\",\"content\":\"be brief\"},"
+                              "{\"role\":\"user\",\"content\":\"hi\"}]",
+                              0, NULL);
+    json_t *params = json_pack("{s:f, s:i, s:s}", "temperature", 0.5, "max_tokens", 10, "x", "y");
+    json_t *b = gt_hai_inference_body("a-1", "chat", msgs, params, &why);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(b);
+    TH_EQ_STR(json_string_value(json_object_get(b, "prompt")), "system: be brief\nuser: hi\n");
+    TH_EQ_INT(json_array_size(json_object_get(b, "messages")), 2);
+    TH_EQ_INT(json_integer_value(json_object_get(b, "max_tokens")), 10);
+    CU_ASSERT(json_object_get(b, "x") == NULL);
+    json_decref(b);
+
+    json_t *in = json_string("embed me");
+    b = gt_hai_inference_body("a-1", "embed", in, NULL, &why);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(b);
+    TH_EQ_STR(json_string_value(json_object_get(b, "input")), "embed me");
+    CU_ASSERT(json_object_get(b, "prompt") == NULL);
+    json_decref(b);
+
+    b = gt_hai_inference_body("a-1", "generate", msgs, NULL, &why);
+    CU_ASSERT(b == NULL);
+    CU_ASSERT_PTR_NOT_NULL(why);
+    json_decref(in);
+    json_decref(msgs);
+    json_decref(params);
+}
+
+typedef struct seen {
+    json_t *results; /* task_id -> result */
+    json_t *usage;   /* event_id -> usage event */
+    int duplicates;
+    int dlq;
+    int64_t expect;
+} seen_t;
+
+static void consume_until(rd_kafka_t *c, seen_t *s, int timeout_ms)
+{
+    int64_t end = th_now_ms() + timeout_ms;
+    while (th_now_ms() < end &&
+           ((int64_t)json_object_size(s->results) < s->expect || s->dlq < 1 ||
+            json_object_size(s->usage) < (size_t)N_OK)) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 200);
+        if (!m)
+            continue;
+        if (m->err) {
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        const char *topic = rd_kafka_topic_name(m->rkt);
+        json_t *doc = json_loadb(m->payload, m->len, 0, NULL);
+        if (strcmp(topic, "gantry.task-results") == 0 && doc) {
+            const char *id = json_string_value(json_object_get(doc, "task_id"));
+            if (id && json_object_get(s->results, id))
+                s->duplicates++;
+            else if (id)
+                json_object_set(s->results, id, doc);
+        } else if (strcmp(topic, "gantry.usage") == 0 && doc) {
+            const char *id = json_string_value(json_object_get(doc, "event_id"));
+            if (id && json_object_get(s->usage, id))
+                s->duplicates++;
+            else if (id)
+                json_object_set(s->usage, id, doc);
+        } else if (strcmp(topic, "gantry.dlq") == 0 && doc) {
+            TH_EQ_STR(json_string_value(json_object_get(doc, "stage")), "worker.parse");
+            TH_EQ_STR(json_string_value(json_object_get(json_object_get(doc, "error"), "code")),
+                      "invalid_json");
+            s->dlq++;
+        }
+        json_decref(doc);
+        rd_kafka_message_destroy(m);
+    }
+}
+
+static const char *res_status(json_t *r)
+{
+    return json_string_value(json_object_get(r, "status"));
+}
+
+static const char *res_code(json_t *r)
+{
+    return json_string_value(json_object_get(json_object_get(r, "error"), "code"));
+}
+
+static void test_tasks(void)
+{
+    CU_ASSERT_FATAL(env_up() == 0);
+    rd_kafka_t *p = kafka_client(RD_KAFKA_PRODUCER, NULL);
+    rd_kafka_t *c = kafka_client(RD_KAFKA_CONSUMER, "test-worker-reader");
+    CU_ASSERT_FATAL(p && c);
+    rd_kafka_poll_set_consumer(c);
+    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(3);
+    rd_kafka_topic_partition_list_add(topics, "gantry.task-results", RD_KAFKA_PARTITION_UA);
+    rd_kafka_topic_partition_list_add(topics, "gantry.usage", RD_KAFKA_PARTITION_UA);
+    rd_kafka_topic_partition_list_add(topics, "gantry.dlq", RD_KAFKA_PARTITION_UA);
+    TH_EQ_INT(rd_kafka_subscribe(c, topics), 0);
+    rd_kafka_topic_partition_list_destroy(topics);
+
+    char id[64], past[40], soon[40];
+    gt_clock_fmt(gt_clock_wall_ms() - 60000, past, sizeof(past));
+    for (int i = 0; i < N_OK; i++) {
+        static const char *const kinds[] = {"generate", "chat", "embed"};
+        const char *kind = kinds[i % 3];
+        json_t *input = i % 3 == 0   ? json_sprintf("write a haiku number %d", i)
+                        : i % 3 == 1 ? json_pack("{s:[{s:s, s:s}]}", "messages", "role", "user",
+                                                 "content", "hello there")
+                                     : json_string("a sentence to embed");
+        snprintf(id, sizeof(id), "t-ok-%02d", i);
+        char *t = task_json(id, kind, "llama-8b", input, NULL);
+        produce(p, "gantry.tasks.small", id, t);
+        free(t);
+    }
+    char *t = task_json("t-expired", "generate", "llama-8b", json_string("too late"), past);
+    produce(p, "gantry.tasks.small", "t-expired", t);
+    free(t);
+    t = task_json("t-big", "generate", "big", json_string("needs 2 tflops"), NULL);
+    produce(p, "gantry.tasks.small", "t-big", t);
+    free(t);
+    t = task_json("t-unknown", "generate", "no-such-model", json_string("x"), NULL);
+    produce(p, "gantry.tasks.small", "t-unknown", t);
+    free(t);
+    produce(p, "gantry.tasks.small", "garbage", "{not json");
+    TH_EQ_INT(rd_kafka_flush(p, 10000), 0);
+
+    seen_t s = {json_object(), json_object(), 0, 0, N_OK + 3};
+    consume_until(c, &s, 90000);
+
+    /* Now that the worker is known to consume, a deadline 800 ms ahead is
+     * reached while the 3 s inference runs: released, then expired. */
+    gt_clock_fmt(gt_clock_wall_ms() + 800, soon, sizeof(soon));
+    t = task_json("t-slow", "generate", "sloth", json_string("slow one"), soon);
+    produce(p, "gantry.tasks.small", "t-slow", t);
+    free(t);
+    TH_EQ_INT(rd_kafka_flush(p, 10000), 0);
+    s.expect = N_OK + 4;
+    consume_until(c, &s, 30000);
+
+    TH_EQ_INT(json_object_size(s.results), N_OK + 4);
+    TH_EQ_INT(s.duplicates, 0);
+    TH_EQ_INT(s.dlq, 1);
+
+    int succeeded = 0, retried = 0;
+    const char *key;
+    json_t *r;
+    json_object_foreach(s.results, key, r) {
+        if (strncmp(key, "t-ok-", 5) != 0)
+            continue;
+        if (strcmp(res_status(r) ? res_status(r) : "", "succeeded") != 0) {
+            fprintf(stderr, "  %s: %s %s\n", key, res_status(r), res_code(r));
+            continue;
+        }
+        succeeded++;
+        json_t *out = json_object_get(r, "output");
+        CU_ASSERT(json_is_string(json_object_get(out, "text")) ||
+                  json_is_array(json_object_get(out, "embedding")));
+        CU_ASSERT(json_is_string(json_object_get(r, "allocation_id")));
+        TH_EQ_STR(json_string_value(json_object_get(r, "worker_id")), "worker-test-1");
+        TH_EQ_STR(json_string_value(json_object_get(r, "provider")), "hostedai");
+        json_t *timings = json_object_get(r, "timings");
+        CU_ASSERT(json_is_integer(json_object_get(timings, "total_ms")));
+        CU_ASSERT(json_is_integer(json_object_get(timings, "queued_ms")));
+        if (json_array_size(json_object_get(r, "attempts")) > 3)
+            retried++;
+        char uid[96];
+        snprintf(uid, sizeof(uid), "%s:usage", key);
+        json_t *u = json_object_get(s.usage, uid);
+        CU_ASSERT_PTR_NOT_NULL(u);
+        if (u) {
+            TH_EQ_STR(json_string_value(json_object_get(u, "allocation_id")),
+                      json_string_value(json_object_get(r, "allocation_id")));
+            CU_ASSERT(json_integer_value(json_object_get(u, "request_bytes")) > 0);
+            CU_ASSERT(json_integer_value(json_object_get(u, "prompt_tokens")) > 0);
+        }
+    }
+    /* 10% faults on three calls per task: every task still succeeds, some after retries. */
+    TH_EQ_INT(succeeded, N_OK);
+    CU_ASSERT(retried > 0);
+    TH_EQ_INT(json_object_size(s.usage), N_OK);
+    CU_ASSERT(stat_of(E.flaky_addr, "inference_ok") >= N_OK);
+
+    r = json_object_get(s.results, "t-expired");
+    TH_EQ_STR(res_status(r), "expired");
+    TH_EQ_STR(res_code(r), "deadline_exceeded");
+    CU_ASSERT(json_is_null(json_object_get(r, "allocation_id")));
+    TH_EQ_INT(json_array_size(json_object_get(r, "attempts")), 0);
+
+    r = json_object_get(s.results, "t-big");
+    TH_EQ_STR(res_status(r), "failed");
+    TH_EQ_STR(res_code(r), "hostedai_capacity");
+    TH_EQ_INT(json_array_size(json_object_get(r, "attempts")), 4); /* 1 + 3 retries */
+    TH_EQ_INT(stat_of(E.small_addr, "allocations_total"), 0);
+
+    r = json_object_get(s.results, "t-unknown");
+    TH_EQ_STR(res_status(r), "failed");
+    TH_EQ_STR(res_code(r), "unknown_model");
+
+    r = json_object_get(s.results, "t-slow");
+    TH_EQ_STR(res_status(r), "expired");
+    TH_EQ_STR(res_code(r), "deadline_exceeded");
+    CU_ASSERT(json_is_string(json_object_get(r, "allocation_id")));
+    TH_EQ_INT(stat_of(E.slow_addr, "releases_total"), 1);
+
+    /* Nothing acquired is left allocated. */
+    CU_ASSERT(th_poll(no_outstanding, NULL, 15000));
+
+    json_decref(s.results);
+    json_decref(s.usage);
+    rd_kafka_consumer_close(c);
+    rd_kafka_destroy(c);
+    rd_kafka_destroy(p);
+}
+
+static void test_sigterm(void)
+{
+    CU_ASSERT_FATAL(env_up() == 0);
+    int st = th_proc_stop(&E.worker, SIGTERM, 40000);
+    CU_ASSERT(WIFEXITED(st));
+    TH_EQ_INT(WIFEXITED(st) ? WEXITSTATUS(st) : -1, 0);
+    CU_ASSERT(th_poll(no_outstanding, NULL, 5000));
+}
+
+int main(void)
+{
+    static const th_test_t tests[] = {
+        {"usage and bad configuration", test_usage},
+        {"inference request bodies", test_inference_body},
+        {"tasks: retries, deadlines, capacity, DLQ, usage", test_tasks},
+        {"SIGTERM drains and exits 0", test_sigterm},
+        {NULL, NULL},
+    };
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    int rc = th_run("worker", tests);
+    if (E.worker.pid && !E.worker.exited)
+        th_proc_stop(&E.worker, SIGKILL, 5000);
+    th_proc_stop(&E.flaky, SIGTERM, 5000);
+    th_proc_stop(&E.small, SIGTERM, 5000);
+    th_proc_stop(&E.slow, SIGTERM, 5000);
+    th_proc_stop(&E.kafka, SIGTERM, 10000);
+    if ((rc || getenv("GANTRY_TEST_VERBOSE")) && E.worker_log[0]) {
+        /* The log is a temporary file: show its end before it goes. */
+        char cmd[512];
+        snprintf(cmd, sizeof(cmd), "tail -n 200 '%s' >&2", E.worker_log);
+        if (system(cmd) != 0)
+            fprintf(stderr, "worker log: %s\n", E.worker_log);
+    }
+    curl_global_cleanup();
+    return rc;
+}
