@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "log.h"
@@ -271,11 +272,14 @@ int gt_cli_results(int argc, char **argv)
         fprintf(stderr, "gantry results: %s\n", err);
         goto out;
     }
-    /* Read-only: never commit, never create topics. */
-    if (rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof(err)) ||
+    /* Read-only: never commit. librdkafka wants a group.id even to assign;
+     * a private one that never joins or commits leaves no trace. */
+    char group[64];
+    snprintf(group, sizeof(group), "gantry-cli-results-%ld", (long)getpid());
+    if (rd_kafka_conf_set(conf, "group.id", group, err, sizeof(err)) ||
+        rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof(err)) ||
         rd_kafka_conf_set(conf, "enable.auto.offset.store", "false", err, sizeof(err)) ||
-        rd_kafka_conf_set(conf, "enable.partition.eof", "true", err, sizeof(err)) ||
-        rd_kafka_conf_set(conf, "allow.auto.create.topics", "false", err, sizeof(err))) {
+        rd_kafka_conf_set(conf, "enable.partition.eof", "true", err, sizeof(err))) {
         fprintf(stderr, "gantry results: %s\n", err);
         goto out;
     }
