@@ -191,7 +191,7 @@ static int http_socket_fn(CURL *easy, curl_socket_t fd, int what, void *userp, v
     if (what == CURL_POLL_REMOVE) {
         if (s) {
             http_sock_close(s);
-            if (h->multi)
+            if (!h->closing) /* inside curl_multi_cleanup: curl forgets fd itself */
                 curl_multi_assign(h->multi, fd, NULL);
         }
         return 0;

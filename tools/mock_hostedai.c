@@ -439,9 +439,9 @@ static void do_allocate(mock_t *m, req_t *r)
     }
     snprintf(id, sizeof(id), "alloc-%" PRIu64, ++m->next_id);
     gt_clock_fmt(gt_clock_wall_ms(), created, sizeof(created));
-    a = json_pack("{s:s,s:s,s:f,s:I,s:s,s:O,s:s,s:I,s:I}", "allocation_id", id, "pool_id",
+    a = json_pack("{s:s,s:s,s:f,s:I,s:s,s:o,s:s,s:I,s:I}", "allocation_id", id, "pool_id",
                   pool_id, "tflops", tflops, "vram_mb", vram, "model", model ? model : "",
-                  "labels", labels ? labels : json_object(), "created_at", created, "_t0",
+                  "labels", labels ? json_incref(labels) : json_object(), "created_at", created, "_t0",
                   (json_int_t)gt_clock_mono_ms(), "_mtf", (json_int_t)mtf);
     if (!a || json_object_set(m->allocs, id, a) != 0) {
         pthread_mutex_unlock(&m->mu);

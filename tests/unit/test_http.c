@@ -30,6 +30,12 @@ typedef struct call {
     char *body;
 } call_t;
 
+static void call_clear(call_t *c)
+{
+    free(c->body);
+    c->body = NULL;
+}
+
 /* Starts the mock on a free port with extra flags (NULL-terminated). */
 static int mock_start(mock_t *m, const char *const *extra)
 {
@@ -46,7 +52,7 @@ static int mock_start(mock_t *m, const char *const *extra)
         argv[n++] = *extra;
     argv[n] = NULL;
     /* The mock logs a line per start and stop; keep them out of the test report. */
-    if (th_proc_start(&m->proc, argv, th_tmpfile(".log", "")) != 0)
+    if (th_proc_start(&m->proc, argv, NULL) != 0)
         return -1;
     if (th_proc_wait_line(&m->proc, "listening=", addr, sizeof(addr), 10000) != 0) {
         th_proc_stop(&m->proc, SIGKILL, 1000);
@@ -93,6 +99,7 @@ static int run_call(uv_loop_t *loop, gt_http_t *h, const char *method, const cha
 {
     int64_t deadline = th_now_ms() + 15000;
 
+    call_clear(c); /* callers reuse c: zero-initialised before first use */
     memset(c, 0, sizeof(*c));
     if (gt_http_request(h, method, u, hdrs, body, body ? strlen(body) : 0, timeout_ms, on_call,
                         c) != 0)
@@ -117,7 +124,7 @@ static json_t *json_of(const call_t *c)
 
 static int64_t stat_of(uv_loop_t *loop, gt_http_t *h, const mock_t *m, const char *key)
 {
-    call_t c;
+    call_t c = {0};
     json_t *j;
     int64_t v = -1;
 
@@ -126,7 +133,7 @@ static int64_t stat_of(uv_loop_t *loop, gt_http_t *h, const mock_t *m, const cha
         v = json_integer_value(json_object_get(j, key));
         json_decref(j);
     }
-    free(c.body);
+    call_clear(&c);
     return v;
 }
 
@@ -135,7 +142,7 @@ static void test_round_trip(void)
     uv_loop_t loop;
     gt_http_t *h;
     mock_t m;
-    call_t c;
+    call_t c = {0};
     json_t *j;
     char id[64] = "", body[256], path[128];
 
@@ -193,7 +200,7 @@ static void test_round_trip(void)
     TH_EQ_INT(stat_of(&loop, h, &m, "outstanding_allocations"), 0);
     /* Sequential requests on one client share one kept-alive connection. */
     TH_EQ_INT(stat_of(&loop, h, &m, "connections_total"), 1);
-    free(c.body);
+    call_clear(&c);
 
     http_close(&loop, h);
     mock_stop(&m);
@@ -205,7 +212,7 @@ static void test_unauthorized(void)
     uv_loop_t loop;
     gt_http_t *h;
     mock_t m;
-    call_t c;
+    call_t c = {0};
     json_t *j;
 
     if (mock_start(&m, NULL) != 0) {
@@ -226,7 +233,7 @@ static void test_unauthorized(void)
     CU_ASSERT(run_call(&loop, h, "GET", url(&m, "/v1/stats"), wrong, NULL, 5000, &c) == 0);
     TH_EQ_INT(c.status, 401);
     TH_EQ_INT(stat_of(&loop, h, &m, "allocations_total"), 0);
-    free(c.body);
+    call_clear(&c);
 
     http_close(&loop, h);
     mock_stop(&m);
@@ -278,7 +285,7 @@ static void test_concurrent(void)
     uv_loop_t loop;
     gt_http_t *h;
     mock_t m;
-    call_t c;
+    call_t c = {0};
     json_t *j;
     char id[64], good[160], bad[160], path[96];
     fanout_t f;
@@ -336,7 +343,7 @@ static void test_concurrent(void)
     CU_ASSERT(run_call(&loop, h, "DELETE", url(&m, path), auth_headers, NULL, 5000, &c) == 0);
     TH_EQ_INT(c.status, 204);
     TH_EQ_INT(stat_of(&loop, h, &m, "outstanding_allocations"), 0);
-    free(c.body);
+    call_clear(&c);
     free(reqs);
 
     http_close(&loop, h);
@@ -349,7 +356,7 @@ static void test_timeout(void)
     uv_loop_t loop;
     gt_http_t *h;
     mock_t m;
-    call_t c;
+    call_t c = {0};
     json_t *j;
     char body[160], path[96], id[64];
     int64_t t0;
@@ -385,7 +392,7 @@ static void test_timeout(void)
     snprintf(path, sizeof(path), "/v1/allocate/%s", id);
     CU_ASSERT(run_call(&loop, h, "DELETE", url(&m, path), auth_headers, NULL, 5000, &c) == 0);
     TH_EQ_INT(c.status, 204);
-    free(c.body);
+    call_clear(&c);
     http_close(&loop, h);
     mock_stop(&m);
 }
@@ -397,7 +404,7 @@ static void test_retry_after(void)
     uv_loop_t loop;
     gt_http_t *h;
     mock_t m;
-    call_t c;
+    call_t c = {0};
     json_t *j;
     char path[96];
 
@@ -428,7 +435,7 @@ static void test_retry_after(void)
     CU_ASSERT(run_call(&loop, h, "DELETE", url(&m, path), auth_headers, NULL, 5000, &c) == 0);
     TH_EQ_INT(c.status, 204);
     TH_EQ_INT(c.retry_after_ms, -1);
-    free(c.body);
+    call_clear(&c);
     http_close(&loop, h);
     mock_stop(&m);
 }
@@ -477,7 +484,7 @@ static void test_free_in_flight(void)
     uv_timer_t timer;
     gt_http_t *h;
     mock_t m;
-    call_t c;
+    call_t c = {0};
     json_t *j;
     char body[160], id[64];
     abort_state_t s;
@@ -494,7 +501,7 @@ static void test_free_in_flight(void)
     j = json_of(&c);
     snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(j, "allocation_id")));
     json_decref(j);
-    free(c.body);
+    call_clear(&c);
     snprintf(body, sizeof(body), "{\"allocation_id\":\"%s\",\"prompt\":\"x\"}", id);
 
     /* 50 slow requests; the client is freed 100 ms in, while they wait. */
@@ -544,7 +551,7 @@ static void test_free_in_flight(void)
         TH_EQ_INT(c.status, 0);
         TH_EQ_INT(c.curl_code, CURLE_COULDNT_CONNECT);
         TH_EQ_INT(c.timed_out, 0);
-        free(c.body);
+        call_clear(&c);
     }
     http_close(&loop, h);
     mock_stop(&m);
