@@ -135,6 +135,7 @@ struct node {
 
     nodelist_t all_of, any_of, one_of;
     node_t *not_, *if_, *then_, *else_;
+    const char *description; /* says why in a "not" failure */
 };
 
 struct gt_schema {
@@ -1266,6 +1267,8 @@ static int compile_keyword(cctx_t *c, node_t *n, const char *k, json_t *v, int r
             return cerr(c, "\"$id\" must be a string");
         return 0;
     }
+    if (strcmp(k, "description") == 0 && json_is_string(v))
+        n->description = json_string_value(v);
     if (is_annotation(k))
         return 0;
     /* Not a keyword: fine only as a container that a $ref points into,
@@ -1702,6 +1705,8 @@ static int v_object(const node_t *n, const json_t *x, const frame_t *f, vstate_t
             const prop_t *p = bsearch(&k, n->props, n->nprops, sizeof(*n->props), prop_cmp);
             if (p) {
                 matched = 1;
+                if (p->schema->kind == N_FALSE)
+                    return fail(st, f, loud, "property \"%s\" is not allowed", key);
                 if ((r = validate(p->schema, val, &fk, st, loud)))
                     return r;
             }
@@ -1791,6 +1796,8 @@ static int v_comb(const node_t *n, const json_t *x, const frame_t *f, vstate_t *
         r = validate(n->not_, x, f, st, 0);
         if (r == -2)
             return r;
+        if (r == 0 && n->not_->kind == N_SCHEMA && n->not_->description)
+            return fail(st, f, loud, "must not match \"not\" (%s)", n->not_->description);
         if (r == 0)
             return fail(st, f, loud, "must not match the schema in \"not\"");
     }
