@@ -23,8 +23,8 @@ typedef struct http_sock {
     uv_poll_t poll;
     gt_http_t *h;
     curl_socket_t fd;
-    int closed;                       /* uv_close called */
-    struct http_sock *prev, *next;    /* h->socks, so free can close leftovers */
+    int closed;                    /* uv_close called */
+    struct http_sock *prev, *next; /* h->socks, so free can close leftovers */
 } http_sock_t;
 
 struct http_req {
@@ -50,7 +50,7 @@ struct gt_http {
     http_req_t *reqs;
     http_sock_t *socks;
     int in_flight;
-    int closing;     /* gt_http_free called */
+    int closing;      /* gt_http_free called */
     int open_handles; /* uv handles not yet closed: h is freed when it drops to 0 */
 };
 

@@ -27,9 +27,10 @@ typedef void (*gt_http_cb)(const gt_http_response_t *resp, void *arg);
 gt_http_t *gt_http_new(uv_loop_t *loop);
 
 /* Starts a request. headers is NULL-terminated ("Name: value"), may be NULL;
- * body (may be NULL) is copied. TLS peer verification is always on for
- * non-loopback hosts. Returns 0, or -1 if the request could not be started
- * (cb is then not called). */
+ * body (may be NULL) is copied. timeout_ms bounds the whole request (<= 0:
+ * none). TLS peer and host verification is always on. Returns 0, or -1 if the
+ * request could not be started or h is being freed (cb is then not called).
+ * cb may start new requests and may call gt_http_free. */
 int gt_http_request(gt_http_t *h, const char *method, const char *url,
                     const char *const *headers, const char *body, size_t body_len,
                     int64_t timeout_ms, gt_http_cb cb, void *arg);

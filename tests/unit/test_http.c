@@ -27,6 +27,7 @@ typedef struct call {
     int curl_code;
     int timed_out;
     int64_t retry_after_ms;
+    size_t request_bytes;
     char *body;
 } call_t;
 
@@ -88,6 +89,7 @@ static void on_call(const gt_http_response_t *resp, void *arg)
     c->curl_code = resp->curl_code;
     c->timed_out = resp->timed_out;
     c->retry_after_ms = resp->retry_after_ms;
+    c->request_bytes = resp->request_bytes;
     CU_ASSERT(resp->body != NULL && strlen(resp->body) == resp->body_len);
     free(c->body);
     c->body = strdup(resp->body ? resp->body : "");
@@ -162,6 +164,7 @@ static void test_round_trip(void)
     TH_EQ_INT(c.status, 201);
     TH_EQ_INT(c.curl_code, 0);
     TH_EQ_INT(c.retry_after_ms, -1);
+    CU_ASSERT(c.request_bytes > 100);
     j = json_of(&c);
     CU_ASSERT_FATAL(j != NULL);
     snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(j, "allocation_id")));
