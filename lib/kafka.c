@@ -818,12 +818,18 @@ const char *gt_msg_header(const gt_msg_t *msg, const char *name, char *buf, size
 
 void gt_consumer_pause(gt_consumer_t *c)
 {
+    /* Idempotent: a resume restarts fetching, which re-fetches from the
+     * position librdkafka tracks, so state changes only. */
+    if (c->paused)
+        return;
     c->paused = 1;
     consumer_set_paused(c, 1);
 }
 
 void gt_consumer_resume(gt_consumer_t *c)
 {
+    if (!c->paused)
+        return;
     c->paused = 0;
     consumer_set_paused(c, 0);
     /* Messages may be waiting that no new wake-up byte will announce. */

@@ -1,0 +1,245 @@
+/* cluster.c - a whole Gantry on loopback for end-to-end tests. */
+#include <curl/curl.h>
+#include <libpq-fe.h>
+#include <librdkafka/rdkafka.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cluster.h"
+
+#define MOCK_KEY "e2e-secret-key"
+
+static int start_proc(th_cluster_t *c, th_proc_t *p, const char *name, const char *const *argv)
+{
+    char log[512];
+    snprintf(log, sizeof(log), "%s/%s.log", c->logdir, name);
+    return th_proc_start(p, argv, log);
+}
+
+int th_cluster_start(th_cluster_t *c, const th_cluster_opts_t *o)
+{
+    memset(c, 0, sizeof(*c));
+    snprintf(c->logdir, sizeof(c->logdir), "%s/e2e-logs-%d", th_bin("tests"), (int)getpid());
+    mkdir(c->logdir, 0755);
+    fprintf(stderr, "  logs in %s\n", c->logdir);
+    if (th_pg_create_db(c->conninfo, sizeof(c->conninfo)) != 0)
+        return -1;
+
+    const char *kargv[] = {th_bin("tools/gantry-kafka-dev"), "--brokers", "1", NULL};
+    if (start_proc(c, &c->kafka, "kafka", kargv) != 0 ||
+        th_proc_wait_line(&c->kafka, "bootstrap=", c->bootstrap, sizeof(c->bootstrap), 20000))
+        return -1;
+    char rate[32];
+    snprintf(rate, sizeof(rate), "%g", o->fail_rate);
+    const char *margv[] = {th_bin("tools/gantry-mock-hostedai"), "--port", "0", "--api-key",
+                           MOCK_KEY, "--latency-ms", o->latency ? o->latency : "5-20",
+                           "--fail-rate", rate, "--capacity-tflops",
+                           o->capacity_tflops ? o->capacity_tflops : "1000000", "--vram-mb",
+                           "1000000000", NULL};
+    char addr[128];
+    if (start_proc(c, &c->mock, "mock-hostedai", margv) != 0 ||
+        th_proc_wait_line(&c->mock, "listening=", addr, sizeof(addr), 10000))
+        return -1;
+    snprintf(c->mock_url, sizeof(c->mock_url), "http://%s", addr);
+
+    char cfg[4096];
+    snprintf(cfg, sizeof(cfg),
+             "{\"kafka\": {\"bootstrap_servers\": \"%s\", \"properties\":"
+             "   {\"session.timeout.ms\": \"6000\", \"heartbeat.interval.ms\": \"500\"}},"
+             " \"postgres\": {\"conninfo\": \"%s\"},"
+             " \"pools\": {\"pool-a\": {\"endpoint\": \"%s\", \"api_key\": \"%s\"}},"
+             " \"models\": {\"small\": {\"pool\": \"pool-a\", \"lane\": \"small\","
+             "                          \"requirements\": {\"tflops\": 10, \"vram_mb\": 8000}},"
+             "             \"large\": {\"pool\": \"pool-a\", \"lane\": \"large\","
+             "                          \"requirements\": {\"tflops\": 40, \"vram_mb\": 40000}}},"
+             " \"routing\": {\"rules\": [{\"hint\": \"simple\", \"model\": \"small\"},"
+             "                          {\"hint\": \"complex\", \"model\": \"large\"},"
+             "                          {\"max_input_chars\": 60, \"model\": \"small\"}],"
+             "             \"default\": \"large\"},"
+             " \"worker\": {\"max_in_flight\": %d, \"heartbeat_ms\": 200,"
+             "             \"retry\": {\"base_ms\": 20}},"
+             " \"reaper\": {\"lease_ttl_ms\": 2000, \"interval_ms\": 300},"
+             " \"commit_interval_ms\": 100, \"log\": {\"level\": \"info\"}}",
+             c->bootstrap, c->conninfo, c->mock_url, MOCK_KEY,
+             o->worker_in_flight ? o->worker_in_flight : 64);
+    const char *path = th_tmpfile(".json", cfg);
+    if (!path)
+        return -1;
+    snprintf(c->config, sizeof(c->config), "%s", path);
+
+    th_proc_t mig;
+    const char *gargv[] = {th_bin("tools/gantry"), "migrate", "--config", c->config, NULL};
+    if (start_proc(c, &mig, "migrate", gargv) != 0 || th_proc_stop(&mig, 0, 30000) != 0)
+        return -1;
+
+    const char *dargv[] = {th_bin("dispatcher/gantry-dispatcher"), "--config", c->config, "--id",
+                           "dispatcher-e2e", NULL};
+    if (start_proc(c, &c->dispatcher, "dispatcher", dargv) != 0)
+        return -1;
+    for (int i = 0; i < o->workers; i++)
+        if (th_cluster_add_worker(c) < 0)
+            return -1;
+    return 0;
+}
+
+int th_cluster_add_worker(th_cluster_t *c)
+{
+    if (c->n_workers >= TH_MAX_WORKERS)
+        return -1;
+    int slot = c->n_workers++;
+    char id[32], name[32];
+    snprintf(id, sizeof(id), "worker-e2e-%d", slot);
+    snprintf(name, sizeof(name), "worker-%d", slot);
+    const char *argv[] = {th_bin("workers/gantry-worker"), "--config", c->config, "--id", id, NULL};
+    return start_proc(c, &c->workers[slot], name, argv) == 0 ? slot : -1;
+}
+
+void th_cluster_stop(th_cluster_t *c)
+{
+    for (int i = 0; i < c->n_workers; i++)
+        if (c->workers[i].pid > 0 && !c->workers[i].exited)
+            th_proc_stop(&c->workers[i], SIGTERM, 30000);
+    if (c->dispatcher.pid > 0)
+        th_proc_stop(&c->dispatcher, SIGTERM, 30000);
+    if (c->mock.pid > 0)
+        th_proc_stop(&c->mock, SIGTERM, 10000);
+    if (c->kafka.pid > 0)
+        th_proc_stop(&c->kafka, SIGTERM, 10000);
+}
+
+int th_cluster_submit(th_cluster_t *c, const char *path)
+{
+    th_proc_t p;
+    const char *argv[] = {th_bin("tools/gantry"), "submit", "--config", c->config, "--file",
+                          path, NULL};
+    if (start_proc(c, &p, "submit", argv) != 0)
+        return -1;
+    return th_proc_stop(&p, 0, 60000);
+}
+
+json_t *th_kafka_read_all(const char *bootstrap, const char *topic)
+{
+    char err[512];
+    json_t *out = json_array();
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, err, sizeof(err));
+    rd_kafka_conf_set(conf, "group.id", "e2e-reader", err, sizeof(err));
+    rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof(err));
+    rd_kafka_conf_set(conf, "log_level", "3", err, sizeof(err));
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+    if (!rk)
+        return out;
+    const rd_kafka_metadata_t *md = NULL;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    if (rd_kafka_metadata(rk, 0, rkt, &md, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR || !md ||
+        md->topic_cnt != 1) {
+        rd_kafka_topic_destroy(rkt);
+        if (md)
+            rd_kafka_metadata_destroy(md);
+        rd_kafka_destroy(rk);
+        return out;
+    }
+    int np = md->topics[0].partition_cnt;
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(np);
+    int64_t *high = calloc((size_t)np, sizeof(int64_t));
+    long remaining = 0;
+    for (int p = 0; p < np; p++) {
+        int64_t lo = 0, hi = 0;
+        rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, 10000);
+        high[p] = hi;
+        remaining += hi - lo;
+        rd_kafka_topic_partition_list_add(parts, topic, p)->offset = lo;
+    }
+    rd_kafka_assign(rk, parts);
+    int64_t deadline = th_now_ms() + 20000;
+    while (remaining > 0 && th_now_ms() < deadline) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+        if (!m)
+            continue;
+        if (!m->err && m->offset < high[m->partition]) {
+            json_array_append_new(
+                out, json_pack("{s:s%, s:s%, s:i, s:I}", "key", m->key ? (char *)m->key : "",
+                               m->key ? m->key_len : 0, "value",
+                               m->payload ? (char *)m->payload : "", m->payload ? m->len : 0,
+                               "partition", (int)m->partition, "offset", (json_int_t)m->offset));
+            remaining--;
+        }
+        rd_kafka_message_destroy(m);
+    }
+    free(high);
+    rd_kafka_topic_partition_list_destroy(parts);
+    rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(rkt);
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    return out;
+}
+
+long th_sql_long(const char *conninfo, const char *sql)
+{
+    PGconn *conn = PQconnectdb(conninfo);
+    long v = -1;
+    if (PQstatus(conn) == CONNECTION_OK) {
+        PGresult *r = PQexec(conn, sql);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0)
+            v = atol(PQgetvalue(r, 0, 0));
+        else
+            fprintf(stderr, "  sql failed: %s: %s", sql, PQerrorMessage(conn));
+        PQclear(r);
+    }
+    PQfinish(conn);
+    return v;
+}
+
+typedef struct body {
+    char *data;
+    size_t len;
+} body_t;
+
+static size_t on_chunk(char *ptr, size_t size, size_t n, void *arg)
+{
+    body_t *b = arg;
+    char *grown = realloc(b->data, b->len + size * n + 1);
+    if (!grown)
+        return 0;
+    b->data = grown;
+    memcpy(b->data + b->len, ptr, size * n);
+    b->len += size * n;
+    b->data[b->len] = 0;
+    return size * n;
+}
+
+json_t *th_http_json(const char *url, const char *key)
+{
+    CURL *h = curl_easy_init();
+    body_t b = {0};
+    char auth[256];
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key);
+    struct curl_slist *hdrs = curl_slist_append(NULL, auth);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_chunk);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 5000L);
+    json_t *doc = NULL;
+    if (curl_easy_perform(h) == CURLE_OK && b.data)
+        doc = json_loads(b.data, 0, NULL);
+    curl_slist_free_all(hdrs);
+    curl_easy_cleanup(h);
+    free(b.data);
+    return doc;
+}
+
+long th_mock_stat(th_cluster_t *c, const char *field)
+{
+    char url[256];
+    snprintf(url, sizeof(url), "%s/v1/stats", c->mock_url);
+    json_t *doc = th_http_json(url, MOCK_KEY);
+    long v = doc ? (long)json_integer_value(json_object_get(doc, field)) : -1;
+    json_decref(doc);
+    return v;
+}

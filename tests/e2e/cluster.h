@@ -1,0 +1,52 @@
+/* cluster.h - a whole Gantry on loopback for end-to-end tests: embedded Kafka,
+ * a fresh PostgreSQL database, the mock HostedAI, a dispatcher and workers,
+ * all real processes; plus helpers to read topics and query state. */
+#ifndef GT_CLUSTER_H
+#define GT_CLUSTER_H
+
+#include <jansson.h>
+
+#include "harness.h"
+
+#define TH_MAX_WORKERS 8
+
+typedef struct th_cluster_opts {
+    double fail_rate;         /* mock HostedAI fault rate */
+    const char *latency;      /* mock latency "A-B" ms */
+    int workers;
+    int worker_in_flight;
+    const char *capacity_tflops;
+} th_cluster_opts_t;
+
+typedef struct th_cluster {
+    th_proc_t kafka, mock, dispatcher, workers[TH_MAX_WORKERS];
+    int n_workers;            /* slots used (stopped ones included) */
+    char bootstrap[512];
+    char mock_url[192];
+    char conninfo[512];
+    char config[256];
+    char logdir[256];
+} th_cluster_t;
+
+int th_cluster_start(th_cluster_t *c, const th_cluster_opts_t *o);
+/* Starts one more worker; returns its slot or -1. */
+int th_cluster_add_worker(th_cluster_t *c);
+void th_cluster_stop(th_cluster_t *c);
+
+/* Publishes the lines of a file with `gantry submit`. Returns 0 on success. */
+int th_cluster_submit(th_cluster_t *c, const char *path);
+
+/* Every message now in topic, as a JSON array of {key, value, partition,
+ * offset} (value as a string). Caller owns it. */
+json_t *th_kafka_read_all(const char *bootstrap, const char *topic);
+
+/* First column of the first row of sql as a number (-1 on error). */
+long th_sql_long(const char *conninfo, const char *sql);
+
+/* GET url with the bearer key; parsed JSON or NULL. */
+json_t *th_http_json(const char *url, const char *key);
+
+/* Mock HostedAI stats field. */
+long th_mock_stat(th_cluster_t *c, const char *field);
+
+#endif
