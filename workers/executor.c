@@ -422,11 +422,14 @@ static void task_finish(ex_task_t *t, const gt_task_outcome_t *out)
     set_ms(timings, "release_ms", out->release_ms);
     set_ms(timings, "total_ms", total_ms);
 
-    json_t *res = json_pack("{s:s, s:s, s:s, s:s, s:O, s:s, s:s, s:s}", "schema",
+    json_t *res = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "schema",
                             "gantry.task-result.v1", "task_id", t->task_id, "request_id",
-                            t->request_id, "tenant_id", t->tenant_id, "index",
-                            index ? index : json_integer(0), "status", status_name(out->status),
-                            "model", model ? model : "", "worker_id", ex->worker_id);
+                            t->request_id, "tenant_id", t->tenant_id, "status",
+                            status_name(out->status), "model", model ? model : "", "worker_id",
+                            ex->worker_id);
+    if (res)
+        json_object_set_new(res, "index", json_is_integer(index) ? json_copy(index)
+                                                                 : json_integer(0));
     if (res) {
         json_object_set_new(res, "output", out->output ? json_deep_copy(out->output) : json_null());
         json_object_set_new(res, "error",

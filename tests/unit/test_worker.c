@@ -17,6 +17,7 @@
 #include "clock.h"
 #include "harness.h"
 #include "hostedai.h"
+#include "schema.h"
 
 #define API_KEY "test-key-123"
 #define N_OK 40 /* tasks expected to succeed on the flaky pool */
@@ -24,6 +25,13 @@
 typedef struct env {
     int up;
     th_proc_t kafka, flaky, small, slow, worker;
+    rd_kafka_t *reader;       /* task results, usage, DLQ and events, from the start */
+    json_t *results;          /* task_id -> task result */
+    json_t *usage;            /* event_id -> usage event */
+    json_t *events;           /* type -> count */
+    json_t *dlq_codes;        /* error codes of DLQ entries, in order */
+    int duplicates;           /* results or usage events seen twice */
+    int invalid;              /* messages that break their schema */
     char bootstrap[256];
     char flaky_addr[64], small_addr[64], slow_addr[64];
     const char *config;
@@ -148,6 +156,18 @@ static char *task_json(const char *task_id, const char *kind, const char *model,
     return s;
 }
 
+static int start_worker(th_proc_t *p, const char *id)
+{
+    const char *argv[] = {th_bin("workers/gantry-worker"), "--config", E.config, "--id", id, NULL};
+    char line[128];
+    if (th_proc_start(p, argv, E.worker_log) != 0 ||
+        th_proc_wait_line(p, "worker_id=", line, sizeof(line), 20000) != 0) {
+        fprintf(stderr, "gantry-worker did not start\n");
+        return -1;
+    }
+    return 0;
+}
+
 static int env_up(void)
 {
     char cfg[4096];
@@ -189,14 +209,23 @@ static int env_up(void)
              " \"log\": {\"level\": \"info\"}}",
              E.bootstrap, E.flaky_addr, API_KEY, E.small_addr, API_KEY, E.slow_addr, API_KEY);
     E.config = th_tmpfile(".json", cfg);
-    const char *wargv[] = {th_bin("workers/gantry-worker"), "--config", E.config, "--id",
-                           "worker-test-1", NULL};
-    char id[128];
-    if (th_proc_start(&E.worker, wargv, E.worker_log) != 0 ||
-        th_proc_wait_line(&E.worker, "worker_id=", id, sizeof(id), 20000) != 0) {
-        fprintf(stderr, "gantry-worker did not start (log: %s)\n", E.worker_log);
+    E.results = json_object();
+    E.usage = json_object();
+    E.events = json_object();
+    E.dlq_codes = json_array();
+    E.reader = kafka_client(RD_KAFKA_CONSUMER, "test-worker-reader");
+    if (!E.reader)
         return -1;
-    }
+    rd_kafka_poll_set_consumer(E.reader);
+    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(4);
+    rd_kafka_topic_partition_list_add(topics, "gantry.task-results", RD_KAFKA_PARTITION_UA);
+    rd_kafka_topic_partition_list_add(topics, "gantry.usage", RD_KAFKA_PARTITION_UA);
+    rd_kafka_topic_partition_list_add(topics, "gantry.dlq", RD_KAFKA_PARTITION_UA);
+    rd_kafka_topic_partition_list_add(topics, "gantry.events", RD_KAFKA_PARTITION_UA);
+    rd_kafka_subscribe(E.reader, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (start_worker(&E.worker, "worker-test-1") != 0)
+        return -1;
     E.up = 1;
     return 0;
 }
@@ -274,50 +303,92 @@ static void test_inference_body(void)
     json_decref(params);
 }
 
-typedef struct seen {
-    json_t *results; /* task_id -> result */
-    json_t *usage;   /* event_id -> usage event */
-    int duplicates;
-    int dlq;
-    int64_t expect;
-} seen_t;
+/* Reads what is there (up to 200 ms), validating and recording every message. */
+static void pump_once(void)
+{
+    static gt_schema_t *sch_result, *sch_usage, *sch_event, *sch_dlq;
+    char why[256];
+    if (!sch_result) {
+        sch_result = gt_schema_embedded("task-result.v1.json", why, sizeof(why));
+        sch_usage = gt_schema_embedded("usage.v1.json", why, sizeof(why));
+        sch_event = gt_schema_embedded("event.v1.json", why, sizeof(why));
+        sch_dlq = gt_schema_embedded("dlq.v1.json", why, sizeof(why));
+    }
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(E.reader, 200);
+    if (!m)
+        return;
+    if (m->err) {
+        rd_kafka_message_destroy(m);
+        return;
+    }
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    json_t *doc = json_loadb(m->payload, m->len, 0, NULL);
+    const gt_schema_t *sch = strcmp(topic, "gantry.task-results") == 0 ? sch_result
+                             : strcmp(topic, "gantry.usage") == 0      ? sch_usage
+                             : strcmp(topic, "gantry.events") == 0     ? sch_event
+                                                                       : sch_dlq;
+    if (!doc || (sch && gt_schema_validate(sch, doc, why, sizeof(why)) != 0)) {
+        fprintf(stderr, "  invalid message on %s: %s: %.*s\n", topic, doc ? why : "not JSON",
+                (int)m->len, (const char *)m->payload);
+        E.invalid++;
+    } else if (sch == sch_result || sch == sch_usage) {
+        json_t *table = sch == sch_result ? E.results : E.usage;
+        const char *id = json_string_value(json_object_get(doc, sch == sch_result ? "task_id"
+                                                                                  : "event_id"));
+        if (json_object_get(table, id)) {
+            fprintf(stderr, "  duplicate on %s: %s\n", topic, id);
+            E.duplicates++;
+        } else {
+            json_object_set(table, id, doc);
+        }
+    } else if (sch == sch_event) {
+        const char *type = json_string_value(json_object_get(doc, "type"));
+        json_object_set_new(E.events, type,
+                            json_integer(json_integer_value(json_object_get(E.events, type)) + 1));
+    } else {
+        json_array_append(E.dlq_codes,
+                          json_object_get(json_object_get(doc, "error"), "code"));
+        TH_EQ_STR(json_string_value(json_object_get(doc, "stage")), "worker.parse");
+    }
+    json_decref(doc);
+    rd_kafka_message_destroy(m);
+}
 
-static void consume_until(rd_kafka_t *c, seen_t *s, int timeout_ms)
+/* Reads messages until cond() holds or timeout_ms passes; returns cond(). */
+static int pump_until(int (*cond)(void *), void *arg, int timeout_ms)
 {
     int64_t end = th_now_ms() + timeout_ms;
-    while (th_now_ms() < end &&
-           ((int64_t)json_object_size(s->results) < s->expect || s->dlq < 1 ||
-            json_object_size(s->usage) < (size_t)N_OK)) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 200);
-        if (!m)
-            continue;
-        if (m->err) {
-            rd_kafka_message_destroy(m);
-            continue;
-        }
-        const char *topic = rd_kafka_topic_name(m->rkt);
-        json_t *doc = json_loadb(m->payload, m->len, 0, NULL);
-        if (strcmp(topic, "gantry.task-results") == 0 && doc) {
-            const char *id = json_string_value(json_object_get(doc, "task_id"));
-            if (id && json_object_get(s->results, id))
-                s->duplicates++;
-            else if (id)
-                json_object_set(s->results, id, doc);
-        } else if (strcmp(topic, "gantry.usage") == 0 && doc) {
-            const char *id = json_string_value(json_object_get(doc, "event_id"));
-            if (id && json_object_get(s->usage, id))
-                s->duplicates++;
-            else if (id)
-                json_object_set(s->usage, id, doc);
-        } else if (strcmp(topic, "gantry.dlq") == 0 && doc) {
-            TH_EQ_STR(json_string_value(json_object_get(doc, "stage")), "worker.parse");
-            TH_EQ_STR(json_string_value(json_object_get(json_object_get(doc, "error"), "code")),
-                      "invalid_json");
-            s->dlq++;
-        }
-        json_decref(doc);
-        rd_kafka_message_destroy(m);
-    }
+    while (!cond(arg) && th_now_ms() < end)
+        pump_once();
+    return cond(arg);
+}
+
+/* arg: NULL-terminated list of task ids. */
+static int have_results(void *arg)
+{
+    for (const char *const *id = arg; *id; id++)
+        if (!json_object_get(E.results, *id))
+            return 0;
+    return 1;
+}
+
+static int events_of(const char *type)
+{
+    return (int)json_integer_value(json_object_get(E.events, type));
+}
+
+static int leases_balanced(void *arg)
+{
+    (void)arg;
+    return events_of("allocation.acquired") > 0 &&
+           events_of("allocation.acquired") == events_of("allocation.released");
+}
+
+static int count_at_least(void *arg)
+{
+    const int *want = arg; /* {results, usage, dlq} */
+    return (int)json_object_size(E.results) >= want[0] && (int)json_object_size(E.usage) >= want[1]
+           && (int)json_array_size(E.dlq_codes) >= want[2];
 }
 
 static const char *res_status(json_t *r)
@@ -334,15 +405,7 @@ static void test_tasks(void)
 {
     CU_ASSERT_FATAL(env_up() == 0);
     rd_kafka_t *p = kafka_client(RD_KAFKA_PRODUCER, NULL);
-    rd_kafka_t *c = kafka_client(RD_KAFKA_CONSUMER, "test-worker-reader");
-    CU_ASSERT_FATAL(p && c);
-    rd_kafka_poll_set_consumer(c);
-    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(3);
-    rd_kafka_topic_partition_list_add(topics, "gantry.task-results", RD_KAFKA_PARTITION_UA);
-    rd_kafka_topic_partition_list_add(topics, "gantry.usage", RD_KAFKA_PARTITION_UA);
-    rd_kafka_topic_partition_list_add(topics, "gantry.dlq", RD_KAFKA_PARTITION_UA);
-    TH_EQ_INT(rd_kafka_subscribe(c, topics), 0);
-    rd_kafka_topic_partition_list_destroy(topics);
+    CU_ASSERT_FATAL(p != NULL);
 
     char id[64], past[40], soon[40];
     gt_clock_fmt(gt_clock_wall_ms() - 60000, past, sizeof(past));
@@ -368,10 +431,11 @@ static void test_tasks(void)
     produce(p, "gantry.tasks.small", "t-unknown", t);
     free(t);
     produce(p, "gantry.tasks.small", "garbage", "{not json");
+    produce(p, "gantry.tasks.small", "no-fields", "{\"schema\": \"gantry.task.v1\"}");
     TH_EQ_INT(rd_kafka_flush(p, 10000), 0);
 
-    seen_t s = {json_object(), json_object(), 0, 0, N_OK + 3};
-    consume_until(c, &s, 90000);
+    int want[3] = {N_OK + 3, N_OK, 2};
+    CU_ASSERT(pump_until(count_at_least, want, 90000));
 
     /* Now that the worker is known to consume, a deadline 800 ms ahead is
      * reached while the 3 s inference runs: released, then expired. */
@@ -380,17 +444,24 @@ static void test_tasks(void)
     produce(p, "gantry.tasks.small", "t-slow", t);
     free(t);
     TH_EQ_INT(rd_kafka_flush(p, 10000), 0);
-    s.expect = N_OK + 4;
-    consume_until(c, &s, 30000);
+    const char *slow_ids[] = {"t-slow", NULL};
+    CU_ASSERT(pump_until(have_results, slow_ids, 30000));
 
-    TH_EQ_INT(json_object_size(s.results), N_OK + 4);
-    TH_EQ_INT(s.duplicates, 0);
-    TH_EQ_INT(s.dlq, 1);
+    TH_EQ_INT(json_object_size(E.results), N_OK + 4);
+    TH_EQ_INT(E.duplicates, 0);
+    TH_EQ_INT(E.invalid, 0);
+    TH_EQ_INT(json_array_size(E.dlq_codes), 2);
+    /* Two partitions: either order. */
+    const char *c0 = json_string_value(json_array_get(E.dlq_codes, 0));
+    const char *c1 = json_string_value(json_array_get(E.dlq_codes, 1));
+    CU_ASSERT(c0 && c1 && strcmp(c0, c1) != 0);
+    CU_ASSERT(c0 && (!strcmp(c0, "invalid_json") || !strcmp(c0, "schema_violation")));
+    CU_ASSERT(c1 && (!strcmp(c1, "invalid_json") || !strcmp(c1, "schema_violation")));
 
     int succeeded = 0, retried = 0;
     const char *key;
     json_t *r;
-    json_object_foreach(s.results, key, r) {
+    json_object_foreach(E.results, key, r) {
         if (strncmp(key, "t-ok-", 5) != 0)
             continue;
         if (strcmp(res_status(r) ? res_status(r) : "", "succeeded") != 0) {
@@ -411,60 +482,150 @@ static void test_tasks(void)
             retried++;
         char uid[96];
         snprintf(uid, sizeof(uid), "%s:usage", key);
-        json_t *u = json_object_get(s.usage, uid);
+        json_t *u = json_object_get(E.usage, uid);
         CU_ASSERT_PTR_NOT_NULL(u);
         if (u) {
             TH_EQ_STR(json_string_value(json_object_get(u, "allocation_id")),
                       json_string_value(json_object_get(r, "allocation_id")));
             CU_ASSERT(json_integer_value(json_object_get(u, "request_bytes")) > 0);
             CU_ASSERT(json_integer_value(json_object_get(u, "prompt_tokens")) > 0);
+            TH_EQ_INT(json_integer_value(json_object_get(u, "attempts")),
+                      json_array_size(json_object_get(r, "attempts")));
         }
     }
     /* 10% faults on three calls per task: every task still succeeds, some after retries. */
     TH_EQ_INT(succeeded, N_OK);
     CU_ASSERT(retried > 0);
-    TH_EQ_INT(json_object_size(s.usage), N_OK);
+    TH_EQ_INT(json_object_size(E.usage), N_OK);
     CU_ASSERT(stat_of(E.flaky_addr, "inference_ok") >= N_OK);
 
-    r = json_object_get(s.results, "t-expired");
+    r = json_object_get(E.results, "t-expired");
     TH_EQ_STR(res_status(r), "expired");
     TH_EQ_STR(res_code(r), "deadline_exceeded");
     CU_ASSERT(json_is_null(json_object_get(r, "allocation_id")));
     TH_EQ_INT(json_array_size(json_object_get(r, "attempts")), 0);
 
-    r = json_object_get(s.results, "t-big");
+    r = json_object_get(E.results, "t-big");
     TH_EQ_STR(res_status(r), "failed");
     TH_EQ_STR(res_code(r), "hostedai_capacity");
     TH_EQ_INT(json_array_size(json_object_get(r, "attempts")), 4); /* 1 + 3 retries */
     TH_EQ_INT(stat_of(E.small_addr, "allocations_total"), 0);
 
-    r = json_object_get(s.results, "t-unknown");
+    r = json_object_get(E.results, "t-unknown");
     TH_EQ_STR(res_status(r), "failed");
     TH_EQ_STR(res_code(r), "unknown_model");
 
-    r = json_object_get(s.results, "t-slow");
+    r = json_object_get(E.results, "t-slow");
     TH_EQ_STR(res_status(r), "expired");
     TH_EQ_STR(res_code(r), "deadline_exceeded");
     CU_ASSERT(json_is_string(json_object_get(r, "allocation_id")));
     TH_EQ_INT(stat_of(E.slow_addr, "releases_total"), 1);
 
-    /* Nothing acquired is left allocated. */
+    /* Nothing acquired is left allocated, and every lease was reported. */
     CU_ASSERT(th_poll(no_outstanding, NULL, 15000));
-
-    json_decref(s.results);
-    json_decref(s.usage);
-    rd_kafka_consumer_close(c);
-    rd_kafka_destroy(c);
+    CU_ASSERT(pump_until(leases_balanced, NULL, 5000));
+    CU_ASSERT(events_of("worker.heartbeat") > 0);
+    CU_ASSERT(events_of("allocation.acquired") >= N_OK + 1);
+    TH_EQ_INT(events_of("allocation.acquired"), events_of("allocation.released"));
     rd_kafka_destroy(p);
 }
 
-static void test_sigterm(void)
+/* Log lines of the test processes, to wait for one. */
+static int log_has(void *arg)
+{
+    FILE *f = fopen(E.worker_log, "r");
+    char line[4096];
+    int found = 0;
+    while (f && !found && fgets(line, sizeof(line), f))
+        found = strstr(line, arg) != NULL;
+    if (f)
+        fclose(f);
+    return found;
+}
+
+static int slow_outstanding_is(void *arg)
+{
+    return stat_of(E.slow_addr, "outstanding_allocations") == *(int *)arg;
+}
+
+static void publish_slow(const char *const ids[])
+{
+    rd_kafka_t *p = kafka_client(RD_KAFKA_PRODUCER, NULL);
+    CU_ASSERT_FATAL(p != NULL);
+    for (int i = 0; ids[i]; i++) {
+        char *t = task_json(ids[i], "generate", "sloth", json_string("take your time"), NULL);
+        produce(p, "gantry.tasks.small", ids[i], t);
+        free(t);
+    }
+    TH_EQ_INT(rd_kafka_flush(p, 10000), 0);
+    rd_kafka_destroy(p);
+}
+
+static int exit_code(int status)
+{
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1000 - (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
+/* A first SIGTERM lets the 3 s inferences in flight finish and publish. */
+static void test_sigterm_drains(void)
 {
     CU_ASSERT_FATAL(env_up() == 0);
+    const char *ids[] = {"t-drain-1", "t-drain-2", "t-drain-3", NULL};
+    int three = 3, zero = 0;
+    publish_slow(ids);
+    CU_ASSERT_FATAL(th_poll(slow_outstanding_is, &three, 20000));
     int st = th_proc_stop(&E.worker, SIGTERM, 40000);
-    CU_ASSERT(WIFEXITED(st));
-    TH_EQ_INT(WIFEXITED(st) ? WEXITSTATUS(st) : -1, 0);
-    CU_ASSERT(th_poll(no_outstanding, NULL, 5000));
+    TH_EQ_INT(exit_code(st), 0);
+    CU_ASSERT(th_poll(slow_outstanding_is, &zero, 5000));
+    CU_ASSERT(pump_until(have_results, ids, 10000));
+    for (int i = 0; ids[i]; i++)
+        TH_EQ_STR(res_status(json_object_get(E.results, ids[i])), "succeeded");
+    CU_ASSERT(th_poll(log_has, "worker worker-test-1 stopped", 1000));
+}
+
+static int stopped_events(void *arg)
+{
+    return events_of("worker.stopped") >= *(int *)arg;
+}
+
+/* A second signal aborts: allocations are released at once, nothing is
+ * published, and the tasks are redelivered to the next worker. */
+static void test_second_signal_aborts(void)
+{
+    CU_ASSERT_FATAL(env_up() == 0);
+    const char *ids[] = {"t-abort-1", "t-abort-2", NULL};
+    int two = 2, zero = 0;
+    th_proc_t w2, w3;
+    CU_ASSERT_FATAL(start_worker(&w2, "worker-test-2") == 0);
+    publish_slow(ids);
+    CU_ASSERT_FATAL(th_poll(slow_outstanding_is, &two, 20000));
+    kill(w2.pid, SIGTERM);
+    /* Signals do not queue: wait until the first one was handled. */
+    CU_ASSERT(th_poll(log_has, "draining 2 task(s)", 5000));
+    int64_t t0 = th_now_ms();
+    int st = th_proc_stop(&w2, SIGINT, 20000);
+    TH_EQ_INT(exit_code(st), 0);
+    CU_ASSERT(th_now_ms() - t0 < 2500); /* did not wait for the 3 s inferences */
+    CU_ASSERT(th_poll(slow_outstanding_is, &zero, 2000));
+    pump_until(stopped_events, &two, 3000);
+    CU_ASSERT(!json_object_get(E.results, "t-abort-1"));
+    CU_ASSERT(!json_object_get(E.results, "t-abort-2"));
+
+    /* Not marked done: the next worker of the group gets them again. */
+    CU_ASSERT_FATAL(start_worker(&w3, "worker-test-3") == 0);
+    CU_ASSERT(pump_until(have_results, ids, 40000));
+    for (int i = 0; ids[i]; i++) {
+        json_t *r = json_object_get(E.results, ids[i]);
+        TH_EQ_STR(res_status(r), "succeeded");
+        TH_EQ_STR(json_string_value(json_object_get(r, "worker_id")), "worker-test-3");
+    }
+    TH_EQ_INT(exit_code(th_proc_stop(&w3, SIGTERM, 40000)), 0);
+    CU_ASSERT(th_poll(slow_outstanding_is, &zero, 2000));
+    CU_ASSERT(no_outstanding(NULL));
+    pump_until(stopped_events, &(int){3}, 5000);
+    TH_EQ_INT(events_of("worker.stopped"), 3);
+    TH_EQ_INT(E.duplicates, 0);
+    TH_EQ_INT(E.invalid, 0);
 }
 
 int main(void)
@@ -473,7 +634,8 @@ int main(void)
         {"usage and bad configuration", test_usage},
         {"inference request bodies", test_inference_body},
         {"tasks: retries, deadlines, capacity, DLQ, usage", test_tasks},
-        {"SIGTERM drains and exits 0", test_sigterm},
+        {"SIGTERM drains tasks in flight and exits 0", test_sigterm_drains},
+        {"a second signal aborts; tasks are redelivered", test_second_signal_aborts},
         {NULL, NULL},
     };
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -483,6 +645,14 @@ int main(void)
     th_proc_stop(&E.flaky, SIGTERM, 5000);
     th_proc_stop(&E.small, SIGTERM, 5000);
     th_proc_stop(&E.slow, SIGTERM, 5000);
+    if (E.reader) {
+        rd_kafka_consumer_close(E.reader);
+        rd_kafka_destroy(E.reader);
+    }
+    json_decref(E.results);
+    json_decref(E.usage);
+    json_decref(E.events);
+    json_decref(E.dlq_codes);
     th_proc_stop(&E.kafka, SIGTERM, 10000);
     if ((rc || getenv("GANTRY_TEST_VERBOSE")) && E.worker_log[0]) {
         /* The log is a temporary file: show its end before it goes. */
