@@ -422,7 +422,9 @@ gt_pg_t *gt_pg_new(uv_loop_t *loop, const char *conninfo)
 int gt_pg_query(gt_pg_t *pg, const char *sql, int nparams, const char *const *params,
                 gt_pg_cb cb, void *arg)
 {
-    if (!pg || !sql || nparams < 0 || pg->state == PG_CLOSED)
+    /* 65535: the protocol's limit; beyond it libpq refuses the send, which
+     * would otherwise look like a broken connection. */
+    if (!pg || !sql || nparams < 0 || nparams > 65535 || pg->state == PG_CLOSED)
         return -1;
     pg_query_t *q = calloc(1, sizeof(*q));
     if (!q)

@@ -13,12 +13,19 @@ typedef struct gt_pg gt_pg_t;
 typedef void (*gt_pg_cb)(const PGresult *res, const char *err, void *arg);
 
 /* Connects in the background; queries sent before the connection is up wait.
- * A broken connection is re-established with backoff and every query not yet
- * answered is sent again, so queries must be idempotent. */
+ * A broken connection is re-established with backoff (100 ms doubling to 5 s;
+ * a connect attempt times out after 10 s) and every query not yet answered is
+ * sent again, so queries must be idempotent. libpq resolves host names
+ * synchronously: give hostaddr= (or an IP or socket directory as host) to keep
+ * DNS off the loop. Returns NULL on out of memory. */
 gt_pg_t *gt_pg_new(uv_loop_t *loop, const char *conninfo);
 
 /* Sends one statement (its own implicit transaction) with text parameters
- * (NULL entries are SQL NULL). Copies sql and params. Returns 0 or -1. */
+ * (NULL entries are SQL NULL). Copies sql and params. Returns 0 or -1 (out of
+ * memory, closed, bad arguments: cb is then never called). Otherwise cb runs
+ * exactly once, on the loop, after the statement committed or failed, in the
+ * order queries were issued; never from inside gt_pg_query. cb may issue
+ * queries or call gt_pg_free. */
 int gt_pg_query(gt_pg_t *pg, const char *sql, int nparams, const char *const *params,
                 gt_pg_cb cb, void *arg);
 
@@ -34,6 +41,10 @@ void gt_pg_free(gt_pg_t *pg);
 PGconn *gt_pg_connect_sync(const char *conninfo, char *err, size_t errlen);
 /* Applies migrations/NNN_*.sql from dir not yet in gantry_schema_migrations,
  * each in its own transaction. Returns the number applied, or -1 (err set). */
+/* Files are applied in name order, each with its version row in one
+ * transaction under an advisory lock, so concurrent runs apply each once and
+ * a failed file leaves nothing behind (earlier files stay applied). Files must
+ * not contain BEGIN/COMMIT; two files with the same NNN are refused. */
 int gt_pg_migrate(PGconn *conn, const char *dir, char *err, size_t errlen);
 
 #endif

@@ -64,6 +64,16 @@ start)
             useradd --system --home-dir /var/lib/postgresql --shell /bin/sh postgres >&2
         fi
         chown -R postgres "$dir"
+        if ! as_owner test -w "$dir"; then
+            echo "pg.sh: $dir is not reachable by user postgres (its parents need o+x)" >&2
+            exit 1
+        fi
+    fi
+    # Already running here (a second start): report it again.
+    if [ -f "$dir/port" ] && [ -f "$dir/data/PG_VERSION" ] &&
+        as_owner "$PGBIN/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
+        echo "export GANTRY_TEST_PGHOST=127.0.0.1 GANTRY_TEST_PGPORT=$(cat "$dir/port")"
+        exit 0
     fi
     if [ ! -f "$dir/data/PG_VERSION" ]; then
         as_owner "$PGBIN/initdb" -D "$dir/data" -A trust -U gantry -E UTF8 \
