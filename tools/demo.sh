@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# demo.sh - Gantry end to end on one machine, on the embedded defaults:
+# embedded Kafka, a throwaway PostgreSQL, the mock HostedAI, one dispatcher and
+# two workers; submits 1,000 requests (a few malformed, a few re-sent, one
+# batch of 50) and prints what came out. Everything stops at the end.
+#   tools/demo.sh [--count N] [--latency-ms A-B] [--fail-rate R] [--keep]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+count=1000 latency=10-30 fail=0.05 keep=0
+while [ $# -gt 0 ]; do
+    case $1 in
+    --count) count=$2; shift 2 ;;
+    --latency-ms) latency=$2; shift 2 ;;
+    --fail-rate) fail=$2; shift 2 ;;
+    --keep) keep=1; shift ;;
+    -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
+    *) echo "demo.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+
+bash tools/setup.sh
+[ -f build/build.ninja ] || meson setup build >/dev/null
+ninja -C build >/dev/null
+B=$root/build
+
+run=$(mktemp -d /tmp/gantry-demo.XXXXXX)
+chmod 755 "$run"
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    bash tests/pg.sh stop "$run/pg" >/dev/null 2>&1 || true
+    [ "$keep" = 1 ] && echo "demo: logs kept in $run" || rm -rf "$run"
+}
+trap cleanup EXIT
+
+# Waits for a "name=value" line on a process's stdout file; prints the value.
+wait_line() {
+    local file=$1 prefix=$2 deadline=$((SECONDS + 30))
+    while [ $SECONDS -lt $deadline ]; do
+        if grep -q "^$prefix=" "$file" 2>/dev/null; then
+            grep -m1 "^$prefix=" "$file" | cut -d= -f2-
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "demo: timed out waiting for $prefix in $file" >&2
+    return 1
+}
+
+echo "demo: starting embedded Kafka, PostgreSQL and the mock HostedAI (latency ${latency} ms, fault rate $fail)"
+"$B/tools/gantry-kafka-dev" >"$run/kafka.out" 2>"$run/kafka.log" & pids+=($!)
+eval "$(bash tests/pg.sh start "$run/pg" 2>"$run/pg.log")"
+export HOSTEDAI_API_KEY=demo-$RANDOM$RANDOM
+"$B/tools/gantry-mock-hostedai" --port 0 --api-key "$HOSTEDAI_API_KEY" --latency-ms "$latency" \
+    --fail-rate "$fail" --capacity-tflops 100000 --vram-mb 100000000 \
+    >"$run/mock.out" 2>"$run/mock.log" & pids+=($!)
+export GANTRY_KAFKA=$(wait_line "$run/kafka.out" bootstrap)
+export HOSTEDAI_ENDPOINT=http://$(wait_line "$run/mock.out" listening)
+psql -q -h "$GANTRY_TEST_PGHOST" -p "$GANTRY_TEST_PGPORT" -U gantry -d postgres -c "CREATE DATABASE gantry"
+export GANTRY_PG="host=$GANTRY_TEST_PGHOST port=$GANTRY_TEST_PGPORT user=gantry dbname=gantry"
+cfg=$root/deploy/gantry.local.json
+
+"$B/tools/gantry" migrate --config "$cfg"
+"$B/dispatcher/gantry-dispatcher" --config "$cfg" 2>"$run/dispatcher.log" & pids+=($!)
+"$B/workers/gantry-worker" --config "$cfg" --id worker-1 >/dev/null 2>"$run/worker-1.log" & pids+=($!)
+"$B/workers/gantry-worker" --config "$cfg" --id worker-2 >/dev/null 2>"$run/worker-2.log" & pids+=($!)
+
+"$B/tools/gantry-loadgen" --count "$count" --bad 10 --dup 10 --batch 50 >"$run/requests.jsonl" 2>"$run/loadgen.txt"
+expected=$(( $(grep -c . "$run/requests.jsonl") - 10 - 10 ))
+echo "demo: submitting $(grep -c . "$run/requests.jsonl") messages ($(cat "$run/loadgen.txt"))"
+start=$(date +%s%N)
+"$B/tools/gantry" submit --config "$cfg" --file "$run/requests.jsonl" 2>>"$run/submit.log"
+
+results() { "$B/tools/gantry" results --config "$cfg" 2>/dev/null; }
+deadline=$((SECONDS + 300))
+while [ "$(results | wc -l)" -lt "$expected" ]; do
+    [ $SECONDS -lt $deadline ] || { echo "demo: timed out waiting for results" >&2; exit 1; }
+    sleep 0.5
+done
+ms=$(( ($(date +%s%N) - start) / 1000000 ))
+elapsed=$(printf "%d.%03d" $((ms / 1000)) $((ms % 1000)))
+
+# Usage rows trail the results by a ledger batch; outstanding allocations by a release.
+psqlq() { psql -At -h "$GANTRY_TEST_PGHOST" -p "$GANTRY_TEST_PGPORT" -U gantry -d gantry -c "$1"; }
+stats() { curl -s -H "Authorization: Bearer $HOSTEDAI_API_KEY" "$HOSTEDAI_ENDPOINT/v1/stats"; }
+field() { stats | python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
+for _ in $(seq 100); do
+    [ "$(psqlq 'SELECT count(*) FROM usage')" = "$(field inference_ok)" ] && \
+        [ "$(field outstanding_allocations)" = 0 ] && break
+    sleep 0.1
+done
+
+echo
+echo "== results by status ($expected expected, ${elapsed}s) =="
+results | python3 -c '
+import collections, json, sys
+c = collections.Counter(json.loads(l)["status"] for l in sys.stdin)
+for k, v in sorted(c.items()): print(f"  {k:10} {v}")'
+echo "== DLQ entries by error code =="
+"$B/tools/gantry" results --config "$cfg" --topic gantry.dlq | python3 -c '
+import collections, json, sys
+c = collections.Counter(json.loads(l)["error"]["code"] for l in sys.stdin)
+for k, v in sorted(c.items()): print(f"  {k:18} {v}")
+print("  %-18s %d" % ("total", sum(c.values())))'
+echo "== usage rows =="
+echo "  $(psqlq 'SELECT count(*) FROM usage') rows, $(psqlq 'SELECT count(DISTINCT event_id) FROM usage') distinct events, $(field inference_ok) successful inference calls at HostedAI"
+echo "== outstanding allocations =="
+echo "  $(field outstanding_allocations) (of $(field allocations_total) acquired)"

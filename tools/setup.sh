@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# setup.sh - installs what Gantry needs to build, test and run its demo on Debian 12.
+# Idempotent: installs only what is missing. Needs root (or sudo) when something is.
+set -euo pipefail
+
+PACKAGES=(gcc meson ninja-build pkg-config python3 curl
+          librdkafka-dev libpq-dev libcurl4-openssl-dev libjansson-dev libuv1-dev libssl-dev
+          libcunit1-dev libmicrohttpd-dev
+          postgresql kcat json-schema-test-suite)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "setup: installing ${missing[*]}" >&2
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
