@@ -1,4 +1,4 @@
-/* schema.c - JSON Schema (draft 7 subset): compiled once into a node graph, validated without allocation. */
+/* schema.c - JSON Schema (draft 7 subset) compiled once, validated without allocation. */
 
 /*
  * Contract details beyond schema.h:
@@ -113,8 +113,8 @@ struct node {
     const char *pattern_src;
     int datetime;
 
-    node_t *items;         /* items as one schema */
-    nodelist_t items_arr;  /* items as an array of schemas */
+    node_t *items;        /* items as one schema */
+    nodelist_t items_arr; /* items as an array of schemas */
     int items_is_array;
     node_t *additional_items;
     node_t *contains;
@@ -422,7 +422,7 @@ static int hexval(const char *s, int n, unsigned *out)
     unsigned v = 0;
     for (int i = 0; i < n; i++) {
         char c = s[i];
-        int x = c >= '0' && c <= '9' ? c - '0'
+        int x = c >= '0' && c <= '9'   ? c - '0'
                 : c >= 'a' && c <= 'f' ? c - 'a' + 10
                 : c >= 'A' && c <= 'F' ? c - 'A' + 10
                                        : -1;
@@ -474,9 +474,9 @@ static int literal_escape(const char *p, unsigned *cp)
         return 4;
     if (p[1] == 'u' && hexval(p + 2, 4, cp) == 0 && p[2] && p[3] && p[4] && p[5])
         return 6;
-    if (p[1] && ((unsigned char)p[1] < 0x80) && !((p[1] >= 'a' && p[1] <= 'z') ||
-                                                (p[1] >= 'A' && p[1] <= 'Z') ||
-                                                (p[1] >= '0' && p[1] <= '9'))) {
+    if (p[1] && ((unsigned char)p[1] < 0x80) &&
+        !((p[1] >= 'a' && p[1] <= 'z') || (p[1] >= 'A' && p[1] <= 'Z') ||
+          (p[1] >= '0' && p[1] <= '9'))) {
         *cp = (unsigned char)p[1];
         return 2;
     }
@@ -513,9 +513,18 @@ static int re_class(const char **pp, dstr_t *o, const char **why)
         unsigned cp;
         int n;
         switch (p[1]) {
-        case 'd': ds_puts(&cls, "0-9"); p += 2; continue;
-        case 'w': ds_puts(&cls, "A-Za-z0-9_"); p += 2; continue;
-        case 's': ds_puts(&cls, "[:space:]"); p += 2; continue;
+        case 'd':
+            ds_puts(&cls, "0-9");
+            p += 2;
+            continue;
+        case 'w':
+            ds_puts(&cls, "A-Za-z0-9_");
+            p += 2;
+            continue;
+        case 's':
+            ds_puts(&cls, "[:space:]");
+            p += 2;
+            continue;
         case 'D':
         case 'W':
         case 'S': *why = "negated escapes (\\D \\W \\S) inside [] are not supported"; goto out;
@@ -572,8 +581,8 @@ out:
 /* Translates an ECMA 262 pattern into POSIX ERE. Returns 0, or -1 with why. */
 static int re_translate(const char *p, dstr_t *o, const char **why)
 {
-    int quant = 0;  /* the previous output was a quantifier */
-    int brace = 0;  /* inside a {n,m} quantifier */
+    int quant = 0; /* the previous output was a quantifier */
+    int brace = 0; /* inside a {n,m} quantifier */
     while (*p) {
         char c = *p;
         if (quant && c == '?') { /* lazy: same match/no-match answer as greedy */
@@ -686,6 +695,11 @@ typedef struct ref_pending {
     char *where; /* location of the $ref, for messages */
 } ref_pending_t;
 
+typedef struct map_entry {
+    const json_t *doc;
+    node_t *node;
+} map_entry_t;
+
 typedef struct cctx {
     gt_schema_t *s;
     char *err;
@@ -693,10 +707,7 @@ typedef struct cctx {
     char loc[GT_SCHEMA_LOC_MAX];
     size_t loclen;
     int loc_overflow;
-    struct {
-        const json_t *doc;
-        node_t *node;
-    } *map;
+    map_entry_t *map;
     size_t nmap, capmap;
     ref_pending_t *refs;
     size_t nrefs, caprefs;
@@ -862,7 +873,8 @@ static int get_num(cctx_t *c, json_t *v, const char *kw, num_t *out)
 {
     if (!json_is_number(v) || (json_is_real(v) && !isfinite(json_real_value(v)))) {
         size_t old = loc_push(c, kw);
-        cerr(c, "must be a number%s", json_is_boolean(v) ? " (draft 4 boolean form is not supported)" : "");
+        cerr(c, "must be a number%s",
+             json_is_boolean(v) ? " (draft 4 boolean form is not supported)" : "");
         loc_pop(c, old);
         return -1;
     }
@@ -1069,8 +1081,8 @@ static int kw_definitions(cctx_t *c, json_t *v)
 static int is_annotation(const char *k)
 {
     static const char *const names[] = {
-        "title", "description", "default", "examples", "$comment", "readOnly", "writeOnly",
-        "contentMediaType", "contentEncoding",
+        "title",    "description", "default",          "examples",        "$comment",
+        "readOnly", "writeOnly",   "contentMediaType", "contentEncoding",
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (strcmp(k, names[i]) == 0)
@@ -1109,8 +1121,10 @@ static int kw_ref(cctx_t *c, node_t *n, json_t *v)
     if (*r == '\0')
         r = "#";
     if (*r != '#')
-        return cerr(c, "$ref \"%s\": remote and relative references are not supported "
-                       "(only \"#\" and \"#/json/pointer\")", json_string_value(v));
+        return cerr(c,
+                    "$ref \"%s\": remote and relative references are not supported "
+                    "(only \"#\" and \"#/json/pointer\")",
+                    json_string_value(v));
     if (!(ptr = pct_decode(r + 1)))
         return cerr(c, "out of memory");
     if (*ptr && *ptr != '/') {
@@ -1582,7 +1596,8 @@ static int v_number(const node_t *n, const json_t *x, const frame_t *f, vstate_t
             ok = isfinite(q) && fabs(q - nearbyint(q)) <= 1e-9 * fmax(1.0, fabs(q));
         }
         if (!ok)
-            return fmt_num(&n->multiple, b, sizeof(b)), fail(st, f, loud, "must be a multiple of %s", b);
+            return fmt_num(&n->multiple, b, sizeof(b)),
+                   fail(st, f, loud, "must be a multiple of %s", b);
     }
     return 0;
 }
@@ -1612,9 +1627,11 @@ static int v_array(const node_t *n, const json_t *x, const frame_t *f, vstate_t 
     size_t size = json_array_size(x);
     int r;
     if (size < n->min_items)
-        return fail(st, f, loud, "must have at least %zu item%s", n->min_items, n->min_items == 1 ? "" : "s");
+        return fail(st, f, loud, "must have at least %zu item%s", n->min_items,
+                    n->min_items == 1 ? "" : "s");
     if (size > n->max_items)
-        return fail(st, f, loud, "must have at most %zu item%s", n->max_items, n->max_items == 1 ? "" : "s");
+        return fail(st, f, loud, "must have at most %zu item%s", n->max_items,
+                    n->max_items == 1 ? "" : "s");
     if (n->items || n->items_is_array) {
         for (size_t i = 0; i < size; i++) {
             const node_t *is = n->items;
@@ -1647,7 +1664,8 @@ static int v_array(const node_t *n, const json_t *x, const frame_t *f, vstate_t 
         for (size_t i = 0; i < size; i++)
             for (size_t j = i + 1; j < size; j++)
                 if (json_eq(json_array_get(x, i), json_array_get(x, j)))
-                    return fail(st, f, loud, "must not contain duplicate items (#%zu and #%zu are equal)", i, j);
+                    return fail(st, f, loud,
+                                "must not contain duplicate items (#%zu and #%zu are equal)", i, j);
     }
     return 0;
 }
@@ -1660,9 +1678,11 @@ static int v_object(const node_t *n, const json_t *x, const frame_t *f, vstate_t
     int r;
 
     if (size < n->min_props)
-        return fail(st, f, loud, "must have at least %zu propert%s", n->min_props, n->min_props == 1 ? "y" : "ies");
+        return fail(st, f, loud, "must have at least %zu propert%s", n->min_props,
+                    n->min_props == 1 ? "y" : "ies");
     if (size > n->max_props)
-        return fail(st, f, loud, "must have at most %zu propert%s", n->max_props, n->max_props == 1 ? "y" : "ies");
+        return fail(st, f, loud, "must have at most %zu propert%s", n->max_props,
+                    n->max_props == 1 ? "y" : "ies");
     for (size_t i = 0; i < n->nrequired; i++)
         if (!json_object_get(x, n->required[i]))
             return fail(st, f, loud, "missing required property \"%s\"", n->required[i]);
@@ -1698,7 +1718,8 @@ static int v_object(const node_t *n, const json_t *x, const frame_t *f, vstate_t
             if (r == -2)
                 return r;
             if (r)
-                return fail(st, f, loud, "property name \"%s\" does not match \"propertyNames\"", key);
+                return fail(st, f, loud, "property name \"%s\" does not match \"propertyNames\"",
+                            key);
         }
         if (n->nprops) {
             prop_t k = {key, NULL};
@@ -1729,7 +1750,8 @@ static int v_object(const node_t *n, const json_t *x, const frame_t *f, vstate_t
 }
 
 /* Appends why each alternative failed, relative to the combinator's own path. */
-static void explain(const nodelist_t *l, const json_t *x, const frame_t *f, vstate_t *st, sbuf_t *out)
+static void explain(const nodelist_t *l, const json_t *x, const frame_t *f, vstate_t *st,
+                    sbuf_t *out)
 {
     char path[256], msg[256];
     sbuf_t pb = {path, sizeof(path), 0};
@@ -1783,13 +1805,15 @@ static int v_comb(const node_t *n, const json_t *x, const frame_t *f, vstate_t *
             if (r == 0 && count++ == 0)
                 first = i;
             else if (r == 0)
-                return fail(st, f, loud, "must match exactly one schema in oneOf, but matches #%zu and #%zu",
+                return fail(st, f, loud,
+                            "must match exactly one schema in oneOf, but matches #%zu and #%zu",
                             first, i);
         }
         if (count == 0) {
             if (loud && st->err)
                 explain(&n->one_of, x, f, st, &wb);
-            return fail(st, f, loud, "must match exactly one schema in oneOf, but matches none (%s)", why);
+            return fail(st, f, loud,
+                        "must match exactly one schema in oneOf, but matches none (%s)", why);
         }
     }
     if (n->not_) {

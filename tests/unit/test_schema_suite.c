@@ -19,18 +19,41 @@
  *   other than date-time are annotations only.
  * - optional/content.json: contentEncoding/contentMediaType are annotations. */
 static const char *const suite_files[] = {
-    "additionalItems.json",   "additionalProperties.json", "allOf.json",
-    "anyOf.json",             "boolean_schema.json",       "const.json",
-    "contains.json",          "default.json",              "definitions.json",
-    "dependencies.json",      "enum.json",                 "exclusiveMaximum.json",
-    "exclusiveMinimum.json",  "if-then-else.json",         "items.json",
-    "maxItems.json",          "maxLength.json",            "maxProperties.json",
-    "maximum.json",           "minItems.json",             "minLength.json",
-    "minProperties.json",     "minimum.json",              "multipleOf.json",
-    "not.json",               "oneOf.json",                "pattern.json",
-    "patternProperties.json", "properties.json",           "propertyNames.json",
-    "ref.json",               "required.json",             "type.json",
-    "uniqueItems.json",       "optional/zeroTerminatedFloats.json",
+    "additionalItems.json",
+    "additionalProperties.json",
+    "allOf.json",
+    "anyOf.json",
+    "boolean_schema.json",
+    "const.json",
+    "contains.json",
+    "default.json",
+    "definitions.json",
+    "dependencies.json",
+    "enum.json",
+    "exclusiveMaximum.json",
+    "exclusiveMinimum.json",
+    "if-then-else.json",
+    "items.json",
+    "maxItems.json",
+    "maxLength.json",
+    "maxProperties.json",
+    "maximum.json",
+    "minItems.json",
+    "minLength.json",
+    "minProperties.json",
+    "minimum.json",
+    "multipleOf.json",
+    "not.json",
+    "oneOf.json",
+    "pattern.json",
+    "patternProperties.json",
+    "properties.json",
+    "propertyNames.json",
+    "ref.json",
+    "required.json",
+    "type.json",
+    "uniqueItems.json",
+    "optional/zeroTerminatedFloats.json",
     "optional/format/date-time.json",
     NULL,
 };
@@ -57,7 +80,8 @@ static const char *suite_dir(void)
 static const char *skip_reason(const char *file, const char *group)
 {
     for (size_t i = 0; i < sizeof(skipped_groups) / sizeof(skipped_groups[0]); i++)
-        if (strcmp(skipped_groups[i].file, file) == 0 && strcmp(skipped_groups[i].group, group) == 0)
+        if (strcmp(skipped_groups[i].file, file) == 0 &&
+            strcmp(skipped_groups[i].group, group) == 0)
             return skipped_groups[i].why;
     return NULL;
 }
@@ -89,7 +113,8 @@ static void run_file(const char *file)
         if (why) {
             /* Refused at compile time, with a reason: never validated wrongly. */
             if (s || !err[0]) {
-                fprintf(stderr, "  %s: \"%s\" (%s) compiled but should be refused\n", file, gdesc, why);
+                fprintf(stderr, "  %s: \"%s\" (%s) compiled but should be refused\n", file, gdesc,
+                        why);
                 failed++;
             }
             skip += (int)json_array_size(tests);

@@ -1,4 +1,4 @@
-/* test_schemas.c - message schemas against their examples, error messages, and validator edge cases. */
+/* test_schemas.c - message schemas vs their examples, error messages, validator edge cases. */
 #include <dirent.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -133,62 +133,85 @@ static const char *check_text(const char *file, const char *text)
     return err;
 }
 
-#define REQ(extra)                                                                           \
-    "{\"request_id\": \"r1\", \"tenant_id\": \"t1\", \"model\": \"auto\"" extra "}"
+/* Validates a request made of the base fields plus extra (",..." JSON members). */
+static const char *check_req(const char *extra)
+{
+    char text[2048];
+    snprintf(text, sizeof(text),
+             "{\"request_id\": \"r1\", \"tenant_id\": \"t1\", \"model\": \"auto\"%s}", extra);
+    return check_text("request.v1.json", text);
+}
 
 static void test_request_messages(void)
 {
-    TH_EQ_STR(check_text("request.v1.json", REQ(", \"kind\": \"classify\", \"input\": \"x\"")),
+    TH_EQ_STR(check_req(", \"kind\": \"classify\", \"input\": \"x\""),
               "/kind: must be one of \"generate\", \"chat\", \"embed\"");
-    TH_EQ_STR(check_text("request.v1.json",
-                         "{\"request_id\": \"r1\", \"kind\": \"generate\", \"model\": \"m\", \"input\": \"x\"}"),
+    TH_EQ_STR(check_text("request.v1.json", "{\"request_id\": \"r1\", \"kind\": \"generate\", "
+                                            "\"model\": \"m\", \"input\": \"x\"}"),
               ": missing required property \"tenant_id\"");
-    TH_EQ_STR(check_text("request.v1.json", REQ(", \"kind\": \"chat\", \"input\": \"hello\"")),
-              "/input: must be object");
-    TH_EQ_STR(check_text("request.v1.json",
-                         REQ(", \"kind\": \"chat\", \"input\": {\"messages\": [{\"role\": \"bot\", \"content\": \"x\"}]}")),
-              "/input/messages/0/role: must be one of \"system\", \"user\", \"assistant\", \"tool\"");
-    TH_EQ_STR(check_text("request.v1.json", REQ(", \"kind\": \"embed\", \"batch\": [\"a\", 1]")),
+    TH_EQ_STR(check_req(", \"kind\": \"chat\", \"input\": \"hello\""), "/input: must be object");
+    TH_EQ_STR(
+        check_req(", \"kind\": \"chat\", \"input\": "
+                  "{\"messages\": [{\"role\": \"bot\", \"content\": \"x\"}]}"),
+        "/input/messages/0/role: must be one of \"system\", \"user\", \"assistant\", \"tool\"");
+    TH_EQ_STR(check_req(", \"kind\": \"embed\", \"batch\": [\"a\", 1]"),
               "/batch/1: must be string or array");
-    TH_EQ_STR(check_text("request.v1.json", REQ(", \"kind\": \"generate\"")),
-              ": must match exactly one schema in oneOf, but matches none "
-              "(#0: missing required property \"input\"; #1: missing required property \"batch\")");
-    TH_EQ_STR(check_text("request.v1.json", REQ(", \"kind\": \"generate\", \"input\": \"x\", \"batch\": [\"y\"]")),
+    TH_EQ_STR(check_req(", \"kind\": \"generate\""),
+              ": must match exactly one schema in oneOf, but matches none (#0: missing required "
+              "property \"input\"; #1: missing required property \"batch\")");
+    TH_EQ_STR(check_req(", \"kind\": \"generate\", \"input\": \"x\", \"batch\": [\"y\"]"),
               ": must match exactly one schema in oneOf, but matches #0 and #1");
-    TH_EQ_STR(check_text("request.v1.json", REQ(", \"kind\": \"generate\", \"input\": \"x\", \"prompt\": \"y\"")),
+    TH_EQ_STR(check_req(", \"kind\": \"generate\", \"input\": \"x\", \"prompt\": \"y\""),
               ": property \"prompt\" is not allowed");
-    TH_EQ_STR(check_text("request.v1.json", REQ(", \"kind\": \"generate\", \"input\": \"x\", \"priority\": 1.0")),
-              ""); /* 1.0 is an integer */
-    TH_EQ_STR(check_text("request.v1.json", REQ(", \"kind\": \"generate\", \"input\": \"x\", \"deadline\": \"tomorrow\"")),
+    /* 1.0 is an integer. */
+    TH_EQ_STR(check_req(", \"kind\": \"generate\", \"input\": \"x\", \"priority\": 1.0"), "");
+    TH_EQ_STR(check_req(", \"kind\": \"generate\", \"input\": \"x\", \"deadline\": \"tomorrow\""),
               "/deadline: must be an RFC 3339 date-time (e.g. 2024-05-01T12:00:00Z)");
-    /* 100 characters of 2 bytes each: length counts code points, not bytes. */
-    char tenant[256] = "", text[512];
-    for (int i = 0; i < 100; i++)
-        strcat(tenant, "\xc3\xa9");
+    TH_EQ_STR(check_req(", \"kind\": \"generate\", \"input\": \"x\", \"tenant_id\": \"\xc3\xa9\""),
+              "/tenant_id: must match pattern \"^[A-Za-z0-9._:@-]+$\"");
+}
+
+/* Lengths count code points: 200 two-byte characters fit a 200-character model name. */
+static void test_code_point_length(void)
+{
+    char model[512] = "", text[1024];
+    for (int i = 0; i < 200; i++)
+        strcat(model, "\xc3\xa9");
     snprintf(text, sizeof(text),
-             "{\"request_id\": \"r1\", \"tenant_id\": \"%s\", \"kind\": \"generate\", \"model\": \"m\", "
-             "\"input\": \"x\"}", tenant);
-    TH_EQ_STR(check_text("request.v1.json", text), "/tenant_id: must match pattern \"^[A-Za-z0-9._:@-]+$\"");
-    snprintf(text, sizeof(text), REQ(", \"kind\": \"generate\", \"input\": \"x\", \"metadata\": {\"%s\": 1}"), tenant);
+             "{\"request_id\": \"r1\", \"tenant_id\": \"t1\", \"kind\": "
+             "\"generate\", \"model\": \"%s\", \"input\": \"x\"}",
+             model);
     TH_EQ_STR(check_text("request.v1.json", text), "");
+    strcat(model, "e");
+    snprintf(text, sizeof(text),
+             "{\"request_id\": \"r1\", \"tenant_id\": \"t1\", \"kind\": "
+             "\"generate\", \"model\": \"%s\", \"input\": \"x\"}",
+             model);
+    TH_EQ_STR(check_text("request.v1.json", text), "/model: must be at most 200 characters long");
 }
 
 static void test_other_messages(void)
 {
-    TH_EQ_STR(check_text("task-result.v1.json",
-                         "{\"schema\": \"gantry.task-result.v1\", \"task_id\": \"r/0\", \"request_id\": \"r\", "
-                         "\"tenant_id\": \"t\", \"index\": 0, \"status\": \"failed\"}"),
-              ": missing required property \"error\"");
-    TH_EQ_STR(check_text("event.v1.json",
-                         "{\"schema\": \"gantry.event.v1\", \"event_id\": \"e\", \"type\": \"worker.stopped\", "
-                         "\"source\": \"worker-h-1\", \"at\": \"2026-12-31T23:59:60Z\", \"data\": {}}"),
-              ""); /* a leap second at the end of the day */
-    TH_EQ_STR(check_text("dlq.v1.json",
-                         "{\"schema\": \"gantry.dlq.v1\", \"source\": {\"topic\": \"t\", \"partition\": 0, "
-                         "\"offset\": 1, \"extra\": 1}, \"stage\": \"intake.parse\", \"error\": {\"code\": "
-                         "\"invalid_json\", \"message\": \"m\"}, \"original\": \"\", \"failed_at\": "
-                         "\"2026-01-01T00:00:00Z\"}"),
-              "/source: property \"extra\" is not allowed");
+    TH_EQ_STR(
+        check_text(
+            "task-result.v1.json",
+            "{\"schema\": \"gantry.task-result.v1\", \"task_id\": \"r/0\", \"request_id\": \"r\", "
+            "\"tenant_id\": \"t\", \"index\": 0, \"status\": \"failed\"}"),
+        ": missing required property \"error\"");
+    TH_EQ_STR(
+        check_text(
+            "event.v1.json",
+            "{\"schema\": \"gantry.event.v1\", \"event_id\": \"e\", \"type\": \"worker.stopped\", "
+            "\"source\": \"worker-h-1\", \"at\": \"2026-12-31T23:59:60Z\", \"data\": {}}"),
+        ""); /* a leap second at the end of the day */
+    TH_EQ_STR(
+        check_text(
+            "dlq.v1.json",
+            "{\"schema\": \"gantry.dlq.v1\", \"source\": {\"topic\": \"t\", \"partition\": 0, "
+            "\"offset\": 1, \"extra\": 1}, \"stage\": \"intake.parse\", \"error\": {\"code\": "
+            "\"invalid_json\", \"message\": \"m\"}, \"original\": \"\", \"failed_at\": "
+            "\"2026-01-01T00:00:00Z\"}"),
+        "/source: property \"extra\" is not allowed");
 }
 
 /* ---- validator edge cases not covered by the official suite ---- */
@@ -234,11 +257,14 @@ static void test_refusals(void)
     CU_ASSERT(compile_fails("{\"$ref\": \"other.json#/x\"}", "remote"));
     CU_ASSERT(compile_fails("{\"$ref\": \"#foo\"}", "plain-name"));
     CU_ASSERT(compile_fails("{\"$ref\": \"#/definitions/none\"}", "points to nothing"));
-    CU_ASSERT(compile_fails("{\"requried\": [\"a\"]}", "unknown or unsupported keyword \"requried\""));
-    CU_ASSERT(compile_fails("{\"properties\": {\"a\": {\"unevaluatedProperties\": false}}}",
-                            "#/properties/a: unknown or unsupported keyword \"unevaluatedProperties\""));
+    CU_ASSERT(
+        compile_fails("{\"requried\": [\"a\"]}", "unknown or unsupported keyword \"requried\""));
+    CU_ASSERT(
+        compile_fails("{\"properties\": {\"a\": {\"unevaluatedProperties\": false}}}",
+                      "#/properties/a: unknown or unsupported keyword \"unevaluatedProperties\""));
     CU_ASSERT(compile_fails("{\"items\": {\"$id\": \"x\"}}", "$id"));
-    CU_ASSERT(compile_fails("{\"$schema\": \"https://json-schema.org/draft/2020-12/schema\"}", "draft-07"));
+    CU_ASSERT(compile_fails("{\"$schema\": \"https://json-schema.org/draft/2020-12/schema\"}",
+                            "draft-07"));
     CU_ASSERT(compile_fails("{\"minLength\": -1}", "non-negative integer"));
     CU_ASSERT(compile_fails("{\"type\": \"str\"}", "type"));
     CU_ASSERT(compile_fails("{\"exclusiveMinimum\": true}", "draft 4"));
@@ -247,13 +273,17 @@ static void test_refusals(void)
     CU_ASSERT(compile_fails("{\"pattern\": \"(a)\\\\1\"}", "backreference"));
     CU_ASSERT(compile_fails("{\"pattern\": \"a(\"}", "pattern"));
     CU_ASSERT(compile_fails("{\"definitions\": {\"a\": {\"$ref\": \"#/definitions/b\"}, "
-                            "\"b\": {\"$ref\": \"#/definitions/a\"}}}", "cycle"));
+                            "\"b\": {\"$ref\": \"#/definitions/a\"}}}",
+                            "cycle"));
     CU_ASSERT(compile_fails("[]", "object or a boolean"));
     /* A container that a $ref points into is not an unknown keyword. */
-    CU_ASSERT(valid("{\"$defs\": {\"a\": {\"type\": \"string\"}}, \"$ref\": \"#/$defs/a\"}", "\"x\"") == 1);
+    CU_ASSERT(valid("{\"$defs\": {\"a\": {\"type\": \"string\"}}, \"$ref\": \"#/$defs/a\"}",
+                    "\"x\"") == 1);
     /* The root $id names this document. */
-    CU_ASSERT(valid("{\"$id\": \"https://x.test/s.json\", \"definitions\": {\"a\": {\"type\": \"string\"}}, "
-                    "\"items\": {\"$ref\": \"https://x.test/s.json#/definitions/a\"}}", "[\"x\", 1]") == 0);
+    CU_ASSERT(valid("{\"$id\": \"https://x.test/s.json\", \"definitions\": {\"a\": {\"type\": "
+                    "\"string\"}}, "
+                    "\"items\": {\"$ref\": \"https://x.test/s.json#/definitions/a\"}}",
+                    "[\"x\", 1]") == 0);
 }
 
 static void test_ecma_patterns(void)
@@ -282,7 +312,8 @@ static void test_numbers_and_strings(void)
     CU_ASSERT(valid("{\"minLength\": 3}", "\"\xf0\x9f\x98\x80\xc3\xa9\"") == 0);
     CU_ASSERT(valid("{\"format\": \"date-time\"}", "\"2024-02-29T00:00:00+01:00\"") == 1);
     CU_ASSERT(valid("{\"format\": \"date-time\"}", "\"2023-02-29T00:00:00Z\"") == 0);
-    CU_ASSERT(valid("{\"format\": \"date-time\"}", "\"2024-01-01T00:59:60+01:00\"") == 1); /* 23:59:60Z */
+    CU_ASSERT(valid("{\"format\": \"date-time\"}", "\"2024-01-01T00:59:60+01:00\"") ==
+              1); /* 23:59:60Z */
     CU_ASSERT(valid("{\"format\": \"date-time\"}", "\"2024-01-01T00:58:60+01:00\"") == 0);
     CU_ASSERT(valid("{\"format\": \"date-time\"}", "\"2024-01-01T00:59:59.+01:00\"") == 0);
     CU_ASSERT(valid("{\"format\": \"email\"}", "\"not an email\"") == 1); /* annotation only */
@@ -304,7 +335,8 @@ static void test_recursion_guard(void)
     gt_schema_free(s);
     json_decref(doc);
     doc = json_loads("{\"definitions\": {\"l\": {\"allOf\": [{\"$ref\": \"#/definitions/l\"}]}}, "
-                     "\"not\": {\"$ref\": \"#/definitions/l\"}}", 0, &jerr);
+                     "\"not\": {\"$ref\": \"#/definitions/l\"}}",
+                     0, &jerr);
     s = gt_schema_new(doc, err, sizeof(err));
     CU_ASSERT_FATAL(s != NULL);
     CU_ASSERT(gt_schema_validate(s, json_null(), NULL, 0) == -1);
@@ -335,6 +367,7 @@ int main(void)
         {"examples", test_examples},
         {"schema_field_const", test_schema_field_const},
         {"request_messages", test_request_messages},
+        {"code_point_length", test_code_point_length},
         {"other_messages", test_other_messages},
         {"refusals", test_refusals},
         {"ecma_patterns", test_ecma_patterns},
