@@ -322,19 +322,22 @@ static void add_lane(gt_config_t *cfg, const char *lane)
 
 static void load_kafka(ctx_t *c, gt_config_t *cfg)
 {
-    static const char *const keys[] = {"bootstrap_servers", "properties", NULL};
+    static const char *const keys[] = {"bootstrap_servers", "properties", "consumer_properties",
+                                       "producer_properties", NULL};
     json_t *k = get_obj(c, cfg->root, "kafka", "", 1);
     if (k)
         check_keys(c, k, "kafka", keys);
     cfg->bootstrap_servers = get_str(c, k, "bootstrap_servers", "kafka", NULL, 1);
-    cfg->kafka_props = k ? get_obj(c, k, "properties", "kafka", 0) : NULL;
-    if (cfg->kafka_props) {
+    json_t **props[] = {&cfg->kafka_props, &cfg->kafka_consumer_props, &cfg->kafka_producer_props};
+    const char *names[] = {"properties", "consumer_properties", "producer_properties"};
+    for (int i = 0; i < 3; i++) {
+        *props[i] = k ? get_obj(c, k, names[i], "kafka", 0) : NULL;
         const char *key;
         json_t *v;
-        json_object_foreach(cfg->kafka_props, key, v) {
+        json_object_foreach(*props[i], key, v) {
             if (!json_is_string(v)) {
                 char path[512];
-                snprintf(path, sizeof(path), "kafka.properties.%s", key);
+                snprintf(path, sizeof(path), "kafka.%s.%s", names[i], key);
                 problem(c, path, "must be a string");
             }
         }

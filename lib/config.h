@@ -44,6 +44,8 @@ typedef struct gt_config {
 
     char *bootstrap_servers;
     json_t *kafka_props;      /* extra librdkafka properties (object of strings), borrowed from root */
+    json_t *kafka_consumer_props; /* for consumers only (kafka.consumer_properties), borrowed */
+    json_t *kafka_producer_props; /* for producers only (kafka.producer_properties), borrowed */
     gt_topics_t topics;
     char *group_dispatcher, *group_worker, *group_ledger;
 

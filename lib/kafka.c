@@ -66,7 +66,7 @@ static int conf_set(rd_kafka_conf_t *conf, const char *key, const char *val, cha
     return 0;
 }
 
-/* Applies cfg->kafka_props. Keys in forced are what gantry's delivery
+/* Applies librdkafka properties from the configuration. Keys in forced are what gantry's delivery
  * guarantees rest on: they are skipped with a warning (the caller sets them
  * afterwards). Numbers and booleans are accepted as a convenience. */
 static int conf_apply_props(rd_kafka_conf_t *conf, const json_t *props,
@@ -170,7 +170,7 @@ static void producer_on_dr(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *
     if (!ctx)
         return;
     if (rkm->err)
-        ctx->cb((int)rkm->err, rd_kafka_message_errstr(rkm), ctx->opaque);
+        ctx->cb((int)rkm->err, rd_kafka_err2str(rkm->err), ctx->opaque);
     else
         ctx->cb(0, NULL, ctx->opaque);
     free(ctx);
@@ -220,6 +220,7 @@ gt_producer_t *gt_producer_new(uv_loop_t *loop, const gt_config_t *cfg, char *er
     if (conf_set(conf, "bootstrap.servers", cfg->bootstrap_servers, err, errlen) < 0 ||
         conf_set(conf, "linger.ms", "5", err, errlen) < 0 ||
         conf_apply_props(conf, cfg->kafka_props, forced, err, errlen) < 0 ||
+        conf_apply_props(conf, cfg->kafka_producer_props, forced, err, errlen) < 0 ||
         conf_set(conf, "acks", "all", err, errlen) < 0 ||
         conf_set(conf, "enable.idempotence", "true", err, errlen) < 0)
         goto fail;
@@ -712,6 +713,7 @@ gt_consumer_t *gt_consumer_new(uv_loop_t *loop, const gt_config_t *cfg,
                  opts->auto_offset_reset ? opts->auto_offset_reset : "earliest", err,
                  errlen) < 0 ||
         conf_apply_props(conf, cfg->kafka_props, forced, err, errlen) < 0 ||
+        conf_apply_props(conf, cfg->kafka_consumer_props, forced, err, errlen) < 0 ||
         conf_set(conf, "group.id", opts->group_id, err, errlen) < 0 ||
         conf_set(conf, "enable.auto.commit", "false", err, errlen) < 0 ||
         conf_set(conf, "enable.auto.offset.store", "false", err, errlen) < 0)

@@ -3,19 +3,22 @@
 # embedded Kafka, a throwaway PostgreSQL, the mock HostedAI, one dispatcher and
 # two workers; submits 1,000 requests (a few malformed, a few re-sent, one
 # batch of 50) and prints what came out. Everything stops at the end.
-#   tools/demo.sh [--count N] [--latency-ms A-B] [--fail-rate R] [--keep]
+#   tools/demo.sh [--count N] [--latency-ms A-B] [--fail-rate R] [--keep] [--bench]
+# --bench sends only good requests and prints throughput, end-to-end latency
+# percentiles and the makespan against the ideal (bench/e2e.sh uses it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-count=1000 latency=10-30 fail=0.05 keep=0
+count=1000 latency=10-30 fail=0.05 keep=0 bench=0
 while [ $# -gt 0 ]; do
     case $1 in
     --count) count=$2; shift 2 ;;
     --latency-ms) latency=$2; shift 2 ;;
     --fail-rate) fail=$2; shift 2 ;;
     --keep) keep=1; shift ;;
-    -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
+    --bench) bench=1; shift ;;
+    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
     *) echo "demo.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -68,8 +71,11 @@ cfg=$root/deploy/gantry.local.json
 "$B/workers/gantry-worker" --config "$cfg" --id worker-1 >/dev/null 2>"$run/worker-1.log" & pids+=($!)
 "$B/workers/gantry-worker" --config "$cfg" --id worker-2 >/dev/null 2>"$run/worker-2.log" & pids+=($!)
 
-"$B/tools/gantry-loadgen" --count "$count" --bad 10 --dup 10 --batch 50 >"$run/requests.jsonl" 2>"$run/loadgen.txt"
-expected=$(( $(grep -c . "$run/requests.jsonl") - 10 - 10 ))
+mix=(--bad 10 --dup 10 --batch 50)
+[ "$bench" = 1 ] && mix=(--bad 0 --dup 0 --batch 0)
+"$B/tools/gantry-loadgen" --count "$count" "${mix[@]}" >"$run/requests.jsonl" 2>"$run/loadgen.txt"
+expected=$(grep -c . "$run/requests.jsonl")
+[ "$bench" = 1 ] || expected=$((expected - 20))
 echo "demo: submitting $(grep -c . "$run/requests.jsonl") messages ($(cat "$run/loadgen.txt"))"
 start=$(date +%s%N)
 "$B/tools/gantry" submit --config "$cfg" --file "$run/requests.jsonl" 2>>"$run/submit.log"
@@ -109,3 +115,29 @@ echo "== usage rows =="
 echo "  $(psqlq 'SELECT count(*) FROM usage') rows, $(psqlq 'SELECT count(DISTINCT event_id) FROM usage') distinct events, $(field inference_ok) successful inference calls at HostedAI"
 echo "== outstanding allocations =="
 echo "  $(field outstanding_allocations) (of $(field allocations_total) acquired)"
+
+if [ "$bench" = 1 ]; then
+    # End-to-end latency per request: Kafka timestamp of its result minus that
+    # of its request (both set by the producers, on this machine's clock).
+    in_flight=$(python3 -c "import json; print(json.load(open('$cfg'))['worker']['max_in_flight'] * 2)")
+    kcat -C -b "$GANTRY_KAFKA" -t gantry.requests -e -q -f '%k %T\n' >"$run/req.ts"
+    kcat -C -b "$GANTRY_KAFKA" -t gantry.results -e -q -f '%k %T\n' >"$run/res.ts"
+    echo "== bench/e2e: $count requests, mock latency ${latency} ms, $in_flight tasks in flight (2 workers) =="
+    python3 - "$run/req.ts" "$run/res.ts" "$latency" "$in_flight" <<'PY'
+import sys
+req = dict(l.split() for l in open(sys.argv[1]) if l.strip())
+res = dict(l.split() for l in open(sys.argv[2]) if l.strip())
+lat = sorted(int(res[k]) - int(req[k]) for k in res if k in req)
+n = len(lat)
+first, last = min(int(v) for v in req.values()), max(int(v) for v in res.values())
+makespan = (last - first) / 1000.0
+mock_ms = float(sys.argv[3].split("-")[0])
+ideal = n * mock_ms / 1000.0 / int(sys.argv[4])
+pct = lambda p: lat[min(n - 1, int(p * n))]
+print(f"  requests/s          {n / makespan:.0f}")
+print(f"  end-to-end p50      {pct(0.50)} ms")
+print(f"  end-to-end p99      {pct(0.99)} ms")
+print(f"  makespan            {makespan:.2f} s (ideal {ideal:.2f} s = {n} x {mock_ms:.0f} ms / {sys.argv[4]})")
+print(f"  makespan / ideal    {makespan / ideal:.1f}")
+PY
+fi

@@ -48,7 +48,7 @@ int th_cluster_start(th_cluster_t *c, const th_cluster_opts_t *o)
 
     char cfg[4096];
     snprintf(cfg, sizeof(cfg),
-             "{\"kafka\": {\"bootstrap_servers\": \"%s\", \"properties\":"
+             "{\"kafka\": {\"bootstrap_servers\": \"%s\", \"consumer_properties\":"
              "   {\"session.timeout.ms\": \"6000\", \"heartbeat.interval.ms\": \"500\"}},"
              " \"postgres\": {\"conninfo\": \"%s\"},"
              " \"pools\": {\"pool-a\": {\"endpoint\": \"%s\", \"api_key\": \"%s\"}},"
