@@ -24,7 +24,7 @@
 
 typedef struct env {
     int up;
-    th_proc_t kafka, flaky, small, slow, worker;
+    th_proc_t kafka, flaky, small, slow, medium, worker;
     rd_kafka_t *reader;       /* task results, usage, DLQ and events, from the start */
     json_t *results;          /* task_id -> task result */
     json_t *usage;            /* event_id -> usage event */
@@ -33,7 +33,7 @@ typedef struct env {
     int duplicates;           /* results or usage events seen twice */
     int invalid;              /* messages that break their schema */
     char bootstrap[256];
-    char flaky_addr[64], small_addr[64], slow_addr[64];
+    char flaky_addr[64], small_addr[64], slow_addr[64], medium_addr[64];
     const char *config;
     char worker_log[256];
 } env_t;
@@ -103,7 +103,8 @@ static long long stat_of(const char *addr, const char *key)
 static int no_outstanding(void *arg)
 {
     (void)arg;
-    return stat_of(E.flaky_addr, "outstanding_allocations") == 0 &&
+    return stat_of(E.medium_addr, "outstanding_allocations") == 0 &&
+           stat_of(E.flaky_addr, "outstanding_allocations") == 0 &&
            stat_of(E.small_addr, "outstanding_allocations") == 0 &&
            stat_of(E.slow_addr, "outstanding_allocations") == 0;
 }
@@ -156,9 +157,11 @@ static char *task_json(const char *task_id, const char *kind, const char *model,
     return s;
 }
 
-static int start_worker(th_proc_t *p, const char *id)
+static int start_worker_args(th_proc_t *p, const char *id, const char *a1, const char *a2,
+                             const char *a3, const char *a4)
 {
-    const char *argv[] = {th_bin("workers/gantry-worker"), "--config", E.config, "--id", id, NULL};
+    const char *argv[] = {th_bin("workers/gantry-worker"), "--config", E.config, "--id", id,
+                          a1, a2, a3, a4, NULL};
     char line[128];
     if (th_proc_start(p, argv, E.worker_log) != 0 ||
         th_proc_wait_line(p, "worker_id=", line, sizeof(line), 20000) != 0) {
@@ -166,6 +169,11 @@ static int start_worker(th_proc_t *p, const char *id)
         return -1;
     }
     return 0;
+}
+
+static int start_worker(th_proc_t *p, const char *id)
+{
+    return start_worker_args(p, id, NULL, NULL, NULL, NULL);
 }
 
 static int env_up(void)
@@ -184,9 +192,11 @@ static int env_up(void)
     const char *flaky[] = {"--fail-rate", "0.1", "--latency-ms", "5-30", "--seed", "7", NULL};
     const char *small[] = {"--capacity-tflops", "1", NULL};
     const char *slow[] = {"--latency-ms", "3000-3000", NULL};
+    const char *medium[] = {"--latency-ms", "300-300", NULL};
     if (start_mock(&E.flaky, E.flaky_addr, sizeof(E.flaky_addr), flaky) != 0 ||
         start_mock(&E.small, E.small_addr, sizeof(E.small_addr), small) != 0 ||
-        start_mock(&E.slow, E.slow_addr, sizeof(E.slow_addr), slow) != 0) {
+        start_mock(&E.slow, E.slow_addr, sizeof(E.slow_addr), slow) != 0 ||
+        start_mock(&E.medium, E.medium_addr, sizeof(E.medium_addr), medium) != 0) {
         fprintf(stderr, "gantry-mock-hostedai did not start\n");
         return -1;
     }
@@ -195,19 +205,23 @@ static int env_up(void)
              " \"pools\": {"
              "  \"flaky\": {\"endpoint\": \"http://%s\", \"api_key\": \"%s\"},"
              "  \"small\": {\"endpoint\": \"http://%s\", \"api_key\": \"%s\"},"
-             "  \"slow\": {\"endpoint\": \"http://%s\", \"api_key\": \"%s\"}},"
+             "  \"slow\": {\"endpoint\": \"http://%s\", \"api_key\": \"%s\"},"
+             "  \"medium\": {\"endpoint\": \"http://%s\", \"api_key\": \"%s\"}},"
              " \"models\": {"
              "  \"llama-8b\": {\"runtime\": \"hostedai\", \"pool\": \"flaky\", \"lane\": \"small\","
              "    \"requirements\": {\"tflops\": 0.5, \"vram_mb\": 1024}},"
              "  \"big\": {\"runtime\": \"hostedai\", \"pool\": \"small\", \"lane\": \"small\","
              "    \"requirements\": {\"tflops\": 2, \"vram_mb\": 1024}},"
              "  \"sloth\": {\"runtime\": \"hostedai\", \"pool\": \"slow\", \"lane\": \"small\","
+             "    \"requirements\": {\"tflops\": 1, \"vram_mb\": 1024}},"
+             "  \"steady\": {\"runtime\": \"hostedai\", \"pool\": \"medium\", \"lane\": \"large\","
              "    \"requirements\": {\"tflops\": 1, \"vram_mb\": 1024}}},"
              " \"worker\": {\"max_in_flight\": 16, \"heartbeat_ms\": 200,"
              "   \"retry\": {\"max_retries\": 3, \"base_ms\": 20, \"max_ms\": 1500},"
              "   \"timeouts\": {\"allocate_ms\": 5000, \"inference_ms\": 10000, \"release_ms\": 5000}},"
              " \"log\": {\"level\": \"info\"}}",
-             E.bootstrap, E.flaky_addr, API_KEY, E.small_addr, API_KEY, E.slow_addr, API_KEY);
+             E.bootstrap, E.flaky_addr, API_KEY, E.small_addr, API_KEY, E.slow_addr, API_KEY,
+             E.medium_addr, API_KEY);
     E.config = th_tmpfile(".json", cfg);
     E.results = json_object();
     E.usage = json_object();
@@ -548,13 +562,13 @@ static int slow_outstanding_is(void *arg)
     return stat_of(E.slow_addr, "outstanding_allocations") == *(int *)arg;
 }
 
-static void publish_slow(const char *const ids[])
+static void publish(const char *const ids[], const char *model, const char *topic)
 {
     rd_kafka_t *p = kafka_client(RD_KAFKA_PRODUCER, NULL);
     CU_ASSERT_FATAL(p != NULL);
     for (int i = 0; ids[i]; i++) {
-        char *t = task_json(ids[i], "generate", "sloth", json_string("take your time"), NULL);
-        produce(p, "gantry.tasks.small", ids[i], t);
+        char *t = task_json(ids[i], "generate", model, json_string("take your time"), NULL);
+        produce(p, topic, ids[i], t);
         free(t);
     }
     TH_EQ_INT(rd_kafka_flush(p, 10000), 0);
@@ -572,7 +586,7 @@ static void test_sigterm_drains(void)
     CU_ASSERT_FATAL(env_up() == 0);
     const char *ids[] = {"t-drain-1", "t-drain-2", "t-drain-3", NULL};
     int three = 3, zero = 0;
-    publish_slow(ids);
+    publish(ids, "sloth", "gantry.tasks.small");
     CU_ASSERT_FATAL(th_poll(slow_outstanding_is, &three, 20000));
     int st = th_proc_stop(&E.worker, SIGTERM, 40000);
     TH_EQ_INT(exit_code(st), 0);
@@ -597,7 +611,7 @@ static void test_second_signal_aborts(void)
     int two = 2, zero = 0;
     th_proc_t w2, w3;
     CU_ASSERT_FATAL(start_worker(&w2, "worker-test-2") == 0);
-    publish_slow(ids);
+    publish(ids, "sloth", "gantry.tasks.small");
     CU_ASSERT_FATAL(th_poll(slow_outstanding_is, &two, 20000));
     kill(w2.pid, SIGTERM);
     /* Signals do not queue: wait until the first one was handled. */
@@ -628,6 +642,43 @@ static void test_second_signal_aborts(void)
     TH_EQ_INT(E.invalid, 0);
 }
 
+typedef struct peak {
+    const char *const *ids;
+    long long max;
+} peak_t;
+
+static int results_watching_peak(void *arg)
+{
+    peak_t *pk = arg;
+    long long now = stat_of(E.medium_addr, "outstanding_allocations");
+    if (now > pk->max)
+        pk->max = now;
+    pump_once();
+    return have_results((void *)pk->ids);
+}
+
+/* --max-in-flight 2: never more than two tasks (so allocations) at once. */
+static void test_backpressure(void)
+{
+    CU_ASSERT_FATAL(env_up() == 0);
+    const char *ids[] = {"t-bp-1", "t-bp-2", "t-bp-3", "t-bp-4", "t-bp-5", "t-bp-6", NULL};
+    peak_t pk = {ids, 0};
+    th_proc_t w;
+    CU_ASSERT_FATAL(start_worker_args(&w, "worker-test-4", "--max-in-flight", "2", "--lanes",
+                                      "large") == 0);
+    publish(ids, "steady", "gantry.tasks.large");
+    int64_t end = th_now_ms() + 60000;
+    while (!results_watching_peak(&pk) && th_now_ms() < end)
+        ;
+    CU_ASSERT(have_results((void *)ids));
+    for (int i = 0; ids[i]; i++)
+        TH_EQ_STR(res_status(json_object_get(E.results, ids[i])), "succeeded");
+    CU_ASSERT(pk.max >= 1);
+    CU_ASSERT(pk.max <= 2);
+    TH_EQ_INT(exit_code(th_proc_stop(&w, SIGTERM, 40000)), 0);
+    CU_ASSERT(no_outstanding(NULL));
+}
+
 int main(void)
 {
     static const th_test_t tests[] = {
@@ -636,6 +687,7 @@ int main(void)
         {"tasks: retries, deadlines, capacity, DLQ, usage", test_tasks},
         {"SIGTERM drains tasks in flight and exits 0", test_sigterm_drains},
         {"a second signal aborts; tasks are redelivered", test_second_signal_aborts},
+        {"in-flight limit pauses the consumer", test_backpressure},
         {NULL, NULL},
     };
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -645,6 +697,7 @@ int main(void)
     th_proc_stop(&E.flaky, SIGTERM, 5000);
     th_proc_stop(&E.small, SIGTERM, 5000);
     th_proc_stop(&E.slow, SIGTERM, 5000);
+    th_proc_stop(&E.medium, SIGTERM, 5000);
     if (E.reader) {
         rd_kafka_consumer_close(E.reader);
         rd_kafka_destroy(E.reader);
