@@ -678,7 +678,7 @@ static char *flatten_messages(const json_t *messages)
             }
             s = grown;
         }
-        len += (size_t)sprintf(s + len, "%s: %s\n", role, content);
+        len += (size_t)snprintf(s + len, cap - len, "%s: %s\n", role, content);
     }
     return s;
 }
