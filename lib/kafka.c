@@ -467,7 +467,8 @@ static void consumer_commit(gt_consumer_t *c, const rd_kafka_topic_partition_lis
     if (l->cnt > 0) {
         err = rd_kafka_commit(c->rk, l, async);
         if (err) {
-            gt_warn("kafka consumer: commit failed: %s", rd_kafka_err2str(err));
+            /* consumer_on_commit reports it (sync commits too). */
+            gt_debug("kafka consumer: commit failed: %s", rd_kafka_err2str(err));
             for (int i = 0; i < l->cnt; i++) {
                 gt_part_t *pt = part_find(c, l->elems[i].topic, l->elems[i].partition);
                 if (pt)

@@ -33,7 +33,9 @@ gt_producer_t *gt_producer_new(uv_loop_t *loop, const gt_config_t *cfg, char *er
 
 /* Queues a message; key, value and headers are copied. cb (may be NULL) is
  * called exactly once, later, on the loop thread. Returns 0, or a negative
- * rd_kafka_resp_err_t if it could not be queued (cb is then not called). */
+ * rd_kafka_resp_err_t if it could not be queued (cb is then not called):
+ * librdkafka's own negative codes as they are, broker codes negated, and
+ * -ENOMEM. */
 int gt_producer_send(gt_producer_t *p, const char *topic, const void *key, size_t key_len,
                      const void *value, size_t len, const gt_header_t *headers, size_t n_headers,
                      gt_delivery_cb cb, void *opaque);
@@ -41,8 +43,9 @@ int gt_producer_send(gt_producer_t *p, const char *topic, const void *key, size_
 /* Messages queued and not yet delivered or failed. */
 int gt_producer_outstanding(const gt_producer_t *p);
 
-/* Blocks up to timeout_ms for outstanding deliveries (their callbacks run),
- * then destroys the producer. Call it only once the loop no longer runs the
+/* Blocks up to timeout_ms for outstanding deliveries (their callbacks run;
+ * what is left then is purged and reported as failed), then destroys the
+ * producer. Call it only once the loop no longer runs the
  * producer's handles, i.e. after gt_producer_close_handles + loop run. */
 void gt_producer_free(gt_producer_t *p, int timeout_ms);
 /* Stops the loop handles (async close); the loop must run once more after. */
@@ -74,7 +77,7 @@ typedef struct gt_consumer_opts {
     gt_consume_cb cb;
     void *arg;
     const char *auto_offset_reset; /* default "earliest" */
-    int64_t commit_interval_ms;    /* default 200 */
+    int64_t commit_interval_ms;    /* default cfg->commit_interval_ms, else 200 */
     int max_per_wakeup;            /* messages handed out before yielding to the loop, default 500 */
 } gt_consumer_opts_t;
 
@@ -86,7 +89,8 @@ gt_consumer_t *gt_consumer_new(uv_loop_t *loop, const gt_config_t *cfg,
  * a partition that was revoked meanwhile is only freed. */
 void gt_consumer_done(gt_consumer_t *c, gt_msg_t *msg);
 
-/* Returns the value of header name of msg (copied into buf), or NULL. */
+/* Returns the value of the last header name of msg (copied into buf and
+ * NUL-terminated), or NULL when absent or longer than len - 1. */
 const char *gt_msg_header(const gt_msg_t *msg, const char *name, char *buf, size_t len);
 
 /* Stops / restarts fetching on every assigned partition (and on partitions
@@ -99,7 +103,8 @@ int gt_consumer_in_flight(const gt_consumer_t *c);
 
 /* Stops delivering messages and closes the loop handles (async close). */
 void gt_consumer_close_handles(gt_consumer_t *c);
-/* Commits what is done, leaves the group and destroys the consumer. Blocking:
+/* Commits what is done, leaves the group and destroys the consumer. Messages
+ * not done by then are freed uncommitted (they will be redelivered). Blocking:
  * call after the loop has finished with the handles. */
 void gt_consumer_free(gt_consumer_t *c);
 
