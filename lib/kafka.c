@@ -814,7 +814,8 @@ const char *gt_msg_header(const gt_msg_t *msg, const char *name, char *buf, size
         size = 0;
     if (size >= len)
         return NULL;
-    memcpy(buf, val, size);
+    if (size > 0)
+        memcpy(buf, val, size);
     buf[size] = '\0';
     return buf;
 }

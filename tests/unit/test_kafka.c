@@ -788,5 +788,6 @@ int main(void)
     int rc = th_run("kafka", tests);
     if (broker_up)
         th_proc_stop(&broker, SIGKILL, 5000);
+    json_decref(cfg.kafka_props);
     return rc;
 }
