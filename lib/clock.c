@@ -41,6 +41,14 @@ static int digits(const char *s, int n, int *out)
     return 0;
 }
 
+static int days_in_month(int y, int m)
+{
+    static const int d[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (m == 2 && ((y % 4 == 0 && y % 100 != 0) || y % 400 == 0))
+        return 29;
+    return d[m - 1];
+}
+
 /* Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm). */
 static int64_t days_from_civil(int64_t y, int m, int d)
 {
@@ -56,11 +64,11 @@ int gt_clock_parse(const char *s, int64_t *wall_ms)
 {
     int y, mo, d, h, mi, se, ms = 0;
     if (!s || strlen(s) < 20 || digits(s, 4, &y) || s[4] != '-' || digits(s + 5, 2, &mo) ||
-        s[7] != '-' || digits(s + 8, 2, &d) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
+        s[7] != '-' || digits(s + 8, 2, &d) || (s[10] != 'T' && s[10] != 't') ||
         digits(s + 11, 2, &h) || s[13] != ':' || digits(s + 14, 2, &mi) || s[16] != ':' ||
         digits(s + 17, 2, &se))
         return -1;
-    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60)
+    if (mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || se > 60)
         return -1;
     const char *p = s + 19;
     if (*p == '.') {
@@ -86,6 +94,11 @@ int gt_clock_parse(const char *s, int64_t *wall_ms)
     }
     if (*p)
         return -1;
+    if (se == 60) { /* a leap second exists only at 23:59:60 UTC */
+        int64_t utc = (((int64_t)h * 60 + mi - offset_min) % 1440 + 1440) % 1440;
+        if (utc != 23 * 60 + 59)
+            return -1;
+    }
     int64_t secs = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se - offset_min * 60;
     *wall_ms = secs * 1000 + ms;
     return 0;

@@ -11,7 +11,9 @@ int64_t gt_clock_wall_ms(void);
 int64_t gt_clock_mono_ms(void);
 /* Writes "2026-11-22T10:00:00.123Z" into buf (at least 32 bytes). Returns buf. */
 char *gt_clock_fmt(int64_t wall_ms, char *buf, size_t len);
-/* Parses an RFC 3339 timestamp into epoch ms. Returns 0, or -1 if malformed. */
+/* Parses an RFC 3339 date-time (calendar-checked; a leap second only at
+ * 23:59:60 UTC, counted as the next second) into epoch ms. Returns 0, or -1
+ * if malformed. */
 int gt_clock_parse(const char *s, int64_t *wall_ms);
 
 #endif

@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "embed.h"
 #include "schema.h"
 
@@ -356,63 +357,10 @@ static size_t utf8_length(const char *s, size_t n)
 
 /* ---- RFC 3339 date-time ---- */
 
-static int digits(const char *s, int n, int *out)
-{
-    int v = 0;
-    for (int i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -1;
-        v = v * 10 + (s[i] - '0');
-    }
-    *out = v;
-    return 0;
-}
-
-static int days_in_month(int y, int m)
-{
-    static const int d[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    if (m == 2 && ((y % 4 == 0 && y % 100 != 0) || y % 400 == 0))
-        return 29;
-    return d[m - 1];
-}
-
 static int is_datetime(const char *s, size_t len)
 {
-    int y, mo, d, h, mi, se, oh = 0, om = 0, sign = 0;
-    size_t i = 19;
-    if (len < 20 || digits(s, 4, &y) || s[4] != '-' || digits(s + 5, 2, &mo) || s[7] != '-' ||
-        digits(s + 8, 2, &d) || (s[10] != 'T' && s[10] != 't') || digits(s + 11, 2, &h) ||
-        s[13] != ':' || digits(s + 14, 2, &mi) || s[16] != ':' || digits(s + 17, 2, &se))
-        return 0;
-    if (mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || se > 60)
-        return 0;
-    if (s[i] == '.') {
-        size_t start = ++i;
-        while (i < len && s[i] >= '0' && s[i] <= '9')
-            i++;
-        if (i == start)
-            return 0;
-    }
-    if (i < len && (s[i] == 'Z' || s[i] == 'z')) {
-        i++;
-    } else if (i < len && (s[i] == '+' || s[i] == '-')) {
-        sign = s[i] == '+' ? 1 : -1;
-        if (len - i < 6 || digits(s + i + 1, 2, &oh) || s[i + 3] != ':' ||
-            digits(s + i + 4, 2, &om) || oh > 23 || om > 59)
-            return 0;
-        i += 6;
-    } else {
-        return 0;
-    }
-    if (i != len)
-        return 0;
-    if (se == 60) {
-        /* A leap second exists only at 23:59:60 UTC. */
-        int utc = ((h * 60 + mi - sign * (oh * 60 + om)) % 1440 + 1440) % 1440;
-        if (utc != 23 * 60 + 59)
-            return 0;
-    }
-    return 1;
+    int64_t ms;
+    return strlen(s) == len && gt_clock_parse(s, &ms) == 0;
 }
 
 /* ---- ECMA 262 to POSIX ERE ---- */
