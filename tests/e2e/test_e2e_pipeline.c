@@ -59,6 +59,62 @@ static int no_outstanding(void *arg)
     return th_mock_stat(&cl, "outstanding_allocations") == 0;
 }
 
+/* The usage row mapping: each field of a usage event on Kafka lands in its
+ * row unchanged (allocation seconds to the millisecond). */
+static void check_usage_mapping(void)
+{
+    json_t *events = th_kafka_read_all(cl.bootstrap, "gantry.usage");
+    CU_ASSERT(json_array_size(events) > 0);
+    size_t i;
+    json_t *m;
+    int checked = 0;
+    json_array_foreach(events, i, m) {
+        if (checked == 25)
+            break;
+        json_t *e = json_loads(json_string_value(json_object_get(m, "value")), 0, NULL);
+        const char *id = json_string_value(json_object_get(e, "event_id"));
+        TH_EQ_STR(json_string_value(json_object_get(m, "key")), id);
+        json_t *d = json_object_get(e, "durations");
+        char sql[2048];
+        snprintf(sql, sizeof(sql),
+                 "SELECT count(*) FROM usage WHERE event_id = '%s' AND request_id = '%s'"
+                 " AND task_id = '%s' AND tenant_id = '%s' AND model = '%s' AND provider = '%s'"
+                 " AND pool = '%s' AND allocation_id = '%s'"
+                 " AND allocation_seconds = round(%.6f, 3) AND tflops = %g AND vram_mb = %lld"
+                 " AND prompt_tokens = %lld AND completion_tokens = %lld"
+                 " AND request_bytes = %lld AND response_bytes = %lld AND attempts = %lld"
+                 " AND allocate_ms = %lld AND inference_ms = %lld AND release_ms = %lld"
+                 " AND total_ms = %lld AND occurred_at = '%s'::timestamptz",
+                 id, json_string_value(json_object_get(e, "request_id")),
+                 json_string_value(json_object_get(e, "task_id")),
+                 json_string_value(json_object_get(e, "tenant_id")),
+                 json_string_value(json_object_get(e, "model")),
+                 json_string_value(json_object_get(e, "provider")),
+                 json_string_value(json_object_get(e, "pool")),
+                 json_string_value(json_object_get(e, "allocation_id")),
+                 json_number_value(json_object_get(e, "allocation_seconds")),
+                 json_number_value(json_object_get(e, "tflops")),
+                 (long long)json_integer_value(json_object_get(e, "vram_mb")),
+                 (long long)json_integer_value(json_object_get(e, "prompt_tokens")),
+                 (long long)json_integer_value(json_object_get(e, "completion_tokens")),
+                 (long long)json_integer_value(json_object_get(e, "request_bytes")),
+                 (long long)json_integer_value(json_object_get(e, "response_bytes")),
+                 (long long)json_integer_value(json_object_get(e, "attempts")),
+                 (long long)json_integer_value(json_object_get(d, "allocate_ms")),
+                 (long long)json_integer_value(json_object_get(d, "inference_ms")),
+                 (long long)json_integer_value(json_object_get(d, "release_ms")),
+                 (long long)json_integer_value(json_object_get(d, "total_ms")),
+                 json_string_value(json_object_get(e, "occurred_at")));
+        long n = th_sql_long(cl.conninfo, sql);
+        if (n != 1)
+            fprintf(stderr, "  usage event %s does not map to its row\n", id);
+        TH_EQ_INT(n, 1);
+        checked++;
+        json_decref(e);
+    }
+    json_decref(events);
+}
+
 static void test_pipeline(void)
 {
     th_cluster_opts_t o = {.fail_rate = 0.1, .latency = "5-20", .workers = 2};
@@ -160,6 +216,7 @@ static void test_pipeline(void)
                           "SELECT count(*) FROM tasks WHERE kind = 'inference' AND status = 'succeeded'"),
               rows);
     TH_EQ_INT(th_mock_stat(&cl, "outstanding_allocations"), 0);
+    check_usage_mapping();
     th_cluster_stop(&cl);
     for (int w = 0; w < cl.n_workers; w++)
         TH_EQ_INT(cl.workers[w].status, 0);
