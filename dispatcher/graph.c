@@ -26,15 +26,16 @@ static json_t *task_message(const json_t *req, const gt_route_t *route, const ch
     json_t *deadline = json_object_get(req, "deadline");
     json_t *prio = json_object_get(req, "priority");
     return json_pack("{s:s, s:s, s:O, s:O, s:i, s:O, s:s, s:s, s:s?, s:s, s:{s:f, s:I}, s:O,"
-                     " s:O, s:O, s:O, s:s, s:i}",
+                     " s:o, s:o, s:o, s:s, s:i}",
                      "schema", "gantry.task.v1", "task_id", task_id, "request_id",
                      json_object_get(req, "request_id"), "tenant_id",
                      json_object_get(req, "tenant_id"), "index", idx, "kind",
                      json_object_get(req, "kind"), "model", m->name, "runtime", m->runtime,
                      "pool", m->pool, "lane", m->lane, "requirements", "tflops", m->tflops,
                      "vram_mb", (json_int_t)m->vram_mb, "input", input, "parameters",
-                     params ? params : json_object(), "deadline",
-                     deadline ? deadline : json_null(), "priority", prio ? prio : json_integer(0),
+                     params ? json_incref(params) : json_object(), "deadline",
+                     deadline ? json_incref(deadline) : json_null(), "priority",
+                     prio ? json_incref(prio) : json_integer(0),
                      "created_at", gt_clock_fmt(now_wall_ms, ts, sizeof(ts)), "attempt", 1);
 }
 
