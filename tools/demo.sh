@@ -3,14 +3,14 @@
 # embedded Kafka, a throwaway PostgreSQL, the mock HostedAI, one dispatcher and
 # two workers; submits 1,000 requests (a few malformed, a few re-sent, one
 # batch of 50) and prints what came out. Everything stops at the end.
-#   tools/demo.sh [--count N] [--latency-ms A-B] [--fail-rate R] [--keep] [--bench]
+#   tools/demo.sh [--count N] [--latency-ms A-B] [--fail-rate R] [--brokers N] [--keep] [--bench]
 # --bench sends only good requests and prints throughput, end-to-end latency
 # percentiles and the makespan against the ideal (bench/e2e.sh uses it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-count=1000 latency=10-30 fail=0.05 keep=0 bench=0
+count=1000 latency=10-30 fail=0.05 keep=0 bench=0 brokers=3
 while [ $# -gt 0 ]; do
     case $1 in
     --count) count=$2; shift 2 ;;
@@ -18,6 +18,7 @@ while [ $# -gt 0 ]; do
     --fail-rate) fail=$2; shift 2 ;;
     --keep) keep=1; shift ;;
     --bench) bench=1; shift ;;
+    --brokers) brokers=$2; shift 2 ;;
     -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
     *) echo "demo.sh: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -54,7 +55,7 @@ wait_line() {
 }
 
 echo "demo: starting embedded Kafka, PostgreSQL and the mock HostedAI (latency ${latency} ms, fault rate $fail)"
-"$B/tools/gantry-kafka-dev" >"$run/kafka.out" 2>"$run/kafka.log" & pids+=($!)
+"$B/tools/gantry-kafka-dev" --brokers "$brokers" >"$run/kafka.out" 2>"$run/kafka.log" & pids+=($!)
 eval "$(bash tests/pg.sh start "$run/pg" 2>"$run/pg.log")"
 export HOSTEDAI_API_KEY=demo-$RANDOM$RANDOM
 "$B/tools/gantry-mock-hostedai" --port 0 --api-key "$HOSTEDAI_API_KEY" --latency-ms "$latency" \
@@ -140,4 +141,11 @@ print(f"  end-to-end p99      {pct(0.99)} ms")
 print(f"  makespan            {makespan:.2f} s (ideal {ideal:.2f} s = {n} x {mock_ms:.0f} ms / {sys.argv[4]})")
 print(f"  makespan / ideal    {makespan / ideal:.1f}")
 PY
+    echo "  stages (mean ms): $(psqlq "SELECT 'intake ' || round(avg(extract(epoch FROM t.queued_at - j.created_at) * 1000))
+        || ', queued->task done ' || round(avg(extract(epoch FROM t.completed_at - t.queued_at) * 1000))
+        || ', task done->job done ' || round(avg(extract(epoch FROM j.completed_at - t.completed_at) * 1000))
+        FROM jobs j JOIN tasks t USING (request_id) WHERE t.kind = 'inference'")"
+    echo "  HostedAI calls (mean ms): $(psqlq "SELECT 'allocate ' || round(avg(allocate_ms))
+        || ', inference ' || round(avg(inference_ms)) || ', release ' || round(avg(release_ms))
+        || ', task total ' || round(avg(total_ms)) FROM usage")"
 fi
