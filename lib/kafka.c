@@ -2,6 +2,7 @@
 #include "kafka.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -17,6 +18,8 @@
 /* ---- shared ------------------------------------------------------------ */
 
 static int wake_pipe_open(int fds[2], char *err, size_t errlen);
+#define CONSUMER_CLOSE_TIMEOUT_S 10
+
 static void wake_pipe_drain(int fd);
 static void wake_pipe_close(int fds[2]);
 static int conf_set(rd_kafka_conf_t *conf, const char *key, const char *val, char *err,
@@ -861,6 +864,27 @@ void gt_consumer_close_handles(gt_consumer_t *c)
     uv_close((uv_handle_t *)&c->timer, NULL);
 }
 
+typedef struct closer {
+    gt_consumer_t *c;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+} closer_t;
+
+/* Commits and leaves the group: both block, for as long as a rebalance the
+ * coordinator is running takes. */
+static void *consumer_close_thread(void *arg)
+{
+    closer_t *cl = arg;
+    consumer_commit(cl->c, NULL, 0);
+    rd_kafka_consumer_close(cl->c->rk); /* the revoke callback runs from here */
+    pthread_mutex_lock(&cl->mu);
+    cl->done = 1;
+    pthread_cond_signal(&cl->cv);
+    pthread_mutex_unlock(&cl->mu);
+    return NULL;
+}
+
 void gt_consumer_free(gt_consumer_t *c)
 {
     if (!c)
@@ -868,7 +892,6 @@ void gt_consumer_free(gt_consumer_t *c)
     c->closing = 1;
     rd_kafka_queue_io_event_enable(c->cq, -1, NULL, 0);
     rd_kafka_queue_destroy(c->cq);
-    consumer_commit(c, NULL, 0);
     /* Messages never done are released uncommitted: they will be redelivered. */
     while (c->msgs) {
         gt_inmsg_t *im = c->msgs;
@@ -879,8 +902,40 @@ void gt_consumer_free(gt_consumer_t *c)
         free(im);
         c->in_flight--;
     }
-    /* Leaves the group; the revoke callback runs from here. */
-    rd_kafka_consumer_close(c->rk);
+    /* Bounded: a process must stop even when the group is stuck rebalancing.
+     * Past the deadline the group's session timeout hands the partitions on,
+     * and what was not committed is redelivered (processing is idempotent). */
+    closer_t local = {0}, *heap = calloc(1, sizeof(*heap));
+    closer_t *cl = heap ? heap : &local; /* a detached closer must outlive this frame */
+    cl->c = c;
+    pthread_mutex_init(&cl->mu, NULL);
+    pthread_cond_init(&cl->cv, NULL);
+    pthread_t th;
+    int finished = 1;
+    if (!heap || pthread_create(&th, NULL, consumer_close_thread, heap) != 0) {
+        consumer_close_thread(cl);
+    } else {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += CONSUMER_CLOSE_TIMEOUT_S;
+        pthread_mutex_lock(&cl->mu);
+        while (!cl->done)
+            if (pthread_cond_timedwait(&cl->cv, &cl->mu, &until) != 0)
+                break;
+        finished = cl->done;
+        pthread_mutex_unlock(&cl->mu);
+        if (finished) {
+            pthread_join(th, NULL);
+        } else {
+            gt_warn("kafka consumer: leaving the group took over %d s; exiting without it",
+                    CONSUMER_CLOSE_TIMEOUT_S);
+            pthread_detach(th);
+            return; /* c and the closer stay with the thread until the process exits */
+        }
+    }
+    pthread_mutex_destroy(&cl->mu);
+    pthread_cond_destroy(&cl->cv);
+    free(heap);
     while (c->parts)
         part_revoke(c, c->parts);
     rd_kafka_destroy(c->rk);
