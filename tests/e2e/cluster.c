@@ -179,6 +179,19 @@ json_t *th_kafka_read_all(const char *bootstrap, const char *topic)
     return out;
 }
 
+long th_topic_count(const char *bootstrap, const char *topic)
+{
+    json_t *all = th_kafka_read_all(bootstrap, topic);
+    long n = (long)json_array_size(all);
+    json_decref(all);
+    return n;
+}
+
+int th_cluster_released_all(void *cluster)
+{
+    return th_mock_stat(cluster, "outstanding_allocations") == 0;
+}
+
 long th_sql_long(const char *conninfo, const char *sql)
 {
     PGconn *conn = PQconnectdb(conninfo);

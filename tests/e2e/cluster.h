@@ -40,6 +40,12 @@ int th_cluster_submit(th_cluster_t *c, const char *path);
  * offset} (value as a string). Caller owns it. */
 json_t *th_kafka_read_all(const char *bootstrap, const char *topic);
 
+/* Messages now in topic. */
+long th_topic_count(const char *bootstrap, const char *topic);
+
+/* A th_poll condition (arg: the cluster): the mock holds no allocation. */
+int th_cluster_released_all(void *cluster);
+
 /* First column of the first row of sql as a number (-1 on error). */
 long th_sql_long(const char *conninfo, const char *sql);
 

@@ -12,14 +12,6 @@
 
 static th_cluster_t cl;
 
-static long result_count(void)
-{
-    json_t *all = th_kafka_read_all(cl.bootstrap, "gantry.results");
-    long n = (long)json_array_size(all);
-    json_decref(all);
-    return n;
-}
-
 static int some_progress(void *arg)
 {
     (void)arg;
@@ -29,13 +21,7 @@ static int some_progress(void *arg)
 static int all_results(void *arg)
 {
     (void)arg;
-    return result_count() >= REQUESTS;
-}
-
-static int no_outstanding(void *arg)
-{
-    (void)arg;
-    return th_mock_stat(&cl, "outstanding_allocations") == 0;
+    return th_topic_count(cl.bootstrap, "gantry.results") >= REQUESTS;
 }
 
 static int usage_complete(void *arg)
@@ -66,7 +52,7 @@ static void test_kill_worker(void)
 
     CU_ASSERT_FATAL(th_poll(all_results, NULL, 180000));
     CU_ASSERT(th_poll(usage_complete, NULL, 30000));
-    CU_ASSERT(th_poll(no_outstanding, NULL, 30000));
+    CU_ASSERT(th_poll(th_cluster_released_all, &cl, 30000));
 
     /* Exactly one result per request. */
     json_t *results = th_kafka_read_all(cl.bootstrap, "gantry.results");
