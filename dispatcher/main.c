@@ -25,7 +25,6 @@ typedef struct app {
     uv_timer_t drain;
     int64_t drain_deadline;
     int stopping;
-    int roles; /* bit set */
 } app_t;
 
 enum { ROLE_INTAKE = 1, ROLE_COORD = 2, ROLE_LEDGER = 4, ROLE_REAPER = 8 };
@@ -223,7 +222,6 @@ int main(int argc, char **argv)
         goto out;
     }
 
-    a.roles = roles;
     uv_signal_init(loop, &a.sigterm);
     uv_signal_init(loop, &a.sigint);
     a.sigterm.data = a.sigint.data = &a;
