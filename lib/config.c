@@ -517,6 +517,51 @@ static void load_routing(ctx_t *c, gt_config_t *cfg)
     }
 }
 
+static void load_tenant_budget(ctx_t *c, gt_tenant_t *t, json_t *b, const char *path)
+{
+    (void)c, (void)t, (void)b, (void)path;
+}
+
+static void load_tenant_guardrails(ctx_t *c, gt_tenant_t *t, json_t *g, const char *path)
+{
+    (void)c, (void)t, (void)g, (void)path;
+}
+
+static void free_tenant(gt_tenant_t *t)
+{
+    free(t->id);
+}
+
+static void load_tenants(ctx_t *c, gt_config_t *cfg)
+{
+    static const char *const keys[] = {"budget", "guardrails", NULL};
+    json_t *tenants = get_obj(c, cfg->root, "tenants", "", 0);
+    if (!tenants)
+        return;
+    cfg->tenants = calloc(json_object_size(tenants) + 1, sizeof(gt_tenant_t));
+    const char *id;
+    json_t *tj;
+    json_object_foreach(tenants, id, tj) {
+        char path[512], sub[600];
+        snprintf(path, sizeof(path), "tenants.%s", id);
+        if (!json_is_object(tj)) {
+            problem(c, path, "must be an object");
+            continue;
+        }
+        check_keys(c, tj, path, keys);
+        gt_tenant_t *t = &cfg->tenants[cfg->n_tenants++];
+        t->id = strdup(id);
+        snprintf(sub, sizeof(sub), "%s.budget", path);
+        json_t *b = get_obj(c, tj, "budget", path, 0);
+        if (b)
+            load_tenant_budget(c, t, b, sub);
+        snprintf(sub, sizeof(sub), "%s.guardrails", path);
+        json_t *g = get_obj(c, tj, "guardrails", path, 0);
+        if (g)
+            load_tenant_guardrails(c, t, g, sub);
+    }
+}
+
 static void load_processes(ctx_t *c, gt_config_t *cfg)
 {
     static const char *const wkeys[] = {"lanes", "max_in_flight", "retry", "timeouts",
@@ -597,7 +642,7 @@ gt_config_t *gt_config_parse(const char *text, const char *base_dir, char *err, 
     static const char *const top[] = {"kafka",  "topics", "groups",  "postgres",   "pools",
                                       "models", "routing", "worker", "dispatcher", "ledger",
                                       "reaper", "log",    "commit_interval_ms", "$comment",
-                                      NULL};
+                                      "tenants", NULL};
     ctx_t c = {.err = err, .errlen = errlen, .base_dir = base_dir};
     if (err && errlen)
         err[0] = 0;
@@ -625,6 +670,7 @@ gt_config_t *gt_config_parse(const char *text, const char *base_dir, char *err, 
     load_pools(&c, cfg);
     load_models(&c, cfg);
     load_routing(&c, cfg);
+    load_tenants(&c, cfg);
     load_processes(&c, cfg);
     if (c.problems) {
         gt_config_free(cfg);
@@ -704,6 +750,9 @@ void gt_config_free(gt_config_t *cfg)
     }
     free(cfg->routes);
     free(cfg->default_model);
+    for (size_t i = 0; i < cfg->n_tenants; i++)
+        free_tenant(&cfg->tenants[i]);
+    free(cfg->tenants);
     free_list(cfg->lanes, cfg->n_lanes);
     free_list(cfg->worker_lanes, cfg->n_worker_lanes);
     free(cfg->log_level);
@@ -724,6 +773,14 @@ const gt_pool_t *gt_config_pool(const gt_config_t *cfg, const char *name)
     for (size_t i = 0; name && i < cfg->n_pools; i++)
         if (strcmp(cfg->pools[i].name, name) == 0)
             return &cfg->pools[i];
+    return NULL;
+}
+
+const gt_tenant_t *gt_config_tenant(const gt_config_t *cfg, const char *id)
+{
+    for (size_t i = 0; id && i < cfg->n_tenants; i++)
+        if (strcmp(cfg->tenants[i].id, id) == 0)
+            return &cfg->tenants[i];
     return NULL;
 }
 

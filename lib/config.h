@@ -34,6 +34,15 @@ typedef struct gt_route_rule {
     char *model;
 } gt_route_rule_t;
 
+/* A tenant's settings: tenants.<id> in gantry.json. Sections belong to the
+ * parts that use them (budget: billing and admission; guardrails: PII and
+ * moderation). */
+typedef struct gt_tenant {
+    char *id;
+    /* budget */
+    /* guardrails */
+} gt_tenant_t;
+
 typedef struct gt_topics {
     char *requests, *task_prefix, *task_results, *results, *usage, *dlq, *events;
 } gt_topics_t;
@@ -56,6 +65,7 @@ typedef struct gt_config {
     char **lanes;       size_t n_lanes;     /* all lanes declared */
     gt_route_rule_t *routes; size_t n_routes;
     char *default_model;      /* "auto" when no rule matches; NULL: reject */
+    gt_tenant_t *tenants; size_t n_tenants;
 
     /* worker */
     char **worker_lanes; size_t n_worker_lanes; /* lanes this worker consumes (default all) */
@@ -92,6 +102,8 @@ void gt_config_free(gt_config_t *cfg);
 
 const gt_model_t *gt_config_model(const gt_config_t *cfg, const char *name);
 const gt_pool_t *gt_config_pool(const gt_config_t *cfg, const char *name);
+/* The tenant's settings, or NULL when tenants.<id> is not declared. */
+const gt_tenant_t *gt_config_tenant(const gt_config_t *cfg, const char *id);
 /* Writes the topic of a lane ("gantry.tasks.<lane>") into buf. */
 char *gt_config_lane_topic(const gt_config_t *cfg, const char *lane, char *buf, size_t len);
 
