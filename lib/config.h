@@ -15,10 +15,40 @@ typedef struct gt_pool {
     int overcommit;
 } gt_pool_t;
 
+/* A hosted provider endpoint: providers.<name> in gantry.json. Limits hold
+ * across all worker processes together. */
+typedef struct gt_provider_limits {
+    int max_in_flight;          /* 0: unlimited */
+    int64_t rpm, tpm;           /* requests / tokens per minute, 0: unlimited */
+} gt_provider_limits_t;
+
+typedef struct gt_provider {
+    char *name;
+    char *runtime;              /* openai | hf_endpoint | vertex_gemini | bedrock_anthropic */
+    char *endpoint;             /* base URL without trailing slash */
+    char *api_key;              /* secret (openai, hf_endpoint): bearer token; never log */
+    char *credentials;          /* secret (vertex_gemini): service-account JSON text */
+    char *project, *location;   /* vertex_gemini */
+    char *region;               /* bedrock_anthropic */
+    char *access_key_id, *secret_access_key, *session_token; /* secrets (bedrock_anthropic) */
+    gt_provider_limits_t limits;
+    struct gt_tenant_limits {   /* providers.<name>.tenants.<id> */
+        char *tenant;
+        gt_provider_limits_t limits;
+    } *tenant_limits;
+    size_t n_tenant_limits;
+    int breaker_failures;       /* consecutive failures that open the breaker, default 5 */
+    int64_t breaker_recovery_ms;/* open -> half-open, default 60000 */
+} gt_provider_t;
+
 typedef struct gt_model {
     char *name;
-    char *runtime;      /* "hostedai" */
+    char *runtime;      /* "hostedai" or a provider runtime (see gt_provider_t) */
     char *pool;         /* pool name for hostedai */
+    char *provider;     /* provider name for the other runtimes */
+    char *provider_model; /* the provider's own model id (default: name) */
+    char **fallbacks;   /* model names tried in order when this one cannot serve */
+    size_t n_fallbacks;
     char *lane;         /* lane whose topic carries this model's tasks */
     double tflops;      /* requirements */
     int64_t vram_mb;
@@ -61,6 +91,7 @@ typedef struct gt_config {
     char *pg_conninfo;        /* may contain a password: never log */
 
     gt_pool_t *pools;   size_t n_pools;
+    gt_provider_t *providers; size_t n_providers;
     gt_model_t *models; size_t n_models;
     char **lanes;       size_t n_lanes;     /* all lanes declared */
     gt_route_rule_t *routes; size_t n_routes;

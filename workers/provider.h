@@ -1,0 +1,70 @@
+/* provider.h - the wire contract of a hosted provider runtime: build the HTTP
+ * request for a task, map the provider's answer back. Pure functions; the call
+ * engine does HTTP, retries, slots, breakers and fallbacks. */
+#ifndef GT_PROVIDER_H
+#define GT_PROVIDER_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "config.h"
+
+/* What a runtime needs from a task. Borrowed. */
+typedef struct gt_wire_task {
+    const char *kind;           /* "generate", "chat" or "embed" */
+    const json_t *input;        /* string, chat messages array, or array of strings (embed) */
+    const json_t *parameters;   /* object or NULL: temperature, max_tokens, top_p, stop ... */
+    const char *model;          /* the provider's model id (gt_model_t.provider_model) */
+    const char *traceparent;    /* W3C trace context to forward, or NULL */
+} gt_wire_task_t;
+
+/* An HTTP request ready to send. Every field is owned: gt_wire_request_free. */
+typedef struct gt_wire_request {
+    char *method;               /* "POST" */
+    char *url;
+    char **headers;             /* NULL-terminated "Name: value" */
+    char *body;
+    size_t body_len;
+} gt_wire_request_t;
+
+void gt_wire_request_free(gt_wire_request_t *r);
+
+/* A provider's successful answer, in Gantry's terms. output is owned by the
+ * caller: {"text": ...} for generate/chat, {"embedding": [...]} (and
+ * "embeddings": [[...], ...] for several inputs) for embed. */
+typedef struct gt_wire_answer {
+    json_t *output;
+    int64_t prompt_tokens, completion_tokens; /* from the provider's usage fields; -1: not reported */
+} gt_wire_answer_t;
+
+/* Context a build may need besides the task. */
+typedef struct gt_wire_auth {
+    const char *access_token;   /* OAuth2 bearer (vertex_gemini), or NULL */
+    time_t now;                 /* request time (SigV4 X-Amz-Date) */
+} gt_wire_auth_t;
+
+typedef struct gt_runtime {
+    const char *name;           /* the runtime's name in configuration */
+    int needs_oauth;            /* build needs auth->access_token (service-account token) */
+    /* Builds the request. Returns 0, or -1 with *why set (static text) when
+     * the task cannot be expressed for this provider (e.g. embed on a
+     * chat-only API): the task fails with code "unsupported_input". */
+    int (*build)(const gt_provider_t *p, const gt_wire_task_t *t, const gt_wire_auth_t *auth,
+                 gt_wire_request_t *out, const char **why);
+    /* Maps a 2xx body. Returns 0, or -1 with *why set when the body does not
+     * have the documented shape (the task fails with "provider_bad_response"). */
+    int (*parse)(const gt_wire_task_t *t, const char *body, size_t len, gt_wire_answer_t *out,
+                 const char **why);
+} gt_runtime_t;
+
+extern const gt_runtime_t gt_runtime_openai;
+extern const gt_runtime_t gt_runtime_hf_endpoint;
+extern const gt_runtime_t gt_runtime_vertex_gemini;
+extern const gt_runtime_t gt_runtime_bedrock_anthropic;
+
+/* The runtime called name, or NULL ("hostedai" is not a wire runtime). */
+const gt_runtime_t *gt_runtime_find(const char *name);
+
+#endif
