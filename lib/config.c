@@ -429,10 +429,208 @@ static void load_pools(ctx_t *c, gt_config_t *cfg)
     }
 }
 
+static const char *const wire_runtimes[] = {"openai", "hf_endpoint", "vertex_gemini",
+                                            "bedrock_anthropic", NULL};
+
+static int is_wire_runtime(const char *r)
+{
+    for (const char *const *w = wire_runtimes; r && *w; w++)
+        if (strcmp(*w, r) == 0)
+            return 1;
+    return 0;
+}
+
+static void load_limits(ctx_t *c, json_t *o, const char *path, gt_provider_limits_t *l)
+{
+    l->max_in_flight = (int)get_int(c, o, "max_in_flight", path, 0, 0, 1000000);
+    l->rpm = get_int(c, o, "rpm", path, 0, 0, INT64_MAX);
+    l->tpm = get_int(c, o, "tpm", path, 0, 0, INT64_MAX);
+}
+
+/* providers.<name>: runtime, endpoint, credentials and limits. Retry and
+ * timeouts need worker.* defaults: load_provider_policies, after load_processes. */
+static void load_providers(ctx_t *c, gt_config_t *cfg)
+{
+    static const char *const keys[] = {
+        "runtime", "endpoint", "api_key", "credentials", "project", "location", "region",
+        "access_key_id", "secret_access_key", "session_token", "max_in_flight", "rpm", "tpm",
+        "tenants", "breaker", "retry", "timeouts", NULL};
+    static const char *const bkeys[] = {"failures", "recovery_ms", NULL};
+    static const char *const lkeys[] = {"max_in_flight", "rpm", "tpm", NULL};
+    json_t *provs = get_obj(c, cfg->root, "providers", "", 0);
+    if (!provs)
+        return;
+    cfg->providers = calloc(json_object_size(provs) + 1, sizeof(gt_provider_t));
+    const char *name;
+    json_t *pj;
+    json_object_foreach(provs, name, pj) {
+        char path[512], sub[600];
+        snprintf(path, sizeof(path), "providers.%s", name);
+        if (!json_is_object(pj)) {
+            problem(c, path, "must be an object");
+            continue;
+        }
+        check_keys(c, pj, path, keys);
+        gt_provider_t *p = &cfg->providers[cfg->n_providers++];
+        p->name = strdup(name);
+        p->runtime = get_str(c, pj, "runtime", path, NULL, 1);
+        p->endpoint = get_str(c, pj, "endpoint", path, NULL, 0);
+        p->api_key = get_str(c, pj, "api_key", path, NULL, 0);
+        p->credentials = get_str(c, pj, "credentials", path, NULL, 0);
+        p->project = get_str(c, pj, "project", path, NULL, 0);
+        p->location = get_str(c, pj, "location", path, NULL, 0);
+        p->region = get_str(c, pj, "region", path, NULL, 0);
+        p->access_key_id = get_str(c, pj, "access_key_id", path, NULL, 0);
+        p->secret_access_key = get_str(c, pj, "secret_access_key", path, NULL, 0);
+        p->session_token = get_str(c, pj, "session_token", path, NULL, 0);
+        load_limits(c, pj, path, &p->limits);
+        if (p->runtime && !is_wire_runtime(p->runtime))
+            problem(c, path,
+                    "runtime \"%s\" is not a provider runtime (openai, hf_endpoint, "
+                    "vertex_gemini, bedrock_anthropic)",
+                    p->runtime);
+        if (p->endpoint && strncmp(p->endpoint, "http://", 7) != 0 &&
+            strncmp(p->endpoint, "https://", 8) != 0)
+            problem(c, path, "endpoint must be an http:// or https:// URL");
+        size_t el = p->endpoint ? strlen(p->endpoint) : 0;
+        while (el && p->endpoint[el - 1] == '/')
+            p->endpoint[--el] = 0;
+        /* What each runtime cannot work without. */
+        const char *rt = p->runtime ? p->runtime : "";
+        if ((!strcmp(rt, "openai") || !strcmp(rt, "hf_endpoint")) && !p->endpoint)
+            problem(c, path, "endpoint is required for runtime %s", rt);
+        if (!strcmp(rt, "hf_endpoint") && !p->api_key)
+            problem(c, path, "api_key (or api_key_file) is required for runtime hf_endpoint");
+        if (!strcmp(rt, "vertex_gemini")) {
+            if (!p->credentials)
+                problem(c, path, "credentials_file is required for runtime vertex_gemini");
+            if (!p->project || !p->location)
+                problem(c, path, "project and location are required for runtime vertex_gemini");
+        }
+        if (!strcmp(rt, "bedrock_anthropic")) {
+            if (!p->region)
+                problem(c, path, "region is required for runtime bedrock_anthropic");
+            if (!p->access_key_id || !p->secret_access_key)
+                problem(c, path, "access_key_id and secret_access_key (or secret_access_key_file) "
+                                 "are required for runtime bedrock_anthropic");
+        }
+        snprintf(sub, sizeof(sub), "%s.breaker", path);
+        json_t *b = get_obj(c, pj, "breaker", path, 0);
+        if (b)
+            check_keys(c, b, sub, bkeys);
+        p->breaker_failures = (int)get_int(c, b, "failures", sub, 5, 1, 1000000);
+        p->breaker_recovery_ms = get_int(c, b, "recovery_ms", sub, 60000, 1, 86400000);
+        json_t *tl = get_obj(c, pj, "tenants", path, 0);
+        if (tl) {
+            p->tenant_limits = calloc(json_object_size(tl) + 1, sizeof(*p->tenant_limits));
+            const char *tid;
+            json_t *tj;
+            json_object_foreach(tl, tid, tj) {
+                char tpath[800];
+                snprintf(tpath, sizeof(tpath), "%s.tenants.%s", path, tid);
+                if (!json_is_object(tj)) {
+                    problem(c, tpath, "must be an object");
+                    continue;
+                }
+                check_keys(c, tj, tpath, lkeys);
+                struct gt_tenant_limits *t = &p->tenant_limits[p->n_tenant_limits++];
+                t->tenant = strdup(tid);
+                load_limits(c, tj, tpath, &t->limits);
+            }
+        }
+    }
+}
+
+/* providers.<name>.retry and .timeouts, defaulting to worker.retry/timeouts. */
+static void load_provider_policies(ctx_t *c, gt_config_t *cfg)
+{
+    static const char *const retry_keys[] = {"max_retries", "base_ms", "max_ms", "jitter", NULL};
+    static const char *const tkeys[] = {"inference_ms", "slot_ms", NULL};
+    json_t *provs = json_object_get(cfg->root, "providers");
+    for (size_t i = 0; i < cfg->n_providers; i++) {
+        gt_provider_t *p = &cfg->providers[i];
+        json_t *pj = json_object_get(provs, p->name);
+        char ppath[512], path[600];
+        snprintf(ppath, sizeof(ppath), "providers.%s", p->name);
+        json_t *r = get_obj(c, pj, "retry", ppath, 0);
+        snprintf(path, sizeof(path), "%s.retry", ppath);
+        if (r)
+            check_keys(c, r, path, retry_keys);
+        p->retry = cfg->retry;
+        p->retry.max_retries = (int)get_int(c, r, "max_retries", path, p->retry.max_retries, 0, 100);
+        p->retry.base_ms = get_int(c, r, "base_ms", path, p->retry.base_ms, 1, 3600000);
+        p->retry.max_ms = get_int(c, r, "max_ms", path, p->retry.max_ms, 1, 3600000);
+        p->retry.jitter = get_num(c, r, "jitter", path, p->retry.jitter, 0, 1);
+        json_t *t = get_obj(c, pj, "timeouts", ppath, 0);
+        snprintf(path, sizeof(path), "%s.timeouts", ppath);
+        if (t)
+            check_keys(c, t, path, tkeys);
+        p->inference_timeout_ms =
+            get_int(c, t, "inference_ms", path, cfg->inference_timeout_ms, 1, 86400000);
+        p->slot_timeout_ms = get_int(c, t, "slot_ms", path, cfg->allocate_timeout_ms, 1, 86400000);
+    }
+}
+
+/* Every fallback is a declared model other than its own, and following
+ * fallbacks never comes back to where it started. */
+static void check_fallbacks(ctx_t *c, gt_config_t *cfg)
+{
+    for (size_t i = 0; i < cfg->n_models; i++) {
+        gt_model_t *m = &cfg->models[i];
+        char path[512];
+        snprintf(path, sizeof(path), "models.%s.fallbacks", m->name);
+        for (size_t f = 0; f < m->n_fallbacks; f++)
+            if (!gt_config_model(cfg, m->fallbacks[f]))
+                problem(c, path, "model \"%s\" is not declared in models", m->fallbacks[f]);
+    }
+    /* Depth-first search from each model; colours: 0 new, 1 on the path, 2 done. */
+    int *colour = calloc(cfg->n_models + 1, sizeof(int));
+    size_t *stack = calloc(cfg->n_models + 1, sizeof(size_t));
+    size_t *next = calloc(cfg->n_models + 1, sizeof(size_t));
+    if (!colour || !stack || !next)
+        goto out;
+    for (size_t s = 0; s < cfg->n_models; s++) {
+        if (colour[s])
+            continue;
+        size_t depth = 0;
+        stack[depth++] = s;
+        colour[s] = 1;
+        next[s] = 0;
+        while (depth) {
+            size_t v = stack[depth - 1];
+            gt_model_t *m = &cfg->models[v];
+            if (next[v] >= m->n_fallbacks) {
+                colour[v] = 2;
+                depth--;
+                continue;
+            }
+            const gt_model_t *fm = gt_config_model(cfg, m->fallbacks[next[v]++]);
+            if (!fm)
+                continue;
+            size_t w = (size_t)(fm - cfg->models);
+            if (colour[w] == 1) {
+                char path[512];
+                snprintf(path, sizeof(path), "models.%s.fallbacks", m->name);
+                problem(c, path, "fallback \"%s\" leads back to \"%s\" (a cycle)", fm->name,
+                        m->name);
+            } else if (colour[w] == 0) {
+                colour[w] = 1;
+                next[w] = 0;
+                stack[depth++] = w;
+            }
+        }
+    }
+out:
+    free(colour);
+    free(stack);
+    free(next);
+}
+
 static void load_models(ctx_t *c, gt_config_t *cfg)
 {
     static const char *const keys[] = {"runtime", "pool", "lane", "requirements",
-                                       "max_input_chars", NULL};
+                                       "max_input_chars", "provider", "provider_model",
+                                       "fallbacks", NULL};
     static const char *const rkeys[] = {"tflops", "vram_mb", NULL};
     json_t *models = get_obj(c, cfg->root, "models", "", 0);
     if (!models)
@@ -452,7 +650,13 @@ static void load_models(ctx_t *c, gt_config_t *cfg)
         check_keys(c, m, path, keys);
         gt_model_t *model = &cfg->models[cfg->n_models++];
         model->name = strdup(name);
-        model->runtime = get_str(c, m, "runtime", path, "hostedai", 0);
+        model->provider = get_str(c, m, "provider", path, NULL, 0);
+        const gt_provider_t *prov = gt_config_provider(cfg, model->provider);
+        /* A model served by a provider takes the provider's runtime by default. */
+        model->runtime = get_str(c, m, "runtime", path,
+                                 prov && prov->runtime ? prov->runtime : "hostedai", 0);
+        model->provider_model = get_str(c, m, "provider_model", path, name, 0);
+        model->fallbacks = get_str_list(c, m, "fallbacks", path, &model->n_fallbacks);
         model->pool = get_str(c, m, "pool", path, NULL, 0);
         model->lane = get_str(c, m, "lane", path, "default", 0);
         model->max_input_chars = get_int(c, m, "max_input_chars", path, 0, 0, INT64_MAX);
@@ -462,9 +666,25 @@ static void load_models(ctx_t *c, gt_config_t *cfg)
             check_keys(c, r, rpath, rkeys);
         model->tflops = get_num(c, r, "tflops", rpath, 0, 0, 1e9);
         model->vram_mb = get_int(c, r, "vram_mb", rpath, 0, 0, INT64_MAX);
-        if (model->runtime && strcmp(model->runtime, "hostedai") != 0)
-            problem(c, path, "runtime \"%s\" is not supported (supported: hostedai)",
+        if (model->runtime && strcmp(model->runtime, "hostedai") != 0 &&
+            !is_wire_runtime(model->runtime))
+            problem(c, path,
+                    "runtime \"%s\" is not supported (supported: hostedai, openai, "
+                    "hf_endpoint, vertex_gemini, bedrock_anthropic)",
                     model->runtime);
+        if (model->runtime && is_wire_runtime(model->runtime)) {
+            if (!model->provider)
+                problem(c, path, "provider is required for runtime %s", model->runtime);
+            else if (!prov)
+                problem(c, path, "provider \"%s\" is not declared in providers",
+                        model->provider);
+            else if (prov->runtime && strcmp(prov->runtime, model->runtime) != 0)
+                problem(c, path, "runtime \"%s\" differs from provider %s's runtime \"%s\"",
+                        model->runtime, prov->name, prov->runtime);
+        } else if (model->provider) {
+            problem(c, path, "provider is only for provider runtimes, not %s",
+                    model->runtime ? model->runtime : "?");
+        }
         if (model->runtime && strcmp(model->runtime, "hostedai") == 0) {
             if (!model->pool)
                 problem(c, path, "pool is required for runtime hostedai");
@@ -642,7 +862,7 @@ gt_config_t *gt_config_parse(const char *text, const char *base_dir, char *err, 
     static const char *const top[] = {"kafka",  "topics", "groups",  "postgres",   "pools",
                                       "models", "routing", "worker", "dispatcher", "ledger",
                                       "reaper", "log",    "commit_interval_ms", "$comment",
-                                      "tenants", NULL};
+                                      "tenants", "providers", NULL};
     ctx_t c = {.err = err, .errlen = errlen, .base_dir = base_dir};
     if (err && errlen)
         err[0] = 0;
@@ -668,10 +888,13 @@ gt_config_t *gt_config_parse(const char *text, const char *base_dir, char *err, 
     load_kafka(&c, cfg);
     load_postgres(&c, cfg);
     load_pools(&c, cfg);
+    load_providers(&c, cfg);
     load_models(&c, cfg);
+    check_fallbacks(&c, cfg);
     load_routing(&c, cfg);
     load_tenants(&c, cfg);
     load_processes(&c, cfg);
+    load_provider_policies(&c, cfg);
     if (c.problems) {
         gt_config_free(cfg);
         return NULL;
@@ -741,8 +964,26 @@ void gt_config_free(gt_config_t *cfg)
         free(m->runtime);
         free(m->pool);
         free(m->lane);
+        free(m->provider);
+        free(m->provider_model);
+        free_list(m->fallbacks, m->n_fallbacks);
     }
     free(cfg->models);
+    for (size_t i = 0; i < cfg->n_providers; i++) {
+        gt_provider_t *p = &cfg->providers[i];
+        char **fields[] = {&p->name,     &p->runtime,  &p->endpoint,      &p->api_key,
+                           &p->credentials, &p->project, &p->location,   &p->region,
+                           &p->access_key_id, &p->secret_access_key, &p->session_token};
+        for (size_t f = 0; f < sizeof(fields) / sizeof(fields[0]); f++) {
+            if (*fields[f] && f >= 3) /* secrets and the rest: scrub before the memory is reused */
+                memset(*fields[f], 0, strlen(*fields[f]));
+            free(*fields[f]);
+        }
+        for (size_t t = 0; t < p->n_tenant_limits; t++)
+            free(p->tenant_limits[t].tenant);
+        free(p->tenant_limits);
+    }
+    free(cfg->providers);
     for (size_t i = 0; i < cfg->n_routes; i++) {
         free(cfg->routes[i].hint);
         free(cfg->routes[i].kind);
@@ -773,6 +1014,22 @@ const gt_pool_t *gt_config_pool(const gt_config_t *cfg, const char *name)
     for (size_t i = 0; name && i < cfg->n_pools; i++)
         if (strcmp(cfg->pools[i].name, name) == 0)
             return &cfg->pools[i];
+    return NULL;
+}
+
+const gt_provider_t *gt_config_provider(const gt_config_t *cfg, const char *name)
+{
+    for (size_t i = 0; name && i < cfg->n_providers; i++)
+        if (strcmp(cfg->providers[i].name, name) == 0)
+            return &cfg->providers[i];
+    return NULL;
+}
+
+const gt_provider_limits_t *gt_provider_tenant_limits(const gt_provider_t *p, const char *tenant)
+{
+    for (size_t i = 0; tenant && i < p->n_tenant_limits; i++)
+        if (strcmp(p->tenant_limits[i].tenant, tenant) == 0)
+            return &p->tenant_limits[i].limits;
     return NULL;
 }
 

@@ -39,6 +39,9 @@ typedef struct gt_provider {
     size_t n_tenant_limits;
     int breaker_failures;       /* consecutive failures that open the breaker, default 5 */
     int64_t breaker_recovery_ms;/* open -> half-open, default 60000 */
+    gt_retry_policy_t retry;    /* providers.<name>.retry, default worker.retry */
+    int64_t inference_timeout_ms; /* providers.<name>.timeouts.inference_ms, default worker's */
+    int64_t slot_timeout_ms;    /* longest wait for a slot, default allocate timeout */
 } gt_provider_t;
 
 typedef struct gt_model {
@@ -133,6 +136,9 @@ void gt_config_free(gt_config_t *cfg);
 
 const gt_model_t *gt_config_model(const gt_config_t *cfg, const char *name);
 const gt_pool_t *gt_config_pool(const gt_config_t *cfg, const char *name);
+const gt_provider_t *gt_config_provider(const gt_config_t *cfg, const char *name);
+/* The limits of tenant at provider p, or NULL when it has none. */
+const gt_provider_limits_t *gt_provider_tenant_limits(const gt_provider_t *p, const char *tenant);
 /* The tenant's settings, or NULL when tenants.<id> is not declared. */
 const gt_tenant_t *gt_config_tenant(const gt_config_t *cfg, const char *id);
 /* Writes the topic of a lane ("gantry.tasks.<lane>") into buf. */

@@ -82,11 +82,121 @@ static void test_invalid_json(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "cannot open"));
 }
 
+static void test_providers(void)
+{
+    const char *keyfile = th_tmpfile(".key", "sk-provider\n");
+    char text[4096], err[2048];
+    snprintf(text, sizeof(text),
+             "{\"kafka\": {\"bootstrap_servers\": \"127.0.0.1:9092\"},"
+             " \"pools\": {\"gpu\": {\"endpoint\": \"http://127.0.0.1:1\", \"api_key\": \"k\"}},"
+             " \"providers\": {\"oa\": {\"runtime\": \"openai\", \"endpoint\": \"http://127.0.0.1:2/\","
+             "    \"api_key_file\": \"%s\", \"max_in_flight\": 8, \"rpm\": 600, \"tpm\": 90000,"
+             "    \"tenants\": {\"acme\": {\"max_in_flight\": 2}},"
+             "    \"breaker\": {\"failures\": 3, \"recovery_ms\": 500},"
+             "    \"retry\": {\"max_retries\": 1}, \"timeouts\": {\"inference_ms\": 2000}}},"
+             " \"models\": {\"gpt\": {\"provider\": \"oa\", \"provider_model\": \"gpt-4o-mini\","
+             "                        \"fallbacks\": [\"local\"]},"
+             "              \"local\": {\"pool\": \"gpu\"}},"
+             " \"worker\": {\"retry\": {\"base_ms\": 50}}}",
+             keyfile);
+    gt_config_t *cfg = gt_config_parse(text, "/", err, sizeof(err));
+    if (!cfg)
+        fprintf(stderr, "%s\n", err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cfg);
+    const gt_provider_t *p = gt_config_provider(cfg, "oa");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    TH_EQ_STR(p->endpoint, "http://127.0.0.1:2");
+    TH_EQ_STR(p->api_key, "sk-provider");
+    TH_EQ_INT(p->limits.max_in_flight, 8);
+    TH_EQ_INT(p->limits.rpm, 600);
+    TH_EQ_INT(p->limits.tpm, 90000);
+    TH_EQ_INT(p->breaker_failures, 3);
+    TH_EQ_INT(p->breaker_recovery_ms, 500);
+    TH_EQ_INT(p->retry.max_retries, 1);
+    TH_EQ_INT(p->retry.base_ms, 50); /* from worker.retry */
+    TH_EQ_INT(p->inference_timeout_ms, 2000);
+    TH_EQ_INT(p->slot_timeout_ms, 30000);
+    const gt_provider_limits_t *tl = gt_provider_tenant_limits(p, "acme");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(tl);
+    TH_EQ_INT(tl->max_in_flight, 2);
+    CU_ASSERT_PTR_NULL(gt_provider_tenant_limits(p, "other"));
+    const gt_model_t *m = gt_config_model(cfg, "gpt");
+    TH_EQ_STR(m->runtime, "openai");
+    TH_EQ_STR(m->provider, "oa");
+    TH_EQ_STR(m->provider_model, "gpt-4o-mini");
+    TH_EQ_INT(m->n_fallbacks, 1);
+    TH_EQ_STR(m->fallbacks[0], "local");
+    TH_EQ_STR(gt_config_model(cfg, "local")->provider_model, "local");
+    gt_config_free(cfg);
+
+    /* Defaults: breaker 5 failures / 60 s, no limits. */
+    cfg = gt_config_parse("{\"kafka\": {\"bootstrap_servers\": \"x\"}, \"providers\": {\"v\":"
+                          " {\"runtime\": \"openai\", \"endpoint\": \"https://api.example\"}},"
+                          " \"models\": {\"m\": {\"provider\": \"v\"}}}",
+                          NULL, err, sizeof(err));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cfg);
+    TH_EQ_INT(cfg->providers[0].breaker_failures, 5);
+    TH_EQ_INT(cfg->providers[0].breaker_recovery_ms, 60000);
+    TH_EQ_INT(cfg->providers[0].limits.max_in_flight, 0);
+    TH_EQ_INT(cfg->providers[0].retry.max_retries, 3);
+    TH_EQ_INT(cfg->providers[0].inference_timeout_ms, 300000);
+    gt_config_free(cfg);
+}
+
+static void test_provider_problems(void)
+{
+    char err[4096];
+    gt_config_t *cfg = gt_config_parse(
+        "{\"kafka\": {\"bootstrap_servers\": \"x\"},"
+        " \"providers\": {\"a\": {\"runtime\": \"grpc\", \"colour\": 1},"
+        "   \"o\": {\"runtime\": \"openai\", \"breaker\": {\"failures\": 0}},"
+        "   \"b\": {\"runtime\": \"bedrock_anthropic\"},"
+        "   \"g\": {\"runtime\": \"vertex_gemini\", \"project\": \"p\"}},"
+        " \"models\": {\"m1\": {\"provider\": \"zz\", \"runtime\": \"openai\"},"
+        "   \"m2\": {\"runtime\": \"openai\"},"
+        "   \"m3\": {\"provider\": \"o\", \"fallbacks\": [\"m4\", \"nope\"]},"
+        "   \"m4\": {\"provider\": \"o\", \"fallbacks\": [\"m5\"]},"
+        "   \"m5\": {\"provider\": \"o\", \"fallbacks\": [\"m3\"]},"
+        "   \"m6\": {\"provider\": \"o\", \"runtime\": \"hf_endpoint\"}}}",
+        NULL, err, sizeof(err));
+    CU_ASSERT_PTR_NULL(cfg);
+    const char *expected[] = {
+        "providers.a.colour: unknown key",
+        "providers.a: runtime \"grpc\" is not a provider runtime",
+        "providers.o: endpoint is required for runtime openai",
+        "providers.o.breaker.failures: must be an integer in [1, 1000000]",
+        "providers.b: region is required for runtime bedrock_anthropic",
+        "providers.b: access_key_id and secret_access_key",
+        "providers.g: credentials_file is required for runtime vertex_gemini",
+        "providers.g: project and location are required",
+        "models.m1: provider \"zz\" is not declared in providers",
+        "models.m2: provider is required for runtime openai",
+        "models.m3.fallbacks: model \"nope\" is not declared in models",
+        "leads back to", /* m3 -> m4 -> m5 -> m3 */
+        "models.m6: runtime \"hf_endpoint\" differs from provider o's runtime \"openai\"",
+        NULL};
+    for (int i = 0; expected[i]; i++) {
+        if (!strstr(err, expected[i]))
+            fprintf(stderr, "  missing \"%s\" in:\n%s\n", expected[i], err);
+        CU_ASSERT_PTR_NOT_NULL(strstr(err, expected[i]));
+    }
+    /* A model may not fall back to itself either. */
+    cfg = gt_config_parse("{\"kafka\": {\"bootstrap_servers\": \"x\"}, \"pools\": {\"p\":"
+                          " {\"endpoint\": \"http://h\", \"api_key\": \"k\"}},"
+                          " \"models\": {\"m\": {\"pool\": \"p\", \"fallbacks\": [\"m\"]}}}",
+                          NULL, err, sizeof(err));
+    CU_ASSERT_PTR_NULL(cfg);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "models.m.fallbacks: fallback \"m\" leads back to \"m\""));
+}
+
 int main(void)
 {
     static const th_test_t tests[] = {{"loads a good file", test_load_good},
                                       {"reports every problem", test_every_problem_reported},
                                       {"invalid json", test_invalid_json},
+                                      {"providers, limits, fallbacks", test_providers},
+                                      {"provider problems and fallback cycles",
+                                       test_provider_problems},
                                       {NULL, NULL}};
     return th_run("config", tests);
 }
