@@ -13,7 +13,9 @@
 
 #include "clock.h"
 #include "executor.h"
+#include "fallback.h"
 #include "hostedai.h"
+#include "provider.h"
 #include "log.h"
 #include "message.h"
 #include "schema.h"
@@ -49,7 +51,7 @@ struct ex_task {
     const char *task_id, *request_id, *tenant_id; /* borrowed from doc */
     char traceparent[256];
     gt_task_spec_t spec;
-    gt_hai_call_t *call;
+    gt_chain_t *call;      /* the model's runtime, then its fallbacks */
     int64_t created_wall, start_wall, start_mono;
     ex_delivery_t deliveries[EX_MAX_DELIVERIES];
     int n_deliveries;
@@ -66,6 +68,8 @@ struct gt_executor {
     gt_consumer_t *consumer;
     gt_schema_t *schema;
     gt_hai_env_t hai;
+    gt_prov_engine_t *prov;
+    gt_chain_env_t chain;
     const char *const *lanes;
 
     uv_timer_t heartbeat;
@@ -438,7 +442,10 @@ static void task_finish(ex_task_t *t, const gt_task_outcome_t *out)
                                                                        ? out->error_message
                                                                        : "")
                                             : json_null());
-        json_object_set_new(res, "provider", out->pool ? json_string("hostedai") : json_null());
+        json_object_set_new(res, "provider", out->provider ? json_string(out->provider)
+                                             : out->pool   ? json_string("hostedai")
+                                                           : json_null());
+        json_object_set_new(res, "served_model", str_or_null(out->served_model));
         json_object_set_new(res, "pool", str_or_null(out->pool));
         json_object_set_new(res, "allocation_id", str_or_null(out->allocation_id));
         json_object_set_new(res, "attempts",
@@ -469,7 +476,8 @@ static void task_finish(ex_task_t *t, const gt_task_outcome_t *out)
             "s:I, s:o, s:s}",
             "schema", "gantry.usage.v1", "event_id", event_id, "request_id", t->request_id,
             "task_id", t->task_id, "tenant_id", t->tenant_id, "model", model ? model : "",
-            "provider", "hostedai", "pool", out->pool ? out->pool : "", "allocation_id",
+            "provider", out->provider ? out->provider : "hostedai", "pool",
+            out->pool ? out->pool : "", "allocation_id",
             str_or_null(out->allocation_id), "allocation_seconds",
             round(out->allocation_seconds * 1000.0) / 1000.0, "tflops", m ? m->tflops : 0.0,
             "vram_mb", (json_int_t)(m ? m->vram_mb : 0), "prompt_tokens",
@@ -488,7 +496,7 @@ static void task_finish(ex_task_t *t, const gt_task_outcome_t *out)
     task_deliver(t);
 }
 
-static void on_hai_done(gt_hai_call_t *call, const gt_task_outcome_t *out, void *arg)
+static void on_chain_done(gt_chain_t *call, const gt_task_outcome_t *out, void *arg)
 {
     ex_task_t *t = arg;
     t->call = NULL;
@@ -581,21 +589,18 @@ static void task_start(ex_task_t *t)
         }
         t->spec.deadline_mono_ms = t->start_mono + left;
     }
-    const char *runtime = t->spec.model->runtime;
-    if (runtime && strcmp(runtime, "hostedai") == 0) {
-        const char *code = NULL;
-        t->call = gt_hai_start(&ex->hai, &t->spec, on_hai_done, t, &code);
-        if (!t->call) {
-            task_fail_early(t, GT_TASK_FAILED, code,
-                            strcmp(code, "unknown_pool") == 0
-                                ? "the model's pool is not configured"
-                                : "could not start the task");
-        }
-        return;
+    const char *code = "unsupported_runtime";
+    t->call = gt_chain_start(&ex->chain, &t->spec, on_chain_done, t, &code);
+    if (!t->call) {
+        const char *runtime = t->spec.model->runtime;
+        gt_log(GT_LOG_WARN, &ctx, "task cannot start on runtime %s: %s", runtime ? runtime : "?",
+               code);
+        task_fail_early(t, GT_TASK_FAILED, code,
+                        strcmp(code, "unknown_pool") == 0 ? "the model's pool is not configured"
+                        : strcmp(code, "unsupported_runtime") == 0
+                            ? "the model's runtime is not served by this worker"
+                            : "could not start the task");
     }
-    gt_log(GT_LOG_WARN, &ctx, "runtime %s is not served by this worker", runtime ? runtime : "?");
-    task_fail_early(t, GT_TASK_FAILED, "unsupported_runtime",
-                    "the model's runtime is not served by this worker");
 }
 
 void gt_executor_on_message(gt_consumer_t *c, gt_msg_t *msg, void *arg)
@@ -675,12 +680,20 @@ gt_executor_t *gt_executor_new(uv_loop_t *loop, const gt_executor_opts_t *opts, 
     ex->hai.worker_id = ex->worker_id;
     ex->hai.emit = emit_cb;
     ex->hai.emit_arg = ex;
+    ex->prov = gt_prov_engine_new(loop, opts->http, opts->cfg, ex->worker_id, emit_cb, ex, err,
+                                  errlen);
+    if (!ex->prov)
+        goto fail;
+    ex->chain.cfg = opts->cfg;
+    ex->chain.hai = &ex->hai;
+    ex->chain.prov = ex->prov;
     uv_timer_init(loop, &ex->heartbeat);
     uv_timer_init(loop, &ex->redeliver);
     ex->heartbeat.data = ex->redeliver.data = ex;
     ex->handles_open = 2;
     return ex;
 fail:
+    gt_schema_free(ex->schema);
     free(ex->worker_id);
     free(ex);
     return NULL;
@@ -711,7 +724,7 @@ void gt_executor_abort(gt_executor_t *ex, gt_executor_idle_cb cb, void *arg)
     for (ex_task_t *t = ex->tasks, *next; t; t = next) {
         next = t->next;
         if (t->state == TASK_RUNNING && t->call)
-            gt_hai_abort(t->call); /* may finish t (and only t) right here */
+            gt_chain_abort(t->call); /* may finish t (and only t) right here */
     }
     /* A delivery waiting to be retried will not be: its message stays undone. */
     while (ex->retry_head)
@@ -740,13 +753,14 @@ void gt_executor_close(gt_executor_t *ex)
     ex->retry_head = NULL;
     for (ex_task_t *t = ex->tasks; t; t = t->next) {
         if (t->call) {
-            gt_hai_cancel(t->call);
+            gt_chain_cancel(t->call);
             t->call = NULL;
         }
         t->state = TASK_ENDED;
     }
     uv_close((uv_handle_t *)&ex->heartbeat, on_close);
     uv_close((uv_handle_t *)&ex->redeliver, on_close);
+    gt_prov_engine_close(ex->prov);
 }
 
 void gt_executor_free(gt_executor_t *ex)
@@ -759,6 +773,7 @@ void gt_executor_free(gt_executor_t *ex)
         task_free(t);
     }
     gt_schema_free(ex->schema);
+    gt_prov_engine_free(ex->prov);
     free(ex->worker_id);
     free(ex);
 }

@@ -35,6 +35,8 @@ typedef struct gt_task_outcome {
     const char *error_message;
     json_t *output;              /* borrowed; NULL unless succeeded */
     const char *pool;            /* NULL when no pool was involved */
+    const char *provider;        /* provider that served (or last tried) it; NULL: "hostedai" */
+    const char *served_model;    /* model that ran it when a fallback did; NULL: the task's */
     const char *allocation_id;   /* NULL when nothing was allocated */
     json_t *attempts;            /* borrowed array of {op, status, ms, error} (may be NULL) */
     int64_t prompt_tokens, completion_tokens;

@@ -31,6 +31,14 @@ typedef struct gt_wire_request {
 
 void gt_wire_request_free(gt_wire_request_t *r);
 
+/* Helpers for runtimes' build functions. init zeroes r and sets method, url
+ * and the compact JSON of body (borrowed). header_add appends one printf-style
+ * "Name: value". Both return 0 or -1 on out of memory (r stays freeable). */
+int gt_wire_request_init(gt_wire_request_t *r, const char *method, const char *url,
+                         const json_t *body);
+int gt_wire_header_add(gt_wire_request_t *r, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
 /* A provider's successful answer, in Gantry's terms. output is owned by the
  * caller: {"text": ...} for generate/chat, {"embedding": [...]} (and
  * "embeddings": [[...], ...] for several inputs) for embed. */
@@ -66,5 +74,48 @@ extern const gt_runtime_t gt_runtime_bedrock_anthropic;
 
 /* The runtime called name, or NULL ("hostedai" is not a wire runtime). */
 const gt_runtime_t *gt_runtime_find(const char *name);
+
+/* ---- the call engine ---------------------------------------------------------
+ * One per worker. A call: breaker check -> slot (when the provider or the
+ * tenant has limits) -> build -> HTTP -> parse, with retries (cfg retry
+ * policy of the provider: timeouts, 408, 429 and 5xx; Retry-After honoured),
+ * the provider's inference timeout and the task deadline (status expired).
+ * Whatever ends the call, its slot is released. */
+#include <uv.h>
+
+#include "executor.h"
+#include "http.h"
+
+typedef struct gt_prov_engine gt_prov_engine_t;
+typedef struct gt_prov_call gt_prov_call_t;
+
+/* cfg, http and worker_id are borrowed and outlive the engine. emit publishes
+ * breaker.opened / breaker.half_open / breaker.closed. Returns NULL with a
+ * reason in err (out of memory, PostgreSQL needed for limits but not set). */
+gt_prov_engine_t *gt_prov_engine_new(uv_loop_t *loop, gt_http_t *http, const gt_config_t *cfg,
+                                     const char *worker_id, gt_event_fn emit, void *emit_arg,
+                                     char *err, size_t errlen);
+
+/* Called exactly once unless cancelled; out->provider names the provider;
+ * out is valid only during the call. */
+typedef void (*gt_prov_done_cb)(gt_prov_call_t *call, const gt_task_outcome_t *out, void *arg);
+
+/* Starts spec on spec->model's provider. spec is borrowed until cb. Returns
+ * NULL when it cannot start (*code: "unknown_provider", "unsupported_runtime",
+ * "out_of_memory"). */
+gt_prov_call_t *gt_prov_start(gt_prov_engine_t *e, const gt_task_spec_t *spec,
+                              gt_prov_done_cb cb, void *arg, const char **code);
+/* Ends the call early (shutdown): cb runs with code "aborted". */
+void gt_prov_abort(gt_prov_call_t *call);
+/* Forgets cb; the call frees itself once its requests and timer are done. */
+void gt_prov_cancel(gt_prov_call_t *call);
+
+/* 1 when model's provider breaker refuses calls now (open, or half-open with
+ * its trial out): a caller goes to the next fallback at once. */
+int gt_prov_unavailable(gt_prov_engine_t *e, const gt_model_t *model);
+
+/* Closes loop handles (slot polling, PostgreSQL); the loop must run after. */
+void gt_prov_engine_close(gt_prov_engine_t *e);
+void gt_prov_engine_free(gt_prov_engine_t *e);
 
 #endif

@@ -1,0 +1,737 @@
+/* provider.c - hosted provider runtimes: the registry of wire formats and the
+ * call engine (breaker -> slot -> build -> HTTP -> parse, with retries,
+ * timeouts and the task deadline).
+ *
+ * A call holds references like a HostedAI call: one for its owner until it
+ * finishes or is cancelled, one for its timer until the timer is closed, one
+ * per HTTP request or token fetch in flight; it is freed when the last goes. */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "breaker.h"
+#include "clock.h"
+#include "log.h"
+#include "provider.h"
+#include "retry.h"
+#include "slots.h"
+
+#if defined(__has_include)
+#if __has_include("gcp_auth.h")
+#include "gcp_auth.h"
+#define GT_HAVE_GCP_AUTH 1
+#endif
+#endif
+
+/* ---- wire helpers and registry --------------------------------------------- */
+
+void gt_wire_request_free(gt_wire_request_t *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; r->headers && r->headers[i]; i++) {
+        /* Headers carry keys and signatures: scrub before the memory is reused. */
+        memset(r->headers[i], 0, strlen(r->headers[i]));
+        free(r->headers[i]);
+    }
+    free(r->headers);
+    free(r->method);
+    free(r->url);
+    free(r->body);
+    memset(r, 0, sizeof(*r));
+}
+
+int gt_wire_request_init(gt_wire_request_t *r, const char *method, const char *url,
+                         const json_t *body)
+{
+    memset(r, 0, sizeof(*r));
+    r->method = strdup(method);
+    r->url = strdup(url);
+    r->headers = calloc(1, sizeof(char *));
+    r->body = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    r->body_len = r->body ? strlen(r->body) : 0;
+    if (!r->method || !r->url || !r->headers || (body && !r->body)) {
+        gt_wire_request_free(r);
+        return -1;
+    }
+    return 0;
+}
+
+int gt_wire_header_add(gt_wire_request_t *r, const char *fmt, ...)
+{
+    size_t n = 0;
+    while (r->headers && r->headers[n])
+        n++;
+    char **grown = realloc(r->headers, (n + 2) * sizeof(char *));
+    if (!grown)
+        return -1;
+    r->headers = grown;
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = vasprintf(&r->headers[n], fmt, ap);
+    va_end(ap);
+    if (rc < 0) {
+        r->headers[n] = NULL;
+        return -1;
+    }
+    r->headers[n + 1] = NULL;
+    return 0;
+}
+
+const gt_runtime_t *gt_runtime_find(const char *name)
+{
+    static const gt_runtime_t *const all[] = {&gt_runtime_openai, &gt_runtime_hf_endpoint,
+                                              &gt_runtime_vertex_gemini,
+                                              &gt_runtime_bedrock_anthropic, NULL};
+    for (size_t i = 0; name && all[i]; i++)
+        if (strcmp(all[i]->name, name) == 0)
+            return all[i];
+    return NULL;
+}
+
+/* ---- engine ------------------------------------------------------------------ */
+
+typedef struct prov_state {
+    const gt_provider_t *p;
+    const gt_runtime_t *rt;
+    gt_breaker_t breaker;
+#ifdef GT_HAVE_GCP_AUTH
+    gt_gcp_auth_t *auth;
+#endif
+} prov_state_t;
+
+struct gt_prov_engine {
+    uv_loop_t *loop;
+    gt_http_t *http;
+    const gt_config_t *cfg;
+    const char *worker_id;
+    gt_event_fn emit;
+    void *emit_arg;
+    prov_state_t *provs;
+    size_t n_provs;
+    gt_slots_t *slots;
+    int closed;
+};
+
+typedef enum { FAIL_NONE, FAIL_TIMEOUT, FAIL_UNAVAILABLE, FAIL_RATE_LIMITED } fail_t;
+
+struct gt_prov_call {
+    gt_prov_engine_t *e;
+    prov_state_t *ps;
+    const gt_task_spec_t *spec;
+    gt_prov_done_cb cb;
+    void *cb_arg;
+
+    int refs;
+    unsigned seq;        /* bumped when the request in flight is abandoned */
+    int retry;
+    int in_flight;
+    int finished, aborted, timer_closed;
+    int breaker_out;     /* the breaker allowed the attempt in flight */
+    uv_timer_t timer;
+    gt_slot_req_t *slot;
+    int slot_waiting;
+    fail_t last_fail;
+
+    char *task_id, *request_id, *tenant_id;
+    int64_t deadline, start_mono, slot_start, slot_ms, infer_start;
+
+    gt_task_status_t status;
+    const char *code;
+    char message[256];
+    json_t *output, *attempts;
+    int64_t prompt_tokens, completion_tokens, request_bytes, response_bytes;
+};
+
+typedef struct prov_req {
+    gt_prov_call_t *call;
+    unsigned seq;
+    int by_deadline;
+} prov_req_t;
+
+static void attempt(gt_prov_call_t *call);
+static void finish(gt_prov_call_t *call);
+
+static double prov_rand(void)
+{
+    static uint64_t s;
+    if (s == 0)
+        s = (uint64_t)gt_clock_mono_ms() * 6364136223846793005ULL ^ (uint64_t)getpid() ^ 3;
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    return (double)(s >> 11) / 9007199254740992.0;
+}
+
+static gt_log_ctx_t call_ctx(const gt_prov_call_t *call)
+{
+    gt_log_ctx_t ctx = {call->request_id, call->task_id, call->tenant_id};
+    return ctx;
+}
+
+static prov_state_t *state_of(gt_prov_engine_t *e, const char *provider)
+{
+    for (size_t i = 0; provider && i < e->n_provs; i++)
+        if (strcmp(e->provs[i].p->name, provider) == 0)
+            return &e->provs[i];
+    return NULL;
+}
+
+static void breaker_event(gt_prov_engine_t *e, prov_state_t *ps, int changed)
+{
+    static const char *const types[] = {"breaker.closed", "breaker.opened", "breaker.half_open"};
+    if (changed < 0)
+        return;
+    const char *state = gt_breaker_state_name((gt_breaker_state_t)changed);
+    if (changed == GT_BREAKER_OPEN)
+        gt_warn("provider %s: circuit breaker open", ps->p->name);
+    else
+        gt_info("provider %s: circuit breaker %s", ps->p->name, state);
+    if (!e->emit)
+        return;
+    json_t *data = json_pack("{s:s, s:s, s:s, s:i, s:I}", "provider", ps->p->name, "endpoint",
+                             ps->p->endpoint ? ps->p->endpoint
+                                             : (ps->p->region ? ps->p->region : ps->p->runtime),
+                             "state", state, "failures", ps->breaker.threshold, "recovery_ms",
+                             (json_int_t)ps->breaker.recovery_ms);
+    e->emit(types[changed], data, e->emit_arg);
+}
+
+static void call_free(gt_prov_call_t *call)
+{
+    free(call->task_id);
+    free(call->request_id);
+    free(call->tenant_id);
+    json_decref(call->output);
+    json_decref(call->attempts);
+    free(call);
+}
+
+static void call_unref(gt_prov_call_t *call)
+{
+    if (--call->refs == 0)
+        call_free(call);
+}
+
+static void on_timer_close(uv_handle_t *h)
+{
+    call_unref(h->data);
+}
+
+static void record_attempt(gt_prov_call_t *call, long status, int64_t ms, const char *error)
+{
+    json_t *a = json_pack("{s:s, s:i, s:I, s:s}", "op", "inference", "status", (int)status, "ms",
+                          (json_int_t)(ms < 0 ? 0 : ms), "provider", call->ps->p->name);
+    if (!a)
+        return;
+    json_object_set_new(a, "error", error ? json_string(error) : json_null());
+    json_array_append_new(call->attempts, a);
+}
+
+static void set_failure(gt_prov_call_t *call, gt_task_status_t status, const char *code,
+                        const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static void set_failure(gt_prov_call_t *call, gt_task_status_t status, const char *code,
+                        const char *fmt, ...)
+{
+    if (call->code)
+        return;
+    call->status = status;
+    call->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(call->message, sizeof(call->message), fmt, ap);
+    va_end(ap);
+    json_decref(call->output);
+    call->output = NULL;
+}
+
+/* Gives back a breaker allowance that got no verdict (abandoned, expired). */
+static void breaker_forget(gt_prov_call_t *call)
+{
+    if (call->breaker_out) {
+        call->breaker_out = 0;
+        gt_breaker_cancel(&call->ps->breaker);
+    }
+}
+
+static void breaker_verdict(gt_prov_call_t *call, int ok)
+{
+    int changed = -1;
+    if (!call->breaker_out)
+        return;
+    call->breaker_out = 0;
+    if (ok)
+        gt_breaker_success(&call->ps->breaker, gt_clock_mono_ms(), &changed);
+    else
+        gt_breaker_failure(&call->ps->breaker, gt_clock_mono_ms(), &changed);
+    breaker_event(call->e, call->ps, changed);
+}
+
+static void finish(gt_prov_call_t *call)
+{
+    if (call->finished)
+        return;
+    call->finished = 1;
+    breaker_forget(call);
+    if (call->slot) {
+        int64_t tokens = (call->prompt_tokens > 0 ? call->prompt_tokens : 0) +
+                         (call->completion_tokens > 0 ? call->completion_tokens : 0);
+        gt_slots_release(call->slot, tokens);
+        call->slot = NULL;
+    }
+    if (!call->code)
+        call->status = GT_TASK_SUCCEEDED;
+    gt_task_outcome_t out = {0};
+    out.status = call->status;
+    out.error_code = call->code;
+    out.error_message = call->code ? call->message : NULL;
+    out.output = call->status == GT_TASK_SUCCEEDED ? call->output : NULL;
+    out.provider = call->ps->p->name;
+    out.attempts = call->attempts;
+    out.prompt_tokens = call->prompt_tokens > 0 ? call->prompt_tokens : 0;
+    out.completion_tokens = call->completion_tokens > 0 ? call->completion_tokens : 0;
+    out.allocate_ms = call->slot_start ? call->slot_ms : -1;
+    out.inference_ms = call->infer_start ? gt_clock_mono_ms() - call->infer_start : -1;
+    out.release_ms = -1;
+    out.request_bytes = call->request_bytes;
+    out.response_bytes = call->response_bytes;
+    if (call->cb)
+        call->cb(call, &out, call->cb_arg);
+    call->cb = NULL;
+    if (!call->timer_closed) {
+        call->timer_closed = 1;
+        uv_close((uv_handle_t *)&call->timer, on_timer_close);
+    }
+    call_unref(call); /* the owner's */
+}
+
+static void expire(gt_prov_call_t *call, const char *during)
+{
+    breaker_forget(call);
+    set_failure(call, GT_TASK_EXPIRED, "deadline_exceeded", "task deadline reached %s", during);
+    finish(call);
+}
+
+static void on_backoff(uv_timer_t *t)
+{
+    attempt(t->data);
+}
+
+static const char *fail_code(fail_t f)
+{
+    return f == FAIL_TIMEOUT        ? "provider_timeout"
+           : f == FAIL_RATE_LIMITED ? "provider_rate_limited"
+                                    : "provider_unavailable";
+}
+
+static void on_http(const gt_http_response_t *resp, void *arg)
+{
+    prov_req_t *req = arg;
+    gt_prov_call_t *call = req->call;
+    int by_deadline = req->by_deadline;
+    int current = req->seq == call->seq && !call->finished;
+    free(req);
+    if (!current) {
+        call_unref(call);
+        return;
+    }
+    call->in_flight = 0;
+    gt_log_ctx_t ctx = call_ctx(call);
+    const gt_provider_t *p = call->ps->p;
+    long st = resp->status;
+    call->request_bytes += (int64_t)resp->request_bytes;
+    call->response_bytes += (int64_t)resp->body_len;
+
+    if (st >= 200 && st < 300) {
+        gt_wire_answer_t ans = {0};
+        const char *why = NULL;
+        gt_wire_task_t wt = {call->spec->kind, call->spec->input, call->spec->parameters,
+                             call->spec->model->provider_model, call->spec->traceparent};
+        record_attempt(call, st, resp->elapsed_ms, NULL);
+        breaker_verdict(call, 1);
+        if (call->ps->rt->parse(&wt, resp->body, resp->body_len, &ans, &why) != 0) {
+            json_decref(ans.output);
+            set_failure(call, GT_TASK_FAILED, "provider_bad_response", "provider %s: %s",
+                        p->name, why ? why : "unexpected response");
+        } else {
+            call->output = ans.output;
+            call->prompt_tokens = ans.prompt_tokens;
+            call->completion_tokens = ans.completion_tokens;
+        }
+        finish(call);
+        call_unref(call);
+        return;
+    }
+    char err[160];
+    if (st == 0)
+        snprintf(err, sizeof(err), "%s", resp->timed_out ? "timeout"
+                                         : resp->error    ? resp->error
+                                                          : "transport error");
+    else
+        snprintf(err, sizeof(err), "HTTP %ld", st);
+    record_attempt(call, st, resp->elapsed_ms, err);
+    if (st == 0 && resp->timed_out && by_deadline) {
+        expire(call, "during the provider call");
+        call_unref(call);
+        return;
+    }
+    if (!gt_retry_is_retryable(st)) {
+        /* The provider answered: it is up, the request is at fault. */
+        breaker_verdict(call, 1);
+        char snippet[120];
+        snprintf(snippet, sizeof(snippet), "%.*s", (int)(resp->body_len < 100 ? resp->body_len : 100),
+                 resp->body ? resp->body : "");
+        set_failure(call, GT_TASK_FAILED, "provider_rejected", "provider %s answered HTTP %ld: %s",
+                    p->name, st, snippet);
+        finish(call);
+        call_unref(call);
+        return;
+    }
+    call->last_fail = st == 0 && resp->timed_out ? FAIL_TIMEOUT
+                      : st == 429                ? FAIL_RATE_LIMITED
+                                                 : FAIL_UNAVAILABLE;
+    if (st == 429)
+        breaker_forget(call); /* throttled, not broken */
+    else
+        breaker_verdict(call, 0);
+    if (call->retry >= p->retry.max_retries || call->aborted) {
+        set_failure(call, GT_TASK_FAILED, fail_code(call->last_fail),
+                    "provider %s: %s after %d attempt(s)", p->name, err, call->retry + 1);
+        finish(call);
+        call_unref(call);
+        return;
+    }
+    call->retry++;
+    int64_t wait = gt_retry_backoff_ms(&p->retry, call->retry, resp->retry_after_ms, prov_rand());
+    if (gt_clock_mono_ms() + wait >= call->deadline) {
+        expire(call, "before the next retry");
+        call_unref(call);
+        return;
+    }
+    gt_log(GT_LOG_DEBUG, &ctx, "provider %s: %s; retry %d in %" PRId64 " ms", p->name, err,
+           call->retry, wait);
+    uv_timer_start(&call->timer, on_backoff, (uint64_t)wait, 0);
+    call_unref(call);
+}
+
+static void send_request(gt_prov_call_t *call, const char *access_token)
+{
+    const gt_provider_t *p = call->ps->p;
+    gt_wire_task_t wt = {call->spec->kind, call->spec->input, call->spec->parameters,
+                         call->spec->model->provider_model, call->spec->traceparent};
+    gt_wire_auth_t auth = {access_token, time(NULL)};
+    gt_wire_request_t wr;
+    const char *why = NULL;
+    memset(&wr, 0, sizeof(wr));
+    if (call->ps->rt->build(p, &wt, &auth, &wr, &why) != 0) {
+        breaker_forget(call);
+        set_failure(call, GT_TASK_FAILED, "unsupported_input", "provider %s: %s", p->name,
+                    why ? why : "cannot build the request");
+        finish(call);
+        return;
+    }
+    int64_t now = gt_clock_mono_ms(), timeout = p->inference_timeout_ms;
+    prov_req_t *req = calloc(1, sizeof(*req));
+    if (req) {
+        req->call = call;
+        req->seq = call->seq;
+        if (call->deadline != INT64_MAX && call->deadline - now < timeout) {
+            timeout = call->deadline - now > 1 ? call->deadline - now : 1;
+            req->by_deadline = 1;
+        }
+    }
+    if (!call->infer_start)
+        call->infer_start = now;
+    if (!req || gt_http_request(call->e->http, wr.method, wr.url, (const char *const *)wr.headers,
+                                wr.body, wr.body_len, timeout, on_http, req) != 0) {
+        free(req);
+        gt_wire_request_free(&wr);
+        breaker_forget(call);
+        set_failure(call, GT_TASK_FAILED, call->aborted ? "aborted" : "provider_unavailable",
+                    "could not start the request to provider %s", p->name);
+        finish(call);
+        return;
+    }
+    gt_wire_request_free(&wr);
+    call->refs++;
+    call->in_flight = 1;
+}
+
+#ifdef GT_HAVE_GCP_AUTH
+typedef struct token_wait {
+    gt_prov_call_t *call;
+    unsigned seq;
+} token_wait_t;
+
+static void on_token(const char *token, const char *error, void *arg)
+{
+    token_wait_t *tw = arg;
+    gt_prov_call_t *call = tw->call;
+    int current = tw->seq == call->seq && !call->finished;
+    free(tw);
+    if (current) {
+        call->in_flight = 0;
+        if (!token) {
+            breaker_verdict(call, 0);
+            set_failure(call, GT_TASK_FAILED, "provider_auth_failed",
+                        "provider %s: no access token: %s", call->ps->p->name,
+                        error ? error : "unknown error");
+            finish(call);
+        } else {
+            send_request(call, token);
+        }
+    }
+    call_unref(call);
+}
+#endif
+
+static void attempt(gt_prov_call_t *call)
+{
+    gt_prov_engine_t *e = call->e;
+    prov_state_t *ps = call->ps;
+    if (call->finished)
+        return;
+    if (call->aborted) {
+        set_failure(call, GT_TASK_FAILED, "aborted", "aborted by shutdown");
+        finish(call);
+        return;
+    }
+    int64_t now = gt_clock_mono_ms();
+    if (now >= call->deadline) {
+        expire(call, "before the provider call");
+        return;
+    }
+    int changed = -1;
+    int ok = gt_breaker_allow(&ps->breaker, now, &changed);
+    breaker_event(e, ps, changed);
+    if (!ok) {
+        record_attempt(call, 0, 0, "circuit breaker open");
+        set_failure(call, GT_TASK_FAILED, "provider_unavailable",
+                    "provider %s: circuit breaker open", ps->p->name);
+        finish(call);
+        return;
+    }
+    call->breaker_out = 1;
+    if (ps->rt->needs_oauth) {
+#ifdef GT_HAVE_GCP_AUTH
+        token_wait_t *tw = ps->auth ? calloc(1, sizeof(*tw)) : NULL;
+        if (tw) {
+            tw->call = call;
+            tw->seq = call->seq;
+            call->refs++;
+            call->in_flight = 1;
+            gt_gcp_auth_get(ps->auth, on_token, tw); /* may answer right here */
+            return;
+        }
+#endif
+        breaker_forget(call);
+        set_failure(call, GT_TASK_FAILED, "provider_auth_failed",
+                    "provider %s: no service-account token source", ps->p->name);
+        finish(call);
+        return;
+    }
+    send_request(call, NULL);
+}
+
+static void on_slot(gt_slot_req_t *r, int rc, const char *why, void *arg)
+{
+    gt_prov_call_t *call = arg;
+    call->slot_waiting = 0;
+    call->slot_ms = gt_clock_mono_ms() - call->slot_start;
+    if (rc != 0) {
+        call->slot = NULL; /* gave up: nothing is held */
+        if (gt_clock_mono_ms() >= call->deadline)
+            expire(call, "while waiting for a provider slot");
+        else {
+            set_failure(call, GT_TASK_FAILED, "provider_slot_timeout",
+                        "provider %s: no slot: %s", call->ps->p->name, why ? why : "timed out");
+            finish(call);
+        }
+        return;
+    }
+    (void)r;
+    attempt(call);
+}
+
+static void on_begin(uv_timer_t *t)
+{
+    gt_prov_call_t *call = t->data;
+    gt_prov_engine_t *e = call->e;
+    const gt_provider_t *p = call->ps->p;
+    if (e->slots && gt_slots_needed(p, call->tenant_id)) {
+        int64_t now = gt_clock_mono_ms();
+        int64_t give_up = now + p->slot_timeout_ms;
+        if (call->deadline < give_up)
+            give_up = call->deadline;
+        call->slot_start = now;
+        call->slot_waiting = 1;
+        call->slot = gt_slots_acquire(e->slots, p, call->tenant_id, call->task_id, give_up,
+                                      on_slot, call);
+        if (!call->slot) {
+            call->slot_waiting = 0;
+            set_failure(call, GT_TASK_FAILED, "out_of_memory", "cannot queue for a slot");
+            finish(call);
+        }
+        return;
+    }
+    attempt(call);
+}
+
+gt_prov_call_t *gt_prov_start(gt_prov_engine_t *e, const gt_task_spec_t *spec,
+                              gt_prov_done_cb cb, void *arg, const char **code)
+{
+    prov_state_t *ps = state_of(e, spec->model ? spec->model->provider : NULL);
+    if (!ps) {
+        *code = "unknown_provider";
+        return NULL;
+    }
+    if (!ps->rt) {
+        *code = "unsupported_runtime";
+        return NULL;
+    }
+    gt_prov_call_t *call = calloc(1, sizeof(*call));
+    if (!call) {
+        *code = "out_of_memory";
+        return NULL;
+    }
+    call->e = e;
+    call->ps = ps;
+    call->spec = spec;
+    call->cb = cb;
+    call->cb_arg = arg;
+    call->deadline = spec->deadline_mono_ms;
+    call->start_mono = gt_clock_mono_ms();
+    call->prompt_tokens = call->completion_tokens = -1;
+    call->task_id = spec->task_id ? strdup(spec->task_id) : NULL;
+    call->request_id = spec->request_id ? strdup(spec->request_id) : NULL;
+    call->tenant_id = spec->tenant_id ? strdup(spec->tenant_id) : NULL;
+    call->attempts = json_array();
+    if (!call->attempts || (spec->task_id && !call->task_id) ||
+        (spec->tenant_id && !call->tenant_id) || (spec->request_id && !call->request_id)) {
+        call_free(call);
+        *code = "out_of_memory";
+        return NULL;
+    }
+    call->refs = 2; /* owner + timer */
+    uv_timer_init(e->loop, &call->timer);
+    call->timer.data = call;
+    /* Everything runs from the loop: cb never runs inside gt_prov_start. */
+    uv_timer_start(&call->timer, on_begin, 0, 0);
+    return call;
+}
+
+/* Stops whatever the call waits for; a request in flight is abandoned. */
+static void call_stop(gt_prov_call_t *call)
+{
+    if (call->in_flight) {
+        call->seq++;
+        call->in_flight = 0;
+    }
+    breaker_forget(call);
+    if (!call->timer_closed)
+        uv_timer_stop(&call->timer);
+    if (call->slot) {
+        gt_slots_release(call->slot, 0);
+        call->slot = NULL;
+        call->slot_waiting = 0;
+    }
+}
+
+void gt_prov_abort(gt_prov_call_t *call)
+{
+    if (call->finished)
+        return;
+    call->aborted = 1;
+    call_stop(call);
+    set_failure(call, GT_TASK_FAILED, "aborted", "aborted by shutdown");
+    finish(call);
+}
+
+void gt_prov_cancel(gt_prov_call_t *call)
+{
+    if (call->finished)
+        return;
+    call->cb = NULL;
+    call_stop(call);
+    finish(call);
+}
+
+int gt_prov_unavailable(gt_prov_engine_t *e, const gt_model_t *model)
+{
+    prov_state_t *ps = state_of(e, model ? model->provider : NULL);
+    if (!ps)
+        return 0;
+    gt_breaker_state_t s = gt_breaker_peek(&ps->breaker, gt_clock_mono_ms());
+    return s == GT_BREAKER_OPEN || (s == GT_BREAKER_HALF_OPEN && ps->breaker.trial_out);
+}
+
+gt_prov_engine_t *gt_prov_engine_new(uv_loop_t *loop, gt_http_t *http, const gt_config_t *cfg,
+                                     const char *worker_id, gt_event_fn emit, void *emit_arg,
+                                     char *err, size_t errlen)
+{
+    gt_prov_engine_t *e = calloc(1, sizeof(*e));
+    if (!e || !(e->provs = calloc(cfg->n_providers + 1, sizeof(prov_state_t)))) {
+        free(e);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    e->loop = loop;
+    e->http = http;
+    e->cfg = cfg;
+    e->worker_id = worker_id;
+    e->emit = emit;
+    e->emit_arg = emit_arg;
+    for (size_t i = 0; i < cfg->n_providers; i++) {
+        prov_state_t *ps = &e->provs[e->n_provs++];
+        ps->p = &cfg->providers[i];
+        ps->rt = gt_runtime_find(ps->p->runtime);
+        gt_breaker_init(&ps->breaker, ps->p->breaker_failures, ps->p->breaker_recovery_ms);
+#ifdef GT_HAVE_GCP_AUTH
+        if (ps->rt && ps->rt->needs_oauth && ps->p->credentials) {
+            ps->auth = gt_gcp_auth_new(loop, http, ps->p->credentials, err, errlen);
+            if (!ps->auth) {
+                char why[256];
+                snprintf(why, sizeof(why), "%s", err);
+                snprintf(err, errlen, "providers.%s: %s", ps->p->name, why);
+                gt_prov_engine_free(e);
+                return NULL;
+            }
+        }
+#endif
+    }
+    err[0] = '\0';
+    e->slots = gt_slots_new(loop, cfg, worker_id, err, errlen);
+    if (!e->slots && err[0]) {
+        gt_prov_engine_free(e);
+        return NULL;
+    }
+    return e;
+}
+
+void gt_prov_engine_close(gt_prov_engine_t *e)
+{
+    if (!e || e->closed)
+        return;
+    e->closed = 1;
+    if (e->slots)
+        gt_slots_free(e->slots); /* frees itself once its handles are closed */
+    e->slots = NULL;
+}
+
+void gt_prov_engine_free(gt_prov_engine_t *e)
+{
+    if (!e)
+        return;
+#ifdef GT_HAVE_GCP_AUTH
+    for (size_t i = 0; i < e->n_provs; i++)
+        gt_gcp_auth_free(e->provs[i].auth);
+#endif
+    if (e->slots)
+        gt_slots_free(e->slots);
+    free(e->provs);
+    free(e);
+}
