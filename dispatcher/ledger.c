@@ -27,23 +27,54 @@ typedef struct batch {
     int n;
 } batch_t;
 
+/* Inserts a batch of usage events with their cost (the price in force at each
+ * event's time, see billing_price_for in migrations/002_billing.sql; rounded
+ * half up per component) and adds the cost to the tenants' budget periods, in
+ * one statement: a redelivered event is no row and no spend. Events without a
+ * price in force are stored uncosted (price_id NULL); the invoice run costs
+ * them once their price is loaded. */
+#define COST(expr) "CASE WHEN p.price_id IS NOT NULL THEN " expr " END"
+#define COST_PROMPT "billing_micros(e.prompt_tokens, p.prompt_per_1k_micros, 1000)"
+#define COST_COMPLETION "billing_micros(e.completion_tokens, p.completion_per_1k_micros, 1000)"
+#define COST_ALLOC "billing_micros(round(e.allocation_seconds, 3), p.allocation_second_micros, 1)"
 static const char sql_insert[] =
-    "INSERT INTO usage (event_id, request_id, task_id, tenant_id, model, provider, pool,"
-    "  allocation_id, allocation_seconds, tflops, vram_mb, prompt_tokens, completion_tokens,"
-    "  request_bytes, response_bytes, attempts, allocate_ms, inference_ms, release_ms,"
-    "  total_ms, occurred_at)"
-    " SELECT e.event_id, e.request_id, e.task_id, e.tenant_id, e.model, e.provider, e.pool,"
-    "  e.allocation_id, round(e.allocation_seconds, 3), e.tflops, e.vram_mb, e.prompt_tokens,"
-    "  e.completion_tokens, e.request_bytes, e.response_bytes, e.attempts,"
-    "  (e.durations ->> 'allocate_ms')::bigint, (e.durations ->> 'inference_ms')::bigint,"
-    "  (e.durations ->> 'release_ms')::bigint, (e.durations ->> 'total_ms')::bigint,"
-    "  e.occurred_at"
-    " FROM jsonb_to_recordset($1::jsonb) AS e(event_id text, request_id text, task_id text,"
-    "  tenant_id text, model text, provider text, pool text, allocation_id text,"
-    "  allocation_seconds numeric, tflops numeric, vram_mb bigint, prompt_tokens bigint,"
-    "  completion_tokens bigint, request_bytes bigint, response_bytes bigint, attempts int,"
-    "  durations jsonb, occurred_at timestamptz)"
-    " ON CONFLICT (event_id) DO NOTHING";
+    "WITH e AS ("
+    "  SELECT DISTINCT ON (e.event_id) e.*"
+    "  FROM jsonb_to_recordset($1::jsonb) AS e(event_id text, request_id text, task_id text,"
+    "   tenant_id text, model text, provider text, pool text, allocation_id text,"
+    "   allocation_seconds numeric, tflops numeric, vram_mb bigint, prompt_tokens bigint,"
+    "   completion_tokens bigint, request_bytes bigint, response_bytes bigint, attempts int,"
+    "   durations jsonb, occurred_at timestamptz)"
+    "  ORDER BY e.event_id),"
+    " ids AS ("
+    "  INSERT INTO usage_event_ids (event_id, occurred_at) SELECT event_id, occurred_at FROM e"
+    "  ON CONFLICT (event_id) DO NOTHING RETURNING event_id),"
+    " ins AS ("
+    "  INSERT INTO usage (event_id, request_id, task_id, tenant_id, model, provider, pool,"
+    "   allocation_id, allocation_seconds, tflops, vram_mb, prompt_tokens, completion_tokens,"
+    "   request_bytes, response_bytes, attempts, allocate_ms, inference_ms, release_ms,"
+    "   total_ms, occurred_at, price_id, currency, allocation_rate_micros, cost_prompt_micros,"
+    "   cost_completion_micros, cost_allocation_micros, cost_request_micros, cost_micros)"
+    "  SELECT e.event_id, e.request_id, e.task_id, e.tenant_id, e.model, e.provider, e.pool,"
+    "   e.allocation_id, round(e.allocation_seconds, 3), e.tflops, e.vram_mb, e.prompt_tokens,"
+    "   e.completion_tokens, e.request_bytes, e.response_bytes, e.attempts,"
+    "   (e.durations ->> 'allocate_ms')::bigint, (e.durations ->> 'inference_ms')::bigint,"
+    "   (e.durations ->> 'release_ms')::bigint, (e.durations ->> 'total_ms')::bigint,"
+    "   e.occurred_at, p.price_id, p.currency, p.allocation_second_micros,"
+    "   " COST(COST_PROMPT) ", " COST(COST_COMPLETION) ", " COST(COST_ALLOC) ","
+    "   p.request_micros,"
+    "   " COST(COST_PROMPT " + " COST_COMPLETION " + " COST_ALLOC " + p.request_micros") ""
+    "  FROM e JOIN ids USING (event_id)"
+    "  LEFT JOIN LATERAL billing_price_for(e.tenant_id, e.provider, e.model, e.occurred_at,"
+    "   e.tflops, e.vram_mb) p ON true"
+    "  RETURNING tenant_id, occurred_at, cost_micros),"
+    " spend AS ("
+    "  UPDATE budget_periods b SET spent_micros = b.spent_micros + s.cost,"
+    "   usage_rows = b.usage_rows + s.n, updated_at = now()"
+    "  FROM (SELECT tenant_id, billing_period(occurred_at) AS period, sum(cost_micros) AS cost,"
+    "         count(*) AS n FROM ins WHERE cost_micros IS NOT NULL GROUP BY 1, 2) s"
+    "  WHERE b.tenant_id = s.tenant_id AND b.period = s.period RETURNING 1)"
+    " SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM spend)";
 
 static void flush(gt_ledger_t *l);
 
@@ -93,7 +124,7 @@ static void on_single(const PGresult *res, const char *err, void *arg)
         gt_dispatcher_dead_letter(l->d, l->consumer, b->msgs[0], "ledger.insert",
                                   "invalid_usage", err, NULL);
     else {
-        l->rows_written += atol(PQcmdTuples((PGresult *)res));
+        l->rows_written += atol(PQgetvalue(res, 0, 0));
         gt_consumer_done(l->consumer, b->msgs[0]);
     }
     batch_free(b);
@@ -109,7 +140,7 @@ static void on_inserted(const PGresult *res, const char *err, void *arg)
         split(b);
         return;
     }
-    l->rows_written += atol(PQcmdTuples((PGresult *)res));
+    l->rows_written += atol(PQgetvalue(res, 0, 0));
     l->batches++;
     for (int i = 0; i < b->n; i++)
         gt_consumer_done(l->consumer, b->msgs[i]);
