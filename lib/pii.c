@@ -19,6 +19,10 @@ enum {
 
 static unsigned char cls[256];
 
+static unsigned short month_first[256]; /* months (bits) whose name starts with a byte */
+static const char *const months[] = {"january", "february", "march",     "april",
+                                     "may",     "june",     "july",      "august",
+                                     "september", "october", "november", "december"};
 static pthread_once_t cls_once = PTHREAD_ONCE_INIT;
 
 static void init_classes(void)
@@ -45,6 +49,10 @@ static void init_classes(void)
             k |= C_RIGHT;
         cls[c] = k;
     }
+    for (int m = 0; m < 12; m++) {
+        month_first[(unsigned char)months[m][0]] |= (unsigned short)(1u << m);
+        month_first[(unsigned char)(months[m][0] - 32)] |= (unsigned short)(1u << m);
+    }
 }
 
 #define U(p) ((unsigned char)(p))
@@ -66,8 +74,11 @@ static size_t digits_at(const char *s, size_t n, size_t j, size_t max, int *val)
 {
     size_t k = 0;
     int v = 0;
-    while (j + k < n && k < max && IS(s[j + k], C_DIGIT))
-        v = v * 10 + (s[j + k++] - '0');
+    while (j + k < n && k < max && IS(s[j + k], C_DIGIT)) {
+        if (k < 9) /* the value is only read for short fields */
+            v = v * 10 + (s[j + k] - '0');
+        k++;
+    }
     if (val)
         *val = v;
     return k;
@@ -100,6 +111,8 @@ static int try_email(const char *s, size_t n, size_t lo, size_t at, size_t *star
     size_t k = at;
     while (k > lo && at - k < 64 && IS(s[k - 1], C_LOCAL))
         k--;
+    while (k < at && (U(s[k]) & 0xC0) == 0x80)
+        k++; /* never start inside a UTF-8 sequence */
     while (k < at && (s[k] == '.' || s[k] == '-' || s[k] == '+'))
         k++;
     if (k == at || s[at - 1] == '.')
@@ -392,14 +405,15 @@ static int try_phone(const char *s, size_t n, size_t i, size_t *end, double *con
 
 static const char *const dob_words[] = {"born", "dob", "d.o.b", "birth", "né le", "geboren",
                                         "nacido", NULL};
-static const char *const months[] = {"january", "february", "march",     "april",
-                                     "may",     "june",     "july",      "august",
-                                     "september", "october", "november", "december"};
-
 /* A month name (full or three letters, optional '.') at j: 1-12, or 0. */
 static int month_at(const char *s, size_t n, size_t j, size_t *len)
 {
-    for (int m = 0; m < 12; m++) {
+    if (j + 3 > n)
+        return 0;
+    unsigned cand = month_first[U(s[j])]; /* most words: this one lookup */
+    for (int m = 0; cand && m < 12; m++) {
+        if (!(cand & (1u << m)))
+            continue;
         const char *name = months[m];
         size_t k = 0;
         while (name[k] && j + k < n && lower(U(s[j + k])) == name[k])

@@ -104,11 +104,12 @@ static int mask_token(gt_scrub_t *s, gt_pii_type_t t, const char *v, size_t n, c
                       size_t toklen)
 {
     char key[320];
-    int kl = snprintf(key, sizeof(key), "%s:", gt_pii_type_name(t));
-    if (kl < 0 || n > sizeof(key) - (size_t)kl - 1)
-        n = sizeof(key) - (size_t)kl - 1; /* spans are bounded well below this */
+    size_t kl = 2;
+    key[0] = (char)('a' + t), key[1] = ':';
+    if (n > sizeof(key) - kl)
+        n = sizeof(key) - kl; /* spans are bounded well below this */
     memcpy(key + kl, v, n);
-    size_t keylen = (size_t)kl + n;
+    size_t keylen = kl + n;
     const char *known = json_string_value(json_object_getn(s->tokens, key, keylen));
     if (known) {
         snprintf(tok, toklen, "%s", known);
@@ -117,11 +118,15 @@ static int mask_token(gt_scrub_t *s, gt_pii_type_t t, const char *v, size_t n, c
     char name[16];
     upper_name(t, name, sizeof(name));
     snprintf(tok, toklen, "<%s_%zu>", name, ++s->next[t]);
-    json_t *val = json_stringn(v, n);
-    if (!val || json_object_setn_new(s->tokens, key, keylen, json_string(tok)) != 0 ||
-        json_object_set_new(s->mapping, tok, val) != 0)
+    /* nocheck: raw text need not be UTF-8; spans from JSON strings always are */
+    json_t *val = json_stringn_nocheck(v, n);
+    if (!val)
         return -1;
-    return 0;
+    if (json_object_setn_new_nocheck(s->tokens, key, keylen, json_string(tok)) != 0) {
+        json_decref(val);
+        return -1;
+    }
+    return json_object_set_new(s->mapping, tok, val) != 0 ? -1 : 0;
 }
 
 static void hash_token(gt_scrub_t *s, gt_pii_type_t t, const char *v, size_t n, char *tok,
@@ -173,6 +178,11 @@ static int on_finding(const gt_pii_finding_t *f, void *arg)
 int gt_scrub_text(gt_scrub_t *s, const char *text, size_t len, char **out, size_t *out_len)
 {
     scrub_pass_t p = {.s = s, .text = text};
+    p.out.cap = len + len / 8 + 64; /* tokens are about as long as what they replace */
+    p.out.p = malloc(p.out.cap);
+    if (!p.out.p)
+        return -1;
+    p.out.p[0] = 0;
     gt_pii_scan(text, len, s->o.types, s->o.min_confidence, on_finding, &p);
     if (p.err) {
         free(p.out.p);
