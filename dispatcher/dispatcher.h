@@ -14,6 +14,7 @@
 
 typedef struct gt_ledger gt_ledger_t;
 typedef struct gt_reaper gt_reaper_t;
+typedef struct gt_provider_health gt_provider_health_t;
 
 typedef struct gt_dispatcher {
     uv_loop_t *loop;
@@ -27,6 +28,8 @@ typedef struct gt_dispatcher {
     json_t *finalizing;            /* request_ids whose result is being published */
     gt_ledger_t *ledger;
     gt_reaper_t *reaper;
+    gt_provider_health_t *providers; /* breaker states seen on gantry.events (owned by the
+                                        reaper, which consumes them); NULL without it */
     long requests_accepted, requests_duplicate, dead_letters, results_published;
 } gt_dispatcher_t;
 
@@ -50,5 +53,15 @@ void gt_ledger_free(gt_ledger_t *l);   /* after the loop closed the handles */
 gt_reaper_t *gt_reaper_new(gt_dispatcher_t *d, char *err, size_t errlen);
 void gt_reaper_close(gt_reaper_t *r);
 void gt_reaper_free(gt_reaper_t *r);
+
+/* Provider health from the workers' breaker.* events (dispatcher/providers.c). */
+gt_provider_health_t *gt_provider_health_new(void);
+void gt_provider_health_event(gt_provider_health_t *h, const char *type, const json_t *data);
+/* 1 while some worker reported the provider's breaker open (within its recovery time). */
+int gt_provider_health_down(const gt_provider_health_t *h, const char *provider);
+/* m, or its first fallback whose provider is not down when m's is (m if none). */
+const gt_model_t *gt_provider_health_route(const gt_provider_health_t *h, const gt_config_t *cfg,
+                                           const gt_model_t *m);
+void gt_provider_health_free(gt_provider_health_t *h);
 
 #endif

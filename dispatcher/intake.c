@@ -164,6 +164,14 @@ static int build(intake_t *in, const json_t *req, const char **code, char *err, 
     gt_route_t route;
     if (gt_classify(in->d->cfg, req, &route, code, err, errlen) != 0)
         return -1;
+    /* A model whose provider's breaker is open goes to its first healthy fallback. */
+    const gt_model_t *healthy = gt_provider_health_route(in->d->providers, in->d->cfg, route.model);
+    if (healthy != route.model) {
+        gt_log(GT_LOG_INFO, &(gt_log_ctx_t){.request_id = in->request_id},
+               "model %s: provider %s is degraded; routed to fallback %s", route.model->name,
+               route.model->provider, healthy->name);
+        route.model = healthy;
+    }
     if (gt_graph_build(req, &route, in->d->cfg->max_batch, gt_clock_wall_ms(), &in->graph, err,
                        errlen) != 0) {
         *code = "too_large";

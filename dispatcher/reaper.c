@@ -148,6 +148,8 @@ static void on_event(gt_consumer_t *c, gt_msg_t *msg, void *arg)
             json_object_set_new(r->last_seen, source, json_integer(gt_clock_mono_ms()));
         else if (strcmp(type, "worker.stopped") == 0)
             json_object_set_new(r->last_seen, source, json_integer(-1));
+        else if (strncmp(type, "breaker.", 8) == 0)
+            gt_provider_health_event(r->d->providers, type, json_object_get(ev, "data"));
     }
     json_decref(ev);
     gt_consumer_done(c, msg);
@@ -180,6 +182,7 @@ gt_reaper_t *gt_reaper_new(gt_dispatcher_t *d, char *err, size_t errlen)
         free(r);
         return NULL;
     }
+    d->providers = gt_provider_health_new(); /* NULL (out of memory): routing ignores health */
     uv_timer_init(d->loop, &r->timer);
     r->timer.data = r;
     uv_timer_start(&r->timer, on_tick, (uint64_t)d->cfg->reaper_interval_ms,
@@ -198,6 +201,8 @@ void gt_reaper_close(gt_reaper_t *r)
 
 void gt_reaper_free(gt_reaper_t *r)
 {
+    gt_provider_health_free(r->d->providers);
+    r->d->providers = NULL;
     gt_consumer_free(r->consumer);
     json_decref(r->last_seen);
     free(r);
