@@ -31,6 +31,7 @@ typedef struct gt_dispatcher {
     gt_provider_health_t *providers; /* breaker states seen on gantry.events (owned by the
                                         reaper, which consumes them); NULL without it */
     long requests_accepted, requests_duplicate, dead_letters, results_published;
+    long budget_rejections;        /* requests answered rejected/budget_exceeded */
 } gt_dispatcher_t;
 
 /* Consumer callback of intake: one request message. */

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "budget.h"
 #include "classify.h"
 #include "clock.h"
 #include "dispatcher.h"
@@ -22,6 +23,7 @@ typedef struct intake {
     int has_traceparent;
     int acks_pending;
     json_t *published;    /* task_ids sent, marked queued once all are durable */
+    json_t *rejection;    /* the rejected result being published (budget), or NULL */
 } intake_t;
 
 static const char sql_insert[] =
@@ -58,6 +60,7 @@ static void intake_free(intake_t *in)
     gt_graph_free(&in->graph);
     json_decref(in->req);
     json_decref(in->published);
+    json_decref(in->rejection);
     free(in->request_id);
     free(in);
 }
@@ -230,6 +233,54 @@ static void on_inserted(const PGresult *res, const char *err, void *arg)
         intake_finish(in);
 }
 
+static void persist(intake_t *in);
+static void send_rejection(intake_t *in);
+
+static void on_rejection_delivered(int err, const char *errstr, void *opaque)
+{
+    intake_t *in = opaque;
+    if (err) {
+        gt_log(GT_LOG_ERROR, &(gt_log_ctx_t){.request_id = in->request_id},
+               "rejected result delivery failed, re-sending: %s", errstr);
+        send_rejection(in);
+        return;
+    }
+    in->d->results_published++;
+    intake_finish(in);
+}
+
+static void send_rejection(intake_t *in)
+{
+    const char *reply = json_string_value(json_object_get(in->req, "reply_topic"));
+    gt_header_t h = {"traceparent", in->traceparent};
+    if (gt_message_send(in->d->producer, reply ? reply : in->d->cfg->topics.results,
+                        in->request_id, in->rejection, &h, in->has_traceparent ? 1 : 0,
+                        on_rejection_delivered, in) != 0) {
+        gt_log(GT_LOG_ERROR, &(gt_log_ctx_t){.request_id = in->request_id},
+               "cannot queue the rejected result; it is answered on redelivery");
+        intake_free(in); /* offset stays undone */
+    }
+}
+
+/* Budget answer: persist the job, or answer rejected/budget_exceeded (no job
+ * row: a redelivered copy is checked again). */
+static void on_admitted(int admitted, const char *reason, void *arg)
+{
+    intake_t *in = arg;
+    if (admitted) {
+        persist(in);
+        return;
+    }
+    char at[64];
+    gt_log(GT_LOG_WARN, &(gt_log_ctx_t){.request_id = in->request_id}, "rejected: %s", reason);
+    in->rejection = json_pack(
+        "{s:s, s:s, s:O, s:s, s:{s:s, s:s}, s:s}", "schema", "gantry.result.v1", "request_id",
+        in->request_id, "tenant_id", json_object_get(in->req, "tenant_id"), "status", "rejected",
+        "error", "code", "budget_exceeded", "message", reason, "completed_at",
+        gt_clock_fmt(gt_clock_wall_ms(), at, sizeof(at)));
+    send_rejection(in);
+}
+
 void gt_intake_handle(gt_dispatcher_t *d, gt_msg_t *msg)
 {
     char err[512];
@@ -271,7 +322,19 @@ void gt_intake_handle(gt_dispatcher_t *d, gt_msg_t *msg)
         return;
     }
     json_object_set_new(d->intake_active, request_id, json_true());
+    if (gt_budget_admit(d, json_string_value(json_object_get(req, "tenant_id")), request_id,
+                        in->graph.n_inference, on_admitted, in) == 0)
+        return; /* on_admitted goes on */
+    persist(in);
+}
 
+/* Writes the job and its graph; on_inserted publishes the ready tasks. */
+static void persist(intake_t *in)
+{
+    gt_dispatcher_t *d = in->d;
+    gt_msg_t *msg = in->msg;
+    const json_t *req = in->req;
+    const char *request_id = in->request_id;
     const gt_node_t *first = &in->graph.nodes[0];
     json_t *rows = gt_graph_rows(&in->graph);
     char *rows_text = json_dumps(rows, JSON_COMPACT);

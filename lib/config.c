@@ -10,6 +10,8 @@
 #include <string.h>
 
 #include "config.h"
+#include "pii.h"
+#include "scrub.h"
 
 typedef struct ctx {
     char *err;
@@ -739,16 +741,265 @@ static void load_routing(ctx_t *c, gt_config_t *cfg)
 
 static void load_tenant_budget(ctx_t *c, gt_tenant_t *t, json_t *b, const char *path)
 {
-    (void)c, (void)t, (void)b, (void)path;
+    static const char *const keys[] = {"currency", "monthly_micros", "hard_limit_micros",
+                                       "soft_thresholds_pct", "reserve_micros_per_task", NULL};
+    struct gt_budget *bu = &t->budget;
+    check_keys(c, b, path, keys);
+    char *cur = get_str(c, b, "currency", path, "USD", 0);
+    if (strlen(cur) != 3 || !isupper((unsigned char)cur[0]) || !isupper((unsigned char)cur[1]) ||
+        !isupper((unsigned char)cur[2])) {
+        char *sub = join(path, "currency");
+        problem(c, sub, "must be a 3-letter ISO 4217 code such as \"USD\"");
+        free(sub);
+    }
+    snprintf(bu->currency, sizeof(bu->currency), "%s", cur);
+    free(cur);
+    if (!json_object_get(b, "monthly_micros")) {
+        char *sub = join(path, "monthly_micros");
+        problem(c, sub, "is required");
+        free(sub);
+    }
+    bu->monthly_micros = get_int(c, b, "monthly_micros", path, 1, 1, INT64_MAX / 1000);
+    bu->hard_limit_micros =
+        get_int(c, b, "hard_limit_micros", path, bu->monthly_micros, 1, INT64_MAX / 1000);
+    bu->reserve_micros_per_task =
+        get_int(c, b, "reserve_micros_per_task", path, -1, -1, INT64_MAX / 1000000);
+    json_t *th = json_object_get(b, "soft_thresholds_pct");
+    char *sub = join(path, "soft_thresholds_pct");
+    if (!th) {
+        bu->thresholds_pct[0] = 80, bu->thresholds_pct[1] = 100, bu->n_thresholds = 2;
+    } else if (!json_is_array(th) || json_array_size(th) > 8) {
+        problem(c, sub, "must be an array of at most 8 percentages");
+    } else {
+        size_t i;
+        json_t *v;
+        json_array_foreach(th, i, v) {
+            json_int_t pct = json_is_integer(v) ? json_integer_value(v) : 0;
+            if (pct < 1 || pct > 1000 || (i > 0 && pct <= bu->thresholds_pct[i - 1])) {
+                problem(c, sub, "must hold ascending integers in [1, 1000]");
+                break;
+            }
+            bu->thresholds_pct[bu->n_thresholds++] = (int)pct;
+        }
+    }
+    free(sub);
+    bu->has_budget = 1;
 }
 
-static void load_tenant_guardrails(ctx_t *c, gt_tenant_t *t, json_t *g, const char *path)
+/* A provider name a guardrail list may use: a declared provider, "hostedai",
+ * or "hostedai/<pool>". */
+static int guard_provider_known(const gt_config_t *cfg, const char *name)
 {
-    (void)c, (void)t, (void)g, (void)path;
+    if (strcmp(name, "hostedai") == 0)
+        return 1;
+    if (strncmp(name, "hostedai/", 9) == 0)
+        return gt_config_pool(cfg, name + 9) != NULL;
+    return gt_config_provider(cfg, name) != NULL;
+}
+
+static void load_guard_pii(ctx_t *c, struct gt_guardrails *gr, json_t *p, const char *path)
+{
+    static const char *const keys[] = {"mode", "types", "min_confidence", "restore",
+                                       "hash_key", "hash_chars", "always", NULL};
+    gr->pii_mode = GT_SCRUB_MASK;
+    gr->pii_types = GT_PII_ALL;
+    gr->pii_min_confidence = 0.5;
+    gr->pii_restore = 1;
+    gr->hash_chars = 16;
+    if (!p)
+        return;
+    check_keys(c, p, path, keys);
+    char *mode = get_str(c, p, "mode", path, "mask", 0);
+    char *sub = join(path, "mode");
+    if (strcmp(mode, "mask") == 0)
+        gr->pii_mode = GT_SCRUB_MASK;
+    else if (strcmp(mode, "hash") == 0)
+        gr->pii_mode = GT_SCRUB_HASH;
+    else if (strcmp(mode, "remove") == 0)
+        gr->pii_mode = GT_SCRUB_REMOVE;
+    else
+        problem(c, sub, "must be one of mask, hash, remove");
+    free(sub);
+    free(mode);
+    size_t n = 0;
+    char **types = get_str_list(c, p, "types", path, &n);
+    if (types) {
+        gr->pii_types = 0;
+        sub = join(path, "types");
+        for (size_t i = 0; i < n; i++) {
+            int ty = gt_pii_type_parse(types[i]);
+            if (ty < 0)
+                problem(c, sub, "unknown type \"%s\" (email, phone, ssn, card, ipv4, ipv6, "
+                        "iban, dob)", types[i]);
+            else
+                gr->pii_types |= 1u << ty;
+            free(types[i]);
+        }
+        free(types);
+        free(sub);
+    }
+    gr->pii_min_confidence = get_num(c, p, "min_confidence", path, 0.5, 0.05, 1.0);
+    gr->pii_restore = get_bool(c, p, "restore", path, 1);
+    gr->pii_always = get_bool(c, p, "always", path, 0);
+    gr->hash_chars = (int)get_int(c, p, "hash_chars", path, 16, 8, 64);
+    gr->hash_key = get_str(c, p, "hash_key", path, NULL, gr->pii_mode == GT_SCRUB_HASH);
+}
+
+static void load_guard_providers(ctx_t *c, const gt_config_t *cfg, struct gt_guardrails *gr,
+                                 json_t *p, const char *path)
+{
+    static const char *const keys[] = {"raw", "scrubbed", "none", "default", "prefer", NULL};
+    gr->default_access = GT_ACCESS_RAW;
+    if (!p)
+        return;
+    check_keys(c, p, path, keys);
+    gr->raw = get_str_list(c, p, "raw", path, &gr->n_raw);
+    gr->scrubbed = get_str_list(c, p, "scrubbed", path, &gr->n_scrubbed);
+    gr->denied = get_str_list(c, p, "none", path, &gr->n_denied);
+    char **lists[] = {gr->raw, gr->scrubbed, gr->denied};
+    size_t ns[] = {gr->n_raw, gr->n_scrubbed, gr->n_denied};
+    const char *names[] = {"raw", "scrubbed", "none"};
+    for (int l = 0; l < 3; l++)
+        for (size_t i = 0; i < ns[l]; i++)
+            if (!guard_provider_known(cfg, lists[l][i])) {
+                char *sub = join(path, names[l]);
+                problem(c, sub, "\"%s\" is not a declared provider, \"hostedai\" or "
+                        "\"hostedai/<pool>\"", lists[l][i]);
+                free(sub);
+            }
+    char *def = get_str(c, p, "default", path, "scrubbed", 0);
+    char *prefer = get_str(c, p, "prefer", path, "scrub", 0);
+    char *sub = join(path, "default");
+    if (strcmp(def, "raw") == 0)
+        gr->default_access = GT_ACCESS_RAW;
+    else if (strcmp(def, "scrubbed") == 0)
+        gr->default_access = GT_ACCESS_SCRUBBED;
+    else if (strcmp(def, "none") == 0)
+        gr->default_access = GT_ACCESS_NONE;
+    else
+        problem(c, sub, "must be one of raw, scrubbed, none");
+    free(sub);
+    sub = join(path, "prefer");
+    if (strcmp(prefer, "scrub") != 0 && strcmp(prefer, "reroute") != 0)
+        problem(c, sub, "must be scrub or reroute");
+    gr->prefer_reroute = strcmp(prefer, "reroute") == 0;
+    free(sub);
+    free(def);
+    free(prefer);
+}
+
+static const char *const mod_names[GT_MOD_NCATEGORIES] = {"harassment", "hate", "violence",
+                                                          "sexual", "self-harm"};
+
+static void load_guard_moderation(ctx_t *c, struct gt_guardrails *gr, json_t *m,
+                                  const char *path)
+{
+    static const char *const keys[] = {"input", "output", "thresholds", NULL};
+    for (int k = 0; k < GT_MOD_NCATEGORIES; k++)
+        gr->thresholds[k] = 0.5;
+    gr->moderate_input = gr->moderate_output = 1;
+    if (!m)
+        return;
+    check_keys(c, m, path, keys);
+    gr->moderate_input = get_bool(c, m, "input", path, 1);
+    gr->moderate_output = get_bool(c, m, "output", path, 1);
+    char *sub = join(path, "thresholds");
+    json_t *th = get_obj(c, m, "thresholds", path, 0);
+    if (th) {
+        check_keys(c, th, sub, mod_names);
+        for (int k = 0; k < GT_MOD_NCATEGORIES; k++)
+            gr->thresholds[k] = get_num(c, th, mod_names[k], sub, 0.5, 0.0, 1.0);
+    }
+    free(sub);
+}
+
+static void load_guard_limits(ctx_t *c, const gt_config_t *cfg, struct gt_guardrails *gr,
+                              json_t *l, const char *path)
+{
+    static const char *const keys[] = {"max_request_bytes", "max_batch", "max_input_tokens", NULL};
+    if (!l)
+        return;
+    check_keys(c, l, path, keys);
+    gr->max_request_bytes = get_int(c, l, "max_request_bytes", path, 0, 0, INT64_MAX);
+    gr->max_batch = (int)get_int(c, l, "max_batch", path, 0, 0, 1000000);
+    json_t *mt = get_obj(c, l, "max_input_tokens", path, 0);
+    if (!mt)
+        return;
+    char *sub = join(path, "max_input_tokens");
+    gr->max_input_tokens = calloc(json_object_size(mt) + 1, sizeof(*gr->max_input_tokens));
+    const char *model;
+    json_t *v;
+    json_object_foreach(mt, model, v) {
+        if (strcmp(model, "*") != 0 && !gt_config_model(cfg, model)) {
+            char *msub = join(sub, model);
+            problem(c, msub, "model \"%s\" is not declared in models", model);
+            free(msub);
+            continue;
+        }
+        struct gt_token_limit *tl = &gr->max_input_tokens[gr->n_max_input_tokens++];
+        tl->model = strdup(model);
+        tl->tokens = get_int(c, mt, model, sub, 0, 1, INT64_MAX);
+    }
+    free(sub);
+}
+
+static void load_tenant_guardrails(ctx_t *c, const gt_config_t *cfg, gt_tenant_t *t, json_t *g,
+                                   const char *path)
+{
+    static const char *const keys[] = {"pii", "providers", "moderation", "limits", NULL};
+    struct gt_guardrails *gr = &t->guard;
+    check_keys(c, g, path, keys);
+    char *sub = join(path, "pii");
+    load_guard_pii(c, gr, get_obj(c, g, "pii", path, 0), sub);
+    free(sub);
+    sub = join(path, "providers");
+    load_guard_providers(c, cfg, gr, get_obj(c, g, "providers", path, 0), sub);
+    free(sub);
+    sub = join(path, "moderation");
+    load_guard_moderation(c, gr, get_obj(c, g, "moderation", path, 0), sub);
+    free(sub);
+    sub = join(path, "limits");
+    load_guard_limits(c, cfg, gr, get_obj(c, g, "limits", path, 0), sub);
+    free(sub);
+    gr->has_guardrails = 1;
+}
+
+static void free_str_list(char **l, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(l[i]);
+    free(l);
+}
+
+static void free_guardrails(struct gt_guardrails *gr)
+{
+    free(gr->hash_key);
+    free_str_list(gr->raw, gr->n_raw);
+    free_str_list(gr->scrubbed, gr->n_scrubbed);
+    free_str_list(gr->denied, gr->n_denied);
+    for (size_t i = 0; i < gr->n_max_input_tokens; i++)
+        free(gr->max_input_tokens[i].model);
+    free(gr->max_input_tokens);
+}
+
+static void load_moderation(ctx_t *c, gt_config_t *cfg)
+{
+    static const char *const keys[] = {"endpoint", "api_key", "model", "timeout_ms", NULL};
+    json_t *m = get_obj(c, cfg->root, "moderation", "", 0);
+    if (m)
+        check_keys(c, m, "moderation", keys);
+    cfg->moderation_endpoint = get_str(c, m, "endpoint", "moderation", NULL, 0);
+    cfg->moderation_api_key = get_str(c, m, "api_key", "moderation", NULL, 0);
+    cfg->moderation_model = get_str(c, m, "model", "moderation", "omni-moderation-latest", 0);
+    cfg->moderation_timeout_ms = get_int(c, m, "timeout_ms", "moderation", 2000, 1, 600000);
+    size_t n = cfg->moderation_endpoint ? strlen(cfg->moderation_endpoint) : 0;
+    while (n > 0 && cfg->moderation_endpoint[n - 1] == '/')
+        cfg->moderation_endpoint[--n] = 0;
 }
 
 static void free_tenant(gt_tenant_t *t)
 {
+    free_guardrails(&t->guard);
     free(t->id);
 }
 
@@ -778,7 +1029,7 @@ static void load_tenants(ctx_t *c, gt_config_t *cfg)
         snprintf(sub, sizeof(sub), "%s.guardrails", path);
         json_t *g = get_obj(c, tj, "guardrails", path, 0);
         if (g)
-            load_tenant_guardrails(c, t, g, sub);
+            load_tenant_guardrails(c, cfg, t, g, sub);
     }
 }
 
@@ -862,7 +1113,7 @@ gt_config_t *gt_config_parse(const char *text, const char *base_dir, char *err, 
     static const char *const top[] = {"kafka",  "topics", "groups",  "postgres",   "pools",
                                       "models", "routing", "worker", "dispatcher", "ledger",
                                       "reaper", "log",    "commit_interval_ms", "$comment",
-                                      "tenants", "providers", NULL};
+                                      "tenants", "providers", "moderation", NULL};
     ctx_t c = {.err = err, .errlen = errlen, .base_dir = base_dir};
     if (err && errlen)
         err[0] = 0;
@@ -893,6 +1144,7 @@ gt_config_t *gt_config_parse(const char *text, const char *base_dir, char *err, 
     check_fallbacks(&c, cfg);
     load_routing(&c, cfg);
     load_tenants(&c, cfg);
+    load_moderation(&c, cfg);
     load_processes(&c, cfg);
     load_provider_policies(&c, cfg);
     if (c.problems) {
@@ -997,6 +1249,9 @@ void gt_config_free(gt_config_t *cfg)
     free_list(cfg->lanes, cfg->n_lanes);
     free_list(cfg->worker_lanes, cfg->n_worker_lanes);
     free(cfg->log_level);
+    free(cfg->moderation_endpoint);
+    free(cfg->moderation_api_key);
+    free(cfg->moderation_model);
     json_decref(cfg->root);
     free(cfg);
 }

@@ -72,9 +72,46 @@ typedef struct gt_route_rule {
  * moderation). */
 typedef struct gt_tenant {
     char *id;
-    /* budget */
-    /* guardrails */
+    /* budget (tenants.<id>.budget; docs/billing.md): has_budget 0 = none */
+    struct gt_budget {
+        int has_budget;
+        char currency[4];            /* ISO 4217, e.g. "USD" */
+        int64_t monthly_micros;      /* the month's budget; soft thresholds are % of it */
+        int64_t hard_limit_micros;   /* no new work past this (default monthly_micros) */
+        int thresholds_pct[8];       /* soft thresholds, ascending (default 80, 100) */
+        int n_thresholds;
+        int64_t reserve_micros_per_task; /* admission estimate; -1: the period's mean cost */
+    } budget;
+    /* guardrails (tenants.<id>.guardrails; docs/guardrails.md): has_guardrails 0 = none */
+    struct gt_guardrails {
+        int has_guardrails;
+        int pii_mode;                /* gt_scrub_mode_t (lib/scrub.h), default mask */
+        unsigned pii_types;          /* GT_PII_* bits (lib/pii.h), default all */
+        double pii_min_confidence;   /* default 0.5 */
+        int pii_restore;             /* mask: restore tokens in outputs, default 1 */
+        char *hash_key;              /* secret (hash_key or hash_key_file): never log */
+        int hash_chars;              /* default 16 */
+        int pii_always;              /* scrub for every provider, raw ones too; default 0 */
+        char **raw, **scrubbed, **denied; /* provider names ("hostedai", "hostedai/<pool>") */
+        size_t n_raw, n_scrubbed, n_denied;
+        int default_access;          /* GT_ACCESS_* of unlisted providers, default raw */
+        int prefer_reroute;          /* scrubbed-only: reroute to a raw fallback before scrubbing */
+        int moderate_input, moderate_output; /* default 1, 1 */
+        double thresholds[5];        /* GT_MOD_* categories, default 0.5 each */
+        int64_t max_request_bytes;   /* 0: no limit */
+        int max_batch;               /* 0: dispatcher.max_batch */
+        struct gt_token_limit {
+            char *model;             /* a model name, or "*" */
+            int64_t tokens;
+        } *max_input_tokens;
+        size_t n_max_input_tokens;
+    } guard;
 } gt_tenant_t;
+
+typedef enum { GT_ACCESS_RAW, GT_ACCESS_SCRUBBED, GT_ACCESS_NONE } gt_access_t;
+/* Moderation categories, in gt_guardrails thresholds order. */
+typedef enum { GT_MOD_HARASSMENT, GT_MOD_HATE, GT_MOD_VIOLENCE, GT_MOD_SEXUAL, GT_MOD_SELF_HARM,
+               GT_MOD_NCATEGORIES } gt_mod_category_t;
 
 typedef struct gt_topics {
     char *requests, *task_prefix, *task_results, *results, *usage, *dlq, *events;
@@ -113,6 +150,11 @@ typedef struct gt_config {
     /* dispatcher */
     int dispatcher_max_in_flight;               /* default 1024 */
     int max_batch;                              /* default 1000 */
+    /* moderation: an OpenAI-compatible /v1/moderations (docs/guardrails.md) */
+    char *moderation_endpoint;                  /* base URL; NULL: keyword list only */
+    char *moderation_api_key;                   /* secret: never log */
+    char *moderation_model;                     /* default "omni-moderation-latest" */
+    int64_t moderation_timeout_ms;              /* default 2000; then the keyword list */
 
     /* ledger */
     int ledger_batch_size;                      /* default 500 */
