@@ -1,0 +1,181 @@
+/* providers.c - gantry-bench-providers: one worker against gantry-mock-openai at a
+ * fixed latency: N tasks (default 20,000) with up to M in flight (default
+ * 2,000). Prints tasks/s, p50/p99 latency added over the mock's latency (the
+ * worker's total_ms per task minus the mock's latency), the worker's peak RSS
+ * and RSS per in-flight task ((peak - idle) / in-flight).
+ *   gantry-bench-providers [--count N] [--in-flight M] [--latency-ms L]
+ * Run from the build directory's parent or set GANTRY_BUILD_DIR/GANTRY_SOURCE_DIR
+ * (bench/providers.sh does it). */
+#include <jansson.h>
+#include <librdkafka/rdkafka.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "harness.h"
+
+static long rss_kb(pid_t pid, const char *field)
+{
+    char path[64], line[256];
+    long kb = -1;
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    while (f && fgets(line, sizeof(line), f))
+        if (strncmp(line, field, strlen(field)) == 0)
+            kb = atol(line + strlen(field));
+    if (f)
+        fclose(f);
+    return kb;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+int main(int argc, char **argv)
+{
+    int count = 20000, in_flight = 2000, latency = 50;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--count"))
+            count = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--in-flight"))
+            in_flight = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--latency-ms"))
+            latency = atoi(argv[i + 1]);
+    }
+    if (count < 1 || in_flight < 1 || latency < 0) {
+        fprintf(stderr, "usage: gantry-bench-providers [--count N] [--in-flight M] [--latency-ms L]\n");
+        return 2;
+    }
+    const char *log = th_tmpfile(".log", "");
+    th_proc_t kafka, mock, worker;
+    char bootstrap[256], addr[64], lat[32], line[128], cfg[2048], mif[16];
+    const char *kargv[] = {th_bin("tools/gantry-kafka-dev"), "--brokers", "1", NULL};
+    snprintf(lat, sizeof(lat), "%d-%d", latency, latency);
+    const char *margv[] = {th_bin("tools/gantry-mock-openai"), "--port", "0", "--latency-ms", lat,
+                           NULL};
+    if (th_proc_start(&kafka, kargv, log) || th_proc_wait_line(&kafka, "bootstrap=", bootstrap,
+                                                               sizeof(bootstrap), 20000) ||
+        th_proc_start(&mock, margv, log) ||
+        th_proc_wait_line(&mock, "listening=", addr, sizeof(addr), 20000)) {
+        fprintf(stderr, "bench: kafka-dev or the mock did not start (log %s)\n", log);
+        return 1;
+    }
+    snprintf(cfg, sizeof(cfg),
+             "{\"kafka\": {\"bootstrap_servers\": \"%s\","
+             "  \"consumer_properties\": {\"queued.max.messages.kbytes\": \"65536\"}},"
+             " \"providers\": {\"mock\": {\"runtime\": \"openai\", \"endpoint\": \"http://%s\","
+             "   \"api_key\": \"bench\"}},"
+             " \"models\": {\"bench-model\": {\"provider\": \"mock\", \"lane\": \"bench\"}},"
+             " \"worker\": {\"heartbeat_ms\": 1000}, \"log\": {\"level\": \"warn\"}}",
+             bootstrap, addr);
+    const char *cfgfile = th_tmpfile(".json", cfg);
+    snprintf(mif, sizeof(mif), "%d", in_flight);
+    const char *wargv[] = {th_bin("workers/gantry-worker"), "--config", cfgfile, "--id", "bench-w",
+                           "--max-in-flight", mif, NULL};
+    if (th_proc_start(&worker, wargv, log) ||
+        th_proc_wait_line(&worker, "worker_id=", line, sizeof(line), 20000)) {
+        fprintf(stderr, "bench: the worker did not start (log %s)\n", log);
+        return 1;
+    }
+    char err[512];
+    rd_kafka_conf_t *pc = rd_kafka_conf_new();
+    rd_kafka_conf_set(pc, "bootstrap.servers", bootstrap, err, sizeof(err));
+    rd_kafka_conf_set(pc, "linger.ms", "5", err, sizeof(err));
+    rd_kafka_t *prod = rd_kafka_new(RD_KAFKA_PRODUCER, pc, err, sizeof(err));
+    rd_kafka_conf_t *cc = rd_kafka_conf_new();
+    rd_kafka_conf_set(cc, "bootstrap.servers", bootstrap, err, sizeof(err));
+    rd_kafka_conf_set(cc, "group.id", "bench-providers-reader", err, sizeof(err));
+    rd_kafka_conf_set(cc, "auto.offset.reset", "earliest", err, sizeof(err));
+    rd_kafka_t *cons = rd_kafka_new(RD_KAFKA_CONSUMER, cc, err, sizeof(err));
+    rd_kafka_poll_set_consumer(cons);
+    rd_kafka_topic_partition_list_t *tl = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(tl, "gantry.task-results", RD_KAFKA_PARTITION_UA);
+    rd_kafka_subscribe(cons, tl);
+    rd_kafka_topic_partition_list_destroy(tl);
+
+    /* Idle footprint: connected, consuming, nothing in flight. */
+    for (int64_t end = th_now_ms() + 2000; th_now_ms() < end;) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(cons, 100);
+        if (m)
+            rd_kafka_message_destroy(m);
+    }
+    long idle_kb = rss_kb(worker.pid, "VmRSS:");
+
+    int64_t t0 = th_now_ms();
+    for (int i = 0; i < count; i++) {
+        char id[32], now[40], *v;
+        snprintf(id, sizeof(id), "b-%06d", i);
+        json_t *t = json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:s, s:s, s:s, s:{s:i}, s:s}",
+                              "schema", "gantry.task.v1", "task_id", id, "request_id", id,
+                              "tenant_id", "bench", "index", 0, "kind", "generate", "model",
+                              "bench-model", "runtime", "openai", "lane", "bench", "input",
+                              "write one line about queues", "parameters", "max_tokens", 16,
+                              "created_at", gt_clock_fmt(gt_clock_wall_ms(), now, sizeof(now)));
+        v = json_dumps(t, JSON_COMPACT);
+        while (rd_kafka_producev(prod, RD_KAFKA_V_TOPIC("gantry.tasks.bench"),
+                                 RD_KAFKA_V_KEY(id, strlen(id)), RD_KAFKA_V_VALUE(v, strlen(v)),
+                                 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                 RD_KAFKA_V_END) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+            rd_kafka_poll(prod, 10);
+        free(v);
+        json_decref(t);
+        rd_kafka_poll(prod, 0);
+    }
+    rd_kafka_flush(prod, 30000);
+
+    int64_t *added = calloc((size_t)count, sizeof(int64_t));
+    int done = 0, ok = 0;
+    long peak_kb = idle_kb;
+    int64_t last_sample = 0, deadline = th_now_ms() + 600000;
+    while (done < count && th_now_ms() < deadline) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(cons, 100);
+        if (th_now_ms() - last_sample >= 50) {
+            long kb = rss_kb(worker.pid, "VmRSS:");
+            peak_kb = kb > peak_kb ? kb : peak_kb;
+            last_sample = th_now_ms();
+        }
+        if (!m)
+            continue;
+        if (!m->err) {
+            json_t *r = json_loadb(m->payload, m->len, 0, NULL);
+            json_t *tm = json_object_get(json_object_get(r, "timings"), "total_ms");
+            if (r && done < count) {
+                added[done++] = json_integer_value(tm) - latency;
+                ok += !strcmp(json_string_value(json_object_get(r, "status")) ?: "", "succeeded");
+            }
+            json_decref(r);
+        }
+        rd_kafka_message_destroy(m);
+    }
+    int64_t elapsed = th_now_ms() - t0;
+    long hwm_kb = rss_kb(worker.pid, "VmHWM:");
+    peak_kb = hwm_kb > peak_kb ? hwm_kb : peak_kb;
+    qsort(added, (size_t)done, sizeof(int64_t), cmp_i64);
+    double secs = (double)elapsed / 1000.0;
+    printf("bench/providers: %d tasks, %d in flight, mock latency %d ms\n", count, in_flight,
+           latency);
+    printf("  completed        %d (%d succeeded) in %.2f s\n", done, ok, secs);
+    printf("  tasks/s          %.0f (ideal %d in flight / %d ms = %.0f)\n", done / secs, in_flight,
+           latency, latency ? in_flight * 1000.0 / latency : 0.0);
+    if (done) {
+        printf("  added latency    p50 %lld ms, p99 %lld ms (worker total_ms - %d ms)\n",
+               (long long)added[done / 2], (long long)added[(size_t)(done * 0.99)], latency);
+    }
+    printf("  worker RSS       idle %.1f MiB, peak %.1f MiB\n", idle_kb / 1024.0, peak_kb / 1024.0);
+    printf("  RSS per task     %.1f KiB ((peak - idle) / %d in flight)\n",
+           (double)(peak_kb - idle_kb) / in_flight, in_flight);
+    free(added);
+    rd_kafka_consumer_close(cons);
+    rd_kafka_destroy(cons);
+    rd_kafka_destroy(prod);
+    th_proc_stop(&worker, SIGTERM, 30000);
+    th_proc_stop(&mock, SIGTERM, 10000);
+    th_proc_stop(&kafka, SIGTERM, 10000);
+    return done == count && ok == count ? 0 : 1;
+}
