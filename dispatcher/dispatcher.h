@@ -47,6 +47,10 @@ void gt_dispatcher_dead_letter(gt_dispatcher_t *d, gt_consumer_t *c, gt_msg_t *m
 /* Ledger: consumes usage events and writes them to PostgreSQL in batches. */
 gt_ledger_t *gt_ledger_new(gt_dispatcher_t *d, char *err, size_t errlen);
 int gt_ledger_in_flight(const gt_ledger_t *l);
+/* The ledger's batch statement: $1 a JSON array of gantry.usage.v1 events; inserts the
+ * new ones with their cost and adds it to budgets; returns (rows inserted, budget rows
+ * updated). Exposed so the ledger benchmark and tests run the very same statement. */
+const char *gt_ledger_insert_sql(void);
 void gt_ledger_close(gt_ledger_t *l);  /* stops taking messages; closes handles */
 void gt_ledger_free(gt_ledger_t *l);   /* after the loop closed the handles */
 

@@ -76,6 +76,11 @@ static const char sql_insert[] =
     "  WHERE b.tenant_id = s.tenant_id AND b.period = s.period RETURNING 1)"
     " SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM spend)";
 
+const char *gt_ledger_insert_sql(void)
+{
+    return sql_insert;
+}
+
 static void flush(gt_ledger_t *l);
 
 static void batch_free(batch_t *b)
