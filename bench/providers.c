@@ -6,6 +6,7 @@
  *   gantry-bench-providers [--count N] [--in-flight M] [--latency-ms L]
  * Run from the build directory's parent or set GANTRY_BUILD_DIR/GANTRY_SOURCE_DIR
  * (bench/providers.sh does it). */
+#include <curl/curl.h>
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>
 #include <signal.h>
@@ -29,6 +30,39 @@ static long rss_kb(pid_t pid, const char *field)
     if (f)
         fclose(f);
     return kb;
+}
+
+static size_t collect(char *p, size_t size, size_t n, void *arg)
+{
+    char **buf = arg;
+    size_t old = *buf ? strlen(*buf) : 0, add = size * n;
+    char *grown = realloc(*buf, old + add + 1);
+    if (!grown)
+        return 0;
+    memcpy(grown + old, p, add);
+    grown[old + add] = '\0';
+    *buf = grown;
+    return add;
+}
+
+/* The mock's peak of concurrent requests: what the worker really had in flight. */
+static long mock_peak(const char *addr)
+{
+    char url[128], *body = NULL;
+    long peak = -1;
+    snprintf(url, sizeof(url), "http://%s/v1/stats", addr);
+    CURL *c = curl_easy_init();
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
+    if (curl_easy_perform(c) == CURLE_OK && body) {
+        json_t *s = json_loads(body, 0, NULL);
+        peak = (long)json_integer_value(json_object_get(s, "peak_concurrent"));
+        json_decref(s);
+    }
+    curl_easy_cleanup(c);
+    free(body);
+    return peak;
 }
 
 static int cmp_i64(const void *a, const void *b)
@@ -167,6 +201,7 @@ int main(int argc, char **argv)
         printf("  added latency    p50 %lld ms, p99 %lld ms (worker total_ms - %d ms)\n",
                (long long)added[done / 2], (long long)added[(size_t)(done * 0.99)], latency);
     }
+    printf("  provider peak    %ld concurrent requests\n", mock_peak(addr));
     printf("  worker RSS       idle %.1f MiB, peak %.1f MiB\n", idle_kb / 1024.0, peak_kb / 1024.0);
     printf("  RSS per task     %.1f KiB ((peak - idle) / %d in flight)\n",
            (double)(peak_kb - idle_kb) / in_flight, in_flight);
