@@ -2,6 +2,7 @@
 #ifndef GT_CLI_H
 #define GT_CLI_H
 
+#include <libpq-fe.h>
 #include <librdkafka/rdkafka.h>
 #include <stddef.h>
 
@@ -19,6 +20,13 @@ int gt_cli_migrate(int argc, char **argv);
 int gt_cli_submit(int argc, char **argv);
 int gt_cli_results(int argc, char **argv);
 int gt_cli_status(int argc, char **argv);
+int gt_cli_config(int argc, char **argv);
+int gt_cli_allocations(int argc, char **argv);
+int gt_cli_dlq(int argc, char **argv);
+int gt_cli_prices(int argc, char **argv);    /* prices.c */
+int gt_cli_invoice(int argc, char **argv);   /* invoice.c */
+int gt_cli_reconcile(int argc, char **argv); /* reconcile.c */
+int gt_cli_usage(int argc, char **argv);     /* usage.c */
 
 /* Prints "gantry CMD: <message> (see gantry CMD --help)" as one line on
  * stderr and returns GT_CLI_USAGE. */
@@ -35,6 +43,17 @@ gt_config_t *gt_cli_load_config(const char *path);
 /* A librdkafka configuration for cfg->bootstrap_servers plus cfg->kafka_props
  * (applied last, so they override). Returns NULL with a reason in err. */
 rd_kafka_conf_t *gt_cli_kafka_conf(const gt_config_t *cfg, char *err, size_t errlen);
+
+/* Billing subcommands' helpers (billing.c). */
+/* Loads config and connects to its PostgreSQL; NULL with a message on stderr. */
+PGconn *gt_cli_billing_db(const char *cmd, const char *config);
+/* Runs sql with text params; NULL with the server's message on stderr. */
+PGresult *gt_cli_sql(PGconn *conn, const char *cmd, const char *sql, int n,
+                     const char *const *params);
+/* "YYYY-MM" -> "YYYY-MM-01" in out; returns 0 or -1. */
+int gt_cli_parse_period(const char *s, char out[11]);
+/* Prints res as a table: upper-case column names, numbers right-aligned. */
+void gt_cli_print_table(const PGresult *res);
 
 /* Parses a non-negative decimal integer; returns 0 or -1. */
 int gt_cli_parse_ms(const char *s, long long *out);

@@ -22,6 +22,9 @@ static const command_t commands[] = {
     {"submit", gt_cli_submit, "publish inference requests to the requests topic"},
     {"results", gt_cli_results, "print results from the results topic"},
     {"status", gt_cli_status, "show a job and its tasks from PostgreSQL"},
+    {"config", gt_cli_config, "check a configuration file (config check)"},
+    {"allocations", gt_cli_allocations, "list outstanding HostedAI allocations"},
+    {"dlq", gt_cli_dlq, "list dead letters, replay chosen ones (dlq list|replay)"},
     {NULL, NULL, NULL},
 };
 
@@ -31,7 +34,7 @@ static void usage(FILE *f)
                "\n"
                "Commands:\n");
     for (const command_t *c = commands; c->name; c++)
-        fprintf(f, "  %-10s %s\n", c->name, c->summary);
+        fprintf(f, "  %-12s %s\n", c->name, c->summary);
     fprintf(f, "\n"
                "Every command takes --config FILE (default ./" GT_CLI_DEFAULT_CONFIG ").\n"
                "Run `gantry <command> --help` for its options.\n"
