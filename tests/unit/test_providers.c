@@ -284,7 +284,7 @@ static int env_up(void)
         start_openai(&E.limited, E.limited_a, "60-80") != 0 ||
         start_openai(&E.slow, E.slow_a, "3000-3000") != 0 ||
         start_hostedai(&E.pool, E.pool_a, "5-10") != 0 ||
-        start_hostedai(&E.slowpool, E.slowpool_a, "3000-3000") != 0) {
+        start_hostedai(&E.slowpool, E.slowpool_a, "8000-8000") != 0) {
         fprintf(stderr, "a test process did not start\n");
         return -1;
     }
@@ -296,7 +296,7 @@ static int env_up(void)
              " \"providers\": {"
              "  \"main\": {\"runtime\": \"openai\", \"endpoint\": \"http://%s\", \"api_key\": \"%s\"},"
              "  \"storm\": {\"runtime\": \"openai\", \"endpoint\": \"http://%s/v1\", \"api_key\": \"%s\","
-             "    \"breaker\": {\"failures\": 3, \"recovery_ms\": 1500},"
+             "    \"breaker\": {\"failures\": 3, \"recovery_ms\": 3000},"
              "    \"retry\": {\"max_retries\": 2, \"base_ms\": 10}},"
              "  \"limited\": {\"runtime\": \"openai\", \"endpoint\": \"http://%s\", \"api_key\": \"%s\","
              "    \"max_in_flight\": 8},"
@@ -540,7 +540,7 @@ static void test_breaker_and_fallback(void)
     TH_EQ_INT(stat_of(E.storm_a, "requests_total"), before);
 
     /* An expired deadline on the fallback: its allocation is released. */
-    publish("p-storm-late", "stormy-slow", "generate", json_string("too slow"), "prov", 1500);
+    publish("p-storm-late", "stormy-slow", "generate", json_string("too slow"), "prov", 3000);
     flush_tasks();
     r = result_of("p-storm-late");
     TH_EQ_STR(str_at(r, "status"), "expired");
@@ -567,8 +567,10 @@ static void test_breaker_and_fallback(void)
     TH_EQ_STR(str_at(served, "status"), "succeeded");
     CU_ASSERT(json_is_null(json_object_get(served, "served_model")));
     CU_ASSERT(pump_until(event_seen, "breaker.closed", 10000));
-    TH_EQ_INT(events_of("breaker.half_open"), 1);
-    TH_EQ_INT(events_of("breaker.opened"), 1);
+    /* On a slow machine a trial may come before the storm ends and open it again. */
+    CU_ASSERT(events_of("breaker.half_open") >= 1);
+    CU_ASSERT(events_of("breaker.opened") >= 1);
+    TH_EQ_INT(events_of("breaker.half_open"), events_of("breaker.opened"));
     TH_EQ_INT(stat_of(E.pool_a, "outstanding_allocations"), 0);
 }
 
@@ -623,11 +625,36 @@ static int all_capped_done(void *arg)
     return 1;
 }
 
+/* Holds every slot row of the limited provider for a holder that "died" with
+ * a lease that lapses in lapse_ms. Returns the rows written. */
+static long seed_dead_holder(int lapse_ms)
+{
+    char err[256], sql[512];
+    PGconn *c = gt_pg_connect_sync(E.conninfo, err, sizeof(err));
+    long n = -1;
+    if (!c)
+        return -1;
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO gantry_provider_slots (provider, scope, slot, holder, task_id, lease_until)"
+             " SELECT 'limited', '', g, 'dead-worker/1/1', 'lost-task',"
+             " now() + interval '%d milliseconds' FROM generate_series(0, 7) g",
+             lapse_ms);
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) == PGRES_COMMAND_OK)
+        n = atol(PQcmdTuples(r));
+    PQclear(r);
+    PQfinish(c);
+    return n;
+}
+
 /* Two worker processes, one provider limit of 8 in flight: the provider never
- * sees more than 8 requests at once, and every task completes. */
+ * sees more than 8 requests at once, and every task completes. The slots start
+ * held by a dead worker: they come back when its lease lapses. */
 static void test_shared_limit(void)
 {
     CU_ASSERT_FATAL(env_up() == 0);
+    int64_t seeded = gt_clock_wall_ms();
+    TH_EQ_INT(seed_dead_holder(1500), 8);
     CU_ASSERT_FATAL(start_worker(&E.w2, "worker-cap-2", "limited") == 0);
     CU_ASSERT_FATAL(start_worker(&E.w3, "worker-cap-3", "limited") == 0);
     peak_watch_t w = {60, 0};
@@ -658,6 +685,17 @@ static void test_shared_limit(void)
     CU_ASSERT(peak <= 8);
     CU_ASSERT(peak >= 2); /* the limit, not a trickle, shaped the traffic */
     TH_EQ_INT(stat_of(E.limited_a, "ok"), w.n);
+    /* Nothing completed before the dead holder's leases lapsed. */
+    int64_t earliest = INT64_MAX;
+    for (int i = 0; i < w.n; i++) {
+        char id[32];
+        int64_t at;
+        snprintf(id, sizeof(id), "p-cap-%03d", i);
+        json_t *r = json_object_get(E.results, id);
+        if (r && gt_clock_parse(str_at(r, "completed_at"), &at) == 0 && at < earliest)
+            earliest = at;
+    }
+    CU_ASSERT(earliest != INT64_MAX && earliest - seeded >= 1400);
     /* Every slot row is free again. */
     TH_EQ_INT(held_slot_rows(), 0);
     TH_EQ_INT(WEXITSTATUS(th_proc_stop(&E.w2, SIGTERM, 30000)), 0);
