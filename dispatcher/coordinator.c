@@ -9,6 +9,7 @@
 
 #include "dispatcher.h"
 #include "graph.h"
+#include "guard.h"
 #include "log.h"
 #include "message.h"
 
@@ -83,6 +84,8 @@ static void on_completed(const PGresult *res, const char *err, void *arg)
     if (err) /* the result is on Kafka; a job left 'completing' is finished again on redelivery */
         gt_log(GT_LOG_ERROR, &(gt_log_ctx_t){.request_id = c->request_id},
                "marking job complete failed: %s", err);
+    else if (json_object_get(c->result, "guardrails"))
+        gt_guard_forget(c->d, c->request_id); /* the mask is no longer needed */
     json_object_del(c->d->finalizing, c->request_id);
     coord_finish(c);
 }
@@ -121,6 +124,16 @@ static void send_result(coord_t *c)
     }
 }
 
+/* The guard stage restored or blocked the output and recorded its decisions. */
+static void on_guarded(void *arg)
+{
+    coord_t *c = arg;
+    c->status = strdup(json_string_value(json_object_get(c->result, "status")));
+    gt_log(GT_LOG_INFO, &(gt_log_ctx_t){.request_id = c->request_id, .tenant_id = c->tenant_id},
+           "job %s", c->status);
+    send_result(c);
+}
+
 static void on_claimed(const PGresult *res, const char *err, void *arg)
 {
     coord_t *c = arg;
@@ -140,10 +153,7 @@ static void on_claimed(const PGresult *res, const char *err, void *arg)
     for (int i = 0; i < n; i++)
         json_decref(results[i]);
     free(results);
-    c->status = strdup(json_string_value(json_object_get(c->result, "status")));
-    gt_log(GT_LOG_INFO, &(gt_log_ctx_t){.request_id = c->request_id, .tenant_id = c->tenant_id},
-           "job %s", c->status);
-    send_result(c);
+    gt_guard_result(c->d, c->request_id, c->result, on_guarded, c);
 }
 
 static void on_applied(const PGresult *res, const char *err, void *arg)

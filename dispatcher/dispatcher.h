@@ -32,6 +32,7 @@ typedef struct gt_dispatcher {
                                         reaper, which consumes them); NULL without it */
     long requests_accepted, requests_duplicate, dead_letters, results_published;
     long budget_rejections;        /* requests answered rejected/budget_exceeded */
+    struct gt_moderation *moderation; /* guard stage's moderation client (moderation.h) */
 } gt_dispatcher_t;
 
 /* Consumer callback of intake: one request message. */

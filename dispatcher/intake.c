@@ -10,6 +10,7 @@
 #include "clock.h"
 #include "dispatcher.h"
 #include "graph.h"
+#include "guard.h"
 #include "log.h"
 #include "message.h"
 
@@ -169,7 +170,7 @@ static int build(intake_t *in, const json_t *req, const char **code, char *err, 
         return -1;
     /* A model whose provider's breaker is open goes to its first healthy fallback. */
     const gt_model_t *healthy = gt_provider_health_route(in->d->providers, in->d->cfg, route.model);
-    if (healthy != route.model) {
+    if (healthy != route.model && gt_guard_fallback_ok(in->d->cfg, req, route.model, healthy)) {
         gt_log(GT_LOG_INFO, &(gt_log_ctx_t){.request_id = in->request_id},
                "model %s: provider %s is degraded; routed to fallback %s", route.model->name,
                route.model->provider, healthy->name);
@@ -281,6 +282,8 @@ static void on_admitted(int admitted, const char *reason, void *arg)
     send_rejection(in);
 }
 
+static void intake_start(gt_dispatcher_t *d, gt_msg_t *msg, json_t *req);
+
 void gt_intake_handle(gt_dispatcher_t *d, gt_msg_t *msg)
 {
     char err[512];
@@ -306,6 +309,19 @@ void gt_intake_handle(gt_dispatcher_t *d, gt_msg_t *msg)
         json_decref(req);
         return;
     }
+    /* Guard stage first (limits, moderation, routing policy, scrubbing): what
+     * it lets through is what gets persisted and published. */
+    json_object_set_new(d->intake_active, request_id, json_true());
+    gt_guard_intake(d, msg, req, intake_start);
+}
+
+/* The guarded request: classify, build, admit, persist, publish. */
+static void intake_start(gt_dispatcher_t *d, gt_msg_t *msg, json_t *req)
+{
+    char err[512];
+    const char *code = NULL;
+    const char *request_id = json_string_value(json_object_get(req, "request_id"));
+    json_object_del(d->intake_active, request_id); /* set again below once built */
     intake_t *in = calloc(1, sizeof(*in));
     in->d = d;
     in->msg = msg;

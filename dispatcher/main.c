@@ -10,6 +10,7 @@
 #include "clock.h"
 #include "dispatcher.h"
 #include "log.h"
+#include "moderation.h"
 
 #define DRAIN_MS 30000
 
@@ -63,6 +64,8 @@ static void close_all(app_t *a)
         gt_ledger_close(a->d.ledger);
     if (a->d.reaper)
         gt_reaper_close(a->d.reaper);
+    gt_moderation_free(a->d.moderation); /* aborts checks in flight; freed as the loop runs */
+    a->d.moderation = NULL;
     gt_pg_free(a->d.pg);
     a->d.pg = NULL;
     gt_producer_close_handles(a->d.producer);
@@ -221,6 +224,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "gantry-dispatcher: reaper: %s\n", err);
         goto out;
     }
+    if ((roles & (ROLE_INTAKE | ROLE_COORD)) && !(d->moderation = gt_moderation_new(loop, cfg))) {
+        fprintf(stderr, "gantry-dispatcher: moderation: out of memory\n");
+        goto out;
+    }
 
     uv_signal_init(loop, &a.sigterm);
     uv_signal_init(loop, &a.sigint);
@@ -242,6 +249,7 @@ out:
             gt_consumer_close_handles(d->consumer);
         if (d->ledger)
             gt_ledger_close(d->ledger);
+        gt_moderation_free(d->moderation);
         if (d->pg)
             gt_pg_free(d->pg);
         if (d->producer)
