@@ -66,7 +66,21 @@ int th_cluster_start(th_cluster_t *c, const th_cluster_opts_t *o)
              " \"commit_interval_ms\": 100, \"log\": {\"level\": \"info\"}}",
              c->bootstrap, c->conninfo, c->mock_url, MOCK_KEY,
              o->worker_in_flight ? o->worker_in_flight : 64);
-    const char *path = th_tmpfile(".json", cfg);
+    char *merged = NULL;
+    if (o->extra_config) {
+        json_t *base = json_loads(cfg, 0, NULL), *extra = json_loads(o->extra_config, 0, NULL);
+        if (!base || !extra || json_object_update_recursive(base, extra) != 0) {
+            fprintf(stderr, "  extra_config is not a JSON object\n");
+            json_decref(base);
+            json_decref(extra);
+            return -1;
+        }
+        merged = json_dumps(base, JSON_INDENT(1));
+        json_decref(base);
+        json_decref(extra);
+    }
+    const char *path = th_tmpfile(".json", merged ? merged : cfg);
+    free(merged);
     if (!path)
         return -1;
     snprintf(c->config, sizeof(c->config), "%s", path);

@@ -16,6 +16,7 @@ typedef struct th_cluster_opts {
     int workers;
     int worker_in_flight;
     const char *capacity_tflops;
+    const char *extra_config; /* JSON object merged (recursively) into the generated config */
 } th_cluster_opts_t;
 
 typedef struct th_cluster {
