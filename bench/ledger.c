@@ -1,0 +1,183 @@
+/* ledger.c - benchmark of the usage ledger's database path: N usage events
+ * (default 1,000,000) over T tenants inserted in batches through the ledger's
+ * own statement (gt_ledger_insert_sql: dedupe, costing, budgets) on the async
+ * gt_pg connection, as gantry-dispatcher does; then the invoice run for the
+ * month those events fall in. Prints events/s and the invoice run's time.
+ * Run with bench/ledger.sh (which starts PostgreSQL and migrates). */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "dispatcher.h"
+#include "pg.h"
+
+typedef struct bench {
+    uv_loop_t *loop;
+    gt_pg_t *pg;
+    long events, sent, done, tenants;
+    int batch, in_flight, max_in_flight;
+    long inserted;
+    int failed;
+    int64_t month_start_ms;
+} bench_t;
+
+static void send_more(bench_t *b);
+
+static void on_batch(const PGresult *res, const char *err, void *arg)
+{
+    bench_t *b = arg;
+    b->in_flight--;
+    if (err) {
+        fprintf(stderr, "ledger-bench: batch failed: %s\n", err);
+        b->failed = 1;
+    } else {
+        b->inserted += atol(PQgetvalue(res, 0, 0));
+    }
+    if (b->failed) {
+        if (b->in_flight == 0)
+            gt_pg_free(b->pg);
+        return;
+    }
+    send_more(b);
+    if (b->in_flight == 0 && b->sent == b->events)
+        gt_pg_free(b->pg); /* ends the loop */
+}
+
+/* A batch of events shaped like gantry.usage.v1 (what the ledger receives),
+ * serialised with jansson as the ledger does. */
+static char *make_batch(bench_t *b, long first, int n)
+{
+    json_t *arr = json_array();
+    for (int i = 0; i < n; i++) {
+        long k = first + i;
+        char id[64], req[48], task[64], tenant[32], at[64];
+        snprintf(id, sizeof(id), "bench-%ld/0:usage", k);
+        snprintf(req, sizeof(req), "bench-%ld", k);
+        snprintf(task, sizeof(task), "bench-%ld/0", k);
+        snprintf(tenant, sizeof(tenant), "tenant-%05ld", k % b->tenants);
+        /* spread over the first 27 days of the month */
+        gt_clock_fmt(b->month_start_ms + (k * 2333) % (27LL * 86400000), at, sizeof(at));
+        json_array_append_new(
+            arr, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:f, s:f, s:I, s:I, "
+                           "s:I, s:I, s:I, s:i, s:{s:i, s:i, s:i, s:i}, s:s}",
+                           "schema", "gantry.usage.v1", "event_id", id, "request_id", req,
+                           "task_id", task, "tenant_id", tenant, "model",
+                           k % 3 ? "llama-3.1-8b" : "llama-3.1-70b", "provider", "hostedai",
+                           "pool", "gpu-pool-a", "allocation_id", req, "allocation_seconds",
+                           0.05 + (double)(k % 100) / 1000.0, "tflops", k % 3 ? 20.0 : 80.0,
+                           "vram_mb", (json_int_t)(k % 3 ? 16000 : 80000), "prompt_tokens",
+                           (json_int_t)(50 + k % 500), "completion_tokens",
+                           (json_int_t)(20 + k % 200), "request_bytes", (json_int_t)400,
+                           "response_bytes", (json_int_t)900, "attempts", 1, "durations",
+                           "allocate_ms", 10, "inference_ms", 40, "release_ms", 5, "total_ms",
+                           55, "occurred_at", at));
+    }
+    char *text = json_dumps(arr, JSON_COMPACT);
+    json_decref(arr);
+    return text;
+}
+
+static void send_more(bench_t *b)
+{
+    while (b->in_flight < b->max_in_flight && b->sent < b->events) {
+        int n = (int)(b->events - b->sent < b->batch ? b->events - b->sent : b->batch);
+        char *text = make_batch(b, b->sent, n);
+        const char *params[] = {text};
+        if (gt_pg_query(b->pg, gt_ledger_insert_sql(), 1, params, on_batch, b) != 0) {
+            fprintf(stderr, "ledger-bench: cannot send\n");
+            b->failed = 1;
+            free(text);
+            return;
+        }
+        free(text);
+        b->sent += n;
+        b->in_flight++;
+    }
+}
+
+int main(int argc, char **argv)
+{
+    bench_t b = {.events = 1000000, .tenants = 10000, .batch = 500, .max_in_flight = 4};
+    const char *conninfo = NULL;
+    static const struct option opts[] = {{"conninfo", required_argument, NULL, 'c'},
+                                         {"events", required_argument, NULL, 'n'},
+                                         {"tenants", required_argument, NULL, 't'},
+                                         {"batch", required_argument, NULL, 'b'},
+                                         {"in-flight", required_argument, NULL, 'f'},
+                                         {NULL, 0, NULL, 0}};
+    int ch;
+    while ((ch = getopt_long(argc, argv, "c:n:t:b:f:", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'c': conninfo = optarg; break;
+        case 'n': b.events = atol(optarg); break;
+        case 't': b.tenants = atol(optarg); break;
+        case 'b': b.batch = atoi(optarg); break;
+        case 'f': b.max_in_flight = atoi(optarg); break;
+        default:
+            fprintf(stderr, "usage: gantry-bench-ledger --conninfo C [--events N] [--tenants T]"
+                            " [--batch B] [--in-flight F]\n");
+            return 2;
+        }
+    }
+    if (!conninfo || b.events <= 0 || b.tenants <= 0 || b.batch <= 0 || b.max_in_flight <= 0) {
+        fprintf(stderr, "gantry-bench-ledger: --conninfo is required (and counts positive)\n");
+        return 2;
+    }
+    char err[512];
+    PGconn *sync = gt_pg_connect_sync(conninfo, err, sizeof(err));
+    if (!sync) {
+        fprintf(stderr, "gantry-bench-ledger: %s\n", err);
+        return 1;
+    }
+    /* the events fall in last month, which is over and can be invoiced */
+    PGresult *r = PQexec(sync, "SELECT (extract(epoch FROM billing_period_start("
+                               "(billing_period(now()) - interval '1 month')::date)) * 1000)::bigint,"
+                               " (billing_period(now()) - interval '1 month')::date::text");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        fprintf(stderr, "gantry-bench-ledger: %s", PQerrorMessage(sync));
+        return 1;
+    }
+    b.month_start_ms = atoll(PQgetvalue(r, 0, 0));
+    char period[16];
+    snprintf(period, sizeof(period), "%s", PQgetvalue(r, 0, 1));
+    PQclear(r);
+
+    b.loop = uv_default_loop();
+    b.pg = gt_pg_new(b.loop, conninfo);
+    int64_t t0 = gt_clock_mono_ms();
+    send_more(&b);
+    uv_run(b.loop, UV_RUN_DEFAULT);
+    int64_t t1 = gt_clock_mono_ms();
+    uv_loop_close(b.loop);
+    if (b.failed)
+        return 1;
+    double secs = (double)(t1 - t0) / 1000.0;
+    printf("ledger: %ld events (%ld rows) over %ld tenants in %.1f s: %.0f events/s"
+           " (batches of %d, %d in flight)\n",
+           b.events, b.inserted, b.tenants, secs, (double)b.events / secs, b.batch,
+           b.max_in_flight);
+
+    const char *params[] = {period};
+    int64_t t2 = gt_clock_mono_ms();
+    r = PQexecParams(sync, "SELECT billing_invoice_run($1::date)", 1, NULL, params, NULL, NULL, 0);
+    int64_t t3 = gt_clock_mono_ms();
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        fprintf(stderr, "gantry-bench-ledger: invoice run: %s", PQerrorMessage(sync));
+        PQclear(r);
+        PQfinish(sync);
+        return 1;
+    }
+    printf("invoice run %.7s: %s invoices over %ld usage rows in %.2f s\n", period,
+           PQgetvalue(r, 0, 0), b.inserted, (double)(t3 - t2) / 1000.0);
+    PQclear(r);
+    r = PQexec(sync, "SELECT (SELECT sum(total_micros) FROM invoices) = (SELECT sum(cost_micros)"
+                     " FROM usage), (SELECT count(*) FROM invoice_lines)");
+    if (PQresultStatus(r) == PGRES_TUPLES_OK)
+        printf("invoice totals equal costed usage: %s; %s invoice lines\n",
+               strcmp(PQgetvalue(r, 0, 0), "t") == 0 ? "yes" : "NO", PQgetvalue(r, 0, 1));
+    PQclear(r);
+    PQfinish(sync);
+    return 0;
+}

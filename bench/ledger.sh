@@ -1,0 +1,33 @@
+#!/bin/sh
+# ledger.sh - the ledger benchmark in one command: a throwaway PostgreSQL (unless
+# GANTRY_TEST_PGHOST/PORT point at one), a fresh database migrated with
+# `gantry migrate`, the example price book, then gantry-bench-ledger: 1,000,000
+# usage events through the ledger's statement and the invoice run for 10,000
+# tenants. Extra arguments go to gantry-bench-ledger (--events N --tenants T ...).
+#
+#   bash bench/ledger.sh [--events N] [--tenants T] [--batch B] [--in-flight F]
+set -eu
+here=$(cd "$(dirname "$0")/.." && pwd)
+build=${GANTRY_BUILD_DIR:-$here/build}
+[ -x "$build/bench/gantry-bench-ledger" ] || { meson setup "$build" >/dev/null 2>&1 || true; ninja -C "$build" >/dev/null; }
+started=""
+if [ -z "${GANTRY_TEST_PGHOST:-}" ]; then
+    pgdir=$(mktemp -d /tmp/gantry-bench-ledger-pg.XXXXXX)
+    chmod 755 "$pgdir"
+    eval "$(sh "$here/tests/pg.sh" start "$pgdir")"
+    started=$pgdir
+fi
+cleanup() { [ -n "$started" ] && sh "$here/tests/pg.sh" stop "$started" >/dev/null 2>&1; rm -rf "${cfgdir:-}"; }
+trap cleanup EXIT
+db=bench_ledger_$$
+psql -q -h "$GANTRY_TEST_PGHOST" -p "$GANTRY_TEST_PGPORT" -U gantry -d postgres -c "CREATE DATABASE $db"
+conninfo="host=$GANTRY_TEST_PGHOST port=$GANTRY_TEST_PGPORT user=gantry dbname=$db"
+cfgdir=$(mktemp -d)
+printf '{"kafka": {"bootstrap_servers": "127.0.0.1:1"}, "postgres": {"conninfo": "%s"}, "pools": {}, "models": {}}\n' \
+    "$conninfo" > "$cfgdir/gantry.json"
+"$build/tools/gantry" migrate --config "$cfgdir/gantry.json" >/dev/null 2>&1
+"$build/tools/gantry" prices load --file "$here/deploy/prices.example.json" --config "$cfgdir/gantry.json"
+echo "loadavg: $(cat /proc/loadavg)"
+"$build/bench/gantry-bench-ledger" --conninfo "$conninfo" "$@"
+echo "loadavg: $(cat /proc/loadavg)"
+psql -q -h "$GANTRY_TEST_PGHOST" -p "$GANTRY_TEST_PGPORT" -U gantry -d postgres -c "DROP DATABASE $db"
