@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "dispatcher.h"
 #include "harness.h"
@@ -287,6 +288,101 @@ static void test_partitions(void)
     PQfinish(c);
 }
 
+/* Runs `gantry ARGS... --config cfg`; captures stdout into out; returns the exit code. */
+static int cli(const char *cfg, char *out, size_t len, const char *a1, const char *a2,
+               const char *a3, const char *a4, const char *a5, const char *a6, const char *a7)
+{
+    const char *argv[] = {th_bin("tools/gantry"), a1, a2, a3, a4, a5, a6, a7, NULL, NULL, NULL};
+    int n = 1;
+    while (argv[n])
+        n++;
+    argv[n] = "--config";
+    argv[n + 1] = cfg;
+    th_proc_t p;
+    if (th_proc_start(&p, argv, NULL) != 0)
+        return -1;
+    size_t used = fread(out, 1, len - 1, p.out);
+    out[used] = '\0';
+    int st = th_proc_stop(&p, 0, 60000);
+    return st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_cli(void)
+{
+    char conninfo[512], err[512], cfgtext[1024], out[16384];
+    CU_ASSERT_FATAL(th_pg_create_db(conninfo, sizeof(conninfo)) == 0);
+    snprintf(cfgtext, sizeof(cfgtext),
+             "{\"kafka\": {\"bootstrap_servers\": \"127.0.0.1:1\"}, \"postgres\": {\"conninfo\":"
+             " \"%s\"}, \"pools\": {}, \"models\": {}}",
+             conninfo);
+    const char *cfg = th_tmpfile(".json", cfgtext);
+    TH_EQ_INT(cli(cfg, out, sizeof(out), "migrate", NULL, NULL, NULL, NULL, NULL, NULL), 0);
+    const char *prices = th_src("deploy/prices.example.json");
+    TH_EQ_INT(cli(cfg, out, sizeof(out), "prices", "load", "--file", prices, NULL, NULL, NULL), 0);
+    CU_ASSERT(strstr(out, "5 price(s) loaded, 0 already loaded") != NULL);
+    TH_EQ_INT(cli(cfg, out, sizeof(out), "prices", "load", "--file", prices, NULL, NULL, NULL), 0);
+    CU_ASSERT(strstr(out, "0 price(s) loaded, 5 already loaded") != NULL);
+    const char *bad = th_tmpfile(".json", "{\"prices\": [{\"provider\": \"x\", \"model\": \"y\","
+                                          " \"currency\": \"USD\", \"prompt_per_1k_micros\": 1.5,"
+                                          " \"effective_from\": \"2026-01-01T00:00:00Z\"}]}");
+    TH_EQ_INT(cli(cfg, out, sizeof(out), "prices", "load", "--file", bad, NULL, NULL, NULL), 1);
+
+    PGconn *c = gt_pg_connect_sync(conninfo, err, sizeof(err));
+    CU_ASSERT_FATAL(c != NULL);
+    char ev[2048], batch[4200];
+    size_t off = (size_t)snprintf(batch, sizeof(batch), "[");
+    off += (size_t)snprintf(batch + off, sizeof(batch) - off, "%s,",
+                            event(ev, sizeof(ev), "c1", "acme", "llama-3.1-70b", 1000, 500, "2",
+                                  "2026-10-01T10:00:00Z"));
+    snprintf(batch + off, sizeof(batch) - off, "%s]",
+             event(ev, sizeof(ev), "c2", "acme", "llama-3.1-70b", 3000, 0, "1",
+                   "2026-10-02T10:00:00Z"));
+    TH_EQ_INT(ledger(c, batch), 2);
+    /* acme's override (300 / 900 per 1k, 1000 per second) */
+    long long total = num(c, "SELECT sum(cost_micros) FROM usage");
+    TH_EQ_INT(total, 300 + 450 + 2000 + 900 + 1000);
+    TH_EQ_INT(cli(cfg, out, sizeof(out), "invoice", "run", "--period", "2026-10", NULL, NULL, NULL), 0);
+    CU_ASSERT(strstr(out, "2026-10: 1 invoice(s) issued") != NULL);
+    TH_EQ_INT(cli(cfg, out, sizeof(out), "invoice", "run", "--period", "2026-10", NULL, NULL, NULL), 0);
+    CU_ASSERT(strstr(out, "2026-10: 0 invoice(s) issued") != NULL);
+    TH_EQ_INT(cli(cfg, out, sizeof(out), "invoice", "show", "--period", "2026-10", "--tenant", "acme",
+                  NULL), 0);
+    CU_ASSERT(strstr(out, "Total        0.004650 USD") != NULL);
+    TH_EQ_INT(cli(cfg, out, sizeof(out), "invoice", "export", "--period", "2026-10", "--format", "csv",
+                  NULL), 0);
+    int lines = 0;
+    for (const char *q = out; (q = strchr(q, '\n')); q++)
+        lines++;
+    TH_EQ_INT(lines, 1 + 3); /* header + prompt, completion, allocation */
+    TH_EQ_INT(cli(cfg, out, sizeof(out), "invoice", "export", "--period", "2026-10", "--format", "json",
+                  NULL), 0);
+    json_t *inv = json_loads(out, 0, NULL);
+    TH_EQ_INT(json_integer_value(json_object_get(json_array_get(inv, 0), "total_micros")), total);
+    json_decref(inv);
+    TH_EQ_INT(cli(cfg, out, sizeof(out), "usage", "--tenant", "acme", "--period", "2026-10", NULL,
+                  NULL), 0);
+    CU_ASSERT(strstr(out, "0.004650") != NULL);
+
+    const char *match = th_tmpfile(".csv", "date,model,component,quantity\n"
+                                           "2026-10-01,llama-3.1-70b,prompt_tokens,1000\n"
+                                           "2026-10-02,llama-3.1-70b,prompt_tokens,3000\n"
+                                           "2026-10-02,llama-3.1-70b,allocation_seconds,1.000\n"
+                                           "2026-10-01,llama-3.1-70b,allocation_seconds,2\n");
+    TH_EQ_INT(cli(cfg, out, sizeof(out), "reconcile", "--provider", "hostedai", "--file", match,
+                  "--period", "2026-10"), 0);
+    CU_ASSERT(strstr(out, "0 difference(s)") != NULL);
+    const char *diff = th_tmpfile(".csv", "date,model,component,quantity\n"
+                                          "2026-10-01,llama-3.1-70b,prompt_tokens,1100\n"
+                                          "2026-10-03,llama-3.1-70b,prompt_tokens,7\n"
+                                          "2026-11-01,llama-3.1-70b,prompt_tokens,7\n");
+    TH_EQ_INT(cli(cfg, out, sizeof(out), "reconcile", "--provider", "hostedai", "--file", diff,
+                  "--period", "2026-10"), 1);
+    /* 10-01 +100, 10-02 -3000 (provider billed nothing), 10-03 +7; November ignored */
+    CU_ASSERT(strstr(out, "3 difference(s), 1 line(s) outside the period ignored") != NULL);
+    CU_ASSERT(strstr(out, "2026-10-02  llama-3.1-70b  prompt_tokens") != NULL);
+    PQfinish(c);
+}
+
 int main(void)
 {
     static const th_test_t tests[] = {
@@ -296,6 +392,7 @@ int main(void)
         {"late usage is an adjustment on the next invoice", test_late_usage_is_an_adjustment},
         {"finance role reads views, not prompts", test_finance_role},
         {"usage partitions: default, attach, detach", test_partitions},
+        {"cli: prices, invoice run/show/export, usage, reconcile", test_cli},
         {NULL, NULL},
     };
     return th_run("billing", tests);

@@ -82,6 +82,7 @@ static int load(PGconn *conn, const char *file)
     if (!(res = gt_cli_sql(conn, "prices", "BEGIN", 0, NULL)))
         goto out;
     PQclear(res);
+    res = NULL;
     size_t i;
     json_t *e;
     json_array_foreach(list, i, e) {
@@ -103,6 +104,7 @@ static int load(PGconn *conn, const char *file)
         else
             unchanged++;
         PQclear(res);
+        res = NULL;
     }
     res = gt_cli_sql(conn, "prices", "COMMIT", 0, NULL);
     if (res) {
