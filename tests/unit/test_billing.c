@@ -288,6 +288,36 @@ static void test_partitions(void)
     PQfinish(c);
 }
 
+/* The backbone's usage rows survive the move to the partitioned table. */
+static void test_migration_keeps_usage(void)
+{
+    char conninfo[512], err[512], dir[] = "/tmp/gantry-mig-XXXXXX", cmd[1024];
+    CU_ASSERT_FATAL(th_pg_create_db(conninfo, sizeof(conninfo)) == 0);
+    CU_ASSERT_FATAL(mkdtemp(dir) != NULL);
+    snprintf(cmd, sizeof(cmd), "cp '%s' '%s/'", th_src("migrations/001_init.sql"), dir);
+    CU_ASSERT_FATAL(system(cmd) == 0);
+    PGconn *c = gt_pg_connect_sync(conninfo, err, sizeof(err));
+    CU_ASSERT_FATAL(c != NULL);
+    TH_EQ_INT(gt_pg_migrate(c, dir, err, sizeof(err)), 1);
+    CU_ASSERT(run(c, "INSERT INTO usage (event_id, request_id, task_id, tenant_id, model, provider,"
+                     " allocation_seconds, prompt_tokens, occurred_at, recorded_at)"
+                     " SELECT 'old-' || i, 'r' || i, 'r' || i || '/0', 't1', 'm1', 'hostedai', 1.5,"
+                     " 100, '2025-06-01T00:00:00Z'::timestamptz + i * interval '9 days',"
+                     " '2025-06-01T00:00:00Z'::timestamptz + i * interval '9 days'"
+                     " FROM generate_series(1, 50) i") == 0);
+    CU_ASSERT(gt_pg_migrate(c, th_src("migrations"), err, sizeof(err)) >= 1);
+    TH_EQ_INT(num(c, "SELECT count(*) FROM usage"), 50);
+    TH_EQ_INT(num(c, "SELECT count(*) FROM usage_event_ids"), 50);
+    TH_EQ_INT(num(c, "SELECT count(*) FROM usage_default"), 0); /* every month got a partition */
+    TH_EQ_INT(num(c, "SELECT sum(prompt_tokens) FROM usage"), 5000);
+    TH_EQ_INT(num(c, "SELECT count(*) FROM usage WHERE recorded_at = occurred_at"), 50);
+    /* still unique by event_id */
+    TH_EQ_INT(one(c, "old-7", "t1", "m1", 1, 1, "1", "2026-10-01T00:00:00Z"), 0);
+    PQfinish(c);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    CU_ASSERT(system(cmd) == 0);
+}
+
 /* Runs `gantry ARGS... --config cfg`; captures stdout into out; returns the exit code. */
 static int cli(const char *cfg, char *out, size_t len, const char *a1, const char *a2,
                const char *a3, const char *a4, const char *a5, const char *a6, const char *a7)
@@ -393,6 +423,7 @@ int main(void)
         {"finance role reads views, not prompts", test_finance_role},
         {"usage partitions: default, attach, detach", test_partitions},
         {"cli: prices, invoice run/show/export, usage, reconcile", test_cli},
+        {"migration keeps the backbone's usage rows", test_migration_keeps_usage},
         {NULL, NULL},
     };
     return th_run("billing", tests);
