@@ -11,6 +11,7 @@
 #include "cluster.h"
 
 static th_cluster_t cl;
+static int expect_values; /* the positive control: values are allowed where checked */
 
 #define HASH_KEY "e2e-hash-key-9c1f0a"
 
@@ -34,7 +35,8 @@ static const char extra_config[] =
     "     \"limits\": {\"max_input_tokens\": {\"small\": 300}, \"max_request_bytes\": 65536}}},"
     "   \"hashco\": {\"guardrails\": {"
     "     \"pii\": {\"mode\": \"hash\", \"hash_key\": \"${GANTRY_E2E_HASH_KEY}\"},"
-    "     \"providers\": {\"scrubbed\": [\"hostedai\"]}}}}}";
+    "     \"providers\": {\"scrubbed\": [\"hostedai\"]}}},"
+    "   \"outmod\": {\"guardrails\": {\"moderation\": {\"input\": false}}}}}";
 
 static void add(FILE *f, json_t *req)
 {
@@ -83,11 +85,16 @@ static const char *write_requests(void)
                      "kind", "generate", "model", "small", "input", "ssn 078-05-1120 on file"));
     add(f, json_pack("{s:s, s:s, s:s, s:s, s:s}", "request_id", "g-plain", "tenant_id", "other",
                      "kind", "generate", "model", "small", "input", "nothing personal here"));
+    /* Input moderation off for this tenant: the mock echoes the words, and
+     * the output gate blocks them. */
+    add(f, json_pack("{s:s, s:s, s:s, s:s, s:s}", "request_id", "g-outblock", "tenant_id",
+                     "outmod", "kind", "generate", "model", "small", "input",
+                     "how to make a bomb"));
     fclose(f);
     return path;
 }
 
-#define N_REQUESTS 8
+#define N_REQUESTS 9
 
 static int results_in(void *arg)
 {
@@ -112,7 +119,8 @@ static long leaks_in_topic(const char *topic, long *messages)
         const char *v = json_string_value(json_object_get(m, "value"));
         for (size_t k = 0; v && k < sizeof(pii_values) / sizeof(pii_values[0]); k++)
             if (strstr(v, pii_values[k])) {
-                fprintf(stderr, "  LEAK of \"%s\" on %s: %.200s\n", pii_values[k], topic, v);
+                fprintf(stderr, "  %s \"%s\" on %s: %.120s\n",
+                        expect_values ? "value (expected)" : "LEAK of", pii_values[k], topic, v);
                 leaks++;
             }
         if (v && strstr(v, HASH_KEY))
@@ -240,6 +248,12 @@ static void test_guard_end_to_end(void)
     TH_EQ_STR(gr_str(r, "pii", "mode"), "hash");
     json_decref(r);
 
+    r = result_of(results, "g-outblock");
+    TH_EQ_STR(json_string_value(json_object_get(r, "status")), "blocked");
+    TH_EQ_STR(gr_str(r, "blocked", "stage"), "output");
+    CU_ASSERT(json_is_null(json_object_get(r, "output")));
+    json_decref(r);
+
     r = result_of(results, "g-plain"); /* no guardrails for this tenant: untouched */
     TH_EQ_STR(json_string_value(json_object_get(r, "status")), "succeeded");
     CU_ASSERT_PTR_NULL(json_object_get(r, "guardrails"));
@@ -260,8 +274,9 @@ static void test_guard_end_to_end(void)
     TH_EQ_INT(leaks_in_topic("gantry.events", &n_ev), 0);
     /* Positive control: the checker does see values where they belong (the
      * caller of g-restore asked for its output restored). */
-    fprintf(stderr, "  (expected: restored values on gantry.results)\n");
+    expect_values = 1;
     CU_ASSERT(leaks_in_topic("gantry.results", NULL) > 0);
+    expect_values = 0;
     /* The decisions are events, with request and tenant ids. */
     json_t *events = th_kafka_read_all(cl.bootstrap, "gantry.events");
     int scrubbed = 0, rerouted = 0, blocked = 0, rejected = 0, restored = 0;
@@ -292,7 +307,7 @@ static void test_guard_end_to_end(void)
 
     TH_EQ_INT(scrubbed, 5); /* restore, chat, batch, reroute, hash */
     TH_EQ_INT(rerouted, 1);
-    TH_EQ_INT(blocked, 1);
+    TH_EQ_INT(blocked, 2); /* input and output */
     TH_EQ_INT(rejected, 1);
     TH_EQ_INT(restored, 3); /* restore, chat, reroute */
 }
