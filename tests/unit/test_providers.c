@@ -684,7 +684,9 @@ static void test_shared_limit(void)
             w.peak, by_w2, by_w3);
     CU_ASSERT(peak <= 8);
     CU_ASSERT(peak >= 2); /* the limit, not a trickle, shaped the traffic */
-    TH_EQ_INT(stat_of(E.limited_a, "ok"), w.n);
+    /* At least once: a task redelivered by the rebalance when the second worker
+     * joined may have been called twice, never more than 8 at a time. */
+    CU_ASSERT(stat_of(E.limited_a, "ok") >= w.n);
     /* Nothing completed before the dead holder's leases lapsed. */
     int64_t earliest = INT64_MAX;
     for (int i = 0; i < w.n; i++) {
