@@ -68,12 +68,16 @@ static const char sql_insert[] =
     "  LEFT JOIN LATERAL billing_price_for(e.tenant_id, e.provider, e.model, e.occurred_at,"
     "   e.tflops, e.vram_mb) p ON true"
     "  RETURNING tenant_id, occurred_at, cost_micros),"
+    " s AS (SELECT tenant_id, billing_period(occurred_at) AS period, sum(cost_micros) AS cost,"
+    "   count(*) AS n FROM ins WHERE cost_micros IS NOT NULL GROUP BY 1, 2),"
+    /* budget rows locked in one order: two ledgers never deadlock on them */
+    " lk AS (SELECT b.tenant_id, b.period, s.cost, s.n FROM budget_periods b"
+    "  JOIN s ON b.tenant_id = s.tenant_id AND b.period = s.period"
+    "  ORDER BY b.tenant_id, b.period FOR UPDATE OF b),"
     " spend AS ("
-    "  UPDATE budget_periods b SET spent_micros = b.spent_micros + s.cost,"
-    "   usage_rows = b.usage_rows + s.n, updated_at = now()"
-    "  FROM (SELECT tenant_id, billing_period(occurred_at) AS period, sum(cost_micros) AS cost,"
-    "         count(*) AS n FROM ins WHERE cost_micros IS NOT NULL GROUP BY 1, 2) s"
-    "  WHERE b.tenant_id = s.tenant_id AND b.period = s.period RETURNING 1)"
+    "  UPDATE budget_periods b SET spent_micros = b.spent_micros + lk.cost,"
+    "   usage_rows = b.usage_rows + lk.n, updated_at = now()"
+    "  FROM lk WHERE b.tenant_id = lk.tenant_id AND b.period = lk.period RETURNING 1)"
     " SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM spend)";
 
 const char *gt_ledger_insert_sql(void)
