@@ -170,3 +170,26 @@ int gt_budget_admit(gt_dispatcher_t *d, const char *tenant_id, const char *reque
     }
     return 0;
 }
+
+static void on_released(const PGresult *res, const char *err, void *arg)
+{
+    (void)res;
+    if (err)
+        gt_log(GT_LOG_ERROR, &(gt_log_ctx_t){.request_id = arg},
+               "releasing the budget reservation failed: %s", err);
+    free(arg);
+}
+
+void gt_budget_release(gt_dispatcher_t *d, const char *request_id)
+{
+    static const char sql[] =
+        "WITH r AS (DELETE FROM budget_reservations WHERE request_id = $1::text"
+        "  AND NOT EXISTS (SELECT 1 FROM jobs WHERE request_id = $1::text)"
+        "  RETURNING tenant_id, period, micros)"
+        " UPDATE budget_periods b SET reserved_micros = greatest(0, b.reserved_micros - r.micros),"
+        "  updated_at = now() FROM r WHERE b.tenant_id = r.tenant_id AND b.period = r.period";
+    char *id = d->pg ? strdup(request_id) : NULL;
+    const char *params[] = {request_id};
+    if (id && gt_pg_query(d->pg, sql, 1, params, on_released, id) != 0)
+        free(id);
+}

@@ -23,4 +23,8 @@ typedef void (*gt_budget_cb)(int admitted, const char *reason, void *arg);
 int gt_budget_admit(gt_dispatcher_t *d, const char *tenant_id, const char *request_id, int tasks,
                     gt_budget_cb cb, void *arg);
 
+/* Gives back the reservation of a request that never became a job (its
+ * persisting failed). Fire and forget; safe when there is none. */
+void gt_budget_release(gt_dispatcher_t *d, const char *request_id);
+
 #endif

@@ -217,6 +217,7 @@ static void on_inserted(const PGresult *res, const char *err, void *arg)
          * keep the message, with the reason, rather than retry forever. */
         gt_dispatcher_dead_letter(d, d->consumer, in->msg, "intake.persist", "persist_failed", err,
                                   in->request_id);
+        gt_budget_release(d, in->request_id);
         intake_free(in);
         return;
     }
