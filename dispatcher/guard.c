@@ -319,6 +319,35 @@ static const char sql_insert_guard[] =
     "INSERT INTO job_guardrails (request_id, tenant_id, decision, mask, restore, moderate_output)"
     " VALUES ($1, $2, $3::jsonb, $4::jsonb, $5, $6) ON CONFLICT (request_id) DO NOTHING";
 
+/* Rows whose job never came to be (dead-lettered or rejected after the
+ * guard, e.g. by the budget) or finished without the coordinator deleting
+ * the row: none may keep a mask for long. */
+static const char sql_sweep[] =
+    "DELETE FROM job_guardrails g WHERE g.created_at < now() - interval '10 minutes'"
+    " AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.request_id = g.request_id"
+    "                 AND j.status IN ('running', 'completing'))";
+
+static void on_swept(const PGresult *res, const char *err, void *arg)
+{
+    (void)arg;
+    if (err)
+        gt_log(GT_LOG_WARN, NULL, "sweeping old guard rows failed: %s", err);
+    else if (atol(PQcmdTuples((PGresult *)res)) > 0)
+        gt_log(GT_LOG_INFO, NULL, "swept %s guard rows of jobs that ended or never started",
+               PQcmdTuples((PGresult *)res));
+}
+
+/* At most once a minute, driven by the requests that create rows. */
+static void maybe_sweep(gt_dispatcher_t *d)
+{
+    static int64_t last;
+    int64_t now = gt_clock_wall_ms();
+    if (now - last < 60000)
+        return;
+    last = now;
+    gt_pg_query(d->pg, sql_sweep, 0, NULL, on_swept, NULL);
+}
+
 static void on_guard_stored(const PGresult *res, const char *err, void *arg)
 {
     gjob_t *j = arg;
@@ -356,9 +385,9 @@ static void apply(gjob_t *j)
         json_t *rr = json_pack("{s:s, s:s, s:s}", "from_model", p->from->name, "from_provider",
                                gt_guard_provider_of(p->from, from, sizeof(from)), "reason",
                                p->reason);
-        json_object_set(j->decision, "rerouted", rr);
         json_object_set_new(rr, "to_model", json_string(p->model->name));
-        emit(j->d, "guardrail.rerouted", j->request_id, j->tenant_id, rr);
+        json_object_set_new(j->decision, "rerouted", rr);
+        emit(j->d, "guardrail.rerouted", j->request_id, j->tenant_id, json_deep_copy(rr));
         json_object_set_new(j->req, "model", json_string(p->model->name));
     }
     json_t *mask = NULL;
@@ -412,6 +441,7 @@ static void apply(gjob_t *j)
     json_decref(mask);
     const char *params[] = {j->request_id, j->tenant_id, dtext, mtext,
                             restore ? "true" : "false", gr->moderate_output ? "true" : "false"};
+    maybe_sweep(j->d);
     int rc = dtext ? gt_pg_query(j->d->pg, sql_insert_guard, 6, params, on_guard_stored, j) : -1;
     free(dtext);
     free(mtext); /* the only copy outside PostgreSQL; freed, never logged */
@@ -567,7 +597,7 @@ static void on_output_moderated(const gt_mod_verdict_t *v, void *arg)
         json_t *details = json_pack("{s:s, s:s, s:f, s:s}", "stage", "output", "category",
                                     gt_moderation_category_name(cat), "score", v->scores[cat],
                                     "source", v->source);
-        json_object_set(g->decision, "blocked", details);
+        json_object_set_new(g->decision, "blocked", json_deep_copy(details));
         each_output(g->result, null_one, NULL);
         json_object_set_new(g->result, "status", json_string("blocked"));
         json_object_set_new(g->result, "error",
