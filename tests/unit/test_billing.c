@@ -288,6 +288,47 @@ static void test_partitions(void)
     PQfinish(c);
 }
 
+static void test_budget_config(void)
+{
+    char err[4096] = "";
+    gt_config_t *cfg = gt_config_parse(
+        "{\"kafka\": {\"bootstrap_servers\": \"x:1\"}, \"pools\": {}, \"models\": {},"
+        " \"tenants\": {\"a\": {\"budget\": {\"monthly_micros\": 5000000}},"
+        "  \"b\": {\"budget\": {\"currency\": \"EUR\", \"monthly_micros\": 100,"
+        "   \"hard_limit_micros\": 120, \"soft_thresholds_pct\": [50, 90],"
+        "   \"reserve_micros_per_task\": 7}}, \"c\": {}}}",
+        ".", err, sizeof(err));
+    if (!cfg)
+        fprintf(stderr, "  %s\n", err);
+    CU_ASSERT_FATAL(cfg != NULL);
+    const gt_tenant_t *a = gt_config_tenant(cfg, "a"), *b = gt_config_tenant(cfg, "b");
+    TH_EQ_INT(a->budget.has_budget, 1);
+    TH_EQ_STR(a->budget.currency, "USD");
+    TH_EQ_INT(a->budget.hard_limit_micros, 5000000);
+    TH_EQ_INT(a->budget.n_thresholds, 2);
+    TH_EQ_INT(a->budget.thresholds_pct[1], 100);
+    TH_EQ_INT(a->budget.reserve_micros_per_task, -1);
+    TH_EQ_STR(b->budget.currency, "EUR");
+    TH_EQ_INT(b->budget.hard_limit_micros, 120);
+    TH_EQ_INT(b->budget.thresholds_pct[0], 50);
+    TH_EQ_INT(b->budget.reserve_micros_per_task, 7);
+    TH_EQ_INT(gt_config_tenant(cfg, "c")->budget.has_budget, 0);
+    gt_config_free(cfg);
+
+    cfg = gt_config_parse(
+        "{\"kafka\": {\"bootstrap_servers\": \"x:1\"}, \"pools\": {}, \"models\": {},"
+        " \"tenants\": {\"a\": {\"budget\": {\"currency\": \"usd\", \"soft_thresholds_pct\":"
+        " [80, 50], \"hard_limit_micros\": 0, \"monthly\": 1}}}}",
+        ".", err, sizeof(err));
+    CU_ASSERT(cfg == NULL);
+    CU_ASSERT(strstr(err, "tenants.a.budget.currency") != NULL);
+    CU_ASSERT(strstr(err, "tenants.a.budget.monthly_micros: is required") != NULL);
+    CU_ASSERT(strstr(err, "tenants.a.budget.soft_thresholds_pct") != NULL);
+    CU_ASSERT(strstr(err, "tenants.a.budget.hard_limit_micros") != NULL);
+    CU_ASSERT(strstr(err, "monthly") != NULL);
+    gt_config_free(cfg);
+}
+
 /* The backbone's usage rows survive the move to the partitioned table. */
 static void test_migration_keeps_usage(void)
 {
@@ -424,6 +465,7 @@ int main(void)
         {"usage partitions: default, attach, detach", test_partitions},
         {"cli: prices, invoice run/show/export, usage, reconcile", test_cli},
         {"migration keeps the backbone's usage rows", test_migration_keeps_usage},
+        {"tenants.<id>.budget configuration", test_budget_config},
         {NULL, NULL},
     };
     return th_run("billing", tests);
