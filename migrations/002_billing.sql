@@ -257,23 +257,31 @@ CREATE FUNCTION billing_recost(p_before timestamptz) RETURNS bigint LANGUAGE plp
 DECLARE
     n bigint;
 BEGIN
-    UPDATE usage u
-       SET price_id = p.price_id, currency = p.currency,
-           allocation_rate_micros = p.allocation_second_micros,
-           cost_prompt_micros = billing_micros(u.prompt_tokens, p.prompt_per_1k_micros, 1000),
-           cost_completion_micros = billing_micros(u.completion_tokens, p.completion_per_1k_micros, 1000),
-           cost_allocation_micros = billing_micros(u.allocation_seconds, p.allocation_second_micros, 1),
-           cost_request_micros = p.request_micros,
-           cost_micros = billing_micros(u.prompt_tokens, p.prompt_per_1k_micros, 1000)
-                       + billing_micros(u.completion_tokens, p.completion_per_1k_micros, 1000)
-                       + billing_micros(u.allocation_seconds, p.allocation_second_micros, 1)
-                       + p.request_micros
-      FROM usage v
-      CROSS JOIN LATERAL billing_price_for(v.tenant_id, v.provider, v.model, v.occurred_at,
-                                           v.tflops, v.vram_mb) p
-     WHERE u.price_id IS NULL AND u.occurred_at < p_before
-       AND v.event_id = u.event_id AND v.occurred_at = u.occurred_at AND v.price_id IS NULL;
-    GET DIAGNOSTICS n = ROW_COUNT;
+    WITH up AS (
+        UPDATE usage u
+           SET price_id = p.price_id, currency = p.currency,
+               allocation_rate_micros = p.allocation_second_micros,
+               cost_prompt_micros = billing_micros(u.prompt_tokens, p.prompt_per_1k_micros, 1000),
+               cost_completion_micros = billing_micros(u.completion_tokens, p.completion_per_1k_micros, 1000),
+               cost_allocation_micros = billing_micros(u.allocation_seconds, p.allocation_second_micros, 1),
+               cost_request_micros = p.request_micros,
+               cost_micros = billing_micros(u.prompt_tokens, p.prompt_per_1k_micros, 1000)
+                           + billing_micros(u.completion_tokens, p.completion_per_1k_micros, 1000)
+                           + billing_micros(u.allocation_seconds, p.allocation_second_micros, 1)
+                           + p.request_micros
+          FROM usage v
+          CROSS JOIN LATERAL billing_price_for(v.tenant_id, v.provider, v.model, v.occurred_at,
+                                               v.tflops, v.vram_mb) p
+         WHERE u.price_id IS NULL AND u.occurred_at < p_before
+           AND v.event_id = u.event_id AND v.occurred_at = u.occurred_at AND v.price_id IS NULL
+        RETURNING u.tenant_id, u.occurred_at, u.cost_micros),
+    s AS (SELECT tenant_id, billing_period(occurred_at) AS period, sum(cost_micros) AS cost,
+                 count(*) AS rows FROM up GROUP BY 1, 2),
+    spend AS (  -- budgets count costed usage only: add what is costed now
+        UPDATE budget_periods b SET spent_micros = b.spent_micros + s.cost,
+                                    usage_rows = b.usage_rows + s.rows, updated_at = now()
+          FROM s WHERE b.tenant_id = s.tenant_id AND b.period = s.period)
+    SELECT count(*) INTO n FROM up;
     RETURN n;
 END $$;
 
