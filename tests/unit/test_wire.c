@@ -4,6 +4,7 @@
  * server (the Bedrock signature recomputed independently from what arrived,
  * the Vertex token exchange checked against the service account's public key). */
 #include <jansson.h>
+#include <stdint.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 #include <strings.h>
 #include <uv.h>
 
+#include "config.h"
 #include "crypto_check.h"
 #include "gcp_auth.h"
 #include "harness.h"
@@ -975,6 +977,165 @@ static void test_gcp_bad_credentials(void)
     uv_loop_close(&loop);
 }
 
+/* ---- through the call engine ------------------------------------------------- */
+
+typedef struct engine_srv {
+    token_srv_t tokens;
+    int invokes; /* Bedrock calls seen; the first answers 503 */
+} engine_srv_t;
+
+static int engine_handler(const th_recorded_t *q, int *status, char **body, void *arg)
+{
+    engine_srv_t *es = arg;
+    if (strcmp(q->path, "/token") == 0)
+        return token_handler(q, status, body, &es->tokens);
+    *status = 200;
+    if (strstr(q->path, ":generateContent"))
+        *body = strdup("{\"candidates\": [{\"content\": {\"role\": \"model\", \"parts\": "
+                       "[{\"text\": \"Bonjour\"}]}, \"finishReason\": \"STOP\"}], "
+                       "\"usageMetadata\": {\"promptTokenCount\": 11, "
+                       "\"candidatesTokenCount\": 2, \"totalTokenCount\": 13}}");
+    else if (strstr(q->path, "/invoke") && es->invokes++ == 0) {
+        *status = 503;
+        *body = strdup("{\"message\": \"ServiceUnavailableException\"}");
+    } else if (strstr(q->path, "/invoke"))
+        *body = strdup("{\"type\": \"message\", \"role\": \"assistant\", \"content\": [{\"type\":"
+                       " \"text\", \"text\": \"Salut\"}], \"stop_reason\": \"end_turn\", "
+                       "\"usage\": {\"input_tokens\": 12, \"output_tokens\": 3}}");
+    else
+        *body = strdup("[{\"generated_text\": \"Hallo\", \"details\": {\"generated_tokens\": 1,"
+                       " \"prefill\": [{\"id\": 1}, {\"id\": 2}, {\"id\": 3}]}}]");
+    return 0;
+}
+
+typedef struct done {
+    int calls;
+    int status;
+    char code[64], provider[64];
+    json_t *output;
+    int64_t prompt_tokens, completion_tokens;
+    size_t attempts;
+} done_t;
+
+static void on_done(gt_prov_call_t *call, const gt_task_outcome_t *out, void *arg)
+{
+    done_t *d = arg;
+    (void)call;
+    d->calls++;
+    d->status = (int)out->status;
+    snprintf(d->code, sizeof(d->code), "%s", out->error_code ? out->error_code : "");
+    snprintf(d->provider, sizeof(d->provider), "%s", out->provider ? out->provider : "");
+    d->output = out->output ? json_incref(out->output) : NULL;
+    d->prompt_tokens = out->prompt_tokens;
+    d->completion_tokens = out->completion_tokens;
+    d->attempts = json_array_size(out->attempts);
+}
+
+static void no_events(const char *type, json_t *data, void *arg)
+{
+    (void)type, (void)arg;
+    json_decref(data);
+}
+
+/* The engine (workers/provider.c) drives each runtime end to end: the Vertex
+ * token from gcp_auth, a Bedrock 503 retried with a fresh signature, usage. */
+static void test_through_engine(void)
+{
+    th_recorder_t *rec = th_recorder_start();
+    CU_ASSERT_FATAL(rec != NULL);
+    engine_srv_t es = {{pub_pem, "", 3600, 0, 0}, 0};
+    snprintf(es.tokens.token_uri, sizeof(es.tokens.token_uri), "%s/token", th_recorder_url(rec));
+    th_recorder_handler(rec, engine_handler, &es);
+    char *creds = credentials(es.tokens.token_uri, priv_pem);
+    const char *credfile = th_tmpfile(".json", creds);
+    char text[4096], err[2048] = "";
+    snprintf(text, sizeof(text),
+             "{\"kafka\": {\"bootstrap_servers\": \"127.0.0.1:9092\"},"
+             " \"providers\": {"
+             "  \"vx\": {\"runtime\": \"vertex_gemini\", \"endpoint\": \"%s\","
+             "          \"credentials_file\": \"%s\", \"project\": \"my-project\","
+             "          \"location\": \"europe-west4\"},"
+             "  \"bd\": {\"runtime\": \"bedrock_anthropic\", \"endpoint\": \"%s\","
+             "          \"region\": \"us-west-2\", \"access_key_id\": \"" AWS_AKID "\","
+             "          \"secret_access_key\": \"" AWS_SECRET "\","
+             "          \"retry\": {\"max_retries\": 2, \"base_ms\": 10}},"
+             "  \"hf\": {\"runtime\": \"hf_endpoint\", \"endpoint\": \"%s\","
+             "          \"api_key\": \"" HF_KEY "\"}},"
+             " \"models\": {"
+             "  \"gemini\": {\"provider\": \"vx\", \"provider_model\": \"gemini-1.5-flash-002\"},"
+             "  \"claude\": {\"provider\": \"bd\","
+             "              \"provider_model\": \"anthropic.claude-3-haiku-20240307-v1:0\"},"
+             "  \"llama\": {\"provider\": \"hf\"}}}",
+             th_recorder_url(rec), credfile, th_recorder_url(rec), th_recorder_url(rec));
+    gt_config_t *cfg = gt_config_parse(text, "/", err, sizeof(err));
+    if (!cfg)
+        fprintf(stderr, "  config: %s\n", err);
+    CU_ASSERT_FATAL(cfg != NULL);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    gt_http_t *http = gt_http_new(&loop);
+    gt_prov_engine_t *e = gt_prov_engine_new(&loop, http, cfg, "w-wire", no_events, NULL, err,
+                                             sizeof(err));
+    if (!e)
+        fprintf(stderr, "  engine: %s\n", err);
+    CU_ASSERT_FATAL(e != NULL);
+
+    static const struct {
+        const char *model, *kind, *input, *provider, *text;
+        int64_t prompt, completion;
+        size_t attempts;
+    } cases[] = {
+        {"gemini", "chat", "[{\"role\": \"user\", \"content\": \"Hello\"}]", "vx", "Bonjour", 11,
+         2, 1},
+        {"gemini", "generate", "\"Hello again\"", "vx", "Bonjour", 11, 2, 1},
+        {"claude", "chat", "[{\"role\": \"user\", \"content\": \"Hello\"}]", "bd", "Salut", 12, 3,
+         2},
+        {"llama", "generate", "\"Hello\"", "hf", "Hallo", 3, 1, 1},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        json_t *in = J(cases[i].input);
+        gt_task_spec_t spec = {"task-1", "req-1", "acme", cases[i].kind, in, NULL,
+                               gt_config_model(cfg, cases[i].model), TRACEPARENT, INT64_MAX};
+        done_t d = {0};
+        const char *code = NULL;
+        gt_prov_call_t *call = gt_prov_start(e, &spec, on_done, &d, &code);
+        CU_ASSERT_FATAL(call != NULL);
+        run_until(&loop, &d.calls, 1);
+        TH_EQ_INT(d.calls, 1);
+        TH_EQ_INT(d.status, GT_TASK_SUCCEEDED);
+        TH_EQ_STR(d.code, "");
+        TH_EQ_STR(d.provider, cases[i].provider);
+        TH_EQ_STR(json_string_value(json_object_get(d.output, "text")), cases[i].text);
+        TH_EQ_INT(d.prompt_tokens, cases[i].prompt);
+        TH_EQ_INT(d.completion_tokens, cases[i].completion);
+        TH_EQ_INT(d.attempts, cases[i].attempts);
+        json_decref(d.output);
+        json_decref(in);
+    }
+    /* One token exchange served both Vertex calls; both Bedrock attempts were signed right. */
+    TH_EQ_INT(es.tokens.exchanges, 1);
+    TH_EQ_INT(es.invokes, 2);
+    size_t n = th_recorder_count(rec), signed_ok = 0;
+    for (size_t i = 0; i < n; i++) {
+        const th_recorded_t *q = th_recorder_get(rec, i);
+        if (strstr(q->path, "/invoke"))
+            signed_ok += (size_t)signature_valid(q, AWS_SECRET, "us-west-2", "bedrock");
+        if (strstr(q->path, ":generateContent"))
+            TH_EQ_STR(th_recorded_header(q, "Authorization"), "Bearer ya29.c.recorded-1");
+        if (strcmp(q->path, "/token") != 0)
+            TH_EQ_STR(th_recorded_header(q, "traceparent"), TRACEPARENT);
+    }
+    TH_EQ_INT(signed_ok, 2);
+    gt_prov_engine_close(e);
+    gt_http_free(http);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    gt_prov_engine_free(e);
+    uv_loop_close(&loop);
+    gt_config_free(cfg);
+    free(creds);
+    th_recorder_stop(rec);
+}
+
 int main(void)
 {
     priv_pem = tc_rsa_keygen(&pub_pem);
@@ -992,6 +1153,7 @@ int main(void)
          test_bedrock_loopback},
         {"vertex token exchange and generateContent over loopback", test_vertex_token_exchange},
         {"bad service-account credentials", test_gcp_bad_credentials},
+        {"each runtime through the call engine", test_through_engine},
         {NULL, NULL},
     };
     int rc = th_run("wire", tests);
