@@ -503,6 +503,16 @@ def test_dockerfile():
     check_runtime_libraries(" ".join(runtime_base))
     docker = shutil.which("docker")
     engine = docker and subprocess.run([docker, "info"], capture_output=True, timeout=30).returncode == 0
+    base = re.search(r"^ARG DEBIAN=(\S+)", open(path).read(), re.M)
+    if engine and base and os.environ.get("GANTRY_DOCKER_BUILD", "1") != "0":
+        # CI machines reach Debian's archive but not always a container registry:
+        # without the base image there is nothing to build from, so lint only.
+        have = subprocess.run([docker, "image", "inspect", base.group(1)], capture_output=True).returncode == 0
+        if not have:
+            have = subprocess.run([docker, "pull", base.group(1)], capture_output=True, timeout=300).returncode == 0
+        if not have:
+            print("  Dockerfile: linted (Docker engine present, base image %s not reachable)" % base.group(1))
+            return
     if engine and os.environ.get("GANTRY_DOCKER_BUILD", "1") != "0":
         for target in ("dispatcher", "worker", "cli"):
             r = subprocess.run([docker, "build", "-f", path, "--target", target, "-t", "gantry-%s:test" % target, SRC],
