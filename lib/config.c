@@ -997,6 +997,36 @@ static void load_moderation(ctx_t *c, gt_config_t *cfg)
         cfg->moderation_endpoint[--n] = 0;
 }
 
+static void load_tracing(ctx_t *c, gt_config_t *cfg)
+{
+    static const char *const keys[] = {"otlp_endpoint", "service_name", "batch_ms", "queue_max",
+                                       "headers", NULL};
+    json_t *t = get_obj(c, cfg->root, "tracing", "", 0);
+    if (t)
+        check_keys(c, t, "tracing", keys);
+    cfg->tracing_otlp_endpoint = get_str(c, t, "otlp_endpoint", "tracing", NULL, 0);
+    cfg->tracing_service_name = get_str(c, t, "service_name", "tracing", NULL, 0);
+    cfg->tracing_batch_ms = get_int(c, t, "batch_ms", "tracing", 1000, 10, 600000);
+    cfg->tracing_queue_max = (int)get_int(c, t, "queue_max", "tracing", 2048, 1, 1000000);
+    cfg->tracing_headers = t ? get_obj(c, t, "headers", "tracing", 0) : NULL;
+    const char *key;
+    json_t *v;
+    json_object_foreach(cfg->tracing_headers, key, v) {
+        char path[512];
+        snprintf(path, sizeof(path), "tracing.headers.%s", key);
+        if (!json_is_string(v))
+            problem(c, path, "must be a string");
+        else if (!*key || strpbrk(key, ": \r\n") || strpbrk(json_string_value(v), "\r\n"))
+            problem(c, path, "not a valid HTTP header");
+    }
+    size_t n = cfg->tracing_otlp_endpoint ? strlen(cfg->tracing_otlp_endpoint) : 0;
+    if (n && strncmp(cfg->tracing_otlp_endpoint, "http://", 7) != 0 &&
+        strncmp(cfg->tracing_otlp_endpoint, "https://", 8) != 0)
+        problem(c, "tracing.otlp_endpoint", "must be an http:// or https:// URL");
+    while (n > 0 && cfg->tracing_otlp_endpoint[n - 1] == '/')
+        cfg->tracing_otlp_endpoint[--n] = 0;
+}
+
 static void free_tenant(gt_tenant_t *t)
 {
     free_guardrails(&t->guard);
@@ -1113,7 +1143,7 @@ gt_config_t *gt_config_parse(const char *text, const char *base_dir, char *err, 
     static const char *const top[] = {"kafka",  "topics", "groups",  "postgres",   "pools",
                                       "models", "routing", "worker", "dispatcher", "ledger",
                                       "reaper", "log",    "commit_interval_ms", "$comment",
-                                      "tenants", "providers", "moderation", NULL};
+                                      "tenants", "providers", "moderation", "tracing", NULL};
     ctx_t c = {.err = err, .errlen = errlen, .base_dir = base_dir};
     if (err && errlen)
         err[0] = 0;
@@ -1145,6 +1175,7 @@ gt_config_t *gt_config_parse(const char *text, const char *base_dir, char *err, 
     load_routing(&c, cfg);
     load_tenants(&c, cfg);
     load_moderation(&c, cfg);
+    load_tracing(&c, cfg);
     load_processes(&c, cfg);
     load_provider_policies(&c, cfg);
     if (c.problems) {
@@ -1252,6 +1283,8 @@ void gt_config_free(gt_config_t *cfg)
     free(cfg->moderation_endpoint);
     free(cfg->moderation_api_key);
     free(cfg->moderation_model);
+    free(cfg->tracing_otlp_endpoint);
+    free(cfg->tracing_service_name);
     json_decref(cfg->root);
     free(cfg);
 }

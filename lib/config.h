@@ -166,6 +166,14 @@ typedef struct gt_config {
 
     int64_t commit_interval_ms;                 /* offset commit period, default 200 */
     char *log_level;                            /* default "info" */
+
+    /* tracing: OTLP/HTTP JSON export of spans (lib/trace.h) */
+    char *tracing_otlp_endpoint;                /* base URL ({endpoint}/v1/traces); NULL: off */
+    char *tracing_service_name;                 /* NULL: the process name */
+    int64_t tracing_batch_ms;                   /* export period, default 1000 */
+    int tracing_queue_max;                      /* spans held at most, default 2048 */
+    json_t *tracing_headers;                    /* extra headers (object of strings, may hold
+                                                   secrets: never log), borrowed; may be NULL */
 } gt_config_t;
 
 /* Loads and validates path. On failure returns NULL and writes every problem,

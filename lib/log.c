@@ -96,6 +96,15 @@ void gt_log(gt_log_level_t level, const gt_log_ctx_t *ctx, const char *fmt, ...)
         put_field(line, sizeof(line), &pos, "request_id", ctx->request_id);
         put_field(line, sizeof(line), &pos, "task_id", ctx->task_id);
         put_field(line, sizeof(line), &pos, "tenant_id", ctx->tenant_id);
+        const char *tr = ctx->trace_id;
+        if (tr && strlen(tr) == 55 && tr[2] == '-' && tr[35] == '-') { /* a traceparent */
+            char id[33];
+            memcpy(id, tr + 3, 32);
+            id[32] = 0;
+            put_field(line, sizeof(line), &pos, "trace_id", id);
+        } else if (tr && *tr) {
+            put_field(line, sizeof(line), &pos, "trace_id", tr);
+        }
     }
     line[pos++] = '}';
     line[pos++] = '\n';

@@ -10,11 +10,13 @@ void gt_log_set_level(gt_log_level_t level);
 /* Parses "debug", "info", "warn", "error"; returns -1 when unknown. */
 int gt_log_parse_level(const char *s);
 
-/* Context fields: any may be NULL. Never pass secrets, prompts or outputs. */
+/* Context fields: any may be NULL. Never pass secrets, prompts or outputs.
+ * trace_id is a 32-hex trace id or a whole traceparent (its trace id is written). */
 typedef struct gt_log_ctx {
     const char *request_id;
     const char *task_id;
     const char *tenant_id;
+    const char *trace_id;
 } gt_log_ctx_t;
 
 void gt_log(gt_log_level_t level, const gt_log_ctx_t *ctx, const char *fmt, ...)

@@ -19,6 +19,7 @@
 #include "log.h"
 #include "message.h"
 #include "schema.h"
+#include "trace.h"
 
 #define EX_MAX_DELIVERIES 2
 #define EX_REDELIVER_BASE_MS 100
@@ -49,7 +50,9 @@ struct ex_task {
     task_state_t state;
     int in_list;
     const char *task_id, *request_id, *tenant_id; /* borrowed from doc */
-    char traceparent[256];
+    char traceparent[256]; /* this task's span: sent on with results, usage and provider calls */
+    gt_span_t span;        /* worker.task, child of the task message's traceparent */
+    int span_open;
     gt_task_spec_t spec;
     gt_chain_t *call;      /* the model's runtime, then its fallbacks */
     int64_t created_wall, start_wall, start_mono;
@@ -95,7 +98,7 @@ static void on_redeliver(uv_timer_t *timer);
 
 static gt_log_ctx_t task_ctx(const ex_task_t *t)
 {
-    gt_log_ctx_t ctx = {t->request_id, t->task_id, t->tenant_id};
+    gt_log_ctx_t ctx = {t->request_id, t->task_id, t->tenant_id, t->traceparent};
     return ctx;
 }
 
@@ -411,6 +414,17 @@ static void task_finish(ex_task_t *t, const gt_task_outcome_t *out)
     const char *model = json_string_value(json_object_get(t->doc, "model"));
     json_t *index = json_object_get(t->doc, "index");
 
+    if (t->span_open) {
+        t->span_open = 0;
+        gt_span_end(&t->span, out->status == GT_TASK_SUCCEEDED ? NULL : out->error_code,
+                     json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I}", "gantry.request_id",
+                               t->request_id, "gantry.task_id", t->task_id, "gantry.tenant_id",
+                               t->tenant_id, "gantry.model", model ? model : "",
+                               "gantry.provider", out->provider ? out->provider : "hostedai",
+                               "gantry.status", status_name(out->status), "gantry.attempts",
+                               (json_int_t)(out->attempts ? json_array_size(out->attempts) : 0),
+                               "gantry.completion_tokens", (json_int_t)out->completion_tokens));
+    }
     if (out->error_code && strcmp(out->error_code, "aborted") == 0) {
         gt_log(GT_LOG_INFO, &ctx, "task aborted by shutdown; it will be redelivered");
         task_abandon(t);
@@ -631,8 +645,16 @@ void gt_executor_on_message(gt_consumer_t *c, gt_msg_t *msg, void *arg)
     t->state = TASK_RUNNING;
     t->start_wall = gt_clock_wall_ms();
     t->start_mono = gt_clock_mono_ms();
-    if (!gt_msg_header(msg, "traceparent", t->traceparent, sizeof(t->traceparent)))
-        t->traceparent[0] = '\0';
+    /* The task's span continues the request's trace (a new one when the
+     * header is missing or invalid); what goes on carries the task's span. */
+    gt_trace_ctx_t parent;
+    int adopted = gt_msg_header(msg, "traceparent", t->traceparent, sizeof(t->traceparent)) &&
+                  gt_trace_parse(t->traceparent, &parent) == 0;
+    t->traceparent[0] = '\0';
+    if (gt_span_start(&t->span, adopted ? &parent : NULL, "worker.task", GT_SPAN_CONSUMER) == 0) {
+        t->span_open = 1;
+        gt_trace_format(&t->span.ctx, t->traceparent);
+    }
     list_add(ex, t);
 
     why[0] = '\0';

@@ -68,7 +68,8 @@ static void done(gt_chain_t *ch, const gt_task_outcome_t *sub)
     const char *code = sub->error_code;
     if (sub->status == GT_TASK_FAILED && !ch->aborted && gt_chain_fallback_code(code) &&
         ch->cur + 1 < ch->n_models) {
-        gt_log_ctx_t ctx = {ch->spec->request_id, ch->spec->task_id, ch->spec->tenant_id};
+        gt_log_ctx_t ctx = {ch->spec->request_id, ch->spec->task_id, ch->spec->tenant_id,
+                            ch->spec->traceparent};
         gt_log(GT_LOG_INFO, &ctx, "model %s could not serve (%s): falling back to %s",
                ch->models[ch->cur]->name, code, ch->models[ch->cur + 1]->name);
         const char *scode = NULL;

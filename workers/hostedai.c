@@ -17,6 +17,7 @@
 #include "hostedai.h"
 #include "log.h"
 #include "retry.h"
+#include "trace.h"
 
 enum { OP_ALLOCATE, OP_INFERENCE, OP_RELEASE, OP_COUNT };
 static const char *const op_names[OP_COUNT] = {"allocate", "inference", "release"};
@@ -61,6 +62,9 @@ struct gt_hai_call {
     uv_timer_t timer;
 
     char *task_id, *request_id, *tenant_id; /* log context */
+    char traceparent[GT_TRACEPARENT_LEN + 1]; /* the task's ("" when none): span parent */
+    gt_span_t span[OP_COUNT];                 /* one per operation, while it runs */
+    int span_open[OP_COUNT];
     int64_t deadline;   /* mono ms, INT64_MAX: none */
     char *headers[5];   /* NULL-terminated; [0] holds the API key: never log */
     char *allocation_id;
@@ -105,7 +109,7 @@ static double hai_rand(void)
 
 static gt_log_ctx_t call_ctx(const gt_hai_call_t *call)
 {
-    gt_log_ctx_t ctx = {call->request_id, call->task_id, call->tenant_id};
+    gt_log_ctx_t ctx = {call->request_id, call->task_id, call->tenant_id, call->traceparent};
     return ctx;
 }
 
@@ -169,9 +173,36 @@ static void record_attempt(gt_hai_call_t *call, int op, long status, int64_t ms,
     json_array_append_new(call->attempts, a);
 }
 
+/* A span per operation (allocate, inference, release), child of the task's span. */
+static void op_span_start(gt_hai_call_t *call, int op)
+{
+    gt_trace_ctx_t parent;
+    if (call->span_open[op] || gt_trace_parse(call->traceparent, &parent) != 0)
+        return;
+    char name[64];
+    snprintf(name, sizeof(name), "hostedai.%s", op_names[op]);
+    call->span_open[op] = gt_span_start(&call->span[op], &parent, name, GT_SPAN_CLIENT) == 0;
+}
+
+static void op_span_end(gt_hai_call_t *call, int op)
+{
+    if (!call->span_open[op])
+        return;
+    call->span_open[op] = 0;
+    /* The last attempt's error ("HTTP 503", "timeout"): never a body. */
+    json_t *last = json_array_get(call->attempts, json_array_size(call->attempts) - 1);
+    const char *error = json_string_value(json_object_get(last, "error"));
+    gt_span_end(&call->span[op], error,
+                json_pack("{s:s, s:s, s:s, s:i, s:s}", "gantry.task_id", call->task_id,
+                          "hostedai.pool", call->pool->name, "hostedai.operation", op_names[op],
+                          "gantry.retries", call->retry, "gantry.allocation_id",
+                          call->allocation_id ? call->allocation_id : ""));
+}
+
 static void op_end(gt_hai_call_t *call)
 {
     call->op_ms[call->op] = gt_clock_mono_ms() - call->op_start[call->op];
+    op_span_end(call, call->op);
 }
 
 static void set_failure(gt_hai_call_t *call, gt_task_status_t status, const char *code,
@@ -213,6 +244,7 @@ static void op_begin(gt_hai_call_t *call, int op)
     call->op = op;
     call->retry = 0;
     call->op_start[op] = gt_clock_mono_ms();
+    op_span_start(call, op);
     send_attempt(call);
 }
 
@@ -590,6 +622,7 @@ gt_hai_call_t *gt_hai_start(const gt_hai_env_t *env, const gt_task_spec_t *spec,
     call->headers[n++] = strdup("Content-Type: application/json");
     call->headers[n++] = strdup("Accept: application/json");
     if (spec->traceparent && *spec->traceparent) {
+        snprintf(call->traceparent, sizeof(call->traceparent), "%s", spec->traceparent);
         snprintf(line, sizeof(line), "traceparent: %s", spec->traceparent);
         call->headers[n++] = strdup(line);
     }
@@ -602,6 +635,7 @@ gt_hai_call_t *gt_hai_start(const gt_hai_env_t *env, const gt_task_spec_t *spec,
     call->refs = 2; /* owner + timer */
     call->op = OP_ALLOCATE;
     call->op_start[OP_ALLOCATE] = gt_clock_mono_ms();
+    op_span_start(call, OP_ALLOCATE);
     /* The first attempt goes out from the loop, so cb never runs inside this call. */
     arm(call, 0);
     return call;

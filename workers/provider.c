@@ -18,6 +18,7 @@
 #include "provider.h"
 #include "retry.h"
 #include "slots.h"
+#include "trace.h"
 
 #if defined(__has_include)
 #if __has_include("gcp_auth.h")
@@ -137,6 +138,10 @@ struct gt_prov_call {
     fail_t last_fail;
 
     char *task_id, *request_id, *tenant_id;
+    char traceparent[GT_TRACEPARENT_LEN + 1]; /* the task's ("" when none) */
+    gt_span_t span;      /* provider.call: slot wait, attempts and retries */
+    char span_tp[GT_TRACEPARENT_LEN + 1]; /* names the span: sent to the provider */
+    int span_open;
     int64_t deadline, start_mono, slot_start, slot_ms, infer_start;
 
     gt_task_status_t status;
@@ -168,8 +173,14 @@ static double prov_rand(void)
 
 static gt_log_ctx_t call_ctx(const gt_prov_call_t *call)
 {
-    gt_log_ctx_t ctx = {call->request_id, call->task_id, call->tenant_id};
+    gt_log_ctx_t ctx = {call->request_id, call->task_id, call->tenant_id, call->traceparent};
     return ctx;
+}
+
+/* The traceparent sent to the provider: the call's span, else the task's. */
+static const char *outgoing_tp(const gt_prov_call_t *call)
+{
+    return call->span_tp[0] ? call->span_tp : call->spec->traceparent;
 }
 
 static prov_state_t *state_of(gt_prov_engine_t *e, const char *provider)
@@ -299,6 +310,16 @@ static void finish(gt_prov_call_t *call)
     out.release_ms = -1;
     out.request_bytes = call->request_bytes;
     out.response_bytes = call->response_bytes;
+    if (call->span_open) {
+        call->span_open = 0;
+        gt_span_end(&call->span, call->code,
+                     json_pack("{s:s, s:s, s:s, s:i, s:I, s:I}", "gantry.task_id",
+                               call->task_id ? call->task_id : "", "gantry.provider",
+                               call->ps->p->name, "gantry.runtime",
+                               call->ps->p->runtime ? call->ps->p->runtime : "", "gantry.retries",
+                               call->retry, "gantry.prompt_tokens", (json_int_t)out.prompt_tokens,
+                               "gantry.completion_tokens", (json_int_t)out.completion_tokens));
+    }
     if (call->cb)
         call->cb(call, &out, call->cb_arg);
     call->cb = NULL;
@@ -328,6 +349,26 @@ static const char *fail_code(fail_t f)
                                     : "provider_unavailable";
 }
 
+/* The error code of a provider's error body ({"error": {"code"|"type": ...}}, or a
+ * top-level "code"/"type"), when it looks like an identifier; "" otherwise. Free
+ * text is never taken: providers echo the request in their messages. */
+static const char *provider_error_code(const gt_http_response_t *resp, char *buf, size_t len)
+{
+    json_t *doc = resp->body_len ? json_loadb(resp->body, resp->body_len, 0, NULL) : NULL;
+    json_t *e = json_object_get(doc, "error");
+    const char *c = NULL;
+    const char *const fields[] = {"code", "type"};
+    for (int i = 0; i < 2 && !c; i++)
+        c = json_string_value(json_object_get(json_is_object(e) ? e : doc, fields[i]));
+    buf[0] = 0;
+    if (c && strlen(c) < len && strlen(c) <= 48 &&
+        strspn(c, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") ==
+            strlen(c))
+        snprintf(buf, len, "%s", c);
+    json_decref(doc);
+    return buf;
+}
+
 static void on_http(const gt_http_response_t *resp, void *arg)
 {
     prov_req_t *req = arg;
@@ -350,7 +391,7 @@ static void on_http(const gt_http_response_t *resp, void *arg)
         gt_wire_answer_t ans = {0};
         const char *why = NULL;
         gt_wire_task_t wt = {call->spec->kind, call->spec->input, call->spec->parameters,
-                             call->spec->model->provider_model, call->spec->traceparent};
+                             call->spec->model->provider_model, outgoing_tp(call)};
         record_attempt(call, st, resp->elapsed_ms, NULL);
         breaker_verdict(call, 1);
         if (call->ps->rt->parse(&wt, resp->body, resp->body_len, &ans, &why) != 0) {
@@ -382,11 +423,11 @@ static void on_http(const gt_http_response_t *resp, void *arg)
     if (!gt_retry_is_retryable(st)) {
         /* The provider answered: it is up, the request is at fault. */
         breaker_verdict(call, 1);
-        char snippet[120];
-        snprintf(snippet, sizeof(snippet), "%.*s", (int)(resp->body_len < 100 ? resp->body_len : 100),
-                 resp->body ? resp->body : "");
-        set_failure(call, GT_TASK_FAILED, "provider_rejected", "provider %s answered HTTP %ld: %s",
-                    p->name, st, snippet);
+        /* Only the provider's machine-readable code: its error text may echo the prompt. */
+        char code[64];
+        set_failure(call, GT_TASK_FAILED, "provider_rejected", "provider %s answered HTTP %ld%s%s",
+                    p->name, st, provider_error_code(resp, code, sizeof(code))[0] ? ": " : "",
+                    code);
         finish(call);
         call_unref(call);
         return;
@@ -422,7 +463,7 @@ static void send_request(gt_prov_call_t *call, const char *access_token)
 {
     const gt_provider_t *p = call->ps->p;
     gt_wire_task_t wt = {call->spec->kind, call->spec->input, call->spec->parameters,
-                         call->spec->model->provider_model, call->spec->traceparent};
+                         call->spec->model->provider_model, outgoing_tp(call)};
     gt_wire_auth_t auth = {access_token, time(NULL)};
     gt_wire_request_t wr;
     const char *why = NULL;
@@ -609,6 +650,13 @@ gt_prov_call_t *gt_prov_start(gt_prov_engine_t *e, const gt_task_spec_t *spec,
     call->task_id = spec->task_id ? strdup(spec->task_id) : NULL;
     call->request_id = spec->request_id ? strdup(spec->request_id) : NULL;
     call->tenant_id = spec->tenant_id ? strdup(spec->tenant_id) : NULL;
+    gt_trace_ctx_t parent;
+    if (spec->traceparent && gt_trace_parse(spec->traceparent, &parent) == 0) {
+        snprintf(call->traceparent, sizeof(call->traceparent), "%s", spec->traceparent);
+        call->span_open = gt_span_start(&call->span, &parent, "provider.call", GT_SPAN_CLIENT) == 0;
+        if (call->span_open)
+            gt_trace_format(&call->span.ctx, call->span_tp);
+    }
     call->attempts = json_array();
     if (!call->attempts || (spec->task_id && !call->task_id) ||
         (spec->tenant_id && !call->tenant_id) || (spec->request_id && !call->request_id)) {
