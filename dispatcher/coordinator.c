@@ -12,6 +12,7 @@
 #include "guard.h"
 #include "log.h"
 #include "message.h"
+#include "trace.h"
 
 typedef struct coord {
     gt_dispatcher_t *d;
@@ -24,7 +25,16 @@ typedef struct coord {
     int64_t created_ms;
     char *status;          /* final job status */
     json_t *result;        /* final result */
+    char traceparent[128]; /* the job's (stored at intake), else the task result's */
+    gt_span_t span;        /* coordinator.result, while the result is published */
+    int span_open;
 } coord_t;
+
+/* Log context of a task result (lines about it carry its ids and trace). */
+#define C_CTX(c)                                                                      \
+    (&(gt_log_ctx_t){.request_id = (c)->request_id, .tenant_id = (c)->tenant_id,     \
+                     .task_id = json_string_value(json_object_get((c)->tr, "task_id")), \
+                     .trace_id = (c)->traceparent})
 
 /* Applies the task result (once: terminal rows are never rewritten) and reads
  * the job with how many of its other inference tasks are still open. The
@@ -43,7 +53,7 @@ static const char sql_apply[] =
     "          AND t.kind = 'inference' AND t.status IN ('pending', 'queued')"
     "          AND t.task_id <> $1),"
     "        EXISTS (SELECT 1 FROM tasks t WHERE t.task_id = $1 AND t.request_id = $10),"
-    "        (SELECT count(*) FROM upd)"
+    "        (SELECT count(*) FROM upd), j.traceparent"
     " FROM jobs j WHERE j.request_id = $10";
 
 static const char sql_claim[] =
@@ -63,6 +73,13 @@ static const char sql_complete[] =
 
 static void coord_free(coord_t *c)
 {
+    if (c->span_open) {
+        c->span_open = 0;
+        gt_span_end(&c->span, c->status ? NULL : "result not published",
+                    json_pack("{s:s, s:s, s:s}", "gantry.request_id", c->request_id,
+                              "gantry.tenant_id", c->tenant_id ? c->tenant_id : "",
+                              "gantry.status", c->status ? c->status : ""));
+    }
     json_decref(c->tr);
     json_decref(c->result);
     free(c->request_id);
@@ -82,7 +99,7 @@ static void on_completed(const PGresult *res, const char *err, void *arg)
 {
     coord_t *c = arg;
     if (err) /* the result is on Kafka; a job left 'completing' is finished again on redelivery */
-        gt_log(GT_LOG_ERROR, &(gt_log_ctx_t){.request_id = c->request_id},
+        gt_log(GT_LOG_ERROR, C_CTX(c),
                "marking job complete failed: %s", err);
     else if (json_object_get(c->result, "guardrails"))
         gt_guard_forget(c->d, c->request_id); /* the mask is no longer needed */
@@ -96,7 +113,7 @@ static void on_result_delivered(int err, const char *errstr, void *opaque)
 {
     coord_t *c = opaque;
     if (err) {
-        gt_log(GT_LOG_ERROR, &(gt_log_ctx_t){.request_id = c->request_id},
+        gt_log(GT_LOG_ERROR, C_CTX(c),
                "result delivery failed, re-sending: %s", errstr);
         send_result(c);
         return;
@@ -112,12 +129,18 @@ static void on_result_delivered(int err, const char *errstr, void *opaque)
 static void send_result(coord_t *c)
 {
     const char *topic = c->reply_topic ? c->reply_topic : c->d->cfg->topics.results;
-    char tp[128];
+    char tp[GT_TRACEPARENT_LEN + 1];
     gt_header_t h = {"traceparent", tp};
-    int has_tp = gt_msg_header(c->msg, "traceparent", tp, sizeof(tp)) != NULL;
+    gt_trace_ctx_t parent;
+    if (!c->span_open && gt_trace_parse(c->traceparent, &parent) == 0)
+        c->span_open =
+            gt_span_start(&c->span, &parent, "coordinator.result", GT_SPAN_PRODUCER) == 0;
+    int has_tp = c->span_open;
+    if (has_tp)
+        gt_trace_format(&c->span.ctx, tp);
     if (gt_message_send(c->d->producer, topic, c->request_id, c->result, &h, has_tp ? 1 : 0,
                         on_result_delivered, c) != 0) {
-        gt_log(GT_LOG_ERROR, &(gt_log_ctx_t){.request_id = c->request_id},
+        gt_log(GT_LOG_ERROR, C_CTX(c),
                "cannot queue the result for Kafka; it is published on redelivery");
         json_object_del(c->d->finalizing, c->request_id);
         coord_free(c); /* offset stays undone */
@@ -129,7 +152,7 @@ static void on_guarded(void *arg)
 {
     coord_t *c = arg;
     c->status = strdup(json_string_value(json_object_get(c->result, "status")));
-    gt_log(GT_LOG_INFO, &(gt_log_ctx_t){.request_id = c->request_id, .tenant_id = c->tenant_id},
+    gt_log(GT_LOG_INFO, C_CTX(c),
            "job %s", c->status);
     send_result(c);
 }
@@ -139,7 +162,7 @@ static void on_claimed(const PGresult *res, const char *err, void *arg)
     coord_t *c = arg;
     int n = err ? 0 : PQntuples(res);
     if (err)
-        gt_log(GT_LOG_ERROR, &(gt_log_ctx_t){.request_id = c->request_id},
+        gt_log(GT_LOG_ERROR, C_CTX(c),
                "claiming the job failed: %s", err);
     if (n == 0) { /* another pass finished the job meanwhile */
         json_object_del(c->d->finalizing, c->request_id);
@@ -172,6 +195,8 @@ static void on_applied(const PGresult *res, const char *err, void *arg)
     c->batch = strcmp(PQgetvalue(res, 0, 2), "t") == 0;
     c->reply_topic = PQgetisnull(res, 0, 3) ? NULL : strdup(PQgetvalue(res, 0, 3));
     c->created_ms = atoll(PQgetvalue(res, 0, 4));
+    if (!PQgetisnull(res, 0, 8))
+        snprintf(c->traceparent, sizeof(c->traceparent), "%s", PQgetvalue(res, 0, 8));
     long open = atol(PQgetvalue(res, 0, 5));
     /* 'completing' left over from a crash is finished again; one in progress
      * here is not. */
@@ -204,6 +229,8 @@ void gt_coordinator_handle(gt_dispatcher_t *d, gt_msg_t *msg)
     c->msg = msg;
     c->tr = tr;
     c->request_id = strdup(json_string_value(json_object_get(tr, "request_id")));
+    if (!gt_msg_header(msg, "traceparent", c->traceparent, sizeof(c->traceparent)))
+        c->traceparent[0] = '\0';
     json_t *error = json_object_get(tr, "error");
     char attempts[16], *text = json_dumps(tr, JSON_COMPACT);
     snprintf(attempts, sizeof(attempts), "%zu", json_array_size(json_object_get(tr, "attempts")));

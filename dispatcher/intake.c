@@ -13,6 +13,7 @@
 #include "guard.h"
 #include "log.h"
 #include "message.h"
+#include "trace.h"
 
 typedef struct intake {
     gt_dispatcher_t *d;
@@ -20,19 +21,28 @@ typedef struct intake {
     json_t *req;
     gt_graph_t graph;
     char *request_id;
-    char traceparent[128];
+    char traceparent[128]; /* the intake span: tasks and a rejection carry it */
     int has_traceparent;
+    gt_span_t span;        /* dispatcher.intake, child of the request's traceparent */
+    int span_open;
     int acks_pending;
     json_t *published;    /* task_ids sent, marked queued once all are durable */
     json_t *rejection;    /* the rejected result being published (budget), or NULL */
 } intake_t;
 
+/* Log context of a request in intake (lines about it carry its ids and trace). */
+#define IN_CTX(in)                                                                          \
+    (&(gt_log_ctx_t){.request_id = (in)->request_id,                                       \
+                     .tenant_id = json_string_value(json_object_get((in)->req, "tenant_id")), \
+                     .trace_id = (in)->traceparent})
+
 static const char sql_insert[] =
     "WITH j AS ("
     "  INSERT INTO jobs (request_id, tenant_id, kind, model, lane, priority, deadline,"
     "                    reply_topic, task_count, batch, request, source_topic,"
-    "                    source_partition, source_offset)"
-    "  VALUES ($1, $2, $3, $4, $5, $6, $7::timestamptz, $8, $9, $10, $11::jsonb, $12, $13, $14)"
+    "                    source_partition, source_offset, traceparent)"
+    "  VALUES ($1, $2, $3, $4, $5, $6, $7::timestamptz, $8, $9, $10, $11::jsonb, $12, $13, $14,"
+    "          $16)"
     "  ON CONFLICT (request_id) DO NOTHING RETURNING request_id),"
     " t AS ("
     "  INSERT INTO tasks (task_id, request_id, idx, kind, depends_on, model, pool, lane)"
@@ -52,10 +62,21 @@ static const char sql_pending[] =
 
 static const char sql_queued[] =
     "UPDATE tasks SET status = 'queued', queued_at = now()"
-    " WHERE task_id IN (SELECT json_array_elements_text($1::json)) AND status = 'pending'";
+    " WHERE task_id = ANY (ARRAY(SELECT json_array_elements_text($1::json)))"
+    " AND status = 'pending'"; /* = ANY(ARRAY(...)): an index lookup per id, not a scan */
 
 static void intake_free(intake_t *in)
 {
+    if (in->span_open) {
+        in->span_open = 0;
+        gt_span_end(&in->span, NULL,
+                    json_pack("{s:s, s:s, s:i, s:b}", "gantry.request_id",
+                              in->request_id ? in->request_id : "", "gantry.tenant_id",
+                              in->req ? json_string_value(json_object_get(in->req, "tenant_id"))
+                                      : "",
+                              "gantry.tasks", in->graph.n_inference, "gantry.rejected",
+                              in->rejection != NULL));
+    }
     if (in->request_id)
         json_object_del(in->d->intake_active, in->request_id);
     gt_graph_free(&in->graph);
@@ -77,7 +98,7 @@ static void on_queued(const PGresult *res, const char *err, void *arg)
 {
     intake_t *in = arg;
     if (err) /* the tasks are on Kafka: a stale 'pending' only delays status display */
-        gt_log(GT_LOG_WARN, &(gt_log_ctx_t){.request_id = in->request_id},
+        gt_log(GT_LOG_WARN, IN_CTX(in),
                "marking tasks queued failed: %s", err);
     intake_finish(in);
 }
@@ -106,7 +127,7 @@ static void on_task_delivered(int err, const char *errstr, void *opaque)
     if (err) {
         /* Never drop a task: the idempotent producer already retried transient
          * errors; re-send (task_id is the idempotency key downstream). */
-        gt_log(GT_LOG_ERROR, &(gt_log_ctx_t){.request_id = ts->in->request_id},
+        gt_log(GT_LOG_ERROR, IN_CTX(ts->in),
                "task delivery failed, re-sending: %s", errstr);
         send_task(ts);
         return;
@@ -128,7 +149,7 @@ static void send_task(task_send_t *ts)
                         in->has_traceparent ? 1 : 0, on_task_delivered, ts) != 0) {
         /* Local queue full or fatal: leave the request undone (redelivered on
          * restart, recovered as 'pending' tasks) rather than lose the task. */
-        gt_log(GT_LOG_ERROR, &(gt_log_ctx_t){.request_id = in->request_id},
+        gt_log(GT_LOG_ERROR, IN_CTX(in),
                "cannot queue task %s for Kafka", node->task_id);
         free(ts);
         return;
@@ -171,7 +192,7 @@ static int build(intake_t *in, const json_t *req, const char **code, char *err, 
     /* A model whose provider's breaker is open goes to its first healthy fallback. */
     const gt_model_t *healthy = gt_provider_health_route(in->d->providers, in->d->cfg, route.model);
     if (healthy != route.model && gt_guard_fallback_ok(in->d->cfg, req, route.model, healthy)) {
-        gt_log(GT_LOG_INFO, &(gt_log_ctx_t){.request_id = in->request_id},
+        gt_log(GT_LOG_INFO, IN_CTX(in),
                "model %s: provider %s is degraded; routed to fallback %s", route.model->name,
                route.model->provider, healthy->name);
         route.model = healthy;
@@ -188,7 +209,7 @@ static void on_pending(const PGresult *res, const char *err, void *arg)
 {
     intake_t *in = arg;
     if (err || PQntuples(res) != 1) {
-        gt_log(GT_LOG_ERROR, &(gt_log_ctx_t){.request_id = in->request_id},
+        gt_log(GT_LOG_ERROR, IN_CTX(in),
                "recovery lookup failed: %s", err ? err : "job vanished");
         intake_finish(in); /* the job exists; its tasks are published or recoverable */
         return;
@@ -198,7 +219,7 @@ static void on_pending(const PGresult *res, const char *err, void *arg)
     const char *code;
     char msg[256];
     if (json_array_size(idxs) > 0 && stored && build(in, stored, &code, msg, sizeof(msg)) == 0) {
-        gt_log(GT_LOG_INFO, &(gt_log_ctx_t){.request_id = in->request_id},
+        gt_log(GT_LOG_INFO, IN_CTX(in),
                "re-publishing %zu task(s) that never reached Kafka", json_array_size(idxs));
         publish_ready(in, idxs);
     } else {
@@ -227,7 +248,7 @@ static void on_inserted(const PGresult *res, const char *err, void *arg)
         return;
     }
     d->requests_duplicate++;
-    gt_log(GT_LOG_INFO, &(gt_log_ctx_t){.request_id = in->request_id},
+    gt_log(GT_LOG_INFO, IN_CTX(in),
            "duplicate request: job exists");
     gt_graph_free(&in->graph);
     const char *params[] = {in->request_id};
@@ -242,7 +263,7 @@ static void on_rejection_delivered(int err, const char *errstr, void *opaque)
 {
     intake_t *in = opaque;
     if (err) {
-        gt_log(GT_LOG_ERROR, &(gt_log_ctx_t){.request_id = in->request_id},
+        gt_log(GT_LOG_ERROR, IN_CTX(in),
                "rejected result delivery failed, re-sending: %s", errstr);
         send_rejection(in);
         return;
@@ -258,7 +279,7 @@ static void send_rejection(intake_t *in)
     if (gt_message_send(in->d->producer, reply ? reply : in->d->cfg->topics.results,
                         in->request_id, in->rejection, &h, in->has_traceparent ? 1 : 0,
                         on_rejection_delivered, in) != 0) {
-        gt_log(GT_LOG_ERROR, &(gt_log_ctx_t){.request_id = in->request_id},
+        gt_log(GT_LOG_ERROR, IN_CTX(in),
                "cannot queue the rejected result; it is answered on redelivery");
         intake_free(in); /* offset stays undone */
     }
@@ -274,7 +295,7 @@ static void on_admitted(int admitted, const char *reason, void *arg)
         return;
     }
     char at[64];
-    gt_log(GT_LOG_WARN, &(gt_log_ctx_t){.request_id = in->request_id}, "rejected: %s", reason);
+    gt_log(GT_LOG_WARN, IN_CTX(in), "rejected: %s", reason);
     in->rejection = json_pack(
         "{s:s, s:s, s:O, s:s, s:{s:s, s:s}, s:s}", "schema", "gantry.result.v1", "request_id",
         in->request_id, "tenant_id", json_object_get(in->req, "tenant_id"), "status", "rejected",
@@ -329,8 +350,18 @@ static void intake_start(gt_dispatcher_t *d, gt_msg_t *msg, json_t *req)
     in->req = req;
     in->request_id = strdup(request_id);
     in->published = json_array();
-    in->has_traceparent =
-        gt_msg_header(msg, "traceparent", in->traceparent, sizeof(in->traceparent)) != NULL;
+    /* The request's trace goes on (a new one when the producer sent none or an
+     * invalid one); tasks and the stored job carry the intake span. */
+    gt_trace_ctx_t parent;
+    int adopted = gt_msg_header(msg, "traceparent", in->traceparent, sizeof(in->traceparent)) &&
+                  gt_trace_parse(in->traceparent, &parent) == 0;
+    in->traceparent[0] = '\0';
+    if (gt_span_start(&in->span, adopted ? &parent : NULL, "dispatcher.intake",
+                      GT_SPAN_CONSUMER) == 0) {
+        in->span_open = 1;
+        gt_trace_format(&in->span.ctx, in->traceparent);
+    }
+    in->has_traceparent = in->traceparent[0] != '\0';
     if (build(in, req, &code, err, sizeof(err)) != 0) {
         gt_dispatcher_dead_letter(d, d->consumer, msg, "intake.classify", code, err, request_id);
         free(in->request_id);
@@ -378,8 +409,9 @@ static void persist(intake_t *in)
         part,
         off,
         rows_text,
+        in->has_traceparent ? in->traceparent : NULL,
     };
-    if (gt_pg_query(d->pg, sql_insert, 15, params, on_inserted, in) != 0)
+    if (gt_pg_query(d->pg, sql_insert, 16, params, on_inserted, in) != 0)
         on_inserted(NULL, "cannot send query", in);
     json_decref(rows);
     free(rows_text);

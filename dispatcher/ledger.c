@@ -8,6 +8,7 @@
 #include "dispatcher.h"
 #include "log.h"
 #include "message.h"
+#include "trace.h"
 
 struct gt_ledger {
     gt_dispatcher_t *d;
@@ -44,7 +45,7 @@ static const char sql_insert[] =
     "   tenant_id text, model text, provider text, pool text, allocation_id text,"
     "   allocation_seconds numeric, tflops numeric, vram_mb bigint, prompt_tokens bigint,"
     "   completion_tokens bigint, request_bytes bigint, response_bytes bigint, attempts int,"
-    "   durations jsonb, occurred_at timestamptz)"
+    "   durations jsonb, occurred_at timestamptz, trace_id text)"
     "  ORDER BY e.event_id),"
     " ids AS ("
     "  INSERT INTO usage_event_ids (event_id, occurred_at) SELECT event_id, occurred_at FROM e"
@@ -54,7 +55,8 @@ static const char sql_insert[] =
     "   allocation_id, allocation_seconds, tflops, vram_mb, prompt_tokens, completion_tokens,"
     "   request_bytes, response_bytes, attempts, allocate_ms, inference_ms, release_ms,"
     "   total_ms, occurred_at, price_id, currency, allocation_rate_micros, cost_prompt_micros,"
-    "   cost_completion_micros, cost_allocation_micros, cost_request_micros, cost_micros)"
+    "   cost_completion_micros, cost_allocation_micros, cost_request_micros, cost_micros,"
+    "   trace_id)"
     "  SELECT e.event_id, e.request_id, e.task_id, e.tenant_id, e.model, e.provider, e.pool,"
     "   e.allocation_id, round(e.allocation_seconds, 3), e.tflops, e.vram_mb, e.prompt_tokens,"
     "   e.completion_tokens, e.request_bytes, e.response_bytes, e.attempts,"
@@ -63,7 +65,8 @@ static const char sql_insert[] =
     "   e.occurred_at, p.price_id, p.currency, p.allocation_second_micros,"
     "   " COST(COST_PROMPT) ", " COST(COST_COMPLETION) ", " COST(COST_ALLOC) ","
     "   p.request_micros,"
-    "   " COST(COST_PROMPT " + " COST_COMPLETION " + " COST_ALLOC " + p.request_micros") ""
+    "   " COST(COST_PROMPT " + " COST_COMPLETION " + " COST_ALLOC " + p.request_micros") ","
+    "   e.trace_id"
     "  FROM e JOIN ids USING (event_id)"
     "  LEFT JOIN LATERAL billing_price_for(e.tenant_id, e.provider, e.model, e.occurred_at,"
     "   e.tflops, e.vram_mb) p ON true"
@@ -194,6 +197,11 @@ static void on_usage(gt_consumer_t *c, gt_msg_t *msg, void *arg)
                                   NULL);
         return;
     }
+    /* The trace of the request it bills, from the traceparent header (not in the body). */
+    char tp[128];
+    gt_trace_ctx_t tc;
+    if (gt_msg_header(msg, "traceparent", tp, sizeof(tp)) && gt_trace_parse(tp, &tc) == 0)
+        json_object_set_new(ev, "trace_id", json_string(tc.trace_id));
     l->msgs[l->n++] = msg;
     json_array_append_new(l->events, ev);
     if (l->n >= l->cap)

@@ -11,6 +11,7 @@
 #include "dispatcher.h"
 #include "log.h"
 #include "moderation.h"
+#include "trace.h"
 
 #define DRAIN_MS 30000
 
@@ -69,6 +70,7 @@ static void close_all(app_t *a)
     gt_pg_free(a->d.pg);
     a->d.pg = NULL;
     gt_producer_close_handles(a->d.producer);
+    gt_trace_export_stop(); /* one last batch of spans, then its handles close */
 }
 
 /* Resumes a paused consumer as work completes, and ends the drain at shutdown. */
@@ -237,6 +239,8 @@ int main(int argc, char **argv)
     uv_timer_init(loop, &a.drain);
     a.drain.data = &a;
     uv_timer_start(&a.drain, on_drain_tick, 50, 50);
+    if (gt_trace_export_start(loop, cfg, "gantry-dispatcher") != 0)
+        gt_warn("tracing: cannot start the OTLP exporter; spans are not exported");
     gt_info("dispatcher %s started", d->id);
     uv_run(loop, UV_RUN_DEFAULT);
     gt_info("dispatcher %s stopped: %ld accepted, %ld duplicate, %ld dead letters, %ld results",

@@ -14,6 +14,7 @@
 #include "http.h"
 #include "kafka.h"
 #include "log.h"
+#include "trace.h"
 
 /* How long a first SIGTERM lets tasks in flight finish before aborting them. */
 #define WORKER_DRAIN_MS 30000
@@ -122,6 +123,7 @@ static void teardown(worker_t *w)
     gt_executor_emit(w->ex, "worker.stopped",
                      json_pack("{s:i}", "abandoned", gt_executor_in_flight(w->ex)));
     gt_executor_close(w->ex);
+    gt_trace_export_stop(); /* one last batch of spans, then its handles close */
     gt_consumer_close_handles(w->consumer);
     gt_http_free(w->http);
     w->http = NULL;
@@ -290,6 +292,8 @@ int main(int argc, char **argv)
     uv_signal_start(&w.sigterm, on_signal, SIGTERM);
     uv_signal_start(&w.sigint, on_signal, SIGINT);
 
+    if (gt_trace_export_start(&w.loop, w.cfg, "gantry-worker") != 0)
+        gt_warn("tracing: cannot start the OTLP exporter; spans are not exported");
     gt_executor_start_heartbeat(w.ex);
     gt_info("worker %s started: group %s, %zu lane topic(s) from %s, max %d in flight", w.id,
             w.cfg->group_worker, n_topics, w.topics[0],

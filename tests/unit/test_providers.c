@@ -438,7 +438,10 @@ static void test_request_and_usage(void)
     json_t *last = json_object_get(stats, "last_request");
     TH_EQ_STR(str_at(last, "path"), "/v1/chat/completions");
     CU_ASSERT(json_is_true(json_object_get(last, "authorized")));
-    TH_EQ_STR(str_at(last, "traceparent"), TRACEPARENT);
+    /* The task's trace id; the parent is the worker's provider.call span. */
+    const char *tp = str_at(last, "traceparent");
+    CU_ASSERT(tp && strlen(tp) == strlen(TRACEPARENT) && strncmp(tp, TRACEPARENT, 36) == 0 &&
+              strcmp(tp, TRACEPARENT) != 0);
     TH_EQ_STR(str_at(last, "content_type"), "application/json");
     json_t *body = json_object_get(last, "body");
     TH_EQ_STR(str_at(body, "model"), "gpt-4o-mini");
