@@ -68,6 +68,7 @@ typedef struct mock {
     mock_opts_t o;
     pthread_mutex_t mu; /* everything below */
     json_t *allocs;     /* allocation_id -> object (with a private "_t0" mono ms) */
+    json_t *trace_ids;  /* trace id of each traceparent received -> requests (capped) */
     uint64_t next_id, seq;
     int64_t used_mtflops, cap_mtflops; /* milli-TFLOPS: sums stay exact */
     int64_t used_vram_mb;
@@ -100,7 +101,8 @@ static void usage(FILE *f)
             "  --seed N                random seed (default 42)\n"
             "  --threads N             MHD polling threads (default 1)\n"
             "  --help                  this text\n"
-            "Prints \"listening=ADDR:PORT\" when ready; stops on SIGINT/SIGTERM.\n");
+            "Prints \"listening=ADDR:PORT\" when ready; stops on SIGINT/SIGTERM.\n"
+            "GET /v1/trace-ids: requests seen per trace id of their traceparent header.\n");
 }
 
 static void die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -738,6 +740,34 @@ static int authorized(mock_t *m, struct MHD_Connection *conn)
     return diff == 0;
 }
 
+#define MOCK_MAX_TRACE_IDS 10000
+
+/* Counts the trace id of a W3C traceparent header, so tests can check propagation. */
+static void note_traceparent(mock_t *m, struct MHD_Connection *conn)
+{
+    const char *tp = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "traceparent");
+    char id[33];
+    if (!tp || strlen(tp) != 55 || tp[2] != '-' || tp[35] != '-')
+        return;
+    memcpy(id, tp + 3, 32);
+    id[32] = 0;
+    pthread_mutex_lock(&m->mu);
+    json_t *n = json_object_get(m->trace_ids, id);
+    if (n)
+        json_integer_set(n, json_integer_value(n) + 1);
+    else if (json_object_size(m->trace_ids) < MOCK_MAX_TRACE_IDS)
+        json_object_set_new(m->trace_ids, id, json_integer(1));
+    pthread_mutex_unlock(&m->mu);
+}
+
+static void do_trace_ids(mock_t *m, req_t *r)
+{
+    pthread_mutex_lock(&m->mu);
+    json_t *j = json_pack("{s:o}", "trace_ids", json_deep_copy(m->trace_ids));
+    pthread_mutex_unlock(&m->mu);
+    set_json(r, 200, j);
+}
+
 static void route(mock_t *m, req_t *r, const char *method, const char *url)
 {
     int post = strcmp(method, "POST") == 0;
@@ -749,6 +779,7 @@ static void route(mock_t *m, req_t *r, const char *method, const char *url)
         set_error(r, 401, "unauthorized", "missing or invalid API key");
         return;
     }
+    note_traceparent(m, r->conn);
     if (strcmp(url, "/v1/allocate") == 0 && post)
         do_allocate(m, r);
     else if (strncmp(url, "/v1/allocate/", 13) == 0 && url[13] && strcmp(method, "DELETE") == 0)
@@ -759,6 +790,8 @@ static void route(mock_t *m, req_t *r, const char *method, const char *url)
         do_allocations(m, r);
     else if (strcmp(url, "/v1/stats") == 0 && strcmp(method, "GET") == 0)
         do_stats(m, r);
+    else if (strcmp(url, "/v1/trace-ids") == 0 && strcmp(method, "GET") == 0)
+        do_trace_ids(m, r);
     else if (strcmp(url, "/v1/stats/reset") == 0 && post)
         do_stats_reset(m, r);
     else if (strcmp(url, "/v1/allocate") == 0 || strncmp(url, "/v1/allocate/", 13) == 0 ||
@@ -1037,6 +1070,7 @@ int main(int argc, char **argv)
     m.o = o;
     m.cap_mtflops = llround(m.o.cap_tflops * 1000);
     m.allocs = json_object();
+    m.trace_ids = json_object();
     pthread_mutex_init(&m.mu, NULL);
     pthread_mutex_init(&m.hmu, NULL);
     pthread_condattr_init(&ca);
@@ -1116,5 +1150,6 @@ out:
     pthread_mutex_destroy(&m.mu);
     free(m.heap);
     json_decref(m.allocs);
+    json_decref(m.trace_ids);
     return rc;
 }

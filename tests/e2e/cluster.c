@@ -180,6 +180,14 @@ json_t *th_kafka_read_all(const char *bootstrap, const char *topic)
                                m->key ? m->key_len : 0, "value",
                                m->payload ? (char *)m->payload : "", m->payload ? m->len : 0,
                                "partition", (int)m->partition, "offset", (json_int_t)m->offset));
+            rd_kafka_headers_t *hdrs = NULL;
+            const void *tp = NULL;
+            size_t tp_len = 0;
+            if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+                rd_kafka_header_get_last(hdrs, "traceparent", &tp, &tp_len) ==
+                    RD_KAFKA_RESP_ERR_NO_ERROR && tp)
+                json_object_set_new(json_array_get(out, json_array_size(out) - 1), "traceparent",
+                                    json_stringn(tp, tp_len));
             remaining--;
         }
         rd_kafka_message_destroy(m);

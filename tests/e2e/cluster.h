@@ -38,7 +38,8 @@ void th_cluster_stop(th_cluster_t *c);
 int th_cluster_submit(th_cluster_t *c, const char *path);
 
 /* Every message now in topic, as a JSON array of {key, value, partition,
- * offset} (value as a string). Caller owns it. */
+ * offset, traceparent (when the message has that header)} (value as a
+ * string). Caller owns it. */
 json_t *th_kafka_read_all(const char *bootstrap, const char *topic);
 
 /* Messages now in topic. */
