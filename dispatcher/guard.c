@@ -12,6 +12,7 @@
 #include "message.h"
 #include "moderation.h"
 #include "scrub.h"
+#include "trace.h"
 
 /* ---- policy ----------------------------------------------------------------- */
 
@@ -284,7 +285,12 @@ static void send_terminal(gjob_t *j)
     const char *reply = json_string_value(json_object_get(j->req, "reply_topic"));
     char tp[128];
     gt_header_t h = {"traceparent", tp};
-    int has_tp = gt_msg_header(j->msg, "traceparent", tp, sizeof(tp)) != NULL;
+    /* The request's trace, or a new one when it came without a valid traceparent. */
+    gt_trace_ctx_t tc;
+    int has_tp = gt_trace_adopt(gt_msg_header(j->msg, "traceparent", tp, sizeof(tp)), &tc,
+                                NULL) == 0;
+    if (has_tp)
+        gt_trace_format(&tc, tp);
     if (gt_message_send(j->d->producer, reply ? reply : j->d->cfg->topics.results, j->request_id,
                         j->result, &h, has_tp ? 1 : 0, on_terminal_delivered, j) != 0) {
         gt_log(GT_LOG_ERROR, &(gt_log_ctx_t){.request_id = j->request_id},
