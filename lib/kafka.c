@@ -370,9 +370,18 @@ struct gt_consumer {
     gt_consume_cb cb;
     void *arg;
     int max_per_wakeup;
+    int max_backlog;
     uint64_t commit_interval_ms;
 
-    int paused;
+    /* Pausing is done here, not in librdkafka: there a resume takes effect
+     * only at the broker thread's next fetch decision (up to a second later),
+     * which a worker cycling at its in-flight limit hits on every batch. So a
+     * held consumer keeps polling into a bounded backlog, and only a full
+     * backlog pauses librdkafka. */
+    int held;      /* gt_consumer_pause: deliver nothing */
+    int rd_paused; /* librdkafka's partitions paused (the backlog is full) */
+    rd_kafka_message_t **bl; /* backlog ring, in fetch order */
+    size_t bl_cap, bl_head, bl_len;
     int in_flight;
     gt_part_t *parts; /* currently assigned */
     gt_inmsg_t *msgs; /* handed out, not done */
@@ -385,6 +394,8 @@ static void part_revoke(gt_consumer_t *c, gt_part_t *pt);
 static void consumer_commit(gt_consumer_t *c, const rd_kafka_topic_partition_list_t *only,
                             int async);
 static void consumer_set_paused(gt_consumer_t *c, int pause);
+static void backlog_drop(gt_consumer_t *c, const char *topic, int32_t partition);
+static void backlog_push(gt_consumer_t *c, rd_kafka_message_t *rkm);
 static void consumer_deliver(gt_consumer_t *c, rd_kafka_message_t *rkm);
 static void consumer_serve(gt_consumer_t *c);
 static void consumer_on_poll(uv_poll_t *h, int status, int events);
@@ -537,7 +548,7 @@ static void consumer_on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         else
             aerr = rd_kafka_assign(rk, list);
         /* librdkafka starts new partitions fetching; pause keeps its promise. */
-        if (c->paused && list->cnt > 0)
+        if (c->rd_paused && list->cnt > 0)
             rd_kafka_pause_partitions(rk, list);
         break;
 
@@ -551,6 +562,7 @@ static void consumer_on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             gt_part_t *pt = part_find(c, list->elems[i].topic, list->elems[i].partition);
             if (pt)
                 part_revoke(c, pt);
+            backlog_drop(c, list->elems[i].topic, list->elems[i].partition);
         }
         if (coop)
             error = rd_kafka_incremental_unassign(rk, list);
@@ -562,6 +574,7 @@ static void consumer_on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         gt_warn("kafka consumer: rebalance error: %s", rd_kafka_err2str(err));
         while (c->parts)
             part_revoke(c, c->parts);
+        backlog_drop(c, NULL, -1);
         aerr = rd_kafka_assign(rk, NULL);
         break;
     }
@@ -630,9 +643,21 @@ static void consumer_serve(gt_consumer_t *c)
             uv_idle_start(&c->idle, consumer_on_idle);
             return;
         }
+        if (!c->held && c->bl_len > 0) {
+            rkm = c->bl[c->bl_head];
+            c->bl_head = (c->bl_head + 1) % c->bl_cap;
+            c->bl_len--;
+            consumer_deliver(c, rkm);
+            n++;
+            continue;
+        }
         rkm = rd_kafka_consumer_poll(c->rk, 0);
         if (!rkm)
             break;
+        if (!rkm->err && c->held) {
+            backlog_push(c, rkm);
+            continue;
+        }
         if (rkm->err) {
             if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
                 gt_warn("kafka consumer: %s [%" PRId32 "]: %s",
@@ -646,6 +671,51 @@ static void consumer_serve(gt_consumer_t *c)
     }
     if (c->handles_open)
         uv_idle_stop(&c->idle);
+}
+
+/* Keeps a message fetched while held. A full backlog pauses librdkafka; the
+ * ring still grows for what was already on its way. */
+static void backlog_push(gt_consumer_t *c, rd_kafka_message_t *rkm)
+{
+    if (c->bl_len == c->bl_cap) {
+        size_t cap = c->bl_cap ? c->bl_cap * 2 : 256;
+        rd_kafka_message_t **bl = malloc(cap * sizeof(*bl));
+        if (!bl) {
+            /* Never delivered, so never committed past: it comes back later. */
+            gt_error("kafka consumer: out of memory, dropping %s [%" PRId32 "] @%" PRId64,
+                     rd_kafka_topic_name(rkm->rkt), rkm->partition, rkm->offset);
+            rd_kafka_message_destroy(rkm);
+            return;
+        }
+        for (size_t i = 0; i < c->bl_len; i++)
+            bl[i] = c->bl[(c->bl_head + i) % c->bl_cap];
+        free(c->bl);
+        c->bl = bl;
+        c->bl_cap = cap;
+        c->bl_head = 0;
+    }
+    c->bl[(c->bl_head + c->bl_len) % c->bl_cap] = rkm;
+    c->bl_len++;
+    if (!c->rd_paused && c->bl_len >= (size_t)c->max_backlog) {
+        c->rd_paused = 1;
+        consumer_set_paused(c, 1);
+    }
+}
+
+/* Frees the held messages of one partition (topic NULL: of all). They were
+ * never delivered, so their offsets were never committed: the partition's
+ * next owner fetches them. */
+static void backlog_drop(gt_consumer_t *c, const char *topic, int32_t partition)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < c->bl_len; i++) {
+        rd_kafka_message_t *m = c->bl[(c->bl_head + i) % c->bl_cap];
+        if (!topic || (m->partition == partition && strcmp(rd_kafka_topic_name(m->rkt), topic) == 0))
+            rd_kafka_message_destroy(m);
+        else
+            c->bl[(c->bl_head + kept++) % c->bl_cap] = m;
+    }
+    c->bl_len = kept;
 }
 
 static void consumer_on_poll(uv_poll_t *h, int status, int events)
@@ -700,6 +770,7 @@ gt_consumer_t *gt_consumer_new(uv_loop_t *loop, const gt_config_t *cfg,
     c->cb = opts->cb;
     c->arg = opts->arg;
     c->max_per_wakeup = opts->max_per_wakeup > 0 ? opts->max_per_wakeup : 500;
+    c->max_backlog = opts->max_backlog > 0 ? opts->max_backlog : 1000;
     c->commit_interval_ms = opts->commit_interval_ms > 0   ? (uint64_t)opts->commit_interval_ms
                             : cfg->commit_interval_ms > 0 ? (uint64_t)cfg->commit_interval_ms
                                                           : 200;
@@ -825,20 +896,20 @@ const char *gt_msg_header(const gt_msg_t *msg, const char *name, char *buf, size
 
 void gt_consumer_pause(gt_consumer_t *c)
 {
-    /* Idempotent: a resume restarts fetching, which re-fetches from the
-     * position librdkafka tracks, so state changes only. */
-    if (c->paused)
-        return;
-    c->paused = 1;
-    consumer_set_paused(c, 1);
+    c->held = 1;
 }
 
 void gt_consumer_resume(gt_consumer_t *c)
 {
-    if (!c->paused)
+    if (!c->held)
         return;
-    c->paused = 0;
-    consumer_set_paused(c, 0);
+    c->held = 0;
+    if (c->rd_paused) {
+        /* librdkafka resumes from the position after the last message it
+         * handed us, i.e. after the backlog. */
+        c->rd_paused = 0;
+        consumer_set_paused(c, 0);
+    }
     /* Messages may be waiting that no new wake-up byte will announce. */
     if (c->handles_open && !c->closing)
         uv_idle_start(&c->idle, consumer_on_idle);
@@ -893,6 +964,9 @@ void gt_consumer_free(gt_consumer_t *c)
     rd_kafka_queue_io_event_enable(c->cq, -1, NULL, 0);
     rd_kafka_queue_destroy(c->cq);
     /* Messages never done are released uncommitted: they will be redelivered. */
+    backlog_drop(c, NULL, -1);
+    free(c->bl);
+    c->bl = NULL;
     while (c->msgs) {
         gt_inmsg_t *im = c->msgs;
         c->msgs = im->next;

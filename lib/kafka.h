@@ -79,6 +79,7 @@ typedef struct gt_consumer_opts {
     const char *auto_offset_reset; /* default "earliest" */
     int64_t commit_interval_ms;    /* default cfg->commit_interval_ms, else 200 */
     int max_per_wakeup;            /* messages handed out before yielding to the loop, default 500 */
+    int max_backlog;               /* messages held while paused before librdkafka pauses, default 1000 */
 } gt_consumer_opts_t;
 
 gt_consumer_t *gt_consumer_new(uv_loop_t *loop, const gt_config_t *cfg,
@@ -93,8 +94,10 @@ void gt_consumer_done(gt_consumer_t *c, gt_msg_t *msg);
  * NUL-terminated), or NULL when absent or longer than len - 1. */
 const char *gt_msg_header(const gt_msg_t *msg, const char *name, char *buf, size_t len);
 
-/* Stops / restarts fetching on every assigned partition (and on partitions
- * assigned later while paused). Messages already handed out stay valid. */
+/* Stops / restarts handing out messages. While paused, up to max_backlog
+ * fetched messages are held (then fetching stops on every assigned partition,
+ * also on partitions assigned later) and are handed out first on resume.
+ * Messages already handed out stay valid. Cheap: call it at every limit. */
 void gt_consumer_pause(gt_consumer_t *c);
 void gt_consumer_resume(gt_consumer_t *c);
 

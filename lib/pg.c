@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,8 +28,22 @@ typedef struct pg_query {
     void *arg;
     PGresult *last; /* last successful result received on this connection */
     char *err;      /* first error received on this connection */
-    int got_end;    /* the NULL ending its results arrived; the sync is next */
+    int got_end;    /* NULLs ending a command's results received so far */
+    int ends;       /* NULLs to expect before the sync: 2 when a Prepare went first */
+    int stmt;       /* index of its prepared statement, or -1 */
+    int prepare_failed;
 } pg_query_t;
+
+/* Statements are prepared once per connection and then sent by name: parsing
+ * and planning the same SQL for every call cost the server more than running
+ * it. A statement is known by its text; gen says on which connection it was
+ * prepared. Past PG_STMT_MAX distinct texts, queries go unnamed. */
+#define PG_STMT_MAX 128
+typedef struct pg_stmt {
+    char *sql;
+    uint64_t hash;
+    unsigned gen;
+} pg_stmt_t;
 
 /* A poll handle lives in its own allocation: a reconnect can replace it
  * while the old one is still closing, and it is freed in its close callback. */
@@ -53,6 +68,10 @@ struct gt_pg {
     pg_query_t *head, *tail; /* every unanswered query, in the order issued */
     pg_query_t *unsent;      /* first query not sent on this connection */
     int pending;
+
+    pg_stmt_t stmts[PG_STMT_MAX];
+    int n_stmts;
+    unsigned conn_gen; /* bumped on every new connection */
 };
 
 static void pg_on_poll(uv_poll_t *h, int status, int events);
@@ -106,6 +125,53 @@ static void query_reset(pg_query_t *q)
     free(q->err);
     q->err = NULL;
     q->got_end = 0;
+    q->prepare_failed = 0;
+}
+
+static uint64_t sql_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+/* The statement slot for sql, added when new; -1 when the table is full. */
+static int stmt_find(gt_pg_t *pg, const char *sql)
+{
+    uint64_t h = sql_hash(sql);
+    for (int i = 0; i < pg->n_stmts; i++)
+        if (pg->stmts[i].hash == h && strcmp(pg->stmts[i].sql, sql) == 0)
+            return i;
+    if (pg->n_stmts == PG_STMT_MAX)
+        return -1;
+    char *copy = xstrdup(sql);
+    if (!copy)
+        return -1;
+    pg->stmts[pg->n_stmts] = (pg_stmt_t){.sql = copy, .hash = h, .gen = 0};
+    return pg->n_stmts++;
+}
+
+/* Queues q on the connection: by name when its statement is prepared there,
+ * else Prepare then execute. Returns 0, or -1 when libpq refused. */
+static int query_send(gt_pg_t *pg, pg_query_t *q)
+{
+    const char *const *params = (const char *const *)q->params;
+    char name[16];
+    q->stmt = stmt_find(pg, q->sql);
+    q->ends = 1;
+    if (q->stmt < 0)
+        return PQsendQueryParams(pg->conn, q->sql, q->nparams, NULL, params, NULL, NULL, 0) ? 0
+                                                                                            : -1;
+    pg_stmt_t *st = &pg->stmts[q->stmt];
+    snprintf(name, sizeof(name), "gt%d", q->stmt);
+    if (st->gen != pg->conn_gen) {
+        if (!PQsendPrepare(pg->conn, name, q->sql, q->nparams, NULL))
+            return -1;
+        st->gen = pg->conn_gen;
+        q->ends = 2;
+    }
+    return PQsendQueryPrepared(pg->conn, name, q->nparams, params, NULL, NULL, 0) ? 0 : -1;
 }
 
 static void poll_close_cb(uv_handle_t *h)
@@ -229,6 +295,7 @@ static void pg_connect_step(gt_pg_t *pg)
     }
     uv_timer_stop(&pg->timer);
     pg->state = PG_READY;
+    pg->conn_gen++;
     gt_info("postgres: connected");
     pg->unsent = pg->head;
     if (pg_send_unsent(pg) != 0)
@@ -268,9 +335,7 @@ static int pg_send_unsent(gt_pg_t *pg)
     int sent = 0;
     while (pg->unsent) {
         pg_query_t *q = pg->unsent;
-        if (!PQsendQueryParams(pg->conn, q->sql, q->nparams, NULL,
-                               (const char *const *)q->params, NULL, NULL, 0) ||
-            !PQpipelineSync(pg->conn)) {
+        if (query_send(pg, q) != 0 || !PQpipelineSync(pg->conn)) {
             char *msg = dup_msg(PQerrorMessage(pg->conn));
             pg_broken(pg, msg ? msg : "send");
             free(msg);
@@ -293,6 +358,10 @@ static void pg_complete_head(gt_pg_t *pg)
     if (!pg->head)
         pg->tail = NULL;
     pg->pending--;
+    /* A statement that failed to prepare (say, its table is not there yet) is
+     * prepared again by the next query that uses it. */
+    if (q->prepare_failed && q->stmt >= 0)
+        pg->stmts[q->stmt].gen = 0;
     if (q->cb) {
         if (q->err)
             q->cb(NULL, q->err, q->arg);
@@ -317,9 +386,9 @@ static void pg_read(gt_pg_t *pg)
         pg_query_t *q = pg->head;
         PGresult *res = PQgetResult(pg->conn);
         if (!res) {
-            if (q->got_end)
+            if (q->got_end >= q->ends)
                 break; /* not expected; wait for more input rather than spin */
-            q->got_end = 1;
+            q->got_end++;
             continue;
         }
         ExecStatusType st = PQresultStatus(res);
@@ -346,6 +415,8 @@ static void pg_read(gt_pg_t *pg)
             break;
         case PGRES_FATAL_ERROR:
         default:
+            if (q->ends == 2 && q->got_end == 0)
+                q->prepare_failed = 1;
             if (!q->err) {
                 const char *m = PQresultErrorMessage(res);
                 q->err = dup_msg(m && *m ? m : PQresStatus(st));
@@ -474,6 +545,8 @@ int gt_pg_pending(const gt_pg_t *pg)
 static void timer_close_cb(uv_handle_t *h)
 {
     gt_pg_t *pg = h->data;
+    for (int i = 0; i < pg->n_stmts; i++)
+        free(pg->stmts[i].sql);
     free(pg->conninfo);
     free(pg);
 }

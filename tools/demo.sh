@@ -72,6 +72,16 @@ cfg=$root/deploy/gantry.local.json
 "$B/workers/gantry-worker" --config "$cfg" --id worker-1 >/dev/null 2>"$run/worker-1.log" & pids+=($!)
 "$B/workers/gantry-worker" --config "$cfg" --id worker-2 >/dev/null 2>"$run/worker-2.log" & pids+=($!)
 
+# Submit once every consumer group has its partitions: the first join waits
+# out the group's initial rebalance delay (3 s on the embedded cluster).
+assigned() { grep -c "kafka consumer: assigned" "$1" 2>/dev/null || true; }
+deadline=$((SECONDS + 60))
+until [ "$(assigned "$run/dispatcher.log")" -ge 3 ] && [ "$(assigned "$run/worker-1.log")" -ge 1 ] &&
+      [ "$(assigned "$run/worker-2.log")" -ge 1 ]; do
+    [ $SECONDS -lt $deadline ] || { echo "demo: consumers not assigned after 60 s" >&2; exit 1; }
+    sleep 0.1
+done
+
 mix=(--bad 10 --dup 10 --batch 50)
 [ "$bench" = 1 ] && mix=(--bad 0 --dup 0 --batch 0)
 "$B/tools/gantry-loadgen" --count "$count" "${mix[@]}" >"$run/requests.jsonl" 2>"$run/loadgen.txt"

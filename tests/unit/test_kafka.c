@@ -438,7 +438,9 @@ static void test_pause_resume(void)
     s.pause_at = -1;
     uv_loop_init(&loop);
     gt_producer_t *p = gt_producer_new(&loop, &cfg, err, sizeof(err));
-    gt_consumer_opts_t o = {.group_id = "g-pause", .topics = topics, .cb = pr_on_msg, .arg = &s};
+    /* A backlog smaller than batch B: librdkafka itself gets paused too. */
+    gt_consumer_opts_t o = {.group_id = "g-pause", .topics = topics, .cb = pr_on_msg, .arg = &s,
+                            .max_backlog = 20};
     gt_consumer_t *c = gt_consumer_new(&loop, &cfg, &o, err, sizeof(err));
     CU_ASSERT_PTR_NOT_NULL_FATAL(p);
     CU_ASSERT_PTR_NOT_NULL_FATAL(c);
