@@ -131,6 +131,94 @@ int gt_span_start(gt_span_t *s, const gt_trace_ctx_t *parent, const char *name, 
     return gt_trace_new(&s->ctx);
 }
 
+/* A growing string; on out of memory it stops growing and remembers it. */
+typedef struct sbuf {
+    char *s;
+    size_t len, cap;
+    int oom;
+} sbuf_t;
+
+static void sb_put(sbuf_t *b, const char *s, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *p = realloc(b->s, cap);
+        if (!p) {
+            b->oom = 1;
+            return;
+        }
+        b->s = p;
+        b->cap = cap;
+    }
+    memcpy(b->s + b->len, s, n);
+    b->len += n;
+    b->s[b->len] = 0;
+}
+
+static void sb_str(sbuf_t *b, const char *s)
+{
+    sb_put(b, s, strlen(s));
+}
+
+/* s as a JSON string, quotes included. */
+static void sb_json(sbuf_t *b, const char *s)
+{
+    char esc[8];
+    sb_put(b, "\"", 1);
+    for (const char *run = s;; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        sb_put(b, run, (size_t)(s - run));
+        if (!c)
+            break;
+        if (c == '"' || c == '\\')
+            snprintf(esc, sizeof(esc), "\\%c", c);
+        else
+            snprintf(esc, sizeof(esc), "\\u%04x", c);
+        sb_str(b, esc);
+        run = s + 1;
+    }
+    sb_put(b, "\"", 1);
+}
+
+/* OTLP JSON attributes: [{"key": k, "value": {"stringValue"|"intValue"|...}}]. */
+static void sb_attrs(sbuf_t *b, json_t *attrs)
+{
+    const char *k;
+    json_t *v;
+    char num[64];
+    int first = 1;
+    sb_put(b, "[", 1);
+    json_object_foreach(attrs, k, v) {
+        if (!json_is_string(v) && !json_is_number(v) && !json_is_boolean(v))
+            continue;
+        sb_str(b, first ? "{\"key\":" : ",{\"key\":");
+        first = 0;
+        sb_json(b, k);
+        if (json_is_string(v)) {
+            sb_str(b, ",\"value\":{\"stringValue\":");
+            sb_json(b, json_string_value(v));
+            sb_str(b, "}}");
+            continue;
+        }
+        if (json_is_integer(v)) /* OTLP JSON: 64-bit integers as strings */
+            snprintf(num, sizeof(num), ",\"value\":{\"intValue\":\"%lld\"}}",
+                     (long long)json_integer_value(v));
+        else if (json_is_real(v))
+            snprintf(num, sizeof(num), ",\"value\":{\"doubleValue\":%.17g}}", json_real_value(v));
+        else
+            snprintf(num, sizeof(num), ",\"value\":{\"boolValue\":%s}}",
+                     json_is_true(v) ? "true" : "false");
+        sb_str(b, num);
+    }
+    sb_put(b, "]", 1);
+}
+
 typedef struct exporter {
     uv_loop_t *loop;
     const gt_config_t *cfg;
@@ -139,7 +227,8 @@ typedef struct exporter {
     char url[1024];
     char service[128];
     char **headers;       /* "Name: value", NULL-terminated */
-    json_t *queue;        /* span objects waiting */
+    char **ring;          /* spans waiting, as OTLP JSON objects; tracing_queue_max slots */
+    size_t head, count;
     int in_flight;        /* spans in the POST now */
     int stopping;
 } exporter_t;
@@ -150,75 +239,79 @@ static atomic_long exported_total, dropped_total;
 long gt_trace_exported(void) { return atomic_load(&exported_total); }
 long gt_trace_dropped(void) { return atomic_load(&dropped_total); }
 
-static json_t *attr_value(json_t *v)
-{
-    char num[32];
-    if (json_is_integer(v)) { /* OTLP JSON: 64-bit integers as strings */
-        snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(v));
-        return json_pack("{s:s}", "intValue", num);
-    }
-    if (json_is_real(v))
-        return json_pack("{s:f}", "doubleValue", json_real_value(v));
-    if (json_is_boolean(v))
-        return json_pack("{s:b}", "boolValue", json_is_true(v));
-    if (json_is_string(v))
-        return json_pack("{s:s}", "stringValue", json_string_value(v));
-    return NULL;
-}
-
-static json_t *attr_list(json_t *attrs)
-{
-    json_t *list = json_array();
-    const char *k;
-    json_t *v;
-    json_object_foreach(attrs, k, v) {
-        json_t *av = attr_value(v);
-        if (av)
-            json_array_append_new(list, json_pack("{s:s, s:o}", "key", k, "value", av));
-    }
-    return list;
-}
-
 void gt_span_end(gt_span_t *s, const char *error, json_t *attrs)
 {
     exporter_t *e = ex_global;
-    if (!e || e->stopping || !s->ctx.trace_id[0]) {
+    if (!e || !s->ctx.trace_id[0]) {
         json_decref(attrs);
         return;
     }
-    if ((int)json_array_size(e->queue) + e->in_flight >= e->cfg->tracing_queue_max) {
+    if (e->count + (size_t)e->in_flight >= (size_t)e->cfg->tracing_queue_max) {
         atomic_fetch_add(&dropped_total, 1);
         json_decref(attrs);
         return;
     }
-    char start[24], end[24];
-    snprintf(start, sizeof(start), "%lld", (long long)s->start_ns);
-    snprintf(end, sizeof(end), "%lld", (long long)now_ns());
-    json_t *span = json_pack("{s:s, s:s, s:s, s:i, s:s, s:s, s:o, s:{s:i}}", "traceId",
-                             s->ctx.trace_id, "spanId", s->ctx.span_id, "name", s->name, "kind",
-                             s->kind, "startTimeUnixNano", start, "endTimeUnixNano", end,
-                             "attributes", attr_list(attrs), "status", "code", error ? 2 : 1);
+    char head[512];
+    snprintf(head, sizeof(head),
+             "{\"traceId\":\"%s\",\"spanId\":\"%s\"%s%s%s,\"kind\":%d,"
+             "\"startTimeUnixNano\":\"%lld\",\"endTimeUnixNano\":\"%lld\",\"name\":",
+             s->ctx.trace_id, s->ctx.span_id, s->parent_id[0] ? ",\"parentSpanId\":\"" : "",
+             s->parent_id, s->parent_id[0] ? "\"" : "", s->kind, (long long)s->start_ns,
+             (long long)now_ns());
+    sbuf_t b = {0};
+    sb_str(&b, head);
+    sb_json(&b, s->name);
+    sb_str(&b, ",\"attributes\":");
+    sb_attrs(&b, attrs);
     json_decref(attrs);
-    if (!span) {
+    sb_str(&b, error ? ",\"status\":{\"code\":2,\"message\":" : ",\"status\":{\"code\":1}}");
+    if (error) {
+        sb_json(&b, error);
+        sb_str(&b, "}}");
+    }
+    if (b.oom) {
+        free(b.s);
         atomic_fetch_add(&dropped_total, 1);
         return;
     }
-    if (s->parent_id[0])
-        json_object_set_new(span, "parentSpanId", json_string(s->parent_id));
-    if (error)
-        json_object_set_new(json_object_get(span, "status"), "message", json_string(error));
-    json_array_append_new(e->queue, span);
+    size_t cap = (size_t)e->cfg->tracing_queue_max;
+    e->ring[(e->head + e->count) % cap] = b.s;
+    e->count++;
     s->ctx.trace_id[0] = 0; /* ended */
 }
 
-json_t *gt_trace_otlp_document(const char *service_name, json_t *spans)
+char *gt_trace_otlp_body(const char *service_name, char *const *spans, size_t n)
 {
-    return json_pack("{s:[{s:{s:[{s:s, s:{s:s}}]}, s:[{s:{s:s}, s:O}]}]}", "resourceSpans",
-                     "resource", "attributes", "key", "service.name", "value", "stringValue",
-                     service_name, "scopeSpans", "scope", "name", "gantry", "spans", spans);
+    sbuf_t b = {0};
+    sb_str(&b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":\"service.name\","
+               "\"value\":{\"stringValue\":");
+    sb_json(&b, service_name);
+    sb_str(&b, "}}]},\"scopeSpans\":[{\"scope\":{\"name\":\"gantry\"},\"spans\":[");
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            sb_put(&b, ",", 1);
+        sb_str(&b, spans[i]);
+    }
+    sb_str(&b, "]}]}]}");
+    if (b.oom) {
+        free(b.s);
+        return NULL;
+    }
+    return b.s;
 }
 
 /* ---- exporter ------------------------------------------------------------------ */
+
+/* Frees up to n queued spans from the head of the ring. */
+static void ring_pop(exporter_t *e, size_t n)
+{
+    size_t cap = (size_t)e->cfg->tracing_queue_max;
+    for (; n > 0 && e->count > 0; n--, e->count--) {
+        free(e->ring[e->head]);
+        e->ring[e->head] = NULL;
+        e->head = (e->head + 1) % cap;
+    }
+}
 
 static void exporter_free(exporter_t *e)
 {
@@ -227,7 +320,9 @@ static void exporter_free(exporter_t *e)
     for (size_t i = 0; e->headers && e->headers[i]; i++)
         free(e->headers[i]);
     free(e->headers);
-    json_decref(e->queue);
+    if (e->ring)
+        ring_pop(e, e->count);
+    free(e->ring);
     if (ex_global == e)
         ex_global = NULL;
     free(e);
@@ -255,12 +350,12 @@ static void on_posted(const gt_http_response_t *resp, void *arg)
         /* The collector is down or refused the batch: drop it, never pile up. */
         atomic_fetch_add(&dropped_total, n);
         gt_log(GT_LOG_DEBUG, NULL, "OTLP export of %d span(s) failed: %s%ld", n,
-               resp->status ? "HTTP " : "", resp->status ? resp->status
-                                                          : (long)resp->curl_code);
+               resp->status ? "HTTP " : "curl error ",
+               resp->status ? resp->status : (long)resp->curl_code);
     }
     if (!e->stopping)
         return;
-    if (json_array_size(e->queue) > 0) {
+    if (e->count > 0) {
         export_batch(e, EXPORT_FINAL_TIMEOUT_MS);
         if (e->in_flight)
             return;
@@ -273,23 +368,15 @@ static void on_posted(const gt_http_response_t *resp, void *arg)
 
 static void export_batch(exporter_t *e, int64_t timeout_ms)
 {
-    size_t n = json_array_size(e->queue);
-    if (e->in_flight || n == 0 || !e->http)
+    if (e->in_flight || e->count == 0 || !e->http)
         return;
-    if (n > EXPORT_MAX_BATCH)
-        n = EXPORT_MAX_BATCH;
-    json_t *batch = json_array();
+    size_t cap = (size_t)e->cfg->tracing_queue_max;
+    size_t n = e->count < EXPORT_MAX_BATCH ? e->count : EXPORT_MAX_BATCH;
+    char *spans[EXPORT_MAX_BATCH];
     for (size_t i = 0; i < n; i++)
-        json_array_append(batch, json_array_get(e->queue, i));
-    json_t *rest = json_array();
-    for (size_t i = n; i < json_array_size(e->queue); i++)
-        json_array_append(rest, json_array_get(e->queue, i));
-    json_decref(e->queue);
-    e->queue = rest;
-    json_t *doc = gt_trace_otlp_document(e->service, batch);
-    json_decref(batch);
-    char *body = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
-    json_decref(doc);
+        spans[i] = e->ring[(e->head + i) % cap];
+    char *body = gt_trace_otlp_body(e->service, spans, n);
+    ring_pop(e, n);
     if (!body) {
         atomic_fetch_add(&dropped_total, (long)n);
         return;
@@ -322,9 +409,9 @@ int gt_trace_export_start(uv_loop_t *loop, const gt_config_t *cfg, const char *p
              cfg->tracing_service_name ? cfg->tracing_service_name : process);
     size_t nh = json_object_size(cfg->tracing_headers) + 2, i = 0;
     e->headers = calloc(nh, sizeof(char *));
-    e->queue = json_array();
+    e->ring = calloc((size_t)cfg->tracing_queue_max, sizeof(char *));
     e->http = gt_http_new(loop);
-    if (!e->headers || !e->queue || !e->http)
+    if (!e->headers || !e->ring || !e->http)
         goto fail;
     e->headers[i++] = strdup("Content-Type: application/json");
     const char *k;
@@ -364,7 +451,7 @@ void gt_trace_export_stop(void)
     uv_close((uv_handle_t *)&e->timer, on_timer_closed);
     export_batch(e, EXPORT_FINAL_TIMEOUT_MS);
     if (!e->in_flight) {
-        atomic_fetch_add(&dropped_total, (long)json_array_size(e->queue));
+        atomic_fetch_add(&dropped_total, (long)e->count);
         gt_http_free(e->http);
         e->http = NULL; /* on_timer_closed frees e */
     }

@@ -76,8 +76,9 @@ void gt_trace_export_stop(void);
 long gt_trace_exported(void);
 long gt_trace_dropped(void);
 
-/* The OTLP JSON document (resourceSpans) for spans, an array of span objects
- * as queued by gt_span_end. Exposed for tests. Caller owns the result. */
-json_t *gt_trace_otlp_document(const char *service_name, json_t *spans);
+/* The OTLP JSON request body (resourceSpans) for n spans, each one OTLP JSON
+ * span object as gt_span_end queues them. Exposed for the benchmark. Returns a
+ * malloc'd string, or NULL on out of memory. */
+char *gt_trace_otlp_body(const char *service_name, char *const *spans, size_t n);
 
 #endif
