@@ -418,8 +418,15 @@ static void pg_read(gt_pg_t *pg)
             if (q->ends == 2 && q->got_end == 0)
                 q->prepare_failed = 1;
             if (!q->err) {
-                const char *m = PQresultErrorMessage(res);
-                q->err = dup_msg(m && *m ? m : PQresStatus(st));
+                /* The primary message and SQLSTATE only: DETAIL and CONTEXT quote
+                 * parameter values (a JSON error quotes the document, i.e. prompts
+                 * and outputs), and callers log this text. */
+                const char *m = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+                const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+                char buf[512];
+                snprintf(buf, sizeof(buf), "%s%s%s", code ? code : "", code ? ": " : "",
+                         m && *m ? m : PQresStatus(st));
+                q->err = dup_msg(buf);
             }
             break;
         }
