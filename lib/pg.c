@@ -256,6 +256,17 @@ static void pg_connect_failed(gt_pg_t *pg)
     pg_schedule_reconnect(pg);
 }
 
+/* Server notices go to the structured log (libpq would print them raw on
+ * stderr), primary message only: a notice's context may quote values. */
+static void on_notice(void *arg, const PGresult *res)
+{
+    (void)arg;
+    const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *m = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    gt_log(sev && strcmp(sev, "WARNING") == 0 ? GT_LOG_WARN : GT_LOG_DEBUG, NULL,
+           "postgres %s: %s", sev ? sev : "notice", m ? m : "");
+}
+
 static void pg_connect_start(gt_pg_t *pg)
 {
     pg->state = PG_CONNECTING;
@@ -264,6 +275,7 @@ static void pg_connect_start(gt_pg_t *pg)
         pg_connect_failed(pg);
         return;
     }
+    PQsetNoticeReceiver(pg->conn, on_notice, NULL);
     /* PQconnectStart behaves as if PQconnectPoll had asked for writable. */
     if (pg_watch(pg, UV_WRITABLE) != 0) {
         pg_connect_failed(pg);
