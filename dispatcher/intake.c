@@ -55,10 +55,10 @@ static const char sql_insert[] =
 /* Crash recovery: inference tasks of an existing job that never reached Kafka. */
 static const char sql_pending[] =
     "SELECT j.request, coalesce(array_to_json(array_agg(t.idx ORDER BY t.idx)"
-    "         FILTER (WHERE t.task_id IS NOT NULL)), '[]')"
+    "         FILTER (WHERE t.task_id IS NOT NULL)), '[]'), j.traceparent"
     " FROM jobs j LEFT JOIN tasks t ON t.request_id = j.request_id"
     "  AND t.kind = 'inference' AND t.status = 'pending'"
-    " WHERE j.request_id = $1 GROUP BY j.request";
+    " WHERE j.request_id = $1 GROUP BY j.request, j.traceparent";
 
 static const char sql_queued[] =
     "UPDATE tasks SET status = 'queued', queued_at = now()"
@@ -219,6 +219,9 @@ static void on_pending(const PGresult *res, const char *err, void *arg)
     const char *code;
     char msg[256];
     if (json_array_size(idxs) > 0 && stored && build(in, stored, &code, msg, sizeof(msg)) == 0) {
+        /* The job's own trace (its intake span), whatever this copy carried. */
+        if (!PQgetisnull(res, 0, 2) && strlen(PQgetvalue(res, 0, 2)) < sizeof(in->traceparent))
+            snprintf(in->traceparent, sizeof(in->traceparent), "%s", PQgetvalue(res, 0, 2));
         gt_log(GT_LOG_INFO, IN_CTX(in),
                "re-publishing %zu task(s) that never reached Kafka", json_array_size(idxs));
         publish_ready(in, idxs);
