@@ -221,13 +221,13 @@ static void sb_attrs(sbuf_t *b, json_t *attrs)
 
 typedef struct exporter {
     uv_loop_t *loop;
-    const gt_config_t *cfg;
     gt_http_t *http;
     uv_timer_t timer;
     char url[1024];
     char service[128];
     char **headers;       /* "Name: value", NULL-terminated */
-    char **ring;          /* spans waiting, as OTLP JSON objects; tracing_queue_max slots */
+    char **ring;          /* spans waiting, as OTLP JSON objects; queue_max slots */
+    size_t queue_max;
     size_t head, count;
     int in_flight;        /* spans in the POST now */
     int stopping;
@@ -246,7 +246,7 @@ void gt_span_end(gt_span_t *s, const char *error, json_t *attrs)
         json_decref(attrs);
         return;
     }
-    if (e->count + (size_t)e->in_flight >= (size_t)e->cfg->tracing_queue_max) {
+    if (e->count + (size_t)e->in_flight >= e->queue_max) {
         atomic_fetch_add(&dropped_total, 1);
         json_decref(attrs);
         return;
@@ -274,7 +274,7 @@ void gt_span_end(gt_span_t *s, const char *error, json_t *attrs)
         atomic_fetch_add(&dropped_total, 1);
         return;
     }
-    size_t cap = (size_t)e->cfg->tracing_queue_max;
+    size_t cap = e->queue_max;
     e->ring[(e->head + e->count) % cap] = b.s;
     e->count++;
     s->ctx.trace_id[0] = 0; /* ended */
@@ -305,7 +305,7 @@ char *gt_trace_otlp_body(const char *service_name, char *const *spans, size_t n)
 /* Frees up to n queued spans from the head of the ring. */
 static void ring_pop(exporter_t *e, size_t n)
 {
-    size_t cap = (size_t)e->cfg->tracing_queue_max;
+    size_t cap = e->queue_max;
     for (; n > 0 && e->count > 0; n--, e->count--) {
         free(e->ring[e->head]);
         e->ring[e->head] = NULL;
@@ -317,8 +317,10 @@ static void exporter_free(exporter_t *e)
 {
     if (!e)
         return;
-    for (size_t i = 0; e->headers && e->headers[i]; i++)
+    for (size_t i = 0; e->headers && e->headers[i]; i++) {
+        memset(e->headers[i], 0, strlen(e->headers[i])); /* may hold a collector key */
         free(e->headers[i]);
+    }
     free(e->headers);
     if (e->ring)
         ring_pop(e, e->count);
@@ -370,7 +372,7 @@ static void export_batch(exporter_t *e, int64_t timeout_ms)
 {
     if (e->in_flight || e->count == 0 || !e->http)
         return;
-    size_t cap = (size_t)e->cfg->tracing_queue_max;
+    size_t cap = e->queue_max;
     size_t n = e->count < EXPORT_MAX_BATCH ? e->count : EXPORT_MAX_BATCH;
     char *spans[EXPORT_MAX_BATCH];
     for (size_t i = 0; i < n; i++)
@@ -403,13 +405,13 @@ int gt_trace_export_start(uv_loop_t *loop, const gt_config_t *cfg, const char *p
     if (!e)
         return -1;
     e->loop = loop;
-    e->cfg = cfg;
+    e->queue_max = (size_t)cfg->tracing_queue_max;
     snprintf(e->url, sizeof(e->url), "%s/v1/traces", cfg->tracing_otlp_endpoint);
     snprintf(e->service, sizeof(e->service), "%s",
              cfg->tracing_service_name ? cfg->tracing_service_name : process);
     size_t nh = json_object_size(cfg->tracing_headers) + 2, i = 0;
     e->headers = calloc(nh, sizeof(char *));
-    e->ring = calloc((size_t)cfg->tracing_queue_max, sizeof(char *));
+    e->ring = calloc(e->queue_max, sizeof(char *));
     e->http = gt_http_new(loop);
     if (!e->headers || !e->ring || !e->http)
         goto fail;

@@ -62,8 +62,8 @@ void gt_span_end(gt_span_t *s, const char *error, json_t *attrs);
 
 /* ---- exporter (one per process) --------------------------------------------- */
 
-/* Starts exporting spans to cfg->tracing_otlp_endpoint on loop (cfg borrowed,
- * must outlive the exporter); process names the service when
+/* Starts exporting spans to cfg->tracing_otlp_endpoint on loop (the tracing
+ * settings are copied; a reload does not change them); process names the service when
  * tracing.service_name is unset. Without an endpoint this does nothing and
  * returns 0. Returns -1 when the HTTP client cannot start. */
 int gt_trace_export_start(uv_loop_t *loop, const gt_config_t *cfg, const char *process);
