@@ -128,6 +128,7 @@ static void on_admit(const PGresult *res, const char *err, void *arg)
                  "estimated > %lld micro-%s",
                  a->tenant_id, period, spent, reserved, est, (long long)a->hard, a->currency);
         a->d->budget_rejections++;
+        gt_stats_budget_rejection(a->tenant_id);
         a->cb(0, reason, a->arg);
     } else {
         a->cb(1, NULL, a->arg);

@@ -119,6 +119,7 @@ static void on_result_delivered(int err, const char *errstr, void *opaque)
         return;
     }
     c->d->results_published++;
+    gt_stats_result(c->status);
     char *text = json_dumps(c->result, JSON_COMPACT);
     const char *params[] = {c->request_id, c->status, text};
     if (!text || gt_pg_query(c->d->pg, sql_complete, 3, params, on_completed, c) != 0)

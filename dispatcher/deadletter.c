@@ -35,12 +35,23 @@ static void dead_letter_send(dead_letter_t *dl)
 static void on_dead_letter_delivered(int err, const char *errstr, void *opaque)
 {
     dead_letter_t *dl = opaque;
+    if (err && dl->d->closing) {
+        /* Stopping: the offset stays undone, the message is redelivered. */
+        gt_warn("DLQ delivery failed while stopping (%s): the message is redelivered", errstr);
+        free(dl->stage);
+        free(dl->code);
+        free(dl->message);
+        free(dl->request_id);
+        free(dl);
+        return;
+    }
     if (err) {
         gt_warn("DLQ delivery failed, re-sending: %s", errstr);
         dead_letter_send(dl);
         return;
     }
     dl->d->dead_letters++;
+    gt_stats_dead_letter(dl->code);
     gt_consumer_done(dl->c, dl->msg);
     free(dl->stage);
     free(dl->code);
@@ -53,6 +64,14 @@ void gt_dispatcher_dead_letter(gt_dispatcher_t *d, gt_consumer_t *c, gt_msg_t *m
                                const char *stage, const char *code, const char *message,
                                const char *request_id)
 {
+    if (d->closing) {
+        /* Past the drain, failures come from the shutdown itself (queries
+         * failed as "closed"): not the message's fault, so no dead letter. */
+        gt_log(GT_LOG_WARN, &(gt_log_ctx_t){.request_id = request_id},
+               "%s[%d]@%lld left undone at %s while stopping (%s): it is redelivered",
+               msg->topic, (int)msg->partition, (long long)msg->offset, stage, message);
+        return;
+    }
     gt_log(GT_LOG_WARN, &(gt_log_ctx_t){.request_id = request_id},
            "dead letter from %s[%d]@%lld at %s: %s", msg->topic, (int)msg->partition,
            (long long)msg->offset, stage, code);

@@ -11,6 +11,7 @@
 #include "kafka.h"
 #include "pg.h"
 #include "schema.h"
+#include "stats.h"
 
 typedef struct gt_ledger gt_ledger_t;
 typedef struct gt_reaper gt_reaper_t;
@@ -33,6 +34,8 @@ typedef struct gt_dispatcher {
     long requests_accepted, requests_duplicate, dead_letters, results_published;
     long budget_rejections;        /* requests answered rejected/budget_exceeded */
     struct gt_moderation *moderation; /* guard stage's moderation client (moderation.h) */
+    int closing;                   /* shutting down past the drain: failures are not dead
+                                      letters, their messages stay undone (redelivered) */
 } gt_dispatcher_t;
 
 /* Consumer callback of intake: one request message. */
@@ -52,6 +55,8 @@ int gt_ledger_in_flight(const gt_ledger_t *l);
  * new ones with their cost and adds it to budgets; returns (rows inserted, budget rows
  * updated). Exposed so the ledger benchmark and tests run the very same statement. */
 const char *gt_ledger_insert_sql(void);
+/* SIGTERM: stops taking usage events and writes the pending batch now. */
+void gt_ledger_drain(gt_ledger_t *l);
 void gt_ledger_close(gt_ledger_t *l);  /* stops taking messages; closes handles */
 void gt_ledger_free(gt_ledger_t *l);   /* after the loop closed the handles */
 

@@ -275,6 +275,7 @@ static void on_terminal_delivered(int err, const char *errstr, void *opaque)
         return;
     }
     j->d->results_published++;
+    gt_stats_result(json_string_value(json_object_get(j->result, "status")));
     json_object_del(j->d->intake_active, j->request_id);
     gt_consumer_done(j->d->consumer, j->msg);
     gjob_free(j);

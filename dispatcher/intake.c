@@ -272,6 +272,7 @@ static void on_rejection_delivered(int err, const char *errstr, void *opaque)
         return;
     }
     in->d->results_published++;
+    gt_stats_result(json_string_value(json_object_get(in->rejection, "status")));
     intake_finish(in);
 }
 

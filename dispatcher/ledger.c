@@ -18,6 +18,7 @@ struct gt_ledger {
     json_t *events;       /* its events, same order */
     int n, cap;
     int paused;
+    int draining;         /* SIGTERM: no more events taken, never resumed */
     long rows_written, batches;
 };
 
@@ -26,6 +27,7 @@ typedef struct batch {
     gt_msg_t **msgs;
     json_t *events;
     int n;
+    uint64_t sent_ns; /* uv_hrtime() at send, for the batch latency */
 } batch_t;
 
 /* Inserts a batch of usage events with their cost (the price in force at each
@@ -99,7 +101,8 @@ static void batch_free(batch_t *b)
 
 static void maybe_resume(gt_ledger_t *l)
 {
-    if (l->paused && gt_consumer_in_flight(l->consumer) < 4 * l->d->cfg->ledger_batch_size) {
+    if (l->paused && !l->draining &&
+        gt_consumer_in_flight(l->consumer) < 4 * l->d->cfg->ledger_batch_size) {
         l->paused = 0;
         gt_consumer_resume(l->consumer);
     }
@@ -115,6 +118,7 @@ static void split(batch_t *b)
         batch_t *one = calloc(1, sizeof(*one));
         one->l = b->l;
         one->n = 1;
+        one->sent_ns = uv_hrtime();
         one->msgs = malloc(sizeof(gt_msg_t *));
         one->msgs[0] = b->msgs[i];
         one->events = json_array();
@@ -137,6 +141,7 @@ static void on_single(const PGresult *res, const char *err, void *arg)
                                   "invalid_usage", err, NULL);
     else {
         l->rows_written += atol(PQgetvalue(res, 0, 0));
+        gt_stats_ledger_batch(atol(PQgetvalue(res, 0, 0)), (double)(uv_hrtime() - b->sent_ns) / 1e9);
         gt_consumer_done(l->consumer, b->msgs[0]);
     }
     batch_free(b);
@@ -154,6 +159,7 @@ static void on_inserted(const PGresult *res, const char *err, void *arg)
     }
     l->rows_written += atol(PQgetvalue(res, 0, 0));
     l->batches++;
+    gt_stats_ledger_batch(atol(PQgetvalue(res, 0, 0)), (double)(uv_hrtime() - b->sent_ns) / 1e9);
     for (int i = 0; i < b->n; i++)
         gt_consumer_done(l->consumer, b->msgs[i]);
     batch_free(b);
@@ -170,6 +176,7 @@ static void flush(gt_ledger_t *l)
     b->msgs = l->msgs;
     b->events = l->events;
     b->n = l->n;
+    b->sent_ns = uv_hrtime();
     l->msgs = calloc((size_t)l->cap, sizeof(gt_msg_t *));
     l->events = json_array();
     l->n = 0;
@@ -204,7 +211,7 @@ static void on_usage(gt_consumer_t *c, gt_msg_t *msg, void *arg)
         json_object_set_new(ev, "trace_id", json_string(tc.trace_id));
     l->msgs[l->n++] = msg;
     json_array_append_new(l->events, ev);
-    if (l->n >= l->cap)
+    if (l->n >= l->cap || l->draining)
         flush(l);
     else if (l->n == 1)
         uv_timer_start(&l->timer, on_timer, (uint64_t)l->d->cfg->ledger_flush_ms, 0);
@@ -246,6 +253,14 @@ gt_ledger_t *gt_ledger_new(gt_dispatcher_t *d, char *err, size_t errlen)
 int gt_ledger_in_flight(const gt_ledger_t *l)
 {
     return gt_consumer_in_flight(l->consumer);
+}
+
+void gt_ledger_drain(gt_ledger_t *l)
+{
+    l->draining = 1;
+    l->paused = 1;
+    gt_consumer_pause(l->consumer);
+    flush(l);
 }
 
 void gt_ledger_close(gt_ledger_t *l)

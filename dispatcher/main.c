@@ -11,19 +11,24 @@
 #include "dispatcher.h"
 #include "log.h"
 #include "moderation.h"
+#include "admin.h"
+#include "metrics.h"
+#include "reload.h"
 #include "trace.h"
-
-#define DRAIN_MS 30000
 
 static const char usage_text[] =
     "usage: gantry-dispatcher --config FILE [--roles intake,coordinator,ledger,reaper] [--id ID]\n"
     "  Consumes requests and task results, runs the usage ledger and the lease reaper.\n"
     "  --roles   comma-separated subset of roles to run (default: all)\n"
-    "  --id      process id used in events and logs (default dispatcher-HOST-PID)\n";
+    "  --id      process id used in events and logs (default dispatcher-HOST-PID)\n"
+    "  --admin-port N  serve /health, /ready, /metrics on N (0: any; overrides admin.port)\n"
+    "  SIGTERM/SIGINT: stop taking messages, finish work in flight (up to\n"
+    "  dispatcher.drain_ms), commit and exit 0. SIGHUP: reload log.level and tenants.\n";
 
 typedef struct app {
     gt_dispatcher_t d;
-    uv_signal_t sigterm, sigint;
+    gt_config_t *cfg;      /* d.cfg, writable for reloads */
+    uv_signal_t sigterm, sigint, sighup;
     uv_timer_t drain;
     int64_t drain_deadline;
     int stopping;
@@ -59,6 +64,8 @@ static void close_all(app_t *a)
     uv_close((uv_handle_t *)&a->drain, NULL);
     uv_close((uv_handle_t *)&a->sigterm, NULL);
     uv_close((uv_handle_t *)&a->sigint, NULL);
+    uv_close((uv_handle_t *)&a->sighup, NULL);
+    a->d.closing = 1;
     if (a->d.consumer)
         gt_consumer_close_handles(a->d.consumer);
     if (a->d.ledger)
@@ -99,11 +106,22 @@ static void on_signal(uv_signal_t *s, int signum)
         a->drain_deadline = 0;
         return;
     }
-    gt_info("signal %d: draining (up to %d ms)", signum, DRAIN_MS);
+    gt_info("signal %d: draining %d message(s) in flight (up to %lld ms)", signum, in_flight(a),
+            (long long)a->cfg->dispatcher_drain_ms);
     a->stopping = 1;
-    a->drain_deadline = gt_clock_mono_ms() + DRAIN_MS;
+    a->drain_deadline = gt_clock_mono_ms() + a->cfg->dispatcher_drain_ms;
     if (a->d.consumer)
         gt_consumer_pause(a->d.consumer);
+    if (a->d.ledger)
+        gt_ledger_drain(a->d.ledger);
+}
+
+static void on_sighup(uv_signal_t *s, int signum)
+{
+    app_t *a = s->data;
+    (void)signum;
+    if (!a->stopping)
+        gt_config_reload(a->cfg);
 }
 
 static int parse_roles(const char *s)
@@ -132,15 +150,23 @@ int main(int argc, char **argv)
 {
     const char *config = "gantry.json", *id = NULL;
     int roles = ROLE_INTAKE | ROLE_COORD | ROLE_LEDGER | ROLE_REAPER;
+    int admin_port = -1;
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"admin-port", required_argument, NULL, 'a'},
                                          {"roles", required_argument, NULL, 'r'},
                                          {"id", required_argument, NULL, 'i'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     int ch;
-    while ((ch = getopt_long(argc, argv, "c:r:i:h", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "c:a:r:i:h", opts, NULL)) != -1) {
         switch (ch) {
         case 'c': config = optarg; break;
+        case 'a':
+            if (gt_admin_parse_port(optarg, &admin_port) != 0) {
+                fprintf(stderr, "gantry-dispatcher: bad --admin-port \"%s\"\n", optarg);
+                return 2;
+            }
+            break;
         case 'i': id = optarg; break;
         case 'r':
             roles = parse_roles(optarg);
@@ -176,6 +202,7 @@ int main(int argc, char **argv)
     uv_loop_t *loop = uv_default_loop();
     d->loop = loop;
     d->cfg = cfg;
+    a.cfg = cfg;
     if (id) {
         snprintf(d->id, sizeof(d->id), "%s", id);
     } else {
@@ -186,6 +213,7 @@ int main(int argc, char **argv)
     d->intake_active = json_object();
     d->finalizing = json_object();
     int rc = 1;
+    gt_admin_t *admin = NULL;
     d->request_schema = gt_schema_embedded("request.v1.json", err, sizeof(err));
     d->task_result_schema = d->request_schema ? gt_schema_embedded("task-result.v1.json", err, sizeof(err)) : NULL;
     d->usage_schema = d->task_result_schema ? gt_schema_embedded("usage.v1.json", err, sizeof(err)) : NULL;
@@ -233,12 +261,18 @@ int main(int argc, char **argv)
 
     uv_signal_init(loop, &a.sigterm);
     uv_signal_init(loop, &a.sigint);
-    a.sigterm.data = a.sigint.data = &a;
+    uv_signal_init(loop, &a.sighup);
+    a.sigterm.data = a.sigint.data = a.sighup.data = &a;
     uv_signal_start(&a.sigterm, on_signal, SIGTERM);
     uv_signal_start(&a.sigint, on_signal, SIGINT);
+    uv_signal_start(&a.sighup, on_sighup, SIGHUP);
     uv_timer_init(loop, &a.drain);
     a.drain.data = &a;
     uv_timer_start(&a.drain, on_drain_tick, 50, 50);
+    if (gt_admin_open(cfg, admin_port, d->producer, d->pg, &admin, err, sizeof(err)) != 0) {
+        fprintf(stderr, "gantry-dispatcher: %s\n", err);
+        goto out;
+    }
     if (gt_trace_export_start(loop, cfg, "gantry-dispatcher") != 0)
         gt_warn("tracing: cannot start the OTLP exporter; spans are not exported");
     gt_info("dispatcher %s started", d->id);
@@ -260,14 +294,17 @@ out:
             gt_producer_close_handles(d->producer);
         uv_run(loop, UV_RUN_DEFAULT);
     }
+    gt_admin_stop(admin);
+    /* Producer first: its last delivery reports mark messages done, which
+     * the consumers then commit as they leave their groups. */
+    if (d->producer)
+        gt_producer_free(d->producer, 10000);
     if (d->consumer)
         gt_consumer_free(d->consumer);
     if (d->ledger)
         gt_ledger_free(d->ledger);
     if (d->reaper)
         gt_reaper_free(d->reaper);
-    if (d->producer)
-        gt_producer_free(d->producer, 10000);
     gt_schema_free(d->request_schema);
     gt_schema_free(d->task_result_schema);
     gt_schema_free(d->usage_schema);
@@ -275,5 +312,6 @@ out:
     json_decref(d->finalizing);
     uv_loop_close(loop);
     gt_config_free(cfg);
+    gt_metrics_free();
     return rc;
 }

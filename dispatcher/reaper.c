@@ -43,6 +43,7 @@ static void on_released(const gt_http_response_t *resp, void *arg)
     gt_reaper_t *r = rc->r;
     if (resp->status == 204 || resp->status == 200 || resp->status == 404) {
         r->reaped++;
+        gt_stats_reaped(rc->pool->name);
         gt_warn("reaped allocation %s of silent holder %s in pool %s", rc->allocation_id,
                 rc->holder, rc->pool->name);
         json_t *ev = gt_event_build("allocation.reaped", r->d->id, NULL,

@@ -1066,7 +1066,7 @@ static void load_tenants(ctx_t *c, gt_config_t *cfg)
 static void load_processes(ctx_t *c, gt_config_t *cfg)
 {
     static const char *const wkeys[] = {"lanes", "max_in_flight", "retry", "timeouts",
-                                        "heartbeat_ms", NULL};
+                                        "heartbeat_ms", "drain_ms", NULL};
     static const char *const retry_keys[] = {"max_retries", "base_ms", "max_ms", "jitter", NULL};
     static const char *const tkeys[] = {"allocate_ms", "inference_ms", "release_ms", NULL};
     json_t *w = get_obj(c, cfg->root, "worker", "", 0);
@@ -1084,6 +1084,7 @@ static void load_processes(ctx_t *c, gt_config_t *cfg)
     }
     cfg->worker_max_in_flight = (int)get_int(c, w, "max_in_flight", "worker", 256, 1, 100000);
     cfg->heartbeat_ms = get_int(c, w, "heartbeat_ms", "worker", 1000, 10, 600000);
+    cfg->worker_drain_ms = get_int(c, w, "drain_ms", "worker", 30000, 0, 3600000);
     json_t *r = w ? get_obj(c, w, "retry", "worker", 0) : NULL;
     if (r)
         check_keys(c, r, "worker.retry", retry_keys);
@@ -1101,13 +1102,14 @@ static void load_processes(ctx_t *c, gt_config_t *cfg)
         get_int(c, t, "inference_ms", "worker.timeouts", 300000, 1, 86400000);
     cfg->release_timeout_ms = get_int(c, t, "release_ms", "worker.timeouts", 10000, 1, 86400000);
 
-    static const char *const dkeys[] = {"max_in_flight", "max_batch", NULL};
+    static const char *const dkeys[] = {"max_in_flight", "max_batch", "drain_ms", NULL};
     json_t *d = get_obj(c, cfg->root, "dispatcher", "", 0);
     if (d)
         check_keys(c, d, "dispatcher", dkeys);
     cfg->dispatcher_max_in_flight =
         (int)get_int(c, d, "max_in_flight", "dispatcher", 1024, 1, 1000000);
     cfg->max_batch = (int)get_int(c, d, "max_batch", "dispatcher", 1000, 1, 100000);
+    cfg->dispatcher_drain_ms = get_int(c, d, "drain_ms", "dispatcher", 30000, 0, 3600000);
 
     static const char *const lkeys[] = {"batch_size", "flush_ms", NULL};
     json_t *l = get_obj(c, cfg->root, "ledger", "", 0);
@@ -1136,6 +1138,13 @@ static void load_processes(ctx_t *c, gt_config_t *cfg)
         strcmp(cfg->log_level, "error") != 0)
         problem(c, "log.level", "must be one of debug, info, warn, error");
     cfg->commit_interval_ms = get_int(c, cfg->root, "commit_interval_ms", "", 200, 1, 600000);
+
+    static const char *const adminkeys[] = {"host", "port", NULL};
+    json_t *ad = get_obj(c, cfg->root, "admin", "", 0);
+    if (ad)
+        check_keys(c, ad, "admin", adminkeys);
+    cfg->admin_host = get_str(c, ad, "host", "admin", "127.0.0.1", 0);
+    cfg->admin_port = (int)get_int(c, ad, "port", "admin", -1, 0, 65535);
 }
 
 gt_config_t *gt_config_parse(const char *text, const char *base_dir, char *err, size_t errlen)
@@ -1143,7 +1152,7 @@ gt_config_t *gt_config_parse(const char *text, const char *base_dir, char *err, 
     static const char *const top[] = {"kafka",  "topics", "groups",  "postgres",   "pools",
                                       "models", "routing", "worker", "dispatcher", "ledger",
                                       "reaper", "log",    "commit_interval_ms", "$comment",
-                                      "tenants", "providers", "moderation", "tracing", NULL};
+                                      "tenants", "providers", "moderation", "tracing", "admin", NULL};
     ctx_t c = {.err = err, .errlen = errlen, .base_dir = base_dir};
     if (err && errlen)
         err[0] = 0;
@@ -1224,6 +1233,7 @@ void gt_config_free(gt_config_t *cfg)
 {
     if (!cfg)
         return;
+    gt_config_free(cfg->retired);
     free(cfg->path);
     free(cfg->bootstrap_servers);
     char **topics[] = {&cfg->topics.requests, &cfg->topics.task_prefix, &cfg->topics.task_results,
@@ -1280,6 +1290,7 @@ void gt_config_free(gt_config_t *cfg)
     free_list(cfg->lanes, cfg->n_lanes);
     free_list(cfg->worker_lanes, cfg->n_worker_lanes);
     free(cfg->log_level);
+    free(cfg->admin_host);
     free(cfg->moderation_endpoint);
     free(cfg->moderation_api_key);
     free(cfg->moderation_model);

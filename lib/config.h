@@ -146,10 +146,12 @@ typedef struct gt_config {
     int64_t inference_timeout_ms;               /* default 300000 */
     int64_t release_timeout_ms;                 /* default 10000 */
     int64_t heartbeat_ms;                       /* worker heartbeat event period, default 1000 */
+    int64_t worker_drain_ms;                    /* SIGTERM: time tasks get to finish, default 30000 */
 
     /* dispatcher */
     int dispatcher_max_in_flight;               /* default 1024 */
     int max_batch;                              /* default 1000 */
+    int64_t dispatcher_drain_ms;                /* SIGTERM: time work in flight gets, default 30000 */
     /* moderation: an OpenAI-compatible /v1/moderations (docs/guardrails.md) */
     char *moderation_endpoint;                  /* base URL; NULL: keyword list only */
     char *moderation_api_key;                   /* secret: never log */
@@ -167,6 +169,10 @@ typedef struct gt_config {
     int64_t commit_interval_ms;                 /* offset commit period, default 200 */
     char *log_level;                            /* default "info" */
 
+    /* admin: /health, /ready, /metrics (lib/admin.h) */
+    char *admin_host;                           /* default "127.0.0.1" */
+    int admin_port;                             /* -1 (default): off; 0: ephemeral */
+
     /* tracing: OTLP/HTTP JSON export of spans (lib/trace.h) */
     char *tracing_otlp_endpoint;                /* base URL ({endpoint}/v1/traces); NULL: off */
     char *tracing_service_name;                 /* NULL: the process name */
@@ -174,6 +180,10 @@ typedef struct gt_config {
     int tracing_queue_max;                      /* spans held at most, default 2048 */
     json_t *tracing_headers;                    /* extra headers (object of strings, may hold
                                                    secrets: never log), borrowed; may be NULL */
+
+    /* Versions whose sections a reload swapped out (lib/reload.h): kept until
+     * this config is freed, because code may still hold pointers into them. */
+    struct gt_config *retired;
 } gt_config_t;
 
 /* Loads and validates path. On failure returns NULL and writes every problem,

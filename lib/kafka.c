@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "offsets.h"
 
 #define GT_CONTAINER_OF(ptr, type, field) ((type *)((char *)(ptr) - offsetof(type, field)))
@@ -306,6 +307,16 @@ int gt_producer_outstanding(const gt_producer_t *p)
     return p->outstanding;
 }
 
+int gt_producer_probe(gt_producer_t *p, int timeout_ms)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    if (!p || rd_kafka_metadata(p->rk, 0, NULL, &md, timeout_ms) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return -1;
+    int ok = md->broker_cnt > 0;
+    rd_kafka_metadata_destroy(md);
+    return ok ? 0 : -1;
+}
+
 void gt_producer_close_handles(gt_producer_t *p)
 {
     if (!p || !p->poll_active)
@@ -372,6 +383,8 @@ struct gt_consumer {
     int max_per_wakeup;
     int max_backlog;
     uint64_t commit_interval_ms;
+    char group_id[128]; /* for metrics */
+    uint64_t lag_at;    /* next lag report, loop time */
 
     /* Pausing is done here, not in librdkafka: there a resume takes effect
      * only at the broker thread's next fetch decision (up to a second later),
@@ -444,8 +457,38 @@ static void part_unref(gt_part_t *pt)
 }
 
 /* Unlinks pt; it is freed now or when its last message is done. */
+static gt_metric_t *lag_metric(void)
+{
+    return gt_metrics_gauge("gantry_consumer_lag",
+                            "Messages behind the partition's high watermark, per consumer group",
+                            "group,topic,partition");
+}
+
+/* Lag per assigned partition from librdkafka's cached watermarks and our
+ * position: no broker round trip, so it is cheap on the loop. */
+static void consumer_report_lag(gt_consumer_t *c)
+{
+    for (gt_part_t *pt = c->parts; pt; pt = pt->next) {
+        int64_t lo = 0, hi = -1;
+        if (rd_kafka_get_watermark_offsets(c->rk, pt->topic, pt->partition, &lo, &hi) != 0 ||
+            hi < 0)
+            continue;
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(l, pt->topic, pt->partition);
+        int64_t pos = rd_kafka_position(c->rk, l) == 0 ? l->elems[0].offset : -1;
+        rd_kafka_topic_partition_list_destroy(l);
+        char part[16];
+        snprintf(part, sizeof(part), "%" PRId32, pt->partition);
+        gt_metric_set(lag_metric(), (double)(hi - (pos >= 0 ? pos : lo)), c->group_id, pt->topic,
+                      part);
+    }
+}
+
 static void part_revoke(gt_consumer_t *c, gt_part_t *pt)
 {
+    char part[16];
+    snprintf(part, sizeof(part), "%" PRId32, pt->partition);
+    gt_metric_remove(lag_metric(), c->group_id, pt->topic, part);
     for (gt_part_t **pp = &c->parts; *pp; pp = &(*pp)->next) {
         if (*pp == pt) {
             *pp = pt->next;
@@ -739,6 +782,11 @@ static void consumer_on_timer(uv_timer_t *h)
     gt_consumer_t *c = h->data;
     consumer_commit(c, NULL, 1);
     consumer_serve(c);
+    uint64_t now = uv_now(c->loop);
+    if (now >= c->lag_at) {
+        c->lag_at = now + 1000;
+        consumer_report_lag(c);
+    }
 }
 
 gt_consumer_t *gt_consumer_new(uv_loop_t *loop, const gt_config_t *cfg,
@@ -771,6 +819,7 @@ gt_consumer_t *gt_consumer_new(uv_loop_t *loop, const gt_config_t *cfg,
     c->arg = opts->arg;
     c->max_per_wakeup = opts->max_per_wakeup > 0 ? opts->max_per_wakeup : 500;
     c->max_backlog = opts->max_backlog > 0 ? opts->max_backlog : 1000;
+    snprintf(c->group_id, sizeof(c->group_id), "%s", opts->group_id);
     c->commit_interval_ms = opts->commit_interval_ms > 0   ? (uint64_t)opts->commit_interval_ms
                             : cfg->commit_interval_ms > 0 ? (uint64_t)cfg->commit_interval_ms
                                                           : 200;

@@ -43,6 +43,11 @@ int gt_producer_send(gt_producer_t *p, const char *topic, const void *key, size_
 /* Messages queued and not yet delivered or failed. */
 int gt_producer_outstanding(const gt_producer_t *p);
 
+/* A metadata round trip to the cluster, for readiness checks: blocks up to
+ * timeout_ms, thread-safe (call it off the loop). Returns 0 when a broker
+ * answered, -1 otherwise. */
+int gt_producer_probe(gt_producer_t *p, int timeout_ms);
+
 /* Blocks up to timeout_ms for outstanding deliveries (their callbacks run;
  * what is left then is purged and reported as failed), then destroys the
  * producer. Call it only once the loop no longer runs the

@@ -20,6 +20,7 @@
 #include "message.h"
 #include "schema.h"
 #include "trace.h"
+#include "wstats.h"
 
 #define EX_MAX_DELIVERIES 2
 #define EX_REDELIVER_BASE_MS 100
@@ -120,6 +121,7 @@ static void list_add(gt_executor_t *ex, ex_task_t *t)
     ex->tasks = t;
     t->in_list = 1;
     ex->n_tasks++;
+    gt_wstats_in_flight(ex->n_tasks);
     if (!ex->paused && ex->n_tasks >= ex->max_in_flight && ex->consumer) {
         gt_consumer_pause(ex->consumer);
         ex->paused = 1;
@@ -141,6 +143,7 @@ static void list_remove(ex_task_t *t)
     t->prev = t->next = NULL;
     t->in_list = 0;
     ex->n_tasks--;
+    gt_wstats_in_flight(ex->n_tasks);
     if (ex->paused && !ex->draining && ex->n_tasks < ex->resume_at && ex->consumer) {
         gt_consumer_resume(ex->consumer);
         ex->paused = 0;
@@ -412,6 +415,9 @@ static void task_finish(ex_task_t *t, const gt_task_outcome_t *out)
     int64_t total_ms = gt_clock_mono_ms() - t->start_mono;
     gt_log_ctx_t ctx = task_ctx(t);
     const char *model = json_string_value(json_object_get(t->doc, "model"));
+    gt_wstats_task(out->served_model ? out->served_model : model,
+                   out->provider ? out->provider : "hostedai", status_name(out->status),
+                   (double)total_ms / 1000.0);
     json_t *index = json_object_get(t->doc, "index");
 
     if (t->span_open) {

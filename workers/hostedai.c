@@ -18,6 +18,7 @@
 #include "log.h"
 #include "retry.h"
 #include "trace.h"
+#include "wstats.h"
 
 enum { OP_ALLOCATE, OP_INFERENCE, OP_RELEASE, OP_COUNT };
 static const char *const op_names[OP_COUNT] = {"allocate", "inference", "release"};
@@ -457,6 +458,7 @@ static void on_response(const gt_http_response_t *resp, void *arg)
             op_end(call);
             if (op == OP_ALLOCATE) {
                 call->allocated_at = gt_clock_mono_ms();
+                gt_wstats_allocated(call->pool->name, call->spec->model->name, (double)ms / 1e3);
                 emit_allocation(call, "allocation.acquired", NULL);
                 if (call->aborted) {
                     set_failure(call, GT_TASK_FAILED, "aborted", "%sworker shutting down", NULL);
@@ -465,10 +467,12 @@ static void on_response(const gt_http_response_t *resp, void *arg)
                     op_begin(call, OP_INFERENCE);
                 }
             } else if (op == OP_INFERENCE) {
+                gt_wstats_inference(call->spec->model->name, (double)ms / 1e3);
                 call->status = GT_TASK_SUCCEEDED;
                 go_release(call);
             } else {
                 call->released_at = gt_clock_mono_ms();
+                gt_wstats_released(call->pool->name);
                 emit_allocation(call, "allocation.released", NULL);
                 finish(call);
             }
@@ -488,6 +492,7 @@ static void on_response(const gt_http_response_t *resp, void *arg)
         record_attempt(call, op, resp->status, ms, "not found");
         op_end(call);
         call->released_at = gt_clock_mono_ms();
+        gt_wstats_released(call->pool->name);
         gt_log(GT_LOG_WARN, &ctx, "release of %s: allocation not found", call->allocation_id);
         emit_allocation(call, "allocation.released", NULL);
         finish(call);
@@ -502,6 +507,7 @@ static void on_response(const gt_http_response_t *resp, void *arg)
     else
         snprintf(err, sizeof(err), "HTTP %ld", resp->status);
     record_attempt(call, op, resp->status, ms, err);
+    gt_wstats_hostedai_error(fail_codes[f], op_names[op]);
 
     if (op != OP_RELEASE && f == FAIL_TIMEOUT && by_deadline) {
         expire(call);
@@ -512,6 +518,9 @@ static void on_response(const gt_http_response_t *resp, void *arg)
         max += GT_HAI_RELEASE_EXTRA_RETRIES;
     if (f != FAIL_REJECTED && call->retry < max && !(call->aborted && op != OP_RELEASE)) {
         call->retry++;
+        gt_wstats_retry(op == OP_ALLOCATE ? "hostedai.allocate" : op == OP_INFERENCE
+                                                                  ? "hostedai.inference"
+                                                                  : "hostedai.release");
         int64_t wait = gt_retry_backoff_ms(&call->env->cfg->retry, call->retry,
                                            resp->retry_after_ms, hai_rand());
         if (op != OP_RELEASE && call->deadline != INT64_MAX &&
@@ -527,6 +536,7 @@ static void on_response(const gt_http_response_t *resp, void *arg)
     op_end(call);
     if (op == OP_RELEASE) {
         call->released_at = gt_clock_mono_ms();
+        gt_wstats_released(call->pool->name);
         gt_log(GT_LOG_ERROR, &ctx, "release of %s failed after %d attempts (%s); left to the "
                "lease reaper", call->allocation_id, call->retry + 1, err);
         emit_allocation(call, "allocation.release_failed", err);

@@ -8,17 +8,19 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "admin.h"
 #include "config.h"
 #include "executor.h"
 #include "hostedai.h"
 #include "http.h"
 #include "kafka.h"
 #include "log.h"
+#include "metrics.h"
+#include "reload.h"
 #include "trace.h"
 
-/* How long a first SIGTERM lets tasks in flight finish before aborting them. */
-#define WORKER_DRAIN_MS 30000
-/* After an abort, how long releases and deliveries may take before we stop anyway. */
+/* How long a first SIGTERM lets tasks in flight finish before aborting them
+ * is worker.drain_ms. After an abort, how long releases and deliveries may take before we stop anyway. */
 #define WORKER_ABORT_GRACE_MS 15000
 #define WORKER_MAX_LANES 64
 
@@ -33,7 +35,7 @@ typedef struct worker {
     gt_consumer_t *consumer;
     gt_http_t *http;
     gt_executor_t *ex;
-    uv_signal_t sigterm, sigint;
+    uv_signal_t sigterm, sigint, sighup;
     uv_timer_t stop_timer;   /* drain limit, then abort grace */
     int signals;
     int stopping;            /* teardown started */
@@ -51,11 +53,13 @@ static void usage(FILE *f)
             "      --id ID            worker id (default worker-<hostname>-<pid>)\n"
             "      --lanes a,b        lanes to consume (default worker.lanes, else all)\n"
             "      --max-in-flight N  tasks in flight before pausing (default worker.max_in_flight)\n"
+            "      --admin-port N     serve /health, /ready, /metrics on N (0: any; overrides\n"
+            "                         admin.port)\n"
             "  -h, --help             this help\n"
             "\n"
-            "SIGTERM/SIGINT: finish tasks in flight (up to %d s) and exit 0; a second\n"
-            "signal aborts them (allocations released, tasks redelivered).\n",
-            WORKER_DRAIN_MS / 1000);
+            "SIGTERM/SIGINT: finish tasks in flight (up to worker.drain_ms, default 30 s)\n"
+            "and exit 0; a second signal aborts them (allocations released, tasks\n"
+            "redelivered). SIGHUP: reload log.level and tenants from the file.\n");
 }
 
 static int bad_usage(const char *what, const char *arg)
@@ -82,8 +86,8 @@ static void on_stop_timer(uv_timer_t *t)
 {
     worker_t *w = t->data;
     if (w->signals < 2) {
-        gt_warn("drain time of %d ms is over: aborting %d task(s)", WORKER_DRAIN_MS,
-                gt_executor_in_flight(w->ex));
+        gt_warn("drain time of %lld ms is over: aborting %d task(s)",
+                (long long)w->cfg->worker_drain_ms, gt_executor_in_flight(w->ex));
         w->signals = 2;
         uv_timer_start(&w->stop_timer, on_stop_timer, WORKER_ABORT_GRACE_MS, 0);
         gt_executor_abort(w->ex, on_idle, w);
@@ -101,8 +105,9 @@ static void on_signal(uv_signal_t *s, int signum)
         return;
     w->signals++;
     if (w->signals == 1) {
-        gt_info("signal %d: draining %d task(s) in flight", signum, gt_executor_in_flight(w->ex));
-        uv_timer_start(&w->stop_timer, on_stop_timer, WORKER_DRAIN_MS, 0);
+        gt_info("signal %d: draining %d task(s) in flight (up to %lld ms)", signum,
+                gt_executor_in_flight(w->ex), (long long)w->cfg->worker_drain_ms);
+        uv_timer_start(&w->stop_timer, on_stop_timer, (uint64_t)w->cfg->worker_drain_ms, 0);
         gt_executor_drain(w->ex, on_idle, w);
     } else if (w->signals == 2) {
         gt_warn("signal %d again: aborting %d task(s)", signum, gt_executor_in_flight(w->ex));
@@ -112,6 +117,14 @@ static void on_signal(uv_signal_t *s, int signum)
         gt_error("signal %d a third time: stopping now", signum);
         teardown(w);
     }
+}
+
+static void on_sighup(uv_signal_t *s, int signum)
+{
+    worker_t *w = s->data;
+    (void)signum;
+    if (!w->stopping)
+        gt_config_reload(w->cfg);
 }
 
 /* Closes every loop handle; uv_run then returns and main frees the rest. */
@@ -130,6 +143,7 @@ static void teardown(worker_t *w)
     gt_producer_close_handles(w->producer);
     uv_close((uv_handle_t *)&w->sigterm, on_handle_closed);
     uv_close((uv_handle_t *)&w->sigint, on_handle_closed);
+    uv_close((uv_handle_t *)&w->sighup, on_handle_closed);
     uv_close((uv_handle_t *)&w->stop_timer, on_handle_closed);
 }
 
@@ -166,6 +180,7 @@ int main(int argc, char **argv)
         {"id", required_argument, NULL, 'i'},
         {"lanes", required_argument, NULL, 'l'},
         {"max-in-flight", required_argument, NULL, 'm'},
+        {"admin-port", required_argument, NULL, 'a'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -173,7 +188,8 @@ int main(int argc, char **argv)
     const char *config_path = "gantry.json", *id = NULL, *lanes = NULL;
     long max_in_flight = 0;
     char err[4096];
-    int rc = 1, opt;
+    int rc = 1, opt, admin_port = -1;
+    gt_admin_t *admin = NULL;
 
     opterr = 0;
     while ((opt = getopt_long(argc, argv, ":c:h", longopts, NULL)) != -1) {
@@ -181,6 +197,10 @@ int main(int argc, char **argv)
         case 'c': config_path = optarg; break;
         case 'i': id = optarg; break;
         case 'l': lanes = optarg; break;
+        case 'a':
+            if (gt_admin_parse_port(optarg, &admin_port) != 0)
+                return bad_usage("--admin-port needs a port from 0 to 65535", optarg);
+            break;
         case 'm': {
             char *end;
             max_in_flight = strtol(optarg, &end, 10);
@@ -287,10 +307,12 @@ int main(int argc, char **argv)
 
     uv_signal_init(&w.loop, &w.sigterm);
     uv_signal_init(&w.loop, &w.sigint);
+    uv_signal_init(&w.loop, &w.sighup);
     uv_timer_init(&w.loop, &w.stop_timer);
-    w.sigterm.data = w.sigint.data = w.stop_timer.data = &w;
+    w.sigterm.data = w.sigint.data = w.sighup.data = w.stop_timer.data = &w;
     uv_signal_start(&w.sigterm, on_signal, SIGTERM);
     uv_signal_start(&w.sigint, on_signal, SIGINT);
+    uv_signal_start(&w.sighup, on_sighup, SIGHUP);
 
     if (gt_trace_export_start(&w.loop, w.cfg, "gantry-worker") != 0)
         gt_warn("tracing: cannot start the OTLP exporter; spans are not exported");
@@ -298,11 +320,14 @@ int main(int argc, char **argv)
     gt_info("worker %s started: group %s, %zu lane topic(s) from %s, max %d in flight", w.id,
             w.cfg->group_worker, n_topics, w.topics[0],
             max_in_flight > 0 ? (int)max_in_flight : w.cfg->worker_max_in_flight);
+    if (gt_admin_open(w.cfg, admin_port, w.producer, NULL, &admin, err, sizeof(err)) != 0)
+        gt_error("%s: running without /health, /ready and /metrics", err);
     /* For supervisors and tests: the worker is up and consuming. */
     printf("worker_id=%s\n", w.id);
     fflush(stdout);
 
     uv_run(&w.loop, UV_RUN_DEFAULT);
+    gt_admin_stop(admin); /* its checks use the producer */
 
     /* Every handle is closed: now the blocking parts (commit, flush). */
     gt_consumer_free(w.consumer);
@@ -331,5 +356,6 @@ out_loop:
 out_cfg:
     free(w.lane_buf);
     gt_config_free(w.cfg);
+    gt_metrics_free();
     return rc;
 }

@@ -23,6 +23,7 @@
 #if defined(__has_include)
 #if __has_include("gcp_auth.h")
 #include "gcp_auth.h"
+#include "wstats.h"
 #define GT_HAVE_GCP_AUTH 1
 #endif
 #endif
@@ -197,6 +198,7 @@ static void breaker_event(gt_prov_engine_t *e, prov_state_t *ps, int changed)
     if (changed < 0)
         return;
     const char *state = gt_breaker_state_name((gt_breaker_state_t)changed);
+    gt_wstats_breaker(ps->p->name, changed != GT_BREAKER_CLOSED);
     if (changed == GT_BREAKER_OPEN)
         gt_warn("provider %s: circuit breaker open", ps->p->name);
     else
@@ -447,6 +449,7 @@ static void on_http(const gt_http_response_t *resp, void *arg)
         return;
     }
     call->retry++;
+    gt_wstats_retry("provider");
     int64_t wait = gt_retry_backoff_ms(&p->retry, call->retry, resp->retry_after_ms, prov_rand());
     if (gt_clock_mono_ms() + wait >= call->deadline) {
         expire(call, "before the next retry");

@@ -15,6 +15,7 @@
 #include "log.h"
 #include "pg.h"
 #include "slots.h"
+#include "wstats.h"
 
 #define SLOT_BACKOFF_MIN_MS 10
 #define SLOT_BACKOFF_MAX_MS 250
@@ -179,6 +180,7 @@ static void slot_release_row(gt_slots_t *s, gate_t *g, int slot)
                 " WHERE provider = $1 AND scope = $2 AND slot = $3::int AND holder = $4",
                 4, params, on_ignore, "release");
     s->held--;
+    gt_wstats_slots(g->provider, g->scope, -1);
 }
 
 /* Gives back every slot row r holds and kicks the gates it held them at. */
@@ -223,6 +225,7 @@ static void on_answer(const PGresult *res, const char *err, void *arg)
     if (got && phase == 0) {
         r->held[r->stage] = atoi(PQgetvalue(res, 0, 0));
         s->held++;
+        gt_wstats_slots(g->provider, g->scope, 1);
     }
     if (r->dead) {
         req_drop_held(r);
