@@ -35,6 +35,12 @@ static void diff_keys(json_t *a, json_t *b, json_t *changed)
         json_t *x = json_object_get(a, k), *y = json_object_get(b, k);
         if (x && y && json_equal(x, y))
             continue;
+        /* A section added or removed: name its keys (tenants.acme). */
+        json_t *empty = json_object();
+        if (!x && json_is_object(y))
+            x = empty;
+        if (!y && json_is_object(x))
+            y = empty;
         if (json_is_object(x) && json_is_object(y)) {
             json_t *sub = json_object();
             const char *sk;
@@ -55,6 +61,7 @@ static void diff_keys(json_t *a, json_t *b, json_t *changed)
         } else {
             json_array_append_new(changed, json_string(k));
         }
+        json_decref(empty);
     }
     json_decref(keys);
 }
