@@ -250,7 +250,13 @@ typedef struct gjob {
     json_t *result;      /* terminal answer being published */
     json_t *decision;    /* what the guard did (no values) */
     char *mod_source;
+    char traceparent[128]; /* the request's header as received, for log lines */
 } gjob_t;
+
+/* Log context of a request in the guard stage. */
+#define J_CTX(j)                                                                  \
+    (&(gt_log_ctx_t){.request_id = (j)->request_id, .tenant_id = (j)->tenant_id, \
+                     .trace_id = (j)->traceparent})
 
 static void gjob_free(gjob_t *j)
 {
@@ -269,7 +275,7 @@ static void on_terminal_delivered(int err, const char *errstr, void *opaque)
 {
     gjob_t *j = opaque;
     if (err) {
-        gt_log(GT_LOG_ERROR, &(gt_log_ctx_t){.request_id = j->request_id},
+        gt_log(GT_LOG_ERROR, J_CTX(j),
                "guard result delivery failed, re-sending: %s", errstr);
         send_terminal(j);
         return;
@@ -294,7 +300,7 @@ static void send_terminal(gjob_t *j)
         gt_trace_format(&tc, tp);
     if (gt_message_send(j->d->producer, reply ? reply : j->d->cfg->topics.results, j->request_id,
                         j->result, &h, has_tp ? 1 : 0, on_terminal_delivered, j) != 0) {
-        gt_log(GT_LOG_ERROR, &(gt_log_ctx_t){.request_id = j->request_id},
+        gt_log(GT_LOG_ERROR, J_CTX(j),
                "cannot queue the guard result; it is answered on redelivery");
         json_object_del(j->d->intake_active, j->request_id);
         gjob_free(j); /* offset stays undone */
@@ -315,7 +321,7 @@ static void terminal(gjob_t *j, const char *status, const char *code, const char
                           "completion_tokens", 0, "error", "code", code, "message", message,
                           "guardrails", j->decision, "completed_at",
                           gt_clock_fmt(gt_clock_wall_ms(), at, sizeof(at)));
-    gt_log(GT_LOG_INFO, &(gt_log_ctx_t){.request_id = j->request_id, .tenant_id = j->tenant_id},
+    gt_log(GT_LOG_INFO, J_CTX(j),
            "guard: %s (%s)", status, code);
     emit(j->d, strcmp(status, "blocked") == 0 ? "guardrail.blocked" : "guardrail.rejected",
          j->request_id, j->tenant_id, json_deep_copy(j->decision));
@@ -362,7 +368,7 @@ static void on_guard_stored(const PGresult *res, const char *err, void *arg)
     if (err) {
         /* Without its row the job could not be restored or show its decision:
          * leave the request undone; it is redelivered and guarded again. */
-        gt_log(GT_LOG_ERROR, &(gt_log_ctx_t){.request_id = j->request_id},
+        gt_log(GT_LOG_ERROR, J_CTX(j),
                "storing the guard decision failed: %s", err);
         json_object_del(j->d->intake_active, j->request_id);
         gjob_free(j);
@@ -489,6 +495,8 @@ void gt_guard_intake(gt_dispatcher_t *d, gt_msg_t *msg, json_t *req, gt_guard_ne
     }
     j->d = d;
     j->msg = msg;
+    if (!gt_msg_header(msg, "traceparent", j->traceparent, sizeof(j->traceparent)))
+        j->traceparent[0] = '\0';
     j->req = req;
     j->next = next;
     j->gr = gr;

@@ -96,14 +96,19 @@ void gt_log(gt_log_level_t level, const gt_log_ctx_t *ctx, const char *fmt, ...)
         put_field(line, sizeof(line), &pos, "request_id", ctx->request_id);
         put_field(line, sizeof(line), &pos, "task_id", ctx->task_id);
         put_field(line, sizeof(line), &pos, "tenant_id", ctx->tenant_id);
+        /* A trace id, or a traceparent's; anything else (a producer's malformed
+         * header) is not written. */
         const char *tr = ctx->trace_id;
-        if (tr && strlen(tr) == 55 && tr[2] == '-' && tr[35] == '-') { /* a traceparent */
+        size_t n = tr ? strlen(tr) : 0;
+        if (n == 55 && tr[2] == '-' && tr[35] == '-')
+            tr += 3;
+        else if (n != 32)
+            tr = NULL;
+        if (tr && strspn(tr, "0123456789abcdef") >= 32) {
             char id[33];
-            memcpy(id, tr + 3, 32);
+            memcpy(id, tr, 32);
             id[32] = 0;
             put_field(line, sizeof(line), &pos, "trace_id", id);
-        } else if (tr && *tr) {
-            put_field(line, sizeof(line), &pos, "trace_id", tr);
         }
     }
     line[pos++] = '}';

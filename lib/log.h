@@ -11,7 +11,8 @@ void gt_log_set_level(gt_log_level_t level);
 int gt_log_parse_level(const char *s);
 
 /* Context fields: any may be NULL. Never pass secrets, prompts or outputs.
- * trace_id is a 32-hex trace id or a whole traceparent (its trace id is written). */
+ * trace_id is a 32-hex trace id or a whole traceparent (its trace id is written;
+ * anything else is left out). */
 typedef struct gt_log_ctx {
     const char *request_id;
     const char *task_id;

@@ -346,6 +346,14 @@ static void test_log_trace_id(void)
     j = log_line(&(gt_log_ctx_t){.request_id = "r-2", .trace_id = ""});
     CU_ASSERT(json_object_get(j, "trace_id") == NULL);
     json_decref(j);
+    /* A malformed header a producer sent is not echoed into the log. */
+    j = log_line(&(gt_log_ctx_t){.request_id = "r-3", .trace_id = "secret-ish garbage"});
+    CU_ASSERT(json_object_get(j, "trace_id") == NULL);
+    json_decref(j);
+    j = log_line(
+        &(gt_log_ctx_t){.trace_id = "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"});
+    CU_ASSERT(json_object_get(j, "trace_id") == NULL);
+    json_decref(j);
 }
 
 static void test_config_errors(void)
