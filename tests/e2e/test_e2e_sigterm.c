@@ -51,11 +51,11 @@ static int log_has(const char *name, const char *needle)
     return found;
 }
 
-static const char *requests_file(const char *prefix)
+static const char *requests_file_n(const char *prefix, int n)
 {
-    size_t cap = REQUESTS * 200, off = 0;
+    size_t cap = (size_t)n * 200, off = 0;
     char *text = malloc(cap);
-    for (int i = 0; i < REQUESTS; i++)
+    for (int i = 0; i < n; i++)
         off += (size_t)snprintf(text + off, cap - off,
                                 "{\"schema\":\"gantry.request.v1\",\"request_id\":\"%s-%04d\","
                                 "\"tenant_id\":\"t1\",\"kind\":\"generate\","
@@ -64,6 +64,11 @@ static const char *requests_file(const char *prefix)
     const char *path = th_tmpfile(".jsonl", text);
     free(text);
     return path;
+}
+
+static const char *requests_file(const char *prefix)
+{
+    return requests_file_n(prefix, REQUESTS);
 }
 
 /* Counts distinct values of field in the JSON values of topic; *total gets
@@ -162,11 +167,73 @@ static void test_long_drain(void)
     TH_EQ_INT(calls, REQUESTS);
 }
 
+#define DREQUESTS 1500
+
+static long jobs_wanted;
+
+static int jobs_in(void *arg)
+{
+    (void)arg;
+    return th_sql_long(cl.conninfo, "SELECT count(*) FROM jobs") >= jobs_wanted;
+}
+
+static int all_dresults(void *arg)
+{
+    (void)arg;
+    return th_topic_count(cl.bootstrap, "gantry.results") >= DREQUESTS;
+}
+
+/* A dispatcher with dispatcher.drain_ms 0 stops in the middle of intake and
+ * coordination: queries fail as "closed", which must not turn into dead
+ * letters; what it held is redelivered to the next dispatcher. */
+static void test_dispatcher_no_drain(void)
+{
+    th_cluster_opts_t o = {.latency = "5-20", .workers = 1, .worker_in_flight = 64,
+                           .extra_config = "{\"dispatcher\": {\"drain_ms\": 0}}"};
+    CU_ASSERT_FATAL(th_cluster_start(&cl, &o) == 0);
+    CU_ASSERT_FATAL(th_cluster_submit(&cl, requests_file_n("disp", DREQUESTS)) == 0);
+    jobs_wanted = DREQUESTS / 5;
+    CU_ASSERT_FATAL(th_poll(jobs_in, NULL, 60000));
+    long jobs = th_sql_long(cl.conninfo, "SELECT count(*) FROM jobs");
+    int64_t t0 = th_now_ms();
+    int st = th_proc_stop(&cl.dispatcher, SIGTERM, 60000);
+    fprintf(stderr, "  dispatcher stopped with no drain at %ld jobs: status %d after %lld ms\n",
+            jobs, st, (long long)(th_now_ms() - t0));
+    CU_ASSERT(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+
+    char log2[512];
+    snprintf(log2, sizeof(log2), "%s/dispatcher-2.log", cl.logdir);
+    const char *dargv[] = {th_bin("dispatcher/gantry-dispatcher"), "--config", cl.config, "--id",
+                           "dispatcher-e2e-2", NULL};
+    CU_ASSERT_FATAL(th_proc_start(&cl.dispatcher, dargv, log2) == 0);
+    CU_ASSERT_FATAL(th_poll(all_dresults, NULL, 120000));
+    CU_ASSERT(th_poll(usage_complete, NULL, 30000));
+    CU_ASSERT(th_poll(th_cluster_released_all, &cl, 30000));
+
+    long total = 0;
+    TH_EQ_INT(distinct("gantry.results", "request_id", &total), DREQUESTS);
+    TH_EQ_INT(total, DREQUESTS);
+    TH_EQ_INT(th_topic_count(cl.bootstrap, "gantry.dlq"), 0);
+    TH_EQ_INT(th_sql_long(cl.conninfo, "SELECT count(*) FROM jobs"), DREQUESTS);
+    long rows = th_sql_long(cl.conninfo, "SELECT count(*) FROM usage");
+    TH_EQ_INT(rows, DREQUESTS);
+    TH_EQ_INT(th_sql_long(cl.conninfo, "SELECT count(DISTINCT task_id) FROM usage"), rows);
+    fprintf(stderr, "  messages left undone at the stop (then redelivered): %s\n",
+            log_has("dispatcher.log", "left undone") ? "yes" : "none");
+    th_cluster_stop(&cl);
+    TH_EQ_INT(cl.workers[0].status, 0);
+    TH_EQ_INT(cl.dispatcher.status, 0);
+    char kept[300];
+    snprintf(kept, sizeof(kept), "%s-disp", cl.logdir);
+    rename(cl.logdir, kept);
+}
+
 int main(void)
 {
     static const th_test_t tests[] = {
         {"SIGTERM, drain shorter than the tasks: hand back", test_short_drain},
         {"SIGTERM, drain long enough: finish everything", test_long_drain},
+        {"SIGTERM to a dispatcher with no drain: nothing dead-lettered", test_dispatcher_no_drain},
         {NULL, NULL},
     };
     return th_run("e2e sigterm", tests);
