@@ -200,10 +200,11 @@ static void on_applied(const PGresult *res, const char *err, void *arg)
         snprintf(c->traceparent, sizeof(c->traceparent), "%s", PQgetvalue(res, 0, 8));
     long open = atol(PQgetvalue(res, 0, 5));
     /* 'completing' left over from a crash is finished again; one in progress
-     * here is not. */
-    int finish = open == 0 && (strcmp(job_status, "running") == 0 ||
-                               (strcmp(job_status, "completing") == 0 &&
-                                !json_object_get(d->finalizing, c->request_id)));
+     * here is not. Nor is a 'running' one: a duplicate task result (a task
+     * re-run after a rebalance) read 'running' before the first one's claim
+     * committed, and claiming again would publish a second result. */
+    int finish = open == 0 && !json_object_get(d->finalizing, c->request_id) &&
+                 (strcmp(job_status, "running") == 0 || strcmp(job_status, "completing") == 0);
     if (!finish) {
         coord_finish(c);
         return;
