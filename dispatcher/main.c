@@ -196,6 +196,7 @@ int main(int argc, char **argv)
     }
     gt_log_init("gantry-dispatcher", (gt_log_level_t)gt_log_parse_level(cfg->log_level));
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGHUP, SIG_IGN); /* a reload sent while starting must not kill us; the handler comes later */
 
     static app_t a;
     gt_dispatcher_t *d = &a.d;

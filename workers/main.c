@@ -256,6 +256,7 @@ int main(int argc, char **argv)
     if (level >= 0)
         gt_log_set_level((gt_log_level_t)level);
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGHUP, SIG_IGN); /* a reload sent while starting must not kill us; the handler comes later */
 
     uv_loop_init(&w.loop);
     w.producer = gt_producer_new(&w.loop, w.cfg, err, sizeof(err));
