@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
+
 #define MAX_LABELS 8
 
 typedef enum { K_COUNTER, K_GAUGE, K_HISTOGRAM } kind_t;
@@ -310,150 +312,94 @@ double gt_metric_value(gt_metric_t *m, ...)
 
 /* ---- rendering ---------------------------------------------------------- */
 
-typedef struct buf {
-    char *p;
-    size_t len, cap;
-    int oom;
-} buf_t;
-
-static void put(buf_t *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void puts_(buf_t *b, const char *s)
-{
-    put(b, s, strlen(s));
-}
-
 /* Shortest form that reads back as the same double; Prometheus spellings
  * for the infinities and NaN. */
-static void put_num(buf_t *b, double v)
+static const char *fmt_num(double v, char s[40])
 {
-    char s[40];
     if (isnan(v))
-        snprintf(s, sizeof(s), "NaN");
-    else if (isinf(v))
-        snprintf(s, sizeof(s), v > 0 ? "+Inf" : "-Inf");
-    else {
-        snprintf(s, sizeof(s), "%.15g", v);
-        if (strtod(s, NULL) != v)
-            snprintf(s, sizeof(s), "%.17g", v);
-    }
-    puts_(b, s);
+        return "NaN";
+    if (isinf(v))
+        return v > 0 ? "+Inf" : "-Inf";
+    snprintf(s, 40, "%.15g", v);
+    if (strtod(s, NULL) != v)
+        snprintf(s, 40, "%.17g", v);
+    return s;
 }
 
 /* Label values escape \, " and newline; HELP text escapes \ and newline. */
-static void put_escaped(buf_t *b, const char *s, int quote)
+static void put_escaped(gt_buf_t *b, const char *s, int quote)
 {
     for (; *s; s++) {
         if (*s == '\\')
-            puts_(b, "\\\\");
+            gt_buf_puts(b, "\\\\");
         else if (*s == '\n')
-            puts_(b, "\\n");
+            gt_buf_puts(b, "\\n");
         else if (quote && *s == '"')
-            puts_(b, "\\\"");
+            gt_buf_puts(b, "\\\"");
         else
-            put(b, s, 1);
+            gt_buf_putn(b, s, 1);
     }
 }
 
-static void put_labels(buf_t *b, const gt_metric_t *m, const series_t *s, const char *le)
+static void put_labels(gt_buf_t *b, const gt_metric_t *m, const series_t *s, const char *le)
 {
     if (m->n_labels == 0 && !le)
         return;
-    puts_(b, "{");
+    gt_buf_puts(b, "{");
     for (int i = 0; i < m->n_labels; i++) {
         if (i)
-            puts_(b, ",");
-        puts_(b, m->labels[i]);
-        puts_(b, "=\"");
+            gt_buf_puts(b, ",");
+        gt_buf_puts(b, m->labels[i]);
+        gt_buf_puts(b, "=\"");
         put_escaped(b, s->values[i], 1);
-        puts_(b, "\"");
+        gt_buf_puts(b, "\"");
     }
     if (le) {
-        puts_(b, m->n_labels ? ",le=\"" : "le=\"");
-        puts_(b, le);
-        puts_(b, "\"");
+        gt_buf_puts(b, m->n_labels ? ",le=\"" : "le=\"");
+        gt_buf_puts(b, le);
+        gt_buf_puts(b, "\"");
     }
-    puts_(b, "}");
+    gt_buf_puts(b, "}");
 }
 
-static void render_series(buf_t *b, const gt_metric_t *m, const series_t *s)
+static void render_series(gt_buf_t *b, const gt_metric_t *m, const series_t *s)
 {
+    char num[40];
     if (m->kind != K_HISTOGRAM) {
-        puts_(b, m->name);
+        gt_buf_puts(b, m->name);
         put_labels(b, m, s, NULL);
-        puts_(b, " ");
-        put_num(b, s->v);
-        puts_(b, "\n");
+        gt_buf_printf(b, " %s\n", fmt_num(s->v, num));
         return;
     }
     unsigned long long cum = 0;
     for (int i = 0; i <= m->n_bounds; i++) {
-        char le[40];
-        buf_t nb = {0};
-        if (i < m->n_bounds) {
-            put_num(&nb, m->bounds[i]);
-            snprintf(le, sizeof(le), "%s", nb.p ? nb.p : "0");
-        } else {
-            snprintf(le, sizeof(le), "+Inf");
-        }
-        free(nb.p);
         cum += s->buckets[i];
-        puts_(b, m->name);
-        puts_(b, "_bucket");
-        put_labels(b, m, s, le);
-        char n[32];
-        snprintf(n, sizeof(n), " %llu\n", cum);
-        puts_(b, n);
+        gt_buf_printf(b, "%s_bucket", m->name);
+        put_labels(b, m, s, i < m->n_bounds ? fmt_num(m->bounds[i], num) : "+Inf");
+        gt_buf_printf(b, " %llu\n", cum);
     }
-    puts_(b, m->name);
-    puts_(b, "_sum");
+    gt_buf_printf(b, "%s_sum", m->name);
     put_labels(b, m, s, NULL);
-    puts_(b, " ");
-    put_num(b, s->v);
-    puts_(b, "\n");
-    puts_(b, m->name);
-    puts_(b, "_count");
+    gt_buf_printf(b, " %s\n%s_count", fmt_num(s->v, num), m->name);
     put_labels(b, m, s, NULL);
-    char n[32];
-    snprintf(n, sizeof(n), " %llu\n", s->count);
-    puts_(b, n);
+    gt_buf_printf(b, " %llu\n", s->count);
 }
 
 char *gt_metrics_render(size_t *len)
 {
     static const char *const types[] = {"counter", "gauge", "histogram"};
-    buf_t b = {0};
-    puts_(&b, ""); /* an empty registry still renders "" */
+    gt_buf_t b = {0};
     pthread_mutex_lock(&mu);
     for (gt_metric_t *m = metrics; m; m = m->next) {
-        puts_(&b, "# HELP ");
-        puts_(&b, m->name);
-        puts_(&b, " ");
+        gt_buf_puts(&b, "# HELP ");
+        gt_buf_puts(&b, m->name);
+        gt_buf_puts(&b, " ");
         put_escaped(&b, m->help, 0);
-        puts_(&b, "\n# TYPE ");
-        puts_(&b, m->name);
-        puts_(&b, " ");
-        puts_(&b, types[m->kind]);
-        puts_(&b, "\n");
+        gt_buf_puts(&b, "\n# TYPE ");
+        gt_buf_puts(&b, m->name);
+        gt_buf_puts(&b, " ");
+        gt_buf_puts(&b, types[m->kind]);
+        gt_buf_puts(&b, "\n");
         if (m->n_labels == 0 && !m->series) {
             series_t zero = {0};
             unsigned long long zb[64] = {0};
@@ -465,13 +411,7 @@ char *gt_metrics_render(size_t *len)
             render_series(&b, m, s);
     }
     pthread_mutex_unlock(&mu);
-    if (b.oom) {
-        free(b.p);
-        return NULL;
-    }
-    if (len)
-        *len = b.len;
-    return b.p;
+    return gt_buf_take(&b, len);
 }
 
 char *gt_metrics_json(gt_metric_t *m)

@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
 #include "clock.h"
 #include "embed.h"
 #include "schema.h"
@@ -192,45 +193,6 @@ static void sb_printf(sbuf_t *b, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Growing heap string; oom is sticky. */
-typedef struct dstr {
-    char *p;
-    size_t len, cap;
-    int oom;
-} dstr_t;
-
-static void ds_putn(dstr_t *d, const char *s, size_t n)
-{
-    if (d->oom)
-        return;
-    if (d->len + n + 1 > d->cap) {
-        size_t cap = d->cap ? d->cap : 64;
-        while (cap < d->len + n + 1)
-            cap *= 2;
-        char *p = realloc(d->p, cap);
-        if (!p) {
-            d->oom = 1;
-            return;
-        }
-        d->p = p;
-        d->cap = cap;
-    }
-    memcpy(d->p + d->len, s, n);
-    d->len += n;
-    d->p[d->len] = '\0';
-}
-
-static void ds_puts(dstr_t *d, const char *s)
-{
-    ds_putn(d, s, strlen(s));
-}
-
-static void ds_putc(dstr_t *d, char c)
-{
-    ds_putn(d, &c, 1);
-}
-
-/* Appends a JSON pointer token, escaping ~ and /. */
 static void sb_put_token(sbuf_t *b, const char *s)
 {
     for (; *s; s++) {
@@ -382,7 +344,7 @@ static int hexval(const char *s, int n, unsigned *out)
     return 0;
 }
 
-static void ds_put_utf8(dstr_t *d, unsigned cp)
+static void ds_put_utf8(gt_buf_t *d, unsigned cp)
 {
     char b[4];
     size_t n;
@@ -399,7 +361,7 @@ static void ds_put_utf8(dstr_t *d, unsigned cp)
         b[2] = (char)(0x80 | (cp & 0x3F));
         n = 3;
     }
-    ds_putn(d, b, n);
+    gt_buf_putn(d, b, n);
 }
 
 static int is_ere_special(char c)
@@ -432,11 +394,11 @@ static int literal_escape(const char *p, unsigned *cp)
 }
 
 /* Translates one bracket expression starting at *pp == '['. */
-static int re_class(const char **pp, dstr_t *o, const char **why)
+static int re_class(const char **pp, gt_buf_t *o, const char **why)
 {
     const char *p = *pp + 1;
     int neg = 0, rbracket = 0, caret = 0, hyphen = 0;
-    dstr_t cls = {0};
+    gt_buf_t cls = {0};
     int rc = -1;
 
     if (*p == '^') {
@@ -448,29 +410,29 @@ static int re_class(const char **pp, dstr_t *o, const char **why)
             *why = "an empty character class [] is not supported";
             goto out;
         }
-        ds_putc(o, '.'); /* [^] is any character; POSIX "." includes newline */
+        gt_buf_putc(o, '.'); /* [^] is any character; POSIX "." includes newline */
         *pp = p + 1;
         rc = 0;
         goto out;
     }
     while (*p && *p != ']') {
         if (*p != '\\') {
-            ds_putc(&cls, *p++);
+            gt_buf_putc(&cls, *p++);
             continue;
         }
         unsigned cp;
         int n;
         switch (p[1]) {
         case 'd':
-            ds_puts(&cls, "0-9");
+            gt_buf_puts(&cls, "0-9");
             p += 2;
             continue;
         case 'w':
-            ds_puts(&cls, "A-Za-z0-9_");
+            gt_buf_puts(&cls, "A-Za-z0-9_");
             p += 2;
             continue;
         case 's':
-            ds_puts(&cls, "[:space:]");
+            gt_buf_puts(&cls, "[:space:]");
             p += 2;
             continue;
         case 'D':
@@ -495,7 +457,7 @@ static int re_class(const char **pp, dstr_t *o, const char **why)
         else if (cp == '-')
             hyphen = 1;
         else
-            ds_putc(&cls, (char)cp); /* a backslash is literal inside POSIX [] */
+            gt_buf_putc(&cls, (char)cp); /* a backslash is literal inside POSIX [] */
     }
     if (*p != ']') {
         *why = "unterminated character class";
@@ -503,23 +465,23 @@ static int re_class(const char **pp, dstr_t *o, const char **why)
     }
     *pp = p + 1;
     if (cls.len == 0 && !rbracket && !hyphen && caret && !neg) {
-        ds_puts(o, "\\^");
+        gt_buf_puts(o, "\\^");
         rc = 0;
         goto out;
     }
     /* POSIX: "]" literal only first, "^" anywhere but first, "-" last. */
-    ds_putc(o, '[');
+    gt_buf_putc(o, '[');
     if (neg)
-        ds_putc(o, '^');
+        gt_buf_putc(o, '^');
     if (rbracket)
-        ds_putc(o, ']');
+        gt_buf_putc(o, ']');
     if (cls.len)
-        ds_putn(o, cls.p, cls.len);
+        gt_buf_putn(o, cls.p, cls.len);
     if (caret)
-        ds_putc(o, '^');
+        gt_buf_putc(o, '^');
     if (hyphen)
-        ds_putc(o, '-');
-    ds_putc(o, ']');
+        gt_buf_putc(o, '-');
+    gt_buf_putc(o, ']');
     rc = 0;
 out:
     free(cls.p);
@@ -527,7 +489,7 @@ out:
 }
 
 /* Translates an ECMA 262 pattern into POSIX ERE. Returns 0, or -1 with why. */
-static int re_translate(const char *p, dstr_t *o, const char **why)
+static int re_translate(const char *p, gt_buf_t *o, const char **why)
 {
     int quant = 0; /* the previous output was a quantifier */
     int brace = 0; /* inside a {n,m} quantifier */
@@ -549,21 +511,21 @@ static int re_translate(const char *p, dstr_t *o, const char **why)
                 *why = "lookaround and named groups are not supported";
                 return -1;
             }
-            ds_putc(o, '(');
+            gt_buf_putc(o, '(');
             p += 3;
             continue;
         }
         if (c == '{')
             brace = 1;
         if (c == '*' || c == '+' || c == '?' || (c == '}' && brace)) {
-            ds_putc(o, c);
+            gt_buf_putc(o, c);
             p++;
             quant = 1;
             brace = 0;
             continue;
         }
         if (c != '\\') {
-            ds_putc(o, c);
+            gt_buf_putc(o, c);
             p++;
             continue;
         }
@@ -580,7 +542,7 @@ static int re_translate(const char *p, dstr_t *o, const char **why)
         default: break;
         }
         if (rep) {
-            ds_puts(o, rep);
+            gt_buf_puts(o, rep);
             p += 2;
             continue;
         }
@@ -595,7 +557,7 @@ static int re_translate(const char *p, dstr_t *o, const char **why)
             return -1;
         }
         if (cp < 0x80 && is_ere_special((char)cp))
-            ds_putc(o, '\\');
+            gt_buf_putc(o, '\\');
         ds_put_utf8(o, cp);
         p += n;
     }
@@ -605,7 +567,7 @@ static int re_translate(const char *p, dstr_t *o, const char **why)
 /* Compiles an ECMA pattern. Returns 0, or -1 with a reason in why/whylen. */
 static int pattern_compile(regex_t *re, const char *src, char *why, size_t whylen)
 {
-    dstr_t ere = {0};
+    gt_buf_t ere = {0};
     const char *reason = NULL;
     int rc = -1;
 
@@ -831,7 +793,7 @@ static int get_num(cctx_t *c, json_t *v, const char *kw, num_t *out)
 }
 
 /* Compact JSON text of v, cut at GT_SCHEMA_LIST_MAX; appends to d. */
-static void ds_put_json(dstr_t *d, const json_t *v)
+static void ds_put_json(gt_buf_t *d, const json_t *v)
 {
     char *t = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
     if (!t) {
@@ -839,20 +801,20 @@ static void ds_put_json(dstr_t *d, const json_t *v)
         return;
     }
     if (strlen(t) > GT_SCHEMA_LIST_MAX) {
-        ds_putn(d, t, GT_SCHEMA_LIST_MAX);
-        ds_puts(d, "...");
+        gt_buf_putn(d, t, GT_SCHEMA_LIST_MAX);
+        gt_buf_puts(d, "...");
     } else {
-        ds_puts(d, t);
+        gt_buf_puts(d, t);
     }
     free(t);
 }
 
 static int kw_type(cctx_t *c, node_t *n, json_t *v)
 {
-    dstr_t msg = {0};
+    gt_buf_t msg = {0};
     json_t *one = v;
     size_t cnt = json_is_array(v) ? json_array_size(v) : 1;
-    ds_puts(&msg, "must be ");
+    gt_buf_puts(&msg, "must be ");
     for (size_t i = 0; i < cnt; i++) {
         if (json_is_array(v))
             one = json_array_get(v, i);
@@ -869,8 +831,8 @@ static int kw_type(cctx_t *c, node_t *n, json_t *v)
         }
         n->types |= type_names[k].bit;
         if (i)
-            ds_puts(&msg, i + 1 == cnt ? " or " : ", ");
-        ds_puts(&msg, type_names[k].name);
+            gt_buf_puts(&msg, i + 1 == cnt ? " or " : ", ");
+        gt_buf_puts(&msg, type_names[k].name);
     }
     if (cnt == 0 || msg.oom) {
         free(msg.p);
@@ -882,15 +844,15 @@ static int kw_type(cctx_t *c, node_t *n, json_t *v)
 
 static int kw_enum(cctx_t *c, node_t *n, json_t *v)
 {
-    dstr_t msg = {0};
+    gt_buf_t msg = {0};
     if (!json_is_array(v))
         return cerr(c, "\"enum\" must be an array");
-    ds_puts(&msg, json_array_size(v) == 1 ? "must be " : "must be one of ");
+    gt_buf_puts(&msg, json_array_size(v) == 1 ? "must be " : "must be one of ");
     for (size_t i = 0; i < json_array_size(v) && !msg.oom; i++) {
         if (i)
-            ds_puts(&msg, ", ");
+            gt_buf_puts(&msg, ", ");
         if (msg.len > GT_SCHEMA_LIST_MAX) {
-            ds_puts(&msg, "...");
+            gt_buf_puts(&msg, "...");
             break;
         }
         ds_put_json(&msg, json_array_get(v, i));
@@ -906,8 +868,8 @@ static int kw_enum(cctx_t *c, node_t *n, json_t *v)
 
 static int kw_const(cctx_t *c, node_t *n, json_t *v)
 {
-    dstr_t msg = {0};
-    ds_puts(&msg, "must be ");
+    gt_buf_t msg = {0};
+    gt_buf_puts(&msg, "must be ");
     ds_put_json(&msg, v);
     if (msg.oom) {
         free(msg.p);

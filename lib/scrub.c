@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
 #include "scrub.h"
 
 struct gt_scrub {
@@ -15,45 +16,10 @@ struct gt_scrub {
     size_t next[GT_PII_NTYPES];
 };
 
-typedef struct buf {
-    char *p;
-    size_t len, cap;
-    int oom;
-} buf_t;
-
-static void buf_add(buf_t *b, const char *s, size_t n)
+static int buf_finish(gt_buf_t *b, char **out, size_t *out_len)
 {
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = 0;
-}
-
-static int buf_finish(buf_t *b, char **out, size_t *out_len)
-{
-    if (!b->oom && !b->p)
-        buf_add(b, "", 0);
-    if (b->oom) {
-        free(b->p);
-        return -1;
-    }
-    *out = b->p;
-    if (out_len)
-        *out_len = b->len;
-    return 0;
+    *out = gt_buf_take(b, out_len);
+    return *out ? 0 : -1;
 }
 
 gt_scrub_t *gt_scrub_new(const gt_scrub_opts_t *o)
@@ -148,7 +114,7 @@ typedef struct scrub_pass {
     gt_scrub_t *s;
     const char *text;
     size_t done;  /* bytes of text copied or replaced */
-    buf_t out;
+    gt_buf_t out;
     int err;
 } scrub_pass_t;
 
@@ -156,7 +122,7 @@ static int on_finding(const gt_pii_finding_t *f, void *arg)
 {
     scrub_pass_t *p = arg;
     gt_scrub_t *s = p->s;
-    buf_add(&p->out, p->text + p->done, f->start - p->done);
+    gt_buf_putn(&p->out, p->text + p->done, f->start - p->done);
     char tok[96];
     const char *v = p->text + f->start;
     size_t n = f->end - f->start;
@@ -165,10 +131,10 @@ static int on_finding(const gt_pii_finding_t *f, void *arg)
             p->err = 1;
             return 1;
         }
-        buf_add(&p->out, tok, strlen(tok));
+        gt_buf_putn(&p->out, tok, strlen(tok));
     } else if (s->o.mode == GT_SCRUB_HASH) {
         hash_token(s, f->type, v, n, tok, sizeof(tok));
-        buf_add(&p->out, tok, strlen(tok));
+        gt_buf_putn(&p->out, tok, strlen(tok));
     }
     s->counts[f->type]++;
     p->done = f->end;
@@ -188,7 +154,7 @@ int gt_scrub_text(gt_scrub_t *s, const char *text, size_t len, char **out, size_
         free(p.out.p);
         return -1;
     }
-    buf_add(&p.out, text + p.done, len - p.done);
+    gt_buf_putn(&p.out, text + p.done, len - p.done);
     return buf_finish(&p.out, out, out_len);
 }
 
@@ -280,7 +246,7 @@ const json_t *gt_scrub_mapping(const gt_scrub_t *s)
 int gt_scrub_restore_text(const json_t *mapping, const char *text, size_t len, char **out,
                           size_t *out_len)
 {
-    buf_t b = {0};
+    gt_buf_t b = {0};
     size_t done = 0, i = 0;
     while (i < len) {
         const char *lt = memchr(text + i, '<', len - i);
@@ -295,14 +261,14 @@ int gt_scrub_restore_text(const json_t *mapping, const char *text, size_t len, c
         json_t *v = j < len && text[j] == '>' ? json_object_getn(mapping, text + i, j + 1 - i)
                                               : NULL;
         if (json_is_string(v)) {
-            buf_add(&b, text + done, i - done);
-            buf_add(&b, json_string_value(v), json_string_length(v));
+            gt_buf_putn(&b, text + done, i - done);
+            gt_buf_putn(&b, json_string_value(v), json_string_length(v));
             done = i = j + 1;
         } else {
             i++;
         }
     }
-    buf_add(&b, text + done, len - done);
+    gt_buf_putn(&b, text + done, len - done);
     return buf_finish(&b, out, out_len);
 }
 

@@ -10,43 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A growable string; oom sticks so callers check once at the end. */
-typedef struct buf {
-    char *s;
-    size_t len, cap;
-    int oom;
-} buf_t;
-
-static void buf_add(buf_t *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->s, cap);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->s = p;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = '\0';
-}
-
-static void buf_str(buf_t *b, const char *s)
-{
-    buf_add(b, s, strlen(s));
-}
-
-static void buf_chr(buf_t *b, char c)
-{
-    buf_add(b, &c, 1);
-}
+#include "buf.h"
 
 static int unreserved(unsigned char c)
 {
@@ -54,16 +18,16 @@ static int unreserved(unsigned char c)
 }
 
 /* URI-encodes s[0..n) (RFC 3986 unreserved kept, uppercase hex); '/' kept when keep_slash. */
-static void buf_uri_encode(buf_t *b, const char *s, size_t n, int keep_slash)
+static void buf_uri_encode(gt_buf_t *b, const char *s, size_t n, int keep_slash)
 {
     static const char hex[] = "0123456789ABCDEF";
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (unreserved(c) || (keep_slash && c == '/')) {
-            buf_chr(b, (char)c);
+            gt_buf_putc(b, (char)c);
         } else {
             char e[3] = {'%', hex[c >> 4], hex[c & 15]};
-            buf_add(b, e, 3);
+            gt_buf_putn(b, e, 3);
         }
     }
 }
@@ -99,10 +63,10 @@ static char *uri_decode(const char *s, size_t n)
 }
 
 /* The canonical URI of path[0..n). */
-static void canonical_uri(buf_t *b, const char *path, size_t n, int normalize)
+static void canonical_uri(gt_buf_t *b, const char *path, size_t n, int normalize)
 {
     if (n == 0) {
-        buf_chr(b, '/');
+        gt_buf_putc(b, '/');
         return;
     }
     if (!normalize) {
@@ -132,14 +96,14 @@ static void canonical_uri(buf_t *b, const char *path, size_t n, int normalize)
         }
         i = j + 1;
     }
-    buf_chr(b, '/');
+    gt_buf_putc(b, '/');
     for (size_t k = 0; k < nseg; k++) {
         if (k > 0)
-            buf_chr(b, '/');
+            gt_buf_putc(b, '/');
         buf_uri_encode(b, seg[k], seglen[k], 0);
     }
     if (nseg > 0 && path[n - 1] == '/')
-        buf_chr(b, '/');
+        gt_buf_putc(b, '/');
 out:
     free(seg);
     free(seglen);
@@ -181,18 +145,14 @@ static char *encoded(const char *s, size_t n)
     char *d = uri_decode(s, n);
     if (!d)
         return NULL;
-    buf_t b = {0};
+    gt_buf_t b = {0};
     buf_uri_encode(&b, d, strlen(d), 0);
     free(d);
-    if (b.oom || !b.s) {
-        free(b.s);
-        return b.oom ? NULL : strdup("");
-    }
-    return b.s;
+    return gt_buf_take(&b, NULL);
 }
 
 /* The canonical query string of q[0..n). */
-static void canonical_query(buf_t *b, const char *q, size_t n)
+static void canonical_query(gt_buf_t *b, const char *q, size_t n)
 {
     size_t cap = 1, cnt = 0;
     for (size_t i = 0; i < n; i++)
@@ -223,10 +183,10 @@ static void canonical_query(buf_t *b, const char *q, size_t n)
         qsort(v, cnt, sizeof(*v), kv_cmp);
         for (size_t i = 0; i < cnt; i++) {
             if (i)
-                buf_chr(b, '&');
-            buf_str(b, v[i].k);
-            buf_chr(b, '=');
-            buf_str(b, v[i].v);
+                gt_buf_putc(b, '&');
+            gt_buf_puts(b, v[i].k);
+            gt_buf_putc(b, '=');
+            gt_buf_puts(b, v[i].v);
         }
     }
     kv_free(v, cnt);
@@ -297,7 +257,7 @@ int gt_sigv4_sign(const gt_sigv4_params_t *p, const char *method, const char *pa
                   const char *const *headers, const char *body, size_t body_len, gt_sigv4_t *out,
                   char *err, size_t errlen)
 {
-    buf_t cr = {0}, sh = {0}, sts = {0}, auth = {0};
+    gt_buf_t cr = {0}, sh = {0}, sts = {0}, auth = {0};
     kv_t *hv = NULL;
     size_t nh = 0, cap = 4;
     int rc = -1, have_host = 0;
@@ -344,46 +304,46 @@ int gt_sigv4_sign(const gt_sigv4_params_t *p, const char *method, const char *pa
     /* Canonical request. */
     const char *q = strchr(path_query, '?');
     size_t plen = q ? (size_t)(q - path_query) : strlen(path_query);
-    buf_str(&cr, method);
-    buf_chr(&cr, '\n');
+    gt_buf_puts(&cr, method);
+    gt_buf_putc(&cr, '\n');
     canonical_uri(&cr, path_query, plen, p->normalize);
-    buf_chr(&cr, '\n');
+    gt_buf_putc(&cr, '\n');
     if (q)
         canonical_query(&cr, q + 1, strlen(q + 1));
-    buf_chr(&cr, '\n');
+    gt_buf_putc(&cr, '\n');
     for (size_t i = 0; i < nh; i++) {
         int first = i == 0 || strcmp(hv[i].k, hv[i - 1].k) != 0;
         int last = i + 1 == nh || strcmp(hv[i].k, hv[i + 1].k) != 0;
         if (first) {
-            buf_str(&cr, hv[i].k);
-            buf_chr(&cr, ':');
+            gt_buf_puts(&cr, hv[i].k);
+            gt_buf_putc(&cr, ':');
             if (sh.len)
-                buf_chr(&sh, ';');
-            buf_str(&sh, hv[i].k);
+                gt_buf_putc(&sh, ';');
+            gt_buf_puts(&sh, hv[i].k);
         } else {
-            buf_chr(&cr, ',');
+            gt_buf_putc(&cr, ',');
         }
-        buf_str(&cr, hv[i].v);
+        gt_buf_puts(&cr, hv[i].v);
         if (last)
-            buf_chr(&cr, '\n');
+            gt_buf_putc(&cr, '\n');
     }
-    buf_chr(&cr, '\n');
-    buf_str(&cr, sh.s ? sh.s : "");
-    buf_chr(&cr, '\n');
-    buf_str(&cr, out->payload_hash);
+    gt_buf_putc(&cr, '\n');
+    gt_buf_puts(&cr, sh.p ? sh.p : "");
+    gt_buf_putc(&cr, '\n');
+    gt_buf_puts(&cr, out->payload_hash);
     if (cr.oom || sh.oom)
         goto oom;
 
     /* String to sign. */
     char cr_hash[65], scope[256];
-    gt_sigv4_sha256_hex(cr.s, cr.len, cr_hash);
+    gt_sigv4_sha256_hex(cr.p, cr.len, cr_hash);
     snprintf(scope, sizeof(scope), "%s/%s/%s/aws4_request", date, p->region, p->service);
-    buf_str(&sts, "AWS4-HMAC-SHA256\n");
-    buf_str(&sts, out->amz_date);
-    buf_chr(&sts, '\n');
-    buf_str(&sts, scope);
-    buf_chr(&sts, '\n');
-    buf_str(&sts, cr_hash);
+    gt_buf_puts(&sts, "AWS4-HMAC-SHA256\n");
+    gt_buf_puts(&sts, out->amz_date);
+    gt_buf_putc(&sts, '\n');
+    gt_buf_puts(&sts, scope);
+    gt_buf_putc(&sts, '\n');
+    gt_buf_puts(&sts, cr_hash);
     if (sts.oom)
         goto oom;
 
@@ -401,35 +361,35 @@ int gt_sigv4_sign(const gt_sigv4_params_t *p, const char *method, const char *pa
     hmac(k, 32, p->region, k);
     hmac(k, 32, p->service, k);
     hmac(k, 32, "aws4_request", k);
-    hmac(k, 32, sts.s, sig);
+    hmac(k, 32, sts.p, sig);
     memset(k, 0, sizeof(k));
     to_hex(sig, 32, out->signature);
 
-    buf_str(&auth, "AWS4-HMAC-SHA256 Credential=");
-    buf_str(&auth, p->access_key_id);
-    buf_chr(&auth, '/');
-    buf_str(&auth, scope);
-    buf_str(&auth, ", SignedHeaders=");
-    buf_str(&auth, sh.s);
-    buf_str(&auth, ", Signature=");
-    buf_str(&auth, out->signature);
+    gt_buf_puts(&auth, "AWS4-HMAC-SHA256 Credential=");
+    gt_buf_puts(&auth, p->access_key_id);
+    gt_buf_putc(&auth, '/');
+    gt_buf_puts(&auth, scope);
+    gt_buf_puts(&auth, ", SignedHeaders=");
+    gt_buf_puts(&auth, sh.p);
+    gt_buf_puts(&auth, ", Signature=");
+    gt_buf_puts(&auth, out->signature);
     if (auth.oom)
         goto oom;
-    out->canonical_request = cr.s;
-    out->string_to_sign = sts.s;
-    out->signed_headers = sh.s;
-    out->authorization = auth.s;
-    cr.s = sts.s = sh.s = auth.s = NULL;
+    out->canonical_request = cr.p;
+    out->string_to_sign = sts.p;
+    out->signed_headers = sh.p;
+    out->authorization = auth.p;
+    cr.p = sts.p = sh.p = auth.p = NULL;
     rc = 0;
     goto out;
 oom:
     snprintf(err, errlen, "out of memory");
 out:
     kv_free(hv, nh);
-    free(cr.s);
-    free(sh.s);
-    free(sts.s);
-    free(auth.s);
+    free(cr.p);
+    free(sh.p);
+    free(sts.p);
+    free(auth.p);
     if (rc != 0)
         memset(out, 0, sizeof(*out));
     return rc;
