@@ -270,6 +270,7 @@ int main(int argc, char **argv)
     uv_timer_init(loop, &a.drain);
     a.drain.data = &a;
     uv_timer_start(&a.drain, on_drain_tick, 50, 50);
+    gt_stats_init();
     if (gt_admin_open(cfg, admin_port, d->producer, d->pg, &admin, err, sizeof(err)) != 0) {
         fprintf(stderr, "gantry-dispatcher: %s\n", err);
         goto out;

@@ -2,7 +2,14 @@
  * code, budget rejections, ledger rows and batch latency, reaped leases. */
 #include "stats.h"
 
+#include <math.h>
+
 #include "metrics.h"
+
+void gt_stats_init(void)
+{
+    gt_stats_ledger_batch(0, -1);
+}
 
 void gt_stats_result(const char *status)
 {
@@ -37,7 +44,7 @@ void gt_stats_ledger_batch(long rows, double seconds)
     gt_metric_observe(gt_metrics_histogram("gantry_ledger_batch_duration_seconds",
                                            "Time from a ledger batch's send to its commit", NULL,
                                            NULL, 0),
-                      seconds);
+                      seconds < 0 ? NAN : seconds); /* NaN: registered, not observed */
 }
 
 void gt_stats_reaped(const char *pool)

@@ -3,6 +3,9 @@
 #ifndef GT_DISPATCHER_STATS_H
 #define GT_DISPATCHER_STATS_H
 
+/* Registers the unlabelled metrics so that they show 0 before their first
+ * event (dashboards and alerts see a series from the start). */
+void gt_stats_init(void);
 /* A result published (succeeded, failed, expired, rejected, blocked). */
 void gt_stats_result(const char *status);
 /* A message dead-lettered, by error code. */

@@ -18,6 +18,7 @@
 #include "metrics.h"
 #include "reload.h"
 #include "trace.h"
+#include "wstats.h"
 
 /* How long a first SIGTERM lets tasks in flight finish before aborting them
  * is worker.drain_ms. After an abort, how long releases and deliveries may take before we stop anyway. */
@@ -321,6 +322,7 @@ int main(int argc, char **argv)
     gt_info("worker %s started: group %s, %zu lane topic(s) from %s, max %d in flight", w.id,
             w.cfg->group_worker, n_topics, w.topics[0],
             max_in_flight > 0 ? (int)max_in_flight : w.cfg->worker_max_in_flight);
+    gt_wstats_init();
     if (gt_admin_open(w.cfg, admin_port, w.producer, NULL, &admin, err, sizeof(err)) != 0)
         gt_error("%s: running without /health, /ready and /metrics", err);
     /* For supervisors and tests: the worker is up and consuming. */

@@ -4,6 +4,13 @@
 
 #include "metrics.h"
 
+void gt_wstats_init(void)
+{
+    gt_wstats_in_flight(0);
+    gt_metrics_histogram("hosted_ai_allocation_duration_seconds",
+                         "Time of a successful allocate call", NULL, NULL, 0);
+}
+
 void gt_wstats_in_flight(int n)
 {
     gt_metric_set(gt_metrics_gauge("gantry_tasks_in_flight", "Tasks this worker is running", NULL),

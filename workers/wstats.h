@@ -3,6 +3,9 @@
 #ifndef GT_WORKER_STATS_H
 #define GT_WORKER_STATS_H
 
+/* Registers the unlabelled metrics so that they show 0 before their first
+ * event. */
+void gt_wstats_init(void);
 void gt_wstats_in_flight(int n);
 /* A task ended: its model, the provider that served it ("hostedai" for a
  * pool), its status and duration from receipt to end. */
