@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "buf.h"
 #include "http.h"
 #include "log.h"
 #include "trace.h"
@@ -131,79 +132,46 @@ int gt_span_start(gt_span_t *s, const gt_trace_ctx_t *parent, const char *name, 
     return gt_trace_new(&s->ctx);
 }
 
-/* A growing string; on out of memory it stops growing and remembers it. */
-typedef struct sbuf {
-    char *s;
-    size_t len, cap;
-    int oom;
-} sbuf_t;
-
-static void sb_put(sbuf_t *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->s, cap);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->s = p;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = 0;
-}
-
-static void sb_str(sbuf_t *b, const char *s)
-{
-    sb_put(b, s, strlen(s));
-}
-
 /* s as a JSON string, quotes included. */
-static void sb_json(sbuf_t *b, const char *s)
+static void sb_json(gt_buf_t *b, const char *s)
 {
     char esc[8];
-    sb_put(b, "\"", 1);
+    gt_buf_putn(b, "\"", 1);
     for (const char *run = s;; s++) {
         unsigned char c = (unsigned char)*s;
         if (c >= 0x20 && c != '"' && c != '\\')
             continue;
-        sb_put(b, run, (size_t)(s - run));
+        gt_buf_putn(b, run, (size_t)(s - run));
         if (!c)
             break;
         if (c == '"' || c == '\\')
             snprintf(esc, sizeof(esc), "\\%c", c);
         else
             snprintf(esc, sizeof(esc), "\\u%04x", c);
-        sb_str(b, esc);
+        gt_buf_puts(b, esc);
         run = s + 1;
     }
-    sb_put(b, "\"", 1);
+    gt_buf_putn(b, "\"", 1);
 }
 
 /* OTLP JSON attributes: [{"key": k, "value": {"stringValue"|"intValue"|...}}]. */
-static void sb_attrs(sbuf_t *b, json_t *attrs)
+static void sb_attrs(gt_buf_t *b, json_t *attrs)
 {
     const char *k;
     json_t *v;
     char num[64];
     int first = 1;
-    sb_put(b, "[", 1);
+    gt_buf_putn(b, "[", 1);
     json_object_foreach(attrs, k, v) {
         if (!json_is_string(v) && !json_is_number(v) && !json_is_boolean(v))
             continue;
-        sb_str(b, first ? "{\"key\":" : ",{\"key\":");
+        gt_buf_puts(b, first ? "{\"key\":" : ",{\"key\":");
         first = 0;
         sb_json(b, k);
         if (json_is_string(v)) {
-            sb_str(b, ",\"value\":{\"stringValue\":");
+            gt_buf_puts(b, ",\"value\":{\"stringValue\":");
             sb_json(b, json_string_value(v));
-            sb_str(b, "}}");
+            gt_buf_puts(b, "}}");
             continue;
         }
         if (json_is_integer(v)) /* OTLP JSON: 64-bit integers as strings */
@@ -214,9 +182,9 @@ static void sb_attrs(sbuf_t *b, json_t *attrs)
         else
             snprintf(num, sizeof(num), ",\"value\":{\"boolValue\":%s}}",
                      json_is_true(v) ? "true" : "false");
-        sb_str(b, num);
+        gt_buf_puts(b, num);
     }
-    sb_put(b, "]", 1);
+    gt_buf_putn(b, "]", 1);
 }
 
 typedef struct exporter {
@@ -258,46 +226,42 @@ void gt_span_end(gt_span_t *s, const char *error, json_t *attrs)
              s->ctx.trace_id, s->ctx.span_id, s->parent_id[0] ? ",\"parentSpanId\":\"" : "",
              s->parent_id, s->parent_id[0] ? "\"" : "", s->kind, (long long)s->start_ns,
              (long long)now_ns());
-    sbuf_t b = {0};
-    sb_str(&b, head);
+    gt_buf_t b = {0};
+    gt_buf_puts(&b, head);
     sb_json(&b, s->name);
-    sb_str(&b, ",\"attributes\":");
+    gt_buf_puts(&b, ",\"attributes\":");
     sb_attrs(&b, attrs);
     json_decref(attrs);
-    sb_str(&b, error ? ",\"status\":{\"code\":2,\"message\":" : ",\"status\":{\"code\":1}}");
+    gt_buf_puts(&b, error ? ",\"status\":{\"code\":2,\"message\":" : ",\"status\":{\"code\":1}}");
     if (error) {
         sb_json(&b, error);
-        sb_str(&b, "}}");
+        gt_buf_puts(&b, "}}");
     }
-    if (b.oom) {
-        free(b.s);
+    char *text = gt_buf_take(&b, NULL);
+    if (!text) {
         atomic_fetch_add(&dropped_total, 1);
         return;
     }
     size_t cap = e->queue_max;
-    e->ring[(e->head + e->count) % cap] = b.s;
+    e->ring[(e->head + e->count) % cap] = text;
     e->count++;
     s->ctx.trace_id[0] = 0; /* ended */
 }
 
 char *gt_trace_otlp_body(const char *service_name, char *const *spans, size_t n)
 {
-    sbuf_t b = {0};
-    sb_str(&b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":\"service.name\","
+    gt_buf_t b = {0};
+    gt_buf_puts(&b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":\"service.name\","
                "\"value\":{\"stringValue\":");
     sb_json(&b, service_name);
-    sb_str(&b, "}}]},\"scopeSpans\":[{\"scope\":{\"name\":\"gantry\"},\"spans\":[");
+    gt_buf_puts(&b, "}}]},\"scopeSpans\":[{\"scope\":{\"name\":\"gantry\"},\"spans\":[");
     for (size_t i = 0; i < n; i++) {
         if (i)
-            sb_put(&b, ",", 1);
-        sb_str(&b, spans[i]);
+            gt_buf_putn(&b, ",", 1);
+        gt_buf_puts(&b, spans[i]);
     }
-    sb_str(&b, "]}]}]}");
-    if (b.oom) {
-        free(b.s);
-        return NULL;
-    }
-    return b.s;
+    gt_buf_puts(&b, "]}]}]}");
+    return gt_buf_take(&b, NULL);
 }
 
 /* ---- exporter ------------------------------------------------------------------ */
