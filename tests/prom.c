@@ -124,7 +124,7 @@ static int parse_sample(prom_t *p, const char *line)
     p->samples++;
 
     if (strcmp(type, "histogram") == 0) {
-        char hk[256];
+        char hk[640];
         snprintf(hk, sizeof(hk), "%s{%s}", family, labels);
         if (strcmp(suffix, "_bucket") == 0) {
             double bound;

@@ -16,7 +16,7 @@ typedef struct prom {
     char types[64][32];
     int n_typed;
     /* histogram state: the series (without le) whose buckets are running */
-    char hist_key[256];
+    char hist_key[640];
     double last_le, last_count;
     int in_hist;
 } prom_t;
