@@ -339,40 +339,35 @@ def test_systemd():
 
 # ---- metrics: alerts and dashboard -------------------------------------------
 
-# The metrics issue 7 names; used only while the code exposes none (lib/metrics.*).
-ISSUE_METRICS = {
-    "gantry_requests_total", "gantry_dlq_entries_total", "gantry_tasks_in_flight",
-    "gantry_task_duration_seconds", "hosted_ai_allocations_total",
-    "hosted_ai_allocation_duration_seconds", "hosted_ai_inference_duration_seconds",
-    "hosted_ai_errors_total", "gantry_retries_total", "gantry_breaker_open",
-    "gantry_provider_slots_in_use", "gantry_consumer_lag", "gantry_usage_rows_written_total",
-    "gantry_ledger_batch_duration_seconds", "gantry_budget_rejections_total",
-    "hosted_ai_allocations_outstanding", "gantry_allocations_reaped_total",
-}
 METRIC_RE = re.compile(r"\b((?:gantry|hosted_ai)_[a-z0-9_]+)")
+# gt_metrics_counter|gauge|histogram("name", "help" "help...", "label,names" | NULL
+REGISTER_RE = re.compile(r'gt_metrics_(counter|gauge|histogram)\(\s*"([a-z0-9_]+)"\s*,'
+                         r'(?:\s*"(?:[^"\\]|\\.)*")+\s*,\s*(NULL|"([a-z0-9_,]*)")')
 
 
 def known_metrics():
-    """Metric names in the code: string literals in lib/, dispatcher/, workers/ and names in
-    docs/observability.md."""
-    names = set()
-    for pattern in ("lib/*.[ch]", "dispatcher/*.[ch]", "workers/*.[ch]"):
-        for p in glob.glob(os.path.join(SRC, pattern)):
+    """The metrics the code registers (lib/, dispatcher/, workers/): name -> (type, labels).
+    Read from the gt_metrics_counter/gauge/histogram calls, so the alerts, the dashboard and
+    docs/observability.md cannot drift from what /metrics serves."""
+    metrics = {}
+    for pattern in ("lib/*.c", "dispatcher/*.c", "workers/*.c"):
+        for p in sorted(glob.glob(os.path.join(SRC, pattern))):
             with open(p, errors="replace") as f:
-                names.update(re.findall(r'"((?:gantry|hosted_ai)_[a-z0-9_]+)', f.read()))
-    obs = os.path.join(SRC, "docs", "observability.md")
-    if os.path.exists(obs):
-        with open(obs) as f:
-            names.update(re.findall(r"`((?:gantry|hosted_ai)_[a-z0-9_]+)", f.read()))
-    exposed = {n for n in names if n.endswith(("_total", "_seconds", "_lag", "_in_flight", "_open",
-                                                "_in_use", "_outstanding", "_state", "_bytes", "_info"))}
-    if not exposed:
-        print("  note: no metric names found in the code yet; checking against issue 7's list")
-        return ISSUE_METRICS
-    return names
+                for kind, name, _, labels in REGISTER_RE.findall(f.read()):
+                    entry = (kind, frozenset(l for l in (labels or "").split(",") if l))
+                    check(metrics.get(name, entry) == entry,
+                          "metric %s is registered with one type and label set (%s)" % (name, p))
+                    metrics[name] = entry
+    check(len(metrics) >= 15, "the code registers the metrics of issue 7 (found %d)" % len(metrics))
+    return metrics
+
+
+AGG_RE = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
+MATCHER_RE = re.compile(r"\b((?:gantry|hosted_ai)_[a-z0-9_]+)\s*\{([^}]*)\}")
 
 
 def metric_refs(expr):
+    """Metric names an expression reads, with _bucket/_sum/_count of histograms folded."""
     out = set()
     for m in METRIC_RE.findall(expr):
         for suffix in ("_bucket", "_sum", "_count"):
@@ -380,6 +375,42 @@ def metric_refs(expr):
                 m = m[: -len(suffix)]
         out.add(m)
     return out
+
+
+def check_expr(where, expr, metrics):
+    """Every metric the expression reads is registered (histogram suffixes only on histograms),
+    and every label it groups by or matches on is one those metrics carry."""
+    refs = metric_refs(expr)
+    for m in refs:
+        check(m in metrics, "%s uses metric %s, which the code registers" % (where, m))
+    for raw in METRIC_RE.findall(expr):
+        if raw not in metrics and raw.endswith(("_bucket", "_sum", "_count")):
+            base = raw[: raw.rindex("_")]
+            check(metrics.get(base, ("",))[0] == "histogram", "%s: %s is a histogram series" % (where, raw))
+    labels = set()
+    for m in refs:
+        labels |= metrics.get(m, ("", frozenset()))[1]
+    for group in AGG_RE.findall(expr):
+        for l in (x.strip() for x in group.split(",") if x.strip()):
+            if l == "le":
+                continue
+            check(l in labels, "%s groups by label %s, which %s carry" % (where, l, sorted(refs)))
+    for m, matchers in MATCHER_RE.findall(expr):
+        for l in re.findall(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)", matchers):
+            check(l in metrics.get(m, ("", frozenset()))[1], "%s matches label %s of %s" % (where, l, m))
+
+
+def test_observability_doc(metrics):
+    """docs/observability.md lists every registered metric and no other."""
+    with open(os.path.join(SRC, "docs", "observability.md")) as f:
+        text = f.read()
+    documented = set(re.findall(r"`((?:gantry|hosted_ai)_[a-z0-9_]+)", text))
+    for m in metrics:
+        check(m in documented, "docs/observability.md documents %s" % m)
+    for m in documented - set(metrics):
+        if m.endswith(("_bucket", "_sum", "_count")) and m[: m.rindex("_")] in metrics:
+            continue
+        check(False, "docs/observability.md names %s, which the code does not register" % m)
 
 
 def test_alerts(metrics):
@@ -400,8 +431,7 @@ def test_alerts(metrics):
         check(r.get("labels", {}).get("severity") in ("critical", "warning", "info"), "alert %s has a severity" % a)
         check("summary" in r.get("annotations", {}), "alert %s has a summary" % a)
         check(r["expr"].count("(") == r["expr"].count(")"), "alert %s: balanced parentheses" % a)
-        for m in metric_refs(r.get("expr", "")):
-            check(m in metrics, "alert %s uses metric %s, which the code exposes" % (a, m))
+        check_expr("alert " + a, r.get("expr", ""), metrics)
     promtool = shutil.which("promtool")
     if promtool:
         r = subprocess.run([promtool, "check", "rules", path], capture_output=True, text=True, timeout=60)
@@ -422,8 +452,7 @@ def test_dashboard(metrics):
     check(len(ids) == len(set(ids)), "dashboard panel ids are unique")
     for p in panels:
         for t in p.get("targets", []):
-            for m in metric_refs(t.get("expr", "")):
-                check(m in metrics, "panel %r uses metric %s, which the code exposes" % (p.get("title"), m))
+            check_expr("panel %r" % p.get("title"), t.get("expr", ""), metrics)
 
 
 # ---- Dockerfile ----------------------------------------------------------------
@@ -534,6 +563,7 @@ def main():
                            ("systemd", test_systemd, ()),
                            ("alerts", test_alerts, (metrics,)),
                            ("dashboard", test_dashboard, (metrics,)),
+                           ("observability doc", test_observability_doc, (metrics,)),
                            ("Dockerfile", test_dockerfile, ())):
         before = len(failures)
         try:
