@@ -32,6 +32,7 @@ typedef struct app {
     uv_timer_t drain;
     int64_t drain_deadline;
     int stopping;
+    gt_admin_t *admin; /* the loop pushes its PostgreSQL state into /ready */
 } app_t;
 
 enum { ROLE_INTAKE = 1, ROLE_COORD = 2, ROLE_LEDGER = 4, ROLE_REAPER = 8 };
@@ -65,6 +66,11 @@ static void close_all(app_t *a)
     uv_close((uv_handle_t *)&a->sigterm, NULL);
     uv_close((uv_handle_t *)&a->sigint, NULL);
     uv_close((uv_handle_t *)&a->sighup, NULL);
+    /* Closing the handles restored the default actions: another SIGTERM now
+     * would kill us in the middle of the commit and flush (bounded anyway). */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
     a->d.closing = 1;
     if (a->d.consumer)
         gt_consumer_close_handles(a->d.consumer);
@@ -74,6 +80,7 @@ static void close_all(app_t *a)
         gt_reaper_close(a->d.reaper);
     gt_moderation_free(a->d.moderation); /* aborts checks in flight; freed as the loop runs */
     a->d.moderation = NULL;
+    gt_admin_set_ready(a->admin, "postgres", 0);
     gt_pg_free(a->d.pg);
     a->d.pg = NULL;
     gt_producer_close_handles(a->d.producer);
@@ -84,6 +91,7 @@ static void close_all(app_t *a)
 static void on_drain_tick(uv_timer_t *t)
 {
     app_t *a = t->data;
+    gt_admin_set_ready(a->admin, "postgres", gt_pg_connected(a->d.pg));
     if (!a->stopping) {
         if (a->d.consumer &&
             gt_consumer_in_flight(a->d.consumer) < a->d.cfg->dispatcher_max_in_flight * 3 / 4)
@@ -271,10 +279,11 @@ int main(int argc, char **argv)
     a.drain.data = &a;
     uv_timer_start(&a.drain, on_drain_tick, 50, 50);
     gt_stats_init();
-    if (gt_admin_open(cfg, admin_port, d->producer, d->pg, &admin, err, sizeof(err)) != 0) {
+    if (gt_admin_open(cfg, admin_port, d->producer, d->pg != NULL, &admin, err, sizeof(err)) != 0) {
         fprintf(stderr, "gantry-dispatcher: %s\n", err);
         goto out;
     }
+    a.admin = admin;
     if (gt_trace_export_start(loop, cfg, "gantry-dispatcher") != 0)
         gt_warn("tracing: cannot start the OTLP exporter; spans are not exported");
     gt_info("dispatcher %s started", d->id);

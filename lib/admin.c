@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <jansson.h>
 #include <microhttpd.h>
+#include <stdatomic.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,14 +14,14 @@
 #include "config.h"
 #include "kafka.h"
 #include "metrics.h"
-#include "pg.h"
 
 #define MAX_CHECKS 8
 
 typedef struct check {
     char *name;
-    gt_admin_check_fn fn;
+    gt_admin_check_fn fn; /* NULL: the state the loop pushed (gt_admin_set_ready) */
     void *arg;
+    atomic_int pushed;
 } check_t;
 
 struct gt_admin {
@@ -60,7 +61,13 @@ static enum MHD_Result ready(gt_admin_t *a, struct MHD_Connection *conn)
     int ok = 1;
     for (int i = 0; i < a->n_checks; i++) {
         char detail[256] = "";
-        int r = a->checks[i].fn(a->checks[i].arg, detail, sizeof(detail));
+        int r;
+        if (a->checks[i].fn) {
+            r = a->checks[i].fn(a->checks[i].arg, detail, sizeof(detail));
+        } else {
+            r = atomic_load(&a->checks[i].pushed);
+            snprintf(detail, sizeof(detail), "%s", r ? "connected" : "not connected");
+        }
         ok &= r == 1;
         json_object_set_new(checks, a->checks[i].name,
                             json_pack("{s:b,s:s}", "ok", r == 1, "detail", detail));
@@ -165,13 +172,17 @@ int gt_admin_port(const gt_admin_t *a)
 
 int gt_admin_add_check(gt_admin_t *a, const char *name, gt_admin_check_fn fn, void *arg)
 {
-    if (!a || !name || !fn || a->n_checks == MAX_CHECKS)
+    if (!a || !name || a->n_checks == MAX_CHECKS)
         return -1;
     char *n = strdup(name);
     if (!n)
         return -1;
     /* Checks are added before the first request could look at them. */
-    a->checks[a->n_checks] = (check_t){n, fn, arg};
+    check_t *c = &a->checks[a->n_checks];
+    c->name = n;
+    c->fn = fn;
+    c->arg = arg;
+    atomic_init(&c->pushed, 0);
     a->n_checks++;
     return 0;
 }
@@ -183,14 +194,14 @@ static int check_kafka(void *arg, char *detail, size_t len)
     return ok;
 }
 
-static int check_pg(void *arg, char *detail, size_t len)
+void gt_admin_set_ready(gt_admin_t *a, const char *name, int ok)
 {
-    int ok = gt_pg_connected(arg);
-    snprintf(detail, len, "%s", ok ? "connected" : "not connected");
-    return ok;
+    for (int i = 0; a && i < a->n_checks; i++)
+        if (!a->checks[i].fn && strcmp(a->checks[i].name, name) == 0)
+            atomic_store(&a->checks[i].pushed, ok ? 1 : 0);
 }
 
-int gt_admin_open(const gt_config_t *cfg, int port_override, gt_producer_t *producer, gt_pg_t *pg,
+int gt_admin_open(const gt_config_t *cfg, int port_override, gt_producer_t *producer, int uses_pg,
                   gt_admin_t **out, char *err, size_t errlen)
 {
     int port = port_override >= 0 ? port_override : cfg->admin_port;
@@ -202,8 +213,8 @@ int gt_admin_open(const gt_config_t *cfg, int port_override, gt_producer_t *prod
         return -1;
     if (producer)
         gt_admin_add_check(a, "kafka", check_kafka, producer);
-    if (pg)
-        gt_admin_add_check(a, "postgres", check_pg, pg);
+    if (uses_pg)
+        gt_admin_add_check(a, "postgres", NULL, NULL); /* pushed by the loop */
     printf("admin=%s:%d\n", cfg->admin_host ? cfg->admin_host : "127.0.0.1", a->port);
     fflush(stdout);
     *out = a;

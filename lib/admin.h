@@ -23,19 +23,25 @@ int gt_admin_parse_port(const char *s, int *port);
 /* The port actually bound. */
 int gt_admin_port(const gt_admin_t *a);
 
-/* Adds a readiness check (call before traffic; name is copied). */
+/* Adds a readiness check (call before traffic; name is copied). A NULL fn
+ * makes a pushed check: not ready until the loop thread reports otherwise
+ * with gt_admin_set_ready, so /ready never touches loop objects. */
 int gt_admin_add_check(gt_admin_t *a, const char *name, gt_admin_check_fn fn, void *arg);
+
+/* Sets a pushed check's state (any thread; a NULL a is ignored). */
+void gt_admin_set_ready(gt_admin_t *a, const char *name, int ok);
 
 struct gt_config;
 struct gt_producer;
-struct gt_pg;
 /* What the daemons do: when cfg->admin_port (or port_override, when >= 0) is
  * set, starts the server with a "kafka" check (a metadata round trip through
- * the producer) and, when pg is given, a "postgres" check, and prints
+ * the producer; librdkafka handles are thread-safe) and, when uses_pg, a
+ * pushed "postgres" check the loop keeps current with gt_admin_set_ready
+ * (gt_pg_connected), and prints
  * "admin=HOST:PORT" on stdout. *out stays NULL when the server is off.
  * Returns 0, or -1 with err set. */
 int gt_admin_open(const struct gt_config *cfg, int port_override, struct gt_producer *producer,
-                  struct gt_pg *pg, gt_admin_t **out, char *err, size_t errlen);
+                  int uses_pg, gt_admin_t **out, char *err, size_t errlen);
 
 /* Stops the thread and frees; a NULL a is ignored. */
 void gt_admin_stop(gt_admin_t *a);

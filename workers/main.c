@@ -146,6 +146,11 @@ static void teardown(worker_t *w)
     uv_close((uv_handle_t *)&w->sigint, on_handle_closed);
     uv_close((uv_handle_t *)&w->sighup, on_handle_closed);
     uv_close((uv_handle_t *)&w->stop_timer, on_handle_closed);
+    /* Closing the handles restored the default actions: another SIGTERM now
+     * would kill us in the middle of the commit and flush (bounded anyway). */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
 }
 
 /* Splits a comma list into w->lanes; returns 0, or -1 on an empty or unknown lane. */
@@ -323,7 +328,7 @@ int main(int argc, char **argv)
             w.cfg->group_worker, n_topics, w.topics[0],
             max_in_flight > 0 ? (int)max_in_flight : w.cfg->worker_max_in_flight);
     gt_wstats_init();
-    if (gt_admin_open(w.cfg, admin_port, w.producer, NULL, &admin, err, sizeof(err)) != 0)
+    if (gt_admin_open(w.cfg, admin_port, w.producer, 0, &admin, err, sizeof(err)) != 0)
         gt_error("%s: running without /health, /ready and /metrics", err);
     /* For supervisors and tests: the worker is up and consuming. */
     printf("worker_id=%s\n", w.id);
