@@ -59,15 +59,15 @@ static int joined(void *arg)
 
 static void wait_for(long ended)
 {
-    milestone = ended;
+    milestone = ended < REQUESTS ? ended : REQUESTS;
     CU_ASSERT_FATAL(th_poll(jobs_ended, NULL, 120000));
 }
 
 static void test_rebalance(void)
 {
-    /* Workers are the bottleneck (16 in flight, 40-80 ms each, about 270
+    /* Workers are the bottleneck (10 in flight, 40-80 ms each, about 170
      * tasks/s each), so the run lasts long enough for the groups to change. */
-    th_cluster_opts_t o = {.latency = "40-80", .workers = 1, .worker_in_flight = 16};
+    th_cluster_opts_t o = {.latency = "40-80", .workers = 1, .worker_in_flight = 10};
     CU_ASSERT_FATAL(th_cluster_start(&cl, &o) == 0);
     char cmd[1024], path[512];
     snprintf(path, sizeof(path), "%s/requests.jsonl", cl.logdir);
@@ -93,9 +93,17 @@ static void test_rebalance(void)
     CU_ASSERT_FATAL(th_poll(joined, log2, 120000));
     fprintf(stderr, "  %lld ms: worker 0 and the first dispatcher get SIGTERM\n",
             (long long)(th_now_ms() - t0));
+    /* Worker 0 gets SIGTERM twice (here and from th_proc_stop), as from an
+     * impatient supervisor: the second one aborts the drain or is ignored
+     * during the final commit, and it still exits 0. */
     kill(cl.workers[0].pid, SIGTERM);
     int st_d1 = th_proc_stop(&cl.dispatcher, SIGTERM, 60000);
     int st_w0 = th_proc_stop(&cl.workers[0], SIGTERM, 60000);
+    fprintf(stderr, "  worker 0: %s %d, first dispatcher: %s %d\n",
+            WIFSIGNALED(st_w0) ? "signal" : "exit",
+            WIFSIGNALED(st_w0) ? WTERMSIG(st_w0) : WEXITSTATUS(st_w0),
+            WIFSIGNALED(st_d1) ? "signal" : "exit",
+            WIFSIGNALED(st_d1) ? WTERMSIG(st_d1) : WEXITSTATUS(st_d1));
     CU_ASSERT(st_w0 != -1 && WIFEXITED(st_w0) && WEXITSTATUS(st_w0) == 0);
     CU_ASSERT(st_d1 != -1 && WIFEXITED(st_d1) && WEXITSTATUS(st_d1) == 0);
     cl.dispatcher = d2; /* th_cluster_stop stops this one */
