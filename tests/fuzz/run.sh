@@ -14,8 +14,8 @@ command -v "$CC" >/dev/null || { echo "fuzz: $CC not found (apt-get install clan
 mkdir -p "$out"
 flags=(-g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined
        -fno-sanitize-recover=undefined -I"$src/lib")
-# The scrubber needs only pii.c, scrub.c, jansson and libcrypto.
-if ! "$CC" "${flags[@]}" "$here/fuzz_scrub.c" "$src/lib/pii.c" "$src/lib/scrub.c" \
+# The scrubber needs only pii.c, scrub.c, buf.c, jansson and libcrypto.
+if ! "$CC" "${flags[@]}" "$here/fuzz_scrub.c" "$src/lib/pii.c" "$src/lib/scrub.c" "$src/lib/buf.c" \
     $(pkg-config --cflags --libs jansson libcrypto) -o "$out/fuzz_scrub"; then
     echo "fuzz: cannot build fuzz_scrub (is libFuzzer installed: libclang-rt-dev?)" >&2
     exit 2
