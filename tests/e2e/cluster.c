@@ -214,6 +214,58 @@ int th_cluster_released_all(void *cluster)
     return th_mock_stat(cluster, "outstanding_allocations") == 0;
 }
 
+int th_cluster_usage_complete(void *cluster)
+{
+    th_cluster_t *c = cluster;
+    return th_sql_long(c->conninfo, "SELECT count(*) FROM usage") ==
+           th_sql_long(c->conninfo, "SELECT count(*) FROM tasks WHERE status = 'succeeded'");
+}
+
+long th_check_one_result_each(th_cluster_t *c, long n)
+{
+    json_t *results = th_kafka_read_all(c->bootstrap, "gantry.results");
+    json_t *seen = json_object();
+    size_t i;
+    json_t *m;
+    long dup = 0;
+    json_array_foreach(results, i, m) {
+        const char *key = json_string_value(json_object_get(m, "key"));
+        if (key && json_object_get(seen, key) && dup++ < 5)
+            fprintf(stderr, "  duplicate result for %s\n", key);
+        if (key)
+            json_object_set_new(seen, key, json_true());
+    }
+    TH_EQ_INT(dup, 0);
+    TH_EQ_INT(json_object_size(seen), n);
+    TH_EQ_INT(json_array_size(results), n);
+    json_decref(seen);
+    json_decref(results);
+    return dup;
+}
+
+long th_check_billed_once(th_cluster_t *c)
+{
+    long rows = th_sql_long(c->conninfo, "SELECT count(*) FROM usage");
+    TH_EQ_INT(rows, th_sql_long(c->conninfo, "SELECT count(DISTINCT task_id) FROM usage"));
+    TH_EQ_INT(rows, th_sql_long(c->conninfo,
+                                "SELECT count(*) FROM tasks WHERE status = 'succeeded'"));
+    return rows;
+}
+
+long th_log_count(const th_cluster_t *c, const char *name, const char *needle)
+{
+    char path[512], line[8192];
+    long n = 0;
+    snprintf(path, sizeof(path), "%s/%s", c->logdir, name);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof(line), f))
+        n += strstr(line, needle) != NULL;
+    fclose(f);
+    return n;
+}
+
 long th_sql_long(const char *conninfo, const char *sql)
 {
     PGconn *conn = PQconnectdb(conninfo);

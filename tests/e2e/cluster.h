@@ -48,6 +48,21 @@ long th_topic_count(const char *bootstrap, const char *topic);
 /* A th_poll condition (arg: the cluster): the mock holds no allocation. */
 int th_cluster_released_all(void *cluster);
 
+/* A th_poll condition (arg: the cluster): one usage row per succeeded task. */
+int th_cluster_usage_complete(void *cluster);
+
+/* Asserts that gantry.results holds exactly one result for each of n
+ * requests (the topic read to its end). Returns the duplicates seen. */
+long th_check_one_result_each(th_cluster_t *c, long n);
+
+/* Asserts billed once: usage rows = distinct tasks among them = succeeded
+ * tasks. Returns the number of rows. */
+long th_check_billed_once(th_cluster_t *c);
+
+/* Lines of a process's log (logdir/name, e.g. "worker-0.log") containing
+ * needle. */
+long th_log_count(const th_cluster_t *c, const char *name, const char *needle);
+
 /* First column of the first row of sql as a number (-1 on error). */
 long th_sql_long(const char *conninfo, const char *sql);
 

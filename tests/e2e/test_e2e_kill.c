@@ -24,13 +24,6 @@ static int all_results(void *arg)
     return th_topic_count(cl.bootstrap, "gantry.results") >= REQUESTS;
 }
 
-static int usage_complete(void *arg)
-{
-    (void)arg;
-    return th_sql_long(cl.conninfo, "SELECT count(*) FROM usage") ==
-           th_sql_long(cl.conninfo, "SELECT count(*) FROM tasks WHERE status = 'succeeded'");
-}
-
 static void test_kill_worker(void)
 {
     th_cluster_opts_t o = {.fail_rate = 0, .latency = "100-200", .workers = 2,
@@ -51,31 +44,12 @@ static void test_kill_worker(void)
     CU_ASSERT(th_cluster_add_worker(&cl) > 0);
 
     CU_ASSERT_FATAL(th_poll(all_results, NULL, 180000));
-    CU_ASSERT(th_poll(usage_complete, NULL, 30000));
+    CU_ASSERT(th_poll(th_cluster_usage_complete, &cl, 30000));
     CU_ASSERT(th_poll(th_cluster_released_all, &cl, 30000));
 
-    /* Exactly one result per request. */
-    json_t *results = th_kafka_read_all(cl.bootstrap, "gantry.results");
-    json_t *seen = json_object();
-    size_t i;
-    json_t *m;
-    json_array_foreach(results, i, m) {
-        const char *key = json_string_value(json_object_get(m, "key"));
-        if (json_object_get(seen, key))
-            fprintf(stderr, "  duplicate result for %s\n", key);
-        CU_ASSERT_PTR_NULL(json_object_get(seen, key));
-        json_object_set_new(seen, key, json_true());
-    }
-    TH_EQ_INT(json_object_size(seen), REQUESTS);
-    TH_EQ_INT(json_array_size(results), REQUESTS);
-    json_decref(seen);
-    json_decref(results);
-
-    /* Billed once: one usage row per succeeded task, though some ran twice. */
-    long rows = th_sql_long(cl.conninfo, "SELECT count(*) FROM usage");
-    TH_EQ_INT(rows, th_sql_long(cl.conninfo, "SELECT count(DISTINCT task_id) FROM usage"));
-    TH_EQ_INT(rows, th_sql_long(cl.conninfo,
-                                "SELECT count(*) FROM tasks WHERE status = 'succeeded'"));
+    /* Exactly one result per request; billed once, though some tasks ran twice. */
+    th_check_one_result_each(&cl, REQUESTS);
+    long rows = th_check_billed_once(&cl);
     long calls = th_mock_stat(&cl, "inference_ok");
     fprintf(stderr, "  %ld usage rows for %ld successful inference calls (re-runs not billed)\n",
             rows, calls);

@@ -31,13 +31,6 @@ static int all_results(void *arg)
     return jobs_ended(NULL) && th_topic_count(cl.bootstrap, "gantry.results") >= REQUESTS;
 }
 
-static int usage_complete(void *arg)
-{
-    (void)arg;
-    return th_sql_long(cl.conninfo, "SELECT count(*) FROM usage") ==
-           th_sql_long(cl.conninfo, "SELECT count(*) FROM tasks WHERE status = 'succeeded'");
-}
-
 /* The second worker ran tasks and the second dispatcher got partitions: the
  * joins are done. */
 static int joined(void *arg)
@@ -115,32 +108,13 @@ static void test_rebalance(void)
 
     CU_ASSERT_FATAL(th_poll(all_results, NULL, 240000));
     fprintf(stderr, "  %lld ms: %d results\n", (long long)(th_now_ms() - t0), REQUESTS);
-    CU_ASSERT(th_poll(usage_complete, NULL, 60000));
+    CU_ASSERT(th_poll(th_cluster_usage_complete, &cl, 60000));
     CU_ASSERT(th_poll(th_cluster_released_all, &cl, 30000));
 
-    /* Exactly one result per request (the results topic read to its end). */
-    json_t *results = th_kafka_read_all(cl.bootstrap, "gantry.results");
-    json_t *seen = json_object();
-    size_t i;
-    json_t *m;
-    long dup = 0;
-    json_array_foreach(results, i, m) {
-        const char *key = json_string_value(json_object_get(m, "key"));
-        if (json_object_get(seen, key) && dup++ < 5)
-            fprintf(stderr, "  duplicate result for %s\n", key);
-        json_object_set_new(seen, key, json_true());
-    }
-    TH_EQ_INT(dup, 0);
-    TH_EQ_INT(json_object_size(seen), REQUESTS);
-    TH_EQ_INT(json_array_size(results), REQUESTS);
-    json_decref(seen);
-    json_decref(results);
-
-    /* Billed once: one usage row per succeeded task and per request's task. */
-    long rows = th_sql_long(cl.conninfo, "SELECT count(*) FROM usage");
-    TH_EQ_INT(rows, th_sql_long(cl.conninfo, "SELECT count(DISTINCT task_id) FROM usage"));
-    TH_EQ_INT(rows, th_sql_long(cl.conninfo,
-                                "SELECT count(*) FROM tasks WHERE status = 'succeeded'"));
+    /* Exactly one result per request; billed once: one usage row per
+     * succeeded task, none for a task that did not succeed. */
+    th_check_one_result_each(&cl, REQUESTS);
+    long rows = th_check_billed_once(&cl);
     TH_EQ_INT(th_sql_long(cl.conninfo, "SELECT count(*) FROM usage u LEFT JOIN tasks t"
                                        " ON t.task_id = u.task_id WHERE t.task_id IS NULL"
                                        " OR t.status <> 'succeeded'"),

@@ -20,22 +20,6 @@ static int results_in(void *arg)
     return th_topic_count(cl.bootstrap, "gantry.results") >= want_results;
 }
 
-/* Lines of logdir/name containing needle. */
-static long log_count(const char *name, const char *needle)
-{
-    char path[512];
-    snprintf(path, sizeof(path), "%s/%s", cl.logdir, name);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    char line[8192];
-    long n = 0;
-    while (fgets(line, sizeof(line), f))
-        n += strstr(line, needle) != NULL;
-    fclose(f);
-    return n;
-}
-
 typedef struct wait_log {
     const char *name, *needle;
     long at_least;
@@ -44,7 +28,7 @@ typedef struct wait_log {
 static int log_reached(void *arg)
 {
     wait_log_t *w = arg;
-    return log_count(w->name, w->needle) >= w->at_least;
+    return th_log_count(&cl, w->name, w->needle) >= w->at_least;
 }
 
 /* Rewrites the cluster's configuration file in place (the processes reload
@@ -120,7 +104,7 @@ static void test_reload(void)
     submit("acme", "before", 5);
     result_of("before-4", res, sizeof(res));
     TH_EQ_STR(res, "succeeded/");
-    TH_EQ_INT(log_count("worker-0.log", "\"level\":\"debug\""), 0);
+    TH_EQ_INT(th_log_count(&cl, "worker-0.log", "\"level\":\"debug\""), 0);
 
     /* A budget that admits nothing more, debug logs, and a change that
      * cannot apply while running. */
@@ -129,16 +113,16 @@ static void test_reload(void)
     wait_log_t wd = {"dispatcher.log", "reloaded ", 1}, ww = {"worker-0.log", "reloaded ", 1};
     CU_ASSERT_FATAL(th_poll(log_reached, &wd, 10000));
     CU_ASSERT_FATAL(th_poll(log_reached, &ww, 10000));
-    TH_EQ_INT(log_count("dispatcher.log", "reload: tenants.acme changed: applied"), 1);
-    TH_EQ_INT(log_count("dispatcher.log", "reload: log.level changed: applied"), 1);
-    TH_EQ_INT(log_count("worker-0.log",
+    TH_EQ_INT(th_log_count(&cl, "dispatcher.log", "reload: tenants.acme changed: applied"), 1);
+    TH_EQ_INT(th_log_count(&cl, "dispatcher.log", "reload: log.level changed: applied"), 1);
+    TH_EQ_INT(th_log_count(&cl, "worker-0.log",
                         "reload: worker.max_in_flight changed: needs a restart to take effect"),
               1);
     submit("acme", "after", 1);
     result_of("after-0", res, sizeof(res));
     TH_EQ_STR(res, "rejected/budget_exceeded");
     submit("other", "debug", 5);
-    long debug = log_count("worker-0.log", "\"level\":\"debug\"");
+    long debug = th_log_count(&cl, "worker-0.log", "\"level\":\"debug\"");
     fprintf(stderr, "  %ld debug line(s) in the worker's log after the reload\n", debug);
     CU_ASSERT(debug > 0);
 
@@ -162,7 +146,7 @@ static void test_reload(void)
     ww = (wait_log_t){"worker-0.log", "failed: the configuration in force is unchanged", 1};
     CU_ASSERT_FATAL(th_poll(log_reached, &wd, 10000));
     CU_ASSERT_FATAL(th_poll(log_reached, &ww, 10000));
-    CU_ASSERT(log_count("dispatcher.log", "invalid JSON") >= 1);
+    CU_ASSERT(th_log_count(&cl, "dispatcher.log", "invalid JSON") >= 1);
     CU_ASSERT(running(&cl.dispatcher));
     CU_ASSERT(running(&cl.workers[0]));
 
@@ -174,7 +158,7 @@ static void test_reload(void)
     kill(cl.dispatcher.pid, SIGHUP);
     wd.at_least = 2;
     CU_ASSERT_FATAL(th_poll(log_reached, &wd, 10000));
-    CU_ASSERT(log_count("dispatcher.log", "reload: tenants.acme.budget.hard_limit_micros") >= 1);
+    CU_ASSERT(th_log_count(&cl, "dispatcher.log", "reload: tenants.acme.budget.hard_limit_micros") >= 1);
     CU_ASSERT(running(&cl.dispatcher));
     submit("acme", "broken", 1);
     result_of("broken-0", res, sizeof(res));

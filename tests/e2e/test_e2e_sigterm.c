@@ -29,28 +29,6 @@ static int all_results(void *arg)
     return th_topic_count(cl.bootstrap, "gantry.results") >= REQUESTS;
 }
 
-static int usage_complete(void *arg)
-{
-    (void)arg;
-    return th_sql_long(cl.conninfo, "SELECT count(*) FROM usage") ==
-           th_sql_long(cl.conninfo, "SELECT count(*) FROM tasks WHERE status = 'succeeded'");
-}
-
-static int log_has(const char *name, const char *needle)
-{
-    char path[512];
-    snprintf(path, sizeof(path), "%s/%s", cl.logdir, name);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    char line[8192];
-    int found = 0;
-    while (!found && fgets(line, sizeof(line), f))
-        found = strstr(line, needle) != NULL;
-    fclose(f);
-    return found;
-}
-
 static const char *requests_file_n(const char *prefix, int n)
 {
     size_t cap = (size_t)n * 200, off = 0;
@@ -119,12 +97,12 @@ static long run(const char *prefix, int drain_ms, const char *latency, int expec
     CU_ASSERT(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
     CU_ASSERT(took < drain_ms + 10000);
     TH_EQ_INT(left, 0);
-    TH_EQ_INT(log_has("worker-0.log", "aborting"), expect_abort);
-    CU_ASSERT(log_has("worker-0.log", "stopped"));
+    TH_EQ_INT(th_log_count(&cl, "worker-0.log", "aborting") > 0, expect_abort);
+    CU_ASSERT(th_log_count(&cl, "worker-0.log", "stopped"));
 
     CU_ASSERT_FATAL(th_cluster_add_worker(&cl) == 1);
     CU_ASSERT_FATAL(th_poll(all_results, NULL, 120000));
-    CU_ASSERT(th_poll(usage_complete, NULL, 30000));
+    CU_ASSERT(th_poll(th_cluster_usage_complete, &cl, 30000));
     CU_ASSERT(th_poll(th_cluster_released_all, &cl, 30000));
 
     long total = 0;
@@ -208,7 +186,7 @@ static void test_dispatcher_no_drain(void)
                            "dispatcher-e2e-2", NULL};
     CU_ASSERT_FATAL(th_proc_start(&cl.dispatcher, dargv, log2) == 0);
     CU_ASSERT_FATAL(th_poll(all_dresults, NULL, 120000));
-    CU_ASSERT(th_poll(usage_complete, NULL, 30000));
+    CU_ASSERT(th_poll(th_cluster_usage_complete, &cl, 30000));
     CU_ASSERT(th_poll(th_cluster_released_all, &cl, 30000));
 
     long total = 0;
@@ -220,7 +198,7 @@ static void test_dispatcher_no_drain(void)
     TH_EQ_INT(rows, DREQUESTS);
     TH_EQ_INT(th_sql_long(cl.conninfo, "SELECT count(DISTINCT task_id) FROM usage"), rows);
     fprintf(stderr, "  messages left undone at the stop (then redelivered): %s\n",
-            log_has("dispatcher.log", "left undone") ? "yes" : "none");
+            th_log_count(&cl, "dispatcher.log", "left undone") ? "yes" : "none");
     th_cluster_stop(&cl);
     TH_EQ_INT(cl.workers[0].status, 0);
     TH_EQ_INT(cl.dispatcher.status, 0);
