@@ -16,6 +16,8 @@
 
 #include "harness.h"
 
+static void kill_leftovers(void);
+
 int th_run(const char *suite, const th_test_t *tests)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -29,6 +31,7 @@ int th_run(const char *suite, const th_test_t *tests)
     unsigned failures = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
     unsigned run = CU_get_number_of_tests_run();
     CU_cleanup_registry();
+    kill_leftovers();
     return (failures > 0 || run == 0) ? 1 : 0;
 }
 
@@ -44,6 +47,23 @@ static const char *path_in(const char *envname, const char *fallback, const char
 
 const char *th_bin(const char *rel) { return path_in("GANTRY_BUILD_DIR", ".", rel); }
 const char *th_src(const char *rel) { return path_in("GANTRY_SOURCE_DIR", "..", rel); }
+
+/* Every child started, so that a test stopped by a fatal assertion leaves no
+ * process running behind it (th_run kills what is still alive). */
+static pid_t started[256];
+static int n_started;
+
+static void kill_leftovers(void)
+{
+    for (int i = 0; i < n_started; i++) {
+        int st;
+        if (waitpid(started[i], &st, WNOHANG) == 0) {
+            kill(started[i], SIGKILL);
+            waitpid(started[i], &st, 0);
+        }
+    }
+    n_started = 0;
+}
 
 int th_proc_start(th_proc_t *p, const char *const argv[], const char *stderr_path)
 {
@@ -73,6 +93,8 @@ int th_proc_start(th_proc_t *p, const char *const argv[], const char *stderr_pat
         _exit(127);
     }
     close(fds[1]);
+    if (n_started < (int)(sizeof(started) / sizeof(started[0])))
+        started[n_started++] = pid;
     p->pid = pid;
     p->out_fd = fds[0];
     p->out = fdopen(fds[0], "r");
