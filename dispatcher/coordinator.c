@@ -2,11 +2,13 @@
  * graph in PostgreSQL and, when a job's last task ends, runs the gather step
  * and publishes the job's one result. A result message's offset is done only
  * once its task row is written (and, if it completed the job, the result is on
- * Kafka and the job is marked). */
+ * Kafka and the job is marked). Finishing a job takes a claim on it in
+ * PostgreSQL; a sweep finishes the jobs whose claimant died. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "dispatcher.h"
 #include "graph.h"
 #include "guard.h"
@@ -14,10 +16,17 @@
 #include "message.h"
 #include "trace.h"
 
+struct gt_coordinator {
+    gt_dispatcher_t *d;
+    uv_timer_t sweep;
+    int sweeping;          /* a sweep query is out */
+    int finishing;         /* jobs the sweep is finishing now */
+};
+
 typedef struct coord {
     gt_dispatcher_t *d;
-    gt_msg_t *msg;
-    json_t *tr;            /* the task result */
+    gt_msg_t *msg;         /* NULL when the sweep finishes the job */
+    json_t *tr;            /* the task result; NULL with the sweep */
     char *request_id;
     char *tenant_id;
     char *reply_topic;     /* NULL: cfg->topics.results */
@@ -56,13 +65,30 @@ static const char sql_apply[] =
     "        (SELECT count(*) FROM upd), j.traceparent"
     " FROM jobs j WHERE j.request_id = $10";
 
+/* Claims the job for this process ($2) unless another holds a claim younger
+ * than $3 ms. Claimed: the job's inference tasks in order. Held by another:
+ * one row (NULL, NULL, holder). Finished (or being claimed right now): none. */
 static const char sql_claim[] =
     "WITH claim AS ("
-    "  UPDATE jobs SET status = 'completing'"
-    "  WHERE request_id = $1 AND status IN ('running', 'completing') RETURNING request_id)"
-    " SELECT t.idx, t.result FROM claim c"
+    "  UPDATE jobs SET status = 'completing', claimed_by = $2, claimed_at = now()"
+    "  WHERE request_id = $1 AND (status = 'running' OR (status = 'completing' AND"
+    "        (claimed_at IS NULL OR claimed_at < now() - $3::bigint * interval '1 millisecond')))"
+    "  RETURNING request_id)"
+    " SELECT t.idx, t.result, NULL FROM claim c"
     "  JOIN tasks t ON t.request_id = c.request_id AND t.kind = 'inference'"
-    " ORDER BY t.idx";
+    " UNION ALL"
+    " SELECT NULL, NULL, coalesce(j.claimed_by, '') FROM jobs j"
+    "  WHERE j.request_id = $1 AND j.status = 'completing' AND NOT EXISTS (SELECT 1 FROM claim)"
+    " ORDER BY 1";
+
+/* Jobs whose claimant went silent (it died between claiming and marking the
+ * job done): the sweep finishes them, as no message may ever come for them. */
+static const char sql_stale[] =
+    "SELECT request_id, tenant_id, batch, reply_topic,"
+    "       (extract(epoch FROM created_at) * 1000)::bigint, traceparent"
+    " FROM jobs WHERE status = 'completing'"
+    "  AND (claimed_at IS NULL OR claimed_at < now() - $1::bigint * interval '1 millisecond')"
+    " ORDER BY claimed_at NULLS FIRST LIMIT 64";
 
 static const char sql_complete[] =
     "WITH g AS ("
@@ -80,6 +106,8 @@ static void coord_free(coord_t *c)
                               "gantry.tenant_id", c->tenant_id ? c->tenant_id : "",
                               "gantry.status", c->status ? c->status : ""));
     }
+    if (!c->msg && c->d->coordinator)
+        c->d->coordinator->finishing--;
     json_decref(c->tr);
     json_decref(c->result);
     free(c->request_id);
@@ -91,7 +119,8 @@ static void coord_free(coord_t *c)
 
 static void coord_finish(coord_t *c)
 {
-    gt_consumer_done(c->d->consumer, c->msg);
+    if (c->msg)
+        gt_consumer_done(c->d->consumer, c->msg);
     coord_free(c);
 }
 
@@ -165,7 +194,15 @@ static void on_claimed(const PGresult *res, const char *err, void *arg)
     if (err)
         gt_log(GT_LOG_ERROR, C_CTX(c),
                "claiming the job failed: %s", err);
-    if (n == 0) { /* another pass finished the job meanwhile */
+    if (n == 1 && PQgetisnull(res, 0, 0)) {
+        /* Its holder publishes the result (this message is a duplicate, or a
+         * redelivery after its partition moved); if that holder died, the
+         * sweep takes the claim once it is stale. */
+        gt_log(GT_LOG_INFO, C_CTX(c), "job is being finished by %s, which holds its claim",
+               PQgetvalue(res, 0, 2));
+        n = 0;
+    }
+    if (n == 0) { /* finished meanwhile, or claimed by another */
         json_object_del(c->d->finalizing, c->request_id);
         coord_finish(c);
         return;
@@ -180,6 +217,29 @@ static void on_claimed(const PGresult *res, const char *err, void *arg)
     gt_guard_result(c->d, c->request_id, c->result, on_guarded, c);
 }
 
+static void coord_claim(coord_t *c)
+{
+    gt_dispatcher_t *d = c->d;
+    char timeout[24];
+    snprintf(timeout, sizeof(timeout), "%lld", (long long)d->cfg->claim_timeout_ms);
+    const char *params[] = {c->request_id, d->id, timeout};
+    json_object_set_new(d->finalizing, c->request_id, json_true());
+    if (gt_pg_query(d->pg, sql_claim, 3, params, on_claimed, c) != 0)
+        on_claimed(NULL, "cannot send query", c);
+}
+
+/* The job's columns as sql_apply and sql_stale both return them from col on:
+ * tenant_id, batch, reply_topic, created_ms. */
+static void coord_set_job(coord_t *c, const PGresult *res, int row, int col, int tp_col)
+{
+    c->tenant_id = strdup(PQgetvalue(res, row, col));
+    c->batch = strcmp(PQgetvalue(res, row, col + 1), "t") == 0;
+    c->reply_topic = PQgetisnull(res, row, col + 2) ? NULL : strdup(PQgetvalue(res, row, col + 2));
+    c->created_ms = atoll(PQgetvalue(res, row, col + 3));
+    if (!PQgetisnull(res, row, tp_col))
+        snprintf(c->traceparent, sizeof(c->traceparent), "%s", PQgetvalue(res, row, tp_col));
+}
+
 static void on_applied(const PGresult *res, const char *err, void *arg)
 {
     coord_t *c = arg;
@@ -192,27 +252,18 @@ static void on_applied(const PGresult *res, const char *err, void *arg)
         return;
     }
     const char *job_status = PQgetvalue(res, 0, 0);
-    c->tenant_id = strdup(PQgetvalue(res, 0, 1));
-    c->batch = strcmp(PQgetvalue(res, 0, 2), "t") == 0;
-    c->reply_topic = PQgetisnull(res, 0, 3) ? NULL : strdup(PQgetvalue(res, 0, 3));
-    c->created_ms = atoll(PQgetvalue(res, 0, 4));
-    if (!PQgetisnull(res, 0, 8))
-        snprintf(c->traceparent, sizeof(c->traceparent), "%s", PQgetvalue(res, 0, 8));
+    coord_set_job(c, res, 0, 1, 8);
     long open = atol(PQgetvalue(res, 0, 5));
-    /* 'completing' left over from a crash is finished again; one in progress
-     * here is not. Nor is a 'running' one: a duplicate task result (a task
-     * re-run after a rebalance) read 'running' before the first one's claim
-     * committed, and claiming again would publish a second result. */
+    /* Not one being finished here. Elsewhere, the claim decides: a duplicate
+     * task result that read 'running' before another's claim committed, or
+     * one redelivered while its old owner publishes, finds the claim taken. */
     int finish = open == 0 && !json_object_get(d->finalizing, c->request_id) &&
                  (strcmp(job_status, "running") == 0 || strcmp(job_status, "completing") == 0);
     if (!finish) {
         coord_finish(c);
         return;
     }
-    json_object_set_new(d->finalizing, c->request_id, json_true());
-    const char *params[] = {c->request_id};
-    if (gt_pg_query(d->pg, sql_claim, 1, params, on_claimed, c) != 0)
-        on_claimed(NULL, "cannot send query", c);
+    coord_claim(c);
 }
 
 void gt_coordinator_handle(gt_dispatcher_t *d, gt_msg_t *msg)
@@ -251,4 +302,78 @@ void gt_coordinator_handle(gt_dispatcher_t *d, gt_msg_t *msg)
     if (gt_pg_query(d->pg, sql_apply, 10, params, on_applied, c) != 0)
         on_applied(NULL, "cannot send query", c);
     free(text);
+}
+
+static void on_stale(const PGresult *res, const char *err, void *arg)
+{
+    gt_coordinator_t *co = arg;
+    gt_dispatcher_t *d = co->d;
+    co->sweeping = 0;
+    if (err) {
+        gt_warn("sweeping stale job claims failed (retried): %s", err);
+        return;
+    }
+    for (int i = 0; i < PQntuples(res) && !d->closing; i++) {
+        const char *rid = PQgetvalue(res, i, 0);
+        if (json_object_get(d->finalizing, rid))
+            continue;
+        coord_t *c = calloc(1, sizeof(*c));
+        if (!c)
+            return;
+        c->d = d;
+        c->request_id = strdup(rid);
+        coord_set_job(c, res, i, 1, 5);
+        co->finishing++;
+        gt_log(GT_LOG_WARN, C_CTX(c), "taking over the job's stale claim (claimant gone)");
+        coord_claim(c);
+    }
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+    gt_coordinator_t *co = t->data;
+    gt_dispatcher_t *d = co->d;
+    if (co->sweeping || d->closing || !gt_pg_connected(d->pg))
+        return;
+    char timeout[24];
+    snprintf(timeout, sizeof(timeout), "%lld", (long long)d->cfg->claim_timeout_ms);
+    const char *params[] = {timeout};
+    co->sweeping = 1;
+    if (gt_pg_query(d->pg, sql_stale, 1, params, on_stale, co) != 0)
+        co->sweeping = 0;
+}
+
+gt_coordinator_t *gt_coordinator_new(gt_dispatcher_t *d)
+{
+    gt_coordinator_t *co = calloc(1, sizeof(*co));
+    if (!co)
+        return NULL;
+    co->d = d;
+    /* A quarter of the timeout: a dead claimant's job waits at most 1.25x it. */
+    int64_t every = d->cfg->claim_timeout_ms / 4;
+    every = every < 100 ? 100 : every > 5000 ? 5000 : every;
+    uv_timer_init(d->loop, &co->sweep);
+    co->sweep.data = co;
+    uv_timer_start(&co->sweep, on_sweep, (uint64_t)every, (uint64_t)every);
+    return co;
+}
+
+int gt_coordinator_in_flight(const gt_coordinator_t *co)
+{
+    return co ? co->finishing + co->sweeping : 0;
+}
+
+void gt_coordinator_close(gt_coordinator_t *co)
+{
+    if (!co || uv_is_closing((uv_handle_t *)&co->sweep))
+        return;
+    uv_timer_stop(&co->sweep);
+    uv_close((uv_handle_t *)&co->sweep, NULL);
+}
+
+void gt_coordinator_free(gt_coordinator_t *co)
+{
+    if (co)
+        co->d->coordinator = NULL;
+    free(co);
 }

@@ -15,6 +15,7 @@
 
 typedef struct gt_ledger gt_ledger_t;
 typedef struct gt_reaper gt_reaper_t;
+typedef struct gt_coordinator gt_coordinator_t;
 typedef struct gt_provider_health gt_provider_health_t;
 
 typedef struct gt_dispatcher {
@@ -27,6 +28,7 @@ typedef struct gt_dispatcher {
     gt_schema_t *request_schema, *task_result_schema, *usage_schema, *event_schema;
     json_t *intake_active;         /* request_ids in intake now: a set (object of true) */
     json_t *finalizing;            /* request_ids whose result is being published */
+    gt_coordinator_t *coordinator; /* the coordinator role's sweep; NULL without the role */
     gt_ledger_t *ledger;
     gt_reaper_t *reaper;
     gt_provider_health_t *providers; /* breaker states seen on gantry.events (owned by the
@@ -42,6 +44,13 @@ typedef struct gt_dispatcher {
 void gt_intake_handle(gt_dispatcher_t *d, gt_msg_t *msg);
 /* Consumer callback of the coordinator: one task result message. */
 void gt_coordinator_handle(gt_dispatcher_t *d, gt_msg_t *msg);
+
+/* The coordinator's sweep: finishes jobs whose claim went stale (their
+ * claimant died after claiming; dispatcher.claim_timeout_ms). */
+gt_coordinator_t *gt_coordinator_new(gt_dispatcher_t *d);
+int gt_coordinator_in_flight(const gt_coordinator_t *co); /* sweep work not yet done */
+void gt_coordinator_close(gt_coordinator_t *co);          /* stops the sweep; closes its timer */
+void gt_coordinator_free(gt_coordinator_t *co);           /* after the loop closed it */
 
 /* Sends msg to the DLQ and marks it done once the DLQ entry is durable. */
 void gt_dispatcher_dead_letter(gt_dispatcher_t *d, gt_consumer_t *c, gt_msg_t *msg,

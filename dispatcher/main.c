@@ -56,6 +56,7 @@ static int in_flight(app_t *a)
         n += gt_consumer_in_flight(a->d.consumer);
     if (a->d.ledger)
         n += gt_ledger_in_flight(a->d.ledger);
+    n += gt_coordinator_in_flight(a->d.coordinator);
     return n + (a->d.producer ? gt_producer_outstanding(a->d.producer) : 0);
 }
 
@@ -78,6 +79,7 @@ static void close_all(app_t *a)
         gt_ledger_close(a->d.ledger);
     if (a->d.reaper)
         gt_reaper_close(a->d.reaper);
+    gt_coordinator_close(a->d.coordinator);
     gt_moderation_free(a->d.moderation); /* aborts checks in flight; freed as the loop runs */
     a->d.moderation = NULL;
     gt_admin_set_ready(a->admin, "postgres", 0);
@@ -255,6 +257,10 @@ int main(int argc, char **argv)
             goto out;
         }
     }
+    if ((roles & ROLE_COORD) && !(d->coordinator = gt_coordinator_new(d))) {
+        fprintf(stderr, "gantry-dispatcher: coordinator: out of memory\n");
+        goto out;
+    }
     if ((roles & ROLE_LEDGER) && !(d->ledger = gt_ledger_new(d, err, sizeof(err)))) {
         fprintf(stderr, "gantry-dispatcher: ledger: %s\n", err);
         goto out;
@@ -298,6 +304,7 @@ out:
             gt_consumer_close_handles(d->consumer);
         if (d->ledger)
             gt_ledger_close(d->ledger);
+        gt_coordinator_close(d->coordinator);
         gt_moderation_free(d->moderation);
         if (d->pg)
             gt_pg_free(d->pg);
@@ -316,6 +323,7 @@ out:
         gt_ledger_free(d->ledger);
     if (d->reaper)
         gt_reaper_free(d->reaper);
+    gt_coordinator_free(d->coordinator);
     gt_schema_free(d->request_schema);
     gt_schema_free(d->task_result_schema);
     gt_schema_free(d->usage_schema);

@@ -1102,7 +1102,8 @@ static void load_processes(ctx_t *c, gt_config_t *cfg)
         get_int(c, t, "inference_ms", "worker.timeouts", 300000, 1, 86400000);
     cfg->release_timeout_ms = get_int(c, t, "release_ms", "worker.timeouts", 10000, 1, 86400000);
 
-    static const char *const dkeys[] = {"max_in_flight", "max_batch", "drain_ms", NULL};
+    static const char *const dkeys[] = {"max_in_flight", "max_batch", "drain_ms",
+                                        "claim_timeout_ms", NULL};
     json_t *d = get_obj(c, cfg->root, "dispatcher", "", 0);
     if (d)
         check_keys(c, d, "dispatcher", dkeys);
@@ -1110,6 +1111,7 @@ static void load_processes(ctx_t *c, gt_config_t *cfg)
         (int)get_int(c, d, "max_in_flight", "dispatcher", 1024, 1, 1000000);
     cfg->max_batch = (int)get_int(c, d, "max_batch", "dispatcher", 1000, 1, 100000);
     cfg->dispatcher_drain_ms = get_int(c, d, "drain_ms", "dispatcher", 30000, 0, 3600000);
+    cfg->claim_timeout_ms = get_int(c, d, "claim_timeout_ms", "dispatcher", 30000, 100, 3600000);
 
     static const char *const lkeys[] = {"batch_size", "flush_ms", NULL};
     json_t *l = get_obj(c, cfg->root, "ledger", "", 0);

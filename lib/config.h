@@ -152,6 +152,8 @@ typedef struct gt_config {
     int dispatcher_max_in_flight;               /* default 1024 */
     int max_batch;                              /* default 1000 */
     int64_t dispatcher_drain_ms;                /* SIGTERM: time work in flight gets, default 30000 */
+    int64_t claim_timeout_ms;                   /* a job's claim older than this is taken over,
+                                                   default 30000 */
     /* moderation: an OpenAI-compatible /v1/moderations (docs/guardrails.md) */
     char *moderation_endpoint;                  /* base URL; NULL: keyword list only */
     char *moderation_api_key;                   /* secret: never log */

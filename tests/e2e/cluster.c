@@ -135,16 +135,26 @@ int th_cluster_submit(th_cluster_t *c, const char *path)
     return th_proc_stop(&p, 0, 60000);
 }
 
-json_t *th_kafka_read_all(const char *bootstrap, const char *topic)
+static rd_kafka_t *kafka_client(rd_kafka_type_t type, const char *bootstrap, const char *group)
 {
-    char err[512];
-    json_t *out = json_array();
+    char err[256];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, err, sizeof(err));
-    rd_kafka_conf_set(conf, "group.id", "e2e-reader", err, sizeof(err));
-    rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof(err));
+    if (group) /* only to read the group's offsets: this client never commits */
+        rd_kafka_conf_set(conf, "group.id", group, err, sizeof(err));
+    if (type == RD_KAFKA_CONSUMER)
+        rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof(err));
     rd_kafka_conf_set(conf, "log_level", "3", err, sizeof(err));
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+    rd_kafka_t *rk = rd_kafka_new(type, conf, err, sizeof(err));
+    if (!rk)
+        rd_kafka_conf_destroy(conf);
+    return rk;
+}
+
+json_t *th_kafka_read_all(const char *bootstrap, const char *topic)
+{
+    json_t *out = json_array();
+    rd_kafka_t *rk = kafka_client(RD_KAFKA_CONSUMER, bootstrap, "e2e-reader");
     if (!rk)
         return out;
     const rd_kafka_metadata_t *md = NULL;
@@ -329,4 +339,73 @@ long th_mock_stat(th_cluster_t *c, const char *field)
     long v = doc ? (long)json_integer_value(json_object_get(doc, field)) : -1;
     json_decref(doc);
     return v;
+}
+
+long th_results_for(th_cluster_t *c, const char *rid, const char **status)
+{
+    json_t *all = th_kafka_read_all(c->bootstrap, "gantry.results");
+    long n = 0;
+    size_t i;
+    json_t *m;
+    static char last[32];
+    json_array_foreach(all, i, m) {
+        json_t *r = json_loads(json_string_value(json_object_get(m, "value")), 0, NULL);
+        const char *id = json_string_value(json_object_get(r, "request_id"));
+        if (id && strcmp(id, rid) == 0) {
+            n++;
+            snprintf(last, sizeof(last), "%s", json_string_value(json_object_get(r, "status")));
+        }
+        json_decref(r);
+    }
+    json_decref(all);
+    if (status)
+        *status = last;
+    return n;
+}
+
+int th_group_caught_up(const char *bootstrap, const char *group, const char *topic)
+{
+    rd_kafka_t *rk = kafka_client(RD_KAFKA_CONSUMER, bootstrap, group);
+    if (!rk)
+        return 0;
+    int done = 0;
+    const rd_kafka_metadata_t *md = NULL;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    if (rd_kafka_metadata(rk, 0, rkt, &md, 10000) == 0 && md->topic_cnt == 1) {
+        int np = md->topics[0].partition_cnt;
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(np);
+        for (int p = 0; p < np; p++)
+            rd_kafka_topic_partition_list_add(l, topic, p);
+        if (np > 0 && rd_kafka_committed(rk, l, 10000) == 0) {
+            done = 1;
+            for (int p = 0; p < np; p++) {
+                int64_t lo = 0, hi = 0;
+                rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, 10000);
+                int64_t off = l->elems[p].offset;
+                if (hi > lo && (off < 0 ? lo : off) < hi)
+                    done = 0;
+            }
+        }
+        rd_kafka_topic_partition_list_destroy(l);
+    }
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(rkt);
+    rd_kafka_destroy(rk);
+    return done;
+}
+
+int th_kafka_produce(const char *bootstrap, const char *topic, const char *key, const char *value)
+{
+    rd_kafka_t *rk = kafka_client(RD_KAFKA_PRODUCER, bootstrap, NULL);
+    if (!rk)
+        return -1;
+    rd_kafka_resp_err_t e = rd_kafka_producev(
+        rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
+        RD_KAFKA_V_VALUE((void *)value, strlen(value)), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_END);
+    if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
+        e = rd_kafka_flush(rk, 20000);
+    rd_kafka_destroy(rk);
+    return e == RD_KAFKA_RESP_ERR_NO_ERROR ? 0 : -1;
 }

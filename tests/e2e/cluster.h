@@ -42,6 +42,17 @@ int th_cluster_submit(th_cluster_t *c, const char *path);
  * string). Caller owns it. */
 json_t *th_kafka_read_all(const char *bootstrap, const char *topic);
 
+/* Messages in gantry.results for request rid; *status (when non-NULL) gets the
+ * last one's status (static buffer). */
+long th_results_for(th_cluster_t *c, const char *rid, const char **status);
+
+/* 1 when group has committed every message now in topic (a th_poll condition
+ * once wrapped): what was published has been read and acted on. */
+int th_group_caught_up(const char *bootstrap, const char *group, const char *topic);
+
+/* Publishes one message and waits for it to be durable. Returns 0 or -1. */
+int th_kafka_produce(const char *bootstrap, const char *topic, const char *key, const char *value);
+
 /* Messages now in topic. */
 long th_topic_count(const char *bootstrap, const char *topic);
 

@@ -2,7 +2,6 @@
  * configuration lacks lands in the DLQ; the operator adds the model, restarts, and replays
  * it with `gantry dlq replay` twice. The request gets exactly one result, one job and one
  * usage row (the dispatcher dedupes by request_id), and no allocation stays outstanding. */
-#include <librdkafka/rdkafka.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,28 +25,6 @@ static int dlq_has_entry(void *arg)
     return th_topic_count(cl.bootstrap, "gantry.dlq") >= 1;
 }
 
-static long results_for(const char *rid, const char **status)
-{
-    json_t *all = th_kafka_read_all(cl.bootstrap, "gantry.results");
-    long n = 0;
-    size_t i;
-    json_t *m;
-    static char last[32];
-    json_array_foreach(all, i, m) {
-        json_t *r = json_loads(json_string_value(json_object_get(m, "value")), 0, NULL);
-        const char *id = json_string_value(json_object_get(r, "request_id"));
-        if (id && strcmp(id, rid) == 0) {
-            n++;
-            snprintf(last, sizeof(last), "%s", json_string_value(json_object_get(r, "status")));
-        }
-        json_decref(r);
-    }
-    json_decref(all);
-    if (status)
-        *status = last;
-    return n;
-}
-
 static int usage_written(void *arg)
 {
     (void)arg;
@@ -57,7 +34,7 @@ static int usage_written(void *arg)
 static int has_result(void *arg)
 {
     (void)arg;
-    return results_for(RID, NULL) >= 1;
+    return th_results_for(&cl, RID, NULL) >= 1;
 }
 
 /* The dispatcher's group has committed every message now on the requests topic:
@@ -65,39 +42,7 @@ static int has_result(void *arg)
 static int intake_caught_up(void *arg)
 {
     (void)arg;
-    char err[256];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(conf, "bootstrap.servers", cl.bootstrap, err, sizeof(err));
-    rd_kafka_conf_set(conf, "group.id", "gantry-dispatcher", err, sizeof(err));
-    rd_kafka_conf_set(conf, "log_level", "3", err, sizeof(err));
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
-    if (!rk)
-        return 0;
-    int done = 0;
-    const rd_kafka_metadata_t *md = NULL;
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, "gantry.requests", NULL);
-    if (rd_kafka_metadata(rk, 0, rkt, &md, 10000) == 0 && md->topic_cnt == 1) {
-        int np = md->topics[0].partition_cnt;
-        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(np);
-        for (int p = 0; p < np; p++)
-            rd_kafka_topic_partition_list_add(l, "gantry.requests", p);
-        if (np > 0 && rd_kafka_committed(rk, l, 10000) == 0) {
-            done = 1;
-            for (int p = 0; p < np; p++) {
-                int64_t lo = 0, hi = 0;
-                rd_kafka_query_watermark_offsets(rk, "gantry.requests", p, &lo, &hi, 10000);
-                int64_t c = l->elems[p].offset;
-                if (hi > lo && (c < 0 ? lo : c) < hi)
-                    done = 0;
-            }
-        }
-        rd_kafka_topic_partition_list_destroy(l);
-    }
-    if (md)
-        rd_kafka_metadata_destroy(md);
-    rd_kafka_topic_destroy(rkt);
-    rd_kafka_destroy(rk);
-    return done;
+    return th_group_caught_up(cl.bootstrap, "gantry-dispatcher", "gantry.requests");
 }
 
 /* Adds models.tiny to the cluster's configuration file, as the operator's fix. */
@@ -141,7 +86,7 @@ static void test_replay_after_fix(void)
     const char *req = th_tmpfile(".jsonl", request_line());
     CU_ASSERT_FATAL(th_cluster_submit(&cl, req) == 0);
     CU_ASSERT_FATAL(th_poll(dlq_has_entry, NULL, 60000));
-    TH_EQ_INT(results_for(RID, NULL), 0);
+    TH_EQ_INT(th_results_for(&cl, RID, NULL), 0);
 
     /* The fix: declare the model, restart what reads the configuration. */
     TH_EQ_INT(th_proc_stop(&cl.workers[0], SIGTERM, 30000) >= 0, 1);
@@ -164,7 +109,7 @@ static void test_replay_after_fix(void)
     CU_ASSERT(th_poll(usage_written, NULL, 60000));
     CU_ASSERT(th_poll(th_cluster_released_all, &cl, 30000));
     const char *status = NULL;
-    TH_EQ_INT(results_for(RID, &status), 1);
+    TH_EQ_INT(th_results_for(&cl, RID, &status), 1);
     TH_EQ_STR(status, "succeeded");
     TH_EQ_INT(th_sql_long(cl.conninfo, "SELECT count(*) FROM jobs WHERE request_id = '" RID "'"),
               1);
