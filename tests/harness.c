@@ -144,24 +144,23 @@ int th_proc_stop(th_proc_t *p, int sig, int timeout_ms)
 {
     if (p->pid <= 0)
         return -1;
-    if (!p->exited) {
-        kill(p->pid, sig);
-        int64_t deadline = th_now_ms() + timeout_ms;
-        while (!p->exited) {
-            pid_t r = waitpid(p->pid, &p->status, WNOHANG);
-            if (r == p->pid) {
-                p->exited = 1;
-                break;
-            }
-            if (th_now_ms() >= deadline) {
-                kill(p->pid, SIGKILL);
-                waitpid(p->pid, &p->status, 0);
-                p->exited = 1;
-                if (p->out)
-                    fclose(p->out);
-                p->out = NULL;
-                return -1;
-            }
+    int rc = 0;
+    int64_t deadline = th_now_ms() + timeout_ms;
+    for (int signalled = 0; !p->exited;) {
+        pid_t r = waitpid(p->pid, &p->status, WNOHANG);
+        if (r == p->pid || r < 0) { /* r < 0: th_run's cleanup reaped it; never signal a reused pid */
+            if (r < 0)
+                p->status = -1;
+            p->exited = 1;
+        } else if (!signalled) {
+            kill(p->pid, sig);
+            signalled = 1;
+        } else if (th_now_ms() >= deadline) {
+            kill(p->pid, SIGKILL);
+            waitpid(p->pid, &p->status, 0);
+            p->exited = 1;
+            rc = -1;
+        } else {
             struct timespec ts = {0, 5 * 1000000};
             nanosleep(&ts, NULL); /* reaping a child has no fd to poll */
         }
@@ -169,7 +168,7 @@ int th_proc_stop(th_proc_t *p, int sig, int timeout_ms)
     if (p->out)
         fclose(p->out);
     p->out = NULL;
-    return p->status;
+    return rc ? rc : p->status;
 }
 
 int th_free_port(void)

@@ -117,6 +117,9 @@ static void test_replay_after_fix(void)
               1);
     /* The DLQ keeps the entry: replay does not consume it. */
     TH_EQ_INT(th_topic_count(cl.bootstrap, "gantry.dlq"), 1);
+    th_cluster_stop(&cl);
+    TH_EQ_INT(cl.dispatcher.status, 0);
+    TH_EQ_INT(cl.workers[1].status, 0);
 }
 
 int main(void)
