@@ -132,18 +132,23 @@ unsigned gt_gcp_auth_exchanges(const gt_gcp_auth_t *a)
     return a->exchanges;
 }
 
-/* Answers every waiter; cb may call get again (it then queues on a fresh list). */
+/* Answers every waiter; cb may call get again (it then queues on a fresh
+ * list) or free a, token included: the rest are answered from a copy. */
 static void answer_all(gt_gcp_auth_t *a, const char *token, const char *error)
 {
     waiter_t *w = a->waiters;
     a->waiters = NULL;
     a->tail = &a->waiters;
+    char *copy = token ? strdup(token) : NULL;
+    if (token && !copy)
+        error = "out of memory";
     while (w) {
         waiter_t *next = w->next;
-        w->cb(token, error, w->arg);
+        w->cb(copy, copy ? NULL : error, w->arg);
         free(w);
         w = next;
     }
+    wipe_free(copy);
 }
 
 /* application/x-www-form-urlencoded value: unreserved bytes kept, the rest %XX. */

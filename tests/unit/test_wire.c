@@ -817,6 +817,20 @@ static void on_token(const char *token, const char *error, void *arg)
     g->error = error ? strdup(error) : NULL;
 }
 
+/* A caller that owns the auth and frees it on its answer. */
+typedef struct free_on_token {
+    gt_gcp_auth_t **auth;
+    got_t *got;
+} free_on_token_t;
+
+static void on_token_free(const char *token, const char *error, void *arg)
+{
+    free_on_token_t *f = arg;
+    on_token(token, error, f->got);
+    gt_gcp_auth_free(*f->auth);
+    *f->auth = NULL;
+}
+
 static void got_clear(got_t *g)
 {
     free(g->token);
@@ -915,6 +929,22 @@ static void test_vertex_token_exchange(void)
     run_until(&loop, &g1.calls, 2);
     TH_EQ_STR(g1.token, "ya29.c.recorded-3");
     TH_EQ_INT(gt_gcp_auth_exchanges(a), 2);
+
+    /* A caller that frees the auth when answered: the next caller still gets
+     * the token (ASan would catch a read of the freed one). */
+    got_clear(&g1);
+    got_clear(&g2);
+    ts.expires_in = 3600;
+    gt_gcp_auth_t *doomed = gt_gcp_auth_new(&loop, http, creds, err, sizeof(err));
+    CU_ASSERT_FATAL(doomed != NULL);
+    free_on_token_t fo = {&doomed, &g1};
+    gt_gcp_auth_get(doomed, on_token_free, &fo);
+    gt_gcp_auth_get(doomed, on_token, &g2);
+    run_until(&loop, &g2.calls, 1);
+    CU_ASSERT(doomed == NULL);
+    TH_EQ_STR(g1.token, "ya29.c.recorded-4");
+    TH_EQ_STR(g2.token, "ya29.c.recorded-4");
+    ts.expires_in = 30;
 
     /* Freed with a caller waiting: the caller hears "shutting down" at once. */
     got_clear(&g2);
