@@ -1,6 +1,7 @@
 /* mock_openai.c - gantry-mock-openai: an OpenAI-compatible server over loopback
  * for tests and benchmarks: /v1/chat/completions, /v1/completions and
- * /v1/embeddings with deterministic text and realistic usage counts, latency,
+ * /v1/embeddings with deterministic text and realistic usage counts,
+ * /v1/moderations with scores set by markers in the input, latency,
  * injected statuses (with Retry-After), GET /v1/stats with the peak of
  * concurrent requests and the last request seen, and an admin switch that
  * forces failures on or off at run time (POST /admin/fail {"status": 503}). */
@@ -44,7 +45,7 @@ typedef struct mock {
     opts_t o;
     pthread_mutex_t mu;      /* everything below */
     uint64_t seq, requests_total, ok, failed, unauthorized, bad_request;
-    uint64_t chat, completions, embeddings;
+    uint64_t chat, completions, embeddings, moderations;
     uint64_t concurrent, peak_concurrent;
     uint64_t prompt_tokens, completion_tokens;
     unsigned forced_status;  /* admin switch, 0: off */
@@ -57,8 +58,10 @@ static void usage(FILE *f)
             "usage: " PROG " --port P [options]\n"
             "\n"
             "An OpenAI-compatible server for tests: /v1/chat/completions, /v1/completions,\n"
-            "/v1/embeddings, GET /v1/stats, POST /admin/fail {\"status\": N} (0: off),\n"
-            "POST /admin/reset.\n"
+            "/v1/embeddings, /v1/moderations, GET /v1/stats, POST /admin/fail {\"status\": N}\n"
+            "(0: off), POST /admin/reset. /v1/moderations scores a category 0.93 when the\n"
+            "input holds the marker [flag:CATEGORY] (e.g. [flag:hate/threatening]), else\n"
+            "near 0: tests choose the verdict, no text is judged.\n"
             "\n"
             "  --port P               port (0: any free port)\n"
             "  --bind ADDR            IPv4 address (default 127.0.0.1)\n"
@@ -149,6 +152,32 @@ static json_t *usage_json(int64_t prompt, int64_t completion)
                      (json_int_t)completion, "total_tokens", (json_int_t)(prompt + completion));
 }
 
+/* The moderation categories of OpenAI's /v1/moderations. */
+static const char *const mod_categories[] = {
+    "harassment", "harassment/threatening", "hate", "hate/threatening", "illicit",
+    "illicit/violent", "self-harm", "self-harm/intent", "self-harm/instructions", "sexual",
+    "sexual/minors", "violence", "violence/graphic"};
+
+/* One result of /v1/moderations: a category is flagged when the text holds
+ * the marker "[flag:CATEGORY]". */
+static json_t *moderation_result(const char *text)
+{
+    json_t *cats = json_object(), *scores = json_object();
+    int flagged = 0;
+    uint64_t seed = fnv1a(text, strlen(text));
+    for (size_t i = 0; i < sizeof(mod_categories) / sizeof(mod_categories[0]); i++) {
+        char marker[64];
+        snprintf(marker, sizeof(marker), "[flag:%s]", mod_categories[i]);
+        int hit = strstr(text, marker) != NULL;
+        flagged |= hit;
+        json_object_set_new(cats, mod_categories[i], json_boolean(hit));
+        json_object_set_new(scores, mod_categories[i],
+                            json_real(hit ? 0.93 : round(unit(&seed) * 1e3) / 1e6));
+    }
+    return json_pack("{s:b, s:o, s:o}", "flagged", flagged, "categories", cats, "category_scores",
+                     scores);
+}
+
 /* Answers an API call; returns 0 and the counts, or -1 (r holds a 400). */
 static int answer(mock_t *m, mh_req_t *r, const char *url, json_t *body, int64_t *pt, int64_t *ct)
 {
@@ -158,6 +187,30 @@ static int answer(mock_t *m, mh_req_t *r, const char *url, json_t *body, int64_t
     if (!model) {
         mh_reply_error(r, 400, "invalid_request_error", "model is required");
         return -1;
+    }
+    if (strcmp(url, "/v1/moderations") == 0) {
+        json_t *input = json_object_get(body, "input");
+        json_t *list = json_is_string(input) ? json_pack("[O]", input) : json_incref(input);
+        json_t *results = json_array(), *s;
+        size_t i;
+        int ok = json_is_array(list) && json_array_size(list) > 0;
+        json_array_foreach(list, i, s) {
+            if (!json_is_string(s))
+                ok = 0;
+            else
+                json_array_append_new(results, moderation_result(json_string_value(s)));
+        }
+        json_decref(list);
+        if (!ok) {
+            json_decref(results);
+            mh_reply_error(r, 400, "invalid_request_error",
+                           "input must be a string or an array of strings");
+            return -1;
+        }
+        *pt = *ct = 0; /* moderation is not counted in tokens */
+        mh_reply_json(r, 200, json_pack("{s:s, s:s, s:o}", "id", id, "model", model, "results",
+                                        results));
+        return 0;
     }
     if (strcmp(url, "/v1/embeddings") == 0) {
         json_t *input = json_object_get(body, "input");
@@ -244,11 +297,12 @@ static void do_stats(mock_t *m, mh_req_t *r)
 {
     pthread_mutex_lock(&m->mu);
     json_t *s = json_pack(
-        "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:O?}",
+        "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:O?}",
         "requests_total", (json_int_t)m->requests_total, "ok", (json_int_t)m->ok, "failed",
         (json_int_t)m->failed, "unauthorized", (json_int_t)m->unauthorized, "bad_request",
         (json_int_t)m->bad_request, "chat", (json_int_t)m->chat, "completions",
-        (json_int_t)m->completions, "embeddings", (json_int_t)m->embeddings, "concurrent",
+        (json_int_t)m->completions, "embeddings", (json_int_t)m->embeddings, "moderations",
+        (json_int_t)m->moderations, "concurrent",
         (json_int_t)m->concurrent, "peak_concurrent", (json_int_t)m->peak_concurrent,
         "prompt_tokens", (json_int_t)m->prompt_tokens, "completion_tokens",
         (json_int_t)m->completion_tokens, "forced_status", (int)m->forced_status, "last_request",
@@ -276,7 +330,7 @@ static void do_admin(mock_t *m, mh_req_t *r, const char *url, json_t *body)
     if (strcmp(url, "/admin/reset") == 0) {
         pthread_mutex_lock(&m->mu);
         m->requests_total = m->ok = m->failed = m->unauthorized = m->bad_request = 0;
-        m->chat = m->completions = m->embeddings = 0;
+        m->chat = m->completions = m->embeddings = m->moderations = 0;
         m->peak_concurrent = m->concurrent;
         m->prompt_tokens = m->completion_tokens = 0;
         json_decref(m->last);
@@ -310,7 +364,7 @@ static void handle(void *ctx, mh_req_t *r, const char *method, const char *url, 
         goto out;
     }
     int api = strcmp(url, "/v1/chat/completions") == 0 || strcmp(url, "/v1/completions") == 0 ||
-              strcmp(url, "/v1/embeddings") == 0;
+              strcmp(url, "/v1/embeddings") == 0 || strcmp(url, "/v1/moderations") == 0;
     if (!api || strcmp(method, "POST") != 0) {
         mh_reply_error(r, 404, "invalid_request_error", "unknown endpoint");
         goto out;
@@ -372,12 +426,14 @@ static void handle(void *ctx, mh_req_t *r, const char *method, const char *url, 
             m->ok++;
             m->prompt_tokens += (uint64_t)pt;
             m->completion_tokens += (uint64_t)ct;
-            if (url[4] == 'c' && url[5] == 'h')
+            if (strcmp(url, "/v1/chat/completions") == 0)
                 m->chat++;
-            else if (url[4] == 'c')
+            else if (strcmp(url, "/v1/completions") == 0)
                 m->completions++;
-            else
+            else if (strcmp(url, "/v1/embeddings") == 0)
                 m->embeddings++;
+            else
+                m->moderations++;
         } else {
             m->bad_request++;
         }
