@@ -12,6 +12,7 @@
 #include "buf.h"
 #include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "trace.h"
 
 #define EXPORT_MAX_BATCH 512      /* spans per POST */
@@ -207,6 +208,19 @@ static atomic_long exported_total, dropped_total;
 long gt_trace_exported(void) { return atomic_load(&exported_total); }
 long gt_trace_dropped(void) { return atomic_load(&dropped_total); }
 
+/* Counted twice: the atomics for gt_trace_exported/dropped, the registry for /metrics. */
+static void count_spans(int exported, long n)
+{
+    atomic_fetch_add(exported ? &exported_total : &dropped_total, n);
+    gt_metric_add(exported ? gt_metrics_counter("gantry_trace_spans_exported_total",
+                                                "Spans sent to the OTLP collector", NULL)
+                           : gt_metrics_counter("gantry_trace_spans_dropped_total",
+                                                "Spans dropped: queue full, collector down "
+                                                "or refusing",
+                                                NULL),
+                  (double)n);
+}
+
 void gt_span_end(gt_span_t *s, const char *error, json_t *attrs)
 {
     exporter_t *e = ex_global;
@@ -215,7 +229,7 @@ void gt_span_end(gt_span_t *s, const char *error, json_t *attrs)
         return;
     }
     if (e->count + (size_t)e->in_flight >= e->queue_max) {
-        atomic_fetch_add(&dropped_total, 1);
+        count_spans(0, 1);
         json_decref(attrs);
         return;
     }
@@ -239,7 +253,7 @@ void gt_span_end(gt_span_t *s, const char *error, json_t *attrs)
     }
     char *text = gt_buf_take(&b, NULL);
     if (!text) {
-        atomic_fetch_add(&dropped_total, 1);
+        count_spans(0, 1);
         return;
     }
     size_t cap = e->queue_max;
@@ -311,10 +325,10 @@ static void on_posted(const gt_http_response_t *resp, void *arg)
     int n = e->in_flight;
     e->in_flight = 0;
     if (resp->status >= 200 && resp->status < 300) {
-        atomic_fetch_add(&exported_total, n);
+        count_spans(1, n);
     } else {
         /* The collector is down or refused the batch: drop it, never pile up. */
-        atomic_fetch_add(&dropped_total, n);
+        count_spans(0, n);
         gt_log(GT_LOG_DEBUG, NULL, "OTLP export of %d span(s) failed: %s%ld", n,
                resp->status ? "HTTP " : "curl error ",
                resp->status ? resp->status : (long)resp->curl_code);
@@ -344,14 +358,14 @@ static void export_batch(exporter_t *e, int64_t timeout_ms)
     char *body = gt_trace_otlp_body(e->service, spans, n);
     ring_pop(e, n);
     if (!body) {
-        atomic_fetch_add(&dropped_total, (long)n);
+        count_spans(0, (long)n);
         return;
     }
     e->in_flight = (int)n;
     if (gt_http_request(e->http, "POST", e->url, (const char *const *)e->headers, body,
                         strlen(body), timeout_ms, on_posted, e) != 0) {
         e->in_flight = 0;
-        atomic_fetch_add(&dropped_total, (long)n);
+        count_spans(0, (long)n);
     }
     free(body);
 }
@@ -390,6 +404,8 @@ int gt_trace_export_start(uv_loop_t *loop, const gt_config_t *cfg, const char *p
     }
     if (!e->headers[0])
         goto fail;
+    count_spans(1, 0); /* both series exist from the start, at 0 */
+    count_spans(0, 0);
     uv_timer_init(loop, &e->timer);
     e->timer.data = e;
     uv_timer_start(&e->timer, on_tick, (uint64_t)cfg->tracing_batch_ms,
@@ -417,7 +433,7 @@ void gt_trace_export_stop(void)
     uv_close((uv_handle_t *)&e->timer, on_timer_closed);
     export_batch(e, EXPORT_FINAL_TIMEOUT_MS);
     if (!e->in_flight) {
-        atomic_fetch_add(&dropped_total, (long)e->count);
+        count_spans(0, (long)e->count);
         gt_http_free(e->http);
         e->http = NULL; /* on_timer_closed frees e */
     }

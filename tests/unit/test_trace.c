@@ -11,6 +11,7 @@
 #include "config.h"
 #include "harness.h"
 #include "log.h"
+#include "metrics.h"
 #include "recorder.h"
 #include "trace.h"
 
@@ -301,6 +302,11 @@ static void test_export_collector_down(void)
     /* The 10 queued ones failed to send: dropped and counted too. */
     TH_EQ_INT(gt_trace_dropped() - dropped0, 50);
     TH_EQ_INT(gt_trace_exported() - exported0, 0);
+    /* /metrics shows the same counts. */
+    TH_EQ_INT(gt_metric_value(gt_metrics_counter("gantry_trace_spans_dropped_total", "", NULL)),
+              gt_trace_dropped());
+    TH_EQ_INT(gt_metric_value(gt_metrics_counter("gantry_trace_spans_exported_total", "", NULL)),
+              gt_trace_exported());
     TH_EQ_INT(uv_loop_close(&loop), 0);
     gt_config_free(cfg);
 }
