@@ -20,6 +20,18 @@ static int start_proc(th_cluster_t *c, th_proc_t *p, const char *name, const cha
     return th_proc_start(p, argv, log);
 }
 
+int th_cluster_start_kafka(th_cluster_t *c, int port)
+{
+    char p[16];
+    snprintf(p, sizeof(p), "%d", port);
+    const char *kargv[] = {th_bin("tools/gantry-kafka-dev"), "--brokers", "1", port ? "--port" : NULL,
+                           p, NULL};
+    if (start_proc(c, &c->kafka, "kafka", kargv) != 0 ||
+        th_proc_wait_line(&c->kafka, "bootstrap=", c->bootstrap, sizeof(c->bootstrap), 20000))
+        return -1;
+    return 0;
+}
+
 int th_cluster_start(th_cluster_t *c, const th_cluster_opts_t *o)
 {
     memset(c, 0, sizeof(*c));
@@ -29,9 +41,7 @@ int th_cluster_start(th_cluster_t *c, const th_cluster_opts_t *o)
     if (th_pg_create_db(c->conninfo, sizeof(c->conninfo)) != 0)
         return -1;
 
-    const char *kargv[] = {th_bin("tools/gantry-kafka-dev"), "--brokers", "1", NULL};
-    if (start_proc(c, &c->kafka, "kafka", kargv) != 0 ||
-        th_proc_wait_line(&c->kafka, "bootstrap=", c->bootstrap, sizeof(c->bootstrap), 20000))
+    if (th_cluster_start_kafka(c, o->kafka_port) != 0)
         return -1;
     char rate[32];
     snprintf(rate, sizeof(rate), "%g", o->fail_rate);

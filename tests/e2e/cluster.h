@@ -17,6 +17,7 @@ typedef struct th_cluster_opts {
     int worker_in_flight;
     const char *capacity_tflops;
     const char *extra_config; /* JSON object merged (recursively) into the generated config */
+    int kafka_port;           /* clients' bootstrap port (a restarted Kafka keeps it); 0: any */
 } th_cluster_opts_t;
 
 typedef struct th_cluster {
@@ -30,6 +31,9 @@ typedef struct th_cluster {
 } th_cluster_t;
 
 int th_cluster_start(th_cluster_t *c, const th_cluster_opts_t *o);
+/* (Re)starts the embedded Kafka into c->kafka and c->bootstrap (port as in
+ * th_cluster_opts_t.kafka_port). Returns 0 or -1. */
+int th_cluster_start_kafka(th_cluster_t *c, int port);
 /* Starts one more worker; returns its slot or -1. */
 int th_cluster_add_worker(th_cluster_t *c);
 void th_cluster_stop(th_cluster_t *c);

@@ -4,6 +4,7 @@
  * must parse under the strict text-format rules, and the counters must equal
  * the results, dead letters, usage rows and allocations seen elsewhere. */
 #include <curl/curl.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -196,10 +197,70 @@ static void test_metrics_match_the_run(void)
     th_cluster_stop(&cl);
 }
 
+typedef struct ready_want {
+    const char *hostport;
+    long code;
+    const char *needle; /* in the body, or NULL */
+} ready_want_t;
+
+static int ready_is(void *arg)
+{
+    const ready_want_t *w = arg;
+    char url[128];
+    prom_body_t b = {0};
+    snprintf(url, sizeof(url), "http://%s/ready", w->hostport);
+    long code = prom_get(url, &b);
+    int ok = code == w->code && (!w->needle || (b.data && strstr(b.data, w->needle)));
+    free(b.data);
+    return ok;
+}
+
+/* /ready of the dispatcher and a worker through a Kafka outage: 503 naming
+ * kafka while it is down (/health stays 200: the process is alive), 200 once
+ * a Kafka is back on the same bootstrap address. */
+static void test_ready_follows_kafka(void)
+{
+    int port = th_free_port();
+    th_cluster_opts_t o = {.workers = 1, .kafka_port = port,
+                           .extra_config = "{\"admin\": {\"port\": 0}}"};
+    CU_ASSERT_EQUAL_FATAL(th_cluster_start(&cl, &o), 0);
+    char admin[2][64];
+    CU_ASSERT_EQUAL_FATAL(th_proc_wait_line(&cl.dispatcher, "admin=", admin[0], 64, 30000), 0);
+    CU_ASSERT_EQUAL_FATAL(th_proc_wait_line(&cl.workers[0], "admin=", admin[1], 64, 30000), 0);
+    for (int i = 0; i < 2; i++) {
+        ready_want_t up = {admin[i], 200, "\"kafka\":{\"ok\":true"};
+        CU_ASSERT(th_poll(ready_is, &up, 30000));
+    }
+
+    TH_EQ_INT(th_proc_stop(&cl.kafka, SIGTERM, 10000), 0);
+    for (int i = 0; i < 2; i++) {
+        ready_want_t down = {admin[i], 503, "\"kafka\":{\"ok\":false"};
+        CU_ASSERT(th_poll(ready_is, &down, 30000));
+        char url[160];
+        prom_body_t b = {0};
+        snprintf(url, sizeof(url), "http://%s/health", admin[i]);
+        TH_EQ_INT(prom_get(url, &b), 200);
+        free(b.data);
+    }
+    /* The dispatcher's PostgreSQL is fine all along: only kafka fails. */
+    ready_want_t pg_ok = {admin[0], 503, "\"postgres\":{\"ok\":true"};
+    CU_ASSERT(ready_is(&pg_ok));
+
+    CU_ASSERT_EQUAL_FATAL(th_cluster_start_kafka(&cl, port), 0);
+    for (int i = 0; i < 2; i++) {
+        ready_want_t up = {admin[i], 200, "\"kafka\":{\"ok\":true"};
+        CU_ASSERT(th_poll(ready_is, &up, 60000));
+    }
+    th_cluster_stop(&cl);
+    TH_EQ_INT(cl.dispatcher.status, 0);
+    TH_EQ_INT(cl.workers[0].status, 0);
+}
+
 int main(void)
 {
     static const th_test_t tests[] = {
         {"/metrics counters equal what the run did", test_metrics_match_the_run},
+        {"/ready follows Kafka down and back", test_ready_follows_kafka},
         {NULL, NULL},
     };
     curl_global_init(CURL_GLOBAL_DEFAULT);
