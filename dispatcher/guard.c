@@ -189,7 +189,11 @@ static void emit(gt_dispatcher_t *d, const char *type, const char *request_id,
 {
     json_object_set_new(data, "request_id", json_string(request_id));
     json_object_set_new(data, "tenant_id", json_string(tenant_id));
-    json_t *ev = gt_event_build(type, d->id, NULL, data);
+    /* One decision of each type per request: a redelivered request repeats
+     * its event under the same id, which consumers dedupe on. */
+    char event_id[512];
+    snprintf(event_id, sizeof(event_id), "%s:%s", request_id, type);
+    json_t *ev = gt_event_build(type, d->id, event_id, data);
     if (!ev)
         return;
     if (gt_message_send(d->producer, d->cfg->topics.events, request_id, ev, NULL, 0, NULL, NULL) !=

@@ -289,6 +289,10 @@ static void test_guard_end_to_end(void)
         if (type && strncmp(type, "guardrail.", 10) == 0) {
             CU_ASSERT_PTR_NOT_NULL(json_object_get(data, "request_id"));
             CU_ASSERT_PTR_NOT_NULL(json_object_get(data, "tenant_id"));
+            char want[512]; /* deterministic: a repeat after redelivery dedupes */
+            snprintf(want, sizeof(want), "%s:%s",
+                     json_string_value(json_object_get(data, "request_id")), type);
+            TH_EQ_STR(json_string_value(json_object_get(ev, "event_id")), want);
             scrubbed += strcmp(type, "guardrail.scrubbed") == 0;
             rerouted += strcmp(type, "guardrail.rerouted") == 0;
             blocked += strcmp(type, "guardrail.blocked") == 0;
