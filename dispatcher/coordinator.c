@@ -151,7 +151,7 @@ static void on_result_delivered(int err, const char *errstr, void *opaque)
     gt_stats_result(c->status);
     char *text = json_dumps(c->result, JSON_COMPACT);
     const char *params[] = {c->request_id, c->status, text};
-    if (!text || gt_pg_query(c->d->pg, sql_complete, 3, params, on_completed, c) != 0)
+    if (!text || gt_pg_query(c->d->pg_coord, sql_complete, 3, params, on_completed, c) != 0)
         on_completed(NULL, "cannot send query", c);
     free(text);
 }
@@ -224,7 +224,7 @@ static void coord_claim(coord_t *c)
     snprintf(timeout, sizeof(timeout), "%lld", (long long)d->cfg->claim_timeout_ms);
     const char *params[] = {c->request_id, d->id, timeout};
     json_object_set_new(d->finalizing, c->request_id, json_true());
-    if (gt_pg_query(d->pg, sql_claim, 3, params, on_claimed, c) != 0)
+    if (gt_pg_query(d->pg_coord, sql_claim, 3, params, on_claimed, c) != 0)
         on_claimed(NULL, "cannot send query", c);
 }
 
@@ -299,7 +299,7 @@ void gt_coordinator_handle(gt_dispatcher_t *d, gt_msg_t *msg)
         json_string_value(json_object_get(tr, "worker_id")),
         c->request_id,
     };
-    if (gt_pg_query(d->pg, sql_apply, 10, params, on_applied, c) != 0)
+    if (gt_pg_query(d->pg_coord, sql_apply, 10, params, on_applied, c) != 0)
         on_applied(NULL, "cannot send query", c);
     free(text);
 }
@@ -333,13 +333,13 @@ static void on_sweep(uv_timer_t *t)
 {
     gt_coordinator_t *co = t->data;
     gt_dispatcher_t *d = co->d;
-    if (co->sweeping || d->closing || !gt_pg_connected(d->pg))
+    if (co->sweeping || d->closing || !gt_pg_connected(d->pg_coord))
         return;
     char timeout[24];
     snprintf(timeout, sizeof(timeout), "%lld", (long long)d->cfg->claim_timeout_ms);
     const char *params[] = {timeout};
     co->sweeping = 1;
-    if (gt_pg_query(d->pg, sql_stale, 1, params, on_stale, co) != 0)
+    if (gt_pg_query(d->pg_coord, sql_stale, 1, params, on_stale, co) != 0)
         co->sweeping = 0;
 }
 

@@ -23,7 +23,10 @@ typedef struct gt_dispatcher {
     const gt_config_t *cfg;
     char id[128];                  /* this process, e.g. "dispatcher-host-123" */
     gt_producer_t *producer;
-    gt_pg_t *pg;
+    gt_pg_t *pg;                   /* intake (and budget admission, guard's intake side) */
+    gt_pg_t *pg_coord;             /* the coordinator and guard's result side; NULL without
+                                      the role */
+    gt_pg_t *pg_ledger;            /* the ledger's batches; NULL without the role */
     gt_consumer_t *consumer;       /* requests and task results (group_dispatcher) */
     gt_schema_t *request_schema, *task_result_schema, *usage_schema, *event_schema;
     json_t *intake_active;         /* request_ids in intake now: a set (object of true) */

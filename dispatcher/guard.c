@@ -693,7 +693,7 @@ void gt_guard_result(gt_dispatcher_t *d, const char *request_id, json_t *result,
     g->done = done;
     g->arg = arg;
     const char *params[] = {request_id};
-    if (gt_pg_query(d->pg, sql_select_guard, 1, params, on_guard_loaded, g) != 0)
+    if (gt_pg_query(d->pg_coord, sql_select_guard, 1, params, on_guard_loaded, g) != 0)
         on_guard_loaded(NULL, "cannot send query", g);
 }
 
@@ -707,6 +707,6 @@ static void on_forgotten(const PGresult *res, const char *err, void *arg)
 void gt_guard_forget(gt_dispatcher_t *d, const char *request_id)
 {
     const char *params[] = {request_id};
-    gt_pg_query(d->pg, "DELETE FROM job_guardrails WHERE request_id = $1", 1, params,
+    gt_pg_query(d->pg_coord, "DELETE FROM job_guardrails WHERE request_id = $1", 1, params,
                 on_forgotten, NULL);
 }

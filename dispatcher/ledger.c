@@ -125,7 +125,7 @@ static void split(batch_t *b)
         json_array_append(one->events, json_array_get(b->events, (size_t)i));
         char *text = json_dumps(one->events, JSON_COMPACT);
         const char *params[] = {text};
-        if (gt_pg_query(b->l->d->pg, sql_insert, 1, params, on_single, one) != 0)
+        if (gt_pg_query(b->l->d->pg_ledger, sql_insert, 1, params, on_single, one) != 0)
             on_single(NULL, "cannot send query", one);
         free(text);
     }
@@ -182,7 +182,7 @@ static void flush(gt_ledger_t *l)
     l->n = 0;
     char *text = json_dumps(b->events, JSON_COMPACT);
     const char *params[] = {text};
-    if (!text || gt_pg_query(l->d->pg, sql_insert, 1, params, on_inserted, b) != 0)
+    if (!text || gt_pg_query(l->d->pg_ledger, sql_insert, 1, params, on_inserted, b) != 0)
         on_inserted(NULL, "cannot send query", b);
     free(text);
 }

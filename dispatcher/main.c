@@ -60,6 +60,22 @@ static int in_flight(app_t *a)
     return n + (a->d.producer ? gt_producer_outstanding(a->d.producer) : 0);
 }
 
+/* Every PostgreSQL connection this process's roles use is up. */
+static int pg_ready(const gt_dispatcher_t *d)
+{
+    return gt_pg_connected(d->pg) && (!d->pg_coord || gt_pg_connected(d->pg_coord)) &&
+           (!d->pg_ledger || gt_pg_connected(d->pg_ledger));
+}
+
+/* Frees the connections: queries still queued fail into their callbacks. */
+static void pg_free_all(gt_dispatcher_t *d)
+{
+    gt_pg_free(d->pg_ledger);
+    gt_pg_free(d->pg_coord);
+    gt_pg_free(d->pg);
+    d->pg = d->pg_coord = d->pg_ledger = NULL;
+}
+
 static void close_all(app_t *a)
 {
     uv_timer_stop(&a->drain);
@@ -83,8 +99,7 @@ static void close_all(app_t *a)
     gt_moderation_free(a->d.moderation); /* aborts checks in flight; freed as the loop runs */
     a->d.moderation = NULL;
     gt_admin_set_ready(a->admin, "postgres", 0);
-    gt_pg_free(a->d.pg);
-    a->d.pg = NULL;
+    pg_free_all(&a->d);
     gt_producer_close_handles(a->d.producer);
     gt_trace_export_stop(); /* one last batch of spans, then its handles close */
 }
@@ -93,7 +108,7 @@ static void close_all(app_t *a)
 static void on_drain_tick(uv_timer_t *t)
 {
     app_t *a = t->data;
-    gt_admin_set_ready(a->admin, "postgres", gt_pg_connected(a->d.pg));
+    gt_admin_set_ready(a->admin, "postgres", pg_ready(&a->d));
     if (!a->stopping) {
         if (a->d.consumer &&
             gt_consumer_in_flight(a->d.consumer) < a->d.cfg->dispatcher_max_in_flight * 3 / 4)
@@ -237,8 +252,21 @@ int main(int argc, char **argv)
         fprintf(stderr, "gantry-dispatcher: kafka producer: %s\n", err);
         goto out;
     }
-    if (cfg->pg_conninfo)
+    /* One connection (one server backend) per role that writes: intake,
+     * coordinator and ledger run in parallel in PostgreSQL, and a ledger
+     * batch never queues intake's statements behind it. */
+    if (cfg->pg_conninfo) {
         d->pg = gt_pg_new(loop, cfg->pg_conninfo);
+        if (roles & ROLE_COORD)
+            d->pg_coord = gt_pg_new(loop, cfg->pg_conninfo);
+        if (roles & ROLE_LEDGER)
+            d->pg_ledger = gt_pg_new(loop, cfg->pg_conninfo);
+        if (!d->pg || ((roles & ROLE_COORD) && !d->pg_coord) ||
+            ((roles & ROLE_LEDGER) && !d->pg_ledger)) {
+            fprintf(stderr, "gantry-dispatcher: postgres: out of memory\n");
+            goto out;
+        }
+    }
     if (roles & (ROLE_INTAKE | ROLE_COORD)) {
         const char *topics[3] = {NULL, NULL, NULL};
         int n = 0;
@@ -306,8 +334,7 @@ out:
             gt_ledger_close(d->ledger);
         gt_coordinator_close(d->coordinator);
         gt_moderation_free(d->moderation);
-        if (d->pg)
-            gt_pg_free(d->pg);
+        pg_free_all(d);
         if (d->producer)
             gt_producer_close_handles(d->producer);
         uv_run(loop, UV_RUN_DEFAULT);

@@ -6,7 +6,8 @@
 #
 # DIR holds the cluster (DIR/data), its Unix socket and its log (DIR/postgres.log).
 # Superuser "gantry", trust authentication, fsync off: for tests only.
-# Everything except the export line goes to stderr.
+# Everything except the export line goes to stderr. GANTRY_PG_OPTS adds server
+# options, e.g. "-c shared_preload_libraries=pg_stat_statements" to profile.
 set -eu
 
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
@@ -89,7 +90,7 @@ start)
     while :; do
         port=$(free_port)
         if as_owner "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
-            -o "-p $port -c listen_addresses=127.0.0.1 -k $dir -c fsync=off -c max_connections=200" \
+            -o "-p $port -c listen_addresses=127.0.0.1 -k $dir -c fsync=off -c max_connections=200 ${GANTRY_PG_OPTS:-}" \
             start >&2; then
             break
         fi
