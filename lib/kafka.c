@@ -358,6 +358,7 @@ typedef struct gt_part {
     gt_offsets_t *offs;
     int refs;
     int revoked;
+    int revoking; /* revoked by the group, kept until its messages in flight are done */
 } gt_part_t;
 
 /* A handed-out message, linked so that gt_consumer_free can release the
@@ -396,6 +397,13 @@ struct gt_consumer {
     rd_kafka_message_t **bl; /* backlog ring, in fetch order */
     size_t bl_cap, bl_head, bl_len;
     int in_flight;
+    /* A revoke waits (up to revoke_grace_ms) for the messages in flight on
+     * the partitions it takes, so that their next owner starts after that
+     * work rather than running it again. */
+    uint64_t revoke_grace_ms;
+    rd_kafka_topic_partition_list_t *revoking; /* NULL: no revoke waiting */
+    uint64_t revoke_deadline;                  /* loop time */
+    int revoke_coop;
     gt_part_t *parts; /* currently assigned */
     gt_inmsg_t *msgs; /* handed out, not done */
 };
@@ -407,6 +415,7 @@ static void part_revoke(gt_consumer_t *c, gt_part_t *pt);
 static void consumer_commit(gt_consumer_t *c, const rd_kafka_topic_partition_list_t *only,
                             int async);
 static void consumer_set_paused(gt_consumer_t *c, int pause);
+static void revoke_check(gt_consumer_t *c, int now);
 static void backlog_drop(gt_consumer_t *c, const char *topic, int32_t partition);
 static void backlog_push(gt_consumer_t *c, rd_kafka_message_t *rkm);
 static void consumer_deliver(gt_consumer_t *c, rd_kafka_message_t *rkm);
@@ -557,6 +566,11 @@ static void consumer_set_paused(gt_consumer_t *c, int pause)
     rd_kafka_topic_partition_list_t *l = NULL;
     if (rd_kafka_assignment(c->rk, &l) != RD_KAFKA_RESP_ERR_NO_ERROR || !l)
         return;
+    for (int i = l->cnt - 1; !pause && i >= 0; i--) { /* revoking ones stay paused */
+        gt_part_t *pt = part_find(c, l->elems[i].topic, l->elems[i].partition);
+        if (pt && pt->revoking)
+            rd_kafka_topic_partition_list_del_by_idx(l, i);
+    }
     if (l->cnt > 0) {
         rd_kafka_resp_err_t err = pause ? rd_kafka_pause_partitions(c->rk, l)
                                         : rd_kafka_resume_partitions(c->rk, l);
@@ -565,6 +579,79 @@ static void consumer_set_paused(gt_consumer_t *c, int pause)
                     rd_kafka_err2str(err));
     }
     rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* Counts how revokes ended: at once (nothing in flight), after the work in
+ * flight finished, or when the grace ran out (that work runs again). */
+static void count_revoke(gt_consumer_t *c, const char *outcome)
+{
+    gt_metric_add(gt_metrics_counter("gantry_consumer_revokes_total",
+                                     "Partition revokes by how they ended: immediate, after_work "
+                                     "(waited for the messages in flight), grace_expired (handed "
+                                     "over with messages in flight)",
+                                     "group,outcome"),
+                  1, c->group_id, outcome);
+}
+
+/* Gives the partitions in list up: commits what is done on them (unless the
+ * assignment was lost), forgets them and unassigns. */
+static void revoke_finish(gt_consumer_t *c, const rd_kafka_topic_partition_list_t *list, int coop)
+{
+    rd_kafka_error_t *error = NULL;
+    rd_kafka_resp_err_t aerr = RD_KAFKA_RESP_ERR_NO_ERROR;
+    /* Synchronous: the next owner must start after what we finished. A lost
+     * assignment cannot be committed any more. */
+    if (!rd_kafka_assignment_lost(c->rk))
+        consumer_commit(c, list, 0);
+    for (int i = 0; i < list->cnt; i++) {
+        gt_part_t *pt = part_find(c, list->elems[i].topic, list->elems[i].partition);
+        if (pt)
+            part_revoke(c, pt);
+        backlog_drop(c, list->elems[i].topic, list->elems[i].partition);
+    }
+    if (coop)
+        error = rd_kafka_incremental_unassign(c->rk, list);
+    else
+        aerr = rd_kafka_assign(c->rk, NULL);
+    if (error) {
+        gt_warn("kafka consumer: incremental unassign failed: %s", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    }
+    if (aerr)
+        gt_warn("kafka consumer: unassign failed: %s", rd_kafka_err2str(aerr));
+}
+
+/* Messages handed out and not done on the partitions of list. */
+static int revoke_busy(gt_consumer_t *c, const rd_kafka_topic_partition_list_t *list)
+{
+    int n = 0;
+    for (int i = 0; i < list->cnt; i++) {
+        gt_part_t *pt = part_find(c, list->elems[i].topic, list->elems[i].partition);
+        n += pt ? pt->refs : 0;
+    }
+    return n;
+}
+
+/* Ends a waiting revoke once its messages are done, its grace is over, or
+ * now is set (closing). */
+static void revoke_check(gt_consumer_t *c, int now)
+{
+    if (!c->revoking)
+        return;
+    int busy = revoke_busy(c, c->revoking);
+    if (busy && !now && uv_now(c->loop) < c->revoke_deadline)
+        return;
+    rd_kafka_topic_partition_list_t *list = c->revoking;
+    c->revoking = NULL;
+    if (busy)
+        gt_warn("kafka consumer: handing over %d partition(s) with %d message(s) still in "
+                "flight: their next owner runs them again",
+                list->cnt, busy);
+    else
+        gt_info("kafka consumer: in-flight work on the revoked partitions done, handing them over");
+    count_revoke(c, busy ? "grace_expired" : "after_work");
+    revoke_finish(c, list, c->revoke_coop);
+    rd_kafka_topic_partition_list_destroy(list);
 }
 
 /* Runs inside rd_kafka_consumer_poll (loop thread) and inside
@@ -590,31 +677,48 @@ static void consumer_on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             error = rd_kafka_incremental_assign(rk, list);
         else
             aerr = rd_kafka_assign(rk, list);
-        /* librdkafka starts new partitions fetching; pause keeps its promise. */
-        if (c->rd_paused && list->cnt > 0)
-            rd_kafka_pause_partitions(rk, list);
+        /* librdkafka starts new partitions fetching; pause keeps its promise.
+         * A partition we paused while revoking it keeps that pause in
+         * librdkafka if it comes back to us: lift it. */
+        if (list->cnt > 0) {
+            if (c->rd_paused)
+                rd_kafka_pause_partitions(rk, list);
+            else
+                rd_kafka_resume_partitions(rk, list);
+        }
         break;
 
-    case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
-        gt_info("kafka consumer: revoked %d partitions", list->cnt);
-        /* Synchronous: the next owner must start after what we finished. A
-         * lost assignment cannot be committed any more. */
-        if (!rd_kafka_assignment_lost(rk))
-            consumer_commit(c, list, 0);
+    case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS: {
+        int busy = revoke_busy(c, list);
+        gt_info("kafka consumer: revoked %d partitions (%d message(s) in flight on them)",
+                list->cnt, busy);
+        if (!busy || c->closing || c->revoke_grace_ms == 0 || c->revoking ||
+            rd_kafka_assignment_lost(rk)) {
+            count_revoke(c, "immediate");
+            revoke_finish(c, list, coop);
+            break;
+        }
+        /* Keep them while their work finishes: nothing more is handed out
+         * from them, and librdkafka waits for our unassign (revoke_check). */
         for (int i = 0; i < list->cnt; i++) {
             gt_part_t *pt = part_find(c, list->elems[i].topic, list->elems[i].partition);
             if (pt)
-                part_revoke(c, pt);
+                pt->revoking = 1;
             backlog_drop(c, list->elems[i].topic, list->elems[i].partition);
         }
-        if (coop)
-            error = rd_kafka_incremental_unassign(rk, list);
-        else
-            aerr = rd_kafka_assign(rk, NULL);
+        rd_kafka_pause_partitions(rk, list);
+        c->revoking = rd_kafka_topic_partition_list_copy(list);
+        c->revoke_coop = coop;
+        c->revoke_deadline = uv_now(c->loop) + c->revoke_grace_ms;
         break;
+    }
 
     default:
         gt_warn("kafka consumer: rebalance error: %s", rd_kafka_err2str(err));
+        if (c->revoking) {
+            rd_kafka_topic_partition_list_destroy(c->revoking);
+            c->revoking = NULL;
+        }
         while (c->parts)
             part_revoke(c, c->parts);
         backlog_drop(c, NULL, -1);
@@ -643,6 +747,13 @@ static void consumer_deliver(gt_consumer_t *c, rd_kafka_message_t *rkm)
         return;
     }
     pt = part_find(c, topic, rkm->partition);
+    if (pt && pt->revoking) {
+        /* Fetched before the pause; its next owner reads it (never tracked,
+         * so never committed). */
+        rd_kafka_message_destroy(rkm);
+        free(im);
+        return;
+    }
     /* An offset not above the last tracked one (a re-fetch) is already
      * accounted for by its first copy: this copy only frees on done. */
     if (pt && gt_offsets_track(pt->offs, rkm->offset) < 0) {
@@ -781,6 +892,7 @@ static void consumer_on_timer(uv_timer_t *h)
 {
     gt_consumer_t *c = h->data;
     consumer_commit(c, NULL, 1);
+    revoke_check(c, 0);
     consumer_serve(c);
     uint64_t now = uv_now(c->loop);
     if (now >= c->lag_at) {
@@ -823,6 +935,7 @@ gt_consumer_t *gt_consumer_new(uv_loop_t *loop, const gt_config_t *cfg,
     c->commit_interval_ms = opts->commit_interval_ms > 0   ? (uint64_t)opts->commit_interval_ms
                             : cfg->commit_interval_ms > 0 ? (uint64_t)cfg->commit_interval_ms
                                                           : 200;
+    c->revoke_grace_ms = cfg->kafka_revoke_grace_ms > 0 ? (uint64_t)cfg->kafka_revoke_grace_ms : 0;
     if (wake_pipe_open(c->wake, err, errlen) < 0)
         goto fail;
 
@@ -969,10 +1082,16 @@ int gt_consumer_in_flight(const gt_consumer_t *c)
     return c->in_flight;
 }
 
+int gt_consumer_revoking(const gt_consumer_t *c)
+{
+    return c->revoking ? c->revoking->cnt : 0;
+}
+
 void gt_consumer_close_handles(gt_consumer_t *c)
 {
     if (!c || c->closing)
         return;
+    revoke_check(c, 1); /* what is in flight now is handed back in any case */
     c->closing = 1;
     if (!c->handles_open)
         return;
@@ -1009,6 +1128,7 @@ void gt_consumer_free(gt_consumer_t *c)
 {
     if (!c)
         return;
+    revoke_check(c, 1);
     c->closing = 1;
     rd_kafka_queue_io_event_enable(c->cq, -1, NULL, 0);
     rd_kafka_queue_destroy(c->cq);

@@ -109,6 +109,12 @@ void gt_consumer_resume(gt_consumer_t *c);
 /* Messages handed out and not yet done. */
 int gt_consumer_in_flight(const gt_consumer_t *c);
 
+/* In a rebalance, partitions taken from this consumer are kept until the
+ * messages in flight on them are done or kafka.revoke_grace_ms passes (no
+ * more of their messages are handed out meanwhile, and the group waits).
+ * Returns how many partitions wait so now. */
+int gt_consumer_revoking(const gt_consumer_t *c);
+
 /* Stops delivering messages and closes the loop handles (async close). */
 void gt_consumer_close_handles(gt_consumer_t *c);
 /* Commits what is done, leaves the group and destroys the consumer. Messages

@@ -12,6 +12,7 @@
 
 #include "harness.h"
 #include "kafka.h"
+#include "metrics.h"
 #include "log.h"
 
 #define N_BASIC 2000
@@ -716,6 +717,88 @@ static void test_two_members(void)
     teardown(&loop, s.p, c0, c1);
 }
 
+/* -- a revoke waits for the messages in flight on its partitions ---------- */
+
+typedef struct revoke_wait {
+    twom_t *s;
+    gt_consumer_t *c0;
+} revoke_wait_t;
+
+static int rw_revoking(void *arg)
+{
+    revoke_wait_t *w = arg;
+    tm_trickle(w->s, 1);
+    return gt_consumer_revoking(w->c0) > 0;
+}
+
+static double revokes(const char *group, const char *outcome)
+{
+    return gt_metric_value(gt_metrics_counter("gantry_consumer_revokes_total", "", "group,outcome"),
+                           group, outcome);
+}
+
+/* Member 0 holds messages when member 1 joins. With a grace, member 0 keeps
+ * its partitions (the group waits) until those messages are done, or, when
+ * they never are, until the grace runs out. */
+static void revoke_grace(const char *group, int64_t grace_ms, int release)
+{
+    static twom_t s;
+    uv_loop_t loop;
+    char err[256];
+    const char *topics[] = {"t.group", NULL};
+    gt_config_t gcfg = cfg;
+    gcfg.kafka_revoke_grace_ms = grace_ms;
+    memset(&s, 0, sizeof(s));
+    uv_loop_init(&loop);
+    s.p = gt_producer_new(&loop, &gcfg, err, sizeof(err));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s.p);
+    gt_consumer_opts_t o0 = {.group_id = group, .topics = topics, .cb = tm_on_msg0, .arg = &s};
+    gt_consumer_opts_t o1 = {.group_id = group, .topics = topics, .cb = tm_on_msg1, .arg = &s};
+    gt_consumer_t *c0 = gt_consumer_new(&loop, &gcfg, &o0, err, sizeof(err));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c0);
+    CU_ASSERT(run_until(&loop, tm_first_busy, &s, 30000));
+    CU_ASSERT_FATAL(s.n_held > 0);
+
+    gt_consumer_t *c1 = gt_consumer_new(&loop, &gcfg, &o1, err, sizeof(err));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c1);
+    revoke_wait_t w = {&s, c0};
+    CU_ASSERT_FATAL(run_until(&loop, rw_revoking, &w, 30000));
+    /* The group cannot finish its rebalance while member 0 keeps them. */
+    TH_EQ_INT(s.per_member[1], 0);
+    TH_EQ_INT(gt_consumer_in_flight(c0), s.n_held);
+    int64_t t0 = th_now_ms();
+    if (release) {
+        for (int i = 0; i < s.n_held; i++)
+            gt_consumer_done(c0, s.held[i]);
+        s.n_held = TM_HOLD; /* hold no more */
+    }
+    CU_ASSERT(run_until(&loop, tm_second_busy, &s, 30000));
+    TH_EQ_INT(gt_consumer_revoking(c0), 0);
+    fprintf(stderr, "  %s: member 1 consuming %" PRId64 " ms after %s\n", group,
+            th_now_ms() - t0, release ? "member 0 finished its work" : "the revoke began waiting");
+    TH_EQ_INT(revokes(group, release ? "after_work" : "grace_expired"), 1);
+    if (!release) { /* done after the hand-over: only freed */
+        for (int i = 0; i < s.n_held; i++)
+            gt_consumer_done(c0, s.held[i]);
+    }
+    TH_EQ_INT(gt_consumer_in_flight(c0), 0);
+    /* Everything produced is read (the topic also holds earlier tests' messages). */
+    CU_ASSERT(run_until(&loop, tm_all_seen, &s, 30000));
+    teardown(&loop, s.p, c0, c1);
+}
+
+static void test_revoke_waits_for_work(void)
+{
+    CU_ASSERT_FATAL(broker_up);
+    revoke_grace("g-grace-done", 20000, 1);
+}
+
+static void test_revoke_grace_expires(void)
+{
+    CU_ASSERT_FATAL(broker_up);
+    revoke_grace("g-grace-over", 1500, 0);
+}
+
 /* -- --port: a fixed bootstrap port in front of the mock cluster ---------- */
 
 typedef struct fp {
@@ -782,6 +865,8 @@ int main(void)
         {"pause_resume", test_pause_resume},
         {"restart_resumes", test_restart_resumes},
         {"two_members", test_two_members},
+        {"revoke_waits_for_work", test_revoke_waits_for_work},
+        {"revoke_grace_expires", test_revoke_grace_expires},
         {"fixed_port", test_fixed_port},
         {"stop", test_stop},
         {NULL, NULL},
