@@ -178,9 +178,20 @@ static void send_result(coord_t *c)
 }
 
 /* The guard stage restored or blocked the output and recorded its decisions. */
-static void on_guarded(void *arg)
+static void on_guarded(const char *err, void *arg)
 {
     coord_t *c = arg;
+    if (err) {
+        /* Never published unguarded (unmoderated, masked): the job stays
+         * claimed; the task result is dead-lettered, or left undone while
+         * stopping; the sweep finishes the job once the claim is stale. */
+        json_object_del(c->d->finalizing, c->request_id);
+        if (c->msg)
+            gt_dispatcher_dead_letter(c->d, c->d->consumer, c->msg, "coordinator.guard",
+                                      "persist_failed", err, c->request_id);
+        coord_free(c);
+        return;
+    }
     c->status = strdup(json_string_value(json_object_get(c->result, "status")));
     gt_log(GT_LOG_INFO, C_CTX(c),
            "job %s", c->status);
@@ -190,10 +201,20 @@ static void on_guarded(void *arg)
 static void on_claimed(const PGresult *res, const char *err, void *arg)
 {
     coord_t *c = arg;
-    int n = err ? 0 : PQntuples(res);
-    if (err)
-        gt_log(GT_LOG_ERROR, C_CTX(c),
-               "claiming the job failed: %s", err);
+    if (err) {
+        /* Not "nothing to do": the job is neither finished nor claimed by
+         * another. Transient failures were retried by gt_pg; a permanent one
+         * dead-letters the task result (nothing while stopping: it stays
+         * undone), a sweep's claim is tried again on the next sweep. */
+        gt_log(GT_LOG_ERROR, C_CTX(c), "claiming the job failed: %s", err);
+        json_object_del(c->d->finalizing, c->request_id);
+        if (c->msg)
+            gt_dispatcher_dead_letter(c->d, c->d->consumer, c->msg, "coordinator.claim",
+                                      "persist_failed", err, c->request_id);
+        coord_free(c);
+        return;
+    }
+    int n = PQntuples(res);
     if (n == 1 && PQgetisnull(res, 0, 0)) {
         /* Its holder publishes the result (this message is a duplicate, or a
          * redelivery after its partition moved); if that holder died, the
