@@ -105,9 +105,11 @@ static void on_admit(const PGresult *res, const char *err, void *arg)
 {
     admit_t *a = arg;
     if (err || PQntuples(res) != 1) {
+        /* Never admitted unchecked: transient failures were retried by gt_pg,
+         * so this is a permanent error (or the process is stopping). */
         gt_log(GT_LOG_ERROR, &(gt_log_ctx_t){.tenant_id = a->tenant_id},
-               "budget check failed, admitting: %s", err ? err : "no answer");
-        a->cb(1, NULL, a->arg);
+               "budget check failed, not admitting: %s", err ? err : "no answer");
+        a->cb(-1, err ? err : "budget check: no answer", a->arg);
         admit_free(a);
         return;
     }
@@ -145,7 +147,7 @@ int gt_budget_admit(gt_dispatcher_t *d, const char *tenant_id, const char *reque
     const struct gt_budget *b = &t->budget;
     admit_t *a = calloc(1, sizeof(*a));
     if (!a)
-        return 1;
+        return -1;
     a->d = d;
     a->cb = cb;
     a->arg = arg;
@@ -167,7 +169,7 @@ int gt_budget_admit(gt_dispatcher_t *d, const char *tenant_id, const char *reque
                             b->reserve_micros_per_task >= 0 ? per_task : NULL, b->currency};
     if (gt_pg_query(d->pg, sql_admit, 8, params, on_admit, a) != 0) {
         admit_free(a);
-        return 1;
+        return -1;
     }
     return 0;
 }

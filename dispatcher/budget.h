@@ -6,20 +6,26 @@
 
 #include "dispatcher.h"
 
-/* admitted: 1 = go ahead, 0 = over the hard limit (reason says by how much). */
+/* admitted: 1 = go ahead, 0 = over the hard limit (reason says by how much),
+ * -1 = the check failed permanently (reason is gt_pg's error, SQLSTATE first,
+ * or "closed" while stopping): the job is not admitted. */
 typedef void (*gt_budget_cb)(int admitted, const char *reason, void *arg);
 
 /* Admits a job of `tasks` inference tasks for tenant_id. Returns 1 when the
  * tenant has no budget (admitted, cb is not called), 0 when the decision will
- * come through cb on the loop (exactly once, never from inside this call).
+ * come through cb on the loop (exactly once, never from inside this call),
+ * -1 when it cannot be checked now (out of memory, connection closed: cb is
+ * not called; not admitted, the caller leaves its message undone).
  *
  * An admitted job reserves its estimated cost in the tenant's period row until
  * it ends; costed usage (the ledger) moves into spent. A request_id that is
  * already a job or holds a reservation is admitted again without reserving
  * (redelivery). Crossing a soft threshold emits one budget.warning event per
  * tenant, period and threshold over all dispatchers (deduplicated in
- * PostgreSQL). An SQL error admits the job and logs it: the database being
- * unreachable only delays the answer (gt_pg retries), so errors are bugs. */
+ * PostgreSQL). Nothing fails open: an unreachable database or a transient
+ * error only delays the answer (gt_pg retries the statement); a permanent SQL
+ * error answers -1. The statement is safe to run twice: a request_id that
+ * holds a reservation is "known" and reserves nothing more. */
 int gt_budget_admit(gt_dispatcher_t *d, const char *tenant_id, const char *request_id, int tasks,
                     gt_budget_cb cb, void *arg);
 

@@ -65,30 +65,51 @@ static const char sql_apply[] =
     "        (SELECT count(*) FROM upd), j.traceparent"
     " FROM jobs j WHERE j.request_id = $10";
 
-/* Claims the job for this process ($2) unless another holds a claim younger
- * than $3 ms. Claimed: the job's inference tasks in order. Held by another:
- * one row (NULL, NULL, holder). Finished (or being claimed right now): none. */
+/* Claims the job for this process incarnation ($2 the --id, $4 the
+ * incarnation) unless another holds a claim younger than $3 ms. A claim of
+ * the same --id is always taken: it is this incarnation's own (a re-run of
+ * this statement after a lost connection; d->finalizing keeps two finishes of
+ * one job apart within a process) or a dead incarnation's (a restart under
+ * the same id), so --id must be unique among live dispatchers. Claimed: the
+ * job's inference tasks in order, each with the result already stored by an
+ * earlier holder (NULL if none). Held by another: one row (NULL, NULL,
+ * holder). Finished (or being claimed right now): none. */
 static const char sql_claim[] =
     "WITH claim AS ("
-    "  UPDATE jobs SET status = 'completing', claimed_by = $2, claimed_at = now()"
+    "  UPDATE jobs SET status = 'completing', claimed_by = $2, claimed_at = now(),"
+    "         claimed_incarnation = $4"
     "  WHERE request_id = $1 AND (status = 'running' OR (status = 'completing' AND"
-    "        (claimed_at IS NULL OR claimed_at < now() - $3::bigint * interval '1 millisecond')))"
-    "  RETURNING request_id)"
-    " SELECT t.idx, t.result, NULL FROM claim c"
+    "        (claimed_at IS NULL OR claimed_by = $2"
+    "         OR claimed_at < now() - $3::bigint * interval '1 millisecond')))"
+    "  RETURNING request_id, result)"
+    " SELECT t.idx, t.result, NULL, c.result FROM claim c"
     "  JOIN tasks t ON t.request_id = c.request_id AND t.kind = 'inference'"
     " UNION ALL"
-    " SELECT NULL, NULL, coalesce(j.claimed_by, '') FROM jobs j"
+    " SELECT NULL, NULL, coalesce(j.claimed_by, ''), NULL FROM jobs j"
     "  WHERE j.request_id = $1 AND j.status = 'completing' AND NOT EXISTS (SELECT 1 FROM claim)"
     " ORDER BY 1";
 
 /* Jobs whose claimant went silent (it died between claiming and marking the
- * job done): the sweep finishes them, as no message may ever come for them. */
+ * job done): the sweep finishes them, as no message may ever come for them.
+ * A claim of this --id ($2) by another incarnation ($3) is a dead self's:
+ * taken at once, not after the timeout. */
 static const char sql_stale[] =
     "SELECT request_id, tenant_id, batch, reply_topic,"
     "       (extract(epoch FROM created_at) * 1000)::bigint, traceparent"
     " FROM jobs WHERE status = 'completing'"
-    "  AND (claimed_at IS NULL OR claimed_at < now() - $1::bigint * interval '1 millisecond')"
+    "  AND (claimed_at IS NULL OR claimed_at < now() - $1::bigint * interval '1 millisecond'"
+    "       OR (claimed_by = $2 AND claimed_incarnation IS DISTINCT FROM $3))"
     " ORDER BY claimed_at NULLS FIRST LIMIT 64";
+
+/* Stores the final result while the job is still 'completing' and this
+ * incarnation holds the claim, before it is published: whoever publishes
+ * later publishes these bytes (a result stored earlier wins). Returns the
+ * stored result; no row when the claim was taken over meanwhile. */
+static const char sql_store[] =
+    "UPDATE jobs SET result = coalesce(result, $2::jsonb)"
+    " WHERE request_id = $1 AND status = 'completing' AND claimed_by = $3"
+    "  AND claimed_incarnation = $4"
+    " RETURNING result";
 
 static const char sql_complete[] =
     "WITH g AS ("
@@ -137,6 +158,7 @@ static void on_completed(const PGresult *res, const char *err, void *arg)
 }
 
 static void send_result(coord_t *c);
+static void on_stored(const PGresult *res, const char *err, void *arg);
 
 static void on_result_delivered(int err, const char *errstr, void *opaque)
 {
@@ -177,23 +199,85 @@ static void send_result(coord_t *c)
     }
 }
 
-/* The guard stage restored or blocked the output and recorded its decisions. */
-static void on_guarded(void *arg)
+/* Publishes the stored result body (stored: its jsonb text), the same bytes
+ * whichever incarnation publishes it. */
+static void publish_stored(coord_t *c, const char *stored)
+{
+    json_decref(c->result);
+    c->result = json_loads(stored, 0, NULL);
+    const char *st = json_string_value(json_object_get(c->result, "status"));
+    if (!c->result || !st) {
+        gt_log(GT_LOG_ERROR, C_CTX(c), "the stored result is unreadable; left to the sweep");
+        json_object_del(c->d->finalizing, c->request_id);
+        coord_free(c); /* offset stays undone */
+        return;
+    }
+    c->status = strdup(st);
+    gt_log(GT_LOG_INFO, C_CTX(c), "job %s", c->status);
+    send_result(c);
+}
+
+static void on_stored(const PGresult *res, const char *err, void *arg)
 {
     coord_t *c = arg;
-    c->status = strdup(json_string_value(json_object_get(c->result, "status")));
-    gt_log(GT_LOG_INFO, C_CTX(c),
-           "job %s", c->status);
-    send_result(c);
+    if (err) {
+        /* Not published unstored: a SIGKILL after it could make a second,
+         * different result. Dead-lettered (permanent) or left undone. */
+        json_object_del(c->d->finalizing, c->request_id);
+        if (c->msg)
+            gt_dispatcher_dead_letter(c->d, c->d->consumer, c->msg, "coordinator.store",
+                                      "persist_failed", err, c->request_id);
+        coord_free(c);
+        return;
+    }
+    if (PQntuples(res) != 1) {
+        gt_log(GT_LOG_INFO, C_CTX(c), "the job's claim was taken over: its holder publishes");
+        json_object_del(c->d->finalizing, c->request_id);
+        coord_finish(c);
+        return;
+    }
+    publish_stored(c, PQgetvalue(res, 0, 0));
+}
+
+/* The guard stage restored or blocked the output and recorded its decisions. */
+static void on_guarded(const char *err, void *arg)
+{
+    coord_t *c = arg;
+    if (err) {
+        /* Never published unguarded (unmoderated, masked): the job stays
+         * claimed; the task result is dead-lettered, or left undone while
+         * stopping; the sweep finishes the job once the claim is stale. */
+        json_object_del(c->d->finalizing, c->request_id);
+        if (c->msg)
+            gt_dispatcher_dead_letter(c->d, c->d->consumer, c->msg, "coordinator.guard",
+                                      "persist_failed", err, c->request_id);
+        coord_free(c);
+        return;
+    }
+    char *text = json_dumps(c->result, JSON_COMPACT);
+    const char *params[] = {c->request_id, text, c->d->id, c->d->incarnation};
+    if (!text || gt_pg_query(c->d->pg_coord, sql_store, 4, params, on_stored, c) != 0)
+        on_stored(NULL, "cannot send query", c);
+    free(text);
 }
 
 static void on_claimed(const PGresult *res, const char *err, void *arg)
 {
     coord_t *c = arg;
-    int n = err ? 0 : PQntuples(res);
-    if (err)
-        gt_log(GT_LOG_ERROR, C_CTX(c),
-               "claiming the job failed: %s", err);
+    if (err) {
+        /* Not "nothing to do": the job is neither finished nor claimed by
+         * another. Transient failures were retried by gt_pg; a permanent one
+         * dead-letters the task result (nothing while stopping: it stays
+         * undone), a sweep's claim is tried again on the next sweep. */
+        gt_log(GT_LOG_ERROR, C_CTX(c), "claiming the job failed: %s", err);
+        json_object_del(c->d->finalizing, c->request_id);
+        if (c->msg)
+            gt_dispatcher_dead_letter(c->d, c->d->consumer, c->msg, "coordinator.claim",
+                                      "persist_failed", err, c->request_id);
+        coord_free(c);
+        return;
+    }
+    int n = PQntuples(res);
     if (n == 1 && PQgetisnull(res, 0, 0)) {
         /* Its holder publishes the result (this message is a duplicate, or a
          * redelivery after its partition moved); if that holder died, the
@@ -205,6 +289,13 @@ static void on_claimed(const PGresult *res, const char *err, void *arg)
     if (n == 0) { /* finished meanwhile, or claimed by another */
         json_object_del(c->d->finalizing, c->request_id);
         coord_finish(c);
+        return;
+    }
+    if (!PQgetisnull(res, 0, 3)) {
+        /* A dead holder stored the result (and may have published it): the
+         * same body again, never a second, different one. */
+        gt_log(GT_LOG_WARN, C_CTX(c), "publishing the result stored by the job's previous claim");
+        publish_stored(c, PQgetvalue(res, 0, 3));
         return;
     }
     json_t **results = calloc((size_t)n, sizeof(json_t *));
@@ -222,9 +313,9 @@ static void coord_claim(coord_t *c)
     gt_dispatcher_t *d = c->d;
     char timeout[24];
     snprintf(timeout, sizeof(timeout), "%lld", (long long)d->cfg->claim_timeout_ms);
-    const char *params[] = {c->request_id, d->id, timeout};
+    const char *params[] = {c->request_id, d->id, timeout, d->incarnation};
     json_object_set_new(d->finalizing, c->request_id, json_true());
-    if (gt_pg_query(d->pg_coord, sql_claim, 3, params, on_claimed, c) != 0)
+    if (gt_pg_query(d->pg_coord, sql_claim, 4, params, on_claimed, c) != 0)
         on_claimed(NULL, "cannot send query", c);
 }
 
@@ -337,9 +428,9 @@ static void on_sweep(uv_timer_t *t)
         return;
     char timeout[24];
     snprintf(timeout, sizeof(timeout), "%lld", (long long)d->cfg->claim_timeout_ms);
-    const char *params[] = {timeout};
+    const char *params[] = {timeout, d->id, d->incarnation};
     co->sweeping = 1;
-    if (gt_pg_query(d->pg_coord, sql_stale, 1, params, on_stale, co) != 0)
+    if (gt_pg_query(d->pg_coord, sql_stale, 3, params, on_stale, co) != 0)
         co->sweeping = 0;
 }
 
@@ -354,7 +445,9 @@ gt_coordinator_t *gt_coordinator_new(gt_dispatcher_t *d)
     every = every < 100 ? 100 : every > 5000 ? 5000 : every;
     uv_timer_init(d->loop, &co->sweep);
     co->sweep.data = co;
-    uv_timer_start(&co->sweep, on_sweep, (uint64_t)every, (uint64_t)every);
+    /* The first sweep soon after start: a dead incarnation's claims wait
+     * for no timeout. */
+    uv_timer_start(&co->sweep, on_sweep, 200, (uint64_t)every);
     return co;
 }
 

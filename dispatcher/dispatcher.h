@@ -22,6 +22,8 @@ typedef struct gt_dispatcher {
     uv_loop_t *loop;
     const gt_config_t *cfg;
     char id[128];                  /* this process, e.g. "dispatcher-host-123" */
+    char incarnation[33];          /* random at start: tells this run of --id from a dead
+                                      one (job claims) */
     gt_producer_t *producer;
     gt_pg_t *pg;                   /* intake (and budget admission, guard's intake side) */
     gt_pg_t *pg_coord;             /* the coordinator and guard's result side; NULL without

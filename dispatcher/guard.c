@@ -539,7 +539,7 @@ typedef struct gres {
     char *request_id, *tenant_id;
     json_t *result;          /* borrowed from the coordinator */
     json_t *decision;
-    void (*done)(void *);
+    void (*done)(const char *err, void *);
     void *arg;
 } gres_t;
 
@@ -550,7 +550,7 @@ static const char sql_select_guard[] =
 static void gres_finish(gres_t *g)
 {
     json_object_set(g->result, "guardrails", g->decision);
-    g->done(g->arg);
+    g->done(NULL, g->arg);
     json_decref(g->decision);
     free(g->request_id);
     free(g->tenant_id);
@@ -637,10 +637,12 @@ static void on_guard_loaded(const PGresult *res, const char *err, void *arg)
 {
     gres_t *g = arg;
     if (err || PQntuples(res) != 1) {
+        /* No row: a job without guardrails, untouched. An error never lets
+         * the result out without its moderation and PII restore. */
         if (err)
             gt_log(GT_LOG_ERROR, &(gt_log_ctx_t){.request_id = g->request_id},
-                   "reading the guard decision failed: %s", err);
-        g->done(g->arg);
+                   "reading the guard decision failed, result held: %s", err);
+        g->done(err, g->arg);
         free(g->request_id);
         free(g);
         return;
@@ -655,9 +657,13 @@ static void on_guard_loaded(const PGresult *res, const char *err, void *arg)
     g->tenant_id = strdup(PQgetvalue(res, 0, 4));
     const char *st = json_string_value(json_object_get(g->result, "status"));
     void **pair = malloc(2 * sizeof(void *));
-    if (!pair) {
+    if (!pair) { /* held, not published unrestored */
         json_decref(mask);
-        gres_finish(g);
+        json_decref(g->decision);
+        g->done("out of memory", g->arg);
+        free(g->request_id);
+        free(g->tenant_id);
+        free(g);
         return;
     }
     pair[0] = g;
@@ -680,11 +686,11 @@ static void on_guard_loaded(const PGresult *res, const char *err, void *arg)
 }
 
 void gt_guard_result(gt_dispatcher_t *d, const char *request_id, json_t *result,
-                     void (*done)(void *arg), void *arg)
+                     void (*done)(const char *err, void *arg), void *arg)
 {
     gres_t *g = calloc(1, sizeof(*g));
     if (!g) {
-        done(arg);
+        done("out of memory", arg);
         return;
     }
     g->d = d;

@@ -56,9 +56,12 @@ void gt_guard_intake(gt_dispatcher_t *d, gt_msg_t *msg, json_t *req, gt_guard_ne
 
 /* Coordinator: applies the job's guard row to its result (restores masked
  * tokens when asked, moderates the output, records the decisions under
- * "guardrails"), then calls done(arg). A job without a row is untouched. */
+ * "guardrails"), then calls done(NULL, arg). A job without a row is
+ * untouched. When the row cannot be read (a permanent SQL error, SQLSTATE
+ * first, "closed" while stopping, out of memory) it calls done(err, arg) and
+ * the result must not be published: it would go out unmoderated and masked. */
 void gt_guard_result(gt_dispatcher_t *d, const char *request_id, json_t *result,
-                     void (*done)(void *arg), void *arg);
+                     void (*done)(const char *err, void *arg), void *arg);
 /* Deletes the job's guard row (the mask) once its result is durable. */
 void gt_guard_forget(gt_dispatcher_t *d, const char *request_id);
 

@@ -211,10 +211,18 @@ static int build(intake_t *in, const json_t *req, const char **code, char *err, 
 static void on_pending(const PGresult *res, const char *err, void *arg)
 {
     intake_t *in = arg;
-    if (err || PQntuples(res) != 1) {
-        gt_log(GT_LOG_ERROR, IN_CTX(in),
-               "recovery lookup failed: %s", err ? err : "job vanished");
-        intake_finish(in); /* the job exists; its tasks are published or recoverable */
+    if (err) {
+        /* Its pending tasks are unknown: never mark this copy done unchecked
+         * (transient failures were retried by gt_pg; this one is permanent,
+         * or the process is stopping and the copy stays undone). */
+        gt_dispatcher_dead_letter(in->d, in->d->consumer, in->msg, "intake.recover",
+                                  "persist_failed", err, in->request_id);
+        intake_free(in);
+        return;
+    }
+    if (PQntuples(res) != 1) {
+        gt_log(GT_LOG_ERROR, IN_CTX(in), "recovery lookup: job vanished");
+        intake_finish(in); /* nothing left to recover */
         return;
     }
     json_t *stored = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
@@ -240,8 +248,10 @@ static void on_inserted(const PGresult *res, const char *err, void *arg)
     intake_t *in = arg;
     gt_dispatcher_t *d = in->d;
     if (err) {
-        /* An SQL error here is a bug or a constraint the schema let through:
-         * keep the message, with the reason, rather than retry forever. */
+        /* A permanent SQL error (gt_pg retried the transient ones): a bug or
+         * a constraint the schema let through. Keep the message, with the
+         * SQLSTATE in the reason. While stopping ("closed") nothing is
+         * dead-lettered and the message stays undone. */
         gt_dispatcher_dead_letter(d, d->consumer, in->msg, "intake.persist", "persist_failed", err,
                                   in->request_id);
         gt_budget_release(d, in->request_id);
@@ -259,7 +269,7 @@ static void on_inserted(const PGresult *res, const char *err, void *arg)
     gt_graph_free(&in->graph);
     const char *params[] = {in->request_id};
     if (gt_pg_query(d->pg, sql_pending, 1, params, on_pending, in) != 0)
-        intake_finish(in);
+        on_pending(NULL, "cannot send query", in);
 }
 
 static void persist(intake_t *in);
@@ -297,8 +307,14 @@ static void send_rejection(intake_t *in)
 static void on_admitted(int admitted, const char *reason, void *arg)
 {
     intake_t *in = arg;
-    if (admitted) {
+    if (admitted > 0) {
         persist(in);
+        return;
+    }
+    if (admitted < 0) { /* not admitted unchecked: dead letter (none while stopping) */
+        gt_dispatcher_dead_letter(in->d, in->d->consumer, in->msg, "intake.budget",
+                                  "persist_failed", reason, in->request_id);
+        intake_free(in);
         return;
     }
     char at[64];
@@ -377,9 +393,15 @@ static void intake_start(gt_dispatcher_t *d, gt_msg_t *msg, json_t *req)
         return;
     }
     json_object_set_new(d->intake_active, request_id, json_true());
-    if (gt_budget_admit(d, json_string_value(json_object_get(req, "tenant_id")), request_id,
-                        in->graph.n_inference, on_admitted, in) == 0)
+    int admit = gt_budget_admit(d, json_string_value(json_object_get(req, "tenant_id")),
+                                request_id, in->graph.n_inference, on_admitted, in);
+    if (admit == 0)
         return; /* on_admitted goes on */
+    if (admit < 0) {
+        gt_log(GT_LOG_ERROR, IN_CTX(in), "cannot check the budget now: left undone");
+        intake_free(in); /* never admitted unchecked; redelivered */
+        return;
+    }
     persist(in);
 }
 

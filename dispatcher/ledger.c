@@ -136,9 +136,15 @@ static void on_single(const PGresult *res, const char *err, void *arg)
 {
     batch_t *b = arg;
     gt_ledger_t *l = b->l;
-    if (err)
+    char state[6];
+    if (err) /* permanent (gt_pg retried the transient ones); bad data is invalid_usage */
         gt_dispatcher_dead_letter(l->d, l->consumer, b->msgs[0], "ledger.insert",
-                                  "invalid_usage", err, NULL);
+                                  gt_pg_err_sqlstate(err, state) == 0 &&
+                                          (strncmp(state, "22", 2) == 0 ||
+                                           strncmp(state, "23", 2) == 0)
+                                      ? "invalid_usage"
+                                      : "persist_failed",
+                                  err, NULL);
     else {
         l->rows_written += atol(PQgetvalue(res, 0, 0));
         gt_stats_ledger_batch(atol(PQgetvalue(res, 0, 0)), (double)(uv_hrtime() - b->sent_ns) / 1e9);
@@ -152,7 +158,13 @@ static void on_inserted(const PGresult *res, const char *err, void *arg)
 {
     batch_t *b = arg;
     gt_ledger_t *l = b->l;
+    if (err && l->d->closing) { /* "closed": the events stay undone, redelivered */
+        batch_free(b);
+        return;
+    }
     if (err) {
+        /* Permanent: a statement timeout, a read-only failover or a full disk
+         * are transient and were retried by gt_pg, never reach here. */
         gt_warn("usage batch of %d failed (%s): inserting one by one", b->n, err);
         split(b);
         return;

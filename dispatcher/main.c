@@ -11,6 +11,7 @@
 #include "dispatcher.h"
 #include "log.h"
 #include "moderation.h"
+#include "message.h"
 #include "admin.h"
 #include "metrics.h"
 #include "reload.h"
@@ -236,6 +237,7 @@ int main(int argc, char **argv)
         gethostname(host, sizeof(host) - 1);
         snprintf(d->id, sizeof(d->id), "dispatcher-%s-%d", host, (int)getpid());
     }
+    gt_random_hex(d->incarnation);
     d->intake_active = json_object();
     d->finalizing = json_object();
     int rc = 1;
@@ -320,7 +322,7 @@ int main(int argc, char **argv)
     a.admin = admin;
     if (gt_trace_export_start(loop, cfg, "gantry-dispatcher") != 0)
         gt_warn("tracing: cannot start the OTLP exporter; spans are not exported");
-    gt_info("dispatcher %s started", d->id);
+    gt_info("dispatcher %s started (incarnation %s)", d->id, d->incarnation);
     uv_run(loop, UV_RUN_DEFAULT);
     gt_info("dispatcher %s stopped: %ld accepted, %ld duplicate, %ld dead letters, %ld results",
             d->id, d->requests_accepted, d->requests_duplicate, d->dead_letters,

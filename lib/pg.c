@@ -10,6 +10,8 @@
 #include <string.h>
 
 #include "log.h"
+#include "metrics.h"
+#include "retry.h"
 
 #define PG_BACKOFF_MIN_MS 100
 #define PG_BACKOFF_MAX_MS 5000
@@ -32,6 +34,8 @@ typedef struct pg_query {
     int ends;       /* NULLs to expect before the sync: 2 when a Prepare went first */
     int stmt;       /* index of its prepared statement, or -1 */
     int prepare_failed;
+    char sqlstate[6]; /* of err, "" when it had none */
+    int transient;    /* err is transient: the query is sent again, not answered */
 } pg_query_t;
 
 /* Statements are prepared once per connection and then sent by name: parsing
@@ -62,7 +66,8 @@ struct gt_pg {
     int state;
     pg_poll_t *poll;
     uv_timer_t timer; /* reconnect backoff, then connect timeout */
-    int backoff_ms;
+    int backoff_ms;   /* the next reconnect's delay (for the log) */
+    int failures;     /* consecutive failed connections or transient errors */
     int want_write;   /* PQflush left data in the output buffer */
 
     pg_query_t *head, *tail; /* every unanswered query, in the order issued */
@@ -126,6 +131,8 @@ static void query_reset(pg_query_t *q)
     q->err = NULL;
     q->got_end = 0;
     q->prepare_failed = 0;
+    q->sqlstate[0] = '\0';
+    q->transient = 0;
 }
 
 static uint64_t sql_hash(const char *s)
@@ -216,21 +223,67 @@ static int pg_watch(gt_pg_t *pg, int events)
     return 0;
 }
 
+static double pg_rand(void)
+{
+    static uint64_t s;
+    if (s == 0)
+        s = (uint64_t)uv_hrtime() * 6364136223846793005ULL ^ (uint64_t)(uintptr_t)&s ^ 3;
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    return (double)(s >> 11) / 9007199254740992.0;
+}
+
+/* The delay before the next connection: 100 ms doubling to 5 s, +-25 %
+ * jitter so that the dispatchers of a fleet do not reconnect in step. */
+static void pg_next_backoff(gt_pg_t *pg)
+{
+    gt_retry_policy_t p = {.base_ms = PG_BACKOFF_MIN_MS, .max_ms = PG_BACKOFF_MAX_MS,
+                           .jitter = 0.5};
+    pg->failures++;
+    pg->backoff_ms = (int)gt_retry_backoff_ms(&p, pg->failures, -1, pg_rand());
+}
+
 static void pg_schedule_reconnect(gt_pg_t *pg)
 {
     pg->state = PG_IDLE;
     uv_timer_start(&pg->timer, pg_on_timer, (uint64_t)pg->backoff_ms, 0);
-    pg->backoff_ms *= 2;
-    if (pg->backoff_ms > PG_BACKOFF_MAX_MS)
-        pg->backoff_ms = PG_BACKOFF_MAX_MS;
+}
+
+/* The SQLSTATE class label of gantry_pg_retries_total: the first two
+ * characters, or 25006 itself (class 25 is otherwise permanent). */
+static void pg_count_retries(const char *sqlstate, int n)
+{
+    char cls[6];
+    if (n <= 0)
+        return;
+    if (strcmp(sqlstate, "25006") == 0)
+        snprintf(cls, sizeof(cls), "25006");
+    else
+        snprintf(cls, sizeof(cls), "%.2s", sqlstate);
+    gt_metric_add(gt_metrics_counter("gantry_pg_retries_total",
+                                     "PostgreSQL statements sent again after a transient failure,"
+                                     " by SQLSTATE class (08: connection lost)",
+                                     "class"),
+                  (double)n, cls);
 }
 
 /* Drops the connection; every unanswered query will be sent again on the
- * next one. */
-static void pg_broken(gt_pg_t *pg, const char *why)
+ * next one, after the backoff. sqlstate says why (08006 for a lost
+ * connection). */
+static void pg_drop(gt_pg_t *pg, const char *sqlstate, const char *why)
 {
-    gt_warn("postgres: connection lost (%s), %d quer%s to resend, retry in %d ms", why,
-            pg->pending, pg->pending == 1 ? "y" : "ies", pg->backoff_ms);
+    int sent = 0;
+    for (pg_query_t *q = pg->head; q && q != pg->unsent; q = q->next)
+        sent++;
+    pg_next_backoff(pg);
+    pg_count_retries(sqlstate, sent);
+    if (strncmp(sqlstate, "08", 2) == 0)
+        gt_warn("postgres: connection lost (%s), %d quer%s to resend, retry in %d ms", why,
+                pg->pending, pg->pending == 1 ? "y" : "ies", pg->backoff_ms);
+    else
+        gt_warn("postgres: transient error %s (%s): reconnecting in %d ms, %d quer%s to resend",
+                sqlstate, why, pg->backoff_ms, pg->pending, pg->pending == 1 ? "y" : "ies");
     poll_drop(pg);
     if (pg->conn) {
         PQfinish(pg->conn);
@@ -243,8 +296,14 @@ static void pg_broken(gt_pg_t *pg, const char *why)
     pg_schedule_reconnect(pg);
 }
 
+static void pg_broken(gt_pg_t *pg, const char *why)
+{
+    pg_drop(pg, "08006", why);
+}
+
 static void pg_connect_failed(gt_pg_t *pg)
 {
+    pg_next_backoff(pg);
     char *msg = dup_msg(pg->conn ? PQerrorMessage(pg->conn) : "out of memory");
     gt_warn("postgres: connect failed: %s; retry in %d ms", msg ? msg : "?", pg->backoff_ms);
     free(msg);
@@ -407,7 +466,16 @@ static void pg_read(gt_pg_t *pg)
         switch (st) {
         case PGRES_PIPELINE_SYNC:
             PQclear(res);
-            pg->backoff_ms = PG_BACKOFF_MIN_MS; /* the connection does work */
+            if (q->err && q->transient) {
+                /* Sent again, with everything after it, on a new connection:
+                 * answers keep their order, and a new session finds a
+                 * failover's new primary and the role's current settings. */
+                char why[300];
+                snprintf(why, sizeof(why), "%s", q->err);
+                pg_drop(pg, q->sqlstate, why);
+                return;
+            }
+            pg->failures = 0; /* the connection does work */
             pg_complete_head(pg);
             continue;
         case PGRES_TUPLES_OK:
@@ -435,6 +503,10 @@ static void pg_read(gt_pg_t *pg)
                  * and outputs), and callers log this text. */
                 const char *m = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
                 const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+                if (code && strlen(code) == 5) {
+                    memcpy(q->sqlstate, code, 6);
+                    q->transient = gt_pg_sqlstate_transient(code);
+                }
                 char buf[512];
                 snprintf(buf, sizeof(buf), "%s%s%s", code ? code : "", code ? ": " : "",
                          m && *m ? m : PQresStatus(st));
@@ -489,6 +561,30 @@ static void pg_on_poll(uv_poll_t *h, int status, int events)
         return;
     if (pg_watch(pg, UV_READABLE | (pg->want_write ? UV_WRITABLE : 0)) != 0)
         pg_broken(pg, "poll");
+}
+
+int gt_pg_sqlstate_transient(const char *sqlstate)
+{
+    if (!sqlstate || strlen(sqlstate) != 5)
+        return 0;
+    return strncmp(sqlstate, "08", 2) == 0 || strncmp(sqlstate, "40", 2) == 0 ||
+           strncmp(sqlstate, "53", 2) == 0 || strncmp(sqlstate, "57", 2) == 0 ||
+           strcmp(sqlstate, "25006") == 0;
+}
+
+int gt_pg_err_sqlstate(const char *err, char out[6])
+{
+    out[0] = '\0';
+    if (!err)
+        return -1;
+    for (int i = 0; i < 5; i++)
+        if (!((err[i] >= '0' && err[i] <= '9') || (err[i] >= 'A' && err[i] <= 'Z')))
+            return -1;
+    if (err[5] != ':' || err[6] != ' ')
+        return -1;
+    memcpy(out, err, 5);
+    out[5] = '\0';
+    return 0;
 }
 
 gt_pg_t *gt_pg_new(uv_loop_t *loop, const char *conninfo)

@@ -9,13 +9,23 @@
 typedef struct gt_pg gt_pg_t;
 
 /* res is the query's last result (PGRES_TUPLES_OK / PGRES_COMMAND_OK), or NULL
- * with err set when the statement failed. res is freed after the callback. */
+ * with err set when the statement failed permanently. err is then
+ * "SSSSS: primary message" with the SQLSTATE first (gt_pg_err_sqlstate), or
+ * "closed" when gt_pg_free failed the query (the process is stopping: not the
+ * query's fault). Transient failures never reach the callback: see
+ * gt_pg_query. res is freed after the callback. */
 typedef void (*gt_pg_cb)(const PGresult *res, const char *err, void *arg);
 
 /* Connects in the background; queries sent before the connection is up wait.
- * A broken connection is re-established with backoff (100 ms doubling to 5 s;
- * a connect attempt times out after 10 s) and every query not yet answered is
- * sent again, so queries must be idempotent. libpq resolves host names
+ * A broken connection is re-established with backoff (100 ms doubling to 5 s,
+ * +-25 % jitter; a connect attempt times out after 10 s) and every query not
+ * yet answered is sent again, so queries must be idempotent: one whose first
+ * attempt committed just before the connection died runs twice. A
+ * transient SQL error (gt_pg_sqlstate_transient) is handled the same way: the
+ * connection is dropped and the query, with every one after it, is sent again
+ * on a new one after the backoff, for as long as it takes (counted in
+ * gantry_pg_retries_total{class}). So a statement that always times out holds
+ * the queries behind it until the fault clears or the handle is freed. libpq resolves host names
  * synchronously: give hostaddr= (or an IP or socket directory as host) to keep
  * DNS off the loop. Returns NULL on out of memory. */
 gt_pg_t *gt_pg_new(uv_loop_t *loop, const char *conninfo);
@@ -28,6 +38,16 @@ gt_pg_t *gt_pg_new(uv_loop_t *loop, const char *conninfo);
  * queries or call gt_pg_free. */
 int gt_pg_query(gt_pg_t *pg, const char *sql, int nparams, const char *const *params,
                 gt_pg_cb cb, void *arg);
+
+/* 1 when sqlstate names a transient failure: class 08 (connection), 40
+ * (serialization, deadlock), 53 (insufficient resources), 57 (operator
+ * intervention, 57014 statement timeout) or 25006 (read-only transaction:
+ * a failover's old primary). 0 for anything else, NULL included. */
+int gt_pg_sqlstate_transient(const char *sqlstate);
+/* Copies the SQLSTATE that starts a callback's err ("23505: duplicate key
+ * ...") into out. Returns 0, or -1 (out = "") when err carries none: "closed",
+ * or a caller's own text. */
+int gt_pg_err_sqlstate(const char *err, char out[6]);
 
 /* 1 once connected (for readiness), 0 otherwise. */
 int gt_pg_connected(const gt_pg_t *pg);

@@ -2,7 +2,10 @@
  * result that reaches a dispatcher while another holds the job's claim (its
  * partition moved mid-publish) publishes nothing; a claim whose holder died
  * is taken over by the sweep, which publishes the result with no message to
- * prompt it. */
+ * prompt it: the very body stored before the first publication. A dispatcher
+ * restarted under its own id takes its dead incarnation's claims over at once. */
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,6 +33,24 @@ static int taken_over(void *arg)
     (void)arg;
     return th_sql_long(cl.conninfo, "SELECT count(*) " JOB " AND status = 'succeeded'"
                                     " AND claimed_by = 'dispatcher-e2e'") == 1;
+}
+
+/* The result bodies published for rid, in order (up to max; caller frees
+ * each). Returns how many. */
+static int result_bodies(const char *rid, char **out, int max)
+{
+    json_t *all = th_kafka_read_all(cl.bootstrap, "gantry.results");
+    int n = 0;
+    size_t i;
+    json_t *m;
+    json_array_foreach(all, i, m) {
+        const char *k = json_string_value(json_object_get(m, "key"));
+        const char *v = json_string_value(json_object_get(m, "value"));
+        if (k && v && strcmp(k, rid) == 0 && n < max)
+            out[n++] = strdup(v);
+    }
+    json_decref(all);
+    return n;
 }
 
 /* The task result the worker published for the request (caller frees). */
@@ -67,7 +88,7 @@ static void test_claims(void)
      * now): the re-run's duplicate task result is read and publishes nothing. */
     TH_EQ_INT(th_sql_long(cl.conninfo,
                           "WITH u AS (UPDATE jobs SET status = 'completing', claimed_by = 'dispatcher-other',"
-                          " claimed_at = now() + interval '1 hour', result = NULL"
+                          " claimed_at = now() + interval '1 hour'"
                           " WHERE request_id = '" RID "' RETURNING 1) SELECT count(*) FROM u"),
               1);
     CU_ASSERT_FATAL(th_kafka_produce(cl.bootstrap, "gantry.task-results", RID, tr) == 0);
@@ -89,6 +110,14 @@ static void test_claims(void)
     TH_EQ_INT(th_results_for(&cl, RID, &status), 2);
     TH_EQ_STR(status, "succeeded");
     TH_EQ_INT(th_log_count(&cl, "dispatcher.log", "stale claim"), 1);
+    /* The taker published the body its holder had stored: the same bytes. */
+    char *bodies[4];
+    int nb = result_bodies(RID, bodies, 4);
+    TH_EQ_INT(nb, 2);
+    if (nb == 2)
+        TH_EQ_STR(bodies[1], bodies[0]);
+    for (int i = 0; i < nb; i++)
+        free(bodies[i]);
     /* Billed once all along: the usage event is keyed by its task. */
     CU_ASSERT(th_poll(th_cluster_usage_complete, &cl, 30000));
     TH_EQ_INT(th_sql_long(cl.conninfo, "SELECT count(*) FROM usage WHERE request_id = '" RID "'"),
@@ -98,10 +127,75 @@ static void test_claims(void)
     TH_EQ_INT(cl.dispatcher.status, 0);
 }
 
+#define RID2 "claim-e2e-2"
+#define JOB2 "FROM jobs WHERE request_id = '" RID2 "'"
+
+static int has_result2(void *arg)
+{
+    (void)arg;
+    return th_results_for(&cl, RID2, NULL) >= 1;
+}
+
+static int taken_over2(void *arg)
+{
+    (void)arg;
+    return th_sql_long(cl.conninfo, "SELECT count(*) " JOB2 " AND status = 'succeeded'") == 1 &&
+           th_results_for(&cl, RID2, NULL) >= 2;
+}
+
+/* SIGKILLed after storing (and publishing) the result but before marking the
+ * job: restarted under the same --id, the dispatcher takes the claim over at
+ * once (claim_timeout_ms is a minute) and publishes the stored body again. */
+static void test_restart_same_id(void)
+{
+    th_cluster_opts_t o = {.workers = 1, .latency = "5-20",
+                           .extra_config = "{\"dispatcher\": {\"claim_timeout_ms\": 60000}}"};
+    CU_ASSERT_FATAL(th_cluster_start(&cl, &o) == 0);
+    const char *req = th_tmpfile(".jsonl", "{\"schema\": \"gantry.request.v1\", \"request_id\": \"" RID2
+                                           "\", \"tenant_id\": \"t1\", \"kind\": \"generate\","
+                                           " \"model\": \"small\", \"input\": \"claim me again\"}\n");
+    CU_ASSERT_FATAL(th_cluster_submit(&cl, req) == 0);
+    CU_ASSERT_FATAL(th_poll(has_result2, NULL, 60000));
+    th_proc_stop(&cl.dispatcher, SIGKILL, 5000);
+    /* The state a SIGKILL between publishing and marking leaves: completing,
+     * the result stored, claimed by this id's previous incarnation just now. */
+    TH_EQ_INT(th_sql_long(cl.conninfo,
+                          "WITH u AS (UPDATE jobs SET status = 'completing', claimed_at = now(),"
+                          " claimed_by = 'dispatcher-e2e', claimed_incarnation = 'dead'"
+                          " WHERE request_id = '" RID2 "' AND result IS NOT NULL RETURNING 1)"
+                          " SELECT count(*) FROM u"),
+              1);
+    char log[512];
+    snprintf(log, sizeof(log), "%s/dispatcher-2.log", cl.logdir);
+    const char *dargv[] = {th_bin("dispatcher/gantry-dispatcher"), "--config", cl.config, "--id",
+                           "dispatcher-e2e", NULL};
+    int64_t t0 = th_now_ms();
+    CU_ASSERT_FATAL(th_proc_start(&cl.dispatcher, dargv, log) == 0);
+    CU_ASSERT(th_poll(taken_over2, NULL, 30000));
+    int64_t took = th_now_ms() - t0;
+    fprintf(stderr, "  restarted dispatcher took its dead incarnation's claim over in %lld ms\n",
+            (long long)took);
+    CU_ASSERT(took < 20000); /* a third of claim_timeout_ms */
+    TH_EQ_INT(th_log_count(&cl, "dispatcher-2.log", "publishing the result stored"), 1);
+    char *bodies[4];
+    int nb = result_bodies(RID2, bodies, 4);
+    TH_EQ_INT(nb, 2);
+    if (nb == 2)
+        TH_EQ_STR(bodies[1], bodies[0]);
+    for (int i = 0; i < nb; i++)
+        free(bodies[i]);
+    TH_EQ_INT(th_sql_long(cl.conninfo, "SELECT count(*) " JOB2 " AND claimed_incarnation <> 'dead'"),
+              1);
+    th_cluster_stop(&cl);
+    TH_EQ_INT(cl.dispatcher.status, 0);
+}
+
 int main(void)
 {
     static const th_test_t tests[] = {
         {"a live claim is left alone; a stale one is taken over", test_claims},
+        {"restarted under the same id: its dead self's claim at once, the same body",
+         test_restart_same_id},
         {NULL, NULL},
     };
     int rc = th_run("e2e_claim", tests);

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "metrics.h"
 #include "pg.h"
 
 /* One answered query, recorded in the order callbacks ran. */
@@ -414,6 +415,173 @@ static void test_free_fails_waiting_queries(void)
     TH_EQ_INT(uv_loop_close(&loop), 0);
 }
 
+/* ---- transient against permanent ----------------------------------------- */
+
+static double retries(const char *cls)
+{
+    return gt_metric_value(gt_metrics_counter("gantry_pg_retries_total", "", "class"), cls);
+}
+
+typedef struct retry_wait {
+    const char *cls;
+    double above;
+} retry_wait_t;
+
+static int retried(void *arg)
+{
+    retry_wait_t *w = arg;
+    return retries(w->cls) > w->above;
+}
+
+static int answered(void *arg) { return ((answer_t *)arg)->idx > 0; }
+
+/* A role of its own in a new database: the faults are injected on it with
+ * ALTER ROLE (picked up by each new session) and GRANT/REVOKE. Returns the
+ * admin connection to that database; ci is the role's conninfo. */
+static PGconn *fault_db(char *ci, size_t len, char *role, size_t rlen)
+{
+    char admin[512], err[512], sql[512];
+    if (th_pg_create_db(admin, sizeof(admin)) != 0)
+        return NULL;
+    PGconn *c = gt_pg_connect_sync(admin, err, sizeof(err));
+    if (!c)
+        return NULL;
+    snprintf(role, rlen, "r_%d_%lld", (int)getpid(), (long long)th_now_ms());
+    snprintf(sql, sizeof(sql),
+             "CREATE ROLE %s LOGIN; CREATE TABLE t (i int PRIMARY KEY);"
+             " GRANT SELECT, INSERT ON t TO %s",
+             role, role);
+    PQclear(PQexec(c, sql));
+    const char *u = strstr(admin, "user=gantry");
+    snprintf(ci, len, "%.*suser=%s%s", (int)(u - admin), admin, role, u + strlen("user=gantry"));
+    return c;
+}
+
+static void exec_admin(PGconn *c, const char *fmt, const char *role)
+{
+    char sql[512];
+    snprintf(sql, sizeof(sql), fmt, role);
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        fprintf(stderr, "  %s: %s", sql, PQresultErrorMessage(r));
+    PQclear(r);
+}
+
+/* A statement timeout is transient: the query is held and re-sent (never
+ * answered with the error) until the timeout is lifted, then answered once. */
+static void test_statement_timeout_is_retried(void)
+{
+    char ci[600], role[64];
+    PGconn *c = fault_db(ci, sizeof(ci), role, sizeof(role));
+    CU_ASSERT_FATAL(c != NULL);
+    exec_admin(c, "ALTER ROLE %s SET statement_timeout = '20ms'", role);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    gt_pg_t *pg = gt_pg_new(&loop, ci);
+    CU_ASSERT_FATAL(pg != NULL);
+    answer_t a = {0, 0, "", ""};
+    double before = retries("57");
+    TH_EQ_INT(gt_pg_query(pg, "INSERT INTO t SELECT 1 FROM pg_sleep(0.2) ON CONFLICT DO NOTHING",
+                          0, NULL, closed_cb, &a), 0);
+    retry_wait_t w = {"57", before + 2};
+    CU_ASSERT(run_until(&loop, retried, &w, 20000));
+    TH_EQ_INT(a.idx, 0); /* not answered: neither failed nor done */
+    TH_EQ_INT(gt_pg_pending(pg), 1);
+    TH_EQ_INT(scalar(c, "SELECT count(*) FROM t"), 0);
+    exec_admin(c, "ALTER ROLE %s RESET statement_timeout", role);
+    CU_ASSERT(run_until(&loop, answered, &a, 20000));
+    TH_EQ_INT(a.idx, 1);
+    TH_EQ_INT(a.ok, 1);
+    TH_EQ_STR(a.err, "");
+    TH_EQ_INT(scalar(c, "SELECT count(*) FROM t"), 1);
+    pg_close(&loop, pg);
+    PQfinish(c);
+}
+
+/* A read-only session (a failover's old primary) is transient: the insert
+ * waits on new connections until the role may write again. */
+static void test_read_only_is_retried(void)
+{
+    char ci[600], role[64];
+    PGconn *c = fault_db(ci, sizeof(ci), role, sizeof(role));
+    CU_ASSERT_FATAL(c != NULL);
+    exec_admin(c, "ALTER ROLE %s SET default_transaction_read_only = on", role);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    gt_pg_t *pg = gt_pg_new(&loop, ci);
+    CU_ASSERT_FATAL(pg != NULL);
+    answer_t a = {0, 0, "", ""};
+    double before = retries("25006");
+    TH_EQ_INT(gt_pg_query(pg, "INSERT INTO t VALUES (1) ON CONFLICT DO NOTHING", 0, NULL,
+                          closed_cb, &a), 0);
+    retry_wait_t w = {"25006", before + 2};
+    CU_ASSERT(run_until(&loop, retried, &w, 20000));
+    TH_EQ_INT(a.idx, 0);
+    TH_EQ_INT(scalar(c, "SELECT count(*) FROM t"), 0);
+    exec_admin(c, "ALTER ROLE %s RESET default_transaction_read_only", role);
+    CU_ASSERT(run_until(&loop, answered, &a, 20000));
+    TH_EQ_INT(a.idx, 1);
+    TH_EQ_INT(a.ok, 1);
+    TH_EQ_INT(scalar(c, "SELECT count(*) FROM t"), 1);
+    pg_close(&loop, pg);
+    PQfinish(c);
+}
+
+/* A revoked privilege is permanent: answered at once with its SQLSTATE, not
+ * retried; the queries around it are unaffected. */
+static void test_permission_denied_is_permanent(void)
+{
+    char ci[600], role[64], state[6];
+    PGconn *c = fault_db(ci, sizeof(ci), role, sizeof(role));
+    CU_ASSERT_FATAL(c != NULL);
+    exec_admin(c, "REVOKE INSERT ON t FROM %s", role);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    gt_pg_t *pg = gt_pg_new(&loop, ci);
+    CU_ASSERT_FATAL(pg != NULL);
+    CU_ASSERT(run_until(&loop, is_connected, pg, 10000));
+    double before = retries("42") + retries("08");
+    rec_t rec = {calloc(3, sizeof(answer_t)), 0, 3, 0};
+    qarg_t args[3] = {{&rec, 0}, {&rec, 1}, {&rec, 2}};
+    TH_EQ_INT(gt_pg_query(pg, "SELECT 0", 0, NULL, rec_cb, &args[0]), 0);
+    TH_EQ_INT(gt_pg_query(pg, "INSERT INTO t VALUES (1)", 0, NULL, rec_cb, &args[1]), 0);
+    TH_EQ_INT(gt_pg_query(pg, "SELECT 2", 0, NULL, rec_cb, &args[2]), 0);
+    CU_ASSERT(run_until(&loop, no_pending, pg, 10000));
+    TH_EQ_INT(rec.n, 3);
+    TH_EQ_INT(rec.out_of_order, 0);
+    TH_EQ_INT(rec.answers[0].ok, 1);
+    TH_EQ_INT(rec.answers[1].ok, 0);
+    TH_EQ_INT(rec.answers[2].ok, 1);
+    TH_EQ_INT(gt_pg_err_sqlstate(rec.answers[1].err, state), 0);
+    TH_EQ_STR(state, "42501");
+    CU_ASSERT(strstr(rec.answers[1].err, "permission denied") != NULL);
+    CU_ASSERT(retries("42") + retries("08") == before);
+    TH_EQ_INT(scalar(c, "SELECT count(*) FROM t"), 0);
+    pg_close(&loop, pg);
+    free(rec.answers);
+    PQfinish(c);
+}
+
+static void test_sqlstate_classes(void)
+{
+    static const char *transient[] = {"08006", "08001", "40001", "40P01", "53100", "53200",
+                                      "57014", "57P01", "25006"};
+    static const char *permanent[] = {"23505", "42501", "42P01", "22P02", "25001", "XX000",
+                                      "0800", ""};
+    for (size_t i = 0; i < sizeof(transient) / sizeof(*transient); i++)
+        TH_EQ_INT(gt_pg_sqlstate_transient(transient[i]), 1);
+    for (size_t i = 0; i < sizeof(permanent) / sizeof(*permanent); i++)
+        TH_EQ_INT(gt_pg_sqlstate_transient(permanent[i]), 0);
+    TH_EQ_INT(gt_pg_sqlstate_transient(NULL), 0);
+    char st[6];
+    TH_EQ_INT(gt_pg_err_sqlstate("23505: duplicate key value", st), 0);
+    TH_EQ_STR(st, "23505");
+    TH_EQ_INT(gt_pg_err_sqlstate("closed", st), -1);
+    TH_EQ_STR(st, "");
+    TH_EQ_INT(gt_pg_err_sqlstate("cannot send query", st), -1);
+    TH_EQ_INT(gt_pg_err_sqlstate(NULL, st), -1);
+}
+
 int main(void)
 {
     static const th_test_t tests[] = {
@@ -424,6 +592,10 @@ int main(void)
         {"an SQL error fails only its query", test_error_fails_only_that_query},
         {"killed backend: pending queries resent", test_reconnect_resends_pending},
         {"free fails waiting queries", test_free_fails_waiting_queries},
+        {"SQLSTATE classes: transient or permanent", test_sqlstate_classes},
+        {"statement timeout: retried until lifted, answered once", test_statement_timeout_is_retried},
+        {"read-only session: retried until writable, answered once", test_read_only_is_retried},
+        {"revoked privilege: permanent, with its SQLSTATE", test_permission_denied_is_permanent},
         {NULL, NULL},
     };
     return th_run("pg", tests);
