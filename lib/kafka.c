@@ -359,6 +359,9 @@ typedef struct gt_part {
     int refs;
     int revoked;
     int revoking; /* revoked by the group, kept until its messages in flight are done */
+    int64_t acked;   /* offset the broker acknowledged committing, -1: none yet */
+    int64_t base;    /* first offset handed out since assigned, -1: none yet */
+    uint64_t oldest; /* scratch of consumer_report_lag: oldest hand-out time, loop ms */
 } gt_part_t;
 
 /* A handed-out message, linked so that gt_consumer_free can release the
@@ -366,6 +369,7 @@ typedef struct gt_part {
 typedef struct gt_inmsg {
     gt_msg_t msg;
     struct gt_inmsg *prev, *next;
+    uint64_t handed_at; /* loop time */
 } gt_inmsg_t;
 
 struct gt_consumer {
@@ -404,6 +408,11 @@ struct gt_consumer {
     rd_kafka_topic_partition_list_t *revoking; /* NULL: no revoke waiting */
     uint64_t revoke_deadline;                  /* loop time */
     int revoke_coop;
+    /* Then its commit is asynchronous; revoke_on_commit hands the partitions
+     * over when the broker answers (or revoke_check when it does not). */
+    int revoke_committing;
+    uint64_t revoke_commit_deadline; /* loop time */
+    uintptr_t revoke_seq;            /* tells the current revoke's commit answer from a late one */
     gt_part_t *parts; /* currently assigned */
     gt_inmsg_t *msgs; /* handed out, not done */
 };
@@ -412,8 +421,14 @@ static gt_part_t *part_find(gt_consumer_t *c, const char *topic, int32_t partiti
 static gt_part_t *part_add(gt_consumer_t *c, const char *topic, int32_t partition);
 static void part_unref(gt_part_t *pt);
 static void part_revoke(gt_consumer_t *c, gt_part_t *pt);
-static void consumer_commit(gt_consumer_t *c, const rd_kafka_topic_partition_list_t *only,
-                            int async);
+enum { COMMIT_SYNC, COMMIT_ASYNC, COMMIT_REVOKE }; /* consumer_commit's modes */
+static int consumer_commit(gt_consumer_t *c, const rd_kafka_topic_partition_list_t *only,
+                           int mode);
+static void revoke_on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                             rd_kafka_topic_partition_list_t *offsets, void *opaque);
+static void revoke_handover(gt_consumer_t *c, const rd_kafka_topic_partition_list_t *list,
+                            int coop);
+static void revoke_commit(gt_consumer_t *c, int sync);
 static void consumer_set_paused(gt_consumer_t *c, int pause);
 static void revoke_check(gt_consumer_t *c, int now);
 static void backlog_drop(gt_consumer_t *c, const char *topic, int32_t partition);
@@ -451,6 +466,7 @@ static gt_part_t *part_add(gt_consumer_t *c, const char *topic, int32_t partitio
         return NULL;
     }
     pt->partition = partition;
+    pt->acked = pt->base = -1;
     pt->next = c->parts;
     c->parts = pt;
     return pt;
@@ -465,39 +481,68 @@ static void part_unref(gt_part_t *pt)
     free(pt);
 }
 
-/* Unlinks pt; it is freed now or when its last message is done. */
 static gt_metric_t *lag_metric(void)
 {
     return gt_metrics_gauge("gantry_consumer_lag",
-                            "Messages behind the partition's high watermark, per consumer group",
+                            "Messages between the group's committed offset and the partition's "
+                            "high watermark: a message never done holds it up, so it grows",
                             "group,topic,partition");
 }
 
-/* Lag per assigned partition from librdkafka's cached watermarks and our
- * position: no broker round trip, so it is cheap on the loop. */
+static gt_metric_t *oldest_metric(void)
+{
+    return gt_metrics_gauge("gantry_consumer_oldest_undone_seconds",
+                            "Age of the oldest message handed out and not yet done, per "
+                            "partition (0: none)",
+                            "group,topic,partition");
+}
+
+/* Per assigned partition: lag from librdkafka's cached high watermark and the
+ * last commit the broker acknowledged (before any, the offset this
+ * assignment started at), and the age of the oldest undone message. No broker
+ * round trip, and one walk over the messages in flight: cheap on the loop. */
 static void consumer_report_lag(gt_consumer_t *c)
 {
+    uint64_t now = uv_now(c->loop);
+    for (gt_part_t *pt = c->parts; pt; pt = pt->next)
+        pt->oldest = now;
+    for (gt_inmsg_t *im = c->msgs; im; im = im->next) {
+        gt_part_t *pt = im->msg.priv;
+        if (pt && !pt->revoked && im->handed_at < pt->oldest)
+            pt->oldest = im->handed_at;
+    }
     for (gt_part_t *pt = c->parts; pt; pt = pt->next) {
+        char part[16];
+        snprintf(part, sizeof(part), "%" PRId32, pt->partition);
+        gt_metric_set(oldest_metric(), (double)(now - pt->oldest) / 1000.0, c->group_id,
+                      pt->topic, part);
         int64_t lo = 0, hi = -1;
         if (rd_kafka_get_watermark_offsets(c->rk, pt->topic, pt->partition, &lo, &hi) != 0 ||
             hi < 0)
             continue;
-        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-        rd_kafka_topic_partition_list_add(l, pt->topic, pt->partition);
-        int64_t pos = rd_kafka_position(c->rk, l) == 0 ? l->elems[0].offset : -1;
-        rd_kafka_topic_partition_list_destroy(l);
-        char part[16];
-        snprintf(part, sizeof(part), "%" PRId32, pt->partition);
-        gt_metric_set(lag_metric(), (double)(hi - (pos >= 0 ? pos : lo)), c->group_id, pt->topic,
+        int64_t from = pt->acked >= 0 ? pt->acked : pt->base;
+        if (from < 0) {
+            /* Nothing handed out yet: the position is where the group's
+             * committed offset (or auto.offset.reset) put us. */
+            rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+            rd_kafka_topic_partition_list_add(l, pt->topic, pt->partition);
+            from = rd_kafka_position(c->rk, l) == 0 ? l->elems[0].offset : -1;
+            rd_kafka_topic_partition_list_destroy(l);
+        }
+        if (from < 0)
+            from = lo;
+        gt_metric_set(lag_metric(), (double)(hi > from ? hi - from : 0), c->group_id, pt->topic,
                       part);
     }
 }
 
+/* Unlinks pt; it is freed now or when its last message is done. */
 static void part_revoke(gt_consumer_t *c, gt_part_t *pt)
 {
     char part[16];
     snprintf(part, sizeof(part), "%" PRId32, pt->partition);
     gt_metric_remove(lag_metric(), c->group_id, pt->topic, part);
+    gt_metric_remove(oldest_metric(), c->group_id, pt->topic, part);
     for (gt_part_t **pp = &c->parts; *pp; pp = &(*pp)->next) {
         if (*pp == pt) {
             *pp = pt->next;
@@ -513,25 +558,36 @@ static void part_revoke(gt_consumer_t *c, gt_part_t *pt)
 /* Commits every assigned partition (or those in only) whose done prefix
  * advanced. Offsets are marked committed when the request is issued, so a
  * slow commit is not sent twice; a failure forgets the mark (see
- * consumer_on_commit) and the next round retries. */
-static void consumer_commit(gt_consumer_t *c, const rd_kafka_topic_partition_list_t *only,
-                            int async)
+ * consumer_on_commit) and the next round retries. COMMIT_REVOKE also sends
+ * an offset already sent but not yet acknowledged, so that its answer tells
+ * when the partition is safe to hand over (revoke_on_commit). Returns how many
+ * partitions the commit carries (0: none, nothing will answer). */
+static int consumer_commit(gt_consumer_t *c, const rd_kafka_topic_partition_list_t *only,
+                           int mode)
 {
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
     rd_kafka_resp_err_t err;
+    int n;
 
     for (gt_part_t *pt = c->parts; pt; pt = pt->next) {
         int64_t off;
         if (only && !rd_kafka_topic_partition_list_find(only, pt->topic, pt->partition))
             continue;
         off = gt_offsets_committable(pt->offs);
+        if (off < 0 && mode == COMMIT_REVOKE && gt_offsets_committed(pt->offs) != pt->acked)
+            off = gt_offsets_committed(pt->offs);
         if (off < 0)
             continue;
         rd_kafka_topic_partition_list_add(l, pt->topic, pt->partition)->offset = off;
         gt_offsets_mark_committed(pt->offs, off);
     }
-    if (l->cnt > 0) {
-        err = rd_kafka_commit(c->rk, l, async);
+    n = l->cnt;
+    if (n > 0) {
+        if (mode == COMMIT_REVOKE)
+            err = rd_kafka_commit_queue(c->rk, l, c->cq, revoke_on_commit,
+                                        (void *)c->revoke_seq);
+        else
+            err = rd_kafka_commit(c->rk, l, mode == COMMIT_ASYNC);
         if (err) {
             /* consumer_on_commit reports it (sync commits too). */
             gt_debug("kafka consumer: commit failed: %s", rd_kafka_err2str(err));
@@ -540,9 +596,12 @@ static void consumer_commit(gt_consumer_t *c, const rd_kafka_topic_partition_lis
                 if (pt)
                     gt_offsets_mark_committed(pt->offs, -1);
             }
+            if (mode == COMMIT_REVOKE)
+                n = 0; /* no answer will come */
         }
     }
     rd_kafka_topic_partition_list_destroy(l);
+    return n;
 }
 
 /* Served on the loop thread (main queue is forwarded to the consumer queue). */
@@ -551,14 +610,38 @@ static void consumer_on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 {
     gt_consumer_t *c = opaque;
     (void)rk;
-    if (err == RD_KAFKA_RESP_ERR_NO_ERROR || err == RD_KAFKA_RESP_ERR__NO_OFFSET)
+    if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
         return;
-    gt_warn("kafka consumer: commit failed: %s", rd_kafka_err2str(err));
+    if (err)
+        gt_warn("kafka consumer: commit failed: %s", rd_kafka_err2str(err));
     for (int i = 0; offsets && i < offsets->cnt; i++) {
-        gt_part_t *pt = part_find(c, offsets->elems[i].topic, offsets->elems[i].partition);
-        if (pt)
+        const rd_kafka_topic_partition_t *e = &offsets->elems[i];
+        gt_part_t *pt = part_find(c, e->topic, e->partition);
+        if (!pt)
+            continue;
+        if (err || e->err)
             gt_offsets_mark_committed(pt->offs, -1);
+        else if (e->offset > pt->acked)
+            pt->acked = e->offset;
     }
+}
+
+/* The answer to a revoke's commit, served from the consumer queue on the loop
+ * thread (its own callback: the configured one is not called for it). */
+static void revoke_on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                             rd_kafka_topic_partition_list_t *offsets, void *opaque)
+{
+    gt_consumer_t *c = rd_kafka_opaque(rk);
+    consumer_on_commit(rk, err, offsets, c);
+    if (!c->revoking || !c->revoke_committing || (uintptr_t)opaque != c->revoke_seq)
+        return; /* a late answer: that revoke was handed over already */
+    gt_debug("kafka consumer: revoke commit answered (%s), handing %d partition(s) over",
+             err ? rd_kafka_err2str(err) : "ok", c->revoking->cnt);
+    rd_kafka_topic_partition_list_t *list = c->revoking;
+    c->revoking = NULL;
+    c->revoke_committing = 0;
+    revoke_handover(c, list, c->revoke_coop);
+    rd_kafka_topic_partition_list_destroy(list);
 }
 
 static void consumer_set_paused(gt_consumer_t *c, int pause)
@@ -593,16 +676,13 @@ static void count_revoke(gt_consumer_t *c, const char *outcome)
                   1, c->group_id, outcome);
 }
 
-/* Gives the partitions in list up: commits what is done on them (unless the
- * assignment was lost), forgets them and unassigns. */
-static void revoke_finish(gt_consumer_t *c, const rd_kafka_topic_partition_list_t *list, int coop)
+/* Gives the partitions in list up: forgets them, drops their backlog and
+ * unassigns (librdkafka's rebalance waits for that). */
+static void revoke_handover(gt_consumer_t *c, const rd_kafka_topic_partition_list_t *list,
+                            int coop)
 {
     rd_kafka_error_t *error = NULL;
     rd_kafka_resp_err_t aerr = RD_KAFKA_RESP_ERR_NO_ERROR;
-    /* Synchronous: the next owner must start after what we finished. A lost
-     * assignment cannot be committed any more. */
-    if (!rd_kafka_assignment_lost(c->rk))
-        consumer_commit(c, list, 0);
     for (int i = 0; i < list->cnt; i++) {
         gt_part_t *pt = part_find(c, list->elems[i].topic, list->elems[i].partition);
         if (pt)
@@ -619,6 +699,40 @@ static void revoke_finish(gt_consumer_t *c, const rd_kafka_topic_partition_list_
     }
     if (aerr)
         gt_warn("kafka consumer: unassign failed: %s", rd_kafka_err2str(aerr));
+}
+
+/* Commits what is done on c->revoking, then hands those partitions over, so
+ * that their next owner starts after what we finished. The commit is
+ * asynchronous: the loop goes on and revoke_on_commit hands over when the
+ * broker answers (revoke_check after REVOKE_COMMIT_TIMEOUT_MS without an
+ * answer). sync is for shutdown, where blocking is allowed; a lost assignment
+ * cannot be committed any more. */
+#define REVOKE_COMMIT_TIMEOUT_MS 5000
+static void revoke_commit(gt_consumer_t *c, int sync)
+{
+    rd_kafka_topic_partition_list_t *list = c->revoking;
+    int lost = rd_kafka_assignment_lost(c->rk);
+    if (!lost && !sync) {
+        c->revoke_seq++;
+        if (consumer_commit(c, list, COMMIT_REVOKE) > 0) {
+            /* Nothing more of theirs is handed out while the answer is awaited. */
+            for (int i = 0; i < list->cnt; i++) {
+                gt_part_t *pt = part_find(c, list->elems[i].topic, list->elems[i].partition);
+                if (pt)
+                    pt->revoking = 1;
+                backlog_drop(c, list->elems[i].topic, list->elems[i].partition);
+            }
+            rd_kafka_pause_partitions(c->rk, list);
+            c->revoke_committing = 1;
+            c->revoke_commit_deadline = uv_now(c->loop) + REVOKE_COMMIT_TIMEOUT_MS;
+            return;
+        }
+    } else if (!lost) {
+        consumer_commit(c, list, COMMIT_SYNC);
+    }
+    c->revoking = NULL;
+    revoke_handover(c, list, c->revoke_coop);
+    rd_kafka_topic_partition_list_destroy(list);
 }
 
 /* Messages handed out and not done on the partitions of list. */
@@ -638,20 +752,31 @@ static void revoke_check(gt_consumer_t *c, int now)
 {
     if (!c->revoking)
         return;
+    if (c->revoke_committing) {
+        if (!now && uv_now(c->loop) < c->revoke_commit_deadline)
+            return;
+        /* When closing, librdkafka's close still waits for that commit. */
+        if (!now)
+            gt_warn("kafka consumer: no answer to the revoke's commit after %d ms, handing over",
+                    REVOKE_COMMIT_TIMEOUT_MS);
+        rd_kafka_topic_partition_list_t *list = c->revoking;
+        c->revoking = NULL;
+        c->revoke_committing = 0;
+        revoke_handover(c, list, c->revoke_coop);
+        rd_kafka_topic_partition_list_destroy(list);
+        return;
+    }
     int busy = revoke_busy(c, c->revoking);
     if (busy && !now && uv_now(c->loop) < c->revoke_deadline)
         return;
-    rd_kafka_topic_partition_list_t *list = c->revoking;
-    c->revoking = NULL;
     if (busy)
         gt_warn("kafka consumer: handing over %d partition(s) with %d message(s) still in "
                 "flight: their next owner runs them again",
-                list->cnt, busy);
+                c->revoking->cnt, busy);
     else
         gt_info("kafka consumer: in-flight work on the revoked partitions done, handing them over");
     count_revoke(c, busy ? "grace_expired" : "after_work");
-    revoke_finish(c, list, c->revoke_coop);
-    rd_kafka_topic_partition_list_destroy(list);
+    revoke_commit(c, c->closing);
 }
 
 /* Runs inside rd_kafka_consumer_poll (loop thread) and inside
@@ -692,10 +817,20 @@ static void consumer_on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         int busy = revoke_busy(c, list);
         gt_info("kafka consumer: revoked %d partitions (%d message(s) in flight on them)",
                 list->cnt, busy);
-        if (!busy || c->closing || c->revoke_grace_ms == 0 || c->revoking ||
-            rd_kafka_assignment_lost(rk)) {
+        if (c->revoking) {
+            /* One revoke waits already (its rebalance failed under it): this
+             * one is handed over now, with a commit nobody waits for. */
             count_revoke(c, "immediate");
-            revoke_finish(c, list, coop);
+            if (!rd_kafka_assignment_lost(rk))
+                consumer_commit(c, list, COMMIT_ASYNC);
+            revoke_handover(c, list, coop);
+            break;
+        }
+        if (!busy || c->closing || c->revoke_grace_ms == 0 || rd_kafka_assignment_lost(rk)) {
+            count_revoke(c, "immediate");
+            c->revoking = rd_kafka_topic_partition_list_copy(list);
+            c->revoke_coop = coop;
+            revoke_commit(c, c->closing); /* closing: inside gt_consumer_free's thread */
             break;
         }
         /* Keep them while their work finishes: nothing more is handed out
@@ -718,6 +853,7 @@ static void consumer_on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         if (c->revoking) {
             rd_kafka_topic_partition_list_destroy(c->revoking);
             c->revoking = NULL;
+            c->revoke_committing = 0;
         }
         while (c->parts)
             part_revoke(c, c->parts);
@@ -761,9 +897,13 @@ static void consumer_deliver(gt_consumer_t *c, rd_kafka_message_t *rkm)
                  rkm->offset);
         pt = NULL;
     }
-    if (pt)
+    if (pt) {
         pt->refs++;
+        if (pt->base < 0)
+            pt->base = rkm->offset;
+    }
 
+    im->handed_at = uv_now(c->loop);
     im->msg.topic = topic;
     im->msg.partition = rkm->partition;
     im->msg.offset = rkm->offset;
@@ -891,7 +1031,7 @@ static void consumer_on_idle(uv_idle_t *h)
 static void consumer_on_timer(uv_timer_t *h)
 {
     gt_consumer_t *c = h->data;
-    consumer_commit(c, NULL, 1);
+    consumer_commit(c, NULL, COMMIT_ASYNC);
     revoke_check(c, 0);
     consumer_serve(c);
     uint64_t now = uv_now(c->loop);
@@ -1115,7 +1255,7 @@ typedef struct closer {
 static void *consumer_close_thread(void *arg)
 {
     closer_t *cl = arg;
-    consumer_commit(cl->c, NULL, 0);
+    consumer_commit(cl->c, NULL, COMMIT_SYNC);
     rd_kafka_consumer_close(cl->c->rk); /* the revoke callback runs from here */
     pthread_mutex_lock(&cl->mu);
     cl->done = 1;
@@ -1128,8 +1268,8 @@ void gt_consumer_free(gt_consumer_t *c)
 {
     if (!c)
         return;
+    c->closing = 1; /* from here on blocking is allowed: a waiting revoke commits synchronously */
     revoke_check(c, 1);
-    c->closing = 1;
     rd_kafka_queue_io_event_enable(c->cq, -1, NULL, 0);
     rd_kafka_queue_destroy(c->cq);
     /* Messages never done are released uncommitted: they will be redelivered. */

@@ -22,7 +22,8 @@ static const char *const test_topics = "# topics of test_kafka\n"
                                        "t.basic 4\n"
                                        "t.pause 2\n"
                                        "t.restart 3\n"
-                                       "t.group 4\n";
+                                       "t.group 4\n"
+                                       "t.stuck 1\n";
 
 static th_proc_t broker;
 static int broker_up;
@@ -799,6 +800,90 @@ static void test_revoke_grace_expires(void)
     revoke_grace("g-grace-over", 1500, 0);
 }
 
+/* -- stuck is visible: a message handed out and never done holds the lag
+ *    (measured against the committed offset) up and its age grows */
+
+#define STUCK_N 5
+
+typedef struct stuck {
+    gt_msg_t *first;
+    int received;
+} stuck_t;
+
+static void stuck_on_msg(gt_consumer_t *c, gt_msg_t *m, void *arg)
+{
+    stuck_t *s = arg;
+    s->received++;
+    if (m->offset == 0 && !s->first)
+        s->first = m; /* held: the stuck one */
+    else
+        gt_consumer_done(c, m);
+}
+
+static double stuck_lag(void)
+{
+    return gt_metric_value(gt_metrics_gauge("gantry_consumer_lag", "", "group,topic,partition"),
+                           "g-stuck", "t.stuck", "0");
+}
+
+static double stuck_age(void)
+{
+    return gt_metric_value(
+        gt_metrics_gauge("gantry_consumer_oldest_undone_seconds", "", "group,topic,partition"),
+        "g-stuck", "t.stuck", "0");
+}
+
+typedef struct stuck_wait {
+    double lag_min, lag_max, age_min, age_max;
+} stuck_wait_t;
+
+static int stuck_reached(void *arg)
+{
+    stuck_wait_t *w = arg;
+    double lag = stuck_lag(), age = stuck_age();
+    return lag >= w->lag_min && lag <= w->lag_max && age >= w->age_min && age <= w->age_max;
+}
+
+static void test_stuck_visible(void)
+{
+    CU_ASSERT_FATAL(broker_up);
+    uv_loop_t loop;
+    char err[256];
+    stuck_t s = {0};
+    dwait_t dw = {{0, 0}, STUCK_N};
+    const char *topics[] = {"t.stuck", NULL};
+    uv_loop_init(&loop);
+    gt_producer_t *p = gt_producer_new(&loop, &cfg, err, sizeof(err));
+    gt_consumer_opts_t o = {.group_id = "g-stuck", .topics = topics, .cb = stuck_on_msg, .arg = &s};
+    gt_consumer_t *c = gt_consumer_new(&loop, &cfg, &o, err, sizeof(err));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    TH_EQ_INT(produce(p, "t.stuck", "s", 0, STUCK_N, &dw.d), 0);
+    count_wait_t cw = {&s.received, STUCK_N};
+    CU_ASSERT_FATAL(run_until(&loop, count_reached, &cw, 30000));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s.first);
+
+    /* The four after it are done and read, but nothing can be committed past
+     * the first: all five are lag, and its age grows. */
+    stuck_wait_t held = {STUCK_N, STUCK_N, 0.5, 1e9};
+    CU_ASSERT(run_until(&loop, stuck_reached, &held, 10000));
+    double age1 = stuck_age();
+    TH_EQ_INT((int)stuck_lag(), STUCK_N);
+    stuck_wait_t older = {STUCK_N, STUCK_N, age1 + 0.5, 1e9};
+    CU_ASSERT(run_until(&loop, stuck_reached, &older, 10000));
+    fprintf(stderr, "  stuck: lag %.0f, oldest undone %.1f s then %.1f s\n", stuck_lag(), age1,
+            stuck_age());
+    TH_EQ_INT(gt_consumer_in_flight(c), 1);
+
+    /* Done: the commit goes through, both return to 0. */
+    gt_consumer_done(c, s.first);
+    stuck_wait_t clear = {0, 0, 0, 0};
+    CU_ASSERT(run_until(&loop, stuck_reached, &clear, 10000));
+    TH_EQ_INT((int)stuck_lag(), 0);
+    CU_ASSERT(stuck_age() == 0);
+    teardown(&loop, p, c, NULL);
+}
+
 /* -- --port: a fixed bootstrap port in front of the mock cluster ---------- */
 
 typedef struct fp {
@@ -867,6 +952,7 @@ int main(void)
         {"two_members", test_two_members},
         {"revoke_waits_for_work", test_revoke_waits_for_work},
         {"revoke_grace_expires", test_revoke_grace_expires},
+        {"stuck_visible", test_stuck_visible},
         {"fixed_port", test_fixed_port},
         {"stop", test_stop},
         {NULL, NULL},
