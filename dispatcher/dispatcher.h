@@ -7,6 +7,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "effect.h"
 #include "http.h"
 #include "kafka.h"
 #include "pg.h"
@@ -23,6 +24,7 @@ typedef struct gt_dispatcher {
     const gt_config_t *cfg;
     char id[128];                  /* this process, e.g. "dispatcher-host-123" */
     gt_producer_t *producer;
+    gt_effects_t *effects;         /* every produce a message causes goes through these */
     gt_pg_t *pg;                   /* intake (and budget admission, guard's intake side) */
     gt_pg_t *pg_coord;             /* the coordinator and guard's result side; NULL without
                                       the role */
