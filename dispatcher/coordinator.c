@@ -29,7 +29,7 @@ typedef struct coord {
     json_t *tr;            /* the task result; NULL with the sweep */
     char *request_id;
     char *tenant_id;
-    char *reply_topic;     /* NULL: cfg->topics.results */
+    char *reply_topic;     /* the result also goes there; NULL: only cfg->topics.results */
     int batch;
     int64_t created_ms;
     char *status;          /* final job status */
@@ -157,18 +157,12 @@ static void on_completed(const PGresult *res, const char *err, void *arg)
     coord_finish(c);
 }
 
-static void send_result(coord_t *c);
 static void on_stored(const PGresult *res, const char *err, void *arg);
 
-static void on_result_delivered(int err, const char *errstr, void *opaque)
+/* The result is on gantry.results (and the reply topic): mark the job. */
+static void on_result_delivered(void *arg)
 {
-    coord_t *c = opaque;
-    if (err) {
-        gt_log(GT_LOG_ERROR, C_CTX(c),
-               "result delivery failed, re-sending: %s", errstr);
-        send_result(c);
-        return;
-    }
+    coord_t *c = arg;
     c->d->results_published++;
     gt_stats_result(c->status);
     char *text = json_dumps(c->result, JSON_COMPACT);
@@ -178,9 +172,26 @@ static void on_result_delivered(int err, const char *errstr, void *opaque)
     free(text);
 }
 
+/* err 0: stopping, the result is published on redelivery (or by the sweep).
+ * Else it cannot be produced at all (its reply topic unknown, too large). */
+static void on_result_failed(const char *topic, int err, const char *reason, void *arg)
+{
+    coord_t *c = arg;
+    json_object_del(c->d->finalizing, c->request_id);
+    if (err && c->msg) {
+        char why[512];
+        snprintf(why, sizeof(why), "the result cannot be produced to %s: %s", topic, reason);
+        gt_dispatcher_dead_letter(c->d, c->d->consumer, c->msg, "coordinator.result",
+                                  "publish_failed", why, c->request_id);
+    } else if (err) {
+        gt_log(GT_LOG_ERROR, C_CTX(c), "the result cannot be produced to %s: %s", topic, reason);
+    }
+    coord_free(c); /* the offset is the dead letter's, or stays undone */
+}
+
+/* The result to gantry.results and the reply topic, as one effect. */
 static void send_result(coord_t *c)
 {
-    const char *topic = c->reply_topic ? c->reply_topic : c->d->cfg->topics.results;
     char tp[GT_TRACEPARENT_LEN + 1];
     gt_header_t h = {"traceparent", tp};
     gt_trace_ctx_t parent;
@@ -190,13 +201,18 @@ static void send_result(coord_t *c)
     int has_tp = c->span_open;
     if (has_tp)
         gt_trace_format(&c->span.ctx, tp);
-    if (gt_message_send(c->d->producer, topic, c->request_id, c->result, &h, has_tp ? 1 : 0,
-                        on_result_delivered, c) != 0) {
+    gt_effect_t *e = gt_effect_new(c->d->effects, on_result_delivered, on_result_failed, c);
+    if (!e || gt_result_add(e, c->d->cfg, c->reply_topic, c->request_id, c->result, &h,
+                            has_tp ? 1 : 0) != 0) {
         gt_log(GT_LOG_ERROR, C_CTX(c),
-               "cannot queue the result for Kafka; it is published on redelivery");
+               "out of memory queueing the result; it is published on redelivery");
+        if (e)
+            gt_effect_abandon(e);
         json_object_del(c->d->finalizing, c->request_id);
         coord_free(c); /* offset stays undone */
+        return;
     }
+    gt_effect_seal(e);
 }
 
 /* Publishes the stored result body (stored: its jsonb text), the same bytes

@@ -8,56 +8,37 @@
 #include "log.h"
 #include "message.h"
 
-static void on_dead_letter_delivered(int err, const char *errstr, void *opaque);
-
 typedef struct dead_letter {
     gt_dispatcher_t *d;
     gt_consumer_t *c;
     gt_msg_t *msg;
-    char *stage, *code, *message, *request_id;
+    char *code;
 } dead_letter_t;
 
-static void dead_letter_send(dead_letter_t *dl)
+static void dead_letter_free(dead_letter_t *dl)
 {
-    if (gt_dlq_send(dl->d->producer, dl->d->cfg, dl->msg, dl->stage, dl->code, dl->message,
-                    dl->request_id, on_dead_letter_delivered, dl) != 0) {
-        gt_error("cannot queue a DLQ entry for %s[%d]@%lld", dl->msg->topic,
-                 (int)dl->msg->partition, (long long)dl->msg->offset);
-        /* The offset stays undone: the message is redelivered after a restart. */
-        free(dl->stage);
-        free(dl->code);
-        free(dl->message);
-        free(dl->request_id);
-        free(dl);
-    }
+    free(dl->code);
+    free(dl);
 }
 
-static void on_dead_letter_delivered(int err, const char *errstr, void *opaque)
+static void on_dead_letter_durable(void *arg)
 {
-    dead_letter_t *dl = opaque;
-    if (err && dl->d->closing) {
-        /* Stopping: the offset stays undone, the message is redelivered. */
-        gt_warn("DLQ delivery failed while stopping (%s): the message is redelivered", errstr);
-        free(dl->stage);
-        free(dl->code);
-        free(dl->message);
-        free(dl->request_id);
-        free(dl);
-        return;
-    }
-    if (err) {
-        gt_warn("DLQ delivery failed, re-sending: %s", errstr);
-        dead_letter_send(dl);
-        return;
-    }
+    dead_letter_t *dl = arg;
     dl->d->dead_letters++;
     gt_stats_dead_letter(dl->code);
     gt_consumer_done(dl->c, dl->msg);
-    free(dl->stage);
-    free(dl->code);
-    free(dl->message);
-    free(dl->request_id);
-    free(dl);
+    dead_letter_free(dl);
+}
+
+/* err 0: stopping. Else the entry itself cannot be produced, which
+ * gt_dlq_build's size limit rules out: the message stays undone. */
+static void on_dead_letter_failed(const char *topic, int err, const char *reason, void *arg)
+{
+    dead_letter_t *dl = arg;
+    if (err)
+        gt_error("cannot produce the DLQ entry of %s[%d]@%lld to %s: %s", dl->msg->topic,
+                 (int)dl->msg->partition, (long long)dl->msg->offset, topic, reason);
+    dead_letter_free(dl);
 }
 
 void gt_dispatcher_dead_letter(gt_dispatcher_t *d, gt_consumer_t *c, gt_msg_t *msg,
@@ -76,12 +57,24 @@ void gt_dispatcher_dead_letter(gt_dispatcher_t *d, gt_consumer_t *c, gt_msg_t *m
            "dead letter from %s[%d]@%lld at %s: %s", msg->topic, (int)msg->partition,
            (long long)msg->offset, stage, code);
     dead_letter_t *dl = calloc(1, sizeof(*dl));
-    dl->d = d;
-    dl->c = c;
-    dl->msg = msg;
-    dl->stage = strdup(stage);
-    dl->code = strdup(code);
-    dl->message = strdup(message);
-    dl->request_id = request_id ? strdup(request_id) : NULL;
-    dead_letter_send(dl);
+    gt_effect_t *e = dl ? gt_effect_new(d->effects, on_dead_letter_durable,
+                                        on_dead_letter_failed, dl)
+                        : NULL;
+    if (dl) {
+        dl->d = d;
+        dl->c = c;
+        dl->msg = msg;
+        dl->code = strdup(code);
+    }
+    if (!e || !dl->code || gt_dlq_send(e, d->cfg, msg, stage, code, message, request_id) != 0) {
+        /* Out of memory: the offset stays undone, the message is redelivered. */
+        gt_error("cannot build a DLQ entry for %s[%d]@%lld", msg->topic, (int)msg->partition,
+                 (long long)msg->offset);
+        if (e)
+            gt_effect_abandon(e);
+        if (dl)
+            dead_letter_free(dl);
+        return;
+    }
+    gt_effect_seal(e);
 }

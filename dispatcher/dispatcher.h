@@ -7,6 +7,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "effect.h"
 #include "http.h"
 #include "kafka.h"
 #include "pg.h"
@@ -25,6 +26,7 @@ typedef struct gt_dispatcher {
     char incarnation[33];          /* random at start: tells this run of --id from a dead
                                       one (job claims) */
     gt_producer_t *producer;
+    gt_effects_t *effects;         /* every produce a message causes goes through these */
     gt_pg_t *pg;                   /* intake (and budget admission, guard's intake side) */
     gt_pg_t *pg_coord;             /* the coordinator and guard's result side; NULL without
                                       the role */

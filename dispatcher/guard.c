@@ -196,10 +196,10 @@ static void emit(gt_dispatcher_t *d, const char *type, const char *request_id,
     json_t *ev = gt_event_build(type, d->id, event_id, data);
     if (!ev)
         return;
-    if (gt_message_send(d->producer, d->cfg->topics.events, request_id, ev, NULL, 0, NULL, NULL) !=
-        0)
-        gt_log(GT_LOG_WARN, &(gt_log_ctx_t){.request_id = request_id}, "event %s not queued",
-               type);
+    /* Sent until acknowledged (a detached effect), like every produce. */
+    if (gt_effect_send_json(d->effects, d->cfg->topics.events, request_id, ev, NULL, 0) != 0)
+        gt_log(GT_LOG_WARN, &(gt_log_ctx_t){.request_id = request_id},
+               "event %s not queued: out of memory", type);
     json_decref(ev);
 }
 
@@ -273,17 +273,9 @@ static void gjob_free(gjob_t *j)
     free(j);
 }
 
-static void send_terminal(gjob_t *j);
-
-static void on_terminal_delivered(int err, const char *errstr, void *opaque)
+static void on_terminal_delivered(void *arg)
 {
-    gjob_t *j = opaque;
-    if (err) {
-        gt_log(GT_LOG_ERROR, J_CTX(j),
-               "guard result delivery failed, re-sending: %s", errstr);
-        send_terminal(j);
-        return;
-    }
+    gjob_t *j = arg;
     j->d->results_published++;
     gt_stats_result(json_string_value(json_object_get(j->result, "status")));
     json_object_del(j->d->intake_active, j->request_id);
@@ -291,6 +283,23 @@ static void on_terminal_delivered(int err, const char *errstr, void *opaque)
     gjob_free(j);
 }
 
+/* err 0: stopping, answered on redelivery. Else its reply topic cannot take
+ * it: the request goes to the DLQ. */
+static void on_terminal_failed(const char *topic, int err, const char *reason, void *arg)
+{
+    gjob_t *j = arg;
+    json_object_del(j->d->intake_active, j->request_id);
+    if (err) {
+        char why[512];
+        snprintf(why, sizeof(why), "the guard result cannot be produced to %s: %s", topic,
+                 reason);
+        gt_dispatcher_dead_letter(j->d, j->d->consumer, j->msg, "guard.result", "publish_failed",
+                                  why, j->request_id);
+    }
+    gjob_free(j);
+}
+
+/* The answer to gantry.results and the reply topic, one effect. */
 static void send_terminal(gjob_t *j)
 {
     const char *reply = json_string_value(json_object_get(j->req, "reply_topic"));
@@ -302,13 +311,18 @@ static void send_terminal(gjob_t *j)
                                 NULL) == 0;
     if (has_tp)
         gt_trace_format(&tc, tp);
-    if (gt_message_send(j->d->producer, reply ? reply : j->d->cfg->topics.results, j->request_id,
-                        j->result, &h, has_tp ? 1 : 0, on_terminal_delivered, j) != 0) {
+    gt_effect_t *e = gt_effect_new(j->d->effects, on_terminal_delivered, on_terminal_failed, j);
+    if (!e || gt_result_add(e, j->d->cfg, reply, j->request_id, j->result, &h, has_tp ? 1 : 0) !=
+                  0) {
         gt_log(GT_LOG_ERROR, J_CTX(j),
-               "cannot queue the guard result; it is answered on redelivery");
+               "out of memory queueing the guard result; it is answered on redelivery");
+        if (e)
+            gt_effect_abandon(e);
         json_object_del(j->d->intake_active, j->request_id);
         gjob_free(j); /* offset stays undone */
+        return;
     }
+    gt_effect_seal(e);
 }
 
 /* Answers the request without running it: blocked (moderation) or rejected

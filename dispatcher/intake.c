@@ -25,7 +25,6 @@ typedef struct intake {
     int has_traceparent;
     gt_span_t span;        /* dispatcher.intake, child of the request's traceparent */
     int span_open;
-    int acks_pending;
     json_t *published;    /* task_ids sent, marked queued once all are durable */
     json_t *rejection;    /* the rejected result being published (budget), or NULL */
 } intake_t;
@@ -106,17 +105,10 @@ static void on_queued(const PGresult *res, const char *err, void *arg)
     intake_finish(in);
 }
 
-typedef struct task_send {
-    intake_t *in;
-    int idx;
-} task_send_t;
-
-static void send_task(task_send_t *ts);
-
-static void tasks_durable(intake_t *in)
+/* Every task is on Kafka: mark them queued, then the request is done. */
+static void on_tasks_durable(void *arg)
 {
-    if (--in->acks_pending > 0)
-        return;
+    intake_t *in = arg;
     char *ids = json_dumps(in->published, JSON_COMPACT);
     const char *params[] = {ids, in->request_id};
     if (!ids || gt_pg_query(in->d->pg, sql_queued, 2, params, on_queued, in) != 0)
@@ -124,55 +116,43 @@ static void tasks_durable(intake_t *in)
     free(ids);
 }
 
-static void on_task_delivered(int err, const char *errstr, void *opaque)
+/* err 0: stopping; the request stays undone and its tasks are recovered as
+ * 'pending' on redelivery. Else a task cannot be produced at all (the size
+ * check before storing should have refused it): dead-lettered. */
+static void on_tasks_failed(const char *topic, int err, const char *reason, void *arg)
 {
-    task_send_t *ts = opaque;
+    intake_t *in = arg;
     if (err) {
-        /* Never drop a task: the idempotent producer already retried transient
-         * errors; re-send (task_id is the idempotency key downstream). */
-        gt_log(GT_LOG_ERROR, IN_CTX(ts->in),
-               "task delivery failed, re-sending: %s", errstr);
-        send_task(ts);
-        return;
+        char why[512];
+        snprintf(why, sizeof(why), "a task cannot be produced to %s: %s", topic, reason);
+        gt_log(GT_LOG_ERROR, IN_CTX(in), "%s", why);
+        gt_dispatcher_dead_letter(in->d, in->d->consumer, in->msg, "intake.publish",
+                                  "publish_failed", why, in->request_id);
     }
-    intake_t *in = ts->in;
-    free(ts);
-    tasks_durable(in);
+    intake_free(in);
 }
 
-static void send_task(task_send_t *ts)
+static int publish_node(intake_t *in, gt_effect_t *e, const gt_node_t *node)
 {
-    intake_t *in = ts->in;
-    const gt_node_t *node = &in->graph.nodes[ts->idx];
     char topic[256];
     gt_config_lane_topic(in->d->cfg, json_string_value(json_object_get(node->task, "lane")), topic,
                          sizeof(topic));
     gt_header_t h = {"traceparent", in->traceparent};
-    if (gt_message_send(in->d->producer, topic, node->task_id, node->task, &h,
-                        in->has_traceparent ? 1 : 0, on_task_delivered, ts) != 0) {
-        /* Local queue full or fatal: leave the request undone (redelivered on
-         * restart, recovered as 'pending' tasks) rather than lose the task. */
-        gt_log(GT_LOG_ERROR, IN_CTX(in),
-               "cannot queue task %s for Kafka", node->task_id);
-        free(ts);
-        return;
-    }
-}
-
-static void publish_node(intake_t *in, const gt_node_t *node)
-{
-    task_send_t *ts = malloc(sizeof(*ts));
-    ts->in = in;
-    ts->idx = (int)(node - in->graph.nodes);
-    in->acks_pending++;
     json_array_append_new(in->published, json_string(node->task_id));
-    send_task(ts);
+    return gt_effect_add_json(e, topic, node->task_id, node->task, &h,
+                              in->has_traceparent ? 1 : 0);
 }
 
-/* Publishes the inference nodes listed in idxs (NULL: every node without dependencies). */
+/* Publishes the inference nodes listed in idxs (NULL: every node without
+ * dependencies) as one effect; on_tasks_durable goes on. */
 static void publish_ready(intake_t *in, const json_t *idxs)
 {
-    in->acks_pending = 1; /* guard: completion is checked once all sends are queued */
+    gt_effect_t *e = gt_effect_new(in->d->effects, on_tasks_durable, on_tasks_failed, in);
+    if (!e) {
+        gt_log(GT_LOG_ERROR, IN_CTX(in), "out of memory publishing tasks: left undone");
+        intake_free(in);
+        return;
+    }
     for (int i = 0; i < in->graph.n_nodes; i++) {
         const gt_node_t *node = &in->graph.nodes[i];
         if (node->kind != GT_NODE_INFERENCE || node->n_deps)
@@ -181,10 +161,16 @@ static void publish_ready(intake_t *in, const json_t *idxs)
         size_t k;
         json_t *v;
         json_array_foreach(idxs, k, v) wanted |= json_integer_value(v) == node->idx;
-        if (wanted)
-            publish_node(in, node);
+        if (wanted && publish_node(in, e, node) != 0) {
+            /* Out of memory: the request stays undone; its tasks are
+             * recovered as 'pending' on redelivery. */
+            gt_log(GT_LOG_ERROR, IN_CTX(in), "cannot queue task %s for Kafka", node->task_id);
+            gt_effect_abandon(e);
+            intake_free(in);
+            return;
+        }
     }
-    tasks_durable(in); /* drops the guard */
+    gt_effect_seal(e);
 }
 
 static int build(intake_t *in, const json_t *req, const char **code, char *err, size_t errlen)
@@ -273,33 +259,46 @@ static void on_inserted(const PGresult *res, const char *err, void *arg)
 }
 
 static void persist(intake_t *in);
-static void send_rejection(intake_t *in);
 
-static void on_rejection_delivered(int err, const char *errstr, void *opaque)
+static void on_rejection_durable(void *arg)
 {
-    intake_t *in = opaque;
-    if (err) {
-        gt_log(GT_LOG_ERROR, IN_CTX(in),
-               "rejected result delivery failed, re-sending: %s", errstr);
-        send_rejection(in);
-        return;
-    }
+    intake_t *in = arg;
     in->d->results_published++;
     gt_stats_result(json_string_value(json_object_get(in->rejection, "status")));
     intake_finish(in);
 }
 
+/* err 0: stopping, answered on redelivery. Else the reply topic cannot take
+ * it (unknown, forbidden): the request goes to the DLQ. */
+static void on_rejection_failed(const char *topic, int err, const char *reason, void *arg)
+{
+    intake_t *in = arg;
+    if (err) {
+        char why[512];
+        snprintf(why, sizeof(why), "the rejected result cannot be produced to %s: %s", topic,
+                 reason);
+        gt_dispatcher_dead_letter(in->d, in->d->consumer, in->msg, "intake.reject",
+                                  "publish_failed", why, in->request_id);
+    }
+    intake_free(in);
+}
+
+/* The rejected result to gantry.results and the reply topic, one effect. */
 static void send_rejection(intake_t *in)
 {
     const char *reply = json_string_value(json_object_get(in->req, "reply_topic"));
     gt_header_t h = {"traceparent", in->traceparent};
-    if (gt_message_send(in->d->producer, reply ? reply : in->d->cfg->topics.results,
-                        in->request_id, in->rejection, &h, in->has_traceparent ? 1 : 0,
-                        on_rejection_delivered, in) != 0) {
+    gt_effect_t *e = gt_effect_new(in->d->effects, on_rejection_durable, on_rejection_failed, in);
+    if (!e || gt_result_add(e, in->d->cfg, reply, in->request_id, in->rejection, &h,
+                            in->has_traceparent ? 1 : 0) != 0) {
         gt_log(GT_LOG_ERROR, IN_CTX(in),
-               "cannot queue the rejected result; it is answered on redelivery");
+               "out of memory queueing the rejected result; it is answered on redelivery");
+        if (e)
+            gt_effect_abandon(e);
         intake_free(in); /* offset stays undone */
+        return;
     }
+    gt_effect_seal(e);
 }
 
 /* Budget answer: persist the job, or answer rejected/budget_exceeded (no job

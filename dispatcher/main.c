@@ -58,7 +58,8 @@ static int in_flight(app_t *a)
     if (a->d.ledger)
         n += gt_ledger_in_flight(a->d.ledger);
     n += gt_coordinator_in_flight(a->d.coordinator);
-    return n + (a->d.producer ? gt_producer_outstanding(a->d.producer) : 0);
+    return n + gt_effects_pending(a->d.effects) +
+           (a->d.producer ? gt_producer_outstanding(a->d.producer) : 0);
 }
 
 /* Every PostgreSQL connection this process's roles use is up. */
@@ -101,6 +102,7 @@ static void close_all(app_t *a)
     a->d.moderation = NULL;
     gt_admin_set_ready(a->admin, "postgres", 0);
     pg_free_all(&a->d);
+    gt_effects_close(a->d.effects); /* what waits for a re-send stays undone */
     gt_producer_close_handles(a->d.producer);
     gt_trace_export_stop(); /* one last batch of spans, then its handles close */
 }
@@ -254,6 +256,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "gantry-dispatcher: kafka producer: %s\n", err);
         goto out;
     }
+    d->effects = gt_effects_new(loop, d->producer);
+    if (!d->effects) {
+        fprintf(stderr, "gantry-dispatcher: out of memory\n");
+        goto out;
+    }
     /* One connection (one server backend) per role that writes: intake,
      * coordinator and ledger run in parallel in PostgreSQL, and a ledger
      * batch never queues intake's statements behind it. */
@@ -337,6 +344,7 @@ out:
         gt_coordinator_close(d->coordinator);
         gt_moderation_free(d->moderation);
         pg_free_all(d);
+        gt_effects_close(d->effects);
         if (d->producer)
             gt_producer_close_handles(d->producer);
         uv_run(loop, UV_RUN_DEFAULT);
@@ -348,6 +356,7 @@ out:
         gt_producer_free(d->producer, 10000);
     if (d->consumer)
         gt_consumer_free(d->consumer);
+    gt_effects_free(d->effects);
     if (d->ledger)
         gt_ledger_free(d->ledger);
     if (d->reaper)

@@ -69,9 +69,8 @@ json_t *gt_dlq_build(const gt_msg_t *msg, const char *stage, const char *code,
     return o;
 }
 
-int gt_dlq_send(gt_producer_t *p, const gt_config_t *cfg, const gt_msg_t *msg, const char *stage,
-                const char *code, const char *message, const char *request_id, gt_delivery_cb cb,
-                void *opaque)
+int gt_dlq_send(gt_effect_t *e, const gt_config_t *cfg, const gt_msg_t *msg, const char *stage,
+                const char *code, const char *message, const char *request_id)
 {
     json_t *o = gt_dlq_build(msg, stage, code, message, request_id);
     if (!o)
@@ -80,10 +79,21 @@ int gt_dlq_send(gt_producer_t *p, const gt_config_t *cfg, const gt_msg_t *msg, c
     json_decref(o);
     if (!text)
         return -1;
-    int rc = gt_producer_send(p, cfg->topics.dlq, msg->key, msg->key ? msg->key_len : 0, text,
-                              strlen(text), NULL, 0, cb, opaque);
+    int rc = gt_effect_add(e, cfg->topics.dlq, msg->key, msg->key ? msg->key_len : 0, text,
+                           strlen(text), NULL, 0);
     free(text);
     return rc;
+}
+
+int gt_result_add(gt_effect_t *e, const gt_config_t *cfg, const char *reply_topic,
+                  const char *request_id, const json_t *result, const gt_header_t *headers,
+                  size_t n_headers)
+{
+    if (gt_effect_add_json(e, cfg->topics.results, request_id, result, headers, n_headers) != 0)
+        return -1;
+    if (reply_topic && *reply_topic && strcmp(reply_topic, cfg->topics.results) != 0)
+        return gt_effect_add_json(e, reply_topic, request_id, result, headers, n_headers);
+    return 0;
 }
 
 json_t *gt_event_build(const char *type, const char *source, const char *event_id, json_t *data)

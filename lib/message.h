@@ -6,6 +6,7 @@
 #include <jansson.h>
 
 #include "config.h"
+#include "effect.h"
 #include "kafka.h"
 #include "schema.h"
 
@@ -24,10 +25,17 @@ json_t *gt_message_parse(const gt_msg_t *msg, const gt_schema_t *schema, const c
  * topic/partition/offset, stage, error code and message. Caller owns it. */
 json_t *gt_dlq_build(const gt_msg_t *msg, const char *stage, const char *code,
                      const char *message, const char *request_id);
-/* Builds and sends the entry to cfg->topics.dlq, keyed like the original. */
-int gt_dlq_send(gt_producer_t *p, const gt_config_t *cfg, const gt_msg_t *msg, const char *stage,
-                const char *code, const char *message, const char *request_id, gt_delivery_cb cb,
-                void *opaque);
+/* Builds the entry and adds it to e for cfg->topics.dlq, keyed like the
+ * original. Returns 0, or -1 on out of memory (nothing added). */
+int gt_dlq_send(gt_effect_t *e, const gt_config_t *cfg, const gt_msg_t *msg, const char *stage,
+                const char *code, const char *message, const char *request_id);
+
+/* Adds a gantry.result.v1 to e: to cfg->topics.results always and, when
+ * reply_topic names another topic, to it too (keyed by request_id). Returns
+ * 0, or -1 on out of memory (then e may hold one of the two: abandon it). */
+int gt_result_add(gt_effect_t *e, const gt_config_t *cfg, const char *reply_topic,
+                  const char *request_id, const json_t *result, const gt_header_t *headers,
+                  size_t n_headers);
 
 /* Builds a gantry.event.v1 (event_id random unless given, at = now); steals data. */
 json_t *gt_event_build(const char *type, const char *source, const char *event_id, json_t *data);

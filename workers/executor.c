@@ -3,8 +3,9 @@
  * A task owns its Kafka message until everything the message caused is
  * durable: the task result and, after a successful inference, the usage event
  * (or, for a message that is not a task, its DLQ copy). Only then is the
- * message marked done, so offsets are committed only past durable work. A
- * failed delivery is produced again after a backoff, never dropped. */
+ * message marked done, so offsets are committed only past durable work. What
+ * a task produces is one effect (lib/effect.c): re-sent after a backoff until
+ * acknowledged, never dropped. */
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "effect.h"
 #include "executor.h"
 #include "fallback.h"
 #include "hostedai.h"
@@ -22,24 +24,7 @@
 #include "trace.h"
 #include "wstats.h"
 
-#define EX_MAX_DELIVERIES 2
-#define EX_REDELIVER_BASE_MS 100
-#define EX_REDELIVER_MAX_MS 5000
-
 typedef struct ex_task ex_task_t;
-
-typedef struct ex_delivery {
-    ex_task_t *task;
-    const char *topic;     /* borrowed from cfg */
-    char *key;
-    char *value;
-    size_t len;
-    int tries;
-    int in_producer;       /* waiting for its delivery report */
-    int acked;
-    int64_t due;           /* mono ms of the next try when queued for retry */
-    struct ex_delivery *next_retry;
-} ex_delivery_t;
 
 typedef enum { TASK_RUNNING, TASK_DELIVERING, TASK_ENDED } task_state_t;
 
@@ -57,9 +42,8 @@ struct ex_task {
     gt_task_spec_t spec;
     gt_chain_t *call;      /* the model's runtime, then its fallbacks */
     int64_t created_wall, start_wall, start_mono;
-    ex_delivery_t deliveries[EX_MAX_DELIVERIES];
-    int n_deliveries;
-    int in_producer;       /* deliveries whose report is still due */
+    gt_effect_t *effect;   /* what the task produces, until it is over */
+    int replaced;          /* its result could not be produced: a failed one went instead */
 };
 
 struct gt_executor {
@@ -76,14 +60,13 @@ struct gt_executor {
     gt_chain_env_t chain;
     const char *const *lanes;
 
+    gt_effects_t *effects; /* the results, usage events, DLQ copies and events */
     uv_timer_t heartbeat;
-    uv_timer_t redeliver;
     int handles_open;
     int heartbeat_on;
 
     ex_task_t *tasks;
     int n_tasks;
-    ex_delivery_t *retry_head;
 
     int paused, draining, aborting, closed;
     int in_abort_loop, idle_notified;
@@ -93,9 +76,7 @@ struct gt_executor {
 };
 
 static void task_finish(ex_task_t *t, const gt_task_outcome_t *out);
-static void delivery_send(ex_delivery_t *d);
 static void task_maybe_free(ex_task_t *t);
-static void on_redeliver(uv_timer_t *timer);
 
 static gt_log_ctx_t task_ctx(const ex_task_t *t)
 {
@@ -153,18 +134,16 @@ static void list_remove(ex_task_t *t)
 
 static void task_free(ex_task_t *t)
 {
-    for (int i = 0; i < t->n_deliveries; i++) {
-        free(t->deliveries[i].key);
-        free(t->deliveries[i].value);
-    }
+    if (t->effect) /* only when the executor is freed: its message stays undone */
+        gt_effect_abandon(t->effect);
     json_decref(t->doc);
     free(t);
 }
 
-/* Frees t once it has left the list and no delivery report can still name it. */
+/* Frees t once it has left the list and no callback can still name it. */
 static void task_maybe_free(ex_task_t *t)
 {
-    if (t->state == TASK_ENDED && !t->in_list && t->in_producer == 0 && !t->call)
+    if (t->state == TASK_ENDED && !t->in_list && !t->effect && !t->call)
         task_free(t);
 }
 
@@ -173,13 +152,11 @@ static void task_abandon(ex_task_t *t)
 {
     gt_executor_t *ex = t->ex;
     t->state = TASK_ENDED;
-    /* Deliveries waiting for a retry are forgotten; those in the producer
-     * still report (task_maybe_free waits for them). */
-    for (ex_delivery_t **pp = &ex->retry_head; *pp;) {
-        if ((*pp)->task == t)
-            *pp = (*pp)->next_retry;
-        else
-            pp = &(*pp)->next_retry;
+    /* What it produces is given up (the effect frees itself once its
+     * delivery reports are in, calling nobody). */
+    if (t->effect) {
+        gt_effect_abandon(t->effect);
+        t->effect = NULL;
     }
     list_remove(t);
     task_maybe_free(t);
@@ -200,125 +177,74 @@ static void task_done(ex_task_t *t)
 
 /* ---- deliveries ----------------------------------------------------------- */
 
-static void redeliver_arm(gt_executor_t *ex)
+/* Everything the task caused is acknowledged. */
+static void on_effect_done(void *arg)
 {
-    if (ex->closed || !ex->retry_head)
-        return;
-    int64_t due = INT64_MAX, now = gt_clock_mono_ms();
-    for (ex_delivery_t *d = ex->retry_head; d; d = d->next_retry)
-        if (d->due < due)
-            due = d->due;
-    uv_timer_start(&ex->redeliver, on_redeliver, (uint64_t)(due > now ? due - now : 0), 0);
-}
-
-static void delivery_retry_later(ex_delivery_t *d)
-{
-    gt_executor_t *ex = d->task->ex;
-    int64_t wait = EX_REDELIVER_BASE_MS;
-    for (int i = 1; i < d->tries && wait < EX_REDELIVER_MAX_MS; i++)
-        wait *= 2;
-    if (wait > EX_REDELIVER_MAX_MS)
-        wait = EX_REDELIVER_MAX_MS;
-    d->due = gt_clock_mono_ms() + wait;
-    d->next_retry = ex->retry_head;
-    ex->retry_head = d;
-    redeliver_arm(ex);
-}
-
-static void on_redeliver(uv_timer_t *timer)
-{
-    gt_executor_t *ex = timer->data;
-    int64_t now = gt_clock_mono_ms();
-    ex_delivery_t *due = NULL;
-    for (ex_delivery_t **pp = &ex->retry_head; *pp;) {
-        ex_delivery_t *d = *pp;
-        if (d->due <= now) {
-            *pp = d->next_retry;
-            d->next_retry = due;
-            due = d;
-        } else {
-            pp = &d->next_retry;
-        }
-    }
-    while (due) {
-        ex_delivery_t *d = due;
-        due = d->next_retry;
-        d->next_retry = NULL;
-        delivery_send(d);
-    }
-    redeliver_arm(ex);
-}
-
-static void on_delivery(int err, const char *errstr, void *opaque)
-{
-    ex_delivery_t *d = opaque;
-    ex_task_t *t = d->task;
-    gt_executor_t *ex = t->ex;
-    gt_log_ctx_t ctx = task_ctx(t);
-
-    d->in_producer = 0;
-    t->in_producer--;
-    if (t->state == TASK_ENDED || ex->closed) {
+    ex_task_t *t = arg;
+    t->effect = NULL;
+    if (t->ex->closed) {
         task_maybe_free(t);
         return;
     }
-    if (err) {
-        gt_log(GT_LOG_WARN, &ctx, "delivery to %s failed (%s); producing again", d->topic,
-               errstr ? errstr : "unknown error");
-        if (ex->aborting) {
-            /* Shutting down: the message stays undone and is redelivered. */
-            task_abandon(t);
-            return;
-        }
-        delivery_retry_later(d);
-        return;
-    }
-    d->acked = 1;
-    for (int i = 0; i < t->n_deliveries; i++)
-        if (!t->deliveries[i].acked)
-            return;
     task_done(t);
 }
 
-static void delivery_send(ex_delivery_t *d)
+static int task_add_delivery(ex_task_t *t, const char *topic, const char *key, json_t *doc);
+
+/* A produce that cannot succeed (err < 0: larger than the producer's limit,
+ * unknown topic), or the process stops (err 0). */
+static void on_effect_failed(const char *topic, int err, const char *reason, void *arg)
 {
-    ex_task_t *t = d->task;
+    ex_task_t *t = arg;
     gt_executor_t *ex = t->ex;
-    gt_header_t hdr = {"traceparent", t->traceparent};
-    d->tries++;
-    int rc = gt_producer_send(ex->producer, d->topic, d->key, d->key ? strlen(d->key) : 0, d->value,
-                              d->len, &hdr, t->traceparent[0] ? 1 : 0, on_delivery, d);
-    if (rc != 0) {
-        gt_log_ctx_t ctx = task_ctx(t);
-        gt_log(GT_LOG_WARN, &ctx, "could not queue a message for %s (error %d); trying again",
-               d->topic, rc);
-        delivery_retry_later(d);
+    gt_log_ctx_t ctx = task_ctx(t);
+    t->effect = NULL;
+    if (err == 0 || ex->closed || !t->task_id || t->replaced) {
+        if (err)
+            gt_log(GT_LOG_ERROR, &ctx, "cannot produce to %s (%s): message left undone", topic,
+                   reason);
+        task_abandon(t);
         return;
     }
-    d->in_producer = 1;
-    t->in_producer++;
+    /* The result (its output) is what cannot go: report the task failed
+     * instead, so that its request still ends. */
+    char at[40];
+    gt_log(GT_LOG_ERROR, &ctx, "cannot produce to %s (%s): reporting the task failed", topic,
+           reason);
+    json_t *res = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:n, s:{s:s, s:s}, s:[], s:s}",
+                            "schema", "gantry.task-result.v1", "task_id", t->task_id,
+                            "request_id", t->request_id, "tenant_id", t->tenant_id, "status",
+                            "failed", "model",
+                            json_string_value(json_object_get(t->doc, "model"))
+                                ? json_string_value(json_object_get(t->doc, "model"))
+                                : "",
+                            "worker_id", ex->worker_id, "output", "error", "code", "too_large",
+                            "message", "the task result is larger than the producer's limit",
+                            "attempts", "completed_at",
+                            gt_clock_fmt(gt_clock_wall_ms(), at, sizeof(at)));
+    json_t *index = json_object_get(t->doc, "index");
+    if (res)
+        json_object_set_new(res, "index", json_is_integer(index) ? json_copy(index)
+                                                                 : json_integer(0));
+    t->replaced = 1;
+    if (task_add_delivery(t, ex->cfg->topics.task_results, t->request_id, res) != 0) {
+        task_abandon(t);
+        return;
+    }
+    gt_effect_seal(t->effect);
 }
 
-/* Adds a delivery of doc (stolen) to t. Returns 0 or -1 on out of memory. */
+/* Adds a produce of doc (stolen) to t's effect. Returns 0 or -1 on out of memory. */
 static int task_add_delivery(ex_task_t *t, const char *topic, const char *key, json_t *doc)
 {
-    ex_delivery_t *d = &t->deliveries[t->n_deliveries];
+    gt_executor_t *ex = t->ex;
     int rc = -1;
-    if (!doc || t->n_deliveries >= EX_MAX_DELIVERIES)
+    if (!doc)
         goto out;
-    memset(d, 0, sizeof(*d));
-    d->task = t;
-    d->topic = topic;
-    d->key = key ? strdup(key) : NULL;
-    d->value = json_dumps(doc, JSON_COMPACT);
-    if ((key && !d->key) || !d->value) {
-        free(d->key);
-        free(d->value);
+    if (!t->effect && !(t->effect = gt_effect_new(ex->effects, on_effect_done, on_effect_failed, t)))
         goto out;
-    }
-    d->len = strlen(d->value);
-    t->n_deliveries++;
-    rc = 0;
+    gt_header_t hdr = {"traceparent", t->traceparent};
+    rc = gt_effect_add_json(t->effect, topic, key, doc, &hdr, t->traceparent[0] ? 1 : 0);
 out:
     json_decref(doc);
     return rc;
@@ -327,25 +253,17 @@ out:
 static void task_deliver(ex_task_t *t)
 {
     t->state = TASK_DELIVERING;
-    if (t->n_deliveries == 0) {
+    if (!t->effect) {
         /* Could not even build a message (out of memory): leave it for redelivery. */
         gt_log_ctx_t ctx = task_ctx(t);
         gt_log(GT_LOG_ERROR, &ctx, "no message to publish; task left for redelivery");
         task_abandon(t);
         return;
     }
-    int n = t->n_deliveries;
-    for (int i = 0; i < n; i++)
-        delivery_send(&t->deliveries[i]);
+    gt_effect_seal(t->effect); /* on_effect_done marks the message done */
 }
 
 /* ---- events ----------------------------------------------------------------- */
-
-static void on_event_delivery(int err, const char *errstr, void *opaque)
-{
-    if (err)
-        gt_warn("event %s not delivered: %s", (const char *)opaque, errstr ? errstr : "error");
-}
 
 void gt_executor_emit(gt_executor_t *ex, const char *type, json_t *data)
 {
@@ -355,11 +273,10 @@ void gt_executor_emit(gt_executor_t *ex, const char *type, json_t *data)
     /* Keyed by allocation so that its acquire and release stay in order. */
     const char *key = json_string_value(json_object_get(json_object_get(ev, "data"),
                                                         "allocation_id"));
-    /* Types are string literals, so they can travel as the opaque. */
-    int rc = gt_message_send(ex->producer, ex->cfg->topics.events, key ? key : ex->worker_id, ev,
-                             NULL, 0, on_event_delivery, (void *)type);
-    if (rc != 0)
-        gt_warn("event %s not queued (error %d)", type, rc);
+    /* Sent until acknowledged: the reaper and the ledger rely on them. */
+    if (gt_effect_send_json(ex->effects, ex->cfg->topics.events, key ? key : ex->worker_id, ev,
+                            NULL, 0) != 0)
+        gt_warn("event %s not queued: out of memory", type);
     json_decref(ev);
 }
 
@@ -715,12 +632,17 @@ gt_executor_t *gt_executor_new(uv_loop_t *loop, const gt_executor_opts_t *opts, 
     ex->chain.cfg = opts->cfg;
     ex->chain.hai = &ex->hai;
     ex->chain.prov = ex->prov;
+    ex->effects = gt_effects_new(loop, opts->producer);
+    if (!ex->effects) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
     uv_timer_init(loop, &ex->heartbeat);
-    uv_timer_init(loop, &ex->redeliver);
-    ex->heartbeat.data = ex->redeliver.data = ex;
-    ex->handles_open = 2;
+    ex->heartbeat.data = ex;
+    ex->handles_open = 1;
     return ex;
 fail:
+    gt_prov_engine_free(ex->prov);
     gt_schema_free(ex->schema);
     free(ex->worker_id);
     free(ex);
@@ -754,9 +676,9 @@ void gt_executor_abort(gt_executor_t *ex, gt_executor_idle_cb cb, void *arg)
         if (t->state == TASK_RUNNING && t->call)
             gt_chain_abort(t->call); /* may finish t (and only t) right here */
     }
-    /* A delivery waiting to be retried will not be: its message stays undone. */
-    while (ex->retry_head)
-        task_abandon(ex->retry_head->task);
+    /* A produce waiting to be sent again will not be: its effect is given up
+     * (on_effect_failed abandons the task) and its message stays undone. */
+    gt_effects_close(ex->effects);
     ex->in_abort_loop = 0;
     maybe_idle(ex);
 }
@@ -778,16 +700,19 @@ void gt_executor_close(gt_executor_t *ex)
         return;
     ex->closed = 1;
     ex->consumer = NULL;
-    ex->retry_head = NULL;
     for (ex_task_t *t = ex->tasks; t; t = t->next) {
         if (t->call) {
             gt_chain_cancel(t->call);
             t->call = NULL;
         }
+        if (t->effect) { /* nothing is marked done any more */
+            gt_effect_abandon(t->effect);
+            t->effect = NULL;
+        }
         t->state = TASK_ENDED;
     }
+    gt_effects_close(ex->effects);
     uv_close((uv_handle_t *)&ex->heartbeat, on_close);
-    uv_close((uv_handle_t *)&ex->redeliver, on_close);
     gt_prov_engine_close(ex->prov);
 }
 
@@ -802,6 +727,7 @@ void gt_executor_free(gt_executor_t *ex)
     }
     gt_schema_free(ex->schema);
     gt_prov_engine_free(ex->prov);
+    gt_effects_free(ex->effects);
     free(ex->worker_id);
     free(ex);
 }
