@@ -8,23 +8,24 @@
 #include <stdio.h>
 #include <sys/types.h>
 
-/* Assertions that print both operands. */
-#define TH_EQ_INT(a, b)                                                                   \
-    do {                                                                                  \
-        long long th_a_ = (long long)(a), th_b_ = (long long)(b);                         \
-        if (th_a_ != th_b_)                                                               \
-            fprintf(stderr, "  %s:%d: %s == %s failed: %lld != %lld\n", __FILE__, __LINE__, \
-                    #a, #b, th_a_, th_b_);                                                \
-        CU_ASSERT(th_a_ == th_b_);                                                        \
+/* Assertions that print both operands and end the test (as libuv's ASSERT_EQ):
+ * one failure never cascades into many. th_run kills the children it left. */
+#define TH_EQ_INT(a, b)                                                                            \
+    do {                                                                                           \
+        long long th_a_ = (long long)(a), th_b_ = (long long)(b);                                  \
+        if (th_a_ != th_b_)                                                                        \
+            fprintf(stderr, "  %s:%d: %s == %s failed: %lld != %lld\n", __FILE__, __LINE__, #a,    \
+                    #b, th_a_, th_b_);                                                             \
+        CU_ASSERT_FATAL(th_a_ == th_b_);                                                           \
     } while (0)
-#define TH_EQ_STR(a, b)                                                                   \
-    do {                                                                                  \
-        const char *th_a_ = (a), *th_b_ = (b);                                            \
-        int th_ok_ = th_a_ && th_b_ && strcmp(th_a_, th_b_) == 0;                         \
-        if (!th_ok_)                                                                      \
-            fprintf(stderr, "  %s:%d: %s == %s failed: \"%s\" != \"%s\"\n", __FILE__,     \
-                    __LINE__, #a, #b, th_a_ ? th_a_ : "(null)", th_b_ ? th_b_ : "(null)"); \
-        CU_ASSERT(th_ok_);                                                                \
+#define TH_EQ_STR(a, b)                                                                            \
+    do {                                                                                           \
+        const char *th_a_ = (a), *th_b_ = (b);                                                     \
+        int th_ok_ = th_a_ && th_b_ && strcmp(th_a_, th_b_) == 0;                                  \
+        if (!th_ok_)                                                                               \
+            fprintf(stderr, "  %s:%d: %s == %s failed: \"%s\" != \"%s\"\n", __FILE__, __LINE__,    \
+                    #a, #b, th_a_ ? th_a_ : "(null)", th_b_ ? th_b_ : "(null)");                   \
+        CU_ASSERT_FATAL(th_ok_);                                                                   \
     } while (0)
 
 typedef struct th_test {
