@@ -86,7 +86,7 @@ int gt_classify(const gt_config_t *cfg, const json_t *req, gt_route_t *out, cons
         }
     }
     if (out->model->max_input_chars && chars > out->model->max_input_chars) {
-        *code = "input_too_large";
+        *code = "too_large";
         snprintf(err, errlen, "input of %lld characters exceeds %lld for model %s",
                  (long long)chars, (long long)out->model->max_input_chars, out->model->name);
         return -1;

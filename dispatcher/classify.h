@@ -15,7 +15,7 @@ typedef struct gt_route {
 /* Resolves req (valid against request.v1) to a model: a named model must be
  * declared; "auto" takes the first routing rule that matches (hint, kind, input
  * size), else routing.default. Returns 0, or -1 with *code set to
- * "unknown_model", "no_route" or "input_too_large" and a reason in err. */
+ * "unknown_model", "no_route" or "too_large" and a reason in err. */
 int gt_classify(const gt_config_t *cfg, const json_t *req, gt_route_t *out, const char **code,
                 char *err, size_t errlen);
 

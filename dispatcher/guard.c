@@ -121,7 +121,7 @@ int gt_guard_plan(const gt_config_t *cfg, const struct gt_guardrails *gr, const 
         return -1;
     plan->model = route.model;
     if (gr->max_request_bytes && (int64_t)req_bytes > gr->max_request_bytes) {
-        plan->reject_code = "request_too_large";
+        plan->reject_code = "too_large";
         snprintf(plan->reason, sizeof(plan->reason), "request of %zu bytes exceeds the limit of %lld",
                  req_bytes, (long long)gr->max_request_bytes);
         return 0;

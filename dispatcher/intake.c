@@ -191,6 +191,23 @@ static int build(intake_t *in, const json_t *req, const char **code, char *err, 
         *code = "too_large";
         return -1;
     }
+    /* Sizes before anything is stored: a task Kafka refuses would leave its
+     * job running for good. The result carries outputs, not the input. */
+    size_t limit = (size_t)in->d->cfg->kafka_message_max_bytes;
+    for (int i = 0; limit && i < in->graph.n_nodes; i++) {
+        const gt_node_t *node = &in->graph.nodes[i];
+        if (node->kind != GT_NODE_INFERENCE || !node->task)
+            continue;
+        /* Room for the key, the traceparent header and the record's overhead. */
+        size_t n = json_dumpb(node->task, NULL, 0, JSON_COMPACT) + 1024;
+        if (n > limit) {
+            *code = "too_large";
+            snprintf(err, errlen, "its task would be %zu bytes, over kafka.message_max_bytes (%zu)",
+                     n, limit);
+            gt_graph_free(&in->graph);
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -301,6 +318,55 @@ static void send_rejection(intake_t *in)
     gt_effect_seal(e);
 }
 
+static void on_too_large_durable(void *arg)
+{
+    intake_t *in = arg;
+    in->d->results_published++;
+    in->d->dead_letters++;
+    gt_stats_result("rejected");
+    gt_stats_dead_letter("too_large");
+    intake_finish(in);
+}
+
+/* err 0: stopping, answered on redelivery; else left undone (logged). */
+static void on_too_large_failed(const char *topic, int err, const char *reason, void *arg)
+{
+    intake_t *in = arg;
+    if (err)
+        gt_log(GT_LOG_ERROR, IN_CTX(in), "cannot produce the too_large answer to %s: %s", topic,
+               reason);
+    intake_free(in);
+}
+
+/* A request that cannot be run within the size limits: answered rejected /
+ * too_large, with its DLQ entry (which always fits), both one effect; no job
+ * row is written. */
+static void answer_too_large(intake_t *in, const char *why)
+{
+    char at[64];
+    gt_dispatcher_t *d = in->d;
+    gt_log(GT_LOG_WARN, IN_CTX(in), "rejected: too_large: %s", why);
+    in->rejection = json_pack(
+        "{s:s, s:s, s:O, s:s, s:{s:s, s:s}, s:s}", "schema", "gantry.result.v1", "request_id",
+        in->request_id, "tenant_id", json_object_get(in->req, "tenant_id"), "status", "rejected",
+        "error", "code", "too_large", "message", why, "completed_at",
+        gt_clock_fmt(gt_clock_wall_ms(), at, sizeof(at)));
+    const char *reply = json_string_value(json_object_get(in->req, "reply_topic"));
+    gt_header_t h = {"traceparent", in->traceparent};
+    gt_effect_t *e = gt_effect_new(d->effects, on_too_large_durable, on_too_large_failed, in);
+    if (!e || !in->rejection ||
+        gt_result_add(e, d->cfg, reply, in->request_id, in->rejection, &h,
+                      in->has_traceparent ? 1 : 0) != 0 ||
+        gt_dlq_send(e, d->cfg, in->msg, "intake.classify", "too_large", why, in->request_id) != 0) {
+        gt_log(GT_LOG_ERROR, IN_CTX(in), "out of memory answering too_large: left undone");
+        if (e)
+            gt_effect_abandon(e);
+        intake_free(in);
+        return;
+    }
+    gt_effect_seal(e);
+}
+
 /* Budget answer: persist the job, or answer rejected/budget_exceeded (no job
  * row: a redelivered copy is checked again). */
 static void on_admitted(int admitted, const char *reason, void *arg)
@@ -385,6 +451,11 @@ static void intake_start(gt_dispatcher_t *d, gt_msg_t *msg, json_t *req)
     }
     in->has_traceparent = in->traceparent[0] != '\0';
     if (build(in, req, &code, err, sizeof(err)) != 0) {
+        if (strcmp(code, "too_large") == 0) {
+            json_object_set_new(d->intake_active, request_id, json_true());
+            answer_too_large(in, err);
+            return;
+        }
         gt_dispatcher_dead_letter(d, d->consumer, msg, "intake.classify", code, err, request_id);
         free(in->request_id);
         in->request_id = NULL; /* not in intake_active yet */

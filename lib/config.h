@@ -125,6 +125,8 @@ typedef struct gt_config {
     json_t *kafka_props;      /* extra librdkafka properties (object of strings), borrowed from root */
     json_t *kafka_consumer_props; /* for consumers only (kafka.consumer_properties), borrowed */
     json_t *kafka_producer_props; /* for producers only (kafka.producer_properties), borrowed */
+    int64_t kafka_message_max_bytes; /* largest message produced (librdkafka's message.max.bytes,
+                                        Kafka's 1,000,000); intake refuses what would not fit */
     int64_t kafka_revoke_grace_ms; /* a revoke waits this long for the messages in flight on
                                       the partitions it takes away, default 10000 */
     gt_topics_t topics;

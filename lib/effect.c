@@ -39,6 +39,8 @@ struct gt_effects {
     gt_effect_t *live; /* pending effects, for close */
     int pending;
     long n_resends;
+    int64_t warned_ms;  /* the last re-send logged: one line a second at most */
+    long unlogged;      /* re-sends since */
     int closing;
 };
 
@@ -215,9 +217,16 @@ static void retry_later(produce_t *p, int err, const char *reason)
     p->due = gt_clock_mono_ms() + wait;
     es->n_resends++;
     gt_metric_add(es->resends, 1, p->topic);
-    if (p->tries == 1 || p->tries % 20 == 0)
-        gt_warn("producing to %s failed (%s, error %d, try %d): sending again in %lld ms",
-                p->topic, reason, err, p->tries, (long long)wait);
+    int64_t now = gt_clock_mono_ms();
+    if (now - es->warned_ms >= 1000) { /* an outage refuses thousands: one line a second */
+        gt_warn("producing to %s failed (%s, error %d, try %d): sending again in %lld ms"
+                " (%ld other re-sends since the last line)",
+                p->topic, reason, err, p->tries, (long long)wait, es->unlogged);
+        es->warned_ms = now;
+        es->unlogged = 0;
+    } else {
+        es->unlogged++;
+    }
     if (!e->timer_init) {
         uv_timer_init(es->loop, &e->timer);
         e->timer.data = e;

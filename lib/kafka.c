@@ -220,9 +220,14 @@ gt_producer_t *gt_producer_new(uv_loop_t *loop, const gt_config_t *cfg, char *er
     if (wake_pipe_open(p->wake, err, errlen) < 0)
         goto fail;
 
+    /* kafka.message_max_bytes, which intake's size checks use; properties may still set it. */
+    char max_bytes[24];
+    snprintf(max_bytes, sizeof(max_bytes), "%lld", (long long)cfg->kafka_message_max_bytes);
     conf = rd_kafka_conf_new();
     if (conf_set(conf, "bootstrap.servers", cfg->bootstrap_servers, err, errlen) < 0 ||
         conf_set(conf, "linger.ms", "5", err, errlen) < 0 ||
+        (cfg->kafka_message_max_bytes > 0 &&
+         conf_set(conf, "message.max.bytes", max_bytes, err, errlen) < 0) ||
         conf_apply_props(conf, cfg->kafka_props, forced, err, errlen) < 0 ||
         conf_apply_props(conf, cfg->kafka_producer_props, forced, err, errlen) < 0 ||
         conf_set(conf, "acks", "all", err, errlen) < 0 ||

@@ -1,4 +1,5 @@
 /* message.c - building, sending and parsing Gantry's JSON messages on Kafka. */
+#include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,32 +48,84 @@ json_t *gt_message_parse(const gt_msg_t *msg, const gt_schema_t *schema, const c
     return obj;
 }
 
+/* Room kept below the limit for the key, headers and record overhead. */
+#define DLQ_MARGIN 4096
+/* The longest prefix a truncated entry keeps: enough to recognise the message. */
+#define DLQ_PREFIX_MAX 65536
+
+/* Replaces o's "original" with a base64 prefix of the bytes that fits in
+ * room characters, and says so: original_truncated, _size, _sha256. */
+static int dlq_truncate(json_t *o, const unsigned char *bytes, size_t len, size_t room)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int md_len = 0;
+    char hex[2 * EVP_MAX_MD_SIZE + 1];
+    if (EVP_Digest(bytes, len, md, &md_len, EVP_sha256(), NULL) != 1)
+        return -1;
+    for (unsigned int i = 0; i < md_len; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    size_t prefix = room / 4 * 3;
+    if (prefix > DLQ_PREFIX_MAX)
+        prefix = DLQ_PREFIX_MAX;
+    if (prefix > len)
+        prefix = len;
+    char *b64 = gt_base64_encode(bytes, prefix);
+    if (!b64)
+        return -1;
+    json_object_set_new(o, "original", json_string(b64));
+    free(b64);
+    json_object_set_new(o, "original_truncated", json_true());
+    json_object_set_new(o, "original_size", json_integer((json_int_t)len));
+    json_object_set_new(o, "original_sha256", json_string(hex));
+    return 0;
+}
+
 json_t *gt_dlq_build(const gt_msg_t *msg, const char *stage, const char *code,
-                     const char *message, const char *request_id)
+                     const char *message, const char *request_id, size_t max_bytes)
 {
     char ts[40];
-    char *orig = gt_base64_encode(msg->value ? msg->value : "", msg->value ? msg->len : 0);
+    const unsigned char *bytes = msg->value ? msg->value : (const unsigned char *)"";
+    size_t len = msg->value ? msg->len : 0;
+    /* base64 grows 4/3; past the limit only a prefix goes (encoded below). */
+    size_t full = 4 * ((len + 2) / 3);
+    int truncate = max_bytes > 0 && full + DLQ_MARGIN > max_bytes;
+    char *orig = truncate ? strdup("") : gt_base64_encode(bytes, len);
     char *key = msg->key ? gt_base64_encode(msg->key, msg->key_len) : NULL;
-    json_t *o = json_pack("{s:s, s:{s:s, s:i, s:I}, s:s, s:{s:s, s:s}, s:s?, s:s?, s:s, s:s?}",
-                          "schema", "gantry.dlq.v1", "source", "topic", msg->topic, "partition",
-                          (int)msg->partition, "offset", (json_int_t)msg->offset, "stage", stage,
-                          "error", "code", code, "message", message, "original", orig,
-                          "original_key", key, "failed_at",
-                          gt_clock_fmt(gt_clock_wall_ms(), ts, sizeof(ts)), "request_id",
-                          request_id);
+    /* An error message could be anything (a validator's path, SQL): bounded. */
+    char brief[1024];
+    snprintf(brief, sizeof(brief), "%s", message ? message : "");
+    json_t *o = orig ? json_pack("{s:s, s:{s:s, s:i, s:I}, s:s, s:{s:s, s:s}, s:s, s:s?, s:s, "
+                                 "s:s?}",
+                                 "schema", "gantry.dlq.v1", "source", "topic", msg->topic,
+                                 "partition", (int)msg->partition, "offset",
+                                 (json_int_t)msg->offset, "stage", stage, "error", "code", code,
+                                 "message", brief, "original", orig, "original_key", key,
+                                 "failed_at", gt_clock_fmt(gt_clock_wall_ms(), ts, sizeof(ts)),
+                                 "request_id", request_id)
+                     : NULL;
     free(orig);
-    free(key);
     if (o && !key)
         json_object_set_new(o, "original_key", json_null());
     if (o && !request_id)
         json_object_set_new(o, "request_id", json_null());
+    if (o && truncate) {
+        /* What the rest takes (with room for the three fields it adds). */
+        size_t rest = json_dumpb(o, NULL, 0, JSON_COMPACT) + 160;
+        size_t room = rest + DLQ_MARGIN < max_bytes ? max_bytes - DLQ_MARGIN - rest : 0;
+        if (dlq_truncate(o, bytes, len, room) != 0) {
+            json_decref(o);
+            o = NULL;
+        }
+    }
+    free(key);
     return o;
 }
 
 int gt_dlq_send(gt_effect_t *e, const gt_config_t *cfg, const gt_msg_t *msg, const char *stage,
                 const char *code, const char *message, const char *request_id)
 {
-    json_t *o = gt_dlq_build(msg, stage, code, message, request_id);
+    json_t *o = gt_dlq_build(msg, stage, code, message, request_id,
+                             (size_t)cfg->kafka_message_max_bytes);
     if (!o)
         return -1;
     char *text = json_dumps(o, JSON_COMPACT);

@@ -462,7 +462,8 @@ static void task_to_dlq(ex_task_t *t, const char *code, const char *message)
 
     gt_warn("message %s[%d]@%" PRId64 " is not a valid task (%s): sent to the DLQ", msg->topic,
             (int)msg->partition, msg->offset, code);
-    json_t *dlq = gt_dlq_build(msg, "worker.parse", code, message, NULL);
+    json_t *dlq = gt_dlq_build(msg, "worker.parse", code, message, NULL,
+                               (size_t)ex->cfg->kafka_message_max_bytes);
     if (task_add_delivery(t, ex->cfg->topics.dlq, key, dlq) != 0)
         gt_error("out of memory building a DLQ message");
     free(key);

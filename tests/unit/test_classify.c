@@ -71,7 +71,7 @@ static void test_size_counts_code_points_and_limits(void)
     memset(req + n, 'y', 4001);
     strcpy(req + n + 4001, "\"}");
     CU_ASSERT_PTR_NULL(route_of(req, &code));
-    TH_EQ_STR(code, "input_too_large");
+    TH_EQ_STR(code, "too_large");
 }
 
 int main(void)

@@ -140,7 +140,7 @@ static void test_limits(void)
     char big[1200];
     snprintf(big, sizeof(big), "{\"kind\":\"generate\",\"model\":\"onq\",\"input\":\"%01100d\"}", 0);
     p = plan_of("acme", big);
-    TH_EQ_STR(p->reject_code, "request_too_large");
+    TH_EQ_STR(p->reject_code, "too_large");
 }
 
 static void test_fallback_respects_policy(void)

@@ -198,6 +198,15 @@ static void replay_entry(scan_t *sc, const rd_kafka_message_t *m, json_t *e)
     unsigned char *value = orig ? gt_base64_decode(orig, &vlen) : NULL;
     unsigned char *key = json_is_string(okey) ? gt_base64_decode(json_string_value(okey), &klen)
                                               : NULL;
+    if (json_is_true(json_object_get(e, "original_truncated"))) {
+        /* Only a prefix is kept: replaying it would publish a broken message. */
+        fprintf(stderr, "gantry dlq replay: entry %s: original truncated (%lld bytes, sha256 %s), "
+                        "skipped\n", pos,
+                (long long)json_integer_value(json_object_get(e, "original_size")),
+                str_at(e, "original_sha256", NULL) ? str_at(e, "original_sha256", NULL) : "?");
+        sc->skipped++;
+        goto out;
+    }
     if (!topic || !value || (json_is_string(okey) && !key)) {
         fprintf(stderr, "gantry dlq replay: entry %s: no source topic or malformed original, "
                         "skipped\n", pos);
