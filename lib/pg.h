@@ -25,7 +25,9 @@ typedef void (*gt_pg_cb)(const PGresult *res, const char *err, void *arg);
  * connection is dropped and the query, with every one after it, is sent again
  * on a new one after the backoff, for as long as it takes (counted in
  * gantry_pg_retries_total{class}). So a statement that always times out holds
- * the queries behind it until the fault clears or the handle is freed. libpq resolves host names
+ * the queries behind it until the fault clears or the handle is freed.
+ * docs/operations.md ("PostgreSQL errors") audits every statement of the
+ * dispatcher for being safe to run twice. libpq resolves host names
  * synchronously: give hostaddr= (or an IP or socket directory as host) to keep
  * DNS off the loop. Returns NULL on out of memory. */
 gt_pg_t *gt_pg_new(uv_loop_t *loop, const char *conninfo);
