@@ -3,7 +3,8 @@
  * 53100) holds the message undone (no DLQ entry, no result, no mark) until the
  * fault clears, then it completes exactly once; a permanent one dead-letters
  * the message as persist_failed with the SQLSTATE, and nothing is published.
- * Covers budget admission, the coordinator's claim and the ledger. */
+ * Covers budget admission, the coordinator's claim, the guard row read and
+ * the ledger. */
 #include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -147,6 +148,16 @@ static void test_faults(void)
     CU_ASSERT_FATAL(exec_sql("CREATE FUNCTION gt_fault() RETURNS trigger LANGUAGE plpgsql AS $$"
                              " BEGIN RAISE EXCEPTION 'injected fault' USING ERRCODE = TG_ARGV[0];"
                              " END $$") == 0);
+    /* The guard row is read through a view that raises what gt_faults holds
+     * (a SELECT fires no trigger). */
+    CU_ASSERT_FATAL(exec_sql("CREATE TABLE gt_faults (state text);"
+                             " CREATE FUNCTION gt_raise_if() RETURNS bool LANGUAGE plpgsql STABLE"
+                             " AS $$ DECLARE s text; BEGIN SELECT state INTO s FROM gt_faults"
+                             " LIMIT 1; IF s IS NOT NULL THEN RAISE EXCEPTION 'injected fault'"
+                             " USING ERRCODE = s; END IF; RETURN true; END $$;"
+                             " ALTER TABLE job_guardrails RENAME TO job_guardrails_t;"
+                             " CREATE VIEW job_guardrails AS SELECT * FROM job_guardrails_t"
+                             " WHERE gt_raise_if()") == 0);
     char stage[64], msg[512];
 
     /* Budget admission, statement timeout: held, then admitted once. */
@@ -204,15 +215,33 @@ static void test_faults(void)
     TH_EQ_INT(th_sql_long(cl.conninfo, "SELECT count(*) FROM usage WHERE request_id = 'pf-ledger-1'"),
               1);
 
-    /* Exactly once each, and only the two permanent faults dead-lettered. */
-    const char *ok[] = {"pf-budget-1", "pf-claim-1", "pf-ledger-1"};
-    for (int i = 0; i < 3; i++) {
+    /* The guard row read, statement timeout: the result is held (never
+     * published unguarded), then published once. */
+    CU_ASSERT_FATAL(exec_sql("INSERT INTO gt_faults VALUES ('57014')") == 0);
+    CU_ASSERT_FATAL(submit("pf-guard-1") == 0);
+    check_held("pf-guard-1", "57014", results_read, 0);
+    TH_EQ_INT(job_count("pf-guard-1", "completing"), 1);
+    CU_ASSERT_FATAL(exec_sql("DELETE FROM gt_faults") == 0);
+    CU_ASSERT(th_poll(one_result, "pf-guard-1", 60000));
+    /* The guard row read, permanent: dead-lettered, nothing published. */
+    CU_ASSERT_FATAL(exec_sql("INSERT INTO gt_faults VALUES ('XX000')") == 0);
+    CU_ASSERT_FATAL(submit("pf-guard-2") == 0);
+    CU_ASSERT(th_poll(dead_lettered, "pf-guard-2", 60000));
+    TH_EQ_INT(dlq_for("pf-guard-2", stage, sizeof(stage), msg, sizeof(msg)), 1);
+    TH_EQ_STR(stage, "coordinator.guard");
+    CU_ASSERT(strncmp(msg, "persist_failed XX000: injected fault", 36) == 0);
+    TH_EQ_INT(th_results_for(&cl, "pf-guard-2", NULL), 0);
+    CU_ASSERT_FATAL(exec_sql("DELETE FROM gt_faults") == 0);
+
+    /* Exactly once each, and only the three permanent faults dead-lettered. */
+    const char *ok[] = {"pf-budget-1", "pf-claim-1", "pf-ledger-1", "pf-guard-1"};
+    for (int i = 0; i < 4; i++) {
         const char *status = NULL;
         TH_EQ_INT(th_results_for(&cl, ok[i], &status), 1);
         TH_EQ_STR(status, "succeeded");
         TH_EQ_INT(dlq_for(ok[i], NULL, 0, NULL, 0), 0);
     }
-    TH_EQ_INT(th_topic_count(cl.bootstrap, "gantry.dlq"), 2);
+    TH_EQ_INT(th_topic_count(cl.bootstrap, "gantry.dlq"), 3);
     th_cluster_stop(&cl);
     TH_EQ_INT(cl.dispatcher.status, 0);
 }
@@ -220,7 +249,7 @@ static void test_faults(void)
 int main(void)
 {
     static const th_test_t tests[] = {
-        {"transient SQL errors hold, permanent ones dead-letter (budget, claim, ledger)",
+        {"transient SQL errors hold, permanent ones dead-letter (budget, claim, guard, ledger)",
          test_faults},
         {NULL, NULL},
     };
