@@ -3,7 +3,9 @@
  * and publishes the job's one result. A result message's offset is done only
  * once its task row is written (and, if it completed the job, the result is on
  * Kafka and the job is marked). Finishing a job takes a claim on it in
- * PostgreSQL; a sweep finishes the jobs whose claimant died. */
+ * PostgreSQL (naming this process incarnation), and the final result is
+ * stored under that claim before it is published; a sweep finishes the jobs
+ * whose claimant died, publishing the stored body if there is one. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

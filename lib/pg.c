@@ -1,8 +1,10 @@
 /* pg.c - asynchronous PostgreSQL on libuv (pipeline mode, reconnect) and blocking migrations. */
 #include "pg.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
+#include <netdb.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -59,6 +61,16 @@ typedef struct pg_poll {
 
 enum { PG_IDLE, PG_CONNECTING, PG_READY, PG_CLOSED };
 
+/* A host name being resolved on libuv's thread pool (libpq would call
+ * getaddrinfo inside PQconnectStart, on the loop thread). Abandoned (pg
+ * NULL) when the connect times out or the handle is freed first. */
+typedef struct pg_resolve {
+    uv_getaddrinfo_t req;
+    gt_pg_t *pg;
+} pg_resolve_t;
+
+#define PG_DNS_LIST 2048
+
 struct gt_pg {
     uv_loop_t *loop;
     char *conninfo;
@@ -77,6 +89,18 @@ struct gt_pg {
     pg_stmt_t stmts[PG_STMT_MAX];
     int n_stmts;
     unsigned conn_gen; /* bumped on every new connection */
+
+    /* Set when conninfo names a host to resolve: every connect resolves the
+     * names again (a failover may move them) and connects by hostaddr, with
+     * host kept for TLS verification and SNI. */
+    PQconninfoOption *opts;
+    char **names, **ports; /* host and port lists, split on commas */
+    int n_names, n_ports;
+    int resolve_i;         /* host entry being resolved */
+    int dns_entries;       /* entries in the dns_ lists */
+    pg_resolve_t *resolving;
+    char dns_host[PG_DNS_LIST], dns_addr[PG_DNS_LIST], dns_port[PG_DNS_LIST];
+    char dns_err[256];
 };
 
 static void pg_on_poll(uv_poll_t *h, int status, int events);
@@ -301,10 +325,21 @@ static void pg_broken(gt_pg_t *pg, const char *why)
     pg_drop(pg, "08006", why);
 }
 
+static void pg_resolve_abandon(gt_pg_t *pg)
+{
+    if (pg->resolving) {
+        pg->resolving->pg = NULL; /* its callback frees it */
+        uv_cancel((uv_req_t *)&pg->resolving->req);
+        pg->resolving = NULL;
+    }
+}
+
 static void pg_connect_failed(gt_pg_t *pg)
 {
     pg_next_backoff(pg);
-    char *msg = dup_msg(pg->conn ? PQerrorMessage(pg->conn) : "out of memory");
+    pg_resolve_abandon(pg);
+    char *msg = dup_msg(pg->conn ? PQerrorMessage(pg->conn)
+                                 : pg->dns_err[0] ? pg->dns_err : "out of memory");
     gt_warn("postgres: connect failed: %s; retry in %d ms", msg ? msg : "?", pg->backoff_ms);
     free(msg);
     poll_drop(pg);
@@ -326,10 +361,205 @@ static void on_notice(void *arg, const PGresult *res)
            "postgres %s: %s", sev ? sev : "notice", m ? m : "");
 }
 
+static int is_literal_host(const char *h)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+    return !*h || h[0] == '/' || h[0] == '@' || inet_pton(AF_INET, h, buf) == 1 ||
+           inet_pton(AF_INET6, h, buf) == 1;
+}
+
+/* Splits a comma-separated list into a new array of *n strings, or NULL. */
+static char **split_list(const char *s, int *n)
+{
+    int count = 1;
+    for (const char *p = s; *p; p++)
+        count += *p == ',';
+    char **out = calloc((size_t)count, sizeof(char *));
+    if (!out)
+        return NULL;
+    *n = 0;
+    for (const char *p = s;; p++) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (!(out[*n] = malloc(len + 1)))
+            break;
+        memcpy(out[*n], p, len);
+        out[(*n)++][len] = '\0';
+        if (!e)
+            break;
+        p = e;
+    }
+    return out;
+}
+
+static void free_list(char **l, int n)
+{
+    for (int i = 0; i < n; i++)
+        free(l[i]);
+    free(l);
+}
+
+static const char *opt_val(const PQconninfoOption *o, const char *kw)
+{
+    for (; o && o->keyword; o++)
+        if (strcmp(o->keyword, kw) == 0)
+            return o->val;
+    return NULL;
+}
+
+/* Decides at start whether connects resolve host names themselves: only when
+ * conninfo (or PGHOST) names a host that is not an address or a socket
+ * directory and gives no hostaddr. Otherwise conninfo goes to libpq as is. */
+static void pg_dns_setup(gt_pg_t *pg)
+{
+    char *err = NULL;
+    PQconninfoOption *o = PQconninfoParse(pg->conninfo, &err);
+    if (!o) { /* libpq says why when it connects */
+        PQfreemem(err);
+        return;
+    }
+    const char *host = opt_val(o, "host"), *hostaddr = opt_val(o, "hostaddr");
+    const char *port = opt_val(o, "port");
+    if (!host)
+        host = getenv("PGHOST");
+    if (!hostaddr)
+        hostaddr = getenv("PGHOSTADDR");
+    int need = 0;
+    if (host && !(hostaddr && *hostaddr) && (pg->names = split_list(host, &pg->n_names)))
+        for (int i = 0; i < pg->n_names; i++)
+            need |= !is_literal_host(pg->names[i]);
+    if (!need) {
+        free_list(pg->names, pg->n_names);
+        pg->names = NULL;
+        pg->n_names = 0;
+        PQconninfoFree(o);
+        return;
+    }
+    if (port && strchr(port, ','))
+        pg->ports = split_list(port, &pg->n_ports);
+    if (pg->n_ports != pg->n_names) { /* one port for all: libpq applies it */
+        free_list(pg->ports, pg->n_ports);
+        pg->ports = NULL;
+        pg->n_ports = 0;
+    }
+    pg->opts = o;
+}
+
+/* One host entry per address of names[i] (addr "" for a literal host). */
+static void pg_dns_add(gt_pg_t *pg, int i, const char *addr)
+{
+    size_t hl = strlen(pg->dns_host), al = strlen(pg->dns_addr), pl = strlen(pg->dns_port);
+    const char *port = pg->ports ? pg->ports[i] : "";
+    if (hl + strlen(pg->names[i]) + 2 >= PG_DNS_LIST || al + strlen(addr) + 2 >= PG_DNS_LIST ||
+        pl + strlen(port) + 2 >= PG_DNS_LIST)
+        return; /* more addresses than fit: the first ones are enough */
+    const char *sep = pg->dns_entries ? "," : "";
+    snprintf(pg->dns_host + hl, PG_DNS_LIST - hl, "%s%s", sep, pg->names[i]);
+    snprintf(pg->dns_addr + al, PG_DNS_LIST - al, "%s%s", sep, addr);
+    if (pg->ports)
+        snprintf(pg->dns_port + pl, PG_DNS_LIST - pl, "%s%s", sep, port);
+    pg->dns_entries++;
+}
+
+static void pg_connect_go(gt_pg_t *pg);
+static void pg_resolve_next(gt_pg_t *pg);
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    pg_resolve_t *r = (pg_resolve_t *)req;
+    gt_pg_t *pg = r->pg;
+    free(r);
+    if (!pg) {
+        uv_freeaddrinfo(res);
+        return;
+    }
+    pg->resolving = NULL;
+    const char *name = pg->names[pg->resolve_i];
+    if (status != 0)
+        gt_warn("postgres: cannot resolve %s: %s", name, uv_strerror(status));
+    for (struct addrinfo *ai = status == 0 ? res : NULL; ai; ai = ai->ai_next) {
+        char ip[INET6_ADDRSTRLEN];
+        if (uv_ip_name(ai->ai_addr, ip, sizeof(ip)) == 0)
+            pg_dns_add(pg, pg->resolve_i, ip);
+    }
+    uv_freeaddrinfo(res);
+    pg->resolve_i++;
+    pg_resolve_next(pg);
+}
+
+/* Resolves the next host name, or connects once all are done. */
+static void pg_resolve_next(gt_pg_t *pg)
+{
+    while (pg->resolve_i < pg->n_names && is_literal_host(pg->names[pg->resolve_i]))
+        pg_dns_add(pg, pg->resolve_i++, "");
+    if (pg->resolve_i == pg->n_names) {
+        if (pg->dns_entries == 0) {
+            snprintf(pg->dns_err, sizeof(pg->dns_err), "no address for host %s",
+                     pg->n_names ? pg->names[0] : "?");
+            pg_connect_failed(pg);
+            return;
+        }
+        pg_connect_go(pg);
+        return;
+    }
+    pg_resolve_t *r = calloc(1, sizeof(*r));
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    int rc = r ? uv_getaddrinfo(pg->loop, &r->req, on_resolved, pg->names[pg->resolve_i], NULL,
+                                &hints)
+               : UV_ENOMEM;
+    if (rc != 0) {
+        free(r);
+        gt_warn("postgres: cannot resolve %s: %s", pg->names[pg->resolve_i], uv_strerror(rc));
+        pg->resolve_i++;
+        pg_resolve_next(pg);
+        return;
+    }
+    r->pg = pg;
+    pg->resolving = r;
+}
+
 static void pg_connect_start(gt_pg_t *pg)
 {
     pg->state = PG_CONNECTING;
+    if (pg->opts) {
+        pg->dns_host[0] = pg->dns_addr[0] = pg->dns_port[0] = '\0';
+        pg->dns_err[0] = '\0';
+        pg->dns_entries = 0;
+        pg->resolve_i = 0;
+        uv_timer_start(&pg->timer, pg_on_timer, PG_CONNECT_TIMEOUT_MS, 0);
+        pg_resolve_next(pg);
+        return;
+    }
     pg->conn = PQconnectStart(pg->conninfo);
+    pg_connect_go(pg);
+}
+
+/* Connects with the resolved lists, or goes on with the connection that
+ * PQconnectStart began. */
+static void pg_connect_go(gt_pg_t *pg)
+{
+    if (pg->opts) {
+        const char *kw[96], *val[96];
+        int n = 0;
+        for (PQconninfoOption *o = pg->opts; o->keyword && n < 90; o++) {
+            if (!o->val || strcmp(o->keyword, "host") == 0 ||
+                strcmp(o->keyword, "hostaddr") == 0 ||
+                (pg->ports && strcmp(o->keyword, "port") == 0))
+                continue;
+            kw[n] = o->keyword;
+            val[n++] = o->val;
+        }
+        kw[n] = "host";
+        val[n++] = pg->dns_host;
+        kw[n] = "hostaddr";
+        val[n++] = pg->dns_addr;
+        if (pg->ports) {
+            kw[n] = "port";
+            val[n++] = pg->dns_port;
+        }
+        kw[n] = val[n] = NULL;
+        pg->conn = PQconnectStartParams(kw, val, 0);
+    }
     if (!pg->conn || PQstatus(pg->conn) == CONNECTION_BAD) {
         pg_connect_failed(pg);
         return;
@@ -601,6 +831,7 @@ gt_pg_t *gt_pg_new(uv_loop_t *loop, const char *conninfo)
     }
     uv_timer_init(loop, &pg->timer);
     pg->timer.data = pg;
+    pg_dns_setup(pg);
     pg_connect_start(pg);
     return pg;
 }
@@ -662,6 +893,9 @@ static void timer_close_cb(uv_handle_t *h)
     gt_pg_t *pg = h->data;
     for (int i = 0; i < pg->n_stmts; i++)
         free(pg->stmts[i].sql);
+    PQconninfoFree(pg->opts);
+    free_list(pg->names, pg->n_names);
+    free_list(pg->ports, pg->n_ports);
     free(pg->conninfo);
     free(pg);
 }
@@ -671,6 +905,7 @@ void gt_pg_free(gt_pg_t *pg)
     if (!pg || pg->state == PG_CLOSED)
         return;
     pg->state = PG_CLOSED;
+    pg_resolve_abandon(pg);
     poll_drop(pg);
     if (pg->conn) {
         PQfinish(pg->conn);

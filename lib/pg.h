@@ -25,9 +25,14 @@ typedef void (*gt_pg_cb)(const PGresult *res, const char *err, void *arg);
  * connection is dropped and the query, with every one after it, is sent again
  * on a new one after the backoff, for as long as it takes (counted in
  * gantry_pg_retries_total{class}). So a statement that always times out holds
- * the queries behind it until the fault clears or the handle is freed. libpq resolves host names
- * synchronously: give hostaddr= (or an IP or socket directory as host) to keep
- * DNS off the loop. Returns NULL on out of memory. */
+ * the queries behind it until the fault clears or the handle is freed.
+ * docs/operations.md ("PostgreSQL errors") audits every statement of the
+ * dispatcher for being safe to run twice. Host names (conninfo's host, or
+ * PGHOST, without a hostaddr) are resolved with uv_getaddrinfo on libuv's
+ * thread pool before each connect, never by libpq on the loop thread; libpq
+ * then gets one host entry per address with its hostaddr, and host kept for
+ * TLS verification and SNI. A name that does not resolve is a failed connect
+ * (retried). Returns NULL on out of memory. */
 gt_pg_t *gt_pg_new(uv_loop_t *loop, const char *conninfo);
 
 /* Sends one statement (its own implicit transaction) with text parameters

@@ -3,7 +3,8 @@
  * 53100) holds the message undone (no DLQ entry, no result, no mark) until the
  * fault clears, then it completes exactly once; a permanent one dead-letters
  * the message as persist_failed with the SQLSTATE, and nothing is published.
- * Covers budget admission, the coordinator's claim and the ledger. */
+ * Covers budget admission, the coordinator's claim, the guard row read,
+ * intake's recovery lookup and the ledger. */
 #include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -147,6 +148,16 @@ static void test_faults(void)
     CU_ASSERT_FATAL(exec_sql("CREATE FUNCTION gt_fault() RETURNS trigger LANGUAGE plpgsql AS $$"
                              " BEGIN RAISE EXCEPTION 'injected fault' USING ERRCODE = TG_ARGV[0];"
                              " END $$") == 0);
+    /* The guard row is read through a view that raises what gt_faults holds
+     * (a SELECT fires no trigger). */
+    CU_ASSERT_FATAL(exec_sql("CREATE TABLE gt_faults (state text);"
+                             " CREATE FUNCTION gt_raise_if() RETURNS bool LANGUAGE plpgsql STABLE"
+                             " AS $$ DECLARE s text; BEGIN SELECT state INTO s FROM gt_faults"
+                             " LIMIT 1; IF s IS NOT NULL THEN RAISE EXCEPTION 'injected fault'"
+                             " USING ERRCODE = s; END IF; RETURN true; END $$;"
+                             " ALTER TABLE job_guardrails RENAME TO job_guardrails_t;"
+                             " CREATE VIEW job_guardrails AS SELECT * FROM job_guardrails_t"
+                             " WHERE gt_raise_if()") == 0);
     char stage[64], msg[512];
 
     /* Budget admission, statement timeout: held, then admitted once. */
@@ -204,15 +215,64 @@ static void test_faults(void)
     TH_EQ_INT(th_sql_long(cl.conninfo, "SELECT count(*) FROM usage WHERE request_id = 'pf-ledger-1'"),
               1);
 
-    /* Exactly once each, and only the two permanent faults dead-lettered. */
-    const char *ok[] = {"pf-budget-1", "pf-claim-1", "pf-ledger-1"};
-    for (int i = 0; i < 3; i++) {
+    /* The guard row read, statement timeout: the result is held (never
+     * published unguarded), then published once. */
+    CU_ASSERT_FATAL(exec_sql("INSERT INTO gt_faults VALUES ('57014')") == 0);
+    CU_ASSERT_FATAL(submit("pf-guard-1") == 0);
+    check_held("pf-guard-1", "57014", results_read, 0);
+    TH_EQ_INT(job_count("pf-guard-1", "completing"), 1);
+    CU_ASSERT_FATAL(exec_sql("DELETE FROM gt_faults") == 0);
+    CU_ASSERT(th_poll(one_result, "pf-guard-1", 60000));
+    /* The guard row read, permanent: dead-lettered, nothing published. */
+    CU_ASSERT_FATAL(exec_sql("INSERT INTO gt_faults VALUES ('XX000')") == 0);
+    CU_ASSERT_FATAL(submit("pf-guard-2") == 0);
+    CU_ASSERT(th_poll(dead_lettered, "pf-guard-2", 60000));
+    TH_EQ_INT(dlq_for("pf-guard-2", stage, sizeof(stage), msg, sizeof(msg)), 1);
+    TH_EQ_STR(stage, "coordinator.guard");
+    CU_ASSERT(strncmp(msg, "persist_failed XX000: injected fault", 36) == 0);
+    TH_EQ_INT(th_results_for(&cl, "pf-guard-2", NULL), 0);
+    CU_ASSERT_FATAL(exec_sql("DELETE FROM gt_faults") == 0);
+
+    /* The recovery lookup of a redelivered request: its array_to_json is
+     * shadowed (search_path public first, on new sessions) by one that
+     * raises what gt_faults holds. */
+    CU_ASSERT_FATAL(submit("pf-recover-1") == 0);
+    CU_ASSERT(th_poll(one_result, "pf-recover-1", 60000));
+    CU_ASSERT(th_poll(requests_done, NULL, 30000));
+    CU_ASSERT_FATAL(
+        exec_sql("CREATE FUNCTION public.array_to_json(int[]) RETURNS json LANGUAGE plpgsql"
+                 " SET search_path = pg_catalog AS $$ DECLARE s text; BEGIN SELECT state INTO s"
+                 " FROM public.gt_faults LIMIT 1; IF s IS NOT NULL THEN RAISE EXCEPTION"
+                 " 'injected fault' USING ERRCODE = s; END IF;"
+                 " RETURN pg_catalog.array_to_json($1); END $$;"
+                 " DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET search_path = public,"
+                 " pg_catalog', current_database()); END $$") == 0);
+    CU_ASSERT(th_sql_long(cl.conninfo, "SELECT count(pg_terminate_backend(pid)) FROM"
+                                       " pg_stat_activity WHERE datname = current_database()"
+                                       " AND pid <> pg_backend_pid()") >= 1);
+    CU_ASSERT_FATAL(exec_sql("INSERT INTO gt_faults VALUES ('57014')") == 0);
+    CU_ASSERT_FATAL(submit("pf-recover-1") == 0); /* the redelivered copy */
+    check_held("pf-recover-1", "57014", requests_done, 1);
+    CU_ASSERT_FATAL(exec_sql("DELETE FROM gt_faults") == 0);
+    CU_ASSERT(th_poll(requests_done, NULL, 30000));
+    CU_ASSERT_FATAL(exec_sql("INSERT INTO gt_faults VALUES ('XX000')") == 0);
+    CU_ASSERT_FATAL(submit("pf-recover-1") == 0);
+    CU_ASSERT(th_poll(dead_lettered, "pf-recover-1", 60000));
+    TH_EQ_INT(dlq_for("pf-recover-1", stage, sizeof(stage), msg, sizeof(msg)), 1);
+    TH_EQ_STR(stage, "intake.recover");
+    CU_ASSERT(strncmp(msg, "persist_failed XX000: injected fault", 36) == 0);
+    CU_ASSERT_FATAL(exec_sql("DELETE FROM gt_faults") == 0);
+    TH_EQ_INT(th_results_for(&cl, "pf-recover-1", NULL), 1);
+
+    /* Exactly once each, and only the four permanent faults dead-lettered. */
+    const char *ok[] = {"pf-budget-1", "pf-claim-1", "pf-ledger-1", "pf-guard-1"};
+    for (int i = 0; i < 4; i++) {
         const char *status = NULL;
         TH_EQ_INT(th_results_for(&cl, ok[i], &status), 1);
         TH_EQ_STR(status, "succeeded");
         TH_EQ_INT(dlq_for(ok[i], NULL, 0, NULL, 0), 0);
     }
-    TH_EQ_INT(th_topic_count(cl.bootstrap, "gantry.dlq"), 2);
+    TH_EQ_INT(th_topic_count(cl.bootstrap, "gantry.dlq"), 4);
     th_cluster_stop(&cl);
     TH_EQ_INT(cl.dispatcher.status, 0);
 }
@@ -220,7 +280,8 @@ static void test_faults(void)
 int main(void)
 {
     static const th_test_t tests[] = {
-        {"transient SQL errors hold, permanent ones dead-letter (budget, claim, ledger)",
+        {"transient SQL errors hold, permanent ones dead-letter (budget, claim, guard, recovery, "
+         "ledger)",
          test_faults},
         {NULL, NULL},
     };

@@ -562,6 +562,41 @@ static void test_permission_denied_is_permanent(void)
     PQfinish(c);
 }
 
+/* A host name is resolved off the loop and connected to by address. */
+static void test_host_name_resolved(void)
+{
+    char ci[512], real[512];
+    CU_ASSERT_FATAL(th_pg_create_db(real, sizeof(real)) == 0);
+    const char *db = strstr(real, "dbname=");
+    snprintf(ci, sizeof(ci), "host=localhost port=%s user=gantry %s connect_timeout=5",
+             getenv("GANTRY_TEST_PGPORT"), db);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    gt_pg_t *pg = gt_pg_new(&loop, ci);
+    CU_ASSERT_FATAL(pg != NULL);
+    answer_t a = {0, 0, "", ""};
+    TH_EQ_INT(gt_pg_query(pg, "SELECT 1", 0, NULL, closed_cb, &a), 0);
+    CU_ASSERT(run_until(&loop, answered, &a, 20000));
+    TH_EQ_INT(a.ok, 1);
+    CU_ASSERT(gt_pg_connected(pg));
+    pg_close(&loop, pg);
+
+    /* A name that does not resolve: a failed connect, retried; the query waits. */
+    uv_loop_init(&loop);
+    pg = gt_pg_new(&loop, "host=gantry-no-such-host.invalid port=5432 user=gantry dbname=x");
+    CU_ASSERT_FATAL(pg != NULL);
+    a = (answer_t){0, 0, "", ""};
+    TH_EQ_INT(gt_pg_query(pg, "SELECT 1", 0, NULL, closed_cb, &a), 0);
+    CU_ASSERT(!run_until(&loop, answered, &a, 1500));
+    TH_EQ_INT(gt_pg_connected(pg), 0);
+    TH_EQ_INT(gt_pg_pending(pg), 1);
+    gt_pg_free(pg);
+    TH_EQ_INT(a.idx, 1);
+    TH_EQ_STR(a.err, "closed");
+    uv_run(&loop, UV_RUN_DEFAULT);
+    TH_EQ_INT(uv_loop_close(&loop), 0);
+}
+
 static void test_sqlstate_classes(void)
 {
     static const char *transient[] = {"08006", "08001", "40001", "40P01", "53100", "53200",
@@ -593,6 +628,7 @@ int main(void)
         {"killed backend: pending queries resent", test_reconnect_resends_pending},
         {"free fails waiting queries", test_free_fails_waiting_queries},
         {"SQLSTATE classes: transient or permanent", test_sqlstate_classes},
+        {"host name resolved off the loop, connected by address", test_host_name_resolved},
         {"statement timeout: retried until lifted, answered once", test_statement_timeout_is_retried},
         {"read-only session: retried until writable, answered once", test_read_only_is_retried},
         {"revoked privilege: permanent, with its SQLSTATE", test_permission_denied_is_permanent},
