@@ -72,7 +72,7 @@ int th_cluster_start(th_cluster_t *c, const th_cluster_opts_t *o)
              "             \"default\": \"large\"},"
              " \"worker\": {\"max_in_flight\": %d, \"heartbeat_ms\": 200,"
              "             \"retry\": {\"base_ms\": 20}},"
-             " \"reaper\": {\"lease_ttl_ms\": 2000, \"interval_ms\": 300},"
+             " \"reaper\": {\"lease_ttl_ms\": 6000, \"interval_ms\": 300},"
              " \"commit_interval_ms\": 100, \"log\": {\"level\": \"info\"}}",
              c->bootstrap, c->conninfo, c->mock_url, MOCK_KEY,
              o->worker_in_flight ? o->worker_in_flight : 64);
