@@ -120,6 +120,11 @@ static gt_breaker_t *hs_breaker(gt_hai_state_t *s, const gt_pool_t *pool);
 static void hs_breaker_event(gt_hai_state_t *s, const gt_pool_t *pool, int changed);
 static unsigned long hs_next_attempt(gt_hai_state_t *s);
 
+/* Delays between the searches for an allocate that never answered: at once,
+ * then for one that HostedAI created late. */
+static const int64_t sweep_delays_ms[] = {0, 1000, 5000};
+#define N_SWEEPS ((int)(sizeof(sweep_delays_ms) / sizeof(sweep_delays_ms[0])))
+
 /* Backoff jitter needs no quality, only independence between workers. */
 static double hai_rand(void)
 {
@@ -272,7 +277,8 @@ static void allocate_settled(gt_hai_call_t *call, int ambiguous, int timed_out)
     if (!call->attempt[0])
         return;
     if (ambiguous)
-        hs_sweep(call->env->state, call->pool, call->attempt, call->task_id, timed_out ? 4 : 1);
+        hs_sweep(call->env->state, call->pool, call->attempt, call->task_id,
+                 timed_out ? N_SWEEPS : 1);
     else
         hs_allocating(call->env->state, call->attempt, call->pool->name, 0);
     call->attempt[0] = '\0';
@@ -530,6 +536,16 @@ static const char *allocated_id(const gt_http_response_t *resp, char *buf, size_
     return ok ? buf : NULL;
 }
 
+/* Could a failed allocate have allocated anyway? Not when the connection was
+ * refused (nothing was sent) or HostedAI answered a 4xx. */
+static int maybe_allocated(const gt_http_response_t *resp)
+{
+    if (resp->timed_out || resp->status >= 500)
+        return 1;
+    return resp->status == 0 && resp->curl_code != 7 /* CURLE_COULDNT_CONNECT */ &&
+           resp->curl_code != 6 /* CURLE_COULDNT_RESOLVE_HOST */;
+}
+
 /* An answer the call no longer waits for (cancelled, or abandoned by abort). */
 static void on_stale(gt_hai_call_t *call, int op, const gt_http_response_t *resp)
 {
@@ -545,8 +561,7 @@ static void on_stale(gt_hai_call_t *call, int op, const gt_http_response_t *resp
         }
         allocate_settled(call, 0, 0);
     } else {
-        allocate_settled(call, resp->timed_out || resp->status == 0 || resp->status >= 500,
-                         resp->timed_out || resp->status == 0);
+        allocate_settled(call, maybe_allocated(resp), resp->timed_out || resp->status == 0);
     }
 }
 
@@ -671,8 +686,7 @@ static void on_response(const gt_http_response_t *resp, void *arg)
     record_attempt(call, op, resp->status, ms, err);
     gt_wstats_hostedai_error(fail_codes[f], op_names[op]);
     if (op == OP_ALLOCATE)
-        allocate_settled(call, f == FAIL_TIMEOUT || f == FAIL_UNAVAILABLE,
-                         f == FAIL_TIMEOUT || resp->status == 0);
+        allocate_settled(call, maybe_allocated(resp), f == FAIL_TIMEOUT || resp->status == 0);
     if (op != OP_RELEASE)
         breaker_verdict(call, f == FAIL_TIMEOUT || f == FAIL_UNAVAILABLE ? 0 : -1);
 
@@ -993,10 +1007,6 @@ struct gt_hai_state {
     void *settled_arg;
 };
 
-/* Delays between the searches for an allocate that never answered: at once,
- * then for one that HostedAI created late. */
-static const int64_t sweep_delays_ms[] = {0, 1000, 5000, 30000};
-#define N_SWEEPS ((int)(sizeof(sweep_delays_ms) / sizeof(sweep_delays_ms[0])))
 
 static void hs_arm(gt_hai_state_t *s);
 
