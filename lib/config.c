@@ -407,7 +407,8 @@ static void load_postgres(ctx_t *c, gt_config_t *cfg)
 
 static void load_pools(ctx_t *c, gt_config_t *cfg)
 {
-    static const char *const keys[] = {"endpoint", "api_key", "overcommit", NULL};
+    static const char *const keys[] = {"endpoint", "api_key", "overcommit", "breaker", NULL};
+    static const char *const bkeys[] = {"failures", "recovery_ms", NULL};
     json_t *pools = get_obj(c, cfg->root, "pools", "", 0);
     if (!pools)
         return;
@@ -427,6 +428,13 @@ static void load_pools(ctx_t *c, gt_config_t *cfg)
         pool->endpoint = get_str(c, p, "endpoint", path, NULL, 1);
         pool->api_key = get_str(c, p, "api_key", path, NULL, 1);
         pool->overcommit = get_bool(c, p, "overcommit", path, 0);
+        char sub[600];
+        snprintf(sub, sizeof(sub), "%s.breaker", path);
+        json_t *b = get_obj(c, p, "breaker", path, 0);
+        if (b)
+            check_keys(c, b, sub, bkeys);
+        pool->breaker_failures = (int)get_int(c, b, "failures", sub, 5, 1, 1000000);
+        pool->breaker_recovery_ms = get_int(c, b, "recovery_ms", sub, 60000, 1, 86400000);
         if (pool->endpoint && strncmp(pool->endpoint, "http://", 7) != 0 &&
             strncmp(pool->endpoint, "https://", 8) != 0)
             problem(c, path, "endpoint must be an http:// or https:// URL");
@@ -1068,10 +1076,37 @@ static void load_tenants(ctx_t *c, gt_config_t *cfg)
     }
 }
 
+/* A consumer's session can outlast a lease: while a dead member still holds
+ * the reaper's partitions (or a worker's), heartbeats go unread for up to
+ * session.timeout.ms. The lease TTL must cover that, so the TTL is refused
+ * when a configured session timeout (GT_KAFKA_SESSION_TIMEOUT_MS unless
+ * overridden) is longer. */
+static void check_session_timeout(ctx_t *c, gt_config_t *cfg)
+{
+    const char *where = NULL;
+    long long session = GT_KAFKA_SESSION_TIMEOUT_MS;
+    json_t *props[] = {cfg->kafka_props, cfg->kafka_consumer_props};
+    const char *names[] = {"kafka.properties", "kafka.consumer_properties"};
+    for (int i = 0; i < 2; i++) {
+        const char *v = json_string_value(json_object_get(props[i], "session.timeout.ms"));
+        char *end;
+        long long n = v ? strtoll(v, &end, 10) : 0;
+        if (v && end != v && *end == '\0' && n > 0) {
+            session = n;
+            where = names[i];
+        }
+    }
+    if (session > cfg->lease_ttl_ms)
+        problem(c, "reaper.lease_ttl_ms",
+                "must be at least the Kafka consumer session timeout (session.timeout.ms %lld%s%s): "
+                "a session can outlast the lease, so heartbeats go unread while it lasts",
+                session, where ? " in " : ", the default", where ? where : "");
+}
+
 static void load_processes(ctx_t *c, gt_config_t *cfg)
 {
     static const char *const wkeys[] = {"lanes", "max_in_flight", "retry", "timeouts",
-                                        "heartbeat_ms", "drain_ms", NULL};
+                                        "heartbeat_ms", "drain_ms", "capacity_wait_ms", NULL};
     static const char *const retry_keys[] = {"max_retries", "base_ms", "max_ms", "jitter", NULL};
     static const char *const tkeys[] = {"allocate_ms", "inference_ms", "release_ms", NULL};
     json_t *w = get_obj(c, cfg->root, "worker", "", 0);
@@ -1090,6 +1125,7 @@ static void load_processes(ctx_t *c, gt_config_t *cfg)
     cfg->worker_max_in_flight = (int)get_int(c, w, "max_in_flight", "worker", 256, 1, 100000);
     cfg->heartbeat_ms = get_int(c, w, "heartbeat_ms", "worker", 1000, 10, 600000);
     cfg->worker_drain_ms = get_int(c, w, "drain_ms", "worker", 30000, 0, 3600000);
+    cfg->capacity_wait_ms = get_int(c, w, "capacity_wait_ms", "worker", 600000, 0, 86400000);
     json_t *r = w ? get_obj(c, w, "retry", "worker", 0) : NULL;
     if (r)
         check_keys(c, r, "worker.retry", retry_keys);
@@ -1134,6 +1170,7 @@ static void load_processes(ctx_t *c, gt_config_t *cfg)
     if (cfg->lease_ttl_ms <= 2 * cfg->heartbeat_ms)
         problem(c, "reaper.lease_ttl_ms", "must exceed twice worker.heartbeat_ms (%lld)",
                 (long long)cfg->heartbeat_ms);
+    check_session_timeout(c, cfg);
 
     static const char *const logkeys[] = {"level", NULL};
     json_t *lg = get_obj(c, cfg->root, "log", "", 0);

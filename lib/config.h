@@ -2,6 +2,10 @@
 #ifndef GT_CONFIG_H
 #define GT_CONFIG_H
 
+/* The session.timeout.ms lib/kafka.c gives every consumer unless
+ * kafka.properties or kafka.consumer_properties set another. */
+#define GT_KAFKA_SESSION_TIMEOUT_MS 10000
+
 #include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -13,6 +17,8 @@ typedef struct gt_pool {
     char *endpoint;     /* base URL of the HostedAI API, e.g. http://127.0.0.1:8081 */
     char *api_key;      /* secret: from api_key (with ${ENV}) or api_key_file; never log */
     int overcommit;
+    int breaker_failures;        /* consecutive failures that open its breaker, default 5 */
+    int64_t breaker_recovery_ms; /* open -> half-open, default 60000 */
 } gt_pool_t;
 
 /* A hosted provider endpoint: providers.<name> in gantry.json. Limits hold
@@ -149,6 +155,7 @@ typedef struct gt_config {
     int64_t allocate_timeout_ms;                /* default 30000 */
     int64_t inference_timeout_ms;               /* default 300000 */
     int64_t release_timeout_ms;                 /* default 10000 */
+    int64_t capacity_wait_ms;                   /* longest wait for pool capacity, default 600000 */
     int64_t heartbeat_ms;                       /* worker heartbeat event period, default 1000 */
     int64_t worker_drain_ms;                    /* SIGTERM: time tasks get to finish, default 30000 */
 

@@ -47,6 +47,7 @@ typedef struct mock_opts {
     int64_t cap_vram_mb;
     uint64_t seed;
     unsigned threads;
+    int64_t release_fail_ms;          /* every release answers 503 this long after start */
 } mock_opts_t;
 
 /* One request; MHD's con_cls. Freed in the completed callback. */
@@ -76,6 +77,8 @@ typedef struct mock {
     uint64_t faults[EP_COUNT], rejected_too_large, rejected_full, unauthorized;
     uint64_t requests_total, concurrent, peak_concurrent;
     uint64_t connections_total, connections_open; /* proves clients reuse connections */
+    uint64_t releases_refused;        /* 503s of --release-fail-ms */
+    int64_t started_ms;               /* mono ms at start */
 
     /* Timer heap of suspended requests, ordered by due_ms. */
     pthread_mutex_t hmu;
@@ -100,9 +103,14 @@ static void usage(FILE *f)
             "  --vram-mb V             pool memory capacity (default 640000)\n"
             "  --seed N                random seed (default 42)\n"
             "  --threads N             MHD polling threads (default 1)\n"
+            "  --release-fail-ms MS    every DELETE /v1/allocate/{id} answers 503 for the\n"
+            "                          first MS ms after start, then works (default 0)\n"
             "  --help                  this text\n"
             "Prints \"listening=ADDR:PORT\" when ready; stops on SIGINT/SIGTERM.\n"
-            "GET /v1/trace-ids: requests seen per trace id of their traceparent header.\n");
+            "GET /v1/trace-ids: requests seen per trace id of their traceparent header.\n"
+            "GET /v1/allocations?label.K=V: only allocations whose label K is V (ANDed).\n"
+            "An allocate is made when it arrives: one answered late (--alloc-latency-ms)\n"
+            "stays allocated even when the client gave up waiting for the answer.\n");
 }
 
 static void die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -473,6 +481,12 @@ static void do_release(mock_t *m, req_t *r, const char *id)
     if (inject_fault(m, r, EP_RELEASE))
         return;
     pthread_mutex_lock(&m->mu);
+    if (gt_clock_mono_ms() - m->started_ms < m->o.release_fail_ms) {
+        m->releases_refused++;
+        pthread_mutex_unlock(&m->mu);
+        set_error(r, 503, "release_unavailable", "releases are failing (--release-fail-ms)");
+        return;
+    }
     a = json_object_get(m->allocs, id);
     if (!a) {
         pthread_mutex_unlock(&m->mu);
@@ -663,14 +677,42 @@ out:
     free(prompt);
 }
 
+/* Collects the query's label.K=V arguments into an object {K: V}. */
+static enum MHD_Result collect_label(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
+{
+    (void)kind;
+    if (key && strncmp(key, "label.", 6) == 0 && key[6])
+        json_object_set_new(cls, key + 6, json_string(value ? value : ""));
+    return MHD_YES;
+}
+
+/* Does allocation a carry every label of want? */
+static int labels_match(const json_t *a, const json_t *want)
+{
+    const json_t *labels = json_object_get(a, "labels");
+    const char *k;
+    json_t *v;
+
+    json_object_foreach((json_t *)want, k, v) {
+        const char *have = json_string_value(json_object_get(labels, k));
+        if (!have || strcmp(have, json_string_value(v)) != 0)
+            return 0;
+    }
+    return 1;
+}
+
 static void do_allocations(mock_t *m, req_t *r)
 {
-    json_t *list = json_array(), *a;
+    json_t *list = json_array(), *a, *want = json_object();
     const char *id;
     int64_t now = gt_clock_mono_ms();
 
+    MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, collect_label, want);
     pthread_mutex_lock(&m->mu);
     json_object_foreach(m->allocs, id, a) {
+        if (!labels_match(a, want))
+            continue;
         json_array_append_new(
             list, json_pack("{s:s,s:O,s:O,s:O,s:O,s:O,s:O,s:I}", "allocation_id", id, "pool_id",
                             json_object_get(a, "pool_id"), "tflops", json_object_get(a, "tflops"),
@@ -680,6 +722,7 @@ static void do_allocations(mock_t *m, req_t *r)
                             (json_int_t)(now - json_integer_value(json_object_get(a, "_t0")))));
     }
     pthread_mutex_unlock(&m->mu);
+    json_decref(want);
     set_json(r, 200, json_pack("{s:o}", "allocations", list));
 }
 
@@ -708,6 +751,8 @@ static void do_stats(mock_t *m, req_t *r)
                   m->o.cap_tflops, "capacity_vram_mb", (json_int_t)m->o.cap_vram_mb, "connections_total",
                   (json_int_t)m->connections_total, "connections_open",
                   (json_int_t)m->connections_open);
+    if (j)
+        json_object_set_new(j, "releases_refused", json_integer((json_int_t)m->releases_refused));
     pthread_mutex_unlock(&m->mu);
     set_json(r, 200, j);
 }
@@ -941,7 +986,8 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 
 static void parse_args(int argc, char **argv, mock_opts_t *o)
 {
-    enum { O_PORT = 1, O_BIND, O_KEY, O_LAT, O_ALAT, O_FAIL, O_TF, O_VRAM, O_SEED, O_THR, O_HELP };
+    enum { O_PORT = 1, O_BIND, O_KEY, O_LAT, O_ALAT, O_FAIL, O_TF, O_VRAM, O_SEED, O_THR, O_HELP,
+           O_RFAIL };
     static const struct option longs[] = {
         {"port", required_argument, NULL, O_PORT},
         {"bind", required_argument, NULL, O_BIND},
@@ -954,6 +1000,7 @@ static void parse_args(int argc, char **argv, mock_opts_t *o)
         {"seed", required_argument, NULL, O_SEED},
         {"threads", required_argument, NULL, O_THR},
         {"help", no_argument, NULL, O_HELP},
+        {"release-fail-ms", required_argument, NULL, O_RFAIL},
         {NULL, 0, NULL, 0},
     };
     int c, have_port = 0;
@@ -1015,6 +1062,11 @@ static void parse_args(int argc, char **argv, mock_opts_t *o)
                 die_usage("--threads: expected 1..64, got '%s'", optarg);
             o->threads = (unsigned)u;
             break;
+        case O_RFAIL:
+            if (parse_u64(optarg, &u) || u > 86400000)
+                die_usage("--release-fail-ms: expected 0..86400000, got '%s'", optarg);
+            o->release_fail_ms = (int64_t)u;
+            break;
         case O_HELP:
             usage(stdout);
             exit(0);
@@ -1068,6 +1120,7 @@ int main(int argc, char **argv)
     gt_log_init(PROG, GT_LOG_INFO);
     memset(&m, 0, sizeof(m));
     m.o = o;
+    m.started_ms = gt_clock_mono_ms();
     m.cap_mtflops = llround(m.o.cap_tflops * 1000);
     m.allocs = json_object();
     m.trace_ids = json_object();

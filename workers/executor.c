@@ -50,6 +50,7 @@ struct gt_executor {
     uv_loop_t *loop;
     const gt_config_t *cfg;
     char *worker_id;
+    char incarnation[33];  /* random per process start: heartbeats and allocation labels */
     int max_in_flight, resume_at;
     gt_producer_t *producer;
     gt_http_t *http;
@@ -89,6 +90,9 @@ static gt_log_ctx_t task_ctx(const ex_task_t *t)
 static void maybe_idle(gt_executor_t *ex)
 {
     if (!ex->draining || ex->n_tasks > 0 || ex->idle_notified || ex->in_abort_loop || !ex->idle_cb)
+        return;
+    /* Releases still owed are given back before the process goes (drain time permitting). */
+    if (ex->hai.state && gt_hai_state_pending(ex->hai.state) > 0)
         return;
     ex->idle_notified = 1;
     ex->idle_cb(ex, ex->idle_arg);
@@ -267,6 +271,9 @@ static void task_deliver(ex_task_t *t)
 
 void gt_executor_emit(gt_executor_t *ex, const char *type, json_t *data)
 {
+    /* The incarnation tells the reaper which start of this --id an event is of. */
+    if (json_is_object(data) && !json_object_get(data, "incarnation"))
+        json_object_set_new(data, "incarnation", json_string(ex->incarnation));
     json_t *ev = gt_event_build(type, ex->worker_id, NULL, data);
     if (!ev)
         return;
@@ -285,15 +292,28 @@ static void emit_cb(const char *type, json_t *data, void *arg)
     gt_executor_emit(arg, type, data);
 }
 
+/* The last owed release is done: a drain may have been waiting for it. */
+static void on_hai_settled(void *arg)
+{
+    maybe_idle(arg);
+}
+
 static void on_heartbeat(uv_timer_t *timer)
 {
     gt_executor_t *ex = timer->data;
     json_t *lanes = json_array();
     for (size_t i = 0; ex->lanes && ex->lanes[i]; i++)
         json_array_append_new(lanes, json_string(ex->lanes[i]));
+    /* The lease: every allocation this incarnation holds or may be getting
+     * (allocate attempts in flight, by label). The reaper releases the rest. */
+    json_t *held = ex->hai.state ? gt_hai_state_held(ex->hai.state) : json_array();
+    json_t *allocating = ex->hai.state ? gt_hai_state_allocating(ex->hai.state) : json_array();
     gt_executor_emit(ex, "worker.heartbeat",
-                     json_pack("{s:i, s:i, s:o, s:b}", "in_flight", ex->n_tasks, "max_in_flight",
-                               ex->max_in_flight, "lanes", lanes, "draining", ex->draining));
+                     json_pack("{s:i, s:i, s:o, s:b, s:s, s:o, s:o}", "in_flight", ex->n_tasks,
+                               "max_in_flight", ex->max_in_flight, "lanes", lanes, "draining",
+                               ex->draining, "incarnation", ex->incarnation, "allocations",
+                               held ? held : json_array(), "allocating",
+                               allocating ? allocating : json_array()));
 }
 
 void gt_executor_start_heartbeat(gt_executor_t *ex)
@@ -361,6 +381,8 @@ static void task_finish(ex_task_t *t, const gt_task_outcome_t *out)
     set_ms(timings, "allocate_ms", out->allocate_ms);
     set_ms(timings, "inference_ms", out->inference_ms);
     set_ms(timings, "release_ms", out->release_ms);
+    if (out->capacity_wait_ms > 0)
+        set_ms(timings, "capacity_wait_ms", out->capacity_wait_ms);
     set_ms(timings, "total_ms", total_ms);
 
     json_t *res = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "schema",
@@ -626,10 +648,19 @@ gt_executor_t *gt_executor_new(uv_loop_t *loop, const gt_executor_opts_t *opts, 
     ex->hai.worker_id = ex->worker_id;
     ex->hai.emit = emit_cb;
     ex->hai.emit_arg = ex;
+    gt_random_hex(ex->incarnation);
+    ex->hai.incarnation = ex->incarnation;
     ex->prov = gt_prov_engine_new(loop, opts->http, opts->cfg, ex->worker_id, emit_cb, ex, err,
                                   errlen);
     if (!ex->prov)
         goto fail;
+    /* Last: it opens a loop handle (on out of memory the process exits anyway). */
+    ex->hai.state = gt_hai_state_new(&ex->hai);
+    if (!ex->hai.state) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    gt_hai_state_on_settled(ex->hai.state, on_hai_settled, ex);
     ex->chain.cfg = opts->cfg;
     ex->chain.hai = &ex->hai;
     ex->chain.prov = ex->prov;
@@ -714,6 +745,7 @@ void gt_executor_close(gt_executor_t *ex)
     }
     gt_effects_close(ex->effects);
     uv_close((uv_handle_t *)&ex->heartbeat, on_close);
+    gt_hai_state_close(ex->hai.state);
     gt_prov_engine_close(ex->prov);
 }
 
@@ -729,6 +761,12 @@ void gt_executor_free(gt_executor_t *ex)
     gt_schema_free(ex->schema);
     gt_prov_engine_free(ex->prov);
     gt_effects_free(ex->effects);
+    gt_hai_state_free(ex->hai.state);
     free(ex->worker_id);
     free(ex);
+}
+
+const char *gt_executor_incarnation(const gt_executor_t *ex)
+{
+    return ex->incarnation;
 }

@@ -42,6 +42,7 @@ typedef struct gt_task_outcome {
     int64_t prompt_tokens, completion_tokens;
     int64_t allocate_ms, inference_ms, release_ms; /* -1 when the phase did not run */
     double allocation_seconds;   /* allocate response to release response */
+    int64_t capacity_wait_ms;    /* waited for pool capacity; -1 (or 0): no wait */
     int64_t request_bytes, response_bytes;         /* of the inference call */
 } gt_task_outcome_t;
 
@@ -77,7 +78,12 @@ int gt_executor_in_flight(const gt_executor_t *ex);
  * logged. Steals data (may be NULL). */
 void gt_executor_emit(gt_executor_t *ex, const char *type, json_t *data);
 
-/* Starts the worker.heartbeat timer (cfg->heartbeat_ms). */
+/* This process start's incarnation id (32 hex digits, random per start). */
+const char *gt_executor_incarnation(const gt_executor_t *ex);
+
+/* Starts the worker.heartbeat timer (cfg->heartbeat_ms): each heartbeat carries
+ * the incarnation, the allocation ids it holds ("allocations") and the labels
+ * of its allocate attempts in flight ("allocating"): the lease the reaper reads. */
 void gt_executor_start_heartbeat(gt_executor_t *ex);
 
 /* Called once the executor has no task left after gt_executor_drain/abort. */

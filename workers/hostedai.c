@@ -5,7 +5,14 @@
  * per HTTP request in flight. It is freed when the last one goes, so an HTTP
  * callback never touches freed memory, even for a request the call abandoned.
  * Release happens exactly once after a successful allocate, whatever ends the
- * task: success, inference error, timeout, deadline or shutdown. */
+ * task: success, inference error, timeout, deadline or shutdown; what a call
+ * cannot release itself (a release that keeps failing, an allocate answered
+ * after the call gave up or never answered) becomes a release owed by the
+ * process state (gt_hai_state_t, at the end of this file).
+ *
+ * A full pool (capacity answer) is not a failure: the allocate waits, with
+ * backoff honouring Retry-After, until the deadline or worker.capacity_wait_ms,
+ * without using up retries and without counting against the pool's breaker. */
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -29,7 +36,8 @@ typedef enum {
     FAIL_TIMEOUT,
     FAIL_UNAVAILABLE, /* transport error or 5xx */
     FAIL_RATE_LIMITED,
-    FAIL_CAPACITY,
+    FAIL_CAPACITY,    /* the pool is full now: wait */
+    FAIL_TOO_LARGE,   /* larger than the whole pool: waiting cannot help */
     FAIL_REJECTED,
     FAIL_BAD_RESPONSE,
 } fail_t;
@@ -39,6 +47,7 @@ static const char *const fail_codes[] = {
     "hostedai_timeout",
     "hostedai_unavailable",
     "hostedai_rate_limited",
+    "hostedai_capacity",
     "hostedai_capacity",
     "hostedai_rejected",
     "hostedai_bad_response",
@@ -69,6 +78,10 @@ struct gt_hai_call {
     int64_t deadline;   /* mono ms, INT64_MAX: none */
     char *headers[5];   /* NULL-terminated; [0] holds the API key: never log */
     char *allocation_id;
+    char attempt[96];   /* label "attempt" of the allocate in flight ("" when none) */
+    int breaker_out;    /* the pool's breaker allowed the allocate in flight */
+    int64_t cap_wait_ms; /* time spent waiting for capacity */
+    int cap_waits;
 
     /* outcome */
     gt_task_status_t status;
@@ -95,6 +108,22 @@ static void op_begin(gt_hai_call_t *call, int op);
 static void send_attempt(gt_hai_call_t *call);
 static void finish(gt_hai_call_t *call);
 static void go_release(gt_hai_call_t *call);
+
+/* The process state's side of a call (defined at the end of this file). */
+static void hs_allocating(gt_hai_state_t *s, const char *attempt, const char *pool, int on);
+static void hs_held(gt_hai_state_t *s, const char *id, const char *pool, int on);
+static void hs_owe_release(gt_hai_state_t *s, const gt_pool_t *pool, const char *id,
+                           const char *task_id, int counted);
+static void hs_sweep(gt_hai_state_t *s, const gt_pool_t *pool, const char *attempt,
+                     const char *task_id, int sweeps);
+static gt_breaker_t *hs_breaker(gt_hai_state_t *s, const gt_pool_t *pool);
+static void hs_breaker_event(gt_hai_state_t *s, const gt_pool_t *pool, int changed);
+static unsigned long hs_next_attempt(gt_hai_state_t *s);
+
+/* Delays between the searches for an allocate that never answered: at once,
+ * then for one that HostedAI created late. */
+static const int64_t sweep_delays_ms[] = {0, 1000, 5000};
+#define N_SWEEPS ((int)(sizeof(sweep_delays_ms) / sizeof(sweep_delays_ms[0])))
 
 /* Backoff jitter needs no quality, only independence between workers. */
 static double hai_rand(void)
@@ -240,6 +269,41 @@ static void arm(gt_hai_call_t *call, int64_t delay_ms)
     uv_timer_start(&call->timer, on_timer, (uint64_t)(delay_ms > 0 ? delay_ms : 0), 0);
 }
 
+/* The allocate attempt in flight is over. ambiguous: no answer says whether
+ * HostedAI allocated (timeout, transport error, 5xx), so the process searches
+ * for it by its label and releases what it finds. */
+static void allocate_settled(gt_hai_call_t *call, int ambiguous, int timed_out)
+{
+    if (!call->attempt[0])
+        return;
+    if (ambiguous)
+        hs_sweep(call->env->state, call->pool, call->attempt, call->task_id,
+                 timed_out ? N_SWEEPS : 1);
+    else
+        hs_allocating(call->env->state, call->attempt, call->pool->name, 0);
+    call->attempt[0] = '\0';
+}
+
+/* The pool's breaker hears how a call went: ok 1 success, 0 failure, -1
+ * nothing said about the pool's health (capacity, a rejected request, shutdown). */
+static void breaker_verdict(gt_hai_call_t *call, int ok)
+{
+    gt_breaker_t *b = hs_breaker(call->env->state, call->pool);
+    int changed = -1;
+    if (!b)
+        return;
+    if (ok < 0) {
+        if (call->breaker_out)
+            gt_breaker_cancel(b);
+    } else if (ok) {
+        gt_breaker_success(b, gt_clock_mono_ms(), &changed);
+    } else {
+        gt_breaker_failure(b, gt_clock_mono_ms(), &changed);
+    }
+    call->breaker_out = 0;
+    hs_breaker_event(call->env->state, call->pool, changed);
+}
+
 static void op_begin(gt_hai_call_t *call, int op)
 {
     call->op = op;
@@ -255,11 +319,15 @@ static char *build_body(gt_hai_call_t *call, size_t *len)
     json_t *body = NULL;
     const char *why = NULL;
     if (call->op == OP_ALLOCATE) {
-        body = json_pack("{s:s, s:{s:f, s:I, s:s}, s:b, s:{s:s, s:s}}", "pool_id",
+        /* The labels find the allocation again when its answer never comes
+         * (attempt) and tell the reaper whose it is (holder, incarnation). */
+        body = json_pack("{s:s, s:{s:f, s:I, s:s}, s:b, s:{s:s, s:s, s:s, s:s}}", "pool_id",
                          call->pool->name, "requirements", "tflops", spec->model->tflops,
                          "vram_mb", (json_int_t)spec->model->vram_mb, "model", spec->model->name,
                          "overcommit", call->pool->overcommit, "labels", "holder",
-                         call->env->worker_id, "task_id", call->task_id);
+                         call->env->worker_id, "task_id", call->task_id, "incarnation",
+                         call->env->incarnation ? call->env->incarnation : "", "attempt",
+                         call->attempt);
     } else if (call->op == OP_INFERENCE) {
         body = gt_hai_inference_body(call->allocation_id, spec->kind, spec->input,
                                      spec->parameters, &why);
@@ -308,6 +376,25 @@ static void send_attempt(gt_hai_call_t *call)
             by_deadline = 1;
         }
     }
+    if (op == OP_ALLOCATE) {
+        gt_breaker_t *b = hs_breaker(call->env->state, call->pool);
+        int changed = -1;
+        if (b && !gt_breaker_allow(b, now, &changed)) {
+            hs_breaker_event(call->env->state, call->pool, changed);
+            record_attempt(call, op, 0, 0, "circuit breaker open");
+            op_end(call);
+            set_failure(call, GT_TASK_FAILED, fail_codes[FAIL_UNAVAILABLE],
+                        "pool %s: circuit breaker open", call->pool->name);
+            go_release(call);
+            return;
+        }
+        hs_breaker_event(call->env->state, call->pool, changed);
+        call->breaker_out = b != NULL;
+        snprintf(call->attempt, sizeof(call->attempt), "%s:%lu",
+                 call->env->incarnation ? call->env->incarnation : call->env->worker_id,
+                 hs_next_attempt(call->env->state));
+        hs_allocating(call->env->state, call->attempt, call->pool->name, 1);
+    }
     if (op == OP_RELEASE) {
         snprintf(url, sizeof(url), "%s/v1/allocate/%s", call->pool->endpoint, call->allocation_id);
         method = "DELETE";
@@ -316,6 +403,7 @@ static void send_attempt(gt_hai_call_t *call)
                  op == OP_ALLOCATE ? "allocate" : "inference");
         body = build_body(call, &body_len);
         if (!body) {
+            allocate_settled(call, 0, 0);
             op_end(call);
             set_failure(call, GT_TASK_FAILED, "invalid_input",
                         "input does not fit kind %s", call->spec->kind);
@@ -326,6 +414,7 @@ static void send_attempt(gt_hai_call_t *call)
     hai_req_t *req = malloc(sizeof(*req));
     if (!req) {
         free(body);
+        allocate_settled(call, 0, 0);
         op_end(call);
         set_failure(call, GT_TASK_FAILED, "internal", "%sout of memory", NULL);
         go_release(call);
@@ -368,8 +457,11 @@ static fail_t classify(int op, const gt_http_response_t *resp)
         return FAIL_TIMEOUT;
     if (resp->status == 0 || resp->status >= 500 || resp->status == 408)
         return FAIL_UNAVAILABLE;
-    if (op == OP_ALLOCATE && resp->status == 409)
-        return FAIL_CAPACITY;
+    if (op == OP_ALLOCATE && resp->status == 409) {
+        /* "insufficient_capacity": the request exceeds the whole pool. */
+        error_code_of(resp, code, sizeof(code));
+        return strcmp(code, "insufficient_capacity") == 0 ? FAIL_TOO_LARGE : FAIL_CAPACITY;
+    }
     if (resp->status == 429) {
         /* A full pool may answer 429: that is capacity, not rate limiting. */
         error_code_of(resp, code, sizeof(code));
@@ -432,6 +524,83 @@ out:
     return rc;
 }
 
+/* The allocation id of a 2xx allocate answer, or NULL (copied into buf). */
+static const char *allocated_id(const gt_http_response_t *resp, char *buf, size_t len)
+{
+    json_t *doc = json_loadb(resp->body, resp->body_len, 0, NULL);
+    const char *id = json_string_value(json_object_get(doc, "allocation_id"));
+    int ok = id && *id && !strchr(id, '/') && strlen(id) < len;
+    if (ok)
+        snprintf(buf, len, "%s", id);
+    json_decref(doc);
+    return ok ? buf : NULL;
+}
+
+/* Could a failed allocate have allocated anyway? Not when the connection was
+ * refused (nothing was sent) or HostedAI answered a 4xx. */
+static int maybe_allocated(const gt_http_response_t *resp)
+{
+    if (resp->timed_out || resp->status >= 500)
+        return 1;
+    return resp->status == 0 && resp->curl_code != 7 /* CURLE_COULDNT_CONNECT */ &&
+           resp->curl_code != 6 /* CURLE_COULDNT_RESOLVE_HOST */;
+}
+
+/* An answer the call no longer waits for (cancelled, or abandoned by abort). */
+static void on_stale(gt_hai_call_t *call, int op, const gt_http_response_t *resp)
+{
+    char id[256];
+    gt_log_ctx_t ctx = call_ctx(call);
+    if (op != OP_ALLOCATE)
+        return;
+    if (resp->status >= 200 && resp->status < 300) {
+        if (allocated_id(resp, id, sizeof(id))) {
+            gt_log(GT_LOG_WARN, &ctx, "allocate answered (%s) after the task gave up on it: "
+                   "releasing it", id);
+            hs_owe_release(call->env->state, call->pool, id, call->task_id, 0);
+        }
+        allocate_settled(call, 0, 0);
+    } else {
+        allocate_settled(call, maybe_allocated(resp), resp->timed_out || resp->status == 0);
+    }
+}
+
+/* A capacity answer: wait and ask again (Retry-After honoured) until the
+ * deadline or worker.capacity_wait_ms. Returns 1 when a wait is armed, 0 when
+ * waiting is over (the call has then been ended). */
+static int capacity_wait(gt_hai_call_t *call, const gt_http_response_t *resp)
+{
+    const gt_config_t *cfg = call->env->cfg;
+    int64_t now = gt_clock_mono_ms();
+    int step = call->cap_waits + 1 < 16 ? call->cap_waits + 1 : 16;
+    int64_t wait = gt_retry_backoff_ms(&cfg->retry, step, resp->retry_after_ms, hai_rand());
+    /* Spread the waiters a Retry-After would send back all at once. */
+    wait += (int64_t)(hai_rand() * 0.2 * (double)wait);
+    if (call->cap_wait_ms + wait > cfg->capacity_wait_ms) {
+        char detail[200];
+        op_end(call);
+        snprintf(detail, sizeof(detail), "pool %s stayed full for %" PRId64 " ms (%d waits)",
+                 call->pool->name, call->cap_wait_ms, call->cap_waits);
+        set_failure(call, GT_TASK_FAILED, fail_codes[FAIL_CAPACITY], "%s", detail);
+        go_release(call);
+        return 0;
+    }
+    if (call->deadline != INT64_MAX && now + wait >= call->deadline) {
+        call->cap_wait_ms += call->deadline > now ? call->deadline - now : 0;
+        op_end(call);
+        set_failure(call, GT_TASK_EXPIRED, "deadline_exceeded",
+                    "task deadline reached while waiting for capacity of pool %s",
+                    call->pool->name);
+        go_release(call);
+        return 0;
+    }
+    call->cap_waits++;
+    call->cap_wait_ms += wait;
+    gt_wstats_capacity_wait(call->pool->name);
+    arm(call, wait);
+    return 1;
+}
+
 static void on_response(const gt_http_response_t *resp, void *arg)
 {
     hai_req_t *req = arg;
@@ -444,9 +613,7 @@ static void on_response(const gt_http_response_t *resp, void *arg)
     free(req);
 
     if (stale) {
-        if (op == OP_ALLOCATE && resp->status >= 200 && resp->status < 300)
-            gt_log(GT_LOG_WARN, &ctx, "allocate answered after the task was cancelled; "
-                   "the lease reaper will release it");
+        on_stale(call, op, resp);
         goto out;
     }
     call->in_flight = 0;
@@ -457,6 +624,9 @@ static void on_response(const gt_http_response_t *resp, void *arg)
             record_attempt(call, op, resp->status, ms, NULL);
             op_end(call);
             if (op == OP_ALLOCATE) {
+                allocate_settled(call, 0, 0);
+                breaker_verdict(call, 1);
+                hs_held(call->env->state, call->allocation_id, call->pool->name, 1);
                 call->allocated_at = gt_clock_mono_ms();
                 gt_wstats_allocated(call->pool->name, call->spec->model->name, (double)ms / 1e3);
                 emit_allocation(call, "allocation.acquired", NULL);
@@ -467,10 +637,12 @@ static void on_response(const gt_http_response_t *resp, void *arg)
                     op_begin(call, OP_INFERENCE);
                 }
             } else if (op == OP_INFERENCE) {
+                breaker_verdict(call, 1);
                 gt_wstats_inference(call->spec->model->name, (double)ms / 1e3);
                 call->status = GT_TASK_SUCCEEDED;
                 go_release(call);
             } else {
+                hs_held(call->env->state, call->allocation_id, NULL, 0);
                 call->released_at = gt_clock_mono_ms();
                 gt_wstats_released(call->pool->name);
                 emit_allocation(call, "allocation.released", NULL);
@@ -480,9 +652,13 @@ static void on_response(const gt_http_response_t *resp, void *arg)
         }
         record_attempt(call, op, resp->status, ms, "unparseable response");
         op_end(call);
+        if (op == OP_ALLOCATE) {
+            /* Something may have been allocated: look for it by its label. */
+            allocate_settled(call, 1, 0);
+            breaker_verdict(call, 0);
+        }
         set_failure(call, GT_TASK_FAILED, fail_codes[FAIL_BAD_RESPONSE],
                     "%s answered with an unexpected body", op_names[op]);
-        /* An unparseable allocate leaves no id to release: the reaper's job. */
         go_release(call);
         goto out;
     }
@@ -491,6 +667,7 @@ static void on_response(const gt_http_response_t *resp, void *arg)
         /* Already gone (the reaper got there first): nothing is held any more. */
         record_attempt(call, op, resp->status, ms, "not found");
         op_end(call);
+        hs_held(call->env->state, call->allocation_id, NULL, 0);
         call->released_at = gt_clock_mono_ms();
         gt_wstats_released(call->pool->name);
         gt_log(GT_LOG_WARN, &ctx, "release of %s: allocation not found", call->allocation_id);
@@ -508,15 +685,25 @@ static void on_response(const gt_http_response_t *resp, void *arg)
         snprintf(err, sizeof(err), "HTTP %ld", resp->status);
     record_attempt(call, op, resp->status, ms, err);
     gt_wstats_hostedai_error(fail_codes[f], op_names[op]);
+    if (op == OP_ALLOCATE)
+        allocate_settled(call, maybe_allocated(resp), f == FAIL_TIMEOUT || resp->status == 0);
+    if (op != OP_RELEASE)
+        breaker_verdict(call, f == FAIL_TIMEOUT || f == FAIL_UNAVAILABLE ? 0 : -1);
 
     if (op != OP_RELEASE && f == FAIL_TIMEOUT && by_deadline) {
         expire(call);
         goto out;
     }
+    if (op == OP_ALLOCATE && f == FAIL_CAPACITY && !call->aborted) {
+        /* Not a failure: the retries stay for real errors. */
+        capacity_wait(call, resp);
+        goto out;
+    }
     int max = call->env->cfg->retry.max_retries;
     if (op == OP_RELEASE)
         max += GT_HAI_RELEASE_EXTRA_RETRIES;
-    if (f != FAIL_REJECTED && call->retry < max && !(call->aborted && op != OP_RELEASE)) {
+    if (f != FAIL_REJECTED && f != FAIL_TOO_LARGE && call->retry < max &&
+        !(call->aborted && op != OP_RELEASE)) {
         call->retry++;
         gt_wstats_retry(op == OP_ALLOCATE ? "hostedai.allocate" : op == OP_INFERENCE
                                                                   ? "hostedai.inference"
@@ -535,11 +722,12 @@ static void on_response(const gt_http_response_t *resp, void *arg)
     }
     op_end(call);
     if (op == OP_RELEASE) {
-        call->released_at = gt_clock_mono_ms();
-        gt_wstats_released(call->pool->name);
-        gt_log(GT_LOG_ERROR, &ctx, "release of %s failed after %d attempts (%s); left to the "
-               "lease reaper", call->allocation_id, call->retry + 1, err);
+        /* Still held: the process keeps trying (the task's result does not wait for it). */
+        gt_log(GT_LOG_WARN, &ctx, "release of %s failed after %d attempts (%s); the worker "
+               "keeps retrying it", call->allocation_id, call->retry + 1, err);
         emit_allocation(call, "allocation.release_failed", err);
+        hs_owe_release(call->env->state, call->pool, call->allocation_id, call->task_id, 1);
+        call->released_at = gt_clock_mono_ms();
         finish(call);
         goto out;
     }
@@ -573,6 +761,8 @@ static void finish(gt_hai_call_t *call)
         return;
     call->finished = 1;
     close_timer(call);
+    if (call->cap_waits)
+        gt_wstats_capacity_waited(call->pool->name, (double)call->cap_wait_ms / 1000.0);
     if (call->cb) {
         gt_task_outcome_t out = {0};
         out.status = call->status;
@@ -587,6 +777,7 @@ static void finish(gt_hai_call_t *call)
         out.allocate_ms = call->op_ms[OP_ALLOCATE];
         out.inference_ms = call->op_ms[OP_INFERENCE];
         out.release_ms = call->op_ms[OP_RELEASE];
+        out.capacity_wait_ms = call->cap_waits ? call->cap_wait_ms : -1;
         if (call->allocated_at && call->released_at)
             out.allocation_seconds = (double)(call->released_at - call->allocated_at) / 1000.0;
         out.request_bytes = call->request_bytes;
@@ -691,6 +882,12 @@ void gt_hai_cancel(gt_hai_call_t *call)
         return;
     call->finished = 1;
     call->seq++;
+    /* What it holds is given back by the process; an allocate in flight is
+     * settled when its answer comes (on_stale). */
+    if (call->allocation_id && !call->released_at)
+        hs_owe_release(call->env->state, call->pool, call->allocation_id, call->task_id, 1);
+    if (call->breaker_out)
+        breaker_verdict(call, -1);
     close_timer(call);
     call_unref(call);
 }
@@ -774,4 +971,406 @@ oom:
 fail:
     json_decref(body);
     return NULL;
+}
+
+/* ---- per-process state: leases held, releases owed, breakers ---------------- */
+
+enum { JOB_RELEASE, JOB_SWEEP };
+
+/* A release owed, or a label search for an allocate whose answer never came. */
+typedef struct hs_job {
+    struct hs_job *next;
+    gt_hai_state_t *s;
+    int kind;
+    const gt_pool_t *pool;
+    char *key;         /* allocation id (release) or attempt label (sweep) */
+    char *task_id;     /* for events and logs */
+    int counted;       /* release: counted in hosted_ai_allocations_outstanding;
+                          sweep: searches to make */
+    int tries;         /* attempts (searches) made so far */
+    int64_t due;       /* mono ms of the next try */
+    int in_flight;
+} hs_job_t;
+
+struct gt_hai_state {
+    const gt_hai_env_t *env;
+    json_t *held;        /* allocation id -> pool name */
+    json_t *allocating;  /* attempt label -> pool name */
+    hs_job_t *jobs;
+    int n_jobs;
+    unsigned long next_attempt;
+    uv_timer_t timer;
+    int closed;
+    gt_breaker_t *breakers; /* one per cfg pool, same order */
+    size_t n_breakers;
+    void (*settled_cb)(void *arg);
+    void *settled_arg;
+};
+
+
+static void hs_arm(gt_hai_state_t *s);
+
+static unsigned long hs_next_attempt(gt_hai_state_t *s)
+{
+    static unsigned long fallback;
+    return s ? ++s->next_attempt : ++fallback;
+}
+
+static void hs_allocating(gt_hai_state_t *s, const char *attempt, const char *pool, int on)
+{
+    if (!s || !attempt || !*attempt)
+        return;
+    if (on)
+        json_object_set_new(s->allocating, attempt, json_string(pool));
+    else
+        json_object_del(s->allocating, attempt);
+}
+
+static void hs_held(gt_hai_state_t *s, const char *id, const char *pool, int on)
+{
+    if (!s || !id)
+        return;
+    if (on)
+        json_object_set_new(s->held, id, json_string(pool));
+    else
+        json_object_del(s->held, id);
+}
+
+static void hs_emit(gt_hai_state_t *s, const char *type, const hs_job_t *j, const char *id)
+{
+    if (!s->env->emit)
+        return;
+    json_t *data = json_pack("{s:s, s:s, s:s}", "allocation_id", id, "pool", j->pool->name,
+                             "task_id", j->task_id ? j->task_id : "");
+    if (data && j->kind == JOB_SWEEP)
+        json_object_set_new(data, "found_by", json_string("labels"));
+    s->env->emit(type, data, s->env->emit_arg);
+}
+
+static hs_job_t *hs_job_new(gt_hai_state_t *s, int kind, const gt_pool_t *pool, const char *key,
+                            const char *task_id)
+{
+    hs_job_t *j = calloc(1, sizeof(*j));
+    if (!j)
+        return NULL;
+    j->s = s;
+    j->kind = kind;
+    j->pool = pool;
+    j->key = strdup(key);
+    j->task_id = strdup(task_id ? task_id : "");
+    if (!j->key || !j->task_id) {
+        free(j->key);
+        free(j->task_id);
+        free(j);
+        return NULL;
+    }
+    j->due = gt_clock_mono_ms();
+    j->next = s->jobs;
+    s->jobs = j;
+    s->n_jobs++;
+    gt_wstats_releases_owed(s->n_jobs);
+    return j;
+}
+
+/* Unlinks and frees j; the settled callback runs when nothing is left. */
+static void hs_job_free(gt_hai_state_t *s, hs_job_t *j)
+{
+    for (hs_job_t **pp = &s->jobs; *pp; pp = &(*pp)->next) {
+        if (*pp == j) {
+            *pp = j->next;
+            s->n_jobs--;
+            break;
+        }
+    }
+    gt_wstats_releases_owed(s->n_jobs);
+    free(j->key);
+    free(j->task_id);
+    free(j);
+    if (s->n_jobs == 0 && !s->closed && s->settled_cb)
+        s->settled_cb(s->settled_arg);
+}
+
+static void hs_owe_release(gt_hai_state_t *s, const gt_pool_t *pool, const char *id,
+                           const char *task_id, int counted)
+{
+    if (!s || s->closed) {
+        gt_warn("allocation %s in pool %s cannot be released by this process now: left to "
+                "the lease reaper", id, pool->name);
+        return;
+    }
+    for (hs_job_t *j = s->jobs; j; j = j->next)
+        if (j->kind == JOB_RELEASE && strcmp(j->key, id) == 0)
+            return; /* already owed */
+    hs_held(s, id, pool->name, 1);
+    hs_job_t *j = hs_job_new(s, JOB_RELEASE, pool, id, task_id);
+    if (!j) {
+        gt_error("out of memory: allocation %s left to the lease reaper", id);
+        return;
+    }
+    j->counted = counted;
+    hs_arm(s);
+}
+
+static void hs_sweep(gt_hai_state_t *s, const gt_pool_t *pool, const char *attempt,
+                     const char *task_id, int sweeps)
+{
+    if (!s || s->closed)
+        return;
+    /* Reported as allocating until the last search, so the reaper waits for it. */
+    hs_job_t *j = hs_job_new(s, JOB_SWEEP, pool, attempt, task_id);
+    if (!j) {
+        hs_allocating(s, attempt, NULL, 0);
+        return;
+    }
+    j->counted = sweeps < N_SWEEPS ? sweeps : N_SWEEPS;
+    hs_arm(s);
+}
+
+static void hs_auth(const gt_pool_t *pool, char *auth, size_t len, const char *hdrs[3])
+{
+    snprintf(auth, len, "Authorization: Bearer %s", pool->api_key ? pool->api_key : "");
+    hdrs[0] = auth;
+    hdrs[1] = "Accept: application/json";
+    hdrs[2] = NULL;
+}
+
+static void hs_on_released(const gt_http_response_t *resp, void *arg)
+{
+    hs_job_t *j = arg;
+    gt_hai_state_t *s = j->s;
+    j->in_flight = 0;
+    if (s->closed) {
+        hs_job_free(s, j);
+        return;
+    }
+    if ((resp->status >= 200 && resp->status < 300) || resp->status == 404) {
+        gt_info("owed release of allocation %s in pool %s done after %d attempt%s%s", j->key,
+                j->pool->name, j->tries, j->tries == 1 ? "" : "s",
+                resp->status == 404 ? " (it was already gone)" : "");
+        hs_held(s, j->key, NULL, 0);
+        if (j->counted)
+            gt_wstats_released(j->pool->name);
+        hs_emit(s, "allocation.released", j, j->key);
+        hs_job_free(s, j);
+        return;
+    }
+    int64_t wait = gt_retry_backoff_ms(&s->env->cfg->retry, j->tries < 16 ? j->tries : 16,
+                                       resp->retry_after_ms, hai_rand());
+    if (wait > GT_HAI_OWED_MAX_MS)
+        wait = GT_HAI_OWED_MAX_MS;
+    gt_debug("owed release of %s failed (status %ld), again in %lld ms", j->key, resp->status,
+             (long long)wait);
+    j->due = gt_clock_mono_ms() + wait;
+    hs_arm(s);
+}
+
+static void hs_on_listed(const gt_http_response_t *resp, void *arg)
+{
+    hs_job_t *j = arg;
+    gt_hai_state_t *s = j->s;
+    j->in_flight = 0;
+    if (s->closed) {
+        hs_job_free(s, j);
+        return;
+    }
+    if (resp->status == 200) {
+        json_t *doc = json_loadb(resp->body, resp->body_len, 0, NULL);
+        size_t i;
+        json_t *a;
+        json_array_foreach(json_object_get(doc, "allocations"), i, a) {
+            const char *id = json_string_value(json_object_get(a, "allocation_id"));
+            const char *label = json_string_value(
+                json_object_get(json_object_get(a, "labels"), "attempt"));
+            /* The filter is HostedAI's; the check is ours. */
+            if (!id || !label || strcmp(label, j->key) != 0 || json_object_get(s->held, id))
+                continue;
+            gt_warn("allocate of task %s timed out here but succeeded at pool %s (%s): "
+                    "releasing it", j->task_id, j->pool->name, id);
+            hs_emit(s, "allocation.acquired", j, id);
+            hs_owe_release(s, j->pool, id, j->task_id, 0);
+        }
+        json_decref(doc);
+    }
+    if (j->tries >= j->counted) {
+        hs_allocating(s, j->key, NULL, 0);
+        hs_job_free(s, j);
+        return;
+    }
+    j->due = gt_clock_mono_ms() + sweep_delays_ms[j->tries];
+    hs_arm(s);
+}
+
+static void hs_run(gt_hai_state_t *s, hs_job_t *j)
+{
+    const gt_config_t *cfg = s->env->cfg;
+    char url[2048], auth[1024];
+    const char *hdrs[3];
+    int rc;
+    hs_auth(j->pool, auth, sizeof(auth), hdrs);
+    j->in_flight = 1;
+    j->tries++;
+    if (j->kind == JOB_RELEASE) {
+        snprintf(url, sizeof(url), "%s/v1/allocate/%s", j->pool->endpoint, j->key);
+        rc = gt_http_request(s->env->http, "DELETE", url, hdrs, NULL, 0, cfg->release_timeout_ms,
+                             hs_on_released, j);
+    } else {
+        /* Attempt labels are "<hex>:<n>": nothing to escape in a query. */
+        snprintf(url, sizeof(url), "%s/v1/allocations?label.attempt=%s", j->pool->endpoint,
+                 j->key);
+        rc = gt_http_request(s->env->http, "GET", url, hdrs, NULL, 0, cfg->release_timeout_ms,
+                             hs_on_listed, j);
+    }
+    memset(auth, 0, sizeof(auth));
+    if (rc != 0) {
+        j->in_flight = 0;
+        j->tries--;
+        j->due = gt_clock_mono_ms() + 1000;
+    }
+}
+
+static void hs_on_timer(uv_timer_t *t)
+{
+    gt_hai_state_t *s = t->data;
+    int64_t now = gt_clock_mono_ms();
+    /* hs_run never frees a job (its callbacks come from the loop later). */
+    for (hs_job_t *j = s->jobs; j; j = j->next)
+        if (!j->in_flight && j->due <= now)
+            hs_run(s, j);
+    hs_arm(s);
+}
+
+static void hs_arm(gt_hai_state_t *s)
+{
+    int64_t due = INT64_MAX, now = gt_clock_mono_ms();
+    if (s->closed)
+        return;
+    for (hs_job_t *j = s->jobs; j; j = j->next)
+        if (!j->in_flight && j->due < due)
+            due = j->due;
+    if (due == INT64_MAX)
+        uv_timer_stop(&s->timer);
+    else
+        uv_timer_start(&s->timer, hs_on_timer, (uint64_t)(due > now ? due - now : 0), 0);
+}
+
+static gt_breaker_t *hs_breaker(gt_hai_state_t *s, const gt_pool_t *pool)
+{
+    if (!s)
+        return NULL;
+    const gt_config_t *cfg = s->env->cfg;
+    for (size_t i = 0; i < s->n_breakers && i < cfg->n_pools; i++)
+        if (&cfg->pools[i] == pool)
+            return &s->breakers[i];
+    return NULL;
+}
+
+/* The same events and gauge as a hosted provider's breaker (provider.c),
+ * named "hostedai:<pool>" so that routing by provider name never confuses them. */
+static void hs_breaker_event(gt_hai_state_t *s, const gt_pool_t *pool, int changed)
+{
+    static const char *const types[] = {"breaker.closed", "breaker.opened", "breaker.half_open"};
+    gt_breaker_t *b = hs_breaker(s, pool);
+    char name[300];
+    if (changed < 0 || !b)
+        return;
+    snprintf(name, sizeof(name), "hostedai:%s", pool->name);
+    const char *state = gt_breaker_state_name((gt_breaker_state_t)changed);
+    gt_wstats_breaker(name, changed != GT_BREAKER_CLOSED);
+    if (changed == GT_BREAKER_OPEN)
+        gt_warn("pool %s: circuit breaker open", pool->name);
+    else
+        gt_info("pool %s: circuit breaker %s", pool->name, state);
+    if (!s->env->emit)
+        return;
+    json_t *data = json_pack("{s:s, s:s, s:s, s:s, s:i, s:I}", "provider", name, "pool",
+                             pool->name, "endpoint", pool->endpoint ? pool->endpoint : "",
+                             "state", state, "failures", b->threshold, "recovery_ms",
+                             (json_int_t)b->recovery_ms);
+    s->env->emit(types[changed], data, s->env->emit_arg);
+}
+
+gt_hai_state_t *gt_hai_state_new(const gt_hai_env_t *env)
+{
+    gt_hai_state_t *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->env = env;
+    s->held = json_object();
+    s->allocating = json_object();
+    s->n_breakers = env->cfg->n_pools;
+    s->breakers = calloc(s->n_breakers + 1, sizeof(gt_breaker_t));
+    if (!s->held || !s->allocating || !s->breakers) {
+        json_decref(s->held);
+        json_decref(s->allocating);
+        free(s->breakers);
+        free(s);
+        return NULL;
+    }
+    for (size_t i = 0; i < s->n_breakers; i++)
+        gt_breaker_init(&s->breakers[i], env->cfg->pools[i].breaker_failures,
+                        env->cfg->pools[i].breaker_recovery_ms);
+    uv_timer_init(env->loop, &s->timer);
+    s->timer.data = s;
+    return s;
+}
+
+static json_t *keys_of(const json_t *obj)
+{
+    json_t *a = json_array();
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)obj, k, v) {
+        (void)v;
+        json_array_append_new(a, json_string(k));
+    }
+    return a;
+}
+
+json_t *gt_hai_state_held(const gt_hai_state_t *s)
+{
+    return keys_of(s->held);
+}
+
+json_t *gt_hai_state_allocating(const gt_hai_state_t *s)
+{
+    return keys_of(s->allocating);
+}
+
+int gt_hai_state_pending(const gt_hai_state_t *s)
+{
+    return s->n_jobs;
+}
+
+void gt_hai_state_on_settled(gt_hai_state_t *s, void (*cb)(void *arg), void *arg)
+{
+    s->settled_cb = cb;
+    s->settled_arg = arg;
+}
+
+void gt_hai_state_close(gt_hai_state_t *s)
+{
+    if (s->closed)
+        return;
+    s->closed = 1;
+    if (s->n_jobs)
+        gt_warn("%d HostedAI release(s) or search(es) left undone: the lease reaper takes "
+                "what they held", s->n_jobs);
+    uv_close((uv_handle_t *)&s->timer, NULL);
+}
+
+void gt_hai_state_free(gt_hai_state_t *s)
+{
+    if (!s)
+        return;
+    while (s->jobs) {
+        hs_job_t *j = s->jobs;
+        s->jobs = j->next;
+        free(j->key);
+        free(j->task_id);
+        free(j);
+    }
+    json_decref(s->held);
+    json_decref(s->allocating);
+    free(s->breakers);
+    free(s);
 }

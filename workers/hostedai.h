@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "breaker.h"
 #include "config.h"
 #include "executor.h"
 #include "http.h"
@@ -15,16 +16,52 @@
  * behind costs money until the reaper finds it. */
 #define GT_HAI_RELEASE_EXTRA_RETRIES 3
 
+/* Backoff cap of a release owed by the process (retried until HostedAI confirms it). */
+#define GT_HAI_OWED_MAX_MS 30000
+
 typedef struct gt_hai_call gt_hai_call_t;
+typedef struct gt_hai_state gt_hai_state_t;
 
 typedef struct gt_hai_env {
     uv_loop_t *loop;
     gt_http_t *http;
     const gt_config_t *cfg;    /* retry policy, timeouts, pools */
     const char *worker_id;     /* allocation label "holder" */
+    const char *incarnation;   /* allocation label "incarnation": this process start */
     gt_event_fn emit;          /* allocation.acquired/released/release_failed; may be NULL */
     void *emit_arg;
+    gt_hai_state_t *state;     /* leases and breakers of this process; NULL: calls run without */
 } gt_hai_env_t;
+
+/* ---- per-process state: leases held, releases owed, breakers ------------------
+ *
+ * Every allocation this incarnation knows of is "held" until HostedAI confirms
+ * its release; every allocate attempt in flight is "allocating" (by its label
+ * "attempt"). Heartbeats report both, so the lease reaper leaves them alone and
+ * takes everything else. A release that failed, an allocate answered after its
+ * call gave up, and an allocate whose answer never came (found by its labels:
+ * GET /v1/allocations?label.attempt=...) become releases owed by the process,
+ * retried with backoff (up to GT_HAI_OWED_MAX_MS apart) until they succeed. */
+
+/* Returns NULL on out of memory. env is borrowed (its state field is not used)
+ * and must outlive the state. */
+gt_hai_state_t *gt_hai_state_new(const gt_hai_env_t *env);
+
+/* New arrays (NULL on out of memory): allocation ids held, attempt labels in flight. */
+json_t *gt_hai_state_held(const gt_hai_state_t *s);
+json_t *gt_hai_state_allocating(const gt_hai_state_t *s);
+
+/* Releases owed and label searches still to do. */
+int gt_hai_state_pending(const gt_hai_state_t *s);
+
+/* cb runs (on the loop) whenever the pending count drops to 0. */
+void gt_hai_state_on_settled(gt_hai_state_t *s, void (*cb)(void *arg), void *arg);
+
+/* Stops the timer; owed releases are abandoned (the reaper takes them once the
+ * incarnation is gone). The loop must run afterwards; then gt_hai_state_free. */
+void gt_hai_state_close(gt_hai_state_t *s);
+/* Frees s after gt_hai_state_close and the loop run (and after gt_http_free). */
+void gt_hai_state_free(gt_hai_state_t *s);
 
 /* Called exactly once per call unless it was cancelled, after any allocation
  * has been released (or its release given up). out is valid only during the

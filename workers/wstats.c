@@ -87,3 +87,29 @@ void gt_wstats_retry(const char *operation)
                                      "operation"),
                   1, operation);
 }
+
+void gt_wstats_capacity_wait(const char *pool)
+{
+    gt_metric_add(gt_metrics_counter("gantry_capacity_waits_total",
+                                     "Allocate answers saying the pool is full, each followed by "
+                                     "a wait (not a retry)",
+                                     "pool"),
+                  1, pool);
+}
+
+void gt_wstats_capacity_waited(const char *pool, double s)
+{
+    gt_metric_observe(gt_metrics_histogram("gantry_capacity_wait_seconds",
+                                           "Time a task waited for pool capacity", "pool", NULL,
+                                           0),
+                      s, pool);
+}
+
+void gt_wstats_releases_owed(int n)
+{
+    gt_metric_set(gt_metrics_gauge("gantry_releases_owed",
+                                   "HostedAI releases this worker still retries (failed "
+                                   "releases, allocations found after their task gave up)",
+                                   NULL),
+                  n);
+}

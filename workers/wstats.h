@@ -20,6 +20,12 @@ void gt_wstats_hostedai_error(const char *type, const char *operation);
 void gt_wstats_breaker(const char *provider, int open);
 /* Provider slots (PostgreSQL rows) this worker holds at provider/scope: +1, -1. */
 void gt_wstats_slots(const char *provider, const char *scope, int delta);
+/* An allocate found its pool full and waits before asking again. */
+void gt_wstats_capacity_wait(const char *pool);
+/* A task that waited for capacity stopped waiting (allocated, or gave up): total wait. */
+void gt_wstats_capacity_waited(const char *pool, double s);
+/* Releases the process still owes HostedAI (failed, or of allocations found late). */
+void gt_wstats_releases_owed(int n);
 /* A failed call tried again; operation is "hostedai.allocate", "provider" ... */
 void gt_wstats_retry(const char *operation);
 

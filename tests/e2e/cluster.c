@@ -45,11 +45,13 @@ int th_cluster_start(th_cluster_t *c, const th_cluster_opts_t *o)
         return -1;
     char rate[32];
     snprintf(rate, sizeof(rate), "%g", o->fail_rate);
-    const char *margv[] = {th_bin("tools/gantry-mock-hostedai"), "--port", "0", "--api-key",
-                           MOCK_KEY, "--latency-ms", o->latency ? o->latency : "5-20",
-                           "--fail-rate", rate, "--capacity-tflops",
-                           o->capacity_tflops ? o->capacity_tflops : "1000000", "--vram-mb",
-                           "1000000000", NULL};
+    const char *margv[24] = {th_bin("tools/gantry-mock-hostedai"), "--port", "0", "--api-key",
+                             MOCK_KEY, "--latency-ms", o->latency ? o->latency : "5-20",
+                             "--fail-rate", rate, "--capacity-tflops",
+                             o->capacity_tflops ? o->capacity_tflops : "1000000", "--vram-mb",
+                             "1000000000", NULL};
+    for (int i = 0, n = 13; o->mock_args && o->mock_args[i] && n < 23; i++)
+        margv[n++] = o->mock_args[i];
     char addr[128];
     if (start_proc(c, &c->mock, "mock-hostedai", margv) != 0 ||
         th_proc_wait_line(&c->mock, "listening=", addr, sizeof(addr), 10000))
@@ -72,7 +74,7 @@ int th_cluster_start(th_cluster_t *c, const th_cluster_opts_t *o)
              "             \"default\": \"large\"},"
              " \"worker\": {\"max_in_flight\": %d, \"heartbeat_ms\": 200,"
              "             \"retry\": {\"base_ms\": 20}},"
-             " \"reaper\": {\"lease_ttl_ms\": 2000, \"interval_ms\": 300},"
+             " \"reaper\": {\"lease_ttl_ms\": 6000, \"interval_ms\": 300},"
              " \"commit_interval_ms\": 100, \"log\": {\"level\": \"info\"}}",
              c->bootstrap, c->conninfo, c->mock_url, MOCK_KEY,
              o->worker_in_flight ? o->worker_in_flight : 64);

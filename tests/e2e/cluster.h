@@ -18,6 +18,7 @@ typedef struct th_cluster_opts {
     const char *capacity_tflops;
     const char *extra_config; /* JSON object merged (recursively) into the generated config */
     int kafka_port;           /* clients' bootstrap port (a restarted Kafka keeps it); 0: any */
+    const char *const *mock_args; /* more mock HostedAI arguments (NULL-terminated), or NULL */
 } th_cluster_opts_t;
 
 typedef struct th_cluster {

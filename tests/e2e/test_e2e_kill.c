@@ -9,6 +9,7 @@
 #include "cluster.h"
 
 #define REQUESTS 300
+#define MOCK_KEY "e2e-secret-key" /* cluster.c's */
 
 static th_cluster_t cl;
 
@@ -24,6 +25,28 @@ static int all_results(void *arg)
     return th_topic_count(cl.bootstrap, "gantry.results") >= REQUESTS;
 }
 
+/* The ids of the allocations the mock holds for worker-e2e-0 (its labels). */
+static json_t *held_by_worker0(void)
+{
+    char url[512];
+    snprintf(url, sizeof(url), "%s/v1/allocations?label.holder=worker-e2e-0", cl.mock_url);
+    json_t *doc = th_http_json(url, MOCK_KEY), *ids = json_array(), *a;
+    size_t i;
+    json_array_foreach(json_object_get(doc, "allocations"), i, a)
+        json_array_append(ids, json_object_get(a, "allocation_id"));
+    json_decref(doc);
+    return ids;
+}
+
+static int worker0_holds(void *arg)
+{
+    (void)arg;
+    json_t *ids = held_by_worker0();
+    size_t n = json_array_size(ids);
+    json_decref(ids);
+    return n > 0;
+}
+
 static void test_kill_worker(void)
 {
     th_cluster_opts_t o = {.fail_rate = 0, .latency = "100-200", .workers = 2,
@@ -37,10 +60,13 @@ static void test_kill_worker(void)
     CU_ASSERT_EQUAL_FATAL(th_cluster_submit(&cl, path), 0);
 
     CU_ASSERT_FATAL(th_poll(some_progress, NULL, 60000));
-    long held = th_mock_stat(&cl, "outstanding_allocations");
-    fprintf(stderr, "  killing worker 0 with %ld allocation(s) outstanding in the pool\n", held);
+    CU_ASSERT_FATAL(th_poll(worker0_holds, NULL, 30000));
     kill(cl.workers[0].pid, SIGKILL);
     th_proc_stop(&cl.workers[0], SIGKILL, 5000);
+    /* What it held at its death (an allocate answered after that is the reaper's too). */
+    json_t *held = held_by_worker0();
+    fprintf(stderr, "  killed worker 0 holding %zu allocation(s)\n", json_array_size(held));
+    CU_ASSERT(json_array_size(held) > 0);
     CU_ASSERT(th_cluster_add_worker(&cl) > 0);
 
     CU_ASSERT_FATAL(th_poll(all_results, NULL, 180000));
@@ -55,6 +81,18 @@ static void test_kill_worker(void)
             rows, calls);
     CU_ASSERT(calls >= rows);
     TH_EQ_INT(th_mock_stat(&cl, "outstanding_allocations"), 0);
+    /* Nobody but the reaper can have released a dead worker's allocations. */
+    size_t i;
+    json_t *id;
+    long reaped = 0;
+    json_array_foreach(held, i, id) {
+        char needle[160];
+        snprintf(needle, sizeof(needle), "reaped allocation %s ", json_string_value(id));
+        reaped += th_log_count(&cl, "dispatcher.log", needle) > 0;
+    }
+    fprintf(stderr, "  the reaper released %ld of them\n", reaped);
+    TH_EQ_INT(reaped, json_array_size(held));
+    json_decref(held);
     th_cluster_stop(&cl);
     TH_EQ_INT(cl.workers[1].status, 0);
     TH_EQ_INT(cl.workers[2].status, 0);

@@ -142,7 +142,9 @@ static void test_config_check_reports_every_problem(void)
                             "worker.max_in_flight: must be an integer in [1, 100000]",
                             "worker.colour: unknown key",
                             "reaper.lease_ttl_ms: must exceed twice worker.heartbeat_ms",
-                            "6 problem(s)", NULL};
+                            "reaper.lease_ttl_ms: must be at least the Kafka consumer session "
+                            "timeout (session.timeout.ms 10000, the default)",
+                            "7 problem(s)", NULL};
     for (const char **e = expect; *e; e++) {
         if (!strstr(r.err, *e))
             fprintf(stderr, "  missing \"%s\" in:\n%s\n", *e, r.err);

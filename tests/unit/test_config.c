@@ -189,6 +189,65 @@ static void test_provider_problems(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "models.m.fallbacks: fallback \"m\" leads back to \"m\""));
 }
 
+/* A lease TTL that a consumer session can outlast is refused, with where the session comes from. */
+static void test_lease_against_session(void)
+{
+    char err[2048], text[1024];
+    const char *base = "{\"kafka\": {\"bootstrap_servers\": \"h:1\"%s},"
+                       " \"reaper\": {\"lease_ttl_ms\": %d}}";
+    /* Defaults: 10 s lease, 10 s session. */
+    gt_config_t *cfg = gt_config_parse("{\"kafka\": {\"bootstrap_servers\": \"h:1\"}}", NULL,
+                                       err, sizeof(err));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cfg);
+    TH_EQ_INT(cfg->lease_ttl_ms, GT_KAFKA_SESSION_TIMEOUT_MS);
+    TH_EQ_INT(cfg->capacity_wait_ms, 600000);
+    TH_EQ_INT(cfg->pools == NULL || cfg->n_pools == 0, 1);
+    gt_config_free(cfg);
+
+    snprintf(text, sizeof(text), base, "", 5000);
+    CU_ASSERT_PTR_NULL(gt_config_parse(text, NULL, err, sizeof(err)));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "reaper.lease_ttl_ms: must be at least the Kafka consumer "
+                                       "session timeout (session.timeout.ms 10000, the default)"));
+
+    snprintf(text, sizeof(text), base,
+             ", \"consumer_properties\": {\"session.timeout.ms\": \"45000\"}", 30000);
+    CU_ASSERT_PTR_NULL(gt_config_parse(text, NULL, err, sizeof(err)));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "session.timeout.ms 45000 in kafka.consumer_properties"));
+
+    snprintf(text, sizeof(text), base, ", \"properties\": {\"session.timeout.ms\": \"6000\"}",
+             6000);
+    cfg = gt_config_parse(text, NULL, err, sizeof(err));
+    if (!cfg)
+        fprintf(stderr, "%s\n", err);
+    CU_ASSERT_PTR_NOT_NULL(cfg);
+    gt_config_free(cfg);
+}
+
+/* A pool's breaker defaults to DESIGN.md's 5 failures and 60 s, and can be set. */
+static void test_pool_breaker(void)
+{
+    char err[2048];
+    gt_config_t *cfg = gt_config_parse(
+        "{\"kafka\": {\"bootstrap_servers\": \"h:1\"},"
+        " \"pools\": {\"a\": {\"endpoint\": \"http://h\", \"api_key\": \"k\"},"
+        "           \"b\": {\"endpoint\": \"http://h\", \"api_key\": \"k\","
+        "                   \"breaker\": {\"failures\": 2, \"recovery_ms\": 500}}},"
+        " \"worker\": {\"capacity_wait_ms\": 1234}}",
+        NULL, err, sizeof(err));
+    if (!cfg)
+        fprintf(stderr, "%s\n", err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cfg);
+    const gt_pool_t *a = gt_config_pool(cfg, "a"), *b = gt_config_pool(cfg, "b");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(b);
+    TH_EQ_INT(a->breaker_failures, 5);
+    TH_EQ_INT(a->breaker_recovery_ms, 60000);
+    TH_EQ_INT(b->breaker_failures, 2);
+    TH_EQ_INT(b->breaker_recovery_ms, 500);
+    TH_EQ_INT(cfg->capacity_wait_ms, 1234);
+    gt_config_free(cfg);
+}
+
 int main(void)
 {
     static const th_test_t tests[] = {{"loads a good file", test_load_good},
@@ -197,6 +256,9 @@ int main(void)
                                       {"providers, limits, fallbacks", test_providers},
                                       {"provider problems and fallback cycles",
                                        test_provider_problems},
+                                      {"lease TTL against session timeout",
+                                       test_lease_against_session},
+                                      {"pool breaker and capacity wait", test_pool_breaker},
                                       {NULL, NULL}};
     return th_run("config", tests);
 }
