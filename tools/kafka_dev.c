@@ -1,6 +1,8 @@
 /* kafka_dev.c - gantry-kafka-dev: librdkafka's mock Kafka cluster served on
- * loopback for development and tests; prints "bootstrap=HOST:PORT" when ready. */
+ * loopback for development and tests; prints "bootstrap=HOST:PORT" when ready,
+ * and takes fault commands (broker down/up, leader moves) on a control channel. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
@@ -10,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <uv.h>
 
 #define PROG "gantry-kafka-dev"
@@ -50,8 +54,20 @@ typedef struct fwd {
     fwd_conn_t *conns;
 } fwd_t;
 
+/* The control channel: a FIFO (kept open for writing too, so that a writer
+ * closing it is no end of file) or stdin. */
+typedef struct ctl {
+    rd_kafka_mock_cluster_t *mc;
+    uv_pipe_t pipe;
+    int on;
+    char line[1024];
+    size_t used;
+    int overlong; /* the current line passed sizeof(line): refused whole */
+} ctl_t;
+
 static fwd_t fwd;
 static int fwd_on;
+static ctl_t ctl;
 static uv_signal_t sig_int, sig_term;
 
 static void usage(FILE *f);
@@ -69,16 +85,22 @@ static void fwd_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void fwd_on_write(uv_write_t *req, int status);
 static void fwd_conn_close(fwd_conn_t *fc);
 static void fwd_on_close(uv_handle_t *h);
+static int ctl_start(uv_loop_t *loop, const char *path, rd_kafka_mock_cluster_t *mc);
+static void ctl_stop(void);
+static void ctl_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void ctl_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void ctl_run(char *line);
 static void on_signal(uv_signal_t *h, int signum);
 
 static void usage(FILE *f)
 {
     fprintf(f,
             "usage: " PROG " [--brokers N] [--port P] [--topics FILE] [--partitions N]\n"
+            "       [--control FIFO|-]\n"
             "\n"
             "Serves librdkafka's mock Kafka cluster on 127.0.0.1, creates topics, prints\n"
             "one line \"bootstrap=HOST:PORT[,...]\" on stdout when ready and runs until\n"
-            "SIGINT or SIGTERM.\n"
+            "SIGINT or SIGTERM. Brokers have ids 1..N.\n"
             "\n"
             "  --brokers N     brokers in the cluster (default 3)\n"
             "  --port P        also accept clients on 127.0.0.1:P (forwarded to a broker)\n"
@@ -87,7 +109,22 @@ static void usage(FILE *f)
             "                  '#' starts a comment (default: gantry's topics)\n"
             "  --partitions N  partitions of topics that give no count (with --topics),\n"
             "                  or of every default topic (without --topics)\n"
-            "  --help          this text\n");
+            "  --control PATH  read commands, one per line, from the FIFO PATH (created\n"
+            "                  when missing) or from stdin (\"-\"):\n"
+            "                    broker down ID|all  disconnect a broker, refuse new\n"
+            "                                        connections (leaders stay put)\n"
+            "                    broker up ID|all    accept connections again\n"
+            "                    broker rtt ID|all MS  delay a broker's answers\n"
+            "                    leader TOPIC PARTITION ID  move a partition's leader\n"
+            "                                        (ID -1: leaderless)\n"
+            "                    ping                answer only\n"
+            "                  each is answered, once applied, by one line on stdout:\n"
+            "                  \"ok COMMAND\" or \"error COMMAND: REASON\"\n"
+            "  --help          this text\n"
+            "\n"
+            "Message size limits: the mock brokers of librdkafka 2.0.2 accept a produce of\n"
+            "any size (no message.max.bytes or max.message.bytes); the limit that holds\n"
+            "is the producing client's own message.max.bytes (1,000,000 by default).\n");
 }
 
 static int parse_int(const char *s, int min, int max, int *out)
@@ -350,11 +387,171 @@ static void fwd_on_close(uv_handle_t *h)
     free(fc);
 }
 
+/* ---- Control channel ----------------------------------------------------
+ * Commands run on the loop thread; the rd_kafka_mock_* calls hand them to the
+ * mock cluster's thread and wait for it, so "ok" means applied. */
+
+static int ctl_start(uv_loop_t *loop, const char *path, rd_kafka_mock_cluster_t *mc)
+{
+    int fd, rc;
+    struct stat st;
+
+    ctl.mc = mc;
+    if (strcmp(path, "-") == 0) {
+        if (uv_guess_handle(STDIN_FILENO) != UV_NAMED_PIPE && uv_guess_handle(STDIN_FILENO) != UV_TTY) {
+            fprintf(stderr, PROG ": --control -: stdin is not a pipe or terminal\n");
+            return -1;
+        }
+        fd = STDIN_FILENO;
+    } else {
+        if (mkfifo(path, 0600) < 0 && errno != EEXIST) {
+            fprintf(stderr, PROG ": --control %s: %s\n", path, strerror(errno));
+            return -1;
+        }
+        if (stat(path, &st) < 0 || !S_ISFIFO(st.st_mode)) {
+            fprintf(stderr, PROG ": --control %s: not a FIFO\n", path);
+            return -1;
+        }
+        /* Read-write: our own write end keeps the FIFO from reading EOF
+         * each time a writer closes it. */
+        fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0) {
+            fprintf(stderr, PROG ": --control %s: %s\n", path, strerror(errno));
+            return -1;
+        }
+    }
+    uv_pipe_init(loop, &ctl.pipe, 0);
+    ctl.on = 1;
+    if ((rc = uv_pipe_open(&ctl.pipe, fd)) < 0 ||
+        (rc = uv_read_start((uv_stream_t *)&ctl.pipe, ctl_alloc, ctl_on_read)) < 0) {
+        fprintf(stderr, PROG ": --control %s: %s\n", path, uv_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
+static void ctl_stop(void)
+{
+    if (!ctl.on)
+        return;
+    ctl.on = 0;
+    uv_close((uv_handle_t *)&ctl.pipe, NULL);
+}
+
+static void ctl_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    static char chunk[4096]; /* one read at a time on the loop thread */
+    (void)h;
+    (void)suggested;
+    *buf = uv_buf_init(chunk, sizeof(chunk));
+}
+
+static void ctl_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    (void)s;
+    if (nread < 0) { /* stdin closed: the cluster runs on, uncontrolled */
+        ctl_stop();
+        return;
+    }
+    for (ssize_t i = 0; i < nread; i++) {
+        char ch = buf->base[i];
+        if (ch != '\n') {
+            if (ctl.used + 1 < sizeof(ctl.line))
+                ctl.line[ctl.used++] = ch;
+            else
+                ctl.overlong = 1;
+            continue;
+        }
+        ctl.line[ctl.used] = '\0';
+        if (ctl.overlong) {
+            printf("error %.40s...: line too long\n", ctl.line);
+            fflush(stdout);
+        } else {
+            ctl_run(ctl.line);
+        }
+        ctl.used = 0;
+        ctl.overlong = 0;
+    }
+}
+
+/* "all" is -1, which the mock takes as every broker. */
+static int parse_broker(const char *s, int32_t *id)
+{
+    int v;
+    if (strcmp(s, "all") == 0) {
+        *id = -1;
+        return 0;
+    }
+    if (parse_int(s, -1, INT32_MAX, &v) < 0)
+        return -1;
+    *id = v;
+    return 0;
+}
+
+/* Runs one command line and answers it on stdout. */
+static void ctl_run(char *line)
+{
+    char echo[sizeof(ctl.line)], *argv[6], *save = NULL, *tok;
+    const char *why = NULL;
+    rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    int argc = 0, n;
+    int32_t id;
+
+    for (tok = strtok_r(line, " \t\r", &save); tok && argc < 6; tok = strtok_r(NULL, " \t\r", &save))
+        argv[argc++] = tok;
+    if (argc == 0)
+        return;
+    /* The answer repeats the command with single spaces, as tests write it. */
+    echo[0] = '\0';
+    for (int i = 0; i < argc; i++)
+        snprintf(echo + strlen(echo), sizeof(echo) - strlen(echo), "%s%s", i ? " " : "", argv[i]);
+
+    if (argc == 1 && strcmp(argv[0], "ping") == 0) {
+        /* nothing to do */
+    } else if (argc == 3 && strcmp(argv[0], "broker") == 0 &&
+               (strcmp(argv[1], "down") == 0 || strcmp(argv[1], "up") == 0)) {
+        if (parse_broker(argv[2], &id) < 0)
+            why = "expected a broker id or \"all\"";
+        else if (argv[1][0] == 'd')
+            err = rd_kafka_mock_broker_set_down(ctl.mc, id);
+        else
+            err = rd_kafka_mock_broker_set_up(ctl.mc, id);
+    } else if (argc == 4 && strcmp(argv[0], "broker") == 0 && strcmp(argv[1], "rtt") == 0) {
+        if (parse_broker(argv[2], &id) < 0)
+            why = "expected a broker id or \"all\"";
+        else if (parse_int(argv[3], 0, 3600000, &n) < 0)
+            why = "expected a delay in milliseconds";
+        else
+            err = rd_kafka_mock_broker_set_rtt(ctl.mc, id, n);
+    } else if (argc == 4 && strcmp(argv[0], "leader") == 0) {
+        int part;
+        if (!topic_name_ok(argv[1]))
+            why = "bad topic name";
+        else if (parse_int(argv[2], 0, 100000, &part) < 0)
+            why = "expected a partition number";
+        else if (parse_broker(argv[3], &id) < 0 || strcmp(argv[3], "all") == 0)
+            why = "expected a broker id (-1: leaderless)";
+        else
+            err = rd_kafka_mock_partition_set_leader(ctl.mc, argv[1], part, id);
+    } else {
+        why = "unknown command (broker down|up ID, broker rtt ID MS, leader TOPIC PARTITION ID, "
+              "ping)";
+    }
+    if (!why && err)
+        why = rd_kafka_err2str(err);
+    if (why)
+        printf("error %s: %s\n", echo, why);
+    else
+        printf("ok %s\n", echo);
+    fflush(stdout);
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
     (void)h;
     (void)signum;
     fwd_stop();
+    ctl_stop();
     uv_close((uv_handle_t *)&sig_int, NULL);
     uv_close((uv_handle_t *)&sig_term, NULL);
 }
@@ -366,6 +563,7 @@ int main(int argc, char **argv)
         {"port", required_argument, NULL, 'p'},
         {"topics", required_argument, NULL, 't'},
         {"partitions", required_argument, NULL, 'n'},
+        {"control", required_argument, NULL, 'c'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -378,7 +576,7 @@ int main(int argc, char **argv)
         {"gantry.dlq", 1},          {"gantry.events", 3},
     };
     int brokers = 3, port = 0, partitions = 0, opt, rc = 1;
-    const char *topics_path = NULL;
+    const char *topics_path = NULL, *control = NULL;
     topics_t topics = {0};
     rd_kafka_conf_t *conf;
     rd_kafka_t *rk = NULL;
@@ -410,6 +608,9 @@ int main(int argc, char **argv)
                         optarg);
                 return 2;
             }
+            break;
+        case 'c':
+            control = optarg;
             break;
         case 'h':
             usage(stdout);
@@ -476,6 +677,8 @@ int main(int argc, char **argv)
     }
     if (port && fwd_start(loop, port, rd_kafka_mock_cluster_bootstraps(mc)) < 0)
         goto out;
+    if (control && ctl_start(loop, control, mc) < 0)
+        goto out;
 
     if (port)
         printf("bootstrap=127.0.0.1:%d\n", port);
@@ -489,6 +692,7 @@ int main(int argc, char **argv)
 out:
     /* Close whatever the loop still holds (error paths) so it can be closed. */
     fwd_stop();
+    ctl_stop();
     if (sig_int.loop && !uv_is_closing((uv_handle_t *)&sig_int))
         on_signal(&sig_int, 0);
     uv_run(loop, UV_RUN_DEFAULT);

@@ -1,5 +1,7 @@
 /* cluster.c - a whole Gantry on loopback for end-to-end tests. */
 #include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <libpq-fe.h>
 #include <librdkafka/rdkafka.h>
 #include <signal.h>
@@ -22,14 +24,64 @@ static int start_proc(th_cluster_t *c, th_proc_t *p, const char *name, const cha
 
 int th_cluster_start_kafka(th_cluster_t *c, int port)
 {
-    char p[16];
+    char p[16], nb[16];
     snprintf(p, sizeof(p), "%d", port);
-    const char *kargv[] = {th_bin("tools/gantry-kafka-dev"), "--brokers", "1", port ? "--port" : NULL,
-                           p, NULL};
+    snprintf(nb, sizeof(nb), "%d", c->kafka_brokers > 0 ? c->kafka_brokers : 1);
+    snprintf(c->kafka_ctl, sizeof(c->kafka_ctl), "%s/kafka.ctl", c->logdir);
+    const char *kargv[] = {th_bin("tools/gantry-kafka-dev"), "--brokers", nb, "--control",
+                           c->kafka_ctl, port ? "--port" : NULL, p, NULL};
     if (start_proc(c, &c->kafka, "kafka", kargv) != 0 ||
         th_proc_wait_line(&c->kafka, "bootstrap=", c->bootstrap, sizeof(c->bootstrap), 20000))
         return -1;
     return 0;
+}
+
+int th_cluster_kafka_cmd(th_cluster_t *c, const char *cmd)
+{
+    char line[1100], answer[1200];
+    int n = snprintf(line, sizeof(line), "%s\n", cmd);
+    /* Non-blocking: a Kafka that is gone (no reader) fails at once. */
+    int fd = open(c->kafka_ctl, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0 || n <= 0 || (size_t)n >= sizeof(line) || write(fd, line, (size_t)n) != n) {
+        fprintf(stderr, "  kafka control %s: cannot send \"%s\": %s\n", c->kafka_ctl, cmd,
+                strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    close(fd);
+    /* Commands are answered in order and kafka-dev prints nothing else after
+     * its bootstrap line: the next line is this command's answer. */
+    if (th_proc_wait_line(&c->kafka, "", answer, sizeof(answer), 10000) != 0) {
+        fprintf(stderr, "  kafka control: no answer to \"%s\"\n", cmd);
+        return -1;
+    }
+    if (strncmp(answer, "ok ", 3) != 0) {
+        fprintf(stderr, "  kafka control: %s\n", answer);
+        return -1;
+    }
+    return 0;
+}
+
+int th_cluster_broker_down(th_cluster_t *c, int id)
+{
+    char cmd[64];
+    snprintf(cmd, sizeof(cmd), "broker down %d", id);
+    return th_cluster_kafka_cmd(c, cmd);
+}
+
+int th_cluster_broker_up(th_cluster_t *c, int id)
+{
+    char cmd[64];
+    snprintf(cmd, sizeof(cmd), "broker up %d", id);
+    return th_cluster_kafka_cmd(c, cmd);
+}
+
+int th_cluster_partition_leader(th_cluster_t *c, const char *topic, int partition, int id)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "leader %s %d %d", topic, partition, id);
+    return th_cluster_kafka_cmd(c, cmd);
 }
 
 int th_cluster_start(th_cluster_t *c, const th_cluster_opts_t *o)
@@ -41,6 +93,7 @@ int th_cluster_start(th_cluster_t *c, const th_cluster_opts_t *o)
     if (th_pg_create_db(c->conninfo, sizeof(c->conninfo)) != 0)
         return -1;
 
+    c->kafka_brokers = o->kafka_brokers > 0 ? o->kafka_brokers : 1;
     if (th_cluster_start_kafka(c, o->kafka_port) != 0)
         return -1;
     char rate[32];
@@ -265,13 +318,120 @@ long th_check_one_result_each(th_cluster_t *c, long n)
     return dup;
 }
 
-long th_check_billed_once(th_cluster_t *c)
+long th_check_usage(th_cluster_t *c, int max_events_per_task)
 {
-    long rows = th_sql_long(c->conninfo, "SELECT count(*) FROM usage");
-    TH_EQ_INT(rows, th_sql_long(c->conninfo, "SELECT count(DISTINCT task_id) FROM usage"));
-    TH_EQ_INT(rows, th_sql_long(c->conninfo,
-                                "SELECT count(*) FROM tasks WHERE status = 'succeeded'"));
-    return rows;
+    /* task_id -> {"n": events, "event_id": first, "ids": distinct event_ids} */
+    json_t *events = th_kafka_read_all(c->bootstrap, "gantry.usage");
+    json_t *per_task = json_object();
+    json_t *succeeded = th_sql_column(c->conninfo,
+                                      "SELECT task_id FROM tasks WHERE status = 'succeeded'");
+    json_t *rows = th_sql_column(c->conninfo, "SELECT task_id FROM usage");
+    long bad_json = 0, repeated = 0, over = 0, mixed = 0, missing = 0, extra = 0;
+    long row_dup = 0, row_orphan = 0, shown = 0;
+    size_t i;
+    json_t *m, *v;
+    const char *tid;
+
+    json_array_foreach(events, i, m) {
+        json_t *u = json_loads(json_string_value(json_object_get(m, "value")), 0, NULL);
+        const char *task = json_string_value(json_object_get(u, "task_id"));
+        const char *eid = json_string_value(json_object_get(u, "event_id"));
+        if (!task || !eid) {
+            bad_json++;
+            json_decref(u);
+            continue;
+        }
+        json_t *t = json_object_get(per_task, task);
+        if (!t) {
+            t = json_pack("{s:i, s:{}}", "n", 0, "ids");
+            json_object_set_new(per_task, task, t);
+        }
+        json_object_set_new(t, "n", json_integer(json_integer_value(json_object_get(t, "n")) + 1));
+        json_object_set_new(json_object_get(t, "ids"), eid, json_true());
+        json_decref(u);
+    }
+    json_object_foreach(per_task, tid, v) {
+        long n = (long)json_integer_value(json_object_get(v, "n"));
+        if (n > 1)
+            repeated++;
+        if (max_events_per_task > 0 && n > max_events_per_task && shown++ < 5)
+            fprintf(stderr, "  task %s: %ld usage events on gantry.usage\n", tid, n);
+        if (max_events_per_task > 0 && n > max_events_per_task)
+            over++;
+        if (json_object_size(json_object_get(v, "ids")) != 1) {
+            mixed++;
+            if (shown++ < 5)
+                fprintf(stderr, "  task %s: usage events under %zu event_ids\n", tid,
+                        json_object_size(json_object_get(v, "ids")));
+        }
+    }
+    /* Each succeeded task has events; events of a task that did not succeed are a charge for
+     * nothing. */
+    json_t *ok = json_object();
+    json_array_foreach(succeeded, i, v) {
+        json_object_set_new(ok, json_string_value(v), json_true());
+        if (!json_object_get(per_task, json_string_value(v)) && missing++ < 5)
+            fprintf(stderr, "  task %s succeeded without a usage event\n", json_string_value(v));
+    }
+    json_object_foreach(per_task, tid, v)
+        if (!json_object_get(ok, tid) && extra++ < 5)
+            fprintf(stderr, "  task %s has usage events but did not succeed\n", tid);
+    /* PostgreSQL: one row per task, for tasks that had an event. */
+    json_t *seen = json_object();
+    json_array_foreach(rows, i, v) {
+        const char *t = json_string_value(v);
+        if (json_object_get(seen, t) && row_dup++ < 5)
+            fprintf(stderr, "  task %s has more than one usage row\n", t);
+        json_object_set_new(seen, t, json_true());
+        if (!json_object_get(per_task, t) && row_orphan++ < 5)
+            fprintf(stderr, "  usage row for task %s without an event on gantry.usage\n", t);
+    }
+    fprintf(stderr, "  usage: %zu events on gantry.usage for %zu tasks (%ld repeated), "
+                    "%zu rows, %zu succeeded tasks\n",
+            json_array_size(events), json_object_size(per_task), repeated,
+            json_array_size(rows), json_array_size(succeeded));
+    CU_ASSERT_PTR_NOT_NULL(succeeded);
+    CU_ASSERT_PTR_NOT_NULL(rows);
+    TH_EQ_INT(bad_json, 0);
+    TH_EQ_INT(over, 0);
+    TH_EQ_INT(mixed, 0);
+    TH_EQ_INT(missing, 0);
+    TH_EQ_INT(extra, 0);
+    TH_EQ_INT(row_dup, 0);
+    TH_EQ_INT(row_orphan, 0);
+    TH_EQ_INT(json_array_size(rows), json_array_size(succeeded));
+    TH_EQ_INT(json_object_size(per_task), json_array_size(succeeded));
+    long n_rows = (long)json_array_size(rows);
+    json_decref(seen);
+    json_decref(ok);
+    json_decref(rows);
+    json_decref(succeeded);
+    json_decref(per_task);
+    json_decref(events);
+    return n_rows;
+}
+
+long th_check_billed_once(th_cluster_t *c) { return th_check_usage(c, 0); }
+
+json_t *th_sql_column(const char *conninfo, const char *sql)
+{
+    PGconn *conn = PQconnectdb(conninfo);
+    json_t *out = NULL;
+    if (PQstatus(conn) != CONNECTION_OK) {
+        fprintf(stderr, "  sql: cannot connect: %s", PQerrorMessage(conn));
+    } else {
+        PGresult *r = PQexec(conn, sql);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+            out = json_array();
+            for (int i = 0; i < PQntuples(r); i++)
+                json_array_append_new(out, json_string(PQgetvalue(r, i, 0)));
+        } else {
+            fprintf(stderr, "  sql failed: %s: %s", sql, PQerrorMessage(conn));
+        }
+        PQclear(r);
+    }
+    PQfinish(conn);
+    return out;
 }
 
 long th_log_count(const th_cluster_t *c, const char *name, const char *needle)
@@ -373,6 +533,51 @@ long th_results_for(th_cluster_t *c, const char *rid, const char **status)
     if (status)
         *status = last;
     return n;
+}
+
+long th_group_lag(const char *bootstrap, const char *group, const char *topic, char *why,
+                  size_t len)
+{
+    rd_kafka_t *rk = kafka_client(RD_KAFKA_CONSUMER, bootstrap, group);
+    long lag = -1;
+    if (why && len)
+        why[0] = '\0';
+    if (!rk)
+        return -1;
+    const rd_kafka_metadata_t *md = NULL;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    if (rd_kafka_metadata(rk, 0, rkt, &md, 10000) == 0 && md->topic_cnt == 1 &&
+        md->topics[0].partition_cnt > 0) {
+        int np = md->topics[0].partition_cnt;
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(np);
+        for (int p = 0; p < np; p++)
+            rd_kafka_topic_partition_list_add(l, topic, p);
+        if (rd_kafka_committed(rk, l, 10000) == 0) {
+            lag = 0;
+            for (int p = 0; p < np && lag >= 0; p++) {
+                int64_t lo = 0, hi = 0, off = l->elems[p].offset;
+                if (l->elems[p].err ||
+                    rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, 10000) != 0) {
+                    lag = -1;
+                    break;
+                }
+                int64_t from = off < 0 ? lo : off;
+                if (from < hi) {
+                    lag += (long)(hi - from);
+                    if (why && strlen(why) + 64 < len)
+                        snprintf(why + strlen(why), len - strlen(why),
+                                 "%sp%d committed %lld end %lld", why[0] ? ", " : "", p,
+                                 (long long)off, (long long)hi);
+                }
+            }
+        }
+        rd_kafka_topic_partition_list_destroy(l);
+    }
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(rkt);
+    rd_kafka_destroy(rk);
+    return lag;
 }
 
 int th_group_caught_up(const char *bootstrap, const char *group, const char *topic)

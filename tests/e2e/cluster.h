@@ -19,6 +19,7 @@ typedef struct th_cluster_opts {
     const char *extra_config; /* JSON object merged (recursively) into the generated config */
     int kafka_port;           /* clients' bootstrap port (a restarted Kafka keeps it); 0: any */
     const char *const *mock_args; /* more mock HostedAI arguments (NULL-terminated), or NULL */
+    int kafka_brokers;        /* brokers of the embedded Kafka (ids 1..N); 0: 1 */
 } th_cluster_opts_t;
 
 typedef struct th_cluster {
@@ -29,12 +30,25 @@ typedef struct th_cluster {
     char conninfo[512];
     char config[256];
     char logdir[256];
+    char kafka_ctl[320];      /* the embedded Kafka's control FIFO (logdir/kafka.ctl) */
+    int kafka_brokers;
 } th_cluster_t;
 
 int th_cluster_start(th_cluster_t *c, const th_cluster_opts_t *o);
 /* (Re)starts the embedded Kafka into c->kafka and c->bootstrap (port as in
  * th_cluster_opts_t.kafka_port). Returns 0 or -1. */
 int th_cluster_start_kafka(th_cluster_t *c, int port);
+/* Sends one command to the embedded Kafka's control channel (see
+ * gantry-kafka-dev --help) and waits up to 10 s for its answer. Returns 0 when
+ * it answered "ok" (the fault is then in place), -1 otherwise (printed). */
+int th_cluster_kafka_cmd(th_cluster_t *c, const char *cmd);
+/* Broker id (1..kafka_brokers, -1: all) down: connections dropped, new ones
+ * refused, leaders stay where they are. With one broker: all of Kafka. */
+int th_cluster_broker_down(th_cluster_t *c, int id);
+int th_cluster_broker_up(th_cluster_t *c, int id);
+/* Moves the leader of topic[partition] to broker id (-1: no leader). */
+int th_cluster_partition_leader(th_cluster_t *c, const char *topic, int partition, int id);
+
 /* Starts one more worker; returns its slot or -1. */
 int th_cluster_add_worker(th_cluster_t *c);
 void th_cluster_stop(th_cluster_t *c);
@@ -71,9 +85,27 @@ int th_cluster_usage_complete(void *cluster);
  * requests (the topic read to its end). Returns the duplicates seen. */
 long th_check_one_result_each(th_cluster_t *c, long n);
 
-/* Asserts billed once: usage rows = distinct tasks among them = succeeded
- * tasks. Returns the number of rows. */
+/* Asserts billed once, counted on the gantry.usage topic and in PostgreSQL:
+ * every succeeded task has usage events on the topic and no other task has;
+ * all events of a task carry one event_id (so the ledger stores one charge);
+ * one usage row per task, as many rows as succeeded tasks, and no row for a
+ * task without an event. max_events_per_task > 0 also bounds the events a
+ * task has on the topic (1: exactly one; 0: a re-run task may repeat its
+ * event, as after a SIGKILL). Returns the number of rows. */
+long th_check_usage(th_cluster_t *c, int max_events_per_task);
+/* th_check_usage(c, 0). */
 long th_check_billed_once(th_cluster_t *c);
+
+/* Messages between the committed offset of group and the end of topic, over
+ * all partitions (a partition without a commit counts from its start); -1
+ * when the offsets cannot be read. When why is non-NULL it gets the lagging
+ * partitions ("p3 committed 17 end 64, ..."). */
+long th_group_lag(const char *bootstrap, const char *group, const char *topic, char *why,
+                  size_t len);
+
+/* First column of every row of sql, as a JSON array of strings (NULL on
+ * error, printed). Caller owns it. */
+json_t *th_sql_column(const char *conninfo, const char *sql);
 
 /* Lines of a process's log (logdir/name, e.g. "worker-0.log") containing
  * needle. */
