@@ -259,8 +259,7 @@ static void on_delivered(int err, const char *errstr, void *opaque)
         effect_fail(e, p, code, errstr ? errstr : "delivery failed");
         return;
     }
-    retry_later(p, code, errstr ? errstr : "delivery failed");
-    effect_maybe_free(e);
+    retry_later(p, code, errstr ? errstr : "delivery failed"); /* may free e (stopping) */
 }
 
 static void effect_send(produce_t *p)
