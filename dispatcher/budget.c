@@ -95,8 +95,8 @@ static void warn(admit_t *a, const char *period, int pct, long long used)
     gt_log(GT_LOG_WARN, &(gt_log_ctx_t){.tenant_id = a->tenant_id},
            "budget: %s used %lld of %lld micros (%d%% threshold) in %s", a->tenant_id, used,
            (long long)a->monthly, pct, period);
-    if (ev && gt_message_send(a->d->producer, a->d->cfg->topics.events, a->tenant_id, ev, NULL, 0,
-                              NULL, NULL) != 0)
+    if (ev && gt_effect_send_json(a->d->effects, a->d->cfg->topics.events, a->tenant_id, ev, NULL,
+                                  0) != 0)
         gt_error("cannot queue budget.warning for %s", a->tenant_id);
     json_decref(ev);
 }
