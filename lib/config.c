@@ -325,12 +325,14 @@ static void add_lane(gt_config_t *cfg, const char *lane)
 static void load_kafka(ctx_t *c, gt_config_t *cfg)
 {
     static const char *const keys[] = {"bootstrap_servers", "properties", "consumer_properties",
-                                       "producer_properties", "revoke_grace_ms", NULL};
+                                       "producer_properties", "revoke_grace_ms",
+                                       "static_membership", NULL};
     json_t *k = get_obj(c, cfg->root, "kafka", "", 1);
     if (k)
         check_keys(c, k, "kafka", keys);
     cfg->bootstrap_servers = get_str(c, k, "bootstrap_servers", "kafka", NULL, 1);
     cfg->kafka_revoke_grace_ms = get_int(c, k, "revoke_grace_ms", "kafka", 10000, 0, 600000);
+    cfg->kafka_static_membership = get_bool(c, k, "static_membership", "kafka", 0);
     json_t **props[] = {&cfg->kafka_props, &cfg->kafka_consumer_props, &cfg->kafka_producer_props};
     const char *names[] = {"properties", "consumer_properties", "producer_properties"};
     for (int i = 0; i < 3; i++) {

@@ -85,6 +85,8 @@ typedef struct gt_consumer_opts {
     int64_t commit_interval_ms;    /* default cfg->commit_interval_ms, else 200 */
     int max_per_wakeup;            /* messages handed out before yielding to the loop, default 500 */
     int max_backlog;               /* messages held while paused before librdkafka pauses, default 1000 */
+    const char *instance_id;       /* the process's --id: group.instance.id when
+                                      cfg->kafka_static_membership (NULL: dynamic member) */
 } gt_consumer_opts_t;
 
 gt_consumer_t *gt_consumer_new(uv_loop_t *loop, const gt_config_t *cfg,
