@@ -247,6 +247,7 @@ gt_ledger_t *gt_ledger_new(gt_dispatcher_t *d, char *err, size_t errlen)
     l->timer.data = l;
     const char *topics[] = {d->cfg->topics.usage, NULL};
     gt_consumer_opts_t opts = {.group_id = d->cfg->group_ledger,
+                               .instance_id = d->id,
                                .topics = topics,
                                .cb = on_usage,
                                .arg = l,

@@ -287,7 +287,8 @@ int main(int argc, char **argv)
                                     .topics = topics,
                                     .cb = on_message,
                                     .arg = d,
-                                    .commit_interval_ms = cfg->commit_interval_ms};
+                                    .commit_interval_ms = cfg->commit_interval_ms,
+                                    .instance_id = d->id};
         d->consumer = gt_consumer_new(loop, cfg, &copts, err, sizeof(err));
         if (!d->consumer) {
             fprintf(stderr, "gantry-dispatcher: kafka consumer: %s\n", err);

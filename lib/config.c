@@ -326,7 +326,7 @@ static void load_kafka(ctx_t *c, gt_config_t *cfg)
 {
     static const char *const keys[] = {"bootstrap_servers", "properties", "consumer_properties",
                                        "producer_properties", "revoke_grace_ms",
-                                       "message_max_bytes", NULL};
+                                       "message_max_bytes", "static_membership", NULL};
     json_t *k = get_obj(c, cfg->root, "kafka", "", 1);
     if (k)
         check_keys(c, k, "kafka", keys);
@@ -335,6 +335,7 @@ static void load_kafka(ctx_t *c, gt_config_t *cfg)
     /* librdkafka's own range for message.max.bytes; Kafka's default. */
     cfg->kafka_message_max_bytes =
         get_int(c, k, "message_max_bytes", "kafka", 1000000, 1000, 1000000000);
+    cfg->kafka_static_membership = get_bool(c, k, "static_membership", "kafka", 0);
     json_t **props[] = {&cfg->kafka_props, &cfg->kafka_consumer_props, &cfg->kafka_producer_props};
     const char *names[] = {"properties", "consumer_properties", "producer_properties"};
     for (int i = 0; i < 3; i++) {

@@ -135,6 +135,7 @@ typedef struct gt_config {
                                         Kafka's 1,000,000); intake refuses what would not fit */
     int64_t kafka_revoke_grace_ms; /* a revoke waits this long for the messages in flight on
                                       the partitions it takes away, default 10000 */
+    int kafka_static_membership; /* consumers join with group.instance.id = the process's --id */
     gt_topics_t topics;
     char *group_dispatcher, *group_worker, *group_ledger;
 

@@ -1100,6 +1100,11 @@ gt_consumer_t *gt_consumer_new(uv_loop_t *loop, const gt_config_t *cfg,
         conf_set(conf, "enable.auto.commit", "false", err, errlen) < 0 ||
         conf_set(conf, "enable.auto.offset.store", "false", err, errlen) < 0)
         goto fail;
+    /* Static membership (KIP-345): a member that restarts under the same id
+     * within session.timeout.ms takes its partitions back, no rebalance. */
+    if (cfg->kafka_static_membership && opts->instance_id && *opts->instance_id &&
+        conf_set(conf, "group.instance.id", opts->instance_id, err, errlen) < 0)
+        goto fail;
     rd_kafka_conf_set_opaque(conf, c);
     rd_kafka_conf_set_rebalance_cb(conf, consumer_on_rebalance);
     rd_kafka_conf_set_offset_commit_cb(conf, consumer_on_commit);

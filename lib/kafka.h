@@ -85,6 +85,8 @@ typedef struct gt_consumer_opts {
     int64_t commit_interval_ms;    /* default cfg->commit_interval_ms, else 200 */
     int max_per_wakeup;            /* messages handed out before yielding to the loop, default 500 */
     int max_backlog;               /* messages held while paused before librdkafka pauses, default 1000 */
+    const char *instance_id;       /* the process's --id: group.instance.id when
+                                      cfg->kafka_static_membership (NULL: dynamic member) */
 } gt_consumer_opts_t;
 
 gt_consumer_t *gt_consumer_new(uv_loop_t *loop, const gt_config_t *cfg,
@@ -106,13 +108,20 @@ const char *gt_msg_header(const gt_msg_t *msg, const char *name, char *buf, size
 void gt_consumer_pause(gt_consumer_t *c);
 void gt_consumer_resume(gt_consumer_t *c);
 
+/* Every second, per assigned partition: gantry_consumer_lag (high watermark
+ * minus the offset the broker acknowledged committing) and
+ * gantry_consumer_oldest_undone_seconds (age of the oldest message handed
+ * out and not done, 0 when none). */
+
 /* Messages handed out and not yet done. */
 int gt_consumer_in_flight(const gt_consumer_t *c);
 
 /* In a rebalance, partitions taken from this consumer are kept until the
  * messages in flight on them are done or kafka.revoke_grace_ms passes (no
- * more of their messages are handed out meanwhile, and the group waits).
- * Returns how many partitions wait so now. */
+ * more of their messages are handed out meanwhile, and the group waits), then
+ * what is done on them is committed asynchronously and they are handed over
+ * when the broker answers (at most 5 s later); the loop never blocks on it.
+ * Returns how many partitions wait so now (for their work or their commit). */
 int gt_consumer_revoking(const gt_consumer_t *c);
 
 /* Stops delivering messages and closes the loop handles (async close). */

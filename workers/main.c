@@ -305,6 +305,7 @@ int main(int argc, char **argv)
         .cb = gt_executor_on_message,
         .arg = w.ex,
         .commit_interval_ms = w.cfg->commit_interval_ms,
+        .instance_id = w.id,
     };
     w.consumer = gt_consumer_new(&w.loop, w.cfg, &copts, err, sizeof(err));
     if (!w.consumer) {

@@ -23,7 +23,8 @@ static const char *const test_topics = "# topics of test_kafka\n"
                                        "t.pause 2\n"
                                        "t.restart 3\n"
                                        "t.group 4\n"
-                                       "t.stuck 1\n";
+                                       "t.stuck 1\n"
+                                       "t.static 2\n";
 
 static th_proc_t broker;
 static int broker_up;
@@ -931,6 +932,32 @@ static void test_fixed_port(void)
     CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
+/* kafka.static_membership: the consumer joins with group.instance.id (the
+ * mock accepts it, and ignores it) and consumes as usual. */
+static void test_static_member(void)
+{
+    CU_ASSERT_FATAL(broker_up);
+    char err[256];
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    gt_config_t scfg = cfg;
+    scfg.kafka_static_membership = 1;
+    fp_t s = {0};
+    dwait_t dw = {{0, 0}, 20};
+    const char *topics[] = {"t.static", NULL};
+    gt_producer_t *p = gt_producer_new(&loop, &scfg, err, sizeof(err));
+    gt_consumer_opts_t o = {.group_id = "g-static", .topics = topics, .cb = fp_on_msg, .arg = &s,
+                            .instance_id = "static-1"};
+    gt_consumer_t *c = gt_consumer_new(&loop, &scfg, &o, err, sizeof(err));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    TH_EQ_INT(produce(p, "t.static", "m", 0, 20, &dw.d), 0);
+    count_wait_t cw = {&s.received, 20};
+    CU_ASSERT(run_until(&loop, count_reached, &cw, 30000));
+    TH_EQ_INT(s.received, 20);
+    teardown(&loop, p, c, NULL);
+}
+
 static void test_stop(void)
 {
     CU_ASSERT_FATAL(broker_up);
@@ -954,6 +981,7 @@ int main(void)
         {"revoke_grace_expires", test_revoke_grace_expires},
         {"stuck_visible", test_stuck_visible},
         {"fixed_port", test_fixed_port},
+        {"static_member", test_static_member},
         {"stop", test_stop},
         {NULL, NULL},
     };
