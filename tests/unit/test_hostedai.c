@@ -265,7 +265,7 @@ static void test_answered_after_cancel(void)
         held = (int)json_array_size(h);
         json_decref(h);
     }
-    TH_EQ_INT(held, 1);
+    CU_ASSERT(held >= 1); /* call 1's (and maybe call 0's, owed since its late answer) */
     gt_hai_cancel(r.call[1]);
     r.call[0] = r.call[1] = NULL; /* cb will not run */
     CU_ASSERT(run_until(&r, settled, 10000));

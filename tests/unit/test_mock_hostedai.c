@@ -410,6 +410,69 @@ static void test_allocations_list(void)
     mock_stop(&m);
 }
 
+/* GET /v1/allocations?label.K=V filters by labels (ANDed). */
+static void test_allocations_by_label(void)
+{
+    mock_t m;
+    char a[64], b[64];
+    reply_t r;
+
+    if (mock_start(&m, NULL) != 0) {
+        CU_FAIL("mock did not start");
+        return;
+    }
+    TH_EQ_INT(allocate(&m, 2, 20, 0, a, sizeof(a), NULL), 201);
+    TH_EQ_INT(allocate(&m, 3, 30, 0, b, sizeof(b), NULL), 201);
+    r = call(&m, "GET", "/v1/allocations?label.task_id=task-3-30", NULL, KEY);
+    TH_EQ_INT(r.status, 200);
+    TH_EQ_INT(json_array_size(json_object_get(r.json, "allocations")), 1);
+    TH_EQ_STR(json_string_value(json_object_get(
+                  json_array_get(json_object_get(r.json, "allocations"), 0), "allocation_id")),
+              b);
+    reply_free(&r);
+    r = call(&m, "GET", "/v1/allocations?label.holder=worker-7&label.task_id=task-2-20", NULL,
+             KEY);
+    TH_EQ_INT(json_array_size(json_object_get(r.json, "allocations")), 1);
+    reply_free(&r);
+    r = call(&m, "GET", "/v1/allocations?label.holder=worker-8", NULL, KEY);
+    TH_EQ_INT(json_array_size(json_object_get(r.json, "allocations")), 0);
+    reply_free(&r);
+    r = call(&m, "GET", "/v1/allocations?label.attempt=x", NULL, KEY); /* no such label */
+    TH_EQ_INT(json_array_size(json_object_get(r.json, "allocations")), 0);
+    reply_free(&r);
+    TH_EQ_INT(release(&m, a), 204);
+    TH_EQ_INT(release(&m, b), 204);
+    mock_stop(&m);
+}
+
+/* --release-fail-ms: releases answer 503 for that long after start, then work;
+ * the allocation stays outstanding (exactly) until then. */
+static void test_release_fail_ms(void)
+{
+    static const char *const extra[] = {"--release-fail-ms", "700", NULL};
+    mock_t m;
+    char a[64];
+    int64_t t0 = th_now_ms();
+
+    if (mock_start(&m, extra) != 0) {
+        CU_FAIL("mock did not start");
+        return;
+    }
+    TH_EQ_INT(allocate(&m, 1, 10, 0, a, sizeof(a), NULL), 201);
+    long st = release(&m, a);
+    if (th_now_ms() - t0 < 600) /* the window was not over yet */
+        TH_EQ_INT(st, 503);
+    TH_EQ_INT(stat(&m, "outstanding_allocations"), st == 204 ? 0 : 1);
+    while (st == 503 && th_now_ms() - t0 < 5000)
+        st = release(&m, a);
+    TH_EQ_INT(st, 204);
+    CU_ASSERT(th_now_ms() - t0 >= 700);
+    CU_ASSERT(stat(&m, "releases_refused") >= 1);
+    TH_EQ_INT(stat(&m, "outstanding_allocations"), 0);
+    TH_EQ_INT(stat(&m, "releases_total"), 1);
+    mock_stop(&m);
+}
+
 static int is_fault(long st)
 {
     return st == 500 || st == 503 || st == 429;
@@ -602,6 +665,8 @@ int main(void)
         {"bad_requests", test_bad_requests},
         {"inference", test_inference},
         {"allocations_list", test_allocations_list},
+        {"allocations_by_label", test_allocations_by_label},
+        {"release_fail_ms", test_release_fail_ms},
         {"fault_rate", test_fault_rate},
         {"cli", test_cli},
         {"cli_env_key", test_cli_env_key},
