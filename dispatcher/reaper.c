@@ -85,8 +85,8 @@ static void on_released(const gt_http_response_t *resp, void *arg)
                                               "holder", rc->holder, "incarnation",
                                               rc->incarnation, "reason", rc->reason));
         if (ev)
-            gt_message_send(r->d->producer, r->d->cfg->topics.events, rc->allocation_id, ev,
-                            NULL, 0, NULL, NULL);
+            gt_effect_send_json(r->d->effects, r->d->cfg->topics.events, rc->allocation_id, ev,
+                                NULL, 0);
         json_decref(ev);
     } else if (resp->curl_code != 42 /* aborted at shutdown */) {
         gt_warn("releasing allocation %s failed (status %ld): retried next round",
@@ -216,8 +216,7 @@ static void send_probe(gt_reaper_t *r)
     json_t *ev = gt_event_build("reaper.probe", r->d->id, NULL,
                                 json_pack("{s:s}", "reaper", r->probe_id));
     if (ev)
-        gt_message_send(r->d->producer, r->d->cfg->topics.events, r->d->id, ev, NULL, 0, NULL,
-                        NULL);
+        gt_effect_send_json(r->d->effects, r->d->cfg->topics.events, r->d->id, ev, NULL, 0);
     json_decref(ev);
 }
 

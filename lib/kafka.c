@@ -1084,9 +1084,11 @@ gt_consumer_t *gt_consumer_new(uv_loop_t *loop, const gt_config_t *cfg,
     if (wake_pipe_open(c->wake, err, errlen) < 0)
         goto fail;
 
+    char session_ms[24]; /* the value lib/config.c checks lease TTLs against */
+    snprintf(session_ms, sizeof(session_ms), "%d", GT_KAFKA_SESSION_TIMEOUT_MS);
     conf = rd_kafka_conf_new();
     if (conf_set(conf, "bootstrap.servers", cfg->bootstrap_servers, err, errlen) < 0 ||
-        conf_set(conf, "session.timeout.ms", "10000", err, errlen) < 0 ||
+        conf_set(conf, "session.timeout.ms", session_ms, err, errlen) < 0 ||
         conf_set(conf, "heartbeat.interval.ms", "1000", err, errlen) < 0 ||
         conf_set(conf, "max.poll.interval.ms", "300000", err, errlen) < 0 ||
         conf_set(conf, "partition.assignment.strategy", "range,roundrobin", err, errlen) < 0 ||

@@ -8,18 +8,6 @@
 #include "clock.h"
 #include "message.h"
 
-int gt_message_send(gt_producer_t *p, const char *topic, const char *key, const json_t *obj,
-                    const gt_header_t *headers, size_t n_headers, gt_delivery_cb cb, void *opaque)
-{
-    char *text = json_dumps(obj, JSON_COMPACT);
-    if (!text)
-        return -1;
-    int rc = gt_producer_send(p, topic, key, key ? strlen(key) : 0, text, strlen(text), headers,
-                              n_headers, cb, opaque);
-    free(text);
-    return rc;
-}
-
 json_t *gt_message_parse(const gt_msg_t *msg, const gt_schema_t *schema, const char **code,
                          char *err, size_t errlen)
 {

@@ -10,11 +10,6 @@
 #include "kafka.h"
 #include "schema.h"
 
-/* Serialises obj compactly and sends it (see gt_producer_send). key may be
- * NULL. Does not steal obj. Returns 0 or a negative error. */
-int gt_message_send(gt_producer_t *p, const char *topic, const char *key, const json_t *obj,
-                    const gt_header_t *headers, size_t n_headers, gt_delivery_cb cb, void *opaque);
-
 /* Parses msg's value as a JSON object and validates it against schema (may be
  * NULL). Returns the object (caller owns), or NULL with *code set to
  * "invalid_json" or "schema_violation" and a reason in err. */
