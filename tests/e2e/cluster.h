@@ -49,7 +49,8 @@ int th_cluster_broker_up(th_cluster_t *c, int id);
 int th_cluster_partition_leader(th_cluster_t *c, const char *topic, int partition, int id);
 
 /* Starts a dispatcher into p with --id id and the cluster's configuration
- * (log: logdir/<id>.log). Returns 0 or -1. */
+ * (log: logdir/<id>.log; logdir/dispatcher.log for the cluster's own,
+ * "dispatcher-e2e"). Returns 0 or -1. */
 int th_cluster_start_dispatcher(th_cluster_t *c, th_proc_t *p, const char *id);
 /* Starts the worker of a slot again under the same --id (after it exited or
  * was killed and reaped). Returns 0 or -1. */

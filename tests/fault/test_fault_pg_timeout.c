@@ -18,24 +18,27 @@ static int some_progress(void *arg)
     return th_sql_long(cl.conninfo, "SELECT count(*) FROM tasks WHERE status = 'succeeded'") >= 100;
 }
 
-/* ALTER DATABASE ... SET applies to new sessions: end the others. */
+/* ALTER DATABASE ... SET applies to new sessions: end the others. Sent from
+ * the postgres database, whose new sessions the setting does not touch. */
 static int set_timeout(const char *value)
 {
-    char sql[512], db[128] = "";
+    char sql[512], db[128] = "", admin[600];
     const char *p = strstr(cl.conninfo, "dbname=");
     if (p)
         sscanf(p + 7, "%127[^ ]", db);
+    snprintf(admin, sizeof(admin), "%.*sdbname=postgres%s", (int)(p ? p - cl.conninfo : 0),
+             cl.conninfo, p ? p + 7 + strlen(db) : "");
     if (strcmp(value, "RESET") == 0)
         snprintf(sql, sizeof(sql), "ALTER DATABASE %s RESET statement_timeout", db);
     else
         snprintf(sql, sizeof(sql), "ALTER DATABASE %s SET statement_timeout = '%s'", db, value);
-    if (th_fault_sql(cl.conninfo, sql) != 0)
+    if (th_fault_sql(admin, sql) != 0)
         return -1;
     snprintf(sql, sizeof(sql),
              "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
              " WHERE datname = '%s' AND pid <> pg_backend_pid()",
              db);
-    return th_fault_sql(cl.conninfo, sql);
+    return th_fault_sql(admin, sql);
 }
 
 static void test_pg_timeout(void)
