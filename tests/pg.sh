@@ -86,9 +86,15 @@ start)
     fi
     # The port is free when picked but another process may take it before the
     # server binds it: try a few.
+    # A restart (stop, then start on the same DIR) keeps the port, so that
+    # clients' conninfo stays valid: tests stop PostgreSQL mid-run.
     tries=0
     while :; do
-        port=$(free_port)
+        if [ $tries -eq 0 ] && [ -f "$dir/port" ]; then
+            port=$(cat "$dir/port")
+        else
+            port=$(free_port)
+        fi
         if as_owner "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
             -o "-p $port -c listen_addresses=127.0.0.1 -k $dir -c fsync=off -c max_connections=200 ${GANTRY_PG_OPTS:-}" \
             start >&2; then

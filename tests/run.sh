@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # run.sh - the test suite from a fresh machine: install packages, build with
-# -Werror, start a throwaway PostgreSQL, run every test (unit and end to end).
+# -Werror, start a throwaway PostgreSQL, run every test (unit and end to end),
+# then the fault suite as its own step.
 #   tests/run.sh            normal build in build/
 #   tests/run.sh --asan     ASan+UBSan build in build-asan/
 set -euo pipefail
@@ -24,4 +25,9 @@ trap 'bash tests/pg.sh stop "$pgdir" >/dev/null 2>&1 || true; rm -rf "$pgdir"' E
 eval "$(bash tests/pg.sh start "$pgdir")"
 export GANTRY_TEST_PGHOST GANTRY_TEST_PGPORT
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-meson test -C "$builddir" --print-errorlogs --num-processes 2
+meson test -C "$builddir" --print-errorlogs --num-processes 2 --no-suite fault
+# The fault suite (tests/fault/): one case at a time, each holds a fault for up
+# to 60 s; not repeated under ASan (the cases run minutes of real traffic).
+if [ "${1:-}" != "--asan" ]; then
+    meson test -C "$builddir" --print-errorlogs --num-processes 1 --suite fault
+fi

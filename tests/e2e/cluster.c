@@ -165,6 +165,25 @@ int th_cluster_start(th_cluster_t *c, const th_cluster_opts_t *o)
     return 0;
 }
 
+int th_cluster_start_dispatcher(th_cluster_t *c, th_proc_t *p, const char *id)
+{
+    const char *argv[] = {th_bin("dispatcher/gantry-dispatcher"), "--config", c->config, "--id",
+                          id, NULL};
+    /* The cluster's own dispatcher goes on in its log. */
+    return start_proc(c, p, strcmp(id, "dispatcher-e2e") == 0 ? "dispatcher" : id, argv);
+}
+
+int th_cluster_restart_worker(th_cluster_t *c, int slot)
+{
+    char id[32], name[32];
+    if (slot < 0 || slot >= c->n_workers)
+        return -1;
+    snprintf(id, sizeof(id), "worker-e2e-%d", slot);
+    snprintf(name, sizeof(name), "worker-%d", slot);
+    const char *argv[] = {th_bin("workers/gantry-worker"), "--config", c->config, "--id", id, NULL};
+    return start_proc(c, &c->workers[slot], name, argv);
+}
+
 int th_cluster_add_worker(th_cluster_t *c)
 {
     if (c->n_workers >= TH_MAX_WORKERS)

@@ -49,6 +49,14 @@ int th_cluster_broker_up(th_cluster_t *c, int id);
 /* Moves the leader of topic[partition] to broker id (-1: no leader). */
 int th_cluster_partition_leader(th_cluster_t *c, const char *topic, int partition, int id);
 
+/* Starts a dispatcher into p with --id id and the cluster's configuration
+ * (log: logdir/<id>.log; logdir/dispatcher.log for the cluster's own,
+ * "dispatcher-e2e"). Returns 0 or -1. */
+int th_cluster_start_dispatcher(th_cluster_t *c, th_proc_t *p, const char *id);
+/* Starts the worker of a slot again under the same --id (after it exited or
+ * was killed and reaped). Returns 0 or -1. */
+int th_cluster_restart_worker(th_cluster_t *c, int slot);
+
 /* Starts one more worker; returns its slot or -1. */
 int th_cluster_add_worker(th_cluster_t *c);
 void th_cluster_stop(th_cluster_t *c);
