@@ -432,6 +432,65 @@ static int tenant_unknown(const gt_config_t *cfg, const json_t *req)
            !gt_config_tenant(cfg, json_string_value(json_object_get(req, "tenant_id")));
 }
 
+/* A copy of a request_id in intake now, with another body: which body came
+ * first is the stored job's (the copy in intake may itself be a conflicting
+ * re-send of it); with no job yet, the copy in intake is the first. */
+typedef struct dup_check {
+    gt_dispatcher_t *d;
+    gt_msg_t *msg;
+    char *request_id;
+    char sha[65], active[65];
+} dup_check_t;
+
+static const char sql_stored_hash[] = "SELECT request_sha256 FROM jobs WHERE request_id = $1";
+
+static void on_stored_hash(const PGresult *res, const char *err, void *arg)
+{
+    dup_check_t *c = arg;
+    if (err) { /* permanent (transient ones were retried) or stopping: as on_pending */
+        gt_dispatcher_dead_letter(c->d, c->d->consumer, c->msg, "intake.dedupe",
+                                  "persist_failed", err, c->request_id);
+    } else {
+        const char *first = c->active;
+        if (PQntuples(res) == 1) /* NULL: stored before migration 008, counts as identical */
+            first = PQgetisnull(res, 0, 0) ? c->sha : PQgetvalue(res, 0, 0);
+        if (strcmp(first, c->sha) == 0) {
+            gt_stats_duplicate("identical");
+            gt_consumer_done(c->d->consumer, c->msg);
+        } else {
+            gt_stats_duplicate("conflict");
+            gt_log(GT_LOG_WARN, &(gt_log_ctx_t){.request_id = c->request_id},
+                   "duplicate request_id with a different body: dead-lettered");
+            gt_dispatcher_dead_letter(c->d, c->d->consumer, c->msg, "intake.dedupe",
+                                      "duplicate_conflict",
+                                      "a request with this request_id exists with a different "
+                                      "body; the first body won",
+                                      c->request_id);
+        }
+    }
+    free(c->request_id);
+    free(c);
+}
+
+static void in_flight_conflict(gt_dispatcher_t *d, gt_msg_t *msg, const char *request_id,
+                               const char *sha, const char *active)
+{
+    dup_check_t *c = calloc(1, sizeof(*c));
+    if (!c || !(c->request_id = strdup(request_id))) {
+        gt_log(GT_LOG_ERROR, &(gt_log_ctx_t){.request_id = request_id},
+               "out of memory checking a duplicate: left undone");
+        free(c);
+        return;
+    }
+    c->d = d;
+    c->msg = msg;
+    snprintf(c->sha, sizeof(c->sha), "%s", sha);
+    snprintf(c->active, sizeof(c->active), "%s", active);
+    const char *params[] = {c->request_id};
+    if (gt_pg_query(d->pg, sql_stored_hash, 1, params, on_stored_hash, c) != 0)
+        on_stored_hash(NULL, "cannot send query", c);
+}
+
 /* Puts the request back in intake_active with its hash (set by the handler). */
 static void mark_active(intake_t *in)
 {
@@ -466,15 +525,11 @@ void gt_intake_handle(gt_dispatcher_t *d, gt_msg_t *msg)
     const char *active = json_string_value(json_object_get(d->intake_active, request_id));
     if (active) {
         d->requests_duplicate++;
-        if (strcmp(active, sha) != 0) { /* the copy in intake wins, as a stored job would */
-            gt_stats_duplicate("conflict");
-            gt_dispatcher_dead_letter(d, d->consumer, msg, "intake.dedupe", "duplicate_conflict",
-                                      "a request with this request_id is in intake with a "
-                                      "different body; the first body won",
-                                      request_id);
-        } else { /* the same request is in intake right now: this copy adds nothing */
+        if (strcmp(active, sha) == 0) { /* the same request is in intake now: adds nothing */
             gt_stats_duplicate("identical");
             gt_consumer_done(d->consumer, msg);
+        } else {
+            in_flight_conflict(d, msg, request_id, sha, active);
         }
         json_decref(req);
         return;
