@@ -237,7 +237,8 @@ static void on_pending(const PGresult *res, const char *err, void *arg)
      * as identical. */
     if (!PQgetisnull(res, 0, 3) && strcmp(PQgetvalue(res, 0, 3), in->body_sha) != 0) {
         gt_stats_duplicate("conflict");
-        gt_log(GT_LOG_WARN, IN_CTX(in), "duplicate request_id with a different body: dead-lettered");
+        gt_log(GT_LOG_WARN, IN_CTX(in),
+               "duplicate request_id with a different body: dead-lettered");
         gt_dispatcher_dead_letter(in->d, in->d->consumer, in->msg, "intake.dedupe",
                                   "duplicate_conflict",
                                   "a job with this request_id exists with a different body; the "
