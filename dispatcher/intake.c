@@ -523,10 +523,11 @@ void gt_intake_handle(gt_dispatcher_t *d, gt_msg_t *msg)
         json_decref(req);
         return;
     }
-    const char *active = json_string_value(json_object_get(d->intake_active, request_id));
-    if (active) {
+    json_t *in_flight = json_object_get(d->intake_active, request_id);
+    if (in_flight) {
+        const char *active = json_string_value(in_flight); /* NULL: no hash, as identical */
         d->requests_duplicate++;
-        if (strcmp(active, sha) == 0) { /* the same request is in intake now: adds nothing */
+        if (!active || strcmp(active, sha) == 0) { /* the same request is in intake now */
             gt_stats_duplicate("identical");
             gt_consumer_done(d->consumer, msg);
         } else {
