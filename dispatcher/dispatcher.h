@@ -33,7 +33,7 @@ typedef struct gt_dispatcher {
     gt_pg_t *pg_ledger;            /* the ledger's batches; NULL without the role */
     gt_consumer_t *consumer;       /* requests and task results (group_dispatcher) */
     gt_schema_t *request_schema, *task_result_schema, *usage_schema, *event_schema;
-    json_t *intake_active;         /* request_ids in intake now: a set (object of true) */
+    json_t *intake_active;         /* request_ids in intake now -> SHA-256 of their body */
     json_t *finalizing;            /* request_ids whose result is being published */
     gt_coordinator_t *coordinator; /* the coordinator role's sweep; NULL without the role */
     gt_ledger_t *ledger;

@@ -13,6 +13,8 @@
 #include "guard.h"
 #include "log.h"
 #include "message.h"
+#include "sigv4.h"
+#include "stats.h"
 #include "trace.h"
 
 typedef struct intake {
@@ -21,6 +23,7 @@ typedef struct intake {
     json_t *req;
     gt_graph_t graph;
     char *request_id;
+    char body_sha[65];     /* SHA-256 of the request as received (request_hash) */
     char traceparent[128]; /* the intake span: tasks and a rejection carry it */
     int has_traceparent;
     gt_span_t span;        /* dispatcher.intake, child of the request's traceparent */
@@ -39,9 +42,10 @@ static const char sql_insert[] =
     "WITH j AS ("
     "  INSERT INTO jobs (request_id, tenant_id, kind, model, lane, priority, deadline,"
     "                    reply_topic, task_count, batch, request, source_topic,"
-    "                    source_partition, source_offset, traceparent)"
+    "                    source_partition, source_offset, traceparent,"
+    "                    request_sha256)"
     "  VALUES ($1, $2, $3, $4, $5, $6, $7::timestamptz, $8, $9, $10, $11::jsonb, $12, $13, $14,"
-    "          $16)"
+    "          $16, $17)"
     "  ON CONFLICT (request_id) DO NOTHING RETURNING request_id),"
     " t AS ("
     "  INSERT INTO tasks (task_id, request_id, idx, kind, depends_on, model, pool, lane)"
@@ -54,10 +58,10 @@ static const char sql_insert[] =
 /* Crash recovery: inference tasks of an existing job that never reached Kafka. */
 static const char sql_pending[] =
     "SELECT j.request, coalesce(array_to_json(array_agg(t.idx ORDER BY t.idx)"
-    "         FILTER (WHERE t.task_id IS NOT NULL)), '[]'), j.traceparent"
+    "         FILTER (WHERE t.task_id IS NOT NULL)), '[]'), j.traceparent, j.request_sha256"
     " FROM jobs j LEFT JOIN tasks t ON t.request_id = j.request_id"
     "  AND t.kind = 'inference' AND t.status = 'pending'"
-    " WHERE j.request_id = $1 GROUP BY j.request, j.traceparent";
+    " WHERE j.request_id = $1 GROUP BY j.request, j.traceparent, j.request_sha256";
 
 /* Bounded by the request: its open tasks come from the tasks_open index
  * whatever the statistics say. By task_id alone, a generic plan built on
@@ -228,6 +232,21 @@ static void on_pending(const PGresult *res, const char *err, void *arg)
         intake_finish(in); /* nothing left to recover */
         return;
     }
+    /* The first body wins: a different one is a producer bug, kept in the DLQ
+     * and the job left untouched. A job stored before the hash (NULL) counts
+     * as identical. */
+    if (!PQgetisnull(res, 0, 3) && strcmp(PQgetvalue(res, 0, 3), in->body_sha) != 0) {
+        gt_stats_duplicate("conflict");
+        gt_log(GT_LOG_WARN, IN_CTX(in),
+               "duplicate request_id with a different body: dead-lettered");
+        gt_dispatcher_dead_letter(in->d, in->d->consumer, in->msg, "intake.dedupe",
+                                  "duplicate_conflict",
+                                  "a job with this request_id exists with a different body; the "
+                                  "first body won", in->request_id);
+        intake_free(in);
+        return;
+    }
+    gt_stats_duplicate("identical");
     json_t *stored = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
     json_t *idxs = json_loads(PQgetvalue(res, 0, 1), 0, NULL);
     const char *code;
@@ -394,6 +413,91 @@ static void on_admitted(int admitted, const char *reason, void *arg)
 
 static void intake_start(gt_dispatcher_t *d, gt_msg_t *msg, json_t *req);
 
+/* "Same body": SHA-256 of the canonical JSON (compact, sorted keys) of the
+ * request as received, so that key order and spacing do not matter. */
+static int request_hash(const json_t *req, char hex[65])
+{
+    char *text = json_dumps(req, JSON_COMPACT | JSON_SORT_KEYS);
+    if (!text)
+        return -1;
+    gt_sigv4_sha256_hex(text, strlen(text), hex);
+    free(text);
+    return 0;
+}
+
+/* When tenants are configured, only they are served (unless
+ * dispatcher.allow_unknown_tenants). */
+static int tenant_unknown(const gt_config_t *cfg, const json_t *req)
+{
+    return gt_config_tenants_configured(cfg) && !cfg->allow_unknown_tenants &&
+           !gt_config_tenant(cfg, json_string_value(json_object_get(req, "tenant_id")));
+}
+
+/* A copy of a request_id in intake now, with another body: which body came
+ * first is the stored job's (the copy in intake may itself be a conflicting
+ * re-send of it); with no job yet, the copy in intake is the first. */
+typedef struct dup_check {
+    gt_dispatcher_t *d;
+    gt_msg_t *msg;
+    char *request_id;
+    char sha[65], active[65];
+} dup_check_t;
+
+static const char sql_stored_hash[] = "SELECT request_sha256 FROM jobs WHERE request_id = $1";
+
+static void on_stored_hash(const PGresult *res, const char *err, void *arg)
+{
+    dup_check_t *c = arg;
+    if (err) { /* permanent (transient ones were retried) or stopping: as on_pending */
+        gt_dispatcher_dead_letter(c->d, c->d->consumer, c->msg, "intake.dedupe",
+                                  "persist_failed", err, c->request_id);
+    } else {
+        const char *first = c->active;
+        if (PQntuples(res) == 1) /* NULL: stored before migration 008, counts as identical */
+            first = PQgetisnull(res, 0, 0) ? c->sha : PQgetvalue(res, 0, 0);
+        if (strcmp(first, c->sha) == 0) {
+            gt_stats_duplicate("identical");
+            gt_consumer_done(c->d->consumer, c->msg);
+        } else {
+            gt_stats_duplicate("conflict");
+            gt_log(GT_LOG_WARN, &(gt_log_ctx_t){.request_id = c->request_id},
+                   "duplicate request_id with a different body: dead-lettered");
+            gt_dispatcher_dead_letter(c->d, c->d->consumer, c->msg, "intake.dedupe",
+                                      "duplicate_conflict",
+                                      "a request with this request_id exists with a different "
+                                      "body; the first body won",
+                                      c->request_id);
+        }
+    }
+    free(c->request_id);
+    free(c);
+}
+
+static void in_flight_conflict(gt_dispatcher_t *d, gt_msg_t *msg, const char *request_id,
+                               const char *sha, const char *active)
+{
+    dup_check_t *c = calloc(1, sizeof(*c));
+    if (!c || !(c->request_id = strdup(request_id))) {
+        gt_log(GT_LOG_ERROR, &(gt_log_ctx_t){.request_id = request_id},
+               "out of memory checking a duplicate: left undone");
+        free(c);
+        return;
+    }
+    c->d = d;
+    c->msg = msg;
+    snprintf(c->sha, sizeof(c->sha), "%s", sha);
+    snprintf(c->active, sizeof(c->active), "%s", active);
+    const char *params[] = {c->request_id};
+    if (gt_pg_query(d->pg, sql_stored_hash, 1, params, on_stored_hash, c) != 0)
+        on_stored_hash(NULL, "cannot send query", c);
+}
+
+/* Puts the request back in intake_active with its hash (set by the handler). */
+static void mark_active(intake_t *in)
+{
+    json_object_set_new(in->d->intake_active, in->request_id, json_string(in->body_sha));
+}
+
 void gt_intake_handle(gt_dispatcher_t *d, gt_msg_t *msg)
 {
     char err[512];
@@ -412,16 +516,34 @@ void gt_intake_handle(gt_dispatcher_t *d, gt_msg_t *msg)
         return;
     }
     request_id = json_string_value(json_object_get(req, "request_id"));
-    if (json_object_get(d->intake_active, request_id)) {
-        /* The same request is in intake right now: this copy adds nothing. */
-        d->requests_duplicate++;
-        gt_consumer_done(d->consumer, msg);
+    char sha[65];
+    if (request_hash(req, sha) != 0) {
+        gt_log(GT_LOG_ERROR, &(gt_log_ctx_t){.request_id = request_id},
+               "out of memory hashing the request: left undone");
         json_decref(req);
+        return;
+    }
+    json_t *in_flight = json_object_get(d->intake_active, request_id);
+    if (in_flight) {
+        const char *active = json_string_value(in_flight); /* NULL: no hash, as identical */
+        d->requests_duplicate++;
+        if (!active || strcmp(active, sha) == 0) { /* the same request is in intake now */
+            gt_stats_duplicate("identical");
+            gt_consumer_done(d->consumer, msg);
+        } else {
+            in_flight_conflict(d, msg, request_id, sha, active);
+        }
+        json_decref(req);
+        return;
+    }
+    /* The hash rides in intake_active across the guard stage, which scrubs req. */
+    json_object_set_new(d->intake_active, request_id, json_string(sha));
+    if (tenant_unknown(d->cfg, req)) {
+        intake_start(d, msg, req); /* answered there; not guarded (no moderation call) */
         return;
     }
     /* Guard stage first (limits, moderation, routing policy, scrubbing): what
      * it lets through is what gets persisted and published. */
-    json_object_set_new(d->intake_active, request_id, json_true());
     gt_guard_intake(d, msg, req, intake_start);
 }
 
@@ -431,12 +553,14 @@ static void intake_start(gt_dispatcher_t *d, gt_msg_t *msg, json_t *req)
     char err[512];
     const char *code = NULL;
     const char *request_id = json_string_value(json_object_get(req, "request_id"));
-    json_object_del(d->intake_active, request_id); /* set again below once built */
     intake_t *in = calloc(1, sizeof(*in));
     in->d = d;
     in->msg = msg;
     in->req = req;
     in->request_id = strdup(request_id);
+    const char *sha = json_string_value(json_object_get(d->intake_active, request_id));
+    snprintf(in->body_sha, sizeof(in->body_sha), "%s", sha ? sha : "");
+    json_object_del(d->intake_active, request_id); /* set again below once built */
     in->published = json_array();
     /* The request's trace goes on (a new one when the producer sent none or an
      * invalid one); tasks and the stored job carry the intake span. */
@@ -450,9 +574,23 @@ static void intake_start(gt_dispatcher_t *d, gt_msg_t *msg, json_t *req)
         gt_trace_format(&in->span.ctx, in->traceparent);
     }
     in->has_traceparent = in->traceparent[0] != '\0';
+    if (tenant_unknown(d->cfg, req)) { /* answered, neither stored nor billed */
+        char at[64], why[256];
+        snprintf(why, sizeof(why), "tenant \"%.100s\" is not configured",
+                 json_string_value(json_object_get(req, "tenant_id")));
+        gt_log(GT_LOG_WARN, IN_CTX(in), "rejected: unknown_tenant: %s", why);
+        mark_active(in);
+        in->rejection = json_pack(
+            "{s:s, s:s, s:O, s:s, s:{s:s, s:s}, s:s}", "schema", "gantry.result.v1",
+            "request_id", in->request_id, "tenant_id", json_object_get(req, "tenant_id"),
+            "status", "rejected", "error", "code", "unknown_tenant", "message", why,
+            "completed_at", gt_clock_fmt(gt_clock_wall_ms(), at, sizeof(at)));
+        send_rejection(in);
+        return;
+    }
     if (build(in, req, &code, err, sizeof(err)) != 0) {
         if (strcmp(code, "too_large") == 0) {
-            json_object_set_new(d->intake_active, request_id, json_true());
+            mark_active(in);
             answer_too_large(in, err);
             return;
         }
@@ -462,7 +600,7 @@ static void intake_start(gt_dispatcher_t *d, gt_msg_t *msg, json_t *req)
         intake_free(in);
         return;
     }
-    json_object_set_new(d->intake_active, request_id, json_true());
+    mark_active(in);
     int admit = gt_budget_admit(d, json_string_value(json_object_get(req, "tenant_id")),
                                 request_id, in->graph.n_inference, on_admitted, in);
     if (admit == 0)
@@ -509,8 +647,9 @@ static void persist(intake_t *in)
         off,
         rows_text,
         in->has_traceparent ? in->traceparent : NULL,
+        in->body_sha[0] ? in->body_sha : NULL,
     };
-    if (gt_pg_query(d->pg, sql_insert, 16, params, on_inserted, in) != 0)
+    if (gt_pg_query(d->pg, sql_insert, 17, params, on_inserted, in) != 0)
         on_inserted(NULL, "cannot send query", in);
     json_decref(rows);
     free(rows_text);

@@ -26,6 +26,15 @@ void gt_stats_dead_letter(const char *code)
                   1, code);
 }
 
+void gt_stats_duplicate(const char *outcome)
+{
+    gt_metric_add(gt_metrics_counter("gantry_requests_duplicate_total",
+                                     "Re-sent request_ids, by outcome: identical (dropped) or "
+                                     "conflict (a different body, dead-lettered)",
+                                     "outcome"),
+                  1, outcome);
+}
+
 void gt_stats_budget_rejection(const char *tenant_id)
 {
     gt_metric_add(gt_metrics_counter("gantry_budget_rejections_total",

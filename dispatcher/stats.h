@@ -10,6 +10,9 @@ void gt_stats_init(void);
 void gt_stats_result(const char *status);
 /* A message dead-lettered, by error code. */
 void gt_stats_dead_letter(const char *code);
+/* A re-sent request_id: outcome "identical" (dropped silently) or "conflict"
+ * (a different body, dead-lettered as duplicate_conflict). */
+void gt_stats_duplicate(const char *outcome);
 /* A request refused at admission because its tenant's budget is spent. */
 void gt_stats_budget_rejection(const char *tenant_id);
 /* A ledger batch committed: rows inserted (duplicates excluded), its latency. */

@@ -1145,7 +1145,7 @@ static void load_processes(ctx_t *c, gt_config_t *cfg)
     cfg->release_timeout_ms = get_int(c, t, "release_ms", "worker.timeouts", 10000, 1, 86400000);
 
     static const char *const dkeys[] = {"max_in_flight", "max_batch", "drain_ms",
-                                        "claim_timeout_ms", NULL};
+                                        "claim_timeout_ms", "allow_unknown_tenants", NULL};
     json_t *d = get_obj(c, cfg->root, "dispatcher", "", 0);
     if (d)
         check_keys(c, d, "dispatcher", dkeys);
@@ -1154,6 +1154,7 @@ static void load_processes(ctx_t *c, gt_config_t *cfg)
     cfg->max_batch = (int)get_int(c, d, "max_batch", "dispatcher", 1000, 1, 100000);
     cfg->dispatcher_drain_ms = get_int(c, d, "drain_ms", "dispatcher", 30000, 0, 3600000);
     cfg->claim_timeout_ms = get_int(c, d, "claim_timeout_ms", "dispatcher", 30000, 100, 3600000);
+    cfg->allow_unknown_tenants = get_bool(c, d, "allow_unknown_tenants", "dispatcher", 0);
 
     static const char *const lkeys[] = {"batch_size", "flush_ms", NULL};
     json_t *l = get_obj(c, cfg->root, "ledger", "", 0);
@@ -1375,6 +1376,11 @@ const gt_provider_limits_t *gt_provider_tenant_limits(const gt_provider_t *p, co
         if (strcmp(p->tenant_limits[i].tenant, tenant) == 0)
             return &p->tenant_limits[i].limits;
     return NULL;
+}
+
+int gt_config_tenants_configured(const gt_config_t *cfg)
+{
+    return cfg->tenants != NULL; /* load_tenants allocates it whenever the section exists */
 }
 
 const gt_tenant_t *gt_config_tenant(const gt_config_t *cfg, const char *id)

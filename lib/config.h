@@ -166,6 +166,8 @@ typedef struct gt_config {
     int64_t dispatcher_drain_ms;                /* SIGTERM: time work in flight gets, default 30000 */
     int64_t claim_timeout_ms;                   /* a job's claim older than this is taken over,
                                                    default 30000 */
+    int allow_unknown_tenants;                  /* 1: serve tenants not in tenants (when that
+                                                   section exists), default 0 */
     /* moderation: an OpenAI-compatible /v1/moderations (docs/guardrails.md) */
     char *moderation_endpoint;                  /* base URL; NULL: keyword list only */
     char *moderation_api_key;                   /* secret: never log */
@@ -215,6 +217,9 @@ const gt_provider_t *gt_config_provider(const gt_config_t *cfg, const char *name
 const gt_provider_limits_t *gt_provider_tenant_limits(const gt_provider_t *p, const char *tenant);
 /* The tenant's settings, or NULL when tenants.<id> is not declared. */
 const gt_tenant_t *gt_config_tenant(const gt_config_t *cfg, const char *id);
+/* 1 when the configuration has a tenants section (even empty): then only its
+ * tenants are served, unless dispatcher.allow_unknown_tenants. */
+int gt_config_tenants_configured(const gt_config_t *cfg);
 /* Writes the topic of a lane ("gantry.tasks.<lane>") into buf. */
 char *gt_config_lane_topic(const gt_config_t *cfg, const char *lane, char *buf, size_t len);
 

@@ -259,6 +259,21 @@ static void on_answer(const PGresult *res, const char *err, void *arg)
         gate_poll(g);
 }
 
+/* Safe to re-run (gt_pg re-sends after a lost connection whose first attempt
+ * may have committed): a slot this task already holds is taken again before
+ * any free one, so a re-run never holds two. */
+const char gt_slots_sql_acquire[] =
+    "UPDATE gantry_provider_slots SET holder = $4, task_id = $5,"
+    " lease_until = now() + $6::bigint * interval '1 millisecond'"
+    " WHERE (provider, scope, slot) = (SELECT provider, scope, slot"
+    "   FROM gantry_provider_slots WHERE provider = $1 AND scope = $2"
+    "   AND slot < $3::int AND (holder IS NULL OR lease_until < now()"
+    "        OR (holder = $4 AND task_id = $5))"
+    "   ORDER BY (holder IS NOT DISTINCT FROM $4"
+    "             AND task_id IS NOT DISTINCT FROM $5) DESC, slot"
+    "   LIMIT 1 FOR UPDATE SKIP LOCKED)"
+    " RETURNING slot";
+
 static void gate_poll(gate_t *g)
 {
     gt_slots_t *s = g->s;
@@ -282,15 +297,7 @@ static void gate_poll(gate_t *g)
         char n[16];
         snprintf(n, sizeof(n), "%d", g->lim.max_in_flight);
         const char *params[] = {g->provider, g->scope, n, s->holder, r->task_id, s->lease_ms};
-        rc = gt_pg_query(s->pg,
-                         "UPDATE gantry_provider_slots SET holder = $4, task_id = $5,"
-                         " lease_until = now() + $6::bigint * interval '1 millisecond'"
-                         " WHERE (provider, scope, slot) = (SELECT provider, scope, slot"
-                         "   FROM gantry_provider_slots WHERE provider = $1 AND scope = $2"
-                         "   AND slot < $3::int AND (holder IS NULL OR lease_until < now())"
-                         "   ORDER BY slot LIMIT 1 FOR UPDATE SKIP LOCKED)"
-                         " RETURNING slot",
-                         6, params, on_answer, r);
+        rc = gt_pg_query(s->pg, gt_slots_sql_acquire, 6, params, on_answer, r);
     } else {
         r->phase = 1;
         char rpm[24], tpm[24];

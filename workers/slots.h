@@ -34,6 +34,13 @@ gt_slot_req_t *gt_slots_acquire(gt_slots_t *s, const gt_provider_t *p, const cha
                                 const char *task_id, int64_t give_up_mono_ms, gt_slot_cb cb,
                                 void *arg);
 
+/* The slot-acquire statement ($1 provider, $2 scope, $3 max_in_flight, $4
+ * holder, $5 task_id, $6 lease ms; returns the slot taken, or no row). Safe
+ * to re-run: a slot the same holder and task hold is taken again first, so
+ * gt_pg's re-send after a lost connection never takes a second one. Exposed
+ * for tests. */
+extern const char gt_slots_sql_acquire[];
+
 /* Ends r: a held slot is freed (tokens, >= 0, are counted in the minute's
  * tpm), a waiting request is withdrawn (cb will not run). r is invalid after. */
 void gt_slots_release(gt_slot_req_t *r, int64_t tokens);

@@ -36,7 +36,8 @@ static const char extra_config[] =
     "   \"hashco\": {\"guardrails\": {"
     "     \"pii\": {\"mode\": \"hash\", \"hash_key\": \"${GANTRY_E2E_HASH_KEY}\"},"
     "     \"providers\": {\"scrubbed\": [\"hostedai\"]}}},"
-    "   \"outmod\": {\"guardrails\": {\"moderation\": {\"input\": false}}}}}";
+    "   \"outmod\": {\"guardrails\": {\"moderation\": {\"input\": false}}},"
+    "   \"other\": {}}}"; /* declared (tenants configured: only they are served), no guardrails */
 
 static void add(FILE *f, json_t *req)
 {

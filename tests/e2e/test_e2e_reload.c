@@ -32,16 +32,17 @@ static int log_reached(void *arg)
 }
 
 /* Rewrites the cluster's configuration file in place (the processes reload
- * the path they were started with): tenant acme's hard limit and the level. */
+ * the path they were started with): tenant acme's hard limit and the level;
+ * tenant other is declared so that it is served once tenants are configured. */
 static void write_config(long hard_limit, const char *level, int worker_in_flight)
 {
     json_t *cfg = json_load_file(cl.config, 0, NULL);
     CU_ASSERT_FATAL(cfg != NULL);
     json_object_set_new(cfg, "tenants",
-                        json_pack("{s:{s:{s:s, s:I, s:I, s:I}}}", "acme", "budget", "currency",
-                                  "USD", "monthly_micros", (json_int_t)1000000000,
+                        json_pack("{s:{s:{s:s, s:I, s:I, s:I}}, s:{}}", "acme", "budget",
+                                  "currency", "USD", "monthly_micros", (json_int_t)1000000000,
                                   "hard_limit_micros", (json_int_t)hard_limit,
-                                  "reserve_micros_per_task", (json_int_t)1000));
+                                  "reserve_micros_per_task", (json_int_t)1000, "other"));
     json_object_set_new(json_object_get(cfg, "log"), "level", json_string(level));
     json_object_set_new(json_object_get(cfg, "worker"), "max_in_flight",
                         json_integer(worker_in_flight));

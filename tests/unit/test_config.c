@@ -223,6 +223,37 @@ static void test_lease_against_session(void)
     gt_config_free(cfg);
 }
 
+/* Tenants configured (the section exists, even empty) restrict who is served,
+ * unless dispatcher.allow_unknown_tenants; a non-boolean switch is refused. */
+static void test_unknown_tenants_switch(void)
+{
+    char err[2048];
+    gt_config_t *cfg = gt_config_parse("{\"kafka\": {\"bootstrap_servers\": \"h:1\"}}", NULL,
+                                       err, sizeof(err));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cfg);
+    TH_EQ_INT(gt_config_tenants_configured(cfg), 0);
+    TH_EQ_INT(cfg->allow_unknown_tenants, 0);
+    gt_config_free(cfg);
+    cfg = gt_config_parse("{\"kafka\": {\"bootstrap_servers\": \"h:1\"}, \"tenants\": {}}", NULL,
+                          err, sizeof(err));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cfg);
+    TH_EQ_INT(gt_config_tenants_configured(cfg), 1);
+    CU_ASSERT_PTR_NULL(gt_config_tenant(cfg, "anyone"));
+    gt_config_free(cfg);
+    cfg = gt_config_parse("{\"kafka\": {\"bootstrap_servers\": \"h:1\"}, \"tenants\": {\"a\": {}},"
+                          " \"dispatcher\": {\"allow_unknown_tenants\": true}}",
+                          NULL, err, sizeof(err));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cfg);
+    TH_EQ_INT(gt_config_tenants_configured(cfg), 1);
+    TH_EQ_INT(cfg->allow_unknown_tenants, 1);
+    CU_ASSERT_PTR_NOT_NULL(gt_config_tenant(cfg, "a"));
+    gt_config_free(cfg);
+    CU_ASSERT_PTR_NULL(gt_config_parse("{\"kafka\": {\"bootstrap_servers\": \"h:1\"},"
+                                       " \"dispatcher\": {\"allow_unknown_tenants\": 1}}",
+                                       NULL, err, sizeof(err)));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "dispatcher.allow_unknown_tenants: must be true or false"));
+}
+
 /* A pool's breaker defaults to DESIGN.md's 5 failures and 60 s, and can be set. */
 static void test_pool_breaker(void)
 {
@@ -258,6 +289,8 @@ int main(void)
                                        test_provider_problems},
                                       {"lease TTL against session timeout",
                                        test_lease_against_session},
+                                      {"tenants configured and dispatcher.allow_unknown_tenants",
+                                       test_unknown_tenants_switch},
                                       {"pool breaker and capacity wait", test_pool_breaker},
                                       {NULL, NULL}};
     return th_run("config", tests);

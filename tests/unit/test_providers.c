@@ -21,6 +21,7 @@
 #include "pg.h"
 #include "provider.h"
 #include "schema.h"
+#include "slots.h"
 
 #define KEY "sk-test-provider-key"
 #define TRACEPARENT "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -708,6 +709,44 @@ static void test_shared_limit(void)
     TH_EQ_INT(E.invalid, 0); /* every message on the way matched its schema */
 }
 
+/* Runs the slot-acquire statement; returns the slot, -1 for none, -2 on error. */
+static int acquire_sql(PGconn *c, const char *holder, const char *task)
+{
+    const char *params[] = {"rerun", "", "2", holder, task, "60000"};
+    PGresult *r = PQexecParams(c, gt_slots_sql_acquire, 6, NULL, params, NULL, NULL, 0);
+    int slot = PQresultStatus(r) != PGRES_TUPLES_OK ? -2
+               : PQntuples(r) == 1                  ? atoi(PQgetvalue(r, 0, 0))
+                                                    : -1;
+    PQclear(r);
+    return slot;
+}
+
+/* A re-run of the acquire (gt_pg re-sends one whose connection was lost, and
+ * the first attempt may have committed) takes the slot the task already
+ * holds, never a second one. */
+static void test_slot_acquire_rerun(void)
+{
+    char err[256];
+    CU_ASSERT_FATAL(env_up() == 0);
+    PGconn *c = gt_pg_connect_sync(E.conninfo, err, sizeof(err));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    PQclear(PQexec(c, "INSERT INTO gantry_provider_slots (provider, scope, slot)"
+                      " VALUES ('rerun', '', 0), ('rerun', '', 1)"));
+    int first = acquire_sql(c, "w/inc", "task-a");
+    CU_ASSERT(first >= 0);
+    TH_EQ_INT(acquire_sql(c, "w/inc", "task-a"), first); /* the re-run */
+    int other = acquire_sql(c, "w/inc", "task-b");
+    CU_ASSERT(other >= 0 && other != first);
+    TH_EQ_INT(acquire_sql(c, "w/inc", "task-c"), -1); /* both held: none left */
+    TH_EQ_INT(acquire_sql(c, "w/inc", "task-b"), other);
+    PGresult *r = PQexec(c, "SELECT count(*) FROM gantry_provider_slots WHERE provider = 'rerun'"
+                            " AND holder = 'w/inc' AND task_id = 'task-a'");
+    TH_EQ_STR(PQgetvalue(r, 0, 0), "1");
+    PQclear(r);
+    PQclear(PQexec(c, "DELETE FROM gantry_provider_slots WHERE provider = 'rerun'"));
+    PQfinish(c);
+}
+
 int main(void)
 {
     static const th_test_t tests[] = {
@@ -717,6 +756,7 @@ int main(void)
         {"503 storm: breaker, fallback, deadline, half-open recovery", test_breaker_and_fallback},
         {"deadline during a provider call", test_provider_deadline},
         {"two workers share a provider limit of 8", test_shared_limit},
+        {"slot acquire is safe to re-run", test_slot_acquire_rerun},
         {NULL, NULL},
     };
     curl_global_init(CURL_GLOBAL_DEFAULT);
