@@ -47,7 +47,7 @@ typedef struct mock_opts {
     int64_t cap_vram_mb;
     uint64_t seed;
     unsigned threads;
-    int64_t release_fail_ms;          /* every release answers 503 this long after start */
+    int64_t release_fail_ms;          /* every release answers 503 this long from the first */
 } mock_opts_t;
 
 /* One request; MHD's con_cls. Freed in the completed callback. */
@@ -79,6 +79,7 @@ typedef struct mock {
     uint64_t connections_total, connections_open; /* proves clients reuse connections */
     uint64_t releases_refused;        /* 503s of --release-fail-ms */
     int64_t started_ms;               /* mono ms at start */
+    int64_t release_fail_from;        /* mono ms of the first release (--release-fail-ms) */
 
     /* Timer heap of suspended requests, ordered by due_ms. */
     pthread_mutex_t hmu;
@@ -103,8 +104,8 @@ static void usage(FILE *f)
             "  --vram-mb V             pool memory capacity (default 640000)\n"
             "  --seed N                random seed (default 42)\n"
             "  --threads N             MHD polling threads (default 1)\n"
-            "  --release-fail-ms MS    every DELETE /v1/allocate/{id} answers 503 for the\n"
-            "                          first MS ms after start, then works (default 0)\n"
+            "  --release-fail-ms MS    every DELETE /v1/allocate/{id} answers 503 for MS ms\n"
+            "                          from the first one, then works (default 0)\n"
             "  --help                  this text\n"
             "Prints \"listening=ADDR:PORT\" when ready; stops on SIGINT/SIGTERM.\n"
             "GET /v1/trace-ids: requests seen per trace id of their traceparent header.\n"
@@ -481,7 +482,12 @@ static void do_release(mock_t *m, req_t *r, const char *id)
     if (inject_fault(m, r, EP_RELEASE))
         return;
     pthread_mutex_lock(&m->mu);
-    if (gt_clock_mono_ms() - m->started_ms < m->o.release_fail_ms) {
+    /* The window opens at the first release, not at start: however long a
+     * test takes to get traffic here, its releases meet the fault. */
+    if (m->o.release_fail_ms > 0 && !m->release_fail_from)
+        m->release_fail_from = gt_clock_mono_ms();
+    if (m->o.release_fail_ms > 0 &&
+        gt_clock_mono_ms() - m->release_fail_from < m->o.release_fail_ms) {
         m->releases_refused++;
         pthread_mutex_unlock(&m->mu);
         set_error(r, 503, "release_unavailable", "releases are failing (--release-fail-ms)");
