@@ -1,5 +1,4 @@
 /* message.c - building, sending and parsing Gantry's JSON messages on Kafka. */
-#include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,6 +6,7 @@
 
 #include "clock.h"
 #include "message.h"
+#include "sigv4.h"
 
 json_t *gt_message_parse(const gt_msg_t *msg, const gt_schema_t *schema, const char **code,
                          char *err, size_t errlen)
@@ -45,13 +45,8 @@ json_t *gt_message_parse(const gt_msg_t *msg, const gt_schema_t *schema, const c
  * room characters, and says so: original_truncated, _size, _sha256. */
 static int dlq_truncate(json_t *o, const unsigned char *bytes, size_t len, size_t room)
 {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int md_len = 0;
-    char hex[2 * EVP_MAX_MD_SIZE + 1];
-    if (EVP_Digest(bytes, len, md, &md_len, EVP_sha256(), NULL) != 1)
-        return -1;
-    for (unsigned int i = 0; i < md_len; i++)
-        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    char hex[65];
+    gt_sigv4_sha256_hex(bytes, len, hex);
     size_t prefix = room / 4 * 3;
     if (prefix > DLQ_PREFIX_MAX)
         prefix = DLQ_PREFIX_MAX;
