@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <uv.h>
 
 #include "harness.h"
 
@@ -254,4 +255,33 @@ const char *th_tmpfile(const char *suffix, const char *text)
     if (n_tmp++ == 0)
         atexit(tmp_cleanup);
     return path;
+}
+
+typedef struct th_loop_ctx {
+    int (*cond)(void *);
+    void *arg;
+    int met;
+    int64_t deadline;
+} th_loop_ctx_t;
+
+static void th_loop_tick(uv_timer_t *t)
+{
+    th_loop_ctx_t *r = t->data;
+    r->met = r->cond ? r->cond(r->arg) : 0;
+    if (r->met || th_now_ms() >= r->deadline)
+        uv_stop(t->loop);
+}
+
+int th_loop_until(uv_loop_t *loop, int (*cond)(void *), void *arg, int timeout_ms)
+{
+    th_loop_ctx_t r = {cond, arg, 0, th_now_ms() + timeout_ms};
+    uv_timer_t t;
+    uv_timer_init(loop, &t);
+    t.data = &r;
+    uv_timer_start(&t, th_loop_tick, 0, 5);
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv_timer_stop(&t);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(loop, UV_RUN_NOWAIT);
+    return r.met || (cond && cond(arg));
 }

@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <sys/types.h>
 
+typedef struct uv_loop_s uv_loop_t; /* <uv.h> not pulled in: it declares stat() */
+
 /* Assertions that print both operands and end the test (as libuv's ASSERT_EQ):
  * one failure never cascades into many. th_run kills the children it left. */
 #define TH_EQ_INT(a, b)                                                                            \
@@ -36,6 +38,10 @@ typedef struct th_test {
 /* Runs the tests as one CUnit suite; returns the process exit code
  * (non-zero when any assertion failed). tests ends with {NULL, NULL}. */
 int th_run(const char *suite, const th_test_t *tests);
+
+/* Runs loop until cond(arg) holds (checked every 5 ms) or timeout_ms passes;
+ * returns whether cond held. With cond NULL, runs for timeout_ms and returns 0. */
+int th_loop_until(uv_loop_t *loop, int (*cond)(void *), void *arg, int timeout_ms);
 
 /* Path of a built binary: $GANTRY_BUILD_DIR/rel (e.g. "tools/gantry-kafka-dev").
  * Returns a static buffer rotated over 8 calls. */

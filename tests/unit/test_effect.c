@@ -42,33 +42,6 @@ static void on_failed(const char *topic, int err, const char *reason, void *arg)
     s->failed_err = err;
 }
 
-typedef struct run_ctx {
-    int (*cond)(void *);
-    void *arg;
-    int met;
-    int64_t deadline;
-} run_ctx_t;
-
-static void run_on_tick(uv_timer_t *t)
-{
-    run_ctx_t *r = t->data;
-    r->met = r->cond ? r->cond(r->arg) : 0;
-    if (r->met || th_now_ms() >= r->deadline)
-        uv_stop(t->loop);
-}
-
-static int run_until(uv_loop_t *loop, int (*cond)(void *), void *arg, int timeout_ms)
-{
-    run_ctx_t r = {cond, arg, 0, th_now_ms() + timeout_ms};
-    uv_timer_t t;
-    uv_timer_init(loop, &t);
-    t.data = &r;
-    uv_timer_start(&t, run_on_tick, 5, 5);
-    uv_run(loop, UV_RUN_DEFAULT);
-    uv_close((uv_handle_t *)&t, NULL);
-    uv_run(loop, UV_RUN_NOWAIT);
-    return r.met;
-}
 
 static int no_pending(void *arg)
 {
@@ -166,7 +139,7 @@ static void test_refused_produces_arrive(void)
     CU_ASSERT(gt_effects_resends(es) > 0); /* the queue refused */
     CU_ASSERT(gt_metric_value(gt_metrics_counter("gantry_effect_resends_total", "", "topic"),
                               "t.effect") > 0);
-    CU_ASSERT(run_until(&loop, no_pending, es, 60000));
+    CU_ASSERT(th_loop_until(&loop, no_pending, es, 60000));
     for (int i = 0; i < N_EFFECTS; i++) {
         TH_EQ_INT(st[i].done, 1);
         TH_EQ_INT(st[i].failed, 0);
@@ -183,7 +156,7 @@ static void test_refused_produces_arrive(void)
     gt_consumer_t *cons = gt_consumer_new(&loop, &cc, &o, err, sizeof(err));
     CU_ASSERT_PTR_NOT_NULL_FATAL(cons);
     seen_wait_t w = {&s, N_EFFECTS * PER_EFFECT};
-    CU_ASSERT(run_until(&loop, seen_enough, &w, 30000));
+    CU_ASSERT(th_loop_until(&loop, seen_enough, &w, 30000));
     TH_EQ_INT((int)json_object_size(s.values), N_EFFECTS * PER_EFFECT);
     for (int i = 0; i < N_EFFECTS; i++)
         for (int j = 0; j < PER_EFFECT; j++) {
@@ -222,7 +195,7 @@ static void test_too_large_is_permanent(void)
     gt_effect_seal(e);
     TH_EQ_INT(st.failed, 1);
     CU_ASSERT(st.failed_err < 0);
-    run_until(&loop, NULL, NULL, 500);
+    th_loop_until(&loop, NULL, NULL, 500);
     TH_EQ_INT(st.failed, 1);
     TH_EQ_INT(st.done, 0);
     TH_EQ_INT(gt_effects_pending(es), 0);
@@ -259,7 +232,7 @@ static void test_abandon(void)
     TH_EQ_INT(b.failed, 1);
     TH_EQ_INT(b.failed_err, 0);
     TH_EQ_INT(gt_effects_pending(es), 0);
-    run_until(&loop, NULL, NULL, 500);
+    th_loop_until(&loop, NULL, NULL, 500);
     TH_EQ_INT(a.done + a.failed, 0);
     TH_EQ_INT(b.done, 0);
     teardown(&loop, es, p, NULL);

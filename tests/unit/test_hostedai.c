@@ -168,28 +168,9 @@ static gt_hai_call_t *start_call(rig_t *r, int i)
     return r->call[i];
 }
 
-static void on_tick(uv_timer_t *t)
+static int all_done(void *arg)
 {
-    (void)t; /* only keeps the loop turning */
-}
-
-/* Runs the loop until cond(r) or timeout_ms; returns cond(r). */
-static int run_until(rig_t *r, int (*cond)(rig_t *), int timeout_ms)
-{
-    uv_timer_t tick;
-    int64_t end = th_now_ms() + timeout_ms;
-    uv_timer_init(&r->loop, &tick);
-    uv_timer_start(&tick, on_tick, 20, 20);
-    int ok;
-    while (!(ok = cond(r)) && th_now_ms() < end)
-        uv_run(&r->loop, UV_RUN_ONCE);
-    uv_close((uv_handle_t *)&tick, NULL);
-    uv_run(&r->loop, UV_RUN_NOWAIT);
-    return ok;
-}
-
-static int all_done(rig_t *r)
-{
+    rig_t *r = arg;
     for (int i = 0; i < MAX_CALLS; i++)
         if (r->call[i] && !r->out[i].done)
             return 0;
@@ -197,8 +178,9 @@ static int all_done(rig_t *r)
 }
 
 /* Nothing outstanding at the mock, nothing owed by the process. */
-static int settled(rig_t *r)
+static int settled(void *arg)
 {
+    rig_t *r = arg;
     if (!all_done(r) || gt_hai_state_pending(r->env.state) != 0)
         return 0;
     json_t *held = gt_hai_state_held(r->env.state);
@@ -234,7 +216,7 @@ static void test_allocate_timeout_found_by_labels(void)
                            " \"timeouts\": {\"allocate_ms\": 200}",
                            NULL, NULL, 1) == 0);
     CU_ASSERT_FATAL(start_call(&r, 0) != NULL);
-    CU_ASSERT(run_until(&r, settled, 15000));
+    CU_ASSERT(th_loop_until(&r.loop, settled, &r, 15000));
     TH_EQ_INT(r.out[0].done, 1);
     TH_EQ_STR(r.out[0].code, "hostedai_timeout");
     TH_EQ_INT(r.out[0].attempts, 2);
@@ -255,7 +237,7 @@ static void test_answered_after_cancel(void)
                     0);
     CU_ASSERT_FATAL(start_call(&r, 0) != NULL);
     CU_ASSERT_FATAL(start_call(&r, 1) != NULL);
-    run_until(&r, all_done, 50); /* both allocates are on their way */
+    th_loop_until(&r.loop, all_done, &r, 50); /* both allocates are on their way */
     gt_hai_cancel(r.call[0]);
     /* The second one gets its allocation, then is cancelled during inference. */
     int held = 0;
@@ -268,7 +250,7 @@ static void test_answered_after_cancel(void)
     CU_ASSERT(held >= 1); /* call 1's (and maybe call 0's, owed since its late answer) */
     gt_hai_cancel(r.call[1]);
     r.call[0] = r.call[1] = NULL; /* cb will not run */
-    CU_ASSERT(run_until(&r, settled, 10000));
+    CU_ASSERT(th_loop_until(&r.loop, settled, &r, 10000));
     TH_EQ_INT(r.out[0].done + r.out[1].done, 0);
     TH_EQ_INT(stat_of(&r, "allocations_total"), 2);
     TH_EQ_INT(stat_of(&r, "releases_total"), 2);
@@ -286,7 +268,7 @@ static void test_superseded_by_retry(void)
                            "\"breaker\": {\"failures\": 1000}", NULL, 1) == 0);
     for (int i = 0; i < 8; i++)
         CU_ASSERT_FATAL(start_call(&r, i) != NULL);
-    CU_ASSERT(run_until(&r, settled, 20000));
+    CU_ASSERT(th_loop_until(&r.loop, settled, &r, 20000));
     int timeouts = 0;
     for (int i = 0; i < 8; i++)
         timeouts += strcmp(r.out[i].first_error, "timeout") == 0;
@@ -309,12 +291,12 @@ static void test_release_fails_for_a_while(void)
                            " \"timeouts\": {\"release_ms\": 500}",
                            NULL, NULL, 1) == 0);
     CU_ASSERT_FATAL(start_call(&r, 0) != NULL);
-    CU_ASSERT(run_until(&r, all_done, 2000));
+    CU_ASSERT(th_loop_until(&r.loop, all_done, &r, 2000));
     TH_EQ_INT(r.out[0].status, GT_TASK_SUCCEEDED); /* the result does not wait for it */
     TH_EQ_INT(gt_hai_state_pending(r.env.state), 1);
     TH_EQ_INT(stat_of(&r, "outstanding_allocations"), 1);
     TH_EQ_INT(events_of(&r, "allocation.release_failed"), 1);
-    CU_ASSERT(run_until(&r, settled, 15000));
+    CU_ASSERT(th_loop_until(&r.loop, settled, &r, 15000));
     CU_ASSERT(stat_of(&r, "releases_refused") > GT_HAI_RELEASE_EXTRA_RETRIES);
     TH_EQ_INT(events_of(&r, "allocation.released"), 1);
     rig_down(&r);
@@ -330,7 +312,7 @@ static void test_capacity_waits(void)
                            "\"breaker\": {\"failures\": 1}", NULL, 1) == 0);
     for (int i = 0; i < 3; i++)
         CU_ASSERT_FATAL(start_call(&r, i) != NULL);
-    CU_ASSERT(run_until(&r, settled, 20000));
+    CU_ASSERT(th_loop_until(&r.loop, settled, &r, 20000));
     int waited = 0;
     for (int i = 0; i < 3; i++) {
         TH_EQ_INT(r.out[i].status, GT_TASK_SUCCEEDED);
@@ -352,7 +334,7 @@ static void test_capacity_wait_ends(void)
                            "\"capacity_wait_ms\": 300, \"retry\": {\"base_ms\": 50, \"max_ms\": 100}",
                            NULL, NULL, 1) == 0);
     CU_ASSERT_FATAL(start_call(&r, 0) != NULL);
-    run_until(&r, all_done, 300); /* the first holds the whole pool */
+    th_loop_until(&r.loop, all_done, &r, 300); /* the first holds the whole pool */
     int64_t t0 = th_now_ms();
     CU_ASSERT_FATAL(start_call(&r, 1) != NULL);
     while (!r.out[1].done && th_now_ms() < t0 + 5000)
@@ -362,7 +344,7 @@ static void test_capacity_wait_ends(void)
     TH_EQ_STR(r.out[1].code, "hostedai_capacity");
     CU_ASSERT(r.out[1].attempts >= 2);
     CU_ASSERT(r.out[1].capacity_wait_ms > 0 && r.out[1].capacity_wait_ms <= 300);
-    CU_ASSERT(run_until(&r, settled, 10000));
+    CU_ASSERT(th_loop_until(&r.loop, settled, &r, 10000));
     rig_down(&r);
 }
 
@@ -377,12 +359,12 @@ static void test_breaker_opens(void)
                            1) == 0);
     for (int i = 0; i < 2; i++) {
         CU_ASSERT_FATAL(start_call(&r, i) != NULL);
-        CU_ASSERT(run_until(&r, all_done, 5000));
+        CU_ASSERT(th_loop_until(&r.loop, all_done, &r, 5000));
         TH_EQ_STR(r.out[i].code, "hostedai_unavailable");
     }
     TH_EQ_INT(events_of(&r, "breaker.opened"), 1);
     CU_ASSERT_FATAL(start_call(&r, 2) != NULL);
-    CU_ASSERT(run_until(&r, all_done, 5000));
+    CU_ASSERT(th_loop_until(&r.loop, all_done, &r, 5000));
     TH_EQ_STR(r.out[2].code, "hostedai_unavailable");
     TH_EQ_STR(r.out[2].first_error, "circuit breaker open");
     /* Refused connections allocated nothing: no search is owed. */

@@ -33,36 +33,6 @@ static gt_config_t cfg;
 
 /* ---- helpers ----------------------------------------------------------- */
 
-typedef struct run_ctx {
-    int (*cond)(void *);
-    void *arg;
-    int met;
-    int64_t deadline;
-} run_ctx_t;
-
-static void run_on_tick(uv_timer_t *t)
-{
-    run_ctx_t *r = t->data;
-    r->met = r->cond ? r->cond(r->arg) : 0;
-    if (r->met || th_now_ms() >= r->deadline)
-        uv_stop(t->loop);
-}
-
-/* Runs loop until cond(arg) holds (checked every 5 ms) or timeout_ms passes;
- * returns whether cond held. With cond NULL, runs for timeout_ms. */
-static int run_until(uv_loop_t *loop, int (*cond)(void *), void *arg, int timeout_ms)
-{
-    run_ctx_t r = {cond, arg, 0, th_now_ms() + timeout_ms};
-    uv_timer_t t;
-    uv_timer_init(loop, &t);
-    t.data = &r;
-    uv_timer_start(&t, run_on_tick, 5, 5);
-    uv_run(loop, UV_RUN_DEFAULT);
-    uv_close((uv_handle_t *)&t, NULL);
-    uv_run(loop, UV_RUN_NOWAIT);
-    return r.met;
-}
-
 /* Closes the handles of whatever is given, lets the loop finish them, then
  * frees; the loop must have nothing else left. */
 static void teardown(uv_loop_t *loop, gt_producer_t *p, gt_consumer_t *c1, gt_consumer_t *c2)
@@ -350,7 +320,7 @@ static void test_produce_consume(void)
     int64_t t0 = th_now_ms();
     TH_EQ_INT(produce(p, "t.basic", "m", 0, N_BASIC, &b.dw.d), 0);
     TH_EQ_INT(gt_producer_outstanding(p), N_BASIC);
-    CU_ASSERT(run_until(&loop, basic_all_received, &b, 60000));
+    CU_ASSERT(th_loop_until(&loop, basic_all_received, &b, 60000));
     fprintf(stderr, "  produced and consumed %d in %" PRId64 " ms\n", b.received,
             th_now_ms() - t0);
     TH_EQ_INT(b.dw.d.delivered, N_BASIC);
@@ -375,7 +345,7 @@ static void test_produce_consume(void)
     TH_EQ_INT(high_watermarks(chk, "t.basic", 4, hi), 0);
     TH_EQ_INT(hi[0] + hi[1] + hi[2] + hi[3], N_BASIC);
     commit_wait_t w = {chk, "t.basic", 4, hi, {0}, 0};
-    CU_ASSERT(run_until(&loop, commits_reached, &w, 15000));
+    CU_ASSERT(th_loop_until(&loop, commits_reached, &w, 15000));
     for (int i = 0; i < 4; i++)
         TH_EQ_INT(w.got[i], hi[i]);
 
@@ -450,7 +420,7 @@ static void test_pause_resume(void)
 
     /* Batch A: consumed fully. */
     TH_EQ_INT(produce(p, "t.pause", "p", 0, 200, &dw.d), 0);
-    CU_ASSERT(run_until(&loop, pr_received_200, &s, 30000));
+    CU_ASSERT(th_loop_until(&loop, pr_received_200, &s, 30000));
     TH_EQ_INT(s.received, 200);
 
     /* Paused: batch B is produced but not fetched. Proving an absence
@@ -458,8 +428,8 @@ static void test_pause_resume(void)
     gt_consumer_pause(c);
     dw.want = 300;
     TH_EQ_INT(produce(p, "t.pause", "p", 200, 100, &dw.d), 0);
-    CU_ASSERT(run_until(&loop, dw_done, &dw, 15000));
-    run_until(&loop, NULL, NULL, 1000);
+    CU_ASSERT(th_loop_until(&loop, dw_done, &dw, 15000));
+    th_loop_until(&loop, NULL, NULL, 1000);
     TH_EQ_INT(s.from_b, 0);
     TH_EQ_INT(s.received, 200);
 
@@ -469,13 +439,13 @@ static void test_pause_resume(void)
     gt_consumer_resume(c);
     dw.want = 400;
     TH_EQ_INT(produce(p, "t.pause", "p", 300, 100, &dw.d), 0);
-    CU_ASSERT(run_until(&loop, dw_done, &dw, 15000));
-    run_until(&loop, NULL, NULL, 1000);
+    CU_ASSERT(th_loop_until(&loop, dw_done, &dw, 15000));
+    th_loop_until(&loop, NULL, NULL, 1000);
     fprintf(stderr, "  paused at %d messages, %d handed out after the pause call\n",
             s.paused_at_count, s.received - s.paused_at_count);
     CU_ASSERT(s.received < 400);
     gt_consumer_resume(c);
-    CU_ASSERT(run_until(&loop, pr_received_400, &s, 30000));
+    CU_ASSERT(th_loop_until(&loop, pr_received_400, &s, 30000));
     TH_EQ_INT(s.received, 400);
     TH_EQ_INT(s.dups, 0);
     TH_EQ_INT(dw.d.failed, 0);
@@ -539,7 +509,7 @@ static void test_restart_resumes(void)
     gt_producer_t *p = gt_producer_new(&loop, &cfg, err, sizeof(err));
     CU_ASSERT_PTR_NOT_NULL_FATAL(p);
     TH_EQ_INT(produce(p, "t.restart", "r", 0, RS_N, &dw.d), 0);
-    CU_ASSERT(run_until(&loop, dw_done, &dw, 15000));
+    CU_ASSERT(th_loop_until(&loop, dw_done, &dw, 15000));
     TH_EQ_INT(dw.d.delivered, RS_N);
 
     rd_kafka_t *chk = checker_new("g-restart");
@@ -557,13 +527,13 @@ static void test_restart_resumes(void)
     gt_consumer_t *c = gt_consumer_new(&loop, &cfg, &o, err, sizeof(err));
     CU_ASSERT_PTR_NOT_NULL_FATAL(c);
     count_wait_t cw = {&s.received, RS_N};
-    CU_ASSERT(run_until(&loop, count_reached, &cw, 30000));
+    CU_ASSERT(th_loop_until(&loop, count_reached, &cw, 30000));
     TH_EQ_INT(s.received, RS_N);
     int64_t want[3];
     for (int i = 0; i < 3; i++)
         want[i] = hi[i] > 0 ? s.hold[i] : -1;
     commit_wait_t w = {chk, "t.restart", 3, want, {0}, 0};
-    CU_ASSERT(run_until(&loop, commits_reached, &w, 15000));
+    CU_ASSERT(th_loop_until(&loop, commits_reached, &w, 15000));
     TH_EQ_INT(gt_consumer_in_flight(c), s.n_held);
     gt_consumer_close_handles(c);
     uv_run(&loop, UV_RUN_NOWAIT); /* the producer stays: one round closes c's handles */
@@ -583,11 +553,11 @@ static void test_restart_resumes(void)
     c = gt_consumer_new(&loop, &cfg, &o, err, sizeof(err));
     CU_ASSERT_PTR_NOT_NULL_FATAL(c);
     cw.want = expect_b;
-    CU_ASSERT(run_until(&loop, count_reached, &cw, 30000));
+    CU_ASSERT(th_loop_until(&loop, count_reached, &cw, 30000));
     fprintf(stderr, "  restarted consumer got its first %d messages after %" PRId64 " ms\n",
             s.received, th_now_ms() - t0);
     commit_wait_t w2 = {chk, "t.restart", 3, hi, {0}, 0};
-    CU_ASSERT(run_until(&loop, commits_reached, &w2, 15000));
+    CU_ASSERT(th_loop_until(&loop, commits_reached, &w2, 15000));
     TH_EQ_INT(s.received, expect_b);
     TH_EQ_INT(s.dups, 0);
     for (int i = 0; i < 3; i++)
@@ -692,13 +662,13 @@ static void test_two_members(void)
     gt_consumer_t *c0 = gt_consumer_new(&loop, &cfg, &o0, err, sizeof(err));
     CU_ASSERT_PTR_NOT_NULL_FATAL(c0);
     int64_t t0 = th_now_ms();
-    CU_ASSERT(run_until(&loop, tm_first_busy, &s, 30000));
+    CU_ASSERT(th_loop_until(&loop, tm_first_busy, &s, 30000));
     fprintf(stderr, "  first member consuming after %" PRId64 " ms\n", th_now_ms() - t0);
 
     gt_consumer_t *c1 = gt_consumer_new(&loop, &cfg, &o1, err, sizeof(err));
     CU_ASSERT_PTR_NOT_NULL_FATAL(c1);
     t0 = th_now_ms();
-    CU_ASSERT(run_until(&loop, tm_second_busy, &s, 30000));
+    CU_ASSERT(th_loop_until(&loop, tm_second_busy, &s, 30000));
     fprintf(stderr, "  second member consuming after %" PRId64 " ms\n", th_now_ms() - t0);
     /* Member 0 lost partitions meanwhile; finishing its held messages now
      * must only free those of revoked partitions. */
@@ -707,7 +677,7 @@ static void test_two_members(void)
         gt_consumer_done(c0, s.held[i]);
     TH_EQ_INT(gt_consumer_in_flight(c0), 0);
 
-    CU_ASSERT(run_until(&loop, tm_all_seen, &s, 30000));
+    CU_ASSERT(th_loop_until(&loop, tm_all_seen, &s, 30000));
     /* Redeliveries are expected: member 0's held messages kept the commits
      * of its revoked partitions back. */
     fprintf(stderr, "  %d produced, members got %d + %d, %d redelivered\n", s.produced,
@@ -758,13 +728,13 @@ static void revoke_grace(const char *group, int64_t grace_ms, int release)
     gt_consumer_opts_t o1 = {.group_id = group, .topics = topics, .cb = tm_on_msg1, .arg = &s};
     gt_consumer_t *c0 = gt_consumer_new(&loop, &gcfg, &o0, err, sizeof(err));
     CU_ASSERT_PTR_NOT_NULL_FATAL(c0);
-    CU_ASSERT(run_until(&loop, tm_first_busy, &s, 30000));
+    CU_ASSERT(th_loop_until(&loop, tm_first_busy, &s, 30000));
     CU_ASSERT_FATAL(s.n_held > 0);
 
     gt_consumer_t *c1 = gt_consumer_new(&loop, &gcfg, &o1, err, sizeof(err));
     CU_ASSERT_PTR_NOT_NULL_FATAL(c1);
     revoke_wait_t w = {&s, c0};
-    CU_ASSERT_FATAL(run_until(&loop, rw_revoking, &w, 30000));
+    CU_ASSERT_FATAL(th_loop_until(&loop, rw_revoking, &w, 30000));
     /* The group cannot finish its rebalance while member 0 keeps them. */
     TH_EQ_INT(s.per_member[1], 0);
     TH_EQ_INT(gt_consumer_in_flight(c0), s.n_held);
@@ -774,7 +744,7 @@ static void revoke_grace(const char *group, int64_t grace_ms, int release)
             gt_consumer_done(c0, s.held[i]);
         s.n_held = TM_HOLD; /* hold no more */
     }
-    CU_ASSERT(run_until(&loop, tm_second_busy, &s, 30000));
+    CU_ASSERT(th_loop_until(&loop, tm_second_busy, &s, 30000));
     TH_EQ_INT(gt_consumer_revoking(c0), 0);
     fprintf(stderr, "  %s: member 1 consuming %" PRId64 " ms after %s\n", group,
             th_now_ms() - t0, release ? "member 0 finished its work" : "the revoke began waiting");
@@ -785,7 +755,7 @@ static void revoke_grace(const char *group, int64_t grace_ms, int release)
     }
     TH_EQ_INT(gt_consumer_in_flight(c0), 0);
     /* Everything produced is read (the topic also holds earlier tests' messages). */
-    CU_ASSERT(run_until(&loop, tm_all_seen, &s, 30000));
+    CU_ASSERT(th_loop_until(&loop, tm_all_seen, &s, 30000));
     teardown(&loop, s.p, c0, c1);
 }
 
@@ -861,17 +831,17 @@ static void test_stuck_visible(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(c);
     TH_EQ_INT(produce(p, "t.stuck", "s", 0, STUCK_N, &dw.d), 0);
     count_wait_t cw = {&s.received, STUCK_N};
-    CU_ASSERT_FATAL(run_until(&loop, count_reached, &cw, 30000));
+    CU_ASSERT_FATAL(th_loop_until(&loop, count_reached, &cw, 30000));
     CU_ASSERT_PTR_NOT_NULL_FATAL(s.first);
 
     /* The four after it are done and read, but nothing can be committed past
      * the first: all five are lag, and its age grows. */
     stuck_wait_t held = {STUCK_N, STUCK_N, 0.5, 1e9};
-    CU_ASSERT(run_until(&loop, stuck_reached, &held, 10000));
+    CU_ASSERT(th_loop_until(&loop, stuck_reached, &held, 10000));
     double age1 = stuck_age();
     TH_EQ_INT((int)stuck_lag(), STUCK_N);
     stuck_wait_t older = {STUCK_N, STUCK_N, age1 + 0.5, 1e9};
-    CU_ASSERT(run_until(&loop, stuck_reached, &older, 10000));
+    CU_ASSERT(th_loop_until(&loop, stuck_reached, &older, 10000));
     fprintf(stderr, "  stuck: lag %.0f, oldest undone %.1f s then %.1f s\n", stuck_lag(), age1,
             stuck_age());
     TH_EQ_INT(gt_consumer_in_flight(c), 1);
@@ -879,7 +849,7 @@ static void test_stuck_visible(void)
     /* Done: the commit goes through, both return to 0. */
     gt_consumer_done(c, s.first);
     stuck_wait_t clear = {0, 0, 0, 0};
-    CU_ASSERT(run_until(&loop, stuck_reached, &clear, 10000));
+    CU_ASSERT(th_loop_until(&loop, stuck_reached, &clear, 10000));
     TH_EQ_INT((int)stuck_lag(), 0);
     CU_ASSERT(stuck_age() == 0);
     teardown(&loop, p, c, NULL);
@@ -923,7 +893,7 @@ static void test_fixed_port(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(c);
     TH_EQ_INT(produce(p, "t.fixed", "f", 0, 20, &dw.d), 0);
     count_wait_t cw = {&s.received, 20};
-    CU_ASSERT(run_until(&loop, count_reached, &cw, 30000));
+    CU_ASSERT(th_loop_until(&loop, count_reached, &cw, 30000));
     TH_EQ_INT(s.received, 20);
     TH_EQ_INT(dw.d.delivered, 20);
     teardown(&loop, p, c, NULL);
@@ -953,7 +923,7 @@ static void test_static_member(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(c);
     TH_EQ_INT(produce(p, "t.static", "m", 0, 20, &dw.d), 0);
     count_wait_t cw = {&s.received, 20};
-    CU_ASSERT(run_until(&loop, count_reached, &cw, 30000));
+    CU_ASSERT(th_loop_until(&loop, count_reached, &cw, 30000));
     TH_EQ_INT(s.received, 20);
     teardown(&loop, p, c, NULL);
 }

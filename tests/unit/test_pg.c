@@ -48,38 +48,6 @@ static void rec_cb(const PGresult *res, const char *err, void *arg)
     r->n++;
 }
 
-/* Runs the loop until cond holds or timeout_ms passes; returns 1 if it held. */
-typedef struct runner {
-    int (*cond)(void *);
-    void *arg;
-    int64_t deadline;
-    int held;
-} runner_t;
-
-static void runner_tick(uv_timer_t *t)
-{
-    runner_t *r = t->data;
-    if (r->cond(r->arg)) {
-        r->held = 1;
-        uv_stop(t->loop);
-    } else if (th_now_ms() >= r->deadline) {
-        uv_stop(t->loop);
-    }
-}
-
-static int run_until(uv_loop_t *loop, int (*cond)(void *), void *arg, int timeout_ms)
-{
-    runner_t r = {cond, arg, th_now_ms() + timeout_ms, 0};
-    uv_timer_t t;
-    uv_timer_init(loop, &t);
-    t.data = &r;
-    uv_timer_start(&t, runner_tick, 0, 5);
-    uv_run(loop, UV_RUN_DEFAULT);
-    uv_timer_stop(&t);
-    uv_close((uv_handle_t *)&t, NULL);
-    uv_run(loop, UV_RUN_NOWAIT);
-    return r.held || cond(arg);
-}
 
 static int no_pending(void *arg) { return gt_pg_pending(arg) == 0; }
 static int is_connected(void *arg) { return gt_pg_connected(arg); }
@@ -238,7 +206,7 @@ static void test_pipelined_inserts_in_order(void)
                                   "RETURNING i", 2, p, rec_cb, &args[i]), 0);
     }
     TH_EQ_INT(gt_pg_pending(pg), N_PIPELINED);
-    CU_ASSERT(run_until(&loop, no_pending, pg, 60000));
+    CU_ASSERT(th_loop_until(&loop, no_pending, pg, 60000));
     TH_EQ_INT(rec.n, N_PIPELINED);
     TH_EQ_INT(rec.out_of_order, 0);
     int bad = 0;
@@ -277,7 +245,7 @@ static void test_error_fails_only_that_query(void)
     uv_loop_init(&loop);
     gt_pg_t *pg = gt_pg_new(&loop, ci);
     CU_ASSERT_FATAL(pg != NULL);
-    CU_ASSERT(run_until(&loop, is_connected, pg, 10000));
+    CU_ASSERT(th_loop_until(&loop, is_connected, pg, 10000));
 
     enum { N = 101 };
     rec_t rec = {calloc(N + 1, sizeof(answer_t)), 0, N + 1, 0};
@@ -292,7 +260,7 @@ static void test_error_fails_only_that_query(void)
     }
     chain_t ch = {pg, &rec, {&rec, N}};
     TH_EQ_INT(gt_pg_query(pg, "SELECT 1", 0, NULL, chain_cb, &ch), 0);
-    CU_ASSERT(run_until(&loop, no_pending, pg, 20000));
+    CU_ASSERT(th_loop_until(&loop, no_pending, pg, 20000));
     TH_EQ_INT(rec.n, N + 1);
     TH_EQ_INT(rec.out_of_order, 0);
     for (int i = 0; i < rec.n && i < N; i++) {
@@ -329,7 +297,7 @@ static int backend_pid(uv_loop_t *loop, gt_pg_t *pg)
     pid_box_t b = {0, 0};
     if (gt_pg_query(pg, "SELECT pg_backend_pid()", 0, NULL, pid_cb, &b) != 0)
         return -1;
-    if (!run_until(loop, box_done, &b, 20000))
+    if (!th_loop_until(loop, box_done, &b, 20000))
         return -1;
     return b.pid;
 }
@@ -368,7 +336,7 @@ static void test_reconnect_resends_pending(void)
     TH_EQ_INT(scalar(c, sql), 1);
     TH_EQ_INT(rec.n, 0);
 
-    CU_ASSERT(run_until(&loop, no_pending, pg, 30000));
+    CU_ASSERT(th_loop_until(&loop, no_pending, pg, 30000));
     TH_EQ_INT(rec.n, N);
     TH_EQ_INT(rec.out_of_order, 0);
     int bad = 0;
@@ -484,12 +452,12 @@ static void test_statement_timeout_is_retried(void)
     TH_EQ_INT(gt_pg_query(pg, "INSERT INTO t SELECT 1 FROM pg_sleep(0.2) ON CONFLICT DO NOTHING",
                           0, NULL, closed_cb, &a), 0);
     retry_wait_t w = {"57", before + 2};
-    CU_ASSERT(run_until(&loop, retried, &w, 20000));
+    CU_ASSERT(th_loop_until(&loop, retried, &w, 20000));
     TH_EQ_INT(a.idx, 0); /* not answered: neither failed nor done */
     TH_EQ_INT(gt_pg_pending(pg), 1);
     TH_EQ_INT(scalar(c, "SELECT count(*) FROM t"), 0);
     exec_admin(c, "ALTER ROLE %s RESET statement_timeout", role);
-    CU_ASSERT(run_until(&loop, answered, &a, 20000));
+    CU_ASSERT(th_loop_until(&loop, answered, &a, 20000));
     TH_EQ_INT(a.idx, 1);
     TH_EQ_INT(a.ok, 1);
     TH_EQ_STR(a.err, "");
@@ -515,11 +483,11 @@ static void test_read_only_is_retried(void)
     TH_EQ_INT(gt_pg_query(pg, "INSERT INTO t VALUES (1) ON CONFLICT DO NOTHING", 0, NULL,
                           closed_cb, &a), 0);
     retry_wait_t w = {"25006", before + 2};
-    CU_ASSERT(run_until(&loop, retried, &w, 20000));
+    CU_ASSERT(th_loop_until(&loop, retried, &w, 20000));
     TH_EQ_INT(a.idx, 0);
     TH_EQ_INT(scalar(c, "SELECT count(*) FROM t"), 0);
     exec_admin(c, "ALTER ROLE %s RESET default_transaction_read_only", role);
-    CU_ASSERT(run_until(&loop, answered, &a, 20000));
+    CU_ASSERT(th_loop_until(&loop, answered, &a, 20000));
     TH_EQ_INT(a.idx, 1);
     TH_EQ_INT(a.ok, 1);
     TH_EQ_INT(scalar(c, "SELECT count(*) FROM t"), 1);
@@ -539,14 +507,14 @@ static void test_permission_denied_is_permanent(void)
     uv_loop_init(&loop);
     gt_pg_t *pg = gt_pg_new(&loop, ci);
     CU_ASSERT_FATAL(pg != NULL);
-    CU_ASSERT(run_until(&loop, is_connected, pg, 10000));
+    CU_ASSERT(th_loop_until(&loop, is_connected, pg, 10000));
     double before = retries("42") + retries("08");
     rec_t rec = {calloc(3, sizeof(answer_t)), 0, 3, 0};
     qarg_t args[3] = {{&rec, 0}, {&rec, 1}, {&rec, 2}};
     TH_EQ_INT(gt_pg_query(pg, "SELECT 0", 0, NULL, rec_cb, &args[0]), 0);
     TH_EQ_INT(gt_pg_query(pg, "INSERT INTO t VALUES (1)", 0, NULL, rec_cb, &args[1]), 0);
     TH_EQ_INT(gt_pg_query(pg, "SELECT 2", 0, NULL, rec_cb, &args[2]), 0);
-    CU_ASSERT(run_until(&loop, no_pending, pg, 10000));
+    CU_ASSERT(th_loop_until(&loop, no_pending, pg, 10000));
     TH_EQ_INT(rec.n, 3);
     TH_EQ_INT(rec.out_of_order, 0);
     TH_EQ_INT(rec.answers[0].ok, 1);
@@ -576,7 +544,7 @@ static void test_host_name_resolved(void)
     CU_ASSERT_FATAL(pg != NULL);
     answer_t a = {0, 0, "", ""};
     TH_EQ_INT(gt_pg_query(pg, "SELECT 1", 0, NULL, closed_cb, &a), 0);
-    CU_ASSERT(run_until(&loop, answered, &a, 20000));
+    CU_ASSERT(th_loop_until(&loop, answered, &a, 20000));
     TH_EQ_INT(a.ok, 1);
     CU_ASSERT(gt_pg_connected(pg));
     pg_close(&loop, pg);
@@ -587,7 +555,7 @@ static void test_host_name_resolved(void)
     CU_ASSERT_FATAL(pg != NULL);
     a = (answer_t){0, 0, "", ""};
     TH_EQ_INT(gt_pg_query(pg, "SELECT 1", 0, NULL, closed_cb, &a), 0);
-    CU_ASSERT(!run_until(&loop, answered, &a, 1500));
+    CU_ASSERT(!th_loop_until(&loop, answered, &a, 1500));
     TH_EQ_INT(gt_pg_connected(pg), 0);
     TH_EQ_INT(gt_pg_pending(pg), 1);
     gt_pg_free(pg);
