@@ -194,6 +194,9 @@ typedef struct req {
     size_t body_len;
     int too_large;
     struct MHD_PostProcessor *pp;
+    char tail[256];       /* the upload's last raw bytes */
+    size_t tail_len;
+    char closing[128];    /* "--BOUNDARY--" */
     upload_t up;
 } req_t;
 
@@ -364,6 +367,8 @@ static enum MHD_Result upload_end(gt_api_http_t *h, struct MHD_Connection *conn,
     upload_t *u = &r->up;
     if (u->error)
         return reply_err(conn, OPENAI, u->status, u->error);
+    if (!r->closing[0] || !memmem(r->tail, r->tail_len, r->closing, strlen(r->closing)))
+        return reply_err(conn, OPENAI, 400, "file: malformed or truncated multipart body");
     if (strcmp(u->purpose, "batch") != 0)
         return reply_err(conn, OPENAI, 400, "purpose: must be batch");
     if (!u->filename)
@@ -1246,6 +1251,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->flavor = !strncmp(url, "/v1/messages", 12) ? ANTHROPIC : OPENAI;
         r->auth_status = authenticate(h, conn, r);
         if (!r->auth_status && post && !strcmp(url, "/v1/files")) {
+            const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type");
+            const char *bd = ct ? strstr(ct, "boundary=") : NULL;
+            if (bd) {
+                bd += 9;
+                size_t bl = strcspn(bd, "\"; ");
+                if (*bd == '"')
+                    bl = strcspn(++bd, "\"");
+                if (bl + 5 < sizeof(r->closing))
+                    snprintf(r->closing, sizeof(r->closing), "--%.*s--", (int)bl, bd);
+            }
             r->up.buf = malloc(CHUNK_BYTES);
             r->pp = r->up.buf ? MHD_create_post_processor(conn, 64 * 1024, post_iter, r) : NULL;
             if (!r->pp)
@@ -1258,10 +1273,24 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (*upload_size) {
         tls_h = h;
         if (r->pp && !r->up.error) {
-            if (MHD_post_process(r->pp, upload, *upload_size) != MHD_YES && !r->up.error) {
-                r->up.error = "file: malformed multipart body";
-                r->up.status = 400;
+            /* MHD refuses an epilogue after the closing boundary (node's
+             * form-data encoders send "\r\n" there): the closing boundary
+             * seen in the raw tail decides instead (upload_end). */
+            MHD_post_process(r->pp, upload, *upload_size);
+            size_t keep = sizeof(r->tail) - 1, n = *upload_size;
+            if (n >= keep) {
+                memcpy(r->tail, upload + n - keep, keep);
+                r->tail_len = keep;
+            } else {
+                if (r->tail_len + n > keep) {
+                    size_t drop = r->tail_len + n - keep;
+                    memmove(r->tail, r->tail + drop, r->tail_len - drop);
+                    r->tail_len -= drop;
+                }
+                memcpy(r->tail + r->tail_len, upload, n);
+                r->tail_len += n;
             }
+            r->tail[r->tail_len] = 0;
         } else if (!r->pp && !r->auth_status) {
             if (r->body_len + *upload_size > (size_t)h->ac->max_file_bytes) {
                 r->too_large = 1;
