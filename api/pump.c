@@ -28,6 +28,7 @@ struct gt_api_pump {
     int cancelling;  /* a cancel round is out */
     int sweeping;    /* the sweep's queries are out */
     int records;     /* results being recorded */
+    int events_out;  /* end events produced and not yet marked sent */
     int closing;
 };
 
@@ -165,9 +166,11 @@ typedef struct ending {
 
 static void on_event_marked(const PGresult *res, const char *err, void *arg)
 {
+    ending_t *en = arg;
     if (err)
         gt_log(GT_LOG_WARN, NULL, "api: marking an event sent: %s", err);
-    free(arg);
+    en->p->events_out--;
+    free(en);
 }
 
 static void on_event_done(void *arg)
@@ -176,13 +179,15 @@ static void on_event_done(void *arg)
     const char *params[1] = {en->batch_id};
     if (gt_pg_query(en->p->pg, "UPDATE api_batches SET event_sent = true WHERE batch_id = $1", 1,
                     params, on_event_marked, en))
-        free(en);
+        on_event_marked(NULL, "cannot queue", en);
 }
 
 static void on_event_failed(const char *topic, int err, const char *reason, void *arg)
 {
+    ending_t *en = arg;
     gt_log(GT_LOG_ERROR, NULL, "api: batch event to %s: %s", topic, reason ? reason : "given up");
-    free(arg);
+    en->p->events_out--;
+    free(en);
 }
 
 /* Rows: batch_id, tenant_id, flavor, status, counts (json). One event each,
@@ -214,6 +219,7 @@ static void on_events(const PGresult *res, const char *err, void *arg)
             free(en);
             continue;
         }
+        p->events_out++;
         gt_effect_add_json(e, p->cfg->topics.events, en->batch_id, ev, NULL, 0);
         gt_effect_seal(e);
         json_decref(ev);
@@ -232,15 +238,11 @@ static const char events_sql[] =
     " FROM api_batches b WHERE NOT event_sent AND status IN ('completed', 'cancelled', 'expired')"
     " LIMIT 100";
 
+/* The end event goes out from the next sweep (the only sender: none twice). */
 static void on_finalized(const PGresult *res, const char *err, void *arg)
 {
-    gt_api_pump_t *p = arg;
-    if (err) {
+    if (err)
         gt_log(GT_LOG_WARN, NULL, "api: finalizing: %s", err);
-        return;
-    }
-    if (res && PQntuples(res) && !PQgetisnull(res, 0, 0))
-        gt_pg_query(p->pg, events_sql, 0, NULL, on_events, p);
 }
 
 static void finalize(gt_api_pump_t *p, const char *batch_id)
@@ -369,12 +371,14 @@ static void on_tick(uv_timer_t *t)
         gt_consumer_resume(p->consumer);
     if (!gt_pg_connected(p->pg))
         return;
+    /* The sweep first: its statements reach PostgreSQL before the next
+     * publish round's select, which so never picks a line it just ended. */
+    if (!p->sweeping && !p->events_out)
+        sweep(p);
     if (!p->publishing)
         start_round(p, 0);
     if (!p->cancelling)
         start_round(p, 1);
-    if (!p->sweeping)
-        sweep(p);
 }
 
 gt_api_pump_t *gt_api_pump_new(uv_loop_t *loop, const gt_config_t *cfg,

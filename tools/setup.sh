@@ -6,7 +6,8 @@ set -euo pipefail
 PACKAGES=(gcc meson ninja-build pkg-config python3 curl
           librdkafka-dev libpq-dev libcurl4-openssl-dev libjansson-dev libuv1-dev libssl-dev
           libcunit1-dev libmicrohttpd-dev
-          postgresql kcat json-schema-test-suite python3-yaml)
+          postgresql kcat json-schema-test-suite python3-yaml
+          nodejs npm)  # nodejs, npm: the vendors' SDKs as clients of gantry-api (tests/sdk)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

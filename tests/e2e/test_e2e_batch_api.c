@@ -42,7 +42,7 @@ static int start(void)
         .workers = 2,
         .fail_rate = 0.3,
         .extra_config = "{\"pools\": {\"pool-a\": {\"breaker\": {\"failures\": 1000000}}},"
-                        " \"api\": {\"port\": 0, \"min_completion_window_s\": 1,"
+                        " \"api\": {\"port\": 0, \"min_completion_window_s\": 1, \"publish_batch\": 200,"
                         " \"models\": {\"gpt-4o-mini\": \"auto\", \"claude-3-5-haiku\": \"small\"}}}"};
     if (th_cluster_start(&cl, &o) != 0)
         return -1;
@@ -115,6 +115,39 @@ static void check_usage(json_t *s, const char *field)
     TH_EQ_INT(usage_rows(usage_batch), usage_want);
 }
 
+static char event_sql[256];
+static int event_sent(void *arg)
+{
+    return th_sql_long(cl.conninfo, event_sql) == 1;
+}
+
+/* The batch's end is announced once on gantry.events (type, batch_id, counts). */
+static void check_event(json_t *s, const char *type)
+{
+    const char *id = json_string_value(json_object_get(s, "batch_id"));
+    snprintf(event_sql, sizeof(event_sql),
+             "SELECT count(*) FROM api_batches WHERE batch_id = '%s' AND event_sent", id);
+    CU_ASSERT(th_poll(event_sent, NULL, 20000));
+    json_t *all = th_kafka_read_all(cl.bootstrap, "gantry.events");
+    size_t i;
+    json_t *m;
+    long n = 0;
+    json_array_foreach(all, i, m) {
+        json_t *ev = json_loads(json_string_value(json_object_get(m, "value")), 0, NULL);
+        json_t *d = json_object_get(ev, "data");
+        if (!strcmp(json_string_value(json_object_get(ev, "type")) ?: "", type) &&
+            !strcmp(json_string_value(json_object_get(d, "batch_id")) ?: "", id)) {
+            n++;
+            CU_ASSERT(json_integer_value(json_object_get(json_object_get(d, "request_counts"),
+                                                         "succeeded")) ==
+                      summary_int(s, "completed"));
+        }
+        json_decref(ev);
+    }
+    TH_EQ_INT(n, 1);
+    json_decref(all);
+}
+
 static void test_openai(void)
 {
     json_t *s = run_sdk("tests/sdk/openai_batch.mjs", "complete", "1000");
@@ -129,9 +162,7 @@ static void test_openai(void)
     snprintf(sql, sizeof(sql), "SELECT count(*) FROM api_batch_lines WHERE batch_id = '%s'",
              json_string_value(json_object_get(s, "batch_id")));
     TH_EQ_INT(th_sql_long(cl.conninfo, sql), 1000);
-    snprintf(sql, sizeof(sql), "SELECT count(*) FROM api_batches WHERE batch_id = '%s' AND event_sent",
-             json_string_value(json_object_get(s, "batch_id")));
-    TH_EQ_INT(th_sql_long(cl.conninfo, sql), 1);
+    check_event(s, "batch.completed");
     json_decref(s);
 }
 
@@ -142,8 +173,26 @@ static void test_openai_cancel(void)
     TH_EQ_STR(json_string_value(json_object_get(s, "status")), "cancelled");
     TH_EQ_INT(summary_int(s, "completed") + summary_int(s, "failed"), 5000);
     check_usage(s, "completed"); /* billed exactly for what ran */
+    check_event(s, "batch.cancelled");
     CU_ASSERT(th_poll(released, &cl, 30000));
     TH_EQ_INT(th_mock_stat(&cl, "outstanding_allocations"), 0);
+    json_decref(s);
+}
+
+/* completion_window 2s (api.min_completion_window_s allows it here): what
+ * has not ended by then ends expired; the batch is expired, its files hold
+ * every line. */
+static void test_openai_expire(void)
+{
+    setenv("GANTRY_WINDOW", "2s", 1);
+    json_t *s = run_sdk("tests/sdk/openai_batch.mjs", "expire", "5000");
+    unsetenv("GANTRY_WINDOW");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    TH_EQ_STR(json_string_value(json_object_get(s, "status")), "expired");
+    TH_EQ_INT(summary_int(s, "completed") + summary_int(s, "failed"), 5000);
+    CU_ASSERT(summary_int(s, "stopped") > 0); /* lines ended expired */
+    check_usage(s, "completed");
+    check_event(s, "batch.expired");
     json_decref(s);
 }
 
@@ -177,6 +226,7 @@ int main(void)
         {"openai SDK: 1,000 lines with bad and failing ones run to completed", test_openai},
         {"anthropic SDK: message batch of 1,000 ends", test_anthropic},
         {"openai SDK: cancel mid-run of 5,000 lines", test_openai_cancel},
+        {"openai SDK: completion_window passes", test_openai_expire},
         {"stop", test_teardown},
         {NULL, NULL}};
     return th_run("e2e batch api", tests);
