@@ -79,6 +79,8 @@ static json_t *run_sdk(const char *script, const char *mode, const char *lines)
     int got = th_proc_wait_line(&p, "summary=", summary, sizeof(summary), 600000);
     int st = th_proc_stop(&p, 0, 30000);
     CU_ASSERT_EQUAL(st, 0);
+    if (!got)
+        fprintf(stderr, "  %s %s: %s\n", mode, lines, summary);
     return got ? NULL : json_loads(summary, 0, NULL);
 }
 
