@@ -176,6 +176,20 @@ static void test_openai_cancel(void)
     TH_EQ_INT(summary_int(s, "completed") + summary_int(s, "failed"), 5000);
     check_usage(s, "completed"); /* billed exactly for what ran */
     check_event(s, "batch.cancelled");
+    /* No task starts after the cancel: lines not yet published never are, and
+     * the dispatcher cancels the published ones (issue 16's cancellation: where
+     * it is not merged yet, published lines run to their end, still before
+     * this bound). 1 s covers the control message's way to the dispatcher. */
+    char sql[512];
+    const char *id = json_string_value(json_object_get(s, "batch_id"));
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM tasks t, api_batches b WHERE b.batch_id = '%s' AND"
+             " t.request_id LIKE b.batch_id || ':%%' AND t.queued_at > b.cancelling_at"
+             " + interval '1 second'", id);
+    TH_EQ_INT(th_sql_long(cl.conninfo, sql), 0);
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM api_batch_lines WHERE batch_id = '%s' AND NOT published", id);
+    CU_ASSERT(th_sql_long(cl.conninfo, sql) > 0); /* cancelled before they went out */
     CU_ASSERT(th_poll(released, &cl, 30000));
     TH_EQ_INT(th_mock_stat(&cl, "outstanding_allocations"), 0);
     json_decref(s);
