@@ -29,7 +29,10 @@ int main(int argc, char **argv)
 {
     const char *lines = argc > 1 ? argv[1] : "50000";
     th_cluster_t cl;
+    /* 24 partitions: the mock brokers keep a bounded log per partition, and
+     * 50,000 requests' task results outgrow 6 before the dispatcher reads them. */
     th_cluster_opts_t o = {.workers = 2, .latency = "10-10", .worker_in_flight = 256,
+                           .kafka_partitions = 24,
                            .extra_config = "{\"api\": {\"port\": 0, \"models\": {\"*\": \"small\"}},"
                                            " \"log\": {\"level\": \"warn\"}}"};
     th_proc_t api = {0}, key = {0}, node = {0};
