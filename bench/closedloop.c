@@ -144,10 +144,14 @@ out:
     return rc;
 }
 
+/* Request ids are "cl-<run>-<seq>": a run's own (an earlier run's ids would be duplicates,
+ * which the dispatcher answers no more). */
+static char run_id[24];
+
 static int produce(rd_kafka_t *prod, long seq, const char *model, int64_t *sent_at)
 {
-    char id[40], v[512];
-    snprintf(id, sizeof(id), "cl-%ld", seq);
+    char id[64], v[512];
+    snprintf(id, sizeof(id), "cl-%s-%ld", run_id, seq);
     int n = snprintf(v, sizeof(v),
                      "{\"schema\":\"gantry.request.v1\",\"request_id\":\"%s\",\"tenant_id\":"
                      "\"tenant-%ld\",\"kind\":\"generate\",\"model\":\"%s\",\"input\":"
@@ -210,6 +214,7 @@ int main(int argc, char **argv)
     if (!bootstrap || in_flight < 1 || duration <= 0 || warmup < 0 || latency < 0)
         goto usage;
 
+    snprintf(run_id, sizeof(run_id), "%x%x", (unsigned)getpid(), (unsigned)time(NULL));
     rd_kafka_t *prod = client(RD_KAFKA_PRODUCER, bootstrap);
     rd_kafka_t *cons = client(RD_KAFKA_CONSUMER, bootstrap);
     if (!prod || !cons || assign_at_end(cons, "gantry.results") < 0) {
@@ -242,12 +247,14 @@ int main(int argc, char **argv)
         rd_kafka_message_t *m = rd_kafka_consumer_poll(cons, 1);
         if (!m)
             continue;
-        if (!m->err && m->key_len > 3 && !memcmp(m->key, "cl-", 3)) {
-            char k[40];
+        size_t pl = strlen(run_id) + 4;
+        if (!m->err && m->key_len > pl && !memcmp(m->key, "cl-", 3) &&
+            !memcmp((char *)m->key + 3, run_id, pl - 4) && ((char *)m->key)[pl - 1] == '-') {
+            char k[64];
             size_t kl = m->key_len < sizeof(k) - 1 ? m->key_len : sizeof(k) - 1;
             memcpy(k, m->key, kl);
             k[kl] = '\0';
-            long s = atol(k + 3);
+            long s = atol(k + pl);
             if (s >= 0 && s < seq && sent_at[s]) {
                 int64_t us = now_us() - sent_at[s];
                 sent_at[s] = 0;
