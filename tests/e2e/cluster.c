@@ -124,10 +124,16 @@ int th_cluster_start(th_cluster_t *c, const th_cluster_opts_t *o)
         return -1;
     snprintf(c->mock_url, sizeof(c->mock_url), "http://%s", addr);
 
+    /* kafka: the local profile's settings (deploy/gantry.local.json, docs/operations.md): no
+     * hop waits for the embedded cluster's fetch.wait.max.ms. */
     char cfg[4096];
     snprintf(cfg, sizeof(cfg),
-             "{\"kafka\": {\"bootstrap_servers\": \"%s\", \"consumer_properties\":"
-             "   {\"session.timeout.ms\": \"6000\", \"heartbeat.interval.ms\": \"500\"}},"
+             "{\"kafka\": {\"bootstrap_servers\": \"%s\","
+             "   \"properties\": {\"socket.nagle.disable\": \"true\"},"
+             "   \"consumer_properties\": {\"session.timeout.ms\": \"6000\","
+             "     \"heartbeat.interval.ms\": \"500\", \"fetch.wait.max.ms\": \"5\","
+             "     \"fetch.error.backoff.ms\": \"5\"},"
+             "   \"producer_properties\": {\"linger.ms\": \"0\"}},"
              " \"postgres\": {\"conninfo\": \"%s\"},"
              " \"pools\": {\"pool-a\": {\"endpoint\": \"%s\", \"api_key\": \"%s\"}},"
              " \"models\": {\"small\": {\"pool\": \"pool-a\", \"lane\": \"small\","
