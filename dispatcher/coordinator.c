@@ -83,9 +83,10 @@ static const char sql_apply[] =
  * one job apart within a process) or a dead incarnation's (a restart under
  * the same id), so --id must be unique among live dispatchers. Claimed: the
  * job's inference tasks in order, each with the result already stored by an
- * earlier holder (NULL if none) and when it was stored (epoch ms). Held by
- * another: one row (NULL, NULL, holder, NULL, NULL). Finished (or being
- * claimed right now): none. */
+ * earlier holder (NULL if none) and when it was stored (epoch ms); a job with
+ * no tasks (a rejection stored by the intake) gives one row with a NULL idx.
+ * Held by another: one row (NULL, NULL, holder, NULL, NULL). Finished (or
+ * being claimed right now): none. */
 static const char sql_claim[] =
     "WITH claim AS ("
     "  UPDATE jobs SET status = 'completing', claimed_by = $2, claimed_at = now(),"
@@ -96,7 +97,7 @@ static const char sql_claim[] =
     "  RETURNING request_id, result, coalesce(result_stored_at, created_at) AS stored_at)"
     " SELECT t.idx, t.result, NULL, c.result,"
     "        (extract(epoch FROM c.stored_at) * 1000)::bigint FROM claim c"
-    "  JOIN tasks t ON t.request_id = c.request_id AND t.kind = 'inference'"
+    "  LEFT JOIN tasks t ON t.request_id = c.request_id AND t.kind = 'inference'"
     " UNION ALL"
     " SELECT NULL, NULL, coalesce(j.claimed_by, ''), NULL, NULL FROM jobs j"
     "  WHERE j.request_id = $1 AND j.status = 'completing' AND NOT EXISTS (SELECT 1 FROM claim)"
@@ -398,7 +399,7 @@ static void on_claimed(const PGresult *res, const char *err, void *arg)
         return;
     }
     int n = PQntuples(res);
-    if (n == 1 && PQgetisnull(res, 0, 0)) {
+    if (n == 1 && !PQgetisnull(res, 0, 2)) {
         /* Its holder publishes the result (this message is a duplicate, or a
          * redelivery after its partition moved); if that holder died, the
          * sweep takes the claim once it is stale. */
