@@ -25,7 +25,8 @@ typedef struct cancel {
  * order it against the workers' start gate (workers/gate.c): a task the gate
  * marked running first stays running (its worker aborts it); one the cancel
  * reached first never starts. Returns the job's status before, and how many
- * tasks it cancelled; no row for an unknown request. */
+ * tasks it cancelled; no row for an unknown request, which is kept in
+ * job_cancels: a job stored later under it is cancelled by the start gate. */
 static const char sql_cancel[] =
     "WITH j AS (SELECT request_id, status FROM jobs WHERE request_id = $1 FOR UPDATE),"
     " c AS ("
@@ -40,7 +41,9 @@ static const char sql_cancel[] =
     "           'error', jsonb_build_object('code', 'cancelled',"
     "             'message', 'cancelled before it started'), 'attempts', '[]'::jsonb)"
     "  WHERE request_id IN (SELECT request_id FROM c) AND kind = 'inference'"
-    "   AND status IN ('pending', 'queued') RETURNING 1)"
+    "   AND status IN ('pending', 'queued') RETURNING 1),"
+    " e AS (INSERT INTO job_cancels (request_id, reason) SELECT $1, $2"
+    "  WHERE NOT EXISTS (SELECT 1 FROM j) ON CONFLICT (request_id) DO NOTHING)"
     " SELECT j.status, (SELECT count(*) FROM t) FROM j";
 
 /* After the cancel committed (a new snapshot): the job's open tasks and its
@@ -141,7 +144,11 @@ static void on_cancelled(const PGresult *res, const char *err, void *arg)
     }
     if (PQntuples(res) == 0) {
         gt_log(GT_LOG_WARN, &ctx, "cancel of an unknown request");
-        answer(k, "cancel.unknown", json_pack("{s:s}", "message", "no job with this request_id"));
+        answer(k, "cancel.unknown",
+               json_pack("{s:s, s:b}", "message",
+                         "no job with this request_id (yet): a job taken in later under it is "
+                         "cancelled before it runs",
+                         "held", 1));
         return;
     }
     const char *status = PQgetvalue(res, 0, 0);

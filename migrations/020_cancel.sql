@@ -12,3 +12,11 @@ ALTER TABLE jobs ADD COLUMN cancelled_at timestamptz, ADD COLUMN cancel_reason t
 CREATE INDEX tasks_unfinished ON tasks (request_id)
     WHERE status IN ('pending', 'queued', 'running');
 CREATE INDEX jobs_cancelled ON jobs (request_id) WHERE cancelled_at IS NOT NULL;
+-- A cancel that comes before its request was taken in (the control topic is
+-- read apart from the requests topic) is kept here; the start gate treats a
+-- job named here as cancelled, so its tasks report cancelled without running.
+CREATE TABLE job_cancels (
+    request_id   text PRIMARY KEY,
+    reason       text,
+    requested_at timestamptz NOT NULL DEFAULT now()
+);

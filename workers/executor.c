@@ -536,6 +536,11 @@ static void on_gate(gt_gate_verdict_t v, void *arg)
         task_done(t);
         return;
     }
+    if (v == GT_GATE_CANCELLED) {
+        t->cancelled = 1; /* reported cancelled, unbilled */
+        task_fail_early(t, GT_TASK_FAILED, "cancelled", "the job was cancelled");
+        return;
+    }
     if (v == GT_GATE_EXPIRED) {
         task_fail_early(t, GT_TASK_EXPIRED, "queue_time_exceeded",
                         "the task waited longer than its queue time limit");

@@ -19,7 +19,10 @@ typedef struct gate_req {
     void *arg;
 } gate_req_t;
 
-/* $1 task_id, $2 request_id, $3 queue limit in ms (0: none). Under READ
+/* $1 task_id, $2 request_id, $3 queue limit in ms (0: none). A task of a
+ * cancelled job that the cancel did not mark (the cancel came before the job
+ * was stored: job_cancels; or the task was running on a worker that died)
+ * answers 'cancelled': reported, never run. Under READ
  * COMMITTED the UPDATE re-reads a row a concurrent cancel changed, so a task
  * the cancel reached first is never marked running. A task already running
  * (redelivered after its worker died) starts again. A task not in the table
@@ -27,15 +30,20 @@ typedef struct gate_req {
 static const char sql_claim[] =
     "WITH cur AS ("
     "  SELECT t.status, ($3::bigint > 0 AND t.started_at IS NULL"
-    "          AND j.created_at < now() - $3::bigint * interval '1 millisecond') AS late"
+    "          AND j.created_at < now() - $3::bigint * interval '1 millisecond') AS late,"
+    "         (j.cancelled_at IS NOT NULL OR EXISTS (SELECT 1 FROM job_cancels c"
+    "           WHERE c.request_id = t.request_id)) AS cancelled"
     "  FROM tasks t JOIN jobs j ON j.request_id = t.request_id"
     "  WHERE t.task_id = $1 AND t.request_id = $2),"
     " upd AS ("
     "  UPDATE tasks SET status = 'running', started_at = coalesce(started_at, clock_timestamp())"
     "  WHERE task_id = $1 AND request_id = $2 AND status IN ('pending', 'queued', 'running')"
     "   AND NOT coalesce((SELECT late FROM cur), false)"
+    "   AND NOT coalesce((SELECT cancelled FROM cur), false)"
     "  RETURNING 1)"
     " SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM cur) OR EXISTS (SELECT 1 FROM upd) THEN 'start'"
+    "  WHEN (SELECT cancelled FROM cur) AND (SELECT status FROM cur)"
+    "   IN ('pending', 'queued', 'running') THEN 'cancelled'"
     "  WHEN (SELECT late FROM cur) AND (SELECT status FROM cur) IN ('pending', 'queued')"
     "   THEN 'expired' ELSE 'skip' END";
 
@@ -68,7 +76,8 @@ static void on_claim(const PGresult *res, const char *err, void *arg)
         gt_warn("start gate: %s; the task starts ungated", err);
     } else if (PQntuples(res) == 1) {
         const char *s = PQgetvalue(res, 0, 0);
-        v = strcmp(s, "expired") == 0 ? GT_GATE_EXPIRED
+        v = strcmp(s, "expired") == 0     ? GT_GATE_EXPIRED
+            : strcmp(s, "cancelled") == 0 ? GT_GATE_CANCELLED
             : strcmp(s, "skip") == 0  ? GT_GATE_SKIP
                                       : GT_GATE_START;
     }

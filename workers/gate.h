@@ -16,6 +16,7 @@ typedef enum {
     GT_GATE_START,   /* run it (also: the task is not known to PostgreSQL, e.g. sent by hand) */
     GT_GATE_EXPIRED, /* it waited longer than its queue time limit: end it expired, unrun */
     GT_GATE_SKIP,    /* cancelled before it started, or already finished: do not run it */
+    GT_GATE_CANCELLED, /* its job is cancelled but the task not marked: report it cancelled */
     GT_GATE_CLOSED,  /* the gate is closing: leave the task undone (redelivered) */
 } gt_gate_verdict_t;
 

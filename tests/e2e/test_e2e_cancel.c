@@ -87,9 +87,11 @@ static int cancel(const char *rid)
 
 static void test_cancel_mid_batch(void)
 {
-    /* 2 workers x 8 slots, 20-40 ms a call: the batch takes ~5 s, cancelled at ~150. */
-    th_cluster_opts_t o = {.latency = "20-40", .workers = 2, .worker_in_flight = 8,
-                           .extra_config = "{\"dispatcher\": {\"max_batch\": 5000}}"};
+    /* 2 workers x 8 slots, 100-200 ms a call (~20 s for the batch), cancelled at ~150:
+     * the running tasks are aborted (a 50 ms cancel poll). */
+    th_cluster_opts_t o = {.latency = "100-200", .workers = 2, .worker_in_flight = 8,
+                           .extra_config = "{\"dispatcher\": {\"max_batch\": 5000},"
+                                           " \"scheduling\": {\"cancel_poll_ms\": 50}}"};
     CU_ASSERT_EQUAL_FATAL(th_cluster_start(&cl, &o), 0);
     json_t *batch = json_array();
     for (int i = 0; i < BATCH; i++) {
@@ -129,7 +131,7 @@ static void test_cancel_mid_batch(void)
             CU_ASSERT(json_is_object(json_object_get(item, "output")));
     }
     long succeeded = th_sql_long(cl.conninfo, "SELECT count(*) FROM tasks WHERE request_id = '"
-                                 RID "' AND status = 'succeeded'");
+                                 RID "' AND kind = 'inference' AND status = 'succeeded'");
     long started = th_sql_long(cl.conninfo, "SELECT count(*) FROM tasks WHERE request_id = '"
                                RID "' AND started_at IS NOT NULL");
     long aborted = th_sql_long(cl.conninfo, "SELECT count(*) FROM tasks WHERE request_id = '"
@@ -139,6 +141,7 @@ static void test_cancel_mid_batch(void)
     TH_EQ_INT(ok + cancelled, BATCH);
     TH_EQ_INT(ok, succeeded);
     CU_ASSERT(cancelled > BATCH / 2);
+    CU_ASSERT(aborted > 0);
     TH_EQ_INT(started, succeeded + aborted);
     /* Billed exactly for the finished items: one usage row each, nothing else. */
     TH_EQ_INT(th_check_usage(&cl, 1), ok);
@@ -216,13 +219,14 @@ static void test_cancel_races_completion(void)
         n_cancelled += st && strcmp(st, "cancelled") == 0;
         n_succeeded += st && strcmp(st, "succeeded") == 0;
         /* Every cancel answered: accepted, or finished when it came too late. */
-        CU_ASSERT(events_of("cancel.accepted", rid) + events_of("cancel.finished", rid) >= 1);
+        CU_ASSERT(events_of("cancel.accepted", rid) + events_of("cancel.finished", rid) +
+                      events_of("cancel.unknown", rid) >= 1);
         json_decref(r);
     }
     fprintf(stderr, "  %ld cancelled, %ld finished first\n", n_cancelled, n_succeeded);
     /* Billed for what ran to success, whatever the result says. */
     TH_EQ_INT(th_check_usage(&cl, 1),
-              th_sql_long(cl.conninfo, "SELECT count(*) FROM tasks WHERE status = 'succeeded'"));
+              th_sql_long(cl.conninfo, "SELECT count(*) FROM tasks WHERE kind = 'inference' AND status = 'succeeded'"));
     TH_EQ_INT(th_sql_long(cl.conninfo, "SELECT count(*) FROM jobs WHERE status = 'succeeded'"),
               n_succeeded);
     TH_EQ_INT(th_sql_long(cl.conninfo, "SELECT count(*) FROM jobs WHERE status = 'cancelled'"),
@@ -232,11 +236,59 @@ static void test_cancel_races_completion(void)
     TH_EQ_INT(cl.dispatcher.status, 0);
 }
 
+#define QUEUED 30
+
+static int queued_results(void *arg)
+{
+    (void)arg;
+    return th_topic_count(cl.bootstrap, "gantry.results") >= QUEUED;
+}
+
+/* Queue time limit (scheduling.lanes.<lane>.max_queue_ms): one worker slot,
+ * 30 requests of ~250 ms at once; those that waited past 1.5 s end expired,
+ * never started, with no usage. */
+static void test_queue_limit(void)
+{
+    th_cluster_opts_t o = {.latency = "200-300", .workers = 1, .worker_in_flight = 1,
+                           .extra_config = "{\"scheduling\": {\"lanes\": {\"small\":"
+                                           " {\"max_queue_ms\": 1500}}}}"};
+    CU_ASSERT_EQUAL_FATAL(th_cluster_start(&cl, &o), 0);
+    char path[512];
+    snprintf(path, sizeof(path), "%s/queued.jsonl", cl.logdir);
+    FILE *f = fopen(path, "w");
+    CU_ASSERT_FATAL(f != NULL);
+    for (int i = 0; i < QUEUED; i++)
+        fprintf(f, "{\"request_id\": \"q-%d\", \"tenant_id\": \"t1\", \"kind\": \"generate\","
+                   " \"model\": \"small\", \"input\": \"hi %d\"}\n", i, i);
+    fclose(f);
+    CU_ASSERT_EQUAL_FATAL(th_cluster_submit(&cl, path), 0);
+    CU_ASSERT_FATAL(th_poll(queued_results, NULL, 120000));
+    CU_ASSERT(th_poll(th_cluster_usage_complete, &cl, 30000));
+    TH_EQ_INT(th_check_one_result_each(&cl, QUEUED), 0);
+    long ok = th_sql_long(cl.conninfo, "SELECT count(*) FROM jobs WHERE status = 'succeeded'");
+    long expired = th_sql_long(cl.conninfo, "SELECT count(*) FROM jobs WHERE status = 'expired'");
+    fprintf(stderr, "  %ld ran, %ld expired in the queue\n", ok, expired);
+    TH_EQ_INT(ok + expired, QUEUED);
+    CU_ASSERT(ok > 0);
+    CU_ASSERT(expired > 0);
+    TH_EQ_INT(th_sql_long(cl.conninfo, "SELECT count(*) FROM tasks WHERE status = 'expired'"
+                                       " AND (started_at IS NOT NULL"
+                                       "  OR error_code <> 'queue_time_exceeded')"), 0);
+    /* No usage for what expired; nothing allocated for it. */
+    TH_EQ_INT(th_check_usage(&cl, 1), ok);
+    TH_EQ_INT(th_sql_long(cl.conninfo, "SELECT count(*) FROM usage u JOIN tasks t"
+                                       " ON t.task_id = u.task_id WHERE t.status = 'expired'"), 0);
+    TH_EQ_INT(th_mock_stat(&cl, "allocations_total"), ok);
+    th_cluster_stop(&cl);
+    TH_EQ_INT(cl.dispatcher.status, 0);
+}
+
 int main(void)
 {
     static const th_test_t tests[] = {
         {"cancel mid 2,000-input batch", test_cancel_mid_batch},
         {"cancels racing completion: one result each", test_cancel_races_completion},
+        {"queue time limit: expired, never run, not billed", test_queue_limit},
         {NULL, NULL}};
     return th_run("e2e cancel", tests);
 }
