@@ -3,6 +3,7 @@
  * exactly for them, no task started after the cancel, no allocation left; a
  * cancel for an unknown or a finished request is answered by an event; cancels
  * racing their jobs' completion give one result each. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -283,12 +284,64 @@ static void test_queue_limit(void)
     TH_EQ_INT(cl.dispatcher.status, 0);
 }
 
+#define KBATCH 400
+#define KRID "cancel-kill-1"
+
+static int kill_some_done(void *arg)
+{
+    (void)arg;
+    return th_sql_long(cl.conninfo, "SELECT count(*) FROM tasks WHERE request_id = '" KRID
+                                    "' AND status = 'succeeded'") >= 40;
+}
+
+/* Fault: the dispatcher is SIGKILLed mid-batch and the cancel is sent while no
+ * dispatcher runs. The restarted one takes the durable cancel from the control
+ * topic: one result, cancelled, billed exactly for its finished items. */
+static void test_cancel_dispatcher_killed(void)
+{
+    th_cluster_opts_t o = {.latency = "100-200", .workers = 1, .worker_in_flight = 8,
+                           .extra_config = "{\"scheduling\": {\"cancel_poll_ms\": 50}}"};
+    CU_ASSERT_EQUAL_FATAL(th_cluster_start(&cl, &o), 0);
+    json_t *batch = json_array();
+    for (int i = 0; i < KBATCH; i++)
+        json_array_append_new(batch, json_string("item"));
+    json_t *req = json_pack("{s:s, s:s, s:s, s:s, s:o}", "request_id", KRID, "tenant_id", "t1",
+                            "kind", "generate", "model", "small", "batch", batch);
+    char *text = json_dumps(req, JSON_COMPACT);
+    CU_ASSERT_EQUAL_FATAL(th_kafka_produce(cl.bootstrap, "gantry.requests", KRID, text), 0);
+    free(text);
+    json_decref(req);
+    CU_ASSERT_FATAL(th_poll(kill_some_done, NULL, 120000));
+    kill(cl.dispatcher.pid, SIGKILL);
+    th_proc_stop(&cl.dispatcher, SIGKILL, 5000);
+    CU_ASSERT_EQUAL_FATAL(cancel(KRID), 0);
+    CU_ASSERT_EQUAL_FATAL(th_cluster_start_dispatcher(&cl, &cl.dispatcher, "dispatcher-e2e"), 0);
+    CU_ASSERT_FATAL(th_poll(has_result, KRID, 120000));
+    CU_ASSERT(th_poll(tasks_drained, NULL, 60000));
+    CU_ASSERT(th_poll(th_cluster_usage_complete, &cl, 30000));
+    CU_ASSERT(th_poll(th_cluster_released_all, &cl, 30000));
+    json_t *res = result_of(KRID), *item;
+    TH_EQ_STR(json_string_value(json_object_get(res, "status")), "cancelled");
+    TH_EQ_INT(th_results_for(&cl, KRID, NULL), 1);
+    long ok = 0;
+    size_t i;
+    json_array_foreach(json_object_get(res, "outputs"), i, item)
+        ok += strcmp(json_string_value(json_object_get(item, "status")), "succeeded") == 0;
+    fprintf(stderr, "  cancelled with %ld of %d items after a dispatcher SIGKILL\n", ok, KBATCH);
+    CU_ASSERT(ok < KBATCH);
+    TH_EQ_INT(th_check_usage(&cl, 0), ok);
+    TH_EQ_INT(th_mock_stat(&cl, "outstanding_allocations"), 0);
+    json_decref(res);
+    th_cluster_stop(&cl);
+}
+
 int main(void)
 {
     static const th_test_t tests[] = {
         {"cancel mid 2,000-input batch", test_cancel_mid_batch},
         {"cancels racing completion: one result each", test_cancel_races_completion},
         {"queue time limit: expired, never run, not billed", test_queue_limit},
+        {"fault: dispatcher SIGKILLed, cancel sent while it is down", test_cancel_dispatcher_killed},
         {NULL, NULL}};
     return th_run("e2e cancel", tests);
 }
