@@ -284,7 +284,7 @@ static void test_queue_limit(void)
     TH_EQ_INT(cl.dispatcher.status, 0);
 }
 
-#define KBATCH 400
+#define KBATCH 2000
 #define KRID "cancel-kill-1"
 
 static int kill_some_done(void *arg)
@@ -300,7 +300,8 @@ static int kill_some_done(void *arg)
 static void test_cancel_dispatcher_killed(void)
 {
     th_cluster_opts_t o = {.latency = "100-200", .workers = 1, .worker_in_flight = 8,
-                           .extra_config = "{\"scheduling\": {\"cancel_poll_ms\": 50}}"};
+                           .extra_config = "{\"dispatcher\": {\"max_batch\": 5000},"
+                                           " \"scheduling\": {\"cancel_poll_ms\": 50}}"};
     CU_ASSERT_EQUAL_FATAL(th_cluster_start(&cl, &o), 0);
     json_t *batch = json_array();
     for (int i = 0; i < KBATCH; i++)
