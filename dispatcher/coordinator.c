@@ -65,12 +65,12 @@ static const char sql_apply[] =
     "  UPDATE tasks SET status = $2, result = $3::jsonb, output = $3::jsonb -> 'output',"
     "         error_code = $4, error_message = $5, attempts = $6, provider = $7, pool = $8,"
     "         worker_id = $9, completed_at = now()"
-    "  WHERE task_id = $1 AND request_id = $10 AND status IN ('pending', 'queued')"
+    "  WHERE task_id = $1 AND request_id = $10 AND status IN ('pending', 'queued', 'running')"
     "  RETURNING 1)"
     " SELECT j.status, j.tenant_id, j.batch, j.reply_topic,"
     "        (extract(epoch FROM j.created_at) * 1000)::bigint,"
     "        (SELECT count(*) FROM tasks t WHERE t.request_id = j.request_id"
-    "          AND t.kind = 'inference' AND t.status IN ('pending', 'queued')"
+    "          AND t.kind = 'inference' AND t.status IN ('pending', 'queued', 'running')"
     "          AND t.task_id <> $1),"
     "        EXISTS (SELECT 1 FROM tasks t WHERE t.task_id = $1 AND t.request_id = $10),"
     "        (SELECT count(*) FROM upd), j.traceparent"
@@ -516,6 +516,29 @@ void gt_coordinator_handle(gt_dispatcher_t *d, gt_msg_t *msg)
     if (gt_pg_query(d->pg_coord, sql_apply, 10, params, on_applied, c) != 0)
         on_applied(NULL, "cannot send query", c);
     free(text);
+}
+
+void gt_coordinator_finish(gt_dispatcher_t *d, gt_msg_t *msg, const PGresult *res, int row,
+                           int col)
+{
+    const char *rid = PQgetvalue(res, row, col);
+    coord_t *c = calloc(1, sizeof(*c));
+    if (!c || !(c->request_id = strdup(rid))) {
+        gt_log(GT_LOG_ERROR, &(gt_log_ctx_t){.request_id = rid},
+               "out of memory finishing the job: left undone");
+        free(c);
+        return;
+    }
+    c->d = d;
+    c->msg = msg;
+    if (!msg && d->coordinator) /* coord_free counts it down */
+        d->coordinator->finishing++;
+    coord_set_job(c, res, row, col + 1, col + 5);
+    if (json_object_get(d->finalizing, rid)) { /* being finished here already */
+        coord_finish(c);
+        return;
+    }
+    coord_claim(c);
 }
 
 static void on_stale(const PGresult *res, const char *err, void *arg)

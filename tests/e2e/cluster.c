@@ -331,7 +331,8 @@ int th_cluster_usage_complete(void *cluster)
 {
     th_cluster_t *c = cluster;
     return th_sql_long(c->conninfo, "SELECT count(*) FROM usage") ==
-           th_sql_long(c->conninfo, "SELECT count(*) FROM tasks WHERE status = 'succeeded'");
+           th_sql_long(c->conninfo, "SELECT count(*) FROM tasks WHERE kind = 'inference'"
+                                           " AND status = 'succeeded'");
 }
 
 long th_check_one_result_each(th_cluster_t *c, long n)
@@ -362,7 +363,8 @@ long th_check_usage(th_cluster_t *c, int max_events_per_task)
     json_t *events = th_kafka_read_all(c->bootstrap, "gantry.usage");
     json_t *per_task = json_object();
     json_t *succeeded = th_sql_column(c->conninfo,
-                                      "SELECT task_id FROM tasks WHERE status = 'succeeded'");
+                                      "SELECT task_id FROM tasks WHERE kind = 'inference'"
+                                      " AND status = 'succeeded'");
     json_t *rows = th_sql_column(c->conninfo, "SELECT task_id FROM usage");
     long bad_json = 0, repeated = 0, over = 0, mixed = 0, missing = 0, extra = 0;
     long row_dup = 0, row_orphan = 0, shown = 0;
