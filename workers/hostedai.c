@@ -23,6 +23,7 @@
 #include "clock.h"
 #include "hostedai.h"
 #include "log.h"
+#include "rand.h"
 #include "retry.h"
 #include "trace.h"
 #include "wstats.h"
@@ -124,18 +125,6 @@ static unsigned long hs_next_attempt(gt_hai_state_t *s);
  * then for one that HostedAI created late. */
 static const int64_t sweep_delays_ms[] = {0, 1000, 5000};
 #define N_SWEEPS ((int)(sizeof(sweep_delays_ms) / sizeof(sweep_delays_ms[0])))
-
-/* Backoff jitter needs no quality, only independence between workers. */
-static double hai_rand(void)
-{
-    static uint64_t s;
-    if (s == 0)
-        s = (uint64_t)gt_clock_mono_ms() * 6364136223846793005ULL ^ (uint64_t)getpid() ^ 1;
-    s ^= s << 13;
-    s ^= s >> 7;
-    s ^= s << 17;
-    return (double)(s >> 11) / 9007199254740992.0;
-}
 
 static gt_log_ctx_t call_ctx(const gt_hai_call_t *call)
 {
@@ -573,9 +562,9 @@ static int capacity_wait(gt_hai_call_t *call, const gt_http_response_t *resp)
     const gt_config_t *cfg = call->env->cfg;
     int64_t now = gt_clock_mono_ms();
     int step = call->cap_waits + 1 < 16 ? call->cap_waits + 1 : 16;
-    int64_t wait = gt_retry_backoff_ms(&cfg->retry, step, resp->retry_after_ms, hai_rand());
+    int64_t wait = gt_retry_backoff_ms(&cfg->retry, step, resp->retry_after_ms, gt_rand_unit());
     /* Spread the waiters a Retry-After would send back all at once. */
-    wait += (int64_t)(hai_rand() * 0.2 * (double)wait);
+    wait += (int64_t)(gt_rand_unit() * 0.2 * (double)wait);
     if (call->cap_wait_ms + wait > cfg->capacity_wait_ms) {
         char detail[200];
         op_end(call);
@@ -709,7 +698,7 @@ static void on_response(const gt_http_response_t *resp, void *arg)
                                                                   ? "hostedai.inference"
                                                                   : "hostedai.release");
         int64_t wait = gt_retry_backoff_ms(&call->env->cfg->retry, call->retry,
-                                           resp->retry_after_ms, hai_rand());
+                                           resp->retry_after_ms, gt_rand_unit());
         if (op != OP_RELEASE && call->deadline != INT64_MAX &&
             gt_clock_mono_ms() + wait >= call->deadline) {
             expire(call);
@@ -1155,7 +1144,7 @@ static void hs_on_released(const gt_http_response_t *resp, void *arg)
         return;
     }
     int64_t wait = gt_retry_backoff_ms(&s->env->cfg->retry, j->tries < 16 ? j->tries : 16,
-                                       resp->retry_after_ms, hai_rand());
+                                       resp->retry_after_ms, gt_rand_unit());
     if (wait > GT_HAI_OWED_MAX_MS)
         wait = GT_HAI_OWED_MAX_MS;
     gt_debug("owed release of %s failed (status %ld), again in %lld ms", j->key, resp->status,

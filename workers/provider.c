@@ -15,6 +15,7 @@
 #include "breaker.h"
 #include "clock.h"
 #include "log.h"
+#include "rand.h"
 #include "provider.h"
 #include "retry.h"
 #include "slots.h"
@@ -160,17 +161,6 @@ typedef struct prov_req {
 
 static void attempt(gt_prov_call_t *call);
 static void finish(gt_prov_call_t *call);
-
-static double prov_rand(void)
-{
-    static uint64_t s;
-    if (s == 0)
-        s = (uint64_t)gt_clock_mono_ms() * 6364136223846793005ULL ^ (uint64_t)getpid() ^ 3;
-    s ^= s << 13;
-    s ^= s >> 7;
-    s ^= s << 17;
-    return (double)(s >> 11) / 9007199254740992.0;
-}
 
 static gt_log_ctx_t call_ctx(const gt_prov_call_t *call)
 {
@@ -450,7 +440,7 @@ static void on_http(const gt_http_response_t *resp, void *arg)
     }
     call->retry++;
     gt_wstats_retry("provider");
-    int64_t wait = gt_retry_backoff_ms(&p->retry, call->retry, resp->retry_after_ms, prov_rand());
+    int64_t wait = gt_retry_backoff_ms(&p->retry, call->retry, resp->retry_after_ms, gt_rand_unit());
     if (gt_clock_mono_ms() + wait >= call->deadline) {
         expire(call, "before the next retry");
         call_unref(call);
