@@ -1,5 +1,4 @@
 /* engine.c - the call engine shared by the runtimes (see engine.h). */
-#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,10 +14,14 @@ static void on_timer_close(uv_handle_t *h)
     gt_eng_call_unref(h->data);
 }
 
-int gt_eng_call_init(gt_eng_call_t *c, uv_loop_t *loop, const gt_task_spec_t *spec,
-                     void (*free_fn)(gt_eng_call_t *c))
+void *gt_eng_call_new(size_t size, uv_loop_t *loop, const gt_task_spec_t *spec,
+                      void (*free_fn)(gt_eng_call_t *c))
 {
+    gt_eng_call_t *c = calloc(1, size);
+    if (!c)
+        return NULL;
     c->free_fn = free_fn;
+    c->spec = spec;
     c->deadline = spec->deadline_mono_ms;
     c->status = GT_TASK_FAILED;
     c->task_id = strdup(spec->task_id ? spec->task_id : "");
@@ -29,12 +32,13 @@ int gt_eng_call_init(gt_eng_call_t *c, uv_loop_t *loop, const gt_task_spec_t *sp
         snprintf(c->traceparent, sizeof(c->traceparent), "%s", spec->traceparent);
     if (!c->task_id || !c->request_id || !c->tenant_id || !c->attempts) {
         gt_eng_call_fini(c);
-        return -ENOMEM;
+        free(c);
+        return NULL;
     }
     uv_timer_init(loop, &c->timer);
     c->timer.data = c;
     c->refs = 2; /* owner + timer */
-    return 0;
+    return c;
 }
 
 void gt_eng_call_fini(gt_eng_call_t *c)

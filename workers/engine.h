@@ -26,6 +26,7 @@ typedef struct gt_eng_call {
     void (*free_fn)(struct gt_eng_call *c); /* frees the runtime's call, after gt_eng_call_fini */
     uv_timer_t timer;
     int timer_closed;
+    const gt_task_spec_t *spec;               /* borrowed until the callback */
     char *task_id, *request_id, *tenant_id;   /* "" when the spec has none */
     char traceparent[GT_TRACEPARENT_LEN + 1]; /* the task's ("" when none) */
     int64_t deadline;                         /* mono ms, INT64_MAX: none */
@@ -36,12 +37,13 @@ typedef struct gt_eng_call {
     char message[256];
 } gt_eng_call_t;
 
-/* Copies spec's ids and trace context, creates the attempts array, starts the
- * timer (data: c) and sets refs to 2 (owner + timer). Returns 0, or -ENOMEM
- * with everything it took given back (c can then be freed as it is). */
-int gt_eng_call_init(gt_eng_call_t *c, uv_loop_t *loop, const gt_task_spec_t *spec,
-                     void (*free_fn)(gt_eng_call_t *c));
-/* Frees what gt_eng_call_init took (not c itself). */
+/* Allocates a runtime's call of size bytes (zeroed; gt_eng_call_t first),
+ * keeps spec (borrowed until the callback), copies its ids and trace context,
+ * creates the attempts array, initialises the timer (data: the call) and sets
+ * refs to 2 (owner + timer). Returns NULL on out of memory. */
+void *gt_eng_call_new(size_t size, uv_loop_t *loop, const gt_task_spec_t *spec,
+                      void (*free_fn)(gt_eng_call_t *c));
+/* Frees what gt_eng_call_new took but c itself (free_fn does that). */
 void gt_eng_call_fini(gt_eng_call_t *c);
 void gt_eng_call_unref(gt_eng_call_t *c);
 /* Closes the timer once; its reference goes when libuv has closed it. */

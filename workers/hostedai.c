@@ -59,8 +59,7 @@ struct gt_hai_call {
     gt_eng_call_t base; /* first: the engine's part of the call */
     const gt_hai_env_t *env;
     const gt_pool_t *pool;
-    const gt_task_spec_t *spec; /* borrowed until cb */
-    gt_hai_done_cb cb;
+    gt_rt_done_cb cb;
     void *cb_arg;
 
     unsigned seq;       /* bumped when the request in flight is abandoned */
@@ -238,7 +237,7 @@ static void op_begin(gt_hai_call_t *call, int op)
 
 static char *build_body(gt_hai_call_t *call, size_t *len)
 {
-    const gt_task_spec_t *spec = call->spec;
+    const gt_task_spec_t *spec = call->base.spec;
     json_t *body = NULL;
     const char *why = NULL;
     if (call->op == OP_ALLOCATE) {
@@ -322,7 +321,7 @@ static void send_attempt(gt_hai_call_t *call)
             allocate_settled(call, 0, 0);
             op_end(call);
             gt_eng_fail(&call->base, GT_TASK_FAILED, "invalid_input",
-                        "input does not fit kind %s", call->spec->kind);
+                        "input does not fit kind %s", call->base.spec->kind);
             go_release(call);
             return;
         }
@@ -544,7 +543,7 @@ static void on_response(const gt_http_response_t *resp, void *arg)
                 breaker_verdict(call, 1);
                 hs_held(call->env->state, call->allocation_id, call->pool->name, 1);
                 call->allocated_at = gt_clock_mono_ms();
-                gt_wstats_allocated(call->pool->name, call->spec->model->name, (double)ms / 1e3);
+                gt_wstats_allocated(call->pool->name, call->base.spec->model->name, (double)ms / 1e3);
                 emit_allocation(call, "allocation.acquired", NULL);
                 if (call->aborted) {
                     gt_eng_fail(&call->base, GT_TASK_FAILED, "aborted", "worker shutting down");
@@ -554,7 +553,7 @@ static void on_response(const gt_http_response_t *resp, void *arg)
                 }
             } else if (op == OP_INFERENCE) {
                 breaker_verdict(call, 1);
-                gt_wstats_inference(call->spec->model->name, (double)ms / 1e3);
+                gt_wstats_inference(call->base.spec->model->name, (double)ms / 1e3);
                 call->base.status = GT_TASK_SUCCEEDED;
                 go_release(call);
             } else {
@@ -692,13 +691,13 @@ static void finish(gt_hai_call_t *call)
             out.allocation_seconds = (double)(call->released_at - call->allocated_at) / 1000.0;
         out.request_bytes = call->request_bytes;
         out.response_bytes = call->response_bytes;
-        call->cb(call, &out, call->cb_arg);
+        call->cb((gt_rt_call_t *)call, &out, call->cb_arg);
     }
     gt_eng_call_unref(&call->base); /* the owner's reference */
 }
 
 gt_hai_call_t *gt_hai_start(const gt_hai_env_t *env, const gt_task_spec_t *spec,
-                            gt_hai_done_cb cb, void *arg, const char **code)
+                            gt_rt_done_cb cb, void *arg, const char **code)
 {
     gt_hai_call_t *call = NULL;
     const gt_pool_t *pool = gt_config_pool(env->cfg, spec->model->pool);
@@ -709,17 +708,11 @@ gt_hai_call_t *gt_hai_start(const gt_hai_env_t *env, const gt_task_spec_t *spec,
         *code = "unknown_pool";
         return NULL;
     }
-    call = calloc(1, sizeof(*call));
+    call = gt_eng_call_new(sizeof(*call), env->loop, spec, hai_free);
     if (!call)
         goto fail;
-    if (gt_eng_call_init(&call->base, env->loop, spec, hai_free) != 0) {
-        free(call);
-        call = NULL;
-        goto fail;
-    }
     call->env = env;
     call->pool = pool;
-    call->spec = spec;
     call->cb = cb;
     call->cb_arg = arg;
     for (int i = 0; i < OP_COUNT; i++)
@@ -1261,3 +1254,48 @@ void gt_hai_state_free(gt_hai_state_t *s)
     free(s->breakers);
     free(s);
 }
+
+/* ---- as a runtime (runtime.h) ------------------------------------------------- */
+
+static int hai_serves(const gt_model_t *m)
+{
+    return m->runtime && strcmp(m->runtime, "hostedai") == 0;
+}
+
+static gt_rt_call_t *hai_start(void *ctx, const gt_task_spec_t *spec, gt_rt_done_cb cb,
+                               void *arg, const char **code)
+{
+    return (gt_rt_call_t *)gt_hai_start(ctx, spec, cb, arg, code);
+}
+
+static void hai_abort(gt_rt_call_t *call)
+{
+    gt_hai_abort((gt_hai_call_t *)call);
+}
+
+static void hai_cancel(gt_rt_call_t *call)
+{
+    gt_hai_cancel((gt_hai_call_t *)call);
+}
+
+static int hai_unavailable(void *ctx, const gt_model_t *m)
+{
+    const gt_hai_env_t *env = ctx;
+    const gt_eng_breaker_t *b = hs_breaker(env->state, gt_config_pool(env->cfg, m->pool));
+    return b && gt_eng_breaker_unavailable(b);
+}
+
+/* The pool could not serve (down, slow, throttling, full): another model may. */
+static int hai_may_fall_back(const char *code)
+{
+    static const char *const codes[] = {"hostedai_unavailable", "hostedai_timeout",
+                                        "hostedai_rate_limited", "hostedai_capacity", NULL};
+    for (int i = 0; code && codes[i]; i++)
+        if (strcmp(code, codes[i]) == 0)
+            return 1;
+    return 0;
+}
+
+const gt_runtime_ops_t gt_runtime_ops_hostedai = {
+    "hostedai", hai_serves, hai_start, hai_abort, hai_cancel, hai_unavailable, hai_may_fall_back,
+};

@@ -125,8 +125,7 @@ struct gt_prov_call {
     gt_eng_call_t base;  /* first: the engine's part of the call */
     gt_prov_engine_t *e;
     prov_state_t *ps;
-    const gt_task_spec_t *spec;
-    gt_prov_done_cb cb;
+    gt_rt_done_cb cb;
     void *cb_arg;
 
     unsigned seq;        /* bumped when the request in flight is abandoned */
@@ -168,7 +167,7 @@ static void prov_free(gt_eng_call_t *c)
 /* The traceparent sent to the provider: the call's span, else the task's. */
 static const char *outgoing_tp(const gt_prov_call_t *call)
 {
-    return call->span_tp[0] ? call->span_tp : call->spec->traceparent;
+    return call->span_tp[0] ? call->span_tp : call->base.spec->traceparent;
 }
 
 static prov_state_t *state_of(gt_prov_engine_t *e, const char *provider)
@@ -232,7 +231,7 @@ static void finish(gt_prov_call_t *call)
                                "gantry.completion_tokens", (json_int_t)out.completion_tokens));
     }
     if (call->cb)
-        call->cb(call, &out, call->cb_arg);
+        call->cb((gt_rt_call_t *)call, &out, call->cb_arg);
     call->cb = NULL;
     gt_eng_call_close_timer(&call->base);
     gt_eng_call_unref(&call->base); /* the owner's */
@@ -298,8 +297,8 @@ static void on_http(const gt_http_response_t *resp, void *arg)
     if (st >= 200 && st < 300) {
         gt_wire_answer_t ans = {0};
         const char *why = NULL;
-        gt_wire_task_t wt = {call->spec->kind, call->spec->input, call->spec->parameters,
-                             call->spec->model->provider_model, outgoing_tp(call)};
+        gt_wire_task_t wt = {call->base.spec->kind, call->base.spec->input, call->base.spec->parameters,
+                             call->base.spec->model->provider_model, outgoing_tp(call)};
         prov_attempt(call, st, resp->elapsed_ms, NULL);
         breaker_verdict(call, 1);
         if (call->ps->rt->parse(&wt, resp->body, resp->body_len, &ans, &why) != 0) {
@@ -367,8 +366,8 @@ static void on_http(const gt_http_response_t *resp, void *arg)
 static void send_request(gt_prov_call_t *call, const char *access_token)
 {
     const gt_provider_t *p = call->ps->p;
-    gt_wire_task_t wt = {call->spec->kind, call->spec->input, call->spec->parameters,
-                         call->spec->model->provider_model, outgoing_tp(call)};
+    gt_wire_task_t wt = {call->base.spec->kind, call->base.spec->input, call->base.spec->parameters,
+                         call->base.spec->model->provider_model, outgoing_tp(call)};
     gt_wire_auth_t auth = {access_token, time(NULL)};
     gt_wire_request_t wr;
     const char *why = NULL;
@@ -520,7 +519,7 @@ static void on_begin(uv_timer_t *t)
 }
 
 gt_prov_call_t *gt_prov_start(gt_prov_engine_t *e, const gt_task_spec_t *spec,
-                              gt_prov_done_cb cb, void *arg, const char **code)
+                              gt_rt_done_cb cb, void *arg, const char **code)
 {
     prov_state_t *ps = state_of(e, spec->model ? spec->model->provider : NULL);
     if (!ps) {
@@ -531,19 +530,13 @@ gt_prov_call_t *gt_prov_start(gt_prov_engine_t *e, const gt_task_spec_t *spec,
         *code = "unsupported_runtime";
         return NULL;
     }
-    gt_prov_call_t *call = calloc(1, sizeof(*call));
+    gt_prov_call_t *call = gt_eng_call_new(sizeof(*call), e->loop, spec, prov_free);
     if (!call) {
-        *code = "out_of_memory";
-        return NULL;
-    }
-    if (gt_eng_call_init(&call->base, e->loop, spec, prov_free) != 0) {
-        free(call);
         *code = "out_of_memory";
         return NULL;
     }
     call->e = e;
     call->ps = ps;
-    call->spec = spec;
     call->cb = cb;
     call->cb_arg = arg;
     call->start_mono = gt_clock_mono_ms();
@@ -673,3 +666,49 @@ void gt_prov_engine_free(gt_prov_engine_t *e)
     free(e->provs);
     free(e);
 }
+
+/* ---- as a runtime (runtime.h) ------------------------------------------------- */
+
+static int prov_serves(const gt_model_t *m)
+{
+    return gt_runtime_find(m->runtime) != NULL;
+}
+
+static gt_rt_call_t *prov_start(void *ctx, const gt_task_spec_t *spec, gt_rt_done_cb cb,
+                                void *arg, const char **code)
+{
+    return (gt_rt_call_t *)gt_prov_start(ctx, spec, cb, arg, code);
+}
+
+static void prov_abort(gt_rt_call_t *call)
+{
+    gt_prov_abort((gt_prov_call_t *)call);
+}
+
+static void prov_cancel(gt_rt_call_t *call)
+{
+    gt_prov_cancel((gt_prov_call_t *)call);
+}
+
+static int prov_unavailable(void *ctx, const gt_model_t *m)
+{
+    return gt_prov_unavailable(ctx, m);
+}
+
+/* The provider could not serve (down, slow, throttling, no slot, no token, a
+ * task its API cannot express): another model may. */
+static int prov_may_fall_back(const char *code)
+{
+    static const char *const codes[] = {"provider_unavailable", "provider_timeout",
+                                        "provider_rate_limited", "provider_slot_timeout",
+                                        "provider_auth_failed", "unsupported_input", NULL};
+    for (int i = 0; code && codes[i]; i++)
+        if (strcmp(code, codes[i]) == 0)
+            return 1;
+    return 0;
+}
+
+const gt_runtime_ops_t gt_runtime_ops_hosted = {
+    "hosted", prov_serves, prov_start, prov_abort, prov_cancel, prov_unavailable,
+    prov_may_fall_back,
+};

@@ -94,7 +94,7 @@ static int events_of(rig_t *r, const char *type)
     return (int)json_integer_value(json_object_get(r->events, type));
 }
 
-static void on_done(gt_hai_call_t *call, const gt_task_outcome_t *out, void *arg)
+static void on_done(gt_rt_call_t *call, const gt_task_outcome_t *out, void *arg)
 {
     outcome_t *o = arg;
     (void)call;
