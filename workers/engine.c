@@ -113,6 +113,14 @@ const char *gt_eng_http_error(const gt_http_response_t *resp, char *buf, size_t 
     return buf;
 }
 
+int gt_eng_code_in(const char *code, const char *const *codes)
+{
+    for (size_t i = 0; code && codes[i]; i++)
+        if (strcmp(code, codes[i]) == 0)
+            return 1;
+    return 0;
+}
+
 int64_t gt_eng_timeout(int64_t timeout_ms, int64_t deadline, int *by_deadline)
 {
     int64_t left = deadline == INT64_MAX ? INT64_MAX : deadline - gt_clock_mono_ms();

@@ -62,6 +62,9 @@ void gt_eng_attempt(gt_eng_call_t *c, const char *op, long status, int64_t ms,
 /* "timeout", the transport error, or "HTTP <status>", into buf (returned). */
 const char *gt_eng_http_error(const gt_http_response_t *resp, char *buf, size_t len);
 
+/* 1 when code is one of the NULL-terminated codes (a runtime's may_fall_back). */
+int gt_eng_code_in(const char *code, const char *const *codes);
+
 /* ---- deadlines and retries ------------------------------------------------------ */
 
 /* The timeout for a request started now: timeout_ms, cut to what is left of

@@ -1034,15 +1034,24 @@ static void hs_auth(const gt_pool_t *pool, char *auth, size_t len, const char *h
     hdrs[2] = NULL;
 }
 
-static void hs_on_released(const gt_http_response_t *resp, void *arg)
+/* A job's request answered: its state, or NULL when the state closed (j freed). */
+static gt_hai_state_t *hs_answered(hs_job_t *j)
 {
-    hs_job_t *j = arg;
     gt_hai_state_t *s = j->s;
     j->in_flight = 0;
     if (s->closed) {
         hs_job_free(s, j);
-        return;
+        return NULL;
     }
+    return s;
+}
+
+static void hs_on_released(const gt_http_response_t *resp, void *arg)
+{
+    hs_job_t *j = arg;
+    gt_hai_state_t *s = hs_answered(j);
+    if (!s)
+        return;
     if ((resp->status >= 200 && resp->status < 300) || resp->status == 404) {
         gt_info("owed release of allocation %s in pool %s done after %d attempt%s%s", j->key,
                 j->pool->name, j->tries, j->tries == 1 ? "" : "s",
@@ -1067,12 +1076,9 @@ static void hs_on_released(const gt_http_response_t *resp, void *arg)
 static void hs_on_listed(const gt_http_response_t *resp, void *arg)
 {
     hs_job_t *j = arg;
-    gt_hai_state_t *s = j->s;
-    j->in_flight = 0;
-    if (s->closed) {
-        hs_job_free(s, j);
+    gt_hai_state_t *s = hs_answered(j);
+    if (!s)
         return;
-    }
     if (resp->status == 200) {
         json_t *doc = json_loadb(resp->body, resp->body_len, 0, NULL);
         size_t i;
@@ -1257,25 +1263,13 @@ void gt_hai_state_free(gt_hai_state_t *s)
 
 /* ---- as a runtime (runtime.h) ------------------------------------------------- */
 
+/* The pool could not serve (down, slow, throttling, full): another model may. */
+static const char *const fall_back_codes[] = {"hostedai_unavailable", "hostedai_timeout",
+                                              "hostedai_rate_limited", "hostedai_capacity", NULL};
+
 static int hai_serves(const gt_model_t *m)
 {
     return m->runtime && strcmp(m->runtime, "hostedai") == 0;
-}
-
-static gt_rt_call_t *hai_start(void *ctx, const gt_task_spec_t *spec, gt_rt_done_cb cb,
-                               void *arg, const char **code)
-{
-    return (gt_rt_call_t *)gt_hai_start(ctx, spec, cb, arg, code);
-}
-
-static void hai_abort(gt_rt_call_t *call)
-{
-    gt_hai_abort((gt_hai_call_t *)call);
-}
-
-static void hai_cancel(gt_rt_call_t *call)
-{
-    gt_hai_cancel((gt_hai_call_t *)call);
 }
 
 static int hai_unavailable(void *ctx, const gt_model_t *m)
@@ -1285,15 +1279,26 @@ static int hai_unavailable(void *ctx, const gt_model_t *m)
     return b && gt_eng_breaker_unavailable(b);
 }
 
-/* The pool could not serve (down, slow, throttling, full): another model may. */
+static gt_rt_call_t *hai_start(void *ctx, const gt_task_spec_t *spec, gt_rt_done_cb cb,
+                               void *arg, const char **code)
+{
+    return (gt_rt_call_t *)gt_hai_start(ctx, spec, cb, arg, code);
+}
+
 static int hai_may_fall_back(const char *code)
 {
-    static const char *const codes[] = {"hostedai_unavailable", "hostedai_timeout",
-                                        "hostedai_rate_limited", "hostedai_capacity", NULL};
-    for (int i = 0; code && codes[i]; i++)
-        if (strcmp(code, codes[i]) == 0)
-            return 1;
-    return 0;
+    return gt_eng_code_in(code, fall_back_codes);
+}
+
+static void hai_abort(gt_rt_call_t *call)
+{
+    gt_hai_abort((gt_hai_call_t *)call);
+}
+
+/* Cancelled while holding an allocation: the process state owes its release. */
+static void hai_cancel(gt_rt_call_t *call)
+{
+    gt_hai_cancel((gt_hai_call_t *)call);
 }
 
 const gt_runtime_ops_t gt_runtime_ops_hostedai = {

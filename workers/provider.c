@@ -702,10 +702,7 @@ static int prov_may_fall_back(const char *code)
     static const char *const codes[] = {"provider_unavailable", "provider_timeout",
                                         "provider_rate_limited", "provider_slot_timeout",
                                         "provider_auth_failed", "unsupported_input", NULL};
-    for (int i = 0; code && codes[i]; i++)
-        if (strcmp(code, codes[i]) == 0)
-            return 1;
-    return 0;
+    return gt_eng_code_in(code, codes);
 }
 
 const gt_runtime_ops_t gt_runtime_ops_hosted = {
