@@ -5,10 +5,14 @@
  * ends with the mock reporting 0 outstanding allocations. */
 #include <curl/curl.h>
 #include <jansson.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "clock.h"
@@ -388,7 +392,15 @@ static void test_breaker_half_open_trial(void)
 {
     rig_t r;
     char dead[64], port[16];
-    int p = th_free_port();
+    /* A bound socket that does not listen refuses connections and keeps the
+     * port from anyone else (a parallel test's mock) until the pool comes up. */
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t salen = sizeof(sa);
+    int hold = socket(AF_INET, SOCK_STREAM, 0);
+    CU_ASSERT_FATAL(hold >= 0);
+    CU_ASSERT_FATAL(bind(hold, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+    CU_ASSERT_FATAL(getsockname(hold, (struct sockaddr *)&sa, &salen) == 0);
+    int p = ntohs(sa.sin_port);
     snprintf(dead, sizeof(dead), "http://127.0.0.1:%d", p);
     snprintf(port, sizeof(port), "%d", p);
     CU_ASSERT_FATAL(rig_up(&r, NULL, "\"retry\": {\"max_retries\": 0}",
@@ -411,6 +423,7 @@ static void test_breaker_half_open_trial(void)
 
     /* The pool comes up on its port. */
     th_proc_stop(&r.mock, SIGTERM, 10000);
+    close(hold);
     const char *argv[] = {th_bin("tools/gantry-mock-hostedai"), "--port", port, "--api-key", KEY,
                           NULL};
     CU_ASSERT_FATAL(th_proc_start(&r.mock, argv, NULL) == 0);
