@@ -1198,7 +1198,7 @@ gt_config_t *gt_config_parse(const char *text, const char *base_dir, char *err, 
     static const char *const top[] = {"kafka",  "topics", "groups",  "postgres",   "pools",
                                       "models", "routing", "worker", "dispatcher", "ledger",
                                       "reaper", "log",    "commit_interval_ms", "$comment",
-                                      "tenants", "providers", "moderation", "tracing", "admin", NULL};
+                                      "tenants", "providers", "moderation", "tracing", "admin", "api", NULL};
     ctx_t c = {.err = err, .errlen = errlen, .base_dir = base_dir};
     if (err && errlen)
         err[0] = 0;

@@ -29,6 +29,7 @@ static const command_t commands[] = {
     {"config", gt_cli_config, "check a configuration file (config check)"},
     {"allocations", gt_cli_allocations, "list outstanding HostedAI allocations"},
     {"dlq", gt_cli_dlq, "list dead letters, replay chosen ones (dlq list|replay)"},
+    {"keys", gt_cli_keys, "create, revoke or list gantry-api keys (keys create --tenant T)"},
     {NULL, NULL, NULL},
 };
 
