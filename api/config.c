@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "api.h"
-#include "sigv4.h"
+#include "digest.h"
 
 static const char *const api_keys[] = {"host", "port", "max_file_lines", "max_file_bytes",
                                        "min_completion_window_s", "max_completion_window_s",
@@ -127,5 +127,5 @@ const char *gt_api_model(const gt_api_config_t *ac, const char *vendor_model)
 
 void gt_api_key_hash(const char *secret, char hex[65])
 {
-    gt_sigv4_sha256_hex(secret, strlen(secret), hex);
+    gt_sha256_hex(secret, strlen(secret), hex);
 }

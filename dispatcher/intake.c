@@ -13,7 +13,7 @@
 #include "guard.h"
 #include "log.h"
 #include "message.h"
-#include "sigv4.h"
+#include "digest.h"
 #include "stats.h"
 #include "trace.h"
 
@@ -520,7 +520,7 @@ static int request_hash(const json_t *req, char hex[65])
     char *text = json_dumps(req, JSON_COMPACT | JSON_SORT_KEYS);
     if (!text)
         return -1;
-    gt_sigv4_sha256_hex(text, strlen(text), hex);
+    gt_sha256_hex(text, strlen(text), hex);
     free(text);
     return 0;
 }

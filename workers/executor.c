@@ -61,6 +61,7 @@ struct gt_executor {
     gt_schema_t *schema;
     gt_hai_env_t hai;
     gt_prov_engine_t *prov;
+    gt_rt_instance_t runtimes[2]; /* the chain's runtimes, in the order it asks them */
     gt_chain_env_t chain;
     const char *const *lanes;
 
@@ -777,9 +778,11 @@ gt_executor_t *gt_executor_new(uv_loop_t *loop, const gt_executor_opts_t *opts, 
         goto fail;
     }
     gt_hai_state_on_settled(ex->hai.state, on_hai_settled, ex);
+    ex->runtimes[0] = (gt_rt_instance_t){&gt_runtime_ops_hostedai, &ex->hai};
+    ex->runtimes[1] = (gt_rt_instance_t){&gt_runtime_ops_hosted, ex->prov};
     ex->chain.cfg = opts->cfg;
-    ex->chain.hai = &ex->hai;
-    ex->chain.prov = ex->prov;
+    ex->chain.runtimes = ex->runtimes;
+    ex->chain.n_runtimes = sizeof(ex->runtimes) / sizeof(ex->runtimes[0]);
     ex->effects = gt_effects_new(loop, opts->producer);
     if (!ex->effects) {
         snprintf(err, errlen, "out of memory");

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "sigv4.h"
+#include "digest.h"
 
 static void keys_usage(FILE *f)
 {
@@ -74,7 +74,7 @@ int gt_cli_keys(int argc, char **argv)
         hex(b, sizeof(b), secret + 3);
         memcpy(id, "key_", 4);
         hex(idb, sizeof(idb), id + 4);
-        gt_sigv4_sha256_hex(secret, strlen(secret), digest);
+        gt_sha256_hex(secret, strlen(secret), digest);
         const char *p[3] = {id, tenant, digest};
         res = gt_cli_sql(conn, "keys",
                          "INSERT INTO api_keys (key_id, tenant_id, key_sha256) VALUES ($1, $2, $3)",
