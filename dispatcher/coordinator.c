@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cache.h"
 #include "clock.h"
 #include "dispatcher.h"
 #include "graph.h"
@@ -41,6 +42,7 @@ typedef struct coord {
     int span_open;
     int64_t published_since; /* >= 0: a dead holder stored the result then (epoch ms) and
                                 may have published it: look before publishing */
+    json_t *cache_output;  /* the output before the guard, for the response cache; or NULL */
 } coord_t;
 
 /* How far before the stored time a dead holder's result is looked for on
@@ -145,6 +147,7 @@ static void coord_free(coord_t *c)
         c->d->coordinator->finishing--;
     json_decref(c->tr);
     json_decref(c->result);
+    json_decref(c->cache_output);
     free(c->request_id);
     free(c->tenant_id);
     free(c->reply_topic);
@@ -162,6 +165,8 @@ static void coord_finish(coord_t *c)
 static void on_completed(const PGresult *res, const char *err, void *arg)
 {
     coord_t *c = arg;
+    /* The result is durable: a cacheable one is stored, identical requests go on. */
+    gt_cache_job_done(c->d->cache, c->request_id, c->tenant_id, c->result, c->cache_output);
     if (err) /* the result is on Kafka; a job left 'completing' is finished again on redelivery */
         gt_log(GT_LOG_ERROR, C_CTX(c),
                "marking job complete failed: %s", err);
@@ -426,6 +431,9 @@ static void on_claimed(const PGresult *res, const char *err, void *arg)
     for (int i = 0; i < n; i++)
         json_decref(results[i]);
     free(results);
+    /* The cache keeps the output as the provider returned it (before a PII restore). */
+    if (c->d->cache && !c->batch && gt_cache_tenant_on(c->d->cfg, c->tenant_id))
+        c->cache_output = json_deep_copy(json_object_get(c->result, "output"));
     gt_guard_result(c->d, c->request_id, c->result, on_guarded, c);
 }
 

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "cache.h"
 #include "dispatcher.h"
 #include "log.h"
 #include "moderation.h"
@@ -98,6 +99,7 @@ static void close_all(app_t *a)
     if (a->d.reaper)
         gt_reaper_close(a->d.reaper);
     gt_coordinator_close(a->d.coordinator);
+    gt_cache_close(a->d.cache);
     gt_moderation_free(a->d.moderation); /* aborts checks in flight; freed as the loop runs */
     a->d.moderation = NULL;
     gt_admin_set_ready(a->admin, "postgres", 0);
@@ -299,6 +301,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "gantry-dispatcher: coordinator: out of memory\n");
         goto out;
     }
+    if ((roles & (ROLE_INTAKE | ROLE_COORD)) && !(d->cache = gt_cache_new(d))) {
+        fprintf(stderr, "gantry-dispatcher: cache: out of memory\n");
+        goto out;
+    }
     if ((roles & ROLE_LEDGER) && !(d->ledger = gt_ledger_new(d, err, sizeof(err)))) {
         fprintf(stderr, "gantry-dispatcher: ledger: %s\n", err);
         goto out;
@@ -343,6 +349,7 @@ out:
         if (d->ledger)
             gt_ledger_close(d->ledger);
         gt_coordinator_close(d->coordinator);
+        gt_cache_close(d->cache);
         gt_moderation_free(d->moderation);
         pg_free_all(d);
         gt_effects_close(d->effects);
@@ -363,6 +370,7 @@ out:
     if (d->reaper)
         gt_reaper_free(d->reaper);
     gt_coordinator_free(d->coordinator);
+    gt_cache_free(d->cache);
     gt_schema_free(d->request_schema);
     gt_schema_free(d->task_result_schema);
     gt_schema_free(d->usage_schema);

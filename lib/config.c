@@ -646,8 +646,9 @@ static void load_models(ctx_t *c, gt_config_t *cfg)
 {
     static const char *const keys[] = {"runtime", "pool", "lane", "requirements",
                                        "max_input_chars", "provider", "provider_model",
-                                       "fallbacks", NULL};
+                                       "fallbacks", "cache", NULL};
     static const char *const rkeys[] = {"tflops", "vram_mb", NULL};
+    static const char *const ckeys[] = {"ttl_ms", NULL};
     json_t *models = get_obj(c, cfg->root, "models", "", 0);
     if (!models)
         return;
@@ -682,6 +683,12 @@ static void load_models(ctx_t *c, gt_config_t *cfg)
             check_keys(c, r, rpath, rkeys);
         model->tflops = get_num(c, r, "tflops", rpath, 0, 0, 1e9);
         model->vram_mb = get_int(c, r, "vram_mb", rpath, 0, 0, INT64_MAX);
+        snprintf(rpath, sizeof(rpath), "%s.cache", path);
+        json_t *cj = get_obj(c, m, "cache", path, 0);
+        if (cj) {
+            check_keys(c, cj, rpath, ckeys);
+            model->cache_ttl_ms = get_int(c, cj, "ttl_ms", rpath, 3600000, 1, 31LL * 86400000);
+        }
         if (model->runtime && strcmp(model->runtime, "hostedai") != 0 &&
             !is_wire_runtime(model->runtime))
             problem(c, path,
@@ -1044,12 +1051,14 @@ static void load_tracing(ctx_t *c, gt_config_t *cfg)
 static void free_tenant(gt_tenant_t *t)
 {
     free_guardrails(&t->guard);
+    free_str_list(t->cache.models, t->cache.n_models);
     free(t->id);
 }
 
 static void load_tenants(ctx_t *c, gt_config_t *cfg)
 {
-    static const char *const keys[] = {"budget", "guardrails", NULL};
+    static const char *const keys[] = {"budget", "guardrails", "cache", NULL};
+    static const char *const ckeys[] = {"models", "max_bytes", "default", NULL};
     json_t *tenants = get_obj(c, cfg->root, "tenants", "", 0);
     if (!tenants)
         return;
@@ -1074,6 +1083,21 @@ static void load_tenants(ctx_t *c, gt_config_t *cfg)
         json_t *g = get_obj(c, tj, "guardrails", path, 0);
         if (g)
             load_tenant_guardrails(c, cfg, t, g, sub);
+        snprintf(sub, sizeof(sub), "%s.cache", path);
+        json_t *cj = get_obj(c, tj, "cache", path, 0);
+        t->cache.max_bytes = 16 << 20;
+        if (cj) {
+            check_keys(c, cj, sub, ckeys);
+            t->cache.models = get_str_list(c, cj, "models", sub, &t->cache.n_models);
+            t->cache.max_bytes = get_int(c, cj, "max_bytes", sub, 16 << 20, 1, INT64_MAX);
+            t->cache.by_default = get_bool(c, cj, "default", sub, 0);
+            for (size_t i = 0; i < t->cache.n_models; i++) {
+                const gt_model_t *cm = gt_config_model(cfg, t->cache.models[i]);
+                if (strcmp(t->cache.models[i], "*") != 0 && (!cm || !cm->cache_ttl_ms))
+                    problem(c, sub, "model \"%s\" is not a model with a cache section",
+                            t->cache.models[i]);
+            }
+        }
     }
 }
 
