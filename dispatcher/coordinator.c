@@ -12,6 +12,7 @@
 
 #include "cache.h"
 #include "clock.h"
+#include "router.h"
 #include "dispatcher.h"
 #include "graph.h"
 #include "guard.h"
@@ -428,6 +429,12 @@ static void on_claimed(const PGresult *res, const char *err, void *arg)
     for (int i = 0; i < n; i++)
         results[i] = PQgetisnull(res, i, 1) ? NULL : json_loads(PQgetvalue(res, i, 1), 0, NULL);
     c->result = gt_graph_result(c->request_id, c->tenant_id, c->batch, results, n, c->created_ms);
+    const gt_model_t *logical =
+        gt_router_logical(c->d->cfg, json_string_value(json_object_get(c->result, "model")));
+    if (logical) { /* served by a deployment: the result names both */
+        json_object_set(c->result, "deployment", json_object_get(c->result, "model"));
+        json_object_set_new(c->result, "model", json_string(logical->name));
+    }
     for (int i = 0; i < n; i++)
         json_decref(results[i]);
     free(results);
@@ -497,6 +504,12 @@ void gt_coordinator_handle(gt_dispatcher_t *d, gt_msg_t *msg)
                                   err, NULL);
         return;
     }
+    /* Health of the deployment that served (router.h): latency, failures. */
+    json_t *timings = json_object_get(tr, "timings");
+    json_t *total = json_object_get(timings, "total_ms");
+    gt_router_result(d->router, d->cfg, json_string_value(json_object_get(tr, "model")),
+                     strcmp(json_string_value(json_object_get(tr, "status")), "succeeded") == 0,
+                     json_is_number(total) ? json_number_value(total) : -1, gt_clock_mono_ms());
     coord_t *c = calloc(1, sizeof(*c));
     c->published_since = -1;
     c->d = d;

@@ -9,6 +9,7 @@
 #include "cache.h"
 #include "classify.h"
 #include "clock.h"
+#include "router.h"
 #include "dispatcher.h"
 #include "graph.h"
 #include "guard.h"
@@ -35,6 +36,7 @@ typedef struct intake {
     int64_t cache_ttl_ms;
     int cache_lead;       /* missed: leads its key's flight until its job exists */
     json_t *cached;       /* the answer from the cache being published, or NULL */
+    const char *picked;   /* the deployment the router chose, until its tasks are published */
 } intake_t;
 
 /* Log context of a request in intake (lines about it carry its ids and trace). */
@@ -92,6 +94,8 @@ static void intake_free(intake_t *in)
         json_object_del(in->d->intake_active, in->request_id);
     if (in->cache_lead)
         gt_cache_abandon(in->d->cache, in->request_id);
+    if (in->picked)
+        gt_router_release(in->d->router, in->picked);
     json_decref(in->cached);
     gt_graph_free(&in->graph);
     json_decref(in->req);
@@ -159,6 +163,7 @@ static int publish_node(intake_t *in, gt_effect_t *e, const gt_node_t *node)
  * dependencies) as one effect; on_tasks_durable goes on. */
 static void publish_ready(intake_t *in, const json_t *idxs)
 {
+    in->picked = NULL; /* its task results end the deployment's in-flight count */
     gt_effect_t *e = gt_effect_new(in->d->effects, on_tasks_durable, on_tasks_failed, in);
     if (!e) {
         gt_log(GT_LOG_ERROR, IN_CTX(in), "out of memory publishing tasks: left undone");
@@ -197,6 +202,18 @@ static int build(intake_t *in, const json_t *req, const char **code, char *err, 
                "model %s: provider %s is degraded; routed to fallback %s", route.model->name,
                route.model->provider, healthy->name);
         route.model = healthy;
+    }
+    /* A logical model with deployments: one of them serves (router.h). */
+    if (route.model->n_deployments && in->d->router) {
+        const char *why = NULL;
+        const gt_model_t *dep = gt_router_pick(in->d->router, in->d->cfg, route.model,
+                                               gt_clock_mono_ms(), &why);
+        if (dep && dep != route.model) {
+            if (in->picked) /* built again (recovery): the earlier pick is replaced */
+                gt_router_release(in->d->router, in->picked);
+            in->picked = dep->name;
+            route.model = dep;
+        }
     }
     if (gt_graph_build(req, &route, in->d->cfg->max_batch, gt_clock_wall_ms(), &in->graph, err,
                        errlen) != 0) {
@@ -423,6 +440,14 @@ static void on_admitted(int admitted, const char *reason, void *arg)
 static void intake_start(gt_dispatcher_t *d, gt_msg_t *msg, json_t *req);
 static void admit(intake_t *in);
 
+/* The logical model of the request's task (a deployment's logical model). */
+static const char *served_model(const intake_t *in)
+{
+    const char *m = json_string_value(json_object_get(in->graph.nodes[0].task, "model"));
+    const gt_model_t *logical = gt_router_logical(in->d->cfg, m);
+    return logical ? logical->name : m ? m : "";
+}
+
 static void on_cached_durable(void *arg)
 {
     intake_t *in = arg;
@@ -443,11 +468,11 @@ static json_t *cached_usage(intake_t *in, const json_t *output)
     char *out = json_dumps(output, JSON_COMPACT | JSON_ENCODE_ANY);
     char *input = json_dumps(json_object_get(in->req, "input"), JSON_COMPACT | JSON_ENCODE_ANY);
     json_t *u = json_pack(
-        "{s:s, s:s, s:s, s:s, s:O, s:O, s:s, s:n, s:n, s:i, s:i, s:i, s:i, s:i, s:I, s:I, s:i,"
+        "{s:s, s:s, s:s, s:s, s:O, s:s, s:s, s:n, s:n, s:i, s:i, s:i, s:i, s:i, s:I, s:I, s:i,"
         " s:{s:i}, s:s, s:b}",
         "schema", "gantry.usage.v1", "event_id", event_id, "request_id", in->request_id,
         "task_id", task_id, "tenant_id", json_object_get(in->req, "tenant_id"), "model",
-        json_object_get(in->graph.nodes[0].task, "model"), "provider", "cache", "pool",
+        served_model(in), "provider", "cache", "pool",
         "allocation_id", "allocation_seconds", 0, "tflops", 0, "vram_mb", 0, "prompt_tokens", 0,
         "completion_tokens", 0, "request_bytes", (json_int_t)(input ? strlen(input) : 0),
         "response_bytes", (json_int_t)(out ? strlen(out) : 0), "attempts", 1, "durations",
@@ -508,8 +533,8 @@ static void on_cache(const json_t *output, const char *err, void *arg)
         return;
     }
     gt_log(GT_LOG_DEBUG, IN_CTX(in), "answered from the response cache");
-    json_t *tr = json_pack("{s:s, s:O, s:O, s:s, s:[]}", "status", "succeeded", "output", output,
-                           "model", json_object_get(in->graph.nodes[0].task, "model"),
+    json_t *tr = json_pack("{s:s, s:O, s:s, s:s, s:[]}", "status", "succeeded", "output", output,
+                           "model", served_model(in),
                            "provider", "cache", "attempts");
     json_t *results[1] = {tr};
     in->cached = tr ? gt_graph_result(in->request_id,
@@ -714,8 +739,10 @@ static void intake_start(gt_dispatcher_t *d, gt_msg_t *msg, json_t *req)
         return;
     }
     mark_active(in);
-    const gt_model_t *model =
-        gt_config_model(d->cfg, json_string_value(json_object_get(in->graph.nodes[0].task, "model")));
+    const char *task_model = json_string_value(json_object_get(in->graph.nodes[0].task, "model"));
+    const gt_model_t *model = gt_router_logical(d->cfg, task_model); /* keyed on the logical one */
+    if (!model)
+        model = gt_config_model(d->cfg, task_model);
     int ck = gt_cache_key(d->cfg, req, model, in->cache_key, &in->cache_ttl_ms);
     if (ck <= 0)
         in->cache_key[0] = '\0';

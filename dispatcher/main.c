@@ -10,6 +10,7 @@
 #include "clock.h"
 #include "cache.h"
 #include "dispatcher.h"
+#include "router.h"
 #include "log.h"
 #include "moderation.h"
 #include "message.h"
@@ -301,6 +302,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "gantry-dispatcher: coordinator: out of memory\n");
         goto out;
     }
+    if ((roles & (ROLE_INTAKE | ROLE_COORD)) && !(d->router = gt_router_new(gt_clock_mono_ms()))) {
+        fprintf(stderr, "gantry-dispatcher: router: out of memory\n");
+        goto out;
+    }
     if ((roles & (ROLE_INTAKE | ROLE_COORD)) && !(d->cache = gt_cache_new(d))) {
         fprintf(stderr, "gantry-dispatcher: cache: out of memory\n");
         goto out;
@@ -371,6 +376,7 @@ out:
         gt_reaper_free(d->reaper);
     gt_coordinator_free(d->coordinator);
     gt_cache_free(d->cache);
+    gt_router_free(d->router);
     gt_schema_free(d->request_schema);
     gt_schema_free(d->task_result_schema);
     gt_schema_free(d->usage_schema);
