@@ -256,3 +256,29 @@ void gt_router_cool(gt_router_t *r, const gt_config_t *cfg, const char *model, i
         s->open_until = now_ms + recovery;
     s->probing = 0;
 }
+
+void gt_router_event(gt_router_t *r, const gt_config_t *cfg, const char *type, const json_t *data,
+                     int64_t now_ms)
+{
+    if (!r || !type || strcmp(type, "breaker.opened") != 0)
+        return;
+    const char *provider = json_string_value(json_object_get(data, "provider"));
+    const char *pool = json_string_value(json_object_get(data, "pool"));
+    json_t *rec = json_object_get(data, "recovery_ms");
+    for (size_t i = 0; i < cfg->n_models; i++)
+        for (size_t k = 0; k < cfg->models[i].n_deployments; k++) {
+            const gt_model_t *dm = gt_config_model(cfg, cfg->models[i].deployments[k].model);
+            int hit = dm && ((pool && dm->pool && strcmp(dm->pool, pool) == 0) ||
+                             (!pool && provider && dm->provider &&
+                              strcmp(dm->provider, provider) == 0));
+            if (!hit)
+                continue;
+            dep_state_t *s = state(r, dm->name, 1);
+            if (!s)
+                continue;
+            int64_t until = now_ms + (json_is_integer(rec) ? json_integer_value(rec) : 60000);
+            if (s->open_until < until)
+                s->open_until = until;
+            s->probing = 0;
+        }
+}

@@ -6,6 +6,7 @@
 #ifndef GT_DISPATCHER_ROUTER_H
 #define GT_DISPATCHER_ROUTER_H
 
+#include <jansson.h>
 #include <stdint.h>
 
 #include "config.h"
@@ -44,6 +45,14 @@ void gt_router_release(gt_router_t *r, const char *model);
  * (gantry.events breaker.opened for its provider or pool): cooled down here
  * too, until now_ms + its recovery time. */
 void gt_router_cool(gt_router_t *r, const gt_config_t *cfg, const char *model, int64_t now_ms);
+
+/* A breaker.opened event from gantry.events (data: provider, pool,
+ * recovery_ms): every deployment served by that provider (or HostedAI pool)
+ * is cooled down here for recovery_ms, so dispatchers that never saw its
+ * task results route around it alike. Other types are ignored: a deployment
+ * comes back by its own half-open probe. */
+void gt_router_event(gt_router_t *r, const gt_config_t *cfg, const char *type, const json_t *data,
+                     int64_t now_ms);
 
 /* The logical model whose deployments list model, or NULL. */
 const gt_model_t *gt_router_logical(const gt_config_t *cfg, const char *model);

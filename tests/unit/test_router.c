@@ -6,6 +6,7 @@
  * keeps in-flight counts close; a deployment that starts failing is cooled
  * down, its traffic shifts, it returns half-open after it recovers, and every
  * request still succeeds (a failed task is routed again). */
+#include <jansson.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -183,6 +184,30 @@ static void test_failing_deployment(void)
     TH_EQ_INT(s.ok[0] + s.ok[1] + s.ok[2], 10 * REQUESTS);
 }
 
+/* What another dispatcher or a worker saw: a breaker.opened event on
+ * gantry.events cools the deployment here too; it returns by a probe. */
+static void test_event_cools(void)
+{
+    gt_config_t *cfg = config("least_busy", NULL);
+    const gt_model_t *m = gt_config_model(cfg, "m");
+    gt_router_t *r = gt_router_new(7);
+    json_t *data = json_pack("{s:s, s:s, s:i}", "provider", "hostedai", "pool", "p1",
+                             "recovery_ms", 1500);
+    gt_router_event(r, cfg, "breaker.opened", data, 1000);
+    const char *why;
+    for (int i = 0; i < 30; i++) {
+        CU_ASSERT(strcmp(gt_router_pick(r, cfg, m, 1000 + i, &why)->name, "d-fast") != 0);
+    }
+    TH_EQ_STR(gt_router_pick(r, cfg, m, 2500, &why)->name, "d-fast");
+    TH_EQ_STR(why, "half_open");
+    gt_router_result(r, cfg, "d-fast", 1, 20, 2520);
+    CU_ASSERT(strcmp(gt_router_pick(r, cfg, m, 2521, &why)->name, "d-fast") == 0);
+    TH_EQ_STR(why, "least_busy");
+    json_decref(data);
+    gt_router_free(r);
+    gt_config_free(cfg);
+}
+
 static void test_config_refused(void)
 {
     char err[1024];
@@ -202,6 +227,7 @@ int main(void)
         {"weighted 1:2:1", test_weighted},
         {"least_busy keeps in-flight close", test_least_busy},
         {"a failing deployment cools down and returns", test_failing_deployment},
+        {"a breaker.opened event cools a deployment", test_event_cools},
         {"bad deployments are refused", test_config_refused},
         {NULL, NULL},
     };
