@@ -1399,7 +1399,10 @@ int gt_kafka_find_keys(const gt_config_t *cfg, const char *topic, const char *co
         snprintf(err, errlen, "kafka: no bootstrap servers");
         goto out;
     }
+    /* A one-off read: no fetch held open, no backoff between its requests. */
     if (conf_set(conf, "bootstrap.servers", cfg->bootstrap_servers, err, errlen) < 0 ||
+        conf_set(conf, "fetch.wait.max.ms", "10", err, errlen) < 0 ||
+        conf_set(conf, "fetch.error.backoff.ms", "10", err, errlen) < 0 ||
         conf_apply_props(conf, cfg->kafka_props, NULL, err, errlen) < 0 ||
         conf_apply_props(conf, cfg->kafka_consumer_props, NULL, err, errlen) < 0 ||
         conf_set(conf, "enable.partition.eof", "true", err, errlen) < 0 ||
