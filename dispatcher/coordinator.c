@@ -10,7 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cache.h"
 #include "clock.h"
+#include "router.h"
 #include "dispatcher.h"
 #include "graph.h"
 #include "guard.h"
@@ -41,6 +43,7 @@ typedef struct coord {
     int span_open;
     int64_t published_since; /* >= 0: a dead holder stored the result then (epoch ms) and
                                 may have published it: look before publishing */
+    json_t *cache_output;  /* the output before the guard, for the response cache; or NULL */
 } coord_t;
 
 /* How far before the stored time a dead holder's result is looked for on
@@ -146,6 +149,7 @@ static void coord_free(coord_t *c)
         c->d->coordinator->finishing--;
     json_decref(c->tr);
     json_decref(c->result);
+    json_decref(c->cache_output);
     free(c->request_id);
     free(c->tenant_id);
     free(c->reply_topic);
@@ -163,6 +167,8 @@ static void coord_finish(coord_t *c)
 static void on_completed(const PGresult *res, const char *err, void *arg)
 {
     coord_t *c = arg;
+    /* The result is durable: a cacheable one is stored, identical requests go on. */
+    gt_cache_job_done(c->d->cache, c->request_id, c->tenant_id, c->result, c->cache_output);
     if (err) /* the result is on Kafka; a job left 'completing' is finished again on redelivery */
         gt_log(GT_LOG_ERROR, C_CTX(c),
                "marking job complete failed: %s", err);
@@ -424,9 +430,18 @@ static void on_claimed(const PGresult *res, const char *err, void *arg)
     for (int i = 0; i < n; i++)
         results[i] = PQgetisnull(res, i, 1) ? NULL : json_loads(PQgetvalue(res, i, 1), 0, NULL);
     c->result = gt_graph_result(c->request_id, c->tenant_id, c->batch, results, n, c->created_ms);
+    const gt_model_t *logical =
+        gt_router_logical(c->d->cfg, json_string_value(json_object_get(c->result, "model")));
+    if (logical) { /* served by a deployment: the result names both */
+        json_object_set(c->result, "deployment", json_object_get(c->result, "model"));
+        json_object_set_new(c->result, "model", json_string(logical->name));
+    }
     for (int i = 0; i < n; i++)
         json_decref(results[i]);
     free(results);
+    /* The cache keeps the output as the provider returned it (before a PII restore). */
+    if (c->d->cache && !c->batch && gt_cache_tenant_on(c->d->cfg, c->tenant_id))
+        c->cache_output = json_deep_copy(json_object_get(c->result, "output"));
     gt_guard_result(c->d, c->request_id, c->result, on_guarded, c);
 }
 
@@ -490,6 +505,12 @@ void gt_coordinator_handle(gt_dispatcher_t *d, gt_msg_t *msg)
                                   err, NULL);
         return;
     }
+    /* Health of the deployment that served (router.h): latency, failures. */
+    json_t *timings = json_object_get(tr, "timings");
+    json_t *total = json_object_get(timings, "total_ms");
+    gt_router_result(d->router, d->cfg, json_string_value(json_object_get(tr, "model")),
+                     strcmp(json_string_value(json_object_get(tr, "status")), "succeeded") == 0,
+                     json_is_number(total) ? json_number_value(total) : -1, gt_clock_mono_ms());
     coord_t *c = calloc(1, sizeof(*c));
     c->published_since = -1;
     c->d = d;

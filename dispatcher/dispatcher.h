@@ -39,6 +39,9 @@ typedef struct gt_dispatcher {
     gt_coordinator_t *coordinator; /* the coordinator role's sweep; NULL without the role */
     gt_ledger_t *ledger;
     gt_reaper_t *reaper;
+    struct gt_router *router;      /* deployment choice and health (router.h) */
+    struct gt_cache *cache;        /* response cache single-flight (cache.h); NULL without
+                                      intake and coordinator */
     gt_provider_health_t *providers; /* breaker states seen on gantry.events (owned by the
                                         reaper, which consumes them); NULL without it */
     long requests_accepted, requests_duplicate, dead_letters, results_published;

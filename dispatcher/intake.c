@@ -6,8 +6,10 @@
 #include <string.h>
 
 #include "budget.h"
+#include "cache.h"
 #include "classify.h"
 #include "clock.h"
+#include "router.h"
 #include "dispatcher.h"
 #include "graph.h"
 #include "guard.h"
@@ -31,6 +33,11 @@ typedef struct intake {
     json_t *published;    /* task_ids sent, marked queued once all are durable */
     json_t *rejection;    /* the rejected result being published, or NULL */
     void (*answer)(struct intake *in); /* publishes the rejection once it is stored */
+    char cache_key[65];   /* response cache key when cacheable (cache.h), else "" */
+    int64_t cache_ttl_ms;
+    int cache_lead;       /* missed: leads its key's flight until its job exists */
+    json_t *cached;       /* the answer from the cache being published, or NULL */
+    const char *picked;   /* the deployment the router chose, until its tasks are published */
 } intake_t;
 
 /* Log context of a request in intake (lines about it carry its ids and trace). */
@@ -44,9 +51,9 @@ static const char sql_insert[] =
     "  INSERT INTO jobs (request_id, tenant_id, kind, model, lane, priority, deadline,"
     "                    reply_topic, task_count, batch, request, source_topic,"
     "                    source_partition, source_offset, traceparent,"
-    "                    request_sha256)"
+    "                    request_sha256, cache_key, cache_ttl_ms)"
     "  VALUES ($1, $2, $3, $4, $5, $6, $7::timestamptz, $8, $9, $10, $11::jsonb, $12, $13, $14,"
-    "          $16, $17)"
+    "          $16, $17, $18, $19::bigint)"
     "  ON CONFLICT (request_id) DO NOTHING RETURNING request_id),"
     " t AS ("
     "  INSERT INTO tasks (task_id, request_id, idx, kind, depends_on, model, pool, lane)"
@@ -86,6 +93,11 @@ static void intake_free(intake_t *in)
     }
     if (in->request_id)
         json_object_del(in->d->intake_active, in->request_id);
+    if (in->cache_lead)
+        gt_cache_abandon(in->d->cache, in->request_id);
+    if (in->picked)
+        gt_router_release(in->d->router, in->picked);
+    json_decref(in->cached);
     gt_graph_free(&in->graph);
     json_decref(in->req);
     json_decref(in->published);
@@ -152,6 +164,7 @@ static int publish_node(intake_t *in, gt_effect_t *e, const gt_node_t *node)
  * dependencies) as one effect; on_tasks_durable goes on. */
 static void publish_ready(intake_t *in, const json_t *idxs)
 {
+    in->picked = NULL; /* its task results end the deployment's in-flight count */
     gt_effect_t *e = gt_effect_new(in->d->effects, on_tasks_durable, on_tasks_failed, in);
     if (!e) {
         gt_log(GT_LOG_ERROR, IN_CTX(in), "out of memory publishing tasks: left undone");
@@ -190,6 +203,18 @@ static int build(intake_t *in, const json_t *req, const char **code, char *err, 
                "model %s: provider %s is degraded; routed to fallback %s", route.model->name,
                route.model->provider, healthy->name);
         route.model = healthy;
+    }
+    /* A logical model with deployments: one of them serves (router.h). */
+    if (route.model->n_deployments && in->d->router) {
+        const char *why = NULL;
+        const gt_model_t *dep = gt_router_pick(in->d->router, in->d->cfg, route.model,
+                                               gt_clock_mono_ms(), &why);
+        if (dep && dep != route.model) {
+            if (in->picked) /* built again (recovery): the earlier pick is replaced */
+                gt_router_release(in->d->router, in->picked);
+            in->picked = dep->name;
+            route.model = dep;
+        }
     }
     if (gt_graph_build(req, &route, in->d->cfg->max_batch, gt_clock_wall_ms(), &in->graph, err,
                        errlen) != 0) {
@@ -283,6 +308,7 @@ static void on_inserted(const PGresult *res, const char *err, void *arg)
     }
     if (atoi(PQgetvalue(res, 0, 0)) == 1) {
         d->requests_accepted++;
+        in->cache_lead = 0; /* its job ends the flight (gt_cache_job_done) */
         publish_ready(in, NULL);
         return;
     }
@@ -512,6 +538,118 @@ static void on_admitted(int admitted, const char *reason, void *arg)
 }
 
 static void intake_start(gt_dispatcher_t *d, gt_msg_t *msg, json_t *req);
+static void admit(intake_t *in);
+
+/* The logical model of the request's task (a deployment's logical model). */
+static const char *served_model(const intake_t *in)
+{
+    const char *m = json_string_value(json_object_get(in->graph.nodes[0].task, "model"));
+    const gt_model_t *logical = gt_router_logical(in->d->cfg, m);
+    return logical ? logical->name : m ? m : "";
+}
+
+static void on_cached_durable(void *arg)
+{
+    intake_t *in = arg;
+    in->d->results_published++;
+    gt_stats_result(json_string_value(json_object_get(in->cached, "status")));
+    if (json_object_get(in->cached, "guardrails"))
+        gt_guard_forget(in->d, in->request_id); /* the mask is no longer needed */
+    intake_finish(in);
+}
+
+/* The cache hit's usage event: no provider ran; provider "cache" prices it
+ * (price book: ('cache', model), else ('cache', '*'), zero by default). */
+static json_t *cached_usage(intake_t *in, const json_t *output)
+{
+    char at[64], task_id[300], event_id[320];
+    snprintf(task_id, sizeof(task_id), "%s/0", in->request_id);
+    snprintf(event_id, sizeof(event_id), "%s:usage", task_id);
+    char *out = json_dumps(output, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *input = json_dumps(json_object_get(in->req, "input"), JSON_COMPACT | JSON_ENCODE_ANY);
+    json_t *u = json_pack(
+        "{s:s, s:s, s:s, s:s, s:O, s:s, s:s, s:n, s:n, s:i, s:i, s:i, s:i, s:i, s:I, s:I, s:i,"
+        " s:{s:i}, s:s, s:b}",
+        "schema", "gantry.usage.v1", "event_id", event_id, "request_id", in->request_id,
+        "task_id", task_id, "tenant_id", json_object_get(in->req, "tenant_id"), "model",
+        served_model(in), "provider", "cache", "pool",
+        "allocation_id", "allocation_seconds", 0, "tflops", 0, "vram_mb", 0, "prompt_tokens", 0,
+        "completion_tokens", 0, "request_bytes", (json_int_t)(input ? strlen(input) : 0),
+        "response_bytes", (json_int_t)(out ? strlen(out) : 0), "attempts", 1, "durations",
+        "total_ms", 0, "occurred_at", gt_clock_fmt(gt_clock_wall_ms(), at, sizeof(at)), "cached",
+        1);
+    free(out);
+    free(input);
+    return u;
+}
+
+/* The guard restored (a masked request) and moderated the cached output:
+ * the result and its usage event, one effect. No job row: a redelivered copy
+ * is answered from the cache again, with the same event_id (billed once). */
+static void on_cached_guarded(const char *err, void *arg)
+{
+    intake_t *in = arg;
+    if (err) { /* never published unguarded */
+        gt_dispatcher_dead_letter(in->d, in->d->consumer, in->msg, "intake.cache",
+                                  "persist_failed", err, in->request_id);
+        intake_free(in);
+        return;
+    }
+    const char *reply = json_string_value(json_object_get(in->req, "reply_topic"));
+    gt_header_t h = {"traceparent", in->traceparent};
+    json_t *usage = cached_usage(in, json_object_get(in->cached, "output"));
+    gt_effect_t *e = gt_effect_new(in->d->effects, on_cached_durable, on_rejection_failed, in);
+    if (!e || !usage ||
+        gt_result_add(e, in->d->cfg, reply, in->request_id, in->cached, &h,
+                      in->has_traceparent ? 1 : 0) != 0 ||
+        gt_effect_add_json(e, in->d->cfg->topics.usage,
+                           json_string_value(json_object_get(usage, "event_id")), usage, &h,
+                           in->has_traceparent ? 1 : 0) != 0) {
+        gt_log(GT_LOG_ERROR, IN_CTX(in), "out of memory answering from the cache: left undone");
+        if (e)
+            gt_effect_abandon(e);
+        json_decref(usage);
+        intake_free(in);
+        return;
+    }
+    json_decref(usage);
+    gt_effect_seal(e);
+}
+
+/* The cache answered: a hit (output), a miss (NULL: the request runs), or a
+ * failed lookup (err: never a miss unchecked). */
+static void on_cache(const json_t *output, const char *err, void *arg)
+{
+    intake_t *in = arg;
+    if (err) {
+        gt_dispatcher_dead_letter(in->d, in->d->consumer, in->msg, "intake.cache",
+                                  "persist_failed", err, in->request_id);
+        intake_free(in);
+        return;
+    }
+    if (!output) {
+        in->cache_lead = 1;
+        admit(in);
+        return;
+    }
+    gt_log(GT_LOG_DEBUG, IN_CTX(in), "answered from the response cache");
+    json_t *tr = json_pack("{s:s, s:O, s:s, s:s, s:[]}", "status", "succeeded", "output", output,
+                           "model", served_model(in),
+                           "provider", "cache", "attempts");
+    json_t *results[1] = {tr};
+    in->cached = tr ? gt_graph_result(in->request_id,
+                                      json_string_value(json_object_get(in->req, "tenant_id")), 0,
+                                      results, 1, gt_clock_wall_ms())
+                    : NULL;
+    json_decref(tr);
+    if (!in->cached) {
+        gt_log(GT_LOG_ERROR, IN_CTX(in), "out of memory answering from the cache: left undone");
+        intake_free(in);
+        return;
+    }
+    json_object_set_new(in->cached, "cached", json_true());
+    gt_guard_result(in->d, in->request_id, in->cached, on_cached_guarded, in);
+}
 
 /* "Same body": SHA-256 of the canonical JSON (compact, sorted keys) of the
  * request as received, so that key order and spacing do not matter. */
@@ -701,11 +839,35 @@ static void intake_start(gt_dispatcher_t *d, gt_msg_t *msg, json_t *req)
         return;
     }
     mark_active(in);
-    int admit = gt_budget_admit(d, json_string_value(json_object_get(req, "tenant_id")),
+    const char *task_model = json_string_value(json_object_get(in->graph.nodes[0].task, "model"));
+    const gt_model_t *model = gt_router_logical(d->cfg, task_model); /* keyed on the logical one */
+    if (!model)
+        model = gt_config_model(d->cfg, task_model);
+    int ck = gt_cache_key(d->cfg, req, model, in->cache_key, &in->cache_ttl_ms);
+    if (ck <= 0)
+        in->cache_key[0] = '\0';
+    if (ck > 0 && d->cache) {
+        if (gt_cache_lookup(d->cache, json_string_value(json_object_get(req, "tenant_id")),
+                            in->cache_key, request_id, on_cache, in) != 0) {
+            gt_log(GT_LOG_ERROR, IN_CTX(in), "out of memory looking up the cache: left undone");
+            intake_free(in);
+        }
+        return; /* on_cache goes on */
+    }
+    admit(in);
+}
+
+/* Budget admission, then persist. */
+static void admit(intake_t *in)
+{
+    gt_dispatcher_t *d = in->d;
+    const json_t *req = in->req;
+    const char *request_id = in->request_id;
+    int rc = gt_budget_admit(d, json_string_value(json_object_get(req, "tenant_id")),
                                 request_id, in->graph.n_inference, on_admitted, in);
-    if (admit == 0)
+    if (rc == 0)
         return; /* on_admitted goes on */
-    if (admit < 0) {
+    if (rc < 0) {
         gt_log(GT_LOG_ERROR, IN_CTX(in), "cannot check the budget now: left undone");
         intake_free(in); /* never admitted unchecked; redelivered */
         return;
@@ -724,7 +886,8 @@ static void persist(intake_t *in)
     json_t *rows = gt_graph_rows(&in->graph);
     char *rows_text = json_dumps(rows, JSON_COMPACT);
     char *req_text = json_dumps(req, JSON_COMPACT);
-    char prio[16], count[16], part[16], off[24];
+    char prio[16], count[16], part[16], off[24], ttl[24];
+    snprintf(ttl, sizeof(ttl), "%lld", (long long)in->cache_ttl_ms);
     json_t *prio_j = json_object_get(req, "priority");
     snprintf(prio, sizeof(prio), "%d", prio_j ? (int)json_integer_value(prio_j) : 0);
     snprintf(count, sizeof(count), "%d", in->graph.n_inference);
@@ -748,8 +911,10 @@ static void persist(intake_t *in)
         rows_text,
         in->has_traceparent ? in->traceparent : NULL,
         in->body_sha[0] ? in->body_sha : NULL,
+        in->cache_key[0] ? in->cache_key : NULL,
+        in->cache_key[0] ? ttl : NULL,
     };
-    if (gt_pg_query(d->pg, sql_insert, 17, params, on_inserted, in) != 0)
+    if (gt_pg_query(d->pg, sql_insert, 19, params, on_inserted, in) != 0)
         on_inserted(NULL, "cannot send query", in);
     json_decref(rows);
     free(rows_text);

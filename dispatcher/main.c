@@ -8,7 +8,9 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "cache.h"
 #include "dispatcher.h"
+#include "router.h"
 #include "log.h"
 #include "moderation.h"
 #include "message.h"
@@ -100,6 +102,7 @@ static void close_all(app_t *a)
     if (a->d.reaper)
         gt_reaper_close(a->d.reaper);
     gt_coordinator_close(a->d.coordinator);
+    gt_cache_close(a->d.cache);
     gt_moderation_free(a->d.moderation); /* aborts checks in flight; freed as the loop runs */
     a->d.moderation = NULL;
     gt_admin_set_ready(a->admin, "postgres", 0);
@@ -304,6 +307,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "gantry-dispatcher: coordinator: out of memory\n");
         goto out;
     }
+    if ((roles & (ROLE_INTAKE | ROLE_COORD)) && !(d->router = gt_router_new(gt_clock_mono_ms()))) {
+        fprintf(stderr, "gantry-dispatcher: router: out of memory\n");
+        goto out;
+    }
+    if ((roles & (ROLE_INTAKE | ROLE_COORD)) && !(d->cache = gt_cache_new(d))) {
+        fprintf(stderr, "gantry-dispatcher: cache: out of memory\n");
+        goto out;
+    }
     if ((roles & ROLE_LEDGER) && !(d->ledger = gt_ledger_new(d, err, sizeof(err)))) {
         fprintf(stderr, "gantry-dispatcher: ledger: %s\n", err);
         goto out;
@@ -348,6 +359,7 @@ out:
         if (d->ledger)
             gt_ledger_close(d->ledger);
         gt_coordinator_close(d->coordinator);
+        gt_cache_close(d->cache);
         gt_moderation_free(d->moderation);
         pg_free_all(d);
         gt_effects_close(d->effects);
@@ -368,6 +380,8 @@ out:
     if (d->reaper)
         gt_reaper_free(d->reaper);
     gt_coordinator_free(d->coordinator);
+    gt_cache_free(d->cache);
+    gt_router_free(d->router);
     gt_schema_free(d->request_schema);
     gt_schema_free(d->task_result_schema);
     gt_schema_free(d->usage_schema);

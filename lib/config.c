@@ -648,12 +648,15 @@ static void load_models(ctx_t *c, gt_config_t *cfg)
 {
     static const char *const keys[] = {"runtime", "pool", "lane", "requirements",
                                        "max_input_chars", "provider", "provider_model",
-                                       "fallbacks", NULL};
+                                       "fallbacks", "cache", "deployments", "strategy", NULL};
+    static const char *const dkeys[] = {"model", "weight", "max_in_flight", "price_micros", NULL};
     static const char *const rkeys[] = {"tflops", "vram_mb", NULL};
+    static const char *const ckeys[] = {"ttl_ms", NULL};
     json_t *models = get_obj(c, cfg->root, "models", "", 0);
     if (!models)
         return;
     cfg->models = calloc(json_object_size(models) + 1, sizeof(gt_model_t));
+
     const char *name;
     json_t *m;
     json_object_foreach(models, name, m) {
@@ -684,6 +687,12 @@ static void load_models(ctx_t *c, gt_config_t *cfg)
             check_keys(c, r, rpath, rkeys);
         model->tflops = get_num(c, r, "tflops", rpath, 0, 0, 1e9);
         model->vram_mb = get_int(c, r, "vram_mb", rpath, 0, 0, INT64_MAX);
+        snprintf(rpath, sizeof(rpath), "%s.cache", path);
+        json_t *cj = get_obj(c, m, "cache", path, 0);
+        if (cj) {
+            check_keys(c, cj, rpath, ckeys);
+            model->cache_ttl_ms = get_int(c, cj, "ttl_ms", rpath, 3600000, 1, 31LL * 86400000);
+        }
         if (model->runtime && strcmp(model->runtime, "hostedai") != 0 &&
             !is_wire_runtime(model->runtime))
             problem(c, path,
@@ -703,7 +712,37 @@ static void load_models(ctx_t *c, gt_config_t *cfg)
             problem(c, path, "provider is only for provider runtimes, not %s",
                     model->runtime ? model->runtime : "?");
         }
-        if (model->runtime && strcmp(model->runtime, "hostedai") == 0) {
+        json_t *deps = json_object_get(m, "deployments");
+        model->strategy = get_str(c, m, "strategy", path, "weighted", 0);
+        if (model->strategy && strcmp(model->strategy, "weighted") != 0 &&
+            strcmp(model->strategy, "least_busy") != 0 && strcmp(model->strategy, "latency") != 0 &&
+            strcmp(model->strategy, "cost") != 0)
+            problem(c, path, "strategy \"%s\" is not one of weighted, least_busy, latency, cost",
+                    model->strategy);
+        if (deps && (!json_is_array(deps) || json_array_size(deps) == 0)) {
+            problem(c, path, "deployments must be a non-empty array");
+        } else if (deps) {
+            model->deployments = calloc(json_array_size(deps), sizeof(*model->deployments));
+            size_t di;
+            json_t *dj;
+            json_array_foreach(deps, di, dj) {
+                char dpath[640];
+                snprintf(dpath, sizeof(dpath), "%s.deployments[%zu]", path, di);
+                if (!json_is_object(dj)) {
+                    problem(c, dpath, "must be an object");
+                    continue;
+                }
+                check_keys(c, dj, dpath, dkeys);
+                struct gt_deployment *dep = &model->deployments[model->n_deployments++];
+                dep->model = get_str(c, dj, "model", dpath, NULL, 1);
+                dep->weight = (int)get_int(c, dj, "weight", dpath, 1, 1, 1000000);
+                dep->max_in_flight = (int)get_int(c, dj, "max_in_flight", dpath, 0, 0, 100000000);
+                dep->price_micros = get_int(c, dj, "price_micros", dpath, 0, 0, INT64_MAX);
+            }
+        }
+        if (model->n_deployments) {
+            /* served by its deployments: no pool or provider of its own */
+        } else if (model->runtime && strcmp(model->runtime, "hostedai") == 0) {
             if (!model->pool)
                 problem(c, path, "pool is required for runtime hostedai");
             else if (!gt_config_pool(cfg, model->pool))
@@ -712,6 +751,18 @@ static void load_models(ctx_t *c, gt_config_t *cfg)
         if (model->lane)
             add_lane(cfg, model->lane);
     }
+    for (size_t i = 0; i < cfg->n_models; i++)
+        for (size_t k = 0; k < cfg->models[i].n_deployments; k++) {
+            const char *dn = cfg->models[i].deployments[k].model;
+            const gt_model_t *dm = dn ? gt_config_model(cfg, dn) : NULL;
+            char dpath[640];
+            snprintf(dpath, sizeof(dpath), "models.%s.deployments[%zu].model", cfg->models[i].name,
+                     k);
+            if (dn && !dm)
+                problem(c, dpath, "model \"%s\" is not declared in models", dn);
+            else if (dm && dm->n_deployments)
+                problem(c, dpath, "model \"%s\" has deployments of its own", dn);
+        }
 }
 
 static void load_routing(ctx_t *c, gt_config_t *cfg)
@@ -1046,12 +1097,14 @@ static void load_tracing(ctx_t *c, gt_config_t *cfg)
 static void free_tenant(gt_tenant_t *t)
 {
     free_guardrails(&t->guard);
+    free_str_list(t->cache.models, t->cache.n_models);
     free(t->id);
 }
 
 static void load_tenants(ctx_t *c, gt_config_t *cfg)
 {
-    static const char *const keys[] = {"budget", "guardrails", NULL};
+    static const char *const keys[] = {"budget", "guardrails", "cache", NULL};
+    static const char *const ckeys[] = {"models", "max_bytes", "default", NULL};
     json_t *tenants = get_obj(c, cfg->root, "tenants", "", 0);
     if (!tenants)
         return;
@@ -1076,6 +1129,21 @@ static void load_tenants(ctx_t *c, gt_config_t *cfg)
         json_t *g = get_obj(c, tj, "guardrails", path, 0);
         if (g)
             load_tenant_guardrails(c, cfg, t, g, sub);
+        snprintf(sub, sizeof(sub), "%s.cache", path);
+        json_t *cj = get_obj(c, tj, "cache", path, 0);
+        t->cache.max_bytes = 16 << 20;
+        if (cj) {
+            check_keys(c, cj, sub, ckeys);
+            t->cache.models = get_str_list(c, cj, "models", sub, &t->cache.n_models);
+            t->cache.max_bytes = get_int(c, cj, "max_bytes", sub, 16 << 20, 1, INT64_MAX);
+            t->cache.by_default = get_bool(c, cj, "default", sub, 0);
+            for (size_t i = 0; i < t->cache.n_models; i++) {
+                const gt_model_t *cm = gt_config_model(cfg, t->cache.models[i]);
+                if (strcmp(t->cache.models[i], "*") != 0 && (!cm || !cm->cache_ttl_ms))
+                    problem(c, sub, "model \"%s\" is not a model with a cache section",
+                            t->cache.models[i]);
+            }
+        }
     }
 }
 
@@ -1362,6 +1430,10 @@ void gt_config_free(gt_config_t *cfg)
         free(m->provider);
         free(m->provider_model);
         free_list(m->fallbacks, m->n_fallbacks);
+        for (size_t k = 0; k < m->n_deployments; k++)
+            free(m->deployments[k].model);
+        free(m->deployments);
+        free(m->strategy);
     }
     free(cfg->models);
     for (size_t i = 0; i < cfg->n_providers; i++) {

@@ -62,6 +62,19 @@ typedef struct gt_model {
     double tflops;      /* requirements */
     int64_t vram_mb;
     int64_t max_input_chars; /* 0: no limit */
+    /* models.<name>.deployments (docs/routing.md): a logical model served by
+     * other declared models (each a HostedAI pool, or a provider endpoint with
+     * its provider model name); the dispatcher picks one per task. */
+    struct gt_deployment {
+        char *model;             /* a declared model without deployments of its own */
+        int weight;              /* weighted: share, default 1 */
+        int max_in_flight;       /* capacity seen by least_busy and cost; 0: unlimited */
+        int64_t price_micros;    /* cost: price of one request, default 0 */
+    } *deployments;
+    size_t n_deployments;
+    char *strategy;          /* weighted (default) | least_busy | latency | cost */
+    int64_t cache_ttl_ms;    /* models.<name>.cache.ttl_ms: responses may be cached this
+                                long (dispatcher/cache.h); 0: the model is never cached */
 } gt_model_t;
 
 /* One auto-routing rule: first match wins. Unset conditions match anything. */
@@ -112,6 +125,14 @@ typedef struct gt_tenant {
         } *max_input_tokens;
         size_t n_max_input_tokens;
     } guard;
+    /* response cache (tenants.<id>.cache; docs/routing.md): n_models 0 = off */
+    struct gt_tenant_cache {
+        char **models;               /* models whose responses are cached ("*": every
+                                        model with a models.<name>.cache section) */
+        size_t n_models;
+        int64_t max_bytes;           /* size cap of the tenant's entries, default 16 MiB */
+        int by_default;              /* 1: requests without policy.cache are cached too */
+    } cache;
 } gt_tenant_t;
 
 typedef enum { GT_ACCESS_RAW, GT_ACCESS_SCRUBBED, GT_ACCESS_NONE } gt_access_t;

@@ -29,6 +29,7 @@ int gt_cli_invoice(int argc, char **argv);   /* invoice.c */
 int gt_cli_reconcile(int argc, char **argv); /* reconcile.c */
 int gt_cli_usage(int argc, char **argv);     /* usage.c */
 int gt_cli_keys(int argc, char **argv);      /* keys.c */
+int gt_cli_cache(int argc, char **argv);     /* cache.c: cache purge */
 
 /* Prints "gantry CMD: <message> (see gantry CMD --help)" as one line on
  * stderr and returns GT_CLI_USAGE. */

@@ -29,6 +29,7 @@ static const command_t commands[] = {
     {"reconcile", gt_cli_reconcile, "compare a provider's invoice with Gantry's usage"},
     {"config", gt_cli_config, "check a configuration file (config check)"},
     {"allocations", gt_cli_allocations, "list outstanding HostedAI allocations"},
+    {"cache", gt_cli_cache, "purge a tenant's response cache entries (cache purge)"},
     {"dlq", gt_cli_dlq, "list dead letters, replay chosen ones (dlq list|replay)"},
     {"keys", gt_cli_keys, "create, revoke or list gantry-api keys (keys create --tenant T)"},
     {NULL, NULL, NULL},
