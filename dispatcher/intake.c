@@ -329,7 +329,7 @@ static void persist(intake_t *in);
  * that dies before marking it leaves a claim that the coordinator's sweep
  * finishes (publishing the stored answer only if it is not on Kafka). The
  * row has no tasks; a too_large request's body is left out (it is in the
- * DLQ entry). */
+ * DLQ entry). A cache hit is stored the same way. */
 static const char sql_answer[] =
     "INSERT INTO jobs (request_id, tenant_id, kind, model, lane, reply_topic, task_count,"
     "                  request, status, result, result_stored_at, claimed_by,"
@@ -340,7 +340,7 @@ static const char sql_answer[] =
     " ON CONFLICT (request_id) DO NOTHING RETURNING 1";
 
 static const char sql_answered[] =
-    "UPDATE jobs SET status = 'rejected', completed_at = now()"
+    "UPDATE jobs SET status = $3, completed_at = now()"
     " WHERE request_id = $1 AND status = 'completing' AND claimed_incarnation = $2";
 
 static void on_answered(const PGresult *res, const char *err, void *arg)
@@ -355,8 +355,10 @@ static void on_answered(const PGresult *res, const char *err, void *arg)
 /* The rejection is on Kafka: mark the job, then the request is done. */
 static void mark_answered(intake_t *in)
 {
-    const char *params[] = {in->request_id, in->d->incarnation};
-    if (gt_pg_query(in->d->pg, sql_answered, 2, params, on_answered, in) != 0)
+    const json_t *answer = in->cached ? in->cached : in->rejection;
+    const char *status = json_string_value(json_object_get(answer, "status"));
+    const char *params[] = {in->request_id, in->d->incarnation, status ? status : "rejected"};
+    if (gt_pg_query(in->d->pg, sql_answered, 3, params, on_answered, in) != 0)
         on_answered(NULL, "cannot send query", in);
 }
 
@@ -380,14 +382,15 @@ static void on_answer_stored(const PGresult *res, const char *err, void *arg)
     in->answer(in);
 }
 
-/* Stores in->rejection as the job's answer, then in->answer publishes it. */
+/* Stores the answer (in->cached, else in->rejection) as the job's, then
+ * in->answer publishes it. */
 static void store_answer(intake_t *in, void (*answer)(intake_t *in), int with_body)
 {
     const json_t *req = in->req;
     gt_msg_t *msg = in->msg;
     char part[16], off[24];
     char *req_text = with_body ? json_dumps(req, JSON_COMPACT) : NULL;
-    char *answer_text = json_dumps(in->rejection, JSON_COMPACT);
+    char *answer_text = json_dumps(in->cached ? in->cached : in->rejection, JSON_COMPACT);
     in->answer = answer;
     snprintf(part, sizeof(part), "%d", (int)msg->partition);
     snprintf(off, sizeof(off), "%lld", (long long)msg->offset);
@@ -555,7 +558,7 @@ static void on_cached_durable(void *arg)
     gt_stats_result(json_string_value(json_object_get(in->cached, "status")));
     if (json_object_get(in->cached, "guardrails"))
         gt_guard_forget(in->d, in->request_id); /* the mask is no longer needed */
-    intake_finish(in);
+    mark_answered(in);
 }
 
 /* The cache hit's usage event: no provider ran; provider "cache" prices it
@@ -583,18 +586,10 @@ static json_t *cached_usage(intake_t *in, const json_t *output)
     return u;
 }
 
-/* The guard restored (a masked request) and moderated the cached output:
- * the result and its usage event, one effect. No job row: a redelivered copy
- * is answered from the cache again, with the same event_id (billed once). */
-static void on_cached_guarded(const char *err, void *arg)
+/* The cached answer is stored as the job's: its result and its usage event,
+ * one effect. */
+static void send_cached(intake_t *in)
 {
-    intake_t *in = arg;
-    if (err) { /* never published unguarded */
-        gt_dispatcher_dead_letter(in->d, in->d->consumer, in->msg, "intake.cache",
-                                  "persist_failed", err, in->request_id);
-        intake_free(in);
-        return;
-    }
     const char *reply = json_string_value(json_object_get(in->req, "reply_topic"));
     gt_header_t h = {"traceparent", in->traceparent};
     json_t *usage = cached_usage(in, json_object_get(in->cached, "output"));
@@ -614,6 +609,21 @@ static void on_cached_guarded(const char *err, void *arg)
     }
     json_decref(usage);
     gt_effect_seal(e);
+}
+
+/* The guard restored (a masked request) and moderated the cached output. It
+ * is stored as the job's answer before it is published, as a rejection is:
+ * a redelivered copy finds the job and is not answered again. */
+static void on_cached_guarded(const char *err, void *arg)
+{
+    intake_t *in = arg;
+    if (err) { /* never published unguarded */
+        gt_dispatcher_dead_letter(in->d, in->d->consumer, in->msg, "intake.cache",
+                                  "persist_failed", err, in->request_id);
+        intake_free(in);
+        return;
+    }
+    store_answer(in, send_cached, 1);
 }
 
 /* The cache answered: a hit (output), a miss (NULL: the request runs), or a
