@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base64.h"
 #include "cli.h"
 #include "log.h"
 #include "message.h"
