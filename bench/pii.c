@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "pii.h"
 #include "scrub.h"
 
@@ -35,9 +36,7 @@ static const char *const pii[] = {
 
 static double now_s(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    return (double)gt_clock_mono_ns() / 1e9;
 }
 
 int main(int argc, char **argv)

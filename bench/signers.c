@@ -10,15 +10,14 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "jwt.h"
 #include "provider.h"
 #include "sigv4.h"
 
 static double now_s(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    return (double)gt_clock_mono_ns() / 1e9;
 }
 
 static void report(const char *what, int n, double s)

@@ -681,15 +681,6 @@ static void loc_pop(cctx_t *c, size_t old)
     c->loc[old] = '\0';
 }
 
-static char *xstrdup(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *p = malloc(n);
-    if (p)
-        memcpy(p, s, n);
-    return p;
-}
-
 static node_t *node_new(cctx_t *c, int kind)
 {
     gt_schema_t *s = c->s;
@@ -1047,7 +1038,7 @@ static int kw_ref(cctx_t *c, node_t *n, json_t *v)
     }
     c->refs[c->nrefs].node = n;
     c->refs[c->nrefs].ptr = ptr;
-    c->refs[c->nrefs].where = xstrdup(c->loc);
+    c->refs[c->nrefs].where = strdup(c->loc);
     c->nrefs++;
     n->kind = N_REF;
     return 0;
@@ -1065,7 +1056,7 @@ static int map_add(cctx_t *c, const json_t *j, node_t *n)
 
 static int str_add(char ***v, size_t *n, size_t *cap, const char *s)
 {
-    char *d = xstrdup(s);
+    char *d = strdup(s);
     if (!d || grow((void **)v, cap, *n, sizeof(**v))) {
         free(d);
         return -1;

@@ -11,6 +11,7 @@
 
 #include "base64.h"
 #include "cli.h"
+#include "clock.h"
 #include "log.h"
 #include "message.h"
 
@@ -67,16 +68,9 @@ static void dlq_usage(FILE *f)
             "  -h, --help          this help\n");
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int remaining_ms(int64_t deadline)
 {
-    int64_t left = deadline - now_ms();
+    int64_t left = deadline - gt_clock_mono_ms();
     return left < 0 ? 0 : left > 1000000000 ? 1000000000 : (int)left;
 }
 
@@ -309,7 +303,7 @@ static int scan_topic(rd_kafka_t *rk, const char *topic, scan_t *sc, int replay,
         goto out;
     }
     while (left > 0) {
-        if (now_ms() >= deadline) {
+        if (gt_clock_mono_ms() >= deadline) {
             fprintf(stderr, "gantry dlq: timed out before the end of %s\n", topic);
             goto out;
         }
@@ -461,7 +455,7 @@ int gt_cli_dlq(int argc, char **argv)
         goto out;
     if (replay && !sc.dry_run && !(sc.producer = new_client(cfg, RD_KAFKA_PRODUCER, &sc)))
         goto out;
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = gt_clock_mono_ms() + timeout_ms;
     if (!replay && !sc.as_json)
         printf("%-10s %-24s %-20s %-18s %-28s %-24s %s\n", "ENTRY", "FAILED_AT", "CODE", "STAGE",
                "SOURCE", "REQUEST_ID", "REASON");
