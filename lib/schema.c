@@ -10,19 +10,14 @@
  * - gt_schema_validate() only reads the compiled schema: one gt_schema_t may be
  *   used by many threads at once. It allocates nothing except for
  *   propertyNames (a temporary string per key) and on the error path.
- * - pattern/patternProperties are ECMA 262 regexes in the standard; we run them
- *   with POSIX ERE (<regex.h>) after translating the common ECMA escapes
- *   (\d \w \s and their negations, \t \n \r \f \v \xHH \uXXXX, (?:...), lazy
- *   quantifiers). Lookaround, backreferences and named groups are refused at
- *   compile time. Remaining gaps: "." also matches a newline, and matching is
- *   byte-wise in the C locale (a non-ASCII character counts as its UTF-8
- *   bytes for "." and bracket expressions); regcomp/regexec use the process
- *   locale, which must not change between compile and validation.
+ * - pattern/patternProperties are ECMA 262 regexes in the standard; PCRE2
+ *   runs them as written, in UTF mode (schema_regex.h says with which options).
+ *   Known differences from ECMAScript: \s, \d and \w are ASCII-only, and "."
+ *   matches U+2028/U+2029.
  * - format "date-time" is checked (RFC 3339 section 5.6, leap seconds only at
  *   23:59:60 UTC); every other format is an annotation.
  */
 #include <math.h>
-#include <regex.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -33,6 +28,7 @@
 #include "clock.h"
 #include "embed.h"
 #include "schema.h"
+#include "schema_regex.h"
 
 /* Validation recursion limit in schema nodes: stops $ref loops that consume
  * no instance (e.g. {"allOf": [{"$ref": "#"}]}) before the C stack does. */
@@ -77,8 +73,7 @@ typedef struct prop {
 } prop_t;
 
 typedef struct patprop {
-    regex_t re;
-    int compiled;
+    gt__schema_re_t *re;
     const char *src;
     node_t *schema;
 } patprop_t;
@@ -110,8 +105,7 @@ struct node {
     num_t minimum, maximum, xmin, xmax, multiple;
 
     size_t min_len, max_len;
-    int has_pattern;
-    regex_t pattern;
+    gt__schema_re_t *pattern;
     const char *pattern_src;
     int datetime;
 
@@ -325,278 +319,6 @@ static int is_datetime(const char *s, size_t len)
     return strlen(s) == len && gt_clock_parse(s, &ms) == 0;
 }
 
-/* ---- ECMA 262 to POSIX ERE ---- */
-
-static int hexval(const char *s, int n, unsigned *out)
-{
-    unsigned v = 0;
-    for (int i = 0; i < n; i++) {
-        char c = s[i];
-        int x = c >= '0' && c <= '9'   ? c - '0'
-                : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                       : -1;
-        if (x < 0)
-            return -1;
-        v = v * 16 + (unsigned)x;
-    }
-    *out = v;
-    return 0;
-}
-
-static void ds_put_utf8(gt_buf_t *d, unsigned cp)
-{
-    char b[4];
-    size_t n;
-    if (cp < 0x80) {
-        b[0] = (char)cp;
-        n = 1;
-    } else if (cp < 0x800) {
-        b[0] = (char)(0xC0 | (cp >> 6));
-        b[1] = (char)(0x80 | (cp & 0x3F));
-        n = 2;
-    } else {
-        b[0] = (char)(0xE0 | (cp >> 12));
-        b[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        b[2] = (char)(0x80 | (cp & 0x3F));
-        n = 3;
-    }
-    gt_buf_putn(d, b, n);
-}
-
-static int is_ere_special(char c)
-{
-    return c && strchr(".[]()*+?{}|^$\\", c) != NULL;
-}
-
-/* Reads the escape at p[0] == '\\' that stands for one literal character
- * (control escapes, \xHH, \uXXXX, escaped punctuation). Returns the number of
- * bytes consumed and the code point, 0 when it is not such an escape. */
-static int literal_escape(const char *p, unsigned *cp)
-{
-    static const char ctl[] = "t\tn\nr\rf\fv\v";
-    const char *c = p[1] ? strchr(ctl, p[1]) : NULL;
-    if (c && (c - ctl) % 2 == 0) {
-        *cp = (unsigned char)c[1];
-        return 2;
-    }
-    if (p[1] == 'x' && hexval(p + 2, 2, cp) == 0 && p[2] && p[3])
-        return 4;
-    if (p[1] == 'u' && hexval(p + 2, 4, cp) == 0 && p[2] && p[3] && p[4] && p[5])
-        return 6;
-    if (p[1] && ((unsigned char)p[1] < 0x80) &&
-        !((p[1] >= 'a' && p[1] <= 'z') || (p[1] >= 'A' && p[1] <= 'Z') ||
-          (p[1] >= '0' && p[1] <= '9'))) {
-        *cp = (unsigned char)p[1];
-        return 2;
-    }
-    return 0;
-}
-
-/* Translates one bracket expression starting at *pp == '['. */
-static int re_class(const char **pp, gt_buf_t *o, const char **why)
-{
-    const char *p = *pp + 1;
-    int neg = 0, rbracket = 0, caret = 0, hyphen = 0;
-    gt_buf_t cls = {0};
-    int rc = -1;
-
-    if (*p == '^') {
-        neg = 1;
-        p++;
-    }
-    if (*p == ']') {
-        if (!neg) {
-            *why = "an empty character class [] is not supported";
-            goto out;
-        }
-        gt_buf_putc(o, '.'); /* [^] is any character; POSIX "." includes newline */
-        *pp = p + 1;
-        rc = 0;
-        goto out;
-    }
-    while (*p && *p != ']') {
-        if (*p != '\\') {
-            gt_buf_putc(&cls, *p++);
-            continue;
-        }
-        unsigned cp;
-        int n;
-        switch (p[1]) {
-        case 'd':
-            gt_buf_puts(&cls, "0-9");
-            p += 2;
-            continue;
-        case 'w':
-            gt_buf_puts(&cls, "A-Za-z0-9_");
-            p += 2;
-            continue;
-        case 's':
-            gt_buf_puts(&cls, "[:space:]");
-            p += 2;
-            continue;
-        case 'D':
-        case 'W':
-        case 'S': *why = "negated escapes (\\D \\W \\S) inside [] are not supported"; goto out;
-        default: break;
-        }
-        n = literal_escape(p, &cp);
-        if (n == 0) {
-            *why = "unsupported escape inside []";
-            goto out;
-        }
-        if (cp >= 0x80) {
-            *why = "non-ASCII escapes inside [] are not supported (POSIX matches bytes)";
-            goto out;
-        }
-        p += n;
-        if (cp == ']')
-            rbracket = 1;
-        else if (cp == '^')
-            caret = 1;
-        else if (cp == '-')
-            hyphen = 1;
-        else
-            gt_buf_putc(&cls, (char)cp); /* a backslash is literal inside POSIX [] */
-    }
-    if (*p != ']') {
-        *why = "unterminated character class";
-        goto out;
-    }
-    *pp = p + 1;
-    if (cls.len == 0 && !rbracket && !hyphen && caret && !neg) {
-        gt_buf_puts(o, "\\^");
-        rc = 0;
-        goto out;
-    }
-    /* POSIX: "]" literal only first, "^" anywhere but first, "-" last. */
-    gt_buf_putc(o, '[');
-    if (neg)
-        gt_buf_putc(o, '^');
-    if (rbracket)
-        gt_buf_putc(o, ']');
-    if (cls.len)
-        gt_buf_putn(o, cls.p, cls.len);
-    if (caret)
-        gt_buf_putc(o, '^');
-    if (hyphen)
-        gt_buf_putc(o, '-');
-    gt_buf_putc(o, ']');
-    rc = 0;
-out:
-    free(cls.p);
-    return rc;
-}
-
-/* Translates an ECMA 262 pattern into POSIX ERE. Returns 0, or -1 with why. */
-static int re_translate(const char *p, gt_buf_t *o, const char **why)
-{
-    int quant = 0; /* the previous output was a quantifier */
-    int brace = 0; /* inside a {n,m} quantifier */
-    while (*p) {
-        char c = *p;
-        if (quant && c == '?') { /* lazy: same match/no-match answer as greedy */
-            p++;
-            quant = 0;
-            continue;
-        }
-        quant = 0;
-        if (c == '[') {
-            if (re_class(&p, o, why))
-                return -1;
-            continue;
-        }
-        if (c == '(' && p[1] == '?') {
-            if (p[2] != ':') {
-                *why = "lookaround and named groups are not supported";
-                return -1;
-            }
-            gt_buf_putc(o, '(');
-            p += 3;
-            continue;
-        }
-        if (c == '{')
-            brace = 1;
-        if (c == '*' || c == '+' || c == '?' || (c == '}' && brace)) {
-            gt_buf_putc(o, c);
-            p++;
-            quant = 1;
-            brace = 0;
-            continue;
-        }
-        if (c != '\\') {
-            gt_buf_putc(o, c);
-            p++;
-            continue;
-        }
-        const char *rep = NULL;
-        switch (p[1]) {
-        case 'd': rep = "[0-9]"; break;
-        case 'D': rep = "[^0-9]"; break;
-        case 'w': rep = "[A-Za-z0-9_]"; break;
-        case 'W': rep = "[^A-Za-z0-9_]"; break;
-        case 's': rep = "[[:space:]]"; break;
-        case 'S': rep = "[^[:space:]]"; break;
-        case 'b': rep = "\\b"; break; /* GNU extension, same word-boundary meaning */
-        case 'B': rep = "\\B"; break;
-        default: break;
-        }
-        if (rep) {
-            gt_buf_puts(o, rep);
-            p += 2;
-            continue;
-        }
-        if (p[1] >= '0' && p[1] <= '9') {
-            *why = "backreferences and \\0 are not supported";
-            return -1;
-        }
-        unsigned cp;
-        int n = literal_escape(p, &cp);
-        if (n == 0) {
-            *why = p[1] ? "unsupported escape" : "trailing backslash";
-            return -1;
-        }
-        if (cp < 0x80 && is_ere_special((char)cp))
-            gt_buf_putc(o, '\\');
-        ds_put_utf8(o, cp);
-        p += n;
-    }
-    return o->oom ? (*why = "out of memory", -1) : 0;
-}
-
-/* Compiles an ECMA pattern. Returns 0, or -1 with a reason in why/whylen. */
-static int pattern_compile(regex_t *re, const char *src, char *why, size_t whylen)
-{
-    gt_buf_t ere = {0};
-    const char *reason = NULL;
-    int rc = -1;
-
-    if (re_translate(src, &ere, &reason)) {
-        snprintf(why, whylen, "%s", reason);
-        goto out;
-    }
-    int e = regcomp(re, ere.p ? ere.p : "", REG_EXTENDED | REG_NOSUB);
-    if (e) {
-        regerror(e, re, why, whylen);
-        goto out;
-    }
-    rc = 0;
-out:
-    free(ere.p);
-    return rc;
-}
-
-static int pattern_match(const regex_t *re, const char *s, size_t len)
-{
-#ifdef REG_STARTEND
-    regmatch_t m[1] = {{0, (regoff_t)len}};
-    return regexec(re, s, 1, m, REG_STARTEND) == 0;
-#else
-    (void)len;
-    return regexec(re, s, 0, NULL, 0) == 0;
-#endif
-}
-
 /* ---- compiler ---- */
 
 typedef struct ref_pending {
@@ -700,13 +422,11 @@ static void node_free(node_t *n)
     free(n->types_msg);
     free(n->enum_msg);
     free(n->const_msg);
-    if (n->has_pattern)
-        regfree(&n->pattern);
+    gt__schema_re_free(n->pattern);
     free(n->items_arr.v);
     free(n->props);
     for (size_t i = 0; i < n->npprops; i++)
-        if (n->pprops[i].compiled)
-            regfree(&n->pprops[i].re);
+        gt__schema_re_free(n->pprops[i].re);
     free(n->pprops);
     free(n->required);
     free(n->deps);
@@ -908,13 +628,12 @@ static int kw_pattern_properties(cctx_t *c, node_t *n, json_t *v)
         patprop_t *p = &n->pprops[n->npprops++];
         char why[160];
         p->src = k;
-        if (pattern_compile(&p->re, k, why, sizeof(why))) {
+        if (!(p->re = gt__schema_re_compile(k, why, sizeof(why)))) {
             size_t old = loc_push(c, "patternProperties");
             cerr(c, "cannot use pattern \"%s\": %s", k, why);
             loc_pop(c, old);
             return -1;
         }
-        p->compiled = 1;
         if (!(p->schema = compile_at(c, sub, "patternProperties", k)))
             return -1;
     }
@@ -988,6 +707,23 @@ static int is_annotation(const char *k)
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (strcmp(k, names[i]) == 0)
             return 1;
+    return 0;
+}
+
+static int hexval(const char *s, int n, unsigned *out)
+{
+    unsigned v = 0;
+    for (int i = 0; i < n; i++) {
+        char c = s[i];
+        int x = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
+        if (x < 0)
+            return -1;
+        v = v * 16 + (unsigned)x;
+    }
+    *out = v;
     return 0;
 }
 
@@ -1098,9 +834,9 @@ static int compile_keyword(cctx_t *c, node_t *n, const char *k, json_t *v, int r
     if (strcmp(k, "pattern") == 0) {
         if (!json_is_string(v))
             return cerr(c, "\"pattern\" must be a string");
-        if (pattern_compile(&n->pattern, json_string_value(v), why, sizeof(why)))
+        if (!(n->pattern = gt__schema_re_compile(json_string_value(v), why, sizeof(why))))
             return cerr(c, "cannot use pattern \"%s\": %s", json_string_value(v), why);
-        n->has_pattern = n->has_str = 1;
+        n->has_str = 1;
         n->pattern_src = json_string_value(v);
         return 0;
     }
@@ -1516,7 +1252,7 @@ static int v_string(const node_t *n, const json_t *x, const frame_t *f, vstate_t
             return fail(st, f, loud, "must be at most %zu character%s long", n->max_len,
                         n->max_len == 1 ? "" : "s");
     }
-    if (n->has_pattern && !pattern_match(&n->pattern, s, len))
+    if (n->pattern && !gt__schema_re_match(n->pattern, s, len))
         return fail(st, f, loud, "must match pattern \"%s\"", n->pattern_src);
     if (n->datetime && !is_datetime(s, len))
         return fail(st, f, loud, "must be an RFC 3339 date-time (e.g. 2024-05-01T12:00:00Z)");
@@ -1634,7 +1370,7 @@ static int v_object(const node_t *n, const json_t *x, const frame_t *f, vstate_t
             }
         }
         for (size_t i = 0; i < n->npprops; i++) {
-            if (!pattern_match(&n->pprops[i].re, key, strlen(key)))
+            if (!gt__schema_re_match(n->pprops[i].re, key, strlen(key)))
                 continue;
             matched = 1;
             if ((r = validate(n->pprops[i].schema, val, &fk, st, loud)))
