@@ -15,7 +15,8 @@
  *   a keyword unless some local $ref points into it (a definitions container).
  * - gt_schema_validate() only reads the compiled schema: one gt_schema_t may be
  *   used by many threads at once. It allocates nothing except for
- *   propertyNames (a temporary string per key) and on the error path.
+ *   propertyNames (a temporary string per key), on the error path, and for
+ *   its first pattern match on a thread (PCRE2 match data, kept per thread).
  * - pattern/patternProperties are ECMA 262 regexes in the standard; PCRE2
  *   runs them as written, in UTF mode (schema_regex.h says with which options).
  *   Known differences from ECMAScript: \s, \d and \w are ASCII-only, and "."
