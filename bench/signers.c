@@ -81,8 +81,10 @@ int main(int argc, char **argv)
     t0 = now_s();
     for (int i = 0; i < m; i++) {
         char *tok = gt_jwt_sign_rs256(claims, pem, "k1", err, sizeof(err));
-        if (!tok)
+        if (!tok) {
+            free(pem);
             return 1;
+        }
         free(tok);
     }
     report("jwt RS256 assertion (2048-bit, PEM parsed)", m, now_s() - t0);

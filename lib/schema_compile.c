@@ -298,7 +298,7 @@ static int kw_properties(cctx_t *c, node_t *n, json_t *v)
     n->props = calloc(json_object_size(v) + 1, sizeof(*n->props));
     if (!n->props)
         return cerr(c, "out of memory");
-    json_object_foreach(v, k, sub) {
+    json_object_foreach (v, k, sub) {
         prop_t *p = &n->props[n->nprops++];
         p->name = k;
         if (!(p->schema = compile_at(c, sub, "properties", k)))
@@ -317,7 +317,7 @@ static int kw_pattern_properties(cctx_t *c, node_t *n, json_t *v)
     n->pprops = calloc(json_object_size(v) + 1, sizeof(*n->pprops));
     if (!n->pprops)
         return cerr(c, "out of memory");
-    json_object_foreach(v, k, sub) {
+    json_object_foreach (v, k, sub) {
         patprop_t *p = &n->pprops[n->npprops++];
         char why[160];
         p->src = k;
@@ -358,7 +358,7 @@ static int kw_dependencies(cctx_t *c, node_t *n, json_t *v)
     n->deps = calloc(json_object_size(v) + 1, sizeof(*n->deps));
     if (!n->deps)
         return cerr(c, "out of memory");
-    json_object_foreach(v, k, sub) {
+    json_object_foreach (v, k, sub) {
         dep_t *d = &n->deps[n->ndeps++];
         d->name = k;
         if (json_is_array(sub)) {
@@ -384,7 +384,7 @@ static int kw_definitions(cctx_t *c, json_t *v)
     json_t *sub;
     if (!json_is_object(v))
         return cerr(c, "\"definitions\" must be an object");
-    json_object_foreach(v, k, sub) {
+    json_object_foreach (v, k, sub) {
         if (!compile_at(c, sub, "definitions", k))
             return -1;
     }
@@ -662,7 +662,7 @@ static node_t *compile(cctx_t *c, json_t *j)
         loc_pop(c, old);
         return rc ? NULL : n;
     }
-    json_object_foreach(j, k, v) {
+    json_object_foreach (j, k, v) {
         if (compile_keyword(c, n, k, v, root))
             return NULL;
     }

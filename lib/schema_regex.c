@@ -11,7 +11,7 @@
 
 /* Work bounds for one match: beyond them the string is refused (see header). */
 #define GT_SCHEMA_RE_MATCH_LIMIT 1000000u
-#define GT_SCHEMA_RE_HEAP_KIB    (16u * 1024u)
+#define GT_SCHEMA_RE_HEAP_KIB (16u * 1024u)
 
 struct gt__schema_re {
     pcre2_code *code;

@@ -23,7 +23,6 @@ static void fmt_num(const num_t *n, char *out, size_t len)
     }
 }
 
-
 static size_t utf8_length(const char *s, size_t n)
 {
     size_t cp = 0;
@@ -210,7 +209,7 @@ static int v_object(const node_t *n, const json_t *x, const frame_t *f, vstate_t
     }
     if (!n->nprops && !n->npprops && !n->additional_props && !n->property_names)
         return 0;
-    json_object_foreach((json_t *)x, key, val) {
+    json_object_foreach ((json_t *)x, key, val) {
         frame_t fk = {f, key, 0};
         int matched = 0;
         if (n->property_names) {
@@ -230,7 +229,8 @@ static int v_object(const node_t *n, const json_t *x, const frame_t *f, vstate_t
         }
         if (n->nprops) {
             prop_t k = {key, NULL};
-            const prop_t *p = bsearch(&k, n->props, n->nprops, sizeof(*n->props), gt__schema_prop_cmp);
+            const prop_t *p =
+                bsearch(&k, n->props, n->nprops, sizeof(*n->props), gt__schema_prop_cmp);
             if (p) {
                 matched = 1;
                 if (p->schema->kind == N_FALSE)

@@ -131,7 +131,7 @@ int gt__schema_json_eq(const json_t *a, const json_t *b)
             return 0;
         const char *k;
         json_t *v;
-        json_object_foreach((json_t *)a, k, v) {
+        json_object_foreach ((json_t *)a, k, v) {
             const json_t *w = json_object_get(b, k);
             if (!w || !gt__schema_json_eq(v, w))
                 return 0;

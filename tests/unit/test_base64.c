@@ -43,8 +43,8 @@ static void test_std_decode(void)
 
 static void test_std_decode_strict(void)
 {
-    static const char *bad[] = {"Zg=",  "Zg",   "Z===", "Zm9v=Zm9", "Zm9-",
-                                "Zm9_", " Zg==", "Zg==\n", "Zm=v", "Zm9v\x80"};
+    static const char *bad[] = {"Zg=",  "Zg",    "Z===",   "Zm9v=Zm9", "Zm9-",
+                                "Zm9_", " Zg==", "Zg==\n", "Zm=v",     "Zm9v\x80"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         unsigned char *d = gt_base64_decode(bad[i], NULL);
         if (d)

@@ -115,12 +115,13 @@ static const char *str_at(json_t *o, const char *a, const char *b)
 
 static int matches(const filter_t *f, const rd_kafka_message_t *m, json_t *e)
 {
-    if (f->code && (!str_at(e, "error", "code") || strcmp(str_at(e, "error", "code"), f->code)))
+    if (f->code &&
+        (!str_at(e, "error", "code") || strcmp(str_at(e, "error", "code"), f->code) != 0))
         return 0;
-    if (f->stage && (!str_at(e, "stage", NULL) || strcmp(str_at(e, "stage", NULL), f->stage)))
+    if (f->stage && (!str_at(e, "stage", NULL) || strcmp(str_at(e, "stage", NULL), f->stage) != 0))
         return 0;
     if (f->source &&
-        (!str_at(e, "source", "topic") || strcmp(str_at(e, "source", "topic"), f->source)))
+        (!str_at(e, "source", "topic") || strcmp(str_at(e, "source", "topic"), f->source) != 0))
         return 0;
     if (f->n_picks == 0)
         return 1;
@@ -230,6 +231,8 @@ static void replay_entry(scan_t *sc, const rd_kafka_message_t *m, json_t *e)
         free(tag);
         sc->failed++;
     } else {
+        /* NOLINTNEXTLINE(clang-analyzer-unix.Malloc): tag is the message's opaque, freed in its
+         * delivery report */
         sc->queued++;
         printf("replayed %s -> %s\n", pos, topic);
     }
@@ -267,8 +270,9 @@ static int scan_topic(rd_kafka_t *rk, const char *topic, scan_t *sc, int replay,
     int nparts = 0, left = 0, rc = -1;
     rd_kafka_resp_err_t err = rkt ? rd_kafka_metadata(rk, 0, rkt, &md, remaining_ms(deadline))
                                   : rd_kafka_last_error();
-    if (err) {
-        fprintf(stderr, "gantry dlq: metadata for %s: %s\n", topic, rd_kafka_err2str(err));
+    if (err || !md) { /* no topic handle and no error recorded: still a failure */
+        fprintf(stderr, "gantry dlq: metadata for %s: %s\n", topic,
+                err ? rd_kafka_err2str(err) : "no topic handle");
         goto out;
     }
     if (md->topic_cnt < 1 || md->topics[0].err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {

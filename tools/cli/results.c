@@ -293,8 +293,8 @@ int gt_cli_results(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
 
     int64_t deadline = timeout_ms >= 0 ? gt_clock_mono_ms() + timeout_ms
-                       : follow_mode  ? INT64_MAX / 2
-                                      : gt_clock_mono_ms() + RESULTS_DEFAULT_TIMEOUT_MS;
+                       : follow_mode   ? INT64_MAX / 2
+                                       : gt_clock_mono_ms() + RESULTS_DEFAULT_TIMEOUT_MS;
     if (follow_mode) {
         rc = follow(rk, topic, from_beginning, deadline);
     } else {
