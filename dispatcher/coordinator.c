@@ -65,12 +65,12 @@ static const char sql_apply[] =
     "  UPDATE tasks SET status = $2, result = $3::jsonb, output = $3::jsonb -> 'output',"
     "         error_code = $4, error_message = $5, attempts = $6, provider = $7, pool = $8,"
     "         worker_id = $9, completed_at = now()"
-    "  WHERE task_id = $1 AND request_id = $10 AND status IN ('pending', 'queued')"
+    "  WHERE task_id = $1 AND request_id = $10 AND status IN ('pending', 'queued', 'running')"
     "  RETURNING 1)"
     " SELECT j.status, j.tenant_id, j.batch, j.reply_topic,"
     "        (extract(epoch FROM j.created_at) * 1000)::bigint,"
     "        (SELECT count(*) FROM tasks t WHERE t.request_id = j.request_id"
-    "          AND t.kind = 'inference' AND t.status IN ('pending', 'queued')"
+    "          AND t.kind = 'inference' AND t.status IN ('pending', 'queued', 'running')"
     "          AND t.task_id <> $1),"
     "        EXISTS (SELECT 1 FROM tasks t WHERE t.task_id = $1 AND t.request_id = $10),"
     "        (SELECT count(*) FROM upd), j.traceparent"
@@ -83,9 +83,10 @@ static const char sql_apply[] =
  * one job apart within a process) or a dead incarnation's (a restart under
  * the same id), so --id must be unique among live dispatchers. Claimed: the
  * job's inference tasks in order, each with the result already stored by an
- * earlier holder (NULL if none) and when it was stored (epoch ms). Held by
- * another: one row (NULL, NULL, holder, NULL, NULL). Finished (or being
- * claimed right now): none. */
+ * earlier holder (NULL if none) and when it was stored (epoch ms); a job with
+ * no tasks (a rejection stored by the intake) gives one row with a NULL idx.
+ * Held by another: one row (NULL, NULL, holder, NULL, NULL). Finished (or
+ * being claimed right now): none. */
 static const char sql_claim[] =
     "WITH claim AS ("
     "  UPDATE jobs SET status = 'completing', claimed_by = $2, claimed_at = now(),"
@@ -96,7 +97,7 @@ static const char sql_claim[] =
     "  RETURNING request_id, result, coalesce(result_stored_at, created_at) AS stored_at)"
     " SELECT t.idx, t.result, NULL, c.result,"
     "        (extract(epoch FROM c.stored_at) * 1000)::bigint FROM claim c"
-    "  JOIN tasks t ON t.request_id = c.request_id AND t.kind = 'inference'"
+    "  LEFT JOIN tasks t ON t.request_id = c.request_id AND t.kind = 'inference'"
     " UNION ALL"
     " SELECT NULL, NULL, coalesce(j.claimed_by, ''), NULL, NULL FROM jobs j"
     "  WHERE j.request_id = $1 AND j.status = 'completing' AND NOT EXISTS (SELECT 1 FROM claim)"
@@ -398,7 +399,7 @@ static void on_claimed(const PGresult *res, const char *err, void *arg)
         return;
     }
     int n = PQntuples(res);
-    if (n == 1 && PQgetisnull(res, 0, 0)) {
+    if (n == 1 && !PQgetisnull(res, 0, 2)) {
         /* Its holder publishes the result (this message is a duplicate, or a
          * redelivery after its partition moved); if that holder died, the
          * sweep takes the claim once it is stale. */
@@ -515,6 +516,29 @@ void gt_coordinator_handle(gt_dispatcher_t *d, gt_msg_t *msg)
     if (gt_pg_query(d->pg_coord, sql_apply, 10, params, on_applied, c) != 0)
         on_applied(NULL, "cannot send query", c);
     free(text);
+}
+
+void gt_coordinator_finish(gt_dispatcher_t *d, gt_msg_t *msg, const PGresult *res, int row,
+                           int col)
+{
+    const char *rid = PQgetvalue(res, row, col);
+    coord_t *c = calloc(1, sizeof(*c));
+    if (!c || !(c->request_id = strdup(rid))) {
+        gt_log(GT_LOG_ERROR, &(gt_log_ctx_t){.request_id = rid},
+               "out of memory finishing the job: left undone");
+        free(c);
+        return;
+    }
+    c->d = d;
+    c->msg = msg;
+    if (!msg && d->coordinator) /* coord_free counts it down */
+        d->coordinator->finishing++;
+    coord_set_job(c, res, row, col + 1, col + 5);
+    if (json_object_get(d->finalizing, rid)) { /* being finished here already */
+        coord_finish(c);
+        return;
+    }
+    coord_claim(c);
 }
 
 static void on_stale(const PGresult *res, const char *err, void *arg)

@@ -13,7 +13,7 @@
 #include "guard.h"
 #include "log.h"
 #include "message.h"
-#include "sigv4.h"
+#include "digest.h"
 #include "stats.h"
 #include "trace.h"
 
@@ -29,7 +29,8 @@ typedef struct intake {
     gt_span_t span;        /* dispatcher.intake, child of the request's traceparent */
     int span_open;
     json_t *published;    /* task_ids sent, marked queued once all are durable */
-    json_t *rejection;    /* the rejected result being published (budget), or NULL */
+    json_t *rejection;    /* the rejected result being published, or NULL */
+    void (*answer)(struct intake *in); /* publishes the rejection once it is stored */
 } intake_t;
 
 /* Log context of a request in intake (lines about it carry its ids and trace). */
@@ -296,12 +297,104 @@ static void on_inserted(const PGresult *res, const char *err, void *arg)
 
 static void persist(intake_t *in);
 
+/* A rejection is stored as the job's answer, under this incarnation's claim,
+ * before it is published, as a result is (coordinator.c): a redelivered copy
+ * of the request finds the job and is not answered twice, and a dispatcher
+ * that dies before marking it leaves a claim that the coordinator's sweep
+ * finishes (publishing the stored answer only if it is not on Kafka). The
+ * row has no tasks; a too_large request's body is left out (it is in the
+ * DLQ entry). */
+static const char sql_answer[] =
+    "INSERT INTO jobs (request_id, tenant_id, kind, model, lane, reply_topic, task_count,"
+    "                  request, status, result, result_stored_at, claimed_by,"
+    "                  claimed_incarnation, claimed_at, traceparent, request_sha256,"
+    "                  source_topic, source_partition, source_offset)"
+    " VALUES ($1, $2, coalesce($3, ''), coalesce($4, ''), '', $5, 0, $6::jsonb, 'completing',"
+    "         $7::jsonb, now(), $8, $9, now(), $10, $11, $12, $13, $14)"
+    " ON CONFLICT (request_id) DO NOTHING RETURNING 1";
+
+static const char sql_answered[] =
+    "UPDATE jobs SET status = 'rejected', completed_at = now()"
+    " WHERE request_id = $1 AND status = 'completing' AND claimed_incarnation = $2";
+
+static void on_answered(const PGresult *res, const char *err, void *arg)
+{
+    intake_t *in = arg;
+    (void)res;
+    if (err) /* on Kafka already: the claim sweep marks the job once the claim is stale */
+        gt_log(GT_LOG_WARN, IN_CTX(in), "marking the rejected job failed: %s", err);
+    intake_finish(in);
+}
+
+/* The rejection is on Kafka: mark the job, then the request is done. */
+static void mark_answered(intake_t *in)
+{
+    const char *params[] = {in->request_id, in->d->incarnation};
+    if (gt_pg_query(in->d->pg, sql_answered, 2, params, on_answered, in) != 0)
+        on_answered(NULL, "cannot send query", in);
+}
+
+static void on_answer_stored(const PGresult *res, const char *err, void *arg)
+{
+    intake_t *in = arg;
+    if (err) { /* transient errors were retried by gt_pg: permanent, or stopping */
+        gt_dispatcher_dead_letter(in->d, in->d->consumer, in->msg, "intake.reject",
+                                  "persist_failed", err, in->request_id);
+        intake_free(in);
+        return;
+    }
+    if (PQntuples(res) == 0) { /* the job exists: a duplicate, checked as any other */
+        in->d->requests_duplicate++;
+        gt_log(GT_LOG_INFO, IN_CTX(in), "duplicate request: job exists");
+        const char *params[] = {in->request_id};
+        if (gt_pg_query(in->d->pg, sql_pending, 1, params, on_pending, in) != 0)
+            on_pending(NULL, "cannot send query", in);
+        return;
+    }
+    in->answer(in);
+}
+
+/* Stores in->rejection as the job's answer, then in->answer publishes it. */
+static void store_answer(intake_t *in, void (*answer)(intake_t *in), int with_body)
+{
+    const json_t *req = in->req;
+    gt_msg_t *msg = in->msg;
+    char part[16], off[24];
+    char *req_text = with_body ? json_dumps(req, JSON_COMPACT) : NULL;
+    char *answer_text = json_dumps(in->rejection, JSON_COMPACT);
+    in->answer = answer;
+    snprintf(part, sizeof(part), "%d", (int)msg->partition);
+    snprintf(off, sizeof(off), "%lld", (long long)msg->offset);
+    const char *params[] = {
+        in->request_id,
+        json_string_value(json_object_get(req, "tenant_id")),
+        json_string_value(json_object_get(req, "kind")),
+        json_string_value(json_object_get(req, "model")),
+        json_string_value(json_object_get(req, "reply_topic")),
+        req_text ? req_text : "{}",
+        answer_text,
+        in->d->id,
+        in->d->incarnation,
+        in->has_traceparent ? in->traceparent : NULL,
+        in->body_sha[0] ? in->body_sha : NULL,
+        msg->topic,
+        part,
+        off,
+    };
+    if (!answer_text || !json_string_value(json_object_get(req, "tenant_id")))
+        on_answer_stored(NULL, "cannot store the rejection", in);
+    else if (gt_pg_query(in->d->pg, sql_answer, 14, params, on_answer_stored, in) != 0)
+        on_answer_stored(NULL, "cannot send query", in);
+    free(req_text);
+    free(answer_text);
+}
+
 static void on_rejection_durable(void *arg)
 {
     intake_t *in = arg;
     in->d->results_published++;
     gt_stats_result(json_string_value(json_object_get(in->rejection, "status")));
-    intake_finish(in);
+    mark_answered(in);
 }
 
 /* err 0: stopping, answered on redelivery. Else the reply topic cannot take
@@ -344,7 +437,7 @@ static void on_too_large_durable(void *arg)
     in->d->dead_letters++;
     gt_stats_result("rejected");
     gt_stats_dead_letter("too_large");
-    intake_finish(in);
+    mark_answered(in);
 }
 
 /* err 0: stopping, answered on redelivery; else left undone (logged). */
@@ -360,16 +453,11 @@ static void on_too_large_failed(const char *topic, int err, const char *reason, 
 /* A request that cannot be run within the size limits: answered rejected /
  * too_large, with its DLQ entry (which always fits), both one effect; no job
  * row is written. */
-static void answer_too_large(intake_t *in, const char *why)
+static void send_too_large(intake_t *in)
 {
-    char at[64];
     gt_dispatcher_t *d = in->d;
-    gt_log(GT_LOG_WARN, IN_CTX(in), "rejected: too_large: %s", why);
-    in->rejection = json_pack(
-        "{s:s, s:s, s:O, s:s, s:{s:s, s:s}, s:s}", "schema", "gantry.result.v1", "request_id",
-        in->request_id, "tenant_id", json_object_get(in->req, "tenant_id"), "status", "rejected",
-        "error", "code", "too_large", "message", why, "completed_at",
-        gt_clock_fmt(gt_clock_wall_ms(), at, sizeof(at)));
+    const char *why =
+        json_string_value(json_object_get(json_object_get(in->rejection, "error"), "message"));
     const char *reply = json_string_value(json_object_get(in->req, "reply_topic"));
     gt_header_t h = {"traceparent", in->traceparent};
     gt_effect_t *e = gt_effect_new(d->effects, on_too_large_durable, on_too_large_failed, in);
@@ -386,8 +474,20 @@ static void answer_too_large(intake_t *in, const char *why)
     gt_effect_seal(e);
 }
 
-/* Budget answer: persist the job, or answer rejected/budget_exceeded (no job
- * row: a redelivered copy is checked again). */
+static void answer_too_large(intake_t *in, const char *why)
+{
+    char at[64];
+    gt_log(GT_LOG_WARN, IN_CTX(in), "rejected: too_large: %s", why);
+    in->rejection = json_pack(
+        "{s:s, s:s, s:O, s:s, s:{s:s, s:s}, s:s}", "schema", "gantry.result.v1", "request_id",
+        in->request_id, "tenant_id", json_object_get(in->req, "tenant_id"), "status", "rejected",
+        "error", "code", "too_large", "message", why, "completed_at",
+        gt_clock_fmt(gt_clock_wall_ms(), at, sizeof(at)));
+    store_answer(in, send_too_large, 0);
+}
+
+/* Budget answer: persist the job, or answer rejected/budget_exceeded (stored
+ * as the job's answer: a redelivered copy is answered by it, not again). */
 static void on_admitted(int admitted, const char *reason, void *arg)
 {
     intake_t *in = arg;
@@ -408,7 +508,7 @@ static void on_admitted(int admitted, const char *reason, void *arg)
         in->request_id, "tenant_id", json_object_get(in->req, "tenant_id"), "status", "rejected",
         "error", "code", "budget_exceeded", "message", reason, "completed_at",
         gt_clock_fmt(gt_clock_wall_ms(), at, sizeof(at)));
-    send_rejection(in);
+    store_answer(in, send_rejection, 1);
 }
 
 static void intake_start(gt_dispatcher_t *d, gt_msg_t *msg, json_t *req);
@@ -420,7 +520,7 @@ static int request_hash(const json_t *req, char hex[65])
     char *text = json_dumps(req, JSON_COMPACT | JSON_SORT_KEYS);
     if (!text)
         return -1;
-    gt_sigv4_sha256_hex(text, strlen(text), hex);
+    gt_sha256_hex(text, strlen(text), hex);
     free(text);
     return 0;
 }
@@ -574,7 +674,7 @@ static void intake_start(gt_dispatcher_t *d, gt_msg_t *msg, json_t *req)
         gt_trace_format(&in->span.ctx, in->traceparent);
     }
     in->has_traceparent = in->traceparent[0] != '\0';
-    if (tenant_unknown(d->cfg, req)) { /* answered, neither stored nor billed */
+    if (tenant_unknown(d->cfg, req)) { /* answered (the answer stored), not billed */
         char at[64], why[256];
         snprintf(why, sizeof(why), "tenant \"%.100s\" is not configured",
                  json_string_value(json_object_get(req, "tenant_id")));
@@ -585,7 +685,7 @@ static void intake_start(gt_dispatcher_t *d, gt_msg_t *msg, json_t *req)
             "request_id", in->request_id, "tenant_id", json_object_get(req, "tenant_id"),
             "status", "rejected", "error", "code", "unknown_tenant", "message", why,
             "completed_at", gt_clock_fmt(gt_clock_wall_ms(), at, sizeof(at)));
-        send_rejection(in);
+        store_answer(in, send_rejection, 1);
         return;
     }
     if (build(in, req, &code, err, sizeof(err)) != 0) {

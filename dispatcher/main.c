@@ -43,6 +43,8 @@ static void on_message(gt_consumer_t *c, gt_msg_t *msg, void *arg)
     gt_dispatcher_t *d = arg;
     if (strcmp(msg->topic, d->cfg->topics.requests) == 0)
         gt_intake_handle(d, msg);
+    else if (strcmp(msg->topic, d->cfg->topics.control) == 0)
+        gt_cancel_handle(d, msg);
     else
         gt_coordinator_handle(d, msg);
     /* Bound the work held in memory; resumed as messages complete. */
@@ -247,7 +249,8 @@ int main(int argc, char **argv)
     d->request_schema = gt_schema_embedded("request.v1.json", err, sizeof(err));
     d->task_result_schema = d->request_schema ? gt_schema_embedded("task-result.v1.json", err, sizeof(err)) : NULL;
     d->usage_schema = d->task_result_schema ? gt_schema_embedded("usage.v1.json", err, sizeof(err)) : NULL;
-    if (!d->usage_schema) {
+    d->control_schema = d->usage_schema ? gt_schema_embedded("control.v1.json", err, sizeof(err)) : NULL;
+    if (!d->control_schema) {
         fprintf(stderr, "gantry-dispatcher: schema: %s\n", err);
         goto out;
     }
@@ -277,12 +280,14 @@ int main(int argc, char **argv)
         }
     }
     if (roles & (ROLE_INTAKE | ROLE_COORD)) {
-        const char *topics[3] = {NULL, NULL, NULL};
+        const char *topics[4] = {NULL, NULL, NULL, NULL};
         int n = 0;
         if (roles & ROLE_INTAKE)
             topics[n++] = cfg->topics.requests;
         if (roles & ROLE_COORD)
             topics[n++] = cfg->topics.task_results;
+        if (roles & ROLE_COORD) /* cancels finish jobs: the coordinator's */
+            topics[n++] = cfg->topics.control;
         gt_consumer_opts_t copts = {.group_id = cfg->group_dispatcher,
                                     .topics = topics,
                                     .cb = on_message,
@@ -366,6 +371,7 @@ out:
     gt_schema_free(d->request_schema);
     gt_schema_free(d->task_result_schema);
     gt_schema_free(d->usage_schema);
+    gt_schema_free(d->control_schema);
     json_decref(d->intake_active);
     json_decref(d->finalizing);
     uv_loop_close(loop);

@@ -352,7 +352,8 @@ static void load_kafka(ctx_t *c, gt_config_t *cfg)
     }
 
     static const char *const tkeys[] = {"requests", "task_prefix", "task_results", "results",
-                                        "usage",    "dlq",         "events",       NULL};
+                                        "usage",    "dlq",         "events",       "control",
+                                        NULL};
     json_t *t = get_obj(c, cfg->root, "topics", "", 0);
     if (t)
         check_keys(c, t, "topics", tkeys);
@@ -363,6 +364,7 @@ static void load_kafka(ctx_t *c, gt_config_t *cfg)
     cfg->topics.usage = get_str(c, t, "usage", "topics", "gantry.usage", 0);
     cfg->topics.dlq = get_str(c, t, "dlq", "topics", "gantry.dlq", 0);
     cfg->topics.events = get_str(c, t, "events", "topics", "gantry.events", 0);
+    cfg->topics.control = get_str(c, t, "control", "topics", "gantry.control", 0);
 
     static const char *const gkeys[] = {"dispatcher", "worker", "ledger", NULL};
     json_t *g = get_obj(c, cfg->root, "groups", "", 0);
@@ -1193,12 +1195,65 @@ static void load_processes(ctx_t *c, gt_config_t *cfg)
     cfg->admin_port = (int)get_int(c, ad, "port", "admin", -1, 0, 65535);
 }
 
+/* scheduling: queue time limits and the cancel poll (docs/scheduling.md). The
+ * per-lane and per-tenant objects stay in root (borrowed) and are read by
+ * gt_config_max_queue_ms. */
+static void load_scheduling(ctx_t *c, gt_config_t *cfg)
+{
+    static const char *const schedkeys[] = {"max_queue_ms", "cancel_poll_ms", "lanes", "tenants",
+                                            NULL};
+    static const char *const schedsub[] = {"max_queue_ms", NULL};
+    json_t *s = get_obj(c, cfg->root, "scheduling", "", 0);
+    if (s)
+        check_keys(c, s, "scheduling", schedkeys);
+    cfg->max_queue_ms = get_int(c, s, "max_queue_ms", "scheduling", 0, 0, 30LL * 86400000);
+    cfg->cancel_poll_ms = get_int(c, s, "cancel_poll_ms", "scheduling", 250, 10, 600000);
+    const char *groups[] = {"lanes", "tenants"};
+    for (int g = 0; g < 2; g++) {
+        char path[300];
+        snprintf(path, sizeof(path), "scheduling.%s", groups[g]);
+        json_t *obj = get_obj(c, s, groups[g], "scheduling", 0);
+        const char *name;
+        json_t *v;
+        json_object_foreach(obj, name, v) {
+            char sub[600];
+            snprintf(sub, sizeof(sub), "%s.%s", path, name);
+            if (!json_is_object(v)) {
+                problem(c, sub, "must be an object");
+                continue;
+            }
+            check_keys(c, v, sub, schedsub);
+            get_int(c, v, "max_queue_ms", sub, 0, 0, 30LL * 86400000);
+            if (g == 0 && !lane_known(cfg, name))
+                problem(c, sub, "no model uses lane \"%s\"", name);
+        }
+        if (g == 0)
+            cfg->sched_lanes = obj;
+        else
+            cfg->sched_tenants = obj;
+    }
+}
+
+int64_t gt_config_max_queue_ms(const gt_config_t *cfg, const char *lane, const char *tenant)
+{
+    int64_t best = cfg->max_queue_ms;
+    const json_t *objs[] = {lane ? json_object_get(cfg->sched_lanes, lane) : NULL,
+                            tenant ? json_object_get(cfg->sched_tenants, tenant) : NULL};
+    for (int i = 0; i < 2; i++) {
+        json_int_t v = json_integer_value(json_object_get(objs[i], "max_queue_ms"));
+        if (v > 0 && (best <= 0 || v < best))
+            best = v;
+    }
+    return best;
+}
+
 gt_config_t *gt_config_parse(const char *text, const char *base_dir, char *err, size_t errlen)
 {
     static const char *const top[] = {"kafka",  "topics", "groups",  "postgres",   "pools",
                                       "models", "routing", "worker", "dispatcher", "ledger",
                                       "reaper", "log",    "commit_interval_ms", "$comment",
-                                      "tenants", "providers", "moderation", "tracing", "admin", NULL};
+                                      "tenants", "providers", "moderation", "tracing", "admin", "api",
+                                      "scheduling", NULL};
     ctx_t c = {.err = err, .errlen = errlen, .base_dir = base_dir};
     if (err && errlen)
         err[0] = 0;
@@ -1233,6 +1288,7 @@ gt_config_t *gt_config_parse(const char *text, const char *base_dir, char *err, 
     load_tracing(&c, cfg);
     load_processes(&c, cfg);
     load_provider_policies(&c, cfg);
+    load_scheduling(&c, cfg);
     if (c.problems) {
         gt_config_free(cfg);
         return NULL;
@@ -1284,7 +1340,7 @@ void gt_config_free(gt_config_t *cfg)
     free(cfg->bootstrap_servers);
     char **topics[] = {&cfg->topics.requests, &cfg->topics.task_prefix, &cfg->topics.task_results,
                        &cfg->topics.results,  &cfg->topics.usage,       &cfg->topics.dlq,
-                       &cfg->topics.events};
+                       &cfg->topics.events,   &cfg->topics.control};
     for (size_t i = 0; i < sizeof(topics) / sizeof(topics[0]); i++)
         free(*topics[i]);
     free(cfg->group_dispatcher);

@@ -121,6 +121,7 @@ typedef enum { GT_MOD_HARASSMENT, GT_MOD_HATE, GT_MOD_VIOLENCE, GT_MOD_SEXUAL, G
 
 typedef struct gt_topics {
     char *requests, *task_prefix, *task_results, *results, *usage, *dlq, *events;
+    char *control;            /* cancel messages (gantry.control.v1), default gantry.control */
 } gt_topics_t;
 
 typedef struct gt_config {
@@ -197,6 +198,13 @@ typedef struct gt_config {
     json_t *tracing_headers;                    /* extra headers (object of strings, may hold
                                                    secrets: never log), borrowed; may be NULL */
 
+    /* scheduling (docs/scheduling.md) */
+    int64_t max_queue_ms;                       /* longest wait of a task before it starts, 0
+                                                   (default): none; see gt_config_max_queue_ms */
+    int64_t cancel_poll_ms;                     /* workers look for cancelled jobs among their
+                                                   running tasks this often, default 250 */
+    json_t *sched_lanes, *sched_tenants;        /* scheduling.lanes / .tenants, borrowed; NULL */
+
     /* Versions whose sections a reload swapped out (lib/reload.h): kept until
      * this config is freed, because code may still hold pointers into them. */
     struct gt_config *retired;
@@ -220,6 +228,11 @@ const gt_tenant_t *gt_config_tenant(const gt_config_t *cfg, const char *id);
 /* 1 when the configuration has a tenants section (even empty): then only its
  * tenants are served, unless dispatcher.allow_unknown_tenants. */
 int gt_config_tenants_configured(const gt_config_t *cfg);
+/* The queue time limit of a task of tenant in lane: the smallest of
+ * scheduling.max_queue_ms, scheduling.lanes.<lane>.max_queue_ms and
+ * scheduling.tenants.<tenant>.max_queue_ms that is set (> 0); 0: none.
+ * lane and tenant may be NULL. Cannot fail. */
+int64_t gt_config_max_queue_ms(const gt_config_t *cfg, const char *lane, const char *tenant);
 /* Writes the topic of a lane ("gantry.tasks.<lane>") into buf. */
 char *gt_config_lane_topic(const gt_config_t *cfg, const char *lane, char *buf, size_t len);
 

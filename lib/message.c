@@ -7,7 +7,7 @@
 #include "base64.h"
 #include "clock.h"
 #include "message.h"
-#include "sigv4.h"
+#include "digest.h"
 
 json_t *gt_message_parse(const gt_msg_t *msg, const gt_schema_t *schema, const char **code,
                          char *err, size_t errlen)
@@ -47,7 +47,7 @@ json_t *gt_message_parse(const gt_msg_t *msg, const gt_schema_t *schema, const c
 static int dlq_truncate(json_t *o, const unsigned char *bytes, size_t len, size_t room)
 {
     char hex[65];
-    gt_sigv4_sha256_hex(bytes, len, hex);
+    gt_sha256_hex(bytes, len, hex);
     size_t prefix = room / 4 * 3;
     if (prefix > DLQ_PREFIX_MAX)
         prefix = DLQ_PREFIX_MAX;

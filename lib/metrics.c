@@ -28,6 +28,7 @@ typedef struct series {
 struct gt_metric {
     struct gt_metric *next;
     char *name, *help;
+    char *labels_src; /* labels as registered: the lookup fast path compares it */
     kind_t kind;
     int n_labels;
     char *labels[MAX_LABELS];
@@ -56,6 +57,7 @@ static void metric_free(gt_metric_t *m)
     for (int i = 0; i < m->n_labels; i++)
         free(m->labels[i]);
     free(m->bounds);
+    free(m->labels_src);
     free(m->name);
     free(m->help);
     free(m);
@@ -97,14 +99,29 @@ static int same_labels(const gt_metric_t *m, const gt_metric_t *want)
 static gt_metric_t *metric_register(kind_t kind, const char *name, const char *help,
                                     const char *labels, const double *bounds, int n_bounds)
 {
-    gt_metric_t *m = calloc(1, sizeof(*m)), *found = NULL;
-    if (!m || !name)
+    gt_metric_t *m = NULL, *found = NULL;
+    if (!name)
+        return NULL;
+    /* Fast path: call sites look their metric up on every update, so an already
+     * registered one with the same labels string costs a list scan, no allocation. */
+    pthread_mutex_lock(&mu);
+    for (gt_metric_t *x = metrics; x; x = x->next) {
+        if (strcmp(x->name, name) == 0 && x->kind == kind &&
+            strcmp(x->labels_src, labels ? labels : "") == 0) {
+            pthread_mutex_unlock(&mu);
+            return x;
+        }
+    }
+    pthread_mutex_unlock(&mu);
+    m = calloc(1, sizeof(*m));
+    if (!m)
         goto fail;
     m->kind = kind;
     m->tail = &m->series;
     m->name = strdup(name);
     m->help = strdup(help ? help : "");
-    if (!m->name || !m->help || parse_labels(m, labels) != 0)
+    m->labels_src = strdup(labels ? labels : "");
+    if (!m->name || !m->help || !m->labels_src || parse_labels(m, labels) != 0)
         goto fail;
     if (kind == K_HISTOGRAM) {
         if (!bounds) {

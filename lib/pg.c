@@ -13,6 +13,7 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "rand.h"
 #include "retry.h"
 
 #define PG_BACKOFF_MIN_MS 100
@@ -238,17 +239,6 @@ static int pg_watch(gt_pg_t *pg, int events)
     return 0;
 }
 
-static double pg_rand(void)
-{
-    static uint64_t s;
-    if (s == 0)
-        s = (uint64_t)uv_hrtime() * 6364136223846793005ULL ^ (uint64_t)(uintptr_t)&s ^ 3;
-    s ^= s << 13;
-    s ^= s >> 7;
-    s ^= s << 17;
-    return (double)(s >> 11) / 9007199254740992.0;
-}
-
 /* The delay before the next connection: 100 ms doubling to 5 s, +-25 %
  * jitter so that the dispatchers of a fleet do not reconnect in step. */
 static void pg_next_backoff(gt_pg_t *pg)
@@ -256,7 +246,7 @@ static void pg_next_backoff(gt_pg_t *pg)
     gt_retry_policy_t p = {.base_ms = PG_BACKOFF_MIN_MS, .max_ms = PG_BACKOFF_MAX_MS,
                            .jitter = 0.5};
     pg->failures++;
-    pg->backoff_ms = (int)gt_retry_backoff_ms(&p, pg->failures, -1, pg_rand());
+    pg->backoff_ms = (int)gt_retry_backoff_ms(&p, pg->failures, -1, gt_rand_unit());
 }
 
 static void pg_schedule_reconnect(gt_pg_t *pg)

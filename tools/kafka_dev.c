@@ -573,7 +573,7 @@ int main(int argc, char **argv)
     } defaults[] = {
         {"gantry.requests", 6},     {"gantry.tasks.small", 6}, {"gantry.tasks.large", 6},
         {"gantry.task-results", 6}, {"gantry.results", 6},     {"gantry.usage", 6},
-        {"gantry.dlq", 1},          {"gantry.events", 3},
+        {"gantry.dlq", 1},          {"gantry.events", 3},      {"gantry.control", 3},
     };
     int brokers = 3, port = 0, partitions = 0, opt, rc = 1;
     const char *topics_path = NULL, *control = NULL;
