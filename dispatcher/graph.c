@@ -74,7 +74,7 @@ int gt_graph_build(const json_t *req, const gt_route_t *route, int max_batch, in
         gather->idx = n;
         gather->kind = GT_NODE_GATHER;
         gather->task_id = task_id_of(request_id, "gather");
-        gather->deps = malloc(sizeof(int) * (size_t)n);
+        gather->deps = malloc(sizeof(int) * (size_t)(n > 0 ? n : 1)); /* malloc(0) may be NULL */
         if (!gather->task_id || !gather->deps)
             goto oom;
         for (int i = 0; i < n; i++)

@@ -43,15 +43,6 @@ static gt_metric_t *metrics, **metrics_tail = &metrics;
 static const double default_bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                                         1,     2.5,  5,     10,   30,  60};
 
-static char *xstrdup(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d)
-        memcpy(d, s, n);
-    return d;
-}
-
 static void metric_free(gt_metric_t *m)
 {
     while (m->series) {
@@ -127,9 +118,9 @@ static gt_metric_t *metric_register(kind_t kind, const char *name, const char *h
         goto fail;
     m->kind = kind;
     m->tail = &m->series;
-    m->name = xstrdup(name);
-    m->help = xstrdup(help ? help : "");
-    m->labels_src = xstrdup(labels ? labels : "");
+    m->name = strdup(name);
+    m->help = strdup(help ? help : "");
+    m->labels_src = strdup(labels ? labels : "");
     if (!m->name || !m->help || !m->labels_src || parse_labels(m, labels) != 0)
         goto fail;
     if (kind == K_HISTOGRAM) {
@@ -202,7 +193,7 @@ static series_t *series_get(gt_metric_t *m, const char **vals, int create)
         s->buckets = calloc((size_t)m->n_bounds + 1, sizeof(*s->buckets));
     int ok = s->values && (m->kind != K_HISTOGRAM || s->buckets);
     for (int i = 0; ok && i < m->n_labels; i++)
-        ok = (s->values[i] = xstrdup(vals[i])) != NULL;
+        ok = (s->values[i] = strdup(vals[i])) != NULL;
     if (!ok) {
         for (int i = 0; s->values && i < m->n_labels; i++)
             free(s->values[i]);

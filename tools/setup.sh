@@ -5,7 +5,7 @@ set -euo pipefail
 
 PACKAGES=(gcc meson ninja-build pkg-config python3 curl
           librdkafka-dev libpq-dev libcurl4-openssl-dev libjansson-dev libuv1-dev libssl-dev
-          libcunit1-dev libmicrohttpd-dev
+          libcunit1-dev libmicrohttpd-dev libpcre2-dev
           postgresql kcat json-schema-test-suite python3-yaml)
 
 missing=()

@@ -23,6 +23,7 @@ static void buf_uri_encode(gt_buf_t *b, const char *s, size_t n, int keep_slash)
 {
     static const char hex[] = "0123456789ABCDEF";
     for (size_t i = 0; i < n; i++) {
+        /* NOLINTNEXTLINE(clang-analyzer-core.uninitialized.Assign): n <= strlen(s) */
         unsigned char c = (unsigned char)s[i];
         if (unreserved(c) || (keep_slash && c == '/')) {
             gt_buf_putc(b, (char)c);
