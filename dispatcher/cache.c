@@ -12,7 +12,7 @@
 #include "clock.h"
 #include "log.h"
 #include "metrics.h"
-#include "sigv4.h"
+#include "digest.h"
 
 typedef struct waiter {
     struct waiter *next;
@@ -126,7 +126,7 @@ int gt_cache_key(const gt_config_t *cfg, const json_t *req, const gt_model_t *m,
     json_decref(k);
     if (!text)
         return -ENOMEM;
-    gt_sigv4_sha256_hex(text, strlen(text), hex);
+    gt_sha256_hex(text, strlen(text), hex);
     free(text);
     *ttl_ms = m->cache_ttl_ms;
     return 1;
