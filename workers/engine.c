@@ -182,17 +182,18 @@ void gt_eng_breaker_init(gt_eng_breaker_t *eb, const char *name, const char *end
     gt_breaker_init(&eb->b, failures, recovery_ms);
 }
 
-int gt_eng_breaker_allow(gt_eng_breaker_t *eb, int *out)
+int gt_eng_breaker_allow(gt_eng_breaker_t *eb, int64_t *out)
 {
     int changed = -1;
-    int ok = gt_breaker_allow(&eb->b, gt_clock_mono_ms(), &changed);
+    int64_t now = gt_clock_mono_ms();
+    int ok = gt_breaker_allow(&eb->b, now, &changed);
     breaker_changed(eb, changed);
     if (ok)
-        *out = 1;
+        *out = now > 0 ? now : 1;
     return ok;
 }
 
-void gt_eng_breaker_verdict(gt_eng_breaker_t *eb, int *out, int ok)
+void gt_eng_breaker_verdict(gt_eng_breaker_t *eb, int64_t *out, int ok)
 {
     int changed = -1;
     if (ok < 0) {
@@ -201,7 +202,8 @@ void gt_eng_breaker_verdict(gt_eng_breaker_t *eb, int *out, int ok)
     } else if (ok) {
         gt_breaker_success(&eb->b, gt_clock_mono_ms(), &changed);
     } else {
-        gt_breaker_failure(&eb->b, gt_clock_mono_ms(), &changed);
+        int64_t now = gt_clock_mono_ms();
+        gt_breaker_failure(&eb->b, now, *out ? *out : now, &changed);
     }
     *out = 0;
     breaker_changed(eb, changed);

@@ -99,12 +99,16 @@ typedef struct gt_eng_breaker {
 void gt_eng_breaker_init(gt_eng_breaker_t *eb, const char *name, const char *endpoint,
                          const char *pool, int failures, int64_t recovery_ms, gt_event_fn emit,
                          void *emit_arg);
-/* May a call go now? 1: yes, *out is set (the call owes a verdict); 0: refused. */
-int gt_eng_breaker_allow(gt_eng_breaker_t *eb, int *out);
+/* May a call go now? 1: yes, *out is set to when (mono ms, > 0: the call owes a
+ * verdict); 0: refused. */
+int gt_eng_breaker_allow(gt_eng_breaker_t *eb, int64_t *out);
 /* The verdict of a call: ok 1 success, 0 failure (both counted even without
  * an allowance: a later phase of an allowed call), -1 nothing said about the
- * endpoint's health (a half-open trial held is given back). Clears *out. */
-void gt_eng_breaker_verdict(gt_eng_breaker_t *eb, int *out, int ok);
+ * endpoint's health (a half-open trial held is given back). A failure of a
+ * call allowed before the last counted failure does not count again
+ * (gt_breaker_failure); one without an allowance counts as started now.
+ * Clears *out. */
+void gt_eng_breaker_verdict(gt_eng_breaker_t *eb, int64_t *out, int ok);
 /* 1 when the breaker refuses calls now (open, or half-open with its trial out). */
 int gt_eng_breaker_unavailable(const gt_eng_breaker_t *eb);
 

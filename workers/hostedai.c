@@ -75,7 +75,7 @@ struct gt_hai_call {
     char *headers[5];   /* NULL-terminated; [0] holds the API key: never log */
     char *allocation_id;
     char attempt[96];   /* label "attempt" of the allocate in flight ("" when none) */
-    int breaker_out;    /* the pool's breaker allowed the allocate in flight */
+    int64_t breaker_out; /* the pool's breaker allowed the allocate in flight then (mono ms) */
     int64_t cap_wait_ms; /* time spent waiting for capacity */
     int cap_waits;
 

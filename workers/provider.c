@@ -132,7 +132,7 @@ struct gt_prov_call {
     int retry;
     int in_flight;
     int finished, aborted;
-    int breaker_out;     /* the breaker allowed the attempt in flight */
+    int64_t breaker_out; /* the breaker allowed the attempt in flight then (mono ms) */
     gt_slot_req_t *slot;
     int slot_waiting;
     fail_t last_fail;
