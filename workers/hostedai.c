@@ -222,8 +222,14 @@ static void allocate_settled(gt_hai_call_t *call, int ambiguous, int timed_out)
 static void breaker_verdict(gt_hai_call_t *call, int ok)
 {
     gt_eng_breaker_t *b = hs_breaker(call->env->state, call->pool);
-    if (b)
-        gt_eng_breaker_verdict(b, &call->breaker_out, ok);
+    if (!b)
+        return;
+    /* A later phase (inference, release) was not allowed by the breaker: it
+     * counts as started when its operation began, so a burst of concurrent
+     * inferences answered by fast errors is one failure (gt_breaker_failure). */
+    if (ok >= 0 && !call->breaker_out && call->op_start[call->op] > 0)
+        call->breaker_out = call->op_start[call->op];
+    gt_eng_breaker_verdict(b, &call->breaker_out, ok);
 }
 
 static void op_begin(gt_hai_call_t *call, int op)
