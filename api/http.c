@@ -809,8 +809,9 @@ static enum MHD_Result batch_create(gt_api_http_t *h, struct MHD_Connection *con
         ret = reply_err(conn, OPENAI, 400, "input_file_id: required");
         goto out;
     }
-    if (!endpoint || (strcmp(endpoint, "/v1/chat/completions") && strcmp(endpoint, "/v1/completions") &&
-                      strcmp(endpoint, "/v1/embeddings"))) {
+    if (!endpoint || (strcmp(endpoint, "/v1/chat/completions") != 0 &&
+                      strcmp(endpoint, "/v1/completions") != 0 &&
+                      strcmp(endpoint, "/v1/embeddings") != 0)) {
         ret = reply_err(conn, OPENAI, 400, "endpoint: must be /v1/chat/completions,"
                                            " /v1/completions or /v1/embeddings");
         goto out;
@@ -977,8 +978,9 @@ static enum MHD_Result batch_cancel(gt_api_http_t *h, struct MHD_Connection *con
     else if (PQntuples(res) != 1)
         ret = reply_err(conn, r->flavor, 404, r->flavor == ANTHROPIC ? "No such message batch"
                                                                     : "No such Batch object");
-    else if (!strcmp(PQgetvalue(res, 0, 1), "0") && strcmp(PQgetvalue(res, 0, 0), "cancelling") &&
-             strcmp(PQgetvalue(res, 0, 0), "cancelled") && r->flavor == OPENAI)
+    else if (strcmp(PQgetvalue(res, 0, 1), "0") == 0 &&
+             strcmp(PQgetvalue(res, 0, 0), "cancelling") != 0 &&
+             strcmp(PQgetvalue(res, 0, 0), "cancelled") != 0 && r->flavor == OPENAI)
         ret = reply_err(conn, OPENAI, 409, "Cannot cancel a batch that has ended");
     else if (r->flavor == OPENAI)
         ret = batch_reply(c, conn, id, r->tenant);

@@ -224,8 +224,11 @@ int main(int argc, char **argv)
     size_t cap = 20000000;
     int64_t *sent_at = calloc(cap, sizeof(int64_t));
     int64_t *lat = calloc(cap, sizeof(int64_t));
-    if (!sent_at || !lat)
+    if (!sent_at || !lat) {
+        free(sent_at);
+        free(lat);
         return 1;
+    }
     long seq = 0, measured = 0, measured_ok = 0, first_measured = -1;
     for (; seq < in_flight; seq++)
         produce(prod, seq, model, sent_at);
@@ -286,7 +289,8 @@ int main(int argc, char **argv)
     printf("  requests/s       %.0f (ideal %.0f, ratio %.2f)\n", rps, ideal,
            ideal ? rps / ideal : 0);
     if (measured) {
-        double p50 = lat[measured / 2] / 1000.0, p99 = lat[(size_t)(measured * 0.99)] / 1000.0;
+        size_t mid = (size_t)measured / 2, p99i = (size_t)((double)measured * 0.99);
+        double p50 = (double)lat[mid] / 1000.0, p99 = (double)lat[p99i] / 1000.0;
         printf("  end to end       p50 %.1f ms, p99 %.1f ms\n", p50, p99);
         printf("  added            p50 %+.1f ms, p99 %+.1f ms (over %d ms)\n", p50 - lat_ms,
                p99 - lat_ms, latency);

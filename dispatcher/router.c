@@ -9,6 +9,8 @@
 #include "metrics.h"
 
 typedef struct dep_state {
+    struct dep_state *next;
+    char *model;          /* the deployment's model name */
     int in_flight;
     double ewma_ms;
     int measured;         /* ewma_ms holds a sample */
@@ -19,17 +21,15 @@ typedef struct dep_state {
 } dep_state_t;
 
 struct gt_router {
-    json_t *states;       /* deployment model name -> dep_state_t * (as an integer) */
+    dep_state_t *states;  /* one per deployment seen: a handful, searched in order */
     uint64_t rng;
 };
 
 gt_router_t *gt_router_new(uint64_t seed)
 {
     gt_router_t *r = calloc(1, sizeof(*r));
-    if (!r || !(r->states = json_object())) {
-        free(r);
+    if (!r)
         return NULL;
-    }
     r->rng = seed ? seed : 0x9e3779b97f4a7c15ULL;
     return r;
 }
@@ -38,10 +38,11 @@ void gt_router_free(gt_router_t *r)
 {
     if (!r)
         return;
-    const char *k;
-    json_t *v;
-    json_object_foreach(r->states, k, v) free((void *)(intptr_t)json_integer_value(v));
-    json_decref(r->states);
+    for (dep_state_t *s = r->states, *next; s; s = next) {
+        next = s->next;
+        free(s->model);
+        free(s);
+    }
     free(r);
 }
 
@@ -55,16 +56,18 @@ static double uniform(gt_router_t *r)
 
 static dep_state_t *state(gt_router_t *r, const char *model, int create)
 {
-    json_t *v = json_object_get(r->states, model);
-    if (v)
-        return (dep_state_t *)(intptr_t)json_integer_value(v);
+    for (dep_state_t *s = r->states; s; s = s->next)
+        if (strcmp(s->model, model) == 0)
+            return s;
     if (!create)
         return NULL;
     dep_state_t *s = calloc(1, sizeof(*s));
-    if (s && json_object_set_new(r->states, model, json_integer((json_int_t)(intptr_t)s)) != 0) {
+    if (!s || !(s->model = strdup(model))) {
         free(s);
-        s = NULL;
+        return NULL;
     }
+    s->next = r->states;
+    r->states = s;
     return s;
 }
 
@@ -112,7 +115,7 @@ const gt_model_t *gt_router_pick(gt_router_t *r, const gt_config_t *cfg, const g
         return m;
     size_t n = m->n_deployments < MAX_DEPLOYMENTS ? m->n_deployments : MAX_DEPLOYMENTS;
     dep_state_t *st[MAX_DEPLOYMENTS];
-    int open[MAX_DEPLOYMENTS], full[MAX_DEPLOYMENTS], probe = -1;
+    int open[MAX_DEPLOYMENTS] = {0}, full[MAX_DEPLOYMENTS] = {0}, probe = -1;
     for (size_t i = 0; i < n; i++) {
         if (!(st[i] = state(r, m->deployments[i].model, 1)))
             return NULL;
@@ -196,6 +199,8 @@ const gt_model_t *gt_router_pick(gt_router_t *r, const gt_config_t *cfg, const g
             why = "all_cooling";
         }
     }
+    if (pick < 0) /* n >= 1: the loop above always picks; for the analyser */
+        return m;
     st[pick]->in_flight++;
     *reason = why;
     const gt_model_t *dep = gt_config_model(cfg, m->deployments[pick].model);

@@ -55,7 +55,7 @@ int gt_cli_cancel(int argc, char **argv)
         json_object_set_new(m, "reason", json_string(reason));
     text = m ? json_dumps(m, JSON_COMPACT) : NULL;
     topic = strdup(cfg->topics.control);
-    conf_path = strdup(config);
+    conf_path = strdup(config ? config : GT_CLI_DEFAULT_CONFIG); /* optarg is never NULL */
     if (!text || !topic || !conf_path) {
         fprintf(stderr, "gantry cancel: out of memory\n");
         goto out;
