@@ -9,6 +9,7 @@
 
 #include "clock.h"
 #include "dispatcher.h"
+#include "dispatcher_config.h"
 #include "log.h"
 #include "moderation.h"
 #include "message.h"
@@ -212,6 +213,7 @@ int main(int argc, char **argv)
         return 2;
     }
     char err[4096];
+    gt_dispatcher_config_register();
     gt_config_t *cfg = gt_config_load(config, err, sizeof(err));
     if (!cfg) {
         fprintf(stderr, "gantry-dispatcher: bad configuration %s:\n%s\n", config, err);

@@ -18,6 +18,7 @@
 #include "metrics.h"
 #include "reload.h"
 #include "trace.h"
+#include "worker_config.h"
 #include "wstats.h"
 
 /* How long a first SIGTERM lets tasks in flight finish before aborting them
@@ -225,6 +226,7 @@ int main(int argc, char **argv)
         return bad_usage("--id must be 1 to 255 characters", NULL);
 
     err[0] = '\0';
+    gt_worker_config_register();
     w.cfg = gt_config_load(config_path, err, sizeof(err));
     if (!w.cfg) {
         size_t n = strlen(err);
