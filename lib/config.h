@@ -2,7 +2,7 @@
 #ifndef GT_CONFIG_H
 #define GT_CONFIG_H
 
-/* The session.timeout.ms lib/kafka.c gives every consumer unless
+/* The session.timeout.ms lib/kafka_consumer.c gives every consumer unless
  * kafka.properties or kafka.consumer_properties set another. */
 #define GT_KAFKA_SESSION_TIMEOUT_MS 10000
 
