@@ -21,7 +21,8 @@ static void load_routing(gt_cfg_ctx_t *c, gt_config_t *cfg)
     gt_cfg_check_keys(c, r, "routing", keys);
     cfg->default_model = gt_cfg_str(c, r, "default", "routing", NULL, 0);
     if (cfg->default_model && !gt_config_model(cfg, cfg->default_model))
-        gt_cfg_problem(c, "routing.default", "model \"%s\" is not declared in models", cfg->default_model);
+        gt_cfg_problem(c, "routing.default", "model \"%s\" is not declared in models",
+                       cfg->default_model);
     json_t *rules = json_object_get(r, "rules");
     if (!rules)
         return;

@@ -754,7 +754,8 @@ gt_consumer_t *gt_consumer_new(uv_loop_t *loop, const gt_config_t *cfg,
         gt_kafka_conf_set(conf, "session.timeout.ms", session_ms, err, errlen) < 0 ||
         gt_kafka_conf_set(conf, "heartbeat.interval.ms", "1000", err, errlen) < 0 ||
         gt_kafka_conf_set(conf, "max.poll.interval.ms", "300000", err, errlen) < 0 ||
-        gt_kafka_conf_set(conf, "partition.assignment.strategy", "range,roundrobin", err, errlen) < 0 ||
+        gt_kafka_conf_set(conf, "partition.assignment.strategy", "range,roundrobin", err,
+                          errlen) < 0 ||
         gt_kafka_conf_set(conf, "enable.partition.eof", "false", err, errlen) < 0 ||
         gt_kafka_conf_set(conf, "auto.offset.reset",
                  opts->auto_offset_reset ? opts->auto_offset_reset : "earliest", err,

@@ -21,7 +21,8 @@ static void load_provider_policies(gt_cfg_ctx_t *c, gt_config_t *cfg)
         if (r)
             gt_cfg_check_keys(c, r, path, retry_keys);
         p->retry = cfg->retry;
-        p->retry.max_retries = (int)gt_cfg_int(c, r, "max_retries", path, p->retry.max_retries, 0, 100);
+        p->retry.max_retries =
+            (int)gt_cfg_int(c, r, "max_retries", path, p->retry.max_retries, 0, 100);
         p->retry.base_ms = gt_cfg_int(c, r, "base_ms", path, p->retry.base_ms, 1, 3600000);
         p->retry.max_ms = gt_cfg_int(c, r, "max_ms", path, p->retry.max_ms, 1, 3600000);
         p->retry.jitter = gt_cfg_num(c, r, "jitter", path, p->retry.jitter, 0, 1);
@@ -31,7 +32,8 @@ static void load_provider_policies(gt_cfg_ctx_t *c, gt_config_t *cfg)
             gt_cfg_check_keys(c, t, path, tkeys);
         p->inference_timeout_ms =
             gt_cfg_int(c, t, "inference_ms", path, cfg->inference_timeout_ms, 1, 86400000);
-        p->slot_timeout_ms = gt_cfg_int(c, t, "slot_ms", path, cfg->allocate_timeout_ms, 1, 86400000);
+        p->slot_timeout_ms =
+            gt_cfg_int(c, t, "slot_ms", path, cfg->allocate_timeout_ms, 1, 86400000);
     }
 }
 
