@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "pii.h"
 #include "scrub.h"
 
@@ -35,9 +36,7 @@ static const char *const pii[] = {
 
 static double now_s(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    return (double)gt_clock_mono_ns() / 1e9;
 }
 
 int main(int argc, char **argv)
@@ -46,8 +45,10 @@ int main(int argc, char **argv)
     size_t chunk = argc > 2 ? (size_t)atol(argv[2]) : 4096;
     size_t total = mb << 20, len = 0;
     char *corpus = malloc(total + 64);
-    if (!corpus || chunk == 0)
+    if (!corpus || chunk == 0) {
+        free(corpus);
         return 1;
+    }
     while (len < total) {
         const char *piece = rnd(6) == 0 ? pii[rnd(10)] : prose[rnd(8)];
         size_t n = strlen(piece);
@@ -68,9 +69,12 @@ int main(int argc, char **argv)
         gt_scrub_t *s = gt_scrub_new(&(gt_scrub_opts_t){.mode = GT_SCRUB_MASK});
         char *out;
         size_t ol;
-        if (!s || gt_scrub_text(s, corpus + off, off + chunk > len ? len - off : chunk, &out,
-                                &ol) != 0)
+        if (!s ||
+            gt_scrub_text(s, corpus + off, off + chunk > len ? len - off : chunk, &out, &ol) != 0) {
+            gt_scrub_free(s);
+            free(corpus);
             return 1;
+        }
         replaced += gt_scrub_total(s);
         out_bytes += ol;
         free(out);

@@ -9,6 +9,7 @@
 #include <time.h>
 #include <uv.h>
 
+#include "clock.h"
 #include "config.h"
 #include "trace.h"
 
@@ -16,9 +17,7 @@
 
 static double now_s(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    return (double)gt_clock_mono_ns() / 1e9;
 }
 
 static void report(const char *what, int n, double s)

@@ -10,7 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cache.h"
 #include "clock.h"
+#include "router.h"
 #include "dispatcher.h"
 #include "graph.h"
 #include "guard.h"
@@ -39,7 +41,17 @@ typedef struct coord {
     char traceparent[128]; /* the job's (stored at intake), else the task result's */
     gt_span_t span;        /* coordinator.result, while the result is published */
     int span_open;
+    int64_t published_since; /* >= 0: a dead holder stored the result then (epoch ms) and
+                                may have published it: look before publishing */
+    json_t *cache_output;  /* the output before the guard, for the response cache; or NULL */
 } coord_t;
+
+/* How far before the stored time a dead holder's result is looked for on
+ * Kafka: the message's CreateTime comes from the dispatcher's clock, the
+ * stored time from PostgreSQL's. */
+#define COORD_CLOCK_SKEW_MS 60000
+/* Per request to the cluster while looking. */
+#define COORD_LOOKUP_TIMEOUT_MS 5000
 
 /* Log context of a task result (lines about it carry its ids and trace). */
 #define C_CTX(c)                                                                      \
@@ -56,12 +68,12 @@ static const char sql_apply[] =
     "  UPDATE tasks SET status = $2, result = $3::jsonb, output = $3::jsonb -> 'output',"
     "         error_code = $4, error_message = $5, attempts = $6, provider = $7, pool = $8,"
     "         worker_id = $9, completed_at = now()"
-    "  WHERE task_id = $1 AND request_id = $10 AND status IN ('pending', 'queued')"
+    "  WHERE task_id = $1 AND request_id = $10 AND status IN ('pending', 'queued', 'running')"
     "  RETURNING 1)"
     " SELECT j.status, j.tenant_id, j.batch, j.reply_topic,"
     "        (extract(epoch FROM j.created_at) * 1000)::bigint,"
     "        (SELECT count(*) FROM tasks t WHERE t.request_id = j.request_id"
-    "          AND t.kind = 'inference' AND t.status IN ('pending', 'queued')"
+    "          AND t.kind = 'inference' AND t.status IN ('pending', 'queued', 'running')"
     "          AND t.task_id <> $1),"
     "        EXISTS (SELECT 1 FROM tasks t WHERE t.task_id = $1 AND t.request_id = $10),"
     "        (SELECT count(*) FROM upd), j.traceparent"
@@ -74,8 +86,10 @@ static const char sql_apply[] =
  * one job apart within a process) or a dead incarnation's (a restart under
  * the same id), so --id must be unique among live dispatchers. Claimed: the
  * job's inference tasks in order, each with the result already stored by an
- * earlier holder (NULL if none). Held by another: one row (NULL, NULL,
- * holder). Finished (or being claimed right now): none. */
+ * earlier holder (NULL if none) and when it was stored (epoch ms); a job with
+ * no tasks (a rejection stored by the intake) gives one row with a NULL idx.
+ * Held by another: one row (NULL, NULL, holder, NULL, NULL). Finished (or
+ * being claimed right now): none. */
 static const char sql_claim[] =
     "WITH claim AS ("
     "  UPDATE jobs SET status = 'completing', claimed_by = $2, claimed_at = now(),"
@@ -83,11 +97,12 @@ static const char sql_claim[] =
     "  WHERE request_id = $1 AND (status = 'running' OR (status = 'completing' AND"
     "        (claimed_at IS NULL OR claimed_by = $2"
     "         OR claimed_at < now() - $3::bigint * interval '1 millisecond')))"
-    "  RETURNING request_id, result)"
-    " SELECT t.idx, t.result, NULL, c.result FROM claim c"
-    "  JOIN tasks t ON t.request_id = c.request_id AND t.kind = 'inference'"
+    "  RETURNING request_id, result, coalesce(result_stored_at, created_at) AS stored_at)"
+    " SELECT t.idx, t.result, NULL, c.result,"
+    "        (extract(epoch FROM c.stored_at) * 1000)::bigint FROM claim c"
+    "  LEFT JOIN tasks t ON t.request_id = c.request_id AND t.kind = 'inference'"
     " UNION ALL"
-    " SELECT NULL, NULL, coalesce(j.claimed_by, ''), NULL FROM jobs j"
+    " SELECT NULL, NULL, coalesce(j.claimed_by, ''), NULL, NULL FROM jobs j"
     "  WHERE j.request_id = $1 AND j.status = 'completing' AND NOT EXISTS (SELECT 1 FROM claim)"
     " ORDER BY 1";
 
@@ -108,7 +123,8 @@ static const char sql_stale[] =
  * later publishes these bytes (a result stored earlier wins). Returns the
  * stored result; no row when the claim was taken over meanwhile. */
 static const char sql_store[] =
-    "UPDATE jobs SET result = coalesce(result, $2::jsonb)"
+    "UPDATE jobs SET result = coalesce(result, $2::jsonb),"
+    "       result_stored_at = CASE WHEN result IS NULL THEN now() ELSE result_stored_at END"
     " WHERE request_id = $1 AND status = 'completing' AND claimed_by = $3"
     "  AND claimed_incarnation = $4"
     " RETURNING result";
@@ -133,6 +149,7 @@ static void coord_free(coord_t *c)
         c->d->coordinator->finishing--;
     json_decref(c->tr);
     json_decref(c->result);
+    json_decref(c->cache_output);
     free(c->request_id);
     free(c->tenant_id);
     free(c->reply_topic);
@@ -150,6 +167,8 @@ static void coord_finish(coord_t *c)
 static void on_completed(const PGresult *res, const char *err, void *arg)
 {
     coord_t *c = arg;
+    /* The result is durable: a cacheable one is stored, identical requests go on. */
+    gt_cache_job_done(c->d->cache, c->request_id, c->tenant_id, c->result, c->cache_output);
     if (err) /* the result is on Kafka; a job left 'completing' is finished again on redelivery */
         gt_log(GT_LOG_ERROR, C_CTX(c),
                "marking job complete failed: %s", err);
@@ -162,16 +181,21 @@ static void on_completed(const PGresult *res, const char *err, void *arg)
 static void on_stored(const PGresult *res, const char *err, void *arg);
 
 /* The result is on gantry.results (and the reply topic): mark the job. */
-static void on_result_delivered(void *arg)
+static void mark_complete(coord_t *c)
 {
-    coord_t *c = arg;
-    c->d->results_published++;
-    gt_stats_result(c->status);
     char *text = json_dumps(c->result, JSON_COMPACT);
     const char *params[] = {c->request_id, c->status, text};
     if (!text || gt_pg_query(c->d->pg_coord, sql_complete, 3, params, on_completed, c) != 0)
         on_completed(NULL, "cannot send query", c);
     free(text);
+}
+
+static void on_result_delivered(void *arg)
+{
+    coord_t *c = arg;
+    c->d->results_published++;
+    gt_stats_result(c->status);
+    mark_complete(c);
 }
 
 /* err 0: stopping, the result is published on redelivery (or by the sweep).
@@ -191,8 +215,9 @@ static void on_result_failed(const char *topic, int err, const char *reason, voi
     coord_free(c); /* the offset is the dead letter's, or stays undone */
 }
 
-/* The result to gantry.results and the reply topic, as one effect. */
-static void send_result(coord_t *c)
+/* The result to gantry.results and the reply topic, as one effect; to the
+ * reply topic alone when !to_results (a dead holder published the rest). */
+static void send_result(coord_t *c, int to_results)
 {
     char tp[GT_TRACEPARENT_LEN + 1];
     gt_header_t h = {"traceparent", tp};
@@ -204,8 +229,11 @@ static void send_result(coord_t *c)
     if (has_tp)
         gt_trace_format(&c->span.ctx, tp);
     gt_effect_t *e = gt_effect_new(c->d->effects, on_result_delivered, on_result_failed, c);
-    if (!e || gt_result_add(e, c->d->cfg, c->reply_topic, c->request_id, c->result, &h,
-                            has_tp ? 1 : 0) != 0) {
+    size_t nh = has_tp ? 1 : 0;
+    if (!e || (to_results ? gt_result_add(e, c->d->cfg, c->reply_topic, c->request_id, c->result,
+                                          &h, nh)
+                          : gt_effect_add_json(e, c->reply_topic, c->request_id, c->result, &h,
+                                               nh)) != 0) {
         gt_log(GT_LOG_ERROR, C_CTX(c),
                "out of memory queueing the result; it is published on redelivery");
         if (e)
@@ -217,8 +245,74 @@ static void send_result(coord_t *c)
     gt_effect_seal(e);
 }
 
+typedef struct lookup {
+    uv_work_t req;
+    coord_t *c;
+    int on_results, on_reply; /* found there */
+    int rc;
+    char err[256];
+} lookup_t;
+
+static int has_reply_topic(const coord_t *c)
+{
+    return c->reply_topic && *c->reply_topic &&
+           strcmp(c->reply_topic, c->d->cfg->topics.results) != 0;
+}
+
+/* Off the loop: is the result (keyed by request_id) on each of its topics? */
+static void lookup_work(uv_work_t *w)
+{
+    lookup_t *l = w->data;
+    coord_t *c = l->c;
+    const gt_config_t *cfg = c->d->cfg;
+    const char *keys[] = {c->request_id};
+    int64_t since = c->published_since - COORD_CLOCK_SKEW_MS;
+    l->on_reply = !has_reply_topic(c);
+    l->rc = gt_kafka_find_keys(cfg, cfg->topics.results, keys, 1, since, &l->on_results,
+                               COORD_LOOKUP_TIMEOUT_MS, l->err, sizeof(l->err));
+    if (l->rc == 0 && !l->on_reply)
+        l->rc = gt_kafka_find_keys(cfg, c->reply_topic, keys, 1, since, &l->on_reply,
+                                   COORD_LOOKUP_TIMEOUT_MS, l->err, sizeof(l->err));
+}
+
+/* A holder that died after Kafka acknowledged its result and before it
+ * marked the job leaves the result published and the job 'completing':
+ * publishing what is already there would give the request two results. */
+static void lookup_done(uv_work_t *w, int status)
+{
+    lookup_t *l = w->data;
+    coord_t *c = l->c;
+    int rc = status ? status : l->rc, on_results = l->on_results, on_reply = l->on_reply;
+    if (rc != 0) {
+        /* Never a guess: the claim is ours now, and the sweep decides again
+         * once it is stale. A task result's offset is done (the sweep, not
+         * a redelivery, finishes the job). */
+        gt_log(GT_LOG_WARN, C_CTX(c),
+               "cannot tell whether the job's previous claim published its result (%s); "
+               "the claim sweep looks again in %lld ms",
+               status ? uv_strerror(status) : l->err, (long long)c->d->cfg->claim_timeout_ms);
+        free(l);
+        json_object_del(c->d->finalizing, c->request_id);
+        coord_finish(c);
+        return;
+    }
+    free(l);
+    if (on_results && on_reply) {
+        gt_log(GT_LOG_INFO, C_CTX(c),
+               "the job's previous claim published its result before it died; marking the job, "
+               "not publishing it again");
+        mark_complete(c);
+        return;
+    }
+    if (on_results)
+        gt_log(GT_LOG_INFO, C_CTX(c), "the result is on %s already; publishing it to %s only",
+               c->d->cfg->topics.results, c->reply_topic);
+    send_result(c, !on_results);
+}
+
 /* Publishes the stored result body (stored: its jsonb text), the same bytes
- * whichever incarnation publishes it. */
+ * whichever incarnation publishes it; when a dead holder stored it, only
+ * where that holder had not published it. */
 static void publish_stored(coord_t *c, const char *stored)
 {
     json_decref(c->result);
@@ -232,7 +326,22 @@ static void publish_stored(coord_t *c, const char *stored)
     }
     c->status = strdup(st);
     gt_log(GT_LOG_INFO, C_CTX(c), "job %s", c->status);
-    send_result(c);
+    if (c->published_since < 0) {
+        send_result(c, 1);
+        return;
+    }
+    lookup_t *l = calloc(1, sizeof(*l));
+    if (!l) {
+        gt_log(GT_LOG_ERROR, C_CTX(c), "out of memory; the claim sweep finishes the job");
+        json_object_del(c->d->finalizing, c->request_id);
+        coord_finish(c);
+        return;
+    }
+    l->c = c;
+    l->req.data = l;
+    int rc = uv_queue_work(c->d->loop, &l->req, lookup_work, lookup_done);
+    if (rc != 0)
+        lookup_done(&l->req, rc);
 }
 
 static void on_stored(const PGresult *res, const char *err, void *arg)
@@ -296,7 +405,7 @@ static void on_claimed(const PGresult *res, const char *err, void *arg)
         return;
     }
     int n = PQntuples(res);
-    if (n == 1 && PQgetisnull(res, 0, 0)) {
+    if (n == 1 && !PQgetisnull(res, 0, 2)) {
         /* Its holder publishes the result (this message is a duplicate, or a
          * redelivery after its partition moved); if that holder died, the
          * sweep takes the claim once it is stale. */
@@ -313,6 +422,7 @@ static void on_claimed(const PGresult *res, const char *err, void *arg)
         /* A dead holder stored the result (and may have published it): the
          * same body again, never a second, different one. */
         gt_log(GT_LOG_WARN, C_CTX(c), "publishing the result stored by the job's previous claim");
+        c->published_since = atoll(PQgetvalue(res, 0, 4));
         publish_stored(c, PQgetvalue(res, 0, 3));
         return;
     }
@@ -320,9 +430,18 @@ static void on_claimed(const PGresult *res, const char *err, void *arg)
     for (int i = 0; i < n; i++)
         results[i] = PQgetisnull(res, i, 1) ? NULL : json_loads(PQgetvalue(res, i, 1), 0, NULL);
     c->result = gt_graph_result(c->request_id, c->tenant_id, c->batch, results, n, c->created_ms);
+    const gt_model_t *logical =
+        gt_router_logical(c->d->cfg, json_string_value(json_object_get(c->result, "model")));
+    if (logical) { /* served by a deployment: the result names both */
+        json_object_set(c->result, "deployment", json_object_get(c->result, "model"));
+        json_object_set_new(c->result, "model", json_string(logical->name));
+    }
     for (int i = 0; i < n; i++)
         json_decref(results[i]);
     free(results);
+    /* The cache keeps the output as the provider returned it (before a PII restore). */
+    if (c->d->cache && !c->batch && gt_cache_tenant_on(c->d->cfg, c->tenant_id))
+        c->cache_output = json_deep_copy(json_object_get(c->result, "output"));
     gt_guard_result(c->d, c->request_id, c->result, on_guarded, c);
 }
 
@@ -386,7 +505,14 @@ void gt_coordinator_handle(gt_dispatcher_t *d, gt_msg_t *msg)
                                   err, NULL);
         return;
     }
+    /* Health of the deployment that served (router.h): latency, failures. */
+    json_t *timings = json_object_get(tr, "timings");
+    json_t *total = json_object_get(timings, "total_ms");
+    gt_router_result(d->router, d->cfg, json_string_value(json_object_get(tr, "model")),
+                     strcmp(json_string_value(json_object_get(tr, "status")), "succeeded") == 0,
+                     json_is_number(total) ? json_number_value(total) : -1, gt_clock_mono_ms());
     coord_t *c = calloc(1, sizeof(*c));
+    c->published_since = -1;
     c->d = d;
     c->msg = msg;
     c->tr = tr;
@@ -413,6 +539,29 @@ void gt_coordinator_handle(gt_dispatcher_t *d, gt_msg_t *msg)
     free(text);
 }
 
+void gt_coordinator_finish(gt_dispatcher_t *d, gt_msg_t *msg, const PGresult *res, int row,
+                           int col)
+{
+    const char *rid = PQgetvalue(res, row, col);
+    coord_t *c = calloc(1, sizeof(*c));
+    if (!c || !(c->request_id = strdup(rid))) {
+        gt_log(GT_LOG_ERROR, &(gt_log_ctx_t){.request_id = rid},
+               "out of memory finishing the job: left undone");
+        free(c);
+        return;
+    }
+    c->d = d;
+    c->msg = msg;
+    if (!msg && d->coordinator) /* coord_free counts it down */
+        d->coordinator->finishing++;
+    coord_set_job(c, res, row, col + 1, col + 5);
+    if (json_object_get(d->finalizing, rid)) { /* being finished here already */
+        coord_finish(c);
+        return;
+    }
+    coord_claim(c);
+}
+
 static void on_stale(const PGresult *res, const char *err, void *arg)
 {
     gt_coordinator_t *co = arg;
@@ -429,6 +578,7 @@ static void on_stale(const PGresult *res, const char *err, void *arg)
         coord_t *c = calloc(1, sizeof(*c));
         if (!c)
             return;
+        c->published_since = -1;
         c->d = d;
         c->request_id = strdup(rid);
         coord_set_job(c, res, i, 1, 5);

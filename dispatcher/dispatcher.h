@@ -33,11 +33,15 @@ typedef struct gt_dispatcher {
     gt_pg_t *pg_ledger;            /* the ledger's batches; NULL without the role */
     gt_consumer_t *consumer;       /* requests and task results (group_dispatcher) */
     gt_schema_t *request_schema, *task_result_schema, *usage_schema, *event_schema;
+    gt_schema_t *control_schema;   /* gantry.control.v1 (cancel.c) */
     json_t *intake_active;         /* request_ids in intake now -> SHA-256 of their body */
     json_t *finalizing;            /* request_ids whose result is being published */
     gt_coordinator_t *coordinator; /* the coordinator role's sweep; NULL without the role */
     gt_ledger_t *ledger;
     gt_reaper_t *reaper;
+    struct gt_router *router;      /* deployment choice and health (router.h) */
+    struct gt_cache *cache;        /* response cache single-flight (cache.h); NULL without
+                                      intake and coordinator */
     gt_provider_health_t *providers; /* breaker states seen on gantry.events (owned by the
                                         reaper, which consumes them); NULL without it */
     long requests_accepted, requests_duplicate, dead_letters, results_published;
@@ -51,6 +55,16 @@ typedef struct gt_dispatcher {
 void gt_intake_handle(gt_dispatcher_t *d, gt_msg_t *msg);
 /* Consumer callback of the coordinator: one task result message. */
 void gt_coordinator_handle(gt_dispatcher_t *d, gt_msg_t *msg);
+/* Consumer callback of the control topic: one gantry.control.v1 (cancel.c).
+ * Answered with a cancel.* event; msg is done once that event is durable and,
+ * when the cancel left nothing running, the job's result is published. */
+void gt_cancel_handle(gt_dispatcher_t *d, gt_msg_t *msg);
+/* Finishes the job in row of res (columns from col: request_id, tenant_id,
+ * batch, reply_topic, created_ms, traceparent) as a task result completing
+ * it would: claim, gather, publish. msg (may be NULL) is marked done once
+ * the result is published, or when another holder finishes the job. */
+void gt_coordinator_finish(gt_dispatcher_t *d, gt_msg_t *msg, const PGresult *res, int row,
+                           int col);
 
 /* The coordinator's sweep: finishes jobs whose claim went stale (their
  * claimant died after claiming; dispatcher.claim_timeout_ms). */

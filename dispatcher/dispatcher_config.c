@@ -1,5 +1,5 @@
 /* dispatcher_config.c - the dispatcher's sections of gantry.json: routing,
- * tenants.<id>.guardrails, moderation, dispatcher and ledger (lib/config.h). */
+ * tenants.<id>.guardrails and .cache, moderation, dispatcher and ledger (lib/config.h). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -282,25 +282,48 @@ static void load_ledger(gt_cfg_ctx_t *c, gt_config_t *cfg)
     cfg->ledger_flush_ms = gt_cfg_int(c, l, "flush_ms", "ledger", 50, 1, 60000);
 }
 
-/* tenants.<id>.guardrails of each tenant lib/config.c declared. */
-static void load_guardrails(gt_cfg_ctx_t *c, gt_config_t *cfg)
+/* tenants.<id>.cache: the response cache (docs/routing.md, dispatcher/cache.h). */
+static void load_tenant_cache(gt_cfg_ctx_t *c, const gt_config_t *cfg, gt_tenant_t *t,
+                              json_t *cj, const char *sub)
+{
+    static const char *const ckeys[] = {"models", "max_bytes", "default", NULL};
+    t->cache.max_bytes = 16 << 20;
+    if (!cj)
+        return;
+    gt_cfg_check_keys(c, cj, sub, ckeys);
+    t->cache.models = gt_cfg_str_list(c, cj, "models", sub, &t->cache.n_models);
+    t->cache.max_bytes = gt_cfg_int(c, cj, "max_bytes", sub, 16 << 20, 1, INT64_MAX);
+    t->cache.by_default = gt_cfg_bool(c, cj, "default", sub, 0);
+    for (size_t i = 0; i < t->cache.n_models; i++) {
+        const gt_model_t *cm = gt_config_model(cfg, t->cache.models[i]);
+        if (strcmp(t->cache.models[i], "*") != 0 && (!cm || !cm->cache_ttl_ms))
+            gt_cfg_problem(c, sub, "model \"%s\" is not a model with a cache section",
+                           t->cache.models[i]);
+    }
+}
+
+/* tenants.<id>.guardrails and .cache of each tenant lib/config.c declared. */
+static void load_tenants_parts(gt_cfg_ctx_t *c, gt_config_t *cfg)
 {
     json_t *tenants = json_object_get(cfg->root, "tenants");
     for (size_t i = 0; i < cfg->n_tenants; i++) {
         gt_tenant_t *t = &cfg->tenants[i];
+        json_t *tj = json_object_get(tenants, t->id);
         char path[512], sub[600];
         snprintf(path, sizeof(path), "tenants.%s", t->id);
         snprintf(sub, sizeof(sub), "%s.guardrails", path);
-        json_t *g = gt_cfg_obj(c, json_object_get(tenants, t->id), "guardrails", path, 0);
+        json_t *g = gt_cfg_obj(c, tj, "guardrails", path, 0);
         if (g)
             load_tenant_guardrails(c, cfg, t, g, sub);
+        snprintf(sub, sizeof(sub), "%s.cache", path);
+        load_tenant_cache(c, cfg, t, gt_cfg_obj(c, tj, "cache", path, 0), sub);
     }
 }
 
 static void load_sections(gt_cfg_ctx_t *c, gt_config_t *cfg)
 {
     load_routing(c, cfg);
-    load_guardrails(c, cfg);
+    load_tenants_parts(c, cfg);
     load_moderation(c, cfg);
     load_dispatcher(c, cfg);
     load_ledger(c, cfg);
@@ -315,8 +338,10 @@ static void free_sections(gt_config_t *cfg)
     }
     free(cfg->routes);
     free(cfg->default_model);
-    for (size_t i = 0; i < cfg->n_tenants; i++)
+    for (size_t i = 0; i < cfg->n_tenants; i++) {
         free_guardrails(&cfg->tenants[i].guard);
+        gt_cfg_free_str_list(cfg->tenants[i].cache.models, cfg->tenants[i].cache.n_models);
+    }
     free(cfg->moderation_endpoint);
     free(cfg->moderation_api_key);
     free(cfg->moderation_model);

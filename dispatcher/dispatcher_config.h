@@ -1,5 +1,5 @@
 /* dispatcher_config.h - loads the dispatcher's sections of gantry.json (routing,
- * tenants.<id>.guardrails, moderation, dispatcher, ledger) into gt_config_t. */
+ * tenants.<id>.guardrails and .cache, moderation, dispatcher, ledger) into gt_config_t. */
 #ifndef GT_DISPATCHER_CONFIG_H
 #define GT_DISPATCHER_CONFIG_H
 

@@ -74,7 +74,7 @@ int gt_graph_build(const json_t *req, const gt_route_t *route, int max_batch, in
         gather->idx = n;
         gather->kind = GT_NODE_GATHER;
         gather->task_id = task_id_of(request_id, "gather");
-        gather->deps = malloc(sizeof(int) * (size_t)n);
+        gather->deps = malloc(sizeof(int) * (size_t)(n > 0 ? n : 1)); /* malloc(0) may be NULL */
         if (!gather->task_id || !gather->deps)
             goto oom;
         for (int i = 0; i < n; i++)
@@ -128,7 +128,7 @@ json_t *gt_graph_result(const char *request_id, const char *tenant_id, int batch
 {
     char ts[40];
     json_int_t prompt = 0, completion = 0, attempts = 0;
-    int succeeded = 0, failed = 0, expired = 0;
+    int succeeded = 0, failed = 0, expired = 0, cancelled = 0;
     json_t *outputs = json_array();
     for (int i = 0; i < n; i++) {
         const json_t *r = results[i];
@@ -140,7 +140,9 @@ json_t *gt_graph_result(const char *request_id, const char *tenant_id, int batch
         attempts += (json_int_t)json_array_size(json_object_get(r, "attempts"));
         succeeded += strcmp(st, "succeeded") == 0;
         expired += strcmp(st, "expired") == 0;
-        if (strcmp(st, "succeeded") != 0 && strcmp(st, "expired") != 0)
+        cancelled += strcmp(st, "cancelled") == 0;
+        if (strcmp(st, "succeeded") != 0 && strcmp(st, "expired") != 0 &&
+            strcmp(st, "cancelled") != 0)
             failed++;
         json_t *item = json_pack("{s:i, s:s}", "index", i, "status", st);
         json_t *out = json_object_get(r, "output");
@@ -150,7 +152,10 @@ json_t *gt_graph_result(const char *request_id, const char *tenant_id, int batch
             json_object_set(item, "error", error);
         json_array_append_new(outputs, item);
     }
-    const char *status = failed ? "failed" : expired ? "expired" : "succeeded";
+    /* A cancelled job is cancelled whatever its other items did (docs/scheduling.md). */
+    const char *status = cancelled ? "cancelled" : failed ? "failed"
+                                               : expired  ? "expired"
+                                                          : "succeeded";
     const json_t *any = n > 0 ? results[0] : NULL;
     json_t *res = json_pack(
         "{s:s, s:s, s:s, s:s, s:{s:I, s:I}, s:I, s:{s:I}, s:s}", "schema", "gantry.result.v1",
@@ -167,7 +172,12 @@ json_t *gt_graph_result(const char *request_id, const char *tenant_id, int batch
     json_object_set(res, "provider", provider ? provider : json_null());
     if (batch) {
         json_object_set_new(res, "outputs", outputs);
-        if (failed || expired) {
+        if (cancelled) {
+            char msg[128];
+            snprintf(msg, sizeof(msg), "cancelled: %d of %d items succeeded", succeeded, n);
+            json_object_set_new(res, "error",
+                                json_pack("{s:s, s:s}", "code", "cancelled", "message", msg));
+        } else if (failed || expired) {
             char msg[128];
             snprintf(msg, sizeof(msg), "%d of %d items did not succeed", n - succeeded, n);
             json_object_set_new(res, "error", json_pack("{s:s, s:s}", "code",

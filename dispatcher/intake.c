@@ -6,14 +6,16 @@
 #include <string.h>
 
 #include "budget.h"
+#include "cache.h"
 #include "classify.h"
 #include "clock.h"
+#include "router.h"
 #include "dispatcher.h"
 #include "graph.h"
 #include "guard.h"
 #include "log.h"
 #include "message.h"
-#include "sigv4.h"
+#include "digest.h"
 #include "stats.h"
 #include "trace.h"
 
@@ -29,7 +31,13 @@ typedef struct intake {
     gt_span_t span;        /* dispatcher.intake, child of the request's traceparent */
     int span_open;
     json_t *published;    /* task_ids sent, marked queued once all are durable */
-    json_t *rejection;    /* the rejected result being published (budget), or NULL */
+    json_t *rejection;    /* the rejected result being published, or NULL */
+    void (*answer)(struct intake *in); /* publishes the rejection once it is stored */
+    char cache_key[65];   /* response cache key when cacheable (cache.h), else "" */
+    int64_t cache_ttl_ms;
+    int cache_lead;       /* missed: leads its key's flight until its job exists */
+    json_t *cached;       /* the answer from the cache being published, or NULL */
+    const char *picked;   /* the deployment the router chose, until its tasks are published */
 } intake_t;
 
 /* Log context of a request in intake (lines about it carry its ids and trace). */
@@ -43,9 +51,9 @@ static const char sql_insert[] =
     "  INSERT INTO jobs (request_id, tenant_id, kind, model, lane, priority, deadline,"
     "                    reply_topic, task_count, batch, request, source_topic,"
     "                    source_partition, source_offset, traceparent,"
-    "                    request_sha256)"
+    "                    request_sha256, cache_key, cache_ttl_ms)"
     "  VALUES ($1, $2, $3, $4, $5, $6, $7::timestamptz, $8, $9, $10, $11::jsonb, $12, $13, $14,"
-    "          $16, $17)"
+    "          $16, $17, $18, $19::bigint)"
     "  ON CONFLICT (request_id) DO NOTHING RETURNING request_id),"
     " t AS ("
     "  INSERT INTO tasks (task_id, request_id, idx, kind, depends_on, model, pool, lane)"
@@ -85,6 +93,11 @@ static void intake_free(intake_t *in)
     }
     if (in->request_id)
         json_object_del(in->d->intake_active, in->request_id);
+    if (in->cache_lead)
+        gt_cache_abandon(in->d->cache, in->request_id);
+    if (in->picked)
+        gt_router_release(in->d->router, in->picked);
+    json_decref(in->cached);
     gt_graph_free(&in->graph);
     json_decref(in->req);
     json_decref(in->published);
@@ -151,6 +164,7 @@ static int publish_node(intake_t *in, gt_effect_t *e, const gt_node_t *node)
  * dependencies) as one effect; on_tasks_durable goes on. */
 static void publish_ready(intake_t *in, const json_t *idxs)
 {
+    in->picked = NULL; /* its task results end the deployment's in-flight count */
     gt_effect_t *e = gt_effect_new(in->d->effects, on_tasks_durable, on_tasks_failed, in);
     if (!e) {
         gt_log(GT_LOG_ERROR, IN_CTX(in), "out of memory publishing tasks: left undone");
@@ -189,6 +203,18 @@ static int build(intake_t *in, const json_t *req, const char **code, char *err, 
                "model %s: provider %s is degraded; routed to fallback %s", route.model->name,
                route.model->provider, healthy->name);
         route.model = healthy;
+    }
+    /* A logical model with deployments: one of them serves (router.h). */
+    if (route.model->n_deployments && in->d->router) {
+        const char *why = NULL;
+        const gt_model_t *dep = gt_router_pick(in->d->router, in->d->cfg, route.model,
+                                               gt_clock_mono_ms(), &why);
+        if (dep && dep != route.model) {
+            if (in->picked) /* built again (recovery): the earlier pick is replaced */
+                gt_router_release(in->d->router, in->picked);
+            in->picked = dep->name;
+            route.model = dep;
+        }
     }
     if (gt_graph_build(req, &route, in->d->cfg->max_batch, gt_clock_wall_ms(), &in->graph, err,
                        errlen) != 0) {
@@ -282,6 +308,7 @@ static void on_inserted(const PGresult *res, const char *err, void *arg)
     }
     if (atoi(PQgetvalue(res, 0, 0)) == 1) {
         d->requests_accepted++;
+        in->cache_lead = 0; /* its job ends the flight (gt_cache_job_done) */
         publish_ready(in, NULL);
         return;
     }
@@ -296,12 +323,107 @@ static void on_inserted(const PGresult *res, const char *err, void *arg)
 
 static void persist(intake_t *in);
 
+/* A rejection is stored as the job's answer, under this incarnation's claim,
+ * before it is published, as a result is (coordinator.c): a redelivered copy
+ * of the request finds the job and is not answered twice, and a dispatcher
+ * that dies before marking it leaves a claim that the coordinator's sweep
+ * finishes (publishing the stored answer only if it is not on Kafka). The
+ * row has no tasks; a too_large request's body is left out (it is in the
+ * DLQ entry). A cache hit is stored the same way. */
+static const char sql_answer[] =
+    "INSERT INTO jobs (request_id, tenant_id, kind, model, lane, reply_topic, task_count,"
+    "                  request, status, result, result_stored_at, claimed_by,"
+    "                  claimed_incarnation, claimed_at, traceparent, request_sha256,"
+    "                  source_topic, source_partition, source_offset)"
+    " VALUES ($1, $2, coalesce($3, ''), coalesce($4, ''), '', $5, 0, $6::jsonb, 'completing',"
+    "         $7::jsonb, now(), $8, $9, now(), $10, $11, $12, $13, $14)"
+    " ON CONFLICT (request_id) DO NOTHING RETURNING 1";
+
+static const char sql_answered[] =
+    "UPDATE jobs SET status = $3, completed_at = now()"
+    " WHERE request_id = $1 AND status = 'completing' AND claimed_incarnation = $2";
+
+static void on_answered(const PGresult *res, const char *err, void *arg)
+{
+    intake_t *in = arg;
+    (void)res;
+    if (err) /* on Kafka already: the claim sweep marks the job once the claim is stale */
+        gt_log(GT_LOG_WARN, IN_CTX(in), "marking the rejected job failed: %s", err);
+    intake_finish(in);
+}
+
+/* The rejection is on Kafka: mark the job, then the request is done. */
+static void mark_answered(intake_t *in)
+{
+    const json_t *answer = in->cached ? in->cached : in->rejection;
+    const char *status = json_string_value(json_object_get(answer, "status"));
+    const char *params[] = {in->request_id, in->d->incarnation, status ? status : "rejected"};
+    if (gt_pg_query(in->d->pg, sql_answered, 3, params, on_answered, in) != 0)
+        on_answered(NULL, "cannot send query", in);
+}
+
+static void on_answer_stored(const PGresult *res, const char *err, void *arg)
+{
+    intake_t *in = arg;
+    if (err) { /* transient errors were retried by gt_pg: permanent, or stopping */
+        gt_dispatcher_dead_letter(in->d, in->d->consumer, in->msg, "intake.reject",
+                                  "persist_failed", err, in->request_id);
+        intake_free(in);
+        return;
+    }
+    if (PQntuples(res) == 0) { /* the job exists: a duplicate, checked as any other */
+        in->d->requests_duplicate++;
+        gt_log(GT_LOG_INFO, IN_CTX(in), "duplicate request: job exists");
+        const char *params[] = {in->request_id};
+        if (gt_pg_query(in->d->pg, sql_pending, 1, params, on_pending, in) != 0)
+            on_pending(NULL, "cannot send query", in);
+        return;
+    }
+    in->answer(in);
+}
+
+/* Stores the answer (in->cached, else in->rejection) as the job's, then
+ * in->answer publishes it. */
+static void store_answer(intake_t *in, void (*answer)(intake_t *in), int with_body)
+{
+    const json_t *req = in->req;
+    gt_msg_t *msg = in->msg;
+    char part[16], off[24];
+    char *req_text = with_body ? json_dumps(req, JSON_COMPACT) : NULL;
+    char *answer_text = json_dumps(in->cached ? in->cached : in->rejection, JSON_COMPACT);
+    in->answer = answer;
+    snprintf(part, sizeof(part), "%d", (int)msg->partition);
+    snprintf(off, sizeof(off), "%lld", (long long)msg->offset);
+    const char *params[] = {
+        in->request_id,
+        json_string_value(json_object_get(req, "tenant_id")),
+        json_string_value(json_object_get(req, "kind")),
+        json_string_value(json_object_get(req, "model")),
+        json_string_value(json_object_get(req, "reply_topic")),
+        req_text ? req_text : "{}",
+        answer_text,
+        in->d->id,
+        in->d->incarnation,
+        in->has_traceparent ? in->traceparent : NULL,
+        in->body_sha[0] ? in->body_sha : NULL,
+        msg->topic,
+        part,
+        off,
+    };
+    if (!answer_text || !json_string_value(json_object_get(req, "tenant_id")))
+        on_answer_stored(NULL, "cannot store the rejection", in);
+    else if (gt_pg_query(in->d->pg, sql_answer, 14, params, on_answer_stored, in) != 0)
+        on_answer_stored(NULL, "cannot send query", in);
+    free(req_text);
+    free(answer_text);
+}
+
 static void on_rejection_durable(void *arg)
 {
     intake_t *in = arg;
     in->d->results_published++;
     gt_stats_result(json_string_value(json_object_get(in->rejection, "status")));
-    intake_finish(in);
+    mark_answered(in);
 }
 
 /* err 0: stopping, answered on redelivery. Else the reply topic cannot take
@@ -344,7 +466,7 @@ static void on_too_large_durable(void *arg)
     in->d->dead_letters++;
     gt_stats_result("rejected");
     gt_stats_dead_letter("too_large");
-    intake_finish(in);
+    mark_answered(in);
 }
 
 /* err 0: stopping, answered on redelivery; else left undone (logged). */
@@ -360,16 +482,11 @@ static void on_too_large_failed(const char *topic, int err, const char *reason, 
 /* A request that cannot be run within the size limits: answered rejected /
  * too_large, with its DLQ entry (which always fits), both one effect; no job
  * row is written. */
-static void answer_too_large(intake_t *in, const char *why)
+static void send_too_large(intake_t *in)
 {
-    char at[64];
     gt_dispatcher_t *d = in->d;
-    gt_log(GT_LOG_WARN, IN_CTX(in), "rejected: too_large: %s", why);
-    in->rejection = json_pack(
-        "{s:s, s:s, s:O, s:s, s:{s:s, s:s}, s:s}", "schema", "gantry.result.v1", "request_id",
-        in->request_id, "tenant_id", json_object_get(in->req, "tenant_id"), "status", "rejected",
-        "error", "code", "too_large", "message", why, "completed_at",
-        gt_clock_fmt(gt_clock_wall_ms(), at, sizeof(at)));
+    const char *why =
+        json_string_value(json_object_get(json_object_get(in->rejection, "error"), "message"));
     const char *reply = json_string_value(json_object_get(in->req, "reply_topic"));
     gt_header_t h = {"traceparent", in->traceparent};
     gt_effect_t *e = gt_effect_new(d->effects, on_too_large_durable, on_too_large_failed, in);
@@ -386,8 +503,20 @@ static void answer_too_large(intake_t *in, const char *why)
     gt_effect_seal(e);
 }
 
-/* Budget answer: persist the job, or answer rejected/budget_exceeded (no job
- * row: a redelivered copy is checked again). */
+static void answer_too_large(intake_t *in, const char *why)
+{
+    char at[64];
+    gt_log(GT_LOG_WARN, IN_CTX(in), "rejected: too_large: %s", why);
+    in->rejection = json_pack(
+        "{s:s, s:s, s:O, s:s, s:{s:s, s:s}, s:s}", "schema", "gantry.result.v1", "request_id",
+        in->request_id, "tenant_id", json_object_get(in->req, "tenant_id"), "status", "rejected",
+        "error", "code", "too_large", "message", why, "completed_at",
+        gt_clock_fmt(gt_clock_wall_ms(), at, sizeof(at)));
+    store_answer(in, send_too_large, 0);
+}
+
+/* Budget answer: persist the job, or answer rejected/budget_exceeded (stored
+ * as the job's answer: a redelivered copy is answered by it, not again). */
 static void on_admitted(int admitted, const char *reason, void *arg)
 {
     intake_t *in = arg;
@@ -408,10 +537,129 @@ static void on_admitted(int admitted, const char *reason, void *arg)
         in->request_id, "tenant_id", json_object_get(in->req, "tenant_id"), "status", "rejected",
         "error", "code", "budget_exceeded", "message", reason, "completed_at",
         gt_clock_fmt(gt_clock_wall_ms(), at, sizeof(at)));
-    send_rejection(in);
+    store_answer(in, send_rejection, 1);
 }
 
 static void intake_start(gt_dispatcher_t *d, gt_msg_t *msg, json_t *req);
+static void admit(intake_t *in);
+
+/* The logical model of the request's task (a deployment's logical model). */
+static const char *served_model(const intake_t *in)
+{
+    const char *m = json_string_value(json_object_get(in->graph.nodes[0].task, "model"));
+    const gt_model_t *logical = gt_router_logical(in->d->cfg, m);
+    return logical ? logical->name : m ? m : "";
+}
+
+static void on_cached_durable(void *arg)
+{
+    intake_t *in = arg;
+    in->d->results_published++;
+    gt_stats_result(json_string_value(json_object_get(in->cached, "status")));
+    if (json_object_get(in->cached, "guardrails"))
+        gt_guard_forget(in->d, in->request_id); /* the mask is no longer needed */
+    mark_answered(in);
+}
+
+/* The cache hit's usage event: no provider ran; provider "cache" prices it
+ * (price book: ('cache', model), else ('cache', '*'), zero by default). */
+static json_t *cached_usage(intake_t *in, const json_t *output)
+{
+    char at[64], task_id[300], event_id[320];
+    snprintf(task_id, sizeof(task_id), "%s/0", in->request_id);
+    snprintf(event_id, sizeof(event_id), "%s:usage", task_id);
+    char *out = json_dumps(output, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *input = json_dumps(json_object_get(in->req, "input"), JSON_COMPACT | JSON_ENCODE_ANY);
+    json_t *u = json_pack(
+        "{s:s, s:s, s:s, s:s, s:O, s:s, s:s, s:n, s:n, s:i, s:i, s:i, s:i, s:i, s:I, s:I, s:i,"
+        " s:{s:i}, s:s, s:b}",
+        "schema", "gantry.usage.v1", "event_id", event_id, "request_id", in->request_id,
+        "task_id", task_id, "tenant_id", json_object_get(in->req, "tenant_id"), "model",
+        served_model(in), "provider", "cache", "pool",
+        "allocation_id", "allocation_seconds", 0, "tflops", 0, "vram_mb", 0, "prompt_tokens", 0,
+        "completion_tokens", 0, "request_bytes", (json_int_t)(input ? strlen(input) : 0),
+        "response_bytes", (json_int_t)(out ? strlen(out) : 0), "attempts", 1, "durations",
+        "total_ms", 0, "occurred_at", gt_clock_fmt(gt_clock_wall_ms(), at, sizeof(at)), "cached",
+        1);
+    free(out);
+    free(input);
+    return u;
+}
+
+/* The cached answer is stored as the job's: its result and its usage event,
+ * one effect. */
+static void send_cached(intake_t *in)
+{
+    const char *reply = json_string_value(json_object_get(in->req, "reply_topic"));
+    gt_header_t h = {"traceparent", in->traceparent};
+    json_t *usage = cached_usage(in, json_object_get(in->cached, "output"));
+    gt_effect_t *e = gt_effect_new(in->d->effects, on_cached_durable, on_rejection_failed, in);
+    if (!e || !usage ||
+        gt_result_add(e, in->d->cfg, reply, in->request_id, in->cached, &h,
+                      in->has_traceparent ? 1 : 0) != 0 ||
+        gt_effect_add_json(e, in->d->cfg->topics.usage,
+                           json_string_value(json_object_get(usage, "event_id")), usage, &h,
+                           in->has_traceparent ? 1 : 0) != 0) {
+        gt_log(GT_LOG_ERROR, IN_CTX(in), "out of memory answering from the cache: left undone");
+        if (e)
+            gt_effect_abandon(e);
+        json_decref(usage);
+        intake_free(in);
+        return;
+    }
+    json_decref(usage);
+    gt_effect_seal(e);
+}
+
+/* The guard restored (a masked request) and moderated the cached output. It
+ * is stored as the job's answer before it is published, as a rejection is:
+ * a redelivered copy finds the job and is not answered again. */
+static void on_cached_guarded(const char *err, void *arg)
+{
+    intake_t *in = arg;
+    if (err) { /* never published unguarded */
+        gt_dispatcher_dead_letter(in->d, in->d->consumer, in->msg, "intake.cache",
+                                  "persist_failed", err, in->request_id);
+        intake_free(in);
+        return;
+    }
+    store_answer(in, send_cached, 1);
+}
+
+/* The cache answered: a hit (output), a miss (NULL: the request runs), or a
+ * failed lookup (err: never a miss unchecked). */
+static void on_cache(const json_t *output, const char *err, void *arg)
+{
+    intake_t *in = arg;
+    if (err) {
+        gt_dispatcher_dead_letter(in->d, in->d->consumer, in->msg, "intake.cache",
+                                  "persist_failed", err, in->request_id);
+        intake_free(in);
+        return;
+    }
+    if (!output) {
+        in->cache_lead = 1;
+        admit(in);
+        return;
+    }
+    gt_log(GT_LOG_DEBUG, IN_CTX(in), "answered from the response cache");
+    json_t *tr = json_pack("{s:s, s:O, s:s, s:s, s:[]}", "status", "succeeded", "output", output,
+                           "model", served_model(in),
+                           "provider", "cache", "attempts");
+    json_t *results[1] = {tr};
+    in->cached = tr ? gt_graph_result(in->request_id,
+                                      json_string_value(json_object_get(in->req, "tenant_id")), 0,
+                                      results, 1, gt_clock_wall_ms())
+                    : NULL;
+    json_decref(tr);
+    if (!in->cached) {
+        gt_log(GT_LOG_ERROR, IN_CTX(in), "out of memory answering from the cache: left undone");
+        intake_free(in);
+        return;
+    }
+    json_object_set_new(in->cached, "cached", json_true());
+    gt_guard_result(in->d, in->request_id, in->cached, on_cached_guarded, in);
+}
 
 /* "Same body": SHA-256 of the canonical JSON (compact, sorted keys) of the
  * request as received, so that key order and spacing do not matter. */
@@ -420,7 +668,7 @@ static int request_hash(const json_t *req, char hex[65])
     char *text = json_dumps(req, JSON_COMPACT | JSON_SORT_KEYS);
     if (!text)
         return -1;
-    gt_sigv4_sha256_hex(text, strlen(text), hex);
+    gt_sha256_hex(text, strlen(text), hex);
     free(text);
     return 0;
 }
@@ -574,7 +822,7 @@ static void intake_start(gt_dispatcher_t *d, gt_msg_t *msg, json_t *req)
         gt_trace_format(&in->span.ctx, in->traceparent);
     }
     in->has_traceparent = in->traceparent[0] != '\0';
-    if (tenant_unknown(d->cfg, req)) { /* answered, neither stored nor billed */
+    if (tenant_unknown(d->cfg, req)) { /* answered (the answer stored), not billed */
         char at[64], why[256];
         snprintf(why, sizeof(why), "tenant \"%.100s\" is not configured",
                  json_string_value(json_object_get(req, "tenant_id")));
@@ -585,7 +833,7 @@ static void intake_start(gt_dispatcher_t *d, gt_msg_t *msg, json_t *req)
             "request_id", in->request_id, "tenant_id", json_object_get(req, "tenant_id"),
             "status", "rejected", "error", "code", "unknown_tenant", "message", why,
             "completed_at", gt_clock_fmt(gt_clock_wall_ms(), at, sizeof(at)));
-        send_rejection(in);
+        store_answer(in, send_rejection, 1);
         return;
     }
     if (build(in, req, &code, err, sizeof(err)) != 0) {
@@ -601,11 +849,35 @@ static void intake_start(gt_dispatcher_t *d, gt_msg_t *msg, json_t *req)
         return;
     }
     mark_active(in);
-    int admit = gt_budget_admit(d, json_string_value(json_object_get(req, "tenant_id")),
+    const char *task_model = json_string_value(json_object_get(in->graph.nodes[0].task, "model"));
+    const gt_model_t *model = gt_router_logical(d->cfg, task_model); /* keyed on the logical one */
+    if (!model)
+        model = gt_config_model(d->cfg, task_model);
+    int ck = gt_cache_key(d->cfg, req, model, in->cache_key, &in->cache_ttl_ms);
+    if (ck <= 0)
+        in->cache_key[0] = '\0';
+    if (ck > 0 && d->cache) {
+        if (gt_cache_lookup(d->cache, json_string_value(json_object_get(req, "tenant_id")),
+                            in->cache_key, request_id, on_cache, in) != 0) {
+            gt_log(GT_LOG_ERROR, IN_CTX(in), "out of memory looking up the cache: left undone");
+            intake_free(in);
+        }
+        return; /* on_cache goes on */
+    }
+    admit(in);
+}
+
+/* Budget admission, then persist. */
+static void admit(intake_t *in)
+{
+    gt_dispatcher_t *d = in->d;
+    const json_t *req = in->req;
+    const char *request_id = in->request_id;
+    int rc = gt_budget_admit(d, json_string_value(json_object_get(req, "tenant_id")),
                                 request_id, in->graph.n_inference, on_admitted, in);
-    if (admit == 0)
+    if (rc == 0)
         return; /* on_admitted goes on */
-    if (admit < 0) {
+    if (rc < 0) {
         gt_log(GT_LOG_ERROR, IN_CTX(in), "cannot check the budget now: left undone");
         intake_free(in); /* never admitted unchecked; redelivered */
         return;
@@ -624,7 +896,8 @@ static void persist(intake_t *in)
     json_t *rows = gt_graph_rows(&in->graph);
     char *rows_text = json_dumps(rows, JSON_COMPACT);
     char *req_text = json_dumps(req, JSON_COMPACT);
-    char prio[16], count[16], part[16], off[24];
+    char prio[16], count[16], part[16], off[24], ttl[24];
+    snprintf(ttl, sizeof(ttl), "%lld", (long long)in->cache_ttl_ms);
     json_t *prio_j = json_object_get(req, "priority");
     snprintf(prio, sizeof(prio), "%d", prio_j ? (int)json_integer_value(prio_j) : 0);
     snprintf(count, sizeof(count), "%d", in->graph.n_inference);
@@ -648,8 +921,10 @@ static void persist(intake_t *in)
         rows_text,
         in->has_traceparent ? in->traceparent : NULL,
         in->body_sha[0] ? in->body_sha : NULL,
+        in->cache_key[0] ? in->cache_key : NULL,
+        in->cache_key[0] ? ttl : NULL,
     };
-    if (gt_pg_query(d->pg, sql_insert, 17, params, on_inserted, in) != 0)
+    if (gt_pg_query(d->pg, sql_insert, 19, params, on_inserted, in) != 0)
         on_inserted(NULL, "cannot send query", in);
     json_decref(rows);
     free(rows_text);

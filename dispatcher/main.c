@@ -7,9 +7,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cache.h"
 #include "clock.h"
 #include "dispatcher.h"
 #include "dispatcher_config.h"
+#include "router.h"
 #include "log.h"
 #include "moderation.h"
 #include "message.h"
@@ -44,6 +46,8 @@ static void on_message(gt_consumer_t *c, gt_msg_t *msg, void *arg)
     gt_dispatcher_t *d = arg;
     if (strcmp(msg->topic, d->cfg->topics.requests) == 0)
         gt_intake_handle(d, msg);
+    else if (strcmp(msg->topic, d->cfg->topics.control) == 0)
+        gt_cancel_handle(d, msg);
     else
         gt_coordinator_handle(d, msg);
     /* Bound the work held in memory; resumed as messages complete. */
@@ -99,6 +103,7 @@ static void close_all(app_t *a)
     if (a->d.reaper)
         gt_reaper_close(a->d.reaper);
     gt_coordinator_close(a->d.coordinator);
+    gt_cache_close(a->d.cache);
     gt_moderation_free(a->d.moderation); /* aborts checks in flight; freed as the loop runs */
     a->d.moderation = NULL;
     gt_admin_set_ready(a->admin, "postgres", 0);
@@ -265,7 +270,8 @@ static int open_core(gt_dispatcher_t *d, int roles)
     d->request_schema = gt_schema_embedded("request.v1.json", err, sizeof(err));
     d->task_result_schema = d->request_schema ? gt_schema_embedded("task-result.v1.json", err, sizeof(err)) : NULL;
     d->usage_schema = d->task_result_schema ? gt_schema_embedded("usage.v1.json", err, sizeof(err)) : NULL;
-    if (!d->usage_schema) {
+    d->control_schema = d->usage_schema ? gt_schema_embedded("control.v1.json", err, sizeof(err)) : NULL;
+    if (!d->control_schema) {
         fprintf(stderr, "gantry-dispatcher: schema: %s\n", err);
         return -1;
     }
@@ -294,20 +300,23 @@ static int open_core(gt_dispatcher_t *d, int roles)
     return 0;
 }
 
-/* The roles asked for: the consumer of requests and/or task results, the
- * coordinator, the ledger, the reaper and moderation. Returns 0, or -1
+/* The roles asked for: the consumer of requests, task results and cancels,
+ * the coordinator, the router and the cache, the ledger, the reaper and
+ * moderation. Returns 0, or -1
  * (reported). */
 static int open_roles(gt_dispatcher_t *d, int roles)
 {
     const gt_config_t *cfg = d->cfg;
     char err[4096];
     if (roles & (ROLE_INTAKE | ROLE_COORD)) {
-        const char *topics[3] = {NULL, NULL, NULL};
+        const char *topics[4] = {NULL, NULL, NULL, NULL};
         int n = 0;
         if (roles & ROLE_INTAKE)
             topics[n++] = cfg->topics.requests;
         if (roles & ROLE_COORD)
             topics[n++] = cfg->topics.task_results;
+        if (roles & ROLE_COORD) /* cancels finish jobs: the coordinator's */
+            topics[n++] = cfg->topics.control;
         gt_consumer_opts_t copts = {.group_id = cfg->group_dispatcher,
                                     .topics = topics,
                                     .cb = on_message,
@@ -322,6 +331,14 @@ static int open_roles(gt_dispatcher_t *d, int roles)
     }
     if ((roles & ROLE_COORD) && !(d->coordinator = gt_coordinator_new(d))) {
         fprintf(stderr, "gantry-dispatcher: coordinator: out of memory\n");
+        return -1;
+    }
+    if ((roles & (ROLE_INTAKE | ROLE_COORD)) && !(d->router = gt_router_new(gt_clock_mono_ms()))) {
+        fprintf(stderr, "gantry-dispatcher: router: out of memory\n");
+        return -1;
+    }
+    if ((roles & (ROLE_INTAKE | ROLE_COORD)) && !(d->cache = gt_cache_new(d))) {
+        fprintf(stderr, "gantry-dispatcher: cache: out of memory\n");
         return -1;
     }
     if ((roles & ROLE_LEDGER) && !(d->ledger = gt_ledger_new(d, err, sizeof(err)))) {
@@ -374,6 +391,7 @@ static void abort_start(gt_dispatcher_t *d)
     if (d->ledger)
         gt_ledger_close(d->ledger);
     gt_coordinator_close(d->coordinator);
+    gt_cache_close(d->cache);
     gt_moderation_free(d->moderation);
     pg_free_all(d);
     gt_effects_close(d->effects);
@@ -399,9 +417,12 @@ static void free_all(app_t *a)
     if (d->reaper)
         gt_reaper_free(d->reaper);
     gt_coordinator_free(d->coordinator);
+    gt_cache_free(d->cache);
+    gt_router_free(d->router);
     gt_schema_free(d->request_schema);
     gt_schema_free(d->task_result_schema);
     gt_schema_free(d->usage_schema);
+    gt_schema_free(d->control_schema);
     json_decref(d->intake_active);
     json_decref(d->finalizing);
     uv_loop_close(d->loop);

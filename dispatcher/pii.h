@@ -30,11 +30,11 @@ typedef struct gt_pii_finding {
  * non-zero to stop the scan. */
 typedef int (*gt_pii_cb)(const gt_pii_finding_t *f, void *arg);
 
-/* Scans text[0, len) (need not be NUL-terminated) for the types in the mask
+/* Scans s[0, n) (need not be NUL-terminated) for the types in the mask
  * (bits 1 << gt_pii_type_t) with confidence >= min_confidence. Returns the
  * number of findings reported. Never fails, never allocates. */
-size_t gt_pii_scan(const char *text, size_t len, unsigned types, double min_confidence,
-                   gt_pii_cb cb, void *arg);
+size_t gt_pii_scan(const char *s, size_t n, unsigned types, double min_confidence, gt_pii_cb cb,
+                   void *arg);
 
 /* "email", "phone", "ssn", "card", "ipv4", "ipv6", "iban", "dob". */
 const char *gt_pii_type_name(gt_pii_type_t t);

@@ -22,6 +22,7 @@
 #include "clock.h"
 #include "dispatcher.h"
 #include "log.h"
+#include "router.h"
 #include "message.h"
 
 /* Incarnations silent this many lease TTLs are forgotten (memory stays bounded). */
@@ -331,6 +332,7 @@ static void on_event(gt_consumer_t *c, gt_msg_t *msg, void *arg)
             }
         } else if (strncmp(type, "breaker.", 8) == 0) {
             gt_provider_health_event(r->d->providers, type, data);
+            gt_router_event(r->d->router, r->d->cfg, type, data, gt_clock_mono_ms());
         }
     }
     json_decref(ev);

@@ -30,9 +30,10 @@ void gt_buf_putn(gt_buf_t *b, const char *s, size_t n)
 {
     if (grow(b, n) != 0)
         return;
-    memcpy(b->p + b->len, s, n);
+    if (n > 0) /* s may be NULL when n is 0; memcpy's may not */
+        memcpy(b->p + b->len, s, n);
     b->len += n;
-    b->p[b->len] = '\0';
+    b->p[b->len] = '\0'; /* NOLINT(clang-analyzer-core.NullDereference): grow() allocated p */
 }
 
 void gt_buf_puts(gt_buf_t *b, const char *s)

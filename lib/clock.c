@@ -12,11 +12,16 @@ int64_t gt_clock_wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int64_t gt_clock_mono_ms(void)
+int64_t gt_clock_mono_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t gt_clock_mono_ms(void)
+{
+    return gt_clock_mono_ns() / 1000000;
 }
 
 char *gt_clock_fmt(int64_t wall_ms, char *buf, size_t len)

@@ -9,6 +9,8 @@
 int64_t gt_clock_wall_ms(void);
 /* Monotonic milliseconds, for durations and deadlines inside one process. */
 int64_t gt_clock_mono_ms(void);
+/* Monotonic nanoseconds, for timing short operations (benchmarks). */
+int64_t gt_clock_mono_ns(void);
 /* Writes "2026-11-22T10:00:00.123Z" into buf (at least 32 bytes). Returns buf. */
 char *gt_clock_fmt(int64_t wall_ms, char *buf, size_t len);
 /* Parses an RFC 3339 date-time (calendar-checked; a leap second only at

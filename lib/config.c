@@ -366,7 +366,8 @@ static void load_kafka(gt_cfg_ctx_t *c, gt_config_t *cfg)
     }
 
     static const char *const tkeys[] = {"requests", "task_prefix", "task_results", "results",
-                                        "usage",    "dlq",         "events",       NULL};
+                                        "usage",    "dlq",         "events",       "control",
+                                        NULL};
     json_t *t = gt_cfg_obj(c, cfg->root, "topics", "", 0);
     if (t)
         gt_cfg_check_keys(c, t, "topics", tkeys);
@@ -377,6 +378,7 @@ static void load_kafka(gt_cfg_ctx_t *c, gt_config_t *cfg)
     cfg->topics.usage = gt_cfg_str(c, t, "usage", "topics", "gantry.usage", 0);
     cfg->topics.dlq = gt_cfg_str(c, t, "dlq", "topics", "gantry.dlq", 0);
     cfg->topics.events = gt_cfg_str(c, t, "events", "topics", "gantry.events", 0);
+    cfg->topics.control = gt_cfg_str(c, t, "control", "topics", "gantry.control", 0);
 
     static const char *const gkeys[] = {"dispatcher", "worker", "ledger", NULL};
     json_t *g = gt_cfg_obj(c, cfg->root, "groups", "", 0);
@@ -478,7 +480,7 @@ static void load_limits(gt_cfg_ctx_t *c, json_t *o, const char *path, gt_provide
 }
 
 /* providers.<name>: runtime, endpoint, credentials and limits. Retry and
- * timeouts need worker.* defaults: load_provider_policies, after load_processes. */
+ * timeouts need worker.* defaults: workers/worker_config.c loads them. */
 static void load_providers(gt_cfg_ctx_t *c, gt_config_t *cfg)
 {
     static const char *const keys[] = {
@@ -630,12 +632,15 @@ static void load_models(gt_cfg_ctx_t *c, gt_config_t *cfg)
 {
     static const char *const keys[] = {"runtime", "pool", "lane", "requirements",
                                        "max_input_chars", "provider", "provider_model",
-                                       "fallbacks", NULL};
+                                       "fallbacks", "cache", "deployments", "strategy", NULL};
+    static const char *const dkeys[] = {"model", "weight", "max_in_flight", "price_micros", NULL};
     static const char *const rkeys[] = {"tflops", "vram_mb", NULL};
+    static const char *const ckeys[] = {"ttl_ms", NULL};
     json_t *models = gt_cfg_obj(c, cfg->root, "models", "", 0);
     if (!models)
         return;
     cfg->models = calloc(json_object_size(models) + 1, sizeof(gt_model_t));
+
     const char *name;
     json_t *m;
     json_object_foreach(models, name, m) {
@@ -666,6 +671,12 @@ static void load_models(gt_cfg_ctx_t *c, gt_config_t *cfg)
             gt_cfg_check_keys(c, r, rpath, rkeys);
         model->tflops = gt_cfg_num(c, r, "tflops", rpath, 0, 0, 1e9);
         model->vram_mb = gt_cfg_int(c, r, "vram_mb", rpath, 0, 0, INT64_MAX);
+        snprintf(rpath, sizeof(rpath), "%s.cache", path);
+        json_t *cj = gt_cfg_obj(c, m, "cache", path, 0);
+        if (cj) {
+            gt_cfg_check_keys(c, cj, rpath, ckeys);
+            model->cache_ttl_ms = gt_cfg_int(c, cj, "ttl_ms", rpath, 3600000, 1, 31LL * 86400000);
+        }
         if (model->runtime && strcmp(model->runtime, "hostedai") != 0 &&
             !is_wire_runtime(model->runtime))
             gt_cfg_problem(c, path,
@@ -685,7 +696,37 @@ static void load_models(gt_cfg_ctx_t *c, gt_config_t *cfg)
             gt_cfg_problem(c, path, "provider is only for provider runtimes, not %s",
                     model->runtime ? model->runtime : "?");
         }
-        if (model->runtime && strcmp(model->runtime, "hostedai") == 0) {
+        json_t *deps = json_object_get(m, "deployments");
+        model->strategy = gt_cfg_str(c, m, "strategy", path, "weighted", 0);
+        if (model->strategy && strcmp(model->strategy, "weighted") != 0 &&
+            strcmp(model->strategy, "least_busy") != 0 && strcmp(model->strategy, "latency") != 0 &&
+            strcmp(model->strategy, "cost") != 0)
+            gt_cfg_problem(c, path, "strategy \"%s\" is not one of weighted, least_busy, latency, cost",
+                    model->strategy);
+        if (deps && (!json_is_array(deps) || json_array_size(deps) == 0)) {
+            gt_cfg_problem(c, path, "deployments must be a non-empty array");
+        } else if (deps) {
+            model->deployments = calloc(json_array_size(deps), sizeof(*model->deployments));
+            size_t di;
+            json_t *dj;
+            json_array_foreach(deps, di, dj) {
+                char dpath[640];
+                snprintf(dpath, sizeof(dpath), "%s.deployments[%zu]", path, di);
+                if (!json_is_object(dj)) {
+                    gt_cfg_problem(c, dpath, "must be an object");
+                    continue;
+                }
+                gt_cfg_check_keys(c, dj, dpath, dkeys);
+                struct gt_deployment *dep = &model->deployments[model->n_deployments++];
+                dep->model = gt_cfg_str(c, dj, "model", dpath, NULL, 1);
+                dep->weight = (int)gt_cfg_int(c, dj, "weight", dpath, 1, 1, 1000000);
+                dep->max_in_flight = (int)gt_cfg_int(c, dj, "max_in_flight", dpath, 0, 0, 100000000);
+                dep->price_micros = gt_cfg_int(c, dj, "price_micros", dpath, 0, 0, INT64_MAX);
+            }
+        }
+        if (model->n_deployments) {
+            /* served by its deployments: no pool or provider of its own */
+        } else if (model->runtime && strcmp(model->runtime, "hostedai") == 0) {
             if (!model->pool)
                 gt_cfg_problem(c, path, "pool is required for runtime hostedai");
             else if (!gt_config_pool(cfg, model->pool))
@@ -694,6 +735,18 @@ static void load_models(gt_cfg_ctx_t *c, gt_config_t *cfg)
         if (model->lane)
             add_lane(cfg, model->lane);
     }
+    for (size_t i = 0; i < cfg->n_models; i++)
+        for (size_t k = 0; k < cfg->models[i].n_deployments; k++) {
+            const char *dn = cfg->models[i].deployments[k].model;
+            const gt_model_t *dm = dn ? gt_config_model(cfg, dn) : NULL;
+            char dpath[640];
+            snprintf(dpath, sizeof(dpath), "models.%s.deployments[%zu].model", cfg->models[i].name,
+                     k);
+            if (dn && !dm)
+                gt_cfg_problem(c, dpath, "model \"%s\" is not declared in models", dn);
+            else if (dm && dm->n_deployments)
+                gt_cfg_problem(c, dpath, "model \"%s\" has deployments of its own", dn);
+        }
 }
 
 static void load_tenant_budget(gt_cfg_ctx_t *c, gt_tenant_t *t, json_t *b, const char *path)
@@ -775,8 +828,8 @@ static void load_tracing(gt_cfg_ctx_t *c, gt_config_t *cfg)
 
 static void load_tenants(gt_cfg_ctx_t *c, gt_config_t *cfg)
 {
-    /* guardrails: dispatcher/dispatcher_config.c */
-    static const char *const keys[] = {"budget", "guardrails", NULL};
+    /* guardrails and cache: dispatcher/dispatcher_config.c */
+    static const char *const keys[] = {"budget", "guardrails", "cache", NULL};
     json_t *tenants = gt_cfg_obj(c, cfg->root, "tenants", "", 0);
     if (!tenants)
         return;
@@ -897,13 +950,66 @@ static void load_processes(gt_cfg_ctx_t *c, gt_config_t *cfg)
     cfg->admin_port = (int)gt_cfg_int(c, ad, "port", "admin", -1, 0, 65535);
 }
 
+/* scheduling: queue time limits and the cancel poll (docs/scheduling.md). The
+ * per-lane and per-tenant objects stay in root (borrowed) and are read by
+ * gt_config_max_queue_ms. */
+static void load_scheduling(gt_cfg_ctx_t *c, gt_config_t *cfg)
+{
+    static const char *const schedkeys[] = {"max_queue_ms", "cancel_poll_ms", "lanes", "tenants",
+                                            NULL};
+    static const char *const schedsub[] = {"max_queue_ms", NULL};
+    json_t *s = gt_cfg_obj(c, cfg->root, "scheduling", "", 0);
+    if (s)
+        gt_cfg_check_keys(c, s, "scheduling", schedkeys);
+    cfg->max_queue_ms = gt_cfg_int(c, s, "max_queue_ms", "scheduling", 0, 0, 30LL * 86400000);
+    cfg->cancel_poll_ms = gt_cfg_int(c, s, "cancel_poll_ms", "scheduling", 250, 10, 600000);
+    const char *groups[] = {"lanes", "tenants"};
+    for (int g = 0; g < 2; g++) {
+        char path[300];
+        snprintf(path, sizeof(path), "scheduling.%s", groups[g]);
+        json_t *obj = gt_cfg_obj(c, s, groups[g], "scheduling", 0);
+        const char *name;
+        json_t *v;
+        json_object_foreach(obj, name, v) {
+            char sub[600];
+            snprintf(sub, sizeof(sub), "%s.%s", path, name);
+            if (!json_is_object(v)) {
+                gt_cfg_problem(c, sub, "must be an object");
+                continue;
+            }
+            gt_cfg_check_keys(c, v, sub, schedsub);
+            gt_cfg_int(c, v, "max_queue_ms", sub, 0, 0, 30LL * 86400000);
+            if (g == 0 && !lane_known(cfg, name))
+                gt_cfg_problem(c, sub, "no model uses lane \"%s\"", name);
+        }
+        if (g == 0)
+            cfg->sched_lanes = obj;
+        else
+            cfg->sched_tenants = obj;
+    }
+}
+
+int64_t gt_config_max_queue_ms(const gt_config_t *cfg, const char *lane, const char *tenant)
+{
+    int64_t best = cfg->max_queue_ms;
+    const json_t *objs[] = {lane ? json_object_get(cfg->sched_lanes, lane) : NULL,
+                            tenant ? json_object_get(cfg->sched_tenants, tenant) : NULL};
+    for (int i = 0; i < 2; i++) {
+        json_int_t v = json_integer_value(json_object_get(objs[i], "max_queue_ms"));
+        if (v > 0 && (best <= 0 || v < best))
+            best = v;
+    }
+    return best;
+}
+
 gt_config_t *gt_config_parse(const char *text, const char *base_dir, char *err, size_t errlen)
 {
     /* Every top-level section, whichever loader reads it. */
     static const char *const top[] = {"kafka",  "topics", "groups",  "postgres",   "pools",
                                       "models", "routing", "worker", "dispatcher", "ledger",
                                       "reaper", "log",    "commit_interval_ms", "$comment",
-                                      "tenants", "providers", "moderation", "tracing", "admin", NULL};
+                                      "tenants", "providers", "moderation", "tracing", "admin", "api",
+                                      "scheduling", NULL};
     gt_cfg_ctx_t c = {.err = err, .errlen = errlen, .base_dir = base_dir};
     if (err && errlen)
         err[0] = 0;
@@ -935,6 +1041,7 @@ gt_config_t *gt_config_parse(const char *text, const char *base_dir, char *err, 
     load_tenants(&c, cfg);
     load_tracing(&c, cfg);
     load_processes(&c, cfg);
+    load_scheduling(&c, cfg);
     for (size_t i = 0; i < n_sections; i++)
         sections[i]->load(&c, cfg);
     if (c.problems) {
@@ -991,7 +1098,7 @@ void gt_config_free(gt_config_t *cfg)
     free(cfg->bootstrap_servers);
     char **topics[] = {&cfg->topics.requests, &cfg->topics.task_prefix, &cfg->topics.task_results,
                        &cfg->topics.results,  &cfg->topics.usage,       &cfg->topics.dlq,
-                       &cfg->topics.events};
+                       &cfg->topics.events,   &cfg->topics.control};
     for (size_t i = 0; i < sizeof(topics) / sizeof(topics[0]); i++)
         free(*topics[i]);
     free(cfg->group_dispatcher);
@@ -1013,6 +1120,10 @@ void gt_config_free(gt_config_t *cfg)
         free(m->provider);
         free(m->provider_model);
         gt_cfg_free_str_list(m->fallbacks, m->n_fallbacks);
+        for (size_t k = 0; k < m->n_deployments; k++)
+            free(m->deployments[k].model);
+        free(m->deployments);
+        free(m->strategy);
     }
     free(cfg->models);
     for (size_t i = 0; i < cfg->n_providers; i++) {

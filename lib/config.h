@@ -62,6 +62,19 @@ typedef struct gt_model {
     double tflops;      /* requirements */
     int64_t vram_mb;
     int64_t max_input_chars; /* 0: no limit */
+    /* models.<name>.deployments (docs/routing.md): a logical model served by
+     * other declared models (each a HostedAI pool, or a provider endpoint with
+     * its provider model name); the dispatcher picks one per task. */
+    struct gt_deployment {
+        char *model;             /* a declared model without deployments of its own */
+        int weight;              /* weighted: share, default 1 */
+        int max_in_flight;       /* capacity seen by least_busy and cost; 0: unlimited */
+        int64_t price_micros;    /* cost: price of one request, default 0 */
+    } *deployments;
+    size_t n_deployments;
+    char *strategy;          /* weighted (default) | least_busy | latency | cost */
+    int64_t cache_ttl_ms;    /* models.<name>.cache.ttl_ms: responses may be cached this
+                                long (dispatcher/cache.h); 0: the model is never cached */
 } gt_model_t;
 
 /* One auto-routing rule: first match wins. Unset conditions match anything. */
@@ -112,6 +125,14 @@ typedef struct gt_tenant {
         } *max_input_tokens;
         size_t n_max_input_tokens;
     } guard;
+    /* response cache (tenants.<id>.cache; docs/routing.md): n_models 0 = off */
+    struct gt_tenant_cache {
+        char **models;               /* models whose responses are cached ("*": every
+                                        model with a models.<name>.cache section) */
+        size_t n_models;
+        int64_t max_bytes;           /* size cap of the tenant's entries, default 16 MiB */
+        int by_default;              /* 1: requests without policy.cache are cached too */
+    } cache;
 } gt_tenant_t;
 
 typedef enum { GT_ACCESS_RAW, GT_ACCESS_SCRUBBED, GT_ACCESS_NONE } gt_access_t;
@@ -121,6 +142,7 @@ typedef enum { GT_MOD_HARASSMENT, GT_MOD_HATE, GT_MOD_VIOLENCE, GT_MOD_SEXUAL, G
 
 typedef struct gt_topics {
     char *requests, *task_prefix, *task_results, *results, *usage, *dlq, *events;
+    char *control;            /* cancel messages (gantry.control.v1), default gantry.control */
 } gt_topics_t;
 
 typedef struct gt_config {
@@ -197,6 +219,13 @@ typedef struct gt_config {
     json_t *tracing_headers;                    /* extra headers (object of strings, may hold
                                                    secrets: never log), borrowed; may be NULL */
 
+    /* scheduling (docs/scheduling.md) */
+    int64_t max_queue_ms;                       /* longest wait of a task before it starts, 0
+                                                   (default): none; see gt_config_max_queue_ms */
+    int64_t cancel_poll_ms;                     /* workers look for cancelled jobs among their
+                                                   running tasks this often, default 250 */
+    json_t *sched_lanes, *sched_tenants;        /* scheduling.lanes / .tenants, borrowed; NULL */
+
     /* Versions whose sections a reload swapped out (lib/reload.h): kept until
      * this config is freed, because code may still hold pointers into them. */
     struct gt_config *retired;
@@ -221,6 +250,11 @@ const gt_tenant_t *gt_config_tenant(const gt_config_t *cfg, const char *id);
 /* 1 when the configuration has a tenants section (even empty): then only its
  * tenants are served, unless dispatcher.allow_unknown_tenants. */
 int gt_config_tenants_configured(const gt_config_t *cfg);
+/* The queue time limit of a task of tenant in lane: the smallest of
+ * scheduling.max_queue_ms, scheduling.lanes.<lane>.max_queue_ms and
+ * scheduling.tenants.<tenant>.max_queue_ms that is set (> 0); 0: none.
+ * lane and tenant may be NULL. Cannot fail. */
+int64_t gt_config_max_queue_ms(const gt_config_t *cfg, const char *lane, const char *tenant);
 /* Writes the topic of a lane ("gantry.tasks.<lane>") into buf. */
 char *gt_config_lane_topic(const gt_config_t *cfg, const char *lane, char *buf, size_t len);
 

@@ -212,6 +212,7 @@ static void retry_later(produce_t *p, int err, const char *reason)
         return;
     }
     p->state = P_WAITING;
+    /* NOLINTNEXTLINE(cert-msc30-c,cert-msc50-cpp): retry jitter, not a secret */
     double rnd = (double)rand() / ((double)RAND_MAX + 1.0);
     int64_t wait = gt_retry_backoff_ms(&es->backoff, p->tries, -1, rnd);
     p->due = gt_clock_mono_ms() + wait;

@@ -372,7 +372,7 @@ int gt_http_request(gt_http_t *h, const char *method, const char *url,
         r->body = malloc(body_len + 1);
         if (!r->body)
             goto fail;
-        if (body_len)
+        if (body && body_len)
             memcpy(r->body, body, body_len);
         r->body[body_len] = '\0';
         r->body_len = body_len;
@@ -449,6 +449,7 @@ void gt_http_free(gt_http_t *h)
     while (h->reqs) {
         http_req_t *r = h->reqs;
 
+        /* NOLINTNEXTLINE(clang-analyzer-unix.Malloc): r was unlinked from h->reqs before freed */
         curl_multi_remove_handle(h->multi, r->easy);
         http_req_unlink(r);
         snprintf(r->errbuf, sizeof(r->errbuf), "request aborted: client closed");

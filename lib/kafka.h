@@ -1,5 +1,6 @@
 /* kafka.h - librdkafka producers and consumers driven by a libuv loop
- * (kafka_producer.c, kafka_consumer.c; kafka_conf.c holds what they share).
+ * (kafka_producer.c, kafka_consumer.c, and kafka_reader.c for a one-off read;
+ * kafka_conf.c holds what they share).
  *
  * Both wake the loop through rd_kafka_queue_io_event_enable() and a uv_poll on
  * a pipe; every callback below runs on the loop thread. Consumers never
@@ -131,5 +132,18 @@ void gt_consumer_close_handles(gt_consumer_t *c);
  * not done by then are freed uncommitted (they will be redelivered). Blocking:
  * call after the loop has finished with the handles. */
 void gt_consumer_free(gt_consumer_t *c);
+
+/* Which of keys[0..n) is the key of a message on topic produced at or after
+ * since_ms (the message's CreateTime): found[i] is set to 1 for each, left
+ * alone otherwise. Every partition is read back from its end, in windows that
+ * double, until a window starts with a message older than since_ms (or at the
+ * partition's start), so the cost is the messages produced since then.
+ * Blocking, with its own short-lived client: call it off the loop thread.
+ * Returns 0, or a negative code with err set when the cluster cannot be read
+ * within timeout_ms per request (the topic unknown, the broker down): the
+ * caller decides again later, it never guesses. */
+int gt_kafka_find_keys(const gt_config_t *cfg, const char *topic, const char *const *keys,
+                       size_t n, int64_t since_ms, int *found, int timeout_ms, char *err,
+                       size_t errlen);
 
 #endif

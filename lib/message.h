@@ -39,11 +39,6 @@ int gt_result_add(gt_effect_t *e, const gt_config_t *cfg, const char *reply_topi
 /* Builds a gantry.event.v1 (event_id random unless given, at = now); steals data. */
 json_t *gt_event_build(const char *type, const char *source, const char *event_id, json_t *data);
 
-/* Base64 (RFC 4648, padded). Returns a malloc'd string, or NULL; out_len optional. */
-char *gt_base64_encode(const void *data, size_t len);
-/* Decodes base64; returns malloc'd bytes and their length, or NULL if malformed. */
-unsigned char *gt_base64_decode(const char *s, size_t *out_len);
-
 /* Writes 32 random hex characters (+NUL) into out[33]. */
 void gt_random_hex(char out[33]);
 

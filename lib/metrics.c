@@ -28,6 +28,7 @@ typedef struct series {
 struct gt_metric {
     struct gt_metric *next;
     char *name, *help;
+    char *labels_src; /* labels as registered: the lookup fast path compares it */
     kind_t kind;
     int n_labels;
     char *labels[MAX_LABELS];
@@ -41,15 +42,6 @@ static gt_metric_t *metrics, **metrics_tail = &metrics;
 
 static const double default_bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                                         1,     2.5,  5,     10,   30,  60};
-
-static char *xstrdup(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d)
-        memcpy(d, s, n);
-    return d;
-}
 
 static void metric_free(gt_metric_t *m)
 {
@@ -65,6 +57,7 @@ static void metric_free(gt_metric_t *m)
     for (int i = 0; i < m->n_labels; i++)
         free(m->labels[i]);
     free(m->bounds);
+    free(m->labels_src);
     free(m->name);
     free(m->help);
     free(m);
@@ -106,14 +99,29 @@ static int same_labels(const gt_metric_t *m, const gt_metric_t *want)
 static gt_metric_t *metric_register(kind_t kind, const char *name, const char *help,
                                     const char *labels, const double *bounds, int n_bounds)
 {
-    gt_metric_t *m = calloc(1, sizeof(*m)), *found = NULL;
-    if (!m || !name)
+    gt_metric_t *m = NULL, *found = NULL;
+    if (!name)
+        return NULL;
+    /* Fast path: call sites look their metric up on every update, so an already
+     * registered one with the same labels string costs a list scan, no allocation. */
+    pthread_mutex_lock(&mu);
+    for (gt_metric_t *x = metrics; x; x = x->next) {
+        if (strcmp(x->name, name) == 0 && x->kind == kind &&
+            strcmp(x->labels_src, labels ? labels : "") == 0) {
+            pthread_mutex_unlock(&mu);
+            return x;
+        }
+    }
+    pthread_mutex_unlock(&mu);
+    m = calloc(1, sizeof(*m));
+    if (!m)
         goto fail;
     m->kind = kind;
     m->tail = &m->series;
-    m->name = xstrdup(name);
-    m->help = xstrdup(help ? help : "");
-    if (!m->name || !m->help || parse_labels(m, labels) != 0)
+    m->name = strdup(name);
+    m->help = strdup(help ? help : "");
+    m->labels_src = strdup(labels ? labels : "");
+    if (!m->name || !m->help || !m->labels_src || parse_labels(m, labels) != 0)
         goto fail;
     if (kind == K_HISTOGRAM) {
         if (!bounds) {
@@ -185,7 +193,7 @@ static series_t *series_get(gt_metric_t *m, const char **vals, int create)
         s->buckets = calloc((size_t)m->n_bounds + 1, sizeof(*s->buckets));
     int ok = s->values && (m->kind != K_HISTOGRAM || s->buckets);
     for (int i = 0; ok && i < m->n_labels; i++)
-        ok = (s->values[i] = xstrdup(vals[i])) != NULL;
+        ok = (s->values[i] = strdup(vals[i])) != NULL;
     if (!ok) {
         for (int i = 0; s->values && i < m->n_labels; i++)
             free(s->values[i]);

@@ -13,6 +13,7 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "rand.h"
 #include "retry.h"
 
 #define PG_BACKOFF_MIN_MS 100
@@ -112,19 +113,10 @@ static int pg_flush(gt_pg_t *pg);
 static void pg_read(gt_pg_t *pg);
 static int pg_check(gt_pg_t *pg);
 
-static char *xstrdup(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d)
-        memcpy(d, s, n);
-    return d;
-}
-
 /* Copies s without the trailing newline libpq puts on its messages. */
 static char *dup_msg(const char *s)
 {
-    char *d = xstrdup(s && *s ? s : "unknown error");
+    char *d = strdup(s && *s ? s : "unknown error");
     if (d) {
         size_t n = strlen(d);
         while (n > 0 && (d[n - 1] == '\n' || d[n - 1] == ' '))
@@ -176,7 +168,7 @@ static int stmt_find(gt_pg_t *pg, const char *sql)
             return i;
     if (pg->n_stmts == PG_STMT_MAX)
         return -1;
-    char *copy = xstrdup(sql);
+    char *copy = strdup(sql);
     if (!copy)
         return -1;
     pg->stmts[pg->n_stmts] = (pg_stmt_t){.sql = copy, .hash = h, .gen = 0};
@@ -247,17 +239,6 @@ static int pg_watch(gt_pg_t *pg, int events)
     return 0;
 }
 
-static double pg_rand(void)
-{
-    static uint64_t s;
-    if (s == 0)
-        s = (uint64_t)uv_hrtime() * 6364136223846793005ULL ^ (uint64_t)(uintptr_t)&s ^ 3;
-    s ^= s << 13;
-    s ^= s >> 7;
-    s ^= s << 17;
-    return (double)(s >> 11) / 9007199254740992.0;
-}
-
 /* The delay before the next connection: 100 ms doubling to 5 s, +-25 %
  * jitter so that the dispatchers of a fleet do not reconnect in step. */
 static void pg_next_backoff(gt_pg_t *pg)
@@ -265,7 +246,7 @@ static void pg_next_backoff(gt_pg_t *pg)
     gt_retry_policy_t p = {.base_ms = PG_BACKOFF_MIN_MS, .max_ms = PG_BACKOFF_MAX_MS,
                            .jitter = 0.5};
     pg->failures++;
-    pg->backoff_ms = (int)gt_retry_backoff_ms(&p, pg->failures, -1, pg_rand());
+    pg->backoff_ms = (int)gt_retry_backoff_ms(&p, pg->failures, -1, gt_rand_unit());
 }
 
 static void pg_schedule_reconnect(gt_pg_t *pg)
@@ -824,7 +805,7 @@ gt_pg_t *gt_pg_new(uv_loop_t *loop, const char *conninfo)
         return NULL;
     pg->loop = loop;
     pg->backoff_ms = PG_BACKOFF_MIN_MS;
-    pg->conninfo = xstrdup(conninfo ? conninfo : "");
+    pg->conninfo = strdup(conninfo ? conninfo : "");
     if (!pg->conninfo) {
         free(pg);
         return NULL;
@@ -848,7 +829,7 @@ int gt_pg_query(gt_pg_t *pg, const char *sql, int nparams, const char *const *pa
         return -1;
     q->cb = cb;
     q->arg = arg;
-    q->sql = xstrdup(sql);
+    q->sql = strdup(sql);
     if (!q->sql)
         goto fail;
     if (nparams > 0) {
@@ -857,7 +838,7 @@ int gt_pg_query(gt_pg_t *pg, const char *sql, int nparams, const char *const *pa
             goto fail;
         q->nparams = nparams;
         for (int i = 0; i < nparams; i++) {
-            if (params[i] && !(q->params[i] = xstrdup(params[i])))
+            if (params[i] && !(q->params[i] = strdup(params[i])))
                 goto fail;
         }
     }
@@ -1096,7 +1077,7 @@ int gt_pg_migrate(PGconn *conn, const char *dir, char *err, size_t errlen)
             }
             names = nn;
         }
-        if (!(names[n] = xstrdup(e->d_name))) {
+        if (!(names[n] = strdup(e->d_name))) {
             snprintf(err, errlen, "out of memory");
             goto out;
         }

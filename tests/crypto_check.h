@@ -1,6 +1,6 @@
 /* crypto_check.h - independent checks for the signers' tests: RSA key
  * generation and RS256 JWT verification written straight on OpenSSL (not on
- * lib/jwt.c, so a bug there cannot hide itself). */
+ * workers/jwt.c, so a bug there cannot hide itself). */
 #ifndef GT_CRYPTO_CHECK_H
 #define GT_CRYPTO_CHECK_H
 

@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "clock.h"
 #include "harness.h"
 
 static void kill_leftovers(void);
@@ -104,9 +105,7 @@ int th_proc_start(th_proc_t *p, const char *const argv[], const char *stderr_pat
 
 int64_t th_now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return gt_clock_mono_ms();
 }
 
 int th_proc_wait_line(th_proc_t *p, const char *prefix, char *out, size_t len, int timeout_ms)

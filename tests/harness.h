@@ -30,6 +30,32 @@ typedef struct uv_loop_s uv_loop_t; /* <uv.h> not pulled in: it declares stat() 
         CU_ASSERT_FATAL(th_ok_);                                                                   \
     } while (0)
 
+/* CUnit's plain assertions record a failure and carry on; here every one of
+ * them ends its test function at the first failure, like CU_ASSERT_*_FATAL
+ * (a failed check leaves state the next checks would misread). Prefer
+ * TH_EQ_INT/TH_EQ_STR for values: they also print both operands. */
+#undef CU_ASSERT
+#define CU_ASSERT(value) CU_ASSERT_FATAL(value)
+#undef CU_ASSERT_TRUE
+#define CU_ASSERT_TRUE(value) CU_ASSERT_TRUE_FATAL(value)
+#undef CU_ASSERT_FALSE
+#define CU_ASSERT_FALSE(value) CU_ASSERT_FALSE_FATAL(value)
+#undef CU_ASSERT_EQUAL
+#define CU_ASSERT_EQUAL(actual, expected) CU_ASSERT_EQUAL_FATAL(actual, expected)
+#undef CU_ASSERT_NOT_EQUAL
+#define CU_ASSERT_NOT_EQUAL(actual, expected) CU_ASSERT_NOT_EQUAL_FATAL(actual, expected)
+#undef CU_ASSERT_PTR_EQUAL
+#define CU_ASSERT_PTR_EQUAL(actual, expected) CU_ASSERT_PTR_EQUAL_FATAL(actual, expected)
+#undef CU_ASSERT_PTR_NULL
+#define CU_ASSERT_PTR_NULL(value) CU_ASSERT_PTR_NULL_FATAL(value)
+#undef CU_ASSERT_PTR_NOT_NULL
+#define CU_ASSERT_PTR_NOT_NULL(value) CU_ASSERT_PTR_NOT_NULL_FATAL(value)
+#undef CU_ASSERT_STRING_EQUAL
+#define CU_ASSERT_STRING_EQUAL(actual, expected) CU_ASSERT_STRING_EQUAL_FATAL(actual, expected)
+#undef CU_ASSERT_DOUBLE_EQUAL
+#define CU_ASSERT_DOUBLE_EQUAL(actual, expected, granularity)                                      \
+    CU_ASSERT_DOUBLE_EQUAL_FATAL(actual, expected, granularity)
+
 typedef struct th_test {
     const char *name;
     void (*fn)(void);

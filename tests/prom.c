@@ -176,8 +176,9 @@ int prom_parse(prom_t *p, const char *text)
             char name[128], type[32], extra[8];
             if (sscanf(line + 7, "%127s %31s %7s", name, type, extra) != 2)
                 return snprintf(p->err, sizeof(p->err), "bad TYPE: %.180s", line), -1;
-            if (strcmp(type, "counter") && strcmp(type, "gauge") && strcmp(type, "histogram") &&
-                strcmp(type, "summary") && strcmp(type, "untyped"))
+            if (strcmp(type, "counter") != 0 && strcmp(type, "gauge") != 0 &&
+                strcmp(type, "histogram") != 0 && strcmp(type, "summary") != 0 &&
+                strcmp(type, "untyped") != 0)
                 return snprintf(p->err, sizeof(p->err), "unknown type: %.180s", line), -1;
             if (type_of(p, name))
                 return snprintf(p->err, sizeof(p->err), "second TYPE: %.180s", line), -1;

@@ -15,6 +15,9 @@ if [ "${1:-}" = "--asan" ]; then
 fi
 
 bash tools/setup.sh
+# The official openai and @anthropic-ai/sdk packages, pinned by package-lock.json
+# (e2e_batch_api drives gantry-api with them).
+(cd tests/sdk && npm ci --no-audit --no-fund --loglevel=error)
 if [ ! -f "$builddir/build.ninja" ]; then
     meson setup "$builddir" "${opts[@]}" >/dev/null
 fi

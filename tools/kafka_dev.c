@@ -631,7 +631,7 @@ static int choose_topics(const args_t *a, topics_t *topics)
     } defaults[] = {
         {"gantry.requests", 6},     {"gantry.tasks.small", 6}, {"gantry.tasks.large", 6},
         {"gantry.task-results", 6}, {"gantry.results", 6},     {"gantry.usage", 6},
-        {"gantry.dlq", 1},          {"gantry.events", 3},
+        {"gantry.dlq", 1},          {"gantry.events", 3},      {"gantry.control", 3},
     };
     if (a->topics_path)
         return topics_load(topics, a->topics_path) < 0 ? 2 : 0;

@@ -5,13 +5,18 @@ set -euo pipefail
 
 PACKAGES=(gcc meson ninja-build pkg-config python3 curl
           librdkafka-dev libpq-dev libcurl4-openssl-dev libjansson-dev libuv1-dev libssl-dev
-          libcunit1-dev libmicrohttpd-dev
+          libcunit1-dev libmicrohttpd-dev libpcre2-dev
           postgresql kcat json-schema-test-suite python3-yaml)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Node.js and npm run the vendors' SDKs as clients of gantry-api (tests/sdk).
+# Asked by command, not by package: a machine may have Node.js from elsewhere
+# (NodeSource's nodejs bundles npm and conflicts with Debian's npm package).
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 echo "setup: installing ${missing[*]}" >&2

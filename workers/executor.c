@@ -16,6 +16,7 @@
 #include "effect.h"
 #include "executor.h"
 #include "fallback.h"
+#include "gate.h"
 #include "hostedai.h"
 #include "provider.h"
 #include "log.h"
@@ -44,6 +45,8 @@ struct ex_task {
     int64_t created_wall, start_wall, start_mono;
     gt_effect_t *effect;   /* what the task produces, until it is over */
     int replaced;          /* its result could not be produced: a failed one went instead */
+    int gating;            /* its start gate query is out (gate.h) */
+    int cancelled;         /* its job was cancelled while it ran: aborted, reported cancelled */
 };
 
 struct gt_executor {
@@ -58,11 +61,15 @@ struct gt_executor {
     gt_schema_t *schema;
     gt_hai_env_t hai;
     gt_prov_engine_t *prov;
+    gt_rt_instance_t runtimes[2]; /* the chain's runtimes, in the order it asks them */
     gt_chain_env_t chain;
     const char *const *lanes;
 
     gt_effects_t *effects; /* the results, usage events, DLQ copies and events */
     uv_timer_t heartbeat;
+    gt_gate_t *gate;       /* start gate and cancel look-ups; NULL without PostgreSQL */
+    uv_timer_t cancel_poll;
+    int cancel_polling;    /* a cancelled-jobs query is out */
     int handles_open;
     int heartbeat_on;
 
@@ -147,7 +154,7 @@ static void task_free(ex_task_t *t)
 /* Frees t once it has left the list and no callback can still name it. */
 static void task_maybe_free(ex_task_t *t)
 {
-    if (t->state == TASK_ENDED && !t->in_list && !t->effect && !t->call)
+    if (t->state == TASK_ENDED && !t->in_list && !t->effect && !t->call && !t->gating)
         task_free(t);
 }
 
@@ -368,6 +375,17 @@ static void task_finish(ex_task_t *t, const gt_task_outcome_t *out)
                                (json_int_t)(out->attempts ? json_array_size(out->attempts) : 0),
                                "gantry.completion_tokens", (json_int_t)out->completion_tokens));
     }
+    gt_task_outcome_t cancelled_out;
+    if (t->cancelled && out->status != GT_TASK_SUCCEEDED) {
+        /* Aborted because its job was cancelled: reported cancelled, not
+         * billed (no usage event); its allocation was released by the abort. */
+        cancelled_out = *out;
+        cancelled_out.status = GT_TASK_FAILED;
+        cancelled_out.error_code = "cancelled";
+        cancelled_out.error_message = "the job was cancelled while the task ran";
+        cancelled_out.output = NULL;
+        out = &cancelled_out;
+    }
     if (out->error_code && strcmp(out->error_code, "aborted") == 0) {
         gt_log(GT_LOG_INFO, &ctx, "task aborted by shutdown; it will be redelivered");
         task_abandon(t);
@@ -388,8 +406,10 @@ static void task_finish(ex_task_t *t, const gt_task_outcome_t *out)
     json_t *res = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "schema",
                             "gantry.task-result.v1", "task_id", t->task_id, "request_id",
                             t->request_id, "tenant_id", t->tenant_id, "status",
-                            status_name(out->status), "model", model ? model : "", "worker_id",
-                            ex->worker_id);
+                            t->cancelled && out->status != GT_TASK_SUCCEEDED
+                                ? "cancelled"
+                                : status_name(out->status),
+                            "model", model ? model : "", "worker_id", ex->worker_id);
     if (res)
         json_object_set_new(res, "index", json_is_integer(index) ? json_copy(index)
                                                                  : json_integer(0));
@@ -494,6 +514,84 @@ static void task_to_dlq(ex_task_t *t, const char *code, const char *message)
 
 /* ---- intake ----------------------------------------------------------------- */
 
+static void task_run(ex_task_t *t);
+
+/* The start gate's answer (gate.h). */
+static void on_gate(gt_gate_verdict_t v, void *arg)
+{
+    ex_task_t *t = arg;
+    gt_executor_t *ex = t->ex;
+    t->gating = 0;
+    if (ex->closed || v == GT_GATE_CLOSED || ex->aborting) {
+        if (!ex->closed)
+            task_abandon(t);
+        else
+            task_maybe_free(t);
+        return;
+    }
+    gt_log_ctx_t ctx = task_ctx(t);
+    if (v == GT_GATE_SKIP) {
+        /* Cancelled before it started, or finished already (a redelivery):
+         * nothing to run or report; its message is done. */
+        gt_log(GT_LOG_INFO, &ctx, "task not started: cancelled or already finished");
+        task_done(t);
+        return;
+    }
+    if (v == GT_GATE_CANCELLED) {
+        t->cancelled = 1; /* reported cancelled, unbilled */
+        task_fail_early(t, GT_TASK_FAILED, "cancelled", "the job was cancelled");
+        return;
+    }
+    if (v == GT_GATE_EXPIRED) {
+        task_fail_early(t, GT_TASK_EXPIRED, "queue_time_exceeded",
+                        "the task waited longer than its queue time limit");
+        return;
+    }
+    task_run(t);
+}
+
+/* Running tasks whose job was cancelled are aborted (their allocations released). */
+static void on_cancelled(const json_t *ids, void *arg)
+{
+    gt_executor_t *ex = arg;
+    ex->cancel_polling = 0;
+    if (ex->closed || json_array_size(ids) == 0)
+        return;
+    ex->in_abort_loop = 1;
+    for (ex_task_t *t = ex->tasks, *next; t; t = next) {
+        next = t->next;
+        if (t->state != TASK_RUNNING || !t->call || t->cancelled)
+            continue;
+        size_t i;
+        json_t *v;
+        json_array_foreach(ids, i, v) {
+            if (strcmp(json_string_value(v), t->request_id) == 0) {
+                gt_log_ctx_t ctx = task_ctx(t);
+                gt_log(GT_LOG_INFO, &ctx, "job cancelled: aborting the running task");
+                t->cancelled = 1;
+                gt_chain_abort(t->call); /* may finish t (and only t) right here */
+                break;
+            }
+        }
+    }
+    ex->in_abort_loop = 0;
+    maybe_idle(ex);
+}
+
+static void on_cancel_poll(uv_timer_t *timer)
+{
+    gt_executor_t *ex = timer->data;
+    if (ex->cancel_polling || ex->closed || !ex->gate)
+        return;
+    json_t *ids = json_array();
+    for (ex_task_t *t = ex->tasks; ids && t; t = t->next)
+        if (t->state == TASK_RUNNING && t->call && !t->cancelled && t->request_id)
+            json_array_append_new(ids, json_string(t->request_id));
+    if (json_array_size(ids) > 0 && gt_gate_cancelled(ex->gate, ids, on_cancelled, ex) == 0)
+        ex->cancel_polling = 1;
+    json_decref(ids);
+}
+
 static void task_start(ex_task_t *t)
 {
     gt_executor_t *ex = t->ex;
@@ -549,6 +647,25 @@ static void task_start(ex_task_t *t)
         }
         t->spec.deadline_mono_ms = t->start_mono + left;
     }
+    if (ex->gate) {
+        const char *lane = json_string_value(json_object_get(doc, "lane"));
+        t->gating = 1;
+        if (gt_gate_claim(ex->gate, t->task_id, t->request_id,
+                          gt_config_max_queue_ms(ex->cfg, lane, t->tenant_id), on_gate, t) == 0)
+            return; /* on_gate goes on */
+        t->gating = 0;
+        gt_log(GT_LOG_ERROR, &ctx, "out of memory asking the start gate: left for redelivery");
+        task_abandon(t);
+        return;
+    }
+    task_run(t);
+}
+
+/* The task may start: hand it to its runtime (and fallbacks). */
+static void task_run(ex_task_t *t)
+{
+    gt_executor_t *ex = t->ex;
+    gt_log_ctx_t ctx = task_ctx(t);
     const char *code = "unsupported_runtime";
     t->call = gt_chain_start(&ex->chain, &t->spec, on_chain_done, t, &code);
     if (!t->call) {
@@ -661,9 +778,11 @@ gt_executor_t *gt_executor_new(uv_loop_t *loop, const gt_executor_opts_t *opts, 
         goto fail;
     }
     gt_hai_state_on_settled(ex->hai.state, on_hai_settled, ex);
+    ex->runtimes[0] = (gt_rt_instance_t){&gt_runtime_ops_hostedai, &ex->hai};
+    ex->runtimes[1] = (gt_rt_instance_t){&gt_runtime_ops_hosted, ex->prov};
     ex->chain.cfg = opts->cfg;
-    ex->chain.hai = &ex->hai;
-    ex->chain.prov = ex->prov;
+    ex->chain.runtimes = ex->runtimes;
+    ex->chain.n_runtimes = sizeof(ex->runtimes) / sizeof(ex->runtimes[0]);
     ex->effects = gt_effects_new(loop, opts->producer);
     if (!ex->effects) {
         snprintf(err, errlen, "out of memory");
@@ -671,7 +790,13 @@ gt_executor_t *gt_executor_new(uv_loop_t *loop, const gt_executor_opts_t *opts, 
     }
     uv_timer_init(loop, &ex->heartbeat);
     ex->heartbeat.data = ex;
-    ex->handles_open = 1;
+    uv_timer_init(loop, &ex->cancel_poll);
+    ex->cancel_poll.data = ex;
+    ex->handles_open = 2;
+    ex->gate = gt_gate_new(loop, opts->cfg);
+    if (ex->gate)
+        uv_timer_start(&ex->cancel_poll, on_cancel_poll, (uint64_t)opts->cfg->cancel_poll_ms,
+                       (uint64_t)opts->cfg->cancel_poll_ms);
     return ex;
 fail:
     gt_prov_engine_free(ex->prov);
@@ -745,6 +870,9 @@ void gt_executor_close(gt_executor_t *ex)
     }
     gt_effects_close(ex->effects);
     uv_close((uv_handle_t *)&ex->heartbeat, on_close);
+    uv_close((uv_handle_t *)&ex->cancel_poll, on_close);
+    gt_gate_free(ex->gate); /* pending gate answers arrive CLOSED, now */
+    ex->gate = NULL;
     gt_hai_state_close(ex->hai.state);
     gt_prov_engine_close(ex->prov);
 }

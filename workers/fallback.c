@@ -1,4 +1,5 @@
-/* fallback.c - a task's model, then its fallbacks (see fallback.h). */
+/* fallback.c - a task's model, then its fallbacks, on whichever runtime serves
+ * each (see fallback.h). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,30 +15,20 @@ struct gt_chain {
     gt_task_spec_t sub;          /* spec with the model being tried */
     const gt_model_t *models[CHAIN_MAX];
     int n_models, cur;
-    gt_hai_call_t *hai;
-    gt_prov_call_t *prov;
+    const gt_rt_instance_t *rt;  /* the runtime of the call running */
+    gt_rt_call_t *call;
     gt_chain_done_cb cb;
     void *arg;
     json_t *attempts;
     int aborted;
 };
 
-int gt_chain_fallback_code(const char *code)
+static const gt_rt_instance_t *runtime_of(const gt_chain_env_t *env, const gt_model_t *m)
 {
-    static const char *const codes[] = {
-        "provider_unavailable", "provider_timeout", "provider_rate_limited",
-        "provider_slot_timeout", "provider_auth_failed", "unsupported_input",
-        "hostedai_unavailable", "hostedai_timeout", "hostedai_rate_limited",
-        "hostedai_capacity", NULL};
-    for (int i = 0; code && codes[i]; i++)
-        if (strcmp(code, codes[i]) == 0)
-            return 1;
-    return 0;
-}
-
-static int is_hostedai(const gt_model_t *m)
-{
-    return m->runtime && strcmp(m->runtime, "hostedai") == 0;
+    for (size_t i = 0; i < env->n_runtimes; i++)
+        if (env->runtimes[i].ops->serves(m))
+            return &env->runtimes[i];
+    return NULL;
 }
 
 static void chain_free(gt_chain_t *ch)
@@ -61,12 +52,17 @@ static void take_attempts(gt_chain_t *ch, const json_t *attempts)
 
 static int start_current(gt_chain_t *ch, const char **code);
 
-static void done(gt_chain_t *ch, const gt_task_outcome_t *sub)
+static void on_done(gt_rt_call_t *call, const gt_task_outcome_t *sub, void *arg)
 {
+    gt_chain_t *ch = arg;
     int served = ch->cur;
+    const gt_rt_instance_t *rt = ch->rt;
+    (void)call;
+    ch->call = NULL;
+    ch->rt = NULL;
     take_attempts(ch, sub->attempts);
     const char *code = sub->error_code;
-    if (sub->status == GT_TASK_FAILED && !ch->aborted && gt_chain_fallback_code(code) &&
+    if (sub->status == GT_TASK_FAILED && !ch->aborted && rt->ops->may_fall_back(code) &&
         ch->cur + 1 < ch->n_models) {
         gt_log_ctx_t ctx = {ch->spec->request_id, ch->spec->task_id, ch->spec->tenant_id,
                             ch->spec->traceparent};
@@ -84,56 +80,44 @@ static void done(gt_chain_t *ch, const gt_task_outcome_t *sub)
     gt_task_outcome_t out = *sub;
     out.attempts = ch->attempts;
     out.served_model = served > 0 ? ch->models[served]->name : NULL;
-    if (!out.provider && out.pool)
-        out.provider = "hostedai";
     gt_chain_done_cb cb = ch->cb;
-    void *arg = ch->arg;
-    ch->hai = NULL;
-    ch->prov = NULL;
+    void *cb_arg = ch->arg;
     if (cb)
-        cb(ch, &out, arg);
+        cb(ch, &out, cb_arg);
     chain_free(ch);
 }
 
-static void on_hai_done(gt_hai_call_t *call, const gt_task_outcome_t *out, void *arg)
+/* Records that model m was skipped: its endpoint refuses calls now. */
+static void skip_unavailable(gt_chain_t *ch, const gt_model_t *m)
 {
-    gt_chain_t *ch = arg;
-    (void)call;
-    ch->hai = NULL;
-    done(ch, out);
+    json_t *a = json_pack("{s:s, s:i, s:i, s:s, s:s}", "op", "inference", "status", 0, "ms", 0,
+                          "model", m->name, "error", "circuit breaker open");
+    if (a && (m->provider || m->pool))
+        json_object_set_new(a, m->provider ? "provider" : "pool",
+                            json_string(m->provider ? m->provider : m->pool));
+    json_array_append_new(ch->attempts, a);
 }
 
-static void on_prov_done(gt_prov_call_t *call, const gt_task_outcome_t *out, void *arg)
-{
-    gt_chain_t *ch = arg;
-    (void)call;
-    ch->prov = NULL;
-    done(ch, out);
-}
-
-/* Starts models[cur]; skips (and records) a provider whose breaker is open
- * when another model follows. Returns 0 or -1 with *code. */
+/* Starts models[cur]; skips (and records) a model whose endpoint's breaker is
+ * open when another model follows. Returns 0 or -1 with *code. */
 static int start_current(gt_chain_t *ch, const char **code)
 {
     for (; ch->cur < ch->n_models; ch->cur++) {
         const gt_model_t *m = ch->models[ch->cur];
+        const gt_rt_instance_t *rt = runtime_of(ch->env, m);
         ch->sub = *ch->spec;
         ch->sub.model = m;
-        if (is_hostedai(m)) {
-            ch->hai = gt_hai_start(ch->env->hai, &ch->sub, on_hai_done, ch, code);
-            if (ch->hai)
-                return 0;
+        if (!rt) {
+            *code = "unsupported_runtime";
+        } else if (ch->cur + 1 < ch->n_models && rt->ops->unavailable(rt->ctx, m)) {
+            skip_unavailable(ch, m);
+            continue;
         } else {
-            if (ch->cur + 1 < ch->n_models && gt_prov_unavailable(ch->env->prov, m)) {
-                json_t *a = json_pack("{s:s, s:i, s:i, s:s, s:s, s:s}", "op", "inference",
-                                      "status", 0, "ms", 0, "provider", m->provider, "model",
-                                      m->name, "error", "circuit breaker open");
-                json_array_append_new(ch->attempts, a);
-                continue;
-            }
-            ch->prov = gt_prov_start(ch->env->prov, &ch->sub, on_prov_done, ch, code);
-            if (ch->prov)
+            ch->rt = rt;
+            ch->call = rt->ops->start(rt->ctx, &ch->sub, on_done, ch, code);
+            if (ch->call)
                 return 0;
+            ch->rt = NULL;
         }
         if (ch->cur + 1 >= ch->n_models)
             return -1;
@@ -170,18 +154,14 @@ gt_chain_t *gt_chain_start(const gt_chain_env_t *env, const gt_task_spec_t *spec
 void gt_chain_abort(gt_chain_t *ch)
 {
     ch->aborted = 1;
-    if (ch->hai)
-        gt_hai_abort(ch->hai); /* may finish ch right here */
-    else if (ch->prov)
-        gt_prov_abort(ch->prov);
+    if (ch->call)
+        ch->rt->ops->abort(ch->call); /* may finish ch right here */
 }
 
 void gt_chain_cancel(gt_chain_t *ch)
 {
     ch->cb = NULL;
-    if (ch->hai)
-        gt_hai_cancel(ch->hai);
-    else if (ch->prov)
-        gt_prov_cancel(ch->prov);
+    if (ch->call)
+        ch->rt->ops->cancel(ch->call);
     chain_free(ch);
 }

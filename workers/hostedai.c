@@ -21,8 +21,10 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "engine.h"
 #include "hostedai.h"
 #include "log.h"
+#include "rand.h"
 #include "retry.h"
 #include "trace.h"
 #include "wstats.h"
@@ -54,13 +56,12 @@ static const char *const fail_codes[] = {
 };
 
 struct gt_hai_call {
+    gt_eng_call_t base; /* first: the engine's part of the call */
     const gt_hai_env_t *env;
     const gt_pool_t *pool;
-    const gt_task_spec_t *spec; /* borrowed until cb */
-    gt_hai_done_cb cb;
+    gt_rt_done_cb cb;
     void *cb_arg;
 
-    int refs;
     unsigned seq;       /* bumped when the request in flight is abandoned */
     int op;
     int retry;          /* retries done for op */
@@ -68,27 +69,17 @@ struct gt_hai_call {
     int waiting;        /* the timer is armed for the next attempt */
     int finished;       /* cb ran or the call was cancelled */
     int aborted;
-    int timer_closed;
-    uv_timer_t timer;
 
-    char *task_id, *request_id, *tenant_id; /* log context */
-    char traceparent[GT_TRACEPARENT_LEN + 1]; /* the task's ("" when none): span parent */
     gt_span_t span[OP_COUNT];                 /* one per operation, while it runs */
     int span_open[OP_COUNT];
-    int64_t deadline;   /* mono ms, INT64_MAX: none */
     char *headers[5];   /* NULL-terminated; [0] holds the API key: never log */
     char *allocation_id;
     char attempt[96];   /* label "attempt" of the allocate in flight ("" when none) */
-    int breaker_out;    /* the pool's breaker allowed the allocate in flight */
+    int64_t breaker_out; /* the pool's breaker allowed the allocate in flight then (mono ms) */
     int64_t cap_wait_ms; /* time spent waiting for capacity */
     int cap_waits;
 
     /* outcome */
-    gt_task_status_t status;
-    const char *code;
-    char message[256];
-    json_t *output;
-    json_t *attempts;
     int64_t prompt_tokens, completion_tokens;
     int64_t op_start[OP_COUNT], op_ms[OP_COUNT];
     int64_t allocated_at, released_at;
@@ -103,7 +94,6 @@ typedef struct hai_req {
     int by_deadline; /* its timeout was cut to the task deadline */
 } hai_req_t;
 
-static void call_unref(gt_hai_call_t *call);
 static void op_begin(gt_hai_call_t *call, int op);
 static void send_attempt(gt_hai_call_t *call);
 static void finish(gt_hai_call_t *call);
@@ -116,8 +106,7 @@ static void hs_owe_release(gt_hai_state_t *s, const gt_pool_t *pool, const char 
                            const char *task_id, int counted);
 static void hs_sweep(gt_hai_state_t *s, const gt_pool_t *pool, const char *attempt,
                      const char *task_id, int sweeps);
-static gt_breaker_t *hs_breaker(gt_hai_state_t *s, const gt_pool_t *pool);
-static void hs_breaker_event(gt_hai_state_t *s, const gt_pool_t *pool, int changed);
+static gt_eng_breaker_t *hs_breaker(gt_hai_state_t *s, const gt_pool_t *pool);
 static unsigned long hs_next_attempt(gt_hai_state_t *s);
 
 /* Delays between the searches for an allocate that never answered: at once,
@@ -125,58 +114,25 @@ static unsigned long hs_next_attempt(gt_hai_state_t *s);
 static const int64_t sweep_delays_ms[] = {0, 1000, 5000};
 #define N_SWEEPS ((int)(sizeof(sweep_delays_ms) / sizeof(sweep_delays_ms[0])))
 
-/* Backoff jitter needs no quality, only independence between workers. */
-static double hai_rand(void)
+/* The engine's free_fn: what the engine does not own. */
+static void hai_free(gt_eng_call_t *c)
 {
-    static uint64_t s;
-    if (s == 0)
-        s = (uint64_t)gt_clock_mono_ms() * 6364136223846793005ULL ^ (uint64_t)getpid() ^ 1;
-    s ^= s << 13;
-    s ^= s >> 7;
-    s ^= s << 17;
-    return (double)(s >> 11) / 9007199254740992.0;
-}
-
-static gt_log_ctx_t call_ctx(const gt_hai_call_t *call)
-{
-    gt_log_ctx_t ctx = {call->request_id, call->task_id, call->tenant_id, call->traceparent};
-    return ctx;
-}
-
-static void call_free(gt_hai_call_t *call)
-{
-    free(call->task_id);
-    free(call->request_id);
-    free(call->tenant_id);
+    gt_hai_call_t *call = (gt_hai_call_t *)c;
     for (int i = 0; call->headers[i]; i++) {
         /* The key sits in [0]: scrub it before the memory is reused. */
         memset(call->headers[i], 0, strlen(call->headers[i]));
         free(call->headers[i]);
     }
     free(call->allocation_id);
-    json_decref(call->output);
-    json_decref(call->attempts);
     free(call);
-}
-
-static void call_unref(gt_hai_call_t *call)
-{
-    if (--call->refs == 0)
-        call_free(call);
-}
-
-static void on_timer_close(uv_handle_t *h)
-{
-    call_unref(h->data);
 }
 
 static void close_timer(gt_hai_call_t *call)
 {
-    if (call->timer_closed)
+    if (call->base.timer_closed)
         return;
-    call->timer_closed = 1;
     call->waiting = 0;
-    uv_close((uv_handle_t *)&call->timer, on_timer_close);
+    gt_eng_call_close_timer(&call->base);
 }
 
 static void emit_allocation(gt_hai_call_t *call, const char *type, const char *error)
@@ -184,7 +140,7 @@ static void emit_allocation(gt_hai_call_t *call, const char *type, const char *e
     if (!call->env->emit)
         return;
     json_t *data = json_pack("{s:s, s:s, s:s}", "allocation_id", call->allocation_id, "pool",
-                             call->pool->name, "task_id", call->task_id);
+                             call->pool->name, "task_id", call->base.task_id);
     if (data && error)
         json_object_set_new(data, "error", json_string(error));
     if (data && call->released_at)
@@ -193,21 +149,11 @@ static void emit_allocation(gt_hai_call_t *call, const char *type, const char *e
     call->env->emit(type, data, call->env->emit_arg);
 }
 
-static void record_attempt(gt_hai_call_t *call, int op, long status, int64_t ms, const char *error)
-{
-    json_t *a = json_pack("{s:s, s:i, s:I}", "op", op_names[op], "status", (int)status, "ms",
-                          (json_int_t)ms);
-    if (!a)
-        return;
-    json_object_set_new(a, "error", error ? json_string(error) : json_null());
-    json_array_append_new(call->attempts, a);
-}
-
 /* A span per operation (allocate, inference, release), child of the task's span. */
 static void op_span_start(gt_hai_call_t *call, int op)
 {
     gt_trace_ctx_t parent;
-    if (call->span_open[op] || gt_trace_parse(call->traceparent, &parent) != 0)
+    if (call->span_open[op] || gt_trace_parse(call->base.traceparent, &parent) != 0)
         return;
     char name[64];
     snprintf(name, sizeof(name), "hostedai.%s", op_names[op]);
@@ -220,10 +166,10 @@ static void op_span_end(gt_hai_call_t *call, int op)
         return;
     call->span_open[op] = 0;
     /* The last attempt's error ("HTTP 503", "timeout"): never a body. */
-    json_t *last = json_array_get(call->attempts, json_array_size(call->attempts) - 1);
+    json_t *last = json_array_get(call->base.attempts, json_array_size(call->base.attempts) - 1);
     const char *error = json_string_value(json_object_get(last, "error"));
     gt_span_end(&call->span[op], error,
-                json_pack("{s:s, s:s, s:s, s:i, s:s}", "gantry.task_id", call->task_id,
+                json_pack("{s:s, s:s, s:s, s:i, s:s}", "gantry.task_id", call->base.task_id,
                           "hostedai.pool", call->pool->name, "hostedai.operation", op_names[op],
                           "gantry.retries", call->retry, "gantry.allocation_id",
                           call->allocation_id ? call->allocation_id : ""));
@@ -235,23 +181,10 @@ static void op_end(gt_hai_call_t *call)
     op_span_end(call, call->op);
 }
 
-static void set_failure(gt_hai_call_t *call, gt_task_status_t status, const char *code,
-                        const char *fmt, const char *detail)
-{
-    /* The first failure explains the task; later ones (a failed release) do not override it. */
-    if (call->code)
-        return;
-    call->status = status;
-    call->code = code;
-    snprintf(call->message, sizeof(call->message), fmt, detail ? detail : "");
-    json_decref(call->output);
-    call->output = NULL;
-}
-
 static void expire(gt_hai_call_t *call)
 {
     op_end(call);
-    set_failure(call, GT_TASK_EXPIRED, "deadline_exceeded", "task deadline reached during %s",
+    gt_eng_fail(&call->base, GT_TASK_EXPIRED, "deadline_exceeded", "task deadline reached during %s",
                 op_names[call->op]);
     go_release(call);
 }
@@ -266,7 +199,7 @@ static void on_timer(uv_timer_t *t)
 static void arm(gt_hai_call_t *call, int64_t delay_ms)
 {
     call->waiting = 1;
-    uv_timer_start(&call->timer, on_timer, (uint64_t)(delay_ms > 0 ? delay_ms : 0), 0);
+    uv_timer_start(&call->base.timer, on_timer, (uint64_t)(delay_ms > 0 ? delay_ms : 0), 0);
 }
 
 /* The allocate attempt in flight is over. ambiguous: no answer says whether
@@ -277,7 +210,7 @@ static void allocate_settled(gt_hai_call_t *call, int ambiguous, int timed_out)
     if (!call->attempt[0])
         return;
     if (ambiguous)
-        hs_sweep(call->env->state, call->pool, call->attempt, call->task_id,
+        hs_sweep(call->env->state, call->pool, call->attempt, call->base.task_id,
                  timed_out ? N_SWEEPS : 1);
     else
         hs_allocating(call->env->state, call->attempt, call->pool->name, 0);
@@ -288,20 +221,15 @@ static void allocate_settled(gt_hai_call_t *call, int ambiguous, int timed_out)
  * nothing said about the pool's health (capacity, a rejected request, shutdown). */
 static void breaker_verdict(gt_hai_call_t *call, int ok)
 {
-    gt_breaker_t *b = hs_breaker(call->env->state, call->pool);
-    int changed = -1;
+    gt_eng_breaker_t *b = hs_breaker(call->env->state, call->pool);
     if (!b)
         return;
-    if (ok < 0) {
-        if (call->breaker_out)
-            gt_breaker_cancel(b);
-    } else if (ok) {
-        gt_breaker_success(b, gt_clock_mono_ms(), &changed);
-    } else {
-        gt_breaker_failure(b, gt_clock_mono_ms(), &changed);
-    }
-    call->breaker_out = 0;
-    hs_breaker_event(call->env->state, call->pool, changed);
+    /* A later phase (inference, release) was not allowed by the breaker: it
+     * counts as started when its operation began, so a burst of concurrent
+     * inferences answered by fast errors is one failure (gt_breaker_failure). */
+    if (ok >= 0 && !call->breaker_out && call->op_start[call->op] > 0)
+        call->breaker_out = call->op_start[call->op];
+    gt_eng_breaker_verdict(b, &call->breaker_out, ok);
 }
 
 static void op_begin(gt_hai_call_t *call, int op)
@@ -315,7 +243,7 @@ static void op_begin(gt_hai_call_t *call, int op)
 
 static char *build_body(gt_hai_call_t *call, size_t *len)
 {
-    const gt_task_spec_t *spec = call->spec;
+    const gt_task_spec_t *spec = call->base.spec;
     json_t *body = NULL;
     const char *why = NULL;
     if (call->op == OP_ALLOCATE) {
@@ -325,7 +253,7 @@ static char *build_body(gt_hai_call_t *call, size_t *len)
                          call->pool->name, "requirements", "tflops", spec->model->tflops,
                          "vram_mb", (json_int_t)spec->model->vram_mb, "model", spec->model->name,
                          "overcommit", call->pool->overcommit, "labels", "holder",
-                         call->env->worker_id, "task_id", call->task_id, "incarnation",
+                         call->env->worker_id, "task_id", call->base.task_id, "incarnation",
                          call->env->incarnation ? call->env->incarnation : "", "attempt",
                          call->attempt);
     } else if (call->op == OP_INFERENCE) {
@@ -359,37 +287,30 @@ static void send_attempt(gt_hai_call_t *call)
     if (call->aborted && op != OP_RELEASE) {
         /* Nothing new starts once aborted; only the release goes out. */
         op_end(call);
-        set_failure(call, GT_TASK_FAILED, "aborted", "%sworker shutting down", NULL);
+        gt_eng_fail(&call->base, GT_TASK_FAILED, "aborted", "worker shutting down");
         go_release(call);
         return;
     }
     /* The deadline bounds every call but the release: what was acquired is
      * always given back. */
-    if (op != OP_RELEASE && call->deadline != INT64_MAX) {
-        int64_t left = call->deadline - now;
+    if (op != OP_RELEASE && call->base.deadline != INT64_MAX) {
+        int64_t left = call->base.deadline - now;
         if (left <= 0) {
             expire(call);
             return;
         }
-        if (left < timeout) {
-            timeout = left;
-            by_deadline = 1;
-        }
+        timeout = gt_eng_timeout(timeout, call->base.deadline, &by_deadline);
     }
     if (op == OP_ALLOCATE) {
-        gt_breaker_t *b = hs_breaker(call->env->state, call->pool);
-        int changed = -1;
-        if (b && !gt_breaker_allow(b, now, &changed)) {
-            hs_breaker_event(call->env->state, call->pool, changed);
-            record_attempt(call, op, 0, 0, "circuit breaker open");
+        gt_eng_breaker_t *b = hs_breaker(call->env->state, call->pool);
+        if (b && !gt_eng_breaker_allow(b, &call->breaker_out)) {
+            gt_eng_attempt(&call->base, op_names[op], 0, 0, NULL, "circuit breaker open");
             op_end(call);
-            set_failure(call, GT_TASK_FAILED, fail_codes[FAIL_UNAVAILABLE],
+            gt_eng_fail(&call->base, GT_TASK_FAILED, fail_codes[FAIL_UNAVAILABLE],
                         "pool %s: circuit breaker open", call->pool->name);
             go_release(call);
             return;
         }
-        hs_breaker_event(call->env->state, call->pool, changed);
-        call->breaker_out = b != NULL;
         snprintf(call->attempt, sizeof(call->attempt), "%s:%lu",
                  call->env->incarnation ? call->env->incarnation : call->env->worker_id,
                  hs_next_attempt(call->env->state));
@@ -405,8 +326,8 @@ static void send_attempt(gt_hai_call_t *call)
         if (!body) {
             allocate_settled(call, 0, 0);
             op_end(call);
-            set_failure(call, GT_TASK_FAILED, "invalid_input",
-                        "input does not fit kind %s", call->spec->kind);
+            gt_eng_fail(&call->base, GT_TASK_FAILED, "invalid_input",
+                        "input does not fit kind %s", call->base.spec->kind);
             go_release(call);
             return;
         }
@@ -416,7 +337,7 @@ static void send_attempt(gt_hai_call_t *call)
         free(body);
         allocate_settled(call, 0, 0);
         op_end(call);
-        set_failure(call, GT_TASK_FAILED, "internal", "%sout of memory", NULL);
+        gt_eng_fail(&call->base, GT_TASK_FAILED, "internal", "out of memory");
         go_release(call);
         return;
     }
@@ -424,7 +345,7 @@ static void send_attempt(gt_hai_call_t *call)
     req->seq = call->seq;
     req->op = op;
     req->by_deadline = by_deadline;
-    call->refs++; /* dropped by on_response */
+    call->base.refs++; /* dropped by on_response */
     call->in_flight = 1;
     if (gt_http_request(call->env->http, method, url, (const char *const *)call->headers, body,
                         body_len, timeout, on_response, req) != 0) {
@@ -499,18 +420,18 @@ static int take_success(gt_hai_call_t *call, const gt_http_response_t *resp)
     json_t *emb = json_object_get(doc, "embedding");
     json_t *embs = json_object_get(doc, "embeddings");
     if (json_is_array(emb))
-        call->output = json_pack("{s:O}", "embedding", emb);
+        call->base.output = json_pack("{s:O}", "embedding", emb);
     else if (json_is_array(embs) && json_is_array(json_array_get(embs, 0)) &&
              json_array_size(embs) == 1)
         /* One input, one vector. */
-        call->output = json_pack("{s:O}", "embedding", json_array_get(embs, 0));
+        call->base.output = json_pack("{s:O}", "embedding", json_array_get(embs, 0));
     else if (json_is_array(embs) && json_is_array(json_array_get(embs, 0)))
         /* Several inputs: task-result.v1 wants "embedding" to be one vector,
          * so the first goes there and all of them in "embeddings". */
-        call->output = json_pack("{s:O, s:O}", "embedding", json_array_get(embs, 0),
+        call->base.output = json_pack("{s:O, s:O}", "embedding", json_array_get(embs, 0),
                                  "embeddings", embs);
     else if (json_is_string(text))
-        call->output = json_pack("{s:O}", "text", text);
+        call->base.output = json_pack("{s:O}", "text", text);
     else
         goto out;
     json_t *usage = json_object_get(doc, "usage");
@@ -518,7 +439,7 @@ static int take_success(gt_hai_call_t *call, const gt_http_response_t *resp)
     call->completion_tokens = json_integer_value(json_object_get(usage, "completion_tokens"));
     call->request_bytes = (int64_t)resp->request_bytes;
     call->response_bytes = (int64_t)resp->body_len;
-    rc = call->output ? 0 : -1;
+    rc = call->base.output ? 0 : -1;
 out:
     json_decref(doc);
     return rc;
@@ -550,14 +471,14 @@ static int maybe_allocated(const gt_http_response_t *resp)
 static void on_stale(gt_hai_call_t *call, int op, const gt_http_response_t *resp)
 {
     char id[256];
-    gt_log_ctx_t ctx = call_ctx(call);
+    gt_log_ctx_t ctx = gt_eng_call_ctx(&call->base);
     if (op != OP_ALLOCATE)
         return;
     if (resp->status >= 200 && resp->status < 300) {
         if (allocated_id(resp, id, sizeof(id))) {
             gt_log(GT_LOG_WARN, &ctx, "allocate answered (%s) after the task gave up on it: "
                    "releasing it", id);
-            hs_owe_release(call->env->state, call->pool, id, call->task_id, 0);
+            hs_owe_release(call->env->state, call->pool, id, call->base.task_id, 0);
         }
         allocate_settled(call, 0, 0);
     } else {
@@ -573,22 +494,22 @@ static int capacity_wait(gt_hai_call_t *call, const gt_http_response_t *resp)
     const gt_config_t *cfg = call->env->cfg;
     int64_t now = gt_clock_mono_ms();
     int step = call->cap_waits + 1 < 16 ? call->cap_waits + 1 : 16;
-    int64_t wait = gt_retry_backoff_ms(&cfg->retry, step, resp->retry_after_ms, hai_rand());
+    int64_t wait = gt_retry_backoff_ms(&cfg->retry, step, resp->retry_after_ms, gt_rand_unit());
     /* Spread the waiters a Retry-After would send back all at once. */
-    wait += (int64_t)(hai_rand() * 0.2 * (double)wait);
+    wait += (int64_t)(gt_rand_unit() * 0.2 * (double)wait);
     if (call->cap_wait_ms + wait > cfg->capacity_wait_ms) {
         char detail[200];
         op_end(call);
         snprintf(detail, sizeof(detail), "pool %s stayed full for %" PRId64 " ms (%d waits)",
                  call->pool->name, call->cap_wait_ms, call->cap_waits);
-        set_failure(call, GT_TASK_FAILED, fail_codes[FAIL_CAPACITY], "%s", detail);
+        gt_eng_fail(&call->base, GT_TASK_FAILED, fail_codes[FAIL_CAPACITY], "%s", detail);
         go_release(call);
         return 0;
     }
-    if (call->deadline != INT64_MAX && now + wait >= call->deadline) {
-        call->cap_wait_ms += call->deadline > now ? call->deadline - now : 0;
+    if (call->base.deadline != INT64_MAX && now + wait >= call->base.deadline) {
+        call->cap_wait_ms += call->base.deadline > now ? call->base.deadline - now : 0;
         op_end(call);
-        set_failure(call, GT_TASK_EXPIRED, "deadline_exceeded",
+        gt_eng_fail(&call->base, GT_TASK_EXPIRED, "deadline_exceeded",
                     "task deadline reached while waiting for capacity of pool %s",
                     call->pool->name);
         go_release(call);
@@ -608,7 +529,7 @@ static void on_response(const gt_http_response_t *resp, void *arg)
     int op = req->op, by_deadline = req->by_deadline;
     int stale = req->seq != call->seq || call->finished;
     char err[160];
-    gt_log_ctx_t ctx = call_ctx(call);
+    gt_log_ctx_t ctx = gt_eng_call_ctx(&call->base);
 
     free(req);
 
@@ -621,25 +542,25 @@ static void on_response(const gt_http_response_t *resp, void *arg)
     int64_t ms = resp->elapsed_ms;
     if (resp->status >= 200 && resp->status < 300) {
         if (take_success(call, resp) == 0) {
-            record_attempt(call, op, resp->status, ms, NULL);
+            gt_eng_attempt(&call->base, op_names[op], resp->status, ms, NULL, NULL);
             op_end(call);
             if (op == OP_ALLOCATE) {
                 allocate_settled(call, 0, 0);
                 breaker_verdict(call, 1);
                 hs_held(call->env->state, call->allocation_id, call->pool->name, 1);
                 call->allocated_at = gt_clock_mono_ms();
-                gt_wstats_allocated(call->pool->name, call->spec->model->name, (double)ms / 1e3);
+                gt_wstats_allocated(call->pool->name, call->base.spec->model->name, (double)ms / 1e3);
                 emit_allocation(call, "allocation.acquired", NULL);
                 if (call->aborted) {
-                    set_failure(call, GT_TASK_FAILED, "aborted", "%sworker shutting down", NULL);
+                    gt_eng_fail(&call->base, GT_TASK_FAILED, "aborted", "worker shutting down");
                     go_release(call);
                 } else {
                     op_begin(call, OP_INFERENCE);
                 }
             } else if (op == OP_INFERENCE) {
                 breaker_verdict(call, 1);
-                gt_wstats_inference(call->spec->model->name, (double)ms / 1e3);
-                call->status = GT_TASK_SUCCEEDED;
+                gt_wstats_inference(call->base.spec->model->name, (double)ms / 1e3);
+                call->base.status = GT_TASK_SUCCEEDED;
                 go_release(call);
             } else {
                 hs_held(call->env->state, call->allocation_id, NULL, 0);
@@ -650,14 +571,14 @@ static void on_response(const gt_http_response_t *resp, void *arg)
             }
             goto out;
         }
-        record_attempt(call, op, resp->status, ms, "unparseable response");
+        gt_eng_attempt(&call->base, op_names[op], resp->status, ms, NULL, "unparseable response");
         op_end(call);
         if (op == OP_ALLOCATE) {
             /* Something may have been allocated: look for it by its label. */
             allocate_settled(call, 1, 0);
             breaker_verdict(call, 0);
         }
-        set_failure(call, GT_TASK_FAILED, fail_codes[FAIL_BAD_RESPONSE],
+        gt_eng_fail(&call->base, GT_TASK_FAILED, fail_codes[FAIL_BAD_RESPONSE],
                     "%s answered with an unexpected body", op_names[op]);
         go_release(call);
         goto out;
@@ -665,7 +586,7 @@ static void on_response(const gt_http_response_t *resp, void *arg)
 
     if (op == OP_RELEASE && resp->status == 404) {
         /* Already gone (the reaper got there first): nothing is held any more. */
-        record_attempt(call, op, resp->status, ms, "not found");
+        gt_eng_attempt(&call->base, op_names[op], resp->status, ms, NULL, "not found");
         op_end(call);
         hs_held(call->env->state, call->allocation_id, NULL, 0);
         call->released_at = gt_clock_mono_ms();
@@ -677,13 +598,8 @@ static void on_response(const gt_http_response_t *resp, void *arg)
     }
 
     fail_t f = classify(op, resp);
-    if (resp->timed_out)
-        snprintf(err, sizeof(err), "timeout");
-    else if (resp->status == 0)
-        snprintf(err, sizeof(err), "%s", resp->error ? resp->error : "transport error");
-    else
-        snprintf(err, sizeof(err), "HTTP %ld", resp->status);
-    record_attempt(call, op, resp->status, ms, err);
+    gt_eng_http_error(resp, err, sizeof(err));
+    gt_eng_attempt(&call->base, op_names[op], resp->status, ms, NULL, err);
     gt_wstats_hostedai_error(fail_codes[f], op_names[op]);
     if (op == OP_ALLOCATE)
         allocate_settled(call, maybe_allocated(resp), f == FAIL_TIMEOUT || resp->status == 0);
@@ -702,23 +618,23 @@ static void on_response(const gt_http_response_t *resp, void *arg)
     int max = call->env->cfg->retry.max_retries;
     if (op == OP_RELEASE)
         max += GT_HAI_RELEASE_EXTRA_RETRIES;
-    if (f != FAIL_REJECTED && f != FAIL_TOO_LARGE && call->retry < max &&
-        !(call->aborted && op != OP_RELEASE)) {
-        call->retry++;
-        gt_wstats_retry(op == OP_ALLOCATE ? "hostedai.allocate" : op == OP_INFERENCE
-                                                                  ? "hostedai.inference"
-                                                                  : "hostedai.release");
-        int64_t wait = gt_retry_backoff_ms(&call->env->cfg->retry, call->retry,
-                                           resp->retry_after_ms, hai_rand());
-        if (op != OP_RELEASE && call->deadline != INT64_MAX &&
-            gt_clock_mono_ms() + wait >= call->deadline) {
+    if (f != FAIL_REJECTED && f != FAIL_TOO_LARGE && !(call->aborted && op != OP_RELEASE)) {
+        static const char *const retry_ops[OP_COUNT] = {"hostedai.allocate", "hostedai.inference",
+                                                        "hostedai.release"};
+        int64_t wait = 0;
+        gt_eng_next_t next =
+            gt_eng_next(&call->env->cfg->retry, &call->retry, max, resp->retry_after_ms,
+                        op == OP_RELEASE ? INT64_MAX : call->base.deadline, retry_ops[op], &wait);
+        if (next == GT_ENG_EXPIRE) {
             expire(call);
             goto out;
         }
-        gt_log(GT_LOG_DEBUG, &ctx, "%s failed (%s), retry %d in %" PRId64 " ms", op_names[op],
-               err, call->retry, wait);
-        arm(call, wait);
-        goto out;
+        if (next == GT_ENG_RETRY) {
+            gt_log(GT_LOG_DEBUG, &ctx, "%s failed (%s), retry %d in %" PRId64 " ms",
+                   op_names[op], err, call->retry, wait);
+            arm(call, wait);
+            goto out;
+        }
     }
     op_end(call);
     if (op == OP_RELEASE) {
@@ -726,22 +642,20 @@ static void on_response(const gt_http_response_t *resp, void *arg)
         gt_log(GT_LOG_WARN, &ctx, "release of %s failed after %d attempts (%s); the worker "
                "keeps retrying it", call->allocation_id, call->retry + 1, err);
         emit_allocation(call, "allocation.release_failed", err);
-        hs_owe_release(call->env->state, call->pool, call->allocation_id, call->task_id, 1);
+        hs_owe_release(call->env->state, call->pool, call->allocation_id, call->base.task_id, 1);
         call->released_at = gt_clock_mono_ms();
         finish(call);
         goto out;
     }
     if (call->aborted) {
-        set_failure(call, GT_TASK_FAILED, "aborted", "%sworker shutting down", NULL);
+        gt_eng_fail(&call->base, GT_TASK_FAILED, "aborted", "worker shutting down");
     } else {
-        char detail[200];
-        snprintf(detail, sizeof(detail), "%s failed after %d attempt%s: %s", op_names[op],
-                 call->retry + 1, call->retry ? "s" : "", err);
-        set_failure(call, GT_TASK_FAILED, fail_codes[f], "%s", detail);
+        gt_eng_fail(&call->base, GT_TASK_FAILED, fail_codes[f], "%s failed after %d attempt%s: %s",
+                    op_names[op], call->retry + 1, call->retry ? "s" : "", err);
     }
     go_release(call);
 out:
-    call_unref(call);
+    gt_eng_call_unref(&call->base);
 }
 
 static void go_release(gt_hai_call_t *call)
@@ -765,13 +679,14 @@ static void finish(gt_hai_call_t *call)
         gt_wstats_capacity_waited(call->pool->name, (double)call->cap_wait_ms / 1000.0);
     if (call->cb) {
         gt_task_outcome_t out = {0};
-        out.status = call->status;
-        out.error_code = call->code;
-        out.error_message = call->code ? call->message : NULL;
-        out.output = call->status == GT_TASK_SUCCEEDED ? call->output : NULL;
+        out.status = call->base.status;
+        out.error_code = call->base.code;
+        out.error_message = call->base.code ? call->base.message : NULL;
+        out.output = call->base.status == GT_TASK_SUCCEEDED ? call->base.output : NULL;
         out.pool = call->pool->name;
+        out.provider = "hostedai";
         out.allocation_id = call->allocation_id;
-        out.attempts = call->attempts;
+        out.attempts = call->base.attempts;
         out.prompt_tokens = call->prompt_tokens;
         out.completion_tokens = call->completion_tokens;
         out.allocate_ms = call->op_ms[OP_ALLOCATE];
@@ -782,13 +697,13 @@ static void finish(gt_hai_call_t *call)
             out.allocation_seconds = (double)(call->released_at - call->allocated_at) / 1000.0;
         out.request_bytes = call->request_bytes;
         out.response_bytes = call->response_bytes;
-        call->cb(call, &out, call->cb_arg);
+        call->cb((gt_rt_call_t *)call, &out, call->cb_arg);
     }
-    call_unref(call); /* the owner's reference */
+    gt_eng_call_unref(&call->base); /* the owner's reference */
 }
 
 gt_hai_call_t *gt_hai_start(const gt_hai_env_t *env, const gt_task_spec_t *spec,
-                            gt_hai_done_cb cb, void *arg, const char **code)
+                            gt_rt_done_cb cb, void *arg, const char **code)
 {
     gt_hai_call_t *call = NULL;
     const gt_pool_t *pool = gt_config_pool(env->cfg, spec->model->pool);
@@ -799,31 +714,21 @@ gt_hai_call_t *gt_hai_start(const gt_hai_env_t *env, const gt_task_spec_t *spec,
         *code = "unknown_pool";
         return NULL;
     }
-    call = calloc(1, sizeof(*call));
+    call = gt_eng_call_new(sizeof(*call), env->loop, spec, hai_free);
     if (!call)
         goto fail;
     call->env = env;
     call->pool = pool;
-    call->spec = spec;
     call->cb = cb;
     call->cb_arg = arg;
-    call->deadline = spec->deadline_mono_ms;
-    call->status = GT_TASK_FAILED;
     for (int i = 0; i < OP_COUNT; i++)
         call->op_ms[i] = -1;
-    call->task_id = strdup(spec->task_id ? spec->task_id : "");
-    call->request_id = strdup(spec->request_id ? spec->request_id : "");
-    call->tenant_id = strdup(spec->tenant_id ? spec->tenant_id : "");
-    call->attempts = json_array();
-    if (!call->task_id || !call->request_id || !call->tenant_id || !call->attempts)
-        goto fail;
     int n = 0;
     snprintf(line, sizeof(line), "Authorization: Bearer %s", pool->api_key ? pool->api_key : "");
     call->headers[n++] = strdup(line);
     call->headers[n++] = strdup("Content-Type: application/json");
     call->headers[n++] = strdup("Accept: application/json");
     if (spec->traceparent && *spec->traceparent) {
-        snprintf(call->traceparent, sizeof(call->traceparent), "%s", spec->traceparent);
         snprintf(line, sizeof(line), "traceparent: %s", spec->traceparent);
         call->headers[n++] = strdup(line);
     }
@@ -831,9 +736,6 @@ gt_hai_call_t *gt_hai_start(const gt_hai_env_t *env, const gt_task_spec_t *spec,
     for (int i = 0; i < n; i++)
         if (!call->headers[i])
             goto fail;
-    uv_timer_init(env->loop, &call->timer);
-    call->timer.data = call;
-    call->refs = 2; /* owner + timer */
     call->op = OP_ALLOCATE;
     call->op_start[OP_ALLOCATE] = gt_clock_mono_ms();
     op_span_start(call, OP_ALLOCATE);
@@ -842,8 +744,12 @@ gt_hai_call_t *gt_hai_start(const gt_hai_env_t *env, const gt_task_spec_t *spec,
     return call;
 fail:
     memset(line, 0, sizeof(line));
-    if (call)
-        call_free(call);
+    if (call) {
+        /* Nothing was sent: the timer closes and the last reference frees the call. */
+        call->finished = 1;
+        close_timer(call);
+        gt_eng_call_unref(&call->base);
+    }
     return NULL;
 }
 
@@ -855,10 +761,10 @@ void gt_hai_abort(gt_hai_call_t *call)
     if (call->op == OP_RELEASE)
         return; /* already giving back; let it finish */
     if (call->waiting) {
-        uv_timer_stop(&call->timer);
+        uv_timer_stop(&call->base.timer);
         call->waiting = 0;
         op_end(call);
-        set_failure(call, GT_TASK_FAILED, "aborted", "%sworker shutting down", NULL);
+        gt_eng_fail(&call->base, GT_TASK_FAILED, "aborted", "worker shutting down");
         go_release(call);
         return;
     }
@@ -866,10 +772,10 @@ void gt_hai_abort(gt_hai_call_t *call)
         /* Abandon the inference (its answer is ignored) and give the GPU back now. */
         call->seq++;
         call->in_flight = 0;
-        record_attempt(call, OP_INFERENCE, 0, gt_clock_mono_ms() - call->op_start[OP_INFERENCE],
-                       "aborted");
+        gt_eng_attempt(&call->base, op_names[OP_INFERENCE], 0,
+                       gt_clock_mono_ms() - call->op_start[OP_INFERENCE], NULL, "aborted");
         op_end(call);
-        set_failure(call, GT_TASK_FAILED, "aborted", "%sworker shutting down", NULL);
+        gt_eng_fail(&call->base, GT_TASK_FAILED, "aborted", "worker shutting down");
         go_release(call);
     }
     /* An allocate in flight is awaited: its answer may hold something to release. */
@@ -885,11 +791,11 @@ void gt_hai_cancel(gt_hai_call_t *call)
     /* What it holds is given back by the process; an allocate in flight is
      * settled when its answer comes (on_stale). */
     if (call->allocation_id && !call->released_at)
-        hs_owe_release(call->env->state, call->pool, call->allocation_id, call->task_id, 1);
+        hs_owe_release(call->env->state, call->pool, call->allocation_id, call->base.task_id, 1);
     if (call->breaker_out)
         breaker_verdict(call, -1);
     close_timer(call);
-    call_unref(call);
+    gt_eng_call_unref(&call->base);
 }
 
 /* Flattens chat messages into "role: content\n" lines. */
@@ -1001,7 +907,7 @@ struct gt_hai_state {
     unsigned long next_attempt;
     uv_timer_t timer;
     int closed;
-    gt_breaker_t *breakers; /* one per cfg pool, same order */
+    gt_eng_breaker_t *breakers; /* one per cfg pool, same order, named "hostedai:<pool>" */
     size_t n_breakers;
     void (*settled_cb)(void *arg);
     void *settled_arg;
@@ -1134,15 +1040,24 @@ static void hs_auth(const gt_pool_t *pool, char *auth, size_t len, const char *h
     hdrs[2] = NULL;
 }
 
-static void hs_on_released(const gt_http_response_t *resp, void *arg)
+/* A job's request answered: its state, or NULL when the state closed (j freed). */
+static gt_hai_state_t *hs_answered(hs_job_t *j)
 {
-    hs_job_t *j = arg;
     gt_hai_state_t *s = j->s;
     j->in_flight = 0;
     if (s->closed) {
         hs_job_free(s, j);
-        return;
+        return NULL;
     }
+    return s;
+}
+
+static void hs_on_released(const gt_http_response_t *resp, void *arg)
+{
+    hs_job_t *j = arg;
+    gt_hai_state_t *s = hs_answered(j);
+    if (!s)
+        return;
     if ((resp->status >= 200 && resp->status < 300) || resp->status == 404) {
         gt_info("owed release of allocation %s in pool %s done after %d attempt%s%s", j->key,
                 j->pool->name, j->tries, j->tries == 1 ? "" : "s",
@@ -1155,7 +1070,7 @@ static void hs_on_released(const gt_http_response_t *resp, void *arg)
         return;
     }
     int64_t wait = gt_retry_backoff_ms(&s->env->cfg->retry, j->tries < 16 ? j->tries : 16,
-                                       resp->retry_after_ms, hai_rand());
+                                       resp->retry_after_ms, gt_rand_unit());
     if (wait > GT_HAI_OWED_MAX_MS)
         wait = GT_HAI_OWED_MAX_MS;
     gt_debug("owed release of %s failed (status %ld), again in %lld ms", j->key, resp->status,
@@ -1167,12 +1082,9 @@ static void hs_on_released(const gt_http_response_t *resp, void *arg)
 static void hs_on_listed(const gt_http_response_t *resp, void *arg)
 {
     hs_job_t *j = arg;
-    gt_hai_state_t *s = j->s;
-    j->in_flight = 0;
-    if (s->closed) {
-        hs_job_free(s, j);
+    gt_hai_state_t *s = hs_answered(j);
+    if (!s)
         return;
-    }
     if (resp->status == 200) {
         json_t *doc = json_loadb(resp->body, resp->body_len, 0, NULL);
         size_t i;
@@ -1253,7 +1165,7 @@ static void hs_arm(gt_hai_state_t *s)
         uv_timer_start(&s->timer, hs_on_timer, (uint64_t)(due > now ? due - now : 0), 0);
 }
 
-static gt_breaker_t *hs_breaker(gt_hai_state_t *s, const gt_pool_t *pool)
+static gt_eng_breaker_t *hs_breaker(gt_hai_state_t *s, const gt_pool_t *pool)
 {
     if (!s)
         return NULL;
@@ -1262,31 +1174,6 @@ static gt_breaker_t *hs_breaker(gt_hai_state_t *s, const gt_pool_t *pool)
         if (&cfg->pools[i] == pool)
             return &s->breakers[i];
     return NULL;
-}
-
-/* The same events and gauge as a hosted provider's breaker (provider.c),
- * named "hostedai:<pool>" so that routing by provider name never confuses them. */
-static void hs_breaker_event(gt_hai_state_t *s, const gt_pool_t *pool, int changed)
-{
-    static const char *const types[] = {"breaker.closed", "breaker.opened", "breaker.half_open"};
-    gt_breaker_t *b = hs_breaker(s, pool);
-    char name[300];
-    if (changed < 0 || !b)
-        return;
-    snprintf(name, sizeof(name), "hostedai:%s", pool->name);
-    const char *state = gt_breaker_state_name((gt_breaker_state_t)changed);
-    gt_wstats_breaker(name, changed != GT_BREAKER_CLOSED);
-    if (changed == GT_BREAKER_OPEN)
-        gt_warn("pool %s: circuit breaker open", pool->name);
-    else
-        gt_info("pool %s: circuit breaker %s", pool->name, state);
-    if (!s->env->emit)
-        return;
-    json_t *data = json_pack("{s:s, s:s, s:s, s:s, s:i, s:I}", "provider", name, "pool",
-                             pool->name, "endpoint", pool->endpoint ? pool->endpoint : "",
-                             "state", state, "failures", b->threshold, "recovery_ms",
-                             (json_int_t)b->recovery_ms);
-    s->env->emit(types[changed], data, s->env->emit_arg);
 }
 
 gt_hai_state_t *gt_hai_state_new(const gt_hai_env_t *env)
@@ -1298,7 +1185,7 @@ gt_hai_state_t *gt_hai_state_new(const gt_hai_env_t *env)
     s->held = json_object();
     s->allocating = json_object();
     s->n_breakers = env->cfg->n_pools;
-    s->breakers = calloc(s->n_breakers + 1, sizeof(gt_breaker_t));
+    s->breakers = calloc(s->n_breakers + 1, sizeof(gt_eng_breaker_t));
     if (!s->held || !s->allocating || !s->breakers) {
         json_decref(s->held);
         json_decref(s->allocating);
@@ -1306,9 +1193,14 @@ gt_hai_state_t *gt_hai_state_new(const gt_hai_env_t *env)
         free(s);
         return NULL;
     }
-    for (size_t i = 0; i < s->n_breakers; i++)
-        gt_breaker_init(&s->breakers[i], env->cfg->pools[i].breaker_failures,
-                        env->cfg->pools[i].breaker_recovery_ms);
+    for (size_t i = 0; i < s->n_breakers; i++) {
+        const gt_pool_t *p = &env->cfg->pools[i];
+        char name[300];
+        /* "hostedai:<pool>": routing by provider name never confuses it with a provider. */
+        snprintf(name, sizeof(name), "hostedai:%s", p->name);
+        gt_eng_breaker_init(&s->breakers[i], name, p->endpoint ? p->endpoint : "", p->name,
+                            p->breaker_failures, p->breaker_recovery_ms, env->emit, env->emit_arg);
+    }
     uv_timer_init(env->loop, &s->timer);
     s->timer.data = s;
     return s;
@@ -1374,3 +1266,47 @@ void gt_hai_state_free(gt_hai_state_t *s)
     free(s->breakers);
     free(s);
 }
+
+/* ---- as a runtime (runtime.h) ------------------------------------------------- */
+
+/* The pool could not serve (down, slow, throttling, full): another model may. */
+static const char *const fall_back_codes[] = {"hostedai_unavailable", "hostedai_timeout",
+                                              "hostedai_rate_limited", "hostedai_capacity", NULL};
+
+static int hai_serves(const gt_model_t *m)
+{
+    return m->runtime && strcmp(m->runtime, "hostedai") == 0;
+}
+
+static int hai_unavailable(void *ctx, const gt_model_t *m)
+{
+    const gt_hai_env_t *env = ctx;
+    const gt_eng_breaker_t *b = hs_breaker(env->state, gt_config_pool(env->cfg, m->pool));
+    return b && gt_eng_breaker_unavailable(b);
+}
+
+static gt_rt_call_t *hai_start(void *ctx, const gt_task_spec_t *spec, gt_rt_done_cb cb,
+                               void *arg, const char **code)
+{
+    return (gt_rt_call_t *)gt_hai_start(ctx, spec, cb, arg, code);
+}
+
+static int hai_may_fall_back(const char *code)
+{
+    return gt_eng_code_in(code, fall_back_codes);
+}
+
+static void hai_abort(gt_rt_call_t *call)
+{
+    gt_hai_abort((gt_hai_call_t *)call);
+}
+
+/* Cancelled while holding an allocation: the process state owes its release. */
+static void hai_cancel(gt_rt_call_t *call)
+{
+    gt_hai_cancel((gt_hai_call_t *)call);
+}
+
+const gt_runtime_ops_t gt_runtime_ops_hostedai = {
+    "hostedai", hai_serves, hai_start, hai_abort, hai_cancel, hai_unavailable, hai_may_fall_back,
+};

@@ -1,4 +1,5 @@
-/* hostedai.h - HostedAI runtime: allocate, infer, release, with retries and deadlines. */
+/* hostedai.h - HostedAI runtime: allocate, infer, release on the shared call
+ * engine (engine.h: retries, deadlines, attempts, the pool's circuit breaker). */
 #ifndef GT_HOSTEDAI_H
 #define GT_HOSTEDAI_H
 
@@ -7,10 +8,9 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "breaker.h"
 #include "config.h"
-#include "executor.h"
 #include "http.h"
+#include "runtime.h"
 
 /* Extra release attempts after cfg->retry is exhausted: an allocation left
  * behind costs money until the reaper finds it. */
@@ -63,17 +63,19 @@ void gt_hai_state_close(gt_hai_state_t *s);
 /* Frees s after gt_hai_state_close and the loop run (and after gt_http_free). */
 void gt_hai_state_free(gt_hai_state_t *s);
 
-/* Called exactly once per call unless it was cancelled, after any allocation
- * has been released (or its release given up). out is valid only during the
- * call. The call must not be used after the callback has returned. */
-typedef void (*gt_hai_done_cb)(gt_hai_call_t *call, const gt_task_outcome_t *out, void *arg);
+/* The callback (gt_rt_done_cb, call: the gt_hai_call_t) runs exactly once per
+ * call unless it was cancelled, after any allocation has been released (or its
+ * release given up); out->provider is "hostedai", out->pool the pool. out is
+ * valid only during the call. The call must not be used after it returned.
+ * As a runtime (gt_runtime_ops_hostedai, ctx: a gt_hai_env_t) it serves the
+ * models of runtime "hostedai". */
 
 /* Starts a task on its model's pool. env and spec are borrowed and must stay
  * valid until cb (env: until the call is freed, i.e. while the loop runs its
  * requests). Returns NULL when the task cannot even start (out of memory, or
  * unknown pool: then *code is set to a task error code, e.g. "unknown_pool"). */
 gt_hai_call_t *gt_hai_start(const gt_hai_env_t *env, const gt_task_spec_t *spec,
-                            gt_hai_done_cb cb, void *arg, const char **code);
+                            gt_rt_done_cb cb, void *arg, const char **code);
 
 /* Ends the call early (shutdown): an allocate in flight is awaited, an
  * inference is abandoned, backoffs are cut short, and the allocation is

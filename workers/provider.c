@@ -12,9 +12,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "breaker.h"
+#include "engine.h"
 #include "clock.h"
 #include "log.h"
+#include "rand.h"
 #include "provider.h"
 #include "retry.h"
 #include "slots.h"
@@ -99,7 +100,7 @@ const gt_runtime_t *gt_runtime_find(const char *name)
 typedef struct prov_state {
     const gt_provider_t *p;
     const gt_runtime_t *rt;
-    gt_breaker_t breaker;
+    gt_eng_breaker_t breaker;
 #ifdef GT_HAVE_GCP_AUTH
     gt_gcp_auth_t *auth;
 #endif
@@ -121,34 +122,26 @@ struct gt_prov_engine {
 typedef enum { FAIL_NONE, FAIL_TIMEOUT, FAIL_UNAVAILABLE, FAIL_RATE_LIMITED } fail_t;
 
 struct gt_prov_call {
+    gt_eng_call_t base;  /* first: the engine's part of the call */
     gt_prov_engine_t *e;
     prov_state_t *ps;
-    const gt_task_spec_t *spec;
-    gt_prov_done_cb cb;
+    gt_rt_done_cb cb;
     void *cb_arg;
 
-    int refs;
     unsigned seq;        /* bumped when the request in flight is abandoned */
     int retry;
     int in_flight;
-    int finished, aborted, timer_closed;
-    int breaker_out;     /* the breaker allowed the attempt in flight */
-    uv_timer_t timer;
+    int finished, aborted;
+    int64_t breaker_out; /* the breaker allowed the attempt in flight then (mono ms) */
     gt_slot_req_t *slot;
     int slot_waiting;
     fail_t last_fail;
 
-    char *task_id, *request_id, *tenant_id;
-    char traceparent[GT_TRACEPARENT_LEN + 1]; /* the task's ("" when none) */
     gt_span_t span;      /* provider.call: slot wait, attempts and retries */
     char span_tp[GT_TRACEPARENT_LEN + 1]; /* names the span: sent to the provider */
     int span_open;
-    int64_t deadline, start_mono, slot_start, slot_ms, infer_start;
+    int64_t start_mono, slot_start, slot_ms, infer_start;
 
-    gt_task_status_t status;
-    const char *code;
-    char message[256];
-    json_t *output, *attempts;
     int64_t prompt_tokens, completion_tokens, request_bytes, response_bytes;
 };
 
@@ -161,27 +154,20 @@ typedef struct prov_req {
 static void attempt(gt_prov_call_t *call);
 static void finish(gt_prov_call_t *call);
 
-static double prov_rand(void)
+static void prov_attempt(gt_prov_call_t *call, long status, int64_t ms, const char *error)
 {
-    static uint64_t s;
-    if (s == 0)
-        s = (uint64_t)gt_clock_mono_ms() * 6364136223846793005ULL ^ (uint64_t)getpid() ^ 3;
-    s ^= s << 13;
-    s ^= s >> 7;
-    s ^= s << 17;
-    return (double)(s >> 11) / 9007199254740992.0;
+    gt_eng_attempt(&call->base, "inference", status, ms, call->ps->p->name, error);
 }
 
-static gt_log_ctx_t call_ctx(const gt_prov_call_t *call)
+static void prov_free(gt_eng_call_t *c)
 {
-    gt_log_ctx_t ctx = {call->request_id, call->task_id, call->tenant_id, call->traceparent};
-    return ctx;
+    free(c);
 }
 
 /* The traceparent sent to the provider: the call's span, else the task's. */
 static const char *outgoing_tp(const gt_prov_call_t *call)
 {
-    return call->span_tp[0] ? call->span_tp : call->spec->traceparent;
+    return call->span_tp[0] ? call->span_tp : call->base.spec->traceparent;
 }
 
 static prov_state_t *state_of(gt_prov_engine_t *e, const char *provider)
@@ -192,96 +178,18 @@ static prov_state_t *state_of(gt_prov_engine_t *e, const char *provider)
     return NULL;
 }
 
-static void breaker_event(gt_prov_engine_t *e, prov_state_t *ps, int changed)
-{
-    static const char *const types[] = {"breaker.closed", "breaker.opened", "breaker.half_open"};
-    if (changed < 0)
-        return;
-    const char *state = gt_breaker_state_name((gt_breaker_state_t)changed);
-    gt_wstats_breaker(ps->p->name, changed != GT_BREAKER_CLOSED);
-    if (changed == GT_BREAKER_OPEN)
-        gt_warn("provider %s: circuit breaker open", ps->p->name);
-    else
-        gt_info("provider %s: circuit breaker %s", ps->p->name, state);
-    if (!e->emit)
-        return;
-    json_t *data = json_pack("{s:s, s:s, s:s, s:i, s:I}", "provider", ps->p->name, "endpoint",
-                             ps->p->endpoint ? ps->p->endpoint
-                                             : (ps->p->region ? ps->p->region : ps->p->runtime),
-                             "state", state, "failures", ps->breaker.threshold, "recovery_ms",
-                             (json_int_t)ps->breaker.recovery_ms);
-    e->emit(types[changed], data, e->emit_arg);
-}
-
-static void call_free(gt_prov_call_t *call)
-{
-    free(call->task_id);
-    free(call->request_id);
-    free(call->tenant_id);
-    json_decref(call->output);
-    json_decref(call->attempts);
-    free(call);
-}
-
-static void call_unref(gt_prov_call_t *call)
-{
-    if (--call->refs == 0)
-        call_free(call);
-}
-
-static void on_timer_close(uv_handle_t *h)
-{
-    call_unref(h->data);
-}
-
-static void record_attempt(gt_prov_call_t *call, long status, int64_t ms, const char *error)
-{
-    json_t *a = json_pack("{s:s, s:i, s:I, s:s}", "op", "inference", "status", (int)status, "ms",
-                          (json_int_t)(ms < 0 ? 0 : ms), "provider", call->ps->p->name);
-    if (!a)
-        return;
-    json_object_set_new(a, "error", error ? json_string(error) : json_null());
-    json_array_append_new(call->attempts, a);
-}
-
-static void set_failure(gt_prov_call_t *call, gt_task_status_t status, const char *code,
-                        const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-
-static void set_failure(gt_prov_call_t *call, gt_task_status_t status, const char *code,
-                        const char *fmt, ...)
-{
-    if (call->code)
-        return;
-    call->status = status;
-    call->code = code;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(call->message, sizeof(call->message), fmt, ap);
-    va_end(ap);
-    json_decref(call->output);
-    call->output = NULL;
-}
 
 /* Gives back a breaker allowance that got no verdict (abandoned, expired). */
 static void breaker_forget(gt_prov_call_t *call)
 {
-    if (call->breaker_out) {
-        call->breaker_out = 0;
-        gt_breaker_cancel(&call->ps->breaker);
-    }
+    if (call->breaker_out)
+        gt_eng_breaker_verdict(&call->ps->breaker, &call->breaker_out, -1);
 }
 
 static void breaker_verdict(gt_prov_call_t *call, int ok)
 {
-    int changed = -1;
-    if (!call->breaker_out)
-        return;
-    call->breaker_out = 0;
-    if (ok)
-        gt_breaker_success(&call->ps->breaker, gt_clock_mono_ms(), &changed);
-    else
-        gt_breaker_failure(&call->ps->breaker, gt_clock_mono_ms(), &changed);
-    breaker_event(call->e, call->ps, changed);
+    if (call->breaker_out)
+        gt_eng_breaker_verdict(&call->ps->breaker, &call->breaker_out, ok);
 }
 
 static void finish(gt_prov_call_t *call)
@@ -296,15 +204,15 @@ static void finish(gt_prov_call_t *call)
         gt_slots_release(call->slot, tokens);
         call->slot = NULL;
     }
-    if (!call->code)
-        call->status = GT_TASK_SUCCEEDED;
+    if (!call->base.code)
+        call->base.status = GT_TASK_SUCCEEDED;
     gt_task_outcome_t out = {0};
-    out.status = call->status;
-    out.error_code = call->code;
-    out.error_message = call->code ? call->message : NULL;
-    out.output = call->status == GT_TASK_SUCCEEDED ? call->output : NULL;
+    out.status = call->base.status;
+    out.error_code = call->base.code;
+    out.error_message = call->base.code ? call->base.message : NULL;
+    out.output = call->base.status == GT_TASK_SUCCEEDED ? call->base.output : NULL;
     out.provider = call->ps->p->name;
-    out.attempts = call->attempts;
+    out.attempts = call->base.attempts;
     out.prompt_tokens = call->prompt_tokens > 0 ? call->prompt_tokens : 0;
     out.completion_tokens = call->completion_tokens > 0 ? call->completion_tokens : 0;
     out.allocate_ms = call->slot_start ? call->slot_ms : -1;
@@ -314,28 +222,25 @@ static void finish(gt_prov_call_t *call)
     out.response_bytes = call->response_bytes;
     if (call->span_open) {
         call->span_open = 0;
-        gt_span_end(&call->span, call->code,
+        gt_span_end(&call->span, call->base.code,
                      json_pack("{s:s, s:s, s:s, s:i, s:I, s:I}", "gantry.task_id",
-                               call->task_id ? call->task_id : "", "gantry.provider",
+                               call->base.task_id ? call->base.task_id : "", "gantry.provider",
                                call->ps->p->name, "gantry.runtime",
                                call->ps->p->runtime ? call->ps->p->runtime : "", "gantry.retries",
                                call->retry, "gantry.prompt_tokens", (json_int_t)out.prompt_tokens,
                                "gantry.completion_tokens", (json_int_t)out.completion_tokens));
     }
     if (call->cb)
-        call->cb(call, &out, call->cb_arg);
+        call->cb((gt_rt_call_t *)call, &out, call->cb_arg);
     call->cb = NULL;
-    if (!call->timer_closed) {
-        call->timer_closed = 1;
-        uv_close((uv_handle_t *)&call->timer, on_timer_close);
-    }
-    call_unref(call); /* the owner's */
+    gt_eng_call_close_timer(&call->base);
+    gt_eng_call_unref(&call->base); /* the owner's */
 }
 
 static void expire(gt_prov_call_t *call, const char *during)
 {
     breaker_forget(call);
-    set_failure(call, GT_TASK_EXPIRED, "deadline_exceeded", "task deadline reached %s", during);
+    gt_eng_fail(&call->base, GT_TASK_EXPIRED, "deadline_exceeded", "task deadline reached %s", during);
     finish(call);
 }
 
@@ -379,11 +284,11 @@ static void on_http(const gt_http_response_t *resp, void *arg)
     int current = req->seq == call->seq && !call->finished;
     free(req);
     if (!current) {
-        call_unref(call);
+        gt_eng_call_unref(&call->base);
         return;
     }
     call->in_flight = 0;
-    gt_log_ctx_t ctx = call_ctx(call);
+    gt_log_ctx_t ctx = gt_eng_call_ctx(&call->base);
     const gt_provider_t *p = call->ps->p;
     long st = resp->status;
     call->request_bytes += (int64_t)resp->request_bytes;
@@ -392,34 +297,29 @@ static void on_http(const gt_http_response_t *resp, void *arg)
     if (st >= 200 && st < 300) {
         gt_wire_answer_t ans = {0};
         const char *why = NULL;
-        gt_wire_task_t wt = {call->spec->kind, call->spec->input, call->spec->parameters,
-                             call->spec->model->provider_model, outgoing_tp(call)};
-        record_attempt(call, st, resp->elapsed_ms, NULL);
+        gt_wire_task_t wt = {call->base.spec->kind, call->base.spec->input, call->base.spec->parameters,
+                             call->base.spec->model->provider_model, outgoing_tp(call)};
+        prov_attempt(call, st, resp->elapsed_ms, NULL);
         breaker_verdict(call, 1);
         if (call->ps->rt->parse(&wt, resp->body, resp->body_len, &ans, &why) != 0) {
             json_decref(ans.output);
-            set_failure(call, GT_TASK_FAILED, "provider_bad_response", "provider %s: %s",
+            gt_eng_fail(&call->base, GT_TASK_FAILED, "provider_bad_response", "provider %s: %s",
                         p->name, why ? why : "unexpected response");
         } else {
-            call->output = ans.output;
+            call->base.output = ans.output;
             call->prompt_tokens = ans.prompt_tokens;
             call->completion_tokens = ans.completion_tokens;
         }
         finish(call);
-        call_unref(call);
+        gt_eng_call_unref(&call->base);
         return;
     }
     char err[160];
-    if (st == 0)
-        snprintf(err, sizeof(err), "%s", resp->timed_out ? "timeout"
-                                         : resp->error    ? resp->error
-                                                          : "transport error");
-    else
-        snprintf(err, sizeof(err), "HTTP %ld", st);
-    record_attempt(call, st, resp->elapsed_ms, err);
+    gt_eng_http_error(resp, err, sizeof(err));
+    prov_attempt(call, st, resp->elapsed_ms, err);
     if (st == 0 && resp->timed_out && by_deadline) {
         expire(call, "during the provider call");
-        call_unref(call);
+        gt_eng_call_unref(&call->base);
         return;
     }
     if (!gt_retry_is_retryable(st)) {
@@ -427,11 +327,11 @@ static void on_http(const gt_http_response_t *resp, void *arg)
         breaker_verdict(call, 1);
         /* Only the provider's machine-readable code: its error text may echo the prompt. */
         char code[64];
-        set_failure(call, GT_TASK_FAILED, "provider_rejected", "provider %s answered HTTP %ld%s%s",
+        gt_eng_fail(&call->base, GT_TASK_FAILED, "provider_rejected", "provider %s answered HTTP %ld%s%s",
                     p->name, st, provider_error_code(resp, code, sizeof(code))[0] ? ": " : "",
                     code);
         finish(call);
-        call_unref(call);
+        gt_eng_call_unref(&call->base);
         return;
     }
     call->last_fail = st == 0 && resp->timed_out ? FAIL_TIMEOUT
@@ -441,39 +341,40 @@ static void on_http(const gt_http_response_t *resp, void *arg)
         breaker_forget(call); /* throttled, not broken */
     else
         breaker_verdict(call, 0);
-    if (call->retry >= p->retry.max_retries || call->aborted) {
-        set_failure(call, GT_TASK_FAILED, fail_code(call->last_fail),
+    int64_t wait = 0;
+    gt_eng_next_t next = gt_eng_next(&p->retry, &call->retry,
+                                     call->aborted ? call->retry : p->retry.max_retries,
+                                     resp->retry_after_ms, call->base.deadline, "provider", &wait);
+    if (next == GT_ENG_GIVE_UP) {
+        gt_eng_fail(&call->base, GT_TASK_FAILED, fail_code(call->last_fail),
                     "provider %s: %s after %d attempt(s)", p->name, err, call->retry + 1);
         finish(call);
-        call_unref(call);
+        gt_eng_call_unref(&call->base);
         return;
     }
-    call->retry++;
-    gt_wstats_retry("provider");
-    int64_t wait = gt_retry_backoff_ms(&p->retry, call->retry, resp->retry_after_ms, prov_rand());
-    if (gt_clock_mono_ms() + wait >= call->deadline) {
+    if (next == GT_ENG_EXPIRE) {
         expire(call, "before the next retry");
-        call_unref(call);
+        gt_eng_call_unref(&call->base);
         return;
     }
     gt_log(GT_LOG_DEBUG, &ctx, "provider %s: %s; retry %d in %" PRId64 " ms", p->name, err,
            call->retry, wait);
-    uv_timer_start(&call->timer, on_backoff, (uint64_t)wait, 0);
-    call_unref(call);
+    uv_timer_start(&call->base.timer, on_backoff, (uint64_t)wait, 0);
+    gt_eng_call_unref(&call->base);
 }
 
 static void send_request(gt_prov_call_t *call, const char *access_token)
 {
     const gt_provider_t *p = call->ps->p;
-    gt_wire_task_t wt = {call->spec->kind, call->spec->input, call->spec->parameters,
-                         call->spec->model->provider_model, outgoing_tp(call)};
+    gt_wire_task_t wt = {call->base.spec->kind, call->base.spec->input, call->base.spec->parameters,
+                         call->base.spec->model->provider_model, outgoing_tp(call)};
     gt_wire_auth_t auth = {access_token, time(NULL)};
     gt_wire_request_t wr;
     const char *why = NULL;
     memset(&wr, 0, sizeof(wr));
     if (call->ps->rt->build(p, &wt, &auth, &wr, &why) != 0) {
         breaker_forget(call);
-        set_failure(call, GT_TASK_FAILED, "unsupported_input", "provider %s: %s", p->name,
+        gt_eng_fail(&call->base, GT_TASK_FAILED, "unsupported_input", "provider %s: %s", p->name,
                     why ? why : "cannot build the request");
         finish(call);
         return;
@@ -483,10 +384,7 @@ static void send_request(gt_prov_call_t *call, const char *access_token)
     if (req) {
         req->call = call;
         req->seq = call->seq;
-        if (call->deadline != INT64_MAX && call->deadline - now < timeout) {
-            timeout = call->deadline - now > 1 ? call->deadline - now : 1;
-            req->by_deadline = 1;
-        }
+        timeout = gt_eng_timeout(timeout, call->base.deadline, &req->by_deadline);
     }
     if (!call->infer_start)
         call->infer_start = now;
@@ -495,13 +393,13 @@ static void send_request(gt_prov_call_t *call, const char *access_token)
         free(req);
         gt_wire_request_free(&wr);
         breaker_forget(call);
-        set_failure(call, GT_TASK_FAILED, call->aborted ? "aborted" : "provider_unavailable",
+        gt_eng_fail(&call->base, GT_TASK_FAILED, call->aborted ? "aborted" : "provider_unavailable",
                     "could not start the request to provider %s", p->name);
         finish(call);
         return;
     }
     gt_wire_request_free(&wr);
-    call->refs++;
+    call->base.refs++;
     call->in_flight = 1;
 }
 
@@ -521,7 +419,7 @@ static void on_token(const char *token, const char *error, void *arg)
         call->in_flight = 0;
         if (!token) {
             breaker_verdict(call, 0);
-            set_failure(call, GT_TASK_FAILED, "provider_auth_failed",
+            gt_eng_fail(&call->base, GT_TASK_FAILED, "provider_auth_failed",
                         "provider %s: no access token: %s", call->ps->p->name,
                         error ? error : "unknown error");
             finish(call);
@@ -529,51 +427,46 @@ static void on_token(const char *token, const char *error, void *arg)
             send_request(call, token);
         }
     }
-    call_unref(call);
+    gt_eng_call_unref(&call->base);
 }
 #endif
 
 static void attempt(gt_prov_call_t *call)
 {
-    gt_prov_engine_t *e = call->e;
     prov_state_t *ps = call->ps;
     if (call->finished)
         return;
     if (call->aborted) {
-        set_failure(call, GT_TASK_FAILED, "aborted", "aborted by shutdown");
+        gt_eng_fail(&call->base, GT_TASK_FAILED, "aborted", "aborted by shutdown");
         finish(call);
         return;
     }
     int64_t now = gt_clock_mono_ms();
-    if (now >= call->deadline) {
+    if (now >= call->base.deadline) {
         expire(call, "before the provider call");
         return;
     }
-    int changed = -1;
-    int ok = gt_breaker_allow(&ps->breaker, now, &changed);
-    breaker_event(e, ps, changed);
-    if (!ok) {
-        record_attempt(call, 0, 0, "circuit breaker open");
-        set_failure(call, GT_TASK_FAILED, "provider_unavailable",
+    if (!gt_eng_breaker_allow(&ps->breaker, &call->breaker_out)) {
+        prov_attempt(call, 0, 0, "circuit breaker open");
+        gt_eng_fail(&call->base, GT_TASK_FAILED, "provider_unavailable",
                     "provider %s: circuit breaker open", ps->p->name);
         finish(call);
         return;
     }
-    call->breaker_out = 1;
     if (ps->rt->needs_oauth) {
 #ifdef GT_HAVE_GCP_AUTH
         token_wait_t *tw = ps->auth ? calloc(1, sizeof(*tw)) : NULL;
         if (tw) {
             tw->call = call;
             tw->seq = call->seq;
-            call->refs++;
+            call->base.refs++;
             call->in_flight = 1;
             gt_gcp_auth_get(ps->auth, on_token, tw); /* may answer right here */
             return;
         }
 #endif
         breaker_forget(call);
-        set_failure(call, GT_TASK_FAILED, "provider_auth_failed",
+        gt_eng_fail(&call->base, GT_TASK_FAILED, "provider_auth_failed",
                     "provider %s: no service-account token source", ps->p->name);
         finish(call);
         return;
@@ -588,10 +481,10 @@ static void on_slot(gt_slot_req_t *r, int rc, const char *why, void *arg)
     call->slot_ms = gt_clock_mono_ms() - call->slot_start;
     if (rc != 0) {
         call->slot = NULL; /* gave up: nothing is held */
-        if (gt_clock_mono_ms() >= call->deadline)
+        if (gt_clock_mono_ms() >= call->base.deadline)
             expire(call, "while waiting for a provider slot");
         else {
-            set_failure(call, GT_TASK_FAILED, "provider_slot_timeout",
+            gt_eng_fail(&call->base, GT_TASK_FAILED, "provider_slot_timeout",
                         "provider %s: no slot: %s", call->ps->p->name, why ? why : "timed out");
             finish(call);
         }
@@ -606,18 +499,18 @@ static void on_begin(uv_timer_t *t)
     gt_prov_call_t *call = t->data;
     gt_prov_engine_t *e = call->e;
     const gt_provider_t *p = call->ps->p;
-    if (e->slots && gt_slots_needed(p, call->tenant_id)) {
+    if (e->slots && gt_slots_needed(p, call->base.tenant_id)) {
         int64_t now = gt_clock_mono_ms();
         int64_t give_up = now + p->slot_timeout_ms;
-        if (call->deadline < give_up)
-            give_up = call->deadline;
+        if (call->base.deadline < give_up)
+            give_up = call->base.deadline;
         call->slot_start = now;
         call->slot_waiting = 1;
-        call->slot = gt_slots_acquire(e->slots, p, call->tenant_id, call->task_id, give_up,
+        call->slot = gt_slots_acquire(e->slots, p, call->base.tenant_id, call->base.task_id, give_up,
                                       on_slot, call);
         if (!call->slot) {
             call->slot_waiting = 0;
-            set_failure(call, GT_TASK_FAILED, "out_of_memory", "cannot queue for a slot");
+            gt_eng_fail(&call->base, GT_TASK_FAILED, "out_of_memory", "cannot queue for a slot");
             finish(call);
         }
         return;
@@ -626,7 +519,7 @@ static void on_begin(uv_timer_t *t)
 }
 
 gt_prov_call_t *gt_prov_start(gt_prov_engine_t *e, const gt_task_spec_t *spec,
-                              gt_prov_done_cb cb, void *arg, const char **code)
+                              gt_rt_done_cb cb, void *arg, const char **code)
 {
     prov_state_t *ps = state_of(e, spec->model ? spec->model->provider : NULL);
     if (!ps) {
@@ -637,41 +530,25 @@ gt_prov_call_t *gt_prov_start(gt_prov_engine_t *e, const gt_task_spec_t *spec,
         *code = "unsupported_runtime";
         return NULL;
     }
-    gt_prov_call_t *call = calloc(1, sizeof(*call));
+    gt_prov_call_t *call = gt_eng_call_new(sizeof(*call), e->loop, spec, prov_free);
     if (!call) {
         *code = "out_of_memory";
         return NULL;
     }
     call->e = e;
     call->ps = ps;
-    call->spec = spec;
     call->cb = cb;
     call->cb_arg = arg;
-    call->deadline = spec->deadline_mono_ms;
     call->start_mono = gt_clock_mono_ms();
     call->prompt_tokens = call->completion_tokens = -1;
-    call->task_id = spec->task_id ? strdup(spec->task_id) : NULL;
-    call->request_id = spec->request_id ? strdup(spec->request_id) : NULL;
-    call->tenant_id = spec->tenant_id ? strdup(spec->tenant_id) : NULL;
     gt_trace_ctx_t parent;
     if (spec->traceparent && gt_trace_parse(spec->traceparent, &parent) == 0) {
-        snprintf(call->traceparent, sizeof(call->traceparent), "%s", spec->traceparent);
         call->span_open = gt_span_start(&call->span, &parent, "provider.call", GT_SPAN_CLIENT) == 0;
         if (call->span_open)
             gt_trace_format(&call->span.ctx, call->span_tp);
     }
-    call->attempts = json_array();
-    if (!call->attempts || (spec->task_id && !call->task_id) ||
-        (spec->tenant_id && !call->tenant_id) || (spec->request_id && !call->request_id)) {
-        call_free(call);
-        *code = "out_of_memory";
-        return NULL;
-    }
-    call->refs = 2; /* owner + timer */
-    uv_timer_init(e->loop, &call->timer);
-    call->timer.data = call;
     /* Everything runs from the loop: cb never runs inside gt_prov_start. */
-    uv_timer_start(&call->timer, on_begin, 0, 0);
+    uv_timer_start(&call->base.timer, on_begin, 0, 0);
     return call;
 }
 
@@ -683,8 +560,8 @@ static void call_stop(gt_prov_call_t *call)
         call->in_flight = 0;
     }
     breaker_forget(call);
-    if (!call->timer_closed)
-        uv_timer_stop(&call->timer);
+    if (!call->base.timer_closed)
+        uv_timer_stop(&call->base.timer);
     if (call->slot) {
         gt_slots_release(call->slot, 0);
         call->slot = NULL;
@@ -698,7 +575,7 @@ void gt_prov_abort(gt_prov_call_t *call)
         return;
     call->aborted = 1;
     call_stop(call);
-    set_failure(call, GT_TASK_FAILED, "aborted", "aborted by shutdown");
+    gt_eng_fail(&call->base, GT_TASK_FAILED, "aborted", "aborted by shutdown");
     finish(call);
 }
 
@@ -716,8 +593,7 @@ int gt_prov_unavailable(gt_prov_engine_t *e, const gt_model_t *model)
     prov_state_t *ps = state_of(e, model ? model->provider : NULL);
     if (!ps)
         return 0;
-    gt_breaker_state_t s = gt_breaker_peek(&ps->breaker, gt_clock_mono_ms());
-    return s == GT_BREAKER_OPEN || (s == GT_BREAKER_HALF_OPEN && ps->breaker.trial_out);
+    return gt_eng_breaker_unavailable(&ps->breaker);
 }
 
 gt_prov_engine_t *gt_prov_engine_new(uv_loop_t *loop, gt_http_t *http, const gt_config_t *cfg,
@@ -740,7 +616,11 @@ gt_prov_engine_t *gt_prov_engine_new(uv_loop_t *loop, gt_http_t *http, const gt_
         prov_state_t *ps = &e->provs[e->n_provs++];
         ps->p = &cfg->providers[i];
         ps->rt = gt_runtime_find(ps->p->runtime);
-        gt_breaker_init(&ps->breaker, ps->p->breaker_failures, ps->p->breaker_recovery_ms);
+        gt_eng_breaker_init(&ps->breaker, ps->p->name,
+                            ps->p->endpoint ? ps->p->endpoint
+                                            : (ps->p->region ? ps->p->region : ps->p->runtime),
+                            NULL, ps->p->breaker_failures, ps->p->breaker_recovery_ms, emit,
+                            emit_arg);
 #ifdef GT_HAVE_GCP_AUTH
         if (ps->rt && ps->rt->needs_oauth && ps->p->credentials) {
             ps->auth = gt_gcp_auth_new(loop, http, ps->p->credentials, err, errlen);
@@ -786,3 +666,46 @@ void gt_prov_engine_free(gt_prov_engine_t *e)
     free(e->provs);
     free(e);
 }
+
+/* ---- as a runtime (runtime.h) ------------------------------------------------- */
+
+static int prov_serves(const gt_model_t *m)
+{
+    return gt_runtime_find(m->runtime) != NULL;
+}
+
+static gt_rt_call_t *prov_start(void *ctx, const gt_task_spec_t *spec, gt_rt_done_cb cb,
+                                void *arg, const char **code)
+{
+    return (gt_rt_call_t *)gt_prov_start(ctx, spec, cb, arg, code);
+}
+
+static void prov_abort(gt_rt_call_t *call)
+{
+    gt_prov_abort((gt_prov_call_t *)call);
+}
+
+static void prov_cancel(gt_rt_call_t *call)
+{
+    gt_prov_cancel((gt_prov_call_t *)call);
+}
+
+static int prov_unavailable(void *ctx, const gt_model_t *m)
+{
+    return gt_prov_unavailable(ctx, m);
+}
+
+/* The provider could not serve (down, slow, throttling, no slot, no token, a
+ * task its API cannot express): another model may. */
+static int prov_may_fall_back(const char *code)
+{
+    static const char *const codes[] = {"provider_unavailable", "provider_timeout",
+                                        "provider_rate_limited", "provider_slot_timeout",
+                                        "provider_auth_failed", "unsupported_input", NULL};
+    return gt_eng_code_in(code, codes);
+}
+
+const gt_runtime_ops_t gt_runtime_ops_hosted = {
+    "hosted", prov_serves, prov_start, prov_abort, prov_cancel, prov_unavailable,
+    prov_may_fall_back,
+};

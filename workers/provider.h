@@ -83,8 +83,8 @@ const gt_runtime_t *gt_runtime_find(const char *name);
  * Whatever ends the call, its slot is released. */
 #include <uv.h>
 
-#include "executor.h"
 #include "http.h"
+#include "runtime.h"
 
 typedef struct gt_prov_engine gt_prov_engine_t;
 typedef struct gt_prov_call gt_prov_call_t;
@@ -96,15 +96,16 @@ gt_prov_engine_t *gt_prov_engine_new(uv_loop_t *loop, gt_http_t *http, const gt_
                                      const char *worker_id, gt_event_fn emit, void *emit_arg,
                                      char *err, size_t errlen);
 
-/* Called exactly once unless cancelled; out->provider names the provider;
- * out is valid only during the call. */
-typedef void (*gt_prov_done_cb)(gt_prov_call_t *call, const gt_task_outcome_t *out, void *arg);
+/* The callback (gt_rt_done_cb, call: the gt_prov_call_t) runs exactly once
+ * unless cancelled; out->provider names the provider; out is valid only during
+ * the call. As a runtime (gt_runtime_ops_hosted, ctx: the engine) it serves
+ * the models whose runtime is in the wire table (gt_runtime_find). */
 
 /* Starts spec on spec->model's provider. spec is borrowed until cb. Returns
  * NULL when it cannot start (*code: "unknown_provider", "unsupported_runtime",
  * "out_of_memory"). */
 gt_prov_call_t *gt_prov_start(gt_prov_engine_t *e, const gt_task_spec_t *spec,
-                              gt_prov_done_cb cb, void *arg, const char **code);
+                              gt_rt_done_cb cb, void *arg, const char **code);
 /* Ends the call early (shutdown): cb runs with code "aborted". */
 void gt_prov_abort(gt_prov_call_t *call);
 /* Forgets cb; the call frees itself once its requests and timer are done. */

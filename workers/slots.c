@@ -14,6 +14,7 @@
 #include "clock.h"
 #include "log.h"
 #include "pg.h"
+#include "rand.h"
 #include "slots.h"
 #include "wstats.h"
 
@@ -68,19 +69,10 @@ struct gt_slots {
     int handles_open;
     int closing;
     int64_t close_until;
-    uint64_t rng;
 };
 
 static void gate_poll(gate_t *g);
 static void gate_kick(gate_t *g);
-
-static double slots_rand(gt_slots_t *s)
-{
-    s->rng ^= s->rng << 13;
-    s->rng ^= s->rng >> 7;
-    s->rng ^= s->rng << 17;
-    return (double)(s->rng >> 11) / 9007199254740992.0;
-}
 
 int gt_slots_needed(const gt_provider_t *p, const char *tenant)
 {
@@ -197,14 +189,13 @@ static void req_drop_held(gt_slot_req_t *r)
 
 static void gate_backoff(gate_t *g, int window_full)
 {
-    gt_slots_t *s = g->s;
     int64_t wait;
     if (window_full) {
         /* The budget renews with the next calendar minute. */
         int64_t now = gt_clock_wall_ms();
-        wait = 60000 - now % 60000 + (int64_t)(slots_rand(s) * 200);
+        wait = 60000 - now % 60000 + (int64_t)(gt_rand_unit() * 200);
     } else {
-        wait = g->backoff / 2 + (int64_t)(slots_rand(s) * (double)g->backoff);
+        wait = g->backoff / 2 + (int64_t)(gt_rand_unit() * (double)g->backoff);
         g->backoff = g->backoff * 2 > SLOT_BACKOFF_MAX_MS ? SLOT_BACKOFF_MAX_MS : g->backoff * 2;
     }
     g->waiting = 1;
@@ -414,7 +405,6 @@ gt_slots_t *gt_slots_new(uv_loop_t *loop, const gt_config_t *cfg, const char *wo
     }
     s->loop = loop;
     s->cfg = cfg;
-    s->rng = (uint64_t)gt_clock_wall_ms() * 2654435761ULL ^ (uint64_t)getpid() ^ 5;
     /* Unique per process run: a restarted worker never renews its dead self's leases. */
     snprintf(s->holder, sizeof(s->holder), "%.200s/%ld/%" PRIx64, worker_id, (long)getpid(),
              (uint64_t)gt_clock_wall_ms());

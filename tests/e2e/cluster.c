@@ -28,8 +28,20 @@ int th_cluster_start_kafka(th_cluster_t *c, int port)
     snprintf(p, sizeof(p), "%d", port);
     snprintf(nb, sizeof(nb), "%d", c->kafka_brokers > 0 ? c->kafka_brokers : 1);
     snprintf(c->kafka_ctl, sizeof(c->kafka_ctl), "%s/kafka.ctl", c->logdir);
-    const char *kargv[] = {th_bin("tools/gantry-kafka-dev"), "--brokers", nb, "--control",
-                           c->kafka_ctl, port ? "--port" : NULL, p, NULL};
+    char np[16];
+    snprintf(np, sizeof(np), "%d", c->kafka_partitions);
+    const char *kargv[10] = {th_bin("tools/gantry-kafka-dev"), "--brokers", nb, "--control",
+                             c->kafka_ctl};
+    int k = 5;
+    if (c->kafka_partitions > 0) {
+        kargv[k++] = "--partitions";
+        kargv[k++] = np;
+    }
+    if (port) {
+        kargv[k++] = "--port";
+        kargv[k++] = p;
+    }
+    kargv[k] = NULL;
     if (start_proc(c, &c->kafka, "kafka", kargv) != 0 ||
         th_proc_wait_line(&c->kafka, "bootstrap=", c->bootstrap, sizeof(c->bootstrap), 20000))
         return -1;
@@ -94,6 +106,7 @@ int th_cluster_start(th_cluster_t *c, const th_cluster_opts_t *o)
         return -1;
 
     c->kafka_brokers = o->kafka_brokers > 0 ? o->kafka_brokers : 1;
+    c->kafka_partitions = o->kafka_partitions;
     if (th_cluster_start_kafka(c, o->kafka_port) != 0)
         return -1;
     char rate[32];
@@ -111,10 +124,16 @@ int th_cluster_start(th_cluster_t *c, const th_cluster_opts_t *o)
         return -1;
     snprintf(c->mock_url, sizeof(c->mock_url), "http://%s", addr);
 
+    /* kafka: the local profile's settings (deploy/gantry.local.json, docs/operations.md): no
+     * hop waits for the embedded cluster's fetch.wait.max.ms. */
     char cfg[4096];
     snprintf(cfg, sizeof(cfg),
-             "{\"kafka\": {\"bootstrap_servers\": \"%s\", \"consumer_properties\":"
-             "   {\"session.timeout.ms\": \"6000\", \"heartbeat.interval.ms\": \"500\"}},"
+             "{\"kafka\": {\"bootstrap_servers\": \"%s\","
+             "   \"properties\": {\"socket.nagle.disable\": \"true\"},"
+             "   \"consumer_properties\": {\"session.timeout.ms\": \"6000\","
+             "     \"heartbeat.interval.ms\": \"500\", \"fetch.wait.max.ms\": \"5\","
+             "     \"fetch.error.backoff.ms\": \"5\"},"
+             "   \"producer_properties\": {\"linger.ms\": \"0\"}},"
              " \"postgres\": {\"conninfo\": \"%s\"},"
              " \"pools\": {\"pool-a\": {\"endpoint\": \"%s\", \"api_key\": \"%s\"}},"
              " \"models\": {\"small\": {\"pool\": \"pool-a\", \"lane\": \"small\","
@@ -312,7 +331,8 @@ int th_cluster_usage_complete(void *cluster)
 {
     th_cluster_t *c = cluster;
     return th_sql_long(c->conninfo, "SELECT count(*) FROM usage") ==
-           th_sql_long(c->conninfo, "SELECT count(*) FROM tasks WHERE status = 'succeeded'");
+           th_sql_long(c->conninfo, "SELECT count(*) FROM tasks WHERE kind = 'inference'"
+                                           " AND status = 'succeeded'");
 }
 
 long th_check_one_result_each(th_cluster_t *c, long n)
@@ -343,7 +363,8 @@ long th_check_usage(th_cluster_t *c, int max_events_per_task)
     json_t *events = th_kafka_read_all(c->bootstrap, "gantry.usage");
     json_t *per_task = json_object();
     json_t *succeeded = th_sql_column(c->conninfo,
-                                      "SELECT task_id FROM tasks WHERE status = 'succeeded'");
+                                      "SELECT task_id FROM tasks WHERE kind = 'inference'"
+                                      " AND status = 'succeeded'");
     json_t *rows = th_sql_column(c->conninfo, "SELECT task_id FROM usage");
     long bad_json = 0, repeated = 0, over = 0, mixed = 0, missing = 0, extra = 0;
     long row_dup = 0, row_orphan = 0, shown = 0;

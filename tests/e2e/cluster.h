@@ -20,6 +20,7 @@ typedef struct th_cluster_opts {
     int kafka_port;           /* clients' bootstrap port (a restarted Kafka keeps it); 0: any */
     const char *const *mock_args; /* more mock HostedAI arguments (NULL-terminated), or NULL */
     int kafka_brokers;        /* brokers of the embedded Kafka (ids 1..N); 0: 1 */
+    int kafka_partitions;     /* partitions of every topic (--partitions); 0: its defaults */
 } th_cluster_opts_t;
 
 typedef struct th_cluster {
@@ -32,6 +33,7 @@ typedef struct th_cluster {
     char logdir[256];
     char kafka_ctl[320];      /* the embedded Kafka's control FIFO (logdir/kafka.ctl) */
     int kafka_brokers;
+    int kafka_partitions;
 } th_cluster_t;
 
 int th_cluster_start(th_cluster_t *c, const th_cluster_opts_t *o);

@@ -115,10 +115,9 @@ static long missing_results(th_cluster_t *c, json_t *ids)
 int th_fault_wait_results(th_cluster_t *c, json_t *ids, int timeout_ms)
 {
     int64_t deadline = th_now_ms() + timeout_ms;
-    long n = (long)json_array_size(ids), missing = n;
+    long n = (long)json_array_size(ids);
     for (;;) {
-        if (topic_end_sum(c->bootstrap, "gantry.results") >= n &&
-            (missing = missing_results(c, ids)) == 0)
+        if (topic_end_sum(c->bootstrap, "gantry.results") >= n && missing_results(c, ids) == 0)
             return 1;
         if (th_now_ms() >= deadline)
             break;

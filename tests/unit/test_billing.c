@@ -126,8 +126,11 @@ static void test_price_change_mid_period(void)
     /* before and after the change; 333 tokens * 1.5 = 499.5 -> 500 (half up) */
     TH_EQ_INT(one(c, "e1", "t1", "m1", 333, 1000, "2.5", "2026-09-14T23:59:59.999Z"), 1);
     TH_EQ_INT(one(c, "e2", "t1", "m1", 333, 1000, "2.5", "2026-09-15T00:00:00Z"), 1);
-    long long v1 = num(c, "SELECT price_id FROM prices WHERE effective_from < '2026-02-01'");
-    long long v2 = num(c, "SELECT price_id FROM prices WHERE effective_from > '2026-02-01'");
+    /* (migration 060 also loads the zero ('cache', '*') list price, from 1970) */
+    long long v1 = num(c, "SELECT price_id FROM prices WHERE model = 'm1'"
+                          " AND effective_from < '2026-02-01'");
+    long long v2 = num(c, "SELECT price_id FROM prices WHERE model = 'm1'"
+                          " AND effective_from > '2026-02-01'");
     TH_EQ_INT(num(c, "SELECT price_id FROM usage WHERE event_id = 'e1'"), v1);
     TH_EQ_INT(num(c, "SELECT price_id FROM usage WHERE event_id = 'e2'"), v2);
     /* e1: 500 + 2000 + 2.5 s * 700 (GPU class 40 TFLOPS/8 GB) + 100 */
@@ -160,7 +163,7 @@ static void test_price_change_mid_period(void)
                                NULL, NULL, 0);
     CU_ASSERT(PQresultStatus(r) == PGRES_FATAL_ERROR);
     PQclear(r);
-    TH_EQ_INT(num(c, "SELECT count(*) FROM prices"), 3);
+    TH_EQ_INT(num(c, "SELECT count(*) FROM prices WHERE provider <> 'cache'"), 3); /* + 060's cache price */
     PQfinish(c);
 }
 
@@ -267,7 +270,11 @@ static void test_finance_role(void)
               num(c, "SELECT total_micros FROM finance_invoices"));
     TH_EQ_INT(num(c, "SELECT sum(cost_micros) FROM finance_usage_daily"),
               num(c, "SELECT total_micros FROM finance_invoices"));
-    TH_EQ_INT(num(c, "SELECT count(*) FROM finance_prices"), 1);
+    /* the price loaded here, and migration 060's zero price of cache hits */
+    TH_EQ_INT(num(c, "SELECT count(*) FROM finance_prices"), 2);
+    TH_EQ_INT(num(c, "SELECT count(*) FROM finance_prices WHERE provider = 'cache'"
+                     " AND model = '*' AND request_micros = 0"),
+              1);
     CU_ASSERT(run(c, "RESET ROLE") == 0);
     PQfinish(c);
 }

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "e2e/cluster.h"
+#include "base64.h"
 #include "harness.h"
 #include "message.h"
 

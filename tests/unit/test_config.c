@@ -50,6 +50,43 @@ static void test_load_good(void)
     gt_config_free(cfg);
 }
 
+/* scheduling: the smallest queue limit set applies; topics.control defaults. */
+static void test_scheduling(void)
+{
+    const char *keyfile = th_tmpfile(".key", "k\n");
+    char text[8192], err[1024], base[4096];
+    snprintf(base, sizeof(base), good, keyfile);
+    base[strlen(base) - 1] = '\0'; /* drop the closing brace */
+    snprintf(text, sizeof(text),
+             "%s, \"scheduling\": {\"max_queue_ms\": 60000, \"cancel_poll_ms\": 100,"
+             " \"lanes\": {\"small\": {\"max_queue_ms\": 5000}},"
+             " \"tenants\": {\"acme\": {\"max_queue_ms\": 2000}}}}", base);
+    setenv("GT_TEST_PW", "x", 1);
+    gt_config_t *cfg = gt_config_parse(text, "/", err, sizeof(err));
+    if (!cfg)
+        fprintf(stderr, "%s\n", err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cfg);
+    TH_EQ_STR(cfg->topics.control, "gantry.control");
+    TH_EQ_INT(cfg->cancel_poll_ms, 100);
+    TH_EQ_INT(gt_config_max_queue_ms(cfg, "large", "other"), 60000);
+    TH_EQ_INT(gt_config_max_queue_ms(cfg, "small", "other"), 5000);
+    TH_EQ_INT(gt_config_max_queue_ms(cfg, "small", "acme"), 2000);
+    TH_EQ_INT(gt_config_max_queue_ms(cfg, NULL, NULL), 60000);
+    gt_config_free(cfg);
+    snprintf(text, sizeof(text),
+             "%s, \"scheduling\": {\"lanes\": {\"nowhere\": {\"max_queue_ms\": 5}},"
+             " \"cancel_poll_ms\": 1}}", base);
+    CU_ASSERT_PTR_NULL(gt_config_parse(text, "/", err, sizeof(err)));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "scheduling.lanes.nowhere"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "scheduling.cancel_poll_ms"));
+    snprintf(text, sizeof(text), "%s}", base);
+    cfg = gt_config_parse(text, "/", err, sizeof(err));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cfg);
+    TH_EQ_INT(gt_config_max_queue_ms(cfg, "small", "acme"), 0);
+    TH_EQ_INT(cfg->cancel_poll_ms, 250);
+    gt_config_free(cfg);
+}
+
 static void test_every_problem_reported(void)
 {
     char err[2048];
@@ -287,6 +324,7 @@ int main(void)
     gt_worker_config_register();
     static const th_test_t tests[] = {{"loads a good file", test_load_good},
                                       {"reports every problem", test_every_problem_reported},
+                                      {"scheduling section", test_scheduling},
                                       {"invalid json", test_invalid_json},
                                       {"providers, limits, fallbacks", test_providers},
                                       {"provider problems and fallback cycles",

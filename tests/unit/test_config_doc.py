@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """test_config_doc.py - every key the configuration loaders accept (lib/config.c for the shared
-sections, dispatcher/dispatcher_config.c and workers/worker_config.c for the parts' own) is
+sections, dispatcher/dispatcher_config.c, workers/worker_config.c and api/config.c for the parts' own) is
 documented in docs/configuration.md, so the document cannot fall behind the loaders. The keys
 are read from the loaders' own lists
 (`static const char *const xxx[] = {...}`); a key counts as documented when it is a component
@@ -11,7 +11,8 @@ import re
 import sys
 
 SRC = os.environ.get("GANTRY_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
-LOADERS = ["lib/config.c", "dispatcher/dispatcher_config.c", "workers/worker_config.c"]
+LOADERS = ["lib/config.c", "dispatcher/dispatcher_config.c", "workers/worker_config.c",
+           "api/config.c"]
 
 
 def accepted_keys(c_text):

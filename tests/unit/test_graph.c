@@ -99,11 +99,34 @@ static void test_gather(void)
         json_decref(rs[i]);
 }
 
+/* A cancelled item makes the job cancelled; finished items keep their outputs. */
+static void test_gather_cancelled(void)
+{
+    json_t *rs[3] = {task_result(0, "succeeded"), task_result(1, "cancelled"),
+                     task_result(2, "failed")};
+    json_t *res = gt_graph_result("b", "t", 1, rs, 3, 0);
+    TH_EQ_STR(json_string_value(json_object_get(res, "status")), "cancelled");
+    TH_EQ_STR(json_string_value(json_object_get(json_object_get(res, "error"), "code")),
+              "cancelled");
+    json_t *outs = json_object_get(res, "outputs");
+    TH_EQ_STR(json_string_value(json_object_get(json_array_get(outs, 0), "status")), "succeeded");
+    TH_EQ_STR(json_string_value(json_object_get(
+                  json_object_get(json_array_get(outs, 0), "output"), "text")), "zero");
+    TH_EQ_STR(json_string_value(json_object_get(json_array_get(outs, 1), "status")), "cancelled");
+    json_decref(res);
+    res = gt_graph_result("r", "t", 0, rs + 1, 1, 0);
+    TH_EQ_STR(json_string_value(json_object_get(res, "status")), "cancelled");
+    json_decref(res);
+    for (int i = 0; i < 3; i++)
+        json_decref(rs[i]);
+}
+
 int main(void)
 {
     static const th_test_t tests[] = {{"plain request", test_plain},
                                       {"batch request", test_batch},
                                       {"gather", test_gather},
+                                      {"gather a cancelled job", test_gather_cancelled},
                                       {NULL, NULL}};
     return th_run("graph", tests);
 }

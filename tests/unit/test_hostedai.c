@@ -5,10 +5,14 @@
  * ends with the mock reporting 0 outstanding allocations. */
 #include <curl/curl.h>
 #include <jansson.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "clock.h"
@@ -95,7 +99,7 @@ static int events_of(rig_t *r, const char *type)
     return (int)json_integer_value(json_object_get(r->events, type));
 }
 
-static void on_done(gt_hai_call_t *call, const gt_task_outcome_t *out, void *arg)
+static void on_done(gt_rt_call_t *call, const gt_task_outcome_t *out, void *arg)
 {
     outcome_t *o = arg;
     (void)call;
@@ -373,6 +377,79 @@ static void test_breaker_opens(void)
     rig_down(&r);
 }
 
+/* A half-open breaker refuses calls while its trial is out. */
+static int breaker_half_open(void *arg)
+{
+    rig_t *r = arg;
+    return !gt_runtime_ops_hostedai.unavailable(&r->env, gt_config_model(r->cfg, "m"));
+}
+
+/* The pool's breaker (pools.p.breaker) on the shared engine: 5 failures open
+ * it, the next call fails at once; after recovery_ms it is half-open and lets
+ * exactly one trial go (a second call then is refused); the trial's success
+ * closes it. The pool's port refuses connections until the mock is started on
+ * it after the breaker opened. */
+static void test_breaker_half_open_trial(void)
+{
+    rig_t r;
+    char dead[64], port[16];
+    /* A bound socket that does not listen refuses connections and keeps the
+     * port from anyone else (a parallel test's mock) until the pool comes up. */
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t salen = sizeof(sa);
+    int hold = socket(AF_INET, SOCK_STREAM, 0);
+    CU_ASSERT_FATAL(hold >= 0);
+    CU_ASSERT_FATAL(bind(hold, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+    CU_ASSERT_FATAL(getsockname(hold, (struct sockaddr *)&sa, &salen) == 0);
+    int p = ntohs(sa.sin_port);
+    snprintf(dead, sizeof(dead), "http://127.0.0.1:%d", p);
+    snprintf(port, sizeof(port), "%d", p);
+    CU_ASSERT_FATAL(rig_up(&r, NULL, "\"retry\": {\"max_retries\": 0}",
+                           "\"breaker\": {\"failures\": 5, \"recovery_ms\": 300}", dead,
+                           1) == 0);
+    for (int i = 0; i < 5; i++) {
+        TH_EQ_INT(events_of(&r, "breaker.opened"), 0);
+        CU_ASSERT_FATAL(start_call(&r, i) != NULL);
+        CU_ASSERT_FATAL(th_loop_until(&r.loop, all_done, &r, 5000));
+        TH_EQ_STR(r.out[i].code, "hostedai_unavailable");
+        CU_ASSERT(strcmp(r.out[i].first_error, "circuit breaker open") != 0);
+    }
+    TH_EQ_INT(events_of(&r, "breaker.opened"), 1);
+    CU_ASSERT(!breaker_half_open(&r));
+    CU_ASSERT_FATAL(start_call(&r, 5) != NULL);
+    CU_ASSERT_FATAL(th_loop_until(&r.loop, all_done, &r, 5000));
+    TH_EQ_STR(r.out[5].code, "hostedai_unavailable");
+    TH_EQ_STR(r.out[5].first_error, "circuit breaker open");
+    TH_EQ_INT(r.out[5].attempts, 1);
+
+    /* The pool comes up on its port. */
+    th_proc_stop(&r.mock, SIGTERM, 10000);
+    close(hold);
+    const char *argv[] = {th_bin("tools/gantry-mock-hostedai"), "--port", port, "--api-key", KEY,
+                          NULL};
+    CU_ASSERT_FATAL(th_proc_start(&r.mock, argv, NULL) == 0);
+    CU_ASSERT_FATAL(th_proc_wait_line(&r.mock, "listening=", r.addr, sizeof(r.addr), 10000) == 0);
+
+    CU_ASSERT_FATAL(th_loop_until(&r.loop, breaker_half_open, &r, 5000));
+    /* Both start in the same loop turn: the first takes the trial. */
+    CU_ASSERT_FATAL(start_call(&r, 6) != NULL);
+    CU_ASSERT_FATAL(start_call(&r, 7) != NULL);
+    CU_ASSERT_FATAL(th_loop_until(&r.loop, all_done, &r, 10000));
+    TH_EQ_INT(events_of(&r, "breaker.half_open"), 1);
+    TH_EQ_INT(r.out[6].status, GT_TASK_SUCCEEDED);
+    TH_EQ_STR(r.out[7].code, "hostedai_unavailable");
+    TH_EQ_STR(r.out[7].first_error, "circuit breaker open");
+    TH_EQ_INT(events_of(&r, "breaker.closed"), 1);
+    TH_EQ_INT(events_of(&r, "breaker.opened"), 1);
+
+    /* Closed again: calls go. */
+    CU_ASSERT_FATAL(start_call(&r, 8) != NULL);
+    CU_ASSERT_FATAL(th_loop_until(&r.loop, all_done, &r, 10000));
+    TH_EQ_INT(r.out[8].status, GT_TASK_SUCCEEDED);
+    CU_ASSERT(th_loop_until(&r.loop, settled, &r, 10000));
+    rig_down(&r);
+}
+
 int main(void)
 {
     gt_worker_config_register();
@@ -384,6 +461,7 @@ int main(void)
         {"capacity waits without retries or breaker", test_capacity_waits},
         {"capacity wait ends", test_capacity_wait_ends},
         {"breaker opens", test_breaker_opens},
+        {"breaker: 5 failures open it, half-open lets one trial", test_breaker_half_open_trial},
         {NULL, NULL}};
     curl_global_init(CURL_GLOBAL_DEFAULT);
     int rc = th_run("hostedai", tests);

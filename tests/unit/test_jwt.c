@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base64.h"
 #include "crypto_check.h"
 #include "harness.h"
 #include "jwt.h"

@@ -1,4 +1,4 @@
-/* test_schema_suite.c - runs the official JSON-Schema-Test-Suite (draft 7) against lib/schema.c. */
+/* test_schema_suite.c - runs the official JSON-Schema-Test-Suite (draft 7) against lib/schema. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>

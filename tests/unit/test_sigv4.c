@@ -20,12 +20,18 @@ static char *slurp(const char *dir, const char *name, size_t *len)
     size_t cap = 4096, n = 0;
     char *s = malloc(cap);
     size_t r;
-    while ((r = fread(s + n, 1, cap - n - 1, f)) > 0) {
+    while (s && (r = fread(s + n, 1, cap - n - 1, f)) > 0) {
         n += r;
-        if (n + 1 == cap)
-            s = realloc(s, cap *= 2);
+        if (n + 1 == cap) {
+            char *t = realloc(s, cap *= 2);
+            if (!t)
+                free(s);
+            s = t;
+        }
     }
     fclose(f);
+    if (!s)
+        return NULL;
     s[n] = '\0';
     if (len)
         *len = n;

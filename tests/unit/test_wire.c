@@ -1048,7 +1048,7 @@ typedef struct done {
     size_t attempts;
 } done_t;
 
-static void on_done(gt_prov_call_t *call, const gt_task_outcome_t *out, void *arg)
+static void on_done(gt_rt_call_t *call, const gt_task_outcome_t *out, void *arg)
 {
     done_t *d = arg;
     (void)call;

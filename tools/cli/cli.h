@@ -18,6 +18,7 @@ enum { GT_CLI_OK = 0, GT_CLI_FAIL = 1, GT_CLI_USAGE = 2 };
  * process exit code. */
 int gt_cli_migrate(int argc, char **argv);
 int gt_cli_submit(int argc, char **argv);
+int gt_cli_cancel(int argc, char **argv);     /* cancel.c */
 int gt_cli_results(int argc, char **argv);
 int gt_cli_status(int argc, char **argv);
 int gt_cli_config(int argc, char **argv);
@@ -27,6 +28,8 @@ int gt_cli_prices(int argc, char **argv);    /* prices.c */
 int gt_cli_invoice(int argc, char **argv);   /* invoice.c */
 int gt_cli_reconcile(int argc, char **argv); /* reconcile.c */
 int gt_cli_usage(int argc, char **argv);     /* usage.c */
+int gt_cli_keys(int argc, char **argv);      /* keys.c */
+int gt_cli_cache(int argc, char **argv);     /* cache.c: cache purge */
 
 /* Prints "gantry CMD: <message> (see gantry CMD --help)" as one line on
  * stderr and returns GT_CLI_USAGE. */

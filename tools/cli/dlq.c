@@ -9,7 +9,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base64.h"
 #include "cli.h"
+#include "clock.h"
 #include "log.h"
 #include "message.h"
 
@@ -66,16 +68,9 @@ static void dlq_usage(FILE *f)
             "  -h, --help          this help\n");
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int remaining_ms(int64_t deadline)
 {
-    int64_t left = deadline - now_ms();
+    int64_t left = deadline - gt_clock_mono_ms();
     return left < 0 ? 0 : left > 1000000000 ? 1000000000 : (int)left;
 }
 
@@ -120,12 +115,13 @@ static const char *str_at(json_t *o, const char *a, const char *b)
 
 static int matches(const filter_t *f, const rd_kafka_message_t *m, json_t *e)
 {
-    if (f->code && (!str_at(e, "error", "code") || strcmp(str_at(e, "error", "code"), f->code)))
+    if (f->code &&
+        (!str_at(e, "error", "code") || strcmp(str_at(e, "error", "code"), f->code) != 0))
         return 0;
-    if (f->stage && (!str_at(e, "stage", NULL) || strcmp(str_at(e, "stage", NULL), f->stage)))
+    if (f->stage && (!str_at(e, "stage", NULL) || strcmp(str_at(e, "stage", NULL), f->stage) != 0))
         return 0;
     if (f->source &&
-        (!str_at(e, "source", "topic") || strcmp(str_at(e, "source", "topic"), f->source)))
+        (!str_at(e, "source", "topic") || strcmp(str_at(e, "source", "topic"), f->source) != 0))
         return 0;
     if (f->n_picks == 0)
         return 1;
@@ -235,7 +231,8 @@ static void replay_entry(scan_t *sc, const rd_kafka_message_t *m, json_t *e)
         free(tag);
         sc->failed++;
     } else {
-        sc->queued++;
+        /* tag is the message's opaque, freed in its delivery report */
+        sc->queued++; /* NOLINT(clang-analyzer-unix.Malloc) */
         printf("replayed %s -> %s\n", pos, topic);
     }
 out:
@@ -272,8 +269,9 @@ static int scan_topic(rd_kafka_t *rk, const char *topic, scan_t *sc, int replay,
     int nparts = 0, left = 0, rc = -1;
     rd_kafka_resp_err_t err = rkt ? rd_kafka_metadata(rk, 0, rkt, &md, remaining_ms(deadline))
                                   : rd_kafka_last_error();
-    if (err) {
-        fprintf(stderr, "gantry dlq: metadata for %s: %s\n", topic, rd_kafka_err2str(err));
+    if (err || !md) { /* no topic handle and no error recorded: still a failure */
+        fprintf(stderr, "gantry dlq: metadata for %s: %s\n", topic,
+                err ? rd_kafka_err2str(err) : "no topic handle");
         goto out;
     }
     if (md->topic_cnt < 1 || md->topics[0].err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
@@ -308,7 +306,7 @@ static int scan_topic(rd_kafka_t *rk, const char *topic, scan_t *sc, int replay,
         goto out;
     }
     while (left > 0) {
-        if (now_ms() >= deadline) {
+        if (gt_clock_mono_ms() >= deadline) {
             fprintf(stderr, "gantry dlq: timed out before the end of %s\n", topic);
             goto out;
         }
@@ -460,7 +458,7 @@ int gt_cli_dlq(int argc, char **argv)
         goto out;
     if (replay && !sc.dry_run && !(sc.producer = new_client(cfg, RD_KAFKA_PRODUCER, &sc)))
         goto out;
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = gt_clock_mono_ms() + timeout_ms;
     if (!replay && !sc.as_json)
         printf("%-10s %-24s %-20s %-18s %-28s %-24s %s\n", "ENTRY", "FAILED_AT", "CODE", "STAGE",
                "SOURCE", "REQUEST_ID", "REASON");

@@ -22,6 +22,7 @@ typedef struct command {
 static const command_t commands[] = {
     {"migrate", gt_cli_migrate, "apply database migrations not yet applied"},
     {"submit", gt_cli_submit, "publish inference requests to the requests topic"},
+    {"cancel", gt_cli_cancel, "cancel a request's job (control topic)"},
     {"results", gt_cli_results, "print results from the results topic"},
     {"status", gt_cli_status, "show a job and its tasks from PostgreSQL"},
     {"usage", gt_cli_usage, "a tenant's usage and cost in a period"},
@@ -30,7 +31,9 @@ static const command_t commands[] = {
     {"reconcile", gt_cli_reconcile, "compare a provider's invoice with Gantry's usage"},
     {"config", gt_cli_config, "check a configuration file (config check)"},
     {"allocations", gt_cli_allocations, "list outstanding HostedAI allocations"},
+    {"cache", gt_cli_cache, "purge a tenant's response cache entries (cache purge)"},
     {"dlq", gt_cli_dlq, "list dead letters, replay chosen ones (dlq list|replay)"},
+    {"keys", gt_cli_keys, "create, revoke or list gantry-api keys (keys create --tenant T)"},
     {NULL, NULL, NULL},
 };
 

@@ -86,8 +86,8 @@ static json_t *read_csv(const char *file, const char *period, int *outside)
             continue;
         int n = split(line, f, 5);
         if (lineno == 1) {
-            if (n != 4 || strcmp(f[0], "date") || strcmp(f[1], "model") ||
-                strcmp(f[2], "component") || strcmp(f[3], "quantity")) {
+            if (n != 4 || strcmp(f[0], "date") != 0 || strcmp(f[1], "model") != 0 ||
+                strcmp(f[2], "component") != 0 || strcmp(f[3], "quantity") != 0) {
                 fprintf(stderr, "gantry reconcile: %s:1: header must be date,model,component,quantity\n",
                         file);
                 ok = 0;

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "clock.h"
 #include "log.h"
 
 #define RESULTS_DEFAULT_TIMEOUT_MS 30000
@@ -47,16 +48,9 @@ static void results_usage(FILE *f)
                "  -h, --help            this help\n");
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int remaining_ms(int64_t deadline)
 {
-    int64_t left = deadline - now_ms();
+    int64_t left = deadline - gt_clock_mono_ms();
     return left < 0 ? 0 : left > 1000000000 ? 1000000000 : (int)left;
 }
 
@@ -144,7 +138,7 @@ static int read_to_end(rd_kafka_t *rk, const char *topic, int nparts, int64_t de
         goto out;
     }
     while (left > 0 && !stop_requested) {
-        if (now_ms() >= deadline) {
+        if (gt_clock_mono_ms() >= deadline) {
             fprintf(stderr, "gantry results: timed out before the end of %s (%d partition(s) left)\n",
                     topic, left);
             goto out;
@@ -189,7 +183,7 @@ static int follow(rd_kafka_t *rk, const char *topic, int from_beginning, int64_t
 {
     int nparts = 0;
     /* The topic may not exist yet: wait for it. */
-    while (!stop_requested && now_ms() < deadline) {
+    while (!stop_requested && gt_clock_mono_ms() < deadline) {
         nparts = partition_count(rk, topic, remaining_ms(deadline) < 5000 ? remaining_ms(deadline)
                                                                            : 5000);
         if (nparts < 0)
@@ -210,7 +204,7 @@ static int follow(rd_kafka_t *rk, const char *topic, int from_beginning, int64_t
         fprintf(stderr, "gantry results: assign: %s\n", rd_kafka_err2str(aerr));
         return GT_CLI_FAIL;
     }
-    while (!stop_requested && now_ms() < deadline) {
+    while (!stop_requested && gt_clock_mono_ms() < deadline) {
         int wait = remaining_ms(deadline);
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, wait < 200 ? wait : 200);
         if (!m)
@@ -298,9 +292,9 @@ int gt_cli_results(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
-    int64_t deadline = timeout_ms >= 0 ? now_ms() + timeout_ms
-                       : follow_mode  ? INT64_MAX / 2
-                                      : now_ms() + RESULTS_DEFAULT_TIMEOUT_MS;
+    int64_t deadline = timeout_ms >= 0 ? gt_clock_mono_ms() + timeout_ms
+                       : follow_mode   ? INT64_MAX / 2
+                                       : gt_clock_mono_ms() + RESULTS_DEFAULT_TIMEOUT_MS;
     if (follow_mode) {
         rc = follow(rk, topic, from_beginning, deadline);
     } else {

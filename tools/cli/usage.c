@@ -8,7 +8,8 @@
 
 static void usage_usage(FILE *f)
 {
-    fprintf(f, "usage: gantry usage --tenant T [--period YYYY-MM] [--json] [--config FILE]\n"
+    fprintf(f, "usage: gantry usage --tenant T [--period YYYY-MM] [--by-batch] [--json]\n"
+               "                    [--config FILE]\n"
                "\n"
                "Prints the tenant's usage in the period (default: the current UTC month) per\n"
                "provider and model: requests, tokens, allocation-seconds and cost (from the\n"
@@ -18,6 +19,8 @@ static void usage_usage(FILE *f)
                "  -c, --config FILE  configuration (default ./" GT_CLI_DEFAULT_CONFIG ")\n"
                "  -t, --tenant T     tenant id\n"
                "  -p, --period P     billing period, e.g. 2026-11\n"
+               "      --by-batch     per gantry-api batch instead (request_id <batch_id>:<custom_id>;\n"
+               "                     docs/batch-api.md)\n"
                "      --json         one JSON object instead of a table\n"
                "  -h, --help         this help\n");
 }
@@ -49,6 +52,21 @@ static const char sql_json[] =
     " 'budget', (SELECT to_json(b) FROM finance_budgets b WHERE b.tenant_id = $1"
     "  AND b.period = to_char($2::date, 'YYYY-MM')))";
 
+/* gantry-api batches: request_id is <batch_id>:<custom_id>. */
+#define USAGE_BATCHES                                                                           \
+    "SELECT split_part(request_id, ':', 1) AS batch_id, coalesce(currency, '-') AS currency,"  \
+    " count(*) AS requests, sum(prompt_tokens) AS prompt_tokens,"                              \
+    " sum(completion_tokens) AS completion_tokens,"                                            \
+    " (coalesce(sum(cost_micros), 0)::numeric / 1000000)::numeric(20, 6) AS cost,"              \
+    " count(*) FILTER (WHERE price_id IS NULL) AS unpriced FROM usage"                          \
+    " WHERE tenant_id = $1 AND occurred_at >= billing_period_start($2::date)"                  \
+    "  AND occurred_at < billing_period_start(($2::date + interval '1 month')::date)"          \
+    "  AND request_id ~ '^(msg)?batch_[0-9a-f]+:' GROUP BY 1, 2 ORDER BY 1, 2"
+
+static const char sql_batches[] = USAGE_BATCHES;
+static const char sql_batches_json[] =
+    "SELECT coalesce(json_agg(b), '[]') FROM (" USAGE_BATCHES ") b";
+
 static const char sql_budget[] =
     "SELECT currency, monthly_micros, hard_limit_micros, spent_micros, reserved_micros, rejected"
     " FROM budget_periods WHERE tenant_id = $1 AND period = $2::date";
@@ -58,16 +76,18 @@ int gt_cli_usage(int argc, char **argv)
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'}, {"tenant", required_argument, NULL, 't'},
         {"period", required_argument, NULL, 'p'}, {"json", no_argument, NULL, 'j'},
+        {"by-batch", no_argument, NULL, 'b'},
         {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
     };
     const char *config = GT_CLI_DEFAULT_CONFIG, *tenant = NULL, *period_arg = NULL;
-    int json = 0, r, rc = GT_CLI_FAIL;
+    int json = 0, by_batch = 0, r, rc = GT_CLI_FAIL;
     while ((r = getopt_long(argc, argv, ":c:t:p:h", opts, NULL)) != -1) {
         switch (r) {
         case 'c': config = optarg; break;
         case 't': tenant = optarg; break;
         case 'p': period_arg = optarg; break;
         case 'j': json = 1; break;
+        case 'b': by_batch = 1; break;
         case 'h': usage_usage(stdout); return GT_CLI_OK;
         default: return gt_cli_bad_option("usage", argv, r);
         }
@@ -91,6 +111,18 @@ int gt_cli_usage(int argc, char **argv)
         PQclear(res);
     }
     const char *params[] = {tenant, period};
+    if (by_batch) {
+        if (!(res = gt_cli_sql(conn, "usage", json ? sql_batches_json : sql_batches, 2, params)))
+            goto out;
+        if (json)
+            printf("%s\n", PQgetvalue(res, 0, 0));
+        else if (PQntuples(res) == 0)
+            printf("no batch usage\n");
+        else
+            gt_cli_print_table(res);
+        rc = GT_CLI_OK;
+        goto out;
+    }
     if (!(res = gt_cli_sql(conn, "usage", json ? sql_json : sql_table, 2, params)))
         goto out;
     if (json) {

@@ -53,7 +53,7 @@ void gt_breaker_success(gt_breaker_t *b, int64_t now_ms, int *changed)
      * not close it: only the half-open trial decides. */
 }
 
-void gt_breaker_failure(gt_breaker_t *b, int64_t now_ms, int *changed)
+void gt_breaker_failure(gt_breaker_t *b, int64_t now_ms, int64_t started_ms, int *changed)
 {
     if (changed)
         *changed = -1;
@@ -65,6 +65,9 @@ void gt_breaker_failure(gt_breaker_t *b, int64_t now_ms, int *changed)
     }
     if (b->state == GT_BREAKER_OPEN)
         return;
+    if (b->failures > 0 && started_ms < b->failed_at)
+        return; /* in flight when the last failure was seen: the same news */
+    b->failed_at = now_ms;
     if (++b->failures >= b->threshold) {
         b->failures = 0;
         b->opened_at = now_ms;

@@ -45,7 +45,4 @@ int gt_sigv4_sign(const gt_sigv4_params_t *p, const char *method, const char *pa
 
 void gt_sigv4_free(gt_sigv4_t *s);
 
-/* Lowercase hex SHA-256 of data into hex[65]. */
-void gt_sigv4_sha256_hex(const void *data, size_t len, char hex[65]);
-
 #endif

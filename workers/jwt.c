@@ -1,5 +1,7 @@
-/* jwt.c - RS256 JWT signing (EVP, SHA-256 with RSASSA-PKCS1-v1_5) and base64url. */
+/* jwt.c - RS256 JWT signing (EVP, SHA-256 with RSASSA-PKCS1-v1_5). */
 #include "jwt.h"
+
+#include "base64.h"
 
 #include <openssl/bio.h>
 #include <openssl/evp.h>
@@ -7,80 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-char *gt_base64url_encode(const unsigned char *data, size_t len)
-{
-    char *out = malloc((len + 2) / 3 * 4 + 1), *o = out;
-    if (!out)
-        return NULL;
-    size_t i = 0;
-    for (; i + 2 < len; i += 3) {
-        unsigned v = (unsigned)data[i] << 16 | (unsigned)data[i + 1] << 8 | data[i + 2];
-        *o++ = b64url[v >> 18 & 63];
-        *o++ = b64url[v >> 12 & 63];
-        *o++ = b64url[v >> 6 & 63];
-        *o++ = b64url[v & 63];
-    }
-    if (len - i == 1) {
-        unsigned v = (unsigned)data[i] << 16;
-        *o++ = b64url[v >> 18 & 63];
-        *o++ = b64url[v >> 12 & 63];
-    } else if (len - i == 2) {
-        unsigned v = (unsigned)data[i] << 16 | (unsigned)data[i + 1] << 8;
-        *o++ = b64url[v >> 18 & 63];
-        *o++ = b64url[v >> 12 & 63];
-        *o++ = b64url[v >> 6 & 63];
-    }
-    *o = '\0';
-    return out;
-}
-
-static int b64url_value(char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '-')
-        return 62;
-    if (c == '_')
-        return 63;
-    return -1;
-}
-
-int gt_base64url_decode(const char *s, size_t len, unsigned char **out, size_t *outlen)
-{
-    while (len > 0 && s[len - 1] == '=')
-        len--;
-    if (len % 4 == 1)
-        return -1;
-    unsigned char *buf = malloc(len / 4 * 3 + 3), *o = buf;
-    if (!buf)
-        return -1;
-    unsigned acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < len; i++) {
-        int v = b64url_value(s[i]);
-        if (v < 0) {
-            free(buf);
-            return -1;
-        }
-        acc = (acc << 6 | (unsigned)v) & 0xffffff;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            *o++ = (unsigned char)(acc >> bits);
-        }
-    }
-    *o = '\0';
-    *out = buf;
-    *outlen = (size_t)(o - buf);
-    return 0;
-}
 
 /* base64url of a JSON value's compact, key-sorted serialization. */
 static char *b64_json(const json_t *v)

@@ -17,6 +17,7 @@ typedef struct gt_breaker {
     int64_t recovery_ms;    /* open -> half-open */
     gt_breaker_state_t state;
     int failures;           /* consecutive, while closed */
+    int64_t failed_at;      /* when the last counted failure was reported */
     int64_t opened_at;
     int trial_out;          /* half-open: the trial call is in flight */
 } gt_breaker_t;
@@ -31,9 +32,16 @@ void gt_breaker_init(gt_breaker_t *b, int threshold, int64_t recovery_ms);
 int gt_breaker_allow(gt_breaker_t *b, int64_t now_ms, int *changed);
 
 /* Reports the outcome of an allowed call; *changed as for gt_breaker_allow
- * (e.g. GT_BREAKER_OPEN when this failure opened it). */
+ * (e.g. GT_BREAKER_OPEN when this failure opened it). A failure counts
+ * towards the threshold only if its call started (started_ms) at or after
+ * the last counted failure was reported: calls that were already in flight
+ * when the provider was seen failing say nothing new. "Consecutive" is in
+ * the order the provider was tried, so a burst of concurrent calls answered
+ * by fast errors (while its successes take longer) counts once, and a
+ * provider must fail that many times in a row, each after the previous
+ * failure was known, to open. */
 void gt_breaker_success(gt_breaker_t *b, int64_t now_ms, int *changed);
-void gt_breaker_failure(gt_breaker_t *b, int64_t now_ms, int *changed);
+void gt_breaker_failure(gt_breaker_t *b, int64_t now_ms, int64_t started_ms, int *changed);
 
 /* An allowed call ended without an outcome that says anything about the
  * provider (cancelled, shutdown): a half-open trial is given back. */
