@@ -2,7 +2,9 @@
  * trusted side): limits, input moderation, privacy-aware routing and PII
  * scrubbing before any task is published; restore and output moderation
  * before the result is. The mask mapping lives only in PostgreSQL
- * (job_guardrails, migration 004), never on Kafka, in a log or an event. */
+ * (job_guardrails, migration 004), never on Kafka, in a log or an event.
+ * The policy is guard_policy.c (pure); the stages are guard_intake.c and
+ * guard_result.c, and guard_sweep.c deletes rows that outlived their job. */
 #ifndef GT_GUARD_H
 #define GT_GUARD_H
 

@@ -7,9 +7,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "clock.h"
 #include "cache.h"
+#include "clock.h"
 #include "dispatcher.h"
+#include "dispatcher_config.h"
 #include "router.h"
 #include "log.h"
 #include "moderation.h"
@@ -179,11 +180,15 @@ static int parse_roles(const char *s)
     return roles;
 }
 
-int main(int argc, char **argv)
+typedef struct args {
+    const char *config, *id;
+    int roles;
+    int admin_port; /* -1: admin.port */
+} args_t;
+
+/* Reads the command line into args. Returns -1 to go on, else the exit code. */
+static int parse_args(int argc, char **argv, args_t *args)
 {
-    const char *config = "gantry.json", *id = NULL;
-    int roles = ROLE_INTAKE | ROLE_COORD | ROLE_LEDGER | ROLE_REAPER;
-    int admin_port = -1;
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
                                          {"admin-port", required_argument, NULL, 'a'},
                                          {"roles", required_argument, NULL, 'r'},
@@ -193,17 +198,17 @@ int main(int argc, char **argv)
     int ch;
     while ((ch = getopt_long(argc, argv, "c:a:r:i:h", opts, NULL)) != -1) {
         switch (ch) {
-        case 'c': config = optarg; break;
+        case 'c': args->config = optarg; break;
         case 'a':
-            if (gt_admin_parse_port(optarg, &admin_port) != 0) {
+            if (gt_admin_parse_port(optarg, &args->admin_port) != 0) {
                 fprintf(stderr, "gantry-dispatcher: bad --admin-port \"%s\"\n", optarg);
                 return 2;
             }
             break;
-        case 'i': id = optarg; break;
+        case 'i': args->id = optarg; break;
         case 'r':
-            roles = parse_roles(optarg);
-            if (roles <= 0) {
+            args->roles = parse_roles(optarg);
+            if (args->roles <= 0) {
                 fprintf(stderr, "gantry-dispatcher: bad --roles \"%s\"\n", optarg);
                 return 2;
             }
@@ -216,27 +221,32 @@ int main(int argc, char **argv)
         fprintf(stderr, "gantry-dispatcher: unexpected argument \"%s\"\n", argv[optind]);
         return 2;
     }
-    char err[4096];
-    gt_config_t *cfg = gt_config_load(config, err, sizeof(err));
-    if (!cfg) {
-        fprintf(stderr, "gantry-dispatcher: bad configuration %s:\n%s\n", config, err);
-        return 1;
-    }
-    if (!cfg->pg_conninfo && (roles & (ROLE_INTAKE | ROLE_COORD | ROLE_LEDGER))) {
-        fprintf(stderr, "gantry-dispatcher: %s: postgres.conninfo is required\n", config);
-        gt_config_free(cfg);
-        return 1;
-    }
-    gt_log_init("gantry-dispatcher", (gt_log_level_t)gt_log_parse_level(cfg->log_level));
-    signal(SIGPIPE, SIG_IGN);
-    signal(SIGHUP, SIG_IGN); /* a reload sent while starting must not kill us; the handler comes later */
+    return -1;
+}
 
-    static app_t a;
-    gt_dispatcher_t *d = &a.d;
-    uv_loop_t *loop = uv_default_loop();
-    d->loop = loop;
-    d->cfg = cfg;
-    a.cfg = cfg;
+/* The configuration with the dispatcher's sections, checked against the
+ * roles; NULL (reported on stderr) when it cannot serve them. */
+static gt_config_t *load_config(const args_t *args)
+{
+    char err[4096];
+    gt_dispatcher_config_register();
+    gt_config_t *cfg = gt_config_load(args->config, err, sizeof(err));
+    if (!cfg) {
+        fprintf(stderr, "gantry-dispatcher: bad configuration %s:\n%s\n", args->config, err);
+        return NULL;
+    }
+    if (!cfg->pg_conninfo && (args->roles & (ROLE_INTAKE | ROLE_COORD | ROLE_LEDGER))) {
+        fprintf(stderr, "gantry-dispatcher: %s: postgres.conninfo is required\n", args->config);
+        gt_config_free(cfg);
+        return NULL;
+    }
+    return cfg;
+}
+
+/* The process id (--id, or dispatcher-HOST-PID), a fresh incarnation and the
+ * request maps. */
+static void identify(gt_dispatcher_t *d, const char *id)
+{
     if (id) {
         snprintf(d->id, sizeof(d->id), "%s", id);
     } else {
@@ -247,41 +257,57 @@ int main(int argc, char **argv)
     gt_random_hex(d->incarnation);
     d->intake_active = json_object();
     d->finalizing = json_object();
-    int rc = 1;
-    gt_admin_t *admin = NULL;
+}
+
+/* What every role uses: the schemas, the producer and its effects, and one
+ * PostgreSQL connection (one server backend) per role that writes: intake,
+ * coordinator and ledger run in parallel in PostgreSQL, and a ledger batch
+ * never queues intake's statements behind it. Returns 0, or -1 (reported). */
+static int open_core(gt_dispatcher_t *d, int roles)
+{
+    const gt_config_t *cfg = d->cfg;
+    char err[4096];
     d->request_schema = gt_schema_embedded("request.v1.json", err, sizeof(err));
     d->task_result_schema = d->request_schema ? gt_schema_embedded("task-result.v1.json", err, sizeof(err)) : NULL;
     d->usage_schema = d->task_result_schema ? gt_schema_embedded("usage.v1.json", err, sizeof(err)) : NULL;
     d->control_schema = d->usage_schema ? gt_schema_embedded("control.v1.json", err, sizeof(err)) : NULL;
     if (!d->control_schema) {
         fprintf(stderr, "gantry-dispatcher: schema: %s\n", err);
-        goto out;
+        return -1;
     }
-    d->producer = gt_producer_new(loop, cfg, err, sizeof(err));
+    d->producer = gt_producer_new(d->loop, cfg, err, sizeof(err));
     if (!d->producer) {
         fprintf(stderr, "gantry-dispatcher: kafka producer: %s\n", err);
-        goto out;
+        return -1;
     }
-    d->effects = gt_effects_new(loop, d->producer);
+    d->effects = gt_effects_new(d->loop, d->producer);
     if (!d->effects) {
         fprintf(stderr, "gantry-dispatcher: out of memory\n");
-        goto out;
+        return -1;
     }
-    /* One connection (one server backend) per role that writes: intake,
-     * coordinator and ledger run in parallel in PostgreSQL, and a ledger
-     * batch never queues intake's statements behind it. */
     if (cfg->pg_conninfo) {
-        d->pg = gt_pg_new(loop, cfg->pg_conninfo);
+        d->pg = gt_pg_new(d->loop, cfg->pg_conninfo);
         if (roles & ROLE_COORD)
-            d->pg_coord = gt_pg_new(loop, cfg->pg_conninfo);
+            d->pg_coord = gt_pg_new(d->loop, cfg->pg_conninfo);
         if (roles & ROLE_LEDGER)
-            d->pg_ledger = gt_pg_new(loop, cfg->pg_conninfo);
+            d->pg_ledger = gt_pg_new(d->loop, cfg->pg_conninfo);
         if (!d->pg || ((roles & ROLE_COORD) && !d->pg_coord) ||
             ((roles & ROLE_LEDGER) && !d->pg_ledger)) {
             fprintf(stderr, "gantry-dispatcher: postgres: out of memory\n");
-            goto out;
+            return -1;
         }
     }
+    return 0;
+}
+
+/* The roles asked for: the consumer of requests, task results and cancels,
+ * the coordinator, the router and the cache, the ledger, the reaper and
+ * moderation. Returns 0, or -1
+ * (reported). */
+static int open_roles(gt_dispatcher_t *d, int roles)
+{
+    const gt_config_t *cfg = d->cfg;
+    char err[4096];
     if (roles & (ROLE_INTAKE | ROLE_COORD)) {
         const char *topics[4] = {NULL, NULL, NULL, NULL};
         int n = 0;
@@ -297,77 +323,88 @@ int main(int argc, char **argv)
                                     .arg = d,
                                     .commit_interval_ms = cfg->commit_interval_ms,
                                     .instance_id = d->id};
-        d->consumer = gt_consumer_new(loop, cfg, &copts, err, sizeof(err));
+        d->consumer = gt_consumer_new(d->loop, cfg, &copts, err, sizeof(err));
         if (!d->consumer) {
             fprintf(stderr, "gantry-dispatcher: kafka consumer: %s\n", err);
-            goto out;
+            return -1;
         }
     }
     if ((roles & ROLE_COORD) && !(d->coordinator = gt_coordinator_new(d))) {
         fprintf(stderr, "gantry-dispatcher: coordinator: out of memory\n");
-        goto out;
+        return -1;
     }
     if ((roles & (ROLE_INTAKE | ROLE_COORD)) && !(d->router = gt_router_new(gt_clock_mono_ms()))) {
         fprintf(stderr, "gantry-dispatcher: router: out of memory\n");
-        goto out;
+        return -1;
     }
     if ((roles & (ROLE_INTAKE | ROLE_COORD)) && !(d->cache = gt_cache_new(d))) {
         fprintf(stderr, "gantry-dispatcher: cache: out of memory\n");
-        goto out;
+        return -1;
     }
     if ((roles & ROLE_LEDGER) && !(d->ledger = gt_ledger_new(d, err, sizeof(err)))) {
         fprintf(stderr, "gantry-dispatcher: ledger: %s\n", err);
-        goto out;
+        return -1;
     }
     if ((roles & ROLE_REAPER) && !(d->reaper = gt_reaper_new(d, err, sizeof(err)))) {
         fprintf(stderr, "gantry-dispatcher: reaper: %s\n", err);
-        goto out;
+        return -1;
     }
-    if ((roles & (ROLE_INTAKE | ROLE_COORD)) && !(d->moderation = gt_moderation_new(loop, cfg))) {
+    if ((roles & (ROLE_INTAKE | ROLE_COORD)) && !(d->moderation = gt_moderation_new(d->loop, cfg))) {
         fprintf(stderr, "gantry-dispatcher: moderation: out of memory\n");
-        goto out;
+        return -1;
     }
+    return 0;
+}
 
-    uv_signal_init(loop, &a.sigterm);
-    uv_signal_init(loop, &a.sigint);
-    uv_signal_init(loop, &a.sighup);
-    a.sigterm.data = a.sigint.data = a.sighup.data = &a;
-    uv_signal_start(&a.sigterm, on_signal, SIGTERM);
-    uv_signal_start(&a.sigint, on_signal, SIGINT);
-    uv_signal_start(&a.sighup, on_sighup, SIGHUP);
-    uv_timer_init(loop, &a.drain);
-    a.drain.data = &a;
-    uv_timer_start(&a.drain, on_drain_tick, 50, 50);
+/* Signals, the drain tick, the stats, /health /ready /metrics and the span
+ * exporter. Returns 0, or -1 (reported) when the admin server cannot open. */
+static int start_process(app_t *a, int admin_port)
+{
+    uv_loop_t *loop = a->d.loop;
+    char err[4096];
+    uv_signal_init(loop, &a->sigterm);
+    uv_signal_init(loop, &a->sigint);
+    uv_signal_init(loop, &a->sighup);
+    a->sigterm.data = a->sigint.data = a->sighup.data = a;
+    uv_signal_start(&a->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&a->sigint, on_signal, SIGINT);
+    uv_signal_start(&a->sighup, on_sighup, SIGHUP);
+    uv_timer_init(loop, &a->drain);
+    a->drain.data = a;
+    uv_timer_start(&a->drain, on_drain_tick, 50, 50);
     gt_stats_init();
-    if (gt_admin_open(cfg, admin_port, d->producer, d->pg != NULL, &admin, err, sizeof(err)) != 0) {
+    if (gt_admin_open(a->cfg, admin_port, a->d.producer, a->d.pg != NULL, &a->admin, err,
+                      sizeof(err)) != 0) {
         fprintf(stderr, "gantry-dispatcher: %s\n", err);
-        goto out;
+        return -1;
     }
-    a.admin = admin;
-    if (gt_trace_export_start(loop, cfg, "gantry-dispatcher") != 0)
+    if (gt_trace_export_start(loop, a->cfg, "gantry-dispatcher") != 0)
         gt_warn("tracing: cannot start the OTLP exporter; spans are not exported");
-    gt_info("dispatcher %s started (incarnation %s)", d->id, d->incarnation);
-    uv_run(loop, UV_RUN_DEFAULT);
-    gt_info("dispatcher %s stopped: %ld accepted, %ld duplicate, %ld dead letters, %ld results",
-            d->id, d->requests_accepted, d->requests_duplicate, d->dead_letters,
-            d->results_published);
-    rc = 0;
-out:
-    if (rc != 0) { /* failed start: close what was opened, then let the loop finish */
-        if (d->consumer)
-            gt_consumer_close_handles(d->consumer);
-        if (d->ledger)
-            gt_ledger_close(d->ledger);
-        gt_coordinator_close(d->coordinator);
-        gt_cache_close(d->cache);
-        gt_moderation_free(d->moderation);
-        pg_free_all(d);
-        gt_effects_close(d->effects);
-        if (d->producer)
-            gt_producer_close_handles(d->producer);
-        uv_run(loop, UV_RUN_DEFAULT);
-    }
-    gt_admin_stop(admin);
+    return 0;
+}
+
+/* After a failed start: closes what was opened and lets the loop finish. */
+static void abort_start(gt_dispatcher_t *d)
+{
+    if (d->consumer)
+        gt_consumer_close_handles(d->consumer);
+    if (d->ledger)
+        gt_ledger_close(d->ledger);
+    gt_coordinator_close(d->coordinator);
+    gt_cache_close(d->cache);
+    gt_moderation_free(d->moderation);
+    pg_free_all(d);
+    gt_effects_close(d->effects);
+    if (d->producer)
+        gt_producer_close_handles(d->producer);
+    uv_run(d->loop, UV_RUN_DEFAULT);
+}
+
+/* Frees everything once the loop has ended. */
+static void free_all(app_t *a)
+{
+    gt_dispatcher_t *d = &a->d;
+    gt_admin_stop(a->admin);
     /* Producer first: its last delivery reports mark messages done, which
      * the consumers then commit as they leave their groups. */
     if (d->producer)
@@ -388,8 +425,44 @@ out:
     gt_schema_free(d->control_schema);
     json_decref(d->intake_active);
     json_decref(d->finalizing);
-    uv_loop_close(loop);
-    gt_config_free(cfg);
+    uv_loop_close(d->loop);
+    gt_config_free(a->cfg);
     gt_metrics_free();
+}
+
+int main(int argc, char **argv)
+{
+    args_t args = {.config = "gantry.json",
+                   .roles = ROLE_INTAKE | ROLE_COORD | ROLE_LEDGER | ROLE_REAPER,
+                   .admin_port = -1};
+    int rc = parse_args(argc, argv, &args);
+    if (rc >= 0)
+        return rc;
+    gt_config_t *cfg = load_config(&args);
+    if (!cfg)
+        return 1;
+    gt_log_init("gantry-dispatcher", (gt_log_level_t)gt_log_parse_level(cfg->log_level));
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGHUP, SIG_IGN); /* a reload sent while starting must not kill us; the handler comes later */
+
+    static app_t a;
+    gt_dispatcher_t *d = &a.d;
+    d->loop = uv_default_loop();
+    d->cfg = a.cfg = cfg;
+    identify(d, args.id);
+    rc = 1;
+    if (open_core(d, args.roles) != 0 || open_roles(d, args.roles) != 0 ||
+        start_process(&a, args.admin_port) != 0)
+        goto out;
+    gt_info("dispatcher %s started (incarnation %s)", d->id, d->incarnation);
+    uv_run(d->loop, UV_RUN_DEFAULT);
+    gt_info("dispatcher %s stopped: %ld accepted, %ld duplicate, %ld dead letters, %ld results",
+            d->id, d->requests_accepted, d->requests_duplicate, d->dead_letters,
+            d->results_published);
+    rc = 0;
+out:
+    if (rc != 0)
+        abort_start(d);
+    free_all(&a);
     return rc;
 }

@@ -1,6 +1,6 @@
-/* config.c - gantry.json: load, expand ${ENV} and *_file secrets, validate.
- * Every problem is reported with its key path, all of them at once, so an
- * operator fixes a file in one pass. */
+/* config.c - gantry.json: load, expand ${ENV} and *_file secrets, validate the
+ * shared sections and run the parts' section loaders (config_section.h). Every
+ * problem is reported with its key path, all at once: a file is fixed in one pass. */
 #include <ctype.h>
 #include <errno.h>
 #include <libgen.h>
@@ -10,20 +10,31 @@
 #include <string.h>
 
 #include "config.h"
-#include "pii.h"
-#include "scrub.h"
+#include "config_section.h"
 
-typedef struct ctx {
+struct gt_cfg_ctx {
     char *err;
     size_t errlen, used;
     int problems;
     const char *base_dir;
-} ctx_t;
+};
 
-static void problem(ctx_t *c, const char *path, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+/* The parts' sections (gt_config_add_section), loaded after the shared ones. */
+static const gt_config_section_t *sections[8];
+static size_t n_sections;
 
-static void problem(ctx_t *c, const char *path, const char *fmt, ...)
+int gt_config_add_section(const gt_config_section_t *s)
+{
+    for (size_t i = 0; i < n_sections; i++)
+        if (sections[i] == s)
+            return 0;
+    if (n_sections == sizeof(sections) / sizeof(sections[0]))
+        return -ENOSPC;
+    sections[n_sections++] = s;
+    return 0;
+}
+
+void gt_cfg_problem(gt_cfg_ctx_t *c, const char *path, const char *fmt, ...)
 {
     c->problems++;
     if (!c->err || c->used + 2 >= c->errlen)
@@ -40,7 +51,7 @@ static void problem(ctx_t *c, const char *path, const char *fmt, ...)
         c->used += (size_t)n < c->errlen - c->used ? (size_t)n : c->errlen - c->used - 1;
 }
 
-static char *join(const char *path, const char *key)
+char *gt_cfg_join(const char *path, const char *key)
 {
     size_t n = strlen(path) + strlen(key) + 2;
     char *s = malloc(n);
@@ -50,7 +61,7 @@ static char *join(const char *path, const char *key)
 }
 
 /* Expands ${NAME} in s. Returns a new string, or NULL (problem reported). */
-static char *expand_env(ctx_t *c, const char *path, const char *s)
+static char *expand_env(gt_cfg_ctx_t *c, const char *path, const char *s)
 {
     size_t cap = strlen(s) + 1, len = 0;
     char *out = malloc(cap);
@@ -64,7 +75,7 @@ static char *expand_env(ctx_t *c, const char *path, const char *s)
             const char *end = strchr(p + 2, '}');
             size_t n = end ? (size_t)(end - p - 2) : 0;
             if (!end || n == 0 || n >= sizeof(name)) {
-                problem(c, path, "malformed ${...} reference");
+                gt_cfg_problem(c, path, "malformed ${...} reference");
                 free(out);
                 return NULL;
             }
@@ -72,7 +83,7 @@ static char *expand_env(ctx_t *c, const char *path, const char *s)
             name[n] = 0;
             val = getenv(name);
             if (!val) {
-                problem(c, path, "environment variable %s is not set", name);
+                gt_cfg_problem(c, path, "environment variable %s is not set", name);
                 free(out);
                 return NULL;
             }
@@ -97,7 +108,7 @@ static char *expand_env(ctx_t *c, const char *path, const char *s)
     return out;
 }
 
-static char *read_secret_file(ctx_t *c, const char *path, const char *file)
+static char *read_secret_file(gt_cfg_ctx_t *c, const char *path, const char *file)
 {
     char full[4096];
     if (file[0] == '/' || !c->base_dir)
@@ -106,7 +117,7 @@ static char *read_secret_file(ctx_t *c, const char *path, const char *file)
         snprintf(full, sizeof(full), "%s/%s", c->base_dir, file);
     FILE *f = fopen(full, "rb");
     if (!f) {
-        problem(c, path, "cannot read %s: %s", full, strerror(errno));
+        gt_cfg_problem(c, path, "cannot read %s: %s", full, strerror(errno));
         return NULL;
     }
     char *buf = malloc(65537);
@@ -122,7 +133,7 @@ static char *read_secret_file(ctx_t *c, const char *path, const char *file)
 
 /* Walks the document: expands ${ENV} in every string and replaces each
  * "<name>_file": path by "<name>": contents. */
-static void resolve(ctx_t *c, json_t *node, const char *path)
+static void resolve(gt_cfg_ctx_t *c, json_t *node, const char *path)
 {
     if (json_is_object(node)) {
         const char *key;
@@ -130,7 +141,7 @@ static void resolve(ctx_t *c, json_t *node, const char *path)
         json_t *secrets = json_object(); /* name -> contents, applied after the walk */
         json_t *file_keys = json_array();
         json_object_foreach(node, key, val) {
-            char *sub = join(path, key);
+            char *sub = gt_cfg_join(path, key);
             if (!sub)
                 break;
             if (json_is_string(val)) {
@@ -179,7 +190,8 @@ static void resolve(ctx_t *c, json_t *node, const char *path)
 }
 
 /* Reports keys of obj not in allowed (NULL-terminated): typos must not pass silently. */
-static void check_keys(ctx_t *c, json_t *obj, const char *path, const char *const *allowed)
+void gt_cfg_check_keys(gt_cfg_ctx_t *c, json_t *obj, const char *path,
+                       const char *const *allowed)
 {
     const char *key;
     json_t *val;
@@ -188,86 +200,87 @@ static void check_keys(ctx_t *c, json_t *obj, const char *path, const char *cons
         for (const char *const *a = allowed; *a && !ok; a++)
             ok = strcmp(*a, key) == 0;
         if (!ok) {
-            char *sub = join(path, key);
-            problem(c, sub, "unknown key");
+            char *sub = gt_cfg_join(path, key);
+            gt_cfg_problem(c, sub, "unknown key");
             free(sub);
         }
     }
 }
 
-static json_t *get_obj(ctx_t *c, json_t *parent, const char *key, const char *path, int required)
+json_t *gt_cfg_obj(gt_cfg_ctx_t *c, json_t *parent, const char *key, const char *path,
+                   int required)
 {
     json_t *v = json_object_get(parent, key);
-    char *sub = join(path, key);
+    char *sub = gt_cfg_join(path, key);
     if (!v && required)
-        problem(c, sub, "is required");
+        gt_cfg_problem(c, sub, "is required");
     else if (v && !json_is_object(v)) {
-        problem(c, sub, "must be an object");
+        gt_cfg_problem(c, sub, "must be an object");
         v = NULL;
     }
     free(sub);
     return v;
 }
 
-static char *get_str(ctx_t *c, json_t *obj, const char *key, const char *path, const char *def,
-                     int required)
+char *gt_cfg_str(gt_cfg_ctx_t *c, json_t *obj, const char *key, const char *path,
+                 const char *def, int required)
 {
     json_t *v = obj ? json_object_get(obj, key) : NULL;
     if (!v) {
         if (required) {
-            char *sub = join(path, key);
-            problem(c, sub, "is required");
+            char *sub = gt_cfg_join(path, key);
+            gt_cfg_problem(c, sub, "is required");
             free(sub);
         }
         return def ? strdup(def) : NULL;
     }
     if (!json_is_string(v) || json_string_length(v) == 0) {
-        char *sub = join(path, key);
-        problem(c, sub, "must be a non-empty string");
+        char *sub = gt_cfg_join(path, key);
+        gt_cfg_problem(c, sub, "must be a non-empty string");
         free(sub);
         return def ? strdup(def) : NULL;
     }
     return strdup(json_string_value(v));
 }
 
-static int64_t get_int(ctx_t *c, json_t *obj, const char *key, const char *path, int64_t def,
-                       int64_t min, int64_t max)
+int64_t gt_cfg_int(gt_cfg_ctx_t *c, json_t *obj, const char *key, const char *path,
+                   int64_t def, int64_t min, int64_t max)
 {
     json_t *v = obj ? json_object_get(obj, key) : NULL;
     if (!v)
         return def;
     if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
-        char *sub = join(path, key);
-        problem(c, sub, "must be an integer in [%lld, %lld]", (long long)min, (long long)max);
+        char *sub = gt_cfg_join(path, key);
+        gt_cfg_problem(c, sub, "must be an integer in [%lld, %lld]", (long long)min, (long long)max);
         free(sub);
         return def;
     }
     return json_integer_value(v);
 }
 
-static double get_num(ctx_t *c, json_t *obj, const char *key, const char *path, double def,
-                      double min, double max)
+double gt_cfg_num(gt_cfg_ctx_t *c, json_t *obj, const char *key, const char *path,
+                  double def, double min, double max)
 {
     json_t *v = obj ? json_object_get(obj, key) : NULL;
     if (!v)
         return def;
     if (!json_is_number(v) || json_number_value(v) < min || json_number_value(v) > max) {
-        char *sub = join(path, key);
-        problem(c, sub, "must be a number in [%g, %g]", min, max);
+        char *sub = gt_cfg_join(path, key);
+        gt_cfg_problem(c, sub, "must be a number in [%g, %g]", min, max);
         free(sub);
         return def;
     }
     return json_number_value(v);
 }
 
-static int get_bool(ctx_t *c, json_t *obj, const char *key, const char *path, int def)
+int gt_cfg_bool(gt_cfg_ctx_t *c, json_t *obj, const char *key, const char *path, int def)
 {
     json_t *v = obj ? json_object_get(obj, key) : NULL;
     if (!v)
         return def;
     if (!json_is_boolean(v)) {
-        char *sub = join(path, key);
-        problem(c, sub, "must be true or false");
+        char *sub = gt_cfg_join(path, key);
+        gt_cfg_problem(c, sub, "must be true or false");
         free(sub);
         return def;
     }
@@ -275,16 +288,17 @@ static int get_bool(ctx_t *c, json_t *obj, const char *key, const char *path, in
 }
 
 /* A list of strings, or NULL when absent. */
-static char **get_str_list(ctx_t *c, json_t *obj, const char *key, const char *path, size_t *n)
+char **gt_cfg_str_list(gt_cfg_ctx_t *c, json_t *obj, const char *key, const char *path,
+                       size_t *n)
 {
     json_t *v = obj ? json_object_get(obj, key) : NULL;
     *n = 0;
     if (!v)
         return NULL;
-    char *sub = join(path, key);
+    char *sub = gt_cfg_join(path, key);
     char **out = NULL;
     if (!json_is_array(v)) {
-        problem(c, sub, "must be an array of strings");
+        gt_cfg_problem(c, sub, "must be an array of strings");
         goto out;
     }
     out = calloc(json_array_size(v) + 1, sizeof(char *));
@@ -292,7 +306,7 @@ static char **get_str_list(ctx_t *c, json_t *obj, const char *key, const char *p
     json_t *e;
     json_array_foreach(v, i, e) {
         if (!json_is_string(e) || json_string_length(e) == 0) {
-            problem(c, sub, "element %zu must be a non-empty string", i);
+            gt_cfg_problem(c, sub, "element %zu must be a non-empty string", i);
             continue;
         }
         out[(*n)++] = strdup(json_string_value(e));
@@ -322,31 +336,31 @@ static void add_lane(gt_config_t *cfg, const char *lane)
     cfg->lanes[cfg->n_lanes] = NULL;
 }
 
-static void load_kafka(ctx_t *c, gt_config_t *cfg)
+static void load_kafka(gt_cfg_ctx_t *c, gt_config_t *cfg)
 {
     static const char *const keys[] = {"bootstrap_servers", "properties", "consumer_properties",
                                        "producer_properties", "revoke_grace_ms",
                                        "message_max_bytes", "static_membership", NULL};
-    json_t *k = get_obj(c, cfg->root, "kafka", "", 1);
+    json_t *k = gt_cfg_obj(c, cfg->root, "kafka", "", 1);
     if (k)
-        check_keys(c, k, "kafka", keys);
-    cfg->bootstrap_servers = get_str(c, k, "bootstrap_servers", "kafka", NULL, 1);
-    cfg->kafka_revoke_grace_ms = get_int(c, k, "revoke_grace_ms", "kafka", 10000, 0, 600000);
+        gt_cfg_check_keys(c, k, "kafka", keys);
+    cfg->bootstrap_servers = gt_cfg_str(c, k, "bootstrap_servers", "kafka", NULL, 1);
+    cfg->kafka_revoke_grace_ms = gt_cfg_int(c, k, "revoke_grace_ms", "kafka", 10000, 0, 600000);
     /* librdkafka's own range for message.max.bytes; Kafka's default. */
     cfg->kafka_message_max_bytes =
-        get_int(c, k, "message_max_bytes", "kafka", 1000000, 1000, 1000000000);
-    cfg->kafka_static_membership = get_bool(c, k, "static_membership", "kafka", 0);
+        gt_cfg_int(c, k, "message_max_bytes", "kafka", 1000000, 1000, 1000000000);
+    cfg->kafka_static_membership = gt_cfg_bool(c, k, "static_membership", "kafka", 0);
     json_t **props[] = {&cfg->kafka_props, &cfg->kafka_consumer_props, &cfg->kafka_producer_props};
     const char *names[] = {"properties", "consumer_properties", "producer_properties"};
     for (int i = 0; i < 3; i++) {
-        *props[i] = k ? get_obj(c, k, names[i], "kafka", 0) : NULL;
+        *props[i] = k ? gt_cfg_obj(c, k, names[i], "kafka", 0) : NULL;
         const char *key;
         json_t *v;
         json_object_foreach(*props[i], key, v) {
             if (!json_is_string(v)) {
                 char path[512];
                 snprintf(path, sizeof(path), "kafka.%s.%s", names[i], key);
-                problem(c, path, "must be a string");
+                gt_cfg_problem(c, path, "must be a string");
             }
         }
     }
@@ -354,25 +368,25 @@ static void load_kafka(ctx_t *c, gt_config_t *cfg)
     static const char *const tkeys[] = {"requests", "task_prefix", "task_results", "results",
                                         "usage",    "dlq",         "events",       "control",
                                         NULL};
-    json_t *t = get_obj(c, cfg->root, "topics", "", 0);
+    json_t *t = gt_cfg_obj(c, cfg->root, "topics", "", 0);
     if (t)
-        check_keys(c, t, "topics", tkeys);
-    cfg->topics.requests = get_str(c, t, "requests", "topics", "gantry.requests", 0);
-    cfg->topics.task_prefix = get_str(c, t, "task_prefix", "topics", "gantry.tasks.", 0);
-    cfg->topics.task_results = get_str(c, t, "task_results", "topics", "gantry.task-results", 0);
-    cfg->topics.results = get_str(c, t, "results", "topics", "gantry.results", 0);
-    cfg->topics.usage = get_str(c, t, "usage", "topics", "gantry.usage", 0);
-    cfg->topics.dlq = get_str(c, t, "dlq", "topics", "gantry.dlq", 0);
-    cfg->topics.events = get_str(c, t, "events", "topics", "gantry.events", 0);
-    cfg->topics.control = get_str(c, t, "control", "topics", "gantry.control", 0);
+        gt_cfg_check_keys(c, t, "topics", tkeys);
+    cfg->topics.requests = gt_cfg_str(c, t, "requests", "topics", "gantry.requests", 0);
+    cfg->topics.task_prefix = gt_cfg_str(c, t, "task_prefix", "topics", "gantry.tasks.", 0);
+    cfg->topics.task_results = gt_cfg_str(c, t, "task_results", "topics", "gantry.task-results", 0);
+    cfg->topics.results = gt_cfg_str(c, t, "results", "topics", "gantry.results", 0);
+    cfg->topics.usage = gt_cfg_str(c, t, "usage", "topics", "gantry.usage", 0);
+    cfg->topics.dlq = gt_cfg_str(c, t, "dlq", "topics", "gantry.dlq", 0);
+    cfg->topics.events = gt_cfg_str(c, t, "events", "topics", "gantry.events", 0);
+    cfg->topics.control = gt_cfg_str(c, t, "control", "topics", "gantry.control", 0);
 
     static const char *const gkeys[] = {"dispatcher", "worker", "ledger", NULL};
-    json_t *g = get_obj(c, cfg->root, "groups", "", 0);
+    json_t *g = gt_cfg_obj(c, cfg->root, "groups", "", 0);
     if (g)
-        check_keys(c, g, "groups", gkeys);
-    cfg->group_dispatcher = get_str(c, g, "dispatcher", "groups", "gantry-dispatcher", 0);
-    cfg->group_worker = get_str(c, g, "worker", "groups", "gantry-worker", 0);
-    cfg->group_ledger = get_str(c, g, "ledger", "groups", "gantry-ledger", 0);
+        gt_cfg_check_keys(c, g, "groups", gkeys);
+    cfg->group_dispatcher = gt_cfg_str(c, g, "dispatcher", "groups", "gantry-dispatcher", 0);
+    cfg->group_worker = gt_cfg_str(c, g, "worker", "groups", "gantry-worker", 0);
+    cfg->group_ledger = gt_cfg_str(c, g, "ledger", "groups", "gantry-ledger", 0);
 }
 
 /* Appends key='value' to a libpq conninfo, quoting as libpq requires. */
@@ -394,25 +408,25 @@ static char *conninfo_append(char *conninfo, const char *key, const char *value)
     return out;
 }
 
-static void load_postgres(ctx_t *c, gt_config_t *cfg)
+static void load_postgres(gt_cfg_ctx_t *c, gt_config_t *cfg)
 {
     static const char *const keys[] = {"conninfo", "password", NULL};
-    json_t *p = get_obj(c, cfg->root, "postgres", "", 0);
+    json_t *p = gt_cfg_obj(c, cfg->root, "postgres", "", 0);
     if (!p)
         return;
-    check_keys(c, p, "postgres", keys);
-    cfg->pg_conninfo = get_str(c, p, "conninfo", "postgres", NULL, 1);
-    char *password = get_str(c, p, "password", "postgres", NULL, 0);
+    gt_cfg_check_keys(c, p, "postgres", keys);
+    cfg->pg_conninfo = gt_cfg_str(c, p, "conninfo", "postgres", NULL, 1);
+    char *password = gt_cfg_str(c, p, "password", "postgres", NULL, 0);
     if (password && cfg->pg_conninfo)
         cfg->pg_conninfo = conninfo_append(cfg->pg_conninfo, "password", password);
     free(password);
 }
 
-static void load_pools(ctx_t *c, gt_config_t *cfg)
+static void load_pools(gt_cfg_ctx_t *c, gt_config_t *cfg)
 {
     static const char *const keys[] = {"endpoint", "api_key", "overcommit", "breaker", NULL};
     static const char *const bkeys[] = {"failures", "recovery_ms", NULL};
-    json_t *pools = get_obj(c, cfg->root, "pools", "", 0);
+    json_t *pools = gt_cfg_obj(c, cfg->root, "pools", "", 0);
     if (!pools)
         return;
     cfg->pools = calloc(json_object_size(pools) + 1, sizeof(gt_pool_t));
@@ -422,25 +436,25 @@ static void load_pools(ctx_t *c, gt_config_t *cfg)
         char path[512];
         snprintf(path, sizeof(path), "pools.%s", name);
         if (!json_is_object(p)) {
-            problem(c, path, "must be an object");
+            gt_cfg_problem(c, path, "must be an object");
             continue;
         }
-        check_keys(c, p, path, keys);
+        gt_cfg_check_keys(c, p, path, keys);
         gt_pool_t *pool = &cfg->pools[cfg->n_pools++];
         pool->name = strdup(name);
-        pool->endpoint = get_str(c, p, "endpoint", path, NULL, 1);
-        pool->api_key = get_str(c, p, "api_key", path, NULL, 1);
-        pool->overcommit = get_bool(c, p, "overcommit", path, 0);
+        pool->endpoint = gt_cfg_str(c, p, "endpoint", path, NULL, 1);
+        pool->api_key = gt_cfg_str(c, p, "api_key", path, NULL, 1);
+        pool->overcommit = gt_cfg_bool(c, p, "overcommit", path, 0);
         char sub[600];
         snprintf(sub, sizeof(sub), "%s.breaker", path);
-        json_t *b = get_obj(c, p, "breaker", path, 0);
+        json_t *b = gt_cfg_obj(c, p, "breaker", path, 0);
         if (b)
-            check_keys(c, b, sub, bkeys);
-        pool->breaker_failures = (int)get_int(c, b, "failures", sub, 5, 1, 1000000);
-        pool->breaker_recovery_ms = get_int(c, b, "recovery_ms", sub, 60000, 1, 86400000);
+            gt_cfg_check_keys(c, b, sub, bkeys);
+        pool->breaker_failures = (int)gt_cfg_int(c, b, "failures", sub, 5, 1, 1000000);
+        pool->breaker_recovery_ms = gt_cfg_int(c, b, "recovery_ms", sub, 60000, 1, 86400000);
         if (pool->endpoint && strncmp(pool->endpoint, "http://", 7) != 0 &&
             strncmp(pool->endpoint, "https://", 8) != 0)
-            problem(c, path, "endpoint must be an http:// or https:// URL");
+            gt_cfg_problem(c, path, "endpoint must be an http:// or https:// URL");
         size_t el = pool->endpoint ? strlen(pool->endpoint) : 0;
         if (el && pool->endpoint[el - 1] == '/')
             pool->endpoint[el - 1] = 0; /* paths are appended as "/v1/..." */
@@ -458,16 +472,16 @@ static int is_wire_runtime(const char *r)
     return 0;
 }
 
-static void load_limits(ctx_t *c, json_t *o, const char *path, gt_provider_limits_t *l)
+static void load_limits(gt_cfg_ctx_t *c, json_t *o, const char *path, gt_provider_limits_t *l)
 {
-    l->max_in_flight = (int)get_int(c, o, "max_in_flight", path, 0, 0, 1000000);
-    l->rpm = get_int(c, o, "rpm", path, 0, 0, INT64_MAX);
-    l->tpm = get_int(c, o, "tpm", path, 0, 0, INT64_MAX);
+    l->max_in_flight = (int)gt_cfg_int(c, o, "max_in_flight", path, 0, 0, 1000000);
+    l->rpm = gt_cfg_int(c, o, "rpm", path, 0, 0, INT64_MAX);
+    l->tpm = gt_cfg_int(c, o, "tpm", path, 0, 0, INT64_MAX);
 }
 
 /* providers.<name>: runtime, endpoint, credentials and limits. Retry and
- * timeouts need worker.* defaults: load_provider_policies, after load_processes. */
-static void load_providers(ctx_t *c, gt_config_t *cfg)
+ * timeouts need worker.* defaults: workers/worker_config.c loads them. */
+static void load_providers(gt_cfg_ctx_t *c, gt_config_t *cfg)
 {
     static const char *const keys[] = {
         "runtime", "endpoint", "api_key", "credentials", "project", "location", "region",
@@ -475,7 +489,7 @@ static void load_providers(ctx_t *c, gt_config_t *cfg)
         "tenants", "breaker", "retry", "timeouts", NULL};
     static const char *const bkeys[] = {"failures", "recovery_ms", NULL};
     static const char *const lkeys[] = {"max_in_flight", "rpm", "tpm", NULL};
-    json_t *provs = get_obj(c, cfg->root, "providers", "", 0);
+    json_t *provs = gt_cfg_obj(c, cfg->root, "providers", "", 0);
     if (!provs)
         return;
     cfg->providers = calloc(json_object_size(provs) + 1, sizeof(gt_provider_t));
@@ -485,60 +499,60 @@ static void load_providers(ctx_t *c, gt_config_t *cfg)
         char path[512], sub[600];
         snprintf(path, sizeof(path), "providers.%s", name);
         if (!json_is_object(pj)) {
-            problem(c, path, "must be an object");
+            gt_cfg_problem(c, path, "must be an object");
             continue;
         }
-        check_keys(c, pj, path, keys);
+        gt_cfg_check_keys(c, pj, path, keys);
         gt_provider_t *p = &cfg->providers[cfg->n_providers++];
         p->name = strdup(name);
-        p->runtime = get_str(c, pj, "runtime", path, NULL, 1);
-        p->endpoint = get_str(c, pj, "endpoint", path, NULL, 0);
-        p->api_key = get_str(c, pj, "api_key", path, NULL, 0);
-        p->credentials = get_str(c, pj, "credentials", path, NULL, 0);
-        p->project = get_str(c, pj, "project", path, NULL, 0);
-        p->location = get_str(c, pj, "location", path, NULL, 0);
-        p->region = get_str(c, pj, "region", path, NULL, 0);
-        p->access_key_id = get_str(c, pj, "access_key_id", path, NULL, 0);
-        p->secret_access_key = get_str(c, pj, "secret_access_key", path, NULL, 0);
-        p->session_token = get_str(c, pj, "session_token", path, NULL, 0);
+        p->runtime = gt_cfg_str(c, pj, "runtime", path, NULL, 1);
+        p->endpoint = gt_cfg_str(c, pj, "endpoint", path, NULL, 0);
+        p->api_key = gt_cfg_str(c, pj, "api_key", path, NULL, 0);
+        p->credentials = gt_cfg_str(c, pj, "credentials", path, NULL, 0);
+        p->project = gt_cfg_str(c, pj, "project", path, NULL, 0);
+        p->location = gt_cfg_str(c, pj, "location", path, NULL, 0);
+        p->region = gt_cfg_str(c, pj, "region", path, NULL, 0);
+        p->access_key_id = gt_cfg_str(c, pj, "access_key_id", path, NULL, 0);
+        p->secret_access_key = gt_cfg_str(c, pj, "secret_access_key", path, NULL, 0);
+        p->session_token = gt_cfg_str(c, pj, "session_token", path, NULL, 0);
         load_limits(c, pj, path, &p->limits);
         if (p->runtime && !is_wire_runtime(p->runtime))
-            problem(c, path,
+            gt_cfg_problem(c, path,
                     "runtime \"%s\" is not a provider runtime (openai, hf_endpoint, "
                     "vertex_gemini, bedrock_anthropic)",
                     p->runtime);
         if (p->endpoint && strncmp(p->endpoint, "http://", 7) != 0 &&
             strncmp(p->endpoint, "https://", 8) != 0)
-            problem(c, path, "endpoint must be an http:// or https:// URL");
+            gt_cfg_problem(c, path, "endpoint must be an http:// or https:// URL");
         size_t el = p->endpoint ? strlen(p->endpoint) : 0;
         while (el && p->endpoint[el - 1] == '/')
             p->endpoint[--el] = 0;
         /* What each runtime cannot work without. */
         const char *rt = p->runtime ? p->runtime : "";
         if ((!strcmp(rt, "openai") || !strcmp(rt, "hf_endpoint")) && !p->endpoint)
-            problem(c, path, "endpoint is required for runtime %s", rt);
+            gt_cfg_problem(c, path, "endpoint is required for runtime %s", rt);
         if (!strcmp(rt, "hf_endpoint") && !p->api_key)
-            problem(c, path, "api_key (or api_key_file) is required for runtime hf_endpoint");
+            gt_cfg_problem(c, path, "api_key (or api_key_file) is required for runtime hf_endpoint");
         if (!strcmp(rt, "vertex_gemini")) {
             if (!p->credentials)
-                problem(c, path, "credentials_file is required for runtime vertex_gemini");
+                gt_cfg_problem(c, path, "credentials_file is required for runtime vertex_gemini");
             if (!p->project || !p->location)
-                problem(c, path, "project and location are required for runtime vertex_gemini");
+                gt_cfg_problem(c, path, "project and location are required for runtime vertex_gemini");
         }
         if (!strcmp(rt, "bedrock_anthropic")) {
             if (!p->region)
-                problem(c, path, "region is required for runtime bedrock_anthropic");
+                gt_cfg_problem(c, path, "region is required for runtime bedrock_anthropic");
             if (!p->access_key_id || !p->secret_access_key)
-                problem(c, path, "access_key_id and secret_access_key (or secret_access_key_file) "
+                gt_cfg_problem(c, path, "access_key_id and secret_access_key (or secret_access_key_file) "
                                  "are required for runtime bedrock_anthropic");
         }
         snprintf(sub, sizeof(sub), "%s.breaker", path);
-        json_t *b = get_obj(c, pj, "breaker", path, 0);
+        json_t *b = gt_cfg_obj(c, pj, "breaker", path, 0);
         if (b)
-            check_keys(c, b, sub, bkeys);
-        p->breaker_failures = (int)get_int(c, b, "failures", sub, 5, 1, 1000000);
-        p->breaker_recovery_ms = get_int(c, b, "recovery_ms", sub, 60000, 1, 86400000);
-        json_t *tl = get_obj(c, pj, "tenants", path, 0);
+            gt_cfg_check_keys(c, b, sub, bkeys);
+        p->breaker_failures = (int)gt_cfg_int(c, b, "failures", sub, 5, 1, 1000000);
+        p->breaker_recovery_ms = gt_cfg_int(c, b, "recovery_ms", sub, 60000, 1, 86400000);
+        json_t *tl = gt_cfg_obj(c, pj, "tenants", path, 0);
         if (tl) {
             p->tenant_limits = calloc(json_object_size(tl) + 1, sizeof(*p->tenant_limits));
             const char *tid;
@@ -547,10 +561,10 @@ static void load_providers(ctx_t *c, gt_config_t *cfg)
                 char tpath[800];
                 snprintf(tpath, sizeof(tpath), "%s.tenants.%s", path, tid);
                 if (!json_is_object(tj)) {
-                    problem(c, tpath, "must be an object");
+                    gt_cfg_problem(c, tpath, "must be an object");
                     continue;
                 }
-                check_keys(c, tj, tpath, lkeys);
+                gt_cfg_check_keys(c, tj, tpath, lkeys);
                 struct gt_tenant_limits *t = &p->tenant_limits[p->n_tenant_limits++];
                 t->tenant = strdup(tid);
                 load_limits(c, tj, tpath, &t->limits);
@@ -559,39 +573,9 @@ static void load_providers(ctx_t *c, gt_config_t *cfg)
     }
 }
 
-/* providers.<name>.retry and .timeouts, defaulting to worker.retry/timeouts. */
-static void load_provider_policies(ctx_t *c, gt_config_t *cfg)
-{
-    static const char *const retry_keys[] = {"max_retries", "base_ms", "max_ms", "jitter", NULL};
-    static const char *const tkeys[] = {"inference_ms", "slot_ms", NULL};
-    json_t *provs = json_object_get(cfg->root, "providers");
-    for (size_t i = 0; i < cfg->n_providers; i++) {
-        gt_provider_t *p = &cfg->providers[i];
-        json_t *pj = json_object_get(provs, p->name);
-        char ppath[512], path[600];
-        snprintf(ppath, sizeof(ppath), "providers.%s", p->name);
-        json_t *r = get_obj(c, pj, "retry", ppath, 0);
-        snprintf(path, sizeof(path), "%s.retry", ppath);
-        if (r)
-            check_keys(c, r, path, retry_keys);
-        p->retry = cfg->retry;
-        p->retry.max_retries = (int)get_int(c, r, "max_retries", path, p->retry.max_retries, 0, 100);
-        p->retry.base_ms = get_int(c, r, "base_ms", path, p->retry.base_ms, 1, 3600000);
-        p->retry.max_ms = get_int(c, r, "max_ms", path, p->retry.max_ms, 1, 3600000);
-        p->retry.jitter = get_num(c, r, "jitter", path, p->retry.jitter, 0, 1);
-        json_t *t = get_obj(c, pj, "timeouts", ppath, 0);
-        snprintf(path, sizeof(path), "%s.timeouts", ppath);
-        if (t)
-            check_keys(c, t, path, tkeys);
-        p->inference_timeout_ms =
-            get_int(c, t, "inference_ms", path, cfg->inference_timeout_ms, 1, 86400000);
-        p->slot_timeout_ms = get_int(c, t, "slot_ms", path, cfg->allocate_timeout_ms, 1, 86400000);
-    }
-}
-
 /* Every fallback is a declared model other than its own, and following
  * fallbacks never comes back to where it started. */
-static void check_fallbacks(ctx_t *c, gt_config_t *cfg)
+static void check_fallbacks(gt_cfg_ctx_t *c, gt_config_t *cfg)
 {
     for (size_t i = 0; i < cfg->n_models; i++) {
         gt_model_t *m = &cfg->models[i];
@@ -599,7 +583,7 @@ static void check_fallbacks(ctx_t *c, gt_config_t *cfg)
         snprintf(path, sizeof(path), "models.%s.fallbacks", m->name);
         for (size_t f = 0; f < m->n_fallbacks; f++)
             if (!gt_config_model(cfg, m->fallbacks[f]))
-                problem(c, path, "model \"%s\" is not declared in models", m->fallbacks[f]);
+                gt_cfg_problem(c, path, "model \"%s\" is not declared in models", m->fallbacks[f]);
     }
     /* Depth-first search from each model; colours: 0 new, 1 on the path, 2 done. */
     int *colour = calloc(cfg->n_models + 1, sizeof(int));
@@ -629,7 +613,7 @@ static void check_fallbacks(ctx_t *c, gt_config_t *cfg)
             if (colour[w] == 1) {
                 char path[512];
                 snprintf(path, sizeof(path), "models.%s.fallbacks", m->name);
-                problem(c, path, "fallback \"%s\" leads back to \"%s\" (a cycle)", fm->name,
+                gt_cfg_problem(c, path, "fallback \"%s\" leads back to \"%s\" (a cycle)", fm->name,
                         m->name);
             } else if (colour[w] == 0) {
                 colour[w] = 1;
@@ -644,7 +628,7 @@ out:
     free(next);
 }
 
-static void load_models(ctx_t *c, gt_config_t *cfg)
+static void load_models(gt_cfg_ctx_t *c, gt_config_t *cfg)
 {
     static const char *const keys[] = {"runtime", "pool", "lane", "requirements",
                                        "max_input_chars", "provider", "provider_model",
@@ -652,7 +636,7 @@ static void load_models(ctx_t *c, gt_config_t *cfg)
     static const char *const dkeys[] = {"model", "weight", "max_in_flight", "price_micros", NULL};
     static const char *const rkeys[] = {"tflops", "vram_mb", NULL};
     static const char *const ckeys[] = {"ttl_ms", NULL};
-    json_t *models = get_obj(c, cfg->root, "models", "", 0);
+    json_t *models = gt_cfg_obj(c, cfg->root, "models", "", 0);
     if (!models)
         return;
     cfg->models = calloc(json_object_size(models) + 1, sizeof(gt_model_t));
@@ -663,64 +647,64 @@ static void load_models(ctx_t *c, gt_config_t *cfg)
         char path[512], rpath[600];
         snprintf(path, sizeof(path), "models.%s", name);
         if (!json_is_object(m)) {
-            problem(c, path, "must be an object");
+            gt_cfg_problem(c, path, "must be an object");
             continue;
         }
         if (strcmp(name, "auto") == 0)
-            problem(c, path, "\"auto\" is reserved for automatic routing");
-        check_keys(c, m, path, keys);
+            gt_cfg_problem(c, path, "\"auto\" is reserved for automatic routing");
+        gt_cfg_check_keys(c, m, path, keys);
         gt_model_t *model = &cfg->models[cfg->n_models++];
         model->name = strdup(name);
-        model->provider = get_str(c, m, "provider", path, NULL, 0);
+        model->provider = gt_cfg_str(c, m, "provider", path, NULL, 0);
         const gt_provider_t *prov = gt_config_provider(cfg, model->provider);
         /* A model served by a provider takes the provider's runtime by default. */
-        model->runtime = get_str(c, m, "runtime", path,
+        model->runtime = gt_cfg_str(c, m, "runtime", path,
                                  prov && prov->runtime ? prov->runtime : "hostedai", 0);
-        model->provider_model = get_str(c, m, "provider_model", path, name, 0);
-        model->fallbacks = get_str_list(c, m, "fallbacks", path, &model->n_fallbacks);
-        model->pool = get_str(c, m, "pool", path, NULL, 0);
-        model->lane = get_str(c, m, "lane", path, "default", 0);
-        model->max_input_chars = get_int(c, m, "max_input_chars", path, 0, 0, INT64_MAX);
+        model->provider_model = gt_cfg_str(c, m, "provider_model", path, name, 0);
+        model->fallbacks = gt_cfg_str_list(c, m, "fallbacks", path, &model->n_fallbacks);
+        model->pool = gt_cfg_str(c, m, "pool", path, NULL, 0);
+        model->lane = gt_cfg_str(c, m, "lane", path, "default", 0);
+        model->max_input_chars = gt_cfg_int(c, m, "max_input_chars", path, 0, 0, INT64_MAX);
         snprintf(rpath, sizeof(rpath), "%s.requirements", path);
-        json_t *r = get_obj(c, m, "requirements", path, 0);
+        json_t *r = gt_cfg_obj(c, m, "requirements", path, 0);
         if (r)
-            check_keys(c, r, rpath, rkeys);
-        model->tflops = get_num(c, r, "tflops", rpath, 0, 0, 1e9);
-        model->vram_mb = get_int(c, r, "vram_mb", rpath, 0, 0, INT64_MAX);
+            gt_cfg_check_keys(c, r, rpath, rkeys);
+        model->tflops = gt_cfg_num(c, r, "tflops", rpath, 0, 0, 1e9);
+        model->vram_mb = gt_cfg_int(c, r, "vram_mb", rpath, 0, 0, INT64_MAX);
         snprintf(rpath, sizeof(rpath), "%s.cache", path);
-        json_t *cj = get_obj(c, m, "cache", path, 0);
+        json_t *cj = gt_cfg_obj(c, m, "cache", path, 0);
         if (cj) {
-            check_keys(c, cj, rpath, ckeys);
-            model->cache_ttl_ms = get_int(c, cj, "ttl_ms", rpath, 3600000, 1, 31LL * 86400000);
+            gt_cfg_check_keys(c, cj, rpath, ckeys);
+            model->cache_ttl_ms = gt_cfg_int(c, cj, "ttl_ms", rpath, 3600000, 1, 31LL * 86400000);
         }
         if (model->runtime && strcmp(model->runtime, "hostedai") != 0 &&
             !is_wire_runtime(model->runtime))
-            problem(c, path,
+            gt_cfg_problem(c, path,
                     "runtime \"%s\" is not supported (supported: hostedai, openai, "
                     "hf_endpoint, vertex_gemini, bedrock_anthropic)",
                     model->runtime);
         if (model->runtime && is_wire_runtime(model->runtime)) {
             if (!model->provider)
-                problem(c, path, "provider is required for runtime %s", model->runtime);
+                gt_cfg_problem(c, path, "provider is required for runtime %s", model->runtime);
             else if (!prov)
-                problem(c, path, "provider \"%s\" is not declared in providers",
+                gt_cfg_problem(c, path, "provider \"%s\" is not declared in providers",
                         model->provider);
             else if (prov->runtime && strcmp(prov->runtime, model->runtime) != 0)
-                problem(c, path, "runtime \"%s\" differs from provider %s's runtime \"%s\"",
+                gt_cfg_problem(c, path, "runtime \"%s\" differs from provider %s's runtime \"%s\"",
                         model->runtime, prov->name, prov->runtime);
         } else if (model->provider) {
-            problem(c, path, "provider is only for provider runtimes, not %s",
+            gt_cfg_problem(c, path, "provider is only for provider runtimes, not %s",
                     model->runtime ? model->runtime : "?");
         }
         json_t *deps = json_object_get(m, "deployments");
-        model->strategy = get_str(c, m, "strategy", path, "weighted", 0);
+        model->strategy = gt_cfg_str(c, m, "strategy", path, "weighted", 0);
         if (model->strategy && strcmp(model->strategy, "weighted") != 0 &&
             strcmp(model->strategy, "least_busy") != 0 && strcmp(model->strategy, "latency") != 0 &&
             strcmp(model->strategy, "cost") != 0)
-            problem(c, path, "strategy \"%s\" is not one of weighted, least_busy, latency, cost",
+            gt_cfg_problem(c, path, "strategy \"%s\" is not one of weighted, least_busy, latency, cost",
                     model->strategy);
         if (deps && (!json_is_array(deps) || json_array_size(deps) == 0)) {
-            problem(c, path, "deployments must be a non-empty array");
+            gt_cfg_problem(c, path, "deployments must be a non-empty array");
         } else if (deps) {
             model->deployments = calloc(json_array_size(deps), sizeof(*model->deployments));
             size_t di;
@@ -729,24 +713,24 @@ static void load_models(ctx_t *c, gt_config_t *cfg)
                 char dpath[640];
                 snprintf(dpath, sizeof(dpath), "%s.deployments[%zu]", path, di);
                 if (!json_is_object(dj)) {
-                    problem(c, dpath, "must be an object");
+                    gt_cfg_problem(c, dpath, "must be an object");
                     continue;
                 }
-                check_keys(c, dj, dpath, dkeys);
+                gt_cfg_check_keys(c, dj, dpath, dkeys);
                 struct gt_deployment *dep = &model->deployments[model->n_deployments++];
-                dep->model = get_str(c, dj, "model", dpath, NULL, 1);
-                dep->weight = (int)get_int(c, dj, "weight", dpath, 1, 1, 1000000);
-                dep->max_in_flight = (int)get_int(c, dj, "max_in_flight", dpath, 0, 0, 100000000);
-                dep->price_micros = get_int(c, dj, "price_micros", dpath, 0, 0, INT64_MAX);
+                dep->model = gt_cfg_str(c, dj, "model", dpath, NULL, 1);
+                dep->weight = (int)gt_cfg_int(c, dj, "weight", dpath, 1, 1, 1000000);
+                dep->max_in_flight = (int)gt_cfg_int(c, dj, "max_in_flight", dpath, 0, 0, 100000000);
+                dep->price_micros = gt_cfg_int(c, dj, "price_micros", dpath, 0, 0, INT64_MAX);
             }
         }
         if (model->n_deployments) {
             /* served by its deployments: no pool or provider of its own */
         } else if (model->runtime && strcmp(model->runtime, "hostedai") == 0) {
             if (!model->pool)
-                problem(c, path, "pool is required for runtime hostedai");
+                gt_cfg_problem(c, path, "pool is required for runtime hostedai");
             else if (!gt_config_pool(cfg, model->pool))
-                problem(c, path, "pool \"%s\" is not declared in pools", model->pool);
+                gt_cfg_problem(c, path, "pool \"%s\" is not declared in pools", model->pool);
         }
         if (model->lane)
             add_lane(cfg, model->lane);
@@ -759,91 +743,50 @@ static void load_models(ctx_t *c, gt_config_t *cfg)
             snprintf(dpath, sizeof(dpath), "models.%s.deployments[%zu].model", cfg->models[i].name,
                      k);
             if (dn && !dm)
-                problem(c, dpath, "model \"%s\" is not declared in models", dn);
+                gt_cfg_problem(c, dpath, "model \"%s\" is not declared in models", dn);
             else if (dm && dm->n_deployments)
-                problem(c, dpath, "model \"%s\" has deployments of its own", dn);
+                gt_cfg_problem(c, dpath, "model \"%s\" has deployments of its own", dn);
         }
 }
 
-static void load_routing(ctx_t *c, gt_config_t *cfg)
-{
-    static const char *const keys[] = {"rules", "default", NULL};
-    static const char *const rkeys[] = {"hint", "kind", "max_input_chars", "min_input_chars",
-                                        "model", NULL};
-    json_t *r = get_obj(c, cfg->root, "routing", "", 0);
-    if (!r)
-        return;
-    check_keys(c, r, "routing", keys);
-    cfg->default_model = get_str(c, r, "default", "routing", NULL, 0);
-    if (cfg->default_model && !gt_config_model(cfg, cfg->default_model))
-        problem(c, "routing.default", "model \"%s\" is not declared in models", cfg->default_model);
-    json_t *rules = json_object_get(r, "rules");
-    if (!rules)
-        return;
-    if (!json_is_array(rules)) {
-        problem(c, "routing.rules", "must be an array");
-        return;
-    }
-    cfg->routes = calloc(json_array_size(rules) + 1, sizeof(gt_route_rule_t));
-    size_t i;
-    json_t *rule;
-    json_array_foreach(rules, i, rule) {
-        char path[64];
-        snprintf(path, sizeof(path), "routing.rules[%zu]", i);
-        if (!json_is_object(rule)) {
-            problem(c, path, "must be an object");
-            continue;
-        }
-        check_keys(c, rule, path, rkeys);
-        gt_route_rule_t *rr = &cfg->routes[cfg->n_routes++];
-        rr->hint = get_str(c, rule, "hint", path, NULL, 0);
-        rr->kind = get_str(c, rule, "kind", path, NULL, 0);
-        rr->max_input_chars = get_int(c, rule, "max_input_chars", path, 0, 0, INT64_MAX);
-        rr->min_input_chars = get_int(c, rule, "min_input_chars", path, 0, 0, INT64_MAX);
-        rr->model = get_str(c, rule, "model", path, NULL, 1);
-        if (rr->model && !gt_config_model(cfg, rr->model))
-            problem(c, path, "model \"%s\" is not declared in models", rr->model);
-    }
-}
-
-static void load_tenant_budget(ctx_t *c, gt_tenant_t *t, json_t *b, const char *path)
+static void load_tenant_budget(gt_cfg_ctx_t *c, gt_tenant_t *t, json_t *b, const char *path)
 {
     static const char *const keys[] = {"currency", "monthly_micros", "hard_limit_micros",
                                        "soft_thresholds_pct", "reserve_micros_per_task", NULL};
     struct gt_budget *bu = &t->budget;
-    check_keys(c, b, path, keys);
-    char *cur = get_str(c, b, "currency", path, "USD", 0);
+    gt_cfg_check_keys(c, b, path, keys);
+    char *cur = gt_cfg_str(c, b, "currency", path, "USD", 0);
     if (strlen(cur) != 3 || !isupper((unsigned char)cur[0]) || !isupper((unsigned char)cur[1]) ||
         !isupper((unsigned char)cur[2])) {
-        char *sub = join(path, "currency");
-        problem(c, sub, "must be a 3-letter ISO 4217 code such as \"USD\"");
+        char *sub = gt_cfg_join(path, "currency");
+        gt_cfg_problem(c, sub, "must be a 3-letter ISO 4217 code such as \"USD\"");
         free(sub);
     }
     snprintf(bu->currency, sizeof(bu->currency), "%s", cur);
     free(cur);
     if (!json_object_get(b, "monthly_micros")) {
-        char *sub = join(path, "monthly_micros");
-        problem(c, sub, "is required");
+        char *sub = gt_cfg_join(path, "monthly_micros");
+        gt_cfg_problem(c, sub, "is required");
         free(sub);
     }
-    bu->monthly_micros = get_int(c, b, "monthly_micros", path, 1, 1, INT64_MAX / 1000);
+    bu->monthly_micros = gt_cfg_int(c, b, "monthly_micros", path, 1, 1, INT64_MAX / 1000);
     bu->hard_limit_micros =
-        get_int(c, b, "hard_limit_micros", path, bu->monthly_micros, 1, INT64_MAX / 1000);
+        gt_cfg_int(c, b, "hard_limit_micros", path, bu->monthly_micros, 1, INT64_MAX / 1000);
     bu->reserve_micros_per_task =
-        get_int(c, b, "reserve_micros_per_task", path, -1, -1, INT64_MAX / 1000000);
+        gt_cfg_int(c, b, "reserve_micros_per_task", path, -1, -1, INT64_MAX / 1000000);
     json_t *th = json_object_get(b, "soft_thresholds_pct");
-    char *sub = join(path, "soft_thresholds_pct");
+    char *sub = gt_cfg_join(path, "soft_thresholds_pct");
     if (!th) {
         bu->thresholds_pct[0] = 80, bu->thresholds_pct[1] = 100, bu->n_thresholds = 2;
     } else if (!json_is_array(th) || json_array_size(th) > 8) {
-        problem(c, sub, "must be an array of at most 8 percentages");
+        gt_cfg_problem(c, sub, "must be an array of at most 8 percentages");
     } else {
         size_t i;
         json_t *v;
         json_array_foreach(th, i, v) {
             json_int_t pct = json_is_integer(v) ? json_integer_value(v) : 0;
             if (pct < 1 || pct > 1000 || (i > 0 && pct <= bu->thresholds_pct[i - 1])) {
-                problem(c, sub, "must hold ascending integers in [1, 1000]");
+                gt_cfg_problem(c, sub, "must hold ascending integers in [1, 1000]");
                 break;
             }
             bu->thresholds_pct[bu->n_thresholds++] = (int)pct;
@@ -853,259 +796,41 @@ static void load_tenant_budget(ctx_t *c, gt_tenant_t *t, json_t *b, const char *
     bu->has_budget = 1;
 }
 
-/* A provider name a guardrail list may use: a declared provider, "hostedai",
- * or "hostedai/<pool>". */
-static int guard_provider_known(const gt_config_t *cfg, const char *name)
-{
-    if (strcmp(name, "hostedai") == 0)
-        return 1;
-    if (strncmp(name, "hostedai/", 9) == 0)
-        return gt_config_pool(cfg, name + 9) != NULL;
-    return gt_config_provider(cfg, name) != NULL;
-}
-
-static void load_guard_pii(ctx_t *c, struct gt_guardrails *gr, json_t *p, const char *path)
-{
-    static const char *const keys[] = {"mode", "types", "min_confidence", "restore",
-                                       "hash_key", "hash_chars", "always", NULL};
-    gr->pii_mode = GT_SCRUB_MASK;
-    gr->pii_types = GT_PII_ALL;
-    gr->pii_min_confidence = 0.5;
-    gr->pii_restore = 1;
-    gr->hash_chars = 16;
-    if (!p)
-        return;
-    check_keys(c, p, path, keys);
-    char *mode = get_str(c, p, "mode", path, "mask", 0);
-    char *sub = join(path, "mode");
-    if (strcmp(mode, "mask") == 0)
-        gr->pii_mode = GT_SCRUB_MASK;
-    else if (strcmp(mode, "hash") == 0)
-        gr->pii_mode = GT_SCRUB_HASH;
-    else if (strcmp(mode, "remove") == 0)
-        gr->pii_mode = GT_SCRUB_REMOVE;
-    else
-        problem(c, sub, "must be one of mask, hash, remove");
-    free(sub);
-    free(mode);
-    size_t n = 0;
-    char **types = get_str_list(c, p, "types", path, &n);
-    if (types) {
-        gr->pii_types = 0;
-        sub = join(path, "types");
-        for (size_t i = 0; i < n; i++) {
-            int ty = gt_pii_type_parse(types[i]);
-            if (ty < 0)
-                problem(c, sub, "unknown type \"%s\" (email, phone, ssn, card, ipv4, ipv6, "
-                        "iban, dob)", types[i]);
-            else
-                gr->pii_types |= 1u << ty;
-            free(types[i]);
-        }
-        free(types);
-        free(sub);
-    }
-    gr->pii_min_confidence = get_num(c, p, "min_confidence", path, 0.5, 0.05, 1.0);
-    gr->pii_restore = get_bool(c, p, "restore", path, 1);
-    gr->pii_always = get_bool(c, p, "always", path, 0);
-    gr->hash_chars = (int)get_int(c, p, "hash_chars", path, 16, 8, 64);
-    gr->hash_key = get_str(c, p, "hash_key", path, NULL, gr->pii_mode == GT_SCRUB_HASH);
-}
-
-static void load_guard_providers(ctx_t *c, const gt_config_t *cfg, struct gt_guardrails *gr,
-                                 json_t *p, const char *path)
-{
-    static const char *const keys[] = {"raw", "scrubbed", "none", "default", "prefer", NULL};
-    gr->default_access = GT_ACCESS_RAW;
-    if (!p)
-        return;
-    check_keys(c, p, path, keys);
-    gr->raw = get_str_list(c, p, "raw", path, &gr->n_raw);
-    gr->scrubbed = get_str_list(c, p, "scrubbed", path, &gr->n_scrubbed);
-    gr->denied = get_str_list(c, p, "none", path, &gr->n_denied);
-    char **lists[] = {gr->raw, gr->scrubbed, gr->denied};
-    size_t ns[] = {gr->n_raw, gr->n_scrubbed, gr->n_denied};
-    const char *names[] = {"raw", "scrubbed", "none"};
-    for (int l = 0; l < 3; l++)
-        for (size_t i = 0; i < ns[l]; i++)
-            if (!guard_provider_known(cfg, lists[l][i])) {
-                char *sub = join(path, names[l]);
-                problem(c, sub, "\"%s\" is not a declared provider, \"hostedai\" or "
-                        "\"hostedai/<pool>\"", lists[l][i]);
-                free(sub);
-            }
-    char *def = get_str(c, p, "default", path, "scrubbed", 0);
-    char *prefer = get_str(c, p, "prefer", path, "scrub", 0);
-    char *sub = join(path, "default");
-    if (strcmp(def, "raw") == 0)
-        gr->default_access = GT_ACCESS_RAW;
-    else if (strcmp(def, "scrubbed") == 0)
-        gr->default_access = GT_ACCESS_SCRUBBED;
-    else if (strcmp(def, "none") == 0)
-        gr->default_access = GT_ACCESS_NONE;
-    else
-        problem(c, sub, "must be one of raw, scrubbed, none");
-    free(sub);
-    sub = join(path, "prefer");
-    if (strcmp(prefer, "scrub") != 0 && strcmp(prefer, "reroute") != 0)
-        problem(c, sub, "must be scrub or reroute");
-    gr->prefer_reroute = strcmp(prefer, "reroute") == 0;
-    free(sub);
-    free(def);
-    free(prefer);
-}
-
-static const char *const mod_names[GT_MOD_NCATEGORIES] = {"harassment", "hate", "violence",
-                                                          "sexual", "self-harm"};
-
-static void load_guard_moderation(ctx_t *c, struct gt_guardrails *gr, json_t *m,
-                                  const char *path)
-{
-    static const char *const keys[] = {"input", "output", "thresholds", NULL};
-    for (int k = 0; k < GT_MOD_NCATEGORIES; k++)
-        gr->thresholds[k] = 0.5;
-    gr->moderate_input = gr->moderate_output = 1;
-    if (!m)
-        return;
-    check_keys(c, m, path, keys);
-    gr->moderate_input = get_bool(c, m, "input", path, 1);
-    gr->moderate_output = get_bool(c, m, "output", path, 1);
-    char *sub = join(path, "thresholds");
-    json_t *th = get_obj(c, m, "thresholds", path, 0);
-    if (th) {
-        check_keys(c, th, sub, mod_names);
-        for (int k = 0; k < GT_MOD_NCATEGORIES; k++)
-            gr->thresholds[k] = get_num(c, th, mod_names[k], sub, 0.5, 0.0, 1.0);
-    }
-    free(sub);
-}
-
-static void load_guard_limits(ctx_t *c, const gt_config_t *cfg, struct gt_guardrails *gr,
-                              json_t *l, const char *path)
-{
-    static const char *const keys[] = {"max_request_bytes", "max_batch", "max_input_tokens", NULL};
-    if (!l)
-        return;
-    check_keys(c, l, path, keys);
-    gr->max_request_bytes = get_int(c, l, "max_request_bytes", path, 0, 0, INT64_MAX);
-    gr->max_batch = (int)get_int(c, l, "max_batch", path, 0, 0, 1000000);
-    json_t *mt = get_obj(c, l, "max_input_tokens", path, 0);
-    if (!mt)
-        return;
-    char *sub = join(path, "max_input_tokens");
-    gr->max_input_tokens = calloc(json_object_size(mt) + 1, sizeof(*gr->max_input_tokens));
-    const char *model;
-    json_t *v;
-    json_object_foreach(mt, model, v) {
-        if (strcmp(model, "*") != 0 && !gt_config_model(cfg, model)) {
-            char *msub = join(sub, model);
-            problem(c, msub, "model \"%s\" is not declared in models", model);
-            free(msub);
-            continue;
-        }
-        struct gt_token_limit *tl = &gr->max_input_tokens[gr->n_max_input_tokens++];
-        tl->model = strdup(model);
-        tl->tokens = get_int(c, mt, model, sub, 0, 1, INT64_MAX);
-    }
-    free(sub);
-}
-
-static void load_tenant_guardrails(ctx_t *c, const gt_config_t *cfg, gt_tenant_t *t, json_t *g,
-                                   const char *path)
-{
-    static const char *const keys[] = {"pii", "providers", "moderation", "limits", NULL};
-    struct gt_guardrails *gr = &t->guard;
-    check_keys(c, g, path, keys);
-    char *sub = join(path, "pii");
-    load_guard_pii(c, gr, get_obj(c, g, "pii", path, 0), sub);
-    free(sub);
-    sub = join(path, "providers");
-    load_guard_providers(c, cfg, gr, get_obj(c, g, "providers", path, 0), sub);
-    free(sub);
-    sub = join(path, "moderation");
-    load_guard_moderation(c, gr, get_obj(c, g, "moderation", path, 0), sub);
-    free(sub);
-    sub = join(path, "limits");
-    load_guard_limits(c, cfg, gr, get_obj(c, g, "limits", path, 0), sub);
-    free(sub);
-    gr->has_guardrails = 1;
-}
-
-static void free_str_list(char **l, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(l[i]);
-    free(l);
-}
-
-static void free_guardrails(struct gt_guardrails *gr)
-{
-    free(gr->hash_key);
-    free_str_list(gr->raw, gr->n_raw);
-    free_str_list(gr->scrubbed, gr->n_scrubbed);
-    free_str_list(gr->denied, gr->n_denied);
-    for (size_t i = 0; i < gr->n_max_input_tokens; i++)
-        free(gr->max_input_tokens[i].model);
-    free(gr->max_input_tokens);
-}
-
-static void load_moderation(ctx_t *c, gt_config_t *cfg)
-{
-    static const char *const keys[] = {"endpoint", "api_key", "model", "timeout_ms", NULL};
-    json_t *m = get_obj(c, cfg->root, "moderation", "", 0);
-    if (m)
-        check_keys(c, m, "moderation", keys);
-    cfg->moderation_endpoint = get_str(c, m, "endpoint", "moderation", NULL, 0);
-    cfg->moderation_api_key = get_str(c, m, "api_key", "moderation", NULL, 0);
-    cfg->moderation_model = get_str(c, m, "model", "moderation", "omni-moderation-latest", 0);
-    cfg->moderation_timeout_ms = get_int(c, m, "timeout_ms", "moderation", 2000, 1, 600000);
-    size_t n = cfg->moderation_endpoint ? strlen(cfg->moderation_endpoint) : 0;
-    while (n > 0 && cfg->moderation_endpoint[n - 1] == '/')
-        cfg->moderation_endpoint[--n] = 0;
-}
-
-static void load_tracing(ctx_t *c, gt_config_t *cfg)
+static void load_tracing(gt_cfg_ctx_t *c, gt_config_t *cfg)
 {
     static const char *const keys[] = {"otlp_endpoint", "service_name", "batch_ms", "queue_max",
                                        "headers", NULL};
-    json_t *t = get_obj(c, cfg->root, "tracing", "", 0);
+    json_t *t = gt_cfg_obj(c, cfg->root, "tracing", "", 0);
     if (t)
-        check_keys(c, t, "tracing", keys);
-    cfg->tracing_otlp_endpoint = get_str(c, t, "otlp_endpoint", "tracing", NULL, 0);
-    cfg->tracing_service_name = get_str(c, t, "service_name", "tracing", NULL, 0);
-    cfg->tracing_batch_ms = get_int(c, t, "batch_ms", "tracing", 1000, 10, 600000);
-    cfg->tracing_queue_max = (int)get_int(c, t, "queue_max", "tracing", 2048, 1, 1000000);
-    cfg->tracing_headers = t ? get_obj(c, t, "headers", "tracing", 0) : NULL;
+        gt_cfg_check_keys(c, t, "tracing", keys);
+    cfg->tracing_otlp_endpoint = gt_cfg_str(c, t, "otlp_endpoint", "tracing", NULL, 0);
+    cfg->tracing_service_name = gt_cfg_str(c, t, "service_name", "tracing", NULL, 0);
+    cfg->tracing_batch_ms = gt_cfg_int(c, t, "batch_ms", "tracing", 1000, 10, 600000);
+    cfg->tracing_queue_max = (int)gt_cfg_int(c, t, "queue_max", "tracing", 2048, 1, 1000000);
+    cfg->tracing_headers = t ? gt_cfg_obj(c, t, "headers", "tracing", 0) : NULL;
     const char *key;
     json_t *v;
     json_object_foreach(cfg->tracing_headers, key, v) {
         char path[512];
         snprintf(path, sizeof(path), "tracing.headers.%s", key);
         if (!json_is_string(v))
-            problem(c, path, "must be a string");
+            gt_cfg_problem(c, path, "must be a string");
         else if (!*key || strpbrk(key, ": \r\n") || strpbrk(json_string_value(v), "\r\n"))
-            problem(c, path, "not a valid HTTP header");
+            gt_cfg_problem(c, path, "not a valid HTTP header");
     }
     size_t n = cfg->tracing_otlp_endpoint ? strlen(cfg->tracing_otlp_endpoint) : 0;
     if (n && strncmp(cfg->tracing_otlp_endpoint, "http://", 7) != 0 &&
         strncmp(cfg->tracing_otlp_endpoint, "https://", 8) != 0)
-        problem(c, "tracing.otlp_endpoint", "must be an http:// or https:// URL");
+        gt_cfg_problem(c, "tracing.otlp_endpoint", "must be an http:// or https:// URL");
     while (n > 0 && cfg->tracing_otlp_endpoint[n - 1] == '/')
         cfg->tracing_otlp_endpoint[--n] = 0;
 }
 
-static void free_tenant(gt_tenant_t *t)
+static void load_tenants(gt_cfg_ctx_t *c, gt_config_t *cfg)
 {
-    free_guardrails(&t->guard);
-    free_str_list(t->cache.models, t->cache.n_models);
-    free(t->id);
-}
-
-static void load_tenants(ctx_t *c, gt_config_t *cfg)
-{
+    /* guardrails and cache: dispatcher/dispatcher_config.c */
     static const char *const keys[] = {"budget", "guardrails", "cache", NULL};
-    static const char *const ckeys[] = {"models", "max_bytes", "default", NULL};
-    json_t *tenants = get_obj(c, cfg->root, "tenants", "", 0);
+    json_t *tenants = gt_cfg_obj(c, cfg->root, "tenants", "", 0);
     if (!tenants)
         return;
     cfg->tenants = calloc(json_object_size(tenants) + 1, sizeof(gt_tenant_t));
@@ -1115,35 +840,16 @@ static void load_tenants(ctx_t *c, gt_config_t *cfg)
         char path[512], sub[600];
         snprintf(path, sizeof(path), "tenants.%s", id);
         if (!json_is_object(tj)) {
-            problem(c, path, "must be an object");
+            gt_cfg_problem(c, path, "must be an object");
             continue;
         }
-        check_keys(c, tj, path, keys);
+        gt_cfg_check_keys(c, tj, path, keys);
         gt_tenant_t *t = &cfg->tenants[cfg->n_tenants++];
         t->id = strdup(id);
         snprintf(sub, sizeof(sub), "%s.budget", path);
-        json_t *b = get_obj(c, tj, "budget", path, 0);
+        json_t *b = gt_cfg_obj(c, tj, "budget", path, 0);
         if (b)
             load_tenant_budget(c, t, b, sub);
-        snprintf(sub, sizeof(sub), "%s.guardrails", path);
-        json_t *g = get_obj(c, tj, "guardrails", path, 0);
-        if (g)
-            load_tenant_guardrails(c, cfg, t, g, sub);
-        snprintf(sub, sizeof(sub), "%s.cache", path);
-        json_t *cj = get_obj(c, tj, "cache", path, 0);
-        t->cache.max_bytes = 16 << 20;
-        if (cj) {
-            check_keys(c, cj, sub, ckeys);
-            t->cache.models = get_str_list(c, cj, "models", sub, &t->cache.n_models);
-            t->cache.max_bytes = get_int(c, cj, "max_bytes", sub, 16 << 20, 1, INT64_MAX);
-            t->cache.by_default = get_bool(c, cj, "default", sub, 0);
-            for (size_t i = 0; i < t->cache.n_models; i++) {
-                const gt_model_t *cm = gt_config_model(cfg, t->cache.models[i]);
-                if (strcmp(t->cache.models[i], "*") != 0 && (!cm || !cm->cache_ttl_ms))
-                    problem(c, sub, "model \"%s\" is not a model with a cache section",
-                            t->cache.models[i]);
-            }
-        }
     }
 }
 
@@ -1152,7 +858,7 @@ static void load_tenants(ctx_t *c, gt_config_t *cfg)
  * session.timeout.ms. The lease TTL must cover that, so the TTL is refused
  * when a configured session timeout (GT_KAFKA_SESSION_TIMEOUT_MS unless
  * overridden) is longer. */
-static void check_session_timeout(ctx_t *c, gt_config_t *cfg)
+static void check_session_timeout(gt_cfg_ctx_t *c, gt_config_t *cfg)
 {
     const char *where = NULL;
     long long session = GT_KAFKA_SESSION_TIMEOUT_MS;
@@ -1168,132 +874,113 @@ static void check_session_timeout(ctx_t *c, gt_config_t *cfg)
         }
     }
     if (session > cfg->lease_ttl_ms)
-        problem(c, "reaper.lease_ttl_ms",
+        gt_cfg_problem(c, "reaper.lease_ttl_ms",
                 "must be at least the Kafka consumer session timeout (session.timeout.ms %lld%s%s): "
                 "a session can outlast the lease, so heartbeats go unread while it lasts",
                 session, where ? " in " : ", the default", where ? where : "");
 }
 
-static void load_processes(ctx_t *c, gt_config_t *cfg)
+static void load_processes(gt_cfg_ctx_t *c, gt_config_t *cfg)
 {
     static const char *const wkeys[] = {"lanes", "max_in_flight", "retry", "timeouts",
                                         "heartbeat_ms", "drain_ms", "capacity_wait_ms", NULL};
     static const char *const retry_keys[] = {"max_retries", "base_ms", "max_ms", "jitter", NULL};
     static const char *const tkeys[] = {"allocate_ms", "inference_ms", "release_ms", NULL};
-    json_t *w = get_obj(c, cfg->root, "worker", "", 0);
+    json_t *w = gt_cfg_obj(c, cfg->root, "worker", "", 0);
     if (w)
-        check_keys(c, w, "worker", wkeys);
-    cfg->worker_lanes = get_str_list(c, w, "lanes", "worker", &cfg->n_worker_lanes);
+        gt_cfg_check_keys(c, w, "worker", wkeys);
+    cfg->worker_lanes = gt_cfg_str_list(c, w, "lanes", "worker", &cfg->n_worker_lanes);
     for (size_t i = 0; i < cfg->n_worker_lanes; i++)
         if (!lane_known(cfg, cfg->worker_lanes[i]))
-            problem(c, "worker.lanes", "lane \"%s\" is used by no model", cfg->worker_lanes[i]);
+            gt_cfg_problem(c, "worker.lanes", "lane \"%s\" is used by no model", cfg->worker_lanes[i]);
     if (!cfg->worker_lanes) { /* default: every lane */
         cfg->worker_lanes = calloc(cfg->n_lanes + 1, sizeof(char *));
         for (size_t i = 0; i < cfg->n_lanes; i++)
             cfg->worker_lanes[i] = strdup(cfg->lanes[i]);
         cfg->n_worker_lanes = cfg->n_lanes;
     }
-    cfg->worker_max_in_flight = (int)get_int(c, w, "max_in_flight", "worker", 256, 1, 100000);
-    cfg->heartbeat_ms = get_int(c, w, "heartbeat_ms", "worker", 1000, 10, 600000);
-    cfg->worker_drain_ms = get_int(c, w, "drain_ms", "worker", 30000, 0, 3600000);
-    cfg->capacity_wait_ms = get_int(c, w, "capacity_wait_ms", "worker", 600000, 0, 86400000);
-    json_t *r = w ? get_obj(c, w, "retry", "worker", 0) : NULL;
+    cfg->worker_max_in_flight = (int)gt_cfg_int(c, w, "max_in_flight", "worker", 256, 1, 100000);
+    cfg->heartbeat_ms = gt_cfg_int(c, w, "heartbeat_ms", "worker", 1000, 10, 600000);
+    cfg->worker_drain_ms = gt_cfg_int(c, w, "drain_ms", "worker", 30000, 0, 3600000);
+    cfg->capacity_wait_ms = gt_cfg_int(c, w, "capacity_wait_ms", "worker", 600000, 0, 86400000);
+    json_t *r = w ? gt_cfg_obj(c, w, "retry", "worker", 0) : NULL;
     if (r)
-        check_keys(c, r, "worker.retry", retry_keys);
+        gt_cfg_check_keys(c, r, "worker.retry", retry_keys);
     gt_retry_policy_default(&cfg->retry);
-    cfg->retry.max_retries = (int)get_int(c, r, "max_retries", "worker.retry",
+    cfg->retry.max_retries = (int)gt_cfg_int(c, r, "max_retries", "worker.retry",
                                           cfg->retry.max_retries, 0, 100);
-    cfg->retry.base_ms = get_int(c, r, "base_ms", "worker.retry", cfg->retry.base_ms, 1, 3600000);
-    cfg->retry.max_ms = get_int(c, r, "max_ms", "worker.retry", cfg->retry.max_ms, 1, 3600000);
-    cfg->retry.jitter = get_num(c, r, "jitter", "worker.retry", cfg->retry.jitter, 0, 1);
-    json_t *t = w ? get_obj(c, w, "timeouts", "worker", 0) : NULL;
+    cfg->retry.base_ms = gt_cfg_int(c, r, "base_ms", "worker.retry", cfg->retry.base_ms, 1, 3600000);
+    cfg->retry.max_ms = gt_cfg_int(c, r, "max_ms", "worker.retry", cfg->retry.max_ms, 1, 3600000);
+    cfg->retry.jitter = gt_cfg_num(c, r, "jitter", "worker.retry", cfg->retry.jitter, 0, 1);
+    json_t *t = w ? gt_cfg_obj(c, w, "timeouts", "worker", 0) : NULL;
     if (t)
-        check_keys(c, t, "worker.timeouts", tkeys);
-    cfg->allocate_timeout_ms = get_int(c, t, "allocate_ms", "worker.timeouts", 30000, 1, 86400000);
+        gt_cfg_check_keys(c, t, "worker.timeouts", tkeys);
+    cfg->allocate_timeout_ms = gt_cfg_int(c, t, "allocate_ms", "worker.timeouts", 30000, 1, 86400000);
     cfg->inference_timeout_ms =
-        get_int(c, t, "inference_ms", "worker.timeouts", 300000, 1, 86400000);
-    cfg->release_timeout_ms = get_int(c, t, "release_ms", "worker.timeouts", 10000, 1, 86400000);
-
-    static const char *const dkeys[] = {"max_in_flight", "max_batch", "drain_ms",
-                                        "claim_timeout_ms", "allow_unknown_tenants", NULL};
-    json_t *d = get_obj(c, cfg->root, "dispatcher", "", 0);
-    if (d)
-        check_keys(c, d, "dispatcher", dkeys);
-    cfg->dispatcher_max_in_flight =
-        (int)get_int(c, d, "max_in_flight", "dispatcher", 1024, 1, 1000000);
-    cfg->max_batch = (int)get_int(c, d, "max_batch", "dispatcher", 1000, 1, 100000);
-    cfg->dispatcher_drain_ms = get_int(c, d, "drain_ms", "dispatcher", 30000, 0, 3600000);
-    cfg->claim_timeout_ms = get_int(c, d, "claim_timeout_ms", "dispatcher", 30000, 100, 3600000);
-    cfg->allow_unknown_tenants = get_bool(c, d, "allow_unknown_tenants", "dispatcher", 0);
-
-    static const char *const lkeys[] = {"batch_size", "flush_ms", NULL};
-    json_t *l = get_obj(c, cfg->root, "ledger", "", 0);
-    if (l)
-        check_keys(c, l, "ledger", lkeys);
-    cfg->ledger_batch_size = (int)get_int(c, l, "batch_size", "ledger", 500, 1, 100000);
-    cfg->ledger_flush_ms = get_int(c, l, "flush_ms", "ledger", 50, 1, 60000);
+        gt_cfg_int(c, t, "inference_ms", "worker.timeouts", 300000, 1, 86400000);
+    cfg->release_timeout_ms = gt_cfg_int(c, t, "release_ms", "worker.timeouts", 10000, 1, 86400000);
 
     static const char *const rkeys[] = {"lease_ttl_ms", "interval_ms", NULL};
-    json_t *rp = get_obj(c, cfg->root, "reaper", "", 0);
+    json_t *rp = gt_cfg_obj(c, cfg->root, "reaper", "", 0);
     if (rp)
-        check_keys(c, rp, "reaper", rkeys);
-    cfg->lease_ttl_ms = get_int(c, rp, "lease_ttl_ms", "reaper", 10000, 100, 86400000);
-    cfg->reaper_interval_ms = get_int(c, rp, "interval_ms", "reaper", 2000, 10, 86400000);
+        gt_cfg_check_keys(c, rp, "reaper", rkeys);
+    cfg->lease_ttl_ms = gt_cfg_int(c, rp, "lease_ttl_ms", "reaper", 10000, 100, 86400000);
+    cfg->reaper_interval_ms = gt_cfg_int(c, rp, "interval_ms", "reaper", 2000, 10, 86400000);
     if (cfg->lease_ttl_ms <= 2 * cfg->heartbeat_ms)
-        problem(c, "reaper.lease_ttl_ms", "must exceed twice worker.heartbeat_ms (%lld)",
+        gt_cfg_problem(c, "reaper.lease_ttl_ms", "must exceed twice worker.heartbeat_ms (%lld)",
                 (long long)cfg->heartbeat_ms);
     check_session_timeout(c, cfg);
 
     static const char *const logkeys[] = {"level", NULL};
-    json_t *lg = get_obj(c, cfg->root, "log", "", 0);
+    json_t *lg = gt_cfg_obj(c, cfg->root, "log", "", 0);
     if (lg)
-        check_keys(c, lg, "log", logkeys);
-    cfg->log_level = get_str(c, lg, "level", "log", "info", 0);
+        gt_cfg_check_keys(c, lg, "log", logkeys);
+    cfg->log_level = gt_cfg_str(c, lg, "level", "log", "info", 0);
     if (cfg->log_level && strcmp(cfg->log_level, "debug") != 0 &&
         strcmp(cfg->log_level, "info") != 0 && strcmp(cfg->log_level, "warn") != 0 &&
         strcmp(cfg->log_level, "error") != 0)
-        problem(c, "log.level", "must be one of debug, info, warn, error");
-    cfg->commit_interval_ms = get_int(c, cfg->root, "commit_interval_ms", "", 200, 1, 600000);
+        gt_cfg_problem(c, "log.level", "must be one of debug, info, warn, error");
+    cfg->commit_interval_ms = gt_cfg_int(c, cfg->root, "commit_interval_ms", "", 200, 1, 600000);
 
     static const char *const adminkeys[] = {"host", "port", NULL};
-    json_t *ad = get_obj(c, cfg->root, "admin", "", 0);
+    json_t *ad = gt_cfg_obj(c, cfg->root, "admin", "", 0);
     if (ad)
-        check_keys(c, ad, "admin", adminkeys);
-    cfg->admin_host = get_str(c, ad, "host", "admin", "127.0.0.1", 0);
-    cfg->admin_port = (int)get_int(c, ad, "port", "admin", -1, 0, 65535);
+        gt_cfg_check_keys(c, ad, "admin", adminkeys);
+    cfg->admin_host = gt_cfg_str(c, ad, "host", "admin", "127.0.0.1", 0);
+    cfg->admin_port = (int)gt_cfg_int(c, ad, "port", "admin", -1, 0, 65535);
 }
 
 /* scheduling: queue time limits and the cancel poll (docs/scheduling.md). The
  * per-lane and per-tenant objects stay in root (borrowed) and are read by
  * gt_config_max_queue_ms. */
-static void load_scheduling(ctx_t *c, gt_config_t *cfg)
+static void load_scheduling(gt_cfg_ctx_t *c, gt_config_t *cfg)
 {
     static const char *const schedkeys[] = {"max_queue_ms", "cancel_poll_ms", "lanes", "tenants",
                                             NULL};
     static const char *const schedsub[] = {"max_queue_ms", NULL};
-    json_t *s = get_obj(c, cfg->root, "scheduling", "", 0);
+    json_t *s = gt_cfg_obj(c, cfg->root, "scheduling", "", 0);
     if (s)
-        check_keys(c, s, "scheduling", schedkeys);
-    cfg->max_queue_ms = get_int(c, s, "max_queue_ms", "scheduling", 0, 0, 30LL * 86400000);
-    cfg->cancel_poll_ms = get_int(c, s, "cancel_poll_ms", "scheduling", 250, 10, 600000);
+        gt_cfg_check_keys(c, s, "scheduling", schedkeys);
+    cfg->max_queue_ms = gt_cfg_int(c, s, "max_queue_ms", "scheduling", 0, 0, 30LL * 86400000);
+    cfg->cancel_poll_ms = gt_cfg_int(c, s, "cancel_poll_ms", "scheduling", 250, 10, 600000);
     const char *groups[] = {"lanes", "tenants"};
     for (int g = 0; g < 2; g++) {
         char path[300];
         snprintf(path, sizeof(path), "scheduling.%s", groups[g]);
-        json_t *obj = get_obj(c, s, groups[g], "scheduling", 0);
+        json_t *obj = gt_cfg_obj(c, s, groups[g], "scheduling", 0);
         const char *name;
         json_t *v;
         json_object_foreach(obj, name, v) {
             char sub[600];
             snprintf(sub, sizeof(sub), "%s.%s", path, name);
             if (!json_is_object(v)) {
-                problem(c, sub, "must be an object");
+                gt_cfg_problem(c, sub, "must be an object");
                 continue;
             }
-            check_keys(c, v, sub, schedsub);
-            get_int(c, v, "max_queue_ms", sub, 0, 0, 30LL * 86400000);
+            gt_cfg_check_keys(c, v, sub, schedsub);
+            gt_cfg_int(c, v, "max_queue_ms", sub, 0, 0, 30LL * 86400000);
             if (g == 0 && !lane_known(cfg, name))
-                problem(c, sub, "no model uses lane \"%s\"", name);
+                gt_cfg_problem(c, sub, "no model uses lane \"%s\"", name);
         }
         if (g == 0)
             cfg->sched_lanes = obj;
@@ -1317,22 +1004,23 @@ int64_t gt_config_max_queue_ms(const gt_config_t *cfg, const char *lane, const c
 
 gt_config_t *gt_config_parse(const char *text, const char *base_dir, char *err, size_t errlen)
 {
+    /* Every top-level section, whichever loader reads it. */
     static const char *const top[] = {"kafka",  "topics", "groups",  "postgres",   "pools",
                                       "models", "routing", "worker", "dispatcher", "ledger",
                                       "reaper", "log",    "commit_interval_ms", "$comment",
                                       "tenants", "providers", "moderation", "tracing", "admin", "api",
                                       "scheduling", NULL};
-    ctx_t c = {.err = err, .errlen = errlen, .base_dir = base_dir};
+    gt_cfg_ctx_t c = {.err = err, .errlen = errlen, .base_dir = base_dir};
     if (err && errlen)
         err[0] = 0;
     json_error_t jerr;
     json_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
-        problem(&c, "", "invalid JSON at line %d column %d: %s", jerr.line, jerr.column, jerr.text);
+        gt_cfg_problem(&c, "", "invalid JSON at line %d column %d: %s", jerr.line, jerr.column, jerr.text);
         return NULL;
     }
     if (!json_is_object(root)) {
-        problem(&c, "", "must be a JSON object");
+        gt_cfg_problem(&c, "", "must be a JSON object");
         json_decref(root);
         return NULL;
     }
@@ -1343,20 +1031,19 @@ gt_config_t *gt_config_parse(const char *text, const char *base_dir, char *err, 
     }
     cfg->root = root;
     resolve(&c, root, "");
-    check_keys(&c, root, "", top);
+    gt_cfg_check_keys(&c, root, "", top);
     load_kafka(&c, cfg);
     load_postgres(&c, cfg);
     load_pools(&c, cfg);
     load_providers(&c, cfg);
     load_models(&c, cfg);
     check_fallbacks(&c, cfg);
-    load_routing(&c, cfg);
     load_tenants(&c, cfg);
-    load_moderation(&c, cfg);
     load_tracing(&c, cfg);
     load_processes(&c, cfg);
-    load_provider_policies(&c, cfg);
     load_scheduling(&c, cfg);
+    for (size_t i = 0; i < n_sections; i++)
+        sections[i]->load(&c, cfg);
     if (c.problems) {
         gt_config_free(cfg);
         return NULL;
@@ -1392,7 +1079,7 @@ gt_config_t *gt_config_load(const char *path, char *err, size_t errlen)
     return cfg;
 }
 
-static void free_list(char **list, size_t n)
+void gt_cfg_free_str_list(char **list, size_t n)
 {
     for (size_t i = 0; list && i < n; i++)
         free(list[i]);
@@ -1404,6 +1091,9 @@ void gt_config_free(gt_config_t *cfg)
     if (!cfg)
         return;
     gt_config_free(cfg->retired);
+    for (size_t i = n_sections; i-- > 0;)
+        if (sections[i]->free)
+            sections[i]->free(cfg);
     free(cfg->path);
     free(cfg->bootstrap_servers);
     char **topics[] = {&cfg->topics.requests, &cfg->topics.task_prefix, &cfg->topics.task_results,
@@ -1429,7 +1119,7 @@ void gt_config_free(gt_config_t *cfg)
         free(m->lane);
         free(m->provider);
         free(m->provider_model);
-        free_list(m->fallbacks, m->n_fallbacks);
+        gt_cfg_free_str_list(m->fallbacks, m->n_fallbacks);
         for (size_t k = 0; k < m->n_deployments; k++)
             free(m->deployments[k].model);
         free(m->deployments);
@@ -1451,23 +1141,13 @@ void gt_config_free(gt_config_t *cfg)
         free(p->tenant_limits);
     }
     free(cfg->providers);
-    for (size_t i = 0; i < cfg->n_routes; i++) {
-        free(cfg->routes[i].hint);
-        free(cfg->routes[i].kind);
-        free(cfg->routes[i].model);
-    }
-    free(cfg->routes);
-    free(cfg->default_model);
     for (size_t i = 0; i < cfg->n_tenants; i++)
-        free_tenant(&cfg->tenants[i]);
+        free(cfg->tenants[i].id);
     free(cfg->tenants);
-    free_list(cfg->lanes, cfg->n_lanes);
-    free_list(cfg->worker_lanes, cfg->n_worker_lanes);
+    gt_cfg_free_str_list(cfg->lanes, cfg->n_lanes);
+    gt_cfg_free_str_list(cfg->worker_lanes, cfg->n_worker_lanes);
     free(cfg->log_level);
     free(cfg->admin_host);
-    free(cfg->moderation_endpoint);
-    free(cfg->moderation_api_key);
-    free(cfg->moderation_model);
     free(cfg->tracing_otlp_endpoint);
     free(cfg->tracing_service_name);
     json_decref(cfg->root);

@@ -2,7 +2,7 @@
 #ifndef GT_CONFIG_H
 #define GT_CONFIG_H
 
-/* The session.timeout.ms lib/kafka.c gives every consumer unless
+/* The session.timeout.ms lib/kafka_consumer.c gives every consumer unless
  * kafka.properties or kafka.consumer_properties set another. */
 #define GT_KAFKA_SESSION_TIMEOUT_MS 10000
 
@@ -104,8 +104,8 @@ typedef struct gt_tenant {
     /* guardrails (tenants.<id>.guardrails; docs/guardrails.md): has_guardrails 0 = none */
     struct gt_guardrails {
         int has_guardrails;
-        int pii_mode;                /* gt_scrub_mode_t (lib/scrub.h), default mask */
-        unsigned pii_types;          /* GT_PII_* bits (lib/pii.h), default all */
+        int pii_mode;                /* gt_scrub_mode_t (dispatcher/scrub.h), default mask */
+        unsigned pii_types;          /* GT_PII_* bits (dispatcher/pii.h), default all */
         double pii_min_confidence;   /* default 0.5 */
         int pii_restore;             /* mask: restore tokens in outputs, default 1 */
         char *hash_key;              /* secret (hash_key or hash_key_file): never log */
@@ -231,7 +231,8 @@ typedef struct gt_config {
     struct gt_config *retired;
 } gt_config_t;
 
-/* Loads and validates path. On failure returns NULL and writes every problem,
+/* Loads and validates path: the shared sections, then those of the parts this
+ * process added (config_section.h: gt_config_add_section). On failure returns NULL and writes every problem,
  * one per line as "key.path: reason", into err. The result is owned by the
  * caller: free with gt_config_free. */
 gt_config_t *gt_config_load(const char *path, char *err, size_t errlen);

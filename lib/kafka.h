@@ -1,4 +1,6 @@
-/* kafka.h - librdkafka producers and consumers driven by a libuv loop.
+/* kafka.h - librdkafka producers and consumers driven by a libuv loop
+ * (kafka_producer.c, kafka_consumer.c, and kafka_reader.c for a one-off read;
+ * kafka_conf.c holds what they share).
  *
  * Both wake the loop through rd_kafka_queue_io_event_enable() and a uv_poll on
  * a pipe; every callback below runs on the loop thread. Consumers never

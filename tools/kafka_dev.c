@@ -556,7 +556,13 @@ static void on_signal(uv_signal_t *h, int signum)
     uv_close((uv_handle_t *)&sig_term, NULL);
 }
 
-int main(int argc, char **argv)
+typedef struct args {
+    int brokers, port, partitions;
+    const char *topics_path, *control;
+} args_t;
+
+/* Reads the command line into args. Returns -1 to go on, else the exit code. */
+static int parse_args(int argc, char **argv, args_t *a)
 {
     static const struct option longopts[] = {
         {"brokers", required_argument, NULL, 'b'},
@@ -567,50 +573,34 @@ int main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    static const struct {
-        const char *name;
-        int partitions;
-    } defaults[] = {
-        {"gantry.requests", 6},     {"gantry.tasks.small", 6}, {"gantry.tasks.large", 6},
-        {"gantry.task-results", 6}, {"gantry.results", 6},     {"gantry.usage", 6},
-        {"gantry.dlq", 1},          {"gantry.events", 3},      {"gantry.control", 3},
-    };
-    int brokers = 3, port = 0, partitions = 0, opt, rc = 1;
-    const char *topics_path = NULL, *control = NULL;
-    topics_t topics = {0};
-    rd_kafka_conf_t *conf;
-    rd_kafka_t *rk = NULL;
-    rd_kafka_mock_cluster_t *mc = NULL;
-    uv_loop_t *loop = uv_default_loop();
-    char why[512];
-
+    int opt;
     opterr = 0;
     while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (opt) {
         case 'b':
-            if (parse_int(optarg, 1, 64, &brokers) < 0) {
+            if (parse_int(optarg, 1, 64, &a->brokers) < 0) {
                 fprintf(stderr, PROG ": --brokers: expected 1..64, got \"%s\"\n", optarg);
                 return 2;
             }
             break;
         case 'p':
-            if (parse_int(optarg, 1, 65535, &port) < 0) {
+            if (parse_int(optarg, 1, 65535, &a->port) < 0) {
                 fprintf(stderr, PROG ": --port: expected 1..65535, got \"%s\"\n", optarg);
                 return 2;
             }
             break;
         case 't':
-            topics_path = optarg;
+            a->topics_path = optarg;
             break;
         case 'n':
-            if (parse_int(optarg, 1, 100000, &partitions) < 0) {
+            if (parse_int(optarg, 1, 100000, &a->partitions) < 0) {
                 fprintf(stderr, PROG ": --partitions: expected a positive count, got \"%s\"\n",
                         optarg);
                 return 2;
             }
             break;
         case 'c':
-            control = optarg;
+            a->control = optarg;
             break;
         case 'h':
             usage(stdout);
@@ -628,18 +618,80 @@ int main(int argc, char **argv)
         fprintf(stderr, PROG ": unexpected argument \"%s\" (see --help)\n", argv[optind]);
         return 2;
     }
-    if (topics_path) {
-        if (topics_load(&topics, topics_path) < 0) {
-            rc = 2;
-            goto out;
+    return -1;
+}
+
+/* The topics to create: --topics FILE, else Gantry's own. Returns 0, or an
+ * exit code (reported). */
+static int choose_topics(const args_t *a, topics_t *topics)
+{
+    static const struct {
+        const char *name;
+        int partitions;
+    } defaults[] = {
+        {"gantry.requests", 6},     {"gantry.tasks.small", 6}, {"gantry.tasks.large", 6},
+        {"gantry.task-results", 6}, {"gantry.results", 6},     {"gantry.usage", 6},
+        {"gantry.dlq", 1},          {"gantry.events", 3},      {"gantry.control", 3},
+    };
+    if (a->topics_path)
+        return topics_load(topics, a->topics_path) < 0 ? 2 : 0;
+    for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++)
+        if (topics_add(topics, defaults[i].name, a->partitions ? 0 : defaults[i].partitions)) {
+            fprintf(stderr, PROG ": out of memory\n");
+            return 1;
         }
-    } else {
-        for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++)
-            if (topics_add(&topics, defaults[i].name, partitions ? 0 : defaults[i].partitions)) {
-                fprintf(stderr, PROG ": out of memory\n");
-                goto out;
-            }
+    return 0;
+}
+
+/* The mock cluster, which hangs off a client instance that runs its threads,
+ * with its topics. Returns 0, or -1 (reported; what was made is in *rk, *mc). */
+static int start_cluster(const args_t *a, const topics_t *topics, rd_kafka_t **rk,
+                         rd_kafka_mock_cluster_t **mc)
+{
+    char why[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "client.id", PROG, NULL, 0);
+    /* Quiet the notice about this client having no bootstrap.servers. */
+    rd_kafka_conf_set(conf, "log_level", "4", NULL, 0);
+    *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof(why));
+    if (!*rk) {
+        rd_kafka_conf_destroy(conf);
+        fprintf(stderr, PROG ": %s\n", why);
+        return -1;
     }
+    *mc = rd_kafka_mock_cluster_new(*rk, a->brokers);
+    if (!*mc) {
+        fprintf(stderr, PROG ": cannot create the mock cluster\n");
+        return -1;
+    }
+    for (size_t i = 0; i < topics->n; i++) {
+        int n = topics->v[i].partitions ? topics->v[i].partitions
+                : a->partitions         ? a->partitions
+                                        : 1;
+        rd_kafka_resp_err_t err =
+            rd_kafka_mock_topic_create(*mc, topics->v[i].name, n, a->brokers < 3 ? a->brokers : 3);
+        if (err) {
+            fprintf(stderr, PROG ": create topic %s: %s\n", topics->v[i].name,
+                    rd_kafka_err2str(err));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    args_t args = {.brokers = 3};
+    topics_t topics = {0};
+    rd_kafka_t *rk = NULL;
+    rd_kafka_mock_cluster_t *mc = NULL;
+    uv_loop_t *loop = uv_default_loop();
+    int rc = parse_args(argc, argv, &args);
+    if (rc >= 0)
+        return rc;
+    if ((rc = choose_topics(&args, &topics)) != 0)
+        goto out;
+    rc = 1;
 
     signal(SIGPIPE, SIG_IGN);
     /* A test runner that dies must not leave a cluster behind. */
@@ -648,40 +700,15 @@ int main(int argc, char **argv)
     uv_signal_init(loop, &sig_term);
     uv_signal_start(&sig_int, on_signal, SIGINT);
     uv_signal_start(&sig_term, on_signal, SIGTERM);
-
-    /* The mock cluster hangs off a client instance, which runs its threads. */
-    conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(conf, "client.id", PROG, NULL, 0);
-    /* Quiet the notice about this client having no bootstrap.servers. */
-    rd_kafka_conf_set(conf, "log_level", "4", NULL, 0);
-    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof(why));
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        fprintf(stderr, PROG ": %s\n", why);
+    if (start_cluster(&args, &topics, &rk, &mc) < 0)
         goto out;
-    }
-    mc = rd_kafka_mock_cluster_new(rk, brokers);
-    if (!mc) {
-        fprintf(stderr, PROG ": cannot create the mock cluster\n");
+    if (args.port && fwd_start(loop, args.port, rd_kafka_mock_cluster_bootstraps(mc)) < 0)
         goto out;
-    }
-    for (size_t i = 0; i < topics.n; i++) {
-        int n = topics.v[i].partitions ? topics.v[i].partitions : partitions ? partitions : 1;
-        rd_kafka_resp_err_t err =
-            rd_kafka_mock_topic_create(mc, topics.v[i].name, n, brokers < 3 ? brokers : 3);
-        if (err) {
-            fprintf(stderr, PROG ": create topic %s: %s\n", topics.v[i].name,
-                    rd_kafka_err2str(err));
-            goto out;
-        }
-    }
-    if (port && fwd_start(loop, port, rd_kafka_mock_cluster_bootstraps(mc)) < 0)
-        goto out;
-    if (control && ctl_start(loop, control, mc) < 0)
+    if (args.control && ctl_start(loop, args.control, mc) < 0)
         goto out;
 
-    if (port)
-        printf("bootstrap=127.0.0.1:%d\n", port);
+    if (args.port)
+        printf("bootstrap=127.0.0.1:%d\n", args.port);
     else
         printf("bootstrap=%s\n", rd_kafka_mock_cluster_bootstraps(mc));
     fflush(stdout);

@@ -18,6 +18,7 @@
 #include "metrics.h"
 #include "reload.h"
 #include "trace.h"
+#include "worker_config.h"
 #include "wstats.h"
 
 /* How long a first SIGTERM lets tasks in flight finish before aborting them
@@ -179,7 +180,14 @@ static int parse_lanes(worker_t *w, const char *list, const char **bad)
     return 0;
 }
 
-int main(int argc, char **argv)
+typedef struct args {
+    const char *config, *id, *lanes;
+    long max_in_flight; /* 0: worker.max_in_flight */
+    int admin_port;     /* -1: admin.port */
+} args_t;
+
+/* Reads the command line into args. Returns -1 to go on, else the exit code. */
+static int parse_args(int argc, char **argv, args_t *args)
 {
     static const struct option longopts[] = {
         {"config", required_argument, NULL, 'c'},
@@ -190,27 +198,22 @@ int main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    static worker_t w; /* large, and signal handles must outlive main's frame anyway */
-    const char *config_path = "gantry.json", *id = NULL, *lanes = NULL;
-    long max_in_flight = 0;
-    char err[4096];
-    int rc = 1, opt, admin_port = -1;
-    gt_admin_t *admin = NULL;
-
+    int opt;
     opterr = 0;
     while ((opt = getopt_long(argc, argv, ":c:h", longopts, NULL)) != -1) {
         switch (opt) {
-        case 'c': config_path = optarg; break;
-        case 'i': id = optarg; break;
-        case 'l': lanes = optarg; break;
+        case 'c': args->config = optarg; break;
+        case 'i': args->id = optarg; break;
+        case 'l': args->lanes = optarg; break;
         case 'a':
-            if (gt_admin_parse_port(optarg, &admin_port) != 0)
+            if (gt_admin_parse_port(optarg, &args->admin_port) != 0)
                 return bad_usage("--admin-port needs a port from 0 to 65535", optarg);
             break;
         case 'm': {
             char *end;
-            max_in_flight = strtol(optarg, &end, 10);
-            if (*optarg == '\0' || *end || max_in_flight < 1 || max_in_flight > 1000000)
+            args->max_in_flight = strtol(optarg, &end, 10);
+            if (*optarg == '\0' || *end || args->max_in_flight < 1 ||
+                args->max_in_flight > 1000000)
                 return bad_usage("--max-in-flight needs a number from 1 to 1000000", optarg);
             break;
         }
@@ -221,41 +224,179 @@ int main(int argc, char **argv)
     }
     if (optind < argc)
         return bad_usage("unexpected argument", argv[optind]);
-    if (id && (!*id || strlen(id) >= sizeof(w.id)))
+    if (args->id && (!*args->id || strlen(args->id) >= sizeof(((worker_t *)0)->id)))
         return bad_usage("--id must be 1 to 255 characters", NULL);
+    return -1;
+}
 
-    err[0] = '\0';
-    w.cfg = gt_config_load(config_path, err, sizeof(err));
-    if (!w.cfg) {
+/* w->cfg with the worker's sections. Returns 0, or 1 (reported). */
+static int load_config(worker_t *w, const args_t *args)
+{
+    char err[4096] = "";
+    gt_worker_config_register();
+    w->cfg = gt_config_load(args->config, err, sizeof(err));
+    if (!w->cfg) {
         size_t n = strlen(err);
         fprintf(stderr, "gantry-worker: %s%s", err[0] ? err : "cannot load configuration",
                 n && err[n - 1] == '\n' ? "" : "\n");
         return 1;
     }
-    if (lanes) {
+    return 0;
+}
+
+/* The lanes to consume (--lanes, else worker.lanes) and the worker's id
+ * (--id, else worker-HOST-PID). Returns 0, or an exit code (reported). */
+static int identify(worker_t *w, const args_t *args)
+{
+    if (args->lanes) {
         const char *bad = NULL;
-        if (parse_lanes(&w, lanes, &bad) != 0) {
-            rc = bad_usage("unknown lane in --lanes", bad);
-            goto out_cfg;
-        }
+        if (parse_lanes(w, args->lanes, &bad) != 0)
+            return bad_usage("unknown lane in --lanes", bad);
     } else {
-        size_t n = w.cfg->n_worker_lanes < WORKER_MAX_LANES ? w.cfg->n_worker_lanes
-                                                            : WORKER_MAX_LANES;
+        size_t n = w->cfg->n_worker_lanes < WORKER_MAX_LANES ? w->cfg->n_worker_lanes
+                                                             : WORKER_MAX_LANES;
         for (size_t i = 0; i < n; i++)
-            w.lanes[i] = w.cfg->worker_lanes[i];
-        w.lanes[n] = NULL;
+            w->lanes[i] = w->cfg->worker_lanes[i];
+        w->lanes[n] = NULL;
         if (n == 0) {
             fprintf(stderr, "gantry-worker: worker.lanes: no lane to consume (no model declares one)\n");
-            goto out_cfg;
+            return 1;
         }
     }
-    if (id) {
-        snprintf(w.id, sizeof(w.id), "%s", id);
+    if (args->id) {
+        snprintf(w->id, sizeof(w->id), "%s", args->id);
     } else {
         char host[200] = "localhost";
         gethostname(host, sizeof(host) - 1);
-        snprintf(w.id, sizeof(w.id), "worker-%s-%ld", host, (long)getpid());
+        snprintf(w->id, sizeof(w->id), "worker-%s-%ld", host, (long)getpid());
     }
+    return 0;
+}
+
+/* The producer, the HTTP client, the executor and the consumer of the lanes'
+ * task topics, on w->loop. Returns 0, or -1 (reported; what was opened stays
+ * for abort_start). */
+static int open_parts(worker_t *w, long max_in_flight)
+{
+    char err[4096];
+    w->producer = gt_producer_new(&w->loop, w->cfg, err, sizeof(err));
+    if (!w->producer) {
+        fprintf(stderr, "gantry-worker: kafka producer: %s\n", err);
+        return -1;
+    }
+    w->http = gt_http_new(&w->loop);
+    if (!w->http) {
+        fprintf(stderr, "gantry-worker: cannot start the HTTP client\n");
+        return -1;
+    }
+    gt_executor_opts_t eopts = {
+        .cfg = w->cfg,
+        .worker_id = w->id,
+        .max_in_flight = (int)max_in_flight,
+        .producer = w->producer,
+        .http = w->http,
+        .lanes = w->lanes,
+    };
+    w->ex = gt_executor_new(&w->loop, &eopts, err, sizeof(err));
+    if (!w->ex) {
+        fprintf(stderr, "gantry-worker: %s\n", err);
+        return -1;
+    }
+    size_t n_topics = 0;
+    for (; w->lanes[n_topics]; n_topics++) {
+        char topic[512];
+        w->topics[n_topics] = strdup(gt_config_lane_topic(w->cfg, w->lanes[n_topics], topic,
+                                                          sizeof(topic)));
+        if (!w->topics[n_topics]) {
+            fprintf(stderr, "gantry-worker: out of memory\n");
+            return -1;
+        }
+    }
+    w->topics[n_topics] = NULL;
+    gt_consumer_opts_t copts = {
+        .group_id = w->cfg->group_worker,
+        .topics = (const char *const *)w->topics,
+        .cb = gt_executor_on_message,
+        .arg = w->ex,
+        .commit_interval_ms = w->cfg->commit_interval_ms,
+        .instance_id = w->id,
+    };
+    w->consumer = gt_consumer_new(&w->loop, w->cfg, &copts, err, sizeof(err));
+    if (!w->consumer) {
+        fprintf(stderr, "gantry-worker: kafka consumer: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+/* After open_parts failed: closes what it opened and lets the loop finish. */
+static void abort_start(worker_t *w)
+{
+    if (!w->producer)
+        return;
+    if (w->ex)
+        gt_executor_close(w->ex);
+    if (w->http)
+        gt_http_free(w->http);
+    gt_producer_close_handles(w->producer);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    gt_executor_free(w->ex);
+    gt_producer_free(w->producer, 0);
+}
+
+/* Signals, the span exporter, heartbeats, the stats and /health /ready
+ * /metrics (a worker runs without them when they cannot open). */
+static void start_process(worker_t *w, const args_t *args, gt_admin_t **admin)
+{
+    char err[4096];
+    uv_signal_init(&w->loop, &w->sigterm);
+    uv_signal_init(&w->loop, &w->sigint);
+    uv_signal_init(&w->loop, &w->sighup);
+    uv_timer_init(&w->loop, &w->stop_timer);
+    w->sigterm.data = w->sigint.data = w->sighup.data = w->stop_timer.data = w;
+    uv_signal_start(&w->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&w->sigint, on_signal, SIGINT);
+    uv_signal_start(&w->sighup, on_sighup, SIGHUP);
+
+    if (gt_trace_export_start(&w->loop, w->cfg, "gantry-worker") != 0)
+        gt_warn("tracing: cannot start the OTLP exporter; spans are not exported");
+    gt_executor_start_heartbeat(w->ex);
+    size_t n_topics = 0;
+    while (w->topics[n_topics])
+        n_topics++;
+    gt_info("worker %s started: group %s, %zu lane topic(s) from %s, max %d in flight", w->id,
+            w->cfg->group_worker, n_topics, w->topics[0],
+            args->max_in_flight > 0 ? (int)args->max_in_flight : w->cfg->worker_max_in_flight);
+    gt_wstats_init();
+    if (gt_admin_open(w->cfg, args->admin_port, w->producer, 0, admin, err, sizeof(err)) != 0)
+        gt_error("%s: running without /health, /ready and /metrics", err);
+}
+
+/* Once every handle is closed: the blocking parts (commit, flush). */
+static void finish(worker_t *w)
+{
+    gt_consumer_free(w->consumer);
+    w->consumer = NULL;
+    gt_producer_free(w->producer, 10000);
+    w->producer = NULL;
+    gt_executor_free(w->ex);
+    w->ex = NULL;
+    gt_info("worker %s stopped", w->id);
+}
+
+int main(int argc, char **argv)
+{
+    static worker_t w; /* large, and signal handles must outlive main's frame anyway */
+    args_t args = {.config = "gantry.json", .admin_port = -1};
+    gt_admin_t *admin = NULL;
+    int rc = parse_args(argc, argv, &args);
+    if (rc >= 0)
+        return rc;
+    if ((rc = load_config(&w, &args)) != 0)
+        return rc;
+    if ((rc = identify(&w, &args)) != 0)
+        goto out_cfg;
+    rc = 1;
 
     gt_log_init("gantry-worker", GT_LOG_INFO);
     int level = gt_log_parse_level(w.cfg->log_level);
@@ -265,99 +406,19 @@ int main(int argc, char **argv)
     signal(SIGHUP, SIG_IGN); /* a reload sent while starting must not kill us; the handler comes later */
 
     uv_loop_init(&w.loop);
-    w.producer = gt_producer_new(&w.loop, w.cfg, err, sizeof(err));
-    if (!w.producer) {
-        fprintf(stderr, "gantry-worker: kafka producer: %s\n", err);
+    if (open_parts(&w, args.max_in_flight) != 0) {
+        abort_start(&w);
         goto out_loop;
     }
-    w.http = gt_http_new(&w.loop);
-    if (!w.http) {
-        fprintf(stderr, "gantry-worker: cannot start the HTTP client\n");
-        goto out_http;
-    }
-    gt_executor_opts_t eopts = {
-        .cfg = w.cfg,
-        .worker_id = w.id,
-        .max_in_flight = (int)max_in_flight,
-        .producer = w.producer,
-        .http = w.http,
-        .lanes = w.lanes,
-    };
-    w.ex = gt_executor_new(&w.loop, &eopts, err, sizeof(err));
-    if (!w.ex) {
-        fprintf(stderr, "gantry-worker: %s\n", err);
-        goto out_http;
-    }
-    size_t n_topics = 0;
-    for (; w.lanes[n_topics]; n_topics++) {
-        char topic[512];
-        w.topics[n_topics] = strdup(gt_config_lane_topic(w.cfg, w.lanes[n_topics], topic,
-                                                         sizeof(topic)));
-        if (!w.topics[n_topics]) {
-            fprintf(stderr, "gantry-worker: out of memory\n");
-            goto out_ex;
-        }
-    }
-    w.topics[n_topics] = NULL;
-    gt_consumer_opts_t copts = {
-        .group_id = w.cfg->group_worker,
-        .topics = (const char *const *)w.topics,
-        .cb = gt_executor_on_message,
-        .arg = w.ex,
-        .commit_interval_ms = w.cfg->commit_interval_ms,
-        .instance_id = w.id,
-    };
-    w.consumer = gt_consumer_new(&w.loop, w.cfg, &copts, err, sizeof(err));
-    if (!w.consumer) {
-        fprintf(stderr, "gantry-worker: kafka consumer: %s\n", err);
-        goto out_ex;
-    }
-
-    uv_signal_init(&w.loop, &w.sigterm);
-    uv_signal_init(&w.loop, &w.sigint);
-    uv_signal_init(&w.loop, &w.sighup);
-    uv_timer_init(&w.loop, &w.stop_timer);
-    w.sigterm.data = w.sigint.data = w.sighup.data = w.stop_timer.data = &w;
-    uv_signal_start(&w.sigterm, on_signal, SIGTERM);
-    uv_signal_start(&w.sigint, on_signal, SIGINT);
-    uv_signal_start(&w.sighup, on_sighup, SIGHUP);
-
-    if (gt_trace_export_start(&w.loop, w.cfg, "gantry-worker") != 0)
-        gt_warn("tracing: cannot start the OTLP exporter; spans are not exported");
-    gt_executor_start_heartbeat(w.ex);
-    gt_info("worker %s started: group %s, %zu lane topic(s) from %s, max %d in flight", w.id,
-            w.cfg->group_worker, n_topics, w.topics[0],
-            max_in_flight > 0 ? (int)max_in_flight : w.cfg->worker_max_in_flight);
-    gt_wstats_init();
-    if (gt_admin_open(w.cfg, admin_port, w.producer, 0, &admin, err, sizeof(err)) != 0)
-        gt_error("%s: running without /health, /ready and /metrics", err);
+    start_process(&w, &args, &admin);
     /* For supervisors and tests: the worker is up and consuming. */
     printf("worker_id=%s\n", w.id);
     fflush(stdout);
 
     uv_run(&w.loop, UV_RUN_DEFAULT);
     gt_admin_stop(admin); /* its checks use the producer */
-
-    /* Every handle is closed: now the blocking parts (commit, flush). */
-    gt_consumer_free(w.consumer);
-    w.consumer = NULL;
-    gt_producer_free(w.producer, 10000);
-    w.producer = NULL;
-    gt_executor_free(w.ex);
-    w.ex = NULL;
-    gt_info("worker %s stopped", w.id);
+    finish(&w);
     rc = 0;
-    goto out_loop;
-
-out_ex:
-    gt_executor_close(w.ex);
-out_http:
-    if (w.http)
-        gt_http_free(w.http);
-    gt_producer_close_handles(w.producer);
-    uv_run(&w.loop, UV_RUN_DEFAULT);
-    gt_executor_free(w.ex);
-    gt_producer_free(w.producer, 0);
 out_loop:
     for (size_t i = 0; w.topics[i]; i++)
         free(w.topics[i]);

@@ -13,9 +13,9 @@ CC="${CLANG:-clang}"
 command -v "$CC" >/dev/null || { echo "fuzz: $CC not found (apt-get install clang libclang-rt-dev)" >&2; exit 2; }
 mkdir -p "$out"
 flags=(-g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined
-       -fno-sanitize-recover=undefined -I"$src/lib")
+       -fno-sanitize-recover=undefined -I"$src/lib" -I"$src/dispatcher")
 # The scrubber needs only pii.c, scrub.c, buf.c, jansson and libcrypto.
-if ! "$CC" "${flags[@]}" "$here/fuzz_scrub.c" "$src/lib/pii.c" "$src/lib/scrub.c" "$src/lib/buf.c" \
+if ! "$CC" "${flags[@]}" "$here/fuzz_scrub.c" "$src/dispatcher/pii.c" "$src/dispatcher/scrub.c" "$src/lib/buf.c" \
     $(pkg-config --cflags --libs jansson libcrypto) -o "$out/fuzz_scrub"; then
     echo "fuzz: cannot build fuzz_scrub (is libFuzzer installed: libclang-rt-dev?)" >&2
     exit 2

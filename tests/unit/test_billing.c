@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 
 #include "dispatcher.h"
+#include "dispatcher_config.h"
 #include "harness.h"
 #include "pg.h"
 
@@ -463,6 +464,7 @@ static void test_cli(void)
 
 int main(void)
 {
+    gt_dispatcher_config_register();
     static const th_test_t tests[] = {
         {"price change mid-period prices both sides", test_price_change_mid_period},
         {"invoice run idempotent, redelivery changes no total", test_invoice_run_idempotent_and_redelivery},

@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "classify.h"
+#include "dispatcher_config.h"
 #include "harness.h"
 
 static const char *cfg_text =
@@ -76,6 +77,7 @@ static void test_size_counts_code_points_and_limits(void)
 
 int main(void)
 {
+    gt_dispatcher_config_register();
     char err[1024];
     cfg = gt_config_parse(cfg_text, NULL, err, sizeof(err));
     if (!cfg) {

@@ -3,7 +3,9 @@
 #include <string.h>
 
 #include "config.h"
+#include "dispatcher_config.h"
 #include "harness.h"
+#include "worker_config.h"
 
 static const char *good =
     "{\"kafka\": {\"bootstrap_servers\": \"127.0.0.1:9092\", \"properties\": {\"linger.ms\": \"2\"}},"
@@ -318,6 +320,8 @@ static void test_pool_breaker(void)
 
 int main(void)
 {
+    gt_dispatcher_config_register();
+    gt_worker_config_register();
     static const th_test_t tests[] = {{"loads a good file", test_load_good},
                                       {"reports every problem", test_every_problem_reported},
                                       {"scheduling section", test_scheduling},

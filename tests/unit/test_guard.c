@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "dispatcher_config.h"
 #include "guard.h"
 #include "harness.h"
 #include "moderation.h"
@@ -185,6 +186,7 @@ static void test_moderation(void)
 
 int main(void)
 {
+    gt_dispatcher_config_register();
     static const th_test_t tests[] = {
         {"guardrails configuration and its errors", test_config},
         {"provider access, reroute or scrub", test_access_and_reroute},

@@ -18,6 +18,7 @@
 #include "clock.h"
 #include "harness.h"
 #include "hostedai.h"
+#include "worker_config.h"
 
 #define KEY "test-key-hai"
 #define MAX_CALLS 16
@@ -451,6 +452,7 @@ static void test_breaker_half_open_trial(void)
 
 int main(void)
 {
+    gt_worker_config_register();
     static const th_test_t tests[] = {
         {"allocate slower than the timeout: found by labels", test_allocate_timeout_found_by_labels},
         {"allocate answered after cancel; cancel while holding", test_answered_after_cancel},

@@ -1,4 +1,4 @@
-/* test_kafka.c - lib/kafka (producer and consumer on libuv) and the
+/* test_kafka.c - lib/kafka_producer.c and lib/kafka_consumer.c (on libuv) and the
  * gantry-kafka-dev tool, against the tool's mock cluster. */
 #include <errno.h>
 #include <inttypes.h>

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dispatcher_config.h"
 #include "harness.h"
 #include "http.h"
 #include "moderation.h"
@@ -152,6 +153,7 @@ static void test_fallbacks(void)
 
 int main(void)
 {
+    gt_dispatcher_config_register();
     uv_loop_init(&loop);
     const char *argv[] = {th_bin("tools/gantry-mock-openai"), "--port", "0", "--api-key", KEY,
                           "--latency-ms", "50-50", NULL};

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "dispatcher.h"
+#include "dispatcher_config.h"
 #include "harness.h"
 
 static void test_route_around_open_breaker(void)
@@ -48,6 +49,7 @@ static void test_route_around_open_breaker(void)
 
 int main(void)
 {
+    gt_dispatcher_config_register();
     static const th_test_t tests[] = {
         {"routes around an open breaker", test_route_around_open_breaker},
         {NULL, NULL},

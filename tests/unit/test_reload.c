@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "dispatcher_config.h"
 #include "harness.h"
 #include "reload.h"
 
@@ -97,6 +98,7 @@ static void test_reload(void)
 
 int main(void)
 {
+    gt_dispatcher_config_register();
     static const th_test_t tests[] = {{"drain_ms defaults and range", test_drain_defaults},
                                       {"reload swaps tenants and level", test_reload},
                                       {NULL, NULL}};

@@ -19,6 +19,7 @@
 #include "http.h"
 #include "provider.h"
 #include "recorder.h"
+#include "worker_config.h"
 
 #define TRACEPARENT "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 #define HF_KEY "hf_SECRETtokenVALUE123"
@@ -1171,6 +1172,7 @@ static void test_through_engine(void)
 
 int main(void)
 {
+    gt_worker_config_register();
     priv_pem = tc_rsa_keygen(&pub_pem);
     if (!priv_pem)
         return 1;

@@ -9,7 +9,9 @@
 #include <string.h>
 
 #include "cli.h"
+#include "dispatcher_config.h"
 #include "log.h"
+#include "worker_config.h"
 
 typedef struct command {
     const char *name;
@@ -145,6 +147,9 @@ int main(int argc, char **argv)
      * through write errors, not a signal. */
     signal(SIGPIPE, SIG_IGN);
     gt_log_init("gantry", GT_LOG_WARN);
+    /* The CLI reads (and `config check` validates) every part's sections. */
+    gt_dispatcher_config_register();
+    gt_worker_config_register();
     const char *lvl = getenv("GANTRY_LOG_LEVEL");
     if (lvl && gt_log_parse_level(lvl) >= 0)
         gt_log_set_level((gt_log_level_t)gt_log_parse_level(lvl));

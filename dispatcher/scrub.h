@@ -1,4 +1,4 @@
-/* scrub.h - replaces the personal data that lib/pii finds: masks with typed
+/* scrub.h - replaces the personal data that pii.h finds: masks with typed
  * tokens (<EMAIL_1>, consistent within one scrubber), keyed hashes or
  * removal; walks JSON values; restores masked tokens. */
 #ifndef GT_SCRUB_H

@@ -1,358 +1,21 @@
-/* kafka.c - librdkafka producers and consumers driven by a libuv loop. */
-#include "kafka.h"
-
+/* kafka_consumer.c - a librdkafka consumer driven by a libuv loop: per-partition
+ * commits of what is done, a bounded backlog for pausing, the revoke's grace for
+ * work in flight, and lag gauges (lib/kafka.h). */
 #include <errno.h>
-#include <pthread.h>
-#include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
+#include "kafka.h"
+#include "kafka_conf.h"
 #include "log.h"
 #include "metrics.h"
 #include "offsets.h"
 
 #define GT_CONTAINER_OF(ptr, type, field) ((type *)((char *)(ptr) - offsetof(type, field)))
-
-/* ---- shared ------------------------------------------------------------ */
-
-static int wake_pipe_open(int fds[2], char *err, size_t errlen);
 #define CONSUMER_CLOSE_TIMEOUT_S 10
-
-static void wake_pipe_drain(int fd);
-static void wake_pipe_close(int fds[2]);
-static int conf_set(rd_kafka_conf_t *conf, const char *key, const char *val, char *err,
-                    size_t errlen);
-static int conf_apply_props(rd_kafka_conf_t *conf, const json_t *props,
-                            const char *const *forced, char *err, size_t errlen);
-static void on_rd_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf);
-static void on_rd_error(rd_kafka_t *rk, int err, const char *reason, void *opaque);
-
-/* librdkafka writes one byte to fds[1] when a queue turns non-empty; both ends
- * are non-blocking so that neither librdkafka's threads nor the loop ever
- * wait on the pipe (a full pipe already means "wake up"). */
-static int wake_pipe_open(int fds[2], char *err, size_t errlen)
-{
-    if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) {
-        snprintf(err, errlen, "pipe: %s", strerror(errno));
-        fds[0] = fds[1] = -1;
-        return -errno;
-    }
-    return 0;
-}
-
-static void wake_pipe_drain(int fd)
-{
-    char buf[256];
-    while (read(fd, buf, sizeof(buf)) > 0)
-        ;
-}
-
-static void wake_pipe_close(int fds[2])
-{
-    for (int i = 0; i < 2; i++) {
-        if (fds[i] >= 0)
-            close(fds[i]);
-        fds[i] = -1;
-    }
-}
-
-static int conf_set(rd_kafka_conf_t *conf, const char *key, const char *val, char *err,
-                    size_t errlen)
-{
-    char why[256];
-    if (rd_kafka_conf_set(conf, key, val, why, sizeof(why)) != RD_KAFKA_CONF_OK) {
-        snprintf(err, errlen, "kafka property %s: %s", key, why);
-        return -EINVAL;
-    }
-    return 0;
-}
-
-/* Applies librdkafka properties from the configuration. Keys in forced are what gantry's delivery
- * guarantees rest on: they are skipped with a warning (the caller sets them
- * afterwards). Numbers and booleans are accepted as a convenience. */
-static int conf_apply_props(rd_kafka_conf_t *conf, const json_t *props,
-                            const char *const *forced, char *err, size_t errlen)
-{
-    const char *key;
-    json_t *val;
-    char num[64];
-
-    if (!props)
-        return 0;
-    if (!json_is_object(props)) {
-        snprintf(err, errlen, "kafka properties: not an object");
-        return -EINVAL;
-    }
-    json_object_foreach((json_t *)props, key, val) {
-        const char *s;
-        int skip = 0;
-        for (const char *const *f = forced; f && *f; f++)
-            if (strcmp(*f, key) == 0)
-                skip = 1;
-        if (skip) {
-            gt_warn("kafka property %s ignored: gantry sets it itself", key);
-            continue;
-        }
-        if (json_is_string(val)) {
-            s = json_string_value(val);
-        } else if (json_is_integer(val)) {
-            snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(val));
-            s = num;
-        } else if (json_is_real(val)) {
-            snprintf(num, sizeof(num), "%g", json_real_value(val));
-            s = num;
-        } else if (json_is_boolean(val)) {
-            s = json_is_true(val) ? "true" : "false";
-        } else {
-            snprintf(err, errlen, "kafka property %s: not a string", key);
-            return -EINVAL;
-        }
-        if (conf_set(conf, key, s, err, errlen) < 0)
-            return -EINVAL;
-    }
-    return 0;
-}
-
-/* Called from librdkafka's own threads: gt_log is thread safe. */
-static void on_rd_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
-{
-    gt_log_level_t l = level <= 3 ? GT_LOG_ERROR
-                     : level == 4 ? GT_LOG_WARN
-                     : level <= 6 ? GT_LOG_INFO
-                                  : GT_LOG_DEBUG;
-    gt_log(l, NULL, "kafka %s: %s: %s", rd_kafka_name(rk), fac, buf);
-}
-
-/* Served from the main queue, i.e. on the loop thread. Most errors are
- * transient (brokers down, timeouts) and librdkafka recovers by itself. */
-static void on_rd_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
-{
-    (void)opaque;
-    if (err == RD_KAFKA_RESP_ERR__FATAL) {
-        char why[512];
-        rd_kafka_resp_err_t orig = rd_kafka_fatal_error(rk, why, sizeof(why));
-        gt_error("kafka %s: fatal error %s: %s", rd_kafka_name(rk), rd_kafka_err2name(orig),
-                 why);
-        return;
-    }
-    gt_warn("kafka %s: %s: %s", rd_kafka_name(rk), rd_kafka_err2name((rd_kafka_resp_err_t)err),
-            reason);
-}
-
-/* ---- producer ---------------------------------------------------------- */
-
-struct gt_producer {
-    uv_loop_t *loop;
-    rd_kafka_t *rk;
-    rd_kafka_queue_t *mainq;
-    int wake[2];
-    uv_poll_t poll;
-    int poll_active;
-    int outstanding;
-};
-
-/* Per-message opaque: what to call when the delivery report arrives. */
-typedef struct dr_ctx {
-    gt_delivery_cb cb;
-    void *opaque;
-} dr_ctx_t;
-
-static void producer_serve(gt_producer_t *p);
-static void producer_on_poll(uv_poll_t *h, int status, int events);
-static void producer_on_dr(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque);
-
-static void producer_on_dr(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque)
-{
-    gt_producer_t *p = opaque;
-    dr_ctx_t *ctx = rkm->_private;
-    (void)rk;
-
-    p->outstanding--;
-    if (!ctx)
-        return;
-    if (rkm->err)
-        ctx->cb((int)rkm->err, rd_kafka_err2str(rkm->err), ctx->opaque);
-    else
-        ctx->cb(0, NULL, ctx->opaque);
-    free(ctx);
-}
-
-/* rd_kafka_poll(0) serves a snapshot of the main queue. The wake-up byte is
- * written only when the queue goes from empty to non-empty, so serve until it
- * is empty: stopping early left delivery reports waiting for an unrelated
- * wake-up (hundreds of ms under load). */
-static void producer_serve(gt_producer_t *p)
-{
-    while (rd_kafka_poll(p->rk, 0) > 0)
-        ;
-}
-
-static void producer_on_poll(uv_poll_t *h, int status, int events)
-{
-    gt_producer_t *p = h->data;
-    (void)status;
-    (void)events;
-    wake_pipe_drain(p->wake[0]);
-    producer_serve(p);
-}
-
-gt_producer_t *gt_producer_new(uv_loop_t *loop, const gt_config_t *cfg, char *err, size_t errlen)
-{
-    static const char *const forced[] = {"acks", "enable.idempotence", NULL};
-    gt_producer_t *p = NULL;
-    rd_kafka_conf_t *conf = NULL;
-    char why[512];
-
-    if (!cfg || !cfg->bootstrap_servers) {
-        snprintf(err, errlen, "kafka: no bootstrap servers");
-        return NULL;
-    }
-    p = calloc(1, sizeof(*p));
-    if (!p) {
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
-    p->loop = loop;
-    p->wake[0] = p->wake[1] = -1;
-    if (wake_pipe_open(p->wake, err, errlen) < 0)
-        goto fail;
-
-    /* kafka.message_max_bytes, which intake's size checks use; properties may still set it. */
-    char max_bytes[24];
-    snprintf(max_bytes, sizeof(max_bytes), "%lld", (long long)cfg->kafka_message_max_bytes);
-    conf = rd_kafka_conf_new();
-    if (conf_set(conf, "bootstrap.servers", cfg->bootstrap_servers, err, errlen) < 0 ||
-        conf_set(conf, "linger.ms", "5", err, errlen) < 0 ||
-        (cfg->kafka_message_max_bytes > 0 &&
-         conf_set(conf, "message.max.bytes", max_bytes, err, errlen) < 0) ||
-        conf_apply_props(conf, cfg->kafka_props, forced, err, errlen) < 0 ||
-        conf_apply_props(conf, cfg->kafka_producer_props, forced, err, errlen) < 0 ||
-        conf_set(conf, "acks", "all", err, errlen) < 0 ||
-        conf_set(conf, "enable.idempotence", "true", err, errlen) < 0)
-        goto fail;
-    rd_kafka_conf_set_opaque(conf, p);
-    rd_kafka_conf_set_dr_msg_cb(conf, producer_on_dr);
-    rd_kafka_conf_set_error_cb(conf, on_rd_error);
-    rd_kafka_conf_set_log_cb(conf, on_rd_log);
-
-    p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof(why));
-    if (!p->rk) {
-        snprintf(err, errlen, "kafka producer: %s", why);
-        goto fail;
-    }
-    conf = NULL; /* owned by rk now */
-
-    p->mainq = rd_kafka_queue_get_main(p->rk);
-    rd_kafka_queue_io_event_enable(p->mainq, p->wake[1], "1", 1);
-    if (uv_poll_init(loop, &p->poll, p->wake[0]) < 0) {
-        snprintf(err, errlen, "uv_poll_init failed");
-        goto fail;
-    }
-    /* From here on nothing fails: the handle needs a loop run to close. */
-    p->poll.data = p;
-    uv_poll_start(&p->poll, UV_READABLE, producer_on_poll);
-    p->poll_active = 1;
-    /* Serve what was queued before the io event was enabled (it wrote no byte). */
-    producer_serve(p);
-    return p;
-
-fail:
-    if (conf)
-        rd_kafka_conf_destroy(conf);
-    if (p->mainq)
-        rd_kafka_queue_destroy(p->mainq);
-    if (p->rk)
-        rd_kafka_destroy(p->rk);
-    wake_pipe_close(p->wake);
-    free(p);
-    return NULL;
-}
-
-int gt_producer_send(gt_producer_t *p, const char *topic, const void *key, size_t key_len,
-                     const void *value, size_t len, const gt_header_t *headers, size_t n_headers,
-                     gt_delivery_cb cb, void *opaque)
-{
-    rd_kafka_headers_t *hdrs = NULL;
-    dr_ctx_t *ctx = NULL;
-    rd_kafka_resp_err_t err;
-
-    if (cb) {
-        ctx = malloc(sizeof(*ctx));
-        if (!ctx)
-            return -ENOMEM;
-        ctx->cb = cb;
-        ctx->opaque = opaque;
-    }
-    if (n_headers > 0) {
-        hdrs = rd_kafka_headers_new(n_headers);
-        for (size_t i = 0; i < n_headers; i++)
-            rd_kafka_header_add(hdrs, headers[i].name, -1, headers[i].value,
-                                headers[i].value ? -1 : 0);
-    }
-    err = rd_kafka_producev(p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, key_len),
-                            RD_KAFKA_V_VALUE((void *)value, len),
-                            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                            RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(ctx), RD_KAFKA_V_END);
-    if (err) {
-        /* On failure the headers stay ours. */
-        if (hdrs)
-            rd_kafka_headers_destroy(hdrs);
-        free(ctx);
-        return err < 0 ? (int)err : -(int)err;
-    }
-    p->outstanding++;
-    return 0;
-}
-
-int gt_producer_outstanding(const gt_producer_t *p)
-{
-    return p->outstanding;
-}
-
-int gt_producer_probe(gt_producer_t *p, int timeout_ms)
-{
-    const struct rd_kafka_metadata *md = NULL;
-    if (!p || rd_kafka_metadata(p->rk, 0, NULL, &md, timeout_ms) != RD_KAFKA_RESP_ERR_NO_ERROR)
-        return -1;
-    int ok = md->broker_cnt > 0;
-    rd_kafka_metadata_destroy(md);
-    return ok ? 0 : -1;
-}
-
-void gt_producer_close_handles(gt_producer_t *p)
-{
-    if (!p || !p->poll_active)
-        return;
-    uv_poll_stop(&p->poll);
-    uv_close((uv_handle_t *)&p->poll, NULL);
-    p->poll_active = 0;
-}
-
-void gt_producer_free(gt_producer_t *p, int timeout_ms)
-{
-    if (!p)
-        return;
-    /* The pipe is about to close: librdkafka must stop writing to it. */
-    rd_kafka_queue_io_event_enable(p->mainq, -1, NULL, 0);
-    rd_kafka_queue_destroy(p->mainq);
-    rd_kafka_flush(p->rk, timeout_ms);
-    if (p->outstanding > 0) {
-        /* Fail what is left so that every callback still runs exactly once. */
-        gt_warn("kafka producer: %d messages not delivered after %d ms, purging",
-                p->outstanding, timeout_ms);
-        rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-        for (int i = 0; i < 100 && p->outstanding > 0; i++)
-            rd_kafka_poll(p->rk, 10);
-    }
-    rd_kafka_destroy(p->rk);
-    wake_pipe_close(p->wake);
-    free(p);
-}
-
-/* ---- consumer ---------------------------------------------------------- */
 
 /* Commit state of one assigned partition. Messages point at it; a revoked
  * partition leaves the list and lives on until its last message is done. */
@@ -1022,7 +685,7 @@ static void consumer_on_poll(uv_poll_t *h, int status, int events)
     gt_consumer_t *c = h->data;
     (void)status;
     (void)events;
-    wake_pipe_drain(c->wake[0]);
+    gt_kafka_wake_drain(c->wake[0]);
     consumer_serve(c);
 }
 
@@ -1081,37 +744,38 @@ gt_consumer_t *gt_consumer_new(uv_loop_t *loop, const gt_config_t *cfg,
                             : cfg->commit_interval_ms > 0 ? (uint64_t)cfg->commit_interval_ms
                                                           : 200;
     c->revoke_grace_ms = cfg->kafka_revoke_grace_ms > 0 ? (uint64_t)cfg->kafka_revoke_grace_ms : 0;
-    if (wake_pipe_open(c->wake, err, errlen) < 0)
+    if (gt_kafka_wake_open(c->wake, err, errlen) < 0)
         goto fail;
 
     char session_ms[24]; /* the value lib/config.c checks lease TTLs against */
     snprintf(session_ms, sizeof(session_ms), "%d", GT_KAFKA_SESSION_TIMEOUT_MS);
     conf = rd_kafka_conf_new();
-    if (conf_set(conf, "bootstrap.servers", cfg->bootstrap_servers, err, errlen) < 0 ||
-        conf_set(conf, "session.timeout.ms", session_ms, err, errlen) < 0 ||
-        conf_set(conf, "heartbeat.interval.ms", "1000", err, errlen) < 0 ||
-        conf_set(conf, "max.poll.interval.ms", "300000", err, errlen) < 0 ||
-        conf_set(conf, "partition.assignment.strategy", "range,roundrobin", err, errlen) < 0 ||
-        conf_set(conf, "enable.partition.eof", "false", err, errlen) < 0 ||
-        conf_set(conf, "auto.offset.reset",
+    if (gt_kafka_conf_set(conf, "bootstrap.servers", cfg->bootstrap_servers, err, errlen) < 0 ||
+        gt_kafka_conf_set(conf, "session.timeout.ms", session_ms, err, errlen) < 0 ||
+        gt_kafka_conf_set(conf, "heartbeat.interval.ms", "1000", err, errlen) < 0 ||
+        gt_kafka_conf_set(conf, "max.poll.interval.ms", "300000", err, errlen) < 0 ||
+        gt_kafka_conf_set(conf, "partition.assignment.strategy", "range,roundrobin", err,
+                          errlen) < 0 ||
+        gt_kafka_conf_set(conf, "enable.partition.eof", "false", err, errlen) < 0 ||
+        gt_kafka_conf_set(conf, "auto.offset.reset",
                  opts->auto_offset_reset ? opts->auto_offset_reset : "earliest", err,
                  errlen) < 0 ||
-        conf_apply_props(conf, cfg->kafka_props, forced, err, errlen) < 0 ||
-        conf_apply_props(conf, cfg->kafka_consumer_props, forced, err, errlen) < 0 ||
-        conf_set(conf, "group.id", opts->group_id, err, errlen) < 0 ||
-        conf_set(conf, "enable.auto.commit", "false", err, errlen) < 0 ||
-        conf_set(conf, "enable.auto.offset.store", "false", err, errlen) < 0)
+        gt_kafka_conf_apply(conf, cfg->kafka_props, forced, err, errlen) < 0 ||
+        gt_kafka_conf_apply(conf, cfg->kafka_consumer_props, forced, err, errlen) < 0 ||
+        gt_kafka_conf_set(conf, "group.id", opts->group_id, err, errlen) < 0 ||
+        gt_kafka_conf_set(conf, "enable.auto.commit", "false", err, errlen) < 0 ||
+        gt_kafka_conf_set(conf, "enable.auto.offset.store", "false", err, errlen) < 0)
         goto fail;
     /* Static membership (KIP-345): a member that restarts under the same id
      * within session.timeout.ms takes its partitions back, no rebalance. */
     if (cfg->kafka_static_membership && opts->instance_id && *opts->instance_id &&
-        conf_set(conf, "group.instance.id", opts->instance_id, err, errlen) < 0)
+        gt_kafka_conf_set(conf, "group.instance.id", opts->instance_id, err, errlen) < 0)
         goto fail;
     rd_kafka_conf_set_opaque(conf, c);
     rd_kafka_conf_set_rebalance_cb(conf, consumer_on_rebalance);
     rd_kafka_conf_set_offset_commit_cb(conf, consumer_on_commit);
-    rd_kafka_conf_set_error_cb(conf, on_rd_error);
-    rd_kafka_conf_set_log_cb(conf, on_rd_log);
+    rd_kafka_conf_set_error_cb(conf, gt_kafka_on_error);
+    rd_kafka_conf_set_log_cb(conf, gt_kafka_on_log);
 
     c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof(why));
     if (!c->rk) {
@@ -1162,7 +826,7 @@ fail:
         rd_kafka_consumer_close(c->rk);
         rd_kafka_destroy(c->rk);
     }
-    wake_pipe_close(c->wake);
+    gt_kafka_wake_close(c->wake);
     free(c);
     return NULL;
 }
@@ -1334,125 +998,6 @@ void gt_consumer_free(gt_consumer_t *c)
     while (c->parts)
         part_revoke(c, c->parts);
     rd_kafka_destroy(c->rk);
-    wake_pipe_close(c->wake);
+    gt_kafka_wake_close(c->wake);
     free(c);
-}
-
-/* Reads [start, end) of one partition with the simple consumer: marks the keys
- * found and says whether the first message read is older than since_ms. */
-static int find_keys_window(rd_kafka_topic_t *rkt, int32_t p, int64_t start, int64_t end,
-                            const char *const *keys, size_t n, int64_t since_ms, int *found,
-                            int *older, int timeout_ms, char *err, size_t errlen)
-{
-    int rc = 0, first = 1;
-    if (rd_kafka_consume_start(rkt, p, start) != 0) {
-        snprintf(err, errlen, "%s [%d]: cannot read from %lld: %s", rd_kafka_topic_name(rkt), p,
-                 (long long)start, rd_kafka_err2str(rd_kafka_last_error()));
-        return -EIO;
-    }
-    for (int64_t next = start; next < end;) {
-        rd_kafka_message_t *m = rd_kafka_consume(rkt, p, timeout_ms);
-        if (!m) {
-            snprintf(err, errlen, "%s [%d]: no message within %d ms", rd_kafka_topic_name(rkt), p,
-                     timeout_ms);
-            rc = -ETIMEDOUT;
-            break;
-        }
-        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            rd_kafka_message_destroy(m);
-            break;
-        }
-        if (m->err) {
-            snprintf(err, errlen, "%s [%d]: %s", rd_kafka_topic_name(rkt), p,
-                     rd_kafka_message_errstr(m));
-            rd_kafka_message_destroy(m);
-            rc = -EIO;
-            break;
-        }
-        next = m->offset + 1;
-        if (first) {
-            int64_t ts = rd_kafka_message_timestamp(m, NULL);
-            *older = ts >= 0 && ts < since_ms;
-            first = 0;
-        }
-        for (size_t i = 0; i < n && m->offset < end; i++)
-            if (m->key_len == strlen(keys[i]) && memcmp(m->key, keys[i], m->key_len) == 0)
-                found[i] = 1;
-        rd_kafka_message_destroy(m);
-    }
-    rd_kafka_consume_stop(rkt, p);
-    return rc;
-}
-
-int gt_kafka_find_keys(const gt_config_t *cfg, const char *topic, const char *const *keys,
-                       size_t n, int64_t since_ms, int *found, int timeout_ms, char *err,
-                       size_t errlen)
-{
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_t *rk = NULL;
-    rd_kafka_topic_t *rkt = NULL;
-    const rd_kafka_metadata_t *md = NULL;
-    char why[512];
-    int rc = -EINVAL;
-
-    if (!cfg || !cfg->bootstrap_servers) {
-        snprintf(err, errlen, "kafka: no bootstrap servers");
-        goto out;
-    }
-    /* A one-off read: no fetch held open, no backoff between its requests. */
-    if (conf_set(conf, "bootstrap.servers", cfg->bootstrap_servers, err, errlen) < 0 ||
-        conf_set(conf, "fetch.wait.max.ms", "10", err, errlen) < 0 ||
-        conf_set(conf, "fetch.error.backoff.ms", "10", err, errlen) < 0 ||
-        conf_apply_props(conf, cfg->kafka_props, NULL, err, errlen) < 0 ||
-        conf_apply_props(conf, cfg->kafka_consumer_props, NULL, err, errlen) < 0 ||
-        conf_set(conf, "enable.partition.eof", "true", err, errlen) < 0 ||
-        conf_set(conf, "enable.auto.commit", "false", err, errlen) < 0)
-        goto out;
-    rd_kafka_conf_set_log_cb(conf, on_rd_log);
-    if (!(rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof(why)))) {
-        snprintf(err, errlen, "kafka: %s", why);
-        goto out;
-    }
-    conf = NULL;
-    rc = -EIO;
-    if (!(rkt = rd_kafka_topic_new(rk, topic, NULL))) {
-        snprintf(err, errlen, "%s: %s", topic, rd_kafka_err2str(rd_kafka_last_error()));
-        goto out;
-    }
-    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms);
-    if (!e && (md->topic_cnt != 1 || md->topics[0].err))
-        e = md->topic_cnt == 1 ? md->topics[0].err : RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
-    if (e) {
-        snprintf(err, errlen, "%s: metadata: %s", topic, rd_kafka_err2str(e));
-        goto out;
-    }
-    for (int i = 0; i < md->topics[0].partition_cnt; i++) {
-        int32_t p = md->topics[0].partitions[i].id;
-        int64_t lo, hi;
-        if ((e = rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, timeout_ms))) {
-            snprintf(err, errlen, "%s [%d]: watermarks: %s", topic, p, rd_kafka_err2str(e));
-            goto out;
-        }
-        for (int64_t end = hi, window = 256; end > lo; end -= window, window *= 2) {
-            int64_t start = end - window < lo ? lo : end - window;
-            int older = 0;
-            if ((rc = find_keys_window(rkt, p, start, end, keys, n, since_ms, found, &older,
-                                       timeout_ms, err, errlen)) != 0)
-                goto out;
-            rc = -EIO;
-            if (older || start == lo)
-                break;
-        }
-    }
-    rc = 0;
-out:
-    if (md)
-        rd_kafka_metadata_destroy(md);
-    if (rkt)
-        rd_kafka_topic_destroy(rkt);
-    if (rk)
-        rd_kafka_destroy(rk);
-    if (conf)
-        rd_kafka_conf_destroy(conf);
-    return rc;
 }
