@@ -13,17 +13,17 @@
 
 /* The api section of gantry.json (docs/configuration.md, docs/batch-api.md). */
 typedef struct gt_api_config {
-    char *host;                  /* api.host, default 127.0.0.1 */
-    int port;                    /* api.port, default 8090; 0: ephemeral */
-    int64_t max_file_lines;      /* api.max_file_lines, default 50000 */
-    int64_t max_file_bytes;      /* api.max_file_bytes, default 200 MB */
-    int64_t min_window_s;        /* api.min_completion_window_s, default 86400 (24 h) */
-    int64_t max_window_s;        /* api.max_completion_window_s, default 86400 */
-    char *group;                 /* api.group: consumer group of gantry.results, default gantry-api */
-    char *control_topic;         /* topics.control, default gantry.control */
-    int pg_connections;          /* api.pg_connections, HTTP threads' pool, default 8 */
-    int publish_batch;           /* api.publish_batch: lines per publish round, default 1000 */
-    json_t *models;              /* api.models: vendor model name -> Gantry model ("*": any other); borrowed */
+    char *host;             /* api.host, default 127.0.0.1 */
+    int port;               /* api.port, default 8090; 0: ephemeral */
+    int64_t max_file_lines; /* api.max_file_lines, default 50000 */
+    int64_t max_file_bytes; /* api.max_file_bytes, default 200 MB */
+    int64_t min_window_s;   /* api.min_completion_window_s, default 86400 (24 h) */
+    int64_t max_window_s;   /* api.max_completion_window_s, default 86400 */
+    char *group;            /* api.group: consumer group of gantry.results, default gantry-api */
+    char *control_topic;    /* topics.control, default gantry.control */
+    int pg_connections;     /* api.pg_connections, HTTP threads' pool, default 8 */
+    int publish_batch;      /* api.publish_batch: lines per publish round, default 1000 */
+    json_t *models; /* api.models: vendor model name -> Gantry model ("*": any other); borrowed */
 } gt_api_config_t;
 
 /* Reads and checks cfg->root's api section into out. Returns 0, or -1 with
@@ -38,8 +38,8 @@ const char *gt_api_model(const gt_api_config_t *ac, const char *vendor_model);
 typedef struct gt_api_http gt_api_http_t;
 /* Starts the API server (thread per connection). Prints nothing. Returns
  * NULL with err set when it cannot listen or connect. conninfo is copied. */
-gt_api_http_t *gt_api_http_start(const gt_config_t *cfg, const gt_api_config_t *ac,
-                                 char *err, size_t errlen);
+gt_api_http_t *gt_api_http_start(const gt_config_t *cfg, const gt_api_config_t *ac, char *err,
+                                 size_t errlen);
 int gt_api_http_port(const gt_api_http_t *h);
 void gt_api_http_stop(gt_api_http_t *h);
 

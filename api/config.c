@@ -8,9 +8,16 @@
 #include "api.h"
 #include "digest.h"
 
-static const char *const api_keys[] = {"host", "port", "max_file_lines", "max_file_bytes",
-                                       "min_completion_window_s", "max_completion_window_s",
-                                       "group", "pg_connections", "publish_batch", "models",
+static const char *const api_keys[] = {"host",
+                                       "port",
+                                       "max_file_lines",
+                                       "max_file_bytes",
+                                       "min_completion_window_s",
+                                       "max_completion_window_s",
+                                       "group",
+                                       "pg_connections",
+                                       "publish_batch",
+                                       "models",
                                        NULL};
 
 static int get_int(json_t *o, const char *key, int64_t def, int64_t lo, int64_t hi, int64_t *out,
@@ -55,7 +62,7 @@ int gt_api_config_load(const gt_config_t *cfg, gt_api_config_t *out, char *err, 
     }
     const char *k;
     json_t *val;
-    json_object_foreach(a, k, val) {
+    json_object_foreach (a, k, val) {
         int known = 0;
         for (const char *const *p = api_keys; *p; p++)
             known |= strcmp(*p, k) == 0;
@@ -95,9 +102,10 @@ int gt_api_config_load(const gt_config_t *cfg, gt_api_config_t *out, char *err, 
             snprintf(err, errlen, "api.models: must be an object of strings");
             goto out;
         }
-        json_object_foreach(out->models, k, val) {
+        json_object_foreach (out->models, k, val) {
             if (!json_is_string(val)) {
-                snprintf(err, errlen, "api.models.%s: must be a string (a Gantry model or auto)", k);
+                snprintf(err, errlen, "api.models.%s: must be a string (a Gantry model or auto)",
+                         k);
                 goto out;
             }
         }

@@ -19,8 +19,8 @@
 #include "pg.h"
 #include "metrics.h"
 
-#define CHUNK_BYTES (1 << 20)   /* upload chunk stored per row */
-#define LINE_ROWS 500           /* batch lines inserted per statement */
+#define CHUNK_BYTES (1 << 20) /* upload chunk stored per row */
+#define LINE_ROWS 500         /* batch lines inserted per statement */
 
 struct gt_api_http {
     struct MHD_Daemon *d;
@@ -110,8 +110,7 @@ enum flavor { OPENAI, ANTHROPIC };
 static enum MHD_Result reply_buf(struct MHD_Connection *conn, unsigned status, const char *type,
                                  char *body, size_t len)
 {
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
     if (!resp) {
         free(body);
         return MHD_NO;
@@ -137,17 +136,19 @@ static enum MHD_Result reply_json(struct MHD_Connection *conn, unsigned status, 
 static enum MHD_Result reply_err(struct MHD_Connection *conn, enum flavor f, unsigned status,
                                  const char *msg)
 {
-    const char *type = status == 401 ? "authentication_error"
+    const char *type = status == 401   ? "authentication_error"
                        : status == 404 ? "not_found_error"
                        : status >= 500 ? "api_error"
                                        : "invalid_request_error";
     if (f == ANTHROPIC)
-        return reply_json(conn, status, json_pack("{s:s,s:{s:s,s:s}}", "type", "error", "error",
-                                                  "type", type, "message", msg));
+        return reply_json(
+            conn, status,
+            json_pack("{s:s,s:{s:s,s:s}}", "type", "error", "error", "type", type, "message", msg));
     if (status == 404)
         type = "invalid_request_error";
-    return reply_json(conn, status, json_pack("{s:{s:s,s:s,s:n,s:n}}", "error", "message", msg,
-                                              "type", type, "param", "code"));
+    return reply_json(
+        conn, status,
+        json_pack("{s:{s:s,s:s,s:n,s:n}}", "error", "message", msg, "type", type, "param", "code"));
 }
 
 /* A result's single jsonb column, parsed (NULL when none). */
@@ -179,8 +180,8 @@ typedef struct upload {
     size_t used;
     int seq;
     int64_t bytes, lines;
-    int last_nl;   /* the last byte seen was a newline */
-    int started;   /* the file row exists (transaction open) */
+    int last_nl;       /* the last byte seen was a newline */
+    int started;       /* the file row exists (transaction open) */
     const char *error; /* why the upload is refused; set once */
     unsigned status;
 } upload_t;
@@ -194,9 +195,9 @@ typedef struct req {
     size_t body_len;
     int too_large;
     struct MHD_PostProcessor *pp;
-    char tail[256];       /* the upload's last raw bytes */
+    char tail[256]; /* the upload's last raw bytes */
     size_t tail_len;
-    char closing[128];    /* "--BOUNDARY--" */
+    char closing[128]; /* "--BOUNDARY--" */
     upload_t up;
 } req_t;
 
@@ -236,8 +237,8 @@ static unsigned authenticate(gt_api_http_t *h, struct MHD_Connection *conn, req_
     if (!c)
         return 503;
     const char *p[1] = {hex};
-    PGresult *res = q(c, "SELECT tenant_id FROM api_keys WHERE key_sha256 = $1 AND revoked_at IS NULL",
-                      1, p);
+    PGresult *res =
+        q(c, "SELECT tenant_id FROM api_keys WHERE key_sha256 = $1 AND revoked_at IS NULL", 1, p);
     unsigned st = !res ? 503 : PQntuples(res) == 1 ? 0 : 401;
     if (!st)
         snprintf(r->tenant, sizeof(r->tenant), "%s", PQgetvalue(res, 0, 0));
@@ -263,8 +264,9 @@ static int upload_flush(gt_api_http_t *h, upload_t *u)
     const char *vals[3] = {u->file_id, seq, u->buf};
     int lens[3] = {0, 0, (int)u->used};
     int fmts[3] = {0, 0, 1};
-    PGresult *r = PQexecParams(u->c, "INSERT INTO api_file_chunks (file_id, seq, data)"
-                                     " VALUES ($1, $2, $3)",
+    PGresult *r = PQexecParams(u->c,
+                               "INSERT INTO api_file_chunks (file_id, seq, data)"
+                               " VALUES ($1, $2, $3)",
                                3, NULL, vals, lens, fmts, 0);
     int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     if (!ok)
@@ -276,8 +278,8 @@ static int upload_flush(gt_api_http_t *h, upload_t *u)
 
 static enum MHD_Result on_post_field(void *cls, enum MHD_ValueKind kind, const char *key,
                                      const char *filename, const char *content_type,
-                                     const char *transfer_encoding, const char *data,
-                                     uint64_t off, size_t size)
+                                     const char *transfer_encoding, const char *data, uint64_t off,
+                                     size_t size)
 {
     req_t *r = cls;
     upload_t *u = &r->up;
@@ -381,11 +383,11 @@ static enum MHD_Result upload_end(gt_api_http_t *h, struct MHD_Connection *conn,
     snprintf(bytes, sizeof(bytes), "%lld", (long long)u->bytes);
     snprintf(lines, sizeof(lines), "%lld", (long long)u->lines);
     const char *p[6] = {u->file_id, r->tenant, u->filename, u->purpose, bytes, lines};
-    if (exec_ok(u->c, "INSERT INTO api_files (file_id, tenant_id, filename, purpose, bytes, lines,"
-                      " complete) VALUES ($1, $2, $3, $4, $5, $6, true)",
+    if (exec_ok(u->c,
+                "INSERT INTO api_files (file_id, tenant_id, filename, purpose, bytes, lines,"
+                " complete) VALUES ($1, $2, $3, $4, $5, $6, true)",
                 6, p) ||
-        exec_ok(u->c, "SET CONSTRAINTS ALL IMMEDIATE", 0, NULL) ||
-        exec_ok(u->c, "COMMIT", 0, NULL))
+        exec_ok(u->c, "SET CONSTRAINTS ALL IMMEDIATE", 0, NULL) || exec_ok(u->c, "COMMIT", 0, NULL))
         return reply_err(conn, OPENAI, 503, "storage unavailable");
     const char *p2[2] = {u->file_id, r->tenant};
     PGresult *res = q(u->c, file_sql, 2, p2);
@@ -416,8 +418,9 @@ static ssize_t content_read(void *cls, uint64_t pos, char *buf, size_t max)
         PGconn *c = pool_get(rd->h);
         if (!c)
             return MHD_CONTENT_READER_END_WITH_ERROR;
-        PGresult *r = PQexecParams(c, "SELECT data FROM api_file_chunks WHERE file_id = $1 AND"
-                                      " seq >= $2 ORDER BY seq LIMIT 1",
+        PGresult *r = PQexecParams(c,
+                                   "SELECT data FROM api_file_chunks WHERE file_id = $1 AND"
+                                   " seq >= $2 ORDER BY seq LIMIT 1",
                                    2, NULL, p, NULL, NULL, 1);
         pool_put(rd->h, c);
         if (PQresultStatus(r) != PGRES_TUPLES_OK) {
@@ -463,14 +466,15 @@ static enum MHD_Result file_get(gt_api_http_t *h, struct MHD_Connection *conn, r
         goto out;
     }
     if (del) {
-        if (exec_ok(c, "UPDATE api_files SET deleted_at = now() WHERE file_id = $1 AND tenant_id = $2",
+        if (exec_ok(c,
+                    "UPDATE api_files SET deleted_at = now() WHERE file_id = $1 AND tenant_id = $2",
                     2, p)) {
             ret = reply_err(conn, OPENAI, 503, "storage unavailable");
             goto out;
         }
         exec_ok(c, "DELETE FROM api_file_chunks WHERE file_id = $1", 1, p);
-        ret = reply_json(conn, 200, json_pack("{s:s,s:s,s:b}", "id", id, "object", "file",
-                                              "deleted", 1));
+        ret = reply_json(conn, 200,
+                         json_pack("{s:s,s:s,s:b}", "id", id, "object", "file", "deleted", 1));
         goto out;
     }
     if (!content) {
@@ -484,9 +488,9 @@ static enum MHD_Result file_get(gt_api_http_t *h, struct MHD_Connection *conn, r
     }
     rd->h = h;
     snprintf(rd->file_id, sizeof(rd->file_id), "%s", id);
-    struct MHD_Response *resp = MHD_create_response_from_callback(
-        (uint64_t)strtoll(PQgetvalue(res, 0, 1), NULL, 10), 64 * 1024, content_read, rd,
-        content_free);
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback((uint64_t)strtoll(PQgetvalue(res, 0, 1), NULL, 10),
+                                          64 * 1024, content_read, rd, content_free);
     if (!resp) {
         free(rd);
         ret = MHD_NO;
@@ -559,7 +563,7 @@ typedef struct lines {
     PGconn *c;
     const char *batch_id, *tenant;
     json_t *rows;
-    int n;          /* lines so far */
+    int n; /* lines so far */
     idset_t seen;
     json_t *errors; /* batch-failing problems: [{code, message, param, line}] */
 } lines_t;
@@ -628,8 +632,9 @@ static int add_line(lines_t *ls, const gt_api_http_t *h, const char *custom_id, 
         snprintf(rid, sizeof(rid), "%s:%s", ls->batch_id, custom_id);
         json_object_set_new(request, "request_id", json_string(rid));
         json_object_set_new(request, "tenant_id", json_string(ls->tenant));
-        json_object_set_new(request, "metadata",
-                            json_pack("{s:s,s:s}", "batch_id", ls->batch_id, "custom_id", custom_id));
+        json_object_set_new(
+            request, "metadata",
+            json_pack("{s:s,s:s}", "batch_id", ls->batch_id, "custom_id", custom_id));
         json_object_set_new(row, "request_id", json_string(rid));
         json_object_set_new(row, "request", request);
         json_object_set_new(row, "state", json_string("pending"));
@@ -662,8 +667,9 @@ static int openai_line(lines_t *ls, const gt_api_http_t *h, const char *endpoint
     json_t *jc = json_object_get(o, "custom_id");
     cid = json_string_value(jc);
     if (!custom_id_ok(cid, cid ? json_string_length(jc) : 0)) {
-        snprintf(why, sizeof(why), "custom_id: required, at most 64 characters of"
-                                   " A-Z a-z 0-9 . _ : @ -");
+        snprintf(why, sizeof(why),
+                 "custom_id: required, at most 64 characters of"
+                 " A-Z a-z 0-9 . _ : @ -");
         cid = NULL;
         goto done;
     }
@@ -696,8 +702,10 @@ static int openai_lines(lines_t *ls, const gt_api_http_t *h, const char *file_id
         char s[16];
         snprintf(s, sizeof(s), "%d", seq);
         const char *p[2] = {file_id, s};
-        PGresult *r = PQexecParams(ls->c, "SELECT data FROM api_file_chunks WHERE file_id = $1"
-                                          " AND seq = $2", 2, NULL, p, NULL, NULL, 1);
+        PGresult *r = PQexecParams(ls->c,
+                                   "SELECT data FROM api_file_chunks WHERE file_id = $1"
+                                   " AND seq = $2",
+                                   2, NULL, p, NULL, NULL, 1);
         if (PQresultStatus(r) != PGRES_TUPLES_OK) {
             PQclear(r);
             goto out;
@@ -768,9 +776,8 @@ static int64_t parse_window(const gt_api_config_t *ac, const char *w)
     return s >= ac->min_window_s && s <= ac->max_window_s ? s : -1;
 }
 
-static const char batch_get_sql[] =
-    "SELECT gantry_api_openai_batch(b) FROM api_batches b"
-    " WHERE batch_id = $1 AND tenant_id = $2 AND flavor = 'openai'";
+static const char batch_get_sql[] = "SELECT gantry_api_openai_batch(b) FROM api_batches b"
+                                    " WHERE batch_id = $1 AND tenant_id = $2 AND flavor = 'openai'";
 
 static enum MHD_Result batch_reply(PGconn *c, struct MHD_Connection *conn, const char *id,
                                    const char *tenant)
@@ -809,11 +816,12 @@ static enum MHD_Result batch_create(gt_api_http_t *h, struct MHD_Connection *con
         ret = reply_err(conn, OPENAI, 400, "input_file_id: required");
         goto out;
     }
-    if (!endpoint || (strcmp(endpoint, "/v1/chat/completions") != 0 &&
-                      strcmp(endpoint, "/v1/completions") != 0 &&
-                      strcmp(endpoint, "/v1/embeddings") != 0)) {
-        ret = reply_err(conn, OPENAI, 400, "endpoint: must be /v1/chat/completions,"
-                                           " /v1/completions or /v1/embeddings");
+    if (!endpoint ||
+        (strcmp(endpoint, "/v1/chat/completions") != 0 &&
+         strcmp(endpoint, "/v1/completions") != 0 && strcmp(endpoint, "/v1/embeddings") != 0)) {
+        ret = reply_err(conn, OPENAI, 400,
+                        "endpoint: must be /v1/chat/completions,"
+                        " /v1/completions or /v1/embeddings");
         goto out;
     }
     if ((w = parse_window(h->ac, window)) < 0) {
@@ -829,8 +837,10 @@ static enum MHD_Result batch_create(gt_api_http_t *h, struct MHD_Connection *con
         goto out;
     }
     const char *pf[2] = {file, r->tenant};
-    PGresult *fr = q(c, "SELECT purpose FROM api_files WHERE file_id = $1 AND tenant_id = $2 AND"
-                        " complete AND deleted_at IS NULL", 2, pf);
+    PGresult *fr = q(c,
+                     "SELECT purpose FROM api_files WHERE file_id = $1 AND tenant_id = $2 AND"
+                     " complete AND deleted_at IS NULL",
+                     2, pf);
     int found = fr && PQntuples(fr) == 1;
     int purpose_ok = found && strcmp(PQgetvalue(fr, 0, 0), "batch") == 0;
     PQclear(fr);
@@ -851,10 +861,11 @@ static enum MHD_Result batch_create(gt_api_http_t *h, struct MHD_Connection *con
     char *metas = meta && json_is_object(meta) ? json_dumps(meta, JSON_COMPACT) : NULL;
     const char *pb[7] = {batch_id, r->tenant, endpoint, file, window, metas, secs};
     int bad = exec_ok(c, "BEGIN", 0, NULL) ||
-              exec_ok(c, "INSERT INTO api_batches (batch_id, tenant_id, flavor, endpoint,"
-                         " input_file_id, completion_window, metadata, status, expires_at)"
-                         " VALUES ($1, $2, 'openai', $3, $4, $5, $6::jsonb, 'validating',"
-                         " now() + make_interval(secs => $7::bigint))",
+              exec_ok(c,
+                      "INSERT INTO api_batches (batch_id, tenant_id, flavor, endpoint,"
+                      " input_file_id, completion_window, metadata, status, expires_at)"
+                      " VALUES ($1, $2, 'openai', $3, $4, $5, $6::jsonb, 'validating',"
+                      " now() + make_interval(secs => $7::bigint))",
                       7, pb);
     free(metas);
     if (bad) {
@@ -882,13 +893,17 @@ static enum MHD_Result batch_create(gt_api_http_t *h, struct MHD_Connection *con
         json_decref(e);
         const char *pe[2] = {batch_id, es};
         bad = exec_ok(c, "DELETE FROM api_batch_lines WHERE batch_id = $1", 1, pe) ||
-              exec_ok(c, "UPDATE api_batches SET status = 'failed', failed_at = now(),"
-                         " errors = $2::jsonb, event_sent = true WHERE batch_id = $1", 2, pe);
+              exec_ok(c,
+                      "UPDATE api_batches SET status = 'failed', failed_at = now(),"
+                      " errors = $2::jsonb, event_sent = true WHERE batch_id = $1",
+                      2, pe);
         free(es);
     } else {
         const char *pn[2] = {batch_id, n};
-        bad = exec_ok(c, "UPDATE api_batches SET status = 'in_progress', in_progress_at = now(),"
-                         " total = $2 WHERE batch_id = $1", 2, pn);
+        bad = exec_ok(c,
+                      "UPDATE api_batches SET status = 'in_progress', in_progress_at = now(),"
+                      " total = $2 WHERE batch_id = $1",
+                      2, pn);
     }
     if (bad || exec_ok(c, "COMMIT", 0, NULL)) {
         ret = reply_err(conn, OPENAI, 503, "storage unavailable");
@@ -911,8 +926,8 @@ static enum MHD_Result batch_list(gt_api_http_t *h, struct MHD_Connection *conn,
                                   const char *flavor)
 {
     int anth = r->flavor == ANTHROPIC;
-    const char *after = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND,
-                                                    anth ? "after_id" : "after");
+    const char *after =
+        MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, anth ? "after_id" : "after");
     const char *ls = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "limit");
     long limit = ls ? strtol(ls, NULL, 10) : 20;
     if (limit < 1 || limit > (anth ? 1000 : 100))
@@ -926,16 +941,17 @@ static enum MHD_Result batch_list(gt_api_http_t *h, struct MHD_Connection *conn,
     PGconn *c = pool_get(h);
     if (!c)
         return reply_err(conn, r->flavor, 503, "storage unavailable");
-    PGresult *res = q(c, anth ? "SELECT gantry_api_anthropic_batch(b, $5) FROM api_batches b"
-                                " WHERE tenant_id = $1 AND flavor = $2 AND ($3::text IS NULL OR"
-                                " (created_at, batch_id) < (SELECT created_at, batch_id FROM"
-                                " api_batches WHERE batch_id = $3))"
-                                " ORDER BY created_at DESC, batch_id DESC LIMIT $4"
-                              : "SELECT gantry_api_openai_batch(b), $5 FROM api_batches b"
-                                " WHERE tenant_id = $1 AND flavor = $2 AND ($3::text IS NULL OR"
-                                " (created_at, batch_id) < (SELECT created_at, batch_id FROM"
-                                " api_batches WHERE batch_id = $3))"
-                                " ORDER BY created_at DESC, batch_id DESC LIMIT $4",
+    PGresult *res = q(c,
+                      anth ? "SELECT gantry_api_anthropic_batch(b, $5) FROM api_batches b"
+                             " WHERE tenant_id = $1 AND flavor = $2 AND ($3::text IS NULL OR"
+                             " (created_at, batch_id) < (SELECT created_at, batch_id FROM"
+                             " api_batches WHERE batch_id = $3))"
+                             " ORDER BY created_at DESC, batch_id DESC LIMIT $4"
+                           : "SELECT gantry_api_openai_batch(b), $5 FROM api_batches b"
+                             " WHERE tenant_id = $1 AND flavor = $2 AND ($3::text IS NULL OR"
+                             " (created_at, batch_id) < (SELECT created_at, batch_id FROM"
+                             " api_batches WHERE batch_id = $3))"
+                             " ORDER BY created_at DESC, batch_id DESC LIMIT $4",
                       5, p);
     pool_put(h, c);
     if (!res)
@@ -948,8 +964,9 @@ static enum MHD_Result batch_list(gt_api_http_t *h, struct MHD_Connection *conn,
     size_t k = json_array_size(data);
     json_t *first = k ? json_object_get(json_array_get(data, 0), "id") : NULL;
     json_t *last = k ? json_object_get(json_array_get(data, k - 1), "id") : NULL;
-    json_t *o = json_pack("{s:O,s:O,s:O,s:b}", "data", data, "first_id", first ? first : json_null(),
-                          "last_id", last ? last : json_null(), "has_more", n > limit);
+    json_t *o =
+        json_pack("{s:O,s:O,s:O,s:b}", "data", data, "first_id", first ? first : json_null(),
+                  "last_id", last ? last : json_null(), "has_more", n > limit);
     json_decref(data);
     if (o && !anth)
         json_object_set_new(o, "object", json_string("list"));
@@ -965,19 +982,20 @@ static enum MHD_Result batch_cancel(gt_api_http_t *h, struct MHD_Connection *con
     if (!c)
         return reply_err(conn, r->flavor, 503, "storage unavailable");
     const char *p[3] = {id, r->tenant, flavor};
-    PGresult *res = q(c, "WITH u AS (UPDATE api_batches SET status = 'cancelling', ending = 'cancel',"
-                         " cancelling_at = now() WHERE batch_id = $1 AND tenant_id = $2 AND"
-                         " flavor = $3 AND status IN ('validating', 'in_progress') AND ending IS NULL"
-                         " RETURNING 1)"
-                         " SELECT status, (SELECT count(*) FROM u) FROM api_batches"
-                         " WHERE batch_id = $1 AND tenant_id = $2 AND flavor = $3",
+    PGresult *res = q(c,
+                      "WITH u AS (UPDATE api_batches SET status = 'cancelling', ending = 'cancel',"
+                      " cancelling_at = now() WHERE batch_id = $1 AND tenant_id = $2 AND"
+                      " flavor = $3 AND status IN ('validating', 'in_progress') AND ending IS NULL"
+                      " RETURNING 1)"
+                      " SELECT status, (SELECT count(*) FROM u) FROM api_batches"
+                      " WHERE batch_id = $1 AND tenant_id = $2 AND flavor = $3",
                       3, p);
     enum MHD_Result ret;
     if (!res)
         ret = reply_err(conn, r->flavor, 503, "storage unavailable");
     else if (PQntuples(res) != 1)
-        ret = reply_err(conn, r->flavor, 404, r->flavor == ANTHROPIC ? "No such message batch"
-                                                                    : "No such Batch object");
+        ret = reply_err(conn, r->flavor, 404,
+                        r->flavor == ANTHROPIC ? "No such message batch" : "No such Batch object");
     else if (strcmp(PQgetvalue(res, 0, 1), "0") == 0 &&
              strcmp(PQgetvalue(res, 0, 0), "cancelling") != 0 &&
              strcmp(PQgetvalue(res, 0, 0), "cancelled") != 0 && r->flavor == OPENAI)
@@ -989,8 +1007,10 @@ static enum MHD_Result batch_cancel(gt_api_http_t *h, struct MHD_Connection *con
         const char *host = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Host");
         snprintf(base, sizeof(base), "http://%s", host ? host : "localhost");
         const char *pa[3] = {id, r->tenant, base};
-        PGresult *a = q(c, "SELECT gantry_api_anthropic_batch(b, $3) FROM api_batches b WHERE"
-                           " batch_id = $1 AND tenant_id = $2 AND flavor = 'anthropic'", 3, pa);
+        PGresult *a = q(c,
+                        "SELECT gantry_api_anthropic_batch(b, $3) FROM api_batches b WHERE"
+                        " batch_id = $1 AND tenant_id = $2 AND flavor = 'anthropic'",
+                        3, pa);
         json_t *o = row_json(a, 0, 0);
         PQclear(a);
         ret = o ? reply_json(conn, 200, o) : reply_err(conn, ANTHROPIC, 503, "storage unavailable");
@@ -1022,8 +1042,10 @@ static enum MHD_Result anth_get(gt_api_http_t *h, struct MHD_Connection *conn, r
     if (!c)
         return reply_err(conn, ANTHROPIC, 503, "storage unavailable");
     const char *p[3] = {id, r->tenant, base};
-    PGresult *res = q(c, "SELECT gantry_api_anthropic_batch(b, $3) FROM api_batches b WHERE"
-                         " batch_id = $1 AND tenant_id = $2 AND flavor = 'anthropic'", 3, p);
+    PGresult *res = q(c,
+                      "SELECT gantry_api_anthropic_batch(b, $3) FROM api_batches b WHERE"
+                      " batch_id = $1 AND tenant_id = $2 AND flavor = 'anthropic'",
+                      3, p);
     if (!given)
         pool_put(h, c);
     json_t *o = row_json(res, 0, 0);
@@ -1055,15 +1077,17 @@ static enum MHD_Result anth_create(gt_api_http_t *h, struct MHD_Connection *conn
         goto out;
     }
     idset_t seen = {0};
-    json_array_foreach(reqs, i, it) {
+    json_array_foreach (reqs, i, it) {
         json_t *jc = json_object_get(it, "custom_id");
         const char *cid = json_string_value(jc);
         int dup = cid ? idset_add(&seen, cid) : 0;
         if (!anth_custom_id_ok(cid, cid ? json_string_length(jc) : 0) || dup) {
             idset_free(&seen);
-            snprintf(msg, sizeof(msg), dup ? "requests.%zu.custom_id: duplicate"
-                                           : "requests.%zu.custom_id: 1-64 characters of"
-                                             " a-z A-Z 0-9 _ -", i);
+            snprintf(msg, sizeof(msg),
+                     dup ? "requests.%zu.custom_id: duplicate"
+                         : "requests.%zu.custom_id: 1-64 characters of"
+                           " a-z A-Z 0-9 _ -",
+                     i);
             ret = reply_err(conn, ANTHROPIC, 400, msg);
             goto out;
         }
@@ -1078,9 +1102,11 @@ static enum MHD_Result anth_create(gt_api_http_t *h, struct MHD_Connection *conn
     snprintf(secs, sizeof(secs), "%lld", (long long)h->ac->max_window_s);
     const char *pb[3] = {batch_id, r->tenant, secs};
     if (exec_ok(c, "BEGIN", 0, NULL) ||
-        exec_ok(c, "INSERT INTO api_batches (batch_id, tenant_id, flavor, endpoint, status,"
-                   " expires_at) VALUES ($1, $2, 'anthropic', '/v1/messages', 'validating',"
-                   " now() + make_interval(secs => $3::bigint))", 3, pb)) {
+        exec_ok(c,
+                "INSERT INTO api_batches (batch_id, tenant_id, flavor, endpoint, status,"
+                " expires_at) VALUES ($1, $2, 'anthropic', '/v1/messages', 'validating',"
+                " now() + make_interval(secs => $3::bigint))",
+                3, pb)) {
         ret = reply_err(conn, ANTHROPIC, 503, "storage unavailable");
         goto out;
     }
@@ -1089,10 +1115,10 @@ static enum MHD_Result anth_create(gt_api_http_t *h, struct MHD_Connection *conn
     ls.tenant = r->tenant;
     ls.rows = json_array();
     ls.errors = json_array();
-    json_array_foreach(reqs, i, it) {
+    json_array_foreach (reqs, i, it) {
         char why[256] = "";
-        json_t *req = gt_api_anthropic_params(h->ac, json_object_get(it, "params"), why,
-                                              sizeof(why));
+        json_t *req =
+            gt_api_anthropic_params(h->ac, json_object_get(it, "params"), why, sizeof(why));
         if (add_line(&ls, h, json_string_value(json_object_get(it, "custom_id")), why, req)) {
             ret = reply_err(conn, ANTHROPIC, 503, "storage unavailable");
             goto out;
@@ -1101,8 +1127,10 @@ static enum MHD_Result anth_create(gt_api_http_t *h, struct MHD_Connection *conn
     snprintf(n, sizeof(n), "%d", ls.n);
     const char *pn[2] = {batch_id, n};
     if (lines_flush(&ls) ||
-        exec_ok(c, "UPDATE api_batches SET status = 'in_progress', in_progress_at = now(),"
-                   " total = $2 WHERE batch_id = $1", 2, pn) ||
+        exec_ok(c,
+                "UPDATE api_batches SET status = 'in_progress', in_progress_at = now(),"
+                " total = $2 WHERE batch_id = $1",
+                2, pn) ||
         exec_ok(c, "COMMIT", 0, NULL)) {
         ret = reply_err(conn, ANTHROPIC, 503, "storage unavailable");
         goto out;
@@ -1121,7 +1149,7 @@ out:
 typedef struct results {
     gt_api_http_t *h;
     char batch_id[64];
-    int after;      /* last line sent */
+    int after; /* last line sent */
     char *buf;
     size_t len, pos;
     int done;
@@ -1142,10 +1170,12 @@ static ssize_t results_read(void *cls, uint64_t pos, char *out, size_t max)
         PGconn *c = pool_get(rs->h);
         if (!c)
             return MHD_CONTENT_READER_END_WITH_ERROR;
-        PGresult *r = q(c, "SELECT max(line), string_agg(t, E'\\n' ORDER BY line) || E'\\n', count(*)"
-                           " FROM (SELECT l.line, gantry_api_anthropic_line(l)::text AS t"
-                           " FROM api_batch_lines l WHERE batch_id = $1 AND line > $2"
-                           " ORDER BY line LIMIT 1000) s", 2, p);
+        PGresult *r = q(c,
+                        "SELECT max(line), string_agg(t, E'\\n' ORDER BY line) || E'\\n', count(*)"
+                        " FROM (SELECT l.line, gantry_api_anthropic_line(l)::text AS t"
+                        " FROM api_batch_lines l WHERE batch_id = $1 AND line > $2"
+                        " ORDER BY line LIMIT 1000) s",
+                        2, p);
         pool_put(rs->h, c);
         if (!r)
             return MHD_CONTENT_READER_END_WITH_ERROR;
@@ -1183,8 +1213,10 @@ static enum MHD_Result anth_results(gt_api_http_t *h, struct MHD_Connection *con
     if (!c)
         return reply_err(conn, ANTHROPIC, 503, "storage unavailable");
     const char *p[2] = {id, r->tenant};
-    PGresult *res = q(c, "SELECT status FROM api_batches WHERE batch_id = $1 AND tenant_id = $2"
-                         " AND flavor = 'anthropic'", 2, p);
+    PGresult *res = q(c,
+                      "SELECT status FROM api_batches WHERE batch_id = $1 AND tenant_id = $2"
+                      " AND flavor = 'anthropic'",
+                      2, p);
     pool_put(h, c);
     if (!res)
         return reply_err(conn, ANTHROPIC, 503, "storage unavailable");
@@ -1203,9 +1235,8 @@ static enum MHD_Result anth_results(gt_api_http_t *h, struct MHD_Connection *con
         return MHD_NO;
     rs->h = h;
     snprintf(rs->batch_id, sizeof(rs->batch_id), "%s", id);
-    struct MHD_Response *resp =
-        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, results_read, rs,
-                                          results_free);
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024,
+                                                                  results_read, rs, results_free);
     if (!resp) {
         free(rs);
         return MHD_NO;
@@ -1369,12 +1400,11 @@ gt_api_http_t *gt_api_http_start(const gt_config_t *cfg, const gt_api_config_t *
         snprintf(err, errlen, "api.host: %s is not an IPv4 address", ac->host);
         goto fail;
     }
-    h->d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                                MHD_USE_ERROR_LOG,
-                            (uint16_t)ac->port, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR,
-                            &sa, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-                            MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_CONNECTION_LIMIT,
-                            256u, MHD_OPTION_END);
+    h->d = MHD_start_daemon(
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
+        (uint16_t)ac->port, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, &sa,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_CONNECTION_TIMEOUT, 120u,
+        MHD_OPTION_CONNECTION_LIMIT, 256u, MHD_OPTION_END);
     if (!h->d) {
         snprintf(err, errlen, "api: cannot listen on %s:%d", ac->host, ac->port);
         goto fail;

@@ -15,7 +15,7 @@ static json_t *content_text(const json_t *c)
         return NULL;
     size_t i, total = 0;
     json_t *part;
-    json_array_foreach(c, i, part) {
+    json_array_foreach (c, i, part) {
         json_t *t = json_object_get(part, "text");
         const char *type = json_string_value(json_object_get(part, "type"));
         if (!type || strcmp(type, "text") != 0 || !json_is_string(t))
@@ -26,7 +26,7 @@ static json_t *content_text(const json_t *c)
     if (!buf)
         return NULL;
     size_t n = 0;
-    json_array_foreach(c, i, part) {
+    json_array_foreach (c, i, part) {
         json_t *t = json_object_get(part, "text");
         if (n)
             buf[n++] = '\n';
@@ -64,7 +64,7 @@ static json_t *map_messages(const json_t *msgs, const json_t *system, char *why,
     }
     size_t i;
     json_t *m;
-    json_array_foreach(msgs, i, m) {
+    json_array_foreach (msgs, i, m) {
         const char *role = json_string_value(json_object_get(m, "role"));
         if (!role_ok(role)) {
             snprintf(why, len, "messages[%zu].role: must be system, user, assistant or tool", i);
@@ -75,9 +75,9 @@ static json_t *map_messages(const json_t *msgs, const json_t *system, char *why,
             snprintf(why, len, "messages[%zu].content: must be a string or text parts", i);
             goto bad;
         }
-        json_array_append_new(out, json_pack("{s:s,s:o}", "role",
-                                             strcmp(role, "developer") ? role : "system",
-                                             "content", t));
+        json_array_append_new(out,
+                              json_pack("{s:s,s:o}", "role",
+                                        strcmp(role, "developer") ? role : "system", "content", t));
     }
     return out;
 bad:
@@ -90,7 +90,8 @@ static int map_params(const json_t *body, json_t *params, const char *max_key, c
                       size_t len)
 {
     json_t *v;
-    if ((v = json_object_get(body, max_key)) || (v = json_object_get(body, "max_completion_tokens"))) {
+    if ((v = json_object_get(body, max_key)) ||
+        (v = json_object_get(body, "max_completion_tokens"))) {
         if (!json_is_integer(v) || json_integer_value(v) < 1) {
             snprintf(why, len, "%s: must be a positive integer", max_key);
             return -1;
@@ -121,7 +122,7 @@ static int map_params(const json_t *body, json_t *params, const char *max_key, c
     } else if (json_is_array(v)) {
         size_t i;
         json_t *s;
-        json_array_foreach(v, i, s) {
+        json_array_foreach (v, i, s) {
             if (!json_is_string(s)) {
                 snprintf(why, len, "stop: must be a string or strings");
                 return -1;
@@ -142,8 +143,8 @@ static json_t *request(const gt_api_config_t *ac, const char *kind, const json_t
         json_decref(params);
         return NULL;
     }
-    json_t *r = json_pack("{s:s,s:s,s:s,s:o}", "schema", "gantry.request.v1", "kind", kind,
-                          "model", gt_api_model(ac, model), "input", input);
+    json_t *r = json_pack("{s:s,s:s,s:s,s:o}", "schema", "gantry.request.v1", "kind", kind, "model",
+                          gt_api_model(ac, model), "input", input);
     if (r && json_object_size(params))
         json_object_set(r, "parameters", params);
     json_decref(params);
@@ -192,10 +193,11 @@ json_t *gt_api_openai_body(const gt_api_config_t *ac, const char *endpoint, cons
         if (json_is_array(in)) {
             size_t i;
             json_t *s;
-            json_array_foreach(in, i, s) {
+            json_array_foreach (in, i, s) {
                 if (!json_is_string(s)) {
-                    snprintf(why, len, "input: must be a string or strings (token arrays are not"
-                                       " supported)");
+                    snprintf(why, len,
+                             "input: must be a string or strings (token arrays are not"
+                             " supported)");
                     goto bad;
                 }
             }
@@ -226,8 +228,8 @@ json_t *gt_api_anthropic_params(const gt_api_config_t *ac, const json_t *p, char
         return NULL;
     }
     json_t *params = json_object();
-    json_t *msgs = map_messages(json_object_get(p, "messages"), json_object_get(p, "system"), why,
-                                len);
+    json_t *msgs =
+        map_messages(json_object_get(p, "messages"), json_object_get(p, "system"), why, len);
     if (!params || !msgs || map_params(p, params, "max_tokens", why, len)) {
         json_decref(params);
         json_decref(msgs);

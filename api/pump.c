@@ -24,11 +24,11 @@ struct gt_api_pump {
     gt_consumer_t *consumer;
     uv_timer_t tick;
     char source[128];
-    int publishing;  /* a publish round is out (select, produce, mark) */
-    int cancelling;  /* a cancel round is out */
-    int sweeping;    /* the sweep's queries are out */
-    int records;     /* results being recorded */
-    int events_out;  /* end events produced and not yet marked sent */
+    int publishing; /* a publish round is out (select, produce, mark) */
+    int cancelling; /* a cancel round is out */
+    int sweeping;   /* the sweep's queries are out */
+    int records;    /* results being recorded */
+    int events_out; /* end events produced and not yet marked sent */
     int closing;
 };
 
@@ -38,7 +38,7 @@ static gt_metric_t *m_published, *m_results, *m_ended;
 
 typedef struct round {
     gt_api_pump_t *p;
-    json_t *keys;  /* [{batch_id, line}] to mark */
+    json_t *keys; /* [{batch_id, line}] to mark */
     int cancel;
 } round_t;
 
@@ -60,16 +60,16 @@ static void round_done(void *arg)
     round_t *r = arg;
     char *s = json_dumps(r->keys, JSON_COMPACT);
     const char *p[1] = {s};
-    int rc = s ? gt_pg_query(r->p->pg,
-                             r->cancel
-                                 ? "UPDATE api_batch_lines l SET cancel_sent = true FROM"
-                                   " jsonb_to_recordset($1::jsonb) AS x(batch_id text, line int)"
-                                   " WHERE l.batch_id = x.batch_id AND l.line = x.line"
-                                 : "UPDATE api_batch_lines l SET published = true FROM"
-                                   " jsonb_to_recordset($1::jsonb) AS x(batch_id text, line int)"
-                                   " WHERE l.batch_id = x.batch_id AND l.line = x.line",
-                             1, p, round_marked, r)
-               : -1;
+    int rc =
+        s ? gt_pg_query(r->p->pg,
+                        r->cancel ? "UPDATE api_batch_lines l SET cancel_sent = true FROM"
+                                    " jsonb_to_recordset($1::jsonb) AS x(batch_id text, line int)"
+                                    " WHERE l.batch_id = x.batch_id AND l.line = x.line"
+                                  : "UPDATE api_batch_lines l SET published = true FROM"
+                                    " jsonb_to_recordset($1::jsonb) AS x(batch_id text, line int)"
+                                    " WHERE l.batch_id = x.batch_id AND l.line = x.line",
+                        1, p, round_marked, r)
+          : -1;
     free(s);
     if (rc)
         round_marked(NULL, "cannot queue", r);
@@ -208,11 +208,11 @@ static void on_events(const PGresult *res, const char *err, void *arg)
         snprintf(eid, sizeof(eid), "%s:%s", type, en->batch_id);
         gt_clock_fmt(gt_clock_wall_ms(), at, sizeof(at));
         json_t *counts = json_loads(PQgetvalue(res, i, 4), 0, NULL);
-        json_t *ev = json_pack("{s:s,s:s,s:s,s:s,s:s,s:{s:s,s:s,s:s,s:s,s:o*}}", "schema",
-                               "gantry.event.v1", "event_id", eid, "type", type, "source",
-                               p->source, "at", at, "data", "batch_id", en->batch_id,
-                               "tenant_id", PQgetvalue(res, i, 1), "api", PQgetvalue(res, i, 2),
-                               "status", st, "request_counts", counts);
+        json_t *ev =
+            json_pack("{s:s,s:s,s:s,s:s,s:s,s:{s:s,s:s,s:s,s:s,s:o*}}", "schema", "gantry.event.v1",
+                      "event_id", eid, "type", type, "source", p->source, "at", at, "data",
+                      "batch_id", en->batch_id, "tenant_id", PQgetvalue(res, i, 1), "api",
+                      PQgetvalue(res, i, 2), "status", st, "request_counts", counts);
         gt_effect_t *e = ev ? gt_effect_new(p->es, on_event_done, on_event_failed, en) : NULL;
         if (!e) {
             json_decref(ev);
@@ -231,10 +231,14 @@ static void on_events(const PGresult *res, const char *err, void *arg)
 static const char events_sql[] =
     "SELECT batch_id, tenant_id, flavor, status, jsonb_build_object("
     " 'total', total,"
-    " 'succeeded', (SELECT count(*) FROM api_batch_lines l WHERE l.batch_id = b.batch_id AND state = 'succeeded'),"
-    " 'errored', (SELECT count(*) FROM api_batch_lines l WHERE l.batch_id = b.batch_id AND state = 'errored'),"
-    " 'cancelled', (SELECT count(*) FROM api_batch_lines l WHERE l.batch_id = b.batch_id AND state = 'cancelled'),"
-    " 'expired', (SELECT count(*) FROM api_batch_lines l WHERE l.batch_id = b.batch_id AND state = 'expired'))::text"
+    " 'succeeded', (SELECT count(*) FROM api_batch_lines l WHERE l.batch_id = b.batch_id AND state "
+    "= 'succeeded'),"
+    " 'errored', (SELECT count(*) FROM api_batch_lines l WHERE l.batch_id = b.batch_id AND state = "
+    "'errored'),"
+    " 'cancelled', (SELECT count(*) FROM api_batch_lines l WHERE l.batch_id = b.batch_id AND state "
+    "= 'cancelled'),"
+    " 'expired', (SELECT count(*) FROM api_batch_lines l WHERE l.batch_id = b.batch_id AND state = "
+    "'expired'))::text"
     " FROM api_batches b WHERE NOT event_sent AND status IN ('completed', 'cancelled', 'expired')"
     " LIMIT 100";
 
@@ -381,9 +385,8 @@ static void on_tick(uv_timer_t *t)
         start_round(p, 1);
 }
 
-gt_api_pump_t *gt_api_pump_new(uv_loop_t *loop, const gt_config_t *cfg,
-                               const gt_api_config_t *ac, gt_effects_t *es, const char *source,
-                               char *err, size_t errlen)
+gt_api_pump_t *gt_api_pump_new(uv_loop_t *loop, const gt_config_t *cfg, const gt_api_config_t *ac,
+                               gt_effects_t *es, const char *source, char *err, size_t errlen)
 {
     gt_api_pump_t *p = calloc(1, sizeof(*p));
     if (!p) {
@@ -391,9 +394,9 @@ gt_api_pump_t *gt_api_pump_new(uv_loop_t *loop, const gt_config_t *cfg,
         return NULL;
     }
     if (!m_published) {
-        m_published = gt_metrics_counter("gantry_api_published_total",
-                                         "batch lines produced (request) and cancels (cancel)",
-                                         "kind");
+        m_published =
+            gt_metrics_counter("gantry_api_published_total",
+                               "batch lines produced (request) and cancels (cancel)", "kind");
         m_results = gt_metrics_counter("gantry_api_results_total",
                                        "results of batch lines consumed, by line state", "state");
         m_ended = gt_metrics_counter("gantry_api_batches_ended_total",

@@ -12,9 +12,8 @@ typedef struct gt_api_pump gt_api_pump_t;
 /* Starts the results consumer (group api.group) and the 200 ms tick that
  * publishes lines, sends cancels, expires and ends batches. Every produce
  * goes through es. Returns NULL with err set. */
-gt_api_pump_t *gt_api_pump_new(uv_loop_t *loop, const gt_config_t *cfg,
-                               const gt_api_config_t *ac, gt_effects_t *es, const char *source,
-                               char *err, size_t errlen);
+gt_api_pump_t *gt_api_pump_new(uv_loop_t *loop, const gt_config_t *cfg, const gt_api_config_t *ac,
+                               gt_effects_t *es, const char *source, char *err, size_t errlen);
 /* 1 once its PostgreSQL connection is up. */
 int gt_api_pump_connected(const gt_api_pump_t *p);
 /* Work out: rounds, results being recorded, messages in flight. */

@@ -31,10 +31,13 @@ int main(int argc, char **argv)
     th_cluster_t cl;
     /* 24 partitions: the mock brokers keep a bounded log per partition, and
      * 50,000 requests' task results outgrow 6 before the dispatcher reads them. */
-    th_cluster_opts_t o = {.workers = 2, .latency = "10-10", .worker_in_flight = 256,
+    th_cluster_opts_t o = {.workers = 2,
+                           .latency = "10-10",
+                           .worker_in_flight = 256,
                            .kafka_partitions = 24,
-                           .extra_config = "{\"api\": {\"port\": 0, \"models\": {\"*\": \"small\"}},"
-                                           " \"log\": {\"level\": \"warn\"}}"};
+                           .extra_config =
+                               "{\"api\": {\"port\": 0, \"models\": {\"*\": \"small\"}},"
+                               " \"log\": {\"level\": \"warn\"}}"};
     th_proc_t api = {0}, key = {0}, node = {0};
     char addr[128], line[256], url[160], bench[4096], log[320];
     int rc = 1;
@@ -42,11 +45,13 @@ int main(int argc, char **argv)
         goto out;
     snprintf(log, sizeof(log), "%s/api.log", cl.logdir);
     const char *aargv[] = {th_bin("api/gantry-api"), "--config", cl.config, NULL};
-    if (th_proc_start(&api, aargv, log) || th_proc_wait_line(&api, "api=", addr, sizeof(addr), 20000))
+    if (th_proc_start(&api, aargv, log) ||
+        th_proc_wait_line(&api, "api=", addr, sizeof(addr), 20000))
         goto out;
-    const char *kargv[] = {th_bin("tools/gantry"), "keys", "create", "--tenant", "bench",
-                           "--config", cl.config, NULL};
-    if (th_proc_start(&key, kargv, NULL) || th_proc_wait_line(&key, "key_", line, sizeof(line), 10000))
+    const char *kargv[] = {
+        th_bin("tools/gantry"), "keys", "create", "--tenant", "bench", "--config", cl.config, NULL};
+    if (th_proc_start(&key, kargv, NULL) ||
+        th_proc_wait_line(&key, "key_", line, sizeof(line), 10000))
         goto out;
     th_proc_stop(&key, 0, 10000);
     snprintf(url, sizeof(url), "http://%s", addr);

@@ -19,8 +19,8 @@
 typedef struct proc {
     char name[32];
     int pid;
-    int tree;            /* 1: the pid and its children */
-    double cpu0, cpu1;   /* CPU seconds at the start and end of the measured window */
+    int tree;          /* 1: the pid and its children */
+    double cpu0, cpu1; /* CPU seconds at the start and end of the measured window */
 } proc_t;
 
 /* CPU seconds (user + system) of one pid, -1 if it is gone. */
@@ -93,9 +93,12 @@ static rd_kafka_t *client(rd_kafka_type_t type, const char *bootstrap)
     char err[512];
     rd_kafka_conf_t *c = rd_kafka_conf_new();
     /* The driver itself must not wait for timers either. */
-    const char *kv[][2] = {{"bootstrap.servers", bootstrap}, {"socket.nagle.disable", "true"},
-                           {"linger.ms", "0"},             {"fetch.wait.max.ms", "5"},
-                           {"fetch.error.backoff.ms", "5"}, {"enable.auto.commit", "false"},
+    const char *kv[][2] = {{"bootstrap.servers", bootstrap},
+                           {"socket.nagle.disable", "true"},
+                           {"linger.ms", "0"},
+                           {"fetch.wait.max.ms", "5"},
+                           {"fetch.error.backoff.ms", "5"},
+                           {"enable.auto.commit", "false"},
                            {"group.id", "gantry-bench-closedloop"}};
     size_t n = type == RD_KAFKA_PRODUCER ? 3 : sizeof(kv) / sizeof(kv[0]);
     for (size_t i = 0; i < n; i++) {

@@ -60,19 +60,18 @@ static char *make_batch(bench_t *b, long first, int n)
         /* spread over the first 27 days of the month */
         gt_clock_fmt(b->month_start_ms + (k * 2333) % (27LL * 86400000), at, sizeof(at));
         json_array_append_new(
-            arr, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:f, s:f, s:I, s:I, "
-                           "s:I, s:I, s:I, s:i, s:{s:i, s:i, s:i, s:i}, s:s}",
-                           "schema", "gantry.usage.v1", "event_id", id, "request_id", req,
-                           "task_id", task, "tenant_id", tenant, "model",
-                           k % 3 ? "llama-3.1-8b" : "llama-3.1-70b", "provider", "hostedai",
-                           "pool", "gpu-pool-a", "allocation_id", req, "allocation_seconds",
-                           0.05 + (double)(k % 100) / 1000.0, "tflops", k % 3 ? 20.0 : 80.0,
-                           "vram_mb", (json_int_t)(k % 3 ? 16000 : 80000), "prompt_tokens",
-                           (json_int_t)(50 + k % 500), "completion_tokens",
-                           (json_int_t)(20 + k % 200), "request_bytes", (json_int_t)400,
-                           "response_bytes", (json_int_t)900, "attempts", 1, "durations",
-                           "allocate_ms", 10, "inference_ms", 40, "release_ms", 5, "total_ms",
-                           55, "occurred_at", at));
+            arr,
+            json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:f, s:f, s:I, s:I, "
+                      "s:I, s:I, s:I, s:i, s:{s:i, s:i, s:i, s:i}, s:s}",
+                      "schema", "gantry.usage.v1", "event_id", id, "request_id", req, "task_id",
+                      task, "tenant_id", tenant, "model", k % 3 ? "llama-3.1-8b" : "llama-3.1-70b",
+                      "provider", "hostedai", "pool", "gpu-pool-a", "allocation_id", req,
+                      "allocation_seconds", 0.05 + (double)(k % 100) / 1000.0, "tflops",
+                      k % 3 ? 20.0 : 80.0, "vram_mb", (json_int_t)(k % 3 ? 16000 : 80000),
+                      "prompt_tokens", (json_int_t)(50 + k % 500), "completion_tokens",
+                      (json_int_t)(20 + k % 200), "request_bytes", (json_int_t)400,
+                      "response_bytes", (json_int_t)900, "attempts", 1, "durations", "allocate_ms",
+                      10, "inference_ms", 40, "release_ms", 5, "total_ms", 55, "occurred_at", at));
     }
     char *text = json_dumps(arr, JSON_COMPACT);
     json_decref(arr);
@@ -101,12 +100,10 @@ int main(int argc, char **argv)
 {
     bench_t b = {.events = 1000000, .tenants = 10000, .batch = 500, .max_in_flight = 4};
     const char *conninfo = NULL;
-    static const struct option opts[] = {{"conninfo", required_argument, NULL, 'c'},
-                                         {"events", required_argument, NULL, 'n'},
-                                         {"tenants", required_argument, NULL, 't'},
-                                         {"batch", required_argument, NULL, 'b'},
-                                         {"in-flight", required_argument, NULL, 'f'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"conninfo", required_argument, NULL, 'c'},  {"events", required_argument, NULL, 'n'},
+        {"tenants", required_argument, NULL, 't'},   {"batch", required_argument, NULL, 'b'},
+        {"in-flight", required_argument, NULL, 'f'}, {NULL, 0, NULL, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "c:n:t:b:f:", opts, NULL)) != -1) {
         switch (ch) {
@@ -132,9 +129,10 @@ int main(int argc, char **argv)
         return 1;
     }
     /* the events fall in last month, which is over and can be invoiced */
-    PGresult *r = PQexec(sync, "SELECT (extract(epoch FROM billing_period_start("
-                               "(billing_period(now()) - interval '1 month')::date)) * 1000)::bigint,"
-                               " (billing_period(now()) - interval '1 month')::date::text");
+    PGresult *r =
+        PQexec(sync, "SELECT (extract(epoch FROM billing_period_start("
+                     "(billing_period(now()) - interval '1 month')::date)) * 1000)::bigint,"
+                     " (billing_period(now()) - interval '1 month')::date::text");
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         fprintf(stderr, "gantry-bench-ledger: %s", PQerrorMessage(sync));
         return 1;

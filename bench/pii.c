@@ -29,9 +29,11 @@ static const char *const prose[] = {
     "see RFC 4291 section 2.2 and the table on page 17 for details. ",
 };
 static const char *const pii[] = {
-    "jane.doe@example.com ", "+44 20 7946 0958 ", "(415) 555-0132 ", "078-05-1120 ",
-    "4111 1111 1111 1111 ", "192.168.10.24 ", "2001:db8::8a2e:370:7334 ",
-    "GB82 WEST 1234 5698 7654 32 ", "born 1984-07-12 ", "DE89370400440532013000 ",
+    "jane.doe@example.com ",    "+44 20 7946 0958 ",
+    "(415) 555-0132 ",          "078-05-1120 ",
+    "4111 1111 1111 1111 ",     "192.168.10.24 ",
+    "2001:db8::8a2e:370:7334 ", "GB82 WEST 1234 5698 7654 32 ",
+    "born 1984-07-12 ",         "DE89370400440532013000 ",
 };
 
 static double now_s(void)

@@ -83,7 +83,8 @@ int main(int argc, char **argv)
             latency = atoi(argv[i + 1]);
     }
     if (count < 1 || in_flight < 1 || latency < 0) {
-        fprintf(stderr, "usage: gantry-bench-providers [--count N] [--in-flight M] [--latency-ms L]\n");
+        fprintf(stderr,
+                "usage: gantry-bench-providers [--count N] [--in-flight M] [--latency-ms L]\n");
         return 2;
     }
     const char *log = th_tmpfile(".log", "");
@@ -91,10 +92,10 @@ int main(int argc, char **argv)
     char bootstrap[256], addr[64], lat[32], line[128], cfg[2048], mif[16];
     const char *kargv[] = {th_bin("tools/gantry-kafka-dev"), "--brokers", "1", NULL};
     snprintf(lat, sizeof(lat), "%d-%d", latency, latency);
-    const char *margv[] = {th_bin("tools/gantry-mock-openai"), "--port", "0", "--latency-ms", lat,
-                           NULL};
-    if (th_proc_start(&kafka, kargv, log) || th_proc_wait_line(&kafka, "bootstrap=", bootstrap,
-                                                               sizeof(bootstrap), 20000) ||
+    const char *margv[] = {
+        th_bin("tools/gantry-mock-openai"), "--port", "0", "--latency-ms", lat, NULL};
+    if (th_proc_start(&kafka, kargv, log) ||
+        th_proc_wait_line(&kafka, "bootstrap=", bootstrap, sizeof(bootstrap), 20000) ||
         th_proc_start(&mock, margv, log) ||
         th_proc_wait_line(&mock, "listening=", addr, sizeof(addr), 20000)) {
         fprintf(stderr, "bench: kafka-dev or the mock did not start (log %s)\n", log);
@@ -110,8 +111,14 @@ int main(int argc, char **argv)
              bootstrap, addr);
     const char *cfgfile = th_tmpfile(".json", cfg);
     snprintf(mif, sizeof(mif), "%d", in_flight);
-    const char *wargv[] = {th_bin("workers/gantry-worker"), "--config", cfgfile, "--id", "bench-w",
-                           "--max-in-flight", mif, NULL};
+    const char *wargv[] = {th_bin("workers/gantry-worker"),
+                           "--config",
+                           cfgfile,
+                           "--id",
+                           "bench-w",
+                           "--max-in-flight",
+                           mif,
+                           NULL};
     if (th_proc_start(&worker, wargv, log) ||
         th_proc_wait_line(&worker, "worker_id=", line, sizeof(line), 20000)) {
         fprintf(stderr, "bench: the worker did not start (log %s)\n", log);

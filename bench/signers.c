@@ -33,8 +33,15 @@ int main(int argc, char **argv)
     body[sizeof(body) - 1] = '\0';
     const char *headers[] = {"Host: bedrock-runtime.us-west-2.amazonaws.com",
                              "Content-Type: application/json", "Accept: application/json", NULL};
-    gt_sigv4_params_t p = {"AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", NULL,
-                           "us-west-2", "bedrock", time(NULL), 0, 1, 0};
+    gt_sigv4_params_t p = {"AKIDEXAMPLE",
+                           "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+                           NULL,
+                           "us-west-2",
+                           "bedrock",
+                           time(NULL),
+                           0,
+                           1,
+                           0};
     char err[256];
     double t0 = now_s();
     for (int i = 0; i < n; i++) {
@@ -73,10 +80,10 @@ int main(int argc, char **argv)
     char *pem_data;
     long pl = BIO_get_mem_data(b, &pem_data);
     char *pem = strndup(pem_data, (size_t)pl);
-    json_t *claims = json_pack("{s:s, s:s, s:s, s:i, s:i}", "iss", "svc@p.iam.gserviceaccount.com",
-                               "scope", "https://www.googleapis.com/auth/cloud-platform", "aud",
-                               "https://oauth2.googleapis.com/token", "iat", 1700000000, "exp",
-                               1700003600);
+    json_t *claims =
+        json_pack("{s:s, s:s, s:s, s:i, s:i}", "iss", "svc@p.iam.gserviceaccount.com", "scope",
+                  "https://www.googleapis.com/auth/cloud-platform", "aud",
+                  "https://oauth2.googleapis.com/token", "iat", 1700000000, "exp", 1700003600);
     int m = n / 100 > 0 ? n / 100 : 1;
     t0 = now_s();
     for (int i = 0; i < m; i++) {

@@ -60,9 +60,11 @@ int main(int argc, char **argv)
 
     /* Exporter on, the loop never run: every span is built and queued. */
     char text[512], err[512];
-    snprintf(text, sizeof(text),
-             "{\"kafka\": {\"bootstrap_servers\": \"127.0.0.1:1\"}, \"tracing\": {\"otlp_endpoint\":"
-             " \"http://127.0.0.1:9\", \"queue_max\": %d}}", n + 1);
+    snprintf(
+        text, sizeof(text),
+        "{\"kafka\": {\"bootstrap_servers\": \"127.0.0.1:1\"}, \"tracing\": {\"otlp_endpoint\":"
+        " \"http://127.0.0.1:9\", \"queue_max\": %d}}",
+        n + 1);
     gt_config_t *cfg = gt_config_parse(text, ".", err, sizeof(err));
     uv_loop_t loop;
     uv_loop_init(&loop);
@@ -81,12 +83,13 @@ int main(int argc, char **argv)
     char *spans[512];
     for (int i = 0; i < 512; i++) {
         char one[512];
-        snprintf(one, sizeof(one),
-                 "{\"traceId\":\"%s\",\"spanId\":\"%s\",\"parentSpanId\":\"%s\",\"kind\":5,"
-                 "\"startTimeUnixNano\":\"%d\",\"endTimeUnixNano\":\"%d\",\"name\":\"worker.task\","
-                 "\"attributes\":[{\"key\":\"gantry.model\",\"value\":{\"stringValue\":\"small\"}}],"
-                 "\"status\":{\"code\":1}}",
-                 t.trace_id, t.span_id, t.span_id, 1700000000 + i, 1700000001 + i);
+        snprintf(
+            one, sizeof(one),
+            "{\"traceId\":\"%s\",\"spanId\":\"%s\",\"parentSpanId\":\"%s\",\"kind\":5,"
+            "\"startTimeUnixNano\":\"%d\",\"endTimeUnixNano\":\"%d\",\"name\":\"worker.task\","
+            "\"attributes\":[{\"key\":\"gantry.model\",\"value\":{\"stringValue\":\"small\"}}],"
+            "\"status\":{\"code\":1}}",
+            t.trace_id, t.span_id, t.span_id, 1700000000 + i, 1700000001 + i);
         spans[i] = strdup(one);
     }
     int batches = 200;

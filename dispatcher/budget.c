@@ -41,7 +41,8 @@ static const char sql_admit[] =
     " up AS ("
     "  INSERT INTO budget_periods AS b (tenant_id, period, currency, monthly_micros,"
     "   hard_limit_micros, spent_micros, usage_rows, reserved_micros)"
-    "  SELECT $1::text, per.period, $8::text, $5::bigint, $4::bigint, seed.spent, seed.n, est.micros FROM per, seed, est"
+    "  SELECT $1::text, per.period, $8::text, $5::bigint, $4::bigint, seed.spent, seed.n, "
+    "est.micros FROM per, seed, est"
     "  WHERE NOT EXISTS (SELECT 1 FROM known) AND seed.spent + est.micros <= $4::bigint"
     "  ON CONFLICT (tenant_id, period) DO UPDATE"
     "   SET reserved_micros = b.reserved_micros + EXCLUDED.reserved_micros,"
@@ -86,12 +87,12 @@ static void warn(admit_t *a, const char *period, int pct, long long used)
 {
     char event_id[512];
     snprintf(event_id, sizeof(event_id), "budget.warning:%s:%s:%d", a->tenant_id, period, pct);
-    json_t *ev = gt_event_build(
-        "budget.warning", a->d->id, event_id,
-        json_pack("{s:s, s:s, s:s, s:i, s:I, s:I, s:I}", "tenant_id", a->tenant_id, "period",
-                  period, "currency", a->currency, "threshold_pct", pct, "used_micros",
-                  (json_int_t)used, "monthly_micros", (json_int_t)a->monthly,
-                  "hard_limit_micros", (json_int_t)a->hard));
+    json_t *ev =
+        gt_event_build("budget.warning", a->d->id, event_id,
+                       json_pack("{s:s, s:s, s:s, s:i, s:I, s:I, s:I}", "tenant_id", a->tenant_id,
+                                 "period", period, "currency", a->currency, "threshold_pct", pct,
+                                 "used_micros", (json_int_t)used, "monthly_micros",
+                                 (json_int_t)a->monthly, "hard_limit_micros", (json_int_t)a->hard));
     gt_log(GT_LOG_WARN, &(gt_log_ctx_t){.tenant_id = a->tenant_id},
            "budget: %s used %lld of %lld micros (%d%% threshold) in %s", a->tenant_id, used,
            (long long)a->monthly, pct, period);
@@ -119,7 +120,7 @@ static void on_admit(const PGresult *res, const char *err, void *arg)
     json_t *warns = json_loads(PQgetvalue(res, 0, 5), 0, NULL);
     size_t i;
     json_t *w;
-    json_array_foreach(warns, i, w)
+    json_array_foreach (warns, i, w)
         warn(a, period, (int)json_integer_value(json_array_get(w, 0)),
              (long long)json_integer_value(json_array_get(w, 1)));
     json_decref(warns);
@@ -165,8 +166,14 @@ int gt_budget_admit(gt_dispatcher_t *d, const char *tenant_id, const char *reque
         off += (size_t)snprintf(thresholds + off, sizeof(thresholds) - off, "%s%d", i ? "," : "",
                                 b->thresholds_pct[i]);
     snprintf(thresholds + off, sizeof(thresholds) - off, "}");
-    const char *params[] = {tenant_id, request_id, n_tasks, hard, monthly, thresholds,
-                            b->reserve_micros_per_task >= 0 ? per_task : NULL, b->currency};
+    const char *params[] = {tenant_id,
+                            request_id,
+                            n_tasks,
+                            hard,
+                            monthly,
+                            thresholds,
+                            b->reserve_micros_per_task >= 0 ? per_task : NULL,
+                            b->currency};
     if (gt_pg_query(d->pg, sql_admit, 8, params, on_admit, a) != 0) {
         admit_free(a);
         return -1;

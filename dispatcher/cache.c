@@ -19,26 +19,26 @@ typedef struct waiter {
     gt_cache_cb cb;
     void *arg;
     char *request_id;
-    int64_t since;         /* mono ms */
+    int64_t since; /* mono ms */
 } waiter_t;
 
 /* Requests for one (tenant, key) in this dispatcher: the one looking it up
  * (looker) or whose job runs (leader), and those waiting for it. */
 typedef struct flight {
     gt_cache_t *c;
-    char *id;              /* "<tenant>\x1f<key>": its name in c->flights */
+    char *id; /* "<tenant>\x1f<key>": its name in c->flights */
     char *tenant;
     char key[65];
-    waiter_t *looker;      /* its lookup is out */
-    char *leader;          /* request_id whose job runs; NULL: none */
+    waiter_t *looker; /* its lookup is out */
+    char *leader;     /* request_id whose job runs; NULL: none */
     waiter_t *waiters, **tail;
 } flight_t;
 
 struct gt_cache {
     gt_dispatcher_t *d;
     uv_timer_t timer;
-    json_t *flights;       /* id -> flight_t * (as an integer) */
-    json_t *leaders;       /* request_id -> flight_t * (as an integer) */
+    json_t *flights; /* id -> flight_t * (as an integer) */
+    json_t *leaders; /* request_id -> flight_t * (as an integer) */
 };
 
 static const char sql_lookup[] =
@@ -118,10 +118,10 @@ int gt_cache_key(const gt_config_t *cfg, const json_t *req, const gt_model_t *m,
         return 0;
     /* Everything that changes the output; the input is the guarded (scrubbed)
      * form, so a scrubbing tenant's key never depends on raw values. */
-    json_t *k = json_pack("{s:s, s:s, s:s, s:O?, s:O?, s:O?}", "v", "gantry.cache.v1", "tenant",
-                          tenant, "model", m->name, "kind",
-                          json_object_get(req, "kind"), "input", json_object_get(req, "input"),
-                          "parameters", json_object_get(req, "parameters"));
+    json_t *k =
+        json_pack("{s:s, s:s, s:s, s:O?, s:O?, s:O?}", "v", "gantry.cache.v1", "tenant", tenant,
+                  "model", m->name, "kind", json_object_get(req, "kind"), "input",
+                  json_object_get(req, "input"), "parameters", json_object_get(req, "parameters"));
     char *text = k ? json_dumps(k, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(k);
     if (!text)
@@ -243,8 +243,7 @@ int gt_cache_lookup(gt_cache_t *c, const char *tenant, const char *key, const ch
     char *id = NULL;
     flight_t *f = NULL;
     waiter_t *w = calloc(1, sizeof(*w));
-    if (!w || !(w->request_id = strdup(request_id)) ||
-        asprintf(&id, "%s\x1f%s", tenant, key) < 0) {
+    if (!w || !(w->request_id = strdup(request_id)) || asprintf(&id, "%s\x1f%s", tenant, key) < 0) {
         id = NULL;
         goto out;
     }
@@ -373,7 +372,7 @@ static void on_tick(uv_timer_t *t)
     const char *id;
     json_t *v;
     void *tmp;
-    json_object_foreach_safe(c->flights, tmp, id, v) {
+    json_object_foreach_safe (c->flights, tmp, id, v) {
         flight_t *f = (flight_t *)(intptr_t)json_integer_value(v);
         waiter_t **p = &f->waiters;
         while (*p) {
@@ -425,7 +424,7 @@ void gt_cache_free(gt_cache_t *c)
     /* Flights still open hold requests that stay undone (redelivered). */
     const char *id;
     json_t *v;
-    json_object_foreach(c->flights, id, v) {
+    json_object_foreach (c->flights, id, v) {
         flight_t *f = (flight_t *)(intptr_t)json_integer_value(v);
         while (f->waiters) {
             waiter_t *w = f->waiters;

@@ -16,7 +16,7 @@ typedef struct cancel {
     gt_msg_t *msg;
     char *request_id;
     char *reason;
-    PGresult *job;   /* the job's row for gt_coordinator_finish, when nothing is left open */
+    PGresult *job; /* the job's row for gt_coordinator_finish, when nothing is left open */
 } cancel_t;
 
 /* $1 request_id, $2 reason. Marks the job cancelled (once: a redelivered
@@ -82,8 +82,8 @@ static void on_event_failed(const char *topic, int err, const char *reason, void
 {
     cancel_t *k = arg;
     if (err)
-        gt_dispatcher_dead_letter(k->d, k->d->consumer, k->msg, "control.answer",
-                                  "publish_failed", reason, k->request_id);
+        gt_dispatcher_dead_letter(k->d, k->d->consumer, k->msg, "control.answer", "publish_failed",
+                                  reason, k->request_id);
     (void)topic;
     cancel_free(k);
 }
@@ -118,8 +118,8 @@ static void on_open(const PGresult *res, const char *err, void *arg)
 {
     cancel_t *k = arg;
     if (err || PQntuples(res) != 1) {
-        gt_dispatcher_dead_letter(k->d, k->d->consumer, k->msg, "control.cancel",
-                                  "persist_failed", err ? err : "the job vanished", k->request_id);
+        gt_dispatcher_dead_letter(k->d, k->d->consumer, k->msg, "control.cancel", "persist_failed",
+                                  err ? err : "the job vanished", k->request_id);
         cancel_free(k);
         return;
     }
@@ -137,8 +137,8 @@ static void on_cancelled(const PGresult *res, const char *err, void *arg)
     cancel_t *k = arg;
     gt_log_ctx_t ctx = {.request_id = k->request_id};
     if (err) { /* permanent (transient ones were retried), or stopping: never a loop */
-        gt_dispatcher_dead_letter(k->d, k->d->consumer, k->msg, "control.cancel",
-                                  "persist_failed", err, k->request_id);
+        gt_dispatcher_dead_letter(k->d, k->d->consumer, k->msg, "control.cancel", "persist_failed",
+                                  err, k->request_id);
         cancel_free(k);
         return;
     }

@@ -22,11 +22,13 @@ int64_t gt_classify_input_chars(const json_t *input)
     size_t i;
     json_t *e;
     if (json_is_array(input)) {
-        json_array_foreach(input, i, e) n += gt_classify_input_chars(e);
+        json_array_foreach (input, i, e)
+            n += gt_classify_input_chars(e);
         return n;
     }
     json_t *msgs = json_object_get(input, "messages");
-    json_array_foreach(msgs, i, e) n += gt_classify_input_chars(json_object_get(e, "content"));
+    json_array_foreach (msgs, i, e)
+        n += gt_classify_input_chars(json_object_get(e, "content"));
     return n;
 }
 
@@ -56,7 +58,7 @@ int gt_classify(const gt_config_t *cfg, const json_t *req, gt_route_t *out, cons
     if (batch) {
         size_t i;
         json_t *item;
-        json_array_foreach(batch, i, item) {
+        json_array_foreach (batch, i, item) {
             int64_t c = gt_classify_input_chars(item);
             chars = c > chars ? c : chars;
         }

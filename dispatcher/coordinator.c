@@ -23,17 +23,17 @@
 struct gt_coordinator {
     gt_dispatcher_t *d;
     uv_timer_t sweep;
-    int sweeping;          /* a sweep query is out */
-    int finishing;         /* jobs the sweep is finishing now */
+    int sweeping;  /* a sweep query is out */
+    int finishing; /* jobs the sweep is finishing now */
 };
 
 typedef struct coord {
     gt_dispatcher_t *d;
-    gt_msg_t *msg;         /* NULL when the sweep finishes the job */
-    json_t *tr;            /* the task result; NULL with the sweep */
+    gt_msg_t *msg; /* NULL when the sweep finishes the job */
+    json_t *tr;    /* the task result; NULL with the sweep */
     char *request_id;
     char *tenant_id;
-    char *reply_topic;     /* the result also goes there; NULL: only cfg->topics.results */
+    char *reply_topic; /* the result also goes there; NULL: only cfg->topics.results */
     int batch;
     int64_t created_ms;
     char *status;          /* final job status */
@@ -43,7 +43,7 @@ typedef struct coord {
     int span_open;
     int64_t published_since; /* >= 0: a dead holder stored the result then (epoch ms) and
                                 may have published it: look before publishing */
-    json_t *cache_output;  /* the output before the guard, for the response cache; or NULL */
+    json_t *cache_output;    /* the output before the guard, for the response cache; or NULL */
 } coord_t;
 
 /* How far before the stored time a dead holder's result is looked for on
@@ -54,9 +54,10 @@ typedef struct coord {
 #define COORD_LOOKUP_TIMEOUT_MS 5000
 
 /* Log context of a task result (lines about it carry its ids and trace). */
-#define C_CTX(c)                                                                      \
-    (&(gt_log_ctx_t){.request_id = (c)->request_id, .tenant_id = (c)->tenant_id,     \
-                     .task_id = json_string_value(json_object_get((c)->tr, "task_id")), \
+#define C_CTX(c)                                                                                   \
+    (&(gt_log_ctx_t){.request_id = (c)->request_id,                                                \
+                     .tenant_id = (c)->tenant_id,                                                  \
+                     .task_id = json_string_value(json_object_get((c)->tr, "task_id")),            \
                      .trace_id = (c)->traceparent})
 
 /* Applies the task result (once: terminal rows are never rewritten) and reads
@@ -142,8 +143,8 @@ static void coord_free(coord_t *c)
         c->span_open = 0;
         gt_span_end(&c->span, c->status ? NULL : "result not published",
                     json_pack("{s:s, s:s, s:s}", "gantry.request_id", c->request_id,
-                              "gantry.tenant_id", c->tenant_id ? c->tenant_id : "",
-                              "gantry.status", c->status ? c->status : ""));
+                              "gantry.tenant_id", c->tenant_id ? c->tenant_id : "", "gantry.status",
+                              c->status ? c->status : ""));
     }
     if (!c->msg && c->d->coordinator)
         c->d->coordinator->finishing--;
@@ -170,8 +171,7 @@ static void on_completed(const PGresult *res, const char *err, void *arg)
     /* The result is durable: a cacheable one is stored, identical requests go on. */
     gt_cache_job_done(c->d->cache, c->request_id, c->tenant_id, c->result, c->cache_output);
     if (err) /* the result is on Kafka; a job left 'completing' is finished again on redelivery */
-        gt_log(GT_LOG_ERROR, C_CTX(c),
-               "marking job complete failed: %s", err);
+        gt_log(GT_LOG_ERROR, C_CTX(c), "marking job complete failed: %s", err);
     else if (json_object_get(c->result, "guardrails"))
         gt_guard_forget(c->d, c->request_id); /* the mask is no longer needed */
     json_object_del(c->d->finalizing, c->request_id);
@@ -230,10 +230,10 @@ static void send_result(coord_t *c, int to_results)
         gt_trace_format(&c->span.ctx, tp);
     gt_effect_t *e = gt_effect_new(c->d->effects, on_result_delivered, on_result_failed, c);
     size_t nh = has_tp ? 1 : 0;
-    if (!e || (to_results ? gt_result_add(e, c->d->cfg, c->reply_topic, c->request_id, c->result,
-                                          &h, nh)
-                          : gt_effect_add_json(e, c->reply_topic, c->request_id, c->result, &h,
-                                               nh)) != 0) {
+    if (!e ||
+        (to_results
+             ? gt_result_add(e, c->d->cfg, c->reply_topic, c->request_id, c->result, &h, nh)
+             : gt_effect_add_json(e, c->reply_topic, c->request_id, c->result, &h, nh)) != 0) {
         gt_log(GT_LOG_ERROR, C_CTX(c),
                "out of memory queueing the result; it is published on redelivery");
         if (e)
@@ -539,8 +539,7 @@ void gt_coordinator_handle(gt_dispatcher_t *d, gt_msg_t *msg)
     free(text);
 }
 
-void gt_coordinator_finish(gt_dispatcher_t *d, gt_msg_t *msg, const PGresult *res, int row,
-                           int col)
+void gt_coordinator_finish(gt_dispatcher_t *d, gt_msg_t *msg, const PGresult *res, int row, int col)
 {
     const char *rid = PQgetvalue(res, row, col);
     coord_t *c = calloc(1, sizeof(*c));

@@ -49,17 +49,16 @@ void gt_dispatcher_dead_letter(gt_dispatcher_t *d, gt_consumer_t *c, gt_msg_t *m
         /* Past the drain, failures come from the shutdown itself (queries
          * failed as "closed"): not the message's fault, so no dead letter. */
         gt_log(GT_LOG_WARN, &(gt_log_ctx_t){.request_id = request_id},
-               "%s[%d]@%lld left undone at %s while stopping (%s): it is redelivered",
-               msg->topic, (int)msg->partition, (long long)msg->offset, stage, message);
+               "%s[%d]@%lld left undone at %s while stopping (%s): it is redelivered", msg->topic,
+               (int)msg->partition, (long long)msg->offset, stage, message);
         return;
     }
     gt_log(GT_LOG_WARN, &(gt_log_ctx_t){.request_id = request_id},
            "dead letter from %s[%d]@%lld at %s: %s", msg->topic, (int)msg->partition,
            (long long)msg->offset, stage, code);
     dead_letter_t *dl = calloc(1, sizeof(*dl));
-    gt_effect_t *e = dl ? gt_effect_new(d->effects, on_dead_letter_durable,
-                                        on_dead_letter_failed, dl)
-                        : NULL;
+    gt_effect_t *e =
+        dl ? gt_effect_new(d->effects, on_dead_letter_durable, on_dead_letter_failed, dl) : NULL;
     if (dl) {
         dl->d = d;
         dl->c = c;

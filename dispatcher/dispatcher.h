@@ -22,16 +22,16 @@ typedef struct gt_provider_health gt_provider_health_t;
 typedef struct gt_dispatcher {
     uv_loop_t *loop;
     const gt_config_t *cfg;
-    char id[128];                  /* this process, e.g. "dispatcher-host-123" */
-    char incarnation[33];          /* random at start: tells this run of --id from a dead
-                                      one (job claims) */
+    char id[128];         /* this process, e.g. "dispatcher-host-123" */
+    char incarnation[33]; /* random at start: tells this run of --id from a dead
+                             one (job claims) */
     gt_producer_t *producer;
-    gt_effects_t *effects;         /* every produce a message causes goes through these */
-    gt_pg_t *pg;                   /* intake (and budget admission, guard's intake side) */
-    gt_pg_t *pg_coord;             /* the coordinator and guard's result side; NULL without
-                                      the role */
-    gt_pg_t *pg_ledger;            /* the ledger's batches; NULL without the role */
-    gt_consumer_t *consumer;       /* requests and task results (group_dispatcher) */
+    gt_effects_t *effects;   /* every produce a message causes goes through these */
+    gt_pg_t *pg;             /* intake (and budget admission, guard's intake side) */
+    gt_pg_t *pg_coord;       /* the coordinator and guard's result side; NULL without
+                                the role */
+    gt_pg_t *pg_ledger;      /* the ledger's batches; NULL without the role */
+    gt_consumer_t *consumer; /* requests and task results (group_dispatcher) */
     gt_schema_t *request_schema, *task_result_schema, *usage_schema, *event_schema;
     gt_schema_t *control_schema;   /* gantry.control.v1 (cancel.c) */
     json_t *intake_active;         /* request_ids in intake now -> SHA-256 of their body */
@@ -39,16 +39,16 @@ typedef struct gt_dispatcher {
     gt_coordinator_t *coordinator; /* the coordinator role's sweep; NULL without the role */
     gt_ledger_t *ledger;
     gt_reaper_t *reaper;
-    struct gt_router *router;      /* deployment choice and health (router.h) */
-    struct gt_cache *cache;        /* response cache single-flight (cache.h); NULL without
-                                      intake and coordinator */
+    struct gt_router *router;        /* deployment choice and health (router.h) */
+    struct gt_cache *cache;          /* response cache single-flight (cache.h); NULL without
+                                        intake and coordinator */
     gt_provider_health_t *providers; /* breaker states seen on gantry.events (owned by the
                                         reaper, which consumes them); NULL without it */
     long requests_accepted, requests_duplicate, dead_letters, results_published;
-    long budget_rejections;        /* requests answered rejected/budget_exceeded */
+    long budget_rejections;           /* requests answered rejected/budget_exceeded */
     struct gt_moderation *moderation; /* guard stage's moderation client (moderation.h) */
-    int closing;                   /* shutting down past the drain: failures are not dead
-                                      letters, their messages stay undone (redelivered) */
+    int closing;                      /* shutting down past the drain: failures are not dead
+                                         letters, their messages stay undone (redelivered) */
 } gt_dispatcher_t;
 
 /* Consumer callback of intake: one request message. */
@@ -87,8 +87,8 @@ int gt_ledger_in_flight(const gt_ledger_t *l);
 const char *gt_ledger_insert_sql(void);
 /* SIGTERM: stops taking usage events and writes the pending batch now. */
 void gt_ledger_drain(gt_ledger_t *l);
-void gt_ledger_close(gt_ledger_t *l);  /* stops taking messages; closes handles */
-void gt_ledger_free(gt_ledger_t *l);   /* after the loop closed the handles */
+void gt_ledger_close(gt_ledger_t *l); /* stops taking messages; closes handles */
+void gt_ledger_free(gt_ledger_t *l);  /* after the loop closed the handles */
 
 /* Lease reaper: releases HostedAI allocations whose holder stopped heartbeating. */
 gt_reaper_t *gt_reaper_new(gt_dispatcher_t *d, char *err, size_t errlen);

@@ -13,7 +13,7 @@
 static void load_routing(gt_cfg_ctx_t *c, gt_config_t *cfg)
 {
     static const char *const keys[] = {"rules", "default", NULL};
-    static const char *const rkeys[] = {"hint", "kind", "max_input_chars", "min_input_chars",
+    static const char *const rkeys[] = {"hint",  "kind", "max_input_chars", "min_input_chars",
                                         "model", NULL};
     json_t *r = gt_cfg_obj(c, cfg->root, "routing", "", 0);
     if (!r)
@@ -33,7 +33,7 @@ static void load_routing(gt_cfg_ctx_t *c, gt_config_t *cfg)
     cfg->routes = calloc(json_array_size(rules) + 1, sizeof(gt_route_rule_t));
     size_t i;
     json_t *rule;
-    json_array_foreach(rules, i, rule) {
+    json_array_foreach (rules, i, rule) {
         char path[64];
         snprintf(path, sizeof(path), "routing.rules[%zu]", i);
         if (!json_is_object(rule)) {
@@ -63,11 +63,10 @@ static int guard_provider_known(const gt_config_t *cfg, const char *name)
     return gt_config_provider(cfg, name) != NULL;
 }
 
-static void load_guard_pii(gt_cfg_ctx_t *c, struct gt_guardrails *gr, json_t *p,
-                           const char *path)
+static void load_guard_pii(gt_cfg_ctx_t *c, struct gt_guardrails *gr, json_t *p, const char *path)
 {
-    static const char *const keys[] = {"mode", "types", "min_confidence", "restore",
-                                       "hash_key", "hash_chars", "always", NULL};
+    static const char *const keys[] = {"mode",     "types",      "min_confidence", "restore",
+                                       "hash_key", "hash_chars", "always",         NULL};
     gr->pii_mode = GT_SCRUB_MASK;
     gr->pii_types = GT_PII_ALL;
     gr->pii_min_confidence = 0.5;
@@ -96,8 +95,10 @@ static void load_guard_pii(gt_cfg_ctx_t *c, struct gt_guardrails *gr, json_t *p,
         for (size_t i = 0; i < n; i++) {
             int ty = gt_pii_type_parse(types[i]);
             if (ty < 0)
-                gt_cfg_problem(c, sub, "unknown type \"%s\" (email, phone, ssn, card, ipv4, ipv6, "
-                        "iban, dob)", types[i]);
+                gt_cfg_problem(c, sub,
+                               "unknown type \"%s\" (email, phone, ssn, card, ipv4, ipv6, "
+                               "iban, dob)",
+                               types[i]);
             else
                 gr->pii_types |= 1u << ty;
             free(types[i]);
@@ -112,8 +113,8 @@ static void load_guard_pii(gt_cfg_ctx_t *c, struct gt_guardrails *gr, json_t *p,
     gr->hash_key = gt_cfg_str(c, p, "hash_key", path, NULL, gr->pii_mode == GT_SCRUB_HASH);
 }
 
-static void load_guard_providers(gt_cfg_ctx_t *c, const gt_config_t *cfg,
-                                 struct gt_guardrails *gr, json_t *p, const char *path)
+static void load_guard_providers(gt_cfg_ctx_t *c, const gt_config_t *cfg, struct gt_guardrails *gr,
+                                 json_t *p, const char *path)
 {
     static const char *const keys[] = {"raw", "scrubbed", "none", "default", "prefer", NULL};
     gr->default_access = GT_ACCESS_RAW;
@@ -130,8 +131,10 @@ static void load_guard_providers(gt_cfg_ctx_t *c, const gt_config_t *cfg,
         for (size_t i = 0; i < ns[l]; i++)
             if (!guard_provider_known(cfg, lists[l][i])) {
                 char *sub = gt_cfg_join(path, names[l]);
-                gt_cfg_problem(c, sub, "\"%s\" is not a declared provider, \"hostedai\" or "
-                        "\"hostedai/<pool>\"", lists[l][i]);
+                gt_cfg_problem(c, sub,
+                               "\"%s\" is not a declared provider, \"hostedai\" or "
+                               "\"hostedai/<pool>\"",
+                               lists[l][i]);
                 free(sub);
             }
     char *def = gt_cfg_str(c, p, "default", path, "scrubbed", 0);
@@ -180,8 +183,8 @@ static void load_guard_moderation(gt_cfg_ctx_t *c, struct gt_guardrails *gr, jso
     free(sub);
 }
 
-static void load_guard_limits(gt_cfg_ctx_t *c, const gt_config_t *cfg,
-                              struct gt_guardrails *gr, json_t *l, const char *path)
+static void load_guard_limits(gt_cfg_ctx_t *c, const gt_config_t *cfg, struct gt_guardrails *gr,
+                              json_t *l, const char *path)
 {
     static const char *const keys[] = {"max_request_bytes", "max_batch", "max_input_tokens", NULL};
     if (!l)
@@ -196,7 +199,7 @@ static void load_guard_limits(gt_cfg_ctx_t *c, const gt_config_t *cfg,
     gr->max_input_tokens = calloc(json_object_size(mt) + 1, sizeof(*gr->max_input_tokens));
     const char *model;
     json_t *v;
-    json_object_foreach(mt, model, v) {
+    json_object_foreach (mt, model, v) {
         if (strcmp(model, "*") != 0 && !gt_config_model(cfg, model)) {
             char *msub = gt_cfg_join(sub, model);
             gt_cfg_problem(c, msub, "model \"%s\" is not declared in models", model);
@@ -259,8 +262,9 @@ static void load_moderation(gt_cfg_ctx_t *c, gt_config_t *cfg)
 
 static void load_dispatcher(gt_cfg_ctx_t *c, gt_config_t *cfg)
 {
-    static const char *const dkeys[] = {"max_in_flight", "max_batch", "drain_ms",
-                                        "claim_timeout_ms", "allow_unknown_tenants", NULL};
+    static const char *const dkeys[] = {
+        "max_in_flight",         "max_batch", "drain_ms", "claim_timeout_ms",
+        "allow_unknown_tenants", NULL};
     json_t *d = gt_cfg_obj(c, cfg->root, "dispatcher", "", 0);
     if (d)
         gt_cfg_check_keys(c, d, "dispatcher", dkeys);
@@ -283,8 +287,8 @@ static void load_ledger(gt_cfg_ctx_t *c, gt_config_t *cfg)
 }
 
 /* tenants.<id>.cache: the response cache (docs/routing.md, dispatcher/cache.h). */
-static void load_tenant_cache(gt_cfg_ctx_t *c, const gt_config_t *cfg, gt_tenant_t *t,
-                              json_t *cj, const char *sub)
+static void load_tenant_cache(gt_cfg_ctx_t *c, const gt_config_t *cfg, gt_tenant_t *t, json_t *cj,
+                              const char *sub)
 {
     static const char *const ckeys[] = {"models", "max_bytes", "default", NULL};
     t->cache.max_bytes = 16 << 20;

@@ -30,13 +30,13 @@ static json_t *task_message(const json_t *req, const gt_route_t *route, const ch
                      "schema", "gantry.task.v1", "task_id", task_id, "request_id",
                      json_object_get(req, "request_id"), "tenant_id",
                      json_object_get(req, "tenant_id"), "index", idx, "kind",
-                     json_object_get(req, "kind"), "model", m->name, "runtime", m->runtime,
-                     "pool", m->pool, "lane", m->lane, "requirements", "tflops", m->tflops,
-                     "vram_mb", (json_int_t)m->vram_mb, "input", input, "parameters",
+                     json_object_get(req, "kind"), "model", m->name, "runtime", m->runtime, "pool",
+                     m->pool, "lane", m->lane, "requirements", "tflops", m->tflops, "vram_mb",
+                     (json_int_t)m->vram_mb, "input", input, "parameters",
                      params ? json_incref(params) : json_object(), "deadline",
                      deadline ? json_incref(deadline) : json_null(), "priority",
-                     prio ? json_incref(prio) : json_integer(0),
-                     "created_at", gt_clock_fmt(now_wall_ms, ts, sizeof(ts)), "attempt", 1);
+                     prio ? json_incref(prio) : json_integer(0), "created_at",
+                     gt_clock_fmt(now_wall_ms, ts, sizeof(ts)), "attempt", 1);
 }
 
 int gt_graph_build(const json_t *req, const gt_route_t *route, int max_batch, int64_t now_wall_ms,
@@ -64,8 +64,8 @@ int gt_graph_build(const json_t *req, const gt_route_t *route, int max_batch, in
         node->kind = GT_NODE_INFERENCE;
         node->task_id = task_id_of(request_id, idx);
         json_t *input = batch ? json_array_get(batch, (size_t)i) : json_object_get(req, "input");
-        node->task = node->task_id ? task_message(req, route, node->task_id, i, input, now_wall_ms)
-                                   : NULL;
+        node->task =
+            node->task_id ? task_message(req, route, node->task_id, i, input, now_wall_ms) : NULL;
         if (!node->task)
             goto oom;
     }
@@ -109,11 +109,11 @@ json_t *gt_graph_rows(const gt_graph_t *g)
             json_array_append_new(deps, json_integer(node->deps[d]));
         json_t *t = node->task;
         json_array_append_new(
-            rows, json_pack("{s:s, s:i, s:s, s:o, s:O?, s:O?, s:O?}", "task_id", node->task_id,
-                            "idx", node->idx, "kind",
-                            node->kind == GT_NODE_GATHER ? "gather" : "inference", "depends_on",
-                            deps, "model", json_object_get(t, "model"), "pool",
-                            json_object_get(t, "pool"), "lane", json_object_get(t, "lane")));
+            rows,
+            json_pack("{s:s, s:i, s:s, s:o, s:O?, s:O?, s:O?}", "task_id", node->task_id, "idx",
+                      node->idx, "kind", node->kind == GT_NODE_GATHER ? "gather" : "inference",
+                      "depends_on", deps, "model", json_object_get(t, "model"), "pool",
+                      json_object_get(t, "pool"), "lane", json_object_get(t, "lane")));
     }
     return rows;
 }
@@ -153,16 +153,17 @@ json_t *gt_graph_result(const char *request_id, const char *tenant_id, int batch
         json_array_append_new(outputs, item);
     }
     /* A cancelled job is cancelled whatever its other items did (docs/scheduling.md). */
-    const char *status = cancelled ? "cancelled" : failed ? "failed"
-                                               : expired  ? "expired"
-                                                          : "succeeded";
+    const char *status = cancelled ? "cancelled"
+                         : failed  ? "failed"
+                         : expired ? "expired"
+                                   : "succeeded";
     const json_t *any = n > 0 ? results[0] : NULL;
-    json_t *res = json_pack(
-        "{s:s, s:s, s:s, s:s, s:{s:I, s:I}, s:I, s:{s:I}, s:s}", "schema", "gantry.result.v1",
-        "request_id", request_id, "tenant_id", tenant_id, "status", status, "usage",
-        "prompt_tokens", prompt, "completion_tokens", completion, "attempts", attempts, "timings",
-        "total_ms", (json_int_t)(gt_clock_wall_ms() - created_wall_ms), "completed_at",
-        gt_clock_fmt(gt_clock_wall_ms(), ts, sizeof(ts)));
+    json_t *res = json_pack("{s:s, s:s, s:s, s:s, s:{s:I, s:I}, s:I, s:{s:I}, s:s}", "schema",
+                            "gantry.result.v1", "request_id", request_id, "tenant_id", tenant_id,
+                            "status", status, "usage", "prompt_tokens", prompt, "completion_tokens",
+                            completion, "attempts", attempts, "timings", "total_ms",
+                            (json_int_t)(gt_clock_wall_ms() - created_wall_ms), "completed_at",
+                            gt_clock_fmt(gt_clock_wall_ms(), ts, sizeof(ts)));
     if (!res) {
         json_decref(outputs);
         return NULL;
@@ -180,8 +181,9 @@ json_t *gt_graph_result(const char *request_id, const char *tenant_id, int batch
         } else if (failed || expired) {
             char msg[128];
             snprintf(msg, sizeof(msg), "%d of %d items did not succeed", n - succeeded, n);
-            json_object_set_new(res, "error", json_pack("{s:s, s:s}", "code",
-                                                        "batch_partial_failure", "message", msg));
+            json_object_set_new(
+                res, "error",
+                json_pack("{s:s, s:s}", "code", "batch_partial_failure", "message", msg));
         }
     } else {
         json_t *item = json_array_get(outputs, 0);

@@ -14,17 +14,17 @@ typedef enum { GT_NODE_INFERENCE, GT_NODE_GATHER } gt_node_kind_t;
 typedef struct gt_node {
     int idx;
     gt_node_kind_t kind;
-    char *task_id;    /* "<request_id>/<idx>", or "<request_id>/gather" */
-    int *deps;        /* indexes this node waits for */
+    char *task_id; /* "<request_id>/<idx>", or "<request_id>/gather" */
+    int *deps;     /* indexes this node waits for */
     int n_deps;
-    json_t *task;     /* gantry.task.v1 message of an inference node, else NULL */
+    json_t *task; /* gantry.task.v1 message of an inference node, else NULL */
 } gt_node_t;
 
 typedef struct gt_graph {
     gt_node_t *nodes;
     int n_nodes;
     int n_inference;
-    int batch;        /* 1 when built from a "batch" request */
+    int batch; /* 1 when built from a "batch" request */
 } gt_graph_t;
 
 /* Builds the graph of req (valid request.v1, routed by route). Returns 0, or

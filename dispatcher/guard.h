@@ -16,12 +16,12 @@
 
 /* What the policy decides for one request, before moderation. */
 typedef struct gt_guard_plan {
-    const gt_model_t *model;   /* the model to run (after any reroute) */
-    const gt_model_t *from;    /* the classified model when rerouted, else NULL */
-    gt_access_t access;        /* what the chosen model's provider may receive */
-    int scrub;                 /* inputs are scrubbed before publishing */
-    const char *reject_code;   /* non-NULL: answer "rejected" with this code */
-    char reason[256];          /* why (reroute or rejection) */
+    const gt_model_t *model; /* the model to run (after any reroute) */
+    const gt_model_t *from;  /* the classified model when rerouted, else NULL */
+    gt_access_t access;      /* what the chosen model's provider may receive */
+    int scrub;               /* inputs are scrubbed before publishing */
+    const char *reject_code; /* non-NULL: answer "rejected" with this code */
+    char reason[256];        /* why (reroute or rejection) */
 } gt_guard_plan_t;
 
 /* The provider name a policy is keyed by: model->provider, or "hostedai/<pool>"

@@ -32,16 +32,16 @@ typedef struct gjob {
     const struct gt_guardrails *gr;
     gt_guard_plan_t plan;
     char *request_id, *tenant_id;
-    json_t *result;      /* terminal answer being published */
-    json_t *decision;    /* what the guard did (no values) */
+    json_t *result;   /* terminal answer being published */
+    json_t *decision; /* what the guard did (no values) */
     char *mod_source;
     char traceparent[128]; /* the request's header as received, for log lines */
 } gjob_t;
 
 /* Log context of a request in the guard stage. */
-#define J_CTX(j)                                                                  \
-    (&(gt_log_ctx_t){.request_id = (j)->request_id, .tenant_id = (j)->tenant_id, \
-                     .trace_id = (j)->traceparent})
+#define J_CTX(j)                                                                                   \
+    (&(gt_log_ctx_t){                                                                              \
+        .request_id = (j)->request_id, .tenant_id = (j)->tenant_id, .trace_id = (j)->traceparent})
 
 static void gjob_free(gjob_t *j)
 {
@@ -72,8 +72,7 @@ static void on_terminal_failed(const char *topic, int err, const char *reason, v
     json_object_del(j->d->intake_active, j->request_id);
     if (err) {
         char why[512];
-        snprintf(why, sizeof(why), "the guard result cannot be produced to %s: %s", topic,
-                 reason);
+        snprintf(why, sizeof(why), "the guard result cannot be produced to %s: %s", topic, reason);
         gt_dispatcher_dead_letter(j->d, j->d->consumer, j->msg, "guard.result", "publish_failed",
                                   why, j->request_id);
     }
@@ -88,13 +87,13 @@ static void send_terminal(gjob_t *j)
     gt_header_t h = {"traceparent", tp};
     /* The request's trace, or a new one when it came without a valid traceparent. */
     gt_trace_ctx_t tc;
-    int has_tp = gt_trace_adopt(gt_msg_header(j->msg, "traceparent", tp, sizeof(tp)), &tc,
-                                NULL) == 0;
+    int has_tp =
+        gt_trace_adopt(gt_msg_header(j->msg, "traceparent", tp, sizeof(tp)), &tc, NULL) == 0;
     if (has_tp)
         gt_trace_format(&tc, tp);
     gt_effect_t *e = gt_effect_new(j->d->effects, on_terminal_delivered, on_terminal_failed, j);
-    if (!e || gt_result_add(e, j->d->cfg, reply, j->request_id, j->result, &h, has_tp ? 1 : 0) !=
-                  0) {
+    if (!e ||
+        gt_result_add(e, j->d->cfg, reply, j->request_id, j->result, &h, has_tp ? 1 : 0) != 0) {
         gt_log(GT_LOG_ERROR, J_CTX(j),
                "out of memory queueing the guard result; it is answered on redelivery");
         if (e)
@@ -114,16 +113,15 @@ static void terminal(gjob_t *j, const char *status, const char *code, const char
 {
     char at[40];
     json_object_set_new(j->decision, status, details);
-    j->result = json_pack("{s:s, s:s, s:s, s:s, s:n, s:{s:i, s:i}, s:{s:s, s:s}, s:O, s:s}",
-                          "schema", "gantry.result.v1", "request_id", j->request_id, "tenant_id",
-                          j->tenant_id, "status", status, "output", "usage", "prompt_tokens", 0,
-                          "completion_tokens", 0, "error", "code", code, "message", message,
-                          "guardrails", j->decision, "completed_at",
-                          gt_clock_fmt(gt_clock_wall_ms(), at, sizeof(at)));
-    gt_log(GT_LOG_INFO, J_CTX(j),
-           "guard: %s (%s)", status, code);
+    j->result =
+        json_pack("{s:s, s:s, s:s, s:s, s:n, s:{s:i, s:i}, s:{s:s, s:s}, s:O, s:s}", "schema",
+                  "gantry.result.v1", "request_id", j->request_id, "tenant_id", j->tenant_id,
+                  "status", status, "output", "usage", "prompt_tokens", 0, "completion_tokens", 0,
+                  "error", "code", code, "message", message, "guardrails", j->decision,
+                  "completed_at", gt_clock_fmt(gt_clock_wall_ms(), at, sizeof(at)));
+    gt_log(GT_LOG_INFO, J_CTX(j), "guard: %s (%s)", status, code);
     gt_guard_emit(j->d, strcmp(status, "blocked") == 0 ? "guardrail.blocked" : "guardrail.rejected",
-         j->request_id, j->tenant_id, json_deep_copy(j->decision));
+                  j->request_id, j->tenant_id, json_deep_copy(j->decision));
     send_terminal(j);
 }
 
@@ -138,8 +136,7 @@ static void on_guard_stored(const PGresult *res, const char *err, void *arg)
     if (err) {
         /* Without its row the job could not be restored or show its decision:
          * leave the request undone; it is redelivered and guarded again. */
-        gt_log(GT_LOG_ERROR, J_CTX(j),
-               "storing the guard decision failed: %s", err);
+        gt_log(GT_LOG_ERROR, J_CTX(j), "storing the guard decision failed: %s", err);
         json_object_del(j->d->intake_active, j->request_id);
         gjob_free(j);
         return;
@@ -165,9 +162,9 @@ static void apply(gjob_t *j)
     json_object_set_new(j->decision, "access", json_string(access_name(p->access)));
     if (p->from) {
         char from[256];
-        json_t *rr = json_pack("{s:s, s:s, s:s}", "from_model", p->from->name, "from_provider",
-                               gt_guard_provider_of(p->from, from, sizeof(from)), "reason",
-                               p->reason);
+        json_t *rr =
+            json_pack("{s:s, s:s, s:s}", "from_model", p->from->name, "from_provider",
+                      gt_guard_provider_of(p->from, from, sizeof(from)), "reason", p->reason);
         json_object_set_new(rr, "to_model", json_string(p->model->name));
         json_object_set_new(j->decision, "rerouted", rr);
         gt_guard_emit(j->d, "guardrail.rerouted", j->request_id, j->tenant_id, json_deep_copy(rr));
@@ -222,8 +219,12 @@ static void apply(gjob_t *j)
     char *dtext = json_dumps(j->decision, JSON_COMPACT);
     char *mtext = mask ? json_dumps(mask, JSON_COMPACT) : NULL;
     json_decref(mask);
-    const char *params[] = {j->request_id, j->tenant_id, dtext, mtext,
-                            restore ? "true" : "false", gr->moderate_output ? "true" : "false"};
+    const char *params[] = {j->request_id,
+                            j->tenant_id,
+                            dtext,
+                            mtext,
+                            restore ? "true" : "false",
+                            gr->moderate_output ? "true" : "false"};
     gt_guard_sweep_maybe(j->d);
     int rc = dtext ? gt_pg_query(j->d->pg, sql_insert_guard, 6, params, on_guard_stored, j) : -1;
     free(dtext);

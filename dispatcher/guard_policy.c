@@ -52,15 +52,19 @@ long long gt_guard_input_tokens(const gt_route_t *route)
 
 static int policy_scrub(const json_t *req)
 {
-    return json_is_true(json_object_get(json_object_get(json_object_get(req, "policy"), "pii"),
-                                        "scrub"));
+    return json_is_true(
+        json_object_get(json_object_get(json_object_get(req, "policy"), "pii"), "scrub"));
 }
 
 static const struct gt_guardrails *defaults(void)
 {
     static struct gt_guardrails d = {
-        .has_guardrails = 1, .pii_mode = GT_SCRUB_MASK, .pii_types = GT_PII_ALL,
-        .pii_min_confidence = 0.5, .pii_restore = 1, .hash_chars = 16,
+        .has_guardrails = 1,
+        .pii_mode = GT_SCRUB_MASK,
+        .pii_types = GT_PII_ALL,
+        .pii_min_confidence = 0.5,
+        .pii_restore = 1,
+        .hash_chars = 16,
         .default_access = GT_ACCESS_RAW,
     };
     return &d;
@@ -112,8 +116,9 @@ int gt_guard_plan(const gt_config_t *cfg, const struct gt_guardrails *gr, const 
     plan->model = route.model;
     if (gr->max_request_bytes && (int64_t)req_bytes > gr->max_request_bytes) {
         plan->reject_code = "too_large";
-        snprintf(plan->reason, sizeof(plan->reason), "request of %zu bytes exceeds the limit of %lld",
-                 req_bytes, (long long)gr->max_request_bytes);
+        snprintf(plan->reason, sizeof(plan->reason),
+                 "request of %zu bytes exceeds the limit of %lld", req_bytes,
+                 (long long)gr->max_request_bytes);
         return 0;
     }
     size_t batch = json_array_size(json_object_get(req, "batch"));
@@ -131,16 +136,21 @@ int gt_guard_plan(const gt_config_t *cfg, const struct gt_guardrails *gr, const 
             plan->reject_code = "provider_not_permitted";
             snprintf(plan->reason, sizeof(plan->reason),
                      "model %s: its provider may not receive this tenant's data and no fallback "
-                     "may", route.model->name);
+                     "may",
+                     route.model->name);
             return 0;
         }
-        snprintf(plan->reason, sizeof(plan->reason), "provider of %s may not receive this "
-                 "tenant's data", route.model->name);
+        snprintf(plan->reason, sizeof(plan->reason),
+                 "provider of %s may not receive this "
+                 "tenant's data",
+                 route.model->name);
     } else if (a == GT_ACCESS_SCRUBBED && gr->prefer_reroute) {
         to = fallback_with(cfg, gr, route.model, GT_ACCESS_RAW);
         if (to)
-            snprintf(plan->reason, sizeof(plan->reason), "provider of %s receives scrubbed data "
-                     "only; rerouted to keep the input whole", route.model->name);
+            snprintf(plan->reason, sizeof(plan->reason),
+                     "provider of %s receives scrubbed data "
+                     "only; rerouted to keep the input whole",
+                     route.model->name);
     }
     if (to) {
         plan->from = route.model;
@@ -154,8 +164,8 @@ int gt_guard_plan(const gt_config_t *cfg, const struct gt_guardrails *gr, const 
     if (limit && tokens > limit) {
         plan->reject_code = "input_tokens_exceeded";
         snprintf(plan->reason, sizeof(plan->reason),
-                 "input of about %lld tokens exceeds the limit of %lld for model %s", tokens,
-                 limit, plan->model->name);
+                 "input of about %lld tokens exceeds the limit of %lld for model %s", tokens, limit,
+                 plan->model->name);
     }
     return 0;
 }
@@ -167,7 +177,7 @@ int gt_guard_fallback_ok(const gt_config_t *cfg, const json_t *req, const gt_mod
     if (!gr)
         return 1;
     gt_access_t a = gt_guard_access(gr, to);
-    int scrubbed = gt_guard_access(gr, from) == GT_ACCESS_SCRUBBED || gr->pii_always ||
-                   policy_scrub(req);
+    int scrubbed =
+        gt_guard_access(gr, from) == GT_ACCESS_SCRUBBED || gr->pii_always || policy_scrub(req);
     return a == GT_ACCESS_RAW || (a == GT_ACCESS_SCRUBBED && scrubbed);
 }

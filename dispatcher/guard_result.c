@@ -14,7 +14,7 @@
 typedef struct gres {
     gt_dispatcher_t *d;
     char *request_id, *tenant_id;
-    json_t *result;          /* borrowed from the coordinator */
+    json_t *result; /* borrowed from the coordinator */
     json_t *decision;
     void (*done)(const char *err, void *);
     void *arg;
@@ -46,7 +46,7 @@ static void each_output(json_t *result, json_t *(*fn)(json_t *out, void *ctx), v
     }
     size_t i;
     json_t *item;
-    json_array_foreach(outs, i, item) {
+    json_array_foreach (outs, i, item) {
         json_t *o = fn(json_object_get(item, "output"), ctx);
         if (o)
             json_object_set_new(item, "output", o);
@@ -104,7 +104,7 @@ static void on_output_moderated(const gt_mod_verdict_t *v, void *arg)
          * endpoint; restored only now. */
         each_output(g->result, restore_one, mask);
         gt_guard_emit(g->d, "guardrail.restored", g->request_id, g->tenant_id,
-             json_pack("{s:I}", "tokens", (json_int_t)json_object_size(mask)));
+                      json_pack("{s:I}", "tokens", (json_int_t)json_object_size(mask)));
     }
     json_decref(mask);
     gres_finish(g);

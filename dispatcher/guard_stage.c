@@ -49,7 +49,9 @@ void gt_guard_collect_text(const json_t *v, char **buf, size_t *len, size_t *cap
     json_t *e;
     const char *k;
     if (json_is_array(v))
-        json_array_foreach(v, i, e) gt_guard_collect_text(e, buf, len, cap);
+        json_array_foreach (v, i, e)
+            gt_guard_collect_text(e, buf, len, cap);
     else if (json_is_object(v))
-        json_object_foreach((json_t *)v, k, e) gt_guard_collect_text(e, buf, len, cap);
+        json_object_foreach ((json_t *)v, k, e)
+            gt_guard_collect_text(e, buf, len, cap);
 }

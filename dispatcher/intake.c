@@ -28,22 +28,22 @@ typedef struct intake {
     char body_sha[65];     /* SHA-256 of the request as received (request_hash) */
     char traceparent[128]; /* the intake span: tasks and a rejection carry it */
     int has_traceparent;
-    gt_span_t span;        /* dispatcher.intake, child of the request's traceparent */
+    gt_span_t span; /* dispatcher.intake, child of the request's traceparent */
     int span_open;
-    json_t *published;    /* task_ids sent, marked queued once all are durable */
-    json_t *rejection;    /* the rejected result being published, or NULL */
+    json_t *published;                 /* task_ids sent, marked queued once all are durable */
+    json_t *rejection;                 /* the rejected result being published, or NULL */
     void (*answer)(struct intake *in); /* publishes the rejection once it is stored */
-    char cache_key[65];   /* response cache key when cacheable (cache.h), else "" */
+    char cache_key[65];                /* response cache key when cacheable (cache.h), else "" */
     int64_t cache_ttl_ms;
-    int cache_lead;       /* missed: leads its key's flight until its job exists */
-    json_t *cached;       /* the answer from the cache being published, or NULL */
-    const char *picked;   /* the deployment the router chose, until its tasks are published */
+    int cache_lead;     /* missed: leads its key's flight until its job exists */
+    json_t *cached;     /* the answer from the cache being published, or NULL */
+    const char *picked; /* the deployment the router chose, until its tasks are published */
 } intake_t;
 
 /* Log context of a request in intake (lines about it carry its ids and trace). */
-#define IN_CTX(in)                                                                          \
-    (&(gt_log_ctx_t){.request_id = (in)->request_id,                                       \
-                     .tenant_id = json_string_value(json_object_get((in)->req, "tenant_id")), \
+#define IN_CTX(in)                                                                                 \
+    (&(gt_log_ctx_t){.request_id = (in)->request_id,                                               \
+                     .tenant_id = json_string_value(json_object_get((in)->req, "tenant_id")),      \
                      .trace_id = (in)->traceparent})
 
 static const char sql_insert[] =
@@ -74,22 +74,21 @@ static const char sql_pending[] =
 /* Bounded by the request: its open tasks come from the tasks_open index
  * whatever the statistics say. By task_id alone, a generic plan built on
  * stale statistics scanned every open task (0.8-4 ms a request under load). */
-static const char sql_queued[] =
-    "UPDATE tasks SET status = 'queued', queued_at = now()"
-    " WHERE request_id = $2 AND status = 'pending'"
-    "  AND task_id IN (SELECT json_array_elements_text($1::json))";
+static const char sql_queued[] = "UPDATE tasks SET status = 'queued', queued_at = now()"
+                                 " WHERE request_id = $2 AND status = 'pending'"
+                                 "  AND task_id IN (SELECT json_array_elements_text($1::json))";
 
 static void intake_free(intake_t *in)
 {
     if (in->span_open) {
         in->span_open = 0;
-        gt_span_end(&in->span, NULL,
-                    json_pack("{s:s, s:s, s:i, s:b}", "gantry.request_id",
-                              in->request_id ? in->request_id : "", "gantry.tenant_id",
-                              in->req ? json_string_value(json_object_get(in->req, "tenant_id"))
-                                      : "",
-                              "gantry.tasks", in->graph.n_inference, "gantry.rejected",
-                              in->rejection != NULL));
+        gt_span_end(
+            &in->span, NULL,
+            json_pack("{s:s, s:s, s:i, s:b}", "gantry.request_id",
+                      in->request_id ? in->request_id : "", "gantry.tenant_id",
+                      in->req ? json_string_value(json_object_get(in->req, "tenant_id")) : "",
+                      "gantry.tasks", in->graph.n_inference, "gantry.rejected",
+                      in->rejection != NULL));
     }
     if (in->request_id)
         json_object_del(in->d->intake_active, in->request_id);
@@ -117,8 +116,7 @@ static void on_queued(const PGresult *res, const char *err, void *arg)
 {
     intake_t *in = arg;
     if (err) /* the tasks are on Kafka: a stale 'pending' only delays status display */
-        gt_log(GT_LOG_WARN, IN_CTX(in),
-               "marking tasks queued failed: %s", err);
+        gt_log(GT_LOG_WARN, IN_CTX(in), "marking tasks queued failed: %s", err);
     intake_finish(in);
 }
 
@@ -156,8 +154,7 @@ static int publish_node(intake_t *in, gt_effect_t *e, const gt_node_t *node)
                          sizeof(topic));
     gt_header_t h = {"traceparent", in->traceparent};
     json_array_append_new(in->published, json_string(node->task_id));
-    return gt_effect_add_json(e, topic, node->task_id, node->task, &h,
-                              in->has_traceparent ? 1 : 0);
+    return gt_effect_add_json(e, topic, node->task_id, node->task, &h, in->has_traceparent ? 1 : 0);
 }
 
 /* Publishes the inference nodes listed in idxs (NULL: every node without
@@ -178,7 +175,8 @@ static void publish_ready(intake_t *in, const json_t *idxs)
         int wanted = !idxs;
         size_t k;
         json_t *v;
-        json_array_foreach(idxs, k, v) wanted |= json_integer_value(v) == node->idx;
+        json_array_foreach (idxs, k, v)
+            wanted |= json_integer_value(v) == node->idx;
         if (wanted && publish_node(in, e, node) != 0) {
             /* Out of memory: the request stays undone; its tasks are
              * recovered as 'pending' on redelivery. */
@@ -199,16 +197,15 @@ static int build(intake_t *in, const json_t *req, const char **code, char *err, 
     /* A model whose provider's breaker is open goes to its first healthy fallback. */
     const gt_model_t *healthy = gt_provider_health_route(in->d->providers, in->d->cfg, route.model);
     if (healthy != route.model && gt_guard_fallback_ok(in->d->cfg, req, route.model, healthy)) {
-        gt_log(GT_LOG_INFO, IN_CTX(in),
-               "model %s: provider %s is degraded; routed to fallback %s", route.model->name,
-               route.model->provider, healthy->name);
+        gt_log(GT_LOG_INFO, IN_CTX(in), "model %s: provider %s is degraded; routed to fallback %s",
+               route.model->name, route.model->provider, healthy->name);
         route.model = healthy;
     }
     /* A logical model with deployments: one of them serves (router.h). */
     if (route.model->n_deployments && in->d->router) {
         const char *why = NULL;
-        const gt_model_t *dep = gt_router_pick(in->d->router, in->d->cfg, route.model,
-                                               gt_clock_mono_ms(), &why);
+        const gt_model_t *dep =
+            gt_router_pick(in->d->router, in->d->cfg, route.model, gt_clock_mono_ms(), &why);
         if (dep && dep != route.model) {
             if (in->picked) /* built again (recovery): the earlier pick is replaced */
                 gt_router_release(in->d->router, in->picked);
@@ -268,7 +265,8 @@ static void on_pending(const PGresult *res, const char *err, void *arg)
         gt_dispatcher_dead_letter(in->d, in->d->consumer, in->msg, "intake.dedupe",
                                   "duplicate_conflict",
                                   "a job with this request_id exists with a different body; the "
-                                  "first body won", in->request_id);
+                                  "first body won",
+                                  in->request_id);
         intake_free(in);
         return;
     }
@@ -281,8 +279,8 @@ static void on_pending(const PGresult *res, const char *err, void *arg)
         /* The job's own trace (its intake span), whatever this copy carried. */
         if (!PQgetisnull(res, 0, 2) && strlen(PQgetvalue(res, 0, 2)) < sizeof(in->traceparent))
             snprintf(in->traceparent, sizeof(in->traceparent), "%s", PQgetvalue(res, 0, 2));
-        gt_log(GT_LOG_INFO, IN_CTX(in),
-               "re-publishing %zu task(s) that never reached Kafka", json_array_size(idxs));
+        gt_log(GT_LOG_INFO, IN_CTX(in), "re-publishing %zu task(s) that never reached Kafka",
+               json_array_size(idxs));
         publish_ready(in, idxs);
     } else {
         intake_finish(in);
@@ -313,8 +311,7 @@ static void on_inserted(const PGresult *res, const char *err, void *arg)
         return;
     }
     d->requests_duplicate++;
-    gt_log(GT_LOG_INFO, IN_CTX(in),
-           "duplicate request: job exists");
+    gt_log(GT_LOG_INFO, IN_CTX(in), "duplicate request: job exists");
     gt_graph_free(&in->graph);
     const char *params[] = {in->request_id};
     if (gt_pg_query(d->pg, sql_pending, 1, params, on_pending, in) != 0)
@@ -507,11 +504,11 @@ static void answer_too_large(intake_t *in, const char *why)
 {
     char at[64];
     gt_log(GT_LOG_WARN, IN_CTX(in), "rejected: too_large: %s", why);
-    in->rejection = json_pack(
-        "{s:s, s:s, s:O, s:s, s:{s:s, s:s}, s:s}", "schema", "gantry.result.v1", "request_id",
-        in->request_id, "tenant_id", json_object_get(in->req, "tenant_id"), "status", "rejected",
-        "error", "code", "too_large", "message", why, "completed_at",
-        gt_clock_fmt(gt_clock_wall_ms(), at, sizeof(at)));
+    in->rejection =
+        json_pack("{s:s, s:s, s:O, s:s, s:{s:s, s:s}, s:s}", "schema", "gantry.result.v1",
+                  "request_id", in->request_id, "tenant_id", json_object_get(in->req, "tenant_id"),
+                  "status", "rejected", "error", "code", "too_large", "message", why,
+                  "completed_at", gt_clock_fmt(gt_clock_wall_ms(), at, sizeof(at)));
     store_answer(in, send_too_large, 0);
 }
 
@@ -532,11 +529,11 @@ static void on_admitted(int admitted, const char *reason, void *arg)
     }
     char at[64];
     gt_log(GT_LOG_WARN, IN_CTX(in), "rejected: %s", reason);
-    in->rejection = json_pack(
-        "{s:s, s:s, s:O, s:s, s:{s:s, s:s}, s:s}", "schema", "gantry.result.v1", "request_id",
-        in->request_id, "tenant_id", json_object_get(in->req, "tenant_id"), "status", "rejected",
-        "error", "code", "budget_exceeded", "message", reason, "completed_at",
-        gt_clock_fmt(gt_clock_wall_ms(), at, sizeof(at)));
+    in->rejection =
+        json_pack("{s:s, s:s, s:O, s:s, s:{s:s, s:s}, s:s}", "schema", "gantry.result.v1",
+                  "request_id", in->request_id, "tenant_id", json_object_get(in->req, "tenant_id"),
+                  "status", "rejected", "error", "code", "budget_exceeded", "message", reason,
+                  "completed_at", gt_clock_fmt(gt_clock_wall_ms(), at, sizeof(at)));
     store_answer(in, send_rejection, 1);
 }
 
@@ -573,14 +570,13 @@ static json_t *cached_usage(intake_t *in, const json_t *output)
     json_t *u = json_pack(
         "{s:s, s:s, s:s, s:s, s:O, s:s, s:s, s:n, s:n, s:i, s:i, s:i, s:i, s:i, s:I, s:I, s:i,"
         " s:{s:i}, s:s, s:b}",
-        "schema", "gantry.usage.v1", "event_id", event_id, "request_id", in->request_id,
-        "task_id", task_id, "tenant_id", json_object_get(in->req, "tenant_id"), "model",
-        served_model(in), "provider", "cache", "pool",
-        "allocation_id", "allocation_seconds", 0, "tflops", 0, "vram_mb", 0, "prompt_tokens", 0,
-        "completion_tokens", 0, "request_bytes", (json_int_t)(input ? strlen(input) : 0),
-        "response_bytes", (json_int_t)(out ? strlen(out) : 0), "attempts", 1, "durations",
-        "total_ms", 0, "occurred_at", gt_clock_fmt(gt_clock_wall_ms(), at, sizeof(at)), "cached",
-        1);
+        "schema", "gantry.usage.v1", "event_id", event_id, "request_id", in->request_id, "task_id",
+        task_id, "tenant_id", json_object_get(in->req, "tenant_id"), "model", served_model(in),
+        "provider", "cache", "pool", "allocation_id", "allocation_seconds", 0, "tflops", 0,
+        "vram_mb", 0, "prompt_tokens", 0, "completion_tokens", 0, "request_bytes",
+        (json_int_t)(input ? strlen(input) : 0), "response_bytes",
+        (json_int_t)(out ? strlen(out) : 0), "attempts", 1, "durations", "total_ms", 0,
+        "occurred_at", gt_clock_fmt(gt_clock_wall_ms(), at, sizeof(at)), "cached", 1);
     free(out);
     free(input);
     return u;
@@ -618,8 +614,8 @@ static void on_cached_guarded(const char *err, void *arg)
 {
     intake_t *in = arg;
     if (err) { /* never published unguarded */
-        gt_dispatcher_dead_letter(in->d, in->d->consumer, in->msg, "intake.cache",
-                                  "persist_failed", err, in->request_id);
+        gt_dispatcher_dead_letter(in->d, in->d->consumer, in->msg, "intake.cache", "persist_failed",
+                                  err, in->request_id);
         intake_free(in);
         return;
     }
@@ -632,8 +628,8 @@ static void on_cache(const json_t *output, const char *err, void *arg)
 {
     intake_t *in = arg;
     if (err) {
-        gt_dispatcher_dead_letter(in->d, in->d->consumer, in->msg, "intake.cache",
-                                  "persist_failed", err, in->request_id);
+        gt_dispatcher_dead_letter(in->d, in->d->consumer, in->msg, "intake.cache", "persist_failed",
+                                  err, in->request_id);
         intake_free(in);
         return;
     }
@@ -644,8 +640,7 @@ static void on_cache(const json_t *output, const char *err, void *arg)
     }
     gt_log(GT_LOG_DEBUG, IN_CTX(in), "answered from the response cache");
     json_t *tr = json_pack("{s:s, s:O, s:s, s:s, s:[]}", "status", "succeeded", "output", output,
-                           "model", served_model(in),
-                           "provider", "cache", "attempts");
+                           "model", served_model(in), "provider", "cache", "attempts");
     json_t *results[1] = {tr};
     in->cached = tr ? gt_graph_result(in->request_id,
                                       json_string_value(json_object_get(in->req, "tenant_id")), 0,
@@ -697,8 +692,8 @@ static void on_stored_hash(const PGresult *res, const char *err, void *arg)
 {
     dup_check_t *c = arg;
     if (err) { /* permanent (transient ones were retried) or stopping: as on_pending */
-        gt_dispatcher_dead_letter(c->d, c->d->consumer, c->msg, "intake.dedupe",
-                                  "persist_failed", err, c->request_id);
+        gt_dispatcher_dead_letter(c->d, c->d->consumer, c->msg, "intake.dedupe", "persist_failed",
+                                  err, c->request_id);
     } else {
         const char *first = c->active;
         if (PQntuples(res) == 1) /* NULL: stored before migration 008, counts as identical */
@@ -816,8 +811,8 @@ static void intake_start(gt_dispatcher_t *d, gt_msg_t *msg, json_t *req)
     int adopted = gt_msg_header(msg, "traceparent", in->traceparent, sizeof(in->traceparent)) &&
                   gt_trace_parse(in->traceparent, &parent) == 0;
     in->traceparent[0] = '\0';
-    if (gt_span_start(&in->span, adopted ? &parent : NULL, "dispatcher.intake",
-                      GT_SPAN_CONSUMER) == 0) {
+    if (gt_span_start(&in->span, adopted ? &parent : NULL, "dispatcher.intake", GT_SPAN_CONSUMER) ==
+        0) {
         in->span_open = 1;
         gt_trace_format(&in->span.ctx, in->traceparent);
     }
@@ -828,11 +823,11 @@ static void intake_start(gt_dispatcher_t *d, gt_msg_t *msg, json_t *req)
                  json_string_value(json_object_get(req, "tenant_id")));
         gt_log(GT_LOG_WARN, IN_CTX(in), "rejected: unknown_tenant: %s", why);
         mark_active(in);
-        in->rejection = json_pack(
-            "{s:s, s:s, s:O, s:s, s:{s:s, s:s}, s:s}", "schema", "gantry.result.v1",
-            "request_id", in->request_id, "tenant_id", json_object_get(req, "tenant_id"),
-            "status", "rejected", "error", "code", "unknown_tenant", "message", why,
-            "completed_at", gt_clock_fmt(gt_clock_wall_ms(), at, sizeof(at)));
+        in->rejection =
+            json_pack("{s:s, s:s, s:O, s:s, s:{s:s, s:s}, s:s}", "schema", "gantry.result.v1",
+                      "request_id", in->request_id, "tenant_id", json_object_get(req, "tenant_id"),
+                      "status", "rejected", "error", "code", "unknown_tenant", "message", why,
+                      "completed_at", gt_clock_fmt(gt_clock_wall_ms(), at, sizeof(at)));
         store_answer(in, send_rejection, 1);
         return;
     }
@@ -873,8 +868,8 @@ static void admit(intake_t *in)
     gt_dispatcher_t *d = in->d;
     const json_t *req = in->req;
     const char *request_id = in->request_id;
-    int rc = gt_budget_admit(d, json_string_value(json_object_get(req, "tenant_id")),
-                                request_id, in->graph.n_inference, on_admitted, in);
+    int rc = gt_budget_admit(d, json_string_value(json_object_get(req, "tenant_id")), request_id,
+                             in->graph.n_inference, on_admitted, in);
     if (rc == 0)
         return; /* on_admitted goes on */
     if (rc < 0) {
@@ -930,4 +925,3 @@ static void persist(intake_t *in)
     free(rows_text);
     free(req_text);
 }
-

@@ -14,11 +14,11 @@ struct gt_ledger {
     gt_dispatcher_t *d;
     gt_consumer_t *consumer;
     uv_timer_t timer;
-    gt_msg_t **msgs;      /* the batch being filled */
-    json_t *events;       /* its events, same order */
+    gt_msg_t **msgs; /* the batch being filled */
+    json_t *events;  /* its events, same order */
     int n, cap;
     int paused;
-    int draining;         /* SIGTERM: no more events taken, never resumed */
+    int draining; /* SIGTERM: no more events taken, never resumed */
     long rows_written, batches;
 };
 
@@ -65,25 +65,40 @@ static const char sql_insert[] =
     "   (e.durations ->> 'allocate_ms')::bigint, (e.durations ->> 'inference_ms')::bigint,"
     "   (e.durations ->> 'release_ms')::bigint, (e.durations ->> 'total_ms')::bigint,"
     "   e.occurred_at, p.price_id, p.currency, p.allocation_second_micros,"
-    "   " COST(COST_PROMPT) ", " COST(COST_COMPLETION) ", " COST(COST_ALLOC) ","
-    "   p.request_micros,"
-    "   " COST(COST_PROMPT " + " COST_COMPLETION " + " COST_ALLOC " + p.request_micros") ","
-    "   e.trace_id"
-    "  FROM e JOIN ids USING (event_id)"
-    "  LEFT JOIN LATERAL billing_price_for(e.tenant_id, e.provider, e.model, e.occurred_at,"
-    "   e.tflops, e.vram_mb) p ON true"
-    "  RETURNING tenant_id, occurred_at, cost_micros),"
-    " s AS (SELECT tenant_id, billing_period(occurred_at) AS period, sum(cost_micros) AS cost,"
-    "   count(*) AS n FROM ins WHERE cost_micros IS NOT NULL GROUP BY 1, 2),"
-    /* budget rows locked in one order: two ledgers never deadlock on them */
-    " lk AS (SELECT b.tenant_id, b.period, s.cost, s.n FROM budget_periods b"
-    "  JOIN s ON b.tenant_id = s.tenant_id AND b.period = s.period"
-    "  ORDER BY b.tenant_id, b.period FOR UPDATE OF b),"
-    " spend AS ("
-    "  UPDATE budget_periods b SET spent_micros = b.spent_micros + lk.cost,"
-    "   usage_rows = b.usage_rows + lk.n, updated_at = now()"
-    "  FROM lk WHERE b.tenant_id = lk.tenant_id AND b.period = lk.period RETURNING 1)"
-    " SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM spend)";
+    "   " COST(COST_PROMPT) ", " COST(COST_COMPLETION) ", " COST(
+        COST_ALLOC) ","
+                    "   p.request_micros,"
+                    "   " COST(
+                        COST_PROMPT
+                        " + " COST_COMPLETION " + " COST_ALLOC
+                        " + p.request_micros") ","
+                                               "   e.trace_id"
+                                               "  FROM e JOIN ids USING (event_id)"
+                                               "  LEFT JOIN LATERAL billing_price_for(e.tenant_id, "
+                                               "e.provider, e.model, e.occurred_at,"
+                                               "   e.tflops, e.vram_mb) p ON true"
+                                               "  RETURNING tenant_id, occurred_at, cost_micros),"
+                                               " s AS (SELECT tenant_id, "
+                                               "billing_period(occurred_at) AS period, "
+                                               "sum(cost_micros) AS cost,"
+                                               "   count(*) AS n FROM ins WHERE cost_micros IS NOT "
+                                               "NULL GROUP BY 1, 2),"
+                                               /* budget rows locked in one order: two ledgers never
+                                                  deadlock on them */
+                                               " lk AS (SELECT b.tenant_id, b.period, s.cost, s.n "
+                                               "FROM budget_periods b"
+                                               "  JOIN s ON b.tenant_id = s.tenant_id AND b.period "
+                                               "= s.period"
+                                               "  ORDER BY b.tenant_id, b.period FOR UPDATE OF b),"
+                                               " spend AS ("
+                                               "  UPDATE budget_periods b SET spent_micros = "
+                                               "b.spent_micros + lk.cost,"
+                                               "   usage_rows = b.usage_rows + lk.n, updated_at = "
+                                               "now()"
+                                               "  FROM lk WHERE b.tenant_id = lk.tenant_id AND "
+                                               "b.period = lk.period RETURNING 1)"
+                                               " SELECT (SELECT count(*) FROM ins), (SELECT "
+                                               "count(*) FROM spend)";
 
 const char *gt_ledger_insert_sql(void)
 {
@@ -138,16 +153,17 @@ static void on_single(const PGresult *res, const char *err, void *arg)
     gt_ledger_t *l = b->l;
     char state[6];
     if (err) /* permanent (gt_pg retried the transient ones); bad data is invalid_usage */
-        gt_dispatcher_dead_letter(l->d, l->consumer, b->msgs[0], "ledger.insert",
-                                  gt_pg_err_sqlstate(err, state) == 0 &&
-                                          (strncmp(state, "22", 2) == 0 ||
-                                           strncmp(state, "23", 2) == 0)
-                                      ? "invalid_usage"
-                                      : "persist_failed",
-                                  err, NULL);
+        gt_dispatcher_dead_letter(
+            l->d, l->consumer, b->msgs[0], "ledger.insert",
+            gt_pg_err_sqlstate(err, state) == 0 &&
+                    (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0)
+                ? "invalid_usage"
+                : "persist_failed",
+            err, NULL);
     else {
         l->rows_written += atol(PQgetvalue(res, 0, 0));
-        gt_stats_ledger_batch(atol(PQgetvalue(res, 0, 0)), (double)(uv_hrtime() - b->sent_ns) / 1e9);
+        gt_stats_ledger_batch(atol(PQgetvalue(res, 0, 0)),
+                              (double)(uv_hrtime() - b->sent_ns) / 1e9);
         gt_consumer_done(l->consumer, b->msgs[0]);
     }
     batch_free(b);

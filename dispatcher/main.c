@@ -31,7 +31,7 @@ static const char usage_text[] =
 
 typedef struct app {
     gt_dispatcher_t d;
-    gt_config_t *cfg;      /* d.cfg, writable for reloads */
+    gt_config_t *cfg; /* d.cfg, writable for reloads */
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t drain;
     int64_t drain_deadline;
@@ -189,12 +189,10 @@ typedef struct args {
 /* Reads the command line into args. Returns -1 to go on, else the exit code. */
 static int parse_args(int argc, char **argv, args_t *args)
 {
-    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
-                                         {"admin-port", required_argument, NULL, 'a'},
-                                         {"roles", required_argument, NULL, 'r'},
-                                         {"id", required_argument, NULL, 'i'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'}, {"admin-port", required_argument, NULL, 'a'},
+        {"roles", required_argument, NULL, 'r'},  {"id", required_argument, NULL, 'i'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "c:a:r:i:h", opts, NULL)) != -1) {
         switch (ch) {
@@ -268,9 +266,12 @@ static int open_core(gt_dispatcher_t *d, int roles)
     const gt_config_t *cfg = d->cfg;
     char err[4096];
     d->request_schema = gt_schema_embedded("request.v1.json", err, sizeof(err));
-    d->task_result_schema = d->request_schema ? gt_schema_embedded("task-result.v1.json", err, sizeof(err)) : NULL;
-    d->usage_schema = d->task_result_schema ? gt_schema_embedded("usage.v1.json", err, sizeof(err)) : NULL;
-    d->control_schema = d->usage_schema ? gt_schema_embedded("control.v1.json", err, sizeof(err)) : NULL;
+    d->task_result_schema =
+        d->request_schema ? gt_schema_embedded("task-result.v1.json", err, sizeof(err)) : NULL;
+    d->usage_schema =
+        d->task_result_schema ? gt_schema_embedded("usage.v1.json", err, sizeof(err)) : NULL;
+    d->control_schema =
+        d->usage_schema ? gt_schema_embedded("control.v1.json", err, sizeof(err)) : NULL;
     if (!d->control_schema) {
         fprintf(stderr, "gantry-dispatcher: schema: %s\n", err);
         return -1;
@@ -349,7 +350,8 @@ static int open_roles(gt_dispatcher_t *d, int roles)
         fprintf(stderr, "gantry-dispatcher: reaper: %s\n", err);
         return -1;
     }
-    if ((roles & (ROLE_INTAKE | ROLE_COORD)) && !(d->moderation = gt_moderation_new(d->loop, cfg))) {
+    if ((roles & (ROLE_INTAKE | ROLE_COORD)) &&
+        !(d->moderation = gt_moderation_new(d->loop, cfg))) {
         fprintf(stderr, "gantry-dispatcher: moderation: out of memory\n");
         return -1;
     }
@@ -443,7 +445,8 @@ int main(int argc, char **argv)
         return 1;
     gt_log_init("gantry-dispatcher", (gt_log_level_t)gt_log_parse_level(cfg->log_level));
     signal(SIGPIPE, SIG_IGN);
-    signal(SIGHUP, SIG_IGN); /* a reload sent while starting must not kill us; the handler comes later */
+    signal(SIGHUP,
+           SIG_IGN); /* a reload sent while starting must not kill us; the handler comes later */
 
     static app_t a;
     gt_dispatcher_t *d = &a.d;

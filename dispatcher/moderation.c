@@ -31,13 +31,20 @@ static const struct {
     int cat;
     const char *phrase;
 } keywords[] = {
-    {GT_MOD_SELF_HARM, "kill myself"},        {GT_MOD_SELF_HARM, "suicide method"},
-    {GT_MOD_SELF_HARM, "ways to self-harm"},  {GT_MOD_SELF_HARM, "end my life"},
-    {GT_MOD_HARASSMENT, "kill yourself"},     {GT_MOD_HARASSMENT, "you worthless piece of"},
-    {GT_MOD_VIOLENCE, "i will kill you"},     {GT_MOD_VIOLENCE, "how to make a bomb"},
-    {GT_MOD_VIOLENCE, "build a pipe bomb"},   {GT_MOD_VIOLENCE, "mass shooting plan"},
-    {GT_MOD_HATE, "exterminate all"},         {GT_MOD_HATE, "subhuman vermin"},
-    {GT_MOD_SEXUAL, "explicit sexual content involving"}, {GT_MOD_SEXUAL, "child sexual"},
+    {GT_MOD_SELF_HARM, "kill myself"},
+    {GT_MOD_SELF_HARM, "suicide method"},
+    {GT_MOD_SELF_HARM, "ways to self-harm"},
+    {GT_MOD_SELF_HARM, "end my life"},
+    {GT_MOD_HARASSMENT, "kill yourself"},
+    {GT_MOD_HARASSMENT, "you worthless piece of"},
+    {GT_MOD_VIOLENCE, "i will kill you"},
+    {GT_MOD_VIOLENCE, "how to make a bomb"},
+    {GT_MOD_VIOLENCE, "build a pipe bomb"},
+    {GT_MOD_VIOLENCE, "mass shooting plan"},
+    {GT_MOD_HATE, "exterminate all"},
+    {GT_MOD_HATE, "subhuman vermin"},
+    {GT_MOD_SEXUAL, "explicit sexual content involving"},
+    {GT_MOD_SEXUAL, "child sexual"},
 };
 
 const char *gt_moderation_category_name(int category)
@@ -73,14 +80,14 @@ void gt_moderation_keywords(const char *text, size_t len, double scores[GT_MOD_N
 int gt_moderation_parse(const char *body, double scores[GT_MOD_NCATEGORIES])
 {
     json_t *doc = json_loads(body, 0, NULL);
-    json_t *cs = json_object_get(json_array_get(json_object_get(doc, "results"), 0),
-                                 "category_scores");
+    json_t *cs =
+        json_object_get(json_array_get(json_object_get(doc, "results"), 0), "category_scores");
     int rc = json_is_object(cs) ? 0 : -1;
     for (int k = 0; k < GT_MOD_NCATEGORIES; k++)
         scores[k] = 0;
     const char *key;
     json_t *v;
-    json_object_foreach(cs, key, v) {
+    json_object_foreach (cs, key, v) {
         for (int k = 0; k < GT_MOD_NCATEGORIES; k++) {
             size_t n = strlen(names[k]);
             if (strncmp(key, names[k], n) == 0 && (key[n] == 0 || key[n] == '/') &&

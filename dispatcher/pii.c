@@ -20,9 +20,9 @@ enum {
 static unsigned char cls[256];
 
 static unsigned short month_first[256]; /* months (bits) whose name starts with a byte */
-static const char *const months[] = {"january", "february", "march",     "april",
-                                     "may",     "june",     "july",      "august",
-                                     "september", "october", "november", "december"};
+static const char *const months[] = {"january",   "february", "march",    "april",
+                                     "may",       "june",     "july",     "august",
+                                     "september", "october",  "november", "december"};
 static pthread_once_t cls_once = PTHREAD_ONCE_INIT;
 
 static void init_classes(void)
@@ -374,7 +374,8 @@ static int try_phone(const char *s, size_t n, size_t i, size_t *end, double *con
         if (digits > 15)
             return 0;
         if (j + 1 < n && (s[j] == ' ' || s[j] == '-' || s[j] == '.') &&
-            (IS(s[j + 1], C_DIGIT) || (s[j + 1] == '(' && !paren && groups <= 1 && j + 2 < n && IS(s[j + 2], C_DIGIT)))) {
+            (IS(s[j + 1], C_DIGIT) ||
+             (s[j + 1] == '(' && !paren && groups <= 1 && j + 2 < n && IS(s[j + 2], C_DIGIT)))) {
             dots += s[j] == '.';
             seps++;
             j++;
@@ -393,8 +394,8 @@ static int try_phone(const char *s, size_t n, size_t i, size_t *end, double *con
             return 0;
         if (dots && (dots != seps || groups != 3))
             return 0;
-        int nanp = groups >= 3 && glen[groups - 1] == 4 && glen[groups - 2] == 3 &&
-                   glen[groups - 3] == 3;
+        int nanp =
+            groups >= 3 && glen[groups - 1] == 4 && glen[groups - 2] == 3 && glen[groups - 3] == 3;
         *conf = paren || nanp ? 0.85 : 0.7;
     }
     *end = j;
@@ -403,8 +404,8 @@ static int try_phone(const char *s, size_t n, size_t i, size_t *end, double *con
 
 /* ---- dates of birth ------------------------------------------------------- */
 
-static const char *const dob_words[] = {"born", "dob", "d.o.b", "birth", "né le", "geboren",
-                                        "nacido", NULL};
+static const char *const dob_words[] = {"born",  "dob",     "d.o.b",  "birth",
+                                        "né le", "geboren", "nacido", NULL};
 /* A month name (full or three letters, optional '.') at j: 1-12, or 0. */
 static int month_at(const char *s, size_t n, size_t j, size_t *len)
 {
@@ -567,9 +568,8 @@ static int try_iban(const char *s, size_t n, size_t i, size_t *end, double *conf
             continue;
         }
         /* a single space between groups of four */
-        if (s[j] == ' ' && len % 4 == 0 && j + 1 < n && IS(s[j + 1], C_UPPER | C_DIGIT) &&
-            j > i && s[j - 1] != ' ')
-        {
+        if (s[j] == ' ' && len % 4 == 0 && j + 1 < n && IS(s[j + 1], C_UPPER | C_DIGIT) && j > i &&
+            s[j - 1] != ' ') {
             j++;
             continue;
         }
@@ -674,10 +674,9 @@ size_t gt_pii_scan(const char *s, size_t n, unsigned types, double min_confidenc
         if (IS(s[i], C_DIGIT) || s[i] == '+' || s[i] == '(') {
             /* The tail of a number that matched nothing is not a new number. */
             i++;
-            while (i < n && (IS(s[i], C_DIGIT) ||
-                             ((s[i] == ' ' || s[i] == '-' || s[i] == '.' || s[i] == '(' ||
-                               s[i] == ')') &&
-                              i + 1 < n && IS(s[i + 1], C_DIGIT))))
+            while (i < n && (IS(s[i], C_DIGIT) || ((s[i] == ' ' || s[i] == '-' || s[i] == '.' ||
+                                                    s[i] == '(' || s[i] == ')') &&
+                                                   i + 1 < n && IS(s[i + 1], C_DIGIT))))
                 i++;
             continue;
         }

@@ -22,8 +22,8 @@ typedef enum {
 
 typedef struct gt_pii_finding {
     gt_pii_type_t type;
-    size_t start, end;   /* byte span [start, end) */
-    double confidence;   /* 0..1: 0.9+ checksummed or unambiguous, ~0.6 plausible */
+    size_t start, end; /* byte span [start, end) */
+    double confidence; /* 0..1: 0.9+ checksummed or unambiguous, ~0.6 plausible */
 } gt_pii_finding_t;
 
 /* Called for each finding, in text order, spans never overlapping. Return

@@ -12,7 +12,7 @@
 #include "log.h"
 
 struct gt_provider_health {
-    json_t *down_until;   /* provider -> mono ms until which it is avoided */
+    json_t *down_until; /* provider -> mono ms until which it is avoided */
 };
 
 gt_provider_health_t *gt_provider_health_new(void)

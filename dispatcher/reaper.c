@@ -33,11 +33,11 @@ struct gt_reaper {
     gt_consumer_t *consumer;
     gt_http_t *http;
     uv_timer_t timer;
-    json_t *incs;          /* incarnation -> {holder, seen, at, stopped, allocations{}, allocating{}} */
-    json_t *holders;       /* holder -> mono ms of its last heartbeat (-1: stopped), for
-                              allocations without an incarnation label */
-    json_t *reaping;       /* allocation ids with a DELETE in flight */
-    char probe_id[33];     /* this reaper's probes */
+    json_t *incs;      /* incarnation -> {holder, seen, at, stopped, allocations{}, allocating{}} */
+    json_t *holders;   /* holder -> mono ms of its last heartbeat (-1: stopped), for
+                          allocations without an incarnation label */
+    json_t *reaping;   /* allocation ids with a DELETE in flight */
+    char probe_id[33]; /* this reaper's probes */
     int64_t hearing_since; /* mono ms since own probes come back; 0: deaf */
     int64_t probe_back;    /* mono ms of the last own probe read */
     long reaped;
@@ -78,13 +78,12 @@ static void on_released(const gt_http_response_t *resp, void *arg)
         r->reaped++;
         gt_stats_reaped(rc->pool->name);
         gt_warn("reaped allocation %s of %s (incarnation %s) in pool %s: %s", rc->allocation_id,
-                rc->holder, rc->incarnation[0] ? rc->incarnation : "-", rc->pool->name,
-                rc->reason);
+                rc->holder, rc->incarnation[0] ? rc->incarnation : "-", rc->pool->name, rc->reason);
         json_t *ev = gt_event_build("allocation.reaped", r->d->id, NULL,
                                     json_pack("{s:s, s:s, s:s, s:s, s:s}", "allocation_id",
-                                              rc->allocation_id, "pool", rc->pool->name,
-                                              "holder", rc->holder, "incarnation",
-                                              rc->incarnation, "reason", rc->reason));
+                                              rc->allocation_id, "pool", rc->pool->name, "holder",
+                                              rc->holder, "incarnation", rc->incarnation, "reason",
+                                              rc->reason));
         if (ev)
             gt_effect_send_json(r->d->effects, r->d->cfg->topics.events, rc->allocation_id, ev,
                                 NULL, 0);
@@ -102,8 +101,8 @@ static int in_set(const json_t *inc, const char *set, const char *key)
 }
 
 /* Why allocation a (age_ms old) is to be released, or NULL to leave it. */
-static const char *reap_reason(gt_reaper_t *r, const char *id, const json_t *labels,
-                               int64_t age_ms, int64_t now, int64_t wall_now)
+static const char *reap_reason(gt_reaper_t *r, const char *id, const json_t *labels, int64_t age_ms,
+                               int64_t now, int64_t wall_now)
 {
     const gt_config_t *cfg = r->d->cfg;
     int64_t ttl = cfg->lease_ttl_ms;
@@ -199,7 +198,7 @@ static void on_listed(const gt_http_response_t *resp, void *arg)
     json_t *list = json_object_get(doc, "allocations");
     size_t i;
     json_t *a;
-    json_array_foreach(list, i, a) {
+    json_array_foreach (list, i, a) {
         const char *id = json_string_value(json_object_get(a, "allocation_id"));
         json_t *labels = json_object_get(a, "labels");
         json_t *age = json_object_get(a, "age_ms");
@@ -214,8 +213,8 @@ static void on_listed(const gt_http_response_t *resp, void *arg)
 
 static void send_probe(gt_reaper_t *r)
 {
-    json_t *ev = gt_event_build("reaper.probe", r->d->id, NULL,
-                                json_pack("{s:s}", "reaper", r->probe_id));
+    json_t *ev =
+        gt_event_build("reaper.probe", r->d->id, NULL, json_pack("{s:s}", "reaper", r->probe_id));
     if (ev)
         gt_effect_send_json(r->d->effects, r->d->cfg->topics.events, r->d->id, ev, NULL, 0);
     json_decref(ev);
@@ -226,7 +225,7 @@ static void forget_old(gt_reaper_t *r, int64_t now)
     int64_t horizon = REAPER_FORGET_TTLS * r->d->cfg->lease_ttl_ms;
     const char *k;
     json_t *v, *tmp;
-    json_object_foreach_safe(r->incs, tmp, k, v) {
+    json_object_foreach_safe (r->incs, tmp, k, v) {
         if (now - json_integer_value(json_object_get(v, "seen")) > horizon)
             json_object_del(r->incs, k);
     }
@@ -241,8 +240,8 @@ static void on_tick(uv_timer_t *t)
      * (consumer unassigned, broker away), and must hear a full TTL again. */
     if (r->hearing_since && now - r->probe_back > 2 * cfg->reaper_interval_ms + 1000) {
         gt_warn("lease reaper: own probe not back for %lld ms: judging no lease until it has "
-                "heard for %lld ms again", (long long)(now - r->probe_back),
-                (long long)cfg->lease_ttl_ms);
+                "heard for %lld ms again",
+                (long long)(now - r->probe_back), (long long)cfg->lease_ttl_ms);
         r->hearing_since = 0;
     }
     send_probe(r);
@@ -260,8 +259,8 @@ static void on_tick(uv_timer_t *t)
         const char *hdrs[3];
         snprintf(url, sizeof(url), "%s/v1/allocations", pool->endpoint);
         auth_headers(pool, auth, sizeof(auth), hdrs);
-        if (gt_http_request(r->http, "GET", url, hdrs, NULL, 0, cfg->release_timeout_ms,
-                            on_listed, lc) != 0)
+        if (gt_http_request(r->http, "GET", url, hdrs, NULL, 0, cfg->release_timeout_ms, on_listed,
+                            lc) != 0)
             free(lc);
     }
 }
@@ -272,7 +271,7 @@ static json_t *set_of(const json_t *a)
     json_t *set = json_object();
     size_t i;
     json_t *v;
-    json_array_foreach(a, i, v) {
+    json_array_foreach (a, i, v) {
         if (json_is_string(v))
             json_object_set_new(set, json_string_value(v), json_true());
     }
@@ -296,9 +295,8 @@ static void on_heartbeat(gt_reaper_t *r, const char *source, const json_t *ev, i
     json_object_set_new(r->incs, incarnation,
                         json_pack("{s:s, s:I, s:I, s:b, s:o, s:o}", "holder", source, "seen",
                                   (json_int_t)now, "at", (json_int_t)at, "stopped", 0,
-                                  "allocations",
-                                  set_of(json_object_get(data, "allocations")), "allocating",
-                                  set_of(json_object_get(data, "allocating"))));
+                                  "allocations", set_of(json_object_get(data, "allocations")),
+                                  "allocating", set_of(json_object_get(data, "allocating"))));
 }
 
 static void on_event(gt_consumer_t *c, gt_msg_t *msg, void *arg)
@@ -318,8 +316,7 @@ static void on_event(gt_consumer_t *c, gt_msg_t *msg, void *arg)
             if (incarnation && *incarnation)
                 json_object_set_new(r->incs, incarnation,
                                     json_pack("{s:s, s:I, s:I, s:b}", "holder", source, "seen",
-                                              (json_int_t)now, "at", (json_int_t)0, "stopped",
-                                              1));
+                                              (json_int_t)now, "at", (json_int_t)0, "stopped", 1));
         } else if (strcmp(type, "reaper.probe") == 0) {
             const char *id = json_string_value(json_object_get(data, "reaper"));
             if (id && strcmp(id, r->probe_id) == 0) {

@@ -10,18 +10,18 @@
 
 typedef struct dep_state {
     struct dep_state *next;
-    char *model;          /* the deployment's model name */
+    char *model; /* the deployment's model name */
     int in_flight;
     double ewma_ms;
-    int measured;         /* ewma_ms holds a sample */
-    int fails;            /* consecutive failures */
-    int64_t open_until;   /* > 0: cooled down until then (monotonic ms) */
-    int probing;          /* half-open: its one probe is out */
-    int64_t wrr;          /* smooth weighted round-robin's current weight */
+    int measured;       /* ewma_ms holds a sample */
+    int fails;          /* consecutive failures */
+    int64_t open_until; /* > 0: cooled down until then (monotonic ms) */
+    int probing;        /* half-open: its one probe is out */
+    int64_t wrr;        /* smooth weighted round-robin's current weight */
 } dep_state_t;
 
 struct gt_router {
-    dep_state_t *states;  /* one per deployment seen: a handful, searched in order */
+    dep_state_t *states; /* one per deployment seen: a handful, searched in order */
     uint64_t rng;
 };
 
@@ -99,7 +99,8 @@ int gt_router_in_flight(const gt_router_t *r, const char *model)
 static void count(const char *logical, const char *deployment, const char *reason)
 {
     gt_metric_add(gt_metrics_counter("gantry_routing_decisions_total",
-                                     "Deployments chosen, by logical model and reason", "model,reason"),
+                                     "Deployments chosen, by logical model and reason",
+                                     "model,reason"),
                   1, logical, reason);
     gt_metric_add(gt_metrics_counter("gantry_deployment_requests_total",
                                      "Tasks sent to each deployment", "model,deployment"),
@@ -174,7 +175,8 @@ const gt_model_t *gt_router_pick(gt_router_t *r, const gt_config_t *cfg, const g
         for (size_t i = 0; i < n; i++) {
             if (open[i])
                 continue;
-            if (cheapest < 0 || m->deployments[i].price_micros < m->deployments[cheapest].price_micros)
+            if (cheapest < 0 ||
+                m->deployments[i].price_micros < m->deployments[cheapest].price_micros)
                 cheapest = (int)i;
             if (!full[i] &&
                 (pick < 0 || m->deployments[i].price_micros < m->deployments[pick].price_micros))
@@ -273,9 +275,9 @@ void gt_router_event(gt_router_t *r, const gt_config_t *cfg, const char *type, c
     for (size_t i = 0; i < cfg->n_models; i++)
         for (size_t k = 0; k < cfg->models[i].n_deployments; k++) {
             const gt_model_t *dm = gt_config_model(cfg, cfg->models[i].deployments[k].model);
-            int hit = dm && ((pool && dm->pool && strcmp(dm->pool, pool) == 0) ||
-                             (!pool && provider && dm->provider &&
-                              strcmp(dm->provider, provider) == 0));
+            int hit =
+                dm && ((pool && dm->pool && strcmp(dm->pool, pool) == 0) ||
+                       (!pool && provider && dm->provider && strcmp(dm->provider, provider) == 0));
             if (!hit)
                 continue;
             dep_state_t *s = state(r, dm->name, 1);

@@ -10,8 +10,8 @@
 
 struct gt_scrub {
     gt_scrub_opts_t o;
-    json_t *tokens;   /* mask: "<type>:<value>" -> token */
-    json_t *mapping;  /* mask: token -> value */
+    json_t *tokens;  /* mask: "<type>:<value>" -> token */
+    json_t *mapping; /* mask: token -> value */
     size_t counts[GT_PII_NTYPES];
     size_t next[GT_PII_NTYPES];
 };
@@ -113,7 +113,7 @@ static void hash_token(gt_scrub_t *s, gt_pii_type_t t, const char *v, size_t n, 
 typedef struct scrub_pass {
     gt_scrub_t *s;
     const char *text;
-    size_t done;  /* bytes of text copied or replaced */
+    size_t done; /* bytes of text copied or replaced */
     gt_buf_t out;
     int err;
 } scrub_pass_t;
@@ -178,7 +178,7 @@ static json_t *walk(const json_t *v, str_fn f, void *ctx, int depth)
         json_t *a = json_array();
         size_t i;
         json_t *e;
-        json_array_foreach(v, i, e) {
+        json_array_foreach (v, i, e) {
             json_t *c = walk(e, f, ctx, depth + 1);
             if (!c || json_array_append_new(a, c) != 0) {
                 json_decref(a);
@@ -193,7 +193,8 @@ static json_t *walk(const json_t *v, str_fn f, void *ctx, int depth)
         size_t kl;
         json_t *e;
         void *tmp;
-        json_object_keylen_foreach_safe((json_t *)v, tmp, k, kl, e) {
+        json_object_keylen_foreach_safe((json_t *)v, tmp, k, kl, e)
+        {
             json_t *c = walk(e, f, ctx, depth + 1);
             if (!c || json_object_setn_new(o, k, kl, c) != 0) {
                 json_decref(o);
@@ -258,8 +259,8 @@ int gt_scrub_restore_text(const json_t *mapping, const char *text, size_t len, c
                ((text[j] >= 'A' && text[j] <= 'Z') || (text[j] >= '0' && text[j] <= '9') ||
                 text[j] == '_'))
             j++;
-        json_t *v = j < len && text[j] == '>' ? json_object_getn(mapping, text + i, j + 1 - i)
-                                              : NULL;
+        json_t *v =
+            j < len && text[j] == '>' ? json_object_getn(mapping, text + i, j + 1 - i) : NULL;
         if (json_is_string(v)) {
             gt_buf_putn(&b, text + done, i - done);
             gt_buf_putn(&b, json_string_value(v), json_string_length(v));

@@ -13,11 +13,11 @@ typedef enum { GT_SCRUB_MASK, GT_SCRUB_HASH, GT_SCRUB_REMOVE } gt_scrub_mode_t;
 
 typedef struct gt_scrub_opts {
     gt_scrub_mode_t mode;
-    unsigned types;               /* GT_PII_* bits to scrub; 0: all */
-    double min_confidence;        /* findings below are kept; 0: 0.5 */
-    const unsigned char *key;     /* hash: HMAC-SHA256 key, borrowed for the scrubber's life */
+    unsigned types;           /* GT_PII_* bits to scrub; 0: all */
+    double min_confidence;    /* findings below are kept; 0: 0.5 */
+    const unsigned char *key; /* hash: HMAC-SHA256 key, borrowed for the scrubber's life */
     size_t key_len;
-    int hash_chars;               /* hash: hex characters kept, 8..64; 0: 16 */
+    int hash_chars; /* hash: hex characters kept, 8..64; 0: 16 */
 } gt_scrub_opts_t;
 
 /* One scrubber per request: mask tokens are numbered per type in the order

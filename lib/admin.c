@@ -34,8 +34,7 @@ struct gt_admin {
 static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status, const char *type,
                              char *body, size_t len)
 {
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
     if (!resp) {
         free(body);
         return MHD_NO;
@@ -142,9 +141,9 @@ gt_admin_t *gt_admin_start(const char *host, int port, char *err, size_t errlen)
         free(a);
         return NULL;
     }
-    a->d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, a,
-                            MHD_OPTION_SOCK_ADDR, sa, MHD_OPTION_CONNECTION_TIMEOUT, 10u,
-                            MHD_OPTION_CONNECTION_LIMIT, 64u, MHD_OPTION_END);
+    a->d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, a, MHD_OPTION_SOCK_ADDR,
+                            sa, MHD_OPTION_CONNECTION_TIMEOUT, 10u, MHD_OPTION_CONNECTION_LIMIT,
+                            64u, MHD_OPTION_END);
     if (!a->d) {
         snprintf(err, errlen, "admin: cannot listen on %s:%d", host, port);
         free(a);

@@ -140,7 +140,7 @@ static void resolve(gt_cfg_ctx_t *c, json_t *node, const char *path)
         json_t *val;
         json_t *secrets = json_object(); /* name -> contents, applied after the walk */
         json_t *file_keys = json_array();
-        json_object_foreach(node, key, val) {
+        json_object_foreach (node, key, val) {
             char *sub = gt_cfg_join(path, key);
             if (!sub)
                 break;
@@ -166,7 +166,7 @@ static void resolve(gt_cfg_ctx_t *c, json_t *node, const char *path)
             free(sub);
         }
         size_t i;
-        json_array_foreach(file_keys, i, val)
+        json_array_foreach (file_keys, i, val)
             json_object_del(node, json_string_value(val));
         json_object_update(node, secrets);
         json_decref(file_keys);
@@ -174,7 +174,7 @@ static void resolve(gt_cfg_ctx_t *c, json_t *node, const char *path)
     } else if (json_is_array(node)) {
         size_t i;
         json_t *val;
-        json_array_foreach(node, i, val) {
+        json_array_foreach (node, i, val) {
             char sub[512];
             snprintf(sub, sizeof(sub), "%s[%zu]", path, i);
             if (json_is_string(val)) {
@@ -190,12 +190,11 @@ static void resolve(gt_cfg_ctx_t *c, json_t *node, const char *path)
 }
 
 /* Reports keys of obj not in allowed (NULL-terminated): typos must not pass silently. */
-void gt_cfg_check_keys(gt_cfg_ctx_t *c, json_t *obj, const char *path,
-                       const char *const *allowed)
+void gt_cfg_check_keys(gt_cfg_ctx_t *c, json_t *obj, const char *path, const char *const *allowed)
 {
     const char *key;
     json_t *val;
-    json_object_foreach(obj, key, val) {
+    json_object_foreach (obj, key, val) {
         int ok = 0;
         for (const char *const *a = allowed; *a && !ok; a++)
             ok = strcmp(*a, key) == 0;
@@ -207,8 +206,7 @@ void gt_cfg_check_keys(gt_cfg_ctx_t *c, json_t *obj, const char *path,
     }
 }
 
-json_t *gt_cfg_obj(gt_cfg_ctx_t *c, json_t *parent, const char *key, const char *path,
-                   int required)
+json_t *gt_cfg_obj(gt_cfg_ctx_t *c, json_t *parent, const char *key, const char *path, int required)
 {
     json_t *v = json_object_get(parent, key);
     char *sub = gt_cfg_join(path, key);
@@ -222,8 +220,8 @@ json_t *gt_cfg_obj(gt_cfg_ctx_t *c, json_t *parent, const char *key, const char 
     return v;
 }
 
-char *gt_cfg_str(gt_cfg_ctx_t *c, json_t *obj, const char *key, const char *path,
-                 const char *def, int required)
+char *gt_cfg_str(gt_cfg_ctx_t *c, json_t *obj, const char *key, const char *path, const char *def,
+                 int required)
 {
     json_t *v = obj ? json_object_get(obj, key) : NULL;
     if (!v) {
@@ -243,23 +241,24 @@ char *gt_cfg_str(gt_cfg_ctx_t *c, json_t *obj, const char *key, const char *path
     return strdup(json_string_value(v));
 }
 
-int64_t gt_cfg_int(gt_cfg_ctx_t *c, json_t *obj, const char *key, const char *path,
-                   int64_t def, int64_t min, int64_t max)
+int64_t gt_cfg_int(gt_cfg_ctx_t *c, json_t *obj, const char *key, const char *path, int64_t def,
+                   int64_t min, int64_t max)
 {
     json_t *v = obj ? json_object_get(obj, key) : NULL;
     if (!v)
         return def;
     if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
         char *sub = gt_cfg_join(path, key);
-        gt_cfg_problem(c, sub, "must be an integer in [%lld, %lld]", (long long)min, (long long)max);
+        gt_cfg_problem(c, sub, "must be an integer in [%lld, %lld]", (long long)min,
+                       (long long)max);
         free(sub);
         return def;
     }
     return json_integer_value(v);
 }
 
-double gt_cfg_num(gt_cfg_ctx_t *c, json_t *obj, const char *key, const char *path,
-                  double def, double min, double max)
+double gt_cfg_num(gt_cfg_ctx_t *c, json_t *obj, const char *key, const char *path, double def,
+                  double min, double max)
 {
     json_t *v = obj ? json_object_get(obj, key) : NULL;
     if (!v)
@@ -288,8 +287,7 @@ int gt_cfg_bool(gt_cfg_ctx_t *c, json_t *obj, const char *key, const char *path,
 }
 
 /* A list of strings, or NULL when absent. */
-char **gt_cfg_str_list(gt_cfg_ctx_t *c, json_t *obj, const char *key, const char *path,
-                       size_t *n)
+char **gt_cfg_str_list(gt_cfg_ctx_t *c, json_t *obj, const char *key, const char *path, size_t *n)
 {
     json_t *v = obj ? json_object_get(obj, key) : NULL;
     *n = 0;
@@ -304,7 +302,7 @@ char **gt_cfg_str_list(gt_cfg_ctx_t *c, json_t *obj, const char *key, const char
     out = calloc(json_array_size(v) + 1, sizeof(char *));
     size_t i;
     json_t *e;
-    json_array_foreach(v, i, e) {
+    json_array_foreach (v, i, e) {
         if (!json_is_string(e) || json_string_length(e) == 0) {
             gt_cfg_problem(c, sub, "element %zu must be a non-empty string", i);
             continue;
@@ -338,9 +336,9 @@ static void add_lane(gt_config_t *cfg, const char *lane)
 
 static void load_kafka(gt_cfg_ctx_t *c, gt_config_t *cfg)
 {
-    static const char *const keys[] = {"bootstrap_servers", "properties", "consumer_properties",
-                                       "producer_properties", "revoke_grace_ms",
-                                       "message_max_bytes", "static_membership", NULL};
+    static const char *const keys[] = {
+        "bootstrap_servers", "properties",        "consumer_properties", "producer_properties",
+        "revoke_grace_ms",   "message_max_bytes", "static_membership",   NULL};
     json_t *k = gt_cfg_obj(c, cfg->root, "kafka", "", 1);
     if (k)
         gt_cfg_check_keys(c, k, "kafka", keys);
@@ -356,7 +354,7 @@ static void load_kafka(gt_cfg_ctx_t *c, gt_config_t *cfg)
         *props[i] = k ? gt_cfg_obj(c, k, names[i], "kafka", 0) : NULL;
         const char *key;
         json_t *v;
-        json_object_foreach(*props[i], key, v) {
+        json_object_foreach (*props[i], key, v) {
             if (!json_is_string(v)) {
                 char path[512];
                 snprintf(path, sizeof(path), "kafka.%s.%s", names[i], key);
@@ -365,9 +363,9 @@ static void load_kafka(gt_cfg_ctx_t *c, gt_config_t *cfg)
         }
     }
 
-    static const char *const tkeys[] = {"requests", "task_prefix", "task_results", "results",
-                                        "usage",    "dlq",         "events",       "control",
-                                        NULL};
+    static const char *const tkeys[] = {"requests", "task_prefix", "task_results",
+                                        "results",  "usage",       "dlq",
+                                        "events",   "control",     NULL};
     json_t *t = gt_cfg_obj(c, cfg->root, "topics", "", 0);
     if (t)
         gt_cfg_check_keys(c, t, "topics", tkeys);
@@ -432,7 +430,7 @@ static void load_pools(gt_cfg_ctx_t *c, gt_config_t *cfg)
     cfg->pools = calloc(json_object_size(pools) + 1, sizeof(gt_pool_t));
     const char *name;
     json_t *p;
-    json_object_foreach(pools, name, p) {
+    json_object_foreach (pools, name, p) {
         char path[512];
         snprintf(path, sizeof(path), "pools.%s", name);
         if (!json_is_object(p)) {
@@ -483,10 +481,12 @@ static void load_limits(gt_cfg_ctx_t *c, json_t *o, const char *path, gt_provide
  * timeouts need worker.* defaults: workers/worker_config.c loads them. */
 static void load_providers(gt_cfg_ctx_t *c, gt_config_t *cfg)
 {
-    static const char *const keys[] = {
-        "runtime", "endpoint", "api_key", "credentials", "project", "location", "region",
-        "access_key_id", "secret_access_key", "session_token", "max_in_flight", "rpm", "tpm",
-        "tenants", "breaker", "retry", "timeouts", NULL};
+    static const char *const keys[] = {"runtime",       "endpoint",      "api_key",
+                                       "credentials",   "project",       "location",
+                                       "region",        "access_key_id", "secret_access_key",
+                                       "session_token", "max_in_flight", "rpm",
+                                       "tpm",           "tenants",       "breaker",
+                                       "retry",         "timeouts",      NULL};
     static const char *const bkeys[] = {"failures", "recovery_ms", NULL};
     static const char *const lkeys[] = {"max_in_flight", "rpm", "tpm", NULL};
     json_t *provs = gt_cfg_obj(c, cfg->root, "providers", "", 0);
@@ -495,7 +495,7 @@ static void load_providers(gt_cfg_ctx_t *c, gt_config_t *cfg)
     cfg->providers = calloc(json_object_size(provs) + 1, sizeof(gt_provider_t));
     const char *name;
     json_t *pj;
-    json_object_foreach(provs, name, pj) {
+    json_object_foreach (provs, name, pj) {
         char path[512], sub[600];
         snprintf(path, sizeof(path), "providers.%s", name);
         if (!json_is_object(pj)) {
@@ -518,9 +518,9 @@ static void load_providers(gt_cfg_ctx_t *c, gt_config_t *cfg)
         load_limits(c, pj, path, &p->limits);
         if (p->runtime && !is_wire_runtime(p->runtime))
             gt_cfg_problem(c, path,
-                    "runtime \"%s\" is not a provider runtime (openai, hf_endpoint, "
-                    "vertex_gemini, bedrock_anthropic)",
-                    p->runtime);
+                           "runtime \"%s\" is not a provider runtime (openai, hf_endpoint, "
+                           "vertex_gemini, bedrock_anthropic)",
+                           p->runtime);
         if (p->endpoint && strncmp(p->endpoint, "http://", 7) != 0 &&
             strncmp(p->endpoint, "https://", 8) != 0)
             gt_cfg_problem(c, path, "endpoint must be an http:// or https:// URL");
@@ -532,19 +532,22 @@ static void load_providers(gt_cfg_ctx_t *c, gt_config_t *cfg)
         if ((!strcmp(rt, "openai") || !strcmp(rt, "hf_endpoint")) && !p->endpoint)
             gt_cfg_problem(c, path, "endpoint is required for runtime %s", rt);
         if (!strcmp(rt, "hf_endpoint") && !p->api_key)
-            gt_cfg_problem(c, path, "api_key (or api_key_file) is required for runtime hf_endpoint");
+            gt_cfg_problem(c, path,
+                           "api_key (or api_key_file) is required for runtime hf_endpoint");
         if (!strcmp(rt, "vertex_gemini")) {
             if (!p->credentials)
                 gt_cfg_problem(c, path, "credentials_file is required for runtime vertex_gemini");
             if (!p->project || !p->location)
-                gt_cfg_problem(c, path, "project and location are required for runtime vertex_gemini");
+                gt_cfg_problem(c, path,
+                               "project and location are required for runtime vertex_gemini");
         }
         if (!strcmp(rt, "bedrock_anthropic")) {
             if (!p->region)
                 gt_cfg_problem(c, path, "region is required for runtime bedrock_anthropic");
             if (!p->access_key_id || !p->secret_access_key)
-                gt_cfg_problem(c, path, "access_key_id and secret_access_key (or secret_access_key_file) "
-                                 "are required for runtime bedrock_anthropic");
+                gt_cfg_problem(c, path,
+                               "access_key_id and secret_access_key (or secret_access_key_file) "
+                               "are required for runtime bedrock_anthropic");
         }
         snprintf(sub, sizeof(sub), "%s.breaker", path);
         json_t *b = gt_cfg_obj(c, pj, "breaker", path, 0);
@@ -557,7 +560,7 @@ static void load_providers(gt_cfg_ctx_t *c, gt_config_t *cfg)
             p->tenant_limits = calloc(json_object_size(tl) + 1, sizeof(*p->tenant_limits));
             const char *tid;
             json_t *tj;
-            json_object_foreach(tl, tid, tj) {
+            json_object_foreach (tl, tid, tj) {
                 char tpath[800];
                 snprintf(tpath, sizeof(tpath), "%s.tenants.%s", path, tid);
                 if (!json_is_object(tj)) {
@@ -614,7 +617,7 @@ static void check_fallbacks(gt_cfg_ctx_t *c, gt_config_t *cfg)
                 char path[512];
                 snprintf(path, sizeof(path), "models.%s.fallbacks", m->name);
                 gt_cfg_problem(c, path, "fallback \"%s\" leads back to \"%s\" (a cycle)", fm->name,
-                        m->name);
+                               m->name);
             } else if (colour[w] == 0) {
                 colour[w] = 1;
                 next[w] = 0;
@@ -630,9 +633,9 @@ out:
 
 static void load_models(gt_cfg_ctx_t *c, gt_config_t *cfg)
 {
-    static const char *const keys[] = {"runtime", "pool", "lane", "requirements",
-                                       "max_input_chars", "provider", "provider_model",
-                                       "fallbacks", "cache", "deployments", "strategy", NULL};
+    static const char *const keys[] = {
+        "runtime",        "pool",      "lane",  "requirements", "max_input_chars", "provider",
+        "provider_model", "fallbacks", "cache", "deployments",  "strategy",        NULL};
     static const char *const dkeys[] = {"model", "weight", "max_in_flight", "price_micros", NULL};
     static const char *const rkeys[] = {"tflops", "vram_mb", NULL};
     static const char *const ckeys[] = {"ttl_ms", NULL};
@@ -643,7 +646,7 @@ static void load_models(gt_cfg_ctx_t *c, gt_config_t *cfg)
 
     const char *name;
     json_t *m;
-    json_object_foreach(models, name, m) {
+    json_object_foreach (models, name, m) {
         char path[512], rpath[600];
         snprintf(path, sizeof(path), "models.%s", name);
         if (!json_is_object(m)) {
@@ -659,7 +662,7 @@ static void load_models(gt_cfg_ctx_t *c, gt_config_t *cfg)
         const gt_provider_t *prov = gt_config_provider(cfg, model->provider);
         /* A model served by a provider takes the provider's runtime by default. */
         model->runtime = gt_cfg_str(c, m, "runtime", path,
-                                 prov && prov->runtime ? prov->runtime : "hostedai", 0);
+                                    prov && prov->runtime ? prov->runtime : "hostedai", 0);
         model->provider_model = gt_cfg_str(c, m, "provider_model", path, name, 0);
         model->fallbacks = gt_cfg_str_list(c, m, "fallbacks", path, &model->n_fallbacks);
         model->pool = gt_cfg_str(c, m, "pool", path, NULL, 0);
@@ -680,36 +683,37 @@ static void load_models(gt_cfg_ctx_t *c, gt_config_t *cfg)
         if (model->runtime && strcmp(model->runtime, "hostedai") != 0 &&
             !is_wire_runtime(model->runtime))
             gt_cfg_problem(c, path,
-                    "runtime \"%s\" is not supported (supported: hostedai, openai, "
-                    "hf_endpoint, vertex_gemini, bedrock_anthropic)",
-                    model->runtime);
+                           "runtime \"%s\" is not supported (supported: hostedai, openai, "
+                           "hf_endpoint, vertex_gemini, bedrock_anthropic)",
+                           model->runtime);
         if (model->runtime && is_wire_runtime(model->runtime)) {
             if (!model->provider)
                 gt_cfg_problem(c, path, "provider is required for runtime %s", model->runtime);
             else if (!prov)
                 gt_cfg_problem(c, path, "provider \"%s\" is not declared in providers",
-                        model->provider);
+                               model->provider);
             else if (prov->runtime && strcmp(prov->runtime, model->runtime) != 0)
                 gt_cfg_problem(c, path, "runtime \"%s\" differs from provider %s's runtime \"%s\"",
-                        model->runtime, prov->name, prov->runtime);
+                               model->runtime, prov->name, prov->runtime);
         } else if (model->provider) {
             gt_cfg_problem(c, path, "provider is only for provider runtimes, not %s",
-                    model->runtime ? model->runtime : "?");
+                           model->runtime ? model->runtime : "?");
         }
         json_t *deps = json_object_get(m, "deployments");
         model->strategy = gt_cfg_str(c, m, "strategy", path, "weighted", 0);
         if (model->strategy && strcmp(model->strategy, "weighted") != 0 &&
             strcmp(model->strategy, "least_busy") != 0 && strcmp(model->strategy, "latency") != 0 &&
             strcmp(model->strategy, "cost") != 0)
-            gt_cfg_problem(c, path, "strategy \"%s\" is not one of weighted, least_busy, latency, cost",
-                    model->strategy);
+            gt_cfg_problem(c, path,
+                           "strategy \"%s\" is not one of weighted, least_busy, latency, cost",
+                           model->strategy);
         if (deps && (!json_is_array(deps) || json_array_size(deps) == 0)) {
             gt_cfg_problem(c, path, "deployments must be a non-empty array");
         } else if (deps) {
             model->deployments = calloc(json_array_size(deps), sizeof(*model->deployments));
             size_t di;
             json_t *dj;
-            json_array_foreach(deps, di, dj) {
+            json_array_foreach (deps, di, dj) {
                 char dpath[640];
                 snprintf(dpath, sizeof(dpath), "%s.deployments[%zu]", path, di);
                 if (!json_is_object(dj)) {
@@ -720,7 +724,8 @@ static void load_models(gt_cfg_ctx_t *c, gt_config_t *cfg)
                 struct gt_deployment *dep = &model->deployments[model->n_deployments++];
                 dep->model = gt_cfg_str(c, dj, "model", dpath, NULL, 1);
                 dep->weight = (int)gt_cfg_int(c, dj, "weight", dpath, 1, 1, 1000000);
-                dep->max_in_flight = (int)gt_cfg_int(c, dj, "max_in_flight", dpath, 0, 0, 100000000);
+                dep->max_in_flight =
+                    (int)gt_cfg_int(c, dj, "max_in_flight", dpath, 0, 0, 100000000);
                 dep->price_micros = gt_cfg_int(c, dj, "price_micros", dpath, 0, 0, INT64_MAX);
             }
         }
@@ -751,8 +756,12 @@ static void load_models(gt_cfg_ctx_t *c, gt_config_t *cfg)
 
 static void load_tenant_budget(gt_cfg_ctx_t *c, gt_tenant_t *t, json_t *b, const char *path)
 {
-    static const char *const keys[] = {"currency", "monthly_micros", "hard_limit_micros",
-                                       "soft_thresholds_pct", "reserve_micros_per_task", NULL};
+    static const char *const keys[] = {"currency",
+                                       "monthly_micros",
+                                       "hard_limit_micros",
+                                       "soft_thresholds_pct",
+                                       "reserve_micros_per_task",
+                                       NULL};
     struct gt_budget *bu = &t->budget;
     gt_cfg_check_keys(c, b, path, keys);
     char *cur = gt_cfg_str(c, b, "currency", path, "USD", 0);
@@ -783,7 +792,7 @@ static void load_tenant_budget(gt_cfg_ctx_t *c, gt_tenant_t *t, json_t *b, const
     } else {
         size_t i;
         json_t *v;
-        json_array_foreach(th, i, v) {
+        json_array_foreach (th, i, v) {
             json_int_t pct = json_is_integer(v) ? json_integer_value(v) : 0;
             if (pct < 1 || pct > 1000 || (i > 0 && pct <= bu->thresholds_pct[i - 1])) {
                 gt_cfg_problem(c, sub, "must hold ascending integers in [1, 1000]");
@@ -798,8 +807,8 @@ static void load_tenant_budget(gt_cfg_ctx_t *c, gt_tenant_t *t, json_t *b, const
 
 static void load_tracing(gt_cfg_ctx_t *c, gt_config_t *cfg)
 {
-    static const char *const keys[] = {"otlp_endpoint", "service_name", "batch_ms", "queue_max",
-                                       "headers", NULL};
+    static const char *const keys[] = {"otlp_endpoint", "service_name", "batch_ms",
+                                       "queue_max",     "headers",      NULL};
     json_t *t = gt_cfg_obj(c, cfg->root, "tracing", "", 0);
     if (t)
         gt_cfg_check_keys(c, t, "tracing", keys);
@@ -810,7 +819,7 @@ static void load_tracing(gt_cfg_ctx_t *c, gt_config_t *cfg)
     cfg->tracing_headers = t ? gt_cfg_obj(c, t, "headers", "tracing", 0) : NULL;
     const char *key;
     json_t *v;
-    json_object_foreach(cfg->tracing_headers, key, v) {
+    json_object_foreach (cfg->tracing_headers, key, v) {
         char path[512];
         snprintf(path, sizeof(path), "tracing.headers.%s", key);
         if (!json_is_string(v))
@@ -836,7 +845,7 @@ static void load_tenants(gt_cfg_ctx_t *c, gt_config_t *cfg)
     cfg->tenants = calloc(json_object_size(tenants) + 1, sizeof(gt_tenant_t));
     const char *id;
     json_t *tj;
-    json_object_foreach(tenants, id, tj) {
+    json_object_foreach (tenants, id, tj) {
         char path[512], sub[600];
         snprintf(path, sizeof(path), "tenants.%s", id);
         if (!json_is_object(tj)) {
@@ -874,16 +883,18 @@ static void check_session_timeout(gt_cfg_ctx_t *c, gt_config_t *cfg)
         }
     }
     if (session > cfg->lease_ttl_ms)
-        gt_cfg_problem(c, "reaper.lease_ttl_ms",
-                "must be at least the Kafka consumer session timeout (session.timeout.ms %lld%s%s): "
-                "a session can outlast the lease, so heartbeats go unread while it lasts",
-                session, where ? " in " : ", the default", where ? where : "");
+        gt_cfg_problem(
+            c, "reaper.lease_ttl_ms",
+            "must be at least the Kafka consumer session timeout (session.timeout.ms %lld%s%s): "
+            "a session can outlast the lease, so heartbeats go unread while it lasts",
+            session, where ? " in " : ", the default", where ? where : "");
 }
 
 static void load_processes(gt_cfg_ctx_t *c, gt_config_t *cfg)
 {
-    static const char *const wkeys[] = {"lanes", "max_in_flight", "retry", "timeouts",
-                                        "heartbeat_ms", "drain_ms", "capacity_wait_ms", NULL};
+    static const char *const wkeys[] = {
+        "lanes",    "max_in_flight",    "retry", "timeouts", "heartbeat_ms",
+        "drain_ms", "capacity_wait_ms", NULL};
     static const char *const retry_keys[] = {"max_retries", "base_ms", "max_ms", "jitter", NULL};
     static const char *const tkeys[] = {"allocate_ms", "inference_ms", "release_ms", NULL};
     json_t *w = gt_cfg_obj(c, cfg->root, "worker", "", 0);
@@ -892,7 +903,8 @@ static void load_processes(gt_cfg_ctx_t *c, gt_config_t *cfg)
     cfg->worker_lanes = gt_cfg_str_list(c, w, "lanes", "worker", &cfg->n_worker_lanes);
     for (size_t i = 0; i < cfg->n_worker_lanes; i++)
         if (!lane_known(cfg, cfg->worker_lanes[i]))
-            gt_cfg_problem(c, "worker.lanes", "lane \"%s\" is used by no model", cfg->worker_lanes[i]);
+            gt_cfg_problem(c, "worker.lanes", "lane \"%s\" is used by no model",
+                           cfg->worker_lanes[i]);
     if (!cfg->worker_lanes) { /* default: every lane */
         cfg->worker_lanes = calloc(cfg->n_lanes + 1, sizeof(char *));
         for (size_t i = 0; i < cfg->n_lanes; i++)
@@ -907,15 +919,17 @@ static void load_processes(gt_cfg_ctx_t *c, gt_config_t *cfg)
     if (r)
         gt_cfg_check_keys(c, r, "worker.retry", retry_keys);
     gt_retry_policy_default(&cfg->retry);
-    cfg->retry.max_retries = (int)gt_cfg_int(c, r, "max_retries", "worker.retry",
-                                          cfg->retry.max_retries, 0, 100);
-    cfg->retry.base_ms = gt_cfg_int(c, r, "base_ms", "worker.retry", cfg->retry.base_ms, 1, 3600000);
+    cfg->retry.max_retries =
+        (int)gt_cfg_int(c, r, "max_retries", "worker.retry", cfg->retry.max_retries, 0, 100);
+    cfg->retry.base_ms =
+        gt_cfg_int(c, r, "base_ms", "worker.retry", cfg->retry.base_ms, 1, 3600000);
     cfg->retry.max_ms = gt_cfg_int(c, r, "max_ms", "worker.retry", cfg->retry.max_ms, 1, 3600000);
     cfg->retry.jitter = gt_cfg_num(c, r, "jitter", "worker.retry", cfg->retry.jitter, 0, 1);
     json_t *t = w ? gt_cfg_obj(c, w, "timeouts", "worker", 0) : NULL;
     if (t)
         gt_cfg_check_keys(c, t, "worker.timeouts", tkeys);
-    cfg->allocate_timeout_ms = gt_cfg_int(c, t, "allocate_ms", "worker.timeouts", 30000, 1, 86400000);
+    cfg->allocate_timeout_ms =
+        gt_cfg_int(c, t, "allocate_ms", "worker.timeouts", 30000, 1, 86400000);
     cfg->inference_timeout_ms =
         gt_cfg_int(c, t, "inference_ms", "worker.timeouts", 300000, 1, 86400000);
     cfg->release_timeout_ms = gt_cfg_int(c, t, "release_ms", "worker.timeouts", 10000, 1, 86400000);
@@ -928,7 +942,7 @@ static void load_processes(gt_cfg_ctx_t *c, gt_config_t *cfg)
     cfg->reaper_interval_ms = gt_cfg_int(c, rp, "interval_ms", "reaper", 2000, 10, 86400000);
     if (cfg->lease_ttl_ms <= 2 * cfg->heartbeat_ms)
         gt_cfg_problem(c, "reaper.lease_ttl_ms", "must exceed twice worker.heartbeat_ms (%lld)",
-                (long long)cfg->heartbeat_ms);
+                       (long long)cfg->heartbeat_ms);
     check_session_timeout(c, cfg);
 
     static const char *const logkeys[] = {"level", NULL};
@@ -970,7 +984,7 @@ static void load_scheduling(gt_cfg_ctx_t *c, gt_config_t *cfg)
         json_t *obj = gt_cfg_obj(c, s, groups[g], "scheduling", 0);
         const char *name;
         json_t *v;
-        json_object_foreach(obj, name, v) {
+        json_object_foreach (obj, name, v) {
             char sub[600];
             snprintf(sub, sizeof(sub), "%s.%s", path, name);
             if (!json_is_object(v)) {
@@ -1005,18 +1019,36 @@ int64_t gt_config_max_queue_ms(const gt_config_t *cfg, const char *lane, const c
 gt_config_t *gt_config_parse(const char *text, const char *base_dir, char *err, size_t errlen)
 {
     /* Every top-level section, whichever loader reads it. */
-    static const char *const top[] = {"kafka",  "topics", "groups",  "postgres",   "pools",
-                                      "models", "routing", "worker", "dispatcher", "ledger",
-                                      "reaper", "log",    "commit_interval_ms", "$comment",
-                                      "tenants", "providers", "moderation", "tracing", "admin", "api",
-                                      "scheduling", NULL};
+    static const char *const top[] = {"kafka",
+                                      "topics",
+                                      "groups",
+                                      "postgres",
+                                      "pools",
+                                      "models",
+                                      "routing",
+                                      "worker",
+                                      "dispatcher",
+                                      "ledger",
+                                      "reaper",
+                                      "log",
+                                      "commit_interval_ms",
+                                      "$comment",
+                                      "tenants",
+                                      "providers",
+                                      "moderation",
+                                      "tracing",
+                                      "admin",
+                                      "api",
+                                      "scheduling",
+                                      NULL};
     gt_cfg_ctx_t c = {.err = err, .errlen = errlen, .base_dir = base_dir};
     if (err && errlen)
         err[0] = 0;
     json_error_t jerr;
     json_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
-        gt_cfg_problem(&c, "", "invalid JSON at line %d column %d: %s", jerr.line, jerr.column, jerr.text);
+        gt_cfg_problem(&c, "", "invalid JSON at line %d column %d: %s", jerr.line, jerr.column,
+                       jerr.text);
         return NULL;
     }
     if (!json_is_object(root)) {
@@ -1128,8 +1160,8 @@ void gt_config_free(gt_config_t *cfg)
     free(cfg->models);
     for (size_t i = 0; i < cfg->n_providers; i++) {
         gt_provider_t *p = &cfg->providers[i];
-        char **fields[] = {&p->name,     &p->runtime,  &p->endpoint,      &p->api_key,
-                           &p->credentials, &p->project, &p->location,   &p->region,
+        char **fields[] = {&p->name,          &p->runtime,           &p->endpoint,     &p->api_key,
+                           &p->credentials,   &p->project,           &p->location,     &p->region,
                            &p->access_key_id, &p->secret_access_key, &p->session_token};
         for (size_t f = 0; f < sizeof(fields) / sizeof(fields[0]); f++) {
             if (*fields[f] && f >= 3) /* secrets and the rest: scrub before the memory is reused */

@@ -38,23 +38,21 @@ void gt_cfg_problem(gt_cfg_ctx_t *c, const char *path, const char *fmt, ...)
 /* "path.key" (or "key" at the root), malloc'd; NULL when out of memory. */
 char *gt_cfg_join(const char *path, const char *key);
 /* Reports each key of obj not in allowed (NULL-terminated) as unknown. */
-void gt_cfg_check_keys(gt_cfg_ctx_t *c, json_t *obj, const char *path,
-                       const char *const *allowed);
+void gt_cfg_check_keys(gt_cfg_ctx_t *c, json_t *obj, const char *path, const char *const *allowed);
 /* Readers of parent's or obj's member key (path names obj). Absent: def (a
  * string def is strdup'd; NULL stays NULL) and, when required, a problem.
  * Present with the wrong type or out of [min, max]: a problem and def. */
 json_t *gt_cfg_obj(gt_cfg_ctx_t *c, json_t *parent, const char *key, const char *path,
                    int required);
-char *gt_cfg_str(gt_cfg_ctx_t *c, json_t *obj, const char *key, const char *path,
-                 const char *def, int required);
-int64_t gt_cfg_int(gt_cfg_ctx_t *c, json_t *obj, const char *key, const char *path,
-                   int64_t def, int64_t min, int64_t max);
-double gt_cfg_num(gt_cfg_ctx_t *c, json_t *obj, const char *key, const char *path,
-                  double def, double min, double max);
+char *gt_cfg_str(gt_cfg_ctx_t *c, json_t *obj, const char *key, const char *path, const char *def,
+                 int required);
+int64_t gt_cfg_int(gt_cfg_ctx_t *c, json_t *obj, const char *key, const char *path, int64_t def,
+                   int64_t min, int64_t max);
+double gt_cfg_num(gt_cfg_ctx_t *c, json_t *obj, const char *key, const char *path, double def,
+                  double min, double max);
 int gt_cfg_bool(gt_cfg_ctx_t *c, json_t *obj, const char *key, const char *path, int def);
 /* A NULL-terminated list of *n non-empty strings, or NULL when absent. */
-char **gt_cfg_str_list(gt_cfg_ctx_t *c, json_t *obj, const char *key, const char *path,
-                       size_t *n);
+char **gt_cfg_str_list(gt_cfg_ctx_t *c, json_t *obj, const char *key, const char *path, size_t *n);
 /* Frees a gt_cfg_str_list result (NULL is fine). */
 void gt_cfg_free_str_list(char **list, size_t n);
 

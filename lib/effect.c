@@ -39,8 +39,8 @@ struct gt_effects {
     gt_effect_t *live; /* pending effects, for close */
     int pending;
     long n_resends;
-    int64_t warned_ms;  /* the last re-send logged: one line a second at most */
-    long unlogged;      /* re-sends since */
+    int64_t warned_ms; /* the last re-send logged: one line a second at most */
+    long unlogged;     /* re-sends since */
     int closing;
 };
 
@@ -54,7 +54,7 @@ struct gt_effect {
     size_t n, cap;
     int in_producer; /* delivery reports still due */
     int sealed;
-    int over;        /* completed, failed or abandoned: no more sends, no callbacks */
+    int over;               /* completed, failed or abandoned: no more sends, no callbacks */
     int fail_set, fail_err; /* a failure before seal, reported by seal */
     char fail_topic[256], fail_reason[256];
     uv_timer_t timer;
@@ -157,10 +157,8 @@ static int is_permanent(int err)
     case -RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
     case -RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
     case -RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
-    case RD_KAFKA_RESP_ERR__INVALID_ARG:
-        return 1;
-    default:
-        return 0;
+    case RD_KAFKA_RESP_ERR__INVALID_ARG: return 1;
+    default: return 0;
     }
 }
 
@@ -275,9 +273,9 @@ static void effect_send(produce_t *p)
         return;
     }
     /* librdkafka's own codes are -200..-100; broker codes come negated. */
-    const char *reason =
-        rc == -ENOMEM ? "out of memory"
-                      : rd_kafka_err2str((rd_kafka_resp_err_t)(rc <= -100 ? rc : -rc));
+    const char *reason = rc == -ENOMEM
+                             ? "out of memory"
+                             : rd_kafka_err2str((rd_kafka_resp_err_t)(rc <= -100 ? rc : -rc));
     if (is_permanent(rc)) {
         effect_fail(e, p, rc, reason);
         return;
@@ -294,9 +292,9 @@ gt_effects_t *gt_effects_new(uv_loop_t *loop, gt_producer_t *p)
     es->producer = p;
     es->backoff = (gt_retry_policy_t){
         .max_retries = 0, .base_ms = EFFECT_BASE_MS, .max_ms = EFFECT_MAX_MS, .jitter = 0.2};
-    es->resends = gt_metrics_counter("gantry_effect_resends_total",
-                                     "Produces sent again after a refusal or a failed delivery",
-                                     "topic");
+    es->resends =
+        gt_metrics_counter("gantry_effect_resends_total",
+                           "Produces sent again after a refusal or a failed delivery", "topic");
     return es;
 }
 
@@ -411,8 +409,8 @@ int gt_effect_add_json(gt_effect_t *e, const char *topic, const char *key, const
     char *text = json_dumps(obj, JSON_COMPACT);
     if (!text)
         return -1;
-    int rc = gt_effect_add(e, topic, key, key ? strlen(key) : 0, text, strlen(text), headers,
-                           n_headers);
+    int rc =
+        gt_effect_add(e, topic, key, key ? strlen(key) : 0, text, strlen(text), headers, n_headers);
     free(text);
     return rc;
 }

@@ -330,9 +330,8 @@ fail:
     return NULL;
 }
 
-int gt_http_request(gt_http_t *h, const char *method, const char *url,
-                    const char *const *headers, const char *body, size_t body_len,
-                    int64_t timeout_ms, gt_http_cb cb, void *arg)
+int gt_http_request(gt_http_t *h, const char *method, const char *url, const char *const *headers,
+                    const char *body, size_t body_len, int64_t timeout_ms, gt_http_cb cb, void *arg)
 {
     http_req_t *r = NULL;
     CURL *e;

@@ -10,15 +10,15 @@
 typedef struct gt_http gt_http_t;
 
 typedef struct gt_http_response {
-    long status;            /* HTTP status, 0 when no response (transport error/timeout) */
-    int curl_code;          /* CURLcode, 0 on transport success */
-    int timed_out;          /* 1 when the request hit its timeout */
-    const char *error;      /* transport error text, or NULL */
-    const char *body;       /* NUL-terminated response body (may be "") */
+    long status;       /* HTTP status, 0 when no response (transport error/timeout) */
+    int curl_code;     /* CURLcode, 0 on transport success */
+    int timed_out;     /* 1 when the request hit its timeout */
+    const char *error; /* transport error text, or NULL */
+    const char *body;  /* NUL-terminated response body (may be "") */
     size_t body_len;
     int64_t retry_after_ms; /* parsed Retry-After, or -1 */
     int64_t elapsed_ms;
-    size_t request_bytes;   /* bytes of the request body sent */
+    size_t request_bytes; /* bytes of the request body sent */
 } gt_http_response_t;
 
 /* Called once per request on the loop thread; resp is valid only during the call. */
@@ -31,9 +31,9 @@ gt_http_t *gt_http_new(uv_loop_t *loop);
  * none). TLS peer and host verification is always on. Returns 0, or -1 if the
  * request could not be started or h is being freed (cb is then not called).
  * cb may start new requests and may call gt_http_free. */
-int gt_http_request(gt_http_t *h, const char *method, const char *url,
-                    const char *const *headers, const char *body, size_t body_len,
-                    int64_t timeout_ms, gt_http_cb cb, void *arg);
+int gt_http_request(gt_http_t *h, const char *method, const char *url, const char *const *headers,
+                    const char *body, size_t body_len, int64_t timeout_ms, gt_http_cb cb,
+                    void *arg);
 
 /* Requests in flight. */
 int gt_http_in_flight(const gt_http_t *h);

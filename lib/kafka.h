@@ -80,15 +80,15 @@ typedef void (*gt_consume_cb)(gt_consumer_t *c, gt_msg_t *msg, void *arg);
 
 typedef struct gt_consumer_opts {
     const char *group_id;
-    const char *const *topics;  /* NULL-terminated */
+    const char *const *topics; /* NULL-terminated */
     gt_consume_cb cb;
     void *arg;
     const char *auto_offset_reset; /* default "earliest" */
     int64_t commit_interval_ms;    /* default cfg->commit_interval_ms, else 200 */
-    int max_per_wakeup;            /* messages handed out before yielding to the loop, default 500 */
-    int max_backlog;               /* messages held while paused before librdkafka pauses, default 1000 */
-    const char *instance_id;       /* the process's --id: group.instance.id when
-                                      cfg->kafka_static_membership (NULL: dynamic member) */
+    int max_per_wakeup;      /* messages handed out before yielding to the loop, default 500 */
+    int max_backlog;         /* messages held while paused before librdkafka pauses, default 1000 */
+    const char *instance_id; /* the process's --id: group.instance.id when
+                                cfg->kafka_static_membership (NULL: dynamic member) */
 } gt_consumer_opts_t;
 
 gt_consumer_t *gt_consumer_new(uv_loop_t *loop, const gt_config_t *cfg,
@@ -142,8 +142,7 @@ void gt_consumer_free(gt_consumer_t *c);
  * Returns 0, or a negative code with err set when the cluster cannot be read
  * within timeout_ms per request (the topic unknown, the broker down): the
  * caller decides again later, it never guesses. */
-int gt_kafka_find_keys(const gt_config_t *cfg, const char *topic, const char *const *keys,
-                       size_t n, int64_t since_ms, int *found, int timeout_ms, char *err,
-                       size_t errlen);
+int gt_kafka_find_keys(const gt_config_t *cfg, const char *topic, const char *const *keys, size_t n,
+                       int64_t since_ms, int *found, int timeout_ms, char *err, size_t errlen);
 
 #endif

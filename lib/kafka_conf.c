@@ -67,7 +67,7 @@ int gt_kafka_conf_apply(rd_kafka_conf_t *conf, const json_t *props, const char *
         snprintf(err, errlen, "kafka properties: not an object");
         return -EINVAL;
     }
-    json_object_foreach((json_t *)props, key, val) {
+    json_object_foreach ((json_t *)props, key, val) {
         const char *s;
         int skip = 0;
         for (const char *const *f = forced; f && *f; f++)
@@ -100,10 +100,10 @@ int gt_kafka_conf_apply(rd_kafka_conf_t *conf, const json_t *props, const char *
 /* Called from librdkafka's own threads: gt_log is thread safe. */
 void gt_kafka_on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
-    gt_log_level_t l = level <= 3 ? GT_LOG_ERROR
-                     : level == 4 ? GT_LOG_WARN
-                     : level <= 6 ? GT_LOG_INFO
-                                  : GT_LOG_DEBUG;
+    gt_log_level_t l = level <= 3   ? GT_LOG_ERROR
+                       : level == 4 ? GT_LOG_WARN
+                       : level <= 6 ? GT_LOG_INFO
+                                    : GT_LOG_DEBUG;
     gt_log(l, NULL, "kafka %s: %s: %s", rd_kafka_name(rk), fac, buf);
 }
 
@@ -115,8 +115,7 @@ void gt_kafka_on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque
     if (err == RD_KAFKA_RESP_ERR__FATAL) {
         char why[512];
         rd_kafka_resp_err_t orig = rd_kafka_fatal_error(rk, why, sizeof(why));
-        gt_error("kafka %s: fatal error %s: %s", rd_kafka_name(rk), rd_kafka_err2name(orig),
-                 why);
+        gt_error("kafka %s: fatal error %s: %s", rd_kafka_name(rk), rd_kafka_err2name(orig), why);
         return;
     }
     gt_warn("kafka %s: %s: %s", rd_kafka_name(rk), rd_kafka_err2name((rd_kafka_resp_err_t)err),

@@ -14,7 +14,7 @@
 #include "metrics.h"
 #include "offsets.h"
 
-#define GT_CONTAINER_OF(ptr, type, field) ((type *)((char *)(ptr) - offsetof(type, field)))
+#define GT_CONTAINER_OF(ptr, type, field) ((type *)((char *)(ptr)-offsetof(type, field)))
 #define CONSUMER_CLOSE_TIMEOUT_S 10
 
 /* Commit state of one assigned partition. Messages point at it; a revoked
@@ -26,7 +26,7 @@ typedef struct gt_part {
     gt_offsets_t *offs;
     int refs;
     int revoked;
-    int revoking; /* revoked by the group, kept until its messages in flight are done */
+    int revoking;    /* revoked by the group, kept until its messages in flight are done */
     int64_t acked;   /* offset the broker acknowledged committing, -1: none yet */
     int64_t base;    /* first offset handed out since assigned, -1: none yet */
     uint64_t oldest; /* scratch of consumer_report_lag: oldest hand-out time, loop ms */
@@ -64,8 +64,8 @@ struct gt_consumer {
      * which a worker cycling at its in-flight limit hits on every batch. So a
      * held consumer keeps polling into a bounded backlog, and only a full
      * backlog pauses librdkafka. */
-    int held;      /* gt_consumer_pause: deliver nothing */
-    int rd_paused; /* librdkafka's partitions paused (the backlog is full) */
+    int held;                /* gt_consumer_pause: deliver nothing */
+    int rd_paused;           /* librdkafka's partitions paused (the backlog is full) */
     rd_kafka_message_t **bl; /* backlog ring, in fetch order */
     size_t bl_cap, bl_head, bl_len;
     int in_flight;
@@ -81,8 +81,8 @@ struct gt_consumer {
     int revoke_committing;
     uint64_t revoke_commit_deadline; /* loop time */
     uintptr_t revoke_seq;            /* tells the current revoke's commit answer from a late one */
-    gt_part_t *parts; /* currently assigned */
-    gt_inmsg_t *msgs; /* handed out, not done */
+    gt_part_t *parts;                /* currently assigned */
+    gt_inmsg_t *msgs;                /* handed out, not done */
 };
 
 static gt_part_t *part_find(gt_consumer_t *c, const char *topic, int32_t partition);
@@ -90,8 +90,7 @@ static gt_part_t *part_add(gt_consumer_t *c, const char *topic, int32_t partitio
 static void part_unref(gt_part_t *pt);
 static void part_revoke(gt_consumer_t *c, gt_part_t *pt);
 enum { COMMIT_SYNC, COMMIT_ASYNC, COMMIT_REVOKE }; /* consumer_commit's modes */
-static int consumer_commit(gt_consumer_t *c, const rd_kafka_topic_partition_list_t *only,
-                           int mode);
+static int consumer_commit(gt_consumer_t *c, const rd_kafka_topic_partition_list_t *only, int mode);
 static void revoke_on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                              rd_kafka_topic_partition_list_t *offsets, void *opaque);
 static void revoke_handover(gt_consumer_t *c, const rd_kafka_topic_partition_list_t *list,
@@ -182,8 +181,8 @@ static void consumer_report_lag(gt_consumer_t *c)
     for (gt_part_t *pt = c->parts; pt; pt = pt->next) {
         char part[16];
         snprintf(part, sizeof(part), "%" PRId32, pt->partition);
-        gt_metric_set(oldest_metric(), (double)(now - pt->oldest) / 1000.0, c->group_id,
-                      pt->topic, part);
+        gt_metric_set(oldest_metric(), (double)(now - pt->oldest) / 1000.0, c->group_id, pt->topic,
+                      part);
         int64_t lo = 0, hi = -1;
         if (rd_kafka_get_watermark_offsets(c->rk, pt->topic, pt->partition, &lo, &hi) != 0 ||
             hi < 0)
@@ -230,8 +229,7 @@ static void part_revoke(gt_consumer_t *c, gt_part_t *pt)
  * an offset already sent but not yet acknowledged, so that its answer tells
  * when the partition is safe to hand over (revoke_on_commit). Returns how many
  * partitions the commit carries (0: none, nothing will answer). */
-static int consumer_commit(gt_consumer_t *c, const rd_kafka_topic_partition_list_t *only,
-                           int mode)
+static int consumer_commit(gt_consumer_t *c, const rd_kafka_topic_partition_list_t *only, int mode)
 {
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
     rd_kafka_resp_err_t err;
@@ -252,8 +250,7 @@ static int consumer_commit(gt_consumer_t *c, const rd_kafka_topic_partition_list
     n = l->cnt;
     if (n > 0) {
         if (mode == COMMIT_REVOKE)
-            err = rd_kafka_commit_queue(c->rk, l, c->cq, revoke_on_commit,
-                                        (void *)c->revoke_seq);
+            err = rd_kafka_commit_queue(c->rk, l, c->cq, revoke_on_commit, (void *)c->revoke_seq);
         else
             err = rd_kafka_commit(c->rk, l, mode == COMMIT_ASYNC);
         if (err) {
@@ -323,8 +320,8 @@ static void consumer_set_paused(gt_consumer_t *c, int pause)
             rd_kafka_topic_partition_list_del_by_idx(l, i);
     }
     if (l->cnt > 0) {
-        rd_kafka_resp_err_t err = pause ? rd_kafka_pause_partitions(c->rk, l)
-                                        : rd_kafka_resume_partitions(c->rk, l);
+        rd_kafka_resp_err_t err =
+            pause ? rd_kafka_pause_partitions(c->rk, l) : rd_kafka_resume_partitions(c->rk, l);
         if (err)
             gt_warn("kafka consumer: %s failed: %s", pause ? "pause" : "resume",
                     rd_kafka_err2str(err));
@@ -346,8 +343,7 @@ static void count_revoke(gt_consumer_t *c, const char *outcome)
 
 /* Gives the partitions in list up: forgets them, drops their backlog and
  * unassigns (librdkafka's rebalance waits for that). */
-static void revoke_handover(gt_consumer_t *c, const rd_kafka_topic_partition_list_t *list,
-                            int coop)
+static void revoke_handover(gt_consumer_t *c, const rd_kafka_topic_partition_list_t *list, int coop)
 {
     rd_kafka_error_t *error = NULL;
     rd_kafka_resp_err_t aerr = RD_KAFKA_RESP_ERR_NO_ERROR;
@@ -672,7 +668,8 @@ static void backlog_drop(gt_consumer_t *c, const char *topic, int32_t partition)
     size_t kept = 0;
     for (size_t i = 0; i < c->bl_len; i++) {
         rd_kafka_message_t *m = c->bl[(c->bl_head + i) % c->bl_cap];
-        if (!topic || (m->partition == partition && strcmp(rd_kafka_topic_name(m->rkt), topic) == 0))
+        if (!topic ||
+            (m->partition == partition && strcmp(rd_kafka_topic_name(m->rkt), topic) == 0))
             rd_kafka_message_destroy(m);
         else
             c->bl[(c->bl_head + kept++) % c->bl_cap] = m;
@@ -740,7 +737,7 @@ gt_consumer_t *gt_consumer_new(uv_loop_t *loop, const gt_config_t *cfg,
     c->max_per_wakeup = opts->max_per_wakeup > 0 ? opts->max_per_wakeup : 500;
     c->max_backlog = opts->max_backlog > 0 ? opts->max_backlog : 1000;
     snprintf(c->group_id, sizeof(c->group_id), "%s", opts->group_id);
-    c->commit_interval_ms = opts->commit_interval_ms > 0   ? (uint64_t)opts->commit_interval_ms
+    c->commit_interval_ms = opts->commit_interval_ms > 0  ? (uint64_t)opts->commit_interval_ms
                             : cfg->commit_interval_ms > 0 ? (uint64_t)cfg->commit_interval_ms
                                                           : 200;
     c->revoke_grace_ms = cfg->kafka_revoke_grace_ms > 0 ? (uint64_t)cfg->kafka_revoke_grace_ms : 0;
@@ -754,12 +751,12 @@ gt_consumer_t *gt_consumer_new(uv_loop_t *loop, const gt_config_t *cfg,
         gt_kafka_conf_set(conf, "session.timeout.ms", session_ms, err, errlen) < 0 ||
         gt_kafka_conf_set(conf, "heartbeat.interval.ms", "1000", err, errlen) < 0 ||
         gt_kafka_conf_set(conf, "max.poll.interval.ms", "300000", err, errlen) < 0 ||
-        gt_kafka_conf_set(conf, "partition.assignment.strategy", "range,roundrobin", err,
-                          errlen) < 0 ||
+        gt_kafka_conf_set(conf, "partition.assignment.strategy", "range,roundrobin", err, errlen) <
+            0 ||
         gt_kafka_conf_set(conf, "enable.partition.eof", "false", err, errlen) < 0 ||
         gt_kafka_conf_set(conf, "auto.offset.reset",
-                 opts->auto_offset_reset ? opts->auto_offset_reset : "earliest", err,
-                 errlen) < 0 ||
+                          opts->auto_offset_reset ? opts->auto_offset_reset : "earliest", err,
+                          errlen) < 0 ||
         gt_kafka_conf_apply(conf, cfg->kafka_props, forced, err, errlen) < 0 ||
         gt_kafka_conf_apply(conf, cfg->kafka_consumer_props, forced, err, errlen) < 0 ||
         gt_kafka_conf_set(conf, "group.id", opts->group_id, err, errlen) < 0 ||

@@ -159,8 +159,8 @@ int gt_producer_send(gt_producer_t *p, const char *topic, const void *key, size_
     }
     err = rd_kafka_producev(p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, key_len),
                             RD_KAFKA_V_VALUE((void *)value, len),
-                            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                            RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(ctx), RD_KAFKA_V_END);
+                            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
+                            RD_KAFKA_V_OPAQUE(ctx), RD_KAFKA_V_END);
     if (err) {
         /* On failure the headers stay ours. */
         if (hdrs)
@@ -168,7 +168,8 @@ int gt_producer_send(gt_producer_t *p, const char *topic, const void *key, size_
         free(ctx);
         return err < 0 ? (int)err : -(int)err;
     }
-    /* NOLINTNEXTLINE(clang-analyzer-unix.Malloc): ctx is the message's opaque, freed by producer_on_dr */
+    /* NOLINTNEXTLINE(clang-analyzer-unix.Malloc): ctx is the message's opaque, freed by
+     * producer_on_dr */
     p->outstanding++;
     return 0;
 }
@@ -207,8 +208,8 @@ void gt_producer_free(gt_producer_t *p, int timeout_ms)
     rd_kafka_flush(p->rk, timeout_ms);
     if (p->outstanding > 0) {
         /* Fail what is left so that every callback still runs exactly once. */
-        gt_warn("kafka producer: %d messages not delivered after %d ms, purging",
-                p->outstanding, timeout_ms);
+        gt_warn("kafka producer: %d messages not delivered after %d ms, purging", p->outstanding,
+                timeout_ms);
         rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
         for (int i = 0; i < 100 && p->outstanding > 0; i++)
             rd_kafka_poll(p->rk, 10);

@@ -54,9 +54,8 @@ static int find_keys_window(rd_kafka_topic_t *rkt, int32_t p, int64_t start, int
     return rc;
 }
 
-int gt_kafka_find_keys(const gt_config_t *cfg, const char *topic, const char *const *keys,
-                       size_t n, int64_t since_ms, int *found, int timeout_ms, char *err,
-                       size_t errlen)
+int gt_kafka_find_keys(const gt_config_t *cfg, const char *topic, const char *const *keys, size_t n,
+                       int64_t since_ms, int *found, int timeout_ms, char *err, size_t errlen)
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_t *rk = NULL;

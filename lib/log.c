@@ -20,7 +20,10 @@ void gt_log_init(const char *process, gt_log_level_t level)
     atomic_store(&log_level, (int)level);
 }
 
-void gt_log_set_level(gt_log_level_t level) { atomic_store(&log_level, (int)level); }
+void gt_log_set_level(gt_log_level_t level)
+{
+    atomic_store(&log_level, (int)level);
+}
 
 int gt_log_parse_level(const char *s)
 {

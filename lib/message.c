@@ -13,8 +13,8 @@ json_t *gt_message_parse(const gt_msg_t *msg, const gt_schema_t *schema, const c
                          char *err, size_t errlen)
 {
     json_error_t jerr;
-    json_t *obj = msg->value ? json_loadb(msg->value, msg->len, JSON_REJECT_DUPLICATES, &jerr)
-                             : NULL;
+    json_t *obj =
+        msg->value ? json_loadb(msg->value, msg->len, JSON_REJECT_DUPLICATES, &jerr) : NULL;
     if (!obj) {
         *code = "invalid_json";
         if (msg->value)
@@ -64,8 +64,8 @@ static int dlq_truncate(json_t *o, const unsigned char *bytes, size_t len, size_
     return 0;
 }
 
-json_t *gt_dlq_build(const gt_msg_t *msg, const char *stage, const char *code,
-                     const char *message, const char *request_id, size_t max_bytes)
+json_t *gt_dlq_build(const gt_msg_t *msg, const char *stage, const char *code, const char *message,
+                     const char *request_id, size_t max_bytes)
 {
     char ts[40];
     const unsigned char *bytes = msg->value ? msg->value : (const unsigned char *)"";
@@ -78,15 +78,15 @@ json_t *gt_dlq_build(const gt_msg_t *msg, const char *stage, const char *code,
     /* An error message could be anything (a validator's path, SQL): bounded. */
     char brief[1024];
     snprintf(brief, sizeof(brief), "%s", message ? message : "");
-    json_t *o = orig ? json_pack("{s:s, s:{s:s, s:i, s:I}, s:s, s:{s:s, s:s}, s:s, s:s?, s:s, "
-                                 "s:s?}",
-                                 "schema", "gantry.dlq.v1", "source", "topic", msg->topic,
-                                 "partition", (int)msg->partition, "offset",
-                                 (json_int_t)msg->offset, "stage", stage, "error", "code", code,
-                                 "message", brief, "original", orig, "original_key", key,
-                                 "failed_at", gt_clock_fmt(gt_clock_wall_ms(), ts, sizeof(ts)),
-                                 "request_id", request_id)
-                     : NULL;
+    json_t *o =
+        orig ? json_pack("{s:s, s:{s:s, s:i, s:I}, s:s, s:{s:s, s:s}, s:s, s:s?, s:s, "
+                         "s:s?}",
+                         "schema", "gantry.dlq.v1", "source", "topic", msg->topic, "partition",
+                         (int)msg->partition, "offset", (json_int_t)msg->offset, "stage", stage,
+                         "error", "code", code, "message", brief, "original", orig, "original_key",
+                         key, "failed_at", gt_clock_fmt(gt_clock_wall_ms(), ts, sizeof(ts)),
+                         "request_id", request_id)
+             : NULL;
     free(orig);
     if (o && !key)
         json_object_set_new(o, "original_key", json_null());
@@ -108,8 +108,8 @@ json_t *gt_dlq_build(const gt_msg_t *msg, const char *stage, const char *code,
 int gt_dlq_send(gt_effect_t *e, const gt_config_t *cfg, const gt_msg_t *msg, const char *stage,
                 const char *code, const char *message, const char *request_id)
 {
-    json_t *o = gt_dlq_build(msg, stage, code, message, request_id,
-                             (size_t)cfg->kafka_message_max_bytes);
+    json_t *o =
+        gt_dlq_build(msg, stage, code, message, request_id, (size_t)cfg->kafka_message_max_bytes);
     if (!o)
         return -1;
     char *text = json_dumps(o, JSON_COMPACT);

@@ -22,8 +22,8 @@ json_t *gt_message_parse(const gt_msg_t *msg, const gt_schema_t *schema, const c
  * overhead): when the whole original would not, it carries original_size,
  * original_sha256 and a base64 prefix of at most 64 KiB in original, with
  * original_truncated true. Caller owns it; NULL on out of memory. */
-json_t *gt_dlq_build(const gt_msg_t *msg, const char *stage, const char *code,
-                     const char *message, const char *request_id, size_t max_bytes);
+json_t *gt_dlq_build(const gt_msg_t *msg, const char *stage, const char *code, const char *message,
+                     const char *request_id, size_t max_bytes);
 /* Builds the entry and adds it to e for cfg->topics.dlq, keyed like the
  * original. Returns 0, or -1 on out of memory (nothing added). */
 int gt_dlq_send(gt_effect_t *e, const gt_config_t *cfg, const gt_msg_t *msg, const char *stage,

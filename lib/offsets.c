@@ -14,11 +14,11 @@
 struct gt_offsets {
     int64_t *off;
     unsigned char *done;
-    size_t cap;       /* power of two, or 0 before the first track */
-    size_t head;      /* index of the lowest entry */
-    size_t count;     /* entries in the ring */
-    size_t pending;   /* entries not done */
-    int64_t last;     /* last tracked offset, -1 if none */
+    size_t cap;     /* power of two, or 0 before the first track */
+    size_t head;    /* index of the lowest entry */
+    size_t count;   /* entries in the ring */
+    size_t pending; /* entries not done */
+    int64_t last;   /* last tracked offset, -1 if none */
     int64_t committed;
 };
 

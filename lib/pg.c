@@ -97,8 +97,8 @@ struct gt_pg {
     PQconninfoOption *opts;
     char **names, **ports; /* host and port lists, split on commas */
     int n_names, n_ports;
-    int resolve_i;         /* host entry being resolved */
-    int dns_entries;       /* entries in the dns_ lists */
+    int resolve_i;   /* host entry being resolved */
+    int dns_entries; /* entries in the dns_ lists */
     pg_resolve_t *resolving;
     char dns_host[PG_DNS_LIST], dns_addr[PG_DNS_LIST], dns_port[PG_DNS_LIST];
     char dns_err[256];
@@ -243,8 +243,8 @@ static int pg_watch(gt_pg_t *pg, int events)
  * jitter so that the dispatchers of a fleet do not reconnect in step. */
 static void pg_next_backoff(gt_pg_t *pg)
 {
-    gt_retry_policy_t p = {.base_ms = PG_BACKOFF_MIN_MS, .max_ms = PG_BACKOFF_MAX_MS,
-                           .jitter = 0.5};
+    gt_retry_policy_t p = {
+        .base_ms = PG_BACKOFF_MIN_MS, .max_ms = PG_BACKOFF_MAX_MS, .jitter = 0.5};
     pg->failures++;
     pg->backoff_ms = (int)gt_retry_backoff_ms(&p, pg->failures, -1, gt_rand_unit());
 }
@@ -319,8 +319,9 @@ static void pg_connect_failed(gt_pg_t *pg)
 {
     pg_next_backoff(pg);
     pg_resolve_abandon(pg);
-    char *msg = dup_msg(pg->conn ? PQerrorMessage(pg->conn)
-                                 : pg->dns_err[0] ? pg->dns_err : "out of memory");
+    char *msg = dup_msg(pg->conn         ? PQerrorMessage(pg->conn)
+                        : pg->dns_err[0] ? pg->dns_err
+                                         : "out of memory");
     gt_warn("postgres: connect failed: %s; retry in %d ms", msg ? msg : "?", pg->backoff_ms);
     free(msg);
     poll_drop(pg);
@@ -338,8 +339,8 @@ static void on_notice(void *arg, const PGresult *res)
     (void)arg;
     const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
     const char *m = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-    gt_log(sev && strcmp(sev, "WARNING") == 0 ? GT_LOG_WARN : GT_LOG_DEBUG, NULL,
-           "postgres %s: %s", sev ? sev : "notice", m ? m : "");
+    gt_log(sev && strcmp(sev, "WARNING") == 0 ? GT_LOG_WARN : GT_LOG_DEBUG, NULL, "postgres %s: %s",
+           sev ? sev : "notice", m ? m : "");
 }
 
 static int is_literal_host(const char *h)
@@ -485,9 +486,9 @@ static void pg_resolve_next(gt_pg_t *pg)
     }
     pg_resolve_t *r = calloc(1, sizeof(*r));
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    int rc = r ? uv_getaddrinfo(pg->loop, &r->req, on_resolved, pg->names[pg->resolve_i], NULL,
-                                &hints)
-               : UV_ENOMEM;
+    int rc =
+        r ? uv_getaddrinfo(pg->loop, &r->req, on_resolved, pg->names[pg->resolve_i], NULL, &hints)
+          : UV_ENOMEM;
     if (rc != 0) {
         free(r);
         gt_warn("postgres: cannot resolve %s: %s", pg->names[pg->resolve_i], uv_strerror(rc));
@@ -523,8 +524,7 @@ static void pg_connect_go(gt_pg_t *pg)
         const char *kw[96], *val[96];
         int n = 0;
         for (PQconninfoOption *o = pg->opts; o->keyword && n < 90; o++) {
-            if (!o->val || strcmp(o->keyword, "host") == 0 ||
-                strcmp(o->keyword, "hostaddr") == 0 ||
+            if (!o->val || strcmp(o->keyword, "host") == 0 || strcmp(o->keyword, "hostaddr") == 0 ||
                 (pg->ports && strcmp(o->keyword, "port") == 0))
                 continue;
             kw[n] = o->keyword;
@@ -565,11 +565,8 @@ static void pg_connect_step(gt_pg_t *pg)
         if (pg_watch(pg, UV_WRITABLE) != 0)
             pg_connect_failed(pg);
         return;
-    case PGRES_POLLING_OK:
-        break;
-    default:
-        pg_connect_failed(pg);
-        return;
+    case PGRES_POLLING_OK: break;
+    default: pg_connect_failed(pg); return;
     }
     if (PQsetnonblocking(pg->conn, 1) != 0 || PQenterPipelineMode(pg->conn) != 1) {
         pg_connect_failed(pg);
@@ -582,7 +579,8 @@ static void pg_connect_step(gt_pg_t *pg)
     pg->unsent = pg->head;
     if (pg_send_unsent(pg) != 0)
         return;
-    if (pg->state == PG_READY && pg_watch(pg, UV_READABLE | (pg->want_write ? UV_WRITABLE : 0)) != 0)
+    if (pg->state == PG_READY &&
+        pg_watch(pg, UV_READABLE | (pg->want_write ? UV_WRITABLE : 0)) != 0)
         pg_broken(pg, "poll");
 }
 
@@ -817,8 +815,8 @@ gt_pg_t *gt_pg_new(uv_loop_t *loop, const char *conninfo)
     return pg;
 }
 
-int gt_pg_query(gt_pg_t *pg, const char *sql, int nparams, const char *const *params,
-                gt_pg_cb cb, void *arg)
+int gt_pg_query(gt_pg_t *pg, const char *sql, int nparams, const char *const *params, gt_pg_cb cb,
+                void *arg)
 {
     /* 65535: the protocol's limit; beyond it libpq refuses the send, which
      * would otherwise look like a broken connection. */

@@ -41,8 +41,8 @@ gt_pg_t *gt_pg_new(uv_loop_t *loop, const char *conninfo);
  * exactly once, on the loop, after the statement committed or failed, in the
  * order queries were issued; never from inside gt_pg_query. cb may issue
  * queries or call gt_pg_free. */
-int gt_pg_query(gt_pg_t *pg, const char *sql, int nparams, const char *const *params,
-                gt_pg_cb cb, void *arg);
+int gt_pg_query(gt_pg_t *pg, const char *sql, int nparams, const char *const *params, gt_pg_cb cb,
+                void *arg);
 
 /* 1 when sqlstate names a transient failure: class 08 (connection), 40
  * (serialization, deadlock), 53 (insufficient resources), 57 (operator

@@ -27,11 +27,11 @@ static void diff_keys(json_t *a, json_t *b, json_t *changed)
     const char *k;
     json_t *v;
     json_t *keys = json_object();
-    json_object_foreach(a, k, v)
+    json_object_foreach (a, k, v)
         json_object_set(keys, k, json_true());
-    json_object_foreach(b, k, v)
+    json_object_foreach (b, k, v)
         json_object_set(keys, k, json_true());
-    json_object_foreach(keys, k, v) {
+    json_object_foreach (keys, k, v) {
         json_t *x = json_object_get(a, k), *y = json_object_get(b, k);
         if (x && y && json_equal(x, y))
             continue;
@@ -45,11 +45,11 @@ static void diff_keys(json_t *a, json_t *b, json_t *changed)
             json_t *sub = json_object();
             const char *sk;
             json_t *sv;
-            json_object_foreach(x, sk, sv)
+            json_object_foreach (x, sk, sv)
                 json_object_set(sub, sk, json_true());
-            json_object_foreach(y, sk, sv)
+            json_object_foreach (y, sk, sv)
                 json_object_set(sub, sk, json_true());
-            json_object_foreach(sub, sk, sv) {
+            json_object_foreach (sub, sk, sv) {
                 json_t *p = json_object_get(x, sk), *q = json_object_get(y, sk);
                 if (p && q && json_equal(p, q))
                     continue;
@@ -85,7 +85,7 @@ int gt_config_reload(gt_config_t *live)
     int applied = 0, restart = 0;
     size_t i;
     json_t *key;
-    json_array_foreach(changed, i, key) {
+    json_array_foreach (changed, i, key) {
         const char *k = json_string_value(key);
         if (gt_config_key_reloadable(k)) {
             gt_info("reload: %s changed: applied", k);

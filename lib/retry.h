@@ -5,10 +5,10 @@
 #include <stdint.h>
 
 typedef struct gt_retry_policy {
-    int max_retries;    /* retries after the first attempt (default 3) */
-    int64_t base_ms;    /* first backoff (default 100): 100, 200, 400, 800 ... */
-    int64_t max_ms;     /* cap on one backoff, Retry-After included (default 30000) */
-    double jitter;      /* fraction of the backoff randomised, 0..1 (default 0.2) */
+    int max_retries; /* retries after the first attempt (default 3) */
+    int64_t base_ms; /* first backoff (default 100): 100, 200, 400, 800 ... */
+    int64_t max_ms;  /* cap on one backoff, Retry-After included (default 30000) */
+    double jitter;   /* fraction of the backoff randomised, 0..1 (default 0.2) */
 } gt_retry_policy_t;
 
 void gt_retry_policy_default(gt_retry_policy_t *p);

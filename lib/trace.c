@@ -15,7 +15,7 @@
 #include "metrics.h"
 #include "trace.h"
 
-#define EXPORT_MAX_BATCH 512      /* spans per POST */
+#define EXPORT_MAX_BATCH 512 /* spans per POST */
 #define EXPORT_TIMEOUT_MS 5000
 #define EXPORT_FINAL_TIMEOUT_MS 2000
 
@@ -163,7 +163,7 @@ static void sb_attrs(gt_buf_t *b, json_t *attrs)
     char num[64];
     int first = 1;
     gt_buf_putn(b, "[", 1);
-    json_object_foreach(attrs, k, v) {
+    json_object_foreach (attrs, k, v) {
         if (!json_is_string(v) && !json_is_number(v) && !json_is_boolean(v))
             continue;
         gt_buf_puts(b, first ? "{\"key\":" : ",{\"key\":");
@@ -194,19 +194,25 @@ typedef struct exporter {
     uv_timer_t timer;
     char url[1024];
     char service[128];
-    char **headers;       /* "Name: value", NULL-terminated */
-    char **ring;          /* spans waiting, as OTLP JSON objects; queue_max slots */
+    char **headers; /* "Name: value", NULL-terminated */
+    char **ring;    /* spans waiting, as OTLP JSON objects; queue_max slots */
     size_t queue_max;
     size_t head, count;
-    int in_flight;        /* spans in the POST now */
+    int in_flight; /* spans in the POST now */
     int stopping;
 } exporter_t;
 
 static exporter_t *ex_global;
 static atomic_long exported_total, dropped_total;
 
-long gt_trace_exported(void) { return atomic_load(&exported_total); }
-long gt_trace_dropped(void) { return atomic_load(&dropped_total); }
+long gt_trace_exported(void)
+{
+    return atomic_load(&exported_total);
+}
+long gt_trace_dropped(void)
+{
+    return atomic_load(&dropped_total);
+}
 
 /* Counted twice: the atomics for gt_trace_exported/dropped, the registry for /metrics. */
 static void count_spans(int exported, long n)
@@ -266,7 +272,7 @@ char *gt_trace_otlp_body(const char *service_name, char *const *spans, size_t n)
 {
     gt_buf_t b = {0};
     gt_buf_puts(&b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":\"service.name\","
-               "\"value\":{\"stringValue\":");
+                    "\"value\":{\"stringValue\":");
     sb_json(&b, service_name);
     gt_buf_puts(&b, "}}]},\"scopeSpans\":[{\"scope\":{\"name\":\"gantry\"},\"spans\":[");
     for (size_t i = 0; i < n; i++) {
@@ -342,7 +348,7 @@ static void on_posted(const gt_http_response_t *resp, void *arg)
     }
     gt_http_free(e->http); /* allowed from its own callback */
     e->http = NULL;
-    if (!e->timer.data)    /* timer already closed */
+    if (!e->timer.data) /* timer already closed */
         exporter_free(e);
 }
 
@@ -396,7 +402,7 @@ int gt_trace_export_start(uv_loop_t *loop, const gt_config_t *cfg, const char *p
     e->headers[i++] = strdup("Content-Type: application/json");
     const char *k;
     json_t *v;
-    json_object_foreach(cfg->tracing_headers, k, v) {
+    json_object_foreach (cfg->tracing_headers, k, v) {
         size_t len = strlen(k) + strlen(json_string_value(v)) + 3;
         if (!(e->headers[i] = malloc(len)))
             goto fail;

@@ -39,17 +39,22 @@ int gt_trace_adopt(const char *header, gt_trace_ctx_t *out, int *adopted);
 /* ---- spans ------------------------------------------------------------------- */
 
 /* OTLP SpanKind values. */
-enum { GT_SPAN_INTERNAL = 1, GT_SPAN_SERVER = 2, GT_SPAN_CLIENT = 3, GT_SPAN_PRODUCER = 4,
-       GT_SPAN_CONSUMER = 5 };
+enum {
+    GT_SPAN_INTERNAL = 1,
+    GT_SPAN_SERVER = 2,
+    GT_SPAN_CLIENT = 3,
+    GT_SPAN_PRODUCER = 4,
+    GT_SPAN_CONSUMER = 5
+};
 
 /* A span in progress: plain data, embed it anywhere; nothing to free. */
 typedef struct gt_span {
-    gt_trace_ctx_t ctx;  /* this span's trace id and span id: what children and
-                            outgoing traceparents name */
-    char parent_id[17];  /* "" for a root span */
+    gt_trace_ctx_t ctx; /* this span's trace id and span id: what children and
+                           outgoing traceparents name */
+    char parent_id[17]; /* "" for a root span */
     char name[64];
     int kind;
-    int64_t start_ns;    /* wall clock, Unix ns */
+    int64_t start_ns; /* wall clock, Unix ns */
 } gt_span_t;
 
 /* Starts a span as a child of parent (NULL: root of a new trace). Returns 0 or -1. */

@@ -71,8 +71,7 @@ static json_t *decode_json(const char *s, size_t len)
     return j;
 }
 
-int tc_jwt_verify_rs256(const char *token, const char *public_pem, json_t **header,
-                        json_t **claims)
+int tc_jwt_verify_rs256(const char *token, const char *public_pem, json_t **header, json_t **claims)
 {
     const char *d1 = strchr(token, '.'), *d2 = d1 ? strchr(d1 + 1, '.') : NULL;
     json_t *h = NULL, *c = NULL;
@@ -93,9 +92,9 @@ int tc_jwt_verify_rs256(const char *token, const char *public_pem, json_t **head
     b = BIO_new_mem_buf(public_pem, -1);
     k = b ? PEM_read_bio_PUBKEY(b, NULL, NULL, NULL) : NULL;
     md = EVP_MD_CTX_new();
-    ok = k && md && EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, k) == 1 &&
-         EVP_DigestVerify(md, sig, sig_len, (const unsigned char *)token,
-                          (size_t)(d2 - token)) == 1;
+    ok =
+        k && md && EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, k) == 1 &&
+        EVP_DigestVerify(md, sig, sig_len, (const unsigned char *)token, (size_t)(d2 - token)) == 1;
 out:
     if (ok && header)
         *header = json_incref(h);

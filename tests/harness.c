@@ -47,8 +47,14 @@ static const char *path_in(const char *envname, const char *fallback, const char
     return b;
 }
 
-const char *th_bin(const char *rel) { return path_in("GANTRY_BUILD_DIR", ".", rel); }
-const char *th_src(const char *rel) { return path_in("GANTRY_SOURCE_DIR", "..", rel); }
+const char *th_bin(const char *rel)
+{
+    return path_in("GANTRY_BUILD_DIR", ".", rel);
+}
+const char *th_src(const char *rel)
+{
+    return path_in("GANTRY_SOURCE_DIR", "..", rel);
+}
 
 /* Every child started, so that a test stopped by a fatal assertion leaves no
  * process running behind it (th_run kills what is still alive). */
@@ -148,7 +154,8 @@ int th_proc_stop(th_proc_t *p, int sig, int timeout_ms)
     int64_t deadline = th_now_ms() + timeout_ms;
     for (int signalled = 0; !p->exited;) {
         pid_t r = waitpid(p->pid, &p->status, WNOHANG);
-        if (r == p->pid || r < 0) { /* r < 0: th_run's cleanup reaped it; never signal a reused pid */
+        if (r == p->pid ||
+            r < 0) { /* r < 0: th_run's cleanup reaped it; never signal a reused pid */
             if (r < 0)
                 p->status = -1;
             p->exited = 1;

@@ -133,7 +133,8 @@ static int parse_sample(prom_t *p, const char *line)
             if (!p->in_hist || strcmp(p->hist_key, hk) != 0) {
                 if (p->in_hist)
                     return snprintf(p->err, sizeof(p->err), "histogram %.180s lacks +Inf",
-                                    p->hist_key), -1;
+                                    p->hist_key),
+                           -1;
                 snprintf(p->hist_key, sizeof(p->hist_key), "%s", hk);
                 p->in_hist = 1;
                 p->last_le = -INFINITY;

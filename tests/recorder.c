@@ -59,9 +59,8 @@ static size_t no_unescape(void *cls, struct MHD_Connection *c, char *s)
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
     th_recorder_t *r = cls;
     th_recorded_t *q = *con_cls;
@@ -149,9 +148,9 @@ th_recorder_t *th_recorder_start(void)
     sa.sin_family = AF_INET;
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     r->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL,
-                            on_request, r, MHD_OPTION_SOCK_ADDR, &sa,
-                            MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL,
-                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, r, MHD_OPTION_END);
+                            on_request, r, MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_UNESCAPE_CALLBACK,
+                            no_unescape, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, r,
+                            MHD_OPTION_END);
     if (!r->d || !r->canned) {
         th_recorder_stop(r);
         return NULL;

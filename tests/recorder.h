@@ -8,10 +8,10 @@
 
 typedef struct th_recorded {
     char *method;
-    char *path;        /* as sent, percent-escapes kept, without the query */
-    char **headers;    /* "Name: value" in arrival order, NULL-terminated */
+    char *path;     /* as sent, percent-escapes kept, without the query */
+    char **headers; /* "Name: value" in arrival order, NULL-terminated */
     size_t n_headers;
-    char *body;        /* NUL-terminated, "" when empty */
+    char *body; /* NUL-terminated, "" when empty */
     size_t body_len;
 } th_recorded_t;
 

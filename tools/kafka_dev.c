@@ -94,37 +94,36 @@ static void on_signal(uv_signal_t *h, int signum);
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: " PROG " [--brokers N] [--port P] [--topics FILE] [--partitions N]\n"
-            "       [--control FIFO|-]\n"
-            "\n"
-            "Serves librdkafka's mock Kafka cluster on 127.0.0.1, creates topics, prints\n"
-            "one line \"bootstrap=HOST:PORT[,...]\" on stdout when ready and runs until\n"
-            "SIGINT or SIGTERM. Brokers have ids 1..N.\n"
-            "\n"
-            "  --brokers N     brokers in the cluster (default 3)\n"
-            "  --port P        also accept clients on 127.0.0.1:P (forwarded to a broker)\n"
-            "                  and print that as the bootstrap address\n"
-            "  --topics FILE   topics to create: one \"name [partitions]\" per line,\n"
-            "                  '#' starts a comment (default: gantry's topics)\n"
-            "  --partitions N  partitions of topics that give no count (with --topics),\n"
-            "                  or of every default topic (without --topics)\n"
-            "  --control PATH  read commands, one per line, from the FIFO PATH (created\n"
-            "                  when missing) or from stdin (\"-\"):\n"
-            "                    broker down ID|all  disconnect a broker, refuse new\n"
-            "                                        connections (leaders stay put)\n"
-            "                    broker up ID|all    accept connections again\n"
-            "                    broker rtt ID|all MS  delay a broker's answers\n"
-            "                    leader TOPIC PARTITION ID  move a partition's leader\n"
-            "                                        (ID -1: leaderless)\n"
-            "                    ping                answer only\n"
-            "                  each is answered, once applied, by one line on stdout:\n"
-            "                  \"ok COMMAND\" or \"error COMMAND: REASON\"\n"
-            "  --help          this text\n"
-            "\n"
-            "Message size limits: the mock brokers of librdkafka 2.0.2 accept a produce of\n"
-            "any size (no message.max.bytes or max.message.bytes); the limit that holds\n"
-            "is the producing client's own message.max.bytes (1,000,000 by default).\n");
+    fprintf(f, "usage: " PROG " [--brokers N] [--port P] [--topics FILE] [--partitions N]\n"
+               "       [--control FIFO|-]\n"
+               "\n"
+               "Serves librdkafka's mock Kafka cluster on 127.0.0.1, creates topics, prints\n"
+               "one line \"bootstrap=HOST:PORT[,...]\" on stdout when ready and runs until\n"
+               "SIGINT or SIGTERM. Brokers have ids 1..N.\n"
+               "\n"
+               "  --brokers N     brokers in the cluster (default 3)\n"
+               "  --port P        also accept clients on 127.0.0.1:P (forwarded to a broker)\n"
+               "                  and print that as the bootstrap address\n"
+               "  --topics FILE   topics to create: one \"name [partitions]\" per line,\n"
+               "                  '#' starts a comment (default: gantry's topics)\n"
+               "  --partitions N  partitions of topics that give no count (with --topics),\n"
+               "                  or of every default topic (without --topics)\n"
+               "  --control PATH  read commands, one per line, from the FIFO PATH (created\n"
+               "                  when missing) or from stdin (\"-\"):\n"
+               "                    broker down ID|all  disconnect a broker, refuse new\n"
+               "                                        connections (leaders stay put)\n"
+               "                    broker up ID|all    accept connections again\n"
+               "                    broker rtt ID|all MS  delay a broker's answers\n"
+               "                    leader TOPIC PARTITION ID  move a partition's leader\n"
+               "                                        (ID -1: leaderless)\n"
+               "                    ping                answer only\n"
+               "                  each is answered, once applied, by one line on stdout:\n"
+               "                  \"ok COMMAND\" or \"error COMMAND: REASON\"\n"
+               "  --help          this text\n"
+               "\n"
+               "Message size limits: the mock brokers of librdkafka 2.0.2 accept a produce of\n"
+               "any size (no message.max.bytes or max.message.bytes); the limit that holds\n"
+               "is the producing client's own message.max.bytes (1,000,000 by default).\n");
 }
 
 static int parse_int(const char *s, int min, int max, int *out)
@@ -317,8 +316,8 @@ static void fwd_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 static void fwd_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     fwd_conn_t *fc = s->data;
-    uv_stream_t *peer = s == (uv_stream_t *)&fc->client ? (uv_stream_t *)&fc->upstream
-                                                        : (uv_stream_t *)&fc->client;
+    uv_stream_t *peer =
+        s == (uv_stream_t *)&fc->client ? (uv_stream_t *)&fc->upstream : (uv_stream_t *)&fc->client;
     fwd_write_t *w;
 
     if (nread <= 0) {
@@ -398,7 +397,8 @@ static int ctl_start(uv_loop_t *loop, const char *path, rd_kafka_mock_cluster_t 
 
     ctl.mc = mc;
     if (strcmp(path, "-") == 0) {
-        if (uv_guess_handle(STDIN_FILENO) != UV_NAMED_PIPE && uv_guess_handle(STDIN_FILENO) != UV_TTY) {
+        if (uv_guess_handle(STDIN_FILENO) != UV_NAMED_PIPE &&
+            uv_guess_handle(STDIN_FILENO) != UV_TTY) {
             fprintf(stderr, PROG ": --control -: stdin is not a pipe or terminal\n");
             return -1;
         }
@@ -497,7 +497,8 @@ static void ctl_run(char *line)
     int argc = 0, n;
     int32_t id;
 
-    for (tok = strtok_r(line, " \t\r", &save); tok && argc < 6; tok = strtok_r(NULL, " \t\r", &save))
+    for (tok = strtok_r(line, " \t\r", &save); tok && argc < 6;
+         tok = strtok_r(NULL, " \t\r", &save))
         argv[argc++] = tok;
     if (argc == 0)
         return;
@@ -589,9 +590,7 @@ static int parse_args(int argc, char **argv, args_t *a)
                 return 2;
             }
             break;
-        case 't':
-            a->topics_path = optarg;
-            break;
+        case 't': a->topics_path = optarg; break;
         case 'n':
             if (parse_int(optarg, 1, 100000, &a->partitions) < 0) {
                 fprintf(stderr, PROG ": --partitions: expected a positive count, got \"%s\"\n",
@@ -599,16 +598,11 @@ static int parse_args(int argc, char **argv, args_t *a)
                 return 2;
             }
             break;
-        case 'c':
-            a->control = optarg;
-            break;
-        case 'h':
-            usage(stdout);
-            return 0;
+        case 'c': a->control = optarg; break;
+        case 'h': usage(stdout); return 0;
         default:
             if (optopt)
-                fprintf(stderr, PROG ": option %s needs a value (see --help)\n",
-                        argv[optind - 1]);
+                fprintf(stderr, PROG ": option %s needs a value (see --help)\n", argv[optind - 1]);
             else
                 fprintf(stderr, PROG ": unknown option %s (see --help)\n", argv[optind - 1]);
             return 2;

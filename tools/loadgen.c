@@ -42,12 +42,15 @@ typedef struct args {
 /* Reads the command line into a. Returns -1 to go on, else the exit code. */
 static int parse_args(int argc, char **argv, args_t *a)
 {
-    static const struct option opts[] = {
-        {"count", required_argument, NULL, 'n'},  {"bad", required_argument, NULL, 'b'},
-        {"dup", required_argument, NULL, 'd'},    {"batch", required_argument, NULL, 'B'},
-        {"tenants", required_argument, NULL, 't'}, {"prefix", required_argument, NULL, 'p'},
-        {"seed", required_argument, NULL, 's'},   {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"count", required_argument, NULL, 'n'},
+                                         {"bad", required_argument, NULL, 'b'},
+                                         {"dup", required_argument, NULL, 'd'},
+                                         {"batch", required_argument, NULL, 'B'},
+                                         {"tenants", required_argument, NULL, 't'},
+                                         {"prefix", required_argument, NULL, 'p'},
+                                         {"seed", required_argument, NULL, 's'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "n:b:d:B:t:p:s:h", opts, NULL)) != -1) {
         switch (ch) {
@@ -85,9 +88,9 @@ static void put_good(const args_t *a, long i, char *line, size_t len)
         "\"tenant-%ld\",\"kind\":\"%s\",\"model\":\"auto\",",
         a->prefix, i, i % a->tenants, kind);
     if (strcmp(kind, "chat") == 0)
-        pos += (size_t)snprintf(line + pos, len - pos,
-                                "\"input\":{\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}]},",
-                                text);
+        pos += (size_t)snprintf(
+            line + pos, len - pos,
+            "\"input\":{\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}]},", text);
     else
         pos += (size_t)snprintf(line + pos, len - pos, "\"input\":\"%s\",", text);
     if (hint)
@@ -104,11 +107,13 @@ static void put_bad(const args_t *a, long n)
     case 0: printf("this is not json %ld\n", n); break;
     case 1:
         printf("{\"request_id\":\"%s-bad-%ld\",\"tenant_id\":\"t\",\"kind\":\"paint\","
-               "\"model\":\"auto\",\"input\":\"x\"}\n", a->prefix, n);
+               "\"model\":\"auto\",\"input\":\"x\"}\n",
+               a->prefix, n);
         break;
     case 2:
         printf("{\"request_id\":\"%s-bad-%ld\",\"tenant_id\":\"t\",\"kind\":\"generate\","
-               "\"model\":\"no-such-model\",\"input\":\"x\"}\n", a->prefix, n);
+               "\"model\":\"no-such-model\",\"input\":\"x\"}\n",
+               a->prefix, n);
         break;
     default:
         printf("{\"request_id\":\"%s-bad-%ld\",\"kind\":\"generate\",\"model\":\"auto\"}\n",
@@ -121,7 +126,8 @@ static void put_batch(const args_t *a)
 {
     char text[512];
     printf("{\"schema\":\"gantry.request.v1\",\"request_id\":\"%s-batch\",\"tenant_id\":"
-           "\"tenant-0\",\"kind\":\"generate\",\"model\":\"auto\",\"batch\":[", a->prefix);
+           "\"tenant-0\",\"kind\":\"generate\",\"model\":\"auto\",\"batch\":[",
+           a->prefix);
     for (long i = 0; i < a->batch; i++) {
         prompt(text, sizeof(text));
         printf("%s\"%ld: %s\"", i ? "," : "", i, text);

@@ -47,7 +47,7 @@ typedef struct mock_opts {
     int64_t cap_vram_mb;
     uint64_t seed;
     unsigned threads;
-    int64_t release_fail_ms;          /* every release answers 503 this long from the first */
+    int64_t release_fail_ms; /* every release answers 503 this long from the first */
 } mock_opts_t;
 
 /* One request; MHD's con_cls. Freed in the completed callback. */
@@ -77,9 +77,9 @@ typedef struct mock {
     uint64_t faults[EP_COUNT], rejected_too_large, rejected_full, unauthorized;
     uint64_t requests_total, concurrent, peak_concurrent;
     uint64_t connections_total, connections_open; /* proves clients reuse connections */
-    uint64_t releases_refused;        /* 503s of --release-fail-ms */
-    int64_t started_ms;               /* mono ms at start */
-    int64_t release_fail_from;        /* mono ms of the first release (--release-fail-ms) */
+    uint64_t releases_refused;                    /* 503s of --release-fail-ms */
+    int64_t started_ms;                           /* mono ms at start */
+    int64_t release_fail_from; /* mono ms of the first release (--release-fail-ms) */
 
     /* Timer heap of suspended requests, ordered by due_ms. */
     pthread_mutex_t hmu;
@@ -91,27 +91,26 @@ typedef struct mock {
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: " PROG " --port P [options]\n"
-            "  --port P                TCP port on the bind address (0 picks a free one)\n"
-            "  --bind ADDR             IPv4 address to listen on (default 127.0.0.1)\n"
-            "  --api-key K             bearer key clients must send (or GANTRY_MOCK_API_KEY)\n"
-            "  --latency-ms A-B        inference latency, uniform in A..B ms (default 5-20)\n"
-            "  --alloc-latency-ms A-B  allocate latency (default 0-0)\n"
-            "  --fail-rate R           probability 0..1 of an injected 500/503/429 on\n"
-            "                          allocate, inference and release (default 0)\n"
-            "  --capacity-tflops T     pool compute capacity (default 1000)\n"
-            "  --vram-mb V             pool memory capacity (default 640000)\n"
-            "  --seed N                random seed (default 42)\n"
-            "  --threads N             MHD polling threads (default 1)\n"
-            "  --release-fail-ms MS    every DELETE /v1/allocate/{id} answers 503 for MS ms\n"
-            "                          from the first one, then works (default 0)\n"
-            "  --help                  this text\n"
-            "Prints \"listening=ADDR:PORT\" when ready; stops on SIGINT/SIGTERM.\n"
-            "GET /v1/trace-ids: requests seen per trace id of their traceparent header.\n"
-            "GET /v1/allocations?label.K=V: only allocations whose label K is V (ANDed).\n"
-            "An allocate is made when it arrives: one answered late (--alloc-latency-ms)\n"
-            "stays allocated even when the client gave up waiting for the answer.\n");
+    fprintf(f, "usage: " PROG " --port P [options]\n"
+               "  --port P                TCP port on the bind address (0 picks a free one)\n"
+               "  --bind ADDR             IPv4 address to listen on (default 127.0.0.1)\n"
+               "  --api-key K             bearer key clients must send (or GANTRY_MOCK_API_KEY)\n"
+               "  --latency-ms A-B        inference latency, uniform in A..B ms (default 5-20)\n"
+               "  --alloc-latency-ms A-B  allocate latency (default 0-0)\n"
+               "  --fail-rate R           probability 0..1 of an injected 500/503/429 on\n"
+               "                          allocate, inference and release (default 0)\n"
+               "  --capacity-tflops T     pool compute capacity (default 1000)\n"
+               "  --vram-mb V             pool memory capacity (default 640000)\n"
+               "  --seed N                random seed (default 42)\n"
+               "  --threads N             MHD polling threads (default 1)\n"
+               "  --release-fail-ms MS    every DELETE /v1/allocate/{id} answers 503 for MS ms\n"
+               "                          from the first one, then works (default 0)\n"
+               "  --help                  this text\n"
+               "Prints \"listening=ADDR:PORT\" when ready; stops on SIGINT/SIGTERM.\n"
+               "GET /v1/trace-ids: requests seen per trace id of their traceparent header.\n"
+               "GET /v1/allocations?label.K=V: only allocations whose label K is V (ANDed).\n"
+               "An allocate is made when it arrives: one answered late (--alloc-latency-ms)\n"
+               "stays allocated even when the client gave up waiting for the answer.\n");
 }
 
 static void die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -422,7 +421,7 @@ static void do_allocate(mock_t *m, req_t *r)
             set_error(r, 400, "invalid_request", "labels: expected an object of strings");
             goto out;
         }
-        json_object_foreach(labels, k, v) {
+        json_object_foreach (labels, k, v) {
             if (!json_is_string(v)) {
                 set_error(r, 400, "invalid_request", "labels: expected an object of strings");
                 goto out;
@@ -450,9 +449,9 @@ static void do_allocate(mock_t *m, req_t *r)
     }
     snprintf(id, sizeof(id), "alloc-%" PRIu64, ++m->next_id);
     gt_clock_fmt(gt_clock_wall_ms(), created, sizeof(created));
-    a = json_pack("{s:s,s:s,s:f,s:I,s:s,s:o,s:s,s:I,s:I}", "allocation_id", id, "pool_id",
-                  pool_id, "tflops", tflops, "vram_mb", vram, "model", model ? model : "",
-                  "labels", labels ? json_incref(labels) : json_object(), "created_at", created, "_t0",
+    a = json_pack("{s:s,s:s,s:f,s:I,s:s,s:o,s:s,s:I,s:I}", "allocation_id", id, "pool_id", pool_id,
+                  "tflops", tflops, "vram_mb", vram, "model", model ? model : "", "labels",
+                  labels ? json_incref(labels) : json_object(), "created_at", created, "_t0",
                   (json_int_t)gt_clock_mono_ms(), "_mtf", (json_int_t)mtf);
     if (!a || json_object_set(m->allocs, id, a) != 0) {
         pthread_mutex_unlock(&m->mu);
@@ -464,12 +463,12 @@ static void do_allocate(mock_t *m, req_t *r)
     m->allocations_total++;
     pthread_mutex_unlock(&m->mu);
 
-    reply = json_pack("{s:s,s:s,s:f,s:I,s:s}", "allocation_id", id, "pool_id", pool_id,
-                      "tflops", tflops, "vram_mb", vram, "created_at", created);
+    reply = json_pack("{s:s,s:s,s:f,s:I,s:s}", "allocation_id", id, "pool_id", pool_id, "tflops",
+                      tflops, "vram_mb", vram, "created_at", created);
     set_json(r, 201, reply);
-    r->delay_ms = m->o.alloc_lat_min +
-                  (int64_t)(splitmix64(&r->rng) %
-                            (uint64_t)(m->o.alloc_lat_max - m->o.alloc_lat_min + 1));
+    r->delay_ms =
+        m->o.alloc_lat_min +
+        (int64_t)(splitmix64(&r->rng) % (uint64_t)(m->o.alloc_lat_max - m->o.alloc_lat_min + 1));
 out:
     json_decref(a);
     json_decref(in);
@@ -594,7 +593,7 @@ static void do_inference(mock_t *m, req_t *r)
             set_error(r, 500, "internal", "out of memory");
             goto fail;
         }
-        json_array_foreach(arr, i, e) {
+        json_array_foreach (arr, i, e) {
             json_t *c = is_input ? e : json_object_get(e, "content");
             const char *s = json_string_value(c);
             size_t n = json_string_length(c);
@@ -623,8 +622,9 @@ static void do_inference(mock_t *m, req_t *r)
                 uint64_t eh = fnv1a(s, n);
 
                 for (int d = 0; d < 8; d++)
-                    json_array_append_new(vec, json_real((double)(splitmix64(&eh) >> 11) /
-                                                             9007199254740992.0 * 2 - 1));
+                    json_array_append_new(
+                        vec,
+                        json_real((double)(splitmix64(&eh) >> 11) / 9007199254740992.0 * 2 - 1));
                 json_array_append_new(embeddings, vec);
             }
         }
@@ -669,8 +669,8 @@ static void do_inference(mock_t *m, req_t *r)
                           (json_int_t)ctok, "model", model);
     }
     set_json(r, 200, reply);
-    r->delay_ms = m->o.lat_min +
-                  (int64_t)(splitmix64(&r->rng) % (uint64_t)(m->o.lat_max - m->o.lat_min + 1));
+    r->delay_ms =
+        m->o.lat_min + (int64_t)(splitmix64(&r->rng) % (uint64_t)(m->o.lat_max - m->o.lat_min + 1));
     goto out;
 
 fail:
@@ -700,7 +700,7 @@ static int labels_match(const json_t *a, const json_t *want)
     const char *k;
     json_t *v;
 
-    json_object_foreach((json_t *)want, k, v) {
+    json_object_foreach ((json_t *)want, k, v) {
         const char *have = json_string_value(json_object_get(labels, k));
         if (!have || strcmp(have, json_string_value(v)) != 0)
             return 0;
@@ -716,7 +716,7 @@ static void do_allocations(mock_t *m, req_t *r)
 
     MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, collect_label, want);
     pthread_mutex_lock(&m->mu);
-    json_object_foreach(m->allocs, id, a) {
+    json_object_foreach (m->allocs, id, a) {
         if (!labels_match(a, want))
             continue;
         json_array_append_new(
@@ -737,26 +737,25 @@ static void do_stats(mock_t *m, req_t *r)
     json_t *j;
 
     pthread_mutex_lock(&m->mu);
-    j = json_pack("{s:I,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:I,s:I},s:I,s:I,s:I,s:I,s:I,s:I,s:I,"
-                  "s:f,s:I,s:f,s:I,s:I,s:I}",
-                  "outstanding_allocations", (json_int_t)json_object_size(m->allocs),
-                  "allocations_total", (json_int_t)m->allocations_total, "releases_total",
-                  (json_int_t)m->releases_total, "inference_ok", (json_int_t)m->inference_ok,
-                  "inference_failed", (json_int_t)m->inference_failed, "faults_injected",
-                  endpoint_names[EP_ALLOCATE], (json_int_t)m->faults[EP_ALLOCATE],
-                  endpoint_names[EP_INFERENCE], (json_int_t)m->faults[EP_INFERENCE],
-                  endpoint_names[EP_RELEASE], (json_int_t)m->faults[EP_RELEASE], "total",
-                  (json_int_t)(m->faults[0] + m->faults[1] + m->faults[2]), "rejected_capacity",
-                  (json_int_t)(m->rejected_too_large + m->rejected_full), "rejected_too_large",
-                  (json_int_t)m->rejected_too_large, "rejected_pool_full",
-                  (json_int_t)m->rejected_full, "unauthorized", (json_int_t)m->unauthorized,
-                  "requests_total", (json_int_t)m->requests_total, "peak_concurrent_requests",
-                  (json_int_t)m->peak_concurrent, "concurrent_requests",
-                  (json_int_t)m->concurrent, "used_tflops", m->used_mtflops / 1000.0,
-                  "used_vram_mb", (json_int_t)m->used_vram_mb, "capacity_tflops",
-                  m->o.cap_tflops, "capacity_vram_mb", (json_int_t)m->o.cap_vram_mb, "connections_total",
-                  (json_int_t)m->connections_total, "connections_open",
-                  (json_int_t)m->connections_open);
+    j = json_pack(
+        "{s:I,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:I,s:I},s:I,s:I,s:I,s:I,s:I,s:I,s:I,"
+        "s:f,s:I,s:f,s:I,s:I,s:I}",
+        "outstanding_allocations", (json_int_t)json_object_size(m->allocs), "allocations_total",
+        (json_int_t)m->allocations_total, "releases_total", (json_int_t)m->releases_total,
+        "inference_ok", (json_int_t)m->inference_ok, "inference_failed",
+        (json_int_t)m->inference_failed, "faults_injected", endpoint_names[EP_ALLOCATE],
+        (json_int_t)m->faults[EP_ALLOCATE], endpoint_names[EP_INFERENCE],
+        (json_int_t)m->faults[EP_INFERENCE], endpoint_names[EP_RELEASE],
+        (json_int_t)m->faults[EP_RELEASE], "total",
+        (json_int_t)(m->faults[0] + m->faults[1] + m->faults[2]), "rejected_capacity",
+        (json_int_t)(m->rejected_too_large + m->rejected_full), "rejected_too_large",
+        (json_int_t)m->rejected_too_large, "rejected_pool_full", (json_int_t)m->rejected_full,
+        "unauthorized", (json_int_t)m->unauthorized, "requests_total",
+        (json_int_t)m->requests_total, "peak_concurrent_requests", (json_int_t)m->peak_concurrent,
+        "concurrent_requests", (json_int_t)m->concurrent, "used_tflops", m->used_mtflops / 1000.0,
+        "used_vram_mb", (json_int_t)m->used_vram_mb, "capacity_tflops", m->o.cap_tflops,
+        "capacity_vram_mb", (json_int_t)m->o.cap_vram_mb, "connections_total",
+        (json_int_t)m->connections_total, "connections_open", (json_int_t)m->connections_open);
     if (j)
         json_object_set_new(j, "releases_refused", json_integer((json_int_t)m->releases_refused));
     pthread_mutex_unlock(&m->mu);
@@ -879,9 +878,8 @@ static enum MHD_Result send_reply(req_t *r)
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
     mock_t *m = cls;
     req_t *r = *con_cls;
@@ -992,8 +990,20 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 
 static void parse_args(int argc, char **argv, mock_opts_t *o)
 {
-    enum { O_PORT = 1, O_BIND, O_KEY, O_LAT, O_ALAT, O_FAIL, O_TF, O_VRAM, O_SEED, O_THR, O_HELP,
-           O_RFAIL };
+    enum {
+        O_PORT = 1,
+        O_BIND,
+        O_KEY,
+        O_LAT,
+        O_ALAT,
+        O_FAIL,
+        O_TF,
+        O_VRAM,
+        O_SEED,
+        O_THR,
+        O_HELP,
+        O_RFAIL
+    };
     static const struct option longs[] = {
         {"port", required_argument, NULL, O_PORT},
         {"bind", required_argument, NULL, O_BIND},
@@ -1035,9 +1045,7 @@ static void parse_args(int argc, char **argv, mock_opts_t *o)
                 die_usage("--bind: expected an IPv4 address, got '%s'", optarg);
             o->bind = optarg;
             break;
-        case O_KEY:
-            o->api_key = optarg;
-            break;
+        case O_KEY: o->api_key = optarg; break;
         case O_LAT:
             if (parse_range(optarg, &o->lat_min, &o->lat_max))
                 die_usage("--latency-ms: expected A-B with 0 <= A <= B, got '%s'", optarg);
@@ -1073,9 +1081,7 @@ static void parse_args(int argc, char **argv, mock_opts_t *o)
                 die_usage("--release-fail-ms: expected 0..86400000, got '%s'", optarg);
             o->release_fail_ms = (int64_t)u;
             break;
-        case O_HELP:
-            usage(stdout);
-            exit(0);
+        case O_HELP: usage(stdout); exit(0);
         default:
             if (optopt)
                 die_usage("option --%s needs a value", longs[optopt - 1].name);
@@ -1165,19 +1171,18 @@ int main(int argc, char **argv)
             {MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096, NULL},
             {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, &m},
             {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, &m},
-            {m.o.threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
-             (intptr_t)m.o.threads, NULL},
+            {m.o.threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, (intptr_t)m.o.threads,
+             NULL},
             {MHD_OPTION_END, 0, NULL},
         };
 
         d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
                                  MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
-                             (uint16_t)m.o.port, NULL, NULL, on_request, &m, MHD_OPTION_ARRAY,
-                             opts, MHD_OPTION_END);
+                             (uint16_t)m.o.port, NULL, NULL, on_request, &m, MHD_OPTION_ARRAY, opts,
+                             MHD_OPTION_END);
     }
     if (!d) {
-        fprintf(stderr, PROG ": cannot listen on %s:%d: %s\n", m.o.bind, m.o.port,
-                strerror(errno));
+        fprintf(stderr, PROG ": cannot listen on %s:%d: %s\n", m.o.bind, m.o.port, strerror(errno));
         goto out;
     }
     info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);

@@ -29,12 +29,15 @@
 typedef struct opts {
     const char *bind;
     int port;
-    const char *api_key;     /* NULL: any key (or none) accepted */
+    const char *api_key; /* NULL: any key (or none) accepted */
     int lat_min, lat_max;
     double fail_rate;
-    struct { unsigned status; double p; } mix[MAX_MIX];
+    struct {
+        unsigned status;
+        double p;
+    } mix[MAX_MIX];
     int n_mix;
-    int retry_after;         /* seconds on 429/503, -1: no header */
+    int retry_after; /* seconds on 429/503, -1: no header */
     uint64_t seed;
     unsigned threads;
 } opts_t;
@@ -43,13 +46,13 @@ enum { TAG_API = 1 };
 
 typedef struct mock {
     opts_t o;
-    pthread_mutex_t mu;      /* everything below */
+    pthread_mutex_t mu; /* everything below */
     uint64_t seq, requests_total, ok, failed, unauthorized, bad_request;
     uint64_t chat, completions, embeddings, moderations;
     uint64_t concurrent, peak_concurrent;
     uint64_t prompt_tokens, completion_tokens;
-    unsigned forced_status;  /* admin switch, 0: off */
-    json_t *last;            /* last API request: path, body, headers that matter */
+    unsigned forced_status; /* admin switch, 0: off */
+    json_t *last;           /* last API request: path, body, headers that matter */
 } mock_t;
 
 static void usage(FILE *f)
@@ -119,9 +122,9 @@ static int64_t tokens_of(size_t chars)
 }
 
 static const char *const words[] = {
-    "gantry", "routes", "requests", "through", "kafka", "and", "workers", "answer",
-    "with", "care", "every", "task", "finds", "its", "provider", "quickly",
-    "tokens", "flow", "like", "water", "over", "stones", "the", "queue",
+    "gantry", "routes", "requests", "through", "kafka", "and",    "workers",  "answer",
+    "with",   "care",   "every",    "task",    "finds", "its",    "provider", "quickly",
+    "tokens", "flow",   "like",     "water",   "over",  "stones", "the",      "queue",
 };
 
 /* Deterministic text of n words, seeded by the prompt. */
@@ -153,10 +156,19 @@ static json_t *usage_json(int64_t prompt, int64_t completion)
 }
 
 /* The moderation categories of OpenAI's /v1/moderations. */
-static const char *const mod_categories[] = {
-    "harassment", "harassment/threatening", "hate", "hate/threatening", "illicit",
-    "illicit/violent", "self-harm", "self-harm/intent", "self-harm/instructions", "sexual",
-    "sexual/minors", "violence", "violence/graphic"};
+static const char *const mod_categories[] = {"harassment",
+                                             "harassment/threatening",
+                                             "hate",
+                                             "hate/threatening",
+                                             "illicit",
+                                             "illicit/violent",
+                                             "self-harm",
+                                             "self-harm/intent",
+                                             "self-harm/instructions",
+                                             "sexual",
+                                             "sexual/minors",
+                                             "violence",
+                                             "violence/graphic"};
 
 /* One result of /v1/moderations: a category is flagged when the text holds
  * the marker "[flag:CATEGORY]". */
@@ -194,7 +206,7 @@ static int answer(mock_t *m, mh_req_t *r, const char *url, json_t *body, int64_t
         json_t *results = json_array(), *s;
         size_t i;
         int ok = json_is_array(list) && json_array_size(list) > 0;
-        json_array_foreach(list, i, s) {
+        json_array_foreach (list, i, s) {
             if (!json_is_string(s))
                 ok = 0;
             else
@@ -208,8 +220,8 @@ static int answer(mock_t *m, mh_req_t *r, const char *url, json_t *body, int64_t
             return -1;
         }
         *pt = *ct = 0; /* moderation is not counted in tokens */
-        mh_reply_json(r, 200, json_pack("{s:s, s:s, s:o}", "id", id, "model", model, "results",
-                                        results));
+        mh_reply_json(r, 200,
+                      json_pack("{s:s, s:s, s:o}", "id", id, "model", model, "results", results));
         return 0;
     }
     if (strcmp(url, "/v1/embeddings") == 0) {
@@ -224,22 +236,23 @@ static int answer(mock_t *m, mh_req_t *r, const char *url, json_t *body, int64_t
             mh_reply_error(r, 400, "invalid_request_error", "input must be a string or array");
             return -1;
         }
-        json_array_foreach(list, i, s) {
+        json_array_foreach (list, i, s) {
             const char *t = json_string_value(s);
             size_t n = t ? strlen(t) : 0;
             uint64_t seed = fnv1a(t ? t : "", n);
             json_t *vec = json_array();
             for (int d = 0; d < EMBED_DIM; d++)
                 json_array_append_new(vec, json_real(round((unit(&seed) * 2 - 1) * 1e6) / 1e6));
-            json_array_append_new(data, json_pack("{s:s, s:i, s:o}", "object", "embedding",
-                                                  "index", (int)i, "embedding", vec));
+            json_array_append_new(data, json_pack("{s:s, s:i, s:o}", "object", "embedding", "index",
+                                                  (int)i, "embedding", vec));
             chars += n;
         }
         json_decref(list);
         *pt = tokens_of(chars);
         *ct = 0;
-        mh_reply_json(r, 200, json_pack("{s:s, s:o, s:s, s:o}", "object", "list", "data", data,
-                                        "model", model, "usage", usage_json(*pt, 0)));
+        mh_reply_json(r, 200,
+                      json_pack("{s:s, s:o, s:s, s:o}", "object", "list", "data", data, "model",
+                                model, "usage", usage_json(*pt, 0)));
         return 0;
     }
     int chat = strcmp(url, "/v1/chat/completions") == 0;
@@ -252,10 +265,11 @@ static int answer(mock_t *m, mh_req_t *r, const char *url, json_t *body, int64_t
             mh_reply_error(r, 400, "invalid_request_error", "messages must be a non-empty array");
             return -1;
         }
-        json_array_foreach(msgs, i, msg) {
+        json_array_foreach (msgs, i, msg) {
             const char *c = json_string_value(json_object_get(msg, "content"));
             if (!c || !json_is_string(json_object_get(msg, "role"))) {
-                mh_reply_error(r, 400, "invalid_request_error", "each message needs role and content");
+                mh_reply_error(r, 400, "invalid_request_error",
+                               "each message needs role and content");
                 return -1;
             }
             chars += strlen(c) + 4; /* role and separators cost a few tokens */
@@ -280,16 +294,17 @@ static int answer(mock_t *m, mh_req_t *r, const char *url, json_t *body, int64_t
     char *text = make_text(seed, n);
     *pt = tokens_of(chars);
     *ct = n;
-    json_t *choice = chat ? json_pack("{s:i, s:{s:s, s:s}, s:s}", "index", 0, "message", "role",
-                                      "assistant", "content", text ? text : "", "finish_reason",
-                                      finish)
-                          : json_pack("{s:i, s:s, s:s}", "index", 0, "text", text ? text : "",
-                                      "finish_reason", finish);
+    json_t *choice =
+        chat ? json_pack("{s:i, s:{s:s, s:s}, s:s}", "index", 0, "message", "role", "assistant",
+                         "content", text ? text : "", "finish_reason", finish)
+             : json_pack("{s:i, s:s, s:s}", "index", 0, "text", text ? text : "", "finish_reason",
+                         finish);
     free(text);
-    mh_reply_json(r, 200, json_pack("{s:s, s:s, s:I, s:s, s:[o], s:o}", "id", id, "object",
-                                    chat ? "chat.completion" : "text_completion", "created",
-                                    (json_int_t)(gt_clock_wall_ms() / 1000), "model", model,
-                                    "choices", choice, "usage", usage_json(*pt, *ct)));
+    mh_reply_json(r, 200,
+                  json_pack("{s:s, s:s, s:I, s:s, s:[o], s:o}", "id", id, "object",
+                            chat ? "chat.completion" : "text_completion", "created",
+                            (json_int_t)(gt_clock_wall_ms() / 1000), "model", model, "choices",
+                            choice, "usage", usage_json(*pt, *ct)));
     return 0;
 }
 
@@ -302,11 +317,10 @@ static void do_stats(mock_t *m, mh_req_t *r)
         (json_int_t)m->failed, "unauthorized", (json_int_t)m->unauthorized, "bad_request",
         (json_int_t)m->bad_request, "chat", (json_int_t)m->chat, "completions",
         (json_int_t)m->completions, "embeddings", (json_int_t)m->embeddings, "moderations",
-        (json_int_t)m->moderations, "concurrent",
-        (json_int_t)m->concurrent, "peak_concurrent", (json_int_t)m->peak_concurrent,
-        "prompt_tokens", (json_int_t)m->prompt_tokens, "completion_tokens",
-        (json_int_t)m->completion_tokens, "forced_status", (int)m->forced_status, "last_request",
-        m->last);
+        (json_int_t)m->moderations, "concurrent", (json_int_t)m->concurrent, "peak_concurrent",
+        (json_int_t)m->peak_concurrent, "prompt_tokens", (json_int_t)m->prompt_tokens,
+        "completion_tokens", (json_int_t)m->completion_tokens, "forced_status",
+        (int)m->forced_status, "last_request", m->last);
     pthread_mutex_unlock(&m->mu);
     mh_reply_json(r, 200, s);
 }
@@ -315,8 +329,9 @@ static void do_admin(mock_t *m, mh_req_t *r, const char *url, json_t *body)
 {
     if (strcmp(url, "/admin/fail") == 0) {
         json_t *st = json_object_get(body, "status");
-        if (!json_is_integer(st) || (json_integer_value(st) != 0 &&
-                                     (json_integer_value(st) < 400 || json_integer_value(st) > 599))) {
+        if (!json_is_integer(st) ||
+            (json_integer_value(st) != 0 &&
+             (json_integer_value(st) < 400 || json_integer_value(st) > 599))) {
             mh_reply_error(r, 400, "invalid_request_error", "status must be 0 or 400..599");
             return;
         }
@@ -488,7 +503,8 @@ static void parse_mix(const char *arg, opts_t *o)
     char buf[256];
     snprintf(buf, sizeof(buf), "%s", arg);
     double total = 0;
-    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save)) {
         char *colon = strchr(tok, ':'), *end;
         if (!colon || o->n_mix == MAX_MIX)
             die_usage("--status-mix: expected STATUS:P[,STATUS:P...], got '%s'", arg);

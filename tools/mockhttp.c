@@ -53,8 +53,9 @@ void mh_reply_json(mh_req_t *r, unsigned status, json_t *body)
 
 void mh_reply_error(mh_req_t *r, unsigned status, const char *type, const char *message)
 {
-    mh_reply_json(r, status, json_pack("{s:{s:s, s:s, s:n}}", "error", "message", message, "type",
-                                       type, "code"));
+    mh_reply_json(
+        r, status,
+        json_pack("{s:{s:s, s:s, s:n}}", "error", "message", message, "type", type, "code"));
 }
 
 void mh_set_retry_after(mh_req_t *r, int seconds)
@@ -176,8 +177,8 @@ static enum MHD_Result send_reply(mh_req_t *r)
     if (s->replied)
         s->replied(s->ctx, r);
     size_t len = r->reply ? strlen(r->reply) : 0;
-    struct MHD_Response *resp = MHD_create_response_from_buffer(len, r->reply,
-                                                                MHD_RESPMEM_MUST_FREE);
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, r->reply, MHD_RESPMEM_MUST_FREE);
     if (!resp)
         return MHD_NO;
     r->reply = NULL;
@@ -194,9 +195,8 @@ static enum MHD_Result send_reply(mh_req_t *r)
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
     mh_server_t *s = cls;
     mh_req_t *r = *con_cls;

@@ -48,8 +48,7 @@ static int add_turn(json_t *messages, const char *role, const char *text)
         free(joined);
         return rc;
     }
-    return json_array_append_new(messages,
-                                 json_pack("{s:s, s:s}", "role", role, "content", text));
+    return json_array_append_new(messages, json_pack("{s:s, s:s}", "role", role, "content", text));
 }
 
 static int body_of(const gt_wire_task_t *t, json_t *body, const char **why)
@@ -67,7 +66,7 @@ static int body_of(const gt_wire_task_t *t, json_t *body, const char **why)
         }
         size_t i;
         const json_t *m;
-        json_array_foreach(msgs, i, m) {
+        json_array_foreach (msgs, i, m) {
             const char *role = json_string_value(json_object_get(m, "role"));
             const char *text = json_string_value(json_object_get(m, "content"));
             if (strcmp(role, "system") == 0) {
@@ -103,7 +102,9 @@ static int body_of(const gt_wire_task_t *t, json_t *body, const char **why)
         goto oom;
     static const struct {
         const char *ours, *theirs;
-    } map[] = {{"temperature", "temperature"}, {"top_p", "top_p"}, {"top_k", "top_k"},
+    } map[] = {{"temperature", "temperature"},
+               {"top_p", "top_p"},
+               {"top_k", "top_k"},
                {"stop", "stop_sequences"}};
     for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
         const json_t *v = gt_wire_param(t, map[i].ours);
@@ -163,8 +164,8 @@ static int build(const gt_provider_t *p, const gt_wire_task_t *t, const gt_wire_
         goto oom;
     char host_hdr[600];
     snprintf(host_hdr, sizeof(host_hdr), "Host: %s", host);
-    const char *const signed_hdrs[] = {"Accept: application/json",
-                                       "Content-Type: application/json", host_hdr, NULL};
+    const char *const signed_hdrs[] = {"Accept: application/json", "Content-Type: application/json",
+                                       host_hdr, NULL};
     gt_sigv4_params_t sp = {.access_key_id = p->access_key_id,
                             .secret_access_key = p->secret_access_key,
                             .session_token = p->session_token,
@@ -218,7 +219,7 @@ static int parse(const gt_wire_task_t *t, const char *body, size_t len, gt_wire_
         goto out;
     }
     size_t i;
-    json_array_foreach(content, i, block) {
+    json_array_foreach (content, i, block) {
         const char *type = json_string_value(json_object_get(block, "type"));
         const char *s = json_string_value(json_object_get(block, "text"));
         if (type && strcmp(type, "text") == 0 && s && gt_wire_join(&text, "", s) != 0) {

@@ -27,15 +27,13 @@ int gt_breaker_allow(gt_breaker_t *b, int64_t now_ms, int *changed)
         b->trial_out = 0;
     }
     switch (b->state) {
-    case GT_BREAKER_CLOSED:
-        return 1;
+    case GT_BREAKER_CLOSED: return 1;
     case GT_BREAKER_HALF_OPEN:
         if (b->trial_out)
             return 0;
         b->trial_out = 1;
         return 1;
-    default:
-        return 0;
+    default: return 0;
     }
 }
 

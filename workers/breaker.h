@@ -13,13 +13,13 @@
 typedef enum { GT_BREAKER_CLOSED, GT_BREAKER_OPEN, GT_BREAKER_HALF_OPEN } gt_breaker_state_t;
 
 typedef struct gt_breaker {
-    int threshold;          /* consecutive failures that open it (>= 1) */
-    int64_t recovery_ms;    /* open -> half-open */
+    int threshold;       /* consecutive failures that open it (>= 1) */
+    int64_t recovery_ms; /* open -> half-open */
     gt_breaker_state_t state;
-    int failures;           /* consecutive, while closed */
-    int64_t failed_at;      /* when the last counted failure was reported */
+    int failures;      /* consecutive, while closed */
+    int64_t failed_at; /* when the last counted failure was reported */
     int64_t opened_at;
-    int trial_out;          /* half-open: the trial call is in flight */
+    int trial_out; /* half-open: the trial call is in flight */
 } gt_breaker_t;
 
 /* Starts closed. threshold < 1 is taken as 1. This function can't fail. */

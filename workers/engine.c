@@ -74,8 +74,7 @@ gt_log_ctx_t gt_eng_call_ctx(const gt_eng_call_t *c)
     return ctx;
 }
 
-void gt_eng_fail(gt_eng_call_t *c, gt_task_status_t status, const char *code, const char *fmt,
-                 ...)
+void gt_eng_fail(gt_eng_call_t *c, gt_task_status_t status, const char *code, const char *fmt, ...)
 {
     if (c->code)
         return;
@@ -89,8 +88,8 @@ void gt_eng_fail(gt_eng_call_t *c, gt_task_status_t status, const char *code, co
     c->output = NULL;
 }
 
-void gt_eng_attempt(gt_eng_call_t *c, const char *op, long status, int64_t ms,
-                    const char *provider, const char *error)
+void gt_eng_attempt(gt_eng_call_t *c, const char *op, long status, int64_t ms, const char *provider,
+                    const char *error)
 {
     json_t *a = json_pack("{s:s, s:i, s:I}", "op", op, "status", (int)status, "ms",
                           (json_int_t)(ms < 0 ? 0 : ms));

@@ -33,7 +33,7 @@ typedef struct gt_eng_call {
     json_t *attempts;                         /* [{op, status, ms, error[, provider]}] */
     json_t *output;                           /* the answer once succeeded */
     gt_task_status_t status;
-    const char *code;                         /* the first failure's code, NULL: none */
+    const char *code; /* the first failure's code, NULL: none */
     char message[256];
 } gt_eng_call_t;
 
@@ -52,12 +52,12 @@ gt_log_ctx_t gt_eng_call_ctx(const gt_eng_call_t *c);
 
 /* Records the failure that explains the task; later ones (a failed release
  * after a failed inference) do not override it. Drops any output. */
-void gt_eng_fail(gt_eng_call_t *c, gt_task_status_t status, const char *code, const char *fmt,
-                 ...) __attribute__((format(printf, 4, 5)));
+void gt_eng_fail(gt_eng_call_t *c, gt_task_status_t status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 /* Appends an attempt {op, status, ms, error[, provider]} (provider omitted when NULL). */
-void gt_eng_attempt(gt_eng_call_t *c, const char *op, long status, int64_t ms,
-                    const char *provider, const char *error);
+void gt_eng_attempt(gt_eng_call_t *c, const char *op, long status, int64_t ms, const char *provider,
+                    const char *error);
 
 /* "timeout", the transport error, or "HTTP <status>", into buf (returned). */
 const char *gt_eng_http_error(const gt_http_response_t *resp, char *buf, size_t len);
@@ -88,10 +88,10 @@ gt_eng_next_t gt_eng_next(const gt_retry_policy_t *policy, int *retry, int max,
  * (breaker.opened / half_open / closed) and gauge carry name. */
 typedef struct gt_eng_breaker {
     gt_breaker_t b;
-    char name[300];        /* the provider's, or "hostedai:<pool>" */
-    const char *endpoint;  /* borrowed, for events */
-    const char *pool;      /* borrowed, NULL for providers */
-    gt_event_fn emit;      /* may be NULL */
+    char name[300];       /* the provider's, or "hostedai:<pool>" */
+    const char *endpoint; /* borrowed, for events */
+    const char *pool;     /* borrowed, NULL for providers */
+    gt_event_fn emit;     /* may be NULL */
     void *emit_arg;
 } gt_eng_breaker_t;
 

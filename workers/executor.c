@@ -41,19 +41,19 @@ struct ex_task {
     gt_span_t span;        /* worker.task, child of the task message's traceparent */
     int span_open;
     gt_task_spec_t spec;
-    gt_chain_t *call;      /* the model's runtime, then its fallbacks */
+    gt_chain_t *call; /* the model's runtime, then its fallbacks */
     int64_t created_wall, start_wall, start_mono;
-    gt_effect_t *effect;   /* what the task produces, until it is over */
-    int replaced;          /* its result could not be produced: a failed one went instead */
-    int gating;            /* its start gate query is out (gate.h) */
-    int cancelled;         /* its job was cancelled while it ran: aborted, reported cancelled */
+    gt_effect_t *effect; /* what the task produces, until it is over */
+    int replaced;        /* its result could not be produced: a failed one went instead */
+    int gating;          /* its start gate query is out (gate.h) */
+    int cancelled;       /* its job was cancelled while it ran: aborted, reported cancelled */
 };
 
 struct gt_executor {
     uv_loop_t *loop;
     const gt_config_t *cfg;
     char *worker_id;
-    char incarnation[33];  /* random per process start: heartbeats and allocation labels */
+    char incarnation[33]; /* random per process start: heartbeats and allocation labels */
     int max_in_flight, resume_at;
     gt_producer_t *producer;
     gt_http_t *http;
@@ -67,9 +67,9 @@ struct gt_executor {
 
     gt_effects_t *effects; /* the results, usage events, DLQ copies and events */
     uv_timer_t heartbeat;
-    gt_gate_t *gate;       /* start gate and cancel look-ups; NULL without PostgreSQL */
+    gt_gate_t *gate; /* start gate and cancel look-ups; NULL without PostgreSQL */
     uv_timer_t cancel_poll;
-    int cancel_polling;    /* a cancelled-jobs query is out */
+    int cancel_polling; /* a cancelled-jobs query is out */
     int handles_open;
     int heartbeat_on;
 
@@ -80,7 +80,6 @@ struct gt_executor {
     int in_abort_loop, idle_notified;
     gt_executor_idle_cb idle_cb;
     void *idle_arg;
-
 };
 
 static void task_finish(ex_task_t *t, const gt_task_outcome_t *out);
@@ -222,21 +221,20 @@ static void on_effect_failed(const char *topic, int err, const char *reason, voi
     char at[40];
     gt_log(GT_LOG_ERROR, &ctx, "cannot produce to %s (%s): reporting the task failed", topic,
            reason);
-    json_t *res = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:n, s:{s:s, s:s}, s:[], s:s}",
-                            "schema", "gantry.task-result.v1", "task_id", t->task_id,
-                            "request_id", t->request_id, "tenant_id", t->tenant_id, "status",
-                            "failed", "model",
-                            json_string_value(json_object_get(t->doc, "model"))
-                                ? json_string_value(json_object_get(t->doc, "model"))
-                                : "",
-                            "worker_id", ex->worker_id, "output", "error", "code", "too_large",
-                            "message", "the task result is larger than the producer's limit",
-                            "attempts", "completed_at",
-                            gt_clock_fmt(gt_clock_wall_ms(), at, sizeof(at)));
+    json_t *res =
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:n, s:{s:s, s:s}, s:[], s:s}", "schema",
+                  "gantry.task-result.v1", "task_id", t->task_id, "request_id", t->request_id,
+                  "tenant_id", t->tenant_id, "status", "failed", "model",
+                  json_string_value(json_object_get(t->doc, "model"))
+                      ? json_string_value(json_object_get(t->doc, "model"))
+                      : "",
+                  "worker_id", ex->worker_id, "output", "error", "code", "too_large", "message",
+                  "the task result is larger than the producer's limit", "attempts", "completed_at",
+                  gt_clock_fmt(gt_clock_wall_ms(), at, sizeof(at)));
     json_t *index = json_object_get(t->doc, "index");
     if (res)
-        json_object_set_new(res, "index", json_is_integer(index) ? json_copy(index)
-                                                                 : json_integer(0));
+        json_object_set_new(res, "index",
+                            json_is_integer(index) ? json_copy(index) : json_integer(0));
     t->replaced = 1;
     if (task_add_delivery(t, ex->cfg->topics.task_results, t->request_id, res) != 0) {
         task_abandon(t);
@@ -252,7 +250,8 @@ static int task_add_delivery(ex_task_t *t, const char *topic, const char *key, j
     int rc = -1;
     if (!doc)
         goto out;
-    if (!t->effect && !(t->effect = gt_effect_new(ex->effects, on_effect_done, on_effect_failed, t)))
+    if (!t->effect &&
+        !(t->effect = gt_effect_new(ex->effects, on_effect_done, on_effect_failed, t)))
         goto out;
     gt_header_t hdr = {"traceparent", t->traceparent};
     rc = gt_effect_add_json(t->effect, topic, key, doc, &hdr, t->traceparent[0] ? 1 : 0);
@@ -285,8 +284,8 @@ void gt_executor_emit(gt_executor_t *ex, const char *type, json_t *data)
     if (!ev)
         return;
     /* Keyed by allocation so that its acquire and release stay in order. */
-    const char *key = json_string_value(json_object_get(json_object_get(ev, "data"),
-                                                        "allocation_id"));
+    const char *key =
+        json_string_value(json_object_get(json_object_get(ev, "data"), "allocation_id"));
     /* Sent until acknowledged: the reaper and the ledger rely on them. */
     if (gt_effect_send_json(ex->effects, ex->cfg->topics.events, key ? key : ex->worker_id, ev,
                             NULL, 0) != 0)
@@ -367,13 +366,13 @@ static void task_finish(ex_task_t *t, const gt_task_outcome_t *out)
     if (t->span_open) {
         t->span_open = 0;
         gt_span_end(&t->span, out->status == GT_TASK_SUCCEEDED ? NULL : out->error_code,
-                     json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I}", "gantry.request_id",
-                               t->request_id, "gantry.task_id", t->task_id, "gantry.tenant_id",
-                               t->tenant_id, "gantry.model", model ? model : "",
-                               "gantry.provider", out->provider ? out->provider : "hostedai",
-                               "gantry.status", status_name(out->status), "gantry.attempts",
-                               (json_int_t)(out->attempts ? json_array_size(out->attempts) : 0),
-                               "gantry.completion_tokens", (json_int_t)out->completion_tokens));
+                    json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I}", "gantry.request_id",
+                              t->request_id, "gantry.task_id", t->task_id, "gantry.tenant_id",
+                              t->tenant_id, "gantry.model", model ? model : "", "gantry.provider",
+                              out->provider ? out->provider : "hostedai", "gantry.status",
+                              status_name(out->status), "gantry.attempts",
+                              (json_int_t)(out->attempts ? json_array_size(out->attempts) : 0),
+                              "gantry.completion_tokens", (json_int_t)out->completion_tokens));
     }
     gt_task_outcome_t cancelled_out;
     if (t->cancelled && out->status != GT_TASK_SUCCEEDED) {
@@ -403,36 +402,33 @@ static void task_finish(ex_task_t *t, const gt_task_outcome_t *out)
         set_ms(timings, "capacity_wait_ms", out->capacity_wait_ms);
     set_ms(timings, "total_ms", total_ms);
 
-    json_t *res = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "schema",
-                            "gantry.task-result.v1", "task_id", t->task_id, "request_id",
-                            t->request_id, "tenant_id", t->tenant_id, "status",
-                            t->cancelled && out->status != GT_TASK_SUCCEEDED
-                                ? "cancelled"
-                                : status_name(out->status),
-                            "model", model ? model : "", "worker_id", ex->worker_id);
+    json_t *res = json_pack(
+        "{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "schema", "gantry.task-result.v1", "task_id",
+        t->task_id, "request_id", t->request_id, "tenant_id", t->tenant_id, "status",
+        t->cancelled && out->status != GT_TASK_SUCCEEDED ? "cancelled" : status_name(out->status),
+        "model", model ? model : "", "worker_id", ex->worker_id);
     if (res)
-        json_object_set_new(res, "index", json_is_integer(index) ? json_copy(index)
-                                                                 : json_integer(0));
+        json_object_set_new(res, "index",
+                            json_is_integer(index) ? json_copy(index) : json_integer(0));
     if (res) {
         json_object_set_new(res, "output", out->output ? json_deep_copy(out->output) : json_null());
         json_object_set_new(res, "error",
-                            out->error_code ? json_pack("{s:s, s:s}", "code", out->error_code,
-                                                        "message", out->error_message
-                                                                       ? out->error_message
-                                                                       : "")
-                                            : json_null());
-        json_object_set_new(res, "provider", out->provider ? json_string(out->provider)
-                                             : out->pool   ? json_string("hostedai")
-                                                           : json_null());
+                            out->error_code
+                                ? json_pack("{s:s, s:s}", "code", out->error_code, "message",
+                                            out->error_message ? out->error_message : "")
+                                : json_null());
+        json_object_set_new(res, "provider",
+                            out->provider ? json_string(out->provider)
+                            : out->pool   ? json_string("hostedai")
+                                          : json_null());
         json_object_set_new(res, "served_model", str_or_null(out->served_model));
         json_object_set_new(res, "pool", str_or_null(out->pool));
         json_object_set_new(res, "allocation_id", str_or_null(out->allocation_id));
         json_object_set_new(res, "attempts",
                             out->attempts ? json_deep_copy(out->attempts) : json_array());
         json_object_set_new(res, "usage",
-                            json_pack("{s:I, s:I}", "prompt_tokens",
-                                      (json_int_t)out->prompt_tokens, "completion_tokens",
-                                      (json_int_t)out->completion_tokens));
+                            json_pack("{s:I, s:I}", "prompt_tokens", (json_int_t)out->prompt_tokens,
+                                      "completion_tokens", (json_int_t)out->completion_tokens));
         json_object_set_new(res, "timings", json_incref(timings));
         json_object_set_new(res, "completed_at",
                             json_string(gt_clock_fmt(gt_clock_wall_ms(), at, sizeof(at))));
@@ -456,13 +452,12 @@ static void task_finish(ex_task_t *t, const gt_task_outcome_t *out)
             "schema", "gantry.usage.v1", "event_id", event_id, "request_id", t->request_id,
             "task_id", t->task_id, "tenant_id", t->tenant_id, "model", model ? model : "",
             "provider", out->provider ? out->provider : "hostedai", "pool",
-            out->pool ? out->pool : "", "allocation_id",
-            str_or_null(out->allocation_id), "allocation_seconds",
-            round(out->allocation_seconds * 1000.0) / 1000.0, "tflops", m ? m->tflops : 0.0,
-            "vram_mb", (json_int_t)(m ? m->vram_mb : 0), "prompt_tokens",
-            (json_int_t)out->prompt_tokens, "completion_tokens",
-            (json_int_t)out->completion_tokens, "request_bytes", (json_int_t)out->request_bytes,
-            "response_bytes", (json_int_t)out->response_bytes, "attempts",
+            out->pool ? out->pool : "", "allocation_id", str_or_null(out->allocation_id),
+            "allocation_seconds", round(out->allocation_seconds * 1000.0) / 1000.0, "tflops",
+            m ? m->tflops : 0.0, "vram_mb", (json_int_t)(m ? m->vram_mb : 0), "prompt_tokens",
+            (json_int_t)out->prompt_tokens, "completion_tokens", (json_int_t)out->completion_tokens,
+            "request_bytes", (json_int_t)out->request_bytes, "response_bytes",
+            (json_int_t)out->response_bytes, "attempts",
             (json_int_t)(out->attempts ? json_array_size(out->attempts) : 0), "durations",
             durations, "occurred_at", gt_clock_fmt(gt_clock_wall_ms(), at, sizeof(at)));
         if (task_add_delivery(t, cfg->topics.usage, event_id, usage) != 0)
@@ -470,8 +465,8 @@ static void task_finish(ex_task_t *t, const gt_task_outcome_t *out)
     }
     json_decref(timings);
     gt_log(out->status == GT_TASK_SUCCEEDED ? GT_LOG_INFO : GT_LOG_WARN, &ctx,
-           "task %s%s%s in %" PRId64 " ms", status_name(out->status),
-           out->error_code ? ": " : "", out->error_code ? out->error_code : "", total_ms);
+           "task %s%s%s in %" PRId64 " ms", status_name(out->status), out->error_code ? ": " : "",
+           out->error_code ? out->error_code : "", total_ms);
     task_deliver(t);
 }
 
@@ -564,7 +559,7 @@ static void on_cancelled(const json_t *ids, void *arg)
             continue;
         size_t i;
         json_t *v;
-        json_array_foreach(ids, i, v) {
+        json_array_foreach (ids, i, v) {
             if (strcmp(json_string_value(v), t->request_id) == 0) {
                 gt_log_ctx_t ctx = task_ctx(t);
                 gt_log(GT_LOG_INFO, &ctx, "job cancelled: aborting the running task");
@@ -744,8 +739,8 @@ gt_executor_t *gt_executor_new(uv_loop_t *loop, const gt_executor_opts_t *opts, 
     ex->producer = opts->producer;
     ex->http = opts->http;
     ex->lanes = opts->lanes;
-    ex->max_in_flight = opts->max_in_flight > 0 ? opts->max_in_flight
-                                                : opts->cfg->worker_max_in_flight;
+    ex->max_in_flight =
+        opts->max_in_flight > 0 ? opts->max_in_flight : opts->cfg->worker_max_in_flight;
     if (ex->max_in_flight < 1)
         ex->max_in_flight = 1;
     ex->resume_at = ex->max_in_flight * 3 / 4;
@@ -767,8 +762,8 @@ gt_executor_t *gt_executor_new(uv_loop_t *loop, const gt_executor_opts_t *opts, 
     ex->hai.emit_arg = ex;
     gt_random_hex(ex->incarnation);
     ex->hai.incarnation = ex->incarnation;
-    ex->prov = gt_prov_engine_new(loop, opts->http, opts->cfg, ex->worker_id, emit_cb, ex, err,
-                                  errlen);
+    ex->prov =
+        gt_prov_engine_new(loop, opts->http, opts->cfg, ex->worker_id, emit_cb, ex, err, errlen);
     if (!ex->prov)
         goto fail;
     /* Last: it opens a loop handle (on out of memory the process exits anyway). */

@@ -17,12 +17,12 @@
 typedef struct gt_executor gt_executor_t;
 
 typedef struct gt_executor_opts {
-    const gt_config_t *cfg;      /* borrowed; outlives the executor */
-    const char *worker_id;       /* copied */
-    int max_in_flight;           /* pause the consumer at this many tasks; <= 0: cfg value */
-    gt_producer_t *producer;     /* borrowed */
-    gt_http_t *http;             /* borrowed */
-    const char *const *lanes;    /* NULL-terminated, reported by heartbeats; borrowed */
+    const gt_config_t *cfg;   /* borrowed; outlives the executor */
+    const char *worker_id;    /* copied */
+    int max_in_flight;        /* pause the consumer at this many tasks; <= 0: cfg value */
+    gt_producer_t *producer;  /* borrowed */
+    gt_http_t *http;          /* borrowed */
+    const char *const *lanes; /* NULL-terminated, reported by heartbeats; borrowed */
 } gt_executor_opts_t;
 
 /* Returns NULL with a reason in err (embedded schema missing, out of memory). */

@@ -12,10 +12,10 @@
 struct gt_chain {
     const gt_chain_env_t *env;
     const gt_task_spec_t *spec;
-    gt_task_spec_t sub;          /* spec with the model being tried */
+    gt_task_spec_t sub; /* spec with the model being tried */
     const gt_model_t *models[CHAIN_MAX];
     int n_models, cur;
-    const gt_rt_instance_t *rt;  /* the runtime of the call running */
+    const gt_rt_instance_t *rt; /* the runtime of the call running */
     gt_rt_call_t *call;
     gt_chain_done_cb cb;
     void *arg;
@@ -42,7 +42,7 @@ static void take_attempts(gt_chain_t *ch, const json_t *attempts)
 {
     size_t i;
     json_t *a;
-    json_array_foreach(attempts, i, a) {
+    json_array_foreach (attempts, i, a) {
         json_t *c = json_copy(a);
         if (c && ch->n_models > 1)
             json_object_set_new(c, "model", json_string(ch->models[ch->cur]->name));

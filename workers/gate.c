@@ -78,15 +78,15 @@ static void on_claim(const PGresult *res, const char *err, void *arg)
         const char *s = PQgetvalue(res, 0, 0);
         v = strcmp(s, "expired") == 0     ? GT_GATE_EXPIRED
             : strcmp(s, "cancelled") == 0 ? GT_GATE_CANCELLED
-            : strcmp(s, "skip") == 0  ? GT_GATE_SKIP
-                                      : GT_GATE_START;
+            : strcmp(s, "skip") == 0      ? GT_GATE_SKIP
+                                          : GT_GATE_START;
     }
     r->cb(v, r->arg);
     free(r);
 }
 
-int gt_gate_claim(gt_gate_t *g, const char *task_id, const char *request_id,
-                  int64_t max_queue_ms, gt_gate_cb cb, void *arg)
+int gt_gate_claim(gt_gate_t *g, const char *task_id, const char *request_id, int64_t max_queue_ms,
+                  gt_gate_cb cb, void *arg)
 {
     gate_req_t *r = calloc(1, sizeof(*r));
     if (!r)

@@ -13,11 +13,11 @@
 typedef struct gt_gate gt_gate_t;
 
 typedef enum {
-    GT_GATE_START,   /* run it (also: the task is not known to PostgreSQL, e.g. sent by hand) */
-    GT_GATE_EXPIRED, /* it waited longer than its queue time limit: end it expired, unrun */
-    GT_GATE_SKIP,    /* cancelled before it started, or already finished: do not run it */
+    GT_GATE_START,     /* run it (also: the task is not known to PostgreSQL, e.g. sent by hand) */
+    GT_GATE_EXPIRED,   /* it waited longer than its queue time limit: end it expired, unrun */
+    GT_GATE_SKIP,      /* cancelled before it started, or already finished: do not run it */
     GT_GATE_CANCELLED, /* its job is cancelled but the task not marked: report it cancelled */
-    GT_GATE_CLOSED,  /* the gate is closing: leave the task undone (redelivered) */
+    GT_GATE_CLOSED,    /* the gate is closing: leave the task undone (redelivered) */
 } gt_gate_verdict_t;
 
 typedef void (*gt_gate_cb)(gt_gate_verdict_t v, void *arg);
@@ -33,14 +33,13 @@ gt_gate_t *gt_gate_new(uv_loop_t *loop, const gt_config_t *cfg);
  * exactly once, on the loop, never inside this call: with CLOSED when the
  * gate is freed first. A permanent SQL error answers START (logged): the
  * gate never loses a task. Returns 0, or -1 on out of memory (cb not run). */
-int gt_gate_claim(gt_gate_t *g, const char *task_id, const char *request_id,
-                  int64_t max_queue_ms, gt_gate_cb cb, void *arg);
+int gt_gate_claim(gt_gate_t *g, const char *task_id, const char *request_id, int64_t max_queue_ms,
+                  gt_gate_cb cb, void *arg);
 
 /* Which of request_ids (a JSON array of strings, borrowed) have been
  * cancelled. cb runs once, on the loop, with an empty array on error or when
  * closing. Returns 0, or -1 on out of memory (cb not run). */
-int gt_gate_cancelled(gt_gate_t *g, const json_t *request_ids, gt_gate_cancelled_cb cb,
-                      void *arg);
+int gt_gate_cancelled(gt_gate_t *g, const json_t *request_ids, gt_gate_cancelled_cb cb, void *arg);
 
 /* Fails what is pending (CLOSED / empty) and frees the gate. NULL is fine. */
 void gt_gate_free(gt_gate_t *g);

@@ -12,8 +12,8 @@
 
 #define GCP_DEFAULT_TOKEN_URI "https://oauth2.googleapis.com/token"
 #define GCP_DEFAULT_SCOPE "https://www.googleapis.com/auth/cloud-platform"
-#define GCP_REFRESH_MARGIN_S 60   /* refresh this long before expiry */
-#define GCP_ASSERTION_TTL_S 3600  /* Google's maximum assertion lifetime */
+#define GCP_REFRESH_MARGIN_S 60  /* refresh this long before expiry */
+#define GCP_ASSERTION_TTL_S 3600 /* Google's maximum assertion lifetime */
 #define GCP_EXCHANGE_TIMEOUT_MS 30000
 
 typedef struct waiter {
@@ -181,7 +181,9 @@ static void on_exchange(const gt_http_response_t *resp, void *arg)
     a->running = NULL;
     if (resp->status == 0) {
         snprintf(error, sizeof(error), "token exchange failed: %s",
-                 resp->timed_out ? "timed out" : resp->error ? resp->error : "no response");
+                 resp->timed_out ? "timed out"
+                 : resp->error   ? resp->error
+                                 : "no response");
         goto fail;
     }
     doc = json_loadb(resp->body, resp->body_len, 0, NULL);

@@ -36,8 +36,9 @@ static int generation_parameters(const gt_wire_task_t *t, json_t *params)
 /* The same for the Messages API, in OpenAI's names. */
 static int chat_parameters(const gt_wire_task_t *t, json_t *body)
 {
-    static const char *const keys[] = {"max_tokens", "temperature", "top_p", "stop", "seed",
-                                       "presence_penalty", "frequency_penalty", NULL};
+    static const char *const keys[] = {
+        "max_tokens",       "temperature",       "top_p", "stop", "seed",
+        "presence_penalty", "frequency_penalty", NULL};
     int rc = 0;
     for (const char *const *k = keys; *k; k++) {
         const json_t *v = gt_wire_param(t, *k);
@@ -86,8 +87,7 @@ static int build(const gt_provider_t *p, const gt_wire_task_t *t, const gt_wire_
         }
         json_t *params = json_object();
         if (!params || json_object_set(body, "inputs", (json_t *)t->input) ||
-            json_object_set_new(body, "parameters", params) ||
-            generation_parameters(t, params))
+            json_object_set_new(body, "parameters", params) || generation_parameters(t, params))
             goto oom;
         snprintf(url, sizeof(url), "%s", p->endpoint);
     }
@@ -115,7 +115,7 @@ static int is_vector(const json_t *v)
         return 0;
     size_t i;
     const json_t *x;
-    json_array_foreach(v, i, x)
+    json_array_foreach (v, i, x)
         if (!json_is_number(x))
             return 0;
     return 1;
@@ -131,7 +131,7 @@ static int parse_embed(const gt_wire_task_t *t, json_t *doc, gt_wire_answer_t *o
     } else if (json_is_array(doc) && json_array_size(doc) == want) {
         size_t i;
         json_t *v;
-        json_array_foreach(doc, i, v)
+        json_array_foreach (doc, i, v)
             if (!is_vector(v)) {
                 /* [[[...]]]: per-token features, the endpoint does no pooling. */
                 *why = json_is_array(json_array_get(v, 0))
@@ -191,7 +191,8 @@ static int parse(const gt_wire_task_t *t, const char *body, size_t len, gt_wire_
         out->prompt_tokens = gt_wire_count(usage, "prompt_tokens");
         out->completion_tokens = gt_wire_count(usage, "completion_tokens");
     } else {
-        /* [{"generated_text", "details"}] (Inference Endpoints) or the object alone (TGI /generate). */
+        /* [{"generated_text", "details"}] (Inference Endpoints) or the object alone (TGI
+         * /generate). */
         json_t *g = json_is_array(doc) ? json_array_get(doc, 0) : doc;
         json_t *text = json_object_get(g, "generated_text");
         if (!json_is_string(text)) {

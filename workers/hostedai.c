@@ -38,8 +38,8 @@ typedef enum {
     FAIL_TIMEOUT,
     FAIL_UNAVAILABLE, /* transport error or 5xx */
     FAIL_RATE_LIMITED,
-    FAIL_CAPACITY,    /* the pool is full now: wait */
-    FAIL_TOO_LARGE,   /* larger than the whole pool: waiting cannot help */
+    FAIL_CAPACITY,  /* the pool is full now: wait */
+    FAIL_TOO_LARGE, /* larger than the whole pool: waiting cannot help */
     FAIL_REJECTED,
     FAIL_BAD_RESPONSE,
 } fail_t;
@@ -62,19 +62,19 @@ struct gt_hai_call {
     gt_rt_done_cb cb;
     void *cb_arg;
 
-    unsigned seq;       /* bumped when the request in flight is abandoned */
+    unsigned seq; /* bumped when the request in flight is abandoned */
     int op;
-    int retry;          /* retries done for op */
-    int in_flight;      /* a request of the current seq is in flight */
-    int waiting;        /* the timer is armed for the next attempt */
-    int finished;       /* cb ran or the call was cancelled */
+    int retry;     /* retries done for op */
+    int in_flight; /* a request of the current seq is in flight */
+    int waiting;   /* the timer is armed for the next attempt */
+    int finished;  /* cb ran or the call was cancelled */
     int aborted;
 
-    gt_span_t span[OP_COUNT];                 /* one per operation, while it runs */
+    gt_span_t span[OP_COUNT]; /* one per operation, while it runs */
     int span_open[OP_COUNT];
-    char *headers[5];   /* NULL-terminated; [0] holds the API key: never log */
+    char *headers[5]; /* NULL-terminated; [0] holds the API key: never log */
     char *allocation_id;
-    char attempt[96];   /* label "attempt" of the allocate in flight ("" when none) */
+    char attempt[96];    /* label "attempt" of the allocate in flight ("" when none) */
     int64_t breaker_out; /* the pool's breaker allowed the allocate in flight then (mono ms) */
     int64_t cap_wait_ms; /* time spent waiting for capacity */
     int cap_waits;
@@ -144,8 +144,9 @@ static void emit_allocation(gt_hai_call_t *call, const char *type, const char *e
     if (data && error)
         json_object_set_new(data, "error", json_string(error));
     if (data && call->released_at)
-        json_object_set_new(data, "allocation_seconds",
-                            json_real(round((double)(call->released_at - call->allocated_at)) / 1000.0));
+        json_object_set_new(
+            data, "allocation_seconds",
+            json_real(round((double)(call->released_at - call->allocated_at)) / 1000.0));
     call->env->emit(type, data, call->env->emit_arg);
 }
 
@@ -184,8 +185,8 @@ static void op_end(gt_hai_call_t *call)
 static void expire(gt_hai_call_t *call)
 {
     op_end(call);
-    gt_eng_fail(&call->base, GT_TASK_EXPIRED, "deadline_exceeded", "task deadline reached during %s",
-                op_names[call->op]);
+    gt_eng_fail(&call->base, GT_TASK_EXPIRED, "deadline_exceeded",
+                "task deadline reached during %s", op_names[call->op]);
     go_release(call);
 }
 
@@ -250,15 +251,15 @@ static char *build_body(gt_hai_call_t *call, size_t *len)
         /* The labels find the allocation again when its answer never comes
          * (attempt) and tell the reaper whose it is (holder, incarnation). */
         body = json_pack("{s:s, s:{s:f, s:I, s:s}, s:b, s:{s:s, s:s, s:s, s:s}}", "pool_id",
-                         call->pool->name, "requirements", "tflops", spec->model->tflops,
-                         "vram_mb", (json_int_t)spec->model->vram_mb, "model", spec->model->name,
-                         "overcommit", call->pool->overcommit, "labels", "holder",
-                         call->env->worker_id, "task_id", call->base.task_id, "incarnation",
+                         call->pool->name, "requirements", "tflops", spec->model->tflops, "vram_mb",
+                         (json_int_t)spec->model->vram_mb, "model", spec->model->name, "overcommit",
+                         call->pool->overcommit, "labels", "holder", call->env->worker_id,
+                         "task_id", call->base.task_id, "incarnation",
                          call->env->incarnation ? call->env->incarnation : "", "attempt",
                          call->attempt);
     } else if (call->op == OP_INFERENCE) {
-        body = gt_hai_inference_body(call->allocation_id, spec->kind, spec->input,
-                                     spec->parameters, &why);
+        body = gt_hai_inference_body(call->allocation_id, spec->kind, spec->input, spec->parameters,
+                                     &why);
     }
     if (!body)
         return NULL;
@@ -326,8 +327,8 @@ static void send_attempt(gt_hai_call_t *call)
         if (!body) {
             allocate_settled(call, 0, 0);
             op_end(call);
-            gt_eng_fail(&call->base, GT_TASK_FAILED, "invalid_input",
-                        "input does not fit kind %s", call->base.spec->kind);
+            gt_eng_fail(&call->base, GT_TASK_FAILED, "invalid_input", "input does not fit kind %s",
+                        call->base.spec->kind);
             go_release(call);
             return;
         }
@@ -364,8 +365,8 @@ static const char *error_code_of(const gt_http_response_t *resp, char *buf, size
 {
     json_t *doc = resp->body_len ? json_loadb(resp->body, resp->body_len, 0, NULL) : NULL;
     json_t *e = json_object_get(doc, "error");
-    const char *code = json_is_string(e) ? json_string_value(e)
-                                         : json_string_value(json_object_get(e, "code"));
+    const char *code =
+        json_is_string(e) ? json_string_value(e) : json_string_value(json_object_get(e, "code"));
     snprintf(buf, len, "%s", code ? code : "");
     json_decref(doc);
     return buf;
@@ -428,8 +429,8 @@ static int take_success(gt_hai_call_t *call, const gt_http_response_t *resp)
     else if (json_is_array(embs) && json_is_array(json_array_get(embs, 0)))
         /* Several inputs: task-result.v1 wants "embedding" to be one vector,
          * so the first goes there and all of them in "embeddings". */
-        call->base.output = json_pack("{s:O, s:O}", "embedding", json_array_get(embs, 0),
-                                 "embeddings", embs);
+        call->base.output =
+            json_pack("{s:O, s:O}", "embedding", json_array_get(embs, 0), "embeddings", embs);
     else if (json_is_string(text))
         call->base.output = json_pack("{s:O}", "text", text);
     else
@@ -476,8 +477,10 @@ static void on_stale(gt_hai_call_t *call, int op, const gt_http_response_t *resp
         return;
     if (resp->status >= 200 && resp->status < 300) {
         if (allocated_id(resp, id, sizeof(id))) {
-            gt_log(GT_LOG_WARN, &ctx, "allocate answered (%s) after the task gave up on it: "
-                   "releasing it", id);
+            gt_log(GT_LOG_WARN, &ctx,
+                   "allocate answered (%s) after the task gave up on it: "
+                   "releasing it",
+                   id);
             hs_owe_release(call->env->state, call->pool, id, call->base.task_id, 0);
         }
         allocate_settled(call, 0, 0);
@@ -549,7 +552,8 @@ static void on_response(const gt_http_response_t *resp, void *arg)
                 breaker_verdict(call, 1);
                 hs_held(call->env->state, call->allocation_id, call->pool->name, 1);
                 call->allocated_at = gt_clock_mono_ms();
-                gt_wstats_allocated(call->pool->name, call->base.spec->model->name, (double)ms / 1e3);
+                gt_wstats_allocated(call->pool->name, call->base.spec->model->name,
+                                    (double)ms / 1e3);
                 emit_allocation(call, "allocation.acquired", NULL);
                 if (call->aborted) {
                     gt_eng_fail(&call->base, GT_TASK_FAILED, "aborted", "worker shutting down");
@@ -630,8 +634,8 @@ static void on_response(const gt_http_response_t *resp, void *arg)
             goto out;
         }
         if (next == GT_ENG_RETRY) {
-            gt_log(GT_LOG_DEBUG, &ctx, "%s failed (%s), retry %d in %" PRId64 " ms",
-                   op_names[op], err, call->retry, wait);
+            gt_log(GT_LOG_DEBUG, &ctx, "%s failed (%s), retry %d in %" PRId64 " ms", op_names[op],
+                   err, call->retry, wait);
             arm(call, wait);
             goto out;
         }
@@ -639,8 +643,10 @@ static void on_response(const gt_http_response_t *resp, void *arg)
     op_end(call);
     if (op == OP_RELEASE) {
         /* Still held: the process keeps trying (the task's result does not wait for it). */
-        gt_log(GT_LOG_WARN, &ctx, "release of %s failed after %d attempts (%s); the worker "
-               "keeps retrying it", call->allocation_id, call->retry + 1, err);
+        gt_log(GT_LOG_WARN, &ctx,
+               "release of %s failed after %d attempts (%s); the worker "
+               "keeps retrying it",
+               call->allocation_id, call->retry + 1, err);
         emit_allocation(call, "allocation.release_failed", err);
         hs_owe_release(call->env->state, call->pool, call->allocation_id, call->base.task_id, 1);
         call->released_at = gt_clock_mono_ms();
@@ -702,8 +708,8 @@ static void finish(gt_hai_call_t *call)
     gt_eng_call_unref(&call->base); /* the owner's reference */
 }
 
-gt_hai_call_t *gt_hai_start(const gt_hai_env_t *env, const gt_task_spec_t *spec,
-                            gt_rt_done_cb cb, void *arg, const char **code)
+gt_hai_call_t *gt_hai_start(const gt_hai_env_t *env, const gt_task_spec_t *spec, gt_rt_done_cb cb,
+                            void *arg, const char **code)
 {
     gt_hai_call_t *call = NULL;
     const gt_pool_t *pool = gt_config_pool(env->cfg, spec->model->pool);
@@ -807,7 +813,7 @@ static char *flatten_messages(const json_t *messages)
     if (!s)
         return NULL;
     s[0] = '\0';
-    json_array_foreach(messages, i, m) {
+    json_array_foreach (messages, i, m) {
         const char *role = json_string_value(json_object_get(m, "role"));
         const char *content = json_string_value(json_object_get(m, "content"));
         if (!role || !content) {
@@ -889,19 +895,19 @@ typedef struct hs_job {
     gt_hai_state_t *s;
     int kind;
     const gt_pool_t *pool;
-    char *key;         /* allocation id (release) or attempt label (sweep) */
-    char *task_id;     /* for events and logs */
-    int counted;       /* release: counted in hosted_ai_allocations_outstanding;
-                          sweep: searches to make */
-    int tries;         /* attempts (searches) made so far */
-    int64_t due;       /* mono ms of the next try */
+    char *key;     /* allocation id (release) or attempt label (sweep) */
+    char *task_id; /* for events and logs */
+    int counted;   /* release: counted in hosted_ai_allocations_outstanding;
+                      sweep: searches to make */
+    int tries;     /* attempts (searches) made so far */
+    int64_t due;   /* mono ms of the next try */
     int in_flight;
 } hs_job_t;
 
 struct gt_hai_state {
     const gt_hai_env_t *env;
-    json_t *held;        /* allocation id -> pool name */
-    json_t *allocating;  /* attempt label -> pool name */
+    json_t *held;       /* allocation id -> pool name */
+    json_t *allocating; /* attempt label -> pool name */
     hs_job_t *jobs;
     int n_jobs;
     unsigned long next_attempt;
@@ -912,7 +918,6 @@ struct gt_hai_state {
     void (*settled_cb)(void *arg);
     void *settled_arg;
 };
-
 
 static void hs_arm(gt_hai_state_t *s);
 
@@ -1001,7 +1006,8 @@ static void hs_owe_release(gt_hai_state_t *s, const gt_pool_t *pool, const char 
 {
     if (!s || s->closed) {
         gt_warn("allocation %s in pool %s cannot be released by this process now: left to "
-                "the lease reaper", id, pool->name);
+                "the lease reaper",
+                id, pool->name);
         return;
     }
     for (hs_job_t *j = s->jobs; j; j = j->next)
@@ -1089,15 +1095,16 @@ static void hs_on_listed(const gt_http_response_t *resp, void *arg)
         json_t *doc = json_loadb(resp->body, resp->body_len, 0, NULL);
         size_t i;
         json_t *a;
-        json_array_foreach(json_object_get(doc, "allocations"), i, a) {
+        json_array_foreach (json_object_get(doc, "allocations"), i, a) {
             const char *id = json_string_value(json_object_get(a, "allocation_id"));
-            const char *label = json_string_value(
-                json_object_get(json_object_get(a, "labels"), "attempt"));
+            const char *label =
+                json_string_value(json_object_get(json_object_get(a, "labels"), "attempt"));
             /* The filter is HostedAI's; the check is ours. */
             if (!id || !label || strcmp(label, j->key) != 0 || json_object_get(s->held, id))
                 continue;
             gt_warn("allocate of task %s timed out here but succeeded at pool %s (%s): "
-                    "releasing it", j->task_id, j->pool->name, id);
+                    "releasing it",
+                    j->task_id, j->pool->name, id);
             hs_emit(s, "allocation.acquired", j, id);
             hs_owe_release(s, j->pool, id, j->task_id, 0);
         }
@@ -1127,8 +1134,7 @@ static void hs_run(gt_hai_state_t *s, hs_job_t *j)
                              hs_on_released, j);
     } else {
         /* Attempt labels are "<hex>:<n>": nothing to escape in a query. */
-        snprintf(url, sizeof(url), "%s/v1/allocations?label.attempt=%s", j->pool->endpoint,
-                 j->key);
+        snprintf(url, sizeof(url), "%s/v1/allocations?label.attempt=%s", j->pool->endpoint, j->key);
         rc = gt_http_request(s->env->http, "GET", url, hdrs, NULL, 0, cfg->release_timeout_ms,
                              hs_on_listed, j);
     }
@@ -1211,7 +1217,7 @@ static json_t *keys_of(const json_t *obj)
     json_t *a = json_array();
     const char *k;
     json_t *v;
-    json_object_foreach((json_t *)obj, k, v) {
+    json_object_foreach ((json_t *)obj, k, v) {
         (void)v;
         json_array_append_new(a, json_string(k));
     }
@@ -1246,7 +1252,8 @@ void gt_hai_state_close(gt_hai_state_t *s)
     s->closed = 1;
     if (s->n_jobs)
         gt_warn("%d HostedAI release(s) or search(es) left undone: the lease reaper takes "
-                "what they held", s->n_jobs);
+                "what they held",
+                s->n_jobs);
     uv_close((uv_handle_t *)&s->timer, NULL);
 }
 
@@ -1285,8 +1292,8 @@ static int hai_unavailable(void *ctx, const gt_model_t *m)
     return b && gt_eng_breaker_unavailable(b);
 }
 
-static gt_rt_call_t *hai_start(void *ctx, const gt_task_spec_t *spec, gt_rt_done_cb cb,
-                               void *arg, const char **code)
+static gt_rt_call_t *hai_start(void *ctx, const gt_task_spec_t *spec, gt_rt_done_cb cb, void *arg,
+                               const char **code)
 {
     return (gt_rt_call_t *)gt_hai_start(ctx, spec, cb, arg, code);
 }

@@ -25,12 +25,12 @@ typedef struct gt_hai_state gt_hai_state_t;
 typedef struct gt_hai_env {
     uv_loop_t *loop;
     gt_http_t *http;
-    const gt_config_t *cfg;    /* retry policy, timeouts, pools */
-    const char *worker_id;     /* allocation label "holder" */
-    const char *incarnation;   /* allocation label "incarnation": this process start */
-    gt_event_fn emit;          /* allocation.acquired/released/release_failed; may be NULL */
+    const gt_config_t *cfg;  /* retry policy, timeouts, pools */
+    const char *worker_id;   /* allocation label "holder" */
+    const char *incarnation; /* allocation label "incarnation": this process start */
+    gt_event_fn emit;        /* allocation.acquired/released/release_failed; may be NULL */
     void *emit_arg;
-    gt_hai_state_t *state;     /* leases and breakers of this process; NULL: calls run without */
+    gt_hai_state_t *state; /* leases and breakers of this process; NULL: calls run without */
 } gt_hai_env_t;
 
 /* ---- per-process state: leases held, releases owed, breakers ------------------
@@ -74,8 +74,8 @@ void gt_hai_state_free(gt_hai_state_t *s);
  * valid until cb (env: until the call is freed, i.e. while the loop runs its
  * requests). Returns NULL when the task cannot even start (out of memory, or
  * unknown pool: then *code is set to a task error code, e.g. "unknown_pool"). */
-gt_hai_call_t *gt_hai_start(const gt_hai_env_t *env, const gt_task_spec_t *spec,
-                            gt_rt_done_cb cb, void *arg, const char **code);
+gt_hai_call_t *gt_hai_start(const gt_hai_env_t *env, const gt_task_spec_t *spec, gt_rt_done_cb cb,
+                            void *arg, const char **code);
 
 /* Ends the call early (shutdown): an allocate in flight is awaited, an
  * inference is abandoned, backoffs are cut short, and the allocation is

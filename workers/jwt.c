@@ -58,8 +58,7 @@ char *gt_jwt_sign_rs256(const json_t *claims, const char *private_key_pem, const
         goto oom;
     snprintf(input, in_len + 1, "%s.%s", head, payload);
     size_t sig_len = 0;
-    if (!(md = EVP_MD_CTX_new()) ||
-        EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, key) != 1 ||
+    if (!(md = EVP_MD_CTX_new()) || EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, key) != 1 ||
         EVP_DigestSign(md, NULL, &sig_len, (const unsigned char *)input, in_len) != 1 ||
         !(sig = malloc(sig_len)) ||
         EVP_DigestSign(md, sig, &sig_len, (const unsigned char *)input, in_len) != 1) {

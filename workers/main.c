@@ -22,7 +22,8 @@
 #include "wstats.h"
 
 /* How long a first SIGTERM lets tasks in flight finish before aborting them
- * is worker.drain_ms. After an abort, how long releases and deliveries may take before we stop anyway. */
+ * is worker.drain_ms. After an abort, how long releases and deliveries may take before we stop
+ * anyway. */
 #define WORKER_ABORT_GRACE_MS 15000
 #define WORKER_MAX_LANES 64
 
@@ -38,30 +39,31 @@ typedef struct worker {
     gt_http_t *http;
     gt_executor_t *ex;
     uv_signal_t sigterm, sigint, sighup;
-    uv_timer_t stop_timer;   /* drain limit, then abort grace */
+    uv_timer_t stop_timer; /* drain limit, then abort grace */
     int signals;
-    int stopping;            /* teardown started */
+    int stopping; /* teardown started */
 } worker_t;
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: gantry-worker [--config FILE] [--id ID] [--lanes a,b] [--max-in-flight N]\n"
-            "\n"
-            "Consumes the task topics of its lanes, runs each task on its model's runtime\n"
-            "(HostedAI: allocate, infer, release) and publishes task results and usage.\n"
-            "\n"
-            "  -c, --config FILE      configuration (default gantry.json)\n"
-            "      --id ID            worker id (default worker-<hostname>-<pid>)\n"
-            "      --lanes a,b        lanes to consume (default worker.lanes, else all)\n"
-            "      --max-in-flight N  tasks in flight before pausing (default worker.max_in_flight)\n"
-            "      --admin-port N     serve /health, /ready, /metrics on N (0: any; overrides\n"
-            "                         admin.port)\n"
-            "  -h, --help             this help\n"
-            "\n"
-            "SIGTERM/SIGINT: finish tasks in flight (up to worker.drain_ms, default 30 s)\n"
-            "and exit 0; a second signal aborts them (allocations released, tasks\n"
-            "redelivered). SIGHUP: reload log.level and tenants from the file.\n");
+    fprintf(
+        f,
+        "usage: gantry-worker [--config FILE] [--id ID] [--lanes a,b] [--max-in-flight N]\n"
+        "\n"
+        "Consumes the task topics of its lanes, runs each task on its model's runtime\n"
+        "(HostedAI: allocate, infer, release) and publishes task results and usage.\n"
+        "\n"
+        "  -c, --config FILE      configuration (default gantry.json)\n"
+        "      --id ID            worker id (default worker-<hostname>-<pid>)\n"
+        "      --lanes a,b        lanes to consume (default worker.lanes, else all)\n"
+        "      --max-in-flight N  tasks in flight before pausing (default worker.max_in_flight)\n"
+        "      --admin-port N     serve /health, /ready, /metrics on N (0: any; overrides\n"
+        "                         admin.port)\n"
+        "  -h, --help             this help\n"
+        "\n"
+        "SIGTERM/SIGINT: finish tasks in flight (up to worker.drain_ms, default 30 s)\n"
+        "and exit 0; a second signal aborts them (allocations released, tasks\n"
+        "redelivered). SIGHUP: reload log.level and tenants from the file.\n");
 }
 
 static int bad_usage(const char *what, const char *arg)
@@ -212,8 +214,7 @@ static int parse_args(int argc, char **argv, args_t *args)
         case 'm': {
             char *end;
             args->max_in_flight = strtol(optarg, &end, 10);
-            if (*optarg == '\0' || *end || args->max_in_flight < 1 ||
-                args->max_in_flight > 1000000)
+            if (*optarg == '\0' || *end || args->max_in_flight < 1 || args->max_in_flight > 1000000)
                 return bad_usage("--max-in-flight needs a number from 1 to 1000000", optarg);
             break;
         }
@@ -253,13 +254,14 @@ static int identify(worker_t *w, const args_t *args)
         if (parse_lanes(w, args->lanes, &bad) != 0)
             return bad_usage("unknown lane in --lanes", bad);
     } else {
-        size_t n = w->cfg->n_worker_lanes < WORKER_MAX_LANES ? w->cfg->n_worker_lanes
-                                                             : WORKER_MAX_LANES;
+        size_t n =
+            w->cfg->n_worker_lanes < WORKER_MAX_LANES ? w->cfg->n_worker_lanes : WORKER_MAX_LANES;
         for (size_t i = 0; i < n; i++)
             w->lanes[i] = w->cfg->worker_lanes[i];
         w->lanes[n] = NULL;
         if (n == 0) {
-            fprintf(stderr, "gantry-worker: worker.lanes: no lane to consume (no model declares one)\n");
+            fprintf(stderr,
+                    "gantry-worker: worker.lanes: no lane to consume (no model declares one)\n");
             return 1;
         }
     }
@@ -305,8 +307,8 @@ static int open_parts(worker_t *w, long max_in_flight)
     size_t n_topics = 0;
     for (; w->lanes[n_topics]; n_topics++) {
         char topic[512];
-        w->topics[n_topics] = strdup(gt_config_lane_topic(w->cfg, w->lanes[n_topics], topic,
-                                                          sizeof(topic)));
+        w->topics[n_topics] =
+            strdup(gt_config_lane_topic(w->cfg, w->lanes[n_topics], topic, sizeof(topic)));
         if (!w->topics[n_topics]) {
             fprintf(stderr, "gantry-worker: out of memory\n");
             return -1;
@@ -403,7 +405,8 @@ int main(int argc, char **argv)
     if (level >= 0)
         gt_log_set_level((gt_log_level_t)level);
     signal(SIGPIPE, SIG_IGN);
-    signal(SIGHUP, SIG_IGN); /* a reload sent while starting must not kill us; the handler comes later */
+    signal(SIGHUP,
+           SIG_IGN); /* a reload sent while starting must not kill us; the handler comes later */
 
     uv_loop_init(&w.loop);
     if (open_parts(&w, args.max_in_flight) != 0) {

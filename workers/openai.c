@@ -7,9 +7,9 @@
 #include "provider.h"
 
 /* Parameters passed through as they are; anything else is not OpenAI's. */
-static const char *const passthrough[] = {"temperature", "max_tokens", "top_p", "stop",
-                                          "presence_penalty", "frequency_penalty", "seed",
-                                          "user", NULL};
+static const char *const passthrough[] = {
+    "temperature",       "max_tokens", "top_p", "stop", "presence_penalty",
+    "frequency_penalty", "seed",       "user",  NULL};
 
 /* Chat input: an array of {role, content}, or {"messages": [...]}. */
 static const json_t *chat_messages(const json_t *input)
@@ -20,7 +20,7 @@ static const json_t *chat_messages(const json_t *input)
         return NULL;
     size_t i;
     const json_t *m;
-    json_array_foreach(input, i, m)
+    json_array_foreach (input, i, m)
         if (!json_is_string(json_object_get(m, "role")) ||
             !json_is_string(json_object_get(m, "content")))
             return NULL;
@@ -35,7 +35,7 @@ static int embed_input_ok(const json_t *input)
         return 0;
     size_t i;
     const json_t *s;
-    json_array_foreach(input, i, s)
+    json_array_foreach (input, i, s)
         if (!json_is_string(s))
             return 0;
     return 1;
@@ -121,7 +121,7 @@ static int parse(const gt_wire_task_t *t, const char *body, size_t len, gt_wire_
         json_t *data = json_object_get(doc, "data");
         size_t n = json_array_size(data), i;
         json_t *all = json_array(), *d;
-        json_array_foreach(data, i, d) {
+        json_array_foreach (data, i, d) {
             json_t *e = json_object_get(d, "embedding");
             if (!json_is_array(e))
                 break;

@@ -122,13 +122,13 @@ struct gt_prov_engine {
 typedef enum { FAIL_NONE, FAIL_TIMEOUT, FAIL_UNAVAILABLE, FAIL_RATE_LIMITED } fail_t;
 
 struct gt_prov_call {
-    gt_eng_call_t base;  /* first: the engine's part of the call */
+    gt_eng_call_t base; /* first: the engine's part of the call */
     gt_prov_engine_t *e;
     prov_state_t *ps;
     gt_rt_done_cb cb;
     void *cb_arg;
 
-    unsigned seq;        /* bumped when the request in flight is abandoned */
+    unsigned seq; /* bumped when the request in flight is abandoned */
     int retry;
     int in_flight;
     int finished, aborted;
@@ -137,7 +137,7 @@ struct gt_prov_call {
     int slot_waiting;
     fail_t last_fail;
 
-    gt_span_t span;      /* provider.call: slot wait, attempts and retries */
+    gt_span_t span;                       /* provider.call: slot wait, attempts and retries */
     char span_tp[GT_TRACEPARENT_LEN + 1]; /* names the span: sent to the provider */
     int span_open;
     int64_t start_mono, slot_start, slot_ms, infer_start;
@@ -177,7 +177,6 @@ static prov_state_t *state_of(gt_prov_engine_t *e, const char *provider)
             return &e->provs[i];
     return NULL;
 }
-
 
 /* Gives back a breaker allowance that got no verdict (abandoned, expired). */
 static void breaker_forget(gt_prov_call_t *call)
@@ -223,12 +222,12 @@ static void finish(gt_prov_call_t *call)
     if (call->span_open) {
         call->span_open = 0;
         gt_span_end(&call->span, call->base.code,
-                     json_pack("{s:s, s:s, s:s, s:i, s:I, s:I}", "gantry.task_id",
-                               call->base.task_id ? call->base.task_id : "", "gantry.provider",
-                               call->ps->p->name, "gantry.runtime",
-                               call->ps->p->runtime ? call->ps->p->runtime : "", "gantry.retries",
-                               call->retry, "gantry.prompt_tokens", (json_int_t)out.prompt_tokens,
-                               "gantry.completion_tokens", (json_int_t)out.completion_tokens));
+                    json_pack("{s:s, s:s, s:s, s:i, s:I, s:I}", "gantry.task_id",
+                              call->base.task_id ? call->base.task_id : "", "gantry.provider",
+                              call->ps->p->name, "gantry.runtime",
+                              call->ps->p->runtime ? call->ps->p->runtime : "", "gantry.retries",
+                              call->retry, "gantry.prompt_tokens", (json_int_t)out.prompt_tokens,
+                              "gantry.completion_tokens", (json_int_t)out.completion_tokens));
     }
     if (call->cb)
         call->cb((gt_rt_call_t *)call, &out, call->cb_arg);
@@ -240,7 +239,8 @@ static void finish(gt_prov_call_t *call)
 static void expire(gt_prov_call_t *call, const char *during)
 {
     breaker_forget(call);
-    gt_eng_fail(&call->base, GT_TASK_EXPIRED, "deadline_exceeded", "task deadline reached %s", during);
+    gt_eng_fail(&call->base, GT_TASK_EXPIRED, "deadline_exceeded", "task deadline reached %s",
+                during);
     finish(call);
 }
 
@@ -269,8 +269,7 @@ static const char *provider_error_code(const gt_http_response_t *resp, char *buf
         c = json_string_value(json_object_get(json_is_object(e) ? e : doc, fields[i]));
     buf[0] = 0;
     if (c && strlen(c) < len && strlen(c) <= 48 &&
-        strspn(c, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") ==
-            strlen(c))
+        strspn(c, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") == strlen(c))
         snprintf(buf, len, "%s", c);
     json_decref(doc);
     return buf;
@@ -297,8 +296,9 @@ static void on_http(const gt_http_response_t *resp, void *arg)
     if (st >= 200 && st < 300) {
         gt_wire_answer_t ans = {0};
         const char *why = NULL;
-        gt_wire_task_t wt = {call->base.spec->kind, call->base.spec->input, call->base.spec->parameters,
-                             call->base.spec->model->provider_model, outgoing_tp(call)};
+        gt_wire_task_t wt = {call->base.spec->kind, call->base.spec->input,
+                             call->base.spec->parameters, call->base.spec->model->provider_model,
+                             outgoing_tp(call)};
         prov_attempt(call, st, resp->elapsed_ms, NULL);
         breaker_verdict(call, 1);
         if (call->ps->rt->parse(&wt, resp->body, resp->body_len, &ans, &why) != 0) {
@@ -327,9 +327,9 @@ static void on_http(const gt_http_response_t *resp, void *arg)
         breaker_verdict(call, 1);
         /* Only the provider's machine-readable code: its error text may echo the prompt. */
         char code[64];
-        gt_eng_fail(&call->base, GT_TASK_FAILED, "provider_rejected", "provider %s answered HTTP %ld%s%s",
-                    p->name, st, provider_error_code(resp, code, sizeof(code))[0] ? ": " : "",
-                    code);
+        gt_eng_fail(&call->base, GT_TASK_FAILED, "provider_rejected",
+                    "provider %s answered HTTP %ld%s%s", p->name, st,
+                    provider_error_code(resp, code, sizeof(code))[0] ? ": " : "", code);
         finish(call);
         gt_eng_call_unref(&call->base);
         return;
@@ -342,9 +342,9 @@ static void on_http(const gt_http_response_t *resp, void *arg)
     else
         breaker_verdict(call, 0);
     int64_t wait = 0;
-    gt_eng_next_t next = gt_eng_next(&p->retry, &call->retry,
-                                     call->aborted ? call->retry : p->retry.max_retries,
-                                     resp->retry_after_ms, call->base.deadline, "provider", &wait);
+    gt_eng_next_t next =
+        gt_eng_next(&p->retry, &call->retry, call->aborted ? call->retry : p->retry.max_retries,
+                    resp->retry_after_ms, call->base.deadline, "provider", &wait);
     if (next == GT_ENG_GIVE_UP) {
         gt_eng_fail(&call->base, GT_TASK_FAILED, fail_code(call->last_fail),
                     "provider %s: %s after %d attempt(s)", p->name, err, call->retry + 1);
@@ -506,8 +506,8 @@ static void on_begin(uv_timer_t *t)
             give_up = call->base.deadline;
         call->slot_start = now;
         call->slot_waiting = 1;
-        call->slot = gt_slots_acquire(e->slots, p, call->base.tenant_id, call->base.task_id, give_up,
-                                      on_slot, call);
+        call->slot = gt_slots_acquire(e->slots, p, call->base.tenant_id, call->base.task_id,
+                                      give_up, on_slot, call);
         if (!call->slot) {
             call->slot_waiting = 0;
             gt_eng_fail(&call->base, GT_TASK_FAILED, "out_of_memory", "cannot queue for a slot");
@@ -518,8 +518,8 @@ static void on_begin(uv_timer_t *t)
     attempt(call);
 }
 
-gt_prov_call_t *gt_prov_start(gt_prov_engine_t *e, const gt_task_spec_t *spec,
-                              gt_rt_done_cb cb, void *arg, const char **code)
+gt_prov_call_t *gt_prov_start(gt_prov_engine_t *e, const gt_task_spec_t *spec, gt_rt_done_cb cb,
+                              void *arg, const char **code)
 {
     prov_state_t *ps = state_of(e, spec->model ? spec->model->provider : NULL);
     if (!ps) {
@@ -616,11 +616,10 @@ gt_prov_engine_t *gt_prov_engine_new(uv_loop_t *loop, gt_http_t *http, const gt_
         prov_state_t *ps = &e->provs[e->n_provs++];
         ps->p = &cfg->providers[i];
         ps->rt = gt_runtime_find(ps->p->runtime);
-        gt_eng_breaker_init(&ps->breaker, ps->p->name,
-                            ps->p->endpoint ? ps->p->endpoint
-                                            : (ps->p->region ? ps->p->region : ps->p->runtime),
-                            NULL, ps->p->breaker_failures, ps->p->breaker_recovery_ms, emit,
-                            emit_arg);
+        gt_eng_breaker_init(
+            &ps->breaker, ps->p->name,
+            ps->p->endpoint ? ps->p->endpoint : (ps->p->region ? ps->p->region : ps->p->runtime),
+            NULL, ps->p->breaker_failures, ps->p->breaker_recovery_ms, emit, emit_arg);
 #ifdef GT_HAVE_GCP_AUTH
         if (ps->rt && ps->rt->needs_oauth && ps->p->credentials) {
             ps->auth = gt_gcp_auth_new(loop, http, ps->p->credentials, err, errlen);
@@ -674,8 +673,8 @@ static int prov_serves(const gt_model_t *m)
     return gt_runtime_find(m->runtime) != NULL;
 }
 
-static gt_rt_call_t *prov_start(void *ctx, const gt_task_spec_t *spec, gt_rt_done_cb cb,
-                                void *arg, const char **code)
+static gt_rt_call_t *prov_start(void *ctx, const gt_task_spec_t *spec, gt_rt_done_cb cb, void *arg,
+                                const char **code)
 {
     return (gt_rt_call_t *)gt_prov_start(ctx, spec, cb, arg, code);
 }
@@ -699,13 +698,17 @@ static int prov_unavailable(void *ctx, const gt_model_t *m)
  * task its API cannot express): another model may. */
 static int prov_may_fall_back(const char *code)
 {
-    static const char *const codes[] = {"provider_unavailable", "provider_timeout",
-                                        "provider_rate_limited", "provider_slot_timeout",
-                                        "provider_auth_failed", "unsupported_input", NULL};
+    static const char *const codes[] = {"provider_unavailable",
+                                        "provider_timeout",
+                                        "provider_rate_limited",
+                                        "provider_slot_timeout",
+                                        "provider_auth_failed",
+                                        "unsupported_input",
+                                        NULL};
     return gt_eng_code_in(code, codes);
 }
 
 const gt_runtime_ops_t gt_runtime_ops_hosted = {
-    "hosted", prov_serves, prov_start, prov_abort, prov_cancel, prov_unavailable,
-    prov_may_fall_back,
+    "hosted",    prov_serves,      prov_start,         prov_abort,
+    prov_cancel, prov_unavailable, prov_may_fall_back,
 };

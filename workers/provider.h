@@ -13,18 +13,18 @@
 
 /* What a runtime needs from a task. Borrowed. */
 typedef struct gt_wire_task {
-    const char *kind;           /* "generate", "chat" or "embed" */
-    const json_t *input;        /* string, chat messages array, or array of strings (embed) */
-    const json_t *parameters;   /* object or NULL: temperature, max_tokens, top_p, stop ... */
-    const char *model;          /* the provider's model id (gt_model_t.provider_model) */
-    const char *traceparent;    /* W3C trace context to forward, or NULL */
+    const char *kind;         /* "generate", "chat" or "embed" */
+    const json_t *input;      /* string, chat messages array, or array of strings (embed) */
+    const json_t *parameters; /* object or NULL: temperature, max_tokens, top_p, stop ... */
+    const char *model;        /* the provider's model id (gt_model_t.provider_model) */
+    const char *traceparent;  /* W3C trace context to forward, or NULL */
 } gt_wire_task_t;
 
 /* An HTTP request ready to send. Every field is owned: gt_wire_request_free. */
 typedef struct gt_wire_request {
-    char *method;               /* "POST" */
+    char *method; /* "POST" */
     char *url;
-    char **headers;             /* NULL-terminated "Name: value" */
+    char **headers; /* NULL-terminated "Name: value" */
     char *body;
     size_t body_len;
 } gt_wire_request_t;
@@ -44,18 +44,19 @@ int gt_wire_header_add(gt_wire_request_t *r, const char *fmt, ...)
  * "embeddings": [[...], ...] for several inputs) for embed. */
 typedef struct gt_wire_answer {
     json_t *output;
-    int64_t prompt_tokens, completion_tokens; /* from the provider's usage fields; -1: not reported */
+    int64_t prompt_tokens,
+        completion_tokens; /* from the provider's usage fields; -1: not reported */
 } gt_wire_answer_t;
 
 /* Context a build may need besides the task. */
 typedef struct gt_wire_auth {
-    const char *access_token;   /* OAuth2 bearer (vertex_gemini), or NULL */
-    time_t now;                 /* request time (SigV4 X-Amz-Date) */
+    const char *access_token; /* OAuth2 bearer (vertex_gemini), or NULL */
+    time_t now;               /* request time (SigV4 X-Amz-Date) */
 } gt_wire_auth_t;
 
 typedef struct gt_runtime {
-    const char *name;           /* the runtime's name in configuration */
-    int needs_oauth;            /* build needs auth->access_token (service-account token) */
+    const char *name; /* the runtime's name in configuration */
+    int needs_oauth;  /* build needs auth->access_token (service-account token) */
     /* Builds the request. Returns 0, or -1 with *why set (static text) when
      * the task cannot be expressed for this provider (e.g. embed on a
      * chat-only API): the task fails with code "unsupported_input". */
@@ -104,8 +105,8 @@ gt_prov_engine_t *gt_prov_engine_new(uv_loop_t *loop, gt_http_t *http, const gt_
 /* Starts spec on spec->model's provider. spec is borrowed until cb. Returns
  * NULL when it cannot start (*code: "unknown_provider", "unsupported_runtime",
  * "out_of_memory"). */
-gt_prov_call_t *gt_prov_start(gt_prov_engine_t *e, const gt_task_spec_t *spec,
-                              gt_rt_done_cb cb, void *arg, const char **code);
+gt_prov_call_t *gt_prov_start(gt_prov_engine_t *e, const gt_task_spec_t *spec, gt_rt_done_cb cb,
+                              void *arg, const char **code);
 /* Ends the call early (shutdown): cb runs with code "aborted". */
 void gt_prov_abort(gt_prov_call_t *call);
 /* Forgets cb; the call frees itself once its requests and timer are done. */

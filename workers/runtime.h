@@ -16,31 +16,31 @@ typedef enum { GT_TASK_SUCCEEDED, GT_TASK_FAILED, GT_TASK_EXPIRED } gt_task_stat
  * and stays valid until the runtime's completion callback has returned. */
 typedef struct gt_task_spec {
     const char *task_id, *request_id, *tenant_id;
-    const char *kind;           /* "generate", "chat" or "embed" */
+    const char *kind; /* "generate", "chat" or "embed" */
     const json_t *input;
-    const json_t *parameters;   /* object or NULL */
+    const json_t *parameters; /* object or NULL */
     const gt_model_t *model;
-    const char *traceparent;    /* W3C trace context from the task message, or NULL */
-    int64_t deadline_mono_ms;   /* gt_clock_mono_ms() bound for every call, INT64_MAX: none */
+    const char *traceparent;  /* W3C trace context from the task message, or NULL */
+    int64_t deadline_mono_ms; /* gt_clock_mono_ms() bound for every call, INT64_MAX: none */
 } gt_task_spec_t;
 
 /* What a runtime reports when a task ends. Valid only during the callback; the
  * executor copies what it keeps. */
 typedef struct gt_task_outcome {
     gt_task_status_t status;
-    const char *error_code;      /* NULL on success */
+    const char *error_code; /* NULL on success */
     const char *error_message;
-    json_t *output;              /* borrowed; NULL unless succeeded */
-    const char *pool;            /* NULL when no pool was involved */
-    const char *provider;        /* what served (or was last tried): a provider's name, "hostedai" */
-    const char *served_model;    /* model that ran it when a fallback did; NULL: the task's */
-    const char *allocation_id;   /* NULL when nothing was allocated */
-    json_t *attempts;            /* borrowed array of {op, status, ms, error} (may be NULL) */
+    json_t *output;            /* borrowed; NULL unless succeeded */
+    const char *pool;          /* NULL when no pool was involved */
+    const char *provider;      /* what served (or was last tried): a provider's name, "hostedai" */
+    const char *served_model;  /* model that ran it when a fallback did; NULL: the task's */
+    const char *allocation_id; /* NULL when nothing was allocated */
+    json_t *attempts;          /* borrowed array of {op, status, ms, error} (may be NULL) */
     int64_t prompt_tokens, completion_tokens;
     int64_t allocate_ms, inference_ms, release_ms; /* -1 when the phase did not run */
-    double allocation_seconds;   /* allocate response to release response */
-    int64_t capacity_wait_ms;    /* waited for pool capacity; -1 (or 0): no wait */
-    int64_t request_bytes, response_bytes;         /* of the inference call */
+    double allocation_seconds;                     /* allocate response to release response */
+    int64_t capacity_wait_ms;              /* waited for pool capacity; -1 (or 0): no wait */
+    int64_t request_bytes, response_bytes; /* of the inference call */
 } gt_task_outcome_t;
 
 /* Fire-and-forget event publisher (gantry.event.v1); steals data. */
@@ -55,7 +55,7 @@ typedef void (*gt_rt_done_cb)(gt_rt_call_t *call, const gt_task_outcome_t *out, 
 
 /* What every runtime offers. ctx is the runtime's own state (gt_rt_instance_t.ctx). */
 typedef struct gt_runtime_ops {
-    const char *name;            /* for logs: "hostedai", "hosted" */
+    const char *name; /* for logs: "hostedai", "hosted" */
     /* 1 when this runtime runs the tasks of model. */
     int (*serves)(const gt_model_t *model);
     /* Starts spec (borrowed until cb). cb never runs inside start. Returns

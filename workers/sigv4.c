@@ -53,7 +53,8 @@ static char *uri_decode(const char *s, size_t n)
         return NULL;
     for (size_t i = 0; i < n; i++) {
         int h, l;
-        if (s[i] == '%' && i + 2 < n && (h = hexval(s[i + 1])) >= 0 && (l = hexval(s[i + 2])) >= 0) {
+        if (s[i] == '%' && i + 2 < n && (h = hexval(s[i + 1])) >= 0 &&
+            (l = hexval(s[i + 2])) >= 0) {
             *o++ = (char)(h << 4 | l);
             i += 2;
         } else {

@@ -13,8 +13,8 @@ typedef struct gt_sigv4_params {
     const char *session_token;     /* temporary credentials, or NULL */
     const char *region, *service;  /* "us-east-1", "bedrock" */
     time_t now;                    /* signing time (UTC) */
-    int sign_body;          /* 1: also sign an x-amz-content-sha256 header (add it to the request) */
-    int normalize;          /* 1: remove "." and ".." segments and repeated slashes from the path */
+    int sign_body; /* 1: also sign an x-amz-content-sha256 header (add it to the request) */
+    int normalize; /* 1: remove "." and ".." segments and repeated slashes from the path */
     int omit_session_token; /* 1: the token header is sent but not signed (STS "header after") */
 } gt_sigv4_params_t;
 
@@ -22,11 +22,11 @@ typedef struct gt_sigv4_params {
 typedef struct gt_sigv4 {
     char *canonical_request;
     char *string_to_sign;
-    char *signed_headers;   /* "host;x-amz-date" */
-    char *authorization;    /* the Authorization header's value */
-    char signature[65];     /* lowercase hex */
-    char amz_date[17];      /* X-Amz-Date: 20150830T123600Z */
-    char payload_hash[65];  /* hex SHA-256 of the body (x-amz-content-sha256) */
+    char *signed_headers;  /* "host;x-amz-date" */
+    char *authorization;   /* the Authorization header's value */
+    char signature[65];    /* lowercase hex */
+    char amz_date[17];     /* X-Amz-Date: 20150830T123600Z */
+    char payload_hash[65]; /* hex SHA-256 of the body (x-amz-content-sha256) */
 } gt_sigv4_t;
 
 /* Signs a request. path_query is the request target as sent ("/a/b?x=1"),

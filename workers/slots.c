@@ -30,17 +30,17 @@ struct gt_slot_req {
     gt_slots_t *s;
     gate_t *gates[2];
     int n_gates;
-    int stage;           /* gate being passed; n_gates: granted */
-    int phase;           /* 0: slot row, 1: window */
-    int held[2];         /* slot row per gate, -1: none */
+    int stage;   /* gate being passed; n_gates: granted */
+    int phase;   /* 0: slot row, 1: window */
+    int held[2]; /* slot row per gate, -1: none */
     char *task_id;
     int64_t give_up;
     gt_slot_cb cb;
     void *arg;
     gt_slot_req_t *next; /* in its gate's queue */
     int queued;
-    int querying;        /* a query for it is in flight */
-    int dead;            /* withdrawn or released: free when querying ends */
+    int querying; /* a query for it is in flight */
+    int dead;     /* withdrawn or released: free when querying ends */
 };
 
 struct gate {
@@ -50,7 +50,7 @@ struct gate {
     int rows_ready;
     gt_slot_req_t *head, *tail;
     int busy;
-    int waiting;         /* timer armed for the next poll */
+    int waiting; /* timer armed for the next poll */
     int64_t backoff;
     uv_timer_t timer;
     gate_t *next;
@@ -378,8 +378,8 @@ static void on_renew(uv_timer_t *t)
 
 /* ---- API ------------------------------------------------------------------- */
 
-gt_slots_t *gt_slots_new(uv_loop_t *loop, const gt_config_t *cfg, const char *worker_id,
-                         char *err, size_t errlen)
+gt_slots_t *gt_slots_new(uv_loop_t *loop, const gt_config_t *cfg, const char *worker_id, char *err,
+                         size_t errlen)
 {
     int needed = 0;
     err[0] = '\0';
@@ -394,8 +394,9 @@ gt_slots_t *gt_slots_new(uv_loop_t *loop, const gt_config_t *cfg, const char *wo
     if (!needed)
         return NULL;
     if (!cfg->pg_conninfo) {
-        snprintf(err, errlen, "postgres.conninfo: required when a provider has limits "
-                              "(max_in_flight, rpm, tpm are shared through PostgreSQL)");
+        snprintf(err, errlen,
+                 "postgres.conninfo: required when a provider has limits "
+                 "(max_in_flight, rpm, tpm are shared through PostgreSQL)");
         return NULL;
     }
     gt_slots_t *s = calloc(1, sizeof(*s));

@@ -25,8 +25,8 @@ int gt_slots_needed(const gt_provider_t *p, const char *tenant);
 /* Returns NULL with err set on out of memory, or when some provider has limits
  * and postgres.conninfo is missing; NULL with err "" when no provider has
  * limits (nothing to share). cfg and worker_id are borrowed. */
-gt_slots_t *gt_slots_new(uv_loop_t *loop, const gt_config_t *cfg, const char *worker_id,
-                         char *err, size_t errlen);
+gt_slots_t *gt_slots_new(uv_loop_t *loop, const gt_config_t *cfg, const char *worker_id, char *err,
+                         size_t errlen);
 
 /* Queues a request for p's (and the tenant's) slot. give_up_mono_ms: a
  * gt_clock_mono_ms() bound. Returns NULL on out of memory. */

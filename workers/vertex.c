@@ -43,9 +43,13 @@ static int generation_config(const gt_wire_task_t *t, json_t *body)
 {
     static const struct {
         const char *ours, *theirs;
-    } map[] = {{"temperature", "temperature"}, {"max_tokens", "maxOutputTokens"},
-               {"top_p", "topP"}, {"top_k", "topK"}, {"stop", "stopSequences"},
-               {"seed", "seed"}, {"presence_penalty", "presencePenalty"},
+    } map[] = {{"temperature", "temperature"},
+               {"max_tokens", "maxOutputTokens"},
+               {"top_p", "topP"},
+               {"top_k", "topK"},
+               {"stop", "stopSequences"},
+               {"seed", "seed"},
+               {"presence_penalty", "presencePenalty"},
                {"frequency_penalty", "frequencyPenalty"}};
     json_t *gc = json_object();
     if (!gc)
@@ -94,7 +98,7 @@ static int build(const gt_provider_t *p, const gt_wire_task_t *t, const gt_wire_
         } else {
             size_t i;
             json_t *s;
-            json_array_foreach(t->input, i, s)
+            json_array_foreach (t->input, i, s)
                 if (json_array_append_new(inst, json_pack("{s:O}", "content", s)))
                     goto oom;
         }
@@ -114,7 +118,7 @@ static int build(const gt_provider_t *p, const gt_wire_task_t *t, const gt_wire_
             }
             size_t i;
             const json_t *m;
-            json_array_foreach(msgs, i, m) {
+            json_array_foreach (msgs, i, m) {
                 const char *role = json_string_value(json_object_get(m, "role"));
                 const json_t *text = json_object_get(m, "content");
                 if (strcmp(role, "system") == 0) {
@@ -178,7 +182,7 @@ static int parse_embed(const gt_wire_task_t *t, json_t *doc, gt_wire_answer_t *o
     int64_t tokens = 0;
     if (!all)
         goto oom;
-    json_array_foreach(preds, i, p) {
+    json_array_foreach (preds, i, p) {
         json_t *emb = json_object_get(p, "embeddings");
         json_t *values = json_object_get(emb, "values");
         if (!json_is_array(values) || json_array_size(values) == 0)
@@ -186,8 +190,8 @@ static int parse_embed(const gt_wire_task_t *t, json_t *doc, gt_wire_answer_t *o
         json_array_append(all, values);
         /* token_count is documented as a number (integral, sometimes written 6.0). */
         json_t *tc = json_object_get(json_object_get(emb, "statistics"), "token_count");
-        int64_t n = json_is_number(tc) && json_number_value(tc) >= 0
-                        ? (int64_t)json_number_value(tc) : -1;
+        int64_t n =
+            json_is_number(tc) && json_number_value(tc) >= 0 ? (int64_t)json_number_value(tc) : -1;
         tokens = tokens >= 0 && n >= 0 ? tokens + n : -1;
     }
     if (json_array_size(all) != want || json_array_size(preds) != want) {
@@ -235,7 +239,7 @@ static int parse(const gt_wire_task_t *t, const char *body, size_t len, gt_wire_
     }
     json_t *parts = json_object_get(json_object_get(cand, "content"), "parts"), *part;
     size_t i;
-    json_array_foreach(parts, i, part) {
+    json_array_foreach (parts, i, part) {
         const char *s = json_string_value(json_object_get(part, "text"));
         if (s && gt_wire_join(&text, "", s) != 0) {
             *why = "out of memory";

@@ -12,7 +12,7 @@ const json_t *gt_wire_chat_messages(const json_t *input)
         return NULL;
     size_t i;
     const json_t *m;
-    json_array_foreach(input, i, m)
+    json_array_foreach (input, i, m)
         if (!json_is_string(json_object_get(m, "role")) ||
             !json_is_string(json_object_get(m, "content")))
             return NULL;
@@ -27,7 +27,7 @@ int gt_wire_embed_input_ok(const json_t *input)
         return 0;
     size_t i;
     const json_t *s;
-    json_array_foreach(input, i, s)
+    json_array_foreach (input, i, s)
         if (!json_is_string(s))
             return 0;
     return 1;

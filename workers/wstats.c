@@ -35,8 +35,8 @@ static gt_metric_t *outstanding(void)
 
 void gt_wstats_allocated(const char *pool, const char *model, double s)
 {
-    gt_metric_add(gt_metrics_counter("hosted_ai_allocations_total",
-                                     "HostedAI allocations acquired", "pool,model"),
+    gt_metric_add(gt_metrics_counter("hosted_ai_allocations_total", "HostedAI allocations acquired",
+                                     "pool,model"),
                   1, pool, model);
     gt_metric_observe(gt_metrics_histogram("hosted_ai_allocation_duration_seconds",
                                            "Time of a successful allocate call", NULL, NULL, 0),
@@ -100,8 +100,7 @@ void gt_wstats_capacity_wait(const char *pool)
 void gt_wstats_capacity_waited(const char *pool, double s)
 {
     gt_metric_observe(gt_metrics_histogram("gantry_capacity_wait_seconds",
-                                           "Time a task waited for pool capacity", "pool", NULL,
-                                           0),
+                                           "Time a task waited for pool capacity", "pool", NULL, 0),
                       s, pool);
 }
 

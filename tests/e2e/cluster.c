@@ -111,11 +111,20 @@ int th_cluster_start(th_cluster_t *c, const th_cluster_opts_t *o)
         return -1;
     char rate[32];
     snprintf(rate, sizeof(rate), "%g", o->fail_rate);
-    const char *margv[24] = {th_bin("tools/gantry-mock-hostedai"), "--port", "0", "--api-key",
-                             MOCK_KEY, "--latency-ms", o->latency ? o->latency : "5-20",
-                             "--fail-rate", rate, "--capacity-tflops",
-                             o->capacity_tflops ? o->capacity_tflops : "1000000", "--vram-mb",
-                             "1000000000", NULL};
+    const char *margv[24] = {th_bin("tools/gantry-mock-hostedai"),
+                             "--port",
+                             "0",
+                             "--api-key",
+                             MOCK_KEY,
+                             "--latency-ms",
+                             o->latency ? o->latency : "5-20",
+                             "--fail-rate",
+                             rate,
+                             "--capacity-tflops",
+                             o->capacity_tflops ? o->capacity_tflops : "1000000",
+                             "--vram-mb",
+                             "1000000000",
+                             NULL};
     for (int i = 0, n = 13; o->mock_args && o->mock_args[i] && n < 23; i++)
         margv[n++] = o->mock_args[i];
     char addr[128];
@@ -174,8 +183,12 @@ int th_cluster_start(th_cluster_t *c, const th_cluster_opts_t *o)
     if (start_proc(c, &mig, "migrate", gargv) != 0 || th_proc_stop(&mig, 0, 30000) != 0)
         return -1;
 
-    const char *dargv[] = {th_bin("dispatcher/gantry-dispatcher"), "--config", c->config, "--id",
-                           "dispatcher-e2e", NULL};
+    const char *dargv[] = {th_bin("dispatcher/gantry-dispatcher"),
+                           "--config",
+                           c->config,
+                           "--id",
+                           "dispatcher-e2e",
+                           NULL};
     if (start_proc(c, &c->dispatcher, "dispatcher", dargv) != 0)
         return -1;
     for (int i = 0; i < o->workers; i++)
@@ -186,8 +199,8 @@ int th_cluster_start(th_cluster_t *c, const th_cluster_opts_t *o)
 
 int th_cluster_start_dispatcher(th_cluster_t *c, th_proc_t *p, const char *id)
 {
-    const char *argv[] = {th_bin("dispatcher/gantry-dispatcher"), "--config", c->config, "--id",
-                          id, NULL};
+    const char *argv[] = {
+        th_bin("dispatcher/gantry-dispatcher"), "--config", c->config, "--id", id, NULL};
     /* The cluster's own dispatcher goes on in its log. */
     return start_proc(c, p, strcmp(id, "dispatcher-e2e") == 0 ? "dispatcher" : id, argv);
 }
@@ -231,8 +244,8 @@ void th_cluster_stop(th_cluster_t *c)
 int th_cluster_submit(th_cluster_t *c, const char *path)
 {
     th_proc_t p;
-    const char *argv[] = {th_bin("tools/gantry"), "submit", "--config", c->config, "--file",
-                          path, NULL};
+    const char *argv[] = {
+        th_bin("tools/gantry"), "submit", "--config", c->config, "--file", path, NULL};
     if (start_proc(c, &p, "submit", argv) != 0)
         return -1;
     return th_proc_stop(&p, 0, 60000);
@@ -298,7 +311,8 @@ json_t *th_kafka_read_all(const char *bootstrap, const char *topic)
             size_t tp_len = 0;
             if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR &&
                 rd_kafka_header_get_last(hdrs, "traceparent", &tp, &tp_len) ==
-                    RD_KAFKA_RESP_ERR_NO_ERROR && tp)
+                    RD_KAFKA_RESP_ERR_NO_ERROR &&
+                tp)
                 json_object_set_new(json_array_get(out, json_array_size(out) - 1), "traceparent",
                                     json_stringn(tp, tp_len));
             remaining--;
@@ -332,7 +346,7 @@ int th_cluster_usage_complete(void *cluster)
     th_cluster_t *c = cluster;
     return th_sql_long(c->conninfo, "SELECT count(*) FROM usage") ==
            th_sql_long(c->conninfo, "SELECT count(*) FROM tasks WHERE kind = 'inference'"
-                                           " AND status = 'succeeded'");
+                                    " AND status = 'succeeded'");
 }
 
 long th_check_one_result_each(th_cluster_t *c, long n)
@@ -342,7 +356,7 @@ long th_check_one_result_each(th_cluster_t *c, long n)
     size_t i;
     json_t *m;
     long dup = 0;
-    json_array_foreach(results, i, m) {
+    json_array_foreach (results, i, m) {
         const char *key = json_string_value(json_object_get(m, "key"));
         if (key && json_object_get(seen, key) && dup++ < 5)
             fprintf(stderr, "  duplicate result for %s\n", key);
@@ -362,9 +376,9 @@ long th_check_usage(th_cluster_t *c, int max_events_per_task)
     /* task_id -> {"n": events, "event_id": first, "ids": distinct event_ids} */
     json_t *events = th_kafka_read_all(c->bootstrap, "gantry.usage");
     json_t *per_task = json_object();
-    json_t *succeeded = th_sql_column(c->conninfo,
-                                      "SELECT task_id FROM tasks WHERE kind = 'inference'"
-                                      " AND status = 'succeeded'");
+    json_t *succeeded =
+        th_sql_column(c->conninfo, "SELECT task_id FROM tasks WHERE kind = 'inference'"
+                                   " AND status = 'succeeded'");
     json_t *rows = th_sql_column(c->conninfo, "SELECT task_id FROM usage");
     long bad_json = 0, repeated = 0, over = 0, mixed = 0, missing = 0, extra = 0;
     long row_dup = 0, row_orphan = 0, shown = 0;
@@ -372,7 +386,7 @@ long th_check_usage(th_cluster_t *c, int max_events_per_task)
     json_t *m, *v;
     const char *tid;
 
-    json_array_foreach(events, i, m) {
+    json_array_foreach (events, i, m) {
         json_t *u = json_loads(json_string_value(json_object_get(m, "value")), 0, NULL);
         const char *task = json_string_value(json_object_get(u, "task_id"));
         const char *eid = json_string_value(json_object_get(u, "event_id"));
@@ -390,7 +404,7 @@ long th_check_usage(th_cluster_t *c, int max_events_per_task)
         json_object_set_new(json_object_get(t, "ids"), eid, json_true());
         json_decref(u);
     }
-    json_object_foreach(per_task, tid, v) {
+    json_object_foreach (per_task, tid, v) {
         long n = (long)json_integer_value(json_object_get(v, "n"));
         if (n > 1)
             repeated++;
@@ -408,17 +422,17 @@ long th_check_usage(th_cluster_t *c, int max_events_per_task)
     /* Each succeeded task has events; events of a task that did not succeed are a charge for
      * nothing. */
     json_t *ok = json_object();
-    json_array_foreach(succeeded, i, v) {
+    json_array_foreach (succeeded, i, v) {
         json_object_set_new(ok, json_string_value(v), json_true());
         if (!json_object_get(per_task, json_string_value(v)) && missing++ < 5)
             fprintf(stderr, "  task %s succeeded without a usage event\n", json_string_value(v));
     }
-    json_object_foreach(per_task, tid, v)
+    json_object_foreach (per_task, tid, v)
         if (!json_object_get(ok, tid) && extra++ < 5)
             fprintf(stderr, "  task %s has usage events but did not succeed\n", tid);
     /* PostgreSQL: one row per task, for tasks that had an event. */
     json_t *seen = json_object();
-    json_array_foreach(rows, i, v) {
+    json_array_foreach (rows, i, v) {
         const char *t = json_string_value(v);
         if (json_object_get(seen, t) && row_dup++ < 5)
             fprintf(stderr, "  task %s has more than one usage row\n", t);
@@ -426,10 +440,11 @@ long th_check_usage(th_cluster_t *c, int max_events_per_task)
         if (!json_object_get(per_task, t) && row_orphan++ < 5)
             fprintf(stderr, "  usage row for task %s without an event on gantry.usage\n", t);
     }
-    fprintf(stderr, "  usage: %zu events on gantry.usage for %zu tasks (%ld repeated), "
-                    "%zu rows, %zu succeeded tasks\n",
-            json_array_size(events), json_object_size(per_task), repeated,
-            json_array_size(rows), json_array_size(succeeded));
+    fprintf(stderr,
+            "  usage: %zu events on gantry.usage for %zu tasks (%ld repeated), "
+            "%zu rows, %zu succeeded tasks\n",
+            json_array_size(events), json_object_size(per_task), repeated, json_array_size(rows),
+            json_array_size(succeeded));
     CU_ASSERT_PTR_NOT_NULL(succeeded);
     CU_ASSERT_PTR_NOT_NULL(rows);
     TH_EQ_INT(bad_json, 0);
@@ -451,7 +466,10 @@ long th_check_usage(th_cluster_t *c, int max_events_per_task)
     return n_rows;
 }
 
-long th_check_billed_once(th_cluster_t *c) { return th_check_usage(c, 0); }
+long th_check_billed_once(th_cluster_t *c)
+{
+    return th_check_usage(c, 0);
+}
 
 json_t *th_sql_column(const char *conninfo, const char *sql)
 {
@@ -560,7 +578,7 @@ long th_results_for(th_cluster_t *c, const char *rid, const char **status)
     size_t i;
     json_t *m;
     static char last[32];
-    json_array_foreach(all, i, m) {
+    json_array_foreach (all, i, m) {
         json_t *r = json_loads(json_string_value(json_object_get(m, "value")), 0, NULL);
         const char *id = json_string_value(json_object_get(r, "request_id"));
         if (id && strcmp(id, rid) == 0) {
@@ -657,10 +675,10 @@ int th_kafka_produce(const char *bootstrap, const char *topic, const char *key, 
     rd_kafka_t *rk = kafka_client(RD_KAFKA_PRODUCER, bootstrap, NULL);
     if (!rk)
         return -1;
-    rd_kafka_resp_err_t e = rd_kafka_producev(
-        rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
-        RD_KAFKA_V_VALUE((void *)value, strlen(value)), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-        RD_KAFKA_V_END);
+    rd_kafka_resp_err_t e =
+        rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
+                          RD_KAFKA_V_VALUE((void *)value, strlen(value)),
+                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
     if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
         e = rd_kafka_flush(rk, 20000);
     rd_kafka_destroy(rk);

@@ -11,27 +11,27 @@
 #define TH_MAX_WORKERS 8
 
 typedef struct th_cluster_opts {
-    double fail_rate;         /* mock HostedAI fault rate */
-    const char *latency;      /* mock latency "A-B" ms */
+    double fail_rate;    /* mock HostedAI fault rate */
+    const char *latency; /* mock latency "A-B" ms */
     int workers;
     int worker_in_flight;
     const char *capacity_tflops;
-    const char *extra_config; /* JSON object merged (recursively) into the generated config */
-    int kafka_port;           /* clients' bootstrap port (a restarted Kafka keeps it); 0: any */
+    const char *extra_config;     /* JSON object merged (recursively) into the generated config */
+    int kafka_port;               /* clients' bootstrap port (a restarted Kafka keeps it); 0: any */
     const char *const *mock_args; /* more mock HostedAI arguments (NULL-terminated), or NULL */
-    int kafka_brokers;        /* brokers of the embedded Kafka (ids 1..N); 0: 1 */
-    int kafka_partitions;     /* partitions of every topic (--partitions); 0: its defaults */
+    int kafka_brokers;            /* brokers of the embedded Kafka (ids 1..N); 0: 1 */
+    int kafka_partitions;         /* partitions of every topic (--partitions); 0: its defaults */
 } th_cluster_opts_t;
 
 typedef struct th_cluster {
     th_proc_t kafka, mock, dispatcher, workers[TH_MAX_WORKERS];
-    int n_workers;            /* slots used (stopped ones included) */
+    int n_workers; /* slots used (stopped ones included) */
     char bootstrap[512];
     char mock_url[192];
     char conninfo[512];
     char config[256];
     char logdir[256];
-    char kafka_ctl[320];      /* the embedded Kafka's control FIFO (logdir/kafka.ctl) */
+    char kafka_ctl[320]; /* the embedded Kafka's control FIFO (logdir/kafka.ctl) */
     int kafka_brokers;
     int kafka_partitions;
 } th_cluster_t;

@@ -22,8 +22,8 @@ static int create_key(const char *tenant, char *secret, size_t len, char *id, si
 {
     th_proc_t p;
     char line[256];
-    const char *argv[] = {th_bin("tools/gantry"), "keys", "create", "--tenant", tenant,
-                          "--config", cl.config, NULL};
+    const char *argv[] = {
+        th_bin("tools/gantry"), "keys", "create", "--tenant", tenant, "--config", cl.config, NULL};
     if (th_proc_start(&p, argv, NULL) || th_proc_wait_line(&p, "key_", line, sizeof(line), 10000))
         return -1;
     int st = th_proc_stop(&p, 0, 10000);
@@ -41,15 +41,17 @@ static int start(void)
     th_cluster_opts_t o = {
         .workers = 2,
         .fail_rate = 0.3,
-        .extra_config = "{\"pools\": {\"pool-a\": {\"breaker\": {\"failures\": 1000000}}},"
-                        " \"api\": {\"port\": 0, \"min_completion_window_s\": 1, \"publish_batch\": 200,"
-                        " \"models\": {\"gpt-4o-mini\": \"auto\", \"claude-3-5-haiku\": \"small\"}}}"};
+        .extra_config =
+            "{\"pools\": {\"pool-a\": {\"breaker\": {\"failures\": 1000000}}},"
+            " \"api\": {\"port\": 0, \"min_completion_window_s\": 1, \"publish_batch\": 200,"
+            " \"models\": {\"gpt-4o-mini\": \"auto\", \"claude-3-5-haiku\": \"small\"}}}"};
     if (th_cluster_start(&cl, &o) != 0)
         return -1;
     char log[320], addr[128];
     snprintf(log, sizeof(log), "%s/api.log", cl.logdir);
     const char *argv[] = {th_bin("api/gantry-api"), "--config", cl.config, "--id", "api-e2e", NULL};
-    if (th_proc_start(&api, argv, log) || th_proc_wait_line(&api, "api=", addr, sizeof(addr), 20000))
+    if (th_proc_start(&api, argv, log) ||
+        th_proc_wait_line(&api, "api=", addr, sizeof(addr), 20000))
         return -1;
     snprintf(api_url, sizeof(api_url), "http://%s", addr);
     if (create_key("acme", key_a, sizeof(key_a), NULL, 0) ||
@@ -57,8 +59,8 @@ static int start(void)
         create_key("acme", key_revoked, sizeof(key_revoked), revoked_id, sizeof(revoked_id)))
         return -1;
     th_proc_t p;
-    const char *rargv[] = {th_bin("tools/gantry"), "keys", "revoke", revoked_id, "--config",
-                           cl.config, NULL};
+    const char *rargv[] = {
+        th_bin("tools/gantry"), "keys", "revoke", revoked_id, "--config", cl.config, NULL};
     if (th_proc_start(&p, rargv, NULL) || th_proc_stop(&p, 0, 10000) != 0)
         return -1;
     setenv("GANTRY_API_URL", api_url, 1);
@@ -98,7 +100,8 @@ static int released(void *arg)
 static long usage_rows(const char *batch_id)
 {
     char sql[256];
-    snprintf(sql, sizeof(sql), "SELECT count(*) FROM usage WHERE request_id LIKE '%s:%%'", batch_id);
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM usage WHERE request_id LIKE '%s:%%'",
+             batch_id);
     return th_sql_long(cl.conninfo, sql);
 }
 
@@ -134,14 +137,14 @@ static void check_event(json_t *s, const char *type)
     size_t i;
     json_t *m;
     long n = 0;
-    json_array_foreach(all, i, m) {
+    json_array_foreach (all, i, m) {
         json_t *ev = json_loads(json_string_value(json_object_get(m, "value")), 0, NULL);
         json_t *d = json_object_get(ev, "data");
         if (!strcmp(json_string_value(json_object_get(ev, "type")) ?: "", type) &&
             !strcmp(json_string_value(json_object_get(d, "batch_id")) ?: "", id)) {
             n++;
-            CU_ASSERT(json_integer_value(json_object_get(json_object_get(d, "request_counts"),
-                                                         "succeeded")) ==
+            CU_ASSERT(json_integer_value(
+                          json_object_get(json_object_get(d, "request_counts"), "succeeded")) ==
                       summary_int(s, "completed"));
         }
         json_decref(ev);
@@ -185,7 +188,8 @@ static void test_openai_cancel(void)
     snprintf(sql, sizeof(sql),
              "SELECT count(*) FROM tasks t, api_batches b WHERE b.batch_id = '%s' AND"
              " t.request_id LIKE b.batch_id || ':%%' AND t.queued_at > b.cancelling_at"
-             " + interval '1 second'", id);
+             " + interval '1 second'",
+             id);
     TH_EQ_INT(th_sql_long(cl.conninfo, sql), 0);
     snprintf(sql, sizeof(sql),
              "SELECT count(*) FROM api_batch_lines WHERE batch_id = '%s' AND NOT published", id);

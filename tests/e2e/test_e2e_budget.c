@@ -9,9 +9,9 @@
 #include "cluster.h"
 
 #define REQUESTS 1000
-#define TASK_MICROS 1000    /* the price: 1000 micro-USD per request, nothing else */
-#define HARD_MICROS 100000  /* room for 100 requests */
-#define IN_FLIGHT 64        /* the worker's slots: the most work that can be running */
+#define TASK_MICROS 1000   /* the price: 1000 micro-USD per request, nothing else */
+#define HARD_MICROS 100000 /* room for 100 requests */
+#define IN_FLIGHT 64       /* the worker's slots: the most work that can be running */
 
 static th_cluster_t cl;
 static th_proc_t second;
@@ -38,12 +38,12 @@ static const char *budget_config(void)
 {
     json_t *cfg = json_load_file(cl.config, 0, NULL);
     CU_ASSERT_FATAL(cfg != NULL);
-    json_object_set_new(
-        cfg, "tenants",
-        json_pack("{s:{s:{s:s, s:I, s:I, s:[i, i], s:I}}}", "budgeted", "budget", "currency", "USD",
-                  "monthly_micros", (json_int_t)HARD_MICROS, "hard_limit_micros",
-                  (json_int_t)HARD_MICROS, "soft_thresholds_pct", 50, 80,
-                  "reserve_micros_per_task", (json_int_t)TASK_MICROS));
+    json_object_set_new(cfg, "tenants",
+                        json_pack("{s:{s:{s:s, s:I, s:I, s:[i, i], s:I}}}", "budgeted", "budget",
+                                  "currency", "USD", "monthly_micros", (json_int_t)HARD_MICROS,
+                                  "hard_limit_micros", (json_int_t)HARD_MICROS,
+                                  "soft_thresholds_pct", 50, 80, "reserve_micros_per_task",
+                                  (json_int_t)TASK_MICROS));
     char *text = json_dumps(cfg, JSON_INDENT(1));
     const char *path = th_tmpfile(".json", text);
     free(text);
@@ -83,10 +83,18 @@ static void test_hard_limit_two_dispatchers(void)
     char log1[512], log2[512];
     snprintf(log1, sizeof(log1), "%s/dispatcher-1.log", cl.logdir);
     snprintf(log2, sizeof(log2), "%s/dispatcher-2.log", cl.logdir);
-    const char *d1[] = {th_bin("dispatcher/gantry-dispatcher"), "--config", cfg, "--id",
-                        "dispatcher-budget-1", NULL};
-    const char *d2[] = {th_bin("dispatcher/gantry-dispatcher"), "--config", cfg, "--id",
-                        "dispatcher-budget-2", NULL};
+    const char *d1[] = {th_bin("dispatcher/gantry-dispatcher"),
+                        "--config",
+                        cfg,
+                        "--id",
+                        "dispatcher-budget-1",
+                        NULL};
+    const char *d2[] = {th_bin("dispatcher/gantry-dispatcher"),
+                        "--config",
+                        cfg,
+                        "--id",
+                        "dispatcher-budget-2",
+                        NULL};
     CU_ASSERT_FATAL(th_proc_start(&cl.dispatcher, d1, log1) == 0);
     CU_ASSERT_FATAL(th_proc_start(&second, d2, log2) == 0);
 
@@ -98,7 +106,7 @@ static void test_hard_limit_two_dispatchers(void)
     long rejected = 0, other = 0;
     size_t i;
     json_t *m;
-    json_array_foreach(results, i, m) {
+    json_array_foreach (results, i, m) {
         json_t *r = json_loads(json_string_value(json_object_get(m, "value")), 0, NULL);
         const char *status = json_string_value(json_object_get(r, "status"));
         const char *code = json_string_value(json_object_get(json_object_get(r, "error"), "code"));
@@ -117,7 +125,7 @@ static void test_hard_limit_two_dispatchers(void)
     }
     fprintf(stderr, "  %ld succeeded, %ld rejected (budget_exceeded), %ld other\n", succeeded,
             rejected, other);
-    TH_EQ_INT(json_object_size(seen), REQUESTS); /* every request answered */
+    TH_EQ_INT(json_object_size(seen), REQUESTS);   /* every request answered */
     TH_EQ_INT(json_array_size(results), REQUESTS); /* once */
     TH_EQ_INT(other, 0);
     CU_ASSERT(succeeded >= HARD_MICROS / TASK_MICROS / 2);
@@ -135,14 +143,16 @@ static void test_hard_limit_two_dispatchers(void)
     CU_ASSERT(billed <= HARD_MICROS + IN_FLIGHT * TASK_MICROS);
     /* nothing stays reserved once every job ended */
     TH_EQ_INT(th_sql_long(cl.conninfo, "SELECT reserved_micros FROM budget_periods"
-                                       " WHERE tenant_id = 'budgeted'"), 0);
+                                       " WHERE tenant_id = 'budgeted'"),
+              0);
     TH_EQ_INT(th_sql_long(cl.conninfo, "SELECT rejected FROM budget_periods"
-                                       " WHERE tenant_id = 'budgeted'"), rejected);
+                                       " WHERE tenant_id = 'budgeted'"),
+              rejected);
 
     /* each soft threshold announced once, though two dispatchers saw it */
     json_t *events = th_kafka_read_all(cl.bootstrap, "gantry.events");
     long warnings = 0;
-    json_array_foreach(events, i, m) {
+    json_array_foreach (events, i, m) {
         json_t *e = json_loads(json_string_value(json_object_get(m, "value")), 0, NULL);
         const char *type = json_string_value(json_object_get(e, "type"));
         warnings += type && strcmp(type, "budget.warning") == 0;

@@ -68,7 +68,7 @@ static void count_results(const char *prefix, long *n, long *cached, long *succe
     json_t *all = th_kafka_read_all(cl.bootstrap, "gantry.results");
     size_t i;
     json_t *m;
-    json_array_foreach(all, i, m) {
+    json_array_foreach (all, i, m) {
         json_t *r = json_loads(json_string_value(json_object_get(m, "value")), 0, NULL);
         const char *rid = json_string_value(json_object_get(r, "request_id"));
         if (rid && strncmp(rid, prefix, strlen(prefix)) == 0 && rid[strlen(prefix)] == '-') {
@@ -97,8 +97,8 @@ static int usage_in(void *arg)
 
 static void test_start(void)
 {
-    th_cluster_opts_t o = {.workers = 1, .worker_in_flight = 64, .latency = "20-40",
-                           .extra_config = extra};
+    th_cluster_opts_t o = {
+        .workers = 1, .worker_in_flight = 64, .latency = "20-40", .extra_config = extra};
     CU_ASSERT_FATAL(th_cluster_start(&cl, &o) == 0);
 }
 
@@ -122,8 +122,8 @@ static void test_identical_one_call(void)
                              " AND price_id IS NOT NULL AND cost_micros = 0"),
               IDENTICAL - 1);
     TH_EQ_INT(usage_rows_sql("request_id LIKE 'same-%' AND provider = 'hostedai'"), 1);
-    TH_EQ_INT(th_sql_long(cl.conninfo, "SELECT count(*) FROM response_cache WHERE tenant_id = 't1'"),
-              1);
+    TH_EQ_INT(
+        th_sql_long(cl.conninfo, "SELECT count(*) FROM response_cache WHERE tenant_id = 't1'"), 1);
 }
 
 static void test_other_tenant_misses(void)
@@ -178,8 +178,8 @@ static void test_failure_not_cached(void)
     TH_EQ_INT(n, 1);
     TH_EQ_INT(ok, 0);
     TH_EQ_INT(cached, 0);
-    TH_EQ_INT(th_sql_long(cl.conninfo, "SELECT count(*) FROM response_cache WHERE model = 'broken'"),
-              0);
+    TH_EQ_INT(
+        th_sql_long(cl.conninfo, "SELECT count(*) FROM response_cache WHERE model = 'broken'"), 0);
     TH_EQ_INT(th_sql_long(cl.conninfo, "SELECT count(*) FROM tasks WHERE request_id LIKE 'broken%'"
                                        " AND status = 'failed'"),
               2);
@@ -187,13 +187,21 @@ static void test_failure_not_cached(void)
 
 static void test_purge(void)
 {
-    TH_EQ_INT(th_sql_long(cl.conninfo, "SELECT count(*) FROM response_cache WHERE tenant_id = 't2'"),
-              1);
+    TH_EQ_INT(
+        th_sql_long(cl.conninfo, "SELECT count(*) FROM response_cache WHERE tenant_id = 't2'"), 1);
     th_proc_t p;
     char log[512];
     snprintf(log, sizeof(log), "%s/purge.log", cl.logdir);
-    const char *argv[] = {th_bin("tools/gantry"), "cache", "purge", "--config", cl.config,
-                          "--tenant", "t1", "--model", "small", NULL};
+    const char *argv[] = {th_bin("tools/gantry"),
+                          "cache",
+                          "purge",
+                          "--config",
+                          cl.config,
+                          "--tenant",
+                          "t1",
+                          "--model",
+                          "small",
+                          NULL};
     CU_ASSERT_FATAL(th_proc_start(&p, argv, log) == 0);
     char line[256];
     CU_ASSERT_FATAL(th_proc_wait_line(&p, "purged ", line, sizeof(line), 30000) == 0);
@@ -202,8 +210,8 @@ static void test_purge(void)
     TH_EQ_INT(th_sql_long(cl.conninfo, "SELECT count(*) FROM response_cache WHERE tenant_id = 't1'"
                                        " AND model = 'small'"),
               0);
-    TH_EQ_INT(th_sql_long(cl.conninfo, "SELECT count(*) FROM response_cache WHERE tenant_id = 't2'"),
-              1);
+    TH_EQ_INT(
+        th_sql_long(cl.conninfo, "SELECT count(*) FROM response_cache WHERE tenant_id = 't2'"), 1);
     long before = inferences();
     submit("afterpurge", 1, "t1", "small", "cache me please", NULL);
     long n, cached, ok;
@@ -253,7 +261,7 @@ static void test_lookup_waits(void)
     CU_ASSERT_FATAL(th_poll(lookup_blocked, NULL, 30000));
     long n, cached, ok;
     count_results("locked", &n, &cached, &ok);
-    TH_EQ_INT(n, 0);                      /* nobody answered unchecked */
+    TH_EQ_INT(n, 0);                     /* nobody answered unchecked */
     TH_EQ_INT(inferences() - before, 0); /* nothing failed open to the provider */
     PQclear(PQexec(hold, "COMMIT"));
     PQfinish(hold);

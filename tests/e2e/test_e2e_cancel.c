@@ -40,7 +40,7 @@ static json_t *result_of(const char *rid)
 {
     json_t *all = th_kafka_read_all(cl.bootstrap, "gantry.results"), *m, *out = NULL;
     size_t i;
-    json_array_foreach(all, i, m) {
+    json_array_foreach (all, i, m) {
         json_t *r = json_loads(json_string_value(json_object_get(m, "value")), 0, NULL);
         if (r && strcmp(json_string_value(json_object_get(r, "request_id")), rid) == 0) {
             json_decref(out);
@@ -59,9 +59,10 @@ static long events_of(const char *type, const char *rid)
     json_t *all = th_kafka_read_all(cl.bootstrap, "gantry.events"), *m;
     size_t i;
     long n = 0;
-    json_array_foreach(all, i, m) {
+    json_array_foreach (all, i, m) {
         json_t *e = json_loads(json_string_value(json_object_get(m, "value")), 0, NULL);
-        const char *id = json_string_value(json_object_get(json_object_get(e, "data"), "request_id"));
+        const char *id =
+            json_string_value(json_object_get(json_object_get(e, "data"), "request_id"));
         n += id && strcmp(json_string_value(json_object_get(e, "type")), type) == 0 &&
              strcmp(id, rid) == 0;
         json_decref(e);
@@ -70,7 +71,9 @@ static long events_of(const char *type, const char *rid)
     return n;
 }
 
-typedef struct { const char *type, *rid; } ev_wait_t;
+typedef struct {
+    const char *type, *rid;
+} ev_wait_t;
 
 static int has_event(void *arg)
 {
@@ -90,7 +93,9 @@ static void test_cancel_mid_batch(void)
 {
     /* 2 workers x 8 slots, 100-200 ms a call (~20 s for the batch), cancelled at ~150:
      * the running tasks are aborted (a 50 ms cancel poll). */
-    th_cluster_opts_t o = {.latency = "100-200", .workers = 2, .worker_in_flight = 8,
+    th_cluster_opts_t o = {.latency = "100-200",
+                           .workers = 2,
+                           .worker_in_flight = 8,
                            .extra_config = "{\"dispatcher\": {\"max_batch\": 5000},"
                                            " \"scheduling\": {\"cancel_poll_ms\": 50}}"};
     CU_ASSERT_EQUAL_FATAL(th_cluster_start(&cl, &o), 0);
@@ -124,19 +129,20 @@ static void test_cancel_mid_batch(void)
     TH_EQ_INT(json_array_size(outs), BATCH);
     long ok = 0, cancelled = 0;
     size_t i;
-    json_array_foreach(outs, i, item) {
+    json_array_foreach (outs, i, item) {
         const char *st = json_string_value(json_object_get(item, "status"));
         ok += strcmp(st, "succeeded") == 0;
         cancelled += strcmp(st, "cancelled") == 0;
         if (strcmp(st, "succeeded") == 0)
             CU_ASSERT(json_is_object(json_object_get(item, "output")));
     }
-    long succeeded = th_sql_long(cl.conninfo, "SELECT count(*) FROM tasks WHERE request_id = '"
-                                 RID "' AND kind = 'inference' AND status = 'succeeded'");
-    long started = th_sql_long(cl.conninfo, "SELECT count(*) FROM tasks WHERE request_id = '"
-                               RID "' AND started_at IS NOT NULL");
-    long aborted = th_sql_long(cl.conninfo, "SELECT count(*) FROM tasks WHERE request_id = '"
-                               RID "' AND status = 'cancelled' AND started_at IS NOT NULL");
+    long succeeded = th_sql_long(cl.conninfo, "SELECT count(*) FROM tasks WHERE request_id = '" RID
+                                              "' AND kind = 'inference' AND status = 'succeeded'");
+    long started = th_sql_long(cl.conninfo, "SELECT count(*) FROM tasks WHERE request_id = '" RID
+                                            "' AND started_at IS NOT NULL");
+    long aborted =
+        th_sql_long(cl.conninfo, "SELECT count(*) FROM tasks WHERE request_id = '" RID
+                                 "' AND status = 'cancelled' AND started_at IS NOT NULL");
     fprintf(stderr, "  cancelled after %ld of %d items: %ld started, %ld aborted while running\n",
             ok, BATCH, started, aborted);
     TH_EQ_INT(ok + cancelled, BATCH);
@@ -153,7 +159,8 @@ static void test_cancel_mid_batch(void)
     TH_EQ_INT(th_mock_stat(&cl, "allocations_total"), started);
     TH_EQ_INT(th_mock_stat(&cl, "outstanding_allocations"), 0);
     TH_EQ_INT(th_sql_long(cl.conninfo, "SELECT count(*) FROM tasks WHERE request_id = '" RID
-                                       "' AND status IN ('pending', 'queued', 'running')"), 0);
+                                       "' AND status IN ('pending', 'queued', 'running')"),
+              0);
     TH_EQ_INT(th_sql_long(cl.conninfo, "SELECT count(*) FROM jobs WHERE request_id = '" RID
                                        "' AND status = 'cancelled' AND cancelled_at IS NOT NULL"),
               1);
@@ -194,7 +201,8 @@ static void test_cancel_races_completion(void)
         snprintf(rid, sizeof(rid), "race-%d", i);
         snprintf(text, sizeof(text),
                  "{\"request_id\": \"%s\", \"tenant_id\": \"t1\", \"kind\": \"generate\","
-                 " \"model\": \"small\", \"input\": \"hi %d\"}", rid, i);
+                 " \"model\": \"small\", \"input\": \"hi %d\"}",
+                 rid, i);
         CU_ASSERT_EQUAL_FATAL(th_kafka_produce(cl.bootstrap, "gantry.requests", rid, text), 0);
         if (i % 3 == 0) /* the rest are cancelled after all were sent */
             CU_ASSERT_EQUAL(cancel(rid), 0);
@@ -221,13 +229,16 @@ static void test_cancel_races_completion(void)
         n_succeeded += st && strcmp(st, "succeeded") == 0;
         /* Every cancel answered: accepted, or finished when it came too late. */
         CU_ASSERT(events_of("cancel.accepted", rid) + events_of("cancel.finished", rid) +
-                      events_of("cancel.unknown", rid) >= 1);
+                      events_of("cancel.unknown", rid) >=
+                  1);
         json_decref(r);
     }
     fprintf(stderr, "  %ld cancelled, %ld finished first\n", n_cancelled, n_succeeded);
     /* Billed for what ran to success, whatever the result says. */
     TH_EQ_INT(th_check_usage(&cl, 1),
-              th_sql_long(cl.conninfo, "SELECT count(*) FROM tasks WHERE kind = 'inference' AND status = 'succeeded'"));
+              th_sql_long(
+                  cl.conninfo,
+                  "SELECT count(*) FROM tasks WHERE kind = 'inference' AND status = 'succeeded'"));
     TH_EQ_INT(th_sql_long(cl.conninfo, "SELECT count(*) FROM jobs WHERE status = 'succeeded'"),
               n_succeeded);
     TH_EQ_INT(th_sql_long(cl.conninfo, "SELECT count(*) FROM jobs WHERE status = 'cancelled'"),
@@ -250,7 +261,9 @@ static int queued_results(void *arg)
  * never started, with no usage. */
 static void test_queue_limit(void)
 {
-    th_cluster_opts_t o = {.latency = "200-300", .workers = 1, .worker_in_flight = 1,
+    th_cluster_opts_t o = {.latency = "200-300",
+                           .workers = 1,
+                           .worker_in_flight = 1,
                            .extra_config = "{\"scheduling\": {\"lanes\": {\"small\":"
                                            " {\"max_queue_ms\": 1500}}}}"};
     CU_ASSERT_EQUAL_FATAL(th_cluster_start(&cl, &o), 0);
@@ -259,8 +272,10 @@ static void test_queue_limit(void)
     FILE *f = fopen(path, "w");
     CU_ASSERT_FATAL(f != NULL);
     for (int i = 0; i < QUEUED; i++)
-        fprintf(f, "{\"request_id\": \"q-%d\", \"tenant_id\": \"t1\", \"kind\": \"generate\","
-                   " \"model\": \"small\", \"input\": \"hi %d\"}\n", i, i);
+        fprintf(f,
+                "{\"request_id\": \"q-%d\", \"tenant_id\": \"t1\", \"kind\": \"generate\","
+                " \"model\": \"small\", \"input\": \"hi %d\"}\n",
+                i, i);
     fclose(f);
     CU_ASSERT_EQUAL_FATAL(th_cluster_submit(&cl, path), 0);
     CU_ASSERT_FATAL(th_poll(queued_results, NULL, 120000));
@@ -274,11 +289,13 @@ static void test_queue_limit(void)
     CU_ASSERT(expired > 0);
     TH_EQ_INT(th_sql_long(cl.conninfo, "SELECT count(*) FROM tasks WHERE status = 'expired'"
                                        " AND (started_at IS NOT NULL"
-                                       "  OR error_code <> 'queue_time_exceeded')"), 0);
+                                       "  OR error_code <> 'queue_time_exceeded')"),
+              0);
     /* No usage for what expired; nothing allocated for it. */
     TH_EQ_INT(th_check_usage(&cl, 1), ok);
     TH_EQ_INT(th_sql_long(cl.conninfo, "SELECT count(*) FROM usage u JOIN tasks t"
-                                       " ON t.task_id = u.task_id WHERE t.status = 'expired'"), 0);
+                                       " ON t.task_id = u.task_id WHERE t.status = 'expired'"),
+              0);
     TH_EQ_INT(th_mock_stat(&cl, "allocations_total"), ok);
     th_cluster_stop(&cl);
     TH_EQ_INT(cl.dispatcher.status, 0);
@@ -299,7 +316,9 @@ static int kill_some_done(void *arg)
  * topic: one result, cancelled, billed exactly for its finished items. */
 static void test_cancel_dispatcher_killed(void)
 {
-    th_cluster_opts_t o = {.latency = "100-200", .workers = 1, .worker_in_flight = 8,
+    th_cluster_opts_t o = {.latency = "100-200",
+                           .workers = 1,
+                           .worker_in_flight = 8,
                            .extra_config = "{\"dispatcher\": {\"max_batch\": 5000},"
                                            " \"scheduling\": {\"cancel_poll_ms\": 50}}"};
     CU_ASSERT_EQUAL_FATAL(th_cluster_start(&cl, &o), 0);
@@ -326,7 +345,7 @@ static void test_cancel_dispatcher_killed(void)
     TH_EQ_INT(th_results_for(&cl, KRID, NULL), 1);
     long ok = 0;
     size_t i;
-    json_array_foreach(json_object_get(res, "outputs"), i, item)
+    json_array_foreach (json_object_get(res, "outputs"), i, item)
         ok += strcmp(json_string_value(json_object_get(item, "status")), "succeeded") == 0;
     fprintf(stderr, "  cancelled with %ld of %d items after a dispatcher SIGKILL\n", ok, KBATCH);
     CU_ASSERT(ok < KBATCH);
@@ -342,7 +361,8 @@ int main(void)
         {"cancel mid 2,000-input batch", test_cancel_mid_batch},
         {"cancels racing completion: one result each", test_cancel_races_completion},
         {"queue time limit: expired, never run, not billed", test_queue_limit},
-        {"fault: dispatcher SIGKILLed, cancel sent while it is down", test_cancel_dispatcher_killed},
+        {"fault: dispatcher SIGKILLed, cancel sent while it is down",
+         test_cancel_dispatcher_killed},
         {NULL, NULL}};
     return th_run("e2e cancel", tests);
 }

@@ -45,7 +45,7 @@ static int result_bodies(const char *rid, char **out, int max)
     int n = 0;
     size_t i;
     json_t *m;
-    json_array_foreach(all, i, m) {
+    json_array_foreach (all, i, m) {
         const char *k = json_string_value(json_object_get(m, "key"));
         const char *v = json_string_value(json_object_get(m, "value"));
         if (k && v && strcmp(k, rid) == 0 && n < max)
@@ -62,7 +62,7 @@ static char *task_result(void)
     char *out = NULL;
     size_t i;
     json_t *m;
-    json_array_foreach(all, i, m) {
+    json_array_foreach (all, i, m) {
         const char *v = json_string_value(json_object_get(m, "value"));
         if (!out && v && strstr(v, "\"" RID "\""))
             out = strdup(v);
@@ -73,12 +73,14 @@ static char *task_result(void)
 
 static void test_claims(void)
 {
-    th_cluster_opts_t o = {.workers = 1, .latency = "5-20",
+    th_cluster_opts_t o = {.workers = 1,
+                           .latency = "5-20",
                            .extra_config = "{\"dispatcher\": {\"claim_timeout_ms\": 2000}}"};
     CU_ASSERT_FATAL(th_cluster_start(&cl, &o) == 0);
-    const char *req = th_tmpfile(".jsonl", "{\"schema\": \"gantry.request.v1\", \"request_id\": \"" RID
-                                           "\", \"tenant_id\": \"t1\", \"kind\": \"generate\","
-                                           " \"model\": \"small\", \"input\": \"claim me\"}\n");
+    const char *req =
+        th_tmpfile(".jsonl", "{\"schema\": \"gantry.request.v1\", \"request_id\": \"" RID
+                             "\", \"tenant_id\": \"t1\", \"kind\": \"generate\","
+                             " \"model\": \"small\", \"input\": \"claim me\"}\n");
     CU_ASSERT_FATAL(th_cluster_submit(&cl, req) == 0);
     CU_ASSERT_FATAL(th_poll(has_result, NULL, 60000));
     TH_EQ_INT(th_sql_long(cl.conninfo, "SELECT count(*) " JOB " AND claimed_by = 'dispatcher-e2e'"),
@@ -88,11 +90,13 @@ static void test_claims(void)
 
     /* Another dispatcher holds a live claim (its clock says it claimed just
      * now): the re-run's duplicate task result is read and publishes nothing. */
-    TH_EQ_INT(th_sql_long(cl.conninfo,
-                          "WITH u AS (UPDATE jobs SET status = 'completing', claimed_by = 'dispatcher-other',"
-                          " claimed_at = now() + interval '1 hour'"
-                          " WHERE request_id = '" RID "' RETURNING 1) SELECT count(*) FROM u"),
-              1);
+    TH_EQ_INT(
+        th_sql_long(
+            cl.conninfo,
+            "WITH u AS (UPDATE jobs SET status = 'completing', claimed_by = 'dispatcher-other',"
+            " claimed_at = now() + interval '1 hour'"
+            " WHERE request_id = '" RID "' RETURNING 1) SELECT count(*) FROM u"),
+        1);
     CU_ASSERT_FATAL(th_kafka_produce(cl.bootstrap, "gantry.task-results", RID, tr) == 0);
     CU_ASSERT(th_poll(results_read, NULL, 30000));
     TH_EQ_INT(th_log_count(&cl, "dispatcher.log", "being finished by dispatcher-other"), 1);
@@ -151,12 +155,14 @@ static int taken_over2(void *arg)
  * marks RID2 without publishing it again and publishes RID3's stored body. */
 static void test_restart_same_id(void)
 {
-    th_cluster_opts_t o = {.workers = 1, .latency = "5-20",
+    th_cluster_opts_t o = {.workers = 1,
+                           .latency = "5-20",
                            .extra_config = "{\"dispatcher\": {\"claim_timeout_ms\": 60000}}"};
     CU_ASSERT_FATAL(th_cluster_start(&cl, &o) == 0);
-    const char *req = th_tmpfile(".jsonl", "{\"schema\": \"gantry.request.v1\", \"request_id\": \"" RID2
-                                           "\", \"tenant_id\": \"t1\", \"kind\": \"generate\","
-                                           " \"model\": \"small\", \"input\": \"claim me again\"}\n");
+    const char *req =
+        th_tmpfile(".jsonl", "{\"schema\": \"gantry.request.v1\", \"request_id\": \"" RID2
+                             "\", \"tenant_id\": \"t1\", \"kind\": \"generate\","
+                             " \"model\": \"small\", \"input\": \"claim me again\"}\n");
     CU_ASSERT_FATAL(th_cluster_submit(&cl, req) == 0);
     CU_ASSERT_FATAL(th_poll(has_result2, NULL, 60000));
     th_proc_stop(&cl.dispatcher, SIGKILL, 5000);
@@ -184,8 +190,12 @@ static void test_restart_same_id(void)
               101);
     char log[512];
     snprintf(log, sizeof(log), "%s/dispatcher-2.log", cl.logdir);
-    const char *dargv[] = {th_bin("dispatcher/gantry-dispatcher"), "--config", cl.config, "--id",
-                           "dispatcher-e2e", NULL};
+    const char *dargv[] = {th_bin("dispatcher/gantry-dispatcher"),
+                           "--config",
+                           cl.config,
+                           "--id",
+                           "dispatcher-e2e",
+                           NULL};
     int64_t t0 = th_now_ms();
     CU_ASSERT_FATAL(th_proc_start(&cl.dispatcher, dargv, log) == 0);
     CU_ASSERT(th_poll(taken_over2, NULL, 30000));

@@ -53,7 +53,7 @@ static json_t *find(const char *topic, const char *rid)
     json_t *all = th_kafka_read_all(cl.bootstrap, topic), *found = NULL;
     size_t i;
     json_t *m;
-    json_array_foreach(all, i, m) {
+    json_array_foreach (all, i, m) {
         json_t *v = json_loads(json_string_value(json_object_get(m, "value")), 0, NULL);
         const char *r = json_string_value(json_object_get(v, "request_id"));
         if (r && strcmp(r, rid) == 0) {
@@ -80,7 +80,8 @@ static double metric(const char *name, const char *match)
 
 static void test_duplicates_and_unknown_tenant(void)
 {
-    th_cluster_opts_t o = {.workers = 1, .latency = "5-20",
+    th_cluster_opts_t o = {.workers = 1,
+                           .latency = "5-20",
                            .extra_config = "{\"admin\": {\"port\": 0}, \"tenants\": {\"t1\": {}}}"};
     CU_ASSERT_FATAL(th_cluster_start(&cl, &o) == 0);
     CU_ASSERT_EQUAL_FATAL(
@@ -128,8 +129,7 @@ static void test_duplicates_and_unknown_tenant(void)
     TH_EQ_INT(th_sql_long(cl.conninfo, "SELECT count(*) FROM jobs WHERE request_id = 'unk-1'"
                                        " AND task_count = 0"),
               1);
-    TH_EQ_INT(th_sql_long(cl.conninfo, "SELECT count(*) FROM usage WHERE request_id = 'unk-1'"),
-              0);
+    TH_EQ_INT(th_sql_long(cl.conninfo, "SELECT count(*) FROM usage WHERE request_id = 'unk-1'"), 0);
     th_cluster_stop(&cl);
     TH_EQ_INT(cl.dispatcher.status, 0);
 }
@@ -142,7 +142,8 @@ static int usage_of_stranger(void *arg)
 
 static void test_unknown_tenant_allowed(void)
 {
-    th_cluster_opts_t o = {.workers = 1, .latency = "5-20",
+    th_cluster_opts_t o = {.workers = 1,
+                           .latency = "5-20",
                            .extra_config = "{\"tenants\": {\"t1\": {}}, \"dispatcher\":"
                                            " {\"allow_unknown_tenants\": true}}"};
     CU_ASSERT_FATAL(th_cluster_start(&cl, &o) == 0);

@@ -94,14 +94,18 @@ static void test_replay_after_fix(void)
     CU_ASSERT_FATAL(add_tiny_model() == 0);
     char log[512];
     snprintf(log, sizeof(log), "%s/dispatcher-2.log", cl.logdir);
-    const char *dargv[] = {th_bin("dispatcher/gantry-dispatcher"), "--config", cl.config, "--id",
-                           "dispatcher-e2e-2", NULL};
+    const char *dargv[] = {th_bin("dispatcher/gantry-dispatcher"),
+                           "--config",
+                           cl.config,
+                           "--id",
+                           "dispatcher-e2e-2",
+                           NULL};
     CU_ASSERT_FATAL(th_proc_start(&cl.dispatcher, dargv, log) == 0);
     CU_ASSERT_FATAL(th_cluster_add_worker(&cl) >= 0);
 
     /* Replayed twice: one job, one result, one usage row. */
-    const char *replay[] = {"dlq", "replay", "--config", cl.config, "--code", "unknown_model",
-                            NULL};
+    const char *replay[] = {"dlq",    "replay",        "--config", cl.config,
+                            "--code", "unknown_model", NULL};
     TH_EQ_INT(run_gantry(replay), 0);
     TH_EQ_INT(run_gantry(replay), 0);
     CU_ASSERT_FATAL(th_poll(has_result, NULL, 120000));

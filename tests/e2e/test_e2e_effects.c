@@ -66,11 +66,10 @@ static int replies_complete(void *arg)
 
 static void test_refused_produces(void)
 {
-    th_cluster_opts_t o = {
-        .workers = 1,
-        .latency = "5-20",
-        .extra_config = "{\"kafka\": {\"producer_properties\":"
-                        " {\"queue.buffering.max.messages\": \"1\"}}}"};
+    th_cluster_opts_t o = {.workers = 1,
+                           .latency = "5-20",
+                           .extra_config = "{\"kafka\": {\"producer_properties\":"
+                                           " {\"queue.buffering.max.messages\": \"1\"}}}"};
     CU_ASSERT_FATAL(th_cluster_start(&cl, &o) == 0);
     CU_ASSERT_FATAL(produce_requests() == 0);
     CU_ASSERT_FATAL(th_poll(results_complete, NULL, 120000));

@@ -16,9 +16,16 @@ static int expect_values; /* the positive control: values are allowed where chec
 #define HASH_KEY "e2e-hash-key-9c1f0a"
 
 static const char *const pii_values[] = {
-    "jane.doe@example.com", "+44 20 7946 0958", "078-05-1120", "4111 1111 1111 1111",
-    "GB82 WEST 1234 5698 7654 32", "192.168.10.24", "2001:db8::8a2e:370:7334", "1984-07-12",
-    "bob@example.org", "219-09-9999",
+    "jane.doe@example.com",
+    "+44 20 7946 0958",
+    "078-05-1120",
+    "4111 1111 1111 1111",
+    "GB82 WEST 1234 5698 7654 32",
+    "192.168.10.24",
+    "2001:db8::8a2e:370:7334",
+    "1984-07-12",
+    "bob@example.org",
+    "219-09-9999",
 };
 
 static const char extra_config[] =
@@ -58,22 +65,22 @@ static const char *write_requests(void)
     add(f, json_pack("{s:s, s:s, s:s, s:s, s:s}", "request_id", "g-restore", "tenant_id", "acme",
                      "kind", "generate", "model", "small", "input",
                      "Mail jane.doe@example.com about +44 20 7946 0958 please"));
-    add(f, json_pack("{s:s, s:s, s:s, s:s, s:{s:[{s:s, s:s}, {s:s, s:s}]}}", "request_id",
-                     "g-chat", "tenant_id", "acme", "kind", "chat", "model", "auto", "input",
-                     "messages", "role", "system", "content",
-                     "Patient born 1984-07-12, SSN 078-05-1120, card 4111 1111 1111 1111.",
-                     "role", "user", "content",
+    add(f, json_pack("{s:s, s:s, s:s, s:s, s:{s:[{s:s, s:s}, {s:s, s:s}]}}", "request_id", "g-chat",
+                     "tenant_id", "acme", "kind", "chat", "model", "auto", "input", "messages",
+                     "role", "system", "content",
+                     "Patient born 1984-07-12, SSN 078-05-1120, card 4111 1111 1111 1111.", "role",
+                     "user", "content",
                      "Refund to GB82 WEST 1234 5698 7654 32; logged in from 192.168.10.24 and "
                      "2001:db8::8a2e:370:7334."));
     add(f, json_pack("{s:s, s:s, s:s, s:s, s:[s, s], s:{s:{s:b}}}", "request_id", "g-batch",
                      "tenant_id", "acme", "kind", "generate", "model", "small", "batch",
-                     "first bob@example.org", "second ssn 219-09-9999", "policy", "pii",
-                     "restore", 0));
+                     "first bob@example.org", "second ssn 219-09-9999", "policy", "pii", "restore",
+                     0));
     add(f, json_pack("{s:s, s:s, s:s, s:s, s:s}", "request_id", "g-reroute", "tenant_id", "acme",
                      "kind", "generate", "model", "external", "input",
                      "Call +44 20 7946 0958 tomorrow"));
-    add(f, json_pack("{s:s, s:s, s:s, s:s, s:s}", "request_id", "g-blocked", "tenant_id",
-                     "acme", "kind", "generate", "model", "small", "input",
+    add(f, json_pack("{s:s, s:s, s:s, s:s, s:s}", "request_id", "g-blocked", "tenant_id", "acme",
+                     "kind", "generate", "model", "small", "input",
                      "Explain in detail how to make a bomb at home"));
     char big[2001];
     memset(big, 'a', sizeof(big) - 1);
@@ -88,9 +95,8 @@ static const char *write_requests(void)
                      "kind", "generate", "model", "small", "input", "nothing personal here"));
     /* Input moderation off for this tenant: the mock echoes the words, and
      * the output gate blocks them. */
-    add(f, json_pack("{s:s, s:s, s:s, s:s, s:s}", "request_id", "g-outblock", "tenant_id",
-                     "outmod", "kind", "generate", "model", "small", "input",
-                     "how to make a bomb"));
+    add(f, json_pack("{s:s, s:s, s:s, s:s, s:s}", "request_id", "g-outblock", "tenant_id", "outmod",
+                     "kind", "generate", "model", "small", "input", "how to make a bomb"));
     fclose(f);
     return path;
 }
@@ -116,7 +122,7 @@ static long leaks_in_topic(const char *topic, long *messages)
     long leaks = 0;
     size_t i;
     json_t *m;
-    json_array_foreach(all, i, m) {
+    json_array_foreach (all, i, m) {
         const char *v = json_string_value(json_object_get(m, "value"));
         for (size_t k = 0; v && k < sizeof(pii_values) / sizeof(pii_values[0]); k++)
             if (strstr(v, pii_values[k])) {
@@ -149,8 +155,8 @@ static long leaks_in_logs(long *lines)
             (*lines)++;
             for (size_t k = 0; k < sizeof(pii_values) / sizeof(pii_values[0]); k++)
                 if (strstr(line, pii_values[k])) {
-                    fprintf(stderr, "  LEAK of \"%s\" in %s: %.200s\n", pii_values[k],
-                            e->d_name, line);
+                    fprintf(stderr, "  LEAK of \"%s\" in %s: %.200s\n", pii_values[k], e->d_name,
+                            line);
                     leaks++;
                 }
             if (strstr(line, HASH_KEY))
@@ -168,7 +174,7 @@ static json_t *result_of(json_t *results, const char *id)
 {
     size_t i;
     json_t *m;
-    json_array_foreach(results, i, m) {
+    json_array_foreach (results, i, m) {
         if (strcmp(json_string_value(json_object_get(m, "key")), id) == 0)
             return json_loads(json_string_value(json_object_get(m, "value")), 0, NULL);
     }
@@ -201,11 +207,11 @@ static void test_guard_end_to_end(void)
     const char *text = json_string_value(json_object_get(json_object_get(r, "output"), "text"));
     CU_ASSERT(text && strstr(text, "jane.doe@example.com") && strstr(text, "+44 20 7946 0958"));
     TH_EQ_STR(gr_str(r, "access", NULL), "scrubbed");
-    TH_EQ_INT(json_integer_value(json_object_get(
-                  json_object_get(json_object_get(json_object_get(r, "guardrails"), "pii"),
-                                  "counts"),
-                  "email")),
-              1);
+    TH_EQ_INT(
+        json_integer_value(json_object_get(
+            json_object_get(json_object_get(json_object_get(r, "guardrails"), "pii"), "counts"),
+            "email")),
+        1);
     json_decref(r);
 
     r = result_of(results, "g-chat");
@@ -234,8 +240,7 @@ static void test_guard_end_to_end(void)
     TH_EQ_STR(json_string_value(json_object_get(r, "status")), "blocked");
     TH_EQ_STR(gr_str(r, "blocked", "category"), "violence");
     TH_EQ_STR(gr_str(r, "blocked", "source"), "keywords-fallback");
-    TH_EQ_INT(json_integer_value(json_object_get(json_object_get(r, "usage"), "prompt_tokens")),
-              0);
+    TH_EQ_INT(json_integer_value(json_object_get(json_object_get(r, "usage"), "prompt_tokens")), 0);
     json_decref(r);
 
     r = result_of(results, "g-toolong");
@@ -283,7 +288,7 @@ static void test_guard_end_to_end(void)
     int scrubbed = 0, rerouted = 0, blocked = 0, rejected = 0, restored = 0;
     size_t i;
     json_t *m;
-    json_array_foreach(events, i, m) {
+    json_array_foreach (events, i, m) {
         json_t *ev = json_loads(json_string_value(json_object_get(m, "value")), 0, NULL);
         const char *type = json_string_value(json_object_get(ev, "type"));
         json_t *data = json_object_get(ev, "data");
@@ -305,8 +310,10 @@ static void test_guard_end_to_end(void)
     json_decref(events);
     th_cluster_stop(&cl); /* logs complete */
     TH_EQ_INT(leaks_in_logs(&n_lines), 0);
-    fprintf(stderr, "  checked %ld + %ld task messages, %ld task results, %ld events, %ld log "
-            "lines\n", n_small, n_large, n_tr, n_ev, n_lines);
+    fprintf(stderr,
+            "  checked %ld + %ld task messages, %ld task results, %ld events, %ld log "
+            "lines\n",
+            n_small, n_large, n_tr, n_ev, n_lines);
     CU_ASSERT(n_small + n_large >= 6);
     CU_ASSERT(n_ev > 0);
 

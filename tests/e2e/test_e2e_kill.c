@@ -26,7 +26,7 @@ static json_t *held_by_worker0(void)
     snprintf(url, sizeof(url), "%s/v1/allocations?label.holder=worker-e2e-0", cl.mock_url);
     json_t *doc = th_http_json(url, MOCK_KEY), *ids = json_array(), *a;
     size_t i;
-    json_array_foreach(json_object_get(doc, "allocations"), i, a)
+    json_array_foreach (json_object_get(doc, "allocations"), i, a)
         json_array_append(ids, json_object_get(a, "allocation_id"));
     json_decref(doc);
     return ids;
@@ -43,8 +43,8 @@ static int worker0_holds(void *arg)
 
 static void test_kill_worker(void)
 {
-    th_cluster_opts_t o = {.fail_rate = 0, .latency = "100-200", .workers = 2,
-                           .worker_in_flight = 64};
+    th_cluster_opts_t o = {
+        .fail_rate = 0, .latency = "100-200", .workers = 2, .worker_in_flight = 64};
     CU_ASSERT_EQUAL_FATAL(th_cluster_start(&cl, &o), 0);
     char cmd[1024], path[512];
     snprintf(path, sizeof(path), "%s/requests.jsonl", cl.logdir);
@@ -79,7 +79,7 @@ static void test_kill_worker(void)
     size_t i;
     json_t *id;
     long reaped = 0;
-    json_array_foreach(held, i, id) {
+    json_array_foreach (held, i, id) {
         char needle[160];
         snprintf(needle, sizeof(needle), "reaped allocation %s ", json_string_value(id));
         reaped += th_log_count(&cl, "dispatcher.log", needle) > 0;
@@ -95,7 +95,6 @@ static void test_kill_worker(void)
 
 int main(void)
 {
-    static const th_test_t tests[] = {{"SIGKILL a worker mid-run", test_kill_worker},
-                                      {NULL, NULL}};
+    static const th_test_t tests[] = {{"SIGKILL a worker mid-run", test_kill_worker}, {NULL, NULL}};
     return th_run("e2e kill", tests);
 }

@@ -75,13 +75,11 @@ static void test_metrics_match_the_run(void)
                            .workers = 2,
                            .extra_config = "{\"admin\": {\"port\": 0}}"};
     CU_ASSERT_EQUAL_FATAL(th_cluster_start(&cl, &o), 0);
-    CU_ASSERT_EQUAL_FATAL(th_proc_wait_line(&cl.dispatcher, "admin=", admin_d, sizeof(admin_d),
-                                            30000),
-                          0);
+    CU_ASSERT_EQUAL_FATAL(
+        th_proc_wait_line(&cl.dispatcher, "admin=", admin_d, sizeof(admin_d), 30000), 0);
     for (int i = 0; i < 2; i++)
-        CU_ASSERT_EQUAL_FATAL(th_proc_wait_line(&cl.workers[i], "admin=", admin_w[i],
-                                                sizeof(admin_w[i]), 30000),
-                              0);
+        CU_ASSERT_EQUAL_FATAL(
+            th_proc_wait_line(&cl.workers[i], "admin=", admin_w[i], sizeof(admin_w[i]), 30000), 0);
 
     /* Ready: Kafka answers and PostgreSQL is connected (polled: both connect
      * in the background). */
@@ -112,7 +110,7 @@ static void test_metrics_match_the_run(void)
     json_t *by_status = json_object();
     size_t i;
     json_t *m;
-    json_array_foreach(results, i, m) {
+    json_array_foreach (results, i, m) {
         json_t *r = json_loads(json_string_value(json_object_get(m, "value")), 0, NULL);
         const char *st = json_string_value(json_object_get(r, "status"));
         json_t *n = json_object_get(by_status, st ? st : "?");
@@ -124,7 +122,7 @@ static void test_metrics_match_the_run(void)
     /* Dead letters by code, from the topic. */
     json_t *dlq = th_kafka_read_all(cl.bootstrap, "gantry.dlq");
     json_t *by_code = json_object();
-    json_array_foreach(dlq, i, m) {
+    json_array_foreach (dlq, i, m) {
         json_t *e = json_loads(json_string_value(json_object_get(m, "value")), 0, NULL);
         const char *code = json_string_value(json_object_get(json_object_get(e, "error"), "code"));
         json_t *n = json_object_get(by_code, code ? code : "?");
@@ -138,7 +136,7 @@ static void test_metrics_match_the_run(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(d);
     const char *k;
     json_t *v;
-    json_object_foreach(by_status, k, v) {
+    json_object_foreach (by_status, k, v) {
         char match[64];
         snprintf(match, sizeof(match), "status=\"%s\"", k);
         double got = prom_sum(d, "gantry_requests_total", match);
@@ -147,7 +145,7 @@ static void test_metrics_match_the_run(void)
         TH_EQ_INT((long)got, json_integer_value(v));
     }
     TH_EQ_INT((long)prom_sum(d, "gantry_requests_total", NULL), expected_results);
-    json_object_foreach(by_code, k, v) {
+    json_object_foreach (by_code, k, v) {
         char match[64];
         snprintf(match, sizeof(match), "code=\"%s\"", k);
         TH_EQ_INT((long)prom_sum(d, "gantry_dlq_entries_total", match), json_integer_value(v));
@@ -176,9 +174,11 @@ static void test_metrics_match_the_run(void)
         retries += prom_sum(t, "gantry_retries_total", NULL);
         free(t);
     }
-    fprintf(stderr, "  tasks %.0f (task results %ld), allocations %.0f (mock %ld), %d scrapes "
-            "during the run\n", tasks, task_results, allocs,
-            th_mock_stat(&cl, "allocations_total"), scrapes_during_run);
+    fprintf(stderr,
+            "  tasks %.0f (task results %ld), allocations %.0f (mock %ld), %d scrapes "
+            "during the run\n",
+            tasks, task_results, allocs, th_mock_stat(&cl, "allocations_total"),
+            scrapes_during_run);
     TH_EQ_INT((long)tasks, task_results);
     TH_EQ_INT((long)allocs, th_mock_stat(&cl, "allocations_total"));
     TH_EQ_INT((long)inference, th_mock_stat(&cl, "inference_ok"));
@@ -221,8 +221,8 @@ static int ready_is(void *arg)
 static void test_ready_follows_kafka(void)
 {
     int port = th_free_port();
-    th_cluster_opts_t o = {.workers = 1, .kafka_port = port,
-                           .extra_config = "{\"admin\": {\"port\": 0}}"};
+    th_cluster_opts_t o = {
+        .workers = 1, .kafka_port = port, .extra_config = "{\"admin\": {\"port\": 0}}"};
     CU_ASSERT_EQUAL_FATAL(th_cluster_start(&cl, &o), 0);
     char admin[2][64];
     CU_ASSERT_EQUAL_FATAL(th_proc_wait_line(&cl.dispatcher, "admin=", admin[0], 64, 30000), 0);

@@ -61,7 +61,7 @@ static long dlq_for(const char *rid, char *stage, size_t slen, char *msg, size_t
     long n = 0;
     size_t i;
     json_t *m;
-    json_array_foreach(all, i, m) {
+    json_array_foreach (all, i, m) {
         json_t *v = json_loads(json_string_value(json_object_get(m, "value")), 0, NULL);
         const char *r = json_string_value(json_object_get(v, "request_id"));
         if (r && strcmp(r, rid) == 0) {
@@ -69,9 +69,10 @@ static long dlq_for(const char *rid, char *stage, size_t slen, char *msg, size_t
             if (stage)
                 snprintf(stage, slen, "%s", json_string_value(json_object_get(v, "stage")));
             if (msg)
-                snprintf(msg, mlen, "%s %s",
-                         json_string_value(json_object_get(json_object_get(v, "error"), "code")),
-                         json_string_value(json_object_get(json_object_get(v, "error"), "message")));
+                snprintf(
+                    msg, mlen, "%s %s",
+                    json_string_value(json_object_get(json_object_get(v, "error"), "code")),
+                    json_string_value(json_object_get(json_object_get(v, "error"), "message")));
         }
         json_decref(v);
     }
@@ -138,7 +139,8 @@ static void check_held(const char *rid, const char *sqlstate, int (*done)(void *
 static void test_faults(void)
 {
     th_cluster_opts_t o = {
-        .workers = 1, .latency = "5-20",
+        .workers = 1,
+        .latency = "5-20",
         .extra_config =
             "{\"dispatcher\": {\"claim_timeout_ms\": 60000},"
             " \"tenants\": {\"t1\": {\"budget\": {\"currency\": \"USD\","
@@ -208,12 +210,12 @@ static void test_faults(void)
     CU_ASSERT(th_poll(one_result, "pf-ledger-1", 60000));
     check_held("pf-ledger-1", "53100", NULL, 1);
     TH_EQ_INT(th_group_caught_up(cl.bootstrap, "gantry-ledger", "gantry.usage"), 0);
-    TH_EQ_INT(th_sql_long(cl.conninfo, "SELECT count(*) FROM usage WHERE request_id = 'pf-ledger-1'"),
-              0);
+    TH_EQ_INT(
+        th_sql_long(cl.conninfo, "SELECT count(*) FROM usage WHERE request_id = 'pf-ledger-1'"), 0);
     CU_ASSERT_FATAL(fault_off("usage") == 0);
     CU_ASSERT(th_poll(th_cluster_usage_complete, &cl, 30000));
-    TH_EQ_INT(th_sql_long(cl.conninfo, "SELECT count(*) FROM usage WHERE request_id = 'pf-ledger-1'"),
-              1);
+    TH_EQ_INT(
+        th_sql_long(cl.conninfo, "SELECT count(*) FROM usage WHERE request_id = 'pf-ledger-1'"), 1);
 
     /* The guard row read, statement timeout: the result is held (never
      * published unguarded), then published once. */

@@ -12,8 +12,8 @@
 #include "message.h"
 
 static th_cluster_t cl;
-static json_t *good_ids;   /* request_id -> true */
-static json_t *bad_lines;  /* original bytes -> count */
+static json_t *good_ids;  /* request_id -> true */
+static json_t *bad_lines; /* original bytes -> count */
 
 /* Splits the generated requests into good ids and bad lines, as the dispatcher must. */
 static void classify_lines(const char *path)
@@ -68,7 +68,7 @@ static void check_usage_mapping(void)
     size_t i;
     json_t *m;
     int checked = 0;
-    json_array_foreach(events, i, m) {
+    json_array_foreach (events, i, m) {
         if (checked == 25)
             break;
         json_t *e = json_loads(json_string_value(json_object_get(m, "value")), 0, NULL);
@@ -138,7 +138,7 @@ static void test_pipeline(void)
     size_t i;
     json_t *m;
     long failed = 0, succeeded = 0;
-    json_array_foreach(results, i, m) {
+    json_array_foreach (results, i, m) {
         json_t *r = json_loads(json_string_value(json_object_get(m, "value")), 0, NULL);
         const char *id = json_string_value(json_object_get(r, "request_id"));
         CU_ASSERT_PTR_NOT_NULL(id);
@@ -159,8 +159,7 @@ static void test_pipeline(void)
             json_t *outs = json_object_get(r, "outputs");
             TH_EQ_INT(json_array_size(outs), 50);
             for (size_t k = 0; k < json_array_size(outs); k++)
-                TH_EQ_INT(json_integer_value(json_object_get(json_array_get(outs, k), "index")),
-                          k);
+                TH_EQ_INT(json_integer_value(json_object_get(json_array_get(outs, k), "index")), k);
         }
         json_decref(r);
     }
@@ -176,9 +175,10 @@ static void test_pipeline(void)
     long bad_total = 0;
     const char *k;
     json_t *v;
-    json_object_foreach(bad_lines, k, v) bad_total += (long)json_integer_value(v);
+    json_object_foreach (bad_lines, k, v)
+        bad_total += (long)json_integer_value(v);
     TH_EQ_INT(json_array_size(dlq), bad_total);
-    json_array_foreach(dlq, i, m) {
+    json_array_foreach (dlq, i, m) {
         json_t *e = json_loads(json_string_value(json_object_get(m, "value")), 0, NULL);
         size_t len = 0;
         unsigned char *orig =
@@ -209,9 +209,10 @@ static void test_pipeline(void)
     long rows = th_sql_long(cl.conninfo, "SELECT count(*) FROM usage");
     TH_EQ_INT(rows, ok_calls);
     TH_EQ_INT(th_sql_long(cl.conninfo, "SELECT count(DISTINCT task_id) FROM usage"), rows);
-    TH_EQ_INT(th_sql_long(cl.conninfo,
-                          "SELECT count(*) FROM tasks WHERE kind = 'inference' AND status = 'succeeded'"),
-              rows);
+    TH_EQ_INT(
+        th_sql_long(cl.conninfo,
+                    "SELECT count(*) FROM tasks WHERE kind = 'inference' AND status = 'succeeded'"),
+        rows);
     TH_EQ_INT(th_mock_stat(&cl, "outstanding_allocations"), 0);
     check_usage_mapping();
     th_cluster_stop(&cl);

@@ -78,8 +78,12 @@ static void test_rebalance(void)
     th_proc_t d2;
     char log2[512];
     snprintf(log2, sizeof(log2), "%s/dispatcher-2.log", cl.logdir);
-    const char *dargv[] = {th_bin("dispatcher/gantry-dispatcher"), "--config", cl.config, "--id",
-                           "dispatcher-e2e-2", NULL};
+    const char *dargv[] = {th_bin("dispatcher/gantry-dispatcher"),
+                           "--config",
+                           cl.config,
+                           "--id",
+                           "dispatcher-e2e-2",
+                           NULL};
     CU_ASSERT_FATAL(th_proc_start(&d2, dargv, log2) == 0);
 
     /* Leaves: SIGTERM drains and exits 0; the others take the partitions. */
@@ -102,7 +106,8 @@ static void test_rebalance(void)
     cl.dispatcher = d2; /* th_cluster_stop stops this one */
 
     wait_for(th_sql_long(cl.conninfo, "SELECT count(*) FROM jobs WHERE status IN"
-                                      " ('succeeded', 'failed')") + REQUESTS / 5);
+                                      " ('succeeded', 'failed')") +
+             REQUESTS / 5);
     fprintf(stderr, "  %lld ms: a third worker joins\n", (long long)(th_now_ms() - t0));
     CU_ASSERT_FATAL(th_cluster_add_worker(&cl) == 2);
 
@@ -138,8 +143,7 @@ static void test_rebalance(void)
 
 int main(void)
 {
-    static const th_test_t tests[] = {{"workers and dispatchers join and leave under load",
-                                       test_rebalance},
-                                      {NULL, NULL}};
+    static const th_test_t tests[] = {
+        {"workers and dispatchers join and leave under load", test_rebalance}, {NULL, NULL}};
     return th_run("e2e rebalance", tests);
 }

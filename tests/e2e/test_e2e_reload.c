@@ -72,7 +72,7 @@ static void result_of(const char *request_id, char *out, size_t len)
     size_t i;
     json_t *m;
     snprintf(out, len, "none");
-    json_array_foreach(all, i, m) {
+    json_array_foreach (all, i, m) {
         if (strcmp(json_string_value(json_object_get(m, "key")), request_id) != 0)
             continue;
         json_t *r = json_loads(json_string_value(json_object_get(m, "value")), 0, NULL);
@@ -117,7 +117,7 @@ static void test_reload(void)
     TH_EQ_INT(th_log_count(&cl, "dispatcher.log", "reload: tenants.acme changed: applied"), 1);
     TH_EQ_INT(th_log_count(&cl, "dispatcher.log", "reload: log.level changed: applied"), 1);
     TH_EQ_INT(th_log_count(&cl, "worker-0.log",
-                        "reload: worker.max_in_flight changed: needs a restart to take effect"),
+                           "reload: worker.max_in_flight changed: needs a restart to take effect"),
               1);
     submit("acme", "after", 1);
     result_of("after-0", res, sizeof(res));
@@ -151,15 +151,16 @@ static void test_reload(void)
     CU_ASSERT(running(&cl.dispatcher));
     CU_ASSERT(running(&cl.workers[0]));
 
-    json_t *bad = json_pack("{s:{s:s}, s:{s:s}, s:{s:{s:{s:I}}}}", "kafka",
-                            "bootstrap_servers", cl.bootstrap, "postgres", "x", "y", "tenants",
-                            "acme", "budget", "hard_limit_micros", (json_int_t)-5);
+    json_t *bad = json_pack("{s:{s:s}, s:{s:s}, s:{s:{s:{s:I}}}}", "kafka", "bootstrap_servers",
+                            cl.bootstrap, "postgres", "x", "y", "tenants", "acme", "budget",
+                            "hard_limit_micros", (json_int_t)-5);
     CU_ASSERT_FATAL(json_dump_file(bad, live, 0) == 0);
     json_decref(bad);
     kill(cl.dispatcher.pid, SIGHUP);
     wd.at_least = 2;
     CU_ASSERT_FATAL(th_poll(log_reached, &wd, 10000));
-    CU_ASSERT(th_log_count(&cl, "dispatcher.log", "reload: tenants.acme.budget.hard_limit_micros") >= 1);
+    CU_ASSERT(
+        th_log_count(&cl, "dispatcher.log", "reload: tenants.acme.budget.hard_limit_micros") >= 1);
     CU_ASSERT(running(&cl.dispatcher));
     submit("acme", "broken", 1);
     result_of("broken-0", res, sizeof(res));

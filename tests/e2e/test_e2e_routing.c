@@ -57,7 +57,7 @@ static void test_weighted_pipeline(void)
     long by[3] = {0, 0, 0}, logical = 0;
     size_t i;
     json_t *m;
-    json_array_foreach(all, i, m) {
+    json_array_foreach (all, i, m) {
         json_t *r = json_loads(json_string_value(json_object_get(m, "value")), 0, NULL);
         const char *dep = json_string_value(json_object_get(r, "deployment"));
         logical += json_string_value(json_object_get(r, "model")) &&
@@ -86,9 +86,18 @@ static int start_mock(th_proc_t *p, const char *port, const char *latency, char 
 {
     char log[512];
     snprintf(log, sizeof(log), "/tmp/gantry-routing-mock-%s.log", latency);
-    const char *argv[] = {th_bin("tools/gantry-mock-hostedai"), "--port", port, "--api-key",
-                          "e2e-secret-key", "--latency-ms", latency, "--capacity-tflops",
-                          "1000000", "--vram-mb", "1000000000", NULL};
+    const char *argv[] = {th_bin("tools/gantry-mock-hostedai"),
+                          "--port",
+                          port,
+                          "--api-key",
+                          "e2e-secret-key",
+                          "--latency-ms",
+                          latency,
+                          "--capacity-tflops",
+                          "1000000",
+                          "--vram-mb",
+                          "1000000000",
+                          NULL};
     if (th_proc_start(p, argv, log) != 0)
         return -1;
     return th_proc_wait_line(p, "listening=", addr, len, 10000);
@@ -108,7 +117,7 @@ static void by_deployment(const char *prefix, long by[3], long *failed)
     json_t *all = th_kafka_read_all(cl.bootstrap, "gantry.results");
     size_t i;
     json_t *m;
-    json_array_foreach(all, i, m) {
+    json_array_foreach (all, i, m) {
         json_t *r = json_loads(json_string_value(json_object_get(m, "value")), 0, NULL);
         const char *rid = json_string_value(json_object_get(r, "request_id"));
         const char *dep = json_string_value(json_object_get(r, "deployment"));
@@ -148,20 +157,22 @@ static void test_latency_and_failover(void)
     CU_ASSERT_FATAL(start_mock(&fast, "0", "20-20", fast_addr, sizeof(fast_addr)) == 0);
     CU_ASSERT_FATAL(start_mock(&mid, "0", "50-50", mid_addr, sizeof(mid_addr)) == 0);
     snprintf(fast_port, sizeof(fast_port), "%s", strrchr(fast_addr, ':') + 1);
-    snprintf(extra2, sizeof(extra2),
-             "{\"pools\": {\"pool-fast\": {\"endpoint\": \"http://%s\", \"api_key\": \"e2e-secret-key\","
-             "   \"breaker\": {\"failures\": 3, \"recovery_ms\": 1500}},"
-             "  \"pool-mid\": {\"endpoint\": \"http://%s\", \"api_key\": \"e2e-secret-key\"}},"
-             " \"worker\": {\"retry\": {\"max_retries\": 1, \"base_ms\": 10}},"
-             " \"models\": {"
-             "  \"lat-fast\": {\"pool\": \"pool-fast\", \"lane\": \"small\", \"fallbacks\": [\"lat-mid\"]},"
-             "  \"lat-mid\": {\"pool\": \"pool-mid\", \"lane\": \"small\"},"
-             "  \"lat-slow\": {\"pool\": \"pool-a\", \"lane\": \"small\"},"
-             "  \"lat\": {\"strategy\": \"latency\", \"deployments\": [{\"model\": \"lat-fast\"},"
-             "    {\"model\": \"lat-mid\"}, {\"model\": \"lat-slow\"}]}}}",
-             fast_addr, mid_addr);
-    th_cluster_opts_t o = {.workers = 1, .worker_in_flight = 64, .latency = "200-200",
-                           .extra_config = extra2};
+    snprintf(
+        extra2, sizeof(extra2),
+        "{\"pools\": {\"pool-fast\": {\"endpoint\": \"http://%s\", \"api_key\": \"e2e-secret-key\","
+        "   \"breaker\": {\"failures\": 3, \"recovery_ms\": 1500}},"
+        "  \"pool-mid\": {\"endpoint\": \"http://%s\", \"api_key\": \"e2e-secret-key\"}},"
+        " \"worker\": {\"retry\": {\"max_retries\": 1, \"base_ms\": 10}},"
+        " \"models\": {"
+        "  \"lat-fast\": {\"pool\": \"pool-fast\", \"lane\": \"small\", \"fallbacks\": "
+        "[\"lat-mid\"]},"
+        "  \"lat-mid\": {\"pool\": \"pool-mid\", \"lane\": \"small\"},"
+        "  \"lat-slow\": {\"pool\": \"pool-a\", \"lane\": \"small\"},"
+        "  \"lat\": {\"strategy\": \"latency\", \"deployments\": [{\"model\": \"lat-fast\"},"
+        "    {\"model\": \"lat-mid\"}, {\"model\": \"lat-slow\"}]}}}",
+        fast_addr, mid_addr);
+    th_cluster_opts_t o = {
+        .workers = 1, .worker_in_flight = 64, .latency = "200-200", .extra_config = extra2};
     CU_ASSERT_FATAL(th_cluster_start(&cl, &o) == 0);
     want = 0;
     submit_n("lat", 2000);
@@ -192,8 +203,9 @@ static void test_latency_and_failover(void)
             total_after_shift += 50;
         }
     }
-    fprintf(stderr, "  fastest killed: traffic shifted after %lld ms; then %ld of %ld to it;"
-                    " %ld lost\n",
+    fprintf(stderr,
+            "  fastest killed: traffic shifted after %lld ms; then %ld of %ld to it;"
+            " %ld lost\n",
             (long long)(shifted - killed), total_fast_after_shift, total_after_shift, lost);
     CU_ASSERT_FATAL(shifted >= 0);
     CU_ASSERT(shifted - killed < 10000);

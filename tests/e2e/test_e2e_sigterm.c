@@ -57,7 +57,7 @@ static long distinct(const char *topic, const char *field, long *total)
     json_t *seen = json_object();
     size_t i;
     json_t *m;
-    json_array_foreach(all, i, m) {
+    json_array_foreach (all, i, m) {
         json_t *v = json_loads(json_string_value(json_object_get(m, "value")), 0, NULL);
         const char *id = json_string_value(json_object_get(v, field));
         if (id && json_object_get(seen, id))
@@ -79,8 +79,8 @@ static long run(const char *prefix, int drain_ms, const char *latency, int expec
 {
     char extra[256];
     snprintf(extra, sizeof(extra), "{\"worker\": {\"drain_ms\": %d}}", drain_ms);
-    th_cluster_opts_t o = {.latency = latency, .workers = 1, .worker_in_flight = 256,
-                           .extra_config = extra};
+    th_cluster_opts_t o = {
+        .latency = latency, .workers = 1, .worker_in_flight = 256, .extra_config = extra};
     CU_ASSERT_FATAL(th_cluster_start(&cl, &o) == 0);
     CU_ASSERT_FATAL(th_cluster_submit(&cl, requests_file(prefix)) == 0);
     CU_ASSERT_FATAL(th_poll(in_flight_reached, NULL, 90000));
@@ -91,8 +91,9 @@ static long run(const char *prefix, int drain_ms, const char *latency, int expec
     int64_t took = th_now_ms() - t0;
     /* Right away, before any lease could expire: the worker released them. */
     long left = th_mock_stat(&cl, "outstanding_allocations");
-    fprintf(stderr, "  SIGTERM with %ld allocation(s) held, drain %d ms: exit status %d after %lld"
-                    " ms, %ld allocation(s) left\n",
+    fprintf(stderr,
+            "  SIGTERM with %ld allocation(s) held, drain %d ms: exit status %d after %lld"
+            " ms, %ld allocation(s) left\n",
             held, drain_ms, st, (long long)took, left);
     CU_ASSERT(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
     CU_ASSERT(took < drain_ms + 10000);
@@ -167,7 +168,9 @@ static int all_dresults(void *arg)
  * letters; what it held is redelivered to the next dispatcher. */
 static void test_dispatcher_no_drain(void)
 {
-    th_cluster_opts_t o = {.latency = "5-20", .workers = 1, .worker_in_flight = 64,
+    th_cluster_opts_t o = {.latency = "5-20",
+                           .workers = 1,
+                           .worker_in_flight = 64,
                            .extra_config = "{\"dispatcher\": {\"drain_ms\": 0}}"};
     CU_ASSERT_FATAL(th_cluster_start(&cl, &o) == 0);
     CU_ASSERT_FATAL(th_cluster_submit(&cl, requests_file_n("disp", DREQUESTS)) == 0);
@@ -182,8 +185,12 @@ static void test_dispatcher_no_drain(void)
 
     char log2[512];
     snprintf(log2, sizeof(log2), "%s/dispatcher-2.log", cl.logdir);
-    const char *dargv[] = {th_bin("dispatcher/gantry-dispatcher"), "--config", cl.config, "--id",
-                           "dispatcher-e2e-2", NULL};
+    const char *dargv[] = {th_bin("dispatcher/gantry-dispatcher"),
+                           "--config",
+                           cl.config,
+                           "--id",
+                           "dispatcher-e2e-2",
+                           NULL};
     CU_ASSERT_FATAL(th_proc_start(&cl.dispatcher, dargv, log2) == 0);
     CU_ASSERT_FATAL(th_poll(all_dresults, NULL, 120000));
     CU_ASSERT(th_poll(th_cluster_usage_complete, &cl, 30000));

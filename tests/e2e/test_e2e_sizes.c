@@ -30,11 +30,10 @@ static int produce_big(const char *value, size_t len)
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
     if (!rk)
         return -1;
-    rd_kafka_resp_err_t e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("gantry.requests"),
-                                              RD_KAFKA_V_KEY(BIG, strlen(BIG)),
-                                              RD_KAFKA_V_VALUE((void *)value, len),
-                                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                              RD_KAFKA_V_END);
+    rd_kafka_resp_err_t e =
+        rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("gantry.requests"), RD_KAFKA_V_KEY(BIG, strlen(BIG)),
+                          RD_KAFKA_V_VALUE((void *)value, len),
+                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
     int left = rd_kafka_flush(rk, 20000) == RD_KAFKA_RESP_ERR_NO_ERROR ? 0 : 1;
     rd_kafka_destroy(rk);
     return e == RD_KAFKA_RESP_ERR_NO_ERROR && !left ? 0 : -1;
@@ -63,7 +62,7 @@ static json_t *find(const char *topic, const char *rid, size_t *len)
     json_t *all = th_kafka_read_all(cl.bootstrap, topic), *found = NULL;
     size_t i;
     json_t *m;
-    json_array_foreach(all, i, m) {
+    json_array_foreach (all, i, m) {
         json_t *v = json_loads(json_string_value(json_object_get(m, "value")), 0, NULL);
         if (v && json_is_string(json_object_get(v, "request_id")) &&
             strcmp(json_string_value(json_object_get(v, "request_id")), rid) == 0) {

@@ -60,26 +60,26 @@ static int send_requests(void)
         return -1;
     int rc = 0;
     for (int i = 0; i <= ECHO && rc == 0; i++) {
-        json_t *req = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "schema", "gantry.request.v1",
-                                "request_id", rid(i), "tenant_id", "trace-tenant", "kind",
-                                "generate", "model", i == ECHO ? "echo"
-                                                     : i >= N_HAI && i < N_HAI + N_OAI ? "gpt"
-                                                                                       : "small",
-                                "input", prompts[i]);
+        json_t *req =
+            json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "schema", "gantry.request.v1", "request_id",
+                      rid(i), "tenant_id", "trace-tenant", "kind", "generate", "model",
+                      i == ECHO                         ? "echo"
+                      : i >= N_HAI && i < N_HAI + N_OAI ? "gpt"
+                                                        : "small",
+                      "input", prompts[i]);
         char *text = json_dumps(req, JSON_COMPACT);
         json_decref(req);
-        const char *tp = i < N_HAI                ? "00-" TRACE_A "-" SPAN_A "-01"
-                         : i < N_HAI + N_OAI      ? "00-" TRACE_B "-" SPAN_B "-01"
+        const char *tp = i < N_HAI                            ? "00-" TRACE_A "-" SPAN_A "-01"
+                         : i < N_HAI + N_OAI                  ? "00-" TRACE_B "-" SPAN_B "-01"
                          : i >= N_HAI + N_OAI + 1 && i < ECHO ? "00-" TRACE_A "-0000000000000000-01"
-                         : i == N_HAI + N_OAI     ? NULL
-                                                  : "00-" TRACE_B "-" SPAN_B "-01";
+                         : i == N_HAI + N_OAI                 ? NULL
+                                                              : "00-" TRACE_B "-" SPAN_B "-01";
         rd_kafka_resp_err_t e;
         if (tp)
-            e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("gantry.requests"),
-                                  RD_KAFKA_V_KEY(rid(i), strlen(rid(i))),
-                                  RD_KAFKA_V_VALUE(text, strlen(text)),
-                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                  RD_KAFKA_V_HEADER("traceparent", tp, -1), RD_KAFKA_V_END);
+            e = rd_kafka_producev(
+                rk, RD_KAFKA_V_TOPIC("gantry.requests"), RD_KAFKA_V_KEY(rid(i), strlen(rid(i))),
+                RD_KAFKA_V_VALUE(text, strlen(text)), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                RD_KAFKA_V_HEADER("traceparent", tp, -1), RD_KAFKA_V_END);
         else
             e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("gantry.requests"),
                                   RD_KAFKA_V_KEY(rid(i), strlen(rid(i))),
@@ -103,8 +103,8 @@ static int all_results(void *arg)
 static int all_usage_rows(void *arg)
 {
     (void)arg;
-    return th_sql_long(cl.conninfo, "SELECT count(*) FROM usage WHERE tenant_id = 'trace-tenant'") >=
-           N_ALL;
+    return th_sql_long(cl.conninfo,
+                       "SELECT count(*) FROM usage WHERE tenant_id = 'trace-tenant'") >= N_ALL;
 }
 
 /* The trace id of a traceparent ("" when absent or malformed), in a rotating buffer. */
@@ -142,7 +142,7 @@ static int check_topic(const char *topic, char fresh[2][33])
     size_t k;
     json_t *m;
     int n = 0;
-    json_array_foreach(all, k, m) {
+    json_array_foreach (all, k, m) {
         json_t *v = json_loads(json_string_value(json_object_get(m, "value")), 0, NULL);
         int i = request_index(json_string_value(json_object_get(v, "request_id")));
         json_decref(v);
@@ -186,23 +186,23 @@ static json_t *collected_spans(void)
         CU_ASSERT(doc != NULL);
         size_t i, j, k;
         json_t *rs, *ss, *sp;
-        json_array_foreach(json_object_get(doc, "resourceSpans"), i, rs) {
-            json_t *attr = json_array_get(
-                json_object_get(json_object_get(rs, "resource"), "attributes"), 0);
-            const char *svc = json_string_value(
-                json_object_get(json_object_get(attr, "value"), "stringValue"));
-            CU_ASSERT(svc && (strcmp(svc, "gantry-dispatcher") == 0 ||
-                              strcmp(svc, "gantry-worker") == 0));
-            json_array_foreach(json_object_get(rs, "scopeSpans"), j, ss)
-                json_array_foreach(json_object_get(ss, "spans"), k, sp) {
+        json_array_foreach (json_object_get(doc, "resourceSpans"), i, rs) {
+            json_t *attr =
+                json_array_get(json_object_get(json_object_get(rs, "resource"), "attributes"), 0);
+            const char *svc =
+                json_string_value(json_object_get(json_object_get(attr, "value"), "stringValue"));
+            CU_ASSERT(svc &&
+                      (strcmp(svc, "gantry-dispatcher") == 0 || strcmp(svc, "gantry-worker") == 0));
+            json_array_foreach (json_object_get(rs, "scopeSpans"), j, ss)
+                json_array_foreach (json_object_get(ss, "spans"), k, sp) {
                     const char *tid = json_string_value(json_object_get(sp, "traceId"));
                     const char *sid = json_string_value(json_object_get(sp, "spanId"));
                     const char *st = json_string_value(json_object_get(sp, "startTimeUnixNano"));
                     const char *en = json_string_value(json_object_get(sp, "endTimeUnixNano"));
                     CU_ASSERT(tid && strlen(tid) == 32 && sid && strlen(sid) == 16);
                     CU_ASSERT(st && en && strtoll(en, NULL, 10) >= strtoll(st, NULL, 10));
-                    CU_ASSERT(json_is_integer(json_object_get(json_object_get(sp, "status"),
-                                                              "code")));
+                    CU_ASSERT(
+                        json_is_integer(json_object_get(json_object_get(sp, "status"), "code")));
                     CU_ASSERT(json_is_array(json_object_get(sp, "attributes")));
                     if (sid) {
                         json_t *copy = json_deep_copy(sp);
@@ -222,7 +222,7 @@ static json_t *named(json_t *by_id, const char *trace, const char *name)
     json_t *out = json_array();
     const char *k;
     json_t *sp;
-    json_object_foreach(by_id, k, sp) {
+    json_object_foreach (by_id, k, sp) {
         if (strcmp(json_string_value(json_object_get(sp, "traceId")), trace) == 0 &&
             strcmp(json_string_value(json_object_get(sp, "name")), name) == 0)
             json_array_append(out, sp);
@@ -234,9 +234,13 @@ static int spans_complete(void *arg)
 {
     (void)arg;
     json_t *by_id = collected_spans();
-    static const char *const want_a[] = {"dispatcher.intake", "worker.task", "hostedai.allocate",
-                                         "hostedai.inference", "hostedai.release",
-                                         "coordinator.result", NULL};
+    static const char *const want_a[] = {"dispatcher.intake",
+                                         "worker.task",
+                                         "hostedai.allocate",
+                                         "hostedai.inference",
+                                         "hostedai.release",
+                                         "coordinator.result",
+                                         NULL};
     int ok = 1;
     for (int i = 0; want_a[i]; i++) {
         json_t *l = named(by_id, TRACE_A, want_a[i]);
@@ -261,7 +265,7 @@ static int check_parents(json_t *by_id, const char *trace, const char *name,
     json_t *l = named(by_id, trace, name);
     size_t i;
     json_t *sp;
-    json_array_foreach(l, i, sp) {
+    json_array_foreach (l, i, sp) {
         const char *pid = json_string_value(json_object_get(sp, "parentSpanId"));
         CU_ASSERT_FATAL(pid != NULL);
         if (!parent_name) {
@@ -302,8 +306,14 @@ static int start(void)
     char *addr = openai_addr;
     snprintf(port, sizeof(port), "%d", th_free_port());
     snprintf(log, sizeof(log), "%s/trace-mock-openai.out", th_bin("tests"));
-    const char *oargv[] = {th_bin("tools/gantry-mock-openai"), "--port", port, "--api-key",
-                           OPENAI_KEY, "--latency-ms", "2-5", NULL};
+    const char *oargv[] = {th_bin("tools/gantry-mock-openai"),
+                           "--port",
+                           port,
+                           "--api-key",
+                           OPENAI_KEY,
+                           "--latency-ms",
+                           "2-5",
+                           NULL};
     if (th_proc_start(&openai, oargv, log) != 0 ||
         th_proc_wait_line(&openai, "listening=", addr, sizeof(openai_addr), 10000) != 0)
         return -1;
@@ -323,8 +333,8 @@ static int start(void)
              COLLECTOR_KEY);
     /* Faults make retries (and their spans); four in a row, which would fail a task, are
      * vanishingly rare at 5%. */
-    th_cluster_opts_t o = {.fail_rate = 0.05, .latency = "2-10", .workers = 2,
-                           .extra_config = extra};
+    th_cluster_opts_t o = {
+        .fail_rate = 0.05, .latency = "2-10", .workers = 2, .extra_config = extra};
     return th_cluster_start(&cl, &o);
 }
 
@@ -350,7 +360,7 @@ static void test_trace_and_logs(void)
     size_t k;
     json_t *m;
     int echo_seen = 0;
-    json_array_foreach(all, k, m) {
+    json_array_foreach (all, k, m) {
         json_t *v = json_loads(json_string_value(json_object_get(m, "value")), 0, NULL);
         const char *id = json_string_value(json_object_get(v, "request_id"));
         if (id && strcmp(id, rid(ECHO)) == 0) {
@@ -388,8 +398,8 @@ static void test_trace_and_logs(void)
     json_decref(ids);
     snprintf(url, sizeof(url), "http://%s/v1/stats", openai_addr);
     json_t *stats = th_http_json(url, OPENAI_KEY);
-    const char *otp = json_string_value(
-        json_object_get(json_object_get(stats, "last_request"), "traceparent"));
+    const char *otp =
+        json_string_value(json_object_get(json_object_get(stats, "last_request"), "traceparent"));
     TH_EQ_STR(trace_of(otp), TRACE_B);
     json_decref(stats);
 
@@ -416,7 +426,7 @@ static void test_trace_and_logs(void)
 
 /* ---- logs ------------------------------------------------------------------------ */
 
-static json_t *outputs;   /* the output texts of the results */
+static json_t *outputs; /* the output texts of the results */
 
 static void collect_outputs(void)
 {
@@ -424,7 +434,7 @@ static void collect_outputs(void)
     json_t *all = th_kafka_read_all(cl.bootstrap, "gantry.results");
     size_t k;
     json_t *m;
-    json_array_foreach(all, k, m) {
+    json_array_foreach (all, k, m) {
         json_t *v = json_loads(json_string_value(json_object_get(m, "value")), 0, NULL);
         const char *text = json_string_value(json_object_get(json_object_get(v, "output"), "text"));
         if (request_index(json_string_value(json_object_get(v, "request_id"))) >= 0 && text &&
@@ -455,10 +465,11 @@ static void check_line(const char *file, int lineno, const char *line, long *tas
     }
     size_t k;
     json_t *o;
-    json_array_foreach(outputs, k, o) if (strstr(line, json_string_value(o))) {
-        fprintf(stderr, "  %s:%d holds an output: %.200s\n", file, lineno, line);
-        CU_FAIL("output in a log line");
-    }
+    json_array_foreach (outputs, k, o)
+        if (strstr(line, json_string_value(o))) {
+            fprintf(stderr, "  %s:%d holds an output: %.200s\n", file, lineno, line);
+            CU_FAIL("output in a log line");
+        }
 
     json_error_t e;
     json_t *j = json_loads(line, JSON_REJECT_DUPLICATES, &e);
@@ -528,7 +539,7 @@ static void test_logs(void)
     }
     closedir(dir);
     fprintf(stderr, "  %ld log lines in %d files, %ld about a task\n", lines, files, task_lines);
-    TH_EQ_INT(files, 3); /* the dispatcher and two workers */
+    TH_EQ_INT(files, 3);            /* the dispatcher and two workers */
     CU_ASSERT(task_lines >= N_ALL); /* one "task succeeded" line per task at least */
     json_decref(outputs);
 }

@@ -61,7 +61,7 @@ json_t *th_fault_results(th_cluster_t *c)
 {
     json_t *all = th_kafka_read_all(c->bootstrap, "gantry.results"), *by = json_object(), *m;
     size_t i;
-    json_array_foreach(all, i, m) {
+    json_array_foreach (all, i, m) {
         json_t *r = json_loads(json_string_value(json_object_get(m, "value")), 0, NULL);
         const char *id = json_string_value(json_object_get(r, "request_id"));
         if (!id)
@@ -81,12 +81,12 @@ json_t *th_fault_dlq(th_cluster_t *c)
 {
     json_t *all = th_kafka_read_all(c->bootstrap, "gantry.dlq"), *out = json_array(), *m;
     size_t i;
-    json_array_foreach(all, i, m) {
+    json_array_foreach (all, i, m) {
         json_t *v = json_object_get(m, "value");
         json_t *e = json_loads(json_string_value(v), 0, NULL);
-        json_array_append_new(out, json_pack("{s:I, s:o}", "bytes",
-                                             (json_int_t)json_string_length(v),
-                                             "entry", e ? e : json_null()));
+        json_array_append_new(out,
+                              json_pack("{s:I, s:o}", "bytes", (json_int_t)json_string_length(v),
+                                        "entry", e ? e : json_null()));
     }
     json_decref(all);
     return out;
@@ -106,7 +106,7 @@ static long missing_results(th_cluster_t *c, json_t *ids)
     json_t *by = th_fault_results(c), *v;
     size_t i;
     long missing = 0;
-    json_array_foreach(ids, i, v)
+    json_array_foreach (ids, i, v)
         missing += json_object_get(by, json_string_value(v)) == NULL;
     json_decref(by);
     return missing;
@@ -124,8 +124,8 @@ int th_fault_wait_results(th_cluster_t *c, json_t *ids, int timeout_ms)
         struct timespec ts = {0, 200 * 1000000};
         nanosleep(&ts, NULL); /* between two reads of the topic, not waiting for a condition */
     }
-    fprintf(stderr, "  %ld of %ld requests without a result after %d ms\n",
-            missing_results(c, ids), n, timeout_ms);
+    fprintf(stderr, "  %ld of %ld requests without a result after %d ms\n", missing_results(c, ids),
+            n, timeout_ms);
     return 0;
 }
 
@@ -142,9 +142,9 @@ static int nothing_stuck(void *arg)
         char w[512];
         long lag = th_group_lag(a->c->bootstrap, inputs[i].group, inputs[i].topic, w, sizeof(w));
         if (lag != 0) {
-            snprintf(a->why + strlen(a->why), sizeof(a->why) - strlen(a->why),
-                     "%s%s on %s: %s%s", a->why[0] ? "; " : "", inputs[i].group,
-                     inputs[i].topic, lag < 0 ? "offsets unreadable" : "lag ", lag < 0 ? "" : w);
+            snprintf(a->why + strlen(a->why), sizeof(a->why) - strlen(a->why), "%s%s on %s: %s%s",
+                     a->why[0] ? "; " : "", inputs[i].group, inputs[i].topic,
+                     lag < 0 ? "offsets unreadable" : "lag ", lag < 0 ? "" : w);
             return 0;
         }
     }
@@ -163,7 +163,7 @@ int th_fault_check(th_cluster_t *c, const th_fault_expect_t *e)
     json_t *by = th_fault_results(c), *v, *want = json_object();
     size_t i;
     const char *id;
-    json_array_foreach(e->request_ids, i, v) {
+    json_array_foreach (e->request_ids, i, v) {
         json_object_set_new(want, json_string_value(v), json_true());
         json_t *list = json_object_get(by, json_string_value(v));
         if (!list && none++ < 5)
@@ -171,13 +171,13 @@ int th_fault_check(th_cluster_t *c, const th_fault_expect_t *e)
         if (json_array_size(list) > 1 && dup++ < 5) {
             char *a = json_dumps(json_array_get(list, 0), JSON_COMPACT);
             char *b = json_dumps(json_array_get(list, 1), JSON_COMPACT);
-            fprintf(stderr, "  request %s has %zu results: %.200s | %.200s\n",
-                    json_string_value(v), json_array_size(list), a, b);
+            fprintf(stderr, "  request %s has %zu results: %.200s | %.200s\n", json_string_value(v),
+                    json_array_size(list), a, b);
             free(a);
             free(b);
         }
     }
-    json_object_foreach(by, id, v)
+    json_object_foreach (by, id, v)
         if (!json_object_get(want, id) && extra++ < 5)
             fprintf(stderr, "  result for a request never submitted: %s\n", id);
     TH_EQ_INT(none, 0);
@@ -212,8 +212,8 @@ int th_fault_check(th_cluster_t *c, const th_fault_expect_t *e)
         CU_FAIL("committed offsets behind the end of an input topic");
         broken++;
     }
-    fprintf(stderr, "  invariants checked in %lld ms: %d broken\n",
-            (long long)(th_now_ms() - t0), broken);
+    fprintf(stderr, "  invariants checked in %lld ms: %d broken\n", (long long)(th_now_ms() - t0),
+            broken);
     json_decref(want);
     json_decref(by);
     return broken;
@@ -247,10 +247,10 @@ int th_fault_produce(th_cluster_t *c, const char *topic, const char *key, const 
         fprintf(stderr, "  producer: %s\n", err);
         return -1;
     }
-    rd_kafka_resp_err_t e = rd_kafka_producev(
-        rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
-        RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-        RD_KAFKA_V_END);
+    rd_kafka_resp_err_t e =
+        rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
+                          RD_KAFKA_V_VALUE((void *)value, len),
+                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
     if (e == RD_KAFKA_RESP_ERR_NO_ERROR && (e = rd_kafka_flush(rk, 30000)) == 0)
         e = delivered;
     if (e)
@@ -274,8 +274,8 @@ int th_fault_submit(th_cluster_t *c, const char *path)
     if (!cpath)
         return -1;
     snprintf(log, sizeof(log), "%s/submit.log", c->logdir);
-    const char *argv[] = {th_bin("tools/gantry"), "submit", "--config", cpath, "--file", path,
-                          NULL};
+    const char *argv[] = {
+        th_bin("tools/gantry"), "submit", "--config", cpath, "--file", path, NULL};
     if (th_proc_start(&p, argv, log) != 0)
         return -1;
     return th_proc_stop(&p, 0, 120000) == 0 ? 0 : -1;

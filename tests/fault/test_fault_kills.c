@@ -37,9 +37,9 @@ static void test_kills(void)
     int64_t t0 = th_now_ms();
     for (int k = 0; k < KILLS; k++) {
         int target = rand() % (WORKERS + 2);
-        th_proc_t *p = target < WORKERS ? &cl.workers[target]
-                     : target == WORKERS ? &cl.dispatcher
-                                         : &dispatcher2;
+        th_proc_t *p = target < WORKERS    ? &cl.workers[target]
+                       : target == WORKERS ? &cl.dispatcher
+                                           : &dispatcher2;
         kill(p->pid, SIGKILL);
         th_proc_stop(p, SIGKILL, 5000);
         th_fault_hold(1000); /* restarted a second later, as systemd would */

@@ -47,7 +47,7 @@ static long held_by_live_worker0(json_t *dead, int add)
     json_t *doc = th_http_json(url, MOCK_KEY), *a, *seen = json_object();
     size_t i;
     long n = 0;
-    json_array_foreach(json_object_get(doc, "allocations"), i, a) {
+    json_array_foreach (json_object_get(doc, "allocations"), i, a) {
         const char *inc =
             json_string_value(json_object_get(json_object_get(a, "labels"), "incarnation"));
         if (!inc || json_object_get(dead, inc))
@@ -67,7 +67,6 @@ static int live_worker0_holds(void *dead)
 {
     return held_by_live_worker0(dead, 0) >= 8;
 }
-
 
 /* A fixed pause that is part of a scenario (never a wait for a condition). */
 static void pause_ms(long ms)
@@ -110,7 +109,9 @@ static void end_invariants(long requests)
 static void test_slow_allocate(void)
 {
     const char *margs[] = {"--alloc-latency-ms", "0-900", "--seed", "5", NULL};
-    th_cluster_opts_t o = {.latency = "5-20", .workers = 2, .worker_in_flight = 64,
+    th_cluster_opts_t o = {.latency = "5-20",
+                           .workers = 2,
+                           .worker_in_flight = 64,
                            .mock_args = margs,
                            /* The breaker would (rightly) call this pool broken and end
                             * the point of the case: timeouts only here. */
@@ -135,13 +136,16 @@ static void test_slow_allocate(void)
 static void test_small_pool(void)
 {
     const long n = 1500; /* 3,000 takes ~2 min on 2 shared cores: half keeps the point */
-    th_cluster_opts_t o = {.latency = "20-60", .workers = 2, .worker_in_flight = 128,
+    th_cluster_opts_t o = {.latency = "20-60",
+                           .workers = 2,
+                           .worker_in_flight = 128,
                            .capacity_tflops = "500", /* 50 small (10) or 12 large (40) */
                            .extra_config = "{\"worker\": {\"retry\": {\"max_ms\": 1000}}}"};
     CU_ASSERT_EQUAL_FATAL(th_cluster_start(&cl, &o), 0);
     CU_ASSERT_EQUAL_FATAL(submit(n, 22, "cap"), 0);
     end_invariants(n);
-    long failed = th_sql_long(cl.conninfo, "SELECT count(*) FROM tasks WHERE status <> 'succeeded'");
+    long failed =
+        th_sql_long(cl.conninfo, "SELECT count(*) FROM tasks WHERE status <> 'succeeded'");
     long full = th_mock_stat(&cl, "rejected_pool_full");
     fprintf(stderr, "  %ld capacity answers, %ld tasks not succeeded, peak %ld requests\n", full,
             failed, th_mock_stat(&cl, "peak_concurrent_requests"));
@@ -194,7 +198,9 @@ static void test_kill_restart_same_id(void)
  * session, while workers run long tasks: nothing of a live worker is reaped. */
 static void test_dispatcher_restart(void)
 {
-    th_cluster_opts_t o = {.latency = "30000-30000", .workers = 2, .worker_in_flight = 64,
+    th_cluster_opts_t o = {.latency = "30000-30000",
+                           .workers = 2,
+                           .worker_in_flight = 64,
                            .extra_config = "{\"kafka\": {\"consumer_properties\":"
                                            " {\"session.timeout.ms\": \"10000\"}},"
                                            " \"reaper\": {\"lease_ttl_ms\": 10000}}"};
@@ -206,8 +212,12 @@ static void test_dispatcher_restart(void)
     th_proc_stop(&cl.dispatcher, SIGKILL, 5000);
     char log[512];
     snprintf(log, sizeof(log), "%s/dispatcher-run2.log", cl.logdir);
-    const char *argv[] = {th_bin("dispatcher/gantry-dispatcher"), "--config", cl.config, "--id",
-                          "dispatcher-e2e", NULL};
+    const char *argv[] = {th_bin("dispatcher/gantry-dispatcher"),
+                          "--config",
+                          cl.config,
+                          "--id",
+                          "dispatcher-e2e",
+                          NULL};
     CU_ASSERT_EQUAL_FATAL(th_proc_start(&cl.dispatcher, argv, log), 0);
     fprintf(stderr, "  dispatcher restarted with %ld allocations of live workers out\n", before);
     end_invariants(60);
@@ -225,7 +235,9 @@ static void test_dispatcher_restart(void)
 static void test_release_failing(void)
 {
     const char *margs[] = {"--release-fail-ms", "8000", NULL};
-    th_cluster_opts_t o = {.latency = "5-20", .workers = 2, .worker_in_flight = 64,
+    th_cluster_opts_t o = {.latency = "5-20",
+                           .workers = 2,
+                           .worker_in_flight = 64,
                            .mock_args = margs,
                            .extra_config = "{\"worker\": {\"timeouts\": {\"release_ms\": 1000}}}"};
     CU_ASSERT_EQUAL_FATAL(th_cluster_start(&cl, &o), 0);

@@ -13,10 +13,11 @@ static th_cluster_t cl;
 static void test_produce_refused(void)
 {
     char path[512];
-    th_cluster_opts_t o = {
-        .latency = "5-20", .workers = 2, .worker_in_flight = 64,
-        .extra_config = "{\"kafka\": {\"producer_properties\":"
-                        " {\"queue.buffering.max.messages\": \"10\"}}}"};
+    th_cluster_opts_t o = {.latency = "5-20",
+                           .workers = 2,
+                           .worker_in_flight = 64,
+                           .extra_config = "{\"kafka\": {\"producer_properties\":"
+                                           " {\"queue.buffering.max.messages\": \"10\"}}}"};
     CU_ASSERT_EQUAL_FATAL(th_cluster_start(&cl, &o), 0);
     json_t *ids = th_fault_requests(&cl, "requests.jsonl", REQUESTS, 43, path, sizeof(path));
     CU_ASSERT_PTR_NOT_NULL_FATAL(ids);

@@ -53,7 +53,7 @@ static int find_key(json_t *j, const char *part, json_t **out)
     json_t *v;
     size_t i;
     if (json_is_object(j)) {
-        json_object_foreach(j, k, v) {
+        json_object_foreach (j, k, v) {
             if (strstr(k, part) && !json_is_object(v)) {
                 *out = v;
                 return 1;
@@ -62,7 +62,7 @@ static int find_key(json_t *j, const char *part, json_t **out)
                 return 1;
         }
     } else if (json_is_array(j)) {
-        json_array_foreach(j, i, v)
+        json_array_foreach (j, i, v)
             if (find_key(v, part, out))
                 return 1;
     }
@@ -93,7 +93,7 @@ static void check_big(json_t *by, json_t *dlq)
         for (int k = 0; k < SHA256_DIGEST_LENGTH; k++)
             snprintf(hex + 2 * k, 3, "%02x", md[k]);
         json_t *d;
-        json_array_foreach(dlq, i, d) {
+        json_array_foreach (dlq, i, d) {
             json_t *e = json_object_get(d, "entry");
             const char *rid = json_string_value(json_object_get(e, "request_id"));
             if (!rid || strcmp(rid, big[b].id) != 0)
@@ -120,16 +120,19 @@ static void check_big(json_t *by, json_t *dlq)
 static void test_sizes(void)
 {
     char path[512];
-    th_cluster_opts_t o = {.latency = "5-20", .workers = 2, .worker_in_flight = 64,
-                           .extra_config = "{\"models\": {\"small\": {\"max_input_chars\": 100000}}}"};
+    th_cluster_opts_t o = {.latency = "5-20",
+                           .workers = 2,
+                           .worker_in_flight = 64,
+                           .extra_config =
+                               "{\"models\": {\"small\": {\"max_input_chars\": 100000}}}"};
     CU_ASSERT_EQUAL_FATAL(th_cluster_start(&cl, &o), 0);
     json_t *ids = th_fault_requests(&cl, "requests.jsonl", NORMAL, 47, path, sizeof(path));
     CU_ASSERT_PTR_NOT_NULL_FATAL(ids);
     CU_ASSERT_EQUAL_FATAL(th_fault_submit(&cl, path), 0);
     /* 20 MB under Kafka's default limit: the producer is told, nothing is stored. */
     char *huge = make_body("big-20m-large", "large", 20 * 1000 * 1000);
-    CU_ASSERT(th_fault_produce(&cl, "gantry.requests", "big-20m-large", huge, strlen(huge),
-                               LIMIT) != 0);
+    CU_ASSERT(
+        th_fault_produce(&cl, "gantry.requests", "big-20m-large", huge, strlen(huge), LIMIT) != 0);
     free(huge);
     for (size_t b = 0; b < N_BIG; b++) {
         bodies[b] = make_body(big[b].id, big[b].model, big[b].chars);

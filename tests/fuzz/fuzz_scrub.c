@@ -31,8 +31,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     static const unsigned char key[] = "fuzz-key";
     for (int mode = GT_SCRUB_MASK; mode <= GT_SCRUB_REMOVE; mode++) {
-        gt_scrub_t *s = gt_scrub_new(&(gt_scrub_opts_t){.mode = (gt_scrub_mode_t)mode,
-                                                        .key = key, .key_len = 8});
+        gt_scrub_t *s = gt_scrub_new(
+            &(gt_scrub_opts_t){.mode = (gt_scrub_mode_t)mode, .key = key, .key_len = 8});
         if (!s)
             abort();
         char *out = NULL;

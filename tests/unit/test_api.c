@@ -5,8 +5,7 @@
 #include "api.h"
 #include "harness.h"
 
-static const char base[] =
-    "{\"kafka\": {\"bootstrap_servers\": \"127.0.0.1:9092\"}, \"api\": %s}";
+static const char base[] = "{\"kafka\": {\"bootstrap_servers\": \"127.0.0.1:9092\"}, \"api\": %s}";
 
 static int load(const char *api, gt_api_config_t *ac, char *err, size_t len)
 {
@@ -48,13 +47,16 @@ static void test_openai_map(void)
 {
     gt_api_config_t ac;
     char err[256], why[256];
-    TH_EQ_INT(load("{\"models\": {\"gpt-4o-mini\": \"small\", \"*\": \"auto\"}}", &ac, err,
-                   sizeof(err)), 0);
-    json_t *body = json_loads("{\"model\": \"gpt-4o-mini\", \"max_tokens\": 9, \"temperature\": 0.5,"
-                              " \"stop\": \"END\", \"messages\": [{\"role\": \"developer\","
-                              " \"content\": \"be brief\"}, {\"role\": \"user\", \"content\":"
-                              " [{\"type\": \"text\", \"text\": \"a\"}, {\"type\": \"text\","
-                              " \"text\": \"b\"}]}]}", 0, NULL);
+    TH_EQ_INT(
+        load("{\"models\": {\"gpt-4o-mini\": \"small\", \"*\": \"auto\"}}", &ac, err, sizeof(err)),
+        0);
+    json_t *body =
+        json_loads("{\"model\": \"gpt-4o-mini\", \"max_tokens\": 9, \"temperature\": 0.5,"
+                   " \"stop\": \"END\", \"messages\": [{\"role\": \"developer\","
+                   " \"content\": \"be brief\"}, {\"role\": \"user\", \"content\":"
+                   " [{\"type\": \"text\", \"text\": \"a\"}, {\"type\": \"text\","
+                   " \"text\": \"b\"}]}]}",
+                   0, NULL);
     json_t *r = gt_api_openai_body(&ac, "/v1/chat/completions", body, why, sizeof(why));
     CU_ASSERT_PTR_NOT_NULL_FATAL(r);
     TH_EQ_STR(json_string_value(json_object_get(r, "kind")), "chat");
@@ -85,12 +87,22 @@ static void test_openai_map(void)
     json_decref(r);
     json_decref(body);
 
-    static const struct { const char *endpoint, *body, *why; } bad[] = {
+    static const struct {
+        const char *endpoint, *body, *why;
+    } bad[] = {
         {"/v1/chat/completions", "{\"model\": \"m\"}", "messages"},
-        {"/v1/chat/completions", "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}", "model"},
-        {"/v1/chat/completions", "{\"model\": \"m\", \"messages\": [{\"role\": \"wizard\", \"content\": \"x\"}]}", "role"},
-        {"/v1/chat/completions", "{\"model\": \"m\", \"stream\": true, \"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}", "stream"},
-        {"/v1/chat/completions", "{\"model\": \"m\", \"temperature\": 3, \"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}", "temperature"},
+        {"/v1/chat/completions", "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}",
+         "model"},
+        {"/v1/chat/completions",
+         "{\"model\": \"m\", \"messages\": [{\"role\": \"wizard\", \"content\": \"x\"}]}", "role"},
+        {"/v1/chat/completions",
+         "{\"model\": \"m\", \"stream\": true, \"messages\": [{\"role\": \"user\", \"content\": "
+         "\"x\"}]}",
+         "stream"},
+        {"/v1/chat/completions",
+         "{\"model\": \"m\", \"temperature\": 3, \"messages\": [{\"role\": \"user\", \"content\": "
+         "\"x\"}]}",
+         "temperature"},
         {"/v1/completions", "{\"model\": \"m\", \"prompt\": 5}", "prompt"},
         {"/v1/embeddings", "{\"model\": \"m\", \"input\": [1, 2]}", "input"},
         {"/v1/responses", "{\"model\": \"m\"}", "endpoint"},
@@ -113,7 +125,8 @@ static void test_anthropic_map(void)
     TH_EQ_INT(load("{}", &ac, err, sizeof(err)), 0);
     json_t *p = json_loads("{\"model\": \"claude\", \"max_tokens\": 5, \"system\": \"s\","
                            " \"stop_sequences\": [\"x\"],"
-                           " \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}", 0, NULL);
+                           " \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}",
+                           0, NULL);
     json_t *r = gt_api_anthropic_params(&ac, p, why, sizeof(why));
     CU_ASSERT_PTR_NOT_NULL_FATAL(r);
     json_t *msgs = json_object_get(json_object_get(r, "input"), "messages");
@@ -122,8 +135,9 @@ static void test_anthropic_map(void)
     TH_EQ_STR(json_string_value(json_object_get(r, "model")), "claude");
     json_decref(r);
     json_decref(p);
-    p = json_loads("{\"model\": \"claude\", \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}",
-                   0, NULL);
+    p = json_loads(
+        "{\"model\": \"claude\", \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}", 0,
+        NULL);
     CU_ASSERT_PTR_NULL(gt_api_anthropic_params(&ac, p, why, sizeof(why)));
     CU_ASSERT_PTR_NOT_NULL(strstr(why, "max_tokens"));
     json_decref(p);

@@ -97,8 +97,8 @@ static const char *event(char *buf, size_t len, const char *id, const char *tena
     return buf;
 }
 
-static long long one(PGconn *c, const char *id, const char *tenant, const char *model,
-                     long prompt, long completion, const char *alloc_s, const char *at)
+static long long one(PGconn *c, const char *id, const char *tenant, const char *model, long prompt,
+                     long completion, const char *alloc_s, const char *at)
 {
     char ev[2048], arr[2100];
     event(ev, sizeof(ev), id, tenant, model, prompt, completion, alloc_s, at);
@@ -135,20 +135,28 @@ static void test_price_change_mid_period(void)
     TH_EQ_INT(num(c, "SELECT price_id FROM usage WHERE event_id = 'e2'"), v2);
     /* e1: 500 + 2000 + 2.5 s * 700 (GPU class 40 TFLOPS/8 GB) + 100 */
     TH_EQ_INT(num(c, "SELECT cost_prompt_micros FROM usage WHERE event_id = 'e1'"), 500);
-    TH_EQ_INT(num(c, "SELECT cost_micros FROM usage WHERE event_id = 'e1'"), 500 + 2000 + 1750 + 100);
+    TH_EQ_INT(num(c, "SELECT cost_micros FROM usage WHERE event_id = 'e1'"),
+              500 + 2000 + 1750 + 100);
     /* e2: 333 * 3 = 999, the new version has no GPU classes: 2.5 s * 10 */
     TH_EQ_INT(num(c, "SELECT cost_micros FROM usage WHERE event_id = 'e2'"), 999 + 2000 + 25 + 100);
     TH_EQ_INT(num(c, "SELECT billing_invoice_run('2026-09-01')"), 1);
     /* one line per price version and component */
     TH_EQ_INT(num(c, "SELECT count(DISTINCT price_id) FROM invoice_lines"), 2);
-    TH_EQ_INT(num(c, "SELECT amount_micros FROM invoice_lines WHERE price_id = %lld"
-                     " AND component = 'prompt_tokens'", v1), 500);
-    TH_EQ_INT(num(c, "SELECT unit_price_micros FROM invoice_lines WHERE price_id = %lld"
-                     " AND component = 'prompt_tokens'", v2), 3000);
+    TH_EQ_INT(num(c,
+                  "SELECT amount_micros FROM invoice_lines WHERE price_id = %lld"
+                  " AND component = 'prompt_tokens'",
+                  v1),
+              500);
+    TH_EQ_INT(num(c,
+                  "SELECT unit_price_micros FROM invoice_lines WHERE price_id = %lld"
+                  " AND component = 'prompt_tokens'",
+                  v2),
+              3000);
     TH_EQ_INT(num(c, "SELECT total_micros FROM invoices"), 4350 + 3124);
     /* a tenant override wins over the list price while in force */
-    price(c, "{\"provider\":\"hostedai\",\"model\":\"m1\",\"tenant_id\":\"vip\",\"currency\":\"USD\","
-             "\"effective_from\":\"2026-01-01T00:00:00Z\",\"prompt_per_1k_micros\":1}");
+    price(c,
+          "{\"provider\":\"hostedai\",\"model\":\"m1\",\"tenant_id\":\"vip\",\"currency\":\"USD\","
+          "\"effective_from\":\"2026-01-01T00:00:00Z\",\"prompt_per_1k_micros\":1}");
     TH_EQ_INT(one(c, "e3", "vip", "m1", 1000, 0, "0", "2026-10-01T00:00:00Z"), 1);
     TH_EQ_INT(num(c, "SELECT cost_micros FROM usage WHERE event_id = 'e3'"), 1);
     /* prices are never edited in place */
@@ -163,7 +171,8 @@ static void test_price_change_mid_period(void)
                                NULL, NULL, 0);
     CU_ASSERT(PQresultStatus(r) == PGRES_FATAL_ERROR);
     PQclear(r);
-    TH_EQ_INT(num(c, "SELECT count(*) FROM prices WHERE provider <> 'cache'"), 3); /* + 060's cache price */
+    TH_EQ_INT(num(c, "SELECT count(*) FROM prices WHERE provider <> 'cache'"),
+              3); /* + 060's cache price */
     PQfinish(c);
 }
 
@@ -177,9 +186,9 @@ static void test_invoice_run_idempotent_and_redelivery(void)
         char id[16], at[40];
         snprintf(id, sizeof(id), "x%d", i);
         snprintf(at, sizeof(at), "2026-10-0%dT10:00:00Z", i + 1);
-        off += (size_t)snprintf(batch + off, sizeof(batch) - off, "%s%s", i ? "," : "",
-                                event(ev, sizeof(ev), id, i == 2 ? "t2" : "t1", "m1", 1001, 7,
-                                      "0.333", at));
+        off += (size_t)snprintf(
+            batch + off, sizeof(batch) - off, "%s%s", i ? "," : "",
+            event(ev, sizeof(ev), id, i == 2 ? "t2" : "t1", "m1", 1001, 7, "0.333", at));
     }
     snprintf(batch + off, sizeof(batch) - off, "]");
     TH_EQ_INT(ledger(c, batch), 3);
@@ -201,7 +210,8 @@ static void test_invoice_run_idempotent_and_redelivery(void)
     TH_EQ_INT(num(c, "SELECT sum(amount_micros) FROM invoice_lines"), total);
     TH_EQ_INT(num(c, "SELECT count(*) FROM invoices i WHERE total_micros <>"
                      " (SELECT sum(amount_micros) FROM invoice_lines l"
-                     "   WHERE l.invoice_id = i.invoice_id)"), 0);
+                     "   WHERE l.invoice_id = i.invoice_id)"),
+              0);
     TH_EQ_INT(num(c, "SELECT total_micros FROM invoices WHERE tenant_id = 't1'"),
               num(c, "SELECT sum(cost_micros) FROM usage WHERE tenant_id = 't1'"));
     /* the current month cannot be invoiced before it ends */
@@ -241,7 +251,8 @@ static void test_late_usage_is_an_adjustment(void)
     TH_EQ_INT(num(c, "SELECT total_micros FROM invoices WHERE period = '2026-09-01'"), sept);
     TH_EQ_INT(num(c, "SELECT count(*) FROM invoice_lines l JOIN invoices i USING (invoice_id)"
                      " WHERE i.period = '2026-10-01' AND l.kind = 'adjustment'"
-                     " AND l.usage_period = '2026-09-01'"), 2); /* prompt + request */
+                     " AND l.usage_period = '2026-09-01'"),
+              2); /* prompt + request */
     long long s2 = num(c, "SELECT cost_micros FROM usage WHERE event_id = 's2'");
     long long o1 = num(c, "SELECT cost_micros FROM usage WHERE event_id = 'o1'");
     TH_EQ_INT(num(c, "SELECT adjustment_micros FROM invoices WHERE period = '2026-10-01'"), s2);
@@ -413,33 +424,39 @@ static void test_cli(void)
     off += (size_t)snprintf(batch + off, sizeof(batch) - off, "%s,",
                             event(ev, sizeof(ev), "c1", "acme", "llama-3.1-70b", 1000, 500, "2",
                                   "2026-10-01T10:00:00Z"));
-    snprintf(batch + off, sizeof(batch) - off, "%s]",
-             event(ev, sizeof(ev), "c2", "acme", "llama-3.1-70b", 3000, 0, "1",
-                   "2026-10-02T10:00:00Z"));
+    snprintf(
+        batch + off, sizeof(batch) - off, "%s]",
+        event(ev, sizeof(ev), "c2", "acme", "llama-3.1-70b", 3000, 0, "1", "2026-10-02T10:00:00Z"));
     TH_EQ_INT(ledger(c, batch), 2);
     /* acme's override (300 / 900 per 1k, 1000 per second) */
     long long total = num(c, "SELECT sum(cost_micros) FROM usage");
     TH_EQ_INT(total, 300 + 450 + 2000 + 900 + 1000);
-    TH_EQ_INT(cli(cfg, out, sizeof(out), "invoice", "run", "--period", "2026-10", NULL, NULL, NULL), 0);
+    TH_EQ_INT(cli(cfg, out, sizeof(out), "invoice", "run", "--period", "2026-10", NULL, NULL, NULL),
+              0);
     CU_ASSERT(strstr(out, "2026-10: 1 invoice(s) issued") != NULL);
-    TH_EQ_INT(cli(cfg, out, sizeof(out), "invoice", "run", "--period", "2026-10", NULL, NULL, NULL), 0);
+    TH_EQ_INT(cli(cfg, out, sizeof(out), "invoice", "run", "--period", "2026-10", NULL, NULL, NULL),
+              0);
     CU_ASSERT(strstr(out, "2026-10: 0 invoice(s) issued") != NULL);
-    TH_EQ_INT(cli(cfg, out, sizeof(out), "invoice", "show", "--period", "2026-10", "--tenant", "acme",
-                  NULL), 0);
+    TH_EQ_INT(cli(cfg, out, sizeof(out), "invoice", "show", "--period", "2026-10", "--tenant",
+                  "acme", NULL),
+              0);
     CU_ASSERT(strstr(out, "Total        0.004650 USD") != NULL);
-    TH_EQ_INT(cli(cfg, out, sizeof(out), "invoice", "export", "--period", "2026-10", "--format", "csv",
-                  NULL), 0);
+    TH_EQ_INT(cli(cfg, out, sizeof(out), "invoice", "export", "--period", "2026-10", "--format",
+                  "csv", NULL),
+              0);
     int lines = 0;
     for (const char *q = out; (q = strchr(q, '\n')); q++)
         lines++;
     TH_EQ_INT(lines, 1 + 3); /* header + prompt, completion, allocation */
-    TH_EQ_INT(cli(cfg, out, sizeof(out), "invoice", "export", "--period", "2026-10", "--format", "json",
-                  NULL), 0);
+    TH_EQ_INT(cli(cfg, out, sizeof(out), "invoice", "export", "--period", "2026-10", "--format",
+                  "json", NULL),
+              0);
     json_t *inv = json_loads(out, 0, NULL);
     TH_EQ_INT(json_integer_value(json_object_get(json_array_get(inv, 0), "total_micros")), total);
     json_decref(inv);
-    TH_EQ_INT(cli(cfg, out, sizeof(out), "usage", "--tenant", "acme", "--period", "2026-10", NULL,
-                  NULL), 0);
+    TH_EQ_INT(
+        cli(cfg, out, sizeof(out), "usage", "--tenant", "acme", "--period", "2026-10", NULL, NULL),
+        0);
     CU_ASSERT(strstr(out, "0.004650") != NULL);
 
     const char *match = th_tmpfile(".csv", "date,model,component,quantity\n"
@@ -448,14 +465,16 @@ static void test_cli(void)
                                            "2026-10-02,llama-3.1-70b,allocation_seconds,1.000\n"
                                            "2026-10-01,llama-3.1-70b,allocation_seconds,2\n");
     TH_EQ_INT(cli(cfg, out, sizeof(out), "reconcile", "--provider", "hostedai", "--file", match,
-                  "--period", "2026-10"), 0);
+                  "--period", "2026-10"),
+              0);
     CU_ASSERT(strstr(out, "0 difference(s)") != NULL);
     const char *diff = th_tmpfile(".csv", "date,model,component,quantity\n"
                                           "2026-10-01,llama-3.1-70b,prompt_tokens,1100\n"
                                           "2026-10-03,llama-3.1-70b,prompt_tokens,7\n"
                                           "2026-11-01,llama-3.1-70b,prompt_tokens,7\n");
     TH_EQ_INT(cli(cfg, out, sizeof(out), "reconcile", "--provider", "hostedai", "--file", diff,
-                  "--period", "2026-10"), 1);
+                  "--period", "2026-10"),
+              1);
     /* 10-01 +100, 10-02 -3000 (provider billed nothing), 10-03 +7; November ignored */
     CU_ASSERT(strstr(out, "3 difference(s), 1 line(s) outside the period ignored") != NULL);
     CU_ASSERT(strstr(out, "2026-10-02  llama-3.1-70b  prompt_tokens") != NULL);
@@ -467,7 +486,8 @@ int main(void)
     gt_dispatcher_config_register();
     static const th_test_t tests[] = {
         {"price change mid-period prices both sides", test_price_change_mid_period},
-        {"invoice run idempotent, redelivery changes no total", test_invoice_run_idempotent_and_redelivery},
+        {"invoice run idempotent, redelivery changes no total",
+         test_invoice_run_idempotent_and_redelivery},
         {"issued invoice is immutable", test_issued_invoice_is_immutable},
         {"late usage is an adjustment on the next invoice", test_late_usage_is_an_adjustment},
         {"finance role reads views, not prompts", test_finance_role},

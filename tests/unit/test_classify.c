@@ -36,7 +36,8 @@ static void test_named_and_unknown(void)
     const char *code;
     TH_EQ_STR(route_of("{\"kind\":\"generate\",\"model\":\"large\",\"input\":\"hi\"}", &code),
               "large");
-    CU_ASSERT_PTR_NULL(route_of("{\"kind\":\"generate\",\"model\":\"gpt-9\",\"input\":\"hi\"}", &code));
+    CU_ASSERT_PTR_NULL(
+        route_of("{\"kind\":\"generate\",\"model\":\"gpt-9\",\"input\":\"hi\"}", &code));
     TH_EQ_STR(code, "unknown_model");
 }
 
@@ -44,11 +45,17 @@ static void test_auto(void)
 {
     const char *code;
     TH_EQ_STR(route_of("{\"kind\":\"generate\",\"model\":\"auto\",\"input\":\"long long\","
-                       "\"routing\":{\"hint\":\"simple\"}}", &code), "small");
+                       "\"routing\":{\"hint\":\"simple\"}}",
+                       &code),
+              "small");
     TH_EQ_STR(route_of("{\"kind\":\"generate\",\"model\":\"auto\",\"input\":\"short\","
-                       "\"routing\":{\"hint\":\"complex\"}}", &code), "large");
+                       "\"routing\":{\"hint\":\"complex\"}}",
+                       &code),
+              "large");
     TH_EQ_STR(route_of("{\"kind\":\"embed\",\"model\":\"auto\",\"input\":[\"a\",\"b\"],"
-                       "\"routing\":{\"hint\":\"complex\"}}", &code), "embedder");
+                       "\"routing\":{\"hint\":\"complex\"}}",
+                       &code),
+              "embedder");
     /* no hint: size decides */
     TH_EQ_STR(route_of("{\"kind\":\"generate\",\"model\":\"auto\",\"input\":\"tiny\"}", &code),
               "small");

@@ -78,7 +78,8 @@ static void run_gantry(run_t *r, const char *in_path, const char *const *args)
         ssize_t got = read(p.out_fd, tmp, sizeof(tmp));
         if (got <= 0)
             break;
-        size_t take = (size_t)got < sizeof(r->out) - 1 - used ? (size_t)got : sizeof(r->out) - 1 - used;
+        size_t take =
+            (size_t)got < sizeof(r->out) - 1 - used ? (size_t)got : sizeof(r->out) - 1 - used;
         memcpy(r->out + used, tmp, take);
         used += take;
     }
@@ -172,8 +173,8 @@ static void test_migrate_twice(void)
     char err[512];
     PGconn *c = gt_pg_connect_sync(ci, err, sizeof(err));
     CU_ASSERT_FATAL(c != NULL);
-    run_gantry(&r, NULL, (const char *[]){"migrate", "--config", cfg, "--dir",
-                                          th_src("migrations"), NULL});
+    run_gantry(&r, NULL,
+               (const char *[]){"migrate", "--config", cfg, "--dir", th_src("migrations"), NULL});
     TH_EQ_INT(r.code, 0);
     PGresult *res = PQexec(c, "SELECT count(*) FROM gantry_schema_migrations");
     CU_ASSERT_FATAL(PQresultStatus(res) == PGRES_TUPLES_OK);
@@ -230,8 +231,9 @@ static void test_status(void)
     CU_ASSERT_FATAL(doc != NULL);
     TH_EQ_STR(json_string_value(json_object_get(json_object_get(doc, "job"), "status")), "running");
     TH_EQ_INT(json_array_size(json_object_get(doc, "tasks")), 2);
-    TH_EQ_INT(json_integer_value(json_object_get(json_array_get(json_object_get(doc, "tasks"), 0),
-                                                 "attempts")), 3);
+    TH_EQ_INT(json_integer_value(
+                  json_object_get(json_array_get(json_object_get(doc, "tasks"), 0), "attempts")),
+              3);
     CU_ASSERT(json_object_get(json_object_get(doc, "job"), "request") == NULL);
     json_decref(doc);
 
@@ -325,12 +327,11 @@ static void test_submit_and_results(void)
     TH_EQ_INT(r.code, 0);
     TH_EQ_STR(r.out, "");
 
-    const char *lines = th_tmpfile(".jsonl",
-                                   "{\"request_id\":\"a1\",\"tenant_id\":\"t\"}\n"
-                                   "\n"
-                                   "   \n"
-                                   "{not json at all\n"
-                                   "{\"request_id\":\"a2\",  \"x\": [1, 2]}");
+    const char *lines = th_tmpfile(".jsonl", "{\"request_id\":\"a1\",\"tenant_id\":\"t\"}\n"
+                                             "\n"
+                                             "   \n"
+                                             "{not json at all\n"
+                                             "{\"request_id\":\"a2\",  \"x\": [1, 2]}");
     run_gantry(&r, NULL, (const char *[]){"submit", "--config", cfg, "--file", lines, NULL});
     TH_EQ_INT(r.code, 0);
     TH_EQ_STR(r.out, "submitted 3\n");
@@ -355,31 +356,34 @@ static void test_submit_and_results(void)
 
     /* Arguments and stdin go to another topic with --topic. */
     const char *stdin_lines = th_tmpfile(".jsonl", "{\"request_id\":\"r3\"}\n");
-    run_gantry(&r, NULL, (const char *[]){"submit", "--config", cfg, "--topic", "gantry.results",
-                                          "{\"request_id\":\"r1\"}", "{\"request_id\":\"r2\"}",
-                                          NULL});
+    run_gantry(&r, NULL,
+               (const char *[]){"submit", "--config", cfg, "--topic", "gantry.results",
+                                "{\"request_id\":\"r1\"}", "{\"request_id\":\"r2\"}", NULL});
     TH_EQ_INT(r.code, 0);
     TH_EQ_STR(r.out, "submitted 2\n");
-    run_gantry(&r, stdin_lines, (const char *[]){"submit", "--config", cfg, "--topic",
-                                                 "gantry.results", "--file", "-", NULL});
+    run_gantry(&r, stdin_lines,
+               (const char *[]){"submit", "--config", cfg, "--topic", "gantry.results", "--file",
+                                "-", NULL});
     TH_EQ_INT(r.code, 0);
     TH_EQ_STR(r.out, "submitted 1\n");
 
     run_gantry(&r, NULL, (const char *[]){"results", "--config", cfg, NULL});
     TH_EQ_INT(r.code, 0);
     TH_EQ_INT(count_lines(r.out), 3);
-    CU_ASSERT(strstr(r.out, "{\"request_id\":\"r1\"}\n") && strstr(r.out, "{\"request_id\":\"r2\"}\n") &&
+    CU_ASSERT(strstr(r.out, "{\"request_id\":\"r1\"}\n") &&
+              strstr(r.out, "{\"request_id\":\"r2\"}\n") &&
               strstr(r.out, "{\"request_id\":\"r3\"}\n"));
 
     /* --follow --from-beginning prints what is there and what comes, until SIGINT. */
     th_proc_t p;
     const char *argv[] = {th_bin("tools/gantry"), "results", "--config", cfg, "--follow",
-                          "--from-beginning", NULL};
+                          "--from-beginning",     NULL};
     CU_ASSERT_FATAL(th_proc_start(&p, argv, NULL) == 0);
     char rest[256];
     TH_EQ_INT(th_proc_wait_line(&p, "{\"request_id\":\"r3\"", rest, sizeof(rest), 20000), 0);
-    run_gantry(&r, NULL, (const char *[]){"submit", "--config", cfg, "--topic", "gantry.results",
-                                          "{\"request_id\":\"late\"}", NULL});
+    run_gantry(&r, NULL,
+               (const char *[]){"submit", "--config", cfg, "--topic", "gantry.results",
+                                "{\"request_id\":\"late\"}", NULL});
     TH_EQ_INT(r.code, 0);
     TH_EQ_INT(th_proc_wait_line(&p, "{\"request_id\":\"late\"", rest, sizeof(rest), 20000), 0);
     int st = th_proc_stop(&p, SIGINT, 10000);
@@ -394,13 +398,15 @@ static void test_submit_unreachable_fails(void)
     char bootstrap[64];
     snprintf(bootstrap, sizeof(bootstrap), "127.0.0.1:%d", th_free_port());
     char text[512];
-    snprintf(text, sizeof(text),
-             "{\"kafka\": {\"bootstrap_servers\": \"%s\", \"properties\":"
-             " {\"message.timeout.ms\": \"1500\"}},"
-             " \"postgres\": {\"conninfo\": \"host=127.0.0.1 port=1\"}, \"pools\": {}, \"models\": {}}",
-             bootstrap);
+    snprintf(
+        text, sizeof(text),
+        "{\"kafka\": {\"bootstrap_servers\": \"%s\", \"properties\":"
+        " {\"message.timeout.ms\": \"1500\"}},"
+        " \"postgres\": {\"conninfo\": \"host=127.0.0.1 port=1\"}, \"pools\": {}, \"models\": {}}",
+        bootstrap);
     const char *cfg = th_tmpfile(".json", text);
-    run_gantry(&r, NULL, (const char *[]){"submit", "--config", cfg, "{\"request_id\":\"x\"}", NULL});
+    run_gantry(&r, NULL,
+               (const char *[]){"submit", "--config", cfg, "{\"request_id\":\"x\"}", NULL});
     TH_EQ_INT(r.code, 1);
     TH_EQ_STR(r.out, "submitted 0\n");
     CU_ASSERT(strstr(r.err, "1 failed") != NULL);

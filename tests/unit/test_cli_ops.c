@@ -96,8 +96,8 @@ static int start_services(void)
     if (th_proc_start(&kafka, kargv, "/dev/null") != 0 ||
         th_proc_wait_line(&kafka, "bootstrap=", bootstrap, sizeof(bootstrap), 20000) != 0)
         return -1;
-    const char *margv[] = {th_bin("tools/gantry-mock-hostedai"), "--port", "0", "--api-key",
-                           MOCK_KEY, NULL};
+    const char *margv[] = {
+        th_bin("tools/gantry-mock-hostedai"), "--port", "0", "--api-key", MOCK_KEY, NULL};
     char addr[128];
     if (th_proc_start(&mock, margv, "/dev/null") != 0 ||
         th_proc_wait_line(&mock, "listening=", addr, sizeof(addr), 10000) != 0)
@@ -145,7 +145,8 @@ static void test_config_check_reports_every_problem(void)
                             "reaper.lease_ttl_ms: must exceed twice worker.heartbeat_ms",
                             "reaper.lease_ttl_ms: must be at least the Kafka consumer session "
                             "timeout (session.timeout.ms 10000, the default)",
-                            "7 problem(s)", NULL};
+                            "7 problem(s)",
+                            NULL};
     for (const char **e = expect; *e; e++) {
         if (!strstr(r.err, *e))
             fprintf(stderr, "  missing \"%s\" in:\n%s\n", *e, r.err);
@@ -290,8 +291,8 @@ static void test_allocations_lists_holders_and_ages(void)
     CU_ASSERT(strstr(r.out, MOCK_KEY) == NULL && strstr(r.err, MOCK_KEY) == NULL);
 
     /* --min-age-ms filters young ones out. */
-    run_gantry(&r, (const char *[]){"allocations", "--config", cfg, "--min-age-ms", "3600000",
-                                    NULL});
+    run_gantry(&r,
+               (const char *[]){"allocations", "--config", cfg, "--min-age-ms", "3600000", NULL});
     TH_EQ_INT(r.code, 0);
     CU_ASSERT(strstr(r.out, "# total: 0 shown") != NULL);
 
@@ -332,13 +333,13 @@ static void produce_dlq(const char *const *originals, const char *const *keys,
     for (int i = 0; i < n; i++) {
         char *orig = gt_base64_encode(originals[i], strlen(originals[i]));
         char *key = keys[i] ? gt_base64_encode(keys[i], strlen(keys[i])) : NULL;
-        json_t *e = json_pack("{s:s, s:{s:s, s:i, s:i}, s:s, s:{s:s, s:s}, s:s, s:o, s:s, s:o}",
-                              "schema", "gantry.dlq.v1", "source", "topic", "gantry.requests",
-                              "partition", 0, "offset", 100 + i, "stage", "intake.classify",
-                              "error", "code", codes[i], "message", "test\nreason", "original",
-                              orig, "original_key", key ? json_string(key) : json_null(),
-                              "failed_at", "2026-01-01T00:00:00Z", "request_id",
-                              keys[i] ? json_string(keys[i]) : json_null());
+        json_t *e =
+            json_pack("{s:s, s:{s:s, s:i, s:i}, s:s, s:{s:s, s:s}, s:s, s:o, s:s, s:o}", "schema",
+                      "gantry.dlq.v1", "source", "topic", "gantry.requests", "partition", 0,
+                      "offset", 100 + i, "stage", "intake.classify", "error", "code", codes[i],
+                      "message", "test\nreason", "original", orig, "original_key",
+                      key ? json_string(key) : json_null(), "failed_at", "2026-01-01T00:00:00Z",
+                      "request_id", keys[i] ? json_string(keys[i]) : json_null());
         char *s = json_dumps(e, JSON_COMPACT);
         rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("gantry.dlq"), RD_KAFKA_V_VALUE(s, strlen(s)),
                           RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
@@ -362,9 +363,9 @@ static void test_dlq_list_and_replay(void)
     TH_EQ_INT(r.code, 0);
     CU_ASSERT(strstr(r.out, "# 0 entries") != NULL);
 
-    const char *originals[] = {"{\"request_id\": \"r-0\", \"model\": \"nope\"}",
-                               "{not json at all",
-                               "{\"request_id\": \"r-2\", \"model\": \"nope\", \"x\": \"\\u00e9\"}"};
+    const char *originals[] = {
+        "{\"request_id\": \"r-0\", \"model\": \"nope\"}", "{not json at all",
+        "{\"request_id\": \"r-2\", \"model\": \"nope\", \"x\": \"\\u00e9\"}"};
     const char *keys[] = {"r-0", NULL, "r-2"};
     const char *codes[] = {"unknown_model", "invalid_json", "unknown_model"};
     produce_dlq(originals, keys, codes, 3);
@@ -394,8 +395,8 @@ static void test_dlq_list_and_replay(void)
     TH_EQ_INT(th_topic_count(bootstrap, "gantry.requests"), 0);
 
     /* By code: both unknown_model entries, original key and bytes. */
-    run_gantry(&r, (const char *[]){"dlq", "replay", "--config", cfg, "--code", "unknown_model",
-                                    NULL});
+    run_gantry(&r,
+               (const char *[]){"dlq", "replay", "--config", cfg, "--code", "unknown_model", NULL});
     TH_EQ_INT(r.code, 0);
     CU_ASSERT(strstr(r.out, "replayed 2 of 2") != NULL);
     json_t *all = th_kafka_read_all(bootstrap, "gantry.requests");
@@ -403,7 +404,7 @@ static void test_dlq_list_and_replay(void)
     int seen = 0;
     size_t i;
     json_t *m;
-    json_array_foreach(all, i, m) {
+    json_array_foreach (all, i, m) {
         const char *k = json_string_value(json_object_get(m, "key"));
         const char *v = json_string_value(json_object_get(m, "value"));
         if (k && strcmp(k, "r-0") == 0 && v && strcmp(v, originals[0]) == 0)

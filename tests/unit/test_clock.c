@@ -27,8 +27,14 @@ static void test_known_values(void)
 static void test_rejects(void)
 {
     int64_t ms;
-    const char *bad[] = {"", "2026-11-22", "2026-11-22T10:00:00", "2026-13-01T00:00:00Z",
-                         "2026-11-22T10:00:00.Z", "2026-11-22T10:00:00Zjunk", "tomorrow", NULL};
+    const char *bad[] = {"",
+                         "2026-11-22",
+                         "2026-11-22T10:00:00",
+                         "2026-13-01T00:00:00Z",
+                         "2026-11-22T10:00:00.Z",
+                         "2026-11-22T10:00:00Zjunk",
+                         "tomorrow",
+                         NULL};
     for (int i = 0; bad[i]; i++)
         CU_ASSERT_EQUAL(gt_clock_parse(bad[i], &ms), -1);
 }

@@ -8,8 +8,10 @@
 #include "worker_config.h"
 
 static const char *good =
-    "{\"kafka\": {\"bootstrap_servers\": \"127.0.0.1:9092\", \"properties\": {\"linger.ms\": \"2\"}},"
-    " \"postgres\": {\"conninfo\": \"host=127.0.0.1 dbname=gantry\", \"password\": \"${GT_TEST_PW}\"},"
+    "{\"kafka\": {\"bootstrap_servers\": \"127.0.0.1:9092\", \"properties\": {\"linger.ms\": "
+    "\"2\"}},"
+    " \"postgres\": {\"conninfo\": \"host=127.0.0.1 dbname=gantry\", \"password\": "
+    "\"${GT_TEST_PW}\"},"
     " \"pools\": {\"gpu-a\": {\"endpoint\": \"http://127.0.0.1:8081/\", \"api_key_file\": \"%s\"}},"
     " \"models\": {\"small-8b\": {\"pool\": \"gpu-a\", \"lane\": \"small\","
     "                  \"requirements\": {\"tflops\": 10, \"vram_mb\": 16000}},"
@@ -60,7 +62,8 @@ static void test_scheduling(void)
     snprintf(text, sizeof(text),
              "%s, \"scheduling\": {\"max_queue_ms\": 60000, \"cancel_poll_ms\": 100,"
              " \"lanes\": {\"small\": {\"max_queue_ms\": 5000}},"
-             " \"tenants\": {\"acme\": {\"max_queue_ms\": 2000}}}}", base);
+             " \"tenants\": {\"acme\": {\"max_queue_ms\": 2000}}}}",
+             base);
     setenv("GT_TEST_PW", "x", 1);
     gt_config_t *cfg = gt_config_parse(text, "/", err, sizeof(err));
     if (!cfg)
@@ -75,7 +78,8 @@ static void test_scheduling(void)
     gt_config_free(cfg);
     snprintf(text, sizeof(text),
              "%s, \"scheduling\": {\"lanes\": {\"nowhere\": {\"max_queue_ms\": 5}},"
-             " \"cancel_poll_ms\": 1}}", base);
+             " \"cancel_poll_ms\": 1}}",
+             base);
     CU_ASSERT_PTR_NULL(gt_config_parse(text, "/", err, sizeof(err)));
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "scheduling.lanes.nowhere"));
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "scheduling.cancel_poll_ms"));
@@ -92,7 +96,8 @@ static void test_every_problem_reported(void)
     char err[2048];
     unsetenv("GT_TEST_MISSING");
     gt_config_t *cfg = gt_config_parse(
-        "{\"kafka\": {}, \"pools\": {\"p\": {\"endpoint\": \"ftp://x\", \"api_key\": \"${GT_TEST_MISSING}\"}},"
+        "{\"kafka\": {}, \"pools\": {\"p\": {\"endpoint\": \"ftp://x\", \"api_key\": "
+        "\"${GT_TEST_MISSING}\"}},"
         " \"models\": {\"m\": {\"pool\": \"q\", \"runtime\": \"hostedai\", \"colour\": 1}},"
         " \"worker\": {\"max_in_flight\": 0}, \"routing\": {\"rules\": [{\"model\": \"zz\"}]}}",
         NULL, err, sizeof(err));
@@ -125,19 +130,20 @@ static void test_providers(void)
 {
     const char *keyfile = th_tmpfile(".key", "sk-provider\n");
     char text[4096], err[2048];
-    snprintf(text, sizeof(text),
-             "{\"kafka\": {\"bootstrap_servers\": \"127.0.0.1:9092\"},"
-             " \"pools\": {\"gpu\": {\"endpoint\": \"http://127.0.0.1:1\", \"api_key\": \"k\"}},"
-             " \"providers\": {\"oa\": {\"runtime\": \"openai\", \"endpoint\": \"http://127.0.0.1:2/\","
-             "    \"api_key_file\": \"%s\", \"max_in_flight\": 8, \"rpm\": 600, \"tpm\": 90000,"
-             "    \"tenants\": {\"acme\": {\"max_in_flight\": 2}},"
-             "    \"breaker\": {\"failures\": 3, \"recovery_ms\": 500},"
-             "    \"retry\": {\"max_retries\": 1}, \"timeouts\": {\"inference_ms\": 2000}}},"
-             " \"models\": {\"gpt\": {\"provider\": \"oa\", \"provider_model\": \"gpt-4o-mini\","
-             "                        \"fallbacks\": [\"local\"]},"
-             "              \"local\": {\"pool\": \"gpu\"}},"
-             " \"worker\": {\"retry\": {\"base_ms\": 50}}}",
-             keyfile);
+    snprintf(
+        text, sizeof(text),
+        "{\"kafka\": {\"bootstrap_servers\": \"127.0.0.1:9092\"},"
+        " \"pools\": {\"gpu\": {\"endpoint\": \"http://127.0.0.1:1\", \"api_key\": \"k\"}},"
+        " \"providers\": {\"oa\": {\"runtime\": \"openai\", \"endpoint\": \"http://127.0.0.1:2/\","
+        "    \"api_key_file\": \"%s\", \"max_in_flight\": 8, \"rpm\": 600, \"tpm\": 90000,"
+        "    \"tenants\": {\"acme\": {\"max_in_flight\": 2}},"
+        "    \"breaker\": {\"failures\": 3, \"recovery_ms\": 500},"
+        "    \"retry\": {\"max_retries\": 1}, \"timeouts\": {\"inference_ms\": 2000}}},"
+        " \"models\": {\"gpt\": {\"provider\": \"oa\", \"provider_model\": \"gpt-4o-mini\","
+        "                        \"fallbacks\": [\"local\"]},"
+        "              \"local\": {\"pool\": \"gpu\"}},"
+        " \"worker\": {\"retry\": {\"base_ms\": 50}}}",
+        keyfile);
     gt_config_t *cfg = gt_config_parse(text, "/", err, sizeof(err));
     if (!cfg)
         fprintf(stderr, "%s\n", err);
@@ -185,19 +191,19 @@ static void test_providers(void)
 static void test_provider_problems(void)
 {
     char err[4096];
-    gt_config_t *cfg = gt_config_parse(
-        "{\"kafka\": {\"bootstrap_servers\": \"x\"},"
-        " \"providers\": {\"a\": {\"runtime\": \"grpc\", \"colour\": 1},"
-        "   \"o\": {\"runtime\": \"openai\", \"breaker\": {\"failures\": 0}},"
-        "   \"b\": {\"runtime\": \"bedrock_anthropic\"},"
-        "   \"g\": {\"runtime\": \"vertex_gemini\", \"project\": \"p\"}},"
-        " \"models\": {\"m1\": {\"provider\": \"zz\", \"runtime\": \"openai\"},"
-        "   \"m2\": {\"runtime\": \"openai\"},"
-        "   \"m3\": {\"provider\": \"o\", \"fallbacks\": [\"m4\", \"nope\"]},"
-        "   \"m4\": {\"provider\": \"o\", \"fallbacks\": [\"m5\"]},"
-        "   \"m5\": {\"provider\": \"o\", \"fallbacks\": [\"m3\"]},"
-        "   \"m6\": {\"provider\": \"o\", \"runtime\": \"hf_endpoint\"}}}",
-        NULL, err, sizeof(err));
+    gt_config_t *cfg =
+        gt_config_parse("{\"kafka\": {\"bootstrap_servers\": \"x\"},"
+                        " \"providers\": {\"a\": {\"runtime\": \"grpc\", \"colour\": 1},"
+                        "   \"o\": {\"runtime\": \"openai\", \"breaker\": {\"failures\": 0}},"
+                        "   \"b\": {\"runtime\": \"bedrock_anthropic\"},"
+                        "   \"g\": {\"runtime\": \"vertex_gemini\", \"project\": \"p\"}},"
+                        " \"models\": {\"m1\": {\"provider\": \"zz\", \"runtime\": \"openai\"},"
+                        "   \"m2\": {\"runtime\": \"openai\"},"
+                        "   \"m3\": {\"provider\": \"o\", \"fallbacks\": [\"m4\", \"nope\"]},"
+                        "   \"m4\": {\"provider\": \"o\", \"fallbacks\": [\"m5\"]},"
+                        "   \"m5\": {\"provider\": \"o\", \"fallbacks\": [\"m3\"]},"
+                        "   \"m6\": {\"provider\": \"o\", \"runtime\": \"hf_endpoint\"}}}",
+                        NULL, err, sizeof(err));
     CU_ASSERT_PTR_NULL(cfg);
     const char *expected[] = {
         "providers.a.colour: unknown key",
@@ -235,8 +241,8 @@ static void test_lease_against_session(void)
     const char *base = "{\"kafka\": {\"bootstrap_servers\": \"h:1\"%s},"
                        " \"reaper\": {\"lease_ttl_ms\": %d}}";
     /* Defaults: 10 s lease, 10 s session. */
-    gt_config_t *cfg = gt_config_parse("{\"kafka\": {\"bootstrap_servers\": \"h:1\"}}", NULL,
-                                       err, sizeof(err));
+    gt_config_t *cfg =
+        gt_config_parse("{\"kafka\": {\"bootstrap_servers\": \"h:1\"}}", NULL, err, sizeof(err));
     CU_ASSERT_PTR_NOT_NULL_FATAL(cfg);
     TH_EQ_INT(cfg->lease_ttl_ms, GT_KAFKA_SESSION_TIMEOUT_MS);
     TH_EQ_INT(cfg->capacity_wait_ms, 600000);
@@ -267,8 +273,8 @@ static void test_lease_against_session(void)
 static void test_unknown_tenants_switch(void)
 {
     char err[2048];
-    gt_config_t *cfg = gt_config_parse("{\"kafka\": {\"bootstrap_servers\": \"h:1\"}}", NULL,
-                                       err, sizeof(err));
+    gt_config_t *cfg =
+        gt_config_parse("{\"kafka\": {\"bootstrap_servers\": \"h:1\"}}", NULL, err, sizeof(err));
     CU_ASSERT_PTR_NOT_NULL_FATAL(cfg);
     TH_EQ_INT(gt_config_tenants_configured(cfg), 0);
     TH_EQ_INT(cfg->allow_unknown_tenants, 0);
@@ -297,13 +303,13 @@ static void test_unknown_tenants_switch(void)
 static void test_pool_breaker(void)
 {
     char err[2048];
-    gt_config_t *cfg = gt_config_parse(
-        "{\"kafka\": {\"bootstrap_servers\": \"h:1\"},"
-        " \"pools\": {\"a\": {\"endpoint\": \"http://h\", \"api_key\": \"k\"},"
-        "           \"b\": {\"endpoint\": \"http://h\", \"api_key\": \"k\","
-        "                   \"breaker\": {\"failures\": 2, \"recovery_ms\": 500}}},"
-        " \"worker\": {\"capacity_wait_ms\": 1234}}",
-        NULL, err, sizeof(err));
+    gt_config_t *cfg =
+        gt_config_parse("{\"kafka\": {\"bootstrap_servers\": \"h:1\"},"
+                        " \"pools\": {\"a\": {\"endpoint\": \"http://h\", \"api_key\": \"k\"},"
+                        "           \"b\": {\"endpoint\": \"http://h\", \"api_key\": \"k\","
+                        "                   \"breaker\": {\"failures\": 2, \"recovery_ms\": 500}}},"
+                        " \"worker\": {\"capacity_wait_ms\": 1234}}",
+                        NULL, err, sizeof(err));
     if (!cfg)
         fprintf(stderr, "%s\n", err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(cfg);
@@ -322,18 +328,16 @@ int main(void)
 {
     gt_dispatcher_config_register();
     gt_worker_config_register();
-    static const th_test_t tests[] = {{"loads a good file", test_load_good},
-                                      {"reports every problem", test_every_problem_reported},
-                                      {"scheduling section", test_scheduling},
-                                      {"invalid json", test_invalid_json},
-                                      {"providers, limits, fallbacks", test_providers},
-                                      {"provider problems and fallback cycles",
-                                       test_provider_problems},
-                                      {"lease TTL against session timeout",
-                                       test_lease_against_session},
-                                      {"tenants configured and dispatcher.allow_unknown_tenants",
-                                       test_unknown_tenants_switch},
-                                      {"pool breaker and capacity wait", test_pool_breaker},
-                                      {NULL, NULL}};
+    static const th_test_t tests[] = {
+        {"loads a good file", test_load_good},
+        {"reports every problem", test_every_problem_reported},
+        {"scheduling section", test_scheduling},
+        {"invalid json", test_invalid_json},
+        {"providers, limits, fallbacks", test_providers},
+        {"provider problems and fallback cycles", test_provider_problems},
+        {"lease TTL against session timeout", test_lease_against_session},
+        {"tenants configured and dispatcher.allow_unknown_tenants", test_unknown_tenants_switch},
+        {"pool breaker and capacity wait", test_pool_breaker},
+        {NULL, NULL}};
     return th_run("config", tests);
 }

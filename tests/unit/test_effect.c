@@ -42,7 +42,6 @@ static void on_failed(const char *topic, int err, const char *reason, void *arg)
     s->failed_err = err;
 }
 
-
 static int no_pending(void *arg)
 {
     return gt_effects_pending(arg) == 0;
@@ -57,7 +56,8 @@ static void seen_on_msg(gt_consumer_t *c, gt_msg_t *msg, void *arg)
 {
     seen_t *s = arg;
     char v[128];
-    snprintf(v, sizeof(v), "%.*s", (int)(msg->len < 100 ? msg->len : 100), (const char *)msg->value);
+    snprintf(v, sizeof(v), "%.*s", (int)(msg->len < 100 ? msg->len : 100),
+             (const char *)msg->value);
     json_object_set_new(s->values, v, json_true());
     gt_consumer_done(c, msg);
 }

@@ -5,14 +5,19 @@
 #include "graph.h"
 #include "harness.h"
 
-static gt_model_t model = {.name = "small", .runtime = "hostedai", .pool = "p", .lane = "small",
-                           .tflops = 10, .vram_mb = 16000};
+static gt_model_t model = {.name = "small",
+                           .runtime = "hostedai",
+                           .pool = "p",
+                           .lane = "small",
+                           .tflops = 10,
+                           .vram_mb = 16000};
 
 static void test_plain(void)
 {
     json_t *req = json_loads("{\"request_id\":\"r1\",\"tenant_id\":\"t\",\"kind\":\"generate\","
                              "\"model\":\"auto\",\"input\":\"hello\",\"priority\":3,"
-                             "\"parameters\":{\"max_tokens\":5}}", 0, NULL);
+                             "\"parameters\":{\"max_tokens\":5}}",
+                             0, NULL);
     gt_route_t route = {.model = &model};
     gt_graph_t g;
     char err[128];
@@ -26,7 +31,8 @@ static void test_plain(void)
     TH_EQ_STR(json_string_value(json_object_get(t, "input")), "hello");
     TH_EQ_INT(json_integer_value(json_object_get(json_object_get(t, "requirements"), "vram_mb")),
               16000);
-    TH_EQ_INT(json_integer_value(json_object_get(json_object_get(t, "parameters"), "max_tokens")), 5);
+    TH_EQ_INT(json_integer_value(json_object_get(json_object_get(t, "parameters"), "max_tokens")),
+              5);
     TH_EQ_INT(json_integer_value(json_object_get(t, "priority")), 3);
     json_t *rows = gt_graph_rows(&g);
     TH_EQ_INT(json_array_size(rows), 1);
@@ -38,7 +44,8 @@ static void test_plain(void)
 static void test_batch(void)
 {
     json_t *req = json_loads("{\"request_id\":\"b\",\"tenant_id\":\"t\",\"kind\":\"generate\","
-                             "\"model\":\"small\",\"batch\":[\"a\",\"b\",\"c\"]}", 0, NULL);
+                             "\"model\":\"small\",\"batch\":[\"a\",\"b\",\"c\"]}",
+                             0, NULL);
     gt_route_t route = {.model = &model};
     gt_graph_t g;
     char err[128];
@@ -58,12 +65,13 @@ static void test_batch(void)
 static json_t *task_result(int i, const char *status)
 {
     json_t *r = json_pack("{s:s, s:i, s:{s:s}, s:{s:i, s:i}, s:[{s:s}], s:s, s:s}", "status",
-                          status, "index", i, "output", "text", i == 0 ? "zero" : "other",
-                          "usage", "prompt_tokens", 10, "completion_tokens", 5, "attempts", "op",
+                          status, "index", i, "output", "text", i == 0 ? "zero" : "other", "usage",
+                          "prompt_tokens", 10, "completion_tokens", 5, "attempts", "op",
                           "inference", "model", "small", "provider", "hostedai");
     if (strcmp(status, "succeeded") != 0)
-        json_object_set_new(r, "error", json_pack("{s:s, s:s}", "code", "hostedai_unavailable",
-                                                  "message", "503 after 3 retries"));
+        json_object_set_new(r, "error",
+                            json_pack("{s:s, s:s}", "code", "hostedai_unavailable", "message",
+                                      "503 after 3 retries"));
     return r;
 }
 
@@ -77,8 +85,9 @@ static void test_gather(void)
     TH_EQ_INT(json_array_size(outs), 3);
     TH_EQ_INT(json_integer_value(json_object_get(json_array_get(outs, 1), "index")), 1);
     TH_EQ_STR(json_string_value(json_object_get(json_array_get(outs, 1), "status")), "failed");
-    TH_EQ_STR(json_string_value(json_object_get(
-                  json_object_get(json_array_get(outs, 0), "output"), "text")), "zero");
+    TH_EQ_STR(json_string_value(
+                  json_object_get(json_object_get(json_array_get(outs, 0), "output"), "text")),
+              "zero");
     TH_EQ_INT(json_integer_value(json_object_get(json_object_get(res, "usage"), "prompt_tokens")),
               30);
     TH_EQ_STR(json_string_value(json_object_get(json_object_get(res, "error"), "code")),
@@ -110,8 +119,9 @@ static void test_gather_cancelled(void)
               "cancelled");
     json_t *outs = json_object_get(res, "outputs");
     TH_EQ_STR(json_string_value(json_object_get(json_array_get(outs, 0), "status")), "succeeded");
-    TH_EQ_STR(json_string_value(json_object_get(
-                  json_object_get(json_array_get(outs, 0), "output"), "text")), "zero");
+    TH_EQ_STR(json_string_value(
+                  json_object_get(json_object_get(json_array_get(outs, 0), "output"), "text")),
+              "zero");
     TH_EQ_STR(json_string_value(json_object_get(json_array_get(outs, 1), "status")), "cancelled");
     json_decref(res);
     res = gt_graph_result("r", "t", 0, rs + 1, 1, 0);

@@ -27,7 +27,8 @@ static const char *cfg_text =
     "       \"scrubbed\": [\"hostedai\"], \"none\": [\"ext\"], \"default\": \"none\"},"
     "     \"limits\": {\"max_request_bytes\": 1000, \"max_batch\": 2,"
     "                  \"max_input_tokens\": {\"small\": 5, \"*\": 100}}}},"
-    "   \"pref\": {\"guardrails\": {\"providers\": {\"scrubbed\": [\"ext\"], \"raw\": [\"hostedai\"],"
+    "   \"pref\": {\"guardrails\": {\"providers\": {\"scrubbed\": [\"ext\"], \"raw\": "
+    "[\"hostedai\"],"
     "       \"prefer\": \"reroute\"}, \"pii\": {\"mode\": \"hash\", \"hash_key\": \"s3cret\","
     "       \"types\": [\"email\", \"iban\"]}, \"moderation\": {\"output\": false,"
     "       \"thresholds\": {\"violence\": 0.9}}}},"
@@ -67,16 +68,15 @@ static void test_config(void)
     CU_ASSERT_PTR_NULL(cfg->moderation_endpoint);
 
     /* Every mistake, with its key path. */
-    const char *bad =
-        "{\"kafka\": {\"bootstrap_servers\": \"x:1\"},"
-        " \"pools\": {\"p\": {\"endpoint\": \"http://h\", \"api_key\": \"k\"}},"
-        " \"models\": {\"small\": {\"pool\": \"p\", \"lane\": \"small\"}},"
-        " \"moderation\": {\"endpoint\": \"http://m\", \"timeout\": 5},"
-        " \"tenants\": {\"t\": {\"guardrails\": {\"pii\": {\"mode\": \"hash\","
-        "   \"types\": [\"email\", \"passport\"]},"
-        "   \"providers\": {\"raw\": [\"nobody\"], \"default\": \"maybe\"},"
-        "   \"moderation\": {\"thresholds\": {\"violence\": 2}},"
-        "   \"limits\": {\"max_input_tokens\": {\"huge\": 10}}, \"extra\": 1}}}}";
+    const char *bad = "{\"kafka\": {\"bootstrap_servers\": \"x:1\"},"
+                      " \"pools\": {\"p\": {\"endpoint\": \"http://h\", \"api_key\": \"k\"}},"
+                      " \"models\": {\"small\": {\"pool\": \"p\", \"lane\": \"small\"}},"
+                      " \"moderation\": {\"endpoint\": \"http://m\", \"timeout\": 5},"
+                      " \"tenants\": {\"t\": {\"guardrails\": {\"pii\": {\"mode\": \"hash\","
+                      "   \"types\": [\"email\", \"passport\"]},"
+                      "   \"providers\": {\"raw\": [\"nobody\"], \"default\": \"maybe\"},"
+                      "   \"moderation\": {\"thresholds\": {\"violence\": 2}},"
+                      "   \"limits\": {\"max_input_tokens\": {\"huge\": 10}}, \"extra\": 1}}}}";
     gt_config_t *c2 = gt_config_parse(bad, NULL, err, sizeof(err));
     CU_ASSERT_PTR_NULL(c2);
     const char *want[] = {"moderation.timeout: unknown key",
@@ -123,7 +123,8 @@ static void test_access_and_reroute(void)
                         "\"policy\":{\"pii\":{\"scrub\":true}}}");
     TH_EQ_INT(p->scrub, 1);
     /* No guardrails: no plan, unless the request asks. */
-    CU_ASSERT_PTR_NULL(plan_of("none", "{\"kind\":\"generate\",\"model\":\"small\",\"input\":\"x\"}"));
+    CU_ASSERT_PTR_NULL(
+        plan_of("none", "{\"kind\":\"generate\",\"model\":\"small\",\"input\":\"x\"}"));
     p = plan_of("none", "{\"kind\":\"generate\",\"model\":\"small\",\"input\":\"x\","
                         "\"policy\":{\"pii\":{\"scrub\":true}}}");
     CU_ASSERT_PTR_NOT_NULL(p);
@@ -131,15 +132,18 @@ static void test_access_and_reroute(void)
 
 static void test_limits(void)
 {
-    const gt_guard_plan_t *p =
-        plan_of("acme", "{\"kind\":\"generate\",\"model\":\"small\",\"input\":\"123456789012345678901\"}");
+    const gt_guard_plan_t *p = plan_of(
+        "acme", "{\"kind\":\"generate\",\"model\":\"small\",\"input\":\"123456789012345678901\"}");
     TH_EQ_STR(p->reject_code, "input_tokens_exceeded"); /* 21 chars ~ 6 tokens > 5 */
-    p = plan_of("acme", "{\"kind\":\"generate\",\"model\":\"onq\",\"input\":\"123456789012345678901\"}");
+    p = plan_of("acme",
+                "{\"kind\":\"generate\",\"model\":\"onq\",\"input\":\"123456789012345678901\"}");
     CU_ASSERT_PTR_NULL(p->reject_code); /* "*" allows 100 */
-    p = plan_of("acme", "{\"kind\":\"generate\",\"model\":\"small\",\"batch\":[\"a\",\"b\",\"c\"]}");
+    p = plan_of("acme",
+                "{\"kind\":\"generate\",\"model\":\"small\",\"batch\":[\"a\",\"b\",\"c\"]}");
     TH_EQ_STR(p->reject_code, "batch_too_large");
     char big[1200];
-    snprintf(big, sizeof(big), "{\"kind\":\"generate\",\"model\":\"onq\",\"input\":\"%01100d\"}", 0);
+    snprintf(big, sizeof(big), "{\"kind\":\"generate\",\"model\":\"onq\",\"input\":\"%01100d\"}",
+             0);
     p = plan_of("acme", big);
     TH_EQ_STR(p->reject_code, "too_large");
 }

@@ -118,8 +118,7 @@ static void on_done(gt_rt_call_t *call, const gt_task_outcome_t *out, void *arg)
 static int rig_up(rig_t *r, const char *const extra[], const char *worker, const char *breaker,
                   const char *endpoint, double tflops)
 {
-    const char *argv[24] = {th_bin("tools/gantry-mock-hostedai"), "--port", "0", "--api-key",
-                            KEY};
+    const char *argv[24] = {th_bin("tools/gantry-mock-hostedai"), "--port", "0", "--api-key", KEY};
     int n = 5;
     char text[4096], err[2048], url[128];
     memset(r, 0, sizeof(*r));
@@ -238,8 +237,7 @@ static void test_answered_after_cancel(void)
 {
     rig_t r;
     const char *extra[] = {"--alloc-latency-ms", "300-300", "--latency-ms", "3000-3000", NULL};
-    CU_ASSERT_FATAL(rig_up(&r, extra, "\"timeouts\": {\"allocate_ms\": 5000}", NULL, NULL, 1) ==
-                    0);
+    CU_ASSERT_FATAL(rig_up(&r, extra, "\"timeouts\": {\"allocate_ms\": 5000}", NULL, NULL, 1) == 0);
     CU_ASSERT_FATAL(start_call(&r, 0) != NULL);
     CU_ASSERT_FATAL(start_call(&r, 1) != NULL);
     th_loop_until(&r.loop, all_done, &r, 50); /* both allocates are on their way */
@@ -335,9 +333,10 @@ static void test_capacity_wait_ends(void)
 {
     rig_t r;
     const char *extra[] = {"--capacity-tflops", "1", "--latency-ms", "3000-3000", NULL};
-    CU_ASSERT_FATAL(rig_up(&r, extra,
-                           "\"capacity_wait_ms\": 300, \"retry\": {\"base_ms\": 50, \"max_ms\": 100}",
-                           NULL, NULL, 1) == 0);
+    CU_ASSERT_FATAL(
+        rig_up(&r, extra,
+               "\"capacity_wait_ms\": 300, \"retry\": {\"base_ms\": 50, \"max_ms\": 100}", NULL,
+               NULL, 1) == 0);
     CU_ASSERT_FATAL(start_call(&r, 0) != NULL);
     th_loop_until(&r.loop, all_done, &r, 300); /* the first holds the whole pool */
     int64_t t0 = th_now_ms();
@@ -360,8 +359,7 @@ static void test_breaker_opens(void)
     char dead[64];
     snprintf(dead, sizeof(dead), "http://127.0.0.1:%d", th_free_port());
     CU_ASSERT_FATAL(rig_up(&r, NULL, "\"retry\": {\"max_retries\": 0}",
-                           "\"breaker\": {\"failures\": 2, \"recovery_ms\": 60000}", dead,
-                           1) == 0);
+                           "\"breaker\": {\"failures\": 2, \"recovery_ms\": 60000}", dead, 1) == 0);
     for (int i = 0; i < 2; i++) {
         CU_ASSERT_FATAL(start_call(&r, i) != NULL);
         CU_ASSERT(th_loop_until(&r.loop, all_done, &r, 5000));
@@ -405,8 +403,7 @@ static void test_breaker_half_open_trial(void)
     snprintf(dead, sizeof(dead), "http://127.0.0.1:%d", p);
     snprintf(port, sizeof(port), "%d", p);
     CU_ASSERT_FATAL(rig_up(&r, NULL, "\"retry\": {\"max_retries\": 0}",
-                           "\"breaker\": {\"failures\": 5, \"recovery_ms\": 300}", dead,
-                           1) == 0);
+                           "\"breaker\": {\"failures\": 5, \"recovery_ms\": 300}", dead, 1) == 0);
     for (int i = 0; i < 5; i++) {
         TH_EQ_INT(events_of(&r, "breaker.opened"), 0);
         CU_ASSERT_FATAL(start_call(&r, i) != NULL);
@@ -425,8 +422,8 @@ static void test_breaker_half_open_trial(void)
     /* The pool comes up on its port. */
     th_proc_stop(&r.mock, SIGTERM, 10000);
     close(hold);
-    const char *argv[] = {th_bin("tools/gantry-mock-hostedai"), "--port", port, "--api-key", KEY,
-                          NULL};
+    const char *argv[] = {
+        th_bin("tools/gantry-mock-hostedai"), "--port", port, "--api-key", KEY, NULL};
     CU_ASSERT_FATAL(th_proc_start(&r.mock, argv, NULL) == 0);
     CU_ASSERT_FATAL(th_proc_wait_line(&r.mock, "listening=", r.addr, sizeof(r.addr), 10000) == 0);
 
@@ -454,7 +451,8 @@ int main(void)
 {
     gt_worker_config_register();
     static const th_test_t tests[] = {
-        {"allocate slower than the timeout: found by labels", test_allocate_timeout_found_by_labels},
+        {"allocate slower than the timeout: found by labels",
+         test_allocate_timeout_found_by_labels},
         {"allocate answered after cancel; cancel while holding", test_answered_after_cancel},
         {"attempts superseded by a retry", test_superseded_by_retry},
         {"release failing for a while", test_release_fails_for_a_while},

@@ -176,8 +176,8 @@ static void test_round_trip(void)
              "{\"allocation_id\":\"%s\",\"prompt\":\"hello there world\",\"temperature\":0.2,"
              "\"max_tokens\":5}",
              id);
-    CU_ASSERT(run_call(&loop, h, "POST", url(&m, "/v1/inference"), auth_headers, body, 5000,
-                       &c) == 0);
+    CU_ASSERT(run_call(&loop, h, "POST", url(&m, "/v1/inference"), auth_headers, body, 5000, &c) ==
+              0);
     TH_EQ_INT(c.status, 200);
     j = json_of(&c);
     CU_ASSERT_FATAL(j != NULL);
@@ -197,8 +197,8 @@ static void test_round_trip(void)
     TH_EQ_INT(c.body ? strlen(c.body) : 99, 0);
     CU_ASSERT(run_call(&loop, h, "DELETE", url(&m, path), auth_headers, NULL, 5000, &c) == 0);
     TH_EQ_INT(c.status, 404);
-    CU_ASSERT(run_call(&loop, h, "POST", url(&m, "/v1/inference"), auth_headers, body, 5000,
-                       &c) == 0);
+    CU_ASSERT(run_call(&loop, h, "POST", url(&m, "/v1/inference"), auth_headers, body, 5000, &c) ==
+              0);
     TH_EQ_INT(c.status, 404);
     TH_EQ_INT(stat_of(&loop, h, &m, "outstanding_allocations"), 0);
     /* Sequential requests on one client share one kept-alive connection. */
@@ -264,8 +264,8 @@ static void on_fan(const gt_http_response_t *resp, void *arg)
         f->not_found++;
     else {
         if (f->other++ < 5)
-            fprintf(stderr, "  unexpected: status %ld curl %d %s\n", resp->status,
-                    resp->curl_code, resp->error ? resp->error : "");
+            fprintf(stderr, "  unexpected: status %ld curl %d %s\n", resp->status, resp->curl_code,
+                    resp->error ? resp->error : "");
     }
 }
 
@@ -321,8 +321,8 @@ static void test_concurrent(void)
 
         reqs[i].f = &f;
         reqs[i].expect = i % 10 == 9 ? 404 : 200;
-        TH_EQ_INT(gt_http_request(h, "POST", url(&m, "/v1/inference"), auth_headers, b,
-                                  strlen(b), 30000, on_fan, &reqs[i]),
+        TH_EQ_INT(gt_http_request(h, "POST", url(&m, "/v1/inference"), auth_headers, b, strlen(b),
+                                  30000, on_fan, &reqs[i]),
                   0);
     }
     TH_EQ_INT(gt_http_in_flight(h), n);
@@ -380,15 +380,15 @@ static void test_timeout(void)
 
     snprintf(body, sizeof(body), "{\"allocation_id\":\"%s\",\"prompt\":\"slow\"}", id);
     t0 = th_now_ms();
-    CU_ASSERT(run_call(&loop, h, "POST", url(&m, "/v1/inference"), auth_headers, body, 50,
-                       &c) == 0);
+    CU_ASSERT(run_call(&loop, h, "POST", url(&m, "/v1/inference"), auth_headers, body, 50, &c) ==
+              0);
     TH_EQ_INT(c.timed_out, 1);
     TH_EQ_INT(c.status, 0);
     TH_EQ_INT(c.curl_code, CURLE_OPERATION_TIMEDOUT);
     CU_ASSERT(th_now_ms() - t0 < 200);
     /* The same call with room to finish succeeds. */
-    CU_ASSERT(run_call(&loop, h, "POST", url(&m, "/v1/inference"), auth_headers, body, 5000,
-                       &c) == 0);
+    CU_ASSERT(run_call(&loop, h, "POST", url(&m, "/v1/inference"), auth_headers, body, 5000, &c) ==
+              0);
     TH_EQ_INT(c.status, 200);
     TH_EQ_INT(c.timed_out, 0);
 
@@ -418,16 +418,16 @@ static void test_retry_after(void)
     uv_loop_init(&loop);
     h = gt_http_new(&loop);
     CU_ASSERT_FATAL(h != NULL);
-    CU_ASSERT(run_call(&loop, h, "POST", url(&m, "/v1/allocate"), auth_headers, one, 5000,
-                       &c) == 0);
+    CU_ASSERT(run_call(&loop, h, "POST", url(&m, "/v1/allocate"), auth_headers, one, 5000, &c) ==
+              0);
     TH_EQ_INT(c.status, 201);
     j = json_of(&c);
     snprintf(path, sizeof(path), "/v1/allocate/%s",
              json_string_value(json_object_get(j, "allocation_id")));
     json_decref(j);
 
-    CU_ASSERT(run_call(&loop, h, "POST", url(&m, "/v1/allocate"), auth_headers, one, 5000,
-                       &c) == 0);
+    CU_ASSERT(run_call(&loop, h, "POST", url(&m, "/v1/allocate"), auth_headers, one, 5000, &c) ==
+              0);
     TH_EQ_INT(c.status, 429);
     TH_EQ_INT(c.retry_after_ms, 1000);
     j = json_of(&c);
@@ -533,9 +533,9 @@ static void test_free_in_flight(void)
         TH_EQ_INT(gt_http_request(h, "POST", url(&m, "/v1/inference"), auth_headers, body,
                                   strlen(body), 10000, on_abort, &s),
                   0);
-    TH_EQ_INT(gt_http_request(h, "GET", url(&m, "/v1/stats"), auth_headers, NULL, 0, 10000,
-                              on_abort, &s),
-              0);
+    TH_EQ_INT(
+        gt_http_request(h, "GET", url(&m, "/v1/stats"), auth_headers, NULL, 0, 10000, on_abort, &s),
+        0);
     uv_run(&loop, UV_RUN_DEFAULT);
     TH_EQ_INT(s.done, 21);
     TH_EQ_INT(s.ok, 1);

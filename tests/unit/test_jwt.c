@@ -18,8 +18,9 @@ static void test_base64url(void)
 {
     static const struct {
         const char *in, *out;
-    } v[] = {{"", ""}, {"f", "Zg"}, {"fo", "Zm8"}, {"foo", "Zm9v"}, {"foob", "Zm9vYg"},
-             {"fooba", "Zm9vYmE"}, {"foobar", "Zm9vYmFy"}, {"\xfb\xff\xbf", "-_-_"}};
+    } v[] = {
+        {"", ""},           {"f", "Zg"},          {"fo", "Zm8"},          {"foo", "Zm9v"},
+        {"foob", "Zm9vYg"}, {"fooba", "Zm9vYmE"}, {"foobar", "Zm9vYmFy"}, {"\xfb\xff\xbf", "-_-_"}};
     for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
         char *e = gt_base64url_encode((const unsigned char *)v[i].in, strlen(v[i].in));
         TH_EQ_STR(e, v[i].out);
@@ -33,17 +34,17 @@ static void test_base64url(void)
     }
     unsigned char *d = NULL;
     size_t n;
-    TH_EQ_INT(gt_base64url_decode("ab+c", 4, &d, &n), -1); /* '+' is not base64url */
+    TH_EQ_INT(gt_base64url_decode("ab+c", 4, &d, &n), -1);  /* '+' is not base64url */
     TH_EQ_INT(gt_base64url_decode("abcde", 5, &d, &n), -1); /* impossible length */
 }
 
 static void test_sign_and_verify(void)
 {
     char err[256] = "";
-    json_t *claims = json_pack("{s:s, s:s, s:s, s:i, s:i}", "iss", "svc@p.iam.gserviceaccount.com",
-                               "scope", "https://www.googleapis.com/auth/cloud-platform", "aud",
-                               "https://oauth2.googleapis.com/token", "iat", 1700000000, "exp",
-                               1700003600);
+    json_t *claims =
+        json_pack("{s:s, s:s, s:s, s:i, s:i}", "iss", "svc@p.iam.gserviceaccount.com", "scope",
+                  "https://www.googleapis.com/auth/cloud-platform", "aud",
+                  "https://oauth2.googleapis.com/token", "iat", 1700000000, "exp", 1700003600);
     char *tok = gt_jwt_sign_rs256(claims, priv_pem, "kid-1", err, sizeof(err));
     CU_ASSERT_FATAL(tok != NULL);
     json_t *h = NULL, *c = NULL;
@@ -78,8 +79,9 @@ static void test_bad_keys(void)
 {
     char err[256] = "";
     json_t *claims = json_pack("{s:s}", "iss", "x");
-    CU_ASSERT(gt_jwt_sign_rs256(claims, "-----BEGIN PRIVATE KEY-----\nnot a key\n"
-                                        "-----END PRIVATE KEY-----\n",
+    CU_ASSERT(gt_jwt_sign_rs256(claims,
+                                "-----BEGIN PRIVATE KEY-----\nnot a key\n"
+                                "-----END PRIVATE KEY-----\n",
                                 NULL, err, sizeof(err)) == NULL);
     CU_ASSERT(strstr(err, "not a PEM private key") != NULL);
     CU_ASSERT(strstr(err, "not a key") == NULL); /* the key text never echoes */

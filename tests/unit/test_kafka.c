@@ -187,8 +187,8 @@ static void test_start(void)
     cfg.commit_interval_ms = 100;
     /* Also exercises kafka_props. The mock holds a rejoining group for up
      * to the session timeout, so a short one keeps the restart test quick. */
-    cfg.kafka_props = json_pack("{s:s, s:s}", "session.timeout.ms", "3000",
-                                "heartbeat.interval.ms", "500");
+    cfg.kafka_props =
+        json_pack("{s:s, s:s}", "session.timeout.ms", "3000", "heartbeat.interval.ms", "500");
     broker_up = 1;
 }
 
@@ -311,8 +311,11 @@ static void test_produce_consume(void)
 
     gt_producer_t *p = gt_producer_new(&loop, &cfg, err, sizeof(err));
     CU_ASSERT_PTR_NOT_NULL_FATAL(p);
-    gt_consumer_opts_t o = {.group_id = "g-basic", .topics = topics, .cb = basic_on_msg,
-                            .arg = &b, .max_per_wakeup = 7};
+    gt_consumer_opts_t o = {.group_id = "g-basic",
+                            .topics = topics,
+                            .cb = basic_on_msg,
+                            .arg = &b,
+                            .max_per_wakeup = 7};
     gt_consumer_t *c = gt_consumer_new(&loop, &cfg, &o, err, sizeof(err));
     CU_ASSERT_PTR_NOT_NULL_FATAL(c);
     b.c = c;
@@ -321,8 +324,7 @@ static void test_produce_consume(void)
     TH_EQ_INT(produce(p, "t.basic", "m", 0, N_BASIC, &b.dw.d), 0);
     TH_EQ_INT(gt_producer_outstanding(p), N_BASIC);
     CU_ASSERT(th_loop_until(&loop, basic_all_received, &b, 60000));
-    fprintf(stderr, "  produced and consumed %d in %" PRId64 " ms\n", b.received,
-            th_now_ms() - t0);
+    fprintf(stderr, "  produced and consumed %d in %" PRId64 " ms\n", b.received, th_now_ms() - t0);
     TH_EQ_INT(b.dw.d.delivered, N_BASIC);
     TH_EQ_INT(b.dw.d.failed, 0);
     TH_EQ_INT(gt_producer_outstanding(p), 0);
@@ -412,8 +414,8 @@ static void test_pause_resume(void)
     uv_loop_init(&loop);
     gt_producer_t *p = gt_producer_new(&loop, &cfg, err, sizeof(err));
     /* A backlog smaller than batch B: librdkafka itself gets paused too. */
-    gt_consumer_opts_t o = {.group_id = "g-pause", .topics = topics, .cb = pr_on_msg, .arg = &s,
-                            .max_backlog = 20};
+    gt_consumer_opts_t o = {
+        .group_id = "g-pause", .topics = topics, .cb = pr_on_msg, .arg = &s, .max_backlog = 20};
     gt_consumer_t *c = gt_consumer_new(&loop, &cfg, &o, err, sizeof(err));
     CU_ASSERT_PTR_NOT_NULL_FATAL(p);
     CU_ASSERT_PTR_NOT_NULL_FATAL(c);
@@ -522,8 +524,7 @@ static void test_restart_resumes(void)
     }
 
     /* First consumer: everything done but one message per partition. */
-    gt_consumer_opts_t o = {.group_id = "g-restart", .topics = topics, .cb = rs_on_msg,
-                            .arg = &s};
+    gt_consumer_opts_t o = {.group_id = "g-restart", .topics = topics, .cb = rs_on_msg, .arg = &s};
     gt_consumer_t *c = gt_consumer_new(&loop, &cfg, &o, err, sizeof(err));
     CU_ASSERT_PTR_NOT_NULL_FATAL(c);
     count_wait_t cw = {&s.received, RS_N};
@@ -746,8 +747,8 @@ static void revoke_grace(const char *group, int64_t grace_ms, int release)
     }
     CU_ASSERT(th_loop_until(&loop, tm_second_busy, &s, 30000));
     TH_EQ_INT(gt_consumer_revoking(c0), 0);
-    fprintf(stderr, "  %s: member 1 consuming %" PRId64 " ms after %s\n", group,
-            th_now_ms() - t0, release ? "member 0 finished its work" : "the revoke began waiting");
+    fprintf(stderr, "  %s: member 1 consuming %" PRId64 " ms after %s\n", group, th_now_ms() - t0,
+            release ? "member 0 finished its work" : "the revoke began waiting");
     TH_EQ_INT(revokes(group, release ? "after_work" : "grace_expired"), 1);
     if (!release) { /* done after the hand-over: only freed */
         for (int i = 0; i < s.n_held; i++)
@@ -872,8 +873,9 @@ static void test_fixed_port(void)
     th_proc_t dev;
     char port[16], line[256], want[64], err[256];
     snprintf(port, sizeof(port), "%d", th_free_port());
-    const char *argv[] = {th_bin("tools/gantry-kafka-dev"), "--brokers", "1", "--port", port,
-                          "--topics", th_tmpfile(".txt", "t.fixed\n"), NULL};
+    const char *argv[] = {
+        th_bin("tools/gantry-kafka-dev"), "--brokers", "1", "--port", port, "--topics",
+        th_tmpfile(".txt", "t.fixed\n"),  NULL};
     TH_EQ_INT(th_proc_start(&dev, argv, NULL), 0);
     TH_EQ_INT(th_proc_wait_line(&dev, "bootstrap=", line, sizeof(line), 15000), 0);
     snprintf(want, sizeof(want), "127.0.0.1:%s", port);
@@ -916,7 +918,10 @@ static void test_static_member(void)
     dwait_t dw = {{0, 0}, 20};
     const char *topics[] = {"t.static", NULL};
     gt_producer_t *p = gt_producer_new(&loop, &scfg, err, sizeof(err));
-    gt_consumer_opts_t o = {.group_id = "g-static", .topics = topics, .cb = fp_on_msg, .arg = &s,
+    gt_consumer_opts_t o = {.group_id = "g-static",
+                            .topics = topics,
+                            .cb = fp_on_msg,
+                            .arg = &s,
                             .instance_id = "static-1"};
     gt_consumer_t *c = gt_consumer_new(&loop, &scfg, &o, err, sizeof(err));
     CU_ASSERT_PTR_NOT_NULL_FATAL(p);

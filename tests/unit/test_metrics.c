@@ -19,16 +19,16 @@ static prom_t P;
 static void test_parser_rejects(void)
 {
     static const char *const bad[] = {
-        "x 1\n",                                                  /* no TYPE */
-        "# TYPE x counter\nx -1\n",                              /* negative counter */
-        "# TYPE x gauge\nx{a=\"b} 1\n",                          /* unterminated */
-        "# TYPE x gauge\nx{a=\"\\q\"} 1\n",                      /* bad escape */
-        "# TYPE x gauge\nx 1\nx 2\n",                            /* duplicate */
-        "# TYPE x gauge\nx one\n",                               /* bad value */
+        "x 1\n",                            /* no TYPE */
+        "# TYPE x counter\nx -1\n",         /* negative counter */
+        "# TYPE x gauge\nx{a=\"b} 1\n",     /* unterminated */
+        "# TYPE x gauge\nx{a=\"\\q\"} 1\n", /* bad escape */
+        "# TYPE x gauge\nx 1\nx 2\n",       /* duplicate */
+        "# TYPE x gauge\nx one\n",          /* bad value */
         "# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"2\"} 1\n"
-        "h_bucket{le=\"+Inf\"} 2\nh_sum 1\nh_count 2\n",         /* not cumulative */
+        "h_bucket{le=\"+Inf\"} 2\nh_sum 1\nh_count 2\n",                  /* not cumulative */
         "# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_sum 1\nh_count 2\n", /* no +Inf */
-        "# TYPE x gauge\nx 1",                                   /* no final newline */
+        "# TYPE x gauge\nx 1",                                            /* no final newline */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         int n = prom_parse(&P, bad[i]);
@@ -171,7 +171,8 @@ int main(void)
         {"the parser rejects malformed exposition text", test_parser_rejects},
         {"render: types, labels, escaping, histogram buckets", test_render_and_escape},
         {"adds from four threads sum exactly while scraped", test_threads_sum_exactly},
-        {"admin: /health, /ready with a failing then passing check, /metrics", test_admin_endpoints},
+        {"admin: /health, /ready with a failing then passing check, /metrics",
+         test_admin_endpoints},
         {NULL, NULL},
     };
     curl_global_init(CURL_GLOBAL_DEFAULT);

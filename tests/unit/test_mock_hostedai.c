@@ -330,8 +330,7 @@ static void test_inference(void)
     reply_free(&r2);
 
     /* Empty prompt still costs a token; max_tokens caps the completion. */
-    snprintf(body, sizeof(body), "{\"allocation_id\":\"%s\",\"prompt\":\"\",\"max_tokens\":3}",
-             id);
+    snprintf(body, sizeof(body), "{\"allocation_id\":\"%s\",\"prompt\":\"\",\"max_tokens\":3}", id);
     r1 = call(&m, "POST", "/v1/inference", body, KEY);
     TH_EQ_INT(r1.status, 200);
     u = json_object_get(r1.json, "usage");
@@ -382,7 +381,7 @@ static void test_allocations_list(void)
     TH_EQ_INT(r.status, 200);
     list = json_object_get(r.json, "allocations");
     TH_EQ_INT(json_array_size(list), 2);
-    json_array_foreach(list, i, e) {
+    json_array_foreach (list, i, e) {
         const char *id = json_string_value(json_object_get(e, "allocation_id"));
         json_t *labels = json_object_get(e, "labels");
 
@@ -430,8 +429,7 @@ static void test_allocations_by_label(void)
                   json_array_get(json_object_get(r.json, "allocations"), 0), "allocation_id")),
               b);
     reply_free(&r);
-    r = call(&m, "GET", "/v1/allocations?label.holder=worker-7&label.task_id=task-2-20", NULL,
-             KEY);
+    r = call(&m, "GET", "/v1/allocations?label.holder=worker-7&label.task_id=task-2-20", NULL, KEY);
     TH_EQ_INT(json_array_size(json_object_get(r.json, "allocations")), 1);
     reply_free(&r);
     r = call(&m, "GET", "/v1/allocations?label.holder=worker-8", NULL, KEY);
@@ -479,11 +477,11 @@ static int is_fault(long st)
 
 static void test_fault_rate(void)
 {
-    static const char *const extra[] = {"--fail-rate", "0.2", "--seed", "7", "--latency-ms",
-                                        "0-0", NULL};
+    static const char *const extra[] = {"--fail-rate",  "0.2", "--seed", "7",
+                                        "--latency-ms", "0-0", NULL};
     enum { N = 2000 };
     mock_t m;
-    char (*ids)[32] = calloc(N, 32);
+    char(*ids)[32] = calloc(N, 32);
     int nids = 0, faults = 0, inf_faults = 0, rel_faults = 0, attempts = 0;
     reply_t r;
 
@@ -552,7 +550,8 @@ static void test_fault_rate(void)
 
         TH_EQ_INT(json_integer_value(json_object_get(f, "inference")), inf_faults);
         TH_EQ_INT(json_integer_value(json_object_get(f, "release")), rel_faults);
-        TH_EQ_INT(json_integer_value(json_object_get(f, "total")), faults + inf_faults + rel_faults);
+        TH_EQ_INT(json_integer_value(json_object_get(f, "total")),
+                  faults + inf_faults + rel_faults);
         TH_EQ_INT(json_integer_value(json_object_get(s.json, "outstanding_allocations")), 0);
         TH_EQ_INT(json_integer_value(json_object_get(s.json, "releases_total")), nids);
         TH_EQ_INT(json_integer_value(json_object_get(s.json, "used_vram_mb")), 0);
@@ -594,10 +593,10 @@ static void test_cli(void)
     static const char *const nokey[] = {"--port", "0", NULL};
     static const char *const noport[] = {"--api-key", "k", NULL};
     static const char *const badport[] = {"--port", "x", "--api-key", "k", NULL};
-    static const char *const badrate[] = {"--port", "0", "--api-key", "k", "--fail-rate", "2",
-                                          NULL};
-    static const char *const badlat[] = {"--port", "0", "--api-key", "k", "--latency-ms", "9-3",
-                                         NULL};
+    static const char *const badrate[] = {"--port",      "0", "--api-key", "k",
+                                          "--fail-rate", "2", NULL};
+    static const char *const badlat[] = {"--port",       "0",   "--api-key", "k",
+                                         "--latency-ms", "9-3", NULL};
     static const char *const unknown[] = {"--port", "0", "--api-key", "k", "--bogus", NULL};
     static const char *const noval[] = {"--port", NULL};
     mock_t m;

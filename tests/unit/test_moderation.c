@@ -155,8 +155,14 @@ int main(void)
 {
     gt_dispatcher_config_register();
     uv_loop_init(&loop);
-    const char *argv[] = {th_bin("tools/gantry-mock-openai"), "--port", "0", "--api-key", KEY,
-                          "--latency-ms", "50-50", NULL};
+    const char *argv[] = {th_bin("tools/gantry-mock-openai"),
+                          "--port",
+                          "0",
+                          "--api-key",
+                          KEY,
+                          "--latency-ms",
+                          "50-50",
+                          NULL};
     if (th_proc_start(&mock, argv, NULL) != 0 ||
         th_proc_wait_line(&mock, "listening=", addr, sizeof(addr), 20000) != 0) {
         fprintf(stderr, "cannot start gantry-mock-openai\n");

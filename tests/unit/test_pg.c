@@ -1,4 +1,5 @@
-/* test_pg.c - async PostgreSQL pipeline (order, errors, reconnect) and migrations, on a real server. */
+/* test_pg.c - async PostgreSQL pipeline (order, errors, reconnect) and migrations, on a real
+ * server. */
 #include <dirent.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -48,9 +49,14 @@ static void rec_cb(const PGresult *res, const char *err, void *arg)
     r->n++;
 }
 
-
-static int no_pending(void *arg) { return gt_pg_pending(arg) == 0; }
-static int is_connected(void *arg) { return gt_pg_connected(arg); }
+static int no_pending(void *arg)
+{
+    return gt_pg_pending(arg) == 0;
+}
+static int is_connected(void *arg)
+{
+    return gt_pg_connected(arg);
+}
 
 /* Frees pg and lets its handles close; the loop must end up empty. */
 static void pg_close(uv_loop_t *loop, gt_pg_t *pg)
@@ -202,8 +208,11 @@ static void test_pipelined_inserts_in_order(void)
         snprintf(num, sizeof(num), "%d", i);
         const char *p[2] = {num, i % 2 ? NULL : "even"};
         args[i] = (qarg_t){&rec, i};
-        TH_EQ_INT(gt_pg_query(pg, "INSERT INTO t VALUES ($1, $2) ON CONFLICT DO NOTHING "
-                                  "RETURNING i", 2, p, rec_cb, &args[i]), 0);
+        TH_EQ_INT(gt_pg_query(pg,
+                              "INSERT INTO t VALUES ($1, $2) ON CONFLICT DO NOTHING "
+                              "RETURNING i",
+                              2, p, rec_cb, &args[i]),
+                  0);
     }
     TH_EQ_INT(gt_pg_pending(pg), N_PIPELINED);
     CU_ASSERT(th_loop_until(&loop, no_pending, pg, 60000));
@@ -290,7 +299,10 @@ static void pid_cb(const PGresult *res, const char *err, void *arg)
     b->done = 1;
 }
 
-static int box_done(void *arg) { return ((pid_box_t *)arg)->done; }
+static int box_done(void *arg)
+{
+    return ((pid_box_t *)arg)->done;
+}
 
 static int backend_pid(uv_loop_t *loop, gt_pg_t *pg)
 {
@@ -329,8 +341,11 @@ static void test_reconnect_resends_pending(void)
         snprintf(num, sizeof(num), "%d", i);
         const char *p[1] = {num};
         args[i] = (qarg_t){&rec, i};
-        TH_EQ_INT(gt_pg_query(pg, "INSERT INTO r VALUES ($1) ON CONFLICT (i) DO UPDATE SET i = "
-                                  "EXCLUDED.i RETURNING i", 1, p, rec_cb, &args[i]), 0);
+        TH_EQ_INT(gt_pg_query(pg,
+                              "INSERT INTO r VALUES ($1) ON CONFLICT (i) DO UPDATE SET i = "
+                              "EXCLUDED.i RETURNING i",
+                              1, p, rec_cb, &args[i]),
+                  0);
     }
     snprintf(sql, sizeof(sql), "SELECT pg_terminate_backend(%d)::int", pid);
     TH_EQ_INT(scalar(c, sql), 1);
@@ -401,7 +416,10 @@ static int retried(void *arg)
     return retries(w->cls) > w->above;
 }
 
-static int answered(void *arg) { return ((answer_t *)arg)->idx > 0; }
+static int answered(void *arg)
+{
+    return ((answer_t *)arg)->idx > 0;
+}
 
 /* A role of its own in a new database: the faults are injected on it with
  * ALTER ROLE (picked up by each new session) and GRANT/REVOKE. Returns the
@@ -449,8 +467,9 @@ static void test_statement_timeout_is_retried(void)
     CU_ASSERT_FATAL(pg != NULL);
     answer_t a = {0, 0, "", ""};
     double before = retries("57");
-    TH_EQ_INT(gt_pg_query(pg, "INSERT INTO t SELECT 1 FROM pg_sleep(0.2) ON CONFLICT DO NOTHING",
-                          0, NULL, closed_cb, &a), 0);
+    TH_EQ_INT(gt_pg_query(pg, "INSERT INTO t SELECT 1 FROM pg_sleep(0.2) ON CONFLICT DO NOTHING", 0,
+                          NULL, closed_cb, &a),
+              0);
     retry_wait_t w = {"57", before + 2};
     CU_ASSERT(th_loop_until(&loop, retried, &w, 20000));
     TH_EQ_INT(a.idx, 0); /* not answered: neither failed nor done */
@@ -480,8 +499,9 @@ static void test_read_only_is_retried(void)
     CU_ASSERT_FATAL(pg != NULL);
     answer_t a = {0, 0, "", ""};
     double before = retries("25006");
-    TH_EQ_INT(gt_pg_query(pg, "INSERT INTO t VALUES (1) ON CONFLICT DO NOTHING", 0, NULL,
-                          closed_cb, &a), 0);
+    TH_EQ_INT(
+        gt_pg_query(pg, "INSERT INTO t VALUES (1) ON CONFLICT DO NOTHING", 0, NULL, closed_cb, &a),
+        0);
     retry_wait_t w = {"25006", before + 2};
     CU_ASSERT(th_loop_until(&loop, retried, &w, 20000));
     TH_EQ_INT(a.idx, 0);
@@ -567,10 +587,10 @@ static void test_host_name_resolved(void)
 
 static void test_sqlstate_classes(void)
 {
-    static const char *transient[] = {"08006", "08001", "40001", "40P01", "53100", "53200",
-                                      "57014", "57P01", "25006"};
-    static const char *permanent[] = {"23505", "42501", "42P01", "22P02", "25001", "XX000",
-                                      "0800", ""};
+    static const char *transient[] = {"08006", "08001", "40001", "40P01", "53100",
+                                      "53200", "57014", "57P01", "25006"};
+    static const char *permanent[] = {"23505", "42501", "42P01", "22P02",
+                                      "25001", "XX000", "0800",  ""};
     for (size_t i = 0; i < sizeof(transient) / sizeof(*transient); i++)
         TH_EQ_INT(gt_pg_sqlstate_transient(transient[i]), 1);
     for (size_t i = 0; i < sizeof(permanent) / sizeof(*permanent); i++)
@@ -597,7 +617,8 @@ int main(void)
         {"free fails waiting queries", test_free_fails_waiting_queries},
         {"SQLSTATE classes: transient or permanent", test_sqlstate_classes},
         {"host name resolved off the loop, connected by address", test_host_name_resolved},
-        {"statement timeout: retried until lifted, answered once", test_statement_timeout_is_retried},
+        {"statement timeout: retried until lifted, answered once",
+         test_statement_timeout_is_retried},
         {"read-only session: retried until writable, answered once", test_read_only_is_retried},
         {"revoked privilege: permanent, with its SQLSTATE", test_permission_denied_is_permanent},
         {NULL, NULL},

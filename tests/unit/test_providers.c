@@ -112,22 +112,36 @@ static int start_proc(th_proc_t *p, const char *const argv[], const char *prefix
 
 static int start_openai(th_proc_t *p, char *addr, const char *latency)
 {
-    const char *argv[] = {th_bin("tools/gantry-mock-openai"), "--port", "0", "--api-key", KEY,
-                          "--latency-ms", latency, "--retry-after", "1", NULL};
+    const char *argv[] = {th_bin("tools/gantry-mock-openai"),
+                          "--port",
+                          "0",
+                          "--api-key",
+                          KEY,
+                          "--latency-ms",
+                          latency,
+                          "--retry-after",
+                          "1",
+                          NULL};
     return start_proc(p, argv, "listening=", addr, 64);
 }
 
 static int start_hostedai(th_proc_t *p, char *addr, const char *latency)
 {
-    const char *argv[] = {th_bin("tools/gantry-mock-hostedai"), "--port", "0", "--api-key", KEY,
-                          "--latency-ms", latency, NULL};
+    const char *argv[] = {th_bin("tools/gantry-mock-hostedai"),
+                          "--port",
+                          "0",
+                          "--api-key",
+                          KEY,
+                          "--latency-ms",
+                          latency,
+                          NULL};
     return start_proc(p, argv, "listening=", addr, 64);
 }
 
 static int start_worker(th_proc_t *p, const char *id, const char *lanes)
 {
-    const char *argv[] = {th_bin("workers/gantry-worker"), "--config", E.config, "--id", id,
-                          "--lanes", lanes, NULL};
+    const char *argv[] = {
+        th_bin("workers/gantry-worker"), "--config", E.config, "--id", id, "--lanes", lanes, NULL};
     char line[128];
     return start_proc(p, argv, "worker_id=", line, sizeof(line));
 }
@@ -159,15 +173,15 @@ static void publish(const char *id, const char *model, const char *kind, json_t 
                           "lane", lane, "input", input, "parameters", "temperature", 0.3,
                           "max_tokens", 12, "created_at", now, "attempt", 1);
     if (deadline_in_ms > 0)
-        json_object_set_new(t, "deadline",
-                            json_string(gt_clock_fmt(gt_clock_wall_ms() + deadline_in_ms, dl,
-                                                     sizeof(dl))));
+        json_object_set_new(
+            t, "deadline",
+            json_string(gt_clock_fmt(gt_clock_wall_ms() + deadline_in_ms, dl, sizeof(dl))));
     char *s = json_dumps(t, JSON_COMPACT);
     snprintf(topic, sizeof(topic), "gantry.tasks.%s", lane);
-    rd_kafka_resp_err_t e = rd_kafka_producev(
-        E.producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(id, strlen(id)),
-        RD_KAFKA_V_VALUE(s, strlen(s)), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-        RD_KAFKA_V_HEADER("traceparent", TRACEPARENT, -1), RD_KAFKA_V_END);
+    rd_kafka_resp_err_t e =
+        rd_kafka_producev(E.producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(id, strlen(id)),
+                          RD_KAFKA_V_VALUE(s, strlen(s)), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                          RD_KAFKA_V_HEADER("traceparent", TRACEPARENT, -1), RD_KAFKA_V_END);
     TH_EQ_INT(e, 0);
     free(s);
     json_decref(t);
@@ -289,34 +303,38 @@ static int env_up(void)
         fprintf(stderr, "a test process did not start\n");
         return -1;
     }
-    snprintf(cfg, sizeof(cfg),
-             "{\"kafka\": {\"bootstrap_servers\": \"%s\"},"
-             " \"postgres\": {\"conninfo\": \"%s\"},"
-             " \"pools\": {\"pool\": {\"endpoint\": \"http://%s\", \"api_key\": \"%s\"},"
-             "   \"slowpool\": {\"endpoint\": \"http://%s\", \"api_key\": \"%s\"}},"
-             " \"providers\": {"
-             "  \"main\": {\"runtime\": \"openai\", \"endpoint\": \"http://%s\", \"api_key\": \"%s\"},"
-             "  \"storm\": {\"runtime\": \"openai\", \"endpoint\": \"http://%s/v1\", \"api_key\": \"%s\","
-             "    \"breaker\": {\"failures\": 3, \"recovery_ms\": 3000},"
-             "    \"retry\": {\"max_retries\": 2, \"base_ms\": 10}},"
-             "  \"limited\": {\"runtime\": \"openai\", \"endpoint\": \"http://%s\", \"api_key\": \"%s\","
-             "    \"max_in_flight\": 8},"
-             "  \"slow\": {\"runtime\": \"openai\", \"endpoint\": \"http://%s\", \"api_key\": \"%s\"}},"
-             " \"models\": {"
-             "  \"gpt\": {\"provider\": \"main\", \"provider_model\": \"gpt-4o-mini\", \"lane\": \"prov\"},"
-             "  \"stormy\": {\"provider\": \"storm\", \"lane\": \"prov\", \"fallbacks\": [\"local\"]},"
-             "  \"stormy-slow\": {\"provider\": \"storm\", \"lane\": \"prov\", \"fallbacks\": [\"local-slow\"]},"
-             "  \"local\": {\"runtime\": \"hostedai\", \"pool\": \"pool\", \"lane\": \"prov\","
-             "    \"requirements\": {\"tflops\": 1, \"vram_mb\": 1024}},"
-             "  \"local-slow\": {\"runtime\": \"hostedai\", \"pool\": \"slowpool\", \"lane\": \"prov\","
-             "    \"requirements\": {\"tflops\": 1, \"vram_mb\": 1024}},"
-             "  \"sluggish\": {\"provider\": \"slow\", \"lane\": \"prov\"},"
-             "  \"capped\": {\"provider\": \"limited\", \"lane\": \"limited\"}},"
-             " \"worker\": {\"max_in_flight\": 64, \"heartbeat_ms\": 200,"
-             "   \"retry\": {\"max_retries\": 3, \"base_ms\": 20, \"max_ms\": 3000}},"
-             " \"log\": {\"level\": \"info\"}}",
-             E.bootstrap, E.conninfo, E.pool_a, KEY, E.slowpool_a, KEY, E.main_a, KEY, E.storm_a,
-             KEY, E.limited_a, KEY, E.slow_a, KEY);
+    snprintf(
+        cfg, sizeof(cfg),
+        "{\"kafka\": {\"bootstrap_servers\": \"%s\"},"
+        " \"postgres\": {\"conninfo\": \"%s\"},"
+        " \"pools\": {\"pool\": {\"endpoint\": \"http://%s\", \"api_key\": \"%s\"},"
+        "   \"slowpool\": {\"endpoint\": \"http://%s\", \"api_key\": \"%s\"}},"
+        " \"providers\": {"
+        "  \"main\": {\"runtime\": \"openai\", \"endpoint\": \"http://%s\", \"api_key\": \"%s\"},"
+        "  \"storm\": {\"runtime\": \"openai\", \"endpoint\": \"http://%s/v1\", \"api_key\": "
+        "\"%s\","
+        "    \"breaker\": {\"failures\": 3, \"recovery_ms\": 3000},"
+        "    \"retry\": {\"max_retries\": 2, \"base_ms\": 10}},"
+        "  \"limited\": {\"runtime\": \"openai\", \"endpoint\": \"http://%s\", \"api_key\": \"%s\","
+        "    \"max_in_flight\": 8},"
+        "  \"slow\": {\"runtime\": \"openai\", \"endpoint\": \"http://%s\", \"api_key\": \"%s\"}},"
+        " \"models\": {"
+        "  \"gpt\": {\"provider\": \"main\", \"provider_model\": \"gpt-4o-mini\", \"lane\": "
+        "\"prov\"},"
+        "  \"stormy\": {\"provider\": \"storm\", \"lane\": \"prov\", \"fallbacks\": [\"local\"]},"
+        "  \"stormy-slow\": {\"provider\": \"storm\", \"lane\": \"prov\", \"fallbacks\": "
+        "[\"local-slow\"]},"
+        "  \"local\": {\"runtime\": \"hostedai\", \"pool\": \"pool\", \"lane\": \"prov\","
+        "    \"requirements\": {\"tflops\": 1, \"vram_mb\": 1024}},"
+        "  \"local-slow\": {\"runtime\": \"hostedai\", \"pool\": \"slowpool\", \"lane\": \"prov\","
+        "    \"requirements\": {\"tflops\": 1, \"vram_mb\": 1024}},"
+        "  \"sluggish\": {\"provider\": \"slow\", \"lane\": \"prov\"},"
+        "  \"capped\": {\"provider\": \"limited\", \"lane\": \"limited\"}},"
+        " \"worker\": {\"max_in_flight\": 64, \"heartbeat_ms\": 200,"
+        "   \"retry\": {\"max_retries\": 3, \"base_ms\": 20, \"max_ms\": 3000}},"
+        " \"log\": {\"level\": \"info\"}}",
+        E.bootstrap, E.conninfo, E.pool_a, KEY, E.slowpool_a, KEY, E.main_a, KEY, E.storm_a, KEY,
+        E.limited_a, KEY, E.slow_a, KEY);
     E.config = th_tmpfile(".json", cfg);
     E.results = json_object();
     E.usage = json_object();
@@ -342,14 +360,14 @@ static int env_up(void)
 
 static void test_openai_wire(void)
 {
-    gt_provider_t p = {.name = "oa", .runtime = "openai", .endpoint = "http://h:1",
-                       .api_key = "sk-1"};
+    gt_provider_t p = {
+        .name = "oa", .runtime = "openai", .endpoint = "http://h:1", .api_key = "sk-1"};
     const gt_runtime_t *rt = gt_runtime_find("openai");
     CU_ASSERT_PTR_NOT_NULL_FATAL(rt);
     CU_ASSERT_PTR_NULL(gt_runtime_find("hostedai"));
     json_t *msgs = json_loads("[{\"role\":\"user\",\"content\":\"hi\"}]", 0, NULL);
-    json_t *params = json_pack("{s:f, s:i, s:s}", "temperature", 0.5, "max_tokens", 9, "colour",
-                               "red");
+    json_t *params =
+        json_pack("{s:f, s:i, s:s}", "temperature", 0.5, "max_tokens", 9, "colour", "red");
     gt_wire_task_t t = {"chat", msgs, params, "gpt-4o", TRACEPARENT};
     gt_wire_auth_t auth = {NULL, 0};
     gt_wire_request_t r;
@@ -638,11 +656,12 @@ static long seed_dead_holder(int lapse_ms)
     long n = -1;
     if (!c)
         return -1;
-    snprintf(sql, sizeof(sql),
-             "INSERT INTO gantry_provider_slots (provider, scope, slot, holder, task_id, lease_until)"
-             " SELECT 'limited', '', g, 'dead-worker/1/1', 'lost-task',"
-             " now() + interval '%d milliseconds' FROM generate_series(0, 7) g",
-             lapse_ms);
+    snprintf(
+        sql, sizeof(sql),
+        "INSERT INTO gantry_provider_slots (provider, scope, slot, holder, task_id, lease_until)"
+        " SELECT 'limited', '', g, 'dead-worker/1/1', 'lost-task',"
+        " now() + interval '%d milliseconds' FROM generate_series(0, 7) g",
+        lapse_ms);
     PGresult *r = PQexec(c, sql);
     if (PQresultStatus(r) == PGRES_COMMAND_OK)
         n = atol(PQcmdTuples(r));
@@ -761,8 +780,8 @@ int main(void)
     };
     curl_global_init(CURL_GLOBAL_DEFAULT);
     int rc = th_run("providers", tests);
-    th_proc_t *procs[] = {&E.worker, &E.w2, &E.w3, &E.main_p, &E.storm, &E.limited,
-                          &E.slow, &E.pool, &E.slowpool};
+    th_proc_t *procs[] = {&E.worker,  &E.w2,   &E.w3,   &E.main_p,  &E.storm,
+                          &E.limited, &E.slow, &E.pool, &E.slowpool};
     for (size_t i = 0; i < sizeof(procs) / sizeof(procs[0]); i++)
         if (procs[i]->pid && !procs[i]->exited)
             th_proc_stop(procs[i], SIGTERM, 10000);

@@ -60,13 +60,14 @@ static void test_reload(void)
              ", \"tenants\": {\"acme\": {\"budget\": {\"currency\": \"USD\","
              " \"monthly_micros\": 5}}, \"beta\": {}}");
     write_file(path, text);
-    TH_EQ_INT(gt_config_reload(cfg), 4); /* tenants.acme, tenants.beta, log.level, worker.max_in_flight */
+    TH_EQ_INT(gt_config_reload(cfg),
+              4); /* tenants.acme, tenants.beta, log.level, worker.max_in_flight */
     const gt_tenant_t *now = gt_config_tenant(cfg, "acme");
     CU_ASSERT_PTR_NOT_NULL_FATAL(now);
     TH_EQ_INT(now->budget.monthly_micros, 5);
     CU_ASSERT_PTR_NOT_NULL(gt_config_tenant(cfg, "beta"));
     TH_EQ_STR(cfg->log_level, "debug");
-    TH_EQ_INT(cfg->worker_max_in_flight, 8); /* needs a restart */
+    TH_EQ_INT(cfg->worker_max_in_flight, 8);     /* needs a restart */
     TH_EQ_INT(old->budget.monthly_micros, 1000); /* still readable (ASan checks) */
     TH_EQ_STR(old->id, "acme");
     CU_ASSERT(gt_config_key_reloadable("tenants.acme"));

@@ -23,19 +23,21 @@ static const char *const names[3] = {"d-fast", "d-mid", "d-slow"};
 static gt_config_t *config(const char *strategy, const char *fast_extra)
 {
     char text[4096], err[2048];
-    snprintf(text, sizeof(text),
-             "{\"kafka\": {\"bootstrap_servers\": \"x\"},"
-             " \"pools\": {\"p1\": {\"endpoint\": \"http://h1\", \"api_key\": \"k\","
-             "                      \"breaker\": {\"failures\": 5, \"recovery_ms\": 2000}},"
-             "           \"p2\": {\"endpoint\": \"http://h2\", \"api_key\": \"k\"},"
-             "           \"p3\": {\"endpoint\": \"http://h3\", \"api_key\": \"k\"}},"
-             " \"models\": {\"d-fast\": {\"pool\": \"p1\"}, \"d-mid\": {\"pool\": \"p2\"},"
-             "   \"d-slow\": {\"pool\": \"p3\"},"
-             "   \"m\": {\"strategy\": \"%s\", \"deployments\": ["
-             "     {\"model\": \"d-fast\", \"weight\": 1, \"price_micros\": 300 %s},"
-             "     {\"model\": \"d-mid\", \"weight\": 2, \"price_micros\": 100, \"max_in_flight\": 10},"
-             "     {\"model\": \"d-slow\", \"weight\": 1, \"price_micros\": 200, \"max_in_flight\": 10}]}}}",
-             strategy, fast_extra ? fast_extra : "");
+    snprintf(
+        text, sizeof(text),
+        "{\"kafka\": {\"bootstrap_servers\": \"x\"},"
+        " \"pools\": {\"p1\": {\"endpoint\": \"http://h1\", \"api_key\": \"k\","
+        "                      \"breaker\": {\"failures\": 5, \"recovery_ms\": 2000}},"
+        "           \"p2\": {\"endpoint\": \"http://h2\", \"api_key\": \"k\"},"
+        "           \"p3\": {\"endpoint\": \"http://h3\", \"api_key\": \"k\"}},"
+        " \"models\": {\"d-fast\": {\"pool\": \"p1\"}, \"d-mid\": {\"pool\": \"p2\"},"
+        "   \"d-slow\": {\"pool\": \"p3\"},"
+        "   \"m\": {\"strategy\": \"%s\", \"deployments\": ["
+        "     {\"model\": \"d-fast\", \"weight\": 1, \"price_micros\": 300 %s},"
+        "     {\"model\": \"d-mid\", \"weight\": 2, \"price_micros\": 100, \"max_in_flight\": 10},"
+        "     {\"model\": \"d-slow\", \"weight\": 1, \"price_micros\": 200, \"max_in_flight\": "
+        "10}]}}}",
+        strategy, fast_extra ? fast_extra : "");
     gt_config_t *cfg = gt_config_parse(text, NULL, err, sizeof(err));
     if (!cfg)
         fprintf(stderr, "  %s\n", err);
@@ -45,8 +47,8 @@ static gt_config_t *config(const char *strategy, const char *fast_extra)
 
 typedef struct sim {
     long picks[3], ok[3], failed;
-    int max_spread;            /* least_busy: largest in-flight max-min right after a pick */
-    int cost_violation;        /* cost: a pick not the cheapest with capacity */
+    int max_spread;     /* least_busy: largest in-flight max-min right after a pick */
+    int cost_violation; /* cost: a pick not the cheapest with capacity */
     long fast_after_fail, total_after_fail; /* picks in (fail_from + 1 s, fail_to) */
     long fast_after_back, total_after_back; /* picks after fail_to + recovery + 1 s */
 } sim_t;
@@ -65,7 +67,10 @@ static void run(const char *strategy, long requests, int64_t fail_from, int64_t 
     gt_config_t *cfg = config(strategy, NULL);
     const gt_model_t *m = gt_config_model(cfg, "m");
     gt_router_t *r = gt_router_new(42);
-    struct { int dep; int64_t end; } fl[MAXF];
+    struct {
+        int dep;
+        int64_t end;
+    } fl[MAXF];
     int nf = 0;
     long started = 0, done = 0, retry = 0;
     int64_t now = 0;
@@ -74,8 +79,9 @@ static void run(const char *strategy, long requests, int64_t fail_from, int64_t 
         while (nf < CONCURRENCY && (started < requests || retry > 0)) {
             const char *why;
             /* the cheapest with capacity: d-mid (100), d-slow (200), d-fast (300) */
-            int want = gt_router_in_flight(r, "d-mid") < 10 ? 1
-                       : gt_router_in_flight(r, "d-slow") < 10 ? 2 : 0;
+            int want = gt_router_in_flight(r, "d-mid") < 10    ? 1
+                       : gt_router_in_flight(r, "d-slow") < 10 ? 2
+                                                               : 0;
             const gt_model_t *dep = gt_router_pick(r, cfg, m, now, &why);
             int i = idx(dep->name);
             CU_ASSERT_FATAL(i >= 0);
@@ -147,8 +153,10 @@ static void test_cost(void)
 {
     sim_t s;
     run("cost", REQUESTS, 0, 0, &s);
-    fprintf(stderr, "  cost: fast(300) %ld / mid(100, cap 10) %ld / slow(200, cap 10) %ld,"
-                    " %d violations\n", s.picks[0], s.picks[1], s.picks[2], s.cost_violation);
+    fprintf(stderr,
+            "  cost: fast(300) %ld / mid(100, cap 10) %ld / slow(200, cap 10) %ld,"
+            " %d violations\n",
+            s.picks[0], s.picks[1], s.picks[2], s.cost_violation);
     TH_EQ_INT(s.cost_violation, 0);
     CU_ASSERT(s.picks[1] > s.picks[2] && s.picks[2] > 0 && s.picks[0] > 0);
 }
@@ -176,10 +184,10 @@ static void test_failing_deployment(void)
 {
     sim_t s;
     run("latency", 10 * REQUESTS, 3000, 6000, &s); /* the fast one fails for 3 s of ~13 s */
-    fprintf(stderr, "  failing: %ld failed tasks re-routed; fast got %ld of %ld picks while"
-                    " failing, %ld of %ld after recovery\n",
-            s.failed, s.fast_after_fail, s.total_after_fail, s.fast_after_back,
-            s.total_after_back);
+    fprintf(stderr,
+            "  failing: %ld failed tasks re-routed; fast got %ld of %ld picks while"
+            " failing, %ld of %ld after recovery\n",
+            s.failed, s.fast_after_fail, s.total_after_fail, s.fast_after_back, s.total_after_back);
     CU_ASSERT(s.failed > 0);
     CU_ASSERT(s.total_after_fail > 0 && s.fast_after_fail * 10 < s.total_after_fail);
     CU_ASSERT(s.total_after_back > 0 && s.fast_after_back * 10 >= s.total_after_back * 8);
@@ -193,8 +201,8 @@ static void test_event_cools(void)
     gt_config_t *cfg = config("least_busy", NULL);
     const gt_model_t *m = gt_config_model(cfg, "m");
     gt_router_t *r = gt_router_new(7);
-    json_t *data = json_pack("{s:s, s:s, s:i}", "provider", "hostedai", "pool", "p1",
-                             "recovery_ms", 1500);
+    json_t *data =
+        json_pack("{s:s, s:s, s:i}", "provider", "hostedai", "pool", "p1", "recovery_ms", 1500);
     gt_router_event(r, cfg, "breaker.opened", data, 1000);
     const char *why;
     for (int i = 0; i < 30; i++) {

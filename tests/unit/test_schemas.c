@@ -10,7 +10,8 @@
 
 /* The schemas embedded in libgantry (schemas/meson.build). */
 static const char *const schema_names[] = {
-    "request.v1", "task.v1", "task-result.v1", "result.v1", "usage.v1", "dlq.v1", "event.v1", "control.v1", NULL,
+    "request.v1", "task.v1",  "task-result.v1", "result.v1", "usage.v1",
+    "dlq.v1",     "event.v1", "control.v1",     NULL,
 };
 
 static int ends_with(const char *s, const char *suffix)

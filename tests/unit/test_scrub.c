@@ -45,13 +45,12 @@ static void test_mask_consistent_and_restore(void)
 static void test_hash_keyed(void)
 {
     const unsigned char k1[] = "tenant-one-key", k2[] = "tenant-two-key";
-    gt_scrub_t *s1 = gt_scrub_new(&(gt_scrub_opts_t){.mode = GT_SCRUB_HASH, .key = k1,
-                                                     .key_len = sizeof(k1) - 1});
-    gt_scrub_t *s1b = gt_scrub_new(&(gt_scrub_opts_t){.mode = GT_SCRUB_HASH, .key = k1,
-                                                      .key_len = sizeof(k1) - 1,
-                                                      .hash_chars = 12});
-    gt_scrub_t *s2 = gt_scrub_new(&(gt_scrub_opts_t){.mode = GT_SCRUB_HASH, .key = k2,
-                                                     .key_len = sizeof(k2) - 1});
+    gt_scrub_t *s1 = gt_scrub_new(
+        &(gt_scrub_opts_t){.mode = GT_SCRUB_HASH, .key = k1, .key_len = sizeof(k1) - 1});
+    gt_scrub_t *s1b = gt_scrub_new(&(gt_scrub_opts_t){
+        .mode = GT_SCRUB_HASH, .key = k1, .key_len = sizeof(k1) - 1, .hash_chars = 12});
+    gt_scrub_t *s2 = gt_scrub_new(
+        &(gt_scrub_opts_t){.mode = GT_SCRUB_HASH, .key = k2, .key_len = sizeof(k2) - 1});
     CU_ASSERT_PTR_NULL(gt_scrub_new(&(gt_scrub_opts_t){.mode = GT_SCRUB_HASH})); /* no key */
     char *a = scrub_str(s1, "ssn 078-05-1120");
     char *b = scrub_str(s1, "SSN: 078-05-1120!");
@@ -92,13 +91,13 @@ static void test_remove_and_types(void)
 
 static void test_json_walk(void)
 {
-    json_t *in = json_loads(
-        "{\"messages\": [{\"role\": \"user\", \"content\": \"I am ann@example.com\"},"
-        "               {\"role\": \"user\", \"content\": [{\"type\": \"text\","
-        "                 \"text\": \"card 4111111111111111, mail ann@example.com\"}]}],"
-        " \"n\": 4111111111111111, \"ok\": true, \"none\": null, \"f\": 1.5,"
-        " \"ann@example.com\": \"keys stay\"}",
-        0, NULL);
+    json_t *in =
+        json_loads("{\"messages\": [{\"role\": \"user\", \"content\": \"I am ann@example.com\"},"
+                   "               {\"role\": \"user\", \"content\": [{\"type\": \"text\","
+                   "                 \"text\": \"card 4111111111111111, mail ann@example.com\"}]}],"
+                   " \"n\": 4111111111111111, \"ok\": true, \"none\": null, \"f\": 1.5,"
+                   " \"ann@example.com\": \"keys stay\"}",
+                   0, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(in);
     gt_scrub_t *s = gt_scrub_new(&(gt_scrub_opts_t){.mode = GT_SCRUB_MASK});
     json_t *out = gt_scrub_json(s, in);

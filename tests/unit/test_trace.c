@@ -210,7 +210,8 @@ static void test_export(void)
     json_t *doc = json_loads(q->body, 0, &e);
     CU_ASSERT_FATAL(doc != NULL);
     json_t *rs = json_array_get(json_object_get(doc, "resourceSpans"), 0);
-    json_t *attr = json_array_get(json_object_get(json_object_get(rs, "resource"), "attributes"), 0);
+    json_t *attr =
+        json_array_get(json_object_get(json_object_get(rs, "resource"), "attributes"), 0);
     TH_EQ_STR(json_string_value(json_object_get(attr, "key")), "service.name");
     TH_EQ_STR(json_string_value(json_object_get(json_object_get(attr, "value"), "stringValue")),
               "test-trace");
@@ -242,7 +243,7 @@ static void test_export(void)
     size_t i;
     json_t *a;
     int seen = 0;
-    json_array_foreach(attrs, i, a) {
+    json_array_foreach (attrs, i, a) {
         const char *k = json_string_value(json_object_get(a, "key"));
         json_t *v = json_object_get(a, "value");
         if (strcmp(k, "gantry.task_id") == 0)
@@ -332,8 +333,8 @@ static json_t *log_line(const gt_log_ctx_t *ctx)
 static void test_log_trace_id(void)
 {
     gt_log_init("test-trace", GT_LOG_INFO);
-    json_t *j = log_line(&(gt_log_ctx_t){.request_id = "r-1", .task_id = "r-1:0",
-                                          .tenant_id = "t", .trace_id = TP});
+    json_t *j = log_line(
+        &(gt_log_ctx_t){.request_id = "r-1", .task_id = "r-1:0", .tenant_id = "t", .trace_id = TP});
     CU_ASSERT_FATAL(j != NULL);
     TH_EQ_STR(json_string_value(json_object_get(j, "trace_id")),
               "4bf92f3577b34da6a3ce929d0e0e4736");
@@ -370,9 +371,13 @@ static void test_config_errors(void)
         " \"batch_ms\": 1, \"queue_max\": 0, \"headers\": {\"A\": 1, \"B:\": \"v\"}, \"x\": 1}}",
         ".", err, sizeof(err));
     CU_ASSERT(cfg == NULL);
-    static const char *const want[] = {"tracing.otlp_endpoint", "tracing.batch_ms",
-                                       "tracing.queue_max", "tracing.headers.A",
-                                       "tracing.headers.B:", "tracing.x", NULL};
+    static const char *const want[] = {"tracing.otlp_endpoint",
+                                       "tracing.batch_ms",
+                                       "tracing.queue_max",
+                                       "tracing.headers.A",
+                                       "tracing.headers.B:",
+                                       "tracing.x",
+                                       NULL};
     for (int i = 0; want[i]; i++) {
         if (!strstr(err, want[i]))
             fprintf(stderr, "  missing %s in:\n%s\n", want[i], err);

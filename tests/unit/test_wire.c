@@ -163,8 +163,8 @@ static gt_provider_t bedrock_provider(const char *endpoint, const char *session_
 
 /* Builds kind/input/parameters on rt for p; returns build's rc. */
 static int build_with(const gt_runtime_t *rt, const gt_provider_t *p, const char *kind,
-                      const char *input, const char *params, const char *model,
-                      const char *token, gt_wire_request_t *out, const char **why)
+                      const char *input, const char *params, const char *model, const char *token,
+                      gt_wire_request_t *out, const char **why)
 {
     json_t *in = J(input), *pa = params ? J(params) : NULL;
     gt_wire_task_t t = {kind, in, pa, model, TRACEPARENT};
@@ -222,8 +222,8 @@ static void test_hf_build(void)
     TH_EQ_STR(hdr(&r, "traceparent"), TRACEPARENT);
     gt_wire_request_free(&r);
 
-    TH_EQ_INT(build_with(&gt_runtime_hf_endpoint, &p, "embed", "[\"a\", \"b\"]", NULL, NULL,
-                         NULL, &r, &why),
+    TH_EQ_INT(build_with(&gt_runtime_hf_endpoint, &p, "embed", "[\"a\", \"b\"]", NULL, NULL, NULL,
+                         &r, &why),
               0);
     TH_EQ_STR(r.url, "https://xyz.us-east-1.aws.endpoints.huggingface.cloud");
     body_is(&r, "{\"inputs\": [\"a\", \"b\"]}");
@@ -231,13 +231,12 @@ static void test_hf_build(void)
     gt_wire_request_free(&r);
 
     /* Inputs that cannot be expressed fail with a reason. */
-    TH_EQ_INT(build_with(&gt_runtime_hf_endpoint, &p, "chat", "\"not messages\"", NULL, NULL,
-                         NULL, &r, &why),
+    TH_EQ_INT(build_with(&gt_runtime_hf_endpoint, &p, "chat", "\"not messages\"", NULL, NULL, NULL,
+                         &r, &why),
               -1);
     CU_ASSERT(why && strstr(why, "chat input") != NULL);
-    TH_EQ_INT(build_with(&gt_runtime_hf_endpoint, &p, "embed", "[1, 2]", NULL, NULL, NULL, &r,
-                         &why),
-              -1);
+    TH_EQ_INT(
+        build_with(&gt_runtime_hf_endpoint, &p, "embed", "[1, 2]", NULL, NULL, NULL, &r, &why), -1);
     CU_ASSERT(why && strstr(why, "embed input") != NULL);
 }
 
@@ -246,7 +245,8 @@ static void test_hf_parse(void)
     const gt_runtime_t *rt = &gt_runtime_hf_endpoint;
     json_t *s = json_string("The capital of France is");
     /* Inference Endpoints text-generation answer with details (TGI). */
-    parsed_t p = parse_with(rt, "generate", s,
+    parsed_t p = parse_with(
+        rt, "generate", s,
         "[{\"generated_text\": \" Paris.\", \"details\": {\"finish_reason\": \"eos_token\","
         " \"generated_tokens\": 3, \"seed\": null, \"prefill\": [{\"id\": 128000, \"text\": "
         "\"<|begin_of_text|>\", \"logprob\": null}, {\"id\": 791, \"text\": \"The\", \"logprob\":"
@@ -265,7 +265,8 @@ static void test_hf_parse(void)
     TH_EQ_INT(p.a.completion_tokens, -1);
     json_decref(p.a.output);
     /* Messages API (OpenAI shape). */
-    p = parse_with(rt, "chat", s,
+    p = parse_with(
+        rt, "chat", s,
         "{\"object\": \"chat.completion\", \"id\": \"\", \"created\": 1718000000, \"model\": "
         "\"tgi\", \"system_fingerprint\": \"2.0.4-sha\", \"choices\": [{\"index\": 0, \"message\":"
         " {\"role\": \"assistant\", \"content\": \"Hello!\"}, \"logprobs\": null, "
@@ -304,8 +305,9 @@ static void test_hf_parse(void)
 
 /* ---- vertex_gemini ----------------------------------------------------------- */
 
-#define VERTEX_BASE "https://europe-west4-aiplatform.googleapis.com/v1/projects/my-project/" \
-                    "locations/europe-west4/publishers/google/models/"
+#define VERTEX_BASE                                                                                \
+    "https://europe-west4-aiplatform.googleapis.com/v1/projects/my-project/"                       \
+    "locations/europe-west4/publishers/google/models/"
 
 static void test_vertex_build(void)
 {
@@ -363,9 +365,9 @@ static void test_vertex_build(void)
     gt_wire_request_free(&r);
 
     /* No token, bad roles, only system messages. */
-    TH_EQ_INT(build_with(&gt_runtime_vertex_gemini, &p, "generate", "\"x\"", NULL, "m", NULL, &r,
-                         &why),
-              -1);
+    TH_EQ_INT(
+        build_with(&gt_runtime_vertex_gemini, &p, "generate", "\"x\"", NULL, "m", NULL, &r, &why),
+        -1);
     CU_ASSERT(why && strstr(why, "access token") != NULL);
     TH_EQ_INT(build_with(&gt_runtime_vertex_gemini, &p, "chat",
                          "[{\"role\": \"tool\", \"content\": \"x\"}]", NULL, "m", GCP_TOKEN, &r,
@@ -384,7 +386,8 @@ static void test_vertex_parse(void)
 {
     const gt_runtime_t *rt = &gt_runtime_vertex_gemini;
     json_t *s = json_string("Why is the sky blue?");
-    parsed_t p = parse_with(rt, "generate", s,
+    parsed_t p = parse_with(
+        rt, "generate", s,
         "{\"candidates\": [{\"content\": {\"role\": \"model\", \"parts\": [{\"text\": \"Rayleigh"
         " \"}, {\"text\": \"scattering.\"}]}, \"finishReason\": \"STOP\", \"avgLogprobs\": "
         "-0.12, \"safetyRatings\": [{\"category\": \"HARM_CATEGORY_HATE_SPEECH\", \"probability\":"
@@ -397,7 +400,8 @@ static void test_vertex_parse(void)
     TH_EQ_INT(p.a.completion_tokens, 4);
     json_decref(p.a.output);
     json_t *two = J("[\"one\", \"two\"]");
-    p = parse_with(rt, "embed", two,
+    p = parse_with(
+        rt, "embed", two,
         "{\"predictions\": [{\"embeddings\": {\"statistics\": {\"truncated\": false, "
         "\"token_count\": 1}, \"values\": [0.01, -0.02]}}, {\"embeddings\": {\"statistics\": "
         "{\"truncated\": false, \"token_count\": 2.0}, \"values\": [0.03, 0.04]}}], "
@@ -462,8 +466,8 @@ static void test_bedrock_build(void)
     gt_wire_request_free(&r);
 
     /* generate: one user turn, max_tokens defaults (Anthropic requires it). */
-    gt_provider_t s = bedrock_provider("https://vpce-1.bedrock-runtime.us-west-2.vpce.amazonaws.com",
-                                       AWS_TOKEN);
+    gt_provider_t s =
+        bedrock_provider("https://vpce-1.bedrock-runtime.us-west-2.vpce.amazonaws.com", AWS_TOKEN);
     TH_EQ_INT(build_with(&gt_runtime_bedrock_anthropic, &s, "generate", "\"Haiku about C\"", NULL,
                          "anthropic.claude-3-haiku-20240307-v1:0", NULL, &r, &why),
               0);
@@ -491,9 +495,9 @@ static void test_bedrock_build(void)
                          &why),
               -1);
     CU_ASSERT(why && strstr(why, "first non-system message") != NULL);
-    TH_EQ_INT(build_with(&gt_runtime_bedrock_anthropic, &p, "embed", "\"x\"", NULL, "m", NULL,
-                         &r, &why),
-              -1);
+    TH_EQ_INT(
+        build_with(&gt_runtime_bedrock_anthropic, &p, "embed", "\"x\"", NULL, "m", NULL, &r, &why),
+        -1);
     CU_ASSERT(why && strstr(why, "cannot embed") != NULL);
     gt_provider_t nokey = bedrock_provider(NULL, NULL);
     nokey.secret_access_key = NULL;
@@ -507,7 +511,8 @@ static void test_bedrock_parse(void)
 {
     const gt_runtime_t *rt = &gt_runtime_bedrock_anthropic;
     json_t *s = json_string("Hello");
-    parsed_t p = parse_with(rt, "chat", s,
+    parsed_t p = parse_with(
+        rt, "chat", s,
         "{\"id\": \"msg_bdrk_01XFDUDYJgAACzvnptvVoYEL\", \"type\": \"message\", \"role\": "
         "\"assistant\", \"model\": \"claude-3-5-sonnet-20240620\", \"content\": [{\"type\": "
         "\"text\", \"text\": \"Bonjour ! \"}, {\"type\": \"text\", \"text\": \"De rien.\"}], "
@@ -660,8 +665,9 @@ static int signature_valid(const th_recorded_t *q, const char *secret, const cha
     const char *amz_date = th_recorded_header(q, "X-Amz-Date");
     char cred[256], signed_hdrs[512], sig[80];
     if (!auth || !amz_date ||
-        sscanf(auth, "AWS4-HMAC-SHA256 Credential=%255[^,], SignedHeaders=%511[^,], "
-                     "Signature=%79s",
+        sscanf(auth,
+               "AWS4-HMAC-SHA256 Credential=%255[^,], SignedHeaders=%511[^,], "
+               "Signature=%79s",
                cred, signed_hdrs, sig) != 3)
         return 0;
     char scope[256];
@@ -790,8 +796,9 @@ static int token_handler(const th_recorded_t *q, int *status, char **body, void 
     *status = ok ? 200 : 400;
     if (ok) {
         int n = ++ts->exchanges;
-        if (asprintf(body, "{\"access_token\": \"ya29.c.recorded-%d\", \"expires_in\": %d, "
-                           "\"token_type\": \"Bearer\"}",
+        if (asprintf(body,
+                     "{\"access_token\": \"ya29.c.recorded-%d\", \"expires_in\": %d, "
+                     "\"token_type\": \"Bearer\"}",
                      n, ts->expires_in) < 0)
             *body = NULL;
     } else {
@@ -841,10 +848,10 @@ static void got_clear(got_t *g)
 
 static char *credentials(const char *token_uri, const char *key_pem)
 {
-    json_t *c = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "type", "service_account",
-                          "project_id", "my-project", "private_key_id", "0123abcd", "private_key",
-                          key_pem, "client_email", SA_EMAIL, "client_id", "1234567890",
-                          "token_uri", token_uri);
+    json_t *c =
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "type", "service_account", "project_id",
+                  "my-project", "private_key_id", "0123abcd", "private_key", key_pem,
+                  "client_email", SA_EMAIL, "client_id", "1234567890", "token_uri", token_uri);
     char *s = json_dumps(c, 0);
     json_decref(c);
     return s;
@@ -1000,8 +1007,8 @@ static void test_gcp_bad_credentials(void)
                               err, sizeof(err)) == NULL);
     CU_ASSERT(strstr(err, "PEM private key") != NULL);
     CU_ASSERT(strstr(err, "secretbits") == NULL);
-    CU_ASSERT(gt_gcp_auth_new(&loop, http, "{\"type\": \"authorized_user\"}", err,
-                              sizeof(err)) == NULL);
+    CU_ASSERT(gt_gcp_auth_new(&loop, http, "{\"type\": \"authorized_user\"}", err, sizeof(err)) ==
+              NULL);
     CU_ASSERT(strstr(err, "service_account") != NULL);
     gt_http_free(http);
     uv_run(&loop, UV_RUN_DEFAULT);
@@ -1105,8 +1112,8 @@ static void test_through_engine(void)
     uv_loop_t loop;
     uv_loop_init(&loop);
     gt_http_t *http = gt_http_new(&loop);
-    gt_prov_engine_t *e = gt_prov_engine_new(&loop, http, cfg, "w-wire", no_events, NULL, err,
-                                             sizeof(err));
+    gt_prov_engine_t *e =
+        gt_prov_engine_new(&loop, http, cfg, "w-wire", no_events, NULL, err, sizeof(err));
     if (!e)
         fprintf(stderr, "  engine: %s\n", err);
     CU_ASSERT_FATAL(e != NULL);
@@ -1116,8 +1123,8 @@ static void test_through_engine(void)
         int64_t prompt, completion;
         size_t attempts;
     } cases[] = {
-        {"gemini", "chat", "[{\"role\": \"user\", \"content\": \"Hello\"}]", "vx", "Bonjour", 11,
-         2, 1},
+        {"gemini", "chat", "[{\"role\": \"user\", \"content\": \"Hello\"}]", "vx", "Bonjour", 11, 2,
+         1},
         {"gemini", "generate", "\"Hello again\"", "vx", "Bonjour", 11, 2, 1},
         {"claude", "chat", "[{\"role\": \"user\", \"content\": \"Hello\"}]", "bd", "Salut", 12, 3,
          2},
@@ -1125,8 +1132,15 @@ static void test_through_engine(void)
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         json_t *in = J(cases[i].input);
-        gt_task_spec_t spec = {"task-1", "req-1", "acme", cases[i].kind, in, NULL,
-                               gt_config_model(cfg, cases[i].model), TRACEPARENT, INT64_MAX};
+        gt_task_spec_t spec = {"task-1",
+                               "req-1",
+                               "acme",
+                               cases[i].kind,
+                               in,
+                               NULL,
+                               gt_config_model(cfg, cases[i].model),
+                               TRACEPARENT,
+                               INT64_MAX};
         done_t d = {0};
         const char *code = NULL;
         gt_prov_call_t *call = gt_prov_start(e, &spec, on_done, &d, &code);

@@ -25,13 +25,13 @@
 typedef struct env {
     int up;
     th_proc_t kafka, flaky, small, slow, medium, worker;
-    rd_kafka_t *reader;       /* task results, usage, DLQ and events, from the start */
-    json_t *results;          /* task_id -> task result */
-    json_t *usage;            /* event_id -> usage event */
-    json_t *events;           /* type -> count */
-    json_t *dlq_codes;        /* error codes of DLQ entries, in order */
-    int duplicates;           /* results or usage events seen twice */
-    int invalid;              /* messages that break their schema */
+    rd_kafka_t *reader; /* task results, usage, DLQ and events, from the start */
+    json_t *results;    /* task_id -> task result */
+    json_t *usage;      /* event_id -> usage event */
+    json_t *events;     /* type -> count */
+    json_t *dlq_codes;  /* error codes of DLQ entries, in order */
+    int duplicates;     /* results or usage events seen twice */
+    int invalid;        /* messages that break their schema */
     char bootstrap[256];
     char flaky_addr[64], small_addr[64], slow_addr[64], medium_addr[64];
     const char *config;
@@ -146,11 +146,10 @@ static char *task_json(const char *task_id, const char *kind, const char *model,
     json_t *t = json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:s, s:s, s:s, s:{s:f, s:i}, "
                           "s:o, s:{s:f, s:i}, s:i, s:s, s:i}",
                           "schema", "gantry.task.v1", "task_id", task_id, "request_id", task_id,
-                          "tenant_id", "acme", "index", 0, "kind", kind, "model", model,
-                          "runtime", "hostedai", "pool", "flaky", "lane", "small", "requirements",
-                          "tflops", 0.5, "vram_mb", 1024, "input", input, "parameters",
-                          "temperature", 0.2, "max_tokens", 32, "priority", 5, "created_at", now,
-                          "attempt", 1);
+                          "tenant_id", "acme", "index", 0, "kind", kind, "model", model, "runtime",
+                          "hostedai", "pool", "flaky", "lane", "small", "requirements", "tflops",
+                          0.5, "vram_mb", 1024, "input", input, "parameters", "temperature", 0.2,
+                          "max_tokens", 32, "priority", 5, "created_at", now, "attempt", 1);
     json_object_set_new(t, "deadline", deadline ? json_string(deadline) : json_null());
     char *s = json_dumps(t, JSON_COMPACT);
     json_decref(t);
@@ -160,8 +159,8 @@ static char *task_json(const char *task_id, const char *kind, const char *model,
 static int start_worker_args(th_proc_t *p, const char *id, const char *a1, const char *a2,
                              const char *a3, const char *a4)
 {
-    const char *argv[] = {th_bin("workers/gantry-worker"), "--config", E.config, "--id", id,
-                          a1, a2, a3, a4, NULL};
+    const char *argv[] = {
+        th_bin("workers/gantry-worker"), "--config", E.config, "--id", id, a1, a2, a3, a4, NULL};
     char line[128];
     if (th_proc_start(p, argv, E.worker_log) != 0 ||
         th_proc_wait_line(p, "worker_id=", line, sizeof(line), 20000) != 0) {
@@ -200,28 +199,29 @@ static int env_up(void)
         fprintf(stderr, "gantry-mock-hostedai did not start\n");
         return -1;
     }
-    snprintf(cfg, sizeof(cfg),
-             "{\"kafka\": {\"bootstrap_servers\": \"%s\"},"
-             " \"pools\": {"
-             "  \"flaky\": {\"endpoint\": \"http://%s\", \"api_key\": \"%s\"},"
-             "  \"small\": {\"endpoint\": \"http://%s\", \"api_key\": \"%s\"},"
-             "  \"slow\": {\"endpoint\": \"http://%s\", \"api_key\": \"%s\"},"
-             "  \"medium\": {\"endpoint\": \"http://%s\", \"api_key\": \"%s\"}},"
-             " \"models\": {"
-             "  \"llama-8b\": {\"runtime\": \"hostedai\", \"pool\": \"flaky\", \"lane\": \"small\","
-             "    \"requirements\": {\"tflops\": 0.5, \"vram_mb\": 1024}},"
-             "  \"big\": {\"runtime\": \"hostedai\", \"pool\": \"small\", \"lane\": \"small\","
-             "    \"requirements\": {\"tflops\": 2, \"vram_mb\": 1024}},"
-             "  \"sloth\": {\"runtime\": \"hostedai\", \"pool\": \"slow\", \"lane\": \"small\","
-             "    \"requirements\": {\"tflops\": 1, \"vram_mb\": 1024}},"
-             "  \"steady\": {\"runtime\": \"hostedai\", \"pool\": \"medium\", \"lane\": \"large\","
-             "    \"requirements\": {\"tflops\": 1, \"vram_mb\": 1024}}},"
-             " \"worker\": {\"max_in_flight\": 16, \"heartbeat_ms\": 200,"
-             "   \"retry\": {\"max_retries\": 3, \"base_ms\": 20, \"max_ms\": 1500},"
-             "   \"timeouts\": {\"allocate_ms\": 5000, \"inference_ms\": 10000, \"release_ms\": 5000}},"
-             " \"log\": {\"level\": \"info\"}}",
-             E.bootstrap, E.flaky_addr, API_KEY, E.small_addr, API_KEY, E.slow_addr, API_KEY,
-             E.medium_addr, API_KEY);
+    snprintf(
+        cfg, sizeof(cfg),
+        "{\"kafka\": {\"bootstrap_servers\": \"%s\"},"
+        " \"pools\": {"
+        "  \"flaky\": {\"endpoint\": \"http://%s\", \"api_key\": \"%s\"},"
+        "  \"small\": {\"endpoint\": \"http://%s\", \"api_key\": \"%s\"},"
+        "  \"slow\": {\"endpoint\": \"http://%s\", \"api_key\": \"%s\"},"
+        "  \"medium\": {\"endpoint\": \"http://%s\", \"api_key\": \"%s\"}},"
+        " \"models\": {"
+        "  \"llama-8b\": {\"runtime\": \"hostedai\", \"pool\": \"flaky\", \"lane\": \"small\","
+        "    \"requirements\": {\"tflops\": 0.5, \"vram_mb\": 1024}},"
+        "  \"big\": {\"runtime\": \"hostedai\", \"pool\": \"small\", \"lane\": \"small\","
+        "    \"requirements\": {\"tflops\": 2, \"vram_mb\": 1024}},"
+        "  \"sloth\": {\"runtime\": \"hostedai\", \"pool\": \"slow\", \"lane\": \"small\","
+        "    \"requirements\": {\"tflops\": 1, \"vram_mb\": 1024}},"
+        "  \"steady\": {\"runtime\": \"hostedai\", \"pool\": \"medium\", \"lane\": \"large\","
+        "    \"requirements\": {\"tflops\": 1, \"vram_mb\": 1024}}},"
+        " \"worker\": {\"max_in_flight\": 16, \"heartbeat_ms\": 200,"
+        "   \"retry\": {\"max_retries\": 3, \"base_ms\": 20, \"max_ms\": 1500},"
+        "   \"timeouts\": {\"allocate_ms\": 5000, \"inference_ms\": 10000, \"release_ms\": 5000}},"
+        " \"log\": {\"level\": \"info\"}}",
+        E.bootstrap, E.flaky_addr, API_KEY, E.small_addr, API_KEY, E.slow_addr, API_KEY,
+        E.medium_addr, API_KEY);
     E.config = th_tmpfile(".json", cfg);
     E.results = json_object();
     E.usage = json_object();
@@ -347,8 +347,8 @@ static void pump_once(void)
         E.invalid++;
     } else if (sch == sch_result || sch == sch_usage) {
         json_t *table = sch == sch_result ? E.results : E.usage;
-        const char *id = json_string_value(json_object_get(doc, sch == sch_result ? "task_id"
-                                                                                  : "event_id"));
+        const char *id =
+            json_string_value(json_object_get(doc, sch == sch_result ? "task_id" : "event_id"));
         if (json_object_get(table, id)) {
             fprintf(stderr, "  duplicate on %s: %s\n", topic, id);
             E.duplicates++;
@@ -360,8 +360,7 @@ static void pump_once(void)
         json_object_set_new(E.events, type,
                             json_integer(json_integer_value(json_object_get(E.events, type)) + 1));
     } else {
-        json_array_append(E.dlq_codes,
-                          json_object_get(json_object_get(doc, "error"), "code"));
+        json_array_append(E.dlq_codes, json_object_get(json_object_get(doc, "error"), "code"));
         TH_EQ_STR(json_string_value(json_object_get(doc, "stage")), "worker.parse");
     }
     json_decref(doc);
@@ -401,8 +400,9 @@ static int leases_balanced(void *arg)
 static int count_at_least(void *arg)
 {
     const int *want = arg; /* {results, usage, dlq} */
-    return (int)json_object_size(E.results) >= want[0] && (int)json_object_size(E.usage) >= want[1]
-           && (int)json_array_size(E.dlq_codes) >= want[2];
+    return (int)json_object_size(E.results) >= want[0] &&
+           (int)json_object_size(E.usage) >= want[1] &&
+           (int)json_array_size(E.dlq_codes) >= want[2];
 }
 
 static const char *res_status(json_t *r)
@@ -475,7 +475,7 @@ static void test_tasks(void)
     int succeeded = 0, retried = 0;
     const char *key;
     json_t *r;
-    json_object_foreach(E.results, key, r) {
+    json_object_foreach (E.results, key, r) {
         if (strncmp(key, "t-ok-", 5) != 0)
             continue;
         if (strcmp(res_status(r) ? res_status(r) : "", "succeeded") != 0) {
@@ -578,7 +578,8 @@ static void publish(const char *const ids[], const char *model, const char *topi
 
 static int exit_code(int status)
 {
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1000 - (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status)
+                             : -1000 - (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 }
 
 /* A first SIGTERM lets the 3 s inferences in flight finish and publish. */
@@ -665,8 +666,8 @@ static void test_backpressure(void)
     const char *ids[] = {"t-bp-1", "t-bp-2", "t-bp-3", "t-bp-4", "t-bp-5", "t-bp-6", NULL};
     peak_t pk = {ids, 0};
     th_proc_t w;
-    CU_ASSERT_FATAL(start_worker_args(&w, "worker-test-4", "--max-in-flight", "2", "--lanes",
-                                      "large") == 0);
+    CU_ASSERT_FATAL(
+        start_worker_args(&w, "worker-test-4", "--max-in-flight", "2", "--lanes", "large") == 0);
     publish(ids, "steady", "gantry.tasks.large");
     int64_t end = th_now_ms() + 60000;
     while (!results_watching_peak(&pk) && th_now_ms() < end)

@@ -13,7 +13,7 @@
 /* One pool's listing, filled by its response callback. */
 typedef struct listing {
     const gt_pool_t *pool;
-    json_t *allocs;   /* the "allocations" array, owned; NULL on failure */
+    json_t *allocs; /* the "allocations" array, owned; NULL on failure */
     char error[256];
 } listing_t;
 
@@ -218,8 +218,7 @@ int gt_cli_allocations(int argc, char **argv)
             fprintf(stderr, "gantry allocations: pool %s (%s): %s\n", ls[i].pool->name,
                     ls[i].pool->endpoint, ls[i].error[0] ? ls[i].error : "no answer");
         } else if (!as_json) {
-            printf("# pool %s: %zu outstanding\n", ls[i].pool->name,
-                   json_array_size(ls[i].allocs));
+            printf("# pool %s: %zu outstanding\n", ls[i].pool->name, json_array_size(ls[i].allocs));
         }
     }
     if (!as_json)

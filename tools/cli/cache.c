@@ -19,16 +19,17 @@ static void cache_usage(FILE *f)
                "  -h, --help         this help\n");
 }
 
-static const char sql_purge[] =
-    "WITH d AS (DELETE FROM response_cache WHERE tenant_id = $1"
-    " AND ($2::text IS NULL OR model = $2) RETURNING bytes)"
-    " SELECT count(*), coalesce(sum(bytes), 0) FROM d";
+static const char sql_purge[] = "WITH d AS (DELETE FROM response_cache WHERE tenant_id = $1"
+                                " AND ($2::text IS NULL OR model = $2) RETURNING bytes)"
+                                " SELECT count(*), coalesce(sum(bytes), 0) FROM d";
 
 int gt_cli_cache(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'}, {"tenant", required_argument, NULL, 't'},
-        {"model", required_argument, NULL, 'm'},  {"help", no_argument, NULL, 'h'},
+        {"config", required_argument, NULL, 'c'},
+        {"tenant", required_argument, NULL, 't'},
+        {"model", required_argument, NULL, 'm'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *config = GT_CLI_DEFAULT_CONFIG, *tenant = NULL, *model = NULL;
@@ -61,8 +62,8 @@ int gt_cli_cache(int argc, char **argv)
     PGresult *res = gt_cli_sql(conn, "cache", sql_purge, 2, params);
     if (res) {
         printf("purged %s entr%s (%s bytes) of tenant %s%s%s\n", PQgetvalue(res, 0, 0),
-               strcmp(PQgetvalue(res, 0, 0), "1") == 0 ? "y" : "ies", PQgetvalue(res, 0, 1),
-               tenant, model ? ", model " : "", model ? model : "");
+               strcmp(PQgetvalue(res, 0, 0), "1") == 0 ? "y" : "ies", PQgetvalue(res, 0, 1), tenant,
+               model ? ", model " : "", model ? model : "");
         rc = GT_CLI_OK;
     }
     PQclear(res);

@@ -49,8 +49,8 @@ int gt_cli_cancel(int argc, char **argv)
         return gt_cli_usage_error("cancel", "give exactly one REQUEST_ID");
     if (!(cfg = gt_cli_load_config(config)))
         goto out;
-    m = json_pack("{s:s, s:s, s:s}", "schema", "gantry.control.v1", "type", "cancel",
-                  "request_id", argv[optind]);
+    m = json_pack("{s:s, s:s, s:s}", "schema", "gantry.control.v1", "type", "cancel", "request_id",
+                  argv[optind]);
     if (m && reason)
         json_object_set_new(m, "reason", json_string(reason));
     text = m ? json_dumps(m, JSON_COMPACT) : NULL;

@@ -18,7 +18,7 @@ enum { GT_CLI_OK = 0, GT_CLI_FAIL = 1, GT_CLI_USAGE = 2 };
  * process exit code. */
 int gt_cli_migrate(int argc, char **argv);
 int gt_cli_submit(int argc, char **argv);
-int gt_cli_cancel(int argc, char **argv);     /* cancel.c */
+int gt_cli_cancel(int argc, char **argv); /* cancel.c */
 int gt_cli_results(int argc, char **argv);
 int gt_cli_status(int argc, char **argv);
 int gt_cli_config(int argc, char **argv);

@@ -35,8 +35,8 @@ static void config_usage(FILE *f)
 }
 
 /* Prints a list of names as "a, b, c" ("-" when empty). */
-static void print_names(const char *label, size_t n, const char *(*name)(const gt_config_t *, size_t),
-                        const gt_config_t *cfg)
+static void print_names(const char *label, size_t n,
+                        const char *(*name)(const gt_config_t *, size_t), const gt_config_t *cfg)
 {
     printf("  %-10s %zu", label, n);
     for (size_t i = 0; i < n; i++)
@@ -44,11 +44,26 @@ static void print_names(const char *label, size_t n, const char *(*name)(const g
     putchar('\n');
 }
 
-static const char *pool_name(const gt_config_t *c, size_t i) { return c->pools[i].name; }
-static const char *provider_name(const gt_config_t *c, size_t i) { return c->providers[i].name; }
-static const char *model_name(const gt_config_t *c, size_t i) { return c->models[i].name; }
-static const char *lane_name(const gt_config_t *c, size_t i) { return c->lanes[i]; }
-static const char *tenant_name(const gt_config_t *c, size_t i) { return c->tenants[i].id; }
+static const char *pool_name(const gt_config_t *c, size_t i)
+{
+    return c->pools[i].name;
+}
+static const char *provider_name(const gt_config_t *c, size_t i)
+{
+    return c->providers[i].name;
+}
+static const char *model_name(const gt_config_t *c, size_t i)
+{
+    return c->models[i].name;
+}
+static const char *lane_name(const gt_config_t *c, size_t i)
+{
+    return c->lanes[i];
+}
+static const char *tenant_name(const gt_config_t *c, size_t i)
+{
+    return c->tenants[i].id;
+}
 
 static void print_summary(const char *path, const gt_config_t *cfg)
 {
@@ -63,8 +78,8 @@ static void print_summary(const char *path, const gt_config_t *cfg)
     print_names("tenants", cfg->n_tenants, tenant_name, cfg);
     printf("  %-10s %zu rule(s), default %s\n", "routing", cfg->n_routes,
            cfg->default_model ? cfg->default_model : "none (reject)");
-    printf("  %-10s requests=%s tasks=%s<lane> results=%s dlq=%s\n", "topics",
-           cfg->topics.requests, cfg->topics.task_prefix, cfg->topics.results, cfg->topics.dlq);
+    printf("  %-10s requests=%s tasks=%s<lane> results=%s dlq=%s\n", "topics", cfg->topics.requests,
+           cfg->topics.task_prefix, cfg->topics.results, cfg->topics.dlq);
 }
 
 static int check(int argc, char **argv)

@@ -39,33 +39,32 @@ typedef struct scan {
 
 static void dlq_usage(FILE *f)
 {
-    fprintf(f,
-            "usage: gantry dlq list   [--config FILE] [filters] [--json]\n"
-            "       gantry dlq replay [--config FILE] filters [--to TOPIC] [--dry-run]\n"
-            "\n"
-            "list prints the dead letters now in the DLQ topic (topics.dlq): entry id\n"
-            "(PARTITION:OFFSET in the DLQ), when it failed, error code, stage, source\n"
-            "topic[partition]@offset, request_id and the reason. --json prints each\n"
-            "entry as stored, one per line, with its \"dlq\" position added.\n"
-            "\n"
-            "replay re-publishes the chosen entries' original bytes, with their original\n"
-            "key, to their source topic (or --to), after the cause was fixed. Replaying\n"
-            "twice is harmless: the dispatcher dedupes requests by request_id. replay\n"
-            "needs at least one filter; --dry-run prints what it would send.\n"
-            "\n"
-            "Filters:\n"
-            "  -o, --offset [P:]O  the entry at DLQ partition P (default any), offset O;\n"
-            "                      repeat for more entries\n"
-            "  -C, --code CODE     entries with this error code (invalid_json, ...)\n"
-            "  -s, --stage STAGE   entries failed at this stage (intake.validate, ...)\n"
-            "  -S, --source TOPIC  entries that came from this topic\n"
-            "Other options:\n"
-            "  -c, --config FILE   configuration (default ./" GT_CLI_DEFAULT_CONFIG ")\n"
-            "  -t, --to TOPIC      replay: publish here instead of the source topic\n"
-            "  -n, --dry-run       replay: print, do not publish\n"
-            "  -j, --json          list: JSON lines\n"
-            "  -T, --timeout-ms N  give up after N ms (default 30000)\n"
-            "  -h, --help          this help\n");
+    fprintf(f, "usage: gantry dlq list   [--config FILE] [filters] [--json]\n"
+               "       gantry dlq replay [--config FILE] filters [--to TOPIC] [--dry-run]\n"
+               "\n"
+               "list prints the dead letters now in the DLQ topic (topics.dlq): entry id\n"
+               "(PARTITION:OFFSET in the DLQ), when it failed, error code, stage, source\n"
+               "topic[partition]@offset, request_id and the reason. --json prints each\n"
+               "entry as stored, one per line, with its \"dlq\" position added.\n"
+               "\n"
+               "replay re-publishes the chosen entries' original bytes, with their original\n"
+               "key, to their source topic (or --to), after the cause was fixed. Replaying\n"
+               "twice is harmless: the dispatcher dedupes requests by request_id. replay\n"
+               "needs at least one filter; --dry-run prints what it would send.\n"
+               "\n"
+               "Filters:\n"
+               "  -o, --offset [P:]O  the entry at DLQ partition P (default any), offset O;\n"
+               "                      repeat for more entries\n"
+               "  -C, --code CODE     entries with this error code (invalid_json, ...)\n"
+               "  -s, --stage STAGE   entries failed at this stage (intake.validate, ...)\n"
+               "  -S, --source TOPIC  entries that came from this topic\n"
+               "Other options:\n"
+               "  -c, --config FILE   configuration (default ./" GT_CLI_DEFAULT_CONFIG ")\n"
+               "  -t, --to TOPIC      replay: publish here instead of the source topic\n"
+               "  -n, --dry-run       replay: print, do not publish\n"
+               "  -j, --json          list: JSON lines\n"
+               "  -T, --timeout-ms N  give up after N ms (default 30000)\n"
+               "  -h, --help          this help\n");
 }
 
 static int remaining_ms(int64_t deadline)
@@ -144,8 +143,9 @@ static void one_line(const char *s, char *out, size_t len)
 static void list_entry(scan_t *sc, const rd_kafka_message_t *m, json_t *e)
 {
     if (sc->as_json) {
-        json_object_set_new(e, "dlq", json_pack("{s:i, s:I}", "partition", (int)m->partition,
-                                                "offset", (json_int_t)m->offset));
+        json_object_set_new(e, "dlq",
+                            json_pack("{s:i, s:I}", "partition", (int)m->partition, "offset",
+                                      (json_int_t)m->offset));
         char *s = json_dumps(e, JSON_COMPACT);
         if (s)
             puts(s);
@@ -155,18 +155,16 @@ static void list_entry(scan_t *sc, const rd_kafka_message_t *m, json_t *e)
     char pos[48], src[512], reason[160];
     const char *rid = str_at(e, "request_id", NULL);
     snprintf(pos, sizeof(pos), "%d:%lld", (int)m->partition, (long long)m->offset);
-    snprintf(src, sizeof(src), "%s[%lld]@%lld",
-             str_at(e, "source", "topic") ? str_at(e, "source", "topic") : "?",
-             (long long)json_integer_value(json_object_get(json_object_get(e, "source"),
-                                                           "partition")),
-             (long long)json_integer_value(json_object_get(json_object_get(e, "source"),
-                                                           "offset")));
+    snprintf(
+        src, sizeof(src), "%s[%lld]@%lld",
+        str_at(e, "source", "topic") ? str_at(e, "source", "topic") : "?",
+        (long long)json_integer_value(json_object_get(json_object_get(e, "source"), "partition")),
+        (long long)json_integer_value(json_object_get(json_object_get(e, "source"), "offset")));
     one_line(str_at(e, "error", "message"), reason, sizeof(reason));
     printf("%-10s %-24s %-20s %-18s %-28s %-24s %s\n", pos,
            str_at(e, "failed_at", NULL) ? str_at(e, "failed_at", NULL) : "-",
            str_at(e, "error", "code") ? str_at(e, "error", "code") : "-",
-           str_at(e, "stage", NULL) ? str_at(e, "stage", NULL) : "-", src, rid ? rid : "-",
-           reason);
+           str_at(e, "stage", NULL) ? str_at(e, "stage", NULL) : "-", src, rid ? rid : "-", reason);
 }
 
 static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
@@ -192,20 +190,23 @@ static void replay_entry(scan_t *sc, const rd_kafka_message_t *m, json_t *e)
     json_t *okey = json_object_get(e, "original_key");
     size_t vlen = 0, klen = 0;
     unsigned char *value = orig ? gt_base64_decode(orig, &vlen) : NULL;
-    unsigned char *key = json_is_string(okey) ? gt_base64_decode(json_string_value(okey), &klen)
-                                              : NULL;
+    unsigned char *key =
+        json_is_string(okey) ? gt_base64_decode(json_string_value(okey), &klen) : NULL;
     if (json_is_true(json_object_get(e, "original_truncated"))) {
         /* Only a prefix is kept: replaying it would publish a broken message. */
-        fprintf(stderr, "gantry dlq replay: entry %s: original truncated (%lld bytes, sha256 %s), "
-                        "skipped\n", pos,
-                (long long)json_integer_value(json_object_get(e, "original_size")),
+        fprintf(stderr,
+                "gantry dlq replay: entry %s: original truncated (%lld bytes, sha256 %s), "
+                "skipped\n",
+                pos, (long long)json_integer_value(json_object_get(e, "original_size")),
                 str_at(e, "original_sha256", NULL) ? str_at(e, "original_sha256", NULL) : "?");
         sc->skipped++;
         goto out;
     }
     if (!topic || !value || (json_is_string(okey) && !key)) {
-        fprintf(stderr, "gantry dlq replay: entry %s: no source topic or malformed original, "
-                        "skipped\n", pos);
+        fprintf(stderr,
+                "gantry dlq replay: entry %s: no source topic or malformed original, "
+                "skipped\n",
+                pos);
         sc->skipped++;
         goto out;
     }
@@ -220,8 +221,7 @@ static void replay_entry(scan_t *sc, const rd_kafka_message_t *m, json_t *e)
         err = rd_kafka_producev(sc->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, klen),
                                 RD_KAFKA_V_VALUE(value, vlen),
                                 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(tag),
-                                RD_KAFKA_V_HEADER("gantry-replayed-from", pos, -1),
-                                RD_KAFKA_V_END);
+                                RD_KAFKA_V_HEADER("gantry-replayed-from", pos, -1), RD_KAFKA_V_END);
         if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
             break;
         rd_kafka_poll(sc->producer, 100);
@@ -267,8 +267,8 @@ static int scan_topic(rd_kafka_t *rk, const char *topic, scan_t *sc, int replay,
     rd_kafka_topic_partition_list_t *list = NULL;
     int64_t *high = NULL;
     int nparts = 0, left = 0, rc = -1;
-    rd_kafka_resp_err_t err = rkt ? rd_kafka_metadata(rk, 0, rkt, &md, remaining_ms(deadline))
-                                  : rd_kafka_last_error();
+    rd_kafka_resp_err_t err =
+        rkt ? rd_kafka_metadata(rk, 0, rkt, &md, remaining_ms(deadline)) : rd_kafka_last_error();
     if (err || !md) { /* no topic handle and no error recorded: still a failure */
         fprintf(stderr, "gantry dlq: metadata for %s: %s\n", topic,
                 err ? rd_kafka_err2str(err) : "no topic handle");

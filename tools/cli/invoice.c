@@ -10,24 +10,23 @@
 
 static void invoice_usage(FILE *f)
 {
-    fprintf(f,
-            "usage: gantry invoice run --period YYYY-MM [--tenant T] [--config FILE]\n"
-            "       gantry invoice show (--period YYYY-MM --tenant T | --id N) [--config FILE]\n"
-            "       gantry invoice export --period YYYY-MM --format csv|json [--output FILE]\n"
-            "\n"
-            "run: issues one invoice per tenant (and currency) for a period that is over,\n"
-            "with lines per model, provider, price and component, plus adjustment lines for\n"
-            "late usage of earlier, already invoiced periods. Running it again creates\n"
-            "nothing. Issued invoices never change. show: an invoice as a table. export:\n"
-            "every issued invoice line of the period (amounts in integer micro-units).\n"
-            "\n"
-            "  -c, --config FILE   configuration (default ./" GT_CLI_DEFAULT_CONFIG ")\n"
-            "  -p, --period P      billing period (a UTC month), e.g. 2026-11\n"
-            "  -t, --tenant T      only this tenant\n"
-            "      --id N          invoice id\n"
-            "      --format F      csv or json\n"
-            "  -o, --output FILE   write the export there (default stdout)\n"
-            "  -h, --help          this help\n");
+    fprintf(f, "usage: gantry invoice run --period YYYY-MM [--tenant T] [--config FILE]\n"
+               "       gantry invoice show (--period YYYY-MM --tenant T | --id N) [--config FILE]\n"
+               "       gantry invoice export --period YYYY-MM --format csv|json [--output FILE]\n"
+               "\n"
+               "run: issues one invoice per tenant (and currency) for a period that is over,\n"
+               "with lines per model, provider, price and component, plus adjustment lines for\n"
+               "late usage of earlier, already invoiced periods. Running it again creates\n"
+               "nothing. Issued invoices never change. show: an invoice as a table. export:\n"
+               "every issued invoice line of the period (amounts in integer micro-units).\n"
+               "\n"
+               "  -c, --config FILE   configuration (default ./" GT_CLI_DEFAULT_CONFIG ")\n"
+               "  -p, --period P      billing period (a UTC month), e.g. 2026-11\n"
+               "  -t, --tenant T      only this tenant\n"
+               "      --id N          invoice id\n"
+               "      --format F      csv or json\n"
+               "  -o, --output FILE   write the export there (default stdout)\n"
+               "  -h, --help          this help\n");
 }
 
 static const char sql_show_head[] =
@@ -194,8 +193,8 @@ int gt_cli_invoice(int argc, char **argv)
         if (res) {
             PQclear(res);
             const char *params[] = {period, tenant};
-            res = gt_cli_sql(conn, "invoice", "SELECT billing_invoice_run($1::date, $2)", 2,
-                             params);
+            res =
+                gt_cli_sql(conn, "invoice", "SELECT billing_invoice_run($1::date, $2)", 2, params);
         }
         if (res) {
             printf("%.7s: %s invoice(s) issued%s%s\n", period, PQgetvalue(res, 0, 0),

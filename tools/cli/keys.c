@@ -87,7 +87,8 @@ int gt_cli_keys(int argc, char **argv)
         const char *p[1] = {argv[optind + 1]};
         res = gt_cli_sql(conn, "keys",
                          "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())"
-                         " WHERE key_id = $1", 1, p);
+                         " WHERE key_id = $1",
+                         1, p);
         if (!res)
             goto out;
         if (strcmp(PQcmdTuples(res), "1") != 0) {
@@ -101,7 +102,8 @@ int gt_cli_keys(int argc, char **argv)
         res = gt_cli_sql(conn, "keys",
                          "SELECT key_id, tenant_id, created_at, coalesce(revoked_at::text, '')"
                          " AS revoked_at FROM api_keys WHERE $1::text IS NULL OR tenant_id = $1"
-                         " ORDER BY created_at", 1, p);
+                         " ORDER BY created_at",
+                         1, p);
         if (!res)
             goto out;
         gt_cli_print_table(res);

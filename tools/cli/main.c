@@ -102,8 +102,7 @@ rd_kafka_conf_t *gt_cli_kafka_conf(const gt_config_t *cfg, char *err, size_t err
     if (rd_kafka_conf_set(conf, "bootstrap.servers", cfg->bootstrap_servers, err, errlen) !=
         RD_KAFKA_CONF_OK)
         goto fail;
-    json_object_foreach(cfg->kafka_props, key, val)
-    {
+    json_object_foreach (cfg->kafka_props, key, val) {
         char num[64];
         const char *s = NULL;
         if (json_is_string(val))

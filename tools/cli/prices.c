@@ -25,15 +25,22 @@ static void prices_usage(FILE *f)
 /* Checks one entry; returns 0 or -1 with a reason in err. */
 static int check_entry(json_t *e, const char *currency, char *err, size_t len)
 {
-    static const char *const keys[] = {"provider", "model", "tenant_id", "currency",
-                                       "effective_from", "prompt_per_1k_micros",
-                                       "completion_per_1k_micros", "request_micros",
-                                       "allocation_second_micros", "gpu_classes", NULL};
+    static const char *const keys[] = {"provider",
+                                       "model",
+                                       "tenant_id",
+                                       "currency",
+                                       "effective_from",
+                                       "prompt_per_1k_micros",
+                                       "completion_per_1k_micros",
+                                       "request_micros",
+                                       "allocation_second_micros",
+                                       "gpu_classes",
+                                       NULL};
     if (!json_is_object(e))
         return snprintf(err, len, "must be an object"), -1;
     const char *k;
     json_t *v;
-    json_object_foreach(e, k, v) {
+    json_object_foreach (e, k, v) {
         int ok = 0;
         for (int i = 0; keys[i]; i++)
             ok |= strcmp(keys[i], k) == 0;
@@ -44,14 +51,13 @@ static int check_entry(json_t *e, const char *currency, char *err, size_t len)
     }
     if (!json_object_get(e, "currency") && currency)
         json_object_set_new(e, "currency", json_string(currency));
-    static const char *const required[] = {"provider", "model", "currency", "effective_from",
-                                           NULL};
+    static const char *const required[] = {"provider", "model", "currency", "effective_from", NULL};
     for (int i = 0; required[i]; i++)
         if (!json_is_string(json_object_get(e, required[i])))
             return snprintf(err, len, "%s is required (a string)", required[i]), -1;
     json_t *classes = json_object_get(e, "gpu_classes");
     size_t i;
-    json_array_foreach(classes, i, v) {
+    json_array_foreach (classes, i, v) {
         json_t *rate = json_object_get(v, "allocation_second_micros");
         if (!json_is_integer(rate) || json_integer_value(rate) < 0)
             return snprintf(err, len, "gpu_classes[%zu].allocation_second_micros is required", i),
@@ -85,7 +91,7 @@ static int load(PGconn *conn, const char *file)
     res = NULL;
     size_t i;
     json_t *e;
-    json_array_foreach(list, i, e) {
+    json_array_foreach (list, i, e) {
         char err[256];
         if (check_entry(e, currency, err, sizeof(err)) != 0) {
             fprintf(stderr, "gantry prices: %s: prices[%zu]: %s\n", file, i, err);
@@ -96,7 +102,8 @@ static int load(PGconn *conn, const char *file)
         res = gt_cli_sql(conn, "prices", "SELECT billing_load_price($1::jsonb, $2)", 2, params);
         free(text);
         if (!res) {
-            fprintf(stderr, "gantry prices: %s: prices[%zu] refused; nothing was loaded\n", file, i);
+            fprintf(stderr, "gantry prices: %s: prices[%zu] refused; nothing was loaded\n", file,
+                    i);
             goto out;
         }
         if (strcmp(PQgetvalue(res, 0, 0), "inserted") == 0)

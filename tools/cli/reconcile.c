@@ -11,23 +11,22 @@
 
 static void reconcile_usage(FILE *f)
 {
-    fprintf(f,
-            "usage: gantry reconcile --provider NAME --file FILE.csv --period YYYY-MM [--all]\n"
-            "                        [--config FILE]\n"
-            "\n"
-            "FILE.csv has a header line \"date,model,component,quantity\" then one line per\n"
-            "billed quantity: date YYYY-MM-DD (UTC), Gantry's model name, component\n"
-            "(prompt_tokens, completion_tokens, allocation_seconds or requests), quantity.\n"
-            "Prints, per day, model and component, the provider's quantity, Gantry's and the\n"
-            "difference; only the components the file bills are compared. Exit status 0 when\n"
-            "everything matches, 1 when there are differences (or on error), 2 bad usage.\n"
-            "\n"
-            "  -c, --config FILE    configuration (default ./" GT_CLI_DEFAULT_CONFIG ")\n"
-            "  -P, --provider NAME  provider (as in usage rows, e.g. hostedai)\n"
-            "  -f, --file FILE      the provider's invoice lines (CSV)\n"
-            "  -p, --period P       billing period (a UTC month), e.g. 2026-11\n"
-            "      --all            print matching rows too\n"
-            "  -h, --help           this help\n");
+    fprintf(f, "usage: gantry reconcile --provider NAME --file FILE.csv --period YYYY-MM [--all]\n"
+               "                        [--config FILE]\n"
+               "\n"
+               "FILE.csv has a header line \"date,model,component,quantity\" then one line per\n"
+               "billed quantity: date YYYY-MM-DD (UTC), Gantry's model name, component\n"
+               "(prompt_tokens, completion_tokens, allocation_seconds or requests), quantity.\n"
+               "Prints, per day, model and component, the provider's quantity, Gantry's and the\n"
+               "difference; only the components the file bills are compared. Exit status 0 when\n"
+               "everything matches, 1 when there are differences (or on error), 2 bad usage.\n"
+               "\n"
+               "  -c, --config FILE    configuration (default ./" GT_CLI_DEFAULT_CONFIG ")\n"
+               "  -P, --provider NAME  provider (as in usage rows, e.g. hostedai)\n"
+               "  -f, --file FILE      the provider's invoice lines (CSV)\n"
+               "  -p, --period P       billing period (a UTC month), e.g. 2026-11\n"
+               "      --all            print matching rows too\n"
+               "  -h, --help           this help\n");
 }
 
 static const char sql_compare[] =
@@ -88,7 +87,8 @@ static json_t *read_csv(const char *file, const char *period, int *outside)
         if (lineno == 1) {
             if (n != 4 || strcmp(f[0], "date") != 0 || strcmp(f[1], "model") != 0 ||
                 strcmp(f[2], "component") != 0 || strcmp(f[3], "quantity") != 0) {
-                fprintf(stderr, "gantry reconcile: %s:1: header must be date,model,component,quantity\n",
+                fprintf(stderr,
+                        "gantry reconcile: %s:1: header must be date,model,component,quantity\n",
                         file);
                 ok = 0;
             }
@@ -96,8 +96,9 @@ static json_t *read_csv(const char *file, const char *period, int *outside)
         }
         char *end;
         double q = n == 4 ? strtod(f[3], &end) : 0;
-        int comp_ok = n == 4 && (!strcmp(f[2], "prompt_tokens") || !strcmp(f[2], "completion_tokens") ||
-                                 !strcmp(f[2], "allocation_seconds") || !strcmp(f[2], "requests"));
+        int comp_ok =
+            n == 4 && (!strcmp(f[2], "prompt_tokens") || !strcmp(f[2], "completion_tokens") ||
+                       !strcmp(f[2], "allocation_seconds") || !strcmp(f[2], "requests"));
         if (n != 4 || strlen(f[0]) != 10 || f[0][4] != '-' || f[0][7] != '-' || !f[1][0] ||
             !comp_ok || end == f[3] || *end || q < 0) {
             fprintf(stderr, "gantry reconcile: %s:%d: want YYYY-MM-DD,model,component,quantity\n",
@@ -126,9 +127,12 @@ static json_t *read_csv(const char *file, const char *period, int *outside)
 int gt_cli_reconcile(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'}, {"provider", required_argument, NULL, 'P'},
-        {"file", required_argument, NULL, 'f'},   {"period", required_argument, NULL, 'p'},
-        {"all", no_argument, NULL, 'a'},          {"help", no_argument, NULL, 'h'},
+        {"config", required_argument, NULL, 'c'},
+        {"provider", required_argument, NULL, 'P'},
+        {"file", required_argument, NULL, 'f'},
+        {"period", required_argument, NULL, 'p'},
+        {"all", no_argument, NULL, 'a'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *config = GT_CLI_DEFAULT_CONFIG, *provider = NULL, *file = NULL, *period_arg = NULL;
@@ -164,8 +168,8 @@ int gt_cli_reconcile(int argc, char **argv)
     if (res) {
         long diffs = 0;
         for (int i = 0; i < PQntuples(res); i++)
-            diffs += strcmp(PQgetvalue(res, i, 5), "0") != 0 &&
-                     strtod(PQgetvalue(res, i, 5), NULL) != 0;
+            diffs +=
+                strcmp(PQgetvalue(res, i, 5), "0") != 0 && strtod(PQgetvalue(res, i, 5), NULL) != 0;
         if (PQntuples(res))
             gt_cli_print_table(res);
         printf("%s %.7s: %zu provider line(s), %ld difference(s)%s", provider, period,

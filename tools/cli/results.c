@@ -70,8 +70,7 @@ static int partition_count(rd_kafka_t *rk, const char *topic, int timeout_ms)
     const struct rd_kafka_metadata *md = NULL;
     int n = -1;
     if (!rkt) {
-        fprintf(stderr, "gantry results: %s: %s\n", topic,
-                rd_kafka_err2str(rd_kafka_last_error()));
+        fprintf(stderr, "gantry results: %s: %s\n", topic, rd_kafka_err2str(rd_kafka_last_error()));
         return -1;
     }
     rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms);
@@ -139,7 +138,8 @@ static int read_to_end(rd_kafka_t *rk, const char *topic, int nparts, int64_t de
     }
     while (left > 0 && !stop_requested) {
         if (gt_clock_mono_ms() >= deadline) {
-            fprintf(stderr, "gantry results: timed out before the end of %s (%d partition(s) left)\n",
+            fprintf(stderr,
+                    "gantry results: timed out before the end of %s (%d partition(s) left)\n",
                     topic, left);
             goto out;
         }
@@ -184,8 +184,8 @@ static int follow(rd_kafka_t *rk, const char *topic, int from_beginning, int64_t
     int nparts = 0;
     /* The topic may not exist yet: wait for it. */
     while (!stop_requested && gt_clock_mono_ms() < deadline) {
-        nparts = partition_count(rk, topic, remaining_ms(deadline) < 5000 ? remaining_ms(deadline)
-                                                                           : 5000);
+        nparts = partition_count(rk, topic,
+                                 remaining_ms(deadline) < 5000 ? remaining_ms(deadline) : 5000);
         if (nparts < 0)
             return GT_CLI_FAIL;
         if (nparts > 0)

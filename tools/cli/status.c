@@ -69,7 +69,7 @@ static void put_cell(const char *s, int width, int last)
 
 static void print_tasks(const PGresult *res)
 {
-    static const char *const heads[] = {"TASK_ID", "KIND", "STATUS", "MODEL",
+    static const char *const heads[] = {"TASK_ID", "KIND",     "STATUS", "MODEL",
                                         "POOL",    "ATTEMPTS", "ERROR"};
     int nf = PQnfields(res), nt = PQntuples(res);
     int w[7] = {0};

@@ -124,7 +124,8 @@ int gt_cli_submit(int argc, char **argv)
         }
     }
     if (!file && optind >= argc)
-        return gt_cli_usage_error("submit", "nothing to submit: give --file FILE or JSON arguments");
+        return gt_cli_usage_error("submit",
+                                  "nothing to submit: give --file FILE or JSON arguments");
     if (file && optind < argc)
         return gt_cli_usage_error("submit", "give either --file or JSON arguments, not both");
 

@@ -8,34 +8,37 @@
 
 static void usage_usage(FILE *f)
 {
-    fprintf(f, "usage: gantry usage --tenant T [--period YYYY-MM] [--by-batch] [--json]\n"
-               "                    [--config FILE]\n"
-               "\n"
-               "Prints the tenant's usage in the period (default: the current UTC month) per\n"
-               "provider and model: requests, tokens, allocation-seconds and cost (from the\n"
-               "price in force at each event; UNPRICED counts events with no price yet), the\n"
-               "total, and the tenant's budget for the period when it has one.\n"
-               "\n"
-               "  -c, --config FILE  configuration (default ./" GT_CLI_DEFAULT_CONFIG ")\n"
-               "  -t, --tenant T     tenant id\n"
-               "  -p, --period P     billing period, e.g. 2026-11\n"
-               "      --by-batch     per gantry-api batch instead (request_id <batch_id>:<custom_id>;\n"
-               "                     docs/batch-api.md)\n"
-               "      --json         one JSON object instead of a table\n"
-               "  -h, --help         this help\n");
+    fprintf(
+        f, "usage: gantry usage --tenant T [--period YYYY-MM] [--by-batch] [--json]\n"
+           "                    [--config FILE]\n"
+           "\n"
+           "Prints the tenant's usage in the period (default: the current UTC month) per\n"
+           "provider and model: requests, tokens, allocation-seconds and cost (from the\n"
+           "price in force at each event; UNPRICED counts events with no price yet), the\n"
+           "total, and the tenant's budget for the period when it has one.\n"
+           "\n"
+           "  -c, --config FILE  configuration (default ./" GT_CLI_DEFAULT_CONFIG ")\n"
+           "  -t, --tenant T     tenant id\n"
+           "  -p, --period P     billing period, e.g. 2026-11\n"
+           "      --by-batch     per gantry-api batch instead (request_id <batch_id>:<custom_id>;\n"
+           "                     docs/batch-api.md)\n"
+           "      --json         one JSON object instead of a table\n"
+           "  -h, --help         this help\n");
 }
 
-#define USAGE_ROWS                                                                              \
-    "SELECT provider, model, coalesce(currency, '-') AS currency, count(*) AS requests,"       \
-    " sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,"       \
-    " sum(allocation_seconds) AS allocation_seconds, coalesce(sum(cost_micros), 0) AS cost_micros," \
-    " count(*) FILTER (WHERE price_id IS NULL) AS unpriced FROM usage"                          \
-    " WHERE tenant_id = $1 AND occurred_at >= billing_period_start($2::date)"                  \
+#define USAGE_ROWS                                                                                 \
+    "SELECT provider, model, coalesce(currency, '-') AS currency, count(*) AS requests,"           \
+    " sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,"           \
+    " sum(allocation_seconds) AS allocation_seconds, coalesce(sum(cost_micros), 0) AS "            \
+    "cost_micros,"                                                                                 \
+    " count(*) FILTER (WHERE price_id IS NULL) AS unpriced FROM usage"                             \
+    " WHERE tenant_id = $1 AND occurred_at >= billing_period_start($2::date)"                      \
     "  AND occurred_at < billing_period_start(($2::date + interval '1 month')::date)"
 
 static const char sql_table[] =
     "SELECT * FROM (SELECT provider, model, currency, requests, prompt_tokens, completion_tokens,"
-    " allocation_seconds AS alloc_seconds, (cost_micros::numeric / 1000000)::numeric(20, 6) AS cost,"
+    " allocation_seconds AS alloc_seconds, (cost_micros::numeric / 1000000)::numeric(20, 6) AS "
+    "cost,"
     " unpriced FROM (" USAGE_ROWS " GROUP BY provider, model, currency) r"
     " UNION ALL SELECT 'TOTAL', '', coalesce(currency, '-'), count(*), sum(prompt_tokens),"
     " sum(completion_tokens), sum(allocation_seconds),"
@@ -53,14 +56,14 @@ static const char sql_json[] =
     "  AND b.period = to_char($2::date, 'YYYY-MM')))";
 
 /* gantry-api batches: request_id is <batch_id>:<custom_id>. */
-#define USAGE_BATCHES                                                                           \
-    "SELECT split_part(request_id, ':', 1) AS batch_id, coalesce(currency, '-') AS currency,"  \
-    " count(*) AS requests, sum(prompt_tokens) AS prompt_tokens,"                              \
-    " sum(completion_tokens) AS completion_tokens,"                                            \
-    " (coalesce(sum(cost_micros), 0)::numeric / 1000000)::numeric(20, 6) AS cost,"              \
-    " count(*) FILTER (WHERE price_id IS NULL) AS unpriced FROM usage"                          \
-    " WHERE tenant_id = $1 AND occurred_at >= billing_period_start($2::date)"                  \
-    "  AND occurred_at < billing_period_start(($2::date + interval '1 month')::date)"          \
+#define USAGE_BATCHES                                                                              \
+    "SELECT split_part(request_id, ':', 1) AS batch_id, coalesce(currency, '-') AS currency,"      \
+    " count(*) AS requests, sum(prompt_tokens) AS prompt_tokens,"                                  \
+    " sum(completion_tokens) AS completion_tokens,"                                                \
+    " (coalesce(sum(cost_micros), 0)::numeric / 1000000)::numeric(20, 6) AS cost,"                 \
+    " count(*) FILTER (WHERE price_id IS NULL) AS unpriced FROM usage"                             \
+    " WHERE tenant_id = $1 AND occurred_at >= billing_period_start($2::date)"                      \
+    "  AND occurred_at < billing_period_start(($2::date + interval '1 month')::date)"              \
     "  AND request_id ~ '^(msg)?batch_[0-9a-f]+:' GROUP BY 1, 2 ORDER BY 1, 2"
 
 static const char sql_batches[] = USAGE_BATCHES;
@@ -74,10 +77,13 @@ static const char sql_budget[] =
 int gt_cli_usage(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'}, {"tenant", required_argument, NULL, 't'},
-        {"period", required_argument, NULL, 'p'}, {"json", no_argument, NULL, 'j'},
+        {"config", required_argument, NULL, 'c'},
+        {"tenant", required_argument, NULL, 't'},
+        {"period", required_argument, NULL, 'p'},
+        {"json", no_argument, NULL, 'j'},
         {"by-batch", no_argument, NULL, 'b'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     const char *config = GT_CLI_DEFAULT_CONFIG, *tenant = NULL, *period_arg = NULL;
     int json = 0, by_batch = 0, r, rc = GT_CLI_FAIL;
