@@ -6,8 +6,7 @@
 #   tools/lint.sh                  every file (what CI runs)
 #   tools/lint.sh FILE...          only these files (while working on them)
 #   LINT_BUILD_DIR=DIR             the meson build dir (default: build)
-#   LINT_SKIP_FORMAT=1             skip the clang-format step (until the one-time
-#                                  reformat of the tree lands)
+#   LINT_SKIP_FORMAT=1             skip the clang-format step (local work in progress)
 #   LINT_JOBS=N                    parallel clang-tidy processes (default: nproc)
 set -uo pipefail
 cd "$(dirname "$0")/.."
