@@ -932,7 +932,7 @@ static enum MHD_Result batch_list(gt_api_http_t *h, struct MHD_Connection *conn,
     long limit = ls ? strtol(ls, NULL, 10) : 20;
     if (limit < 1 || limit > (anth ? 1000 : 100))
         return reply_err(conn, r->flavor, 400, "limit: out of range");
-    char lim[16];
+    char lim[24];
     snprintf(lim, sizeof(lim), "%ld", limit + 1);
     char base[300];
     const char *host = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Host");
