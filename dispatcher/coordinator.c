@@ -44,6 +44,10 @@ typedef struct coord {
     int64_t published_since; /* >= 0: a dead holder stored the result then (epoch ms) and
                                 may have published it: look before publishing */
     json_t *cache_output;    /* the output before the guard, for the response cache; or NULL */
+    /* Set when the task result was refused (see coord_refuse): the task is
+     * failed in its stead and the original goes to the DLQ as the last step. */
+    const char *refused_stage;
+    char *refused_code, *refused_why;
 } coord_t;
 
 /* How far before the stored time a dead holder's result is looked for on
@@ -155,12 +159,19 @@ static void coord_free(coord_t *c)
     free(c->tenant_id);
     free(c->reply_topic);
     free(c->status);
+    free(c->refused_code);
+    free(c->refused_why);
     free(c);
 }
 
+/* The message is done: its effects are durable. A refused one is done once its
+ * DLQ entry is (the failed task it stood for is already written). */
 static void coord_finish(coord_t *c)
 {
-    if (c->msg)
+    if (c->msg && c->refused_code)
+        gt_dispatcher_dead_letter(c->d, c->d->consumer, c->msg, c->refused_stage, c->refused_code,
+                                  c->refused_why, c->request_id);
+    else if (c->msg)
         gt_consumer_done(c->d->consumer, c->msg);
     coord_free(c);
 }
@@ -468,14 +479,27 @@ static void coord_set_job(coord_t *c, const PGresult *res, int row, int col, int
         snprintf(c->traceparent, sizeof(c->traceparent), "%s", PQgetvalue(res, row, tp_col));
 }
 
+static void coord_apply(coord_t *c);
+static int coord_refuse(coord_t *c, const char *stage, const char *code, const char *why);
+
 static void on_applied(const PGresult *res, const char *err, void *arg)
 {
     coord_t *c = arg;
     gt_dispatcher_t *d = c->d;
+    /* PostgreSQL refused the result for good (a \u0000 that jsonb cannot
+     * hold, say): its task still ends, failed with the reason. */
+    if (err && !c->refused_code && coord_refuse(c, "coordinator.apply", "persist_failed", err) == 0)
+        return;
     if (err || PQntuples(res) == 0 || strcmp(PQgetvalue(res, 0, 6), "t") != 0) {
-        gt_dispatcher_dead_letter(d, d->consumer, c->msg, "coordinator.apply",
-                                  err ? "persist_failed" : "unknown_task",
-                                  err ? err : "no such task in this request", c->request_id);
+        gt_dispatcher_dead_letter(d, d->consumer, c->msg,
+                                  c->refused_stage ? c->refused_stage : "coordinator.apply",
+                                  c->refused_code ? c->refused_code
+                                  : err           ? "persist_failed"
+                                                  : "unknown_task",
+                                  c->refused_why ? c->refused_why
+                                  : err          ? err
+                                                 : "no such task in this request",
+                                  c->request_id);
         coord_free(c);
         return;
     }
@@ -494,31 +518,10 @@ static void on_applied(const PGresult *res, const char *err, void *arg)
     coord_claim(c);
 }
 
-void gt_coordinator_handle(gt_dispatcher_t *d, gt_msg_t *msg)
+/* Writes c->tr onto its task row (once) and reads the job. */
+static void coord_apply(coord_t *c)
 {
-    char err[512];
-    const char *code = NULL;
-    json_t *tr = gt_message_parse(msg, d->task_result_schema, &code, err, sizeof(err));
-    if (!tr) {
-        gt_dispatcher_dead_letter(d, d->consumer, msg, "coordinator.parse",
-                                  strcmp(code, "invalid_json") == 0 ? code : "invalid_task_result",
-                                  err, NULL);
-        return;
-    }
-    /* Health of the deployment that served (router.h): latency, failures. */
-    json_t *timings = json_object_get(tr, "timings");
-    json_t *total = json_object_get(timings, "total_ms");
-    gt_router_result(d->router, d->cfg, json_string_value(json_object_get(tr, "model")),
-                     strcmp(json_string_value(json_object_get(tr, "status")), "succeeded") == 0,
-                     json_is_number(total) ? json_number_value(total) : -1, gt_clock_mono_ms());
-    coord_t *c = calloc(1, sizeof(*c));
-    c->published_since = -1;
-    c->d = d;
-    c->msg = msg;
-    c->tr = tr;
-    c->request_id = strdup(json_string_value(json_object_get(tr, "request_id")));
-    if (!gt_msg_header(msg, "traceparent", c->traceparent, sizeof(c->traceparent)))
-        c->traceparent[0] = '\0';
+    json_t *tr = c->tr;
     json_t *error = json_object_get(tr, "error");
     char attempts[16], *text = json_dumps(tr, JSON_COMPACT);
     snprintf(attempts, sizeof(attempts), "%zu", json_array_size(json_object_get(tr, "attempts")));
@@ -534,9 +537,84 @@ void gt_coordinator_handle(gt_dispatcher_t *d, gt_msg_t *msg)
         json_string_value(json_object_get(tr, "worker_id")),
         c->request_id,
     };
-    if (gt_pg_query(d->pg_coord, sql_apply, 10, params, on_applied, c) != 0)
+    if (!text || gt_pg_query(c->d->pg_coord, sql_apply, 10, params, on_applied, c) != 0)
         on_applied(NULL, "cannot send query", c);
     free(text);
+}
+
+/* A task result that cannot be applied as sent (it fails its schema, or
+ * PostgreSQL refuses it for good) still ends its task when it names one: the
+ * task is failed with the reason in its stead, so the job goes on to its one
+ * result, and the original goes to the DLQ only after that (coord_finish). A
+ * redelivery fails the task again as a no-op and finishes the same way.
+ * Returns 0 when the failed task is being applied, -1 when the result names
+ * no task (or out of memory): the caller dead-letters it alone. */
+static int coord_refuse(coord_t *c, const char *stage, const char *code, const char *why)
+{
+    const char *task_id = json_string_value(json_object_get(c->tr, "task_id"));
+    const char *rid = json_string_value(json_object_get(c->tr, "request_id"));
+    if (!task_id || !*task_id || !rid || !*rid || strlen(task_id) > 256 || strlen(rid) > 200)
+        return -1;
+    json_t *failed = json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:s}}", "schema",
+                               "gantry.task-result.v1", "task_id", task_id, "request_id", rid,
+                               "status", "failed", "error", "code", code, "message", why);
+    char *rid_copy = strdup(rid);
+    if (!failed || !rid_copy || !(c->refused_code = strdup(code)) ||
+        !(c->refused_why = strdup(why))) {
+        json_decref(failed);
+        free(rid_copy);
+        return -1;
+    }
+    c->refused_stage = stage;
+    gt_log(GT_LOG_WARN, C_CTX(c), "task result refused (%s: %s): the task fails in its stead", code,
+           why);
+    json_decref(c->tr);
+    c->tr = failed;
+    free(c->request_id);
+    c->request_id = rid_copy;
+    coord_apply(c);
+    return 0;
+}
+
+void gt_coordinator_handle(gt_dispatcher_t *d, gt_msg_t *msg)
+{
+    char err[512];
+    const char *code = NULL;
+    json_t *tr = gt_message_parse(msg, d->task_result_schema, &code, err, sizeof(err));
+    if (!tr) {
+        code = strcmp(code, "invalid_json") == 0 ? code : "invalid_task_result";
+        coord_t *c = calloc(1, sizeof(*c));
+        if (c) {
+            c->published_since = -1;
+            c->d = d;
+            c->msg = msg;
+            c->tr = json_loadb(msg->value, msg->len, 0, NULL);
+            if (coord_refuse(c, "coordinator.parse", code, err) == 0)
+                return;
+            coord_free(c);
+        }
+        gt_dispatcher_dead_letter(d, d->consumer, msg, "coordinator.parse", code, err, NULL);
+        return;
+    }
+    /* Health of the deployment that served (router.h): latency, failures. */
+    json_t *timings = json_object_get(tr, "timings");
+    json_t *total = json_object_get(timings, "total_ms");
+    gt_router_result(d->router, d->cfg, json_string_value(json_object_get(tr, "model")),
+                     strcmp(json_string_value(json_object_get(tr, "status")), "succeeded") == 0,
+                     json_is_number(total) ? json_number_value(total) : -1, gt_clock_mono_ms());
+    coord_t *c = calloc(1, sizeof(*c));
+    if (!c) {
+        json_decref(tr);
+        return; /* out of memory: the offset stays undone */
+    }
+    c->published_since = -1;
+    c->d = d;
+    c->msg = msg;
+    c->tr = tr;
+    c->request_id = strdup(json_string_value(json_object_get(tr, "request_id")));
+    if (!gt_msg_header(msg, "traceparent", c->traceparent, sizeof(c->traceparent)))
+        c->traceparent[0] = '\0';
+    coord_apply(c);
 }
 
 void gt_coordinator_finish(gt_dispatcher_t *d, gt_msg_t *msg, const PGresult *res, int row, int col)
