@@ -48,6 +48,8 @@ typedef struct coord {
      * failed in its stead and the original goes to the DLQ as the last step. */
     const char *refused_stage;
     char *refused_code, *refused_why;
+    json_t *answer_usage; /* the usage event stored with intake's answer (a cache hit), or NULL */
+    int sent_result;      /* send_result published the result (not only answer_usage) */
 } coord_t;
 
 /* How far before the stored time a dead holder's result is looked for on
@@ -92,9 +94,10 @@ static const char sql_apply[] =
  * the same id), so --id must be unique among live dispatchers. Claimed: the
  * job's inference tasks in order, each with the result already stored by an
  * earlier holder (NULL if none) and when it was stored (epoch ms); a job with
- * no tasks (a rejection stored by the intake) gives one row with a NULL idx.
- * Held by another: one row (NULL, NULL, holder, NULL, NULL). Finished (or
- * being claimed right now): none. */
+ * no tasks (an answer stored by the intake) gives one row with a NULL idx,
+ * and the answer's usage event last (NULL if none). Held by another: one row
+ * (NULL, NULL, holder, NULL, NULL, NULL). Finished (or being claimed right
+ * now): none. */
 static const char sql_claim[] =
     "WITH claim AS ("
     "  UPDATE jobs SET status = 'completing', claimed_by = $2, claimed_at = now(),"
@@ -102,12 +105,13 @@ static const char sql_claim[] =
     "  WHERE request_id = $1 AND (status = 'running' OR (status = 'completing' AND"
     "        (claimed_at IS NULL OR claimed_by = $2"
     "         OR claimed_at < now() - $3::bigint * interval '1 millisecond')))"
-    "  RETURNING request_id, result, coalesce(result_stored_at, created_at) AS stored_at)"
+    "  RETURNING request_id, result, coalesce(result_stored_at, created_at) AS stored_at,"
+    "            answer_usage)"
     " SELECT t.idx, t.result, NULL, c.result,"
-    "        (extract(epoch FROM c.stored_at) * 1000)::bigint FROM claim c"
+    "        (extract(epoch FROM c.stored_at) * 1000)::bigint, c.answer_usage FROM claim c"
     "  LEFT JOIN tasks t ON t.request_id = c.request_id AND t.kind = 'inference'"
     " UNION ALL"
-    " SELECT NULL, NULL, coalesce(j.claimed_by, ''), NULL, NULL FROM jobs j"
+    " SELECT NULL, NULL, coalesce(j.claimed_by, ''), NULL, NULL, NULL FROM jobs j"
     "  WHERE j.request_id = $1 AND j.status = 'completing' AND NOT EXISTS (SELECT 1 FROM claim)"
     " ORDER BY 1";
 
@@ -155,6 +159,7 @@ static void coord_free(coord_t *c)
     json_decref(c->tr);
     json_decref(c->result);
     json_decref(c->cache_output);
+    json_decref(c->answer_usage);
     free(c->request_id);
     free(c->tenant_id);
     free(c->reply_topic);
@@ -204,8 +209,10 @@ static void mark_complete(coord_t *c)
 static void on_result_delivered(void *arg)
 {
     coord_t *c = arg;
-    c->d->results_published++;
-    gt_stats_result(c->status);
+    if (c->sent_result) {
+        c->d->results_published++;
+        gt_stats_result(c->status);
+    }
     mark_complete(c);
 }
 
@@ -226,10 +233,18 @@ static void on_result_failed(const char *topic, int err, const char *reason, voi
     coord_free(c); /* the offset is the dead letter's, or stays undone */
 }
 
-/* The result to gantry.results and the reply topic, as one effect; to the
- * reply topic alone when !to_results (a dead holder published the rest). */
-static void send_result(coord_t *c, int to_results)
+/* Where send_result publishes the result: gantry.results and the reply topic,
+ * the reply topic alone (a dead holder published the rest), or nowhere (it
+ * published both). A stored answer's usage event goes along every time: a
+ * holder may die between the two, and the ledger keeps one per event_id. */
+enum { SEND_ALL, SEND_REPLY, SEND_NONE };
+
+static void send_result(coord_t *c, int where)
 {
+    if (where == SEND_NONE && !c->answer_usage) {
+        mark_complete(c);
+        return;
+    }
     char tp[GT_TRACEPARENT_LEN + 1];
     gt_header_t h = {"traceparent", tp};
     gt_trace_ctx_t parent;
@@ -241,10 +256,16 @@ static void send_result(coord_t *c, int to_results)
         gt_trace_format(&c->span.ctx, tp);
     gt_effect_t *e = gt_effect_new(c->d->effects, on_result_delivered, on_result_failed, c);
     size_t nh = has_tp ? 1 : 0;
-    if (!e ||
-        (to_results
-             ? gt_result_add(e, c->d->cfg, c->reply_topic, c->request_id, c->result, &h, nh)
-             : gt_effect_add_json(e, c->reply_topic, c->request_id, c->result, &h, nh)) != 0) {
+    int rc = e ? 0 : -1;
+    if (rc == 0 && where == SEND_ALL)
+        rc = gt_result_add(e, c->d->cfg, c->reply_topic, c->request_id, c->result, &h, nh);
+    else if (rc == 0 && where == SEND_REPLY)
+        rc = gt_effect_add_json(e, c->reply_topic, c->request_id, c->result, &h, nh);
+    if (rc == 0 && c->answer_usage)
+        rc = gt_effect_add_json(e, c->d->cfg->topics.usage,
+                                json_string_value(json_object_get(c->answer_usage, "event_id")),
+                                c->answer_usage, &h, nh);
+    if (rc != 0) {
         gt_log(GT_LOG_ERROR, C_CTX(c),
                "out of memory queueing the result; it is published on redelivery");
         if (e)
@@ -253,6 +274,7 @@ static void send_result(coord_t *c, int to_results)
         coord_free(c); /* offset stays undone */
         return;
     }
+    c->sent_result = where != SEND_NONE;
     gt_effect_seal(e);
 }
 
@@ -312,13 +334,13 @@ static void lookup_done(uv_work_t *w, int status)
         gt_log(GT_LOG_INFO, C_CTX(c),
                "the job's previous claim published its result before it died; marking the job, "
                "not publishing it again");
-        mark_complete(c);
+        send_result(c, SEND_NONE);
         return;
     }
     if (on_results)
         gt_log(GT_LOG_INFO, C_CTX(c), "the result is on %s already; publishing it to %s only",
                c->d->cfg->topics.results, c->reply_topic);
-    send_result(c, !on_results);
+    send_result(c, on_results ? SEND_REPLY : SEND_ALL);
 }
 
 /* Publishes the stored result body (stored: its jsonb text), the same bytes
@@ -338,7 +360,7 @@ static void publish_stored(coord_t *c, const char *stored)
     c->status = strdup(st);
     gt_log(GT_LOG_INFO, C_CTX(c), "job %s", c->status);
     if (c->published_since < 0) {
-        send_result(c, 1);
+        send_result(c, SEND_ALL);
         return;
     }
     lookup_t *l = calloc(1, sizeof(*l));
@@ -434,6 +456,14 @@ static void on_claimed(const PGresult *res, const char *err, void *arg)
          * same body again, never a second, different one. */
         gt_log(GT_LOG_WARN, C_CTX(c), "publishing the result stored by the job's previous claim");
         c->published_since = atoll(PQgetvalue(res, 0, 4));
+        if (!PQgetisnull(res, 0, 5) &&
+            !(c->answer_usage = json_loads(PQgetvalue(res, 0, 5), 0, NULL))) {
+            gt_log(GT_LOG_ERROR, C_CTX(c),
+                   "the stored usage event is unreadable; left to the sweep");
+            json_object_del(c->d->finalizing, c->request_id);
+            coord_free(c); /* offset stays undone */
+            return;
+        }
         publish_stored(c, PQgetvalue(res, 0, 3));
         return;
     }
