@@ -183,7 +183,8 @@ static void on_taken(const PGresult *res, const char *err, void *arg)
     batch_t *over = calloc(1, sizeof(*over));
     int rejecting = reject_mode(rl->d->cfg);
     for (size_t i = 0; i < b->n; i++) {
-        item_t *it = b->items[(size_t)atoll(PQgetvalue(res, (int)i, 0))];
+        size_t idx = (size_t)atoll(PQgetvalue(res, (int)i, 0));
+        item_t *it = b->items[idx < b->n ? idx : i]; /* ORDER BY idx: idx == i */
         const char *v = PQgetvalue(res, (int)i, 1);
         it->retry_ms = atoll(PQgetvalue(res, (int)i, 2));
         it->verdict = strcmp(v, "over") == 0 ? (rejecting ? GT_RATE_REJECTED : GT_RATE_HELD)
