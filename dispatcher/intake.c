@@ -16,6 +16,7 @@
 #include "log.h"
 #include "message.h"
 #include "digest.h"
+#include "ratelimit.h"
 #include "stats.h"
 #include "trace.h"
 
@@ -872,8 +873,59 @@ static void intake_start(gt_dispatcher_t *d, gt_msg_t *msg, json_t *req)
     admit(in);
 }
 
-/* Budget admission, then persist. */
+static void admit_budget(intake_t *in);
+
+/* Rate limit answer (ratelimit.h): go on to the budget; held (its bytes wait
+ * in PostgreSQL and come back on the requests topic: this copy is done); or
+ * answered rejected/rate_limited, stored as the job's answer like a budget
+ * rejection. */
+static void on_rate(int verdict, const char *reason, void *arg)
+{
+    intake_t *in = arg;
+    if (verdict == GT_RATE_ADMITTED) {
+        admit_budget(in);
+        return;
+    }
+    if (verdict == GT_RATE_HELD) {
+        gt_log(GT_LOG_DEBUG, IN_CTX(in), "over its rate limit: held until its bucket refills");
+        intake_finish(in);
+        return;
+    }
+    if (verdict == GT_RATE_FAILED) { /* not admitted unchecked: dead letter (none while stopping) */
+        gt_dispatcher_dead_letter(in->d, in->d->consumer, in->msg, "intake.ratelimit",
+                                  "persist_failed", reason, in->request_id);
+        intake_free(in);
+        return;
+    }
+    char at[64];
+    gt_log(GT_LOG_WARN, IN_CTX(in), "rejected: %s", reason);
+    in->rejection =
+        json_pack("{s:s, s:s, s:O, s:s, s:{s:s, s:s}, s:s}", "schema", "gantry.result.v1",
+                  "request_id", in->request_id, "tenant_id", json_object_get(in->req, "tenant_id"),
+                  "status", "rejected", "error", "code", "rate_limited", "message", reason,
+                  "completed_at", gt_clock_fmt(gt_clock_wall_ms(), at, sizeof(at)));
+    store_answer(in, send_rejection, 1);
+}
+
+/* Rate limits, then the budget, then persist. */
 static void admit(intake_t *in)
+{
+    int n = in->graph.n_inference;
+    int rc =
+        gt_ratelimit_admit(in->d->ratelimit, in->req, served_model(in), n,
+                           gt_ratelimit_estimate(in->d->cfg, in->req, n), in->msg, on_rate, in);
+    if (rc == 0)
+        return; /* on_rate goes on */
+    if (rc < 0) {
+        gt_log(GT_LOG_ERROR, IN_CTX(in), "cannot check the rate limit now: left undone");
+        intake_free(in); /* never admitted unchecked; redelivered */
+        return;
+    }
+    admit_budget(in);
+}
+
+/* Budget admission, then persist. */
+static void admit_budget(intake_t *in)
 {
     gt_dispatcher_t *d = in->d;
     const json_t *req = in->req;
