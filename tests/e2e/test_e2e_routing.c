@@ -41,6 +41,37 @@ static int usage_in(void *arg)
     return th_sql_long(cl.conninfo, "SELECT count(*) FROM usage") >= REQUESTS;
 }
 
+/* Tasks the workers' heartbeats report served by the multi-* deployments
+ * (data.models.<deployment>.ok, summed over every heartbeat on gantry.events). */
+static long heartbeat_served(void)
+{
+    json_t *all = th_kafka_read_all(cl.bootstrap, "gantry.events");
+    long n = 0;
+    size_t i;
+    json_t *m;
+    json_array_foreach (all, i, m) {
+        json_t *ev = json_loads(json_string_value(json_object_get(m, "value")), 0, NULL);
+        const char *type = json_string_value(json_object_get(ev, "type"));
+        if (type && strcmp(type, "worker.heartbeat") == 0) {
+            const char *k;
+            json_t *h;
+            json_object_foreach (json_object_get(json_object_get(ev, "data"), "models"), k, h) {
+                if (strncmp(k, "multi-", 6) == 0)
+                    n += (long)json_integer_value(json_object_get(h, "ok"));
+            }
+        }
+        json_decref(ev);
+    }
+    json_decref(all);
+    return n;
+}
+
+static int heartbeats_counted(void *arg)
+{
+    (void)arg;
+    return heartbeat_served() >= REQUESTS;
+}
+
 static void test_weighted_pipeline(void)
 {
     th_cluster_opts_t o = {.workers = 1, .worker_in_flight = 64, .extra_config = extra};
@@ -78,6 +109,10 @@ static void test_weighted_pipeline(void)
     CU_ASSERT_FATAL(th_poll(usage_in, NULL, 60000));
     TH_EQ_INT(th_sql_long(cl.conninfo, "SELECT count(*) FROM usage WHERE model LIKE 'multi-_'"),
               REQUESTS);
+    /* Every task is counted once in its worker's heartbeats: the health all
+     * dispatchers learn from (router.h). */
+    CU_ASSERT(th_poll(heartbeats_counted, NULL, 30000));
+    TH_EQ_INT(heartbeat_served(), REQUESTS);
     th_cluster_stop(&cl);
 }
 
