@@ -4,6 +4,7 @@
  * gt_pg connection, as gantry-dispatcher does; then the invoice run for the
  * month those events fall in. Prints events/s and the invoice run's time.
  * Run with bench/ledger.sh (which starts PostgreSQL and migrates). */
+#include <dirent.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,8 +30,9 @@ typedef struct bench {
 
 static void send_more(bench_t *b);
 
-/* CPU seconds (user + system) of process pid from /proc, or -1. */
-static double pid_cpu(int pid)
+/* CPU seconds (user + system) of process pid from /proc, with those of its
+ * children it has waited for when reaped is set; or -1. *ppid: its parent. */
+static double pid_cpu(int pid, int *ppid, int reaped)
 {
     char path[64], buf[1024];
     snprintf(path, sizeof(path), "/proc/%d/stat", pid);
@@ -42,9 +44,36 @@ static double pid_cpu(int pid)
     buf[n] = '\0';
     const char *p = strrchr(buf, ')'); /* fields after the command name */
     unsigned long ut = 0, st = 0;
-    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+    long cut = 0, cst = 0;
+    int parent = 0;
+    if (!p || sscanf(p + 2, "%*c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu %ld %ld", &parent,
+                     &ut, &st, &cut, &cst) != 5)
         return -1;
-    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+    if (ppid)
+        *ppid = parent;
+    return (double)(ut + st + (reaped ? (unsigned long)(cut + cst) : 0)) /
+           (double)sysconf(_SC_CLK_TCK);
+}
+
+/* CPU seconds of the whole PostgreSQL server that runs backend: its postmaster
+ * with every child, live (backends, parallel workers, WAL writer) or ended, or -1. */
+static double server_cpu(int backend)
+{
+    int postmaster = 0;
+    if (pid_cpu(backend, &postmaster, 0) < 0)
+        return -1;
+    DIR *d = opendir("/proc");
+    if (!d)
+        return -1;
+    double sum = pid_cpu(postmaster, NULL, 1);
+    for (struct dirent *e; (e = readdir(d));) {
+        int pid = atoi(e->d_name), parent = 0;
+        double s = pid > 0 ? pid_cpu(pid, &parent, 0) : -1;
+        if (s >= 0 && parent == postmaster)
+            sum += s;
+    }
+    closedir(d);
+    return sum;
 }
 
 static double self_cpu(void)
@@ -190,12 +219,12 @@ int main(int argc, char **argv)
         return 1;
     while (!b.backend_pid && uv_run(b.loop, UV_RUN_ONCE))
         ;
-    double server0 = pid_cpu(b.backend_pid), client0 = self_cpu();
+    double server0 = server_cpu(b.backend_pid), client0 = self_cpu();
     int64_t t0 = gt_clock_mono_ms();
     send_more(&b);
     uv_run(b.loop, UV_RUN_DEFAULT);
     int64_t t1 = gt_clock_mono_ms();
-    double server1 = pid_cpu(b.backend_pid), client1 = self_cpu();
+    double server1 = server_cpu(b.backend_pid), client1 = self_cpu();
     uv_loop_close(b.loop);
     if (b.failed)
         return 1;
@@ -205,8 +234,8 @@ int main(int argc, char **argv)
            b.events, b.inserted, b.tenants, secs, (double)b.events / secs, b.batch,
            b.max_in_flight);
     if (server0 >= 0 && server1 >= 0) /* CPU time does not depend on what else the machine runs */
-        printf("ledger CPU per event: server %.2f us, client %.2f us (one core each: %.0f events/s"
-               " at most on an idle machine)\n",
+        printf("ledger CPU per event: PostgreSQL %.2f us, client %.2f us (one core each: %.0f"
+               " events/s at most on an idle machine)\n",
                (server1 - server0) * 1e6 / (double)b.events,
                (client1 - client0) * 1e6 / (double)b.events,
                (double)b.events / ((server1 - server0) > (client1 - client0)
@@ -214,17 +243,19 @@ int main(int argc, char **argv)
                                        : (client1 - client0)));
 
     const char *params[] = {period};
+    double inv0 = server_cpu(PQbackendPID(sync));
     int64_t t2 = gt_clock_mono_ms();
     r = PQexecParams(sync, "SELECT billing_invoice_run($1::date)", 1, NULL, params, NULL, NULL, 0);
     int64_t t3 = gt_clock_mono_ms();
+    double inv1 = server_cpu(PQbackendPID(sync));
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         fprintf(stderr, "gantry-bench-ledger: invoice run: %s", PQerrorMessage(sync));
         PQclear(r);
         PQfinish(sync);
         return 1;
     }
-    printf("invoice run %.7s: %s invoices over %ld usage rows in %.2f s\n", period,
-           PQgetvalue(r, 0, 0), b.inserted, (double)(t3 - t2) / 1000.0);
+    printf("invoice run %.7s: %s invoices over %ld usage rows in %.2f s (PostgreSQL CPU %.2f s)\n",
+           period, PQgetvalue(r, 0, 0), b.inserted, (double)(t3 - t2) / 1000.0, inv1 - inv0);
     PQclear(r);
     r = PQexec(sync, "SELECT (SELECT sum(total_micros) FROM invoices) = (SELECT sum(cost_micros)"
                      " FROM usage), (SELECT count(*) FROM invoice_lines)");

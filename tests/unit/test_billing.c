@@ -245,6 +245,19 @@ static void test_issued_invoice_is_immutable(void)
                      " provider, model, price_id, component, quantity, unit, unit_price_micros,"
                      " amount_micros, usage_rows FROM invoice_lines LIMIT 1") != 0);
     TH_EQ_INT(num(c, "SELECT count(*) FROM invoices WHERE status = 'issued'"), 1);
+    /* lines are checked per statement (migration 016): an invoice and a price must exist,
+     * and a draft invoice with lines cannot be deleted */
+    long long pid = num(c, "SELECT price_id FROM prices WHERE model = 'm1'");
+    CU_ASSERT_FATAL(run(c, "INSERT INTO invoices (tenant_id, period, currency, cutoff)"
+                           " VALUES ('t2', '2026-10-01', 'USD', now())") == 0);
+    long long draft = num(c, "SELECT invoice_id FROM invoices WHERE tenant_id = 't2'");
+    static const char line[] = "INSERT INTO invoice_lines VALUES (%lld, 1, 'usage', '2026-10-01',"
+                               " 'hostedai', 'm1', %lld, 'requests', 1, 'request', 0, 0, 1)";
+    CU_ASSERT(run(c, line, draft + 1000, pid) != 0); /* no such invoice */
+    CU_ASSERT(run(c, line, draft, pid + 1000) != 0); /* no such price */
+    TH_EQ_INT(run(c, line, draft, pid), 0);
+    CU_ASSERT(run(c, "DELETE FROM invoices WHERE invoice_id = %lld", draft) != 0);
+    TH_EQ_INT(num(c, "SELECT count(*) FROM invoice_lines WHERE invoice_id = %lld", draft), 1);
     PQfinish(c);
 }
 
