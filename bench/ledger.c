@@ -4,13 +4,17 @@
  * gt_pg connection, as gantry-dispatcher does; then the invoice run for the
  * month those events fall in. Prints events/s and the invoice run's time.
  * Run with bench/ledger.sh (which starts PostgreSQL and migrates). */
+#include <dirent.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "dispatcher.h"
+#include "ledger_rows.h"
 #include "pg.h"
 
 typedef struct bench {
@@ -20,10 +24,72 @@ typedef struct bench {
     int batch, in_flight, max_in_flight;
     long inserted;
     int failed;
+    int backend_pid; /* the connection's server process, for its CPU time */
     int64_t month_start_ms;
 } bench_t;
 
 static void send_more(bench_t *b);
+
+/* CPU seconds (user + system) of process pid from /proc, with those of its
+ * children it has waited for when reaped is set; or -1. *ppid: its parent. */
+static double pid_cpu(int pid, int *ppid, int reaped)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* fields after the command name */
+    unsigned long ut = 0, st = 0;
+    long cut = 0, cst = 0;
+    int parent = 0;
+    if (!p || sscanf(p + 2, "%*c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu %ld %ld", &parent,
+                     &ut, &st, &cut, &cst) != 5)
+        return -1;
+    if (ppid)
+        *ppid = parent;
+    return (double)(ut + st + (reaped ? (unsigned long)(cut + cst) : 0)) /
+           (double)sysconf(_SC_CLK_TCK);
+}
+
+/* CPU seconds of the whole PostgreSQL server that runs backend: its postmaster
+ * with every child, live (backends, parallel workers, WAL writer) or ended, or -1. */
+static double server_cpu(int backend)
+{
+    int postmaster = 0;
+    if (pid_cpu(backend, &postmaster, 0) < 0)
+        return -1;
+    DIR *d = opendir("/proc");
+    if (!d)
+        return -1;
+    double sum = pid_cpu(postmaster, NULL, 1);
+    for (struct dirent *e; (e = readdir(d));) {
+        int pid = atoi(e->d_name), parent = 0;
+        double s = pid > 0 ? pid_cpu(pid, &parent, 0) : -1;
+        if (s >= 0 && parent == postmaster)
+            sum += s;
+    }
+    closedir(d);
+    return sum;
+}
+
+static double self_cpu(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+static void on_pid(const PGresult *res, const char *err, void *arg)
+{
+    bench_t *b = arg;
+    if (!err)
+        b->backend_pid = atoi(PQgetvalue(res, 0, 0));
+}
 
 static void on_batch(const PGresult *res, const char *err, void *arg)
 {
@@ -45,11 +111,11 @@ static void on_batch(const PGresult *res, const char *err, void *arg)
         gt_pg_free(b->pg); /* ends the loop */
 }
 
-/* A batch of events shaped like gantry.usage.v1 (what the ledger receives),
- * serialised with jansson as the ledger does. */
-static char *make_batch(bench_t *b, long first, int n)
+/* A batch of events shaped like gantry.usage.v1 (what the ledger receives, as
+ * jansson objects), turned into the statement's column arrays as the ledger does. */
+static gt_ledger_rows_t *make_batch(bench_t *b, long first, int n)
 {
-    json_t *arr = json_array();
+    gt_ledger_rows_t *rows = gt_ledger_rows_new();
     for (int i = 0; i < n; i++) {
         long k = first + i;
         char id[64], req[48], task[64], tenant[32], at[64];
@@ -59,38 +125,42 @@ static char *make_batch(bench_t *b, long first, int n)
         snprintf(tenant, sizeof(tenant), "tenant-%05ld", k % b->tenants);
         /* spread over the first 27 days of the month */
         gt_clock_fmt(b->month_start_ms + (k * 2333) % (27LL * 86400000), at, sizeof(at));
-        json_array_append_new(
-            arr,
-            json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:f, s:f, s:I, s:I, "
-                      "s:I, s:I, s:I, s:i, s:{s:i, s:i, s:i, s:i}, s:s}",
-                      "schema", "gantry.usage.v1", "event_id", id, "request_id", req, "task_id",
-                      task, "tenant_id", tenant, "model", k % 3 ? "llama-3.1-8b" : "llama-3.1-70b",
-                      "provider", "hostedai", "pool", "gpu-pool-a", "allocation_id", req,
-                      "allocation_seconds", 0.05 + (double)(k % 100) / 1000.0, "tflops",
-                      k % 3 ? 20.0 : 80.0, "vram_mb", (json_int_t)(k % 3 ? 16000 : 80000),
-                      "prompt_tokens", (json_int_t)(50 + k % 500), "completion_tokens",
-                      (json_int_t)(20 + k % 200), "request_bytes", (json_int_t)400,
-                      "response_bytes", (json_int_t)900, "attempts", 1, "durations", "allocate_ms",
-                      10, "inference_ms", 40, "release_ms", 5, "total_ms", 55, "occurred_at", at));
+        json_t *ev = json_pack(
+            "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:f, s:f, s:I, s:I, "
+            "s:I, s:I, s:I, s:i, s:{s:i, s:i, s:i, s:i}, s:s}",
+            "schema", "gantry.usage.v1", "event_id", id, "request_id", req, "task_id", task,
+            "tenant_id", tenant, "model", k % 3 ? "llama-3.1-8b" : "llama-3.1-70b", "provider",
+            "hostedai", "pool", "gpu-pool-a", "allocation_id", req, "allocation_seconds",
+            0.05 + (double)(k % 100) / 1000.0, "tflops", k % 3 ? 20.0 : 80.0, "vram_mb",
+            (json_int_t)(k % 3 ? 16000 : 80000), "prompt_tokens", (json_int_t)(50 + k % 500),
+            "completion_tokens", (json_int_t)(20 + k % 200), "request_bytes", (json_int_t)400,
+            "response_bytes", (json_int_t)900, "attempts", 1, "durations", "allocate_ms", 10,
+            "inference_ms", 40, "release_ms", 5, "total_ms", 55, "occurred_at", at);
+        int rc = rows && ev ? gt_ledger_rows_add(rows, ev) : -1;
+        json_decref(ev);
+        if (rc != 0) {
+            gt_ledger_rows_free(rows);
+            return NULL;
+        }
     }
-    char *text = json_dumps(arr, JSON_COMPACT);
-    json_decref(arr);
-    return text;
+    return rows;
 }
 
 static void send_more(bench_t *b)
 {
     while (b->in_flight < b->max_in_flight && b->sent < b->events) {
         int n = (int)(b->events - b->sent < b->batch ? b->events - b->sent : b->batch);
-        char *text = make_batch(b, b->sent, n);
-        const char *params[] = {text};
-        if (gt_pg_query(b->pg, gt_ledger_insert_sql(), 1, params, on_batch, b) != 0) {
+        gt_ledger_rows_t *rows = make_batch(b, b->sent, n);
+        const char *params[GT_LEDGER_NPARAMS];
+        if (!rows || gt_ledger_rows_params(rows, params) != 0 ||
+            gt_pg_query(b->pg, gt_ledger_insert_sql(), GT_LEDGER_NPARAMS, params, on_batch, b) !=
+                0) {
             fprintf(stderr, "ledger-bench: cannot send\n");
             b->failed = 1;
-            free(text);
+            gt_ledger_rows_free(rows);
             return;
         }
-        free(text);
+        gt_ledger_rows_free(rows);
         b->sent += n;
         b->in_flight++;
     }
@@ -144,10 +214,17 @@ int main(int argc, char **argv)
 
     b.loop = uv_default_loop();
     b.pg = gt_pg_new(b.loop, conninfo);
+    /* the server process first, so its CPU time is read around the inserts only */
+    if (gt_pg_query(b.pg, "SELECT pg_backend_pid()", 0, NULL, on_pid, &b) != 0)
+        return 1;
+    while (!b.backend_pid && uv_run(b.loop, UV_RUN_ONCE))
+        ;
+    double server0 = server_cpu(b.backend_pid), client0 = self_cpu();
     int64_t t0 = gt_clock_mono_ms();
     send_more(&b);
     uv_run(b.loop, UV_RUN_DEFAULT);
     int64_t t1 = gt_clock_mono_ms();
+    double server1 = server_cpu(b.backend_pid), client1 = self_cpu();
     uv_loop_close(b.loop);
     if (b.failed)
         return 1;
@@ -156,19 +233,29 @@ int main(int argc, char **argv)
            " (batches of %d, %d in flight)\n",
            b.events, b.inserted, b.tenants, secs, (double)b.events / secs, b.batch,
            b.max_in_flight);
+    if (server0 >= 0 && server1 >= 0) /* CPU time does not depend on what else the machine runs */
+        printf("ledger CPU per event: PostgreSQL %.2f us, client %.2f us (one core each: %.0f"
+               " events/s at most on an idle machine)\n",
+               (server1 - server0) * 1e6 / (double)b.events,
+               (client1 - client0) * 1e6 / (double)b.events,
+               (double)b.events / ((server1 - server0) > (client1 - client0)
+                                       ? (server1 - server0)
+                                       : (client1 - client0)));
 
     const char *params[] = {period};
+    double inv0 = server_cpu(PQbackendPID(sync));
     int64_t t2 = gt_clock_mono_ms();
     r = PQexecParams(sync, "SELECT billing_invoice_run($1::date)", 1, NULL, params, NULL, NULL, 0);
     int64_t t3 = gt_clock_mono_ms();
+    double inv1 = server_cpu(PQbackendPID(sync));
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         fprintf(stderr, "gantry-bench-ledger: invoice run: %s", PQerrorMessage(sync));
         PQclear(r);
         PQfinish(sync);
         return 1;
     }
-    printf("invoice run %.7s: %s invoices over %ld usage rows in %.2f s\n", period,
-           PQgetvalue(r, 0, 0), b.inserted, (double)(t3 - t2) / 1000.0);
+    printf("invoice run %.7s: %s invoices over %ld usage rows in %.2f s (PostgreSQL CPU %.2f s)\n",
+           period, PQgetvalue(r, 0, 0), b.inserted, (double)(t3 - t2) / 1000.0, inv1 - inv0);
     PQclear(r);
     r = PQexec(sync, "SELECT (SELECT sum(total_micros) FROM invoices) = (SELECT sum(cost_micros)"
                      " FROM usage), (SELECT count(*) FROM invoice_lines)");

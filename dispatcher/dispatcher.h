@@ -83,9 +83,10 @@ void gt_dispatcher_dead_letter(gt_dispatcher_t *d, gt_consumer_t *c, gt_msg_t *m
 /* Ledger: consumes usage events and writes them to PostgreSQL in batches. */
 gt_ledger_t *gt_ledger_new(gt_dispatcher_t *d, char *err, size_t errlen);
 int gt_ledger_in_flight(const gt_ledger_t *l);
-/* The ledger's batch statement: $1 a JSON array of gantry.usage.v1 events; inserts the
- * new ones with their cost and adds it to budgets; returns (rows inserted, budget rows
- * updated). Exposed so the ledger benchmark and tests run the very same statement. */
+/* The ledger's batch statement: $1..$22 the columns of a batch of gantry.usage.v1
+ * events as arrays (gt_ledger_rows_params, ledger_rows.h); inserts the new ones with
+ * their cost and adds it to budgets; returns (rows inserted, budget rows updated).
+ * Exposed so the ledger benchmark and tests run the very same statement. */
 const char *gt_ledger_insert_sql(void);
 /* SIGTERM: stops taking usage events and writes the pending batch now. */
 void gt_ledger_drain(gt_ledger_t *l);

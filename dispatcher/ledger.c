@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "dispatcher.h"
+#include "ledger_rows.h"
 #include "log.h"
 #include "message.h"
 #include "trace.h"
@@ -14,8 +15,9 @@ struct gt_ledger {
     gt_dispatcher_t *d;
     gt_consumer_t *consumer;
     uv_timer_t timer;
-    gt_msg_t **msgs; /* the batch being filled */
-    json_t *events;  /* its events, same order */
+    gt_msg_t **msgs;        /* the batch being filled */
+    json_t *events;         /* its events, same order (for inserting one by one) */
+    gt_ledger_rows_t *rows; /* the same events as the statement's parameters */
     int n, cap;
     int paused;
     int draining; /* SIGTERM: no more events taken, never resumed */
@@ -26,79 +28,96 @@ typedef struct batch {
     gt_ledger_t *l;
     gt_msg_t **msgs;
     json_t *events;
+    gt_ledger_rows_t *rows;
     int n;
     uint64_t sent_ns; /* uv_hrtime() at send, for the batch latency */
 } batch_t;
 
 /* Inserts a batch of usage events with their cost (the price in force at each
- * event's time, see billing_price_for in migrations/002_billing.sql; rounded
- * half up per component) and adds the cost to the tenants' budget periods, in
- * one statement: a redelivered event is no row and no spend. Events without a
- * price in force are stored uncosted (price_id NULL); the invoice run costs
- * them once their price is loaded. */
+ * event's time, as billing_price_for in migrations/060_response_cache.sql
+ * picks it: exact model before '*', the tenant's own price before the list
+ * price, the latest version in force; rounded half up per component) and adds
+ * the cost to the tenants' budget periods, in one statement: a redelivered
+ * event, or a second copy in the same batch, is no row and no spend. Events
+ * without a price in force are stored uncosted (price_id NULL); the invoice
+ * run costs them once their price is loaded. $1..$22 are one array per column
+ * (gt_ledger_rows_params). The price lookup is set-based: each price version's
+ * validity range [effective_from, next version) is joined by hash, not looked
+ * up row by row. */
 #define COST(expr) "CASE WHEN p.price_id IS NOT NULL THEN " expr " END"
 #define COST_PROMPT "billing_micros(e.prompt_tokens, p.prompt_per_1k_micros, 1000)"
 #define COST_COMPLETION "billing_micros(e.completion_tokens, p.completion_per_1k_micros, 1000)"
 #define COST_ALLOC "billing_micros(round(e.allocation_seconds, 3), p.allocation_second_micros, 1)"
+#define COSTS                                                                                      \
+    COST(COST_PROMPT)                                                                              \
+    ", " COST(COST_COMPLETION) ", " COST(COST_ALLOC) ", p.request_micros, " COST(                  \
+        COST_PROMPT " + " COST_COMPLETION " + " COST_ALLOC " + p.request_micros")
+/* The version of a price key (provider, model, tenant) in force at the event's time. */
+#define PRICE_IN_FORCE(alias, model, tenant)                                                       \
+    " LEFT JOIN pr " alias " ON " alias ".provider = e.provider AND " alias ".model = " model      \
+    " AND " alias ".tenant_id " tenant " AND e.occurred_at >= " alias ".effective_from"            \
+    " AND e.occurred_at < " alias ".effective_to"
+/* In billing_price_for's order: exact model before '*', the tenant's before the list price. */
+#define PRICES_IN_FORCE                                                                            \
+    PRICE_IN_FORCE("p1", "e.model", "= e.tenant_id")                                               \
+    PRICE_IN_FORCE("p2", "e.model", "IS NULL")                                                     \
+    PRICE_IN_FORCE("p3", "'*'", "= e.tenant_id") PRICE_IN_FORCE("p4", "'*'", "IS NULL")
 static const char sql_insert[] =
     "WITH e AS ("
-    "  SELECT DISTINCT ON (e.event_id) e.*"
-    "  FROM jsonb_to_recordset($1::jsonb) AS e(event_id text, request_id text, task_id text,"
-    "   tenant_id text, model text, provider text, pool text, allocation_id text,"
-    "   allocation_seconds numeric, tflops numeric, vram_mb bigint, prompt_tokens bigint,"
-    "   completion_tokens bigint, request_bytes bigint, response_bytes bigint, attempts int,"
-    "   durations jsonb, occurred_at timestamptz, trace_id text)"
-    "  ORDER BY e.event_id),"
+    " SELECT DISTINCT ON (e.event_id) e.*"
+    " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
+    "  $7::text[], $8::text[], $9::numeric[], $10::numeric[], $11::bigint[], $12::bigint[],"
+    "  $13::bigint[], $14::bigint[], $15::bigint[], $16::int[], $17::bigint[], $18::bigint[],"
+    "  $19::bigint[], $20::bigint[], $21::timestamptz[], $22::text[])"
+    "  AS e(event_id, request_id, task_id, tenant_id, model, provider, pool, allocation_id,"
+    "  allocation_seconds, tflops, vram_mb, prompt_tokens, completion_tokens, request_bytes,"
+    "  response_bytes, attempts, allocate_ms, inference_ms, release_ms, total_ms, occurred_at,"
+    "  trace_id)"
+    " ORDER BY e.event_id),"
     " ids AS ("
-    "  INSERT INTO usage_event_ids (event_id, occurred_at) SELECT event_id, occurred_at FROM e"
-    "  ON CONFLICT (event_id) DO NOTHING RETURNING event_id),"
+    " INSERT INTO usage_event_ids (event_id, occurred_at) SELECT event_id, occurred_at FROM e"
+    " ON CONFLICT (event_id) DO NOTHING RETURNING event_id),"
+    " pr AS (SELECT price_id, provider, model, tenant_id, effective_from,"
+    " lead(effective_from, 1, 'infinity') OVER (PARTITION BY provider, model, tenant_id"
+    "  ORDER BY effective_from) AS effective_to FROM prices),"
+    " c AS (SELECT e.*, coalesce(p1.price_id, p2.price_id, p3.price_id, p4.price_id) AS pid"
+    " FROM e JOIN ids USING (event_id)" PRICES_IN_FORCE "),"
+    /* the allocation-second rate by GPU class, once per distinct (price, class inputs) */
+    " gk AS (SELECT k.pid, k.t, k.v, (SELECT g.allocation_second_micros FROM price_gpu_classes g"
+    "  WHERE g.price_id = k.pid AND k.t >= g.min_tflops AND k.v >= g.min_vram_mb"
+    "  ORDER BY g.min_tflops DESC, g.min_vram_mb DESC LIMIT 1) AS rate"
+    " FROM (SELECT DISTINCT pid, coalesce(tflops, 0) AS t, coalesce(vram_mb, 0) AS v FROM c"
+    "  WHERE pid IS NOT NULL) k),"
     " ins AS ("
-    "  INSERT INTO usage (event_id, request_id, task_id, tenant_id, model, provider, pool,"
-    "   allocation_id, allocation_seconds, tflops, vram_mb, prompt_tokens, completion_tokens,"
-    "   request_bytes, response_bytes, attempts, allocate_ms, inference_ms, release_ms,"
-    "   total_ms, occurred_at, price_id, currency, allocation_rate_micros, cost_prompt_micros,"
-    "   cost_completion_micros, cost_allocation_micros, cost_request_micros, cost_micros,"
-    "   trace_id)"
-    "  SELECT e.event_id, e.request_id, e.task_id, e.tenant_id, e.model, e.provider, e.pool,"
-    "   e.allocation_id, round(e.allocation_seconds, 3), e.tflops, e.vram_mb, e.prompt_tokens,"
-    "   e.completion_tokens, e.request_bytes, e.response_bytes, e.attempts,"
-    "   (e.durations ->> 'allocate_ms')::bigint, (e.durations ->> 'inference_ms')::bigint,"
-    "   (e.durations ->> 'release_ms')::bigint, (e.durations ->> 'total_ms')::bigint,"
-    "   e.occurred_at, p.price_id, p.currency, p.allocation_second_micros,"
-    "   " COST(COST_PROMPT) ", " COST(COST_COMPLETION) ", " COST(
-        COST_ALLOC) ","
-                    "   p.request_micros,"
-                    "   " COST(
-                        COST_PROMPT
-                        " + " COST_COMPLETION " + " COST_ALLOC
-                        " + p.request_micros") ","
-                                               "   e.trace_id"
-                                               "  FROM e JOIN ids USING (event_id)"
-                                               "  LEFT JOIN LATERAL billing_price_for(e.tenant_id, "
-                                               "e.provider, e.model, e.occurred_at,"
-                                               "   e.tflops, e.vram_mb) p ON true"
-                                               "  RETURNING tenant_id, occurred_at, cost_micros),"
-                                               " s AS (SELECT tenant_id, "
-                                               "billing_period(occurred_at) AS period, "
-                                               "sum(cost_micros) AS cost,"
-                                               "   count(*) AS n FROM ins WHERE cost_micros IS NOT "
-                                               "NULL GROUP BY 1, 2),"
-                                               /* budget rows locked in one order: two ledgers never
-                                                  deadlock on them */
-                                               " lk AS (SELECT b.tenant_id, b.period, s.cost, s.n "
-                                               "FROM budget_periods b"
-                                               "  JOIN s ON b.tenant_id = s.tenant_id AND b.period "
-                                               "= s.period"
-                                               "  ORDER BY b.tenant_id, b.period FOR UPDATE OF b),"
-                                               " spend AS ("
-                                               "  UPDATE budget_periods b SET spent_micros = "
-                                               "b.spent_micros + lk.cost,"
-                                               "   usage_rows = b.usage_rows + lk.n, updated_at = "
-                                               "now()"
-                                               "  FROM lk WHERE b.tenant_id = lk.tenant_id AND "
-                                               "b.period = lk.period RETURNING 1)"
-                                               " SELECT (SELECT count(*) FROM ins), (SELECT "
-                                               "count(*) FROM spend)";
+    " INSERT INTO usage (event_id, request_id, task_id, tenant_id, model, provider, pool,"
+    "  allocation_id, allocation_seconds, tflops, vram_mb, prompt_tokens, completion_tokens,"
+    "  request_bytes, response_bytes, attempts, allocate_ms, inference_ms, release_ms,"
+    "  total_ms, occurred_at, price_id, currency, allocation_rate_micros, cost_prompt_micros,"
+    "  cost_completion_micros, cost_allocation_micros, cost_request_micros, cost_micros,"
+    "  trace_id)"
+    " SELECT e.event_id, e.request_id, e.task_id, e.tenant_id, e.model, e.provider, e.pool,"
+    "  e.allocation_id, round(e.allocation_seconds, 3), e.tflops, e.vram_mb, e.prompt_tokens,"
+    "  e.completion_tokens, e.request_bytes, e.response_bytes, e.attempts, e.allocate_ms,"
+    "  e.inference_ms, e.release_ms, e.total_ms, e.occurred_at, p.price_id, p.currency,"
+    "  p.allocation_second_micros, " COSTS ", e.trace_id"
+    " FROM c e"
+    " LEFT JOIN (SELECT gk.pid, gk.t, gk.v, q.price_id, q.currency, q.prompt_per_1k_micros,"
+    "   q.completion_per_1k_micros, q.request_micros,"
+    "   coalesce(gk.rate, q.allocation_second_micros) AS allocation_second_micros"
+    "   FROM gk JOIN prices q ON q.price_id = gk.pid) p"
+    "  ON p.pid = e.pid AND p.t = coalesce(e.tflops, 0) AND p.v = coalesce(e.vram_mb, 0)"
+    " RETURNING tenant_id, occurred_at, cost_micros),"
+    " s AS (SELECT tenant_id, billing_period(occurred_at) AS period, sum(cost_micros) AS cost,"
+    "  count(*) AS n FROM ins WHERE cost_micros IS NOT NULL GROUP BY 1, 2),"
+    /* budget rows locked in one order: two ledgers never deadlock on them */
+    " lk AS (SELECT b.tenant_id, b.period, s.cost, s.n FROM budget_periods b"
+    "  JOIN s ON b.tenant_id = s.tenant_id AND b.period = s.period"
+    "  ORDER BY b.tenant_id, b.period FOR UPDATE OF b),"
+    " spend AS ("
+    " UPDATE budget_periods b SET spent_micros = b.spent_micros + lk.cost,"
+    "  usage_rows = b.usage_rows + lk.n, updated_at = now()"
+    "  FROM lk WHERE b.tenant_id = lk.tenant_id AND b.period = lk.period RETURNING 1)"
+    " SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM spend)";
 
 const char *gt_ledger_insert_sql(void)
 {
@@ -110,6 +129,7 @@ static void flush(gt_ledger_t *l);
 static void batch_free(batch_t *b)
 {
     json_decref(b->events);
+    gt_ledger_rows_free(b->rows);
     free(b->msgs);
     free(b);
 }
@@ -125,6 +145,15 @@ static void maybe_resume(gt_ledger_t *l)
 
 static void on_single(const PGresult *res, const char *err, void *arg);
 
+/* Sends b's rows with the batch statement; cb gets the outcome. */
+static void send_rows(batch_t *b, gt_pg_cb cb)
+{
+    const char *params[GT_LEDGER_NPARAMS];
+    if (!b->rows || gt_ledger_rows_params(b->rows, params) != 0 ||
+        gt_pg_query(b->l->d->pg_ledger, sql_insert, GT_LEDGER_NPARAMS, params, cb, b) != 0)
+        cb(NULL, "cannot send query", b);
+}
+
 /* A batch failed on an SQL error: some event is bad in a way the schema let
  * through. Insert one by one so only that event goes to the DLQ. */
 static void split(batch_t *b)
@@ -138,11 +167,12 @@ static void split(batch_t *b)
         one->msgs[0] = b->msgs[i];
         one->events = json_array();
         json_array_append(one->events, json_array_get(b->events, (size_t)i));
-        char *text = json_dumps(one->events, JSON_COMPACT);
-        const char *params[] = {text};
-        if (gt_pg_query(b->l->d->pg_ledger, sql_insert, 1, params, on_single, one) != 0)
-            on_single(NULL, "cannot send query", one);
-        free(text);
+        one->rows = gt_ledger_rows_new();
+        if (one->rows && gt_ledger_rows_add(one->rows, json_array_get(b->events, (size_t)i)) != 0) {
+            gt_ledger_rows_free(one->rows);
+            one->rows = NULL;
+        }
+        send_rows(one, on_single);
     }
     batch_free(b);
 }
@@ -203,16 +233,14 @@ static void flush(gt_ledger_t *l)
     b->l = l;
     b->msgs = l->msgs;
     b->events = l->events;
+    b->rows = l->rows;
     b->n = l->n;
     b->sent_ns = uv_hrtime();
     l->msgs = calloc((size_t)l->cap, sizeof(gt_msg_t *));
     l->events = json_array();
+    l->rows = gt_ledger_rows_new();
     l->n = 0;
-    char *text = json_dumps(b->events, JSON_COMPACT);
-    const char *params[] = {text};
-    if (!text || gt_pg_query(l->d->pg_ledger, sql_insert, 1, params, on_inserted, b) != 0)
-        on_inserted(NULL, "cannot send query", b);
-    free(text);
+    send_rows(b, on_inserted);
 }
 
 static void on_timer(uv_timer_t *t)
@@ -237,6 +265,11 @@ static void on_usage(gt_consumer_t *c, gt_msg_t *msg, void *arg)
     gt_trace_ctx_t tc;
     if (gt_msg_header(msg, "traceparent", tp, sizeof(tp)) && gt_trace_parse(tp, &tc) == 0)
         json_object_set_new(ev, "trace_id", json_string(tc.trace_id));
+    if (!l->rows || gt_ledger_rows_add(l->rows, ev) != 0) {
+        /* out of memory: the batch statement cannot be built; one by one it is */
+        gt_ledger_rows_free(l->rows);
+        l->rows = NULL;
+    }
     l->msgs[l->n++] = msg;
     json_array_append_new(l->events, ev);
     if (l->n >= l->cap || l->draining)
@@ -259,6 +292,7 @@ gt_ledger_t *gt_ledger_new(gt_dispatcher_t *d, char *err, size_t errlen)
     l->cap = d->cfg->ledger_batch_size;
     l->msgs = calloc((size_t)l->cap, sizeof(gt_msg_t *));
     l->events = json_array();
+    l->rows = gt_ledger_rows_new();
     uv_timer_init(d->loop, &l->timer);
     l->timer.data = l;
     const char *topics[] = {d->cfg->topics.usage, NULL};
@@ -272,6 +306,7 @@ gt_ledger_t *gt_ledger_new(gt_dispatcher_t *d, char *err, size_t errlen)
     if (!l->consumer) {
         uv_close((uv_handle_t *)&l->timer, NULL);
         json_decref(l->events);
+        gt_ledger_rows_free(l->rows);
         free(l->msgs);
         free(l);
         return NULL;
@@ -303,6 +338,7 @@ void gt_ledger_free(gt_ledger_t *l)
 {
     gt_consumer_free(l->consumer);
     json_decref(l->events);
+    gt_ledger_rows_free(l->rows);
     free(l->msgs);
     free(l);
 }

@@ -10,6 +10,7 @@
 #include "dispatcher.h"
 #include "dispatcher_config.h"
 #include "harness.h"
+#include "ledger_rows.h"
 #include "pg.h"
 
 static PGconn *db(void)
@@ -68,11 +69,21 @@ static void price(PGconn *c, const char *json)
     PQclear(r);
 }
 
-/* Inserts events (a JSON array text) with the ledger's statement; returns rows inserted. */
+/* Inserts events (a JSON array text) with the ledger's statement, as the ledger
+ * builds its parameters; returns rows inserted. */
 static long long ledger(PGconn *c, const char *events)
 {
-    const char *params[] = {events};
-    PGresult *r = PQexecParams(c, gt_ledger_insert_sql(), 1, NULL, params, NULL, NULL, 0);
+    json_t *arr = json_loads(events, 0, NULL);
+    gt_ledger_rows_t *rows = gt_ledger_rows_new();
+    const char *params[GT_LEDGER_NPARAMS];
+    CU_ASSERT_FATAL(arr != NULL && rows != NULL);
+    for (size_t i = 0; i < json_array_size(arr); i++)
+        CU_ASSERT_FATAL(gt_ledger_rows_add(rows, json_array_get(arr, i)) == 0);
+    CU_ASSERT_FATAL(gt_ledger_rows_params(rows, params) == 0);
+    PGresult *r =
+        PQexecParams(c, gt_ledger_insert_sql(), GT_LEDGER_NPARAMS, NULL, params, NULL, NULL, 0);
+    json_decref(arr);
+    gt_ledger_rows_free(rows);
     long long n = -1;
     if (PQresultStatus(r) == PGRES_TUPLES_OK)
         n = atoll(PQgetvalue(r, 0, 0));
@@ -234,6 +245,19 @@ static void test_issued_invoice_is_immutable(void)
                      " provider, model, price_id, component, quantity, unit, unit_price_micros,"
                      " amount_micros, usage_rows FROM invoice_lines LIMIT 1") != 0);
     TH_EQ_INT(num(c, "SELECT count(*) FROM invoices WHERE status = 'issued'"), 1);
+    /* lines are checked per statement (migration 016): an invoice and a price must exist,
+     * and a draft invoice with lines cannot be deleted */
+    long long pid = num(c, "SELECT price_id FROM prices WHERE model = 'm1'");
+    CU_ASSERT_FATAL(run(c, "INSERT INTO invoices (tenant_id, period, currency, cutoff)"
+                           " VALUES ('t2', '2026-10-01', 'USD', now())") == 0);
+    long long draft = num(c, "SELECT invoice_id FROM invoices WHERE tenant_id = 't2'");
+    static const char line[] = "INSERT INTO invoice_lines VALUES (%lld, 1, 'usage', '2026-10-01',"
+                               " 'hostedai', 'm1', %lld, 'requests', 1, 'request', 0, 0, 1)";
+    CU_ASSERT(run(c, line, draft + 1000, pid) != 0); /* no such invoice */
+    CU_ASSERT(run(c, line, draft, pid + 1000) != 0); /* no such price */
+    TH_EQ_INT(run(c, line, draft, pid), 0);
+    CU_ASSERT(run(c, "DELETE FROM invoices WHERE invoice_id = %lld", draft) != 0);
+    TH_EQ_INT(num(c, "SELECT count(*) FROM invoice_lines WHERE invoice_id = %lld", draft), 1);
     PQfinish(c);
 }
 
@@ -481,6 +505,229 @@ static void test_cli(void)
     PQfinish(c);
 }
 
+/* Appends one event to a JSON array being built in buf (opened with "["). */
+static void add_event(char *buf, size_t len, const char *id, const char *tenant,
+                      const char *provider, const char *model, const char *gpu, const char *at)
+{
+    size_t off = strlen(buf);
+    snprintf(buf + off, len - off,
+             "%s{\"event_id\":\"%s\",\"request_id\":\"r-%s\",\"task_id\":\"r-%s/0\","
+             "\"tenant_id\":\"%s\",\"model\":\"%s\",\"provider\":\"%s\",%s"
+             "\"allocation_seconds\":1.2345,\"prompt_tokens\":777,\"completion_tokens\":55,"
+             "\"request_bytes\":1,\"response_bytes\":1,\"attempts\":1,"
+             "\"durations\":{\"total_ms\":9},\"occurred_at\":\"%s\"}",
+             off > 1 ? "," : "", id, id, id, tenant, model, provider, gpu, at);
+}
+
+/* The ledger's set-based price lookup picks what billing_price_for picks, for
+ * every mix of tenant override, wildcard model, version and GPU class. */
+static void test_ledger_costing_matches_price_for(void)
+{
+    PGconn *c = db();
+    price(c, price_m1_v1);
+    price(c, price_m1_v2);
+    price(c, "{\"provider\":\"hostedai\",\"model\":\"m1\",\"tenant_id\":\"vip\",\"currency\":"
+             "\"USD\",\"effective_from\":\"2026-03-01T00:00:00Z\",\"prompt_per_1k_micros\":7,"
+             "\"gpu_classes\":[{\"min_tflops\":10,\"min_vram_mb\":1000,"
+             "\"allocation_second_micros\":5}]}");
+    price(c, "{\"provider\":\"hostedai\",\"model\":\"*\",\"currency\":\"USD\","
+             "\"effective_from\":\"2026-05-01T00:00:00Z\",\"prompt_per_1k_micros\":11}");
+    price(c, "{\"provider\":\"hostedai\",\"model\":\"*\",\"tenant_id\":\"vip\",\"currency\":"
+             "\"USD\",\"effective_from\":\"2026-07-01T00:00:00Z\",\"prompt_per_1k_micros\":13}");
+    static const char *const tenants[] = {"t1", "vip"};
+    static const char *const models[] = {"m1", "m2"};
+    static const char *const providers[] = {"hostedai", "cache", "nobody"};
+    static const char *const gpus[] = {"", "\"tflops\":50,\"vram_mb\":16000,",
+                                       "\"tflops\":120,\"vram_mb\":90000,",
+                                       "\"tflops\":120,\"vram_mb\":4000,"};
+    static const char *const ats[] = {"2025-12-31T23:59:59Z",     "2026-02-10T00:00:00Z",
+                                      "2026-04-01T00:00:00Z",     "2026-06-01T00:00:00Z",
+                                      "2026-09-14T23:59:59.999Z", "2026-09-15T00:00:00Z",
+                                      "2026-10-01T00:00:00Z"};
+    static char batch[256 * 1024];
+    snprintf(batch, sizeof(batch), "[");
+    int n = 0;
+    for (int t = 0; t < 2; t++)
+        for (int m = 0; m < 2; m++)
+            for (int p = 0; p < 3; p++)
+                for (int g = 0; g < 4; g++)
+                    for (int a = 0; a < 7; a++) {
+                        char id[32];
+                        snprintf(id, sizeof(id), "c%d", n++);
+                        add_event(batch, sizeof(batch), id, tenants[t], providers[p], models[m],
+                                  gpus[g], ats[a]);
+                    }
+    strcat(batch, "]");
+    TH_EQ_INT(ledger(c, batch), n);
+    /* billing_price_for is the reference (row by row, as the ledger did before) */
+    TH_EQ_INT(num(c, "SELECT count(*) FROM usage u LEFT JOIN LATERAL billing_price_for("
+                     "u.tenant_id, u.provider, u.model, u.occurred_at, u.tflops, u.vram_mb) p"
+                     " ON true WHERE u.price_id IS DISTINCT FROM p.price_id"
+                     " OR u.allocation_rate_micros IS DISTINCT FROM p.allocation_second_micros"
+                     " OR (p.price_id IS NOT NULL AND (u.cost_prompt_micros IS DISTINCT FROM"
+                     "  billing_micros(u.prompt_tokens, p.prompt_per_1k_micros, 1000)"
+                     "  OR u.cost_allocation_micros IS DISTINCT FROM"
+                     "  billing_micros(u.allocation_seconds, p.allocation_second_micros, 1)))"
+                     " OR (p.price_id IS NULL AND u.cost_micros IS NOT NULL)"),
+              0);
+    /* the cases are all there: every price used, uncosted rows, GPU-class rates */
+    TH_EQ_INT(num(c, "SELECT count(DISTINCT price_id) FROM usage"),
+              num(c, "SELECT count(*) FROM prices"));
+    CU_ASSERT(num(c, "SELECT count(*) FROM usage WHERE price_id IS NULL") > 0);
+    CU_ASSERT(num(c, "SELECT count(DISTINCT allocation_rate_micros) FROM usage") >= 4);
+    /* 1.2345 as a double is 1.2344999999999999 (what jansson prints, as before) */
+    TH_EQ_INT(num(c, "SELECT count(*) FROM usage WHERE allocation_seconds <> 1.234"), 0);
+    PQfinish(c);
+}
+
+/* A duplicate event in one batch (even reported at another time) and across
+ * batches is one row and one charge. */
+static void test_ledger_duplicates_charged_once(void)
+{
+    PGconn *c = db();
+    price(c, price_m1_v1);
+    CU_ASSERT_FATAL(run(c, "INSERT INTO budget_periods (tenant_id, period, currency,"
+                           " monthly_micros) VALUES ('t1', '2026-10-01', 'USD', 1000000000)") == 0);
+    char batch[8192] = "[";
+    add_event(batch, sizeof(batch), "d1", "t1", "hostedai", "m1", "", "2026-10-01T10:00:00Z");
+    add_event(batch, sizeof(batch), "d2", "t1", "hostedai", "m1", "", "2026-10-02T10:00:00Z");
+    add_event(batch, sizeof(batch), "d1", "t1", "hostedai", "m1", "", "2026-10-01T10:00:00Z");
+    add_event(batch, sizeof(batch), "d2", "t1", "hostedai", "m1", "", "2026-10-03T10:00:00Z");
+    strcat(batch, "]");
+    TH_EQ_INT(ledger(c, batch), 2);
+    TH_EQ_INT(ledger(c, batch), 0); /* redelivered */
+    char again[4096] = "[";
+    add_event(again, sizeof(again), "d3", "t1", "hostedai", "m1", "", "2026-10-04T10:00:00Z");
+    add_event(again, sizeof(again), "d2", "t1", "hostedai", "m1", "", "2026-10-05T10:00:00Z");
+    strcat(again, "]");
+    TH_EQ_INT(ledger(c, again), 1); /* d2 again, in another batch */
+    TH_EQ_INT(num(c, "SELECT count(*) FROM usage"), 3);
+    TH_EQ_INT(num(c, "SELECT count(*) FROM usage_event_ids"), 3);
+    long long cost = num(c, "SELECT sum(cost_micros) FROM usage");
+    CU_ASSERT(cost > 0);
+    TH_EQ_INT(num(c, "SELECT spent_micros FROM budget_periods WHERE tenant_id = 't1'"), cost);
+    TH_EQ_INT(num(c, "SELECT usage_rows FROM budget_periods WHERE tenant_id = 't1'"), 3);
+    PQfinish(c);
+}
+
+typedef struct outcome {
+    int done;
+    long long rows;
+    char sqlstate[6];
+} outcome_t;
+
+static void on_outcome(const PGresult *res, const char *err, void *arg)
+{
+    outcome_t *o = arg;
+    o->done = 1;
+    if (err)
+        gt_pg_err_sqlstate(err, o->sqlstate);
+    else
+        o->rows = atoll(PQgetvalue(res, 0, 0));
+}
+
+static int outcome_done(void *arg)
+{
+    return ((outcome_t *)arg)->done;
+}
+
+static int pg_gone(void *arg)
+{
+    return *(int *)arg;
+}
+
+static void pg_freed(const PGresult *res, const char *err, void *arg)
+{
+    (void)res;
+    (void)err;
+    *(int *)arg = 1;
+}
+
+/* Runs the ledger's statement on events through gt_pg, as the ledger does. */
+static outcome_t ledger_async(const char *conninfo, const char *events)
+{
+    outcome_t o = {0};
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    gt_pg_t *pg = gt_pg_new(&loop, conninfo);
+    json_t *arr = json_loads(events, 0, NULL);
+    gt_ledger_rows_t *rows = gt_ledger_rows_new();
+    const char *params[GT_LEDGER_NPARAMS];
+    CU_ASSERT_FATAL(pg && arr && rows);
+    for (size_t i = 0; i < json_array_size(arr); i++)
+        CU_ASSERT_FATAL(gt_ledger_rows_add(rows, json_array_get(arr, i)) == 0);
+    CU_ASSERT_FATAL(gt_ledger_rows_params(rows, params) == 0);
+    TH_EQ_INT(gt_pg_query(pg, gt_ledger_insert_sql(), GT_LEDGER_NPARAMS, params, on_outcome, &o),
+              0);
+    CU_ASSERT(th_loop_until(&loop, outcome_done, &o, 60000));
+    int freed = 0; /* the last answer before the free: the loop is then idle */
+    TH_EQ_INT(gt_pg_query(pg, "SELECT 1", 0, NULL, pg_freed, &freed), 0);
+    CU_ASSERT(th_loop_until(&loop, pg_gone, &freed, 60000));
+    gt_pg_free(pg);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    json_decref(arr);
+    gt_ledger_rows_free(rows);
+    return o;
+}
+
+/* A batch whose statement fails mid-way (after some rows went in) leaves
+ * nothing behind: a transient failure is retried whole and charges each
+ * event once; a permanent one fails the batch with its SQLSTATE and no row. */
+static void test_ledger_failed_statement_retried_whole(void)
+{
+    char conninfo[512], err[512];
+    CU_ASSERT_FATAL(th_pg_create_db(conninfo, sizeof(conninfo)) == 0);
+    PGconn *c = gt_pg_connect_sync(conninfo, err, sizeof(err));
+    CU_ASSERT_FATAL(c != NULL);
+    CU_ASSERT_FATAL(gt_pg_migrate(c, th_src("migrations"), err, sizeof(err)) >= 0);
+    price(c, price_m1_v1);
+    CU_ASSERT_FATAL(run(c, "INSERT INTO budget_periods (tenant_id, period, currency,"
+                           " monthly_micros) VALUES ('t1', '2026-10-01', 'USD', 1000000000)") == 0);
+    /* the third row inserted fails the statement once, as a serialization failure
+     * would (a sequence counts the rows: it is not rolled back with them) */
+    CU_ASSERT_FATAL(run(c,
+                        "CREATE SEQUENCE fault_rows;"
+                        "CREATE FUNCTION fault_mid() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                        " IF nextval('fault_rows') = 3 THEN RAISE EXCEPTION 'injected'"
+                        " USING ERRCODE = '40001'; END IF;"
+                        " IF NEW.event_id = 'bad' THEN RAISE EXCEPTION 'bad event'"
+                        " USING ERRCODE = '22023'; END IF; RETURN NULL; END $$;"
+                        "CREATE TRIGGER fault_mid AFTER INSERT ON usage FOR EACH ROW"
+                        " EXECUTE FUNCTION fault_mid()") == 0);
+    char batch[8192] = "[";
+    for (int i = 0; i < 5; i++) {
+        char id[16], at[40];
+        snprintf(id, sizeof(id), "f%d", i);
+        snprintf(at, sizeof(at), "2026-10-0%dT10:00:00Z", i + 1);
+        add_event(batch, sizeof(batch), id, "t1", "hostedai", "m1", "", at);
+    }
+    strcat(batch, "]");
+    outcome_t o = ledger_async(conninfo, batch);
+    TH_EQ_INT(o.done, 1);
+    TH_EQ_STR(o.sqlstate, "");
+    TH_EQ_INT(o.rows, 5);
+    TH_EQ_INT(num(c, "SELECT last_value FROM fault_rows"), 3 + 5); /* two attempts */
+    TH_EQ_INT(num(c, "SELECT count(*) FROM usage"), 5);
+    TH_EQ_INT(num(c, "SELECT count(*) FROM usage_event_ids"), 5);
+    TH_EQ_INT(num(c, "SELECT usage_rows FROM budget_periods"), 5);
+    TH_EQ_INT(num(c, "SELECT spent_micros FROM budget_periods"),
+              num(c, "SELECT sum(cost_micros) FROM usage"));
+    /* permanent: the batch fails whole, nothing of it is written */
+    char bad[8192] = "[";
+    add_event(bad, sizeof(bad), "g1", "t1", "hostedai", "m1", "", "2026-10-07T10:00:00Z");
+    add_event(bad, sizeof(bad), "bad", "t1", "hostedai", "m1", "", "2026-10-07T10:00:00Z");
+    add_event(bad, sizeof(bad), "g2", "t1", "hostedai", "m1", "", "2026-10-07T10:00:00Z");
+    strcat(bad, "]");
+    o = ledger_async(conninfo, bad);
+    TH_EQ_INT(o.done, 1);
+    TH_EQ_STR(o.sqlstate, "22023");
+    TH_EQ_INT(num(c, "SELECT count(*) FROM usage"), 5);
+    TH_EQ_INT(num(c, "SELECT count(*) FROM usage_event_ids"), 5);
+    TH_EQ_INT(num(c, "SELECT usage_rows FROM budget_periods"), 5);
+    PQfinish(c);
+}
+
 int main(void)
 {
     gt_dispatcher_config_register();
@@ -495,6 +742,12 @@ int main(void)
         {"cli: prices, invoice run/show/export, usage, reconcile", test_cli},
         {"migration keeps the backbone's usage rows", test_migration_keeps_usage},
         {"tenants.<id>.budget configuration", test_budget_config},
+        {"ledger: set-based costing equals billing_price_for",
+         test_ledger_costing_matches_price_for},
+        {"ledger: a duplicate in a batch and across batches is charged once",
+         test_ledger_duplicates_charged_once},
+        {"ledger: a statement failing mid-way is retried whole, or fails whole",
+         test_ledger_failed_statement_retried_whole},
         {NULL, NULL},
     };
     return th_run("billing", tests);
