@@ -316,7 +316,6 @@ static void on_event(gt_consumer_t *c, gt_msg_t *msg, void *arg)
     if (type && source) {
         if (strcmp(type, "worker.heartbeat") == 0) {
             on_heartbeat(r, source, ev, now);
-            gt_router_event(r->d->router, r->d->cfg, type, data, now);
         } else if (strcmp(type, "worker.stopped") == 0) {
             const char *incarnation = json_string_value(json_object_get(data, "incarnation"));
             json_object_set_new(r->holders, source, json_integer(-1));

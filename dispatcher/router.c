@@ -323,31 +323,9 @@ void gt_router_cool(gt_router_t *r, const gt_config_t *cfg, const char *model, i
     s->probing = 0;
 }
 
-/* A worker's heartbeat: the mean latency of what each deployment served for
- * it since its last heartbeat is one more sample of the deployment's EWMA,
- * so a dispatcher learns from the tasks of every dispatcher. Failures are
- * not taken from here: a failing endpoint is cooled by the breaker.opened
- * event its worker's breaker sends, and by this dispatcher's own results. */
-static void heartbeat(gt_router_t *r, const gt_config_t *cfg, const json_t *data)
-{
-    const char *model;
-    json_t *h;
-    json_object_foreach (json_object_get(data, "models"), model, h) {
-        json_t *mean = json_object_get(h, "mean_ms");
-        if (json_integer_value(json_object_get(h, "ok")) <= 0 || !json_is_integer(mean) ||
-            !gt_router_logical(cfg, model))
-            continue;
-        dep_state_t *s = state(r, model, 1);
-        if (s)
-            sample(s, (double)json_integer_value(mean));
-    }
-}
-
 void gt_router_event(gt_router_t *r, const gt_config_t *cfg, const char *type, const json_t *data,
                      int64_t now_ms)
 {
-    if (r && type && strcmp(type, "worker.heartbeat") == 0)
-        heartbeat(r, cfg, data);
     if (!r || !type || strcmp(type, "breaker.opened") != 0)
         return;
     const char *provider = json_string_value(json_object_get(data, "provider"));

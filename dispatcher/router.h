@@ -49,11 +49,8 @@ void gt_router_cool(gt_router_t *r, const gt_config_t *cfg, const char *model, i
 /* An event from gantry.events. breaker.opened (data: provider, pool,
  * recovery_ms): every deployment served by that provider (or HostedAI pool)
  * is cooled down here for recovery_ms, so dispatchers that never saw its
- * task results route around it alike. worker.heartbeat (data.models:
- * {deployment: {ok, failed, mean_ms, in_flight}}): each deployment's mean
- * latency over what that worker served since its last heartbeat is one EWMA
- * sample. Other types are ignored: a deployment comes back by its own
- * half-open probe. */
+ * task results route around it alike. Other types are ignored: a deployment
+ * comes back by its own half-open probe. */
 void gt_router_event(gt_router_t *r, const gt_config_t *cfg, const char *type, const json_t *data,
                      int64_t now_ms);
 

@@ -75,10 +75,6 @@ struct gt_executor {
 
     ex_task_t *tasks;
     int n_tasks;
-    /* Tasks ended since the last heartbeat, by the model that served them:
-     * {model: {ok, failed, ms}} (ms: the sum over successes). The heartbeat
-     * carries it, so every dispatcher's router learns every worker's health. */
-    json_t *served;
 
     int paused, draining, aborting, closed;
     int in_abort_loop, idle_notified;
@@ -308,55 +304,6 @@ static void on_hai_settled(void *arg)
     maybe_idle(arg);
 }
 
-/* Counts a task that ended into ex->served (nothing on out of memory: health
- * is advisory). Expired tasks say nothing about the endpoint. */
-static void served_add(gt_executor_t *ex, const char *model, gt_task_status_t status, int64_t ms)
-{
-    if (!model || status == GT_TASK_EXPIRED || (!ex->served && !(ex->served = json_object())))
-        return;
-    json_t *m = json_object_get(ex->served, model);
-    if (!m && json_object_set_new(
-                  ex->served, model,
-                  m = json_pack("{s:i, s:i, s:I}", "ok", 0, "failed", 0, "ms", (json_int_t)0)) != 0)
-        return;
-    int ok = status == GT_TASK_SUCCEEDED;
-    const char *k = ok ? "ok" : "failed";
-    json_object_set_new(m, k, json_integer(json_integer_value(json_object_get(m, k)) + 1));
-    if (ok)
-        json_object_set_new(m, "ms",
-                            json_integer(json_integer_value(json_object_get(m, "ms")) + ms));
-}
-
-/* The heartbeat's models: tasks held now by model, and what ended since the
- * last heartbeat ({in_flight, ok, failed, mean_ms}); ex->served starts over. */
-static json_t *heartbeat_models(gt_executor_t *ex)
-{
-    json_t *models = ex->served ? ex->served : json_object();
-    ex->served = NULL;
-    const char *k;
-    json_t *v;
-    json_object_foreach (models, k, v) {
-        json_int_t ok = json_integer_value(json_object_get(v, "ok"));
-        json_object_set_new(
-            v, "mean_ms", json_integer(ok ? json_integer_value(json_object_get(v, "ms")) / ok : 0));
-        json_object_del(v, "ms");
-        json_object_set_new(v, "in_flight", json_integer(0));
-    }
-    for (ex_task_t *t = ex->tasks; t && models; t = t->next) {
-        const char *model = json_string_value(json_object_get(t->doc, "model"));
-        if (!model)
-            continue;
-        json_t *m = json_object_get(models, model);
-        if (!m && json_object_set_new(models, model,
-                                      m = json_pack("{s:i, s:i, s:i, s:i}", "ok", 0, "failed", 0,
-                                                    "mean_ms", 0, "in_flight", 0)) != 0)
-            continue;
-        json_object_set_new(m, "in_flight",
-                            json_integer(json_integer_value(json_object_get(m, "in_flight")) + 1));
-    }
-    return models ? models : json_object();
-}
-
 static void on_heartbeat(uv_timer_t *timer)
 {
     gt_executor_t *ex = timer->data;
@@ -368,12 +315,11 @@ static void on_heartbeat(uv_timer_t *timer)
     json_t *held = ex->hai.state ? gt_hai_state_held(ex->hai.state) : json_array();
     json_t *allocating = ex->hai.state ? gt_hai_state_allocating(ex->hai.state) : json_array();
     gt_executor_emit(ex, "worker.heartbeat",
-                     json_pack("{s:i, s:i, s:o, s:b, s:s, s:o, s:o, s:o}", "in_flight", ex->n_tasks,
+                     json_pack("{s:i, s:i, s:o, s:b, s:s, s:o, s:o}", "in_flight", ex->n_tasks,
                                "max_in_flight", ex->max_in_flight, "lanes", lanes, "draining",
                                ex->draining, "incarnation", ex->incarnation, "allocations",
                                held ? held : json_array(), "allocating",
-                               allocating ? allocating : json_array(), "models",
-                               heartbeat_models(ex)));
+                               allocating ? allocating : json_array()));
 }
 
 void gt_executor_start_heartbeat(gt_executor_t *ex)
@@ -415,7 +361,6 @@ static void task_finish(ex_task_t *t, const gt_task_outcome_t *out)
     gt_wstats_task(out->served_model ? out->served_model : model,
                    out->provider ? out->provider : "hostedai", status_name(out->status),
                    (double)total_ms / 1000.0);
-    served_add(ex, out->served_model ? out->served_model : model, out->status, total_ms);
     json_t *index = json_object_get(t->doc, "index");
 
     if (t->span_open) {
@@ -940,7 +885,6 @@ void gt_executor_free(gt_executor_t *ex)
     gt_prov_engine_free(ex->prov);
     gt_effects_free(ex->effects);
     gt_hai_state_free(ex->hai.state);
-    json_decref(ex->served);
     free(ex->worker_id);
     free(ex);
 }

@@ -246,31 +246,6 @@ static void test_peer_capacity(void)
     gt_config_free(cfg);
 }
 
-/* A worker's heartbeat carries what each deployment served for it: a
- * dispatcher that saw no task result of its own still routes by latency. */
-static void test_heartbeat_latency(void)
-{
-    gt_config_t *cfg = config("latency", NULL);
-    const gt_model_t *m = gt_config_model(cfg, "m");
-    gt_router_t *r = gt_router_new(3);
-    json_t *hb =
-        json_pack("{s:{s:{s:i, s:i, s:i}, s:{s:i, s:i, s:i}, s:{s:i, s:i, s:i}}}", "models",
-                  "d-fast", "ok", 5, "failed", 0, "mean_ms", 300, "d-mid", "ok", 4, "failed", 0,
-                  "mean_ms", 40, "d-slow", "ok", 2, "failed", 0, "mean_ms", 90);
-    gt_router_event(r, cfg, "worker.heartbeat", hb, 1000);
-    const char *why;
-    long mid = 0;
-    for (int i = 0; i < 200; i++) {
-        const gt_model_t *d = gt_router_pick(r, cfg, m, 1000 + i, &why);
-        mid += strcmp(d->name, "d-mid") == 0;
-        gt_router_release(r, d->name);
-    }
-    CU_ASSERT(mid >= 180); /* the rest: exploration */
-    json_decref(hb);
-    gt_router_free(r);
-    gt_config_free(cfg);
-}
-
 static void test_config_refused(void)
 {
     char err[1024];
@@ -292,7 +267,6 @@ int main(void)
         {"a failing deployment cools down and returns", test_failing_deployment},
         {"a breaker.opened event cools a deployment", test_event_cools},
         {"capacity counts the other dispatchers' tasks", test_peer_capacity},
-        {"a worker heartbeat teaches latency", test_heartbeat_latency},
         {"bad deployments are refused", test_config_refused},
         {NULL, NULL},
     };
