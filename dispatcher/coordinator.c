@@ -626,11 +626,17 @@ void gt_coordinator_handle(gt_dispatcher_t *d, gt_msg_t *msg)
         gt_dispatcher_dead_letter(d, d->consumer, msg, "coordinator.parse", code, err, NULL);
         return;
     }
-    /* Health of the deployment that served (router.h): latency, failures. */
+    /* Health of the deployment the task was routed to (router.h): latency,
+     * failures. A success its worker-side fallback served is the deployment's
+     * failure: counted as one, a dead deployment's tasks rescued by their
+     * fallback would close its cool-down and draw traffic back to it. */
     json_t *timings = json_object_get(tr, "timings");
     json_t *total = json_object_get(timings, "total_ms");
-    gt_router_result(d->router, d->cfg, json_string_value(json_object_get(tr, "model")),
-                     strcmp(json_string_value(json_object_get(tr, "status")), "succeeded") == 0,
+    const char *model = json_string_value(json_object_get(tr, "model"));
+    const char *served = json_string_value(json_object_get(tr, "served_model"));
+    int ok = strcmp(json_string_value(json_object_get(tr, "status")), "succeeded") == 0 &&
+             (!served || !model || strcmp(served, model) == 0);
+    gt_router_result(d->router, d->cfg, model, ok,
                      json_is_number(total) ? json_number_value(total) : -1, gt_clock_mono_ms());
     coord_t *c = calloc(1, sizeof(*c));
     if (!c) {
