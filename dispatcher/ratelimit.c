@@ -55,8 +55,9 @@ static const char sql_hold[] =
 static const char sql_release[] =
     "SELECT request_id, body, traceparent FROM gantry_rate_release($1, $2::int, $3::bigint)";
 
-/* Released holds are sent again when their request has not come back after this. */
-#define STALE_MS "60000"
+/* Released holds are sent again when their request has not come back after
+ * this; until then they count against their key's burst. */
+#define STALE_MS "15000"
 #define RELEASE_LIMIT "1000"
 
 static const json_t *limits(const gt_config_t *cfg)

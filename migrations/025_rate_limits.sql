@@ -32,6 +32,7 @@ CREATE TABLE rate_holds (
 );
 CREATE INDEX rate_holds_waiting ON rate_holds (key, held_at) WHERE released_at IS NULL;
 CREATE INDEX rate_holds_released ON rate_holds (released_at) WHERE released_at IS NOT NULL;
+CREATE INDEX rate_holds_out ON rate_holds (key, released_at) WHERE released_at IS NOT NULL;
 
 -- The level of bucket b after refilling for the time since it was last
 -- updated, capped at the burst. rate: per minute; 0 means no limit.
@@ -111,6 +112,10 @@ $$;
 
 -- Releases waiting holds in held_at order per key while the bucket can take
 -- them (charging it), at most lim per key, marking them released by holder.
+-- Released requests on their way back through the requests topic (released
+-- less than stale_ms ago) count against the burst: no more than a burst of
+-- them is out at once, so a consumer that lags (or has not rejoined its
+-- group yet) cannot receive them in a rush above the rate.
 -- Holds released more than stale_ms ago whose request never came back are
 -- released again (their produce was lost with a dispatcher), not charged
 -- again; those whose job exists are deleted. A bucket another dispatcher is
@@ -126,12 +131,15 @@ DECLARE
     tl double precision;
     ts timestamptz;
     first boolean;
+    out_n bigint;
 BEGIN
     FOR k IN SELECT DISTINCT w.key FROM rate_holds w WHERE w.released_at IS NULL ORDER BY 1 LOOP
         SELECT * INTO b FROM rate_buckets WHERE rate_buckets.key = k.key FOR UPDATE SKIP LOCKED;
         CONTINUE WHEN NOT FOUND;
         ts := greatest(clock_timestamp(), b.updated_at);
         first := true;
+        out_n := (SELECT count(*) FROM rate_holds w WHERE w.key = k.key
+                   AND w.released_at >= ts - stale_ms * interval '1 millisecond');
         FOR h IN SELECT * FROM rate_holds w WHERE w.key = k.key AND w.released_at IS NULL
                  ORDER BY w.held_at, w.request_id LIMIT lim FOR UPDATE SKIP LOCKED LOOP
             IF first THEN
@@ -140,7 +148,9 @@ BEGIN
                 first := false;
             END IF;
             EXIT WHEN NOT ((h.rpm <= 0 OR rl >= least(h.rcost, h.rburst))
-                           AND (h.tpm <= 0 OR tl >= least(h.tcost, h.tburst)));
+                           AND (h.tpm <= 0 OR tl >= least(h.tcost, h.tburst)))
+                      OR out_n >= greatest(h.rburst, 1);
+            out_n := out_n + 1;
             IF h.rpm > 0 THEN rl := rl - h.rcost; END IF;
             IF h.tpm > 0 THEN tl := tl - h.tcost; END IF;
             UPDATE rate_holds w SET released_at = ts, released_by = holder
