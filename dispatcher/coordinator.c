@@ -44,6 +44,12 @@ typedef struct coord {
     int64_t published_since; /* >= 0: a dead holder stored the result then (epoch ms) and
                                 may have published it: look before publishing */
     json_t *cache_output;    /* the output before the guard, for the response cache; or NULL */
+    /* Set when the task result was refused (see coord_refuse): the task is
+     * failed in its stead and the original goes to the DLQ as the last step. */
+    const char *refused_stage;
+    char *refused_code, *refused_why;
+    json_t *answer_usage; /* the usage event stored with intake's answer (a cache hit), or NULL */
+    int sent_result;      /* send_result published the result (not only answer_usage) */
 } coord_t;
 
 /* How far before the stored time a dead holder's result is looked for on
@@ -88,9 +94,10 @@ static const char sql_apply[] =
  * the same id), so --id must be unique among live dispatchers. Claimed: the
  * job's inference tasks in order, each with the result already stored by an
  * earlier holder (NULL if none) and when it was stored (epoch ms); a job with
- * no tasks (a rejection stored by the intake) gives one row with a NULL idx.
- * Held by another: one row (NULL, NULL, holder, NULL, NULL). Finished (or
- * being claimed right now): none. */
+ * no tasks (an answer stored by the intake) gives one row with a NULL idx,
+ * and the answer's usage event last (NULL if none). Held by another: one row
+ * (NULL, NULL, holder, NULL, NULL, NULL). Finished (or being claimed right
+ * now): none. */
 static const char sql_claim[] =
     "WITH claim AS ("
     "  UPDATE jobs SET status = 'completing', claimed_by = $2, claimed_at = now(),"
@@ -98,12 +105,13 @@ static const char sql_claim[] =
     "  WHERE request_id = $1 AND (status = 'running' OR (status = 'completing' AND"
     "        (claimed_at IS NULL OR claimed_by = $2"
     "         OR claimed_at < now() - $3::bigint * interval '1 millisecond')))"
-    "  RETURNING request_id, result, coalesce(result_stored_at, created_at) AS stored_at)"
+    "  RETURNING request_id, result, coalesce(result_stored_at, created_at) AS stored_at,"
+    "            answer_usage)"
     " SELECT t.idx, t.result, NULL, c.result,"
-    "        (extract(epoch FROM c.stored_at) * 1000)::bigint FROM claim c"
+    "        (extract(epoch FROM c.stored_at) * 1000)::bigint, c.answer_usage FROM claim c"
     "  LEFT JOIN tasks t ON t.request_id = c.request_id AND t.kind = 'inference'"
     " UNION ALL"
-    " SELECT NULL, NULL, coalesce(j.claimed_by, ''), NULL, NULL FROM jobs j"
+    " SELECT NULL, NULL, coalesce(j.claimed_by, ''), NULL, NULL, NULL FROM jobs j"
     "  WHERE j.request_id = $1 AND j.status = 'completing' AND NOT EXISTS (SELECT 1 FROM claim)"
     " ORDER BY 1";
 
@@ -151,16 +159,24 @@ static void coord_free(coord_t *c)
     json_decref(c->tr);
     json_decref(c->result);
     json_decref(c->cache_output);
+    json_decref(c->answer_usage);
     free(c->request_id);
     free(c->tenant_id);
     free(c->reply_topic);
     free(c->status);
+    free(c->refused_code);
+    free(c->refused_why);
     free(c);
 }
 
+/* The message is done: its effects are durable. A refused one is done once its
+ * DLQ entry is (the failed task it stood for is already written). */
 static void coord_finish(coord_t *c)
 {
-    if (c->msg)
+    if (c->msg && c->refused_code)
+        gt_dispatcher_dead_letter(c->d, c->d->consumer, c->msg, c->refused_stage, c->refused_code,
+                                  c->refused_why, c->request_id);
+    else if (c->msg)
         gt_consumer_done(c->d->consumer, c->msg);
     coord_free(c);
 }
@@ -193,8 +209,10 @@ static void mark_complete(coord_t *c)
 static void on_result_delivered(void *arg)
 {
     coord_t *c = arg;
-    c->d->results_published++;
-    gt_stats_result(c->status);
+    if (c->sent_result) {
+        c->d->results_published++;
+        gt_stats_result(c->status);
+    }
     mark_complete(c);
 }
 
@@ -215,10 +233,18 @@ static void on_result_failed(const char *topic, int err, const char *reason, voi
     coord_free(c); /* the offset is the dead letter's, or stays undone */
 }
 
-/* The result to gantry.results and the reply topic, as one effect; to the
- * reply topic alone when !to_results (a dead holder published the rest). */
-static void send_result(coord_t *c, int to_results)
+/* Where send_result publishes the result: gantry.results and the reply topic,
+ * the reply topic alone (a dead holder published the rest), or nowhere (it
+ * published both). A stored answer's usage event goes along every time: a
+ * holder may die between the two, and the ledger keeps one per event_id. */
+enum { SEND_ALL, SEND_REPLY, SEND_NONE };
+
+static void send_result(coord_t *c, int where)
 {
+    if (where == SEND_NONE && !c->answer_usage) {
+        mark_complete(c);
+        return;
+    }
     char tp[GT_TRACEPARENT_LEN + 1];
     gt_header_t h = {"traceparent", tp};
     gt_trace_ctx_t parent;
@@ -230,10 +256,16 @@ static void send_result(coord_t *c, int to_results)
         gt_trace_format(&c->span.ctx, tp);
     gt_effect_t *e = gt_effect_new(c->d->effects, on_result_delivered, on_result_failed, c);
     size_t nh = has_tp ? 1 : 0;
-    if (!e ||
-        (to_results
-             ? gt_result_add(e, c->d->cfg, c->reply_topic, c->request_id, c->result, &h, nh)
-             : gt_effect_add_json(e, c->reply_topic, c->request_id, c->result, &h, nh)) != 0) {
+    int rc = e ? 0 : -1;
+    if (rc == 0 && where == SEND_ALL)
+        rc = gt_result_add(e, c->d->cfg, c->reply_topic, c->request_id, c->result, &h, nh);
+    else if (rc == 0 && where == SEND_REPLY)
+        rc = gt_effect_add_json(e, c->reply_topic, c->request_id, c->result, &h, nh);
+    if (rc == 0 && c->answer_usage)
+        rc = gt_effect_add_json(e, c->d->cfg->topics.usage,
+                                json_string_value(json_object_get(c->answer_usage, "event_id")),
+                                c->answer_usage, &h, nh);
+    if (rc != 0) {
         gt_log(GT_LOG_ERROR, C_CTX(c),
                "out of memory queueing the result; it is published on redelivery");
         if (e)
@@ -242,6 +274,7 @@ static void send_result(coord_t *c, int to_results)
         coord_free(c); /* offset stays undone */
         return;
     }
+    c->sent_result = where != SEND_NONE;
     gt_effect_seal(e);
 }
 
@@ -301,13 +334,13 @@ static void lookup_done(uv_work_t *w, int status)
         gt_log(GT_LOG_INFO, C_CTX(c),
                "the job's previous claim published its result before it died; marking the job, "
                "not publishing it again");
-        mark_complete(c);
+        send_result(c, SEND_NONE);
         return;
     }
     if (on_results)
         gt_log(GT_LOG_INFO, C_CTX(c), "the result is on %s already; publishing it to %s only",
                c->d->cfg->topics.results, c->reply_topic);
-    send_result(c, !on_results);
+    send_result(c, on_results ? SEND_REPLY : SEND_ALL);
 }
 
 /* Publishes the stored result body (stored: its jsonb text), the same bytes
@@ -327,7 +360,7 @@ static void publish_stored(coord_t *c, const char *stored)
     c->status = strdup(st);
     gt_log(GT_LOG_INFO, C_CTX(c), "job %s", c->status);
     if (c->published_since < 0) {
-        send_result(c, 1);
+        send_result(c, SEND_ALL);
         return;
     }
     lookup_t *l = calloc(1, sizeof(*l));
@@ -423,6 +456,14 @@ static void on_claimed(const PGresult *res, const char *err, void *arg)
          * same body again, never a second, different one. */
         gt_log(GT_LOG_WARN, C_CTX(c), "publishing the result stored by the job's previous claim");
         c->published_since = atoll(PQgetvalue(res, 0, 4));
+        if (!PQgetisnull(res, 0, 5) &&
+            !(c->answer_usage = json_loads(PQgetvalue(res, 0, 5), 0, NULL))) {
+            gt_log(GT_LOG_ERROR, C_CTX(c),
+                   "the stored usage event is unreadable; left to the sweep");
+            json_object_del(c->d->finalizing, c->request_id);
+            coord_free(c); /* offset stays undone */
+            return;
+        }
         publish_stored(c, PQgetvalue(res, 0, 3));
         return;
     }
@@ -468,14 +509,27 @@ static void coord_set_job(coord_t *c, const PGresult *res, int row, int col, int
         snprintf(c->traceparent, sizeof(c->traceparent), "%s", PQgetvalue(res, row, tp_col));
 }
 
+static void coord_apply(coord_t *c);
+static int coord_refuse(coord_t *c, const char *stage, const char *code, const char *why);
+
 static void on_applied(const PGresult *res, const char *err, void *arg)
 {
     coord_t *c = arg;
     gt_dispatcher_t *d = c->d;
+    /* PostgreSQL refused the result for good (a \u0000 that jsonb cannot
+     * hold, say): its task still ends, failed with the reason. */
+    if (err && !c->refused_code && coord_refuse(c, "coordinator.apply", "persist_failed", err) == 0)
+        return;
     if (err || PQntuples(res) == 0 || strcmp(PQgetvalue(res, 0, 6), "t") != 0) {
-        gt_dispatcher_dead_letter(d, d->consumer, c->msg, "coordinator.apply",
-                                  err ? "persist_failed" : "unknown_task",
-                                  err ? err : "no such task in this request", c->request_id);
+        gt_dispatcher_dead_letter(d, d->consumer, c->msg,
+                                  c->refused_stage ? c->refused_stage : "coordinator.apply",
+                                  c->refused_code ? c->refused_code
+                                  : err           ? "persist_failed"
+                                                  : "unknown_task",
+                                  c->refused_why ? c->refused_why
+                                  : err          ? err
+                                                 : "no such task in this request",
+                                  c->request_id);
         coord_free(c);
         return;
     }
@@ -494,31 +548,10 @@ static void on_applied(const PGresult *res, const char *err, void *arg)
     coord_claim(c);
 }
 
-void gt_coordinator_handle(gt_dispatcher_t *d, gt_msg_t *msg)
+/* Writes c->tr onto its task row (once) and reads the job. */
+static void coord_apply(coord_t *c)
 {
-    char err[512];
-    const char *code = NULL;
-    json_t *tr = gt_message_parse(msg, d->task_result_schema, &code, err, sizeof(err));
-    if (!tr) {
-        gt_dispatcher_dead_letter(d, d->consumer, msg, "coordinator.parse",
-                                  strcmp(code, "invalid_json") == 0 ? code : "invalid_task_result",
-                                  err, NULL);
-        return;
-    }
-    /* Health of the deployment that served (router.h): latency, failures. */
-    json_t *timings = json_object_get(tr, "timings");
-    json_t *total = json_object_get(timings, "total_ms");
-    gt_router_result(d->router, d->cfg, json_string_value(json_object_get(tr, "model")),
-                     strcmp(json_string_value(json_object_get(tr, "status")), "succeeded") == 0,
-                     json_is_number(total) ? json_number_value(total) : -1, gt_clock_mono_ms());
-    coord_t *c = calloc(1, sizeof(*c));
-    c->published_since = -1;
-    c->d = d;
-    c->msg = msg;
-    c->tr = tr;
-    c->request_id = strdup(json_string_value(json_object_get(tr, "request_id")));
-    if (!gt_msg_header(msg, "traceparent", c->traceparent, sizeof(c->traceparent)))
-        c->traceparent[0] = '\0';
+    json_t *tr = c->tr;
     json_t *error = json_object_get(tr, "error");
     char attempts[16], *text = json_dumps(tr, JSON_COMPACT);
     snprintf(attempts, sizeof(attempts), "%zu", json_array_size(json_object_get(tr, "attempts")));
@@ -534,9 +567,90 @@ void gt_coordinator_handle(gt_dispatcher_t *d, gt_msg_t *msg)
         json_string_value(json_object_get(tr, "worker_id")),
         c->request_id,
     };
-    if (gt_pg_query(d->pg_coord, sql_apply, 10, params, on_applied, c) != 0)
+    if (!text || gt_pg_query(c->d->pg_coord, sql_apply, 10, params, on_applied, c) != 0)
         on_applied(NULL, "cannot send query", c);
     free(text);
+}
+
+/* A task result that cannot be applied as sent (it fails its schema, or
+ * PostgreSQL refuses it for good) still ends its task when it names one: the
+ * task is failed with the reason in its stead, so the job goes on to its one
+ * result, and the original goes to the DLQ only after that (coord_finish). A
+ * redelivery fails the task again as a no-op and finishes the same way.
+ * Returns 0 when the failed task is being applied, -1 when the result names
+ * no task (or out of memory): the caller dead-letters it alone. */
+static int coord_refuse(coord_t *c, const char *stage, const char *code, const char *why)
+{
+    const char *task_id = json_string_value(json_object_get(c->tr, "task_id"));
+    const char *rid = json_string_value(json_object_get(c->tr, "request_id"));
+    if (!task_id || !*task_id || !rid || !*rid || strlen(task_id) > 256 || strlen(rid) > 200)
+        return -1;
+    json_t *failed = json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:s}}", "schema",
+                               "gantry.task-result.v1", "task_id", task_id, "request_id", rid,
+                               "status", "failed", "error", "code", code, "message", why);
+    char *rid_copy = strdup(rid);
+    if (!failed || !rid_copy || !(c->refused_code = strdup(code)) ||
+        !(c->refused_why = strdup(why))) {
+        json_decref(failed);
+        free(rid_copy);
+        return -1;
+    }
+    c->refused_stage = stage;
+    gt_log(GT_LOG_WARN, C_CTX(c), "task result refused (%s: %s): the task fails in its stead", code,
+           why);
+    json_decref(c->tr);
+    c->tr = failed;
+    free(c->request_id);
+    c->request_id = rid_copy;
+    coord_apply(c);
+    return 0;
+}
+
+void gt_coordinator_handle(gt_dispatcher_t *d, gt_msg_t *msg)
+{
+    char err[512];
+    const char *code = NULL;
+    json_t *tr = gt_message_parse(msg, d->task_result_schema, &code, err, sizeof(err));
+    if (!tr) {
+        code = strcmp(code, "invalid_json") == 0 ? code : "invalid_task_result";
+        coord_t *c = calloc(1, sizeof(*c));
+        if (c) {
+            c->published_since = -1;
+            c->d = d;
+            c->msg = msg;
+            c->tr = json_loadb(msg->value, msg->len, 0, NULL);
+            if (coord_refuse(c, "coordinator.parse", code, err) == 0)
+                return;
+            coord_free(c);
+        }
+        gt_dispatcher_dead_letter(d, d->consumer, msg, "coordinator.parse", code, err, NULL);
+        return;
+    }
+    /* Health of the deployment the task was routed to (router.h): latency,
+     * failures. A success its worker-side fallback served is the deployment's
+     * failure: counted as one, a dead deployment's tasks rescued by their
+     * fallback would close its cool-down and draw traffic back to it. */
+    json_t *timings = json_object_get(tr, "timings");
+    json_t *total = json_object_get(timings, "total_ms");
+    const char *model = json_string_value(json_object_get(tr, "model"));
+    const char *served = json_string_value(json_object_get(tr, "served_model"));
+    int ok = strcmp(json_string_value(json_object_get(tr, "status")), "succeeded") == 0 &&
+             (!served || !model || strcmp(served, model) == 0);
+    gt_router_result(d->router, d->cfg, model, ok,
+                     json_is_number(total) ? json_number_value(total) : -1, gt_clock_mono_ms());
+    coord_t *c = calloc(1, sizeof(*c));
+    if (!c) {
+        json_decref(tr);
+        return; /* out of memory: the offset stays undone */
+    }
+    c->published_since = -1;
+    c->d = d;
+    c->msg = msg;
+    c->tr = tr;
+    c->request_id = strdup(json_string_value(json_object_get(tr, "request_id")));
+    if (!gt_msg_header(msg, "traceparent", c->traceparent, sizeof(c->traceparent)))
+        c->traceparent[0] = '\0';
+    coord_apply(c);
 }
 
 void gt_coordinator_finish(gt_dispatcher_t *d, gt_msg_t *msg, const PGresult *res, int row, int col)

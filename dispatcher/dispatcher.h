@@ -47,6 +47,8 @@ typedef struct gt_dispatcher {
     long requests_accepted, requests_duplicate, dead_letters, results_published;
     long budget_rejections;           /* requests answered rejected/budget_exceeded */
     struct gt_moderation *moderation; /* guard stage's moderation client (moderation.h) */
+    struct gt_ratelimit *ratelimit;   /* tenants' rate limits (ratelimit.h); NULL without intake */
+    struct gt_backlog *backlog;       /* backlog gauges (backlog.h); NULL without PostgreSQL */
     int closing;                      /* shutting down past the drain: failures are not dead
                                          letters, their messages stay undone (redelivered) */
 } gt_dispatcher_t;

@@ -8,6 +8,7 @@
 #include "config_section.h"
 #include "dispatcher_config.h"
 #include "pii.h"
+#include "ratelimit.h"
 #include "scrub.h"
 
 static void load_routing(gt_cfg_ctx_t *c, gt_config_t *cfg)
@@ -263,8 +264,8 @@ static void load_moderation(gt_cfg_ctx_t *c, gt_config_t *cfg)
 static void load_dispatcher(gt_cfg_ctx_t *c, gt_config_t *cfg)
 {
     static const char *const dkeys[] = {
-        "max_in_flight",         "max_batch", "drain_ms", "claim_timeout_ms",
-        "allow_unknown_tenants", NULL};
+        "max_in_flight",         "max_batch",   "drain_ms",   "claim_timeout_ms",
+        "allow_unknown_tenants", "rate_limits", "backlog_ms", NULL};
     json_t *d = gt_cfg_obj(c, cfg->root, "dispatcher", "", 0);
     if (d)
         gt_cfg_check_keys(c, d, "dispatcher", dkeys);
@@ -274,6 +275,8 @@ static void load_dispatcher(gt_cfg_ctx_t *c, gt_config_t *cfg)
     cfg->dispatcher_drain_ms = gt_cfg_int(c, d, "drain_ms", "dispatcher", 30000, 0, 3600000);
     cfg->claim_timeout_ms = gt_cfg_int(c, d, "claim_timeout_ms", "dispatcher", 30000, 100, 3600000);
     cfg->allow_unknown_tenants = gt_cfg_bool(c, d, "allow_unknown_tenants", "dispatcher", 0);
+    gt_cfg_int(c, d, "backlog_ms", "dispatcher", 5000, 0, 3600000); /* read by backlog.c */
+    gt_ratelimit_config_check(c, d);
 }
 
 static void load_ledger(gt_cfg_ctx_t *c, gt_config_t *cfg)

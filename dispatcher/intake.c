@@ -16,6 +16,7 @@
 #include "log.h"
 #include "message.h"
 #include "digest.h"
+#include "ratelimit.h"
 #include "stats.h"
 #include "trace.h"
 
@@ -35,9 +36,10 @@ typedef struct intake {
     void (*answer)(struct intake *in); /* publishes the rejection once it is stored */
     char cache_key[65];                /* response cache key when cacheable (cache.h), else "" */
     int64_t cache_ttl_ms;
-    int cache_lead;     /* missed: leads its key's flight until its job exists */
-    json_t *cached;     /* the answer from the cache being published, or NULL */
-    const char *picked; /* the deployment the router chose, until its tasks are published */
+    int cache_lead;       /* missed: leads its key's flight until its job exists */
+    json_t *cached;       /* the answer from the cache being published, or NULL */
+    json_t *cached_usage; /* its usage event, stored with it (jobs.answer_usage) */
+    const char *picked;   /* the deployment the router chose, until its tasks are published */
 } intake_t;
 
 /* Log context of a request in intake (lines about it carry its ids and trace). */
@@ -97,6 +99,7 @@ static void intake_free(intake_t *in)
     if (in->picked)
         gt_router_release(in->d->router, in->picked);
     json_decref(in->cached);
+    json_decref(in->cached_usage);
     gt_graph_free(&in->graph);
     json_decref(in->req);
     json_decref(in->published);
@@ -326,14 +329,15 @@ static void persist(intake_t *in);
  * that dies before marking it leaves a claim that the coordinator's sweep
  * finishes (publishing the stored answer only if it is not on Kafka). The
  * row has no tasks; a too_large request's body is left out (it is in the
- * DLQ entry). A cache hit is stored the same way. */
+ * DLQ entry). A cache hit is stored the same way, with its usage event
+ * ($15), which whoever publishes the stored answer publishes with it. */
 static const char sql_answer[] =
     "INSERT INTO jobs (request_id, tenant_id, kind, model, lane, reply_topic, task_count,"
     "                  request, status, result, result_stored_at, claimed_by,"
     "                  claimed_incarnation, claimed_at, traceparent, request_sha256,"
-    "                  source_topic, source_partition, source_offset)"
+    "                  source_topic, source_partition, source_offset, answer_usage)"
     " VALUES ($1, $2, coalesce($3, ''), coalesce($4, ''), '', $5, 0, $6::jsonb, 'completing',"
-    "         $7::jsonb, now(), $8, $9, now(), $10, $11, $12, $13, $14)"
+    "         $7::jsonb, now(), $8, $9, now(), $10, $11, $12, $13, $14, $15::jsonb)"
     " ON CONFLICT (request_id) DO NOTHING RETURNING 1";
 
 static const char sql_answered[] =
@@ -388,6 +392,7 @@ static void store_answer(intake_t *in, void (*answer)(intake_t *in), int with_bo
     char part[16], off[24];
     char *req_text = with_body ? json_dumps(req, JSON_COMPACT) : NULL;
     char *answer_text = json_dumps(in->cached ? in->cached : in->rejection, JSON_COMPACT);
+    char *usage_text = in->cached_usage ? json_dumps(in->cached_usage, JSON_COMPACT) : NULL;
     in->answer = answer;
     snprintf(part, sizeof(part), "%d", (int)msg->partition);
     snprintf(off, sizeof(off), "%lld", (long long)msg->offset);
@@ -406,13 +411,16 @@ static void store_answer(intake_t *in, void (*answer)(intake_t *in), int with_bo
         msg->topic,
         part,
         off,
+        usage_text,
     };
-    if (!answer_text || !json_string_value(json_object_get(req, "tenant_id")))
+    if (!answer_text || (in->cached_usage && !usage_text) ||
+        !json_string_value(json_object_get(req, "tenant_id")))
         on_answer_stored(NULL, "cannot store the rejection", in);
-    else if (gt_pg_query(in->d->pg, sql_answer, 14, params, on_answer_stored, in) != 0)
+    else if (gt_pg_query(in->d->pg, sql_answer, 15, params, on_answer_stored, in) != 0)
         on_answer_stored(NULL, "cannot send query", in);
     free(req_text);
     free(answer_text);
+    free(usage_text);
 }
 
 static void on_rejection_durable(void *arg)
@@ -588,9 +596,9 @@ static void send_cached(intake_t *in)
 {
     const char *reply = json_string_value(json_object_get(in->req, "reply_topic"));
     gt_header_t h = {"traceparent", in->traceparent};
-    json_t *usage = cached_usage(in, json_object_get(in->cached, "output"));
+    const json_t *usage = in->cached_usage;
     gt_effect_t *e = gt_effect_new(in->d->effects, on_cached_durable, on_rejection_failed, in);
-    if (!e || !usage ||
+    if (!e ||
         gt_result_add(e, in->d->cfg, reply, in->request_id, in->cached, &h,
                       in->has_traceparent ? 1 : 0) != 0 ||
         gt_effect_add_json(e, in->d->cfg->topics.usage,
@@ -599,11 +607,9 @@ static void send_cached(intake_t *in)
         gt_log(GT_LOG_ERROR, IN_CTX(in), "out of memory answering from the cache: left undone");
         if (e)
             gt_effect_abandon(e);
-        json_decref(usage);
         intake_free(in);
         return;
     }
-    json_decref(usage);
     gt_effect_seal(e);
 }
 
@@ -616,6 +622,11 @@ static void on_cached_guarded(const char *err, void *arg)
     if (err) { /* never published unguarded */
         gt_dispatcher_dead_letter(in->d, in->d->consumer, in->msg, "intake.cache", "persist_failed",
                                   err, in->request_id);
+        intake_free(in);
+        return;
+    }
+    if (!(in->cached_usage = cached_usage(in, json_object_get(in->cached, "output")))) {
+        gt_log(GT_LOG_ERROR, IN_CTX(in), "out of memory answering from the cache: left undone");
         intake_free(in);
         return;
     }
@@ -862,8 +873,59 @@ static void intake_start(gt_dispatcher_t *d, gt_msg_t *msg, json_t *req)
     admit(in);
 }
 
-/* Budget admission, then persist. */
+static void admit_budget(intake_t *in);
+
+/* Rate limit answer (ratelimit.h): go on to the budget; held (its bytes wait
+ * in PostgreSQL and come back on the requests topic: this copy is done); or
+ * answered rejected/rate_limited, stored as the job's answer like a budget
+ * rejection. */
+static void on_rate(int verdict, const char *reason, void *arg)
+{
+    intake_t *in = arg;
+    if (verdict == GT_RATE_ADMITTED) {
+        admit_budget(in);
+        return;
+    }
+    if (verdict == GT_RATE_HELD) {
+        gt_log(GT_LOG_DEBUG, IN_CTX(in), "over its rate limit: held until its bucket refills");
+        intake_finish(in);
+        return;
+    }
+    if (verdict == GT_RATE_FAILED) { /* not admitted unchecked: dead letter (none while stopping) */
+        gt_dispatcher_dead_letter(in->d, in->d->consumer, in->msg, "intake.ratelimit",
+                                  "persist_failed", reason, in->request_id);
+        intake_free(in);
+        return;
+    }
+    char at[64];
+    gt_log(GT_LOG_WARN, IN_CTX(in), "rejected: %s", reason);
+    in->rejection =
+        json_pack("{s:s, s:s, s:O, s:s, s:{s:s, s:s}, s:s}", "schema", "gantry.result.v1",
+                  "request_id", in->request_id, "tenant_id", json_object_get(in->req, "tenant_id"),
+                  "status", "rejected", "error", "code", "rate_limited", "message", reason,
+                  "completed_at", gt_clock_fmt(gt_clock_wall_ms(), at, sizeof(at)));
+    store_answer(in, send_rejection, 1);
+}
+
+/* Rate limits, then the budget, then persist. */
 static void admit(intake_t *in)
+{
+    int n = in->graph.n_inference;
+    int rc =
+        gt_ratelimit_admit(in->d->ratelimit, in->req, served_model(in), n,
+                           gt_ratelimit_estimate(in->d->cfg, in->req, n), in->msg, on_rate, in);
+    if (rc == 0)
+        return; /* on_rate goes on */
+    if (rc < 0) {
+        gt_log(GT_LOG_ERROR, IN_CTX(in), "cannot check the rate limit now: left undone");
+        intake_free(in); /* never admitted unchecked; redelivered */
+        return;
+    }
+    admit_budget(in);
+}
+
+/* Budget admission, then persist. */
+static void admit_budget(intake_t *in)
 {
     gt_dispatcher_t *d = in->d;
     const json_t *req = in->req;

@@ -38,9 +38,10 @@ typedef struct batch {
 } batch_t;
 
 /* Inserts a batch of usage events with their cost (the price in force at each
- * event's time, as billing_price_for in migrations/060_response_cache.sql
+ * event's time, as billing_price_for in migrations/031_batch_price.sql
  * picks it: exact model before '*', the tenant's own price before the list
- * price, the latest version in force; rounded half up per component) and adds
+ * price, within each its batch version first for a batch API's line, the
+ * latest version in force; rounded half up per component) and adds
  * the cost to the tenants' budget periods, in one statement: a redelivered
  * event, or a second copy in the same batch, is no row and no spend. Events
  * without a price in force are stored uncosted (price_id NULL); the invoice
@@ -56,16 +57,24 @@ typedef struct batch {
     COST(COST_PROMPT)                                                                              \
     ", " COST(COST_COMPLETION) ", " COST(COST_ALLOC) ", p.request_micros, " COST(                  \
         COST_PROMPT " + " COST_COMPLETION " + " COST_ALLOC " + p.request_micros")
-/* The version of a price key (provider, model, tenant) in force at the event's time. */
-#define PRICE_IN_FORCE(alias, model, tenant)                                                       \
+/* The version of a price key (provider, model, tenant) in force at the event's
+ * time; batch: its batch version, joined for batch events only. */
+#define PRICE_IN_FORCE(alias, model, tenant, batch)                                                \
     " LEFT JOIN pr " alias " ON " alias ".provider = e.provider AND " alias ".model = " model      \
-    " AND " alias ".tenant_id " tenant " AND e.occurred_at >= " alias ".effective_from"            \
-    " AND e.occurred_at < " alias ".effective_to"
-/* In billing_price_for's order: exact model before '*', the tenant's before the list price. */
+    " AND " alias ".tenant_id " tenant " AND " alias ".batch = " batch                             \
+    " AND e.occurred_at >= " alias ".effective_from AND e.occurred_at < " alias ".effective_to"
+/* In billing_price_for's order: exact model before '*', the tenant's before
+ * the list price, and within each key its batch version first for batch
+ * events (migrations/031_batch_price.sql). */
 #define PRICES_IN_FORCE                                                                            \
-    PRICE_IN_FORCE("p1", "e.model", "= e.tenant_id")                                               \
-    PRICE_IN_FORCE("p2", "e.model", "IS NULL")                                                     \
-    PRICE_IN_FORCE("p3", "'*'", "= e.tenant_id") PRICE_IN_FORCE("p4", "'*'", "IS NULL")
+    PRICE_IN_FORCE("p1b", "e.model", "= e.tenant_id", "e.batch")                                   \
+    PRICE_IN_FORCE("p1", "e.model", "= e.tenant_id", "false")                                      \
+    PRICE_IN_FORCE("p2b", "e.model", "IS NULL", "e.batch")                                         \
+    PRICE_IN_FORCE("p2", "e.model", "IS NULL", "false")                                            \
+    PRICE_IN_FORCE("p3b", "'*'", "= e.tenant_id", "e.batch")                                       \
+    PRICE_IN_FORCE("p3", "'*'", "= e.tenant_id", "false")                                          \
+    PRICE_IN_FORCE("p4b", "'*'", "IS NULL", "e.batch")                                             \
+    PRICE_IN_FORCE("p4", "'*'", "IS NULL", "false")
 static const char sql_insert[] =
     "WITH e AS ("
     " SELECT DISTINCT ON (e.event_id) e.*"
@@ -81,11 +90,15 @@ static const char sql_insert[] =
     " ids AS ("
     " INSERT INTO usage_event_ids (event_id, occurred_at) SELECT event_id, occurred_at FROM e"
     " ON CONFLICT (event_id) DO NOTHING RETURNING event_id),"
-    " pr AS (SELECT price_id, provider, model, tenant_id, effective_from,"
-    " lead(effective_from, 1, 'infinity') OVER (PARTITION BY provider, model, tenant_id"
+    " pr AS (SELECT price_id, provider, model, tenant_id, batch, effective_from,"
+    " lead(effective_from, 1, 'infinity') OVER (PARTITION BY provider, model, tenant_id, batch"
     "  ORDER BY effective_from) AS effective_to FROM prices),"
-    " c AS (SELECT e.*, coalesce(p1.price_id, p2.price_id, p3.price_id, p4.price_id) AS pid"
-    " FROM e JOIN ids USING (event_id)" PRICES_IN_FORCE "),"
+    /* a batch API's line (gantry-api) is batch traffic */
+    " eb AS (SELECT e.*, bl.request_id IS NOT NULL AS batch FROM e JOIN ids USING (event_id)"
+    "  LEFT JOIN api_batch_lines bl ON bl.request_id = e.request_id),"
+    " c AS (SELECT e.*, coalesce(p1b.price_id, p1.price_id, p2b.price_id, p2.price_id,"
+    "  p3b.price_id, p3.price_id, p4b.price_id, p4.price_id) AS pid"
+    " FROM eb e" PRICES_IN_FORCE "),"
     /* the allocation-second rate by GPU class, once per distinct (price, class inputs) */
     " gk AS (SELECT k.pid, k.t, k.v, (SELECT g.allocation_second_micros FROM price_gpu_classes g"
     "  WHERE g.price_id = k.pid AND k.t >= g.min_tflops AND k.v >= g.min_vram_mb"
@@ -98,12 +111,12 @@ static const char sql_insert[] =
     "  request_bytes, response_bytes, attempts, allocate_ms, inference_ms, release_ms,"
     "  total_ms, occurred_at, price_id, currency, allocation_rate_micros, cost_prompt_micros,"
     "  cost_completion_micros, cost_allocation_micros, cost_request_micros, cost_micros,"
-    "  trace_id)"
+    "  trace_id, batch)"
     " SELECT e.event_id, e.request_id, e.task_id, e.tenant_id, e.model, e.provider, e.pool,"
     "  e.allocation_id, round(e.allocation_seconds, 3), e.tflops, e.vram_mb, e.prompt_tokens,"
     "  e.completion_tokens, e.request_bytes, e.response_bytes, e.attempts, e.allocate_ms,"
     "  e.inference_ms, e.release_ms, e.total_ms, e.occurred_at, p.price_id, p.currency,"
-    "  p.allocation_second_micros, " COSTS ", e.trace_id"
+    "  p.allocation_second_micros, " COSTS ", e.trace_id, e.batch"
     " FROM c e"
     " LEFT JOIN (SELECT gk.pid, gk.t, gk.v, q.price_id, q.currency, q.prompt_per_1k_micros,"
     "   q.completion_per_1k_micros, q.request_micros,"

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backlog.h"
 #include "cache.h"
 #include "clock.h"
 #include "dispatcher.h"
@@ -14,6 +15,7 @@
 #include "router.h"
 #include "log.h"
 #include "moderation.h"
+#include "ratelimit.h"
 #include "message.h"
 #include "admin.h"
 #include "metrics.h"
@@ -104,6 +106,8 @@ static void close_all(app_t *a)
         gt_reaper_close(a->d.reaper);
     gt_coordinator_close(a->d.coordinator);
     gt_cache_close(a->d.cache);
+    gt_ratelimit_close(a->d.ratelimit);
+    gt_backlog_close(a->d.backlog);
     gt_moderation_free(a->d.moderation); /* aborts checks in flight; freed as the loop runs */
     a->d.moderation = NULL;
     gt_admin_set_ready(a->admin, "postgres", 0);
@@ -355,6 +359,14 @@ static int open_roles(gt_dispatcher_t *d, int roles)
         fprintf(stderr, "gantry-dispatcher: moderation: out of memory\n");
         return -1;
     }
+    if ((roles & ROLE_INTAKE) && !(d->ratelimit = gt_ratelimit_new(d))) {
+        fprintf(stderr, "gantry-dispatcher: rate limits: out of memory\n");
+        return -1;
+    }
+    if (d->pg && !(d->backlog = gt_backlog_new(d))) {
+        fprintf(stderr, "gantry-dispatcher: backlog: out of memory\n");
+        return -1;
+    }
     return 0;
 }
 
@@ -394,6 +406,8 @@ static void abort_start(gt_dispatcher_t *d)
         gt_ledger_close(d->ledger);
     gt_coordinator_close(d->coordinator);
     gt_cache_close(d->cache);
+    gt_ratelimit_close(d->ratelimit);
+    gt_backlog_close(d->backlog);
     gt_moderation_free(d->moderation);
     pg_free_all(d);
     gt_effects_close(d->effects);
@@ -420,6 +434,8 @@ static void free_all(app_t *a)
         gt_reaper_free(d->reaper);
     gt_coordinator_free(d->coordinator);
     gt_cache_free(d->cache);
+    gt_ratelimit_free(d->ratelimit);
+    gt_backlog_free(d->backlog);
     gt_router_free(d->router);
     gt_schema_free(d->request_schema);
     gt_schema_free(d->task_result_schema);

@@ -25,6 +25,8 @@
 #include "router.h"
 #include "message.h"
 
+/* Another dispatcher's in-flight snapshot counts for this many rounds. */
+#define ROUTING_FRESH_ROUNDS 3
 /* Incarnations silent this many lease TTLs are forgotten (memory stays bounded). */
 #define REAPER_FORGET_TTLS 10
 
@@ -211,10 +213,13 @@ static void on_listed(const gt_http_response_t *resp, void *arg)
     json_decref(doc);
 }
 
+/* The probe also carries this dispatcher's tasks in flight per deployment:
+ * the other dispatchers' routers count them against capacity (router.h). */
 static void send_probe(gt_reaper_t *r)
 {
-    json_t *ev =
-        gt_event_build("reaper.probe", r->d->id, NULL, json_pack("{s:s}", "reaper", r->probe_id));
+    json_t *ev = gt_event_build("reaper.probe", r->d->id, NULL,
+                                json_pack("{s:s, s:o}", "reaper", r->probe_id, "routing",
+                                          gt_router_snapshot(r->d->router)));
     if (ev)
         gt_effect_send_json(r->d->effects, r->d->cfg->topics.events, r->d->id, ev, NULL, 0);
     json_decref(ev);
@@ -246,6 +251,7 @@ static void on_tick(uv_timer_t *t)
     }
     send_probe(r);
     forget_old(r, now);
+    gt_router_peer(r->d->router, NULL, NULL, now, ROUTING_FRESH_ROUNDS * cfg->reaper_interval_ms);
     if (!hearing(r, now))
         return;
     for (size_t i = 0; i < cfg->n_pools; i++) {
@@ -319,6 +325,9 @@ static void on_event(gt_consumer_t *c, gt_msg_t *msg, void *arg)
                                               (json_int_t)now, "at", (json_int_t)0, "stopped", 1));
         } else if (strcmp(type, "reaper.probe") == 0) {
             const char *id = json_string_value(json_object_get(data, "reaper"));
+            if (id && strcmp(id, r->probe_id) != 0)
+                gt_router_peer(r->d->router, id, json_object_get(data, "routing"), now,
+                               ROUTING_FRESH_ROUNDS * r->d->cfg->reaper_interval_ms);
             if (id && strcmp(id, r->probe_id) == 0) {
                 r->probe_back = now;
                 if (!r->hearing_since) {

@@ -18,11 +18,15 @@ typedef struct dep_state {
     int64_t open_until; /* > 0: cooled down until then (monotonic ms) */
     int probing;        /* half-open: its one probe is out */
     int64_t wrr;        /* smooth weighted round-robin's current weight */
+    int peers;          /* in flight from the other dispatchers (their last snapshots) */
 } dep_state_t;
 
 struct gt_router {
     dep_state_t *states; /* one per deployment seen: a handful, searched in order */
     uint64_t rng;
+    /* The other dispatchers' last in-flight snapshots: {id: {"at": mono ms,
+     * "routing": {deployment: n}}} (gt_router_peer). */
+    json_t *peers;
 };
 
 gt_router_t *gt_router_new(uint64_t seed)
@@ -43,6 +47,7 @@ void gt_router_free(gt_router_t *r)
         free(s->model);
         free(s);
     }
+    json_decref(r->peers);
     free(r);
 }
 
@@ -96,6 +101,56 @@ int gt_router_in_flight(const gt_router_t *r, const char *model)
     return s ? s->in_flight : -1;
 }
 
+/* Tasks in flight on a deployment from every dispatcher: its own count plus
+ * the others' last snapshots. */
+static int busy(const dep_state_t *s)
+{
+    return s->in_flight + s->peers;
+}
+
+json_t *gt_router_snapshot(const gt_router_t *r)
+{
+    json_t *o = json_object();
+    for (const dep_state_t *s = r ? r->states : NULL; o && s; s = s->next)
+        if (s->in_flight > 0)
+            json_object_set_new(o, s->model, json_integer(s->in_flight));
+    return o;
+}
+
+/* Sums the fresh snapshots into each state's peers; forgets stale ones. */
+static void peers_sum(gt_router_t *r, int64_t now_ms, int64_t fresh_ms)
+{
+    for (dep_state_t *s = r->states; s; s = s->next)
+        s->peers = 0;
+    const char *id;
+    json_t *p, *tmp;
+    json_object_foreach_safe (r->peers, tmp, id, p) {
+        if (now_ms - json_integer_value(json_object_get(p, "at")) > fresh_ms) {
+            json_object_del(r->peers, id);
+            continue;
+        }
+        const char *model;
+        json_t *n;
+        json_object_foreach (json_object_get(p, "routing"), model, n) {
+            dep_state_t *s = json_is_integer(n) ? state(r, model, 1) : NULL;
+            if (s)
+                s->peers += (int)json_integer_value(n);
+        }
+    }
+}
+
+void gt_router_peer(gt_router_t *r, const char *id, const json_t *routing, int64_t now_ms,
+                    int64_t fresh_ms)
+{
+    if (!r)
+        return;
+    if (id && json_is_object(routing) && (r->peers || (r->peers = json_object())))
+        json_object_set_new(r->peers, id,
+                            json_pack("{s:I, s:O}", "at", (json_int_t)now_ms, "routing", routing));
+    if (r->peers)
+        peers_sum(r, now_ms, fresh_ms);
+}
+
 static void count(const char *logical, const char *deployment, const char *reason)
 {
     gt_metric_add(gt_metrics_counter("gantry_routing_decisions_total",
@@ -123,8 +178,8 @@ const gt_model_t *gt_router_pick(gt_router_t *r, const gt_config_t *cfg, const g
         open[i] = st[i]->open_until > 0;
         if (open[i] && now_ms >= st[i]->open_until && !st[i]->probing && probe < 0)
             probe = (int)i; /* half-open: one probe */
-        full[i] = m->deployments[i].max_in_flight > 0 &&
-                  st[i]->in_flight >= m->deployments[i].max_in_flight;
+        full[i] =
+            m->deployments[i].max_in_flight > 0 && busy(st[i]) >= m->deployments[i].max_in_flight;
     }
     const char *strategy = m->strategy ? m->strategy : "weighted";
     const char *why = strategy;
@@ -147,7 +202,7 @@ const gt_model_t *gt_router_pick(gt_router_t *r, const gt_config_t *cfg, const g
             st[pick]->wrr -= total;
     } else if (strcmp(strategy, "least_busy") == 0) {
         for (size_t i = 0; i < n; i++)
-            if (!open[i] && (pick < 0 || st[i]->in_flight < st[pick]->in_flight))
+            if (!open[i] && (pick < 0 || busy(st[i]) < busy(st[pick])))
                 pick = (int)i;
     } else if (strcmp(strategy, "latency") == 0) {
         int avail = 0;
@@ -191,7 +246,7 @@ const gt_model_t *gt_router_pick(gt_router_t *r, const gt_config_t *cfg, const g
         pick = -1;
     if (pick < 0) { /* none available: full ones wait at the worker; else the soonest back */
         for (size_t i = 0; i < n; i++)
-            if (!open[i] && (pick < 0 || st[i]->in_flight < st[pick]->in_flight))
+            if (!open[i] && (pick < 0 || busy(st[i]) < busy(st[pick])))
                 pick = (int)i;
         why = "all_full";
         if (pick < 0) {
@@ -210,6 +265,14 @@ const gt_model_t *gt_router_pick(gt_router_t *r, const gt_config_t *cfg, const g
     return dep ? dep : m;
 }
 
+static void sample(dep_state_t *s, double latency_ms)
+{
+    s->ewma_ms = s->measured
+                     ? GT_ROUTER_EWMA_ALPHA * latency_ms + (1 - GT_ROUTER_EWMA_ALPHA) * s->ewma_ms
+                     : latency_ms;
+    s->measured = 1;
+}
+
 void gt_router_result(gt_router_t *r, const gt_config_t *cfg, const char *model, int ok,
                       double latency_ms, int64_t now_ms)
 {
@@ -224,12 +287,8 @@ void gt_router_result(gt_router_t *r, const gt_config_t *cfg, const char *model,
     int64_t recovery;
     breaker_of(cfg, model, &failures, &recovery);
     if (ok) {
-        if (latency_ms >= 0) {
-            s->ewma_ms = s->measured ? GT_ROUTER_EWMA_ALPHA * latency_ms +
-                                           (1 - GT_ROUTER_EWMA_ALPHA) * s->ewma_ms
-                                     : latency_ms;
-            s->measured = 1;
-        }
+        if (latency_ms >= 0)
+            sample(s, latency_ms);
         s->fails = 0;
         if (s->open_until && (s->probing || now_ms >= s->open_until)) {
             s->open_until = 0; /* the probe (or any success after the cool-down) closes it */

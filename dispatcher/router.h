@@ -46,13 +46,25 @@ void gt_router_release(gt_router_t *r, const char *model);
  * too, until now_ms + its recovery time. */
 void gt_router_cool(gt_router_t *r, const gt_config_t *cfg, const char *model, int64_t now_ms);
 
-/* A breaker.opened event from gantry.events (data: provider, pool,
+/* An event from gantry.events. breaker.opened (data: provider, pool,
  * recovery_ms): every deployment served by that provider (or HostedAI pool)
  * is cooled down here for recovery_ms, so dispatchers that never saw its
  * task results route around it alike. Other types are ignored: a deployment
  * comes back by its own half-open probe. */
 void gt_router_event(gt_router_t *r, const gt_config_t *cfg, const char *type, const json_t *data,
                      int64_t now_ms);
+
+/* This dispatcher's tasks in flight per deployment, {deployment: n} for
+ * those with any (caller owns it; NULL on out of memory). The reaper sends it
+ * with its probe every round, so other dispatchers count these tasks too. */
+json_t *gt_router_snapshot(const gt_router_t *r);
+/* Dispatcher id's snapshot (gt_router_snapshot), read at now_ms: replaces its
+ * previous one. Capacity (max_in_flight) and least_busy then count the tasks
+ * in flight from every dispatcher whose snapshot is younger than fresh_ms
+ * (older ones are forgotten: a dispatcher that stopped frees its share).
+ * id NULL: only forgets the stale ones (the reaper's every round). */
+void gt_router_peer(gt_router_t *r, const char *id, const json_t *routing, int64_t now_ms,
+                    int64_t fresh_ms);
 
 /* The logical model whose deployments list model, or NULL. */
 const gt_model_t *gt_router_logical(const gt_config_t *cfg, const char *model);

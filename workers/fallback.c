@@ -20,6 +20,7 @@ struct gt_chain {
     gt_chain_done_cb cb;
     void *arg;
     json_t *attempts;
+    int retries; /* the task's retries spent by the models tried so far */
     int aborted;
 };
 
@@ -61,6 +62,8 @@ static void on_done(gt_rt_call_t *call, const gt_task_outcome_t *sub, void *arg)
     ch->call = NULL;
     ch->rt = NULL;
     take_attempts(ch, sub->attempts);
+    if (sub->retries > ch->retries)
+        ch->retries = sub->retries;
     const char *code = sub->error_code;
     if (sub->status == GT_TASK_FAILED && !ch->aborted && rt->ops->may_fall_back(code) &&
         ch->cur + 1 < ch->n_models) {
@@ -107,6 +110,7 @@ static int start_current(gt_chain_t *ch, const char **code)
         const gt_rt_instance_t *rt = runtime_of(ch->env, m);
         ch->sub = *ch->spec;
         ch->sub.model = m;
+        ch->sub.retries_spent = ch->retries;
         if (!rt) {
             *code = "unsupported_runtime";
         } else if (ch->cur + 1 < ch->n_models && rt->ops->unavailable(rt->ctx, m)) {

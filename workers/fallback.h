@@ -1,7 +1,10 @@
 /* fallback.h - runs a task on its model, then on the model's fallbacks in order
  * when the model cannot serve it: its endpoint's breaker is open, or its
  * runtime says the error may go elsewhere (gt_runtime_ops_t.may_fall_back).
- * Knows runtimes only through runtime.h: any runtime may be a fallback. */
+ * Knows runtimes only through runtime.h: any runtime may be a fallback. The
+ * task has one retry budget: each model gets its first try, and its retries
+ * count on from what the models before it spent (a fallback never restarts
+ * the retry count, so a chain of n models makes at most max_retries + n calls). */
 #ifndef GT_FALLBACK_H
 #define GT_FALLBACK_H
 

@@ -64,7 +64,8 @@ struct gt_hai_call {
 
     unsigned seq; /* bumped when the request in flight is abandoned */
     int op;
-    int retry;     /* retries done for op */
+    int retry;     /* retries done for op (allocate and inference count on from retries_spent) */
+    int retries;   /* the task's retries spent: the most an allocate or inference took */
     int in_flight; /* a request of the current seq is in flight */
     int waiting;   /* the timer is armed for the next attempt */
     int finished;  /* cb ran or the call was cancelled */
@@ -236,7 +237,9 @@ static void breaker_verdict(gt_hai_call_t *call, int ok)
 static void op_begin(gt_hai_call_t *call, int op)
 {
     call->op = op;
-    call->retry = 0;
+    /* A release is this call's own duty (and may run after the task's
+     * callback, when spec is gone); the other operations share the task's budget. */
+    call->retry = op == OP_RELEASE ? 0 : call->base.spec->retries_spent;
     call->op_start[op] = gt_clock_mono_ms();
     op_span_start(call, op);
     send_attempt(call);
@@ -641,6 +644,8 @@ static void on_response(const gt_http_response_t *resp, void *arg)
         }
     }
     op_end(call);
+    if (op != OP_RELEASE && call->retry > call->retries)
+        call->retries = call->retry;
     if (op == OP_RELEASE) {
         /* Still held: the process keeps trying (the task's result does not wait for it). */
         gt_log(GT_LOG_WARN, &ctx,
@@ -693,6 +698,7 @@ static void finish(gt_hai_call_t *call)
         out.provider = "hostedai";
         out.allocation_id = call->allocation_id;
         out.attempts = call->base.attempts;
+        out.retries = call->retries;
         out.prompt_tokens = call->prompt_tokens;
         out.completion_tokens = call->completion_tokens;
         out.allocate_ms = call->op_ms[OP_ALLOCATE];
@@ -725,6 +731,7 @@ gt_hai_call_t *gt_hai_start(const gt_hai_env_t *env, const gt_task_spec_t *spec,
         goto fail;
     call->env = env;
     call->pool = pool;
+    call->retries = spec->retries_spent;
     call->cb = cb;
     call->cb_arg = arg;
     for (int i = 0; i < OP_COUNT; i++)

@@ -212,6 +212,7 @@ static void finish(gt_prov_call_t *call)
     out.output = call->base.status == GT_TASK_SUCCEEDED ? call->base.output : NULL;
     out.provider = call->ps->p->name;
     out.attempts = call->base.attempts;
+    out.retries = call->retry;
     out.prompt_tokens = call->prompt_tokens > 0 ? call->prompt_tokens : 0;
     out.completion_tokens = call->completion_tokens > 0 ? call->completion_tokens : 0;
     out.allocate_ms = call->slot_start ? call->slot_ms : -1;
@@ -537,6 +538,7 @@ gt_prov_call_t *gt_prov_start(gt_prov_engine_t *e, const gt_task_spec_t *spec, g
     }
     call->e = e;
     call->ps = ps;
+    call->retry = spec->retries_spent;
     call->cb = cb;
     call->cb_arg = arg;
     call->start_mono = gt_clock_mono_ms();

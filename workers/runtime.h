@@ -22,6 +22,10 @@ typedef struct gt_task_spec {
     const gt_model_t *model;
     const char *traceparent;  /* W3C trace context from the task message, or NULL */
     int64_t deadline_mono_ms; /* gt_clock_mono_ms() bound for every call, INT64_MAX: none */
+    /* Retries the task already spent on earlier models of its fallback chain:
+     * a runtime counts its retries from here, so a fallback gets its first try
+     * but never a fresh retry budget (fallback.c). 0 for the task's model. */
+    int retries_spent;
 } gt_task_spec_t;
 
 /* What a runtime reports when a task ends. Valid only during the callback; the
@@ -41,6 +45,7 @@ typedef struct gt_task_outcome {
     double allocation_seconds;                     /* allocate response to release response */
     int64_t capacity_wait_ms;              /* waited for pool capacity; -1 (or 0): no wait */
     int64_t request_bytes, response_bytes; /* of the inference call */
+    int retries; /* the task's retries spent when the call ended, spec->retries_spent included */
 } gt_task_outcome_t;
 
 /* Fire-and-forget event publisher (gantry.event.v1); steals data. */

@@ -118,6 +118,11 @@ static void check_usage(json_t *s, const char *field)
     usage_want = summary_int(s, field);
     CU_ASSERT(th_poll(usage_done, NULL, 30000));
     TH_EQ_INT(usage_rows(usage_batch), usage_want);
+    /* every one marked batch traffic (priced by the book's batch versions) */
+    char sql[256];
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM usage WHERE request_id LIKE '%s:%%' AND batch",
+             usage_batch);
+    TH_EQ_INT(th_sql_long(cl.conninfo, sql), usage_want);
 }
 
 static char event_sql[256];
@@ -180,17 +185,21 @@ static void test_openai_cancel(void)
     check_usage(s, "completed"); /* billed exactly for what ran */
     check_event(s, "batch.cancelled");
     /* No task starts after the cancel: lines not yet published never are, and
-     * the dispatcher cancels the published ones (issue 16's cancellation: where
-     * it is not merged yet, published lines run to their end, still before
-     * this bound). 1 s covers the control message's way to the dispatcher. */
+     * no task of a published line starts once its job's cancel is durable
+     * (jobs.cancelled_at; the start gate's statement and the cancel's are
+     * serialised on the row, 50 ms covers two statements' start times). */
     char sql[512];
     const char *id = json_string_value(json_object_get(s, "batch_id"));
     snprintf(sql, sizeof(sql),
-             "SELECT count(*) FROM tasks t, api_batches b WHERE b.batch_id = '%s' AND"
-             " t.request_id LIKE b.batch_id || ':%%' AND t.queued_at > b.cancelling_at"
-             " + interval '1 second'",
+             "SELECT count(*) FROM jobs j JOIN tasks t USING (request_id)"
+             " WHERE j.request_id LIKE '%s:%%' AND j.cancelled_at IS NOT NULL"
+             " AND t.started_at > j.cancelled_at + interval '50 milliseconds'",
              id);
     TH_EQ_INT(th_sql_long(cl.conninfo, sql), 0);
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM jobs WHERE request_id LIKE '%s:%%' AND cancelled_at IS NOT NULL",
+             id);
+    CU_ASSERT(th_sql_long(cl.conninfo, sql) > 0); /* published lines were cancelled as jobs */
     snprintf(sql, sizeof(sql),
              "SELECT count(*) FROM api_batch_lines WHERE batch_id = '%s' AND NOT published", id);
     CU_ASSERT(th_sql_long(cl.conninfo, sql) > 0); /* cancelled before they went out */

@@ -2,7 +2,9 @@
  * identical requests make one provider call and 999 results with cached:true,
  * billed per the price book (zero: the ('cache', '*') list price); the same
  * input from another tenant is a miss; an expired entry is a miss; a failed
- * call is not cached; `gantry cache purge` empties a tenant's entries; while
+ * call is not cached; a hit whose dispatcher died between storing and
+ * publishing it is published by the claim sweep with its charge; `gantry
+ * cache purge` empties a tenant's entries; while
  * the cache table cannot be read, requests wait (no provider call, no result,
  * no dead letter) and all complete once it can. */
 #include <libpq-fe.h>
@@ -124,6 +126,48 @@ static void test_identical_one_call(void)
     TH_EQ_INT(usage_rows_sql("request_id LIKE 'same-%' AND provider = 'hostedai'"), 1);
     TH_EQ_INT(
         th_sql_long(cl.conninfo, "SELECT count(*) FROM response_cache WHERE tenant_id = 't1'"), 1);
+}
+
+static int swept(void *arg)
+{
+    (void)arg;
+    return th_results_for(&cl, "swept-0000", NULL) >= 1 &&
+           usage_rows_sql("request_id = 'swept-0000'") >= 1;
+}
+
+/* Intake stores a hit as the job's answer with its usage event, then
+ * publishes both. A dispatcher that dies in between leaves a stale claim:
+ * the sweep publishes the stored answer, and its charge with it. */
+static void test_swept_hit_is_billed(void)
+{
+    TH_EQ_INT(th_sql_long(cl.conninfo, "SELECT count(*) FROM jobs WHERE request_id LIKE 'same-%'"
+                                       " AND answer_usage->>'provider' = 'cache'"),
+              IDENTICAL - 1);
+    /* A hit as a dead dispatcher left it: stored, claimed, never published. */
+    TH_EQ_INT(
+        th_sql_long(cl.conninfo,
+                    "CREATE TEMP TABLE dead AS SELECT * FROM jobs WHERE request_id LIKE 'same-%'"
+                    "  AND answer_usage IS NOT NULL LIMIT 1;"
+                    " UPDATE dead SET request_id = 'swept-0000', status = 'completing',"
+                    "  claimed_by = 'dispatcher-dead', claimed_incarnation = 'dead',"
+                    "  claimed_at = now() - interval '1 hour', result_stored_at = now(),"
+                    "  completed_at = NULL, source_offset = NULL,"
+                    "  result = jsonb_set(result, '{request_id}', '\"swept-0000\"'),"
+                    "  answer_usage = answer_usage || '{\"request_id\": \"swept-0000\","
+                    "   \"task_id\": \"swept-0000/0\", \"event_id\": \"swept-0000/0:usage\"}';"
+                    " INSERT INTO jobs SELECT * FROM dead;"
+                    " SELECT count(*) FROM jobs WHERE request_id = 'swept-0000'"),
+        1);
+    CU_ASSERT_FATAL(th_poll(swept, NULL, 60000));
+    const char *status = NULL;
+    TH_EQ_INT(th_results_for(&cl, "swept-0000", &status), 1);
+    TH_EQ_STR(status, "succeeded");
+    TH_EQ_INT(usage_rows_sql("request_id = 'swept-0000' AND provider = 'cache'"), 1);
+    TH_EQ_INT(th_sql_long(cl.conninfo, "SELECT count(*) FROM jobs WHERE request_id = 'swept-0000'"
+                                       " AND status = 'succeeded'"),
+              1);
+    want_results++;
+    usage_want++;
 }
 
 static void test_other_tenant_misses(void)
@@ -286,6 +330,7 @@ int main(void)
     static const th_test_t tests[] = {
         {"start", test_start},
         {"1,000 identical requests make one provider call", test_identical_one_call},
+        {"a hit the claim sweep publishes is billed", test_swept_hit_is_billed},
         {"another tenant's identical input is a miss", test_other_tenant_misses},
         {"an expired entry is a miss", test_expired_misses},
         {"a failed call is not cached", test_failure_not_cached},

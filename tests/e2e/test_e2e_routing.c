@@ -5,7 +5,10 @@
  * mock HostedAI servers of 20, 50 and 200 ms: latency sends >= 80 % of 2,000
  * requests to the fastest; the fastest is killed mid-run (its traffic shifts,
  * through the worker's breaker.opened event, no request is lost: its
- * fallback serves) and started again on its port (it comes back). */
+ * fallback serves) and started again on its port (it comes back); and
+ * cost: three mock HostedAI pools priced 1, 2 and 3 with capacities 20, 40
+ * and unbounded get a trickle all on the cheapest, then a burst that fills
+ * the cheapest to its capacity (never past it) and spills in price order. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,8 +112,9 @@ static int results_want(void *arg)
     return th_topic_count(cl.bootstrap, "gantry.results") >= want;
 }
 
-/* Per deployment (0 fast, 1 mid, 2 slow), results of ids prefix-N with N in [from, to). */
-static void by_deployment(const char *prefix, long by[3], long *failed)
+/* Results of ids starting with prefix per deployment names[0..2], and the
+ * ones that did not succeed. */
+static void by_names(const char *prefix, const char *const names[3], long by[3], long *failed)
 {
     by[0] = by[1] = by[2] = 0;
     *failed = 0;
@@ -124,31 +128,40 @@ static void by_deployment(const char *prefix, long by[3], long *failed)
         if (rid && strncmp(rid, prefix, strlen(prefix)) == 0) {
             if (strcmp(json_string_value(json_object_get(r, "status")), "succeeded") != 0)
                 (*failed)++;
-            else if (dep && strcmp(dep, "lat-fast") == 0)
-                by[0]++;
-            else if (dep && strcmp(dep, "lat-mid") == 0)
-                by[1]++;
-            else if (dep && strcmp(dep, "lat-slow") == 0)
-                by[2]++;
+            else
+                for (int k = 0; k < 3; k++)
+                    by[k] += dep && strcmp(dep, names[k]) == 0;
         }
         json_decref(r);
     }
     json_decref(all);
 }
 
-static void submit_n(const char *prefix, int n)
+/* Per deployment (0 fast, 1 mid, 2 slow). */
+static void by_deployment(const char *prefix, long by[3], long *failed)
+{
+    static const char *const names[3] = {"lat-fast", "lat-mid", "lat-slow"};
+    by_names(prefix, names, by, failed);
+}
+
+static void submit_model(const char *prefix, int n, const char *model)
 {
     size_t cap = (size_t)n * 200, off = 0;
     char *text = malloc(cap);
     for (int i = 0; i < n; i++)
         off += (size_t)snprintf(text + off, cap - off,
                                 "{\"schema\":\"gantry.request.v1\",\"request_id\":\"%s-%05d\","
-                                "\"tenant_id\":\"t1\",\"kind\":\"generate\",\"model\":\"lat\","
+                                "\"tenant_id\":\"t1\",\"kind\":\"generate\",\"model\":\"%s\","
                                 "\"input\":\"%s %d\"}\n",
-                                prefix, i, prefix, i);
+                                prefix, i, model, prefix, i);
     want += n;
     CU_ASSERT_FATAL(th_cluster_submit(&cl, th_tmpfile(".jsonl", text)) == 0);
     free(text);
+}
+
+static void submit_n(const char *prefix, int n)
+{
+    submit_model(prefix, n, "lat");
 }
 
 static void test_latency_and_failover(void)
@@ -233,11 +246,80 @@ static void test_latency_and_failover(void)
     th_proc_stop(&mid, SIGTERM, 10000);
 }
 
+/* Per deployment: cost-cheap, cost-mid, cost-dear. */
+static void by_cost(const char *prefix, long by[3], long *failed)
+{
+    static const char *const names[3] = {"cost-cheap", "cost-mid", "cost-dear"};
+    by_names(prefix, names, by, failed);
+}
+
+static long peak_of(const char *addr)
+{
+    char url[256];
+    snprintf(url, sizeof(url), "http://%s/v1/stats", addr);
+    json_t *doc = th_http_json(url, "e2e-secret-key");
+    long v = doc ? (long)json_integer_value(json_object_get(doc, "peak_concurrent_requests")) : -1;
+    json_decref(doc);
+    return v;
+}
+
+static void test_cost_spill(void)
+{
+    th_proc_t cheap, midp;
+    char cheap_addr[128], mid_addr[128], extra3[2048];
+    CU_ASSERT_FATAL(start_mock(&cheap, "0", "200-200", cheap_addr, sizeof(cheap_addr)) == 0);
+    CU_ASSERT_FATAL(start_mock(&midp, "0", "200-200", mid_addr, sizeof(mid_addr)) == 0);
+    snprintf(extra3, sizeof(extra3),
+             "{\"pools\": {\"pool-cheap\": {\"endpoint\": \"http://%s\", \"api_key\": "
+             "\"e2e-secret-key\"},"
+             "  \"pool-mid\": {\"endpoint\": \"http://%s\", \"api_key\": \"e2e-secret-key\"}},"
+             " \"models\": {"
+             "  \"cost-cheap\": {\"pool\": \"pool-cheap\", \"lane\": \"small\"},"
+             "  \"cost-mid\": {\"pool\": \"pool-mid\", \"lane\": \"small\"},"
+             "  \"cost-dear\": {\"pool\": \"pool-a\", \"lane\": \"small\"},"
+             "  \"cost\": {\"strategy\": \"cost\", \"deployments\": ["
+             "    {\"model\": \"cost-dear\", \"price_micros\": 3},"
+             "    {\"model\": \"cost-cheap\", \"price_micros\": 1, \"max_in_flight\": 20},"
+             "    {\"model\": \"cost-mid\", \"price_micros\": 2, \"max_in_flight\": 40}]}}}",
+             cheap_addr, mid_addr);
+    th_cluster_opts_t o = {
+        .workers = 1, .worker_in_flight = 256, .latency = "200-200", .extra_config = extra3};
+    CU_ASSERT_FATAL(th_cluster_start(&cl, &o) == 0);
+    want = 0;
+    long by[3], failed;
+    /* A trickle (never 20 at once): all on the cheapest. */
+    submit_model("trickle", 10, "cost");
+    CU_ASSERT_FATAL(th_poll(results_want, NULL, 60000));
+    by_cost("trickle-", by, &failed);
+    TH_EQ_INT(failed, 0);
+    TH_EQ_INT(by[0], 10);
+    /* A burst: the cheapest is filled to its capacity, then the next, then the dearest. */
+    submit_model("burst", 600, "cost");
+    CU_ASSERT_FATAL(th_poll(results_want, NULL, 240000));
+    by_cost("burst-", by, &failed);
+    long peak_cheap = peak_of(cheap_addr), peak_mid = peak_of(mid_addr);
+    fprintf(stderr,
+            "  cost burst: cheap %ld (peak %ld at the pool) / mid %ld (peak %ld) / dear %ld,"
+            " failed %ld\n",
+            by[0], peak_cheap, by[1], peak_mid, by[2], failed);
+    TH_EQ_INT(failed, 0);
+    TH_EQ_INT(by[0] + by[1] + by[2], 600);
+    CU_ASSERT(by[0] >= 20 && by[1] >= 40 && by[2] > 0);
+    /* Capacity is the router's tasks in flight: a release may overlap the next allocate. */
+    CU_ASSERT(peak_cheap >= 1 && peak_cheap <= 24); /* >= 1: the stat is read */
+    CU_ASSERT(peak_mid >= 1 && peak_mid <= 46);
+    TH_EQ_INT(th_check_one_result_each(&cl, want), 0);
+    th_cluster_stop(&cl);
+    th_proc_stop(&cheap, SIGTERM, 10000);
+    th_proc_stop(&midp, SIGTERM, 10000);
+}
+
 int main(void)
 {
     static const th_test_t tests[] = {
         {"weighted 1:2:1 through the pipeline", test_weighted_pipeline},
         {"latency, and a deployment killed and restarted", test_latency_and_failover},
+        {"cost: the cheapest to its capacity, then spill in price order", test_cost_spill},
         {NULL, NULL},
     };
     return th_run("e2e_routing", tests);

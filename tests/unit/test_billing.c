@@ -433,9 +433,9 @@ static void test_cli(void)
     TH_EQ_INT(cli(cfg, out, sizeof(out), "migrate", NULL, NULL, NULL, NULL, NULL, NULL), 0);
     const char *prices = th_src("deploy/prices.example.json");
     TH_EQ_INT(cli(cfg, out, sizeof(out), "prices", "load", "--file", prices, NULL, NULL, NULL), 0);
-    CU_ASSERT(strstr(out, "5 price(s) loaded, 0 already loaded") != NULL);
+    CU_ASSERT(strstr(out, "6 price(s) loaded, 0 already loaded") != NULL);
     TH_EQ_INT(cli(cfg, out, sizeof(out), "prices", "load", "--file", prices, NULL, NULL, NULL), 0);
-    CU_ASSERT(strstr(out, "0 price(s) loaded, 5 already loaded") != NULL);
+    CU_ASSERT(strstr(out, "0 price(s) loaded, 6 already loaded") != NULL);
     const char *bad = th_tmpfile(".json", "{\"prices\": [{\"provider\": \"x\", \"model\": \"y\","
                                           " \"currency\": \"USD\", \"prompt_per_1k_micros\": 1.5,"
                                           " \"effective_from\": \"2026-01-01T00:00:00Z\"}]}");
@@ -534,6 +534,20 @@ static void test_ledger_costing_matches_price_for(void)
              "\"effective_from\":\"2026-05-01T00:00:00Z\",\"prompt_per_1k_micros\":11}");
     price(c, "{\"provider\":\"hostedai\",\"model\":\"*\",\"tenant_id\":\"vip\",\"currency\":"
              "\"USD\",\"effective_from\":\"2026-07-01T00:00:00Z\",\"prompt_per_1k_micros\":13}");
+    /* batch versions: the list price of m1, and vip's '*' price */
+    price(c, "{\"provider\":\"hostedai\",\"model\":\"m1\",\"batch\":true,\"currency\":\"USD\","
+             "\"effective_from\":\"2026-03-01T00:00:00Z\",\"prompt_per_1k_micros\":750}");
+    price(c, "{\"provider\":\"hostedai\",\"model\":\"*\",\"tenant_id\":\"vip\",\"batch\":true,"
+             "\"currency\":\"USD\",\"effective_from\":\"2026-08-01T00:00:00Z\","
+             "\"prompt_per_1k_micros\":6}");
+    /* every other event is a line of a batch API's batch */
+    CU_ASSERT(run(c,
+                  "INSERT INTO api_batches (batch_id, tenant_id, flavor, endpoint, status,"
+                  " expires_at) VALUES ('batch_c', 't1', 'openai', '/v1/chat/completions',"
+                  " 'in_progress', now() + interval '1 day');"
+                  " INSERT INTO api_batch_lines (batch_id, line, custom_id, request_id)"
+                  " SELECT 'batch_c', g, 'x' || g, 'r-c' || g FROM generate_series(0, 400, 2) g") ==
+              0);
     static const char *const tenants[] = {"t1", "vip"};
     static const char *const models[] = {"m1", "m2"};
     static const char *const providers[] = {"hostedai", "cache", "nobody"};
@@ -561,7 +575,8 @@ static void test_ledger_costing_matches_price_for(void)
     TH_EQ_INT(ledger(c, batch), n);
     /* billing_price_for is the reference (row by row, as the ledger did before) */
     TH_EQ_INT(num(c, "SELECT count(*) FROM usage u LEFT JOIN LATERAL billing_price_for("
-                     "u.tenant_id, u.provider, u.model, u.occurred_at, u.tflops, u.vram_mb) p"
+                     "u.tenant_id, u.provider, u.model, u.occurred_at, u.tflops, u.vram_mb,"
+                     " u.batch) p"
                      " ON true WHERE u.price_id IS DISTINCT FROM p.price_id"
                      " OR u.allocation_rate_micros IS DISTINCT FROM p.allocation_second_micros"
                      " OR (p.price_id IS NOT NULL AND (u.cost_prompt_micros IS DISTINCT FROM"
@@ -575,8 +590,45 @@ static void test_ledger_costing_matches_price_for(void)
               num(c, "SELECT count(*) FROM prices"));
     CU_ASSERT(num(c, "SELECT count(*) FROM usage WHERE price_id IS NULL") > 0);
     CU_ASSERT(num(c, "SELECT count(DISTINCT allocation_rate_micros) FROM usage") >= 4);
+    TH_EQ_INT(num(c, "SELECT count(*) FROM usage WHERE batch"), n / 2);
     /* 1.2345 as a double is 1.2344999999999999 (what jansson prints, as before) */
     TH_EQ_INT(num(c, "SELECT count(*) FROM usage WHERE allocation_seconds <> 1.234"), 0);
+    PQfinish(c);
+}
+
+/* A batch API's line pays the batch version of its price; other traffic the
+ * price as before; a tenant's own price stays its price for batch work unless
+ * it has its own batch version too. */
+static void test_batch_price(void)
+{
+    PGconn *c = db();
+    price(c, price_m1_v1);
+    static const char batch_m1[] =
+        "{\"provider\":\"hostedai\",\"model\":\"m1\",\"batch\":true,\"currency\":\"USD\","
+        "\"effective_from\":\"2026-01-01T00:00:00Z\",\"prompt_per_1k_micros\":750}";
+    price(c, batch_m1);
+    price(c, batch_m1); /* the same version again: unchanged */
+    TH_EQ_INT(num(c, "SELECT count(*) FROM prices WHERE batch"), 1);
+    /* the same batch version with other figures is refused */
+    CU_ASSERT(run(c, "SELECT billing_load_price('{\"provider\":\"hostedai\",\"model\":\"m1\","
+                     "\"batch\":true,\"currency\":\"USD\",\"effective_from\":"
+                     "\"2026-01-01T00:00:00Z\",\"prompt_per_1k_micros\":1}', 't')") != 0);
+    price(c, "{\"provider\":\"hostedai\",\"model\":\"m1\",\"tenant_id\":\"vip\",\"currency\":"
+             "\"USD\",\"effective_from\":\"2026-01-01T00:00:00Z\",\"prompt_per_1k_micros\":7}");
+    CU_ASSERT(run(c, "INSERT INTO api_batches (batch_id, tenant_id, flavor, endpoint, status,"
+                     " expires_at) VALUES ('batch_p', 't1', 'openai', '/v1/chat/completions',"
+                     " 'in_progress', now() + interval '1 day');"
+                     " INSERT INTO api_batch_lines (batch_id, line, custom_id, request_id) VALUES"
+                     " ('batch_p', 1, 'a', 'r-bt1'), ('batch_p', 2, 'b', 'r-bvip')") == 0);
+    TH_EQ_INT(one(c, "bt1", "t1", "m1", 1000, 0, "0", "2026-02-01T00:00:00Z"), 1);
+    TH_EQ_INT(one(c, "ot1", "t1", "m1", 1000, 0, "0", "2026-02-01T00:00:00Z"), 1);
+    TH_EQ_INT(one(c, "bvip", "vip", "m1", 1000, 0, "0", "2026-02-01T00:00:00Z"), 1);
+    TH_EQ_INT(num(c, "SELECT cost_prompt_micros FROM usage WHERE event_id = 'bt1' AND batch"), 750);
+    TH_EQ_INT(num(c, "SELECT cost_prompt_micros FROM usage WHERE event_id = 'ot1' AND NOT batch"),
+              1500);
+    TH_EQ_INT(num(c, "SELECT cost_prompt_micros FROM usage WHERE event_id = 'bvip' AND batch"), 7);
+    /* its own price_id: the invoice shows batch work on its own line */
+    TH_EQ_INT(num(c, "SELECT count(DISTINCT price_id) FROM usage"), 3);
     PQfinish(c);
 }
 
@@ -812,6 +864,7 @@ int main(void)
         {"tenants.<id>.budget configuration", test_budget_config},
         {"ledger: set-based costing equals billing_price_for",
          test_ledger_costing_matches_price_for},
+        {"batch traffic pays its own price", test_batch_price},
         {"ledger: a duplicate in a batch and across batches is charged once",
          test_ledger_duplicates_charged_once},
         {"ledger: overlapping batches on two connections charge once",

@@ -317,7 +317,11 @@ static int env_up(void)
         "    \"retry\": {\"max_retries\": 2, \"base_ms\": 10}},"
         "  \"limited\": {\"runtime\": \"openai\", \"endpoint\": \"http://%s\", \"api_key\": \"%s\","
         "    \"max_in_flight\": 8},"
-        "  \"slow\": {\"runtime\": \"openai\", \"endpoint\": \"http://%s\", \"api_key\": \"%s\"}},"
+        "  \"slow\": {\"runtime\": \"openai\", \"endpoint\": \"http://%s\", \"api_key\": \"%s\"},"
+        "  \"flaky\": {\"runtime\": \"openai\", \"endpoint\": \"http://%s\", \"api_key\": \"%s\","
+        "    \"retry\": {\"max_retries\": 2, \"base_ms\": 10}},"
+        "  \"flaky-b\": {\"runtime\": \"openai\", \"endpoint\": \"http://%s\", \"api_key\": \"%s\","
+        "    \"retry\": {\"max_retries\": 2, \"base_ms\": 10}}},"
         " \"models\": {"
         "  \"gpt\": {\"provider\": \"main\", \"provider_model\": \"gpt-4o-mini\", \"lane\": "
         "\"prov\"},"
@@ -329,12 +333,15 @@ static int env_up(void)
         "  \"local-slow\": {\"runtime\": \"hostedai\", \"pool\": \"slowpool\", \"lane\": \"prov\","
         "    \"requirements\": {\"tflops\": 1, \"vram_mb\": 1024}},"
         "  \"sluggish\": {\"provider\": \"slow\", \"lane\": \"prov\"},"
+        "  \"chained\": {\"provider\": \"flaky\", \"lane\": \"prov\", \"fallbacks\": "
+        "[\"chained-b\"]},"
+        "  \"chained-b\": {\"provider\": \"flaky-b\", \"lane\": \"prov\"},"
         "  \"capped\": {\"provider\": \"limited\", \"lane\": \"limited\"}},"
         " \"worker\": {\"max_in_flight\": 64, \"heartbeat_ms\": 200,"
         "   \"retry\": {\"max_retries\": 3, \"base_ms\": 20, \"max_ms\": 3000}},"
         " \"log\": {\"level\": \"info\"}}",
         E.bootstrap, E.conninfo, E.pool_a, KEY, E.slowpool_a, KEY, E.main_a, KEY, E.storm_a, KEY,
-        E.limited_a, KEY, E.slow_a, KEY);
+        E.limited_a, KEY, E.slow_a, KEY, E.main_a, KEY, E.main_a, KEY);
     E.config = th_tmpfile(".json", cfg);
     E.results = json_object();
     E.usage = json_object();
@@ -596,6 +603,27 @@ static void test_breaker_and_fallback(void)
     TH_EQ_INT(stat_of(E.pool_a, "outstanding_allocations"), 0);
 }
 
+/* A fallback does not restart the retry count: the model spends 1 + 2
+ * retries, its fallback then gets its first try and no retry of its own
+ * (both fail here: the same mock answers 503 for both providers). */
+static void test_fallback_shares_retries(void)
+{
+    CU_ASSERT_FATAL(env_up() == 0);
+    long long before = stat_of(E.main_a, "requests_total");
+    force_status(E.main_a, 503);
+    publish("p-chain", "chained", "generate", json_string("try everything"), "prov", 0);
+    flush_tasks();
+    json_t *r = result_of("p-chain");
+    force_status(E.main_a, 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    TH_EQ_STR(str_at(r, "status"), "failed");
+    TH_EQ_INT(stat_of(E.main_a, "requests_total") - before, 4);
+    json_t *attempts = json_object_get(r, "attempts");
+    TH_EQ_INT(json_array_size(attempts), 4);
+    TH_EQ_STR(str_at(json_array_get(attempts, 2), "model"), "chained");
+    TH_EQ_STR(str_at(json_array_get(attempts, 3), "model"), "chained-b");
+}
+
 /* A deadline reached during a provider call ends the task as expired. */
 static void test_provider_deadline(void)
 {
@@ -773,6 +801,7 @@ int main(void)
         {"request format and usage over loopback", test_request_and_usage},
         {"429 with Retry-After honoured", test_retry_after},
         {"503 storm: breaker, fallback, deadline, half-open recovery", test_breaker_and_fallback},
+        {"a fallback does not restart the retry count", test_fallback_shares_retries},
         {"deadline during a provider call", test_provider_deadline},
         {"two workers share a provider limit of 8", test_shared_limit},
         {"slot acquire is safe to re-run", test_slot_acquire_rerun},

@@ -218,6 +218,34 @@ static void test_event_cools(void)
     gt_config_free(cfg);
 }
 
+/* Two dispatchers share capacity: A's in-flight snapshot (sent with its
+ * reaper's probe) fills the cheapest deployment for B, which then spills
+ * without having routed anything itself; once A's snapshot is stale, B
+ * sees the capacity free again. */
+static void test_peer_capacity(void)
+{
+    gt_config_t *cfg = config("cost", NULL);
+    const gt_model_t *m = gt_config_model(cfg, "m");
+    gt_router_t *a = gt_router_new(1), *b = gt_router_new(2);
+    const char *why;
+    for (int i = 0; i < 10; i++) /* d-mid: the cheapest, capacity 10 */
+        TH_EQ_STR(gt_router_pick(a, cfg, m, 1000, &why)->name, "d-mid");
+    json_t *snap = gt_router_snapshot(a);
+    TH_EQ_INT(json_integer_value(json_object_get(snap, "d-mid")), 10);
+    TH_EQ_STR(gt_router_pick(b, cfg, m, 1000, &why)->name, "d-mid"); /* not told yet */
+    gt_router_release(b, "d-mid");
+    gt_router_peer(b, "dispatcher-a", snap, 1000, 6000);
+    TH_EQ_STR(gt_router_pick(b, cfg, m, 1001, &why)->name, "d-slow");
+    TH_EQ_STR(why, "cost_spill");
+    gt_router_release(b, "d-slow");
+    gt_router_peer(b, NULL, NULL, 8000, 6000); /* A went silent: its share is free */
+    TH_EQ_STR(gt_router_pick(b, cfg, m, 8001, &why)->name, "d-mid");
+    json_decref(snap);
+    gt_router_free(a);
+    gt_router_free(b);
+    gt_config_free(cfg);
+}
+
 static void test_config_refused(void)
 {
     char err[1024];
@@ -238,6 +266,7 @@ int main(void)
         {"least_busy keeps in-flight close", test_least_busy},
         {"a failing deployment cools down and returns", test_failing_deployment},
         {"a breaker.opened event cools a deployment", test_event_cools},
+        {"capacity counts the other dispatchers' tasks", test_peer_capacity},
         {"bad deployments are refused", test_config_refused},
         {NULL, NULL},
     };

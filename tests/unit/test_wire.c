@@ -1140,7 +1140,8 @@ static void test_through_engine(void)
                                NULL,
                                gt_config_model(cfg, cases[i].model),
                                TRACEPARENT,
-                               INT64_MAX};
+                               INT64_MAX,
+                               0};
         done_t d = {0};
         const char *code = NULL;
         gt_prov_call_t *call = gt_prov_start(e, &spec, on_done, &d, &code);

@@ -15,7 +15,8 @@ static void prices_usage(FILE *f)
                "load: adds the price book entries of FILE (format: deploy/prices.example.json,\n"
                "docs/billing.md) in one transaction. An entry already loaded with the same\n"
                "figures is skipped; one with other figures is refused (prices are versioned:\n"
-               "add a new entry with a later effective_from). list: every version loaded.\n"
+               "add a new entry with a later effective_from). \"batch\": true prices only the\n"
+               "lines of batch API batches (gantry-api). list: every version loaded.\n"
                "\n"
                "  -c, --config FILE  configuration (default ./" GT_CLI_DEFAULT_CONFIG ")\n"
                "  -f, --file FILE    price book (JSON)\n"
@@ -35,6 +36,7 @@ static int check_entry(json_t *e, const char *currency, char *err, size_t len)
                                        "request_micros",
                                        "allocation_second_micros",
                                        "gpu_classes",
+                                       "batch",
                                        NULL};
     if (!json_is_object(e))
         return snprintf(err, len, "must be an object"), -1;
@@ -65,6 +67,9 @@ static int check_entry(json_t *e, const char *currency, char *err, size_t len)
     }
     if (classes && !json_is_array(classes))
         return snprintf(err, len, "gpu_classes must be an array"), -1;
+    json_t *batch = json_object_get(e, "batch");
+    if (batch && !json_is_boolean(batch))
+        return snprintf(err, len, "batch must be true or false"), -1;
     return 0;
 }
 
@@ -163,8 +168,10 @@ int gt_cli_prices(int argc, char **argv)
             " to_char(effective_from AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS"
             " effective_from, prompt_per_1k_micros AS prompt_1k, completion_per_1k_micros AS"
             " completion_1k, request_micros AS request, allocation_second_micros AS alloc_s,"
-            " coalesce(gpu_classes::text, '') AS gpu_classes"
-            " FROM finance_prices ORDER BY provider, model, tenant_id NULLS FIRST, effective_from",
+            " coalesce(gpu_classes::text, '') AS gpu_classes,"
+            " CASE WHEN batch THEN 'batch' ELSE 'any' END AS traffic"
+            " FROM finance_prices ORDER BY provider, model, tenant_id NULLS FIRST, batch,"
+            " effective_from",
             0, NULL);
         if (res) {
             gt_cli_print_table(res);
