@@ -5,7 +5,7 @@
 # usage events through the ledger's statement and the invoice run for 10,000
 # tenants. Extra arguments go to gantry-bench-ledger (--events N --tenants T ...).
 #
-#   bash bench/ledger.sh [--events N] [--tenants T] [--batch B] [--in-flight F]
+#   bash bench/ledger.sh [--events N] [--tenants T] [--batch B] [--in-flight F] [--connections K]
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 build=${GANTRY_BUILD_DIR:-$here/build}

@@ -281,12 +281,13 @@ static void load_dispatcher(gt_cfg_ctx_t *c, gt_config_t *cfg)
 
 static void load_ledger(gt_cfg_ctx_t *c, gt_config_t *cfg)
 {
-    static const char *const lkeys[] = {"batch_size", "flush_ms", NULL};
+    static const char *const lkeys[] = {"batch_size", "flush_ms", "connections", NULL};
     json_t *l = gt_cfg_obj(c, cfg->root, "ledger", "", 0);
     if (l)
         gt_cfg_check_keys(c, l, "ledger", lkeys);
     cfg->ledger_batch_size = (int)gt_cfg_int(c, l, "batch_size", "ledger", 500, 1, 100000);
     cfg->ledger_flush_ms = gt_cfg_int(c, l, "flush_ms", "ledger", 50, 1, 60000);
+    cfg->ledger_connections = (int)gt_cfg_int(c, l, "connections", "ledger", 2, 1, 16);
 }
 
 /* tenants.<id>.cache: the response cache (docs/routing.md, dispatcher/cache.h). */

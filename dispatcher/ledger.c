@@ -11,9 +11,13 @@
 #include "message.h"
 #include "trace.h"
 
+#define LEDGER_MAX_CONNS 16
+
 struct gt_ledger {
     gt_dispatcher_t *d;
     gt_consumer_t *consumer;
+    gt_pg_t *pg[LEDGER_MAX_CONNS]; /* [0] is d->pg_ledger; the others are the ledger's own */
+    int npg;
     uv_timer_t timer;
     gt_msg_t **msgs;        /* the batch being filled */
     json_t *events;         /* its events, same order (for inserting one by one) */
@@ -158,12 +162,25 @@ static void maybe_resume(gt_ledger_t *l)
 
 static void on_single(const PGresult *res, const char *err, void *arg);
 
-/* Sends b's rows with the batch statement; cb gets the outcome. */
+/* The connection with the fewest statements waiting (one not up yet keeps its
+ * own, which wait there: gt_pg sends them once it connects). */
+static gt_pg_t *least_busy(const gt_ledger_t *l)
+{
+    gt_pg_t *best = l->pg[0];
+    for (int i = 1; i < l->npg; i++)
+        if (gt_pg_pending(l->pg[i]) < gt_pg_pending(best))
+            best = l->pg[i];
+    return best;
+}
+
+/* Sends b's rows with the batch statement; cb gets the outcome. Batches on
+ * different connections commit in any order: each marks only its own
+ * messages done, and the consumer commits up to the lowest undone offset. */
 static void send_rows(batch_t *b, gt_pg_cb cb)
 {
     const char *params[GT_LEDGER_NPARAMS];
     if (!b->rows || gt_ledger_rows_params(b->rows, params) != 0 ||
-        gt_pg_query(b->l->d->pg_ledger, sql_insert, GT_LEDGER_NPARAMS, params, cb, b) != 0)
+        gt_pg_query(least_busy(b->l), sql_insert, GT_LEDGER_NPARAMS, params, cb, b) != 0)
         cb(NULL, "cannot send query", b);
 }
 
@@ -303,6 +320,13 @@ gt_ledger_t *gt_ledger_new(gt_dispatcher_t *d, char *err, size_t errlen)
         return NULL;
     l->d = d;
     l->cap = d->cfg->ledger_batch_size;
+    l->pg[l->npg++] = d->pg_ledger;
+    while (l->npg < d->cfg->ledger_connections && l->npg < LEDGER_MAX_CONNS) {
+        gt_pg_t *pg = gt_pg_new(d->loop, d->cfg->pg_conninfo);
+        if (!pg)
+            break; /* out of memory: fewer connections, same results */
+        l->pg[l->npg++] = pg;
+    }
     l->msgs = calloc((size_t)l->cap, sizeof(gt_msg_t *));
     l->events = json_array();
     l->rows = gt_ledger_rows_new();
@@ -318,6 +342,8 @@ gt_ledger_t *gt_ledger_new(gt_dispatcher_t *d, char *err, size_t errlen)
     l->consumer = gt_consumer_new(d->loop, d->cfg, &opts, err, errlen);
     if (!l->consumer) {
         uv_close((uv_handle_t *)&l->timer, NULL);
+        for (int i = 1; i < l->npg; i++)
+            gt_pg_free(l->pg[i]);
         json_decref(l->events);
         gt_ledger_rows_free(l->rows);
         free(l->msgs);
@@ -343,6 +369,11 @@ void gt_ledger_drain(gt_ledger_t *l)
 void gt_ledger_close(gt_ledger_t *l)
 {
     flush(l);
+    /* as pg_ledger is freed by the dispatcher: unanswered batches fail as "closed"
+     * and stay undone (redelivered) */
+    for (int i = 1; i < l->npg; i++)
+        gt_pg_free(l->pg[i]);
+    l->npg = 1;
     gt_consumer_close_handles(l->consumer);
     uv_close((uv_handle_t *)&l->timer, NULL);
 }

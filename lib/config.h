@@ -212,6 +212,7 @@ typedef struct gt_config {
     /* ledger */
     int ledger_batch_size;   /* default 500 */
     int64_t ledger_flush_ms; /* default 50 */
+    int ledger_connections;  /* PostgreSQL connections batches spread over, default 2 */
 
     /* reaper */
     int64_t lease_ttl_ms;       /* holder silent this long is dead, default 10000 */

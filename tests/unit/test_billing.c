@@ -723,6 +723,74 @@ static outcome_t ledger_async(const char *conninfo, const char *events)
     return o;
 }
 
+static int both_done(void *arg)
+{
+    const outcome_t *o = arg;
+    return o[0].done && o[1].done;
+}
+
+/* Two connections (ledger.connections) writing overlapping batches at once:
+ * each event is one row and one charge, and the budget rows do not deadlock. */
+static void test_ledger_concurrent_batches(void)
+{
+    char conninfo[512], err[512];
+    CU_ASSERT_FATAL(th_pg_create_db(conninfo, sizeof(conninfo)) == 0);
+    PGconn *c = gt_pg_connect_sync(conninfo, err, sizeof(err));
+    CU_ASSERT_FATAL(c != NULL);
+    CU_ASSERT_FATAL(gt_pg_migrate(c, th_src("migrations"), err, sizeof(err)) >= 0);
+    price(c, price_m1_v1);
+    CU_ASSERT_FATAL(run(c, "INSERT INTO budget_periods (tenant_id, period, currency,"
+                           " monthly_micros) SELECT 't' || i, '2026-10-01', 'USD', 1000000000"
+                           " FROM generate_series(0, 9) i") == 0);
+    static char batch[2][128 * 1024];
+    for (int k = 0; k < 2; k++) {
+        snprintf(batch[k], sizeof(batch[k]), "[");
+        for (int i = 0; i < 300; i++) { /* k = 0: e0..e299, k = 1: e150..e449 */
+            char id[16], tenant[8];
+            snprintf(id, sizeof(id), "e%d", i + 150 * k);
+            snprintf(tenant, sizeof(tenant), "t%d", (i + 150 * k) % 10);
+            add_event(batch[k], sizeof(batch[k]), id, tenant, "hostedai", "m1", "",
+                      "2026-10-02T10:00:00Z");
+        }
+        strcat(batch[k], "]");
+    }
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    gt_pg_t *pg[2];
+    gt_ledger_rows_t *rows[2];
+    outcome_t o[2] = {{0}, {0}};
+    for (int k = 0; k < 2; k++) {
+        json_t *arr = json_loads(batch[k], 0, NULL);
+        const char *params[GT_LEDGER_NPARAMS];
+        pg[k] = gt_pg_new(&loop, conninfo);
+        rows[k] = gt_ledger_rows_new();
+        CU_ASSERT_FATAL(arr && pg[k] && rows[k]);
+        for (size_t i = 0; i < json_array_size(arr); i++)
+            CU_ASSERT_FATAL(gt_ledger_rows_add(rows[k], json_array_get(arr, i)) == 0);
+        CU_ASSERT_FATAL(gt_ledger_rows_params(rows[k], params) == 0);
+        TH_EQ_INT(gt_pg_query(pg[k], gt_ledger_insert_sql(), GT_LEDGER_NPARAMS, params, on_outcome,
+                              &o[k]),
+                  0);
+        json_decref(arr);
+    }
+    CU_ASSERT(th_loop_until(&loop, both_done, o, 60000));
+    TH_EQ_STR(o[0].sqlstate, "");
+    TH_EQ_STR(o[1].sqlstate, "");
+    TH_EQ_INT(o[0].rows + o[1].rows, 450);
+    for (int k = 0; k < 2; k++) {
+        gt_pg_free(pg[k]);
+        gt_ledger_rows_free(rows[k]);
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    TH_EQ_INT(num(c, "SELECT count(*) FROM usage"), 450);
+    TH_EQ_INT(num(c, "SELECT count(*) FROM usage_event_ids"), 450);
+    TH_EQ_INT(num(c, "SELECT sum(usage_rows) FROM budget_periods"), 450);
+    TH_EQ_INT(num(c, "SELECT sum(spent_micros) FROM budget_periods"),
+              num(c, "SELECT sum(cost_micros) FROM usage"));
+    PQfinish(c);
+}
+
 /* A batch whose statement fails mid-way (after some rows went in) leaves
  * nothing behind: a transient failure is retried whole and charges each
  * event once; a permanent one fails the batch with its SQLSTATE and no row. */
@@ -799,6 +867,8 @@ int main(void)
         {"batch traffic pays its own price", test_batch_price},
         {"ledger: a duplicate in a batch and across batches is charged once",
          test_ledger_duplicates_charged_once},
+        {"ledger: overlapping batches on two connections charge once",
+         test_ledger_concurrent_batches},
         {"ledger: a statement failing mid-way is retried whole, or fails whole",
          test_ledger_failed_statement_retried_whole},
         {NULL, NULL},
