@@ -17,6 +17,7 @@
 #include "message.h"
 #include "admin.h"
 #include "metrics.h"
+#include "release.h"
 #include "reload.h"
 #include "trace.h"
 
@@ -103,6 +104,7 @@ static void close_all(app_t *a)
     if (a->d.reaper)
         gt_reaper_close(a->d.reaper);
     gt_coordinator_close(a->d.coordinator);
+    gt_release_close(a->d.release);
     gt_cache_close(a->d.cache);
     gt_moderation_free(a->d.moderation); /* aborts checks in flight; freed as the loop runs */
     a->d.moderation = NULL;
@@ -338,6 +340,11 @@ static int open_roles(gt_dispatcher_t *d, int roles)
         fprintf(stderr, "gantry-dispatcher: router: out of memory\n");
         return -1;
     }
+    int oom = 0;
+    if ((roles & (ROLE_INTAKE | ROLE_COORD)) && !(d->release = gt_release_new(d, &oom)) && oom) {
+        fprintf(stderr, "gantry-dispatcher: release: out of memory\n");
+        return -1;
+    }
     if ((roles & (ROLE_INTAKE | ROLE_COORD)) && !(d->cache = gt_cache_new(d))) {
         fprintf(stderr, "gantry-dispatcher: cache: out of memory\n");
         return -1;
@@ -393,6 +400,7 @@ static void abort_start(gt_dispatcher_t *d)
     if (d->ledger)
         gt_ledger_close(d->ledger);
     gt_coordinator_close(d->coordinator);
+    gt_release_close(d->release);
     gt_cache_close(d->cache);
     gt_moderation_free(d->moderation);
     pg_free_all(d);
@@ -414,6 +422,8 @@ static void free_all(app_t *a)
     if (d->consumer)
         gt_consumer_free(d->consumer);
     gt_effects_free(d->effects);
+    gt_release_free(d->release); /* after the producer's last reports */
+    d->release = NULL;
     if (d->ledger)
         gt_ledger_free(d->ledger);
     if (d->reaper)
