@@ -17,7 +17,7 @@ ALTER TABLE tasks ADD COLUMN tenant_id text,
     ADD COLUMN started_msg text;
 CREATE INDEX tasks_waiting ON tasks (lane, priority, tenant_id, waiting_since, request_id, idx)
     WHERE hold = 'waiting' AND status = 'pending';
-CREATE INDEX tasks_held ON tasks (lane, tenant_id) WHERE hold IS NOT NULL;
+CREATE INDEX tasks_releasing ON tasks (lane, tenant_id) WHERE hold = 'releasing';
 CREATE INDEX tasks_lane_in_flight ON tasks (lane, tenant_id) WHERE status IN ('queued', 'running');
 
 -- One row per lane: its lock orders the releasers of every dispatcher; vtime
@@ -59,8 +59,8 @@ DECLARE
 BEGIN
     INSERT INTO release_lanes (lane) VALUES (p_lane) ON CONFLICT (lane) DO NOTHING;
     SELECT vtime INTO v_vtime FROM release_lanes WHERE lane = p_lane FOR UPDATE;
-    -- Held rows that started, ended or were cancelled hold nothing any more.
-    UPDATE tasks SET hold = NULL WHERE lane = p_lane AND hold IS NOT NULL AND status <> 'pending';
+    -- Released rows that started or ended (the gate came before the mark).
+    UPDATE tasks SET hold = NULL WHERE lane = p_lane AND hold = 'releasing' AND status <> 'pending';
     RETURN QUERY
     WITH s AS (
         UPDATE tasks t SET hold_by = p_by, hold_at = now()
@@ -80,19 +80,27 @@ BEGIN
     END IF;
 
     RETURN QUERY
-    WITH f AS (
+    WITH RECURSIVE f AS (
         SELECT t.tenant_id, count(*) AS n FROM tasks t
         WHERE t.lane = p_lane AND (t.status IN ('queued', 'running')
                                    OR (t.status = 'pending' AND t.hold = 'releasing'))
         GROUP BY t.tenant_id),
+    -- The (band, tenant) pairs with tasks waiting: a skip scan of tasks_waiting.
     g AS (
-        SELECT DISTINCT t.priority, t.tenant_id FROM tasks t
-        WHERE t.lane = p_lane AND t.hold = 'waiting' AND t.status = 'pending'),
+        (SELECT t.priority, t.tenant_id FROM tasks t
+         WHERE t.lane = p_lane AND t.hold = 'waiting' AND t.status = 'pending'
+         ORDER BY t.priority, t.tenant_id LIMIT 1)
+        UNION ALL
+        SELECT n.priority, n.tenant_id FROM g, LATERAL (
+            SELECT t.priority, t.tenant_id FROM tasks t
+            WHERE t.lane = p_lane AND t.hold = 'waiting' AND t.status = 'pending'
+              AND (t.priority, t.tenant_id) > (g.priority, g.tenant_id)
+            ORDER BY t.priority, t.tenant_id LIMIT 1) n),
     w AS (
         SELECT x.* FROM g, LATERAL (
             SELECT t.task_id, t.request_id, t.idx, t.tenant_id, t.priority, t.waiting_since FROM tasks t
             WHERE t.lane = p_lane AND t.hold = 'waiting' AND t.status = 'pending'
-              AND t.priority = g.priority AND t.tenant_id IS NOT DISTINCT FROM g.tenant_id
+              AND t.priority = g.priority AND t.tenant_id = g.tenant_id
             ORDER BY t.waiting_since, t.request_id, t.idx LIMIT v_free) x),
     act AS (SELECT g.tenant_id FROM g UNION SELECT f.tenant_id FROM f),
     wt AS (

@@ -192,7 +192,7 @@ static long b_round(const char *tag, int prio)
     done_wait_t w = {like, BREQS};
     if (!th_poll(jobs_done, &w, 120000))
         return -1;
-    char sql[256];
+    char sql[1024];
     snprintf(sql, sizeof(sql),
              "SELECT (extract(epoch FROM completed_at) * 1000)::bigint - %lld FROM jobs"
              " WHERE request_id LIKE '%s'",
@@ -206,6 +206,15 @@ static long b_round(const char *tag, int prio)
     if (n != BREQS)
         return -1;
     qsort(ms, BREQS, sizeof(ms[0]), cmp_long);
+    snprintf(sql, sizeof(sql),
+             "SELECT (SELECT max(extract(epoch FROM j.created_at) * 1000)::bigint - %lld FROM jobs j"
+             "  WHERE j.request_id LIKE '%s') || ' ms stored, tasks started by ' ||"
+             " (SELECT max(extract(epoch FROM t.started_at) * 1000)::bigint - %lld FROM tasks t"
+             "  WHERE t.request_id LIKE '%s') || ' ms'",
+             (long long)t0, like, (long long)t0, like);
+    json_t *st = th_sql_column(cl.conninfo, sql);
+    fprintf(stderr, "  %s: all %s\n", tag, json_string_value(json_array_get(st, 0)));
+    json_decref(st);
     fprintf(stderr, "  %s: B p50 %ld ms, p99 %ld ms\n", tag, ms[BREQS / 2],
             ms[BREQS * 99 / 100 - 1]);
     return ms[BREQS * 99 / 100 - 1];
@@ -270,6 +279,12 @@ static long round_with_batch(const char *arid, const char *btag, int bprio)
     long p99 = b_round(btag, bprio);
     CU_ASSERT_FATAL(p99 > 0);
     CU_ASSERT_FATAL(th_poll(a_done, (void *)arid, 120000));
+    char sql[256];
+    snprintf(sql, sizeof(sql),
+             "SELECT (extract(epoch FROM completed_at - created_at) * 1000)::bigint FROM jobs"
+             " WHERE request_id = '%s'",
+             arid);
+    fprintf(stderr, "  %s: A's batch took %ld ms\n", arid, th_sql_long(cl.conninfo, sql));
     check_a(arid);
     return p99;
 }
