@@ -36,7 +36,7 @@ typedef struct batch {
 } batch_t;
 
 static const char sql_release[] =
-    "SELECT o_task_id, o_request_id, o_message, o_traceparent"
+    "SELECT o_task_id, o_request_id, o_message, o_traceparent, o_again"
     " FROM gantry_release($1, $2::int, $3::jsonb, $4, $5, $6::bigint)";
 
 /* On Kafka: released. A task the start gate already marked running stays so. */
@@ -116,8 +116,10 @@ static void publish(lane_state_t *l, const PGresult *res)
         batch_free(b);
         return;
     }
+    int again = 0;
     for (int i = 0; i < PQntuples(res); i++) {
         const char *task_id = PQgetvalue(res, i, 0);
+        again += strcmp(PQgetvalue(res, i, 4), "t") == 0;
         if (PQgetisnull(res, i, 2)) { /* stored before its lane had slots: never */
             gt_error("task %s waits without its message", task_id);
             continue;
@@ -135,6 +137,9 @@ static void publish(lane_state_t *l, const PGresult *res)
             return;
         }
     }
+    if (again) /* a second copy of one already on Kafka is skipped by the start gate */
+        gt_info("lane %s: publishing again %d task(s) whose release was never confirmed", l->name,
+                again);
     gt_debug("lane %s: released %zu task(s)", l->name, json_array_size(b->ids));
     gt_effect_seal(e);
 }

@@ -40,7 +40,7 @@ CREATE TABLE release_bands (
 -- p_by ("<id>/<incarnation>"), under the lane's row lock (each statement below
 -- sees what the previous holder committed). Returns, first, tasks whose
 -- release was never confirmed: claimed longer than p_stale_ms ago, or by a
--- dead incarnation of p_id; then new ones, as many as the lane has free slots
+-- dead incarnation of p_id (o_again true); then new ones, as many as the lane has free slots
 -- (p_slots minus tasks queued, running or releasing). Order: the priority
 -- bands by stride scheduling (band p weighs 2^p: with both waiting, band p+1
 -- gets two releases for one of band p); within a band, tenants below their
@@ -50,7 +50,8 @@ CREATE TABLE release_bands (
 -- free slot.
 CREATE FUNCTION gantry_release(p_lane text, p_slots int, p_weights jsonb, p_by text, p_id text,
                                p_stale_ms bigint)
-RETURNS TABLE (o_task_id text, o_request_id text, o_message jsonb, o_traceparent text)
+RETURNS TABLE (o_task_id text, o_request_id text, o_message jsonb, o_traceparent text,
+              o_again boolean)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_used int;
@@ -68,7 +69,7 @@ BEGIN
           AND (t.hold_at < now() - p_stale_ms * interval '1 millisecond'
                OR (left(t.hold_by, length(p_id) + 1) = p_id || '/' AND t.hold_by <> p_by))
         RETURNING t.task_id, t.request_id, t.message)
-    SELECT s.task_id, s.request_id, s.message, j.traceparent
+    SELECT s.task_id, s.request_id, s.message, j.traceparent, true
     FROM s JOIN jobs j ON j.request_id = s.request_id;
 
     SELECT count(*) INTO v_used FROM tasks t
@@ -148,6 +149,6 @@ BEGIN
         FROM pick
         WHERE t.task_id = pick.task_id AND t.hold = 'waiting' AND t.status = 'pending'
         RETURNING t.task_id, t.request_id, t.message)
-    SELECT u.task_id, u.request_id, u.message, j.traceparent
+    SELECT u.task_id, u.request_id, u.message, j.traceparent, false
     FROM u JOIN jobs j ON j.request_id = u.request_id;
 END $$;

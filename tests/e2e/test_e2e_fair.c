@@ -206,12 +206,13 @@ static long b_round(const char *tag, int prio)
     if (n != BREQS)
         return -1;
     qsort(ms, BREQS, sizeof(ms[0]), cmp_long);
-    snprintf(sql, sizeof(sql),
-             "SELECT (SELECT max(extract(epoch FROM j.created_at) * 1000)::bigint - %lld FROM jobs j"
-             "  WHERE j.request_id LIKE '%s') || ' ms stored, tasks started by ' ||"
-             " (SELECT max(extract(epoch FROM t.started_at) * 1000)::bigint - %lld FROM tasks t"
-             "  WHERE t.request_id LIKE '%s') || ' ms'",
-             (long long)t0, like, (long long)t0, like);
+    snprintf(
+        sql, sizeof(sql),
+        "SELECT (SELECT max(extract(epoch FROM j.created_at) * 1000)::bigint - %lld FROM jobs j"
+        "  WHERE j.request_id LIKE '%s') || ' ms stored, tasks started by ' ||"
+        " (SELECT max(extract(epoch FROM t.started_at) * 1000)::bigint - %lld FROM tasks t"
+        "  WHERE t.request_id LIKE '%s') || ' ms'",
+        (long long)t0, like, (long long)t0, like);
     json_t *st = th_sql_column(cl.conninfo, sql);
     fprintf(stderr, "  %s: all %s\n", tag, json_string_value(json_array_get(st, 0)));
     json_decref(st);
