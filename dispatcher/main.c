@@ -64,6 +64,7 @@ static int in_flight(app_t *a)
     if (a->d.ledger)
         n += gt_ledger_in_flight(a->d.ledger);
     n += gt_coordinator_in_flight(a->d.coordinator);
+    n += gt_release_in_flight(a->d.release);
     return n + gt_effects_pending(a->d.effects) +
            (a->d.producer ? gt_producer_outstanding(a->d.producer) : 0);
 }

@@ -644,7 +644,7 @@ static void task_start(ex_task_t *t)
     }
     if (ex->gate) {
         const char *lane = json_string_value(json_object_get(doc, "lane"));
-        char msg_id[48];
+        char msg_id[48] = "";
         if (t->msg)
             snprintf(msg_id, sizeof(msg_id), "%d:%lld", (int)t->msg->partition,
                      (long long)t->msg->offset);
