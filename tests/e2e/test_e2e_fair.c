@@ -140,13 +140,15 @@ static void test_priority_order(void)
     }
     json_decref(seq);
     fprintf(stderr, "  start order of priorities: %s\n", got);
-    /* All ten were stored before the blocker ended: the order is exact. */
-    CU_ASSERT_FATAL(th_sql_long(cl.conninfo,
-                                "SELECT count(*) FROM jobs j WHERE request_id LIKE 'prio-%'"
-                                " AND created_at > (SELECT completed_at FROM tasks"
-                                "  WHERE request_id = 'block-1')") == 0);
-    TH_EQ_STR(got, "9,8,7,6,5,4,3,2,1,0");
+    /* Never one of lower priority while a higher one waited; when all ten
+     * were stored before the blocker ended (500 ms), the order is exact. */
     TH_EQ_INT(inversions("prio-%"), 0);
+    if (th_sql_long(cl.conninfo, "SELECT count(*) FROM jobs j WHERE request_id LIKE 'prio-%'"
+                                 " AND created_at > (SELECT completed_at FROM tasks"
+                                 "  WHERE request_id = 'block-1')") == 0)
+        TH_EQ_STR(got, "9,8,7,6,5,4,3,2,1,0");
+    else
+        fprintf(stderr, "  (some were stored after the blocker ended: order checked by pairs)\n");
 
     /* Not starved: one priority-0 task among 20 of priority 3 (weights 1:8)
      * starts after some of them, well before the last. */
@@ -260,7 +262,8 @@ static void check_a(const char *rid)
     json_decref(res);
 }
 
-static long round_with_batch(const char *arid, const char *btag, int bprio)
+/* Sends A's batch at priority 0 and waits until it fills the lane. */
+static void start_batch(const char *arid)
 {
     json_t *batch = json_array();
     for (int i = 0; i < ABATCH; i++) {
@@ -273,27 +276,31 @@ static long round_with_batch(const char *arid, const char *btag, int bprio)
     CU_ASSERT_EQUAL_FATAL(rc, 0);
     /* A fills the lane first (about a second in). */
     CU_ASSERT_FATAL(th_poll(a_started, (void *)arid, 60000));
+}
+
+/* The lane never holds more than its slots in flight. */
+static void check_in_flight(void)
+{
     long inflight =
         th_sql_long(cl.conninfo, "SELECT count(*) FROM tasks WHERE lane = 'small'"
                                  " AND (status IN ('queued', 'running') OR hold = 'releasing')");
-    CU_ASSERT(inflight <= SLOTS);
-    long p99 = b_round(btag, bprio);
-    CU_ASSERT_FATAL(p99 > 0);
-    CU_ASSERT_FATAL(th_poll(a_done, (void *)arid, 120000));
+    CU_ASSERT(inflight >= 0 && inflight <= SLOTS);
+}
+
+static long waiting_of(const char *tenant)
+{
     char sql[256];
     snprintf(sql, sizeof(sql),
-             "SELECT (extract(epoch FROM completed_at - created_at) * 1000)::bigint FROM jobs"
-             " WHERE request_id = '%s'",
-             arid);
-    fprintf(stderr, "  %s: A's batch took %ld ms\n", arid, th_sql_long(cl.conninfo, sql));
-    check_a(arid);
-    return p99;
+             "SELECT count(*) FROM tasks WHERE tenant_id = '%s' AND hold = 'waiting'"
+             " AND status = 'pending'",
+             tenant);
+    return th_sql_long(cl.conninfo, sql);
 }
 
 /* 2 workers x 8 slots, the lane's 16 slots from configuration. */
 static void test_fairness(void)
 {
-    th_cluster_opts_t o = {.latency = "20-40",
+    th_cluster_opts_t o = {.latency = "120-180",
                            .workers = 2,
                            .worker_in_flight = 8,
                            .extra_config =
@@ -306,8 +313,21 @@ static void test_fairness(void)
     CU_ASSERT_FATAL(th_poll(jobs_done, &warm, 60000));
     long idle = b_round("idle", 5);
     CU_ASSERT_FATAL(idle > 0);
-    long hi = round_with_batch("batch-a1", "hi", 5);
-    long same = round_with_batch("batch-a2", "same", 0);
+    /* One batch of A's, B twice while it runs: at priority 5, then at A's. */
+    start_batch("batch-a");
+    check_in_flight();
+    long hi = b_round("hi", 5);
+    CU_ASSERT_FATAL(hi > 0);
+    check_in_flight();
+    long left = waiting_of("tenant-a");
+    fprintf(stderr, "  A's tasks still waiting: %ld\n", left);
+    CU_ASSERT_FATAL(left > 1000); /* the second round also runs behind the batch */
+    long same = b_round("same", 0);
+    CU_ASSERT_FATAL(same > 0);
+    check_in_flight();
+    CU_ASSERT(waiting_of("tenant-a") > 0);
+    CU_ASSERT_FATAL(th_poll(a_done, "batch-a", 180000));
+    check_a("batch-a");
     fprintf(stderr,
             "  B p99: idle %ld ms; behind A's batch at priority 5: %ld ms (%.2fx); at the same "
             "priority: %ld ms (%.2fx)\n",
@@ -315,7 +335,7 @@ static void test_fairness(void)
     CU_ASSERT(hi <= 2 * idle);
     CU_ASSERT(same <= 3 * idle);
     CU_ASSERT(th_poll(nothing_waiting, NULL, 10000));
-    TH_EQ_INT(th_check_one_result_each(&cl, 3 * BREQS + 3), 0);
+    TH_EQ_INT(th_check_one_result_each(&cl, 3 * BREQS + 2), 0);
     TH_EQ_INT(th_sql_long(cl.conninfo, "SELECT count(*) FROM tasks WHERE kind = 'inference'"
                                        " AND status <> 'succeeded'"),
               0);
