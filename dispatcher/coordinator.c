@@ -12,6 +12,7 @@
 
 #include "cache.h"
 #include "clock.h"
+#include "release.h"
 #include "router.h"
 #include "dispatcher.h"
 #include "graph.h"
@@ -533,6 +534,7 @@ static void on_applied(const PGresult *res, const char *err, void *arg)
         coord_free(c);
         return;
     }
+    gt_release_kick(d->release, NULL); /* a slot may be free */
     const char *job_status = PQgetvalue(res, 0, 0);
     coord_set_job(c, res, 0, 1, 8);
     long open = atol(PQgetvalue(res, 0, 5));

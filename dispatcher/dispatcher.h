@@ -40,6 +40,8 @@ typedef struct gt_dispatcher {
     gt_ledger_t *ledger;
     gt_reaper_t *reaper;
     struct gt_router *router;        /* deployment choice and health (router.h) */
+    struct gt_release *release;      /* publishes tasks waiting in lanes with slots
+                                        (release.h); NULL when no lane has slots */
     struct gt_cache *cache;          /* response cache single-flight (cache.h); NULL without
                                         intake and coordinator */
     gt_provider_health_t *providers; /* breaker states seen on gantry.events (owned by the

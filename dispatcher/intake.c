@@ -9,6 +9,7 @@
 #include "cache.h"
 #include "classify.h"
 #include "clock.h"
+#include "release.h"
 #include "router.h"
 #include "dispatcher.h"
 #include "graph.h"
@@ -40,6 +41,7 @@ typedef struct intake {
     json_t *cached;       /* the answer from the cache being published, or NULL */
     json_t *cached_usage; /* its usage event, stored with it (jobs.answer_usage) */
     const char *picked;   /* the deployment the router chose, until its tasks are published */
+    int held;             /* tasks stored waiting for the releaser (release.h) */
 } intake_t;
 
 /* Log context of a request in intake (lines about it carry its ids and trace). */
@@ -58,10 +60,13 @@ static const char sql_insert[] =
     "          $16, $17, $18, $19::bigint)"
     "  ON CONFLICT (request_id) DO NOTHING RETURNING request_id),"
     " t AS ("
-    "  INSERT INTO tasks (task_id, request_id, idx, kind, depends_on, model, pool, lane)"
-    "  SELECT r.task_id, j.request_id, r.idx, r.kind, r.depends_on, r.model, r.pool, r.lane"
+    "  INSERT INTO tasks (task_id, request_id, idx, kind, depends_on, model, pool, lane,"
+    "                     tenant_id, priority, hold, waiting_since, message)"
+    "  SELECT r.task_id, j.request_id, r.idx, r.kind, r.depends_on, r.model, r.pool, r.lane,"
+    "         $2, $6, CASE WHEN r.message IS NOT NULL THEN 'waiting' END,"
+    "         CASE WHEN r.message IS NOT NULL THEN now() END, r.message"
     "  FROM j, jsonb_to_recordset($15::jsonb) AS r(task_id text, idx int, kind text,"
-    "       depends_on int[], model text, pool text, lane text)"
+    "       depends_on int[], model text, pool text, lane text, message jsonb)"
     "  RETURNING 1)"
     " SELECT (SELECT count(*) FROM j) AS created, (SELECT count(*) FROM t) AS tasks";
 
@@ -70,7 +75,7 @@ static const char sql_pending[] =
     "SELECT j.request, coalesce(array_to_json(array_agg(t.idx ORDER BY t.idx)"
     "         FILTER (WHERE t.task_id IS NOT NULL)), '[]'), j.traceparent, j.request_sha256"
     " FROM jobs j LEFT JOIN tasks t ON t.request_id = j.request_id"
-    "  AND t.kind = 'inference' AND t.status = 'pending'"
+    "  AND t.kind = 'inference' AND t.status = 'pending' AND t.hold IS NULL"
     " WHERE j.request_id = $1 GROUP BY j.request, j.traceparent, j.request_sha256";
 
 /* Bounded by the request: its open tasks come from the tasks_open index
@@ -123,10 +128,18 @@ static void on_queued(const PGresult *res, const char *err, void *arg)
     intake_finish(in);
 }
 
-/* Every task is on Kafka: mark them queued, then the request is done. */
+/* Every task is on Kafka: mark them queued, then the request is done. Tasks
+ * of a lane with slots wait in PostgreSQL: the releaser publishes them. */
 static void on_tasks_durable(void *arg)
 {
     intake_t *in = arg;
+    if (in->held) {
+        gt_release_kick(in->d->release, NULL);
+        if (json_array_size(in->published) == 0) {
+            intake_finish(in);
+            return;
+        }
+    }
     char *ids = json_dumps(in->published, JSON_COMPACT);
     const char *params[] = {ids, in->request_id};
     if (!ids || gt_pg_query(in->d->pg, sql_queued, 2, params, on_queued, in) != 0)
@@ -175,6 +188,11 @@ static void publish_ready(intake_t *in, const json_t *idxs)
         const gt_node_t *node = &in->graph.nodes[i];
         if (node->kind != GT_NODE_INFERENCE || node->n_deps)
             continue;
+        if (gt_release_lane_slots(in->d->cfg,
+                                  json_string_value(json_object_get(node->task, "lane")))) {
+            in->held++; /* stored waiting: the releaser publishes it */
+            continue;
+        }
         int wanted = !idxs;
         size_t k;
         json_t *v;
@@ -951,6 +969,13 @@ static void persist(intake_t *in)
     const char *request_id = in->request_id;
     const gt_node_t *first = &in->graph.nodes[0];
     json_t *rows = gt_graph_rows(&in->graph);
+    /* In a lane with slots, a task waits in PostgreSQL with its message. */
+    for (int i = 0; i < in->graph.n_nodes && (size_t)i < json_array_size(rows); i++) {
+        const gt_node_t *node = &in->graph.nodes[i];
+        if (node->kind == GT_NODE_INFERENCE && !node->n_deps &&
+            gt_release_lane_slots(d->cfg, json_string_value(json_object_get(node->task, "lane"))))
+            json_object_set(json_array_get(rows, i), "message", node->task);
+    }
     char *rows_text = json_dumps(rows, JSON_COMPACT);
     char *req_text = json_dumps(req, JSON_COMPACT);
     char prio[16], count[16], part[16], off[24], ttl[24];

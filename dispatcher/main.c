@@ -19,6 +19,7 @@
 #include "message.h"
 #include "admin.h"
 #include "metrics.h"
+#include "release.h"
 #include "reload.h"
 #include "trace.h"
 
@@ -65,6 +66,7 @@ static int in_flight(app_t *a)
     if (a->d.ledger)
         n += gt_ledger_in_flight(a->d.ledger);
     n += gt_coordinator_in_flight(a->d.coordinator);
+    n += gt_release_in_flight(a->d.release);
     return n + gt_effects_pending(a->d.effects) +
            (a->d.producer ? gt_producer_outstanding(a->d.producer) : 0);
 }
@@ -105,6 +107,7 @@ static void close_all(app_t *a)
     if (a->d.reaper)
         gt_reaper_close(a->d.reaper);
     gt_coordinator_close(a->d.coordinator);
+    gt_release_close(a->d.release);
     gt_cache_close(a->d.cache);
     gt_ratelimit_close(a->d.ratelimit);
     gt_backlog_close(a->d.backlog);
@@ -342,6 +345,11 @@ static int open_roles(gt_dispatcher_t *d, int roles)
         fprintf(stderr, "gantry-dispatcher: router: out of memory\n");
         return -1;
     }
+    int oom = 0;
+    if ((roles & (ROLE_INTAKE | ROLE_COORD)) && !(d->release = gt_release_new(d, &oom)) && oom) {
+        fprintf(stderr, "gantry-dispatcher: release: out of memory\n");
+        return -1;
+    }
     if ((roles & (ROLE_INTAKE | ROLE_COORD)) && !(d->cache = gt_cache_new(d))) {
         fprintf(stderr, "gantry-dispatcher: cache: out of memory\n");
         return -1;
@@ -405,6 +413,7 @@ static void abort_start(gt_dispatcher_t *d)
     if (d->ledger)
         gt_ledger_close(d->ledger);
     gt_coordinator_close(d->coordinator);
+    gt_release_close(d->release);
     gt_cache_close(d->cache);
     gt_ratelimit_close(d->ratelimit);
     gt_backlog_close(d->backlog);
@@ -428,6 +437,8 @@ static void free_all(app_t *a)
     if (d->consumer)
         gt_consumer_free(d->consumer);
     gt_effects_free(d->effects);
+    gt_release_free(d->release); /* after the producer's last reports */
+    d->release = NULL;
     if (d->ledger)
         gt_ledger_free(d->ledger);
     if (d->reaper)

@@ -969,14 +969,19 @@ static void load_processes(gt_cfg_ctx_t *c, gt_config_t *cfg)
  * gt_config_max_queue_ms. */
 static void load_scheduling(gt_cfg_ctx_t *c, gt_config_t *cfg)
 {
-    static const char *const schedkeys[] = {"max_queue_ms", "cancel_poll_ms", "lanes", "tenants",
-                                            NULL};
-    static const char *const schedsub[] = {"max_queue_ms", NULL};
+    static const char *const schedkeys[] = {
+        "max_queue_ms",    "cancel_poll_ms",   "lanes", "tenants",
+        "release_poll_ms", "release_stale_ms", NULL};
+    static const char *const lanesub[] = {"max_queue_ms", "slots", NULL};
+    static const char *const tenantsub[] = {"max_queue_ms", "weight", NULL};
     json_t *s = gt_cfg_obj(c, cfg->root, "scheduling", "", 0);
     if (s)
         gt_cfg_check_keys(c, s, "scheduling", schedkeys);
     cfg->max_queue_ms = gt_cfg_int(c, s, "max_queue_ms", "scheduling", 0, 0, 30LL * 86400000);
     cfg->cancel_poll_ms = gt_cfg_int(c, s, "cancel_poll_ms", "scheduling", 250, 10, 600000);
+    /* priorities and tenant fairness (dispatcher/release.c) */
+    cfg->release_poll_ms = gt_cfg_int(c, s, "release_poll_ms", "scheduling", 500, 10, 600000);
+    cfg->release_stale_ms = gt_cfg_int(c, s, "release_stale_ms", "scheduling", 30000, 100, 3600000);
     const char *groups[] = {"lanes", "tenants"};
     for (int g = 0; g < 2; g++) {
         char path[300];
@@ -991,8 +996,12 @@ static void load_scheduling(gt_cfg_ctx_t *c, gt_config_t *cfg)
                 gt_cfg_problem(c, sub, "must be an object");
                 continue;
             }
-            gt_cfg_check_keys(c, v, sub, schedsub);
+            gt_cfg_check_keys(c, v, sub, g == 0 ? lanesub : tenantsub);
             gt_cfg_int(c, v, "max_queue_ms", sub, 0, 0, 30LL * 86400000);
+            if (g == 0) /* the lane's in-flight slots: set, its tasks are released fairly */
+                gt_cfg_int(c, v, "slots", sub, 0, 0, 1000000);
+            else /* the tenant's weight in a lane's share (default 1) */
+                gt_cfg_int(c, v, "weight", sub, 1, 1, 10000);
             if (g == 0 && !lane_known(cfg, name))
                 gt_cfg_problem(c, sub, "no model uses lane \"%s\"", name);
         }

@@ -238,6 +238,10 @@ typedef struct gt_config {
                                             (default): none; see gt_config_max_queue_ms */
     int64_t cancel_poll_ms;              /* workers look for cancelled jobs among their
                                             running tasks this often, default 250 */
+    int64_t release_poll_ms;             /* the releaser looks at each fair lane at least this
+                                            often (default 500) */
+    int64_t release_stale_ms;            /* a release not confirmed for this long is published
+                                            again (default 30000) */
     json_t *sched_lanes, *sched_tenants; /* scheduling.lanes / .tenants, borrowed; NULL */
 
     /* Versions whose sections a reload swapped out (lib/reload.h): kept until

@@ -644,9 +644,14 @@ static void task_start(ex_task_t *t)
     }
     if (ex->gate) {
         const char *lane = json_string_value(json_object_get(doc, "lane"));
+        char msg_id[48] = "";
+        if (t->msg)
+            snprintf(msg_id, sizeof(msg_id), "%d:%lld", (int)t->msg->partition,
+                     (long long)t->msg->offset);
         t->gating = 1;
         if (gt_gate_claim(ex->gate, t->task_id, t->request_id,
-                          gt_config_max_queue_ms(ex->cfg, lane, t->tenant_id), on_gate, t) == 0)
+                          gt_config_max_queue_ms(ex->cfg, lane, t->tenant_id),
+                          t->msg ? msg_id : NULL, on_gate, t) == 0)
             return; /* on_gate goes on */
         t->gating = 0;
         gt_log(GT_LOG_ERROR, &ctx, "out of memory asking the start gate: left for redelivery");

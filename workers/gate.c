@@ -19,7 +19,11 @@ typedef struct gate_req {
     void *arg;
 } gate_req_t;
 
-/* $1 task_id, $2 request_id, $3 queue limit in ms (0: none). A task of a
+/* $1 task_id, $2 request_id, $3 queue limit in ms (0: none), $4 the Kafka
+ * message ("partition:offset", NULL: unknown). A second copy of a task (a
+ * release published again after a crash: dispatcher/release.c) finds the task
+ * running under another message and is skipped; the same message again (a
+ * redelivery after its worker died) starts it again. A task of a
  * cancelled job that the cancel did not mark (the cancel came before the job
  * was stored: job_cancels; or the task was running on a worker that died)
  * answers 'cancelled': reported, never run. Under READ
@@ -32,16 +36,21 @@ static const char sql_claim[] =
     "  SELECT t.status, ($3::bigint > 0 AND t.started_at IS NULL"
     "          AND j.created_at < now() - $3::bigint * interval '1 millisecond') AS late,"
     "         (j.cancelled_at IS NOT NULL OR EXISTS (SELECT 1 FROM job_cancels c"
-    "           WHERE c.request_id = t.request_id)) AS cancelled"
+    "           WHERE c.request_id = t.request_id)) AS cancelled,"
+    "         (t.status = 'running' AND $4::text IS NOT NULL AND t.started_msg IS NOT NULL"
+    "          AND t.started_msg <> $4) AS dup"
     "  FROM tasks t JOIN jobs j ON j.request_id = t.request_id"
     "  WHERE t.task_id = $1 AND t.request_id = $2),"
     " upd AS ("
-    "  UPDATE tasks SET status = 'running', started_at = coalesce(started_at, clock_timestamp())"
+    "  UPDATE tasks SET status = 'running', started_at = coalesce(started_at, clock_timestamp()),"
+    "         started_msg = coalesce($4, started_msg)"
     "  WHERE task_id = $1 AND request_id = $2 AND status IN ('pending', 'queued', 'running')"
+    "   AND NOT coalesce((SELECT dup FROM cur), false)"
     "   AND NOT coalesce((SELECT late FROM cur), false)"
     "   AND NOT coalesce((SELECT cancelled FROM cur), false)"
     "  RETURNING 1)"
     " SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM cur) OR EXISTS (SELECT 1 FROM upd) THEN 'start'"
+    "  WHEN (SELECT dup FROM cur) THEN 'skip'"
     "  WHEN (SELECT cancelled FROM cur) AND (SELECT status FROM cur)"
     "   IN ('pending', 'queued', 'running') THEN 'cancelled'"
     "  WHEN (SELECT late FROM cur) AND (SELECT status FROM cur) IN ('pending', 'queued')"
@@ -86,7 +95,7 @@ static void on_claim(const PGresult *res, const char *err, void *arg)
 }
 
 int gt_gate_claim(gt_gate_t *g, const char *task_id, const char *request_id, int64_t max_queue_ms,
-                  gt_gate_cb cb, void *arg)
+                  const char *msg_id, gt_gate_cb cb, void *arg)
 {
     gate_req_t *r = calloc(1, sizeof(*r));
     if (!r)
@@ -95,8 +104,8 @@ int gt_gate_claim(gt_gate_t *g, const char *task_id, const char *request_id, int
     r->arg = arg;
     char limit[24];
     snprintf(limit, sizeof(limit), "%lld", (long long)(max_queue_ms > 0 ? max_queue_ms : 0));
-    const char *params[] = {task_id, request_id, limit};
-    if (gt_pg_query(g->pg, sql_claim, 3, params, on_claim, r) != 0) {
+    const char *params[] = {task_id, request_id, limit, msg_id};
+    if (gt_pg_query(g->pg, sql_claim, 4, params, on_claim, r) != 0) {
         free(r);
         return -1;
     }

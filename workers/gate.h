@@ -29,12 +29,14 @@ typedef void (*gt_gate_cancelled_cb)(const json_t *ids, void *arg);
 gt_gate_t *gt_gate_new(uv_loop_t *loop, const gt_config_t *cfg);
 
 /* Asks whether task_id (of request_id) may start; max_queue_ms > 0 bounds
- * the time since its job was created. Marks it 'running' when it may. cb runs
+ * the time since its job was created. Marks it 'running' when it may, under
+ * msg_id (the Kafka message's "partition:offset", or NULL): a task running
+ * under another message is a second copy and answers SKIP. cb runs
  * exactly once, on the loop, never inside this call: with CLOSED when the
  * gate is freed first. A permanent SQL error answers START (logged): the
  * gate never loses a task. Returns 0, or -1 on out of memory (cb not run). */
 int gt_gate_claim(gt_gate_t *g, const char *task_id, const char *request_id, int64_t max_queue_ms,
-                  gt_gate_cb cb, void *arg);
+                  const char *msg_id, gt_gate_cb cb, void *arg);
 
 /* Which of request_ids (a JSON array of strings, borrowed) have been
  * cancelled. cb runs once, on the loop, with an empty array on error or when

@@ -75,7 +75,29 @@ static void test_scheduling(void)
     TH_EQ_INT(gt_config_max_queue_ms(cfg, "small", "other"), 5000);
     TH_EQ_INT(gt_config_max_queue_ms(cfg, "small", "acme"), 2000);
     TH_EQ_INT(gt_config_max_queue_ms(cfg, NULL, NULL), 60000);
+    TH_EQ_INT(cfg->release_poll_ms, 500);
+    TH_EQ_INT(cfg->release_stale_ms, 30000);
     gt_config_free(cfg);
+    /* Fairness: a lane's slots, a tenant's weight; each only where it belongs. */
+    snprintf(text, sizeof(text),
+             "%s, \"scheduling\": {\"lanes\": {\"small\": {\"slots\": 16}},"
+             " \"tenants\": {\"acme\": {\"weight\": 3}}, \"release_poll_ms\": 50}}",
+             base);
+    cfg = gt_config_parse(text, "/", err, sizeof(err));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cfg);
+    TH_EQ_INT(cfg->release_poll_ms, 50);
+    TH_EQ_INT(
+        json_integer_value(json_object_get(json_object_get(cfg->sched_lanes, "small"), "slots")),
+        16);
+    gt_config_free(cfg);
+    snprintf(text, sizeof(text),
+             "%s, \"scheduling\": {\"lanes\": {\"small\": {\"slots\": -1, \"weight\": 2}},"
+             " \"tenants\": {\"acme\": {\"weight\": 0}}}}",
+             base);
+    CU_ASSERT_PTR_NULL(gt_config_parse(text, "/", err, sizeof(err)));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "scheduling.lanes.small.slots"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "scheduling.tenants.acme.weight"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "weight"));
     snprintf(text, sizeof(text),
              "%s, \"scheduling\": {\"lanes\": {\"nowhere\": {\"max_queue_ms\": 5}},"
              " \"cancel_poll_ms\": 1}}",
