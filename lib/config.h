@@ -239,6 +239,10 @@ typedef struct gt_config {
                                             running tasks this often, default 250 */
     json_t *sched_lanes, *sched_tenants; /* scheduling.lanes / .tenants, borrowed; NULL */
 
+    /* api: gantry-api's section (api/config.c, gt_api_config_register); NULL
+     * in a process that did not add it. Owned; opaque to lib/. */
+    struct gt_api_config *api;
+
     /* Versions whose sections a reload swapped out (lib/reload.h): kept until
      * this config is freed, because code may still hold pointers into them. */
     struct gt_config *retired;
