@@ -13,16 +13,16 @@
 
 /* The api section of gantry.json (docs/configuration.md, docs/batch-api.md). */
 typedef struct gt_api_config {
-    char *host;             /* api.host, default 127.0.0.1 */
-    int port;               /* api.port, default 8090; 0: ephemeral */
-    int64_t max_file_lines; /* api.max_file_lines, default 50000 */
-    int64_t max_file_bytes; /* api.max_file_bytes, default 200 MB */
-    int64_t min_window_s;   /* api.min_completion_window_s, default 86400 (24 h) */
-    int64_t max_window_s;   /* api.max_completion_window_s, default 86400 */
-    char *group;            /* api.group: consumer group of gantry.results, default gantry-api */
+    char *host;                /* api.host, default 127.0.0.1 */
+    int port;                  /* api.port, default 8090; 0: ephemeral */
+    int64_t max_file_lines;    /* api.max_file_lines, default 50000 */
+    int64_t max_file_bytes;    /* api.max_file_bytes, default 200 MB */
+    int64_t min_window_s;      /* api.min_completion_window_s, default 86400 (24 h) */
+    int64_t max_window_s;      /* api.max_completion_window_s, default 86400 */
+    char *group;               /* api.group: consumer group of gantry.results, default gantry-api */
     const char *control_topic; /* topics.control (shared), borrowed from the config */
-    int pg_connections;     /* api.pg_connections, HTTP threads' pool, default 8 */
-    int publish_batch;      /* api.publish_batch: lines per publish round, default 1000 */
+    int pg_connections;        /* api.pg_connections, HTTP threads' pool, default 8 */
+    int publish_batch;         /* api.publish_batch: lines per publish round, default 1000 */
     json_t *models; /* api.models: vendor model name -> Gantry model ("*": any other); borrowed */
 } gt_api_config_t;
 

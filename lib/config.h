@@ -232,9 +232,10 @@ typedef struct gt_config {
     json_t *tracing_headers;     /* extra headers (object of strings, may hold
                                     secrets: never log), borrowed; may be NULL */
 
-    /* scheduling (docs/scheduling.md) */
+    /* scheduling (docs/scheduling.md), loaded by the worker's section
+     * (workers/worker_config.c); zero in other processes */
     int64_t max_queue_ms;                /* longest wait of a task before it starts, 0
-                                            (default): none; see gt_config_max_queue_ms */
+                                            (default): none; see gt_worker_config_max_queue_ms */
     int64_t cancel_poll_ms;              /* workers look for cancelled jobs among their
                                             running tasks this often, default 250 */
     json_t *sched_lanes, *sched_tenants; /* scheduling.lanes / .tenants, borrowed; NULL */
@@ -267,11 +268,6 @@ const gt_tenant_t *gt_config_tenant(const gt_config_t *cfg, const char *id);
 /* 1 when the configuration has a tenants section (even empty): then only its
  * tenants are served, unless dispatcher.allow_unknown_tenants. */
 int gt_config_tenants_configured(const gt_config_t *cfg);
-/* The queue time limit of a task of tenant in lane: the smallest of
- * scheduling.max_queue_ms, scheduling.lanes.<lane>.max_queue_ms and
- * scheduling.tenants.<tenant>.max_queue_ms that is set (> 0); 0: none.
- * lane and tenant may be NULL. Cannot fail. */
-int64_t gt_config_max_queue_ms(const gt_config_t *cfg, const char *lane, const char *tenant);
 /* Writes the topic of a lane ("gantry.tasks.<lane>") into buf. */
 char *gt_config_lane_topic(const gt_config_t *cfg, const char *lane, char *buf, size_t len);
 

@@ -23,6 +23,7 @@
 #include "message.h"
 #include "schema.h"
 #include "trace.h"
+#include "worker_config.h"
 #include "wstats.h"
 
 typedef struct ex_task ex_task_t;
@@ -646,7 +647,8 @@ static void task_start(ex_task_t *t)
         const char *lane = json_string_value(json_object_get(doc, "lane"));
         t->gating = 1;
         if (gt_gate_claim(ex->gate, t->task_id, t->request_id,
-                          gt_config_max_queue_ms(ex->cfg, lane, t->tenant_id), on_gate, t) == 0)
+                          gt_worker_config_max_queue_ms(ex->cfg, lane, t->tenant_id), on_gate,
+                          t) == 0)
             return; /* on_gate goes on */
         t->gating = 0;
         gt_log(GT_LOG_ERROR, &ctx, "out of memory asking the start gate: left for redelivery");

@@ -1,13 +1,73 @@
 /* worker_config.c - the worker's sections of gantry.json: each provider's
  * runtime (one of the wire table, with what it needs), retry and timeouts
- * (providers.<name>.retry, .timeouts, defaulting to worker's), and each
- * model's runtime. */
+ * (providers.<name>.retry, .timeouts, defaulting to worker's), each model's
+ * runtime, and scheduling (queue time limits, the cancel poll). */
 #include <stdio.h>
 #include <string.h>
 
 #include "config_section.h"
 #include "provider.h"
 #include "worker_config.h"
+
+static int lane_known(const gt_config_t *cfg, const char *lane)
+{
+    for (size_t i = 0; i < cfg->n_lanes; i++)
+        if (strcmp(cfg->lanes[i], lane) == 0)
+            return 1;
+    return 0;
+}
+
+/* scheduling: queue time limits and the cancel poll (docs/scheduling.md). The
+ * per-lane and per-tenant objects stay in root (borrowed) and are read by
+ * gt_worker_config_max_queue_ms. */
+static void load_scheduling(gt_cfg_ctx_t *c, gt_config_t *cfg)
+{
+    static const char *const schedkeys[] = {"max_queue_ms", "cancel_poll_ms", "lanes", "tenants",
+                                            NULL};
+    static const char *const schedsub[] = {"max_queue_ms", NULL};
+    json_t *s = gt_cfg_obj(c, cfg->root, "scheduling", "", 0);
+    if (s)
+        gt_cfg_check_keys(c, s, "scheduling", schedkeys);
+    cfg->max_queue_ms = gt_cfg_int(c, s, "max_queue_ms", "scheduling", 0, 0, 30LL * 86400000);
+    cfg->cancel_poll_ms = gt_cfg_int(c, s, "cancel_poll_ms", "scheduling", 250, 10, 600000);
+    const char *groups[] = {"lanes", "tenants"};
+    for (int g = 0; g < 2; g++) {
+        char path[300];
+        snprintf(path, sizeof(path), "scheduling.%s", groups[g]);
+        json_t *obj = gt_cfg_obj(c, s, groups[g], "scheduling", 0);
+        const char *name;
+        json_t *v;
+        json_object_foreach (obj, name, v) {
+            char sub[600];
+            snprintf(sub, sizeof(sub), "%s.%s", path, name);
+            if (!json_is_object(v)) {
+                gt_cfg_problem(c, sub, "must be an object");
+                continue;
+            }
+            gt_cfg_check_keys(c, v, sub, schedsub);
+            gt_cfg_int(c, v, "max_queue_ms", sub, 0, 0, 30LL * 86400000);
+            if (g == 0 && !lane_known(cfg, name))
+                gt_cfg_problem(c, sub, "no model uses lane \"%s\"", name);
+        }
+        if (g == 0)
+            cfg->sched_lanes = obj;
+        else
+            cfg->sched_tenants = obj;
+    }
+}
+
+int64_t gt_worker_config_max_queue_ms(const gt_config_t *cfg, const char *lane, const char *tenant)
+{
+    int64_t best = cfg->max_queue_ms;
+    const json_t *objs[] = {lane ? json_object_get(cfg->sched_lanes, lane) : NULL,
+                            tenant ? json_object_get(cfg->sched_tenants, tenant) : NULL};
+    for (int i = 0; i < 2; i++) {
+        json_int_t v = json_integer_value(json_object_get(objs[i], "max_queue_ms"));
+        if (v > 0 && (best <= 0 || v < best))
+            best = v;
+    }
+    return best;
+}
 
 /* providers.<name>.runtime is in the wire table and has what it needs;
  * models.<name>.runtime is hostedai or in the table. */
@@ -72,6 +132,7 @@ static void load_worker_sections(gt_cfg_ctx_t *c, gt_config_t *cfg)
 {
     check_runtimes(c, cfg);
     load_provider_policies(c, cfg);
+    load_scheduling(c, cfg);
 }
 
 static const gt_config_section_t worker_sections = {

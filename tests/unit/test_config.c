@@ -71,10 +71,10 @@ static void test_scheduling(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(cfg);
     TH_EQ_STR(cfg->topics.control, "gantry.control");
     TH_EQ_INT(cfg->cancel_poll_ms, 100);
-    TH_EQ_INT(gt_config_max_queue_ms(cfg, "large", "other"), 60000);
-    TH_EQ_INT(gt_config_max_queue_ms(cfg, "small", "other"), 5000);
-    TH_EQ_INT(gt_config_max_queue_ms(cfg, "small", "acme"), 2000);
-    TH_EQ_INT(gt_config_max_queue_ms(cfg, NULL, NULL), 60000);
+    TH_EQ_INT(gt_worker_config_max_queue_ms(cfg, "large", "other"), 60000);
+    TH_EQ_INT(gt_worker_config_max_queue_ms(cfg, "small", "other"), 5000);
+    TH_EQ_INT(gt_worker_config_max_queue_ms(cfg, "small", "acme"), 2000);
+    TH_EQ_INT(gt_worker_config_max_queue_ms(cfg, NULL, NULL), 60000);
     gt_config_free(cfg);
     snprintf(text, sizeof(text),
              "%s, \"scheduling\": {\"lanes\": {\"nowhere\": {\"max_queue_ms\": 5}},"
@@ -86,7 +86,7 @@ static void test_scheduling(void)
     snprintf(text, sizeof(text), "%s}", base);
     cfg = gt_config_parse(text, "/", err, sizeof(err));
     CU_ASSERT_PTR_NOT_NULL_FATAL(cfg);
-    TH_EQ_INT(gt_config_max_queue_ms(cfg, "small", "acme"), 0);
+    TH_EQ_INT(gt_worker_config_max_queue_ms(cfg, "small", "acme"), 0);
     TH_EQ_INT(cfg->cancel_poll_ms, 250);
     gt_config_free(cfg);
 }
