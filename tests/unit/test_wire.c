@@ -113,6 +113,28 @@ static parsed_t parse_with(const gt_runtime_t *rt, const char *kind, json_t *inp
     return p;
 }
 
+/* Parses a well-formed body: must give want (JSON text) and these token counts. */
+static void parses_to(const gt_runtime_t *rt, const char *kind, json_t *input, const char *body,
+                      const char *want, int64_t prompt_tokens, int64_t completion_tokens)
+{
+    parsed_t p = parse_with(rt, kind, input, body);
+    TH_EQ_INT(p.rc, 0);
+    output_is(p.a.output, want);
+    TH_EQ_INT(p.a.prompt_tokens, prompt_tokens);
+    TH_EQ_INT(p.a.completion_tokens, completion_tokens);
+    json_decref(p.a.output);
+}
+
+/* Parses a well-formed body: must give want (JSON text), token counts unchecked. */
+static void parses_output(const gt_runtime_t *rt, const char *kind, json_t *input, const char *body,
+                          const char *want)
+{
+    parsed_t p = parse_with(rt, kind, input, body);
+    TH_EQ_INT(p.rc, 0);
+    output_is(p.a.output, want);
+    json_decref(p.a.output);
+}
+
 /* Parses a malformed body: must fail with a reason. */
 static void parse_fails(const gt_runtime_t *rt, const char *kind, const char *input,
                         const char *body, const char *why_part)
@@ -245,55 +267,39 @@ static void test_hf_parse(void)
     const gt_runtime_t *rt = &gt_runtime_hf_endpoint;
     json_t *s = json_string("The capital of France is");
     /* Inference Endpoints text-generation answer with details (TGI). */
-    parsed_t p = parse_with(
+    parses_to(
         rt, "generate", s,
         "[{\"generated_text\": \" Paris.\", \"details\": {\"finish_reason\": \"eos_token\","
         " \"generated_tokens\": 3, \"seed\": null, \"prefill\": [{\"id\": 128000, \"text\": "
         "\"<|begin_of_text|>\", \"logprob\": null}, {\"id\": 791, \"text\": \"The\", \"logprob\":"
         " -2.1}, {\"id\": 6864, \"text\": \" capital\", \"logprob\": -5.0}], \"tokens\": [{\"id\":"
-        " 12366, \"text\": \" Paris\", \"logprob\": -0.1, \"special\": false}]}}]");
-    TH_EQ_INT(p.rc, 0);
-    output_is(p.a.output, "{\"text\": \" Paris.\", \"finish_reason\": \"eos_token\"}");
-    TH_EQ_INT(p.a.prompt_tokens, 3);
-    TH_EQ_INT(p.a.completion_tokens, 3);
-    json_decref(p.a.output);
+        " 12366, \"text\": \" Paris\", \"logprob\": -0.1, \"special\": false}]}}]",
+        "{\"text\": \" Paris.\", \"finish_reason\": \"eos_token\"}", 3, 3);
     /* TGI's /generate shape (an object), without details: no usage reported. */
-    p = parse_with(rt, "generate", s, "{\"generated_text\": \"ok\"}");
-    TH_EQ_INT(p.rc, 0);
-    output_is(p.a.output, "{\"text\": \"ok\"}");
-    TH_EQ_INT(p.a.prompt_tokens, -1);
-    TH_EQ_INT(p.a.completion_tokens, -1);
-    json_decref(p.a.output);
+    parses_to(rt, "generate", s, "{\"generated_text\": \"ok\"}", "{\"text\": \"ok\"}", -1, -1);
     /* Messages API (OpenAI shape). */
-    p = parse_with(
+    parses_to(
         rt, "chat", s,
         "{\"object\": \"chat.completion\", \"id\": \"\", \"created\": 1718000000, \"model\": "
         "\"tgi\", \"system_fingerprint\": \"2.0.4-sha\", \"choices\": [{\"index\": 0, \"message\":"
         " {\"role\": \"assistant\", \"content\": \"Hello!\"}, \"logprobs\": null, "
         "\"finish_reason\": \"stop\"}], \"usage\": {\"prompt_tokens\": 21, \"completion_tokens\":"
-        " 3, \"total_tokens\": 24}}");
-    TH_EQ_INT(p.rc, 0);
-    output_is(p.a.output, "{\"text\": \"Hello!\", \"finish_reason\": \"stop\"}");
-    TH_EQ_INT(p.a.prompt_tokens, 21);
-    TH_EQ_INT(p.a.completion_tokens, 3);
-    json_decref(p.a.output);
+        " 3, \"total_tokens\": 24}}",
+        "{\"text\": \"Hello!\", \"finish_reason\": \"stop\"}", 21, 3);
     /* Feature extraction: a flat vector, TEI's [[...]] for one input, one per input. */
-    p = parse_with(rt, "embed", s, "[0.1, -0.2, 0.3]");
-    TH_EQ_INT(p.rc, 0);
-    output_is(p.a.output, "{\"embedding\": [0.1, -0.2, 0.3]}");
-    json_decref(p.a.output);
-    p = parse_with(rt, "embed", s, "[[0.1, -0.2, 0.3]]");
-    TH_EQ_INT(p.rc, 0);
-    output_is(p.a.output, "{\"embedding\": [0.1, -0.2, 0.3]}");
-    json_decref(p.a.output);
+    parses_output(rt, "embed", s, "[0.1, -0.2, 0.3]", "{\"embedding\": [0.1, -0.2, 0.3]}");
+    parses_output(rt, "embed", s, "[[0.1, -0.2, 0.3]]", "{\"embedding\": [0.1, -0.2, 0.3]}");
     json_t *two = J("[\"a\", \"b\"]");
-    p = parse_with(rt, "embed", two, "[[1, 2], [3, 4]]");
-    TH_EQ_INT(p.rc, 0);
-    output_is(p.a.output, "{\"embedding\": [1, 2], \"embeddings\": [[1, 2], [3, 4]]}");
-    json_decref(p.a.output);
+    parses_output(rt, "embed", two, "[[1, 2], [3, 4]]",
+                  "{\"embedding\": [1, 2], \"embeddings\": [[1, 2], [3, 4]]}");
     json_decref(two);
     json_decref(s);
+}
 
+/* Bodies of the wrong shape fail with a reason, never a guessed output. */
+static void test_hf_parse_malformed(void)
+{
+    const gt_runtime_t *rt = &gt_runtime_hf_endpoint;
     parse_fails(rt, "generate", "\"x\"", "<html>502 Bad Gateway</html>", "not JSON");
     parse_fails(rt, "generate", "\"x\"", "{\"error\": \"Model is overloaded\"}", "error object");
     parse_fails(rt, "generate", "\"x\"", "[{\"text\": \"x\"}]", "generated_text");
@@ -386,35 +392,32 @@ static void test_vertex_parse(void)
 {
     const gt_runtime_t *rt = &gt_runtime_vertex_gemini;
     json_t *s = json_string("Why is the sky blue?");
-    parsed_t p = parse_with(
+    parses_to(
         rt, "generate", s,
         "{\"candidates\": [{\"content\": {\"role\": \"model\", \"parts\": [{\"text\": \"Rayleigh"
         " \"}, {\"text\": \"scattering.\"}]}, \"finishReason\": \"STOP\", \"avgLogprobs\": "
         "-0.12, \"safetyRatings\": [{\"category\": \"HARM_CATEGORY_HATE_SPEECH\", \"probability\":"
         " \"NEGLIGIBLE\", \"probabilityScore\": 0.05}]}], \"usageMetadata\": "
         "{\"promptTokenCount\": 7, \"candidatesTokenCount\": 4, \"totalTokenCount\": 11}, "
-        "\"modelVersion\": \"gemini-1.5-flash-002\"}");
-    TH_EQ_INT(p.rc, 0);
-    output_is(p.a.output, "{\"text\": \"Rayleigh scattering.\", \"finish_reason\": \"STOP\"}");
-    TH_EQ_INT(p.a.prompt_tokens, 7);
-    TH_EQ_INT(p.a.completion_tokens, 4);
-    json_decref(p.a.output);
+        "\"modelVersion\": \"gemini-1.5-flash-002\"}",
+        "{\"text\": \"Rayleigh scattering.\", \"finish_reason\": \"STOP\"}", 7, 4);
     json_t *two = J("[\"one\", \"two\"]");
-    p = parse_with(
-        rt, "embed", two,
-        "{\"predictions\": [{\"embeddings\": {\"statistics\": {\"truncated\": false, "
-        "\"token_count\": 1}, \"values\": [0.01, -0.02]}}, {\"embeddings\": {\"statistics\": "
-        "{\"truncated\": false, \"token_count\": 2.0}, \"values\": [0.03, 0.04]}}], "
-        "\"metadata\": {\"billableCharacterCount\": 6}}");
-    TH_EQ_INT(p.rc, 0);
-    output_is(p.a.output, "{\"embedding\": [0.01, -0.02], \"embeddings\": [[0.01, -0.02], "
-                          "[0.03, 0.04]]}");
-    TH_EQ_INT(p.a.prompt_tokens, 3);
-    TH_EQ_INT(p.a.completion_tokens, 0);
-    json_decref(p.a.output);
+    parses_to(rt, "embed", two,
+              "{\"predictions\": [{\"embeddings\": {\"statistics\": {\"truncated\": false, "
+              "\"token_count\": 1}, \"values\": [0.01, -0.02]}}, {\"embeddings\": {\"statistics\": "
+              "{\"truncated\": false, \"token_count\": 2.0}, \"values\": [0.03, 0.04]}}], "
+              "\"metadata\": {\"billableCharacterCount\": 6}}",
+              "{\"embedding\": [0.01, -0.02], \"embeddings\": [[0.01, -0.02], "
+              "[0.03, 0.04]]}",
+              3, 0);
     json_decref(two);
     json_decref(s);
+}
 
+/* Bodies of the wrong shape fail with a reason, never a guessed output. */
+static void test_vertex_parse_malformed(void)
+{
+    const gt_runtime_t *rt = &gt_runtime_vertex_gemini;
     parse_fails(rt, "generate", "\"x\"",
                 "{\"promptFeedback\": {\"blockReason\": \"SAFETY\"}, \"usageMetadata\": "
                 "{\"promptTokenCount\": 5}}",
@@ -511,19 +514,21 @@ static void test_bedrock_parse(void)
 {
     const gt_runtime_t *rt = &gt_runtime_bedrock_anthropic;
     json_t *s = json_string("Hello");
-    parsed_t p = parse_with(
+    parses_to(
         rt, "chat", s,
         "{\"id\": \"msg_bdrk_01XFDUDYJgAACzvnptvVoYEL\", \"type\": \"message\", \"role\": "
         "\"assistant\", \"model\": \"claude-3-5-sonnet-20240620\", \"content\": [{\"type\": "
         "\"text\", \"text\": \"Bonjour ! \"}, {\"type\": \"text\", \"text\": \"De rien.\"}], "
         "\"stop_reason\": \"end_turn\", \"stop_sequence\": null, \"usage\": {\"input_tokens\": "
-        "25, \"output_tokens\": 9}}");
-    TH_EQ_INT(p.rc, 0);
-    output_is(p.a.output, "{\"text\": \"Bonjour ! De rien.\", \"finish_reason\": \"end_turn\"}");
-    TH_EQ_INT(p.a.prompt_tokens, 25);
-    TH_EQ_INT(p.a.completion_tokens, 9);
-    json_decref(p.a.output);
+        "25, \"output_tokens\": 9}}",
+        "{\"text\": \"Bonjour ! De rien.\", \"finish_reason\": \"end_turn\"}", 25, 9);
     json_decref(s);
+}
+
+/* Bodies of the wrong shape fail with a reason, never a guessed output. */
+static void test_bedrock_parse_malformed(void)
+{
+    const gt_runtime_t *rt = &gt_runtime_bedrock_anthropic;
     parse_fails(rt, "chat", "\"x\"", "{\"message\": \"Malformed input request\"}", "content[]");
     parse_fails(rt, "chat", "\"x\"", "not json", "not a JSON object");
 }
@@ -1193,10 +1198,13 @@ int main(void)
     static const th_test_t tests[] = {
         {"hf_endpoint requests", test_hf_build},
         {"hf_endpoint answers", test_hf_parse},
+        {"hf_endpoint malformed answers", test_hf_parse_malformed},
         {"vertex_gemini requests", test_vertex_build},
         {"vertex_gemini answers", test_vertex_parse},
+        {"vertex_gemini malformed answers", test_vertex_parse_malformed},
         {"bedrock_anthropic requests", test_bedrock_build},
         {"bedrock_anthropic answers", test_bedrock_parse},
+        {"bedrock_anthropic malformed answers", test_bedrock_parse_malformed},
         {"hf_endpoint over loopback", test_hf_loopback},
         {"bedrock over loopback: signature recomputed from the received request",
          test_bedrock_loopback},
