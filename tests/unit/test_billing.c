@@ -263,19 +263,35 @@ static void test_late_usage_is_an_adjustment(void)
     PQfinish(c);
 }
 
-static void test_finance_role(void)
+/* A database with one invoiced usage row, in a session as gantry_finance. */
+static PGconn *finance_session(void)
 {
     PGconn *c = db();
     price(c, price_m1_v1);
     TH_EQ_INT(one(c, "f1", "t1", "m1", 1000, 0, "0", "2026-10-02T00:00:00Z"), 1);
     TH_EQ_INT(num(c, "SELECT billing_invoice_run('2026-10-01')"), 1);
     CU_ASSERT_FATAL(run(c, "SET ROLE gantry_finance") == 0);
+    return c;
+}
+
+/* Finance reads no request, output or raw billing table and changes no price. */
+static void test_finance_role_denied(void)
+{
+    PGconn *c = finance_session();
     CU_ASSERT(run(c, "SELECT request FROM jobs") != 0);
     CU_ASSERT(run(c, "SELECT output FROM tasks") != 0);
     CU_ASSERT(run(c, "SELECT * FROM usage") != 0);
     CU_ASSERT(run(c, "SELECT * FROM invoices") != 0);
     CU_ASSERT(run(c, "INSERT INTO prices (provider, model, currency, effective_from)"
                      " VALUES ('a', 'b', 'USD', now())") != 0);
+    CU_ASSERT(run(c, "RESET ROLE") == 0);
+    PQfinish(c);
+}
+
+/* Finance's views agree with each other and hold the prices. */
+static void test_finance_role_views(void)
+{
+    PGconn *c = finance_session();
     TH_EQ_INT(num(c, "SELECT count(*) FROM finance_invoices"), 1);
     TH_EQ_INT(num(c, "SELECT sum(amount_micros) FROM finance_invoice_lines"),
               num(c, "SELECT total_micros FROM finance_invoices"));
@@ -490,7 +506,8 @@ int main(void)
          test_invoice_run_idempotent_and_redelivery},
         {"issued invoice is immutable", test_issued_invoice_is_immutable},
         {"late usage is an adjustment on the next invoice", test_late_usage_is_an_adjustment},
-        {"finance role reads views, not prompts", test_finance_role},
+        {"finance role reads views, not prompts: no raw tables", test_finance_role_denied},
+        {"finance role reads views, not prompts: consistent views", test_finance_role_views},
         {"usage partitions: default, attach, detach", test_partitions},
         {"cli: prices, invoice run/show/export, usage, reconcile", test_cli},
         {"migration keeps the backbone's usage rows", test_migration_keeps_usage},
