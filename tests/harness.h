@@ -112,6 +112,12 @@ int th_proc_wait_line(th_proc_t *p, const char *prefix, char *out, size_t len, i
  * waitpid) or -1 on timeout (the process is then SIGKILLed). */
 int th_proc_stop(th_proc_t *p, int sig, int timeout_ms);
 
+/* Starts gantry-mock-hostedai on a free port with the bearer key and extra
+ * flags (NULL-terminated, at most 24), and waits for it to listen; writes
+ * "http://ADDR:PORT" into base. Returns 0, or -1 (the process is then gone). */
+int th_mock_hostedai_start(th_proc_t *p, const char *key, const char *const *extra, char *base,
+                           size_t len);
+
 /* A free TCP port on 127.0.0.1 (bound and released). */
 int th_free_port(void);
 
