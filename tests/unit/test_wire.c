@@ -113,16 +113,25 @@ static parsed_t parse_with(const gt_runtime_t *rt, const char *kind, json_t *inp
     return p;
 }
 
+/* A parse that succeeded with want (JSON text) and these token counts; frees
+ * its output. */
+static void answer_is(parsed_t *p, const char *want, int64_t prompt_tokens,
+                      int64_t completion_tokens)
+{
+    TH_EQ_INT(p->rc, 0);
+    output_is(p->a.output, want);
+    TH_EQ_INT(p->a.prompt_tokens, prompt_tokens);
+    TH_EQ_INT(p->a.completion_tokens, completion_tokens);
+    json_decref(p->a.output);
+    p->a.output = NULL;
+}
+
 /* Parses a well-formed body: must give want (JSON text) and these token counts. */
 static void parses_to(const gt_runtime_t *rt, const char *kind, json_t *input, const char *body,
                       const char *want, int64_t prompt_tokens, int64_t completion_tokens)
 {
     parsed_t p = parse_with(rt, kind, input, body);
-    TH_EQ_INT(p.rc, 0);
-    output_is(p.a.output, want);
-    TH_EQ_INT(p.a.prompt_tokens, prompt_tokens);
-    TH_EQ_INT(p.a.completion_tokens, completion_tokens);
-    json_decref(p.a.output);
+    answer_is(&p, want, prompt_tokens, completion_tokens);
 }
 
 /* Parses a well-formed body: must give want (JSON text), token counts unchecked. */
@@ -619,11 +628,7 @@ static void test_hf_loopback(void)
                             "[{\"generated_text\": \" world\", \"details\": {\"finish_reason\": "
                             "\"length\", \"generated_tokens\": 2, \"prefill\": [{\"id\": 1}, "
                             "{\"id\": 2}]}}]");
-    TH_EQ_INT(r.rc, 0);
-    TH_EQ_INT(r.a.prompt_tokens, 2);
-    TH_EQ_INT(r.a.completion_tokens, 2);
-    output_is(r.a.output, "{\"text\": \" world\", \"finish_reason\": \"length\"}");
-    json_decref(r.a.output);
+    answer_is(&r, "{\"text\": \" world\", \"finish_reason\": \"length\"}", 2, 2);
     TH_EQ_STR(th_recorded_header(th_recorder_get(rec, 0), "Authorization"), "Bearer " HF_KEY);
     TH_EQ_STR(th_recorder_get(rec, 0)->path, "/");
     r = round_trip(rec, &gt_runtime_hf_endpoint, &p, "chat",
@@ -734,11 +739,7 @@ static void test_bedrock_loopback(void)
                             "\"assistant\", \"content\": [{\"type\": \"text\", \"text\": "
                             "\"Hi!\"}], \"stop_reason\": \"end_turn\", \"usage\": "
                             "{\"input_tokens\": 14, \"output_tokens\": 4}}");
-    TH_EQ_INT(r.rc, 0);
-    TH_EQ_INT(r.a.prompt_tokens, 14);
-    TH_EQ_INT(r.a.completion_tokens, 4);
-    output_is(r.a.output, "{\"text\": \"Hi!\", \"finish_reason\": \"end_turn\"}");
-    json_decref(r.a.output);
+    answer_is(&r, "{\"text\": \"Hi!\", \"finish_reason\": \"end_turn\"}", 14, 4);
     const th_recorded_t *q = th_recorder_get(rec, 0);
     CU_ASSERT_FATAL(q != NULL);
     TH_EQ_STR(q->path, "/model/anthropic.claude-3-haiku-20240307-v1%3A0/invoke");
@@ -911,11 +912,7 @@ static void test_vertex_token_exchange(void)
                             "[{\"text\": \"4\"}]}, \"finishReason\": \"STOP\"}], "
                             "\"usageMetadata\": {\"promptTokenCount\": 8, "
                             "\"candidatesTokenCount\": 1, \"totalTokenCount\": 9}}");
-    TH_EQ_INT(r.rc, 0);
-    TH_EQ_INT(r.a.prompt_tokens, 8);
-    TH_EQ_INT(r.a.completion_tokens, 1);
-    output_is(r.a.output, "{\"text\": \"4\", \"finish_reason\": \"STOP\"}");
-    json_decref(r.a.output);
+    answer_is(&r, "{\"text\": \"4\", \"finish_reason\": \"STOP\"}", 8, 1);
     const th_recorded_t *q = th_recorder_get(rec, 1);
     CU_ASSERT_FATAL(q != NULL);
     TH_EQ_STR(q->path, "/v1/projects/my-project/locations/europe-west4/publishers/google/models/"
