@@ -219,12 +219,23 @@ static void test_invoice_run_idempotent_and_redelivery(void)
     PQfinish(c);
 }
 
-static void test_issued_invoice_is_immutable(void)
+/* A database whose one usage row (tenant t1, model m1 at price_m1_v1) is
+ * invoiced for period. */
+static PGconn *invoiced(const char *id, long prompt, long completion, const char *alloc_s,
+                        const char *at, const char *period)
 {
+    char sql[128];
     PGconn *c = db();
     price(c, price_m1_v1);
-    TH_EQ_INT(one(c, "i1", "t1", "m1", 100, 100, "1", "2026-10-02T00:00:00Z"), 1);
-    TH_EQ_INT(num(c, "SELECT billing_invoice_run('2026-10-01')"), 1);
+    TH_EQ_INT(one(c, id, "t1", "m1", prompt, completion, alloc_s, at), 1);
+    snprintf(sql, sizeof(sql), "SELECT billing_invoice_run('%s')", period);
+    TH_EQ_INT(num(c, sql), 1);
+    return c;
+}
+
+static void test_issued_invoice_is_immutable(void)
+{
+    PGconn *c = invoiced("i1", 100, 100, "1", "2026-10-02T00:00:00Z", "2026-10-01");
     CU_ASSERT(run(c, "UPDATE invoices SET total_micros = total_micros + 1") != 0);
     CU_ASSERT(run(c, "DELETE FROM invoices") != 0);
     CU_ASSERT(run(c, "UPDATE invoice_lines SET amount_micros = 0") != 0);
@@ -239,10 +250,7 @@ static void test_issued_invoice_is_immutable(void)
 
 static void test_late_usage_is_an_adjustment(void)
 {
-    PGconn *c = db();
-    price(c, price_m1_v1);
-    TH_EQ_INT(one(c, "s1", "t1", "m1", 1000, 0, "0", "2026-09-10T00:00:00Z"), 1);
-    TH_EQ_INT(num(c, "SELECT billing_invoice_run('2026-09-01')"), 1);
+    PGconn *c = invoiced("s1", 1000, 0, "0", "2026-09-10T00:00:00Z", "2026-09-01");
     long long sept = num(c, "SELECT total_micros FROM invoices WHERE period = '2026-09-01'");
     /* September usage arrives after September was invoiced */
     TH_EQ_INT(one(c, "s2", "t1", "m1", 2000, 0, "0", "2026-09-29T00:00:00Z"), 1);
@@ -266,10 +274,7 @@ static void test_late_usage_is_an_adjustment(void)
 /* A database with one invoiced usage row, in a session as gantry_finance. */
 static PGconn *finance_session(void)
 {
-    PGconn *c = db();
-    price(c, price_m1_v1);
-    TH_EQ_INT(one(c, "f1", "t1", "m1", 1000, 0, "0", "2026-10-02T00:00:00Z"), 1);
-    TH_EQ_INT(num(c, "SELECT billing_invoice_run('2026-10-01')"), 1);
+    PGconn *c = invoiced("f1", 1000, 0, "0", "2026-10-02T00:00:00Z", "2026-10-01");
     CU_ASSERT_FATAL(run(c, "SET ROLE gantry_finance") == 0);
     return c;
 }
