@@ -224,12 +224,10 @@ static void test_invoice_run_idempotent_and_redelivery(void)
 static PGconn *invoiced(const char *id, long prompt, long completion, const char *alloc_s,
                         const char *at, const char *period)
 {
-    char sql[128];
     PGconn *c = db();
     price(c, price_m1_v1);
     TH_EQ_INT(one(c, id, "t1", "m1", prompt, completion, alloc_s, at), 1);
-    snprintf(sql, sizeof(sql), "SELECT billing_invoice_run('%s')", period);
-    TH_EQ_INT(num(c, sql), 1);
+    TH_EQ_INT(num(c, "SELECT billing_invoice_run('%s')", period), 1);
     return c;
 }
 
