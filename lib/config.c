@@ -314,7 +314,7 @@ out:
     return out;
 }
 
-static int lane_known(const gt_config_t *cfg, const char *lane)
+int gt_config_has_lane(const gt_config_t *cfg, const char *lane)
 {
     for (size_t i = 0; i < cfg->n_lanes; i++)
         if (strcmp(cfg->lanes[i], lane) == 0)
@@ -324,7 +324,7 @@ static int lane_known(const gt_config_t *cfg, const char *lane)
 
 static void add_lane(gt_config_t *cfg, const char *lane)
 {
-    if (lane_known(cfg, lane))
+    if (gt_config_has_lane(cfg, lane))
         return;
     char **grown = realloc(cfg->lanes, (cfg->n_lanes + 2) * sizeof(char *));
     if (!grown)
@@ -865,7 +865,7 @@ static void load_processes(gt_cfg_ctx_t *c, gt_config_t *cfg)
         gt_cfg_check_keys(c, w, "worker", wkeys);
     cfg->worker_lanes = gt_cfg_str_list(c, w, "lanes", "worker", &cfg->n_worker_lanes);
     for (size_t i = 0; i < cfg->n_worker_lanes; i++)
-        if (!lane_known(cfg, cfg->worker_lanes[i]))
+        if (!gt_config_has_lane(cfg, cfg->worker_lanes[i]))
             gt_cfg_problem(c, "worker.lanes", "lane \"%s\" is used by no model",
                            cfg->worker_lanes[i]);
     if (!cfg->worker_lanes) { /* default: every lane */

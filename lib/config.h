@@ -268,6 +268,8 @@ const gt_tenant_t *gt_config_tenant(const gt_config_t *cfg, const char *id);
 /* 1 when the configuration has a tenants section (even empty): then only its
  * tenants are served, unless dispatcher.allow_unknown_tenants. */
 int gt_config_tenants_configured(const gt_config_t *cfg);
+/* 1 when some model uses lane (models.<name>.lane), else 0. */
+int gt_config_has_lane(const gt_config_t *cfg, const char *lane);
 /* Writes the topic of a lane ("gantry.tasks.<lane>") into buf. */
 char *gt_config_lane_topic(const gt_config_t *cfg, const char *lane, char *buf, size_t len);
 

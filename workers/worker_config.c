@@ -9,14 +9,6 @@
 #include "provider.h"
 #include "worker_config.h"
 
-static int lane_known(const gt_config_t *cfg, const char *lane)
-{
-    for (size_t i = 0; i < cfg->n_lanes; i++)
-        if (strcmp(cfg->lanes[i], lane) == 0)
-            return 1;
-    return 0;
-}
-
 /* scheduling: queue time limits and the cancel poll (docs/scheduling.md). The
  * per-lane and per-tenant objects stay in root (borrowed) and are read by
  * gt_worker_config_max_queue_ms. */
@@ -46,7 +38,7 @@ static void load_scheduling(gt_cfg_ctx_t *c, gt_config_t *cfg)
             }
             gt_cfg_check_keys(c, v, sub, schedsub);
             gt_cfg_int(c, v, "max_queue_ms", sub, 0, 0, 30LL * 86400000);
-            if (g == 0 && !lane_known(cfg, name))
+            if (g == 0 && !gt_config_has_lane(cfg, name))
                 gt_cfg_problem(c, sub, "no model uses lane \"%s\"", name);
         }
         if (g == 0)
