@@ -146,6 +146,19 @@ int th_proc_wait_line(th_proc_t *p, const char *prefix, char *out, size_t len, i
     return -1;
 }
 
+size_t th_collect(char *ptr, size_t size, size_t n, void *arg)
+{
+    char **buf = arg;
+    size_t old = *buf ? strlen(*buf) : 0, add = size * n;
+    char *grown = realloc(*buf, old + add + 1);
+    if (!grown)
+        return 0;
+    memcpy(grown + old, ptr, add);
+    grown[old + add] = '\0';
+    *buf = grown;
+    return add;
+}
+
 int th_mock_hostedai_start(th_proc_t *p, const char *key, const char *const *extra, char *base,
                            size_t len)
 {

@@ -118,6 +118,12 @@ int th_proc_stop(th_proc_t *p, int sig, int timeout_ms);
 int th_mock_hostedai_start(th_proc_t *p, const char *key, const char *const *extra, char *base,
                            size_t len);
 
+/* A libcurl write callback (CURLOPT_WRITEFUNCTION) appending the n items of
+ * size bytes to the malloc'd NUL-terminated string at *(char **)arg (NULL
+ * at first; the caller frees it). Returns the bytes taken, 0 when out of
+ * memory (curl then fails the transfer). */
+size_t th_collect(char *ptr, size_t size, size_t n, void *arg);
+
 /* A free TCP port on 127.0.0.1 (bound and released). */
 int th_free_port(void);
 
