@@ -23,11 +23,6 @@ typedef struct reply {
     json_t *json;     /* parsed body or NULL */
 } reply_t;
 
-typedef struct buf {
-    char *p;
-    size_t n;
-} buf_t;
-
 static int mock_start(mock_t *m, const char *const *extra)
 {
     memset(m, 0, sizeof(*m));
@@ -41,20 +36,6 @@ static void mock_stop(mock_t *m)
 {
     curl_easy_cleanup(m->easy);
     TH_EQ_INT(th_proc_stop(&m->proc, SIGTERM, 10000), 0);
-}
-
-static size_t on_body(char *d, size_t sz, size_t nm, void *arg)
-{
-    buf_t *b = arg;
-    char *p = realloc(b->p, b->n + sz * nm + 1);
-
-    if (!p)
-        return 0;
-    memcpy(p + b->n, d, sz * nm);
-    b->p = p;
-    b->n += sz * nm;
-    p[b->n] = '\0';
-    return sz * nm;
 }
 
 static size_t on_header(char *d, size_t sz, size_t nm, void *arg)
@@ -72,7 +53,7 @@ static reply_t call(mock_t *m, const char *method, const char *path, const char 
                     const char *key)
 {
     reply_t r = {0, -1, NULL};
-    buf_t b = {NULL, 0};
+    char *b = NULL;
     struct curl_slist *h = NULL;
     char url[256], auth[128];
 
@@ -89,7 +70,7 @@ static reply_t call(mock_t *m, const char *method, const char *path, const char 
         h = curl_slist_append(h, auth);
     }
     curl_easy_setopt(m->easy, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(m->easy, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(m->easy, CURLOPT_WRITEFUNCTION, th_collect);
     curl_easy_setopt(m->easy, CURLOPT_WRITEDATA, &b);
     curl_easy_setopt(m->easy, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(m->easy, CURLOPT_HEADERDATA, &r);
@@ -97,10 +78,10 @@ static reply_t call(mock_t *m, const char *method, const char *path, const char 
     curl_easy_setopt(m->easy, CURLOPT_NOSIGNAL, 1L);
     if (curl_easy_perform(m->easy) == CURLE_OK)
         curl_easy_getinfo(m->easy, CURLINFO_RESPONSE_CODE, &r.status);
-    if (b.p)
-        r.json = json_loads(b.p, 0, NULL);
+    if (b)
+        r.json = json_loads(b, 0, NULL);
     curl_slist_free_all(h);
-    free(b.p);
+    free(b);
     return r;
 }
 
