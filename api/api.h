@@ -13,23 +13,24 @@
 
 /* The api section of gantry.json (docs/configuration.md, docs/batch-api.md). */
 typedef struct gt_api_config {
-    char *host;             /* api.host, default 127.0.0.1 */
-    int port;               /* api.port, default 8090; 0: ephemeral */
-    int64_t max_file_lines; /* api.max_file_lines, default 50000 */
-    int64_t max_file_bytes; /* api.max_file_bytes, default 200 MB */
-    int64_t min_window_s;   /* api.min_completion_window_s, default 86400 (24 h) */
-    int64_t max_window_s;   /* api.max_completion_window_s, default 86400 */
-    char *group;            /* api.group: consumer group of gantry.results, default gantry-api */
-    char *control_topic;    /* topics.control, default gantry.control */
-    int pg_connections;     /* api.pg_connections, HTTP threads' pool, default 8 */
-    int publish_batch;      /* api.publish_batch: lines per publish round, default 1000 */
+    char *host;                /* api.host, default 127.0.0.1 */
+    int port;                  /* api.port, default 8090; 0: ephemeral */
+    int64_t max_file_lines;    /* api.max_file_lines, default 50000 */
+    int64_t max_file_bytes;    /* api.max_file_bytes, default 200 MB */
+    int64_t min_window_s;      /* api.min_completion_window_s, default 86400 (24 h) */
+    int64_t max_window_s;      /* api.max_completion_window_s, default 86400 */
+    char *group;               /* api.group: consumer group of gantry.results, default gantry-api */
+    const char *control_topic; /* topics.control (shared), borrowed from the config */
+    int pg_connections;        /* api.pg_connections, HTTP threads' pool, default 8 */
+    int publish_batch;         /* api.publish_batch: lines per publish round, default 1000 */
     json_t *models; /* api.models: vendor model name -> Gantry model ("*": any other); borrowed */
 } gt_api_config_t;
 
-/* Reads and checks cfg->root's api section into out. Returns 0, or -1 with
- * the key path and the reason in err. */
-int gt_api_config_load(const gt_config_t *cfg, gt_api_config_t *out, char *err, size_t errlen);
-void gt_api_config_free(gt_api_config_t *ac);
+/* Adds the api section to every later configuration load of this process
+ * (lib/config_section.h): then a loaded gt_config_t's api points at it (owned
+ * by the config, freed with it), and its problems fail the load. Call before
+ * the first load. Returns 0, or the negative code of gt_config_add_section. */
+int gt_api_config_register(void);
 
 /* The Gantry model a vendor model name maps to (api.models, else the name
  * itself). Never NULL for a non-NULL name. */

@@ -1,11 +1,11 @@
-/* config.c - gantry-api's section of gantry.json (api.*, topics.control),
- * read from the loaded document; lib/config.c only admits the section. */
-#include <errno.h>
+/* config.c - gantry-api's section of gantry.json (api.*), loaded as a part's
+ * section (lib/config_section.h) into cfg->api; topics.control is shared. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "api.h"
+#include "config_section.h"
 #include "digest.h"
 
 static const char *const api_keys[] = {"host",
@@ -20,109 +20,57 @@ static const char *const api_keys[] = {"host",
                                        "models",
                                        NULL};
 
-static int get_int(json_t *o, const char *key, int64_t def, int64_t lo, int64_t hi, int64_t *out,
-                   char *err, size_t errlen)
+static void load_api(gt_cfg_ctx_t *c, gt_config_t *cfg)
 {
-    json_t *v = o ? json_object_get(o, key) : NULL;
-    if (!v) {
-        *out = def;
-        return 0;
+    gt_api_config_t *ac = calloc(1, sizeof(*ac));
+    if (!ac) {
+        gt_cfg_problem(c, "api", "out of memory");
+        return;
     }
-    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
-        snprintf(err, errlen, "api.%s: must be an integer in %lld..%lld", key, (long long)lo,
-                 (long long)hi);
-        return -1;
-    }
-    *out = json_integer_value(v);
-    return 0;
-}
-
-static int get_str(json_t *o, const char *path, const char *key, const char *def, char **out,
-                   char *err, size_t errlen)
-{
-    json_t *v = o ? json_object_get(o, key) : NULL;
-    if (v && (!json_is_string(v) || !json_string_length(v))) {
-        snprintf(err, errlen, "%s.%s: must be a non-empty string", path, key);
-        return -1;
-    }
-    *out = strdup(v ? json_string_value(v) : def);
-    return *out ? 0 : -1;
-}
-
-int gt_api_config_load(const gt_config_t *cfg, gt_api_config_t *out, char *err, size_t errlen)
-{
-    memset(out, 0, sizeof(*out));
-    json_t *a = json_object_get(cfg->root, "api");
-    json_t *topics = json_object_get(cfg->root, "topics");
-    int64_t v;
-    int rc = -1;
-    if (a && !json_is_object(a)) {
-        snprintf(err, errlen, "api: must be an object");
-        goto out;
-    }
+    cfg->api = ac;
+    json_t *a = gt_cfg_obj(c, cfg->root, "api", "", 0);
+    if (a)
+        gt_cfg_check_keys(c, a, "api", api_keys);
+    ac->host = gt_cfg_str(c, a, "host", "api", "127.0.0.1", 0);
+    ac->group = gt_cfg_str(c, a, "group", "api", "gantry-api", 0);
+    ac->control_topic = cfg->topics.control;
+    ac->port = (int)gt_cfg_int(c, a, "port", "api", 8090, 0, 65535);
+    ac->max_file_lines = gt_cfg_int(c, a, "max_file_lines", "api", 50000, 1, 10000000);
+    ac->max_file_bytes = gt_cfg_int(c, a, "max_file_bytes", "api", 200LL << 20, 1, 1LL << 40);
+    ac->min_window_s = gt_cfg_int(c, a, "min_completion_window_s", "api", 86400, 1, 86400 * 30);
+    ac->max_window_s = gt_cfg_int(c, a, "max_completion_window_s", "api", 86400, 1, 86400 * 30);
+    if (ac->min_window_s > ac->max_window_s)
+        gt_cfg_problem(c, "api.min_completion_window_s", "above api.max_completion_window_s");
+    ac->pg_connections = (int)gt_cfg_int(c, a, "pg_connections", "api", 8, 1, 256);
+    ac->publish_batch = (int)gt_cfg_int(c, a, "publish_batch", "api", 1000, 1, 100000);
+    ac->models = gt_cfg_obj(c, a, "models", "api", 0);
     const char *k;
     json_t *val;
-    json_object_foreach (a, k, val) {
-        int known = 0;
-        for (const char *const *p = api_keys; *p; p++)
-            known |= strcmp(*p, k) == 0;
-        if (!known) {
-            snprintf(err, errlen, "api.%s: unknown key", k);
-            goto out;
+    json_object_foreach (ac->models, k, val) {
+        if (!json_is_string(val)) {
+            char path[512];
+            snprintf(path, sizeof(path), "api.models.%s", k);
+            gt_cfg_problem(c, path, "must be a string (a Gantry model or auto)");
         }
     }
-    if (get_str(a, "api", "host", "127.0.0.1", &out->host, err, errlen) ||
-        get_str(a, "api", "group", "gantry-api", &out->group, err, errlen) ||
-        get_str(topics, "topics", "control", "gantry.control", &out->control_topic, err, errlen))
-        goto out;
-    if (get_int(a, "port", 8090, 0, 65535, &v, err, errlen))
-        goto out;
-    out->port = (int)v;
-    if (get_int(a, "max_file_lines", 50000, 1, 10000000, &out->max_file_lines, err, errlen) ||
-        get_int(a, "max_file_bytes", 200LL << 20, 1, 1LL << 40, &out->max_file_bytes, err,
-                errlen) ||
-        get_int(a, "min_completion_window_s", 86400, 1, 86400 * 30, &out->min_window_s, err,
-                errlen) ||
-        get_int(a, "max_completion_window_s", 86400, 1, 86400 * 30, &out->max_window_s, err,
-                errlen))
-        goto out;
-    if (out->min_window_s > out->max_window_s) {
-        snprintf(err, errlen, "api.min_completion_window_s: above api.max_completion_window_s");
-        goto out;
-    }
-    if (get_int(a, "pg_connections", 8, 1, 256, &v, err, errlen))
-        goto out;
-    out->pg_connections = (int)v;
-    if (get_int(a, "publish_batch", 1000, 1, 100000, &v, err, errlen))
-        goto out;
-    out->publish_batch = (int)v;
-    out->models = a ? json_object_get(a, "models") : NULL;
-    if (out->models) {
-        if (!json_is_object(out->models)) {
-            snprintf(err, errlen, "api.models: must be an object of strings");
-            goto out;
-        }
-        json_object_foreach (out->models, k, val) {
-            if (!json_is_string(val)) {
-                snprintf(err, errlen, "api.models.%s: must be a string (a Gantry model or auto)",
-                         k);
-                goto out;
-            }
-        }
-    }
-    rc = 0;
-out:
-    if (rc)
-        gt_api_config_free(out);
-    return rc;
 }
 
-void gt_api_config_free(gt_api_config_t *ac)
+static void free_api(gt_config_t *cfg)
 {
+    gt_api_config_t *ac = cfg->api;
+    if (!ac)
+        return;
     free(ac->host);
     free(ac->group);
-    free(ac->control_topic);
-    memset(ac, 0, sizeof(*ac));
+    free(ac);
+    cfg->api = NULL;
+}
+
+static const gt_config_section_t api_section = {.name = "api", .load = load_api, .free = free_api};
+
+int gt_api_config_register(void)
+{
+    return gt_config_add_section(&api_section);
 }
 
 const char *gt_api_model(const gt_api_config_t *ac, const char *vendor_model)

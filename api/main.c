@@ -93,17 +93,13 @@ int main(int argc, char **argv)
         return 2;
     }
     char err[4096], source[128];
+    gt_api_config_register();
     gt_config_t *cfg = gt_config_load(config, err, sizeof(err));
     if (!cfg) {
         fprintf(stderr, "gantry-api: %s\n", err);
         return 1;
     }
-    gt_api_config_t ac;
-    if (gt_api_config_load(cfg, &ac, err, sizeof(err))) {
-        fprintf(stderr, "gantry-api: %s: %s\n", config, err);
-        gt_config_free(cfg);
-        return 1;
-    }
+    gt_api_config_t ac = *cfg->api; /* borrows cfg's strings; --port may override */
     if (port >= 0)
         ac.port = port;
     gt_log_init("gantry-api", (gt_log_level_t)gt_log_parse_level(cfg->log_level));
@@ -164,7 +160,6 @@ out:
     gt_api_pump_free(a.pump);
     gt_effects_free(a.es);
     uv_loop_close(loop);
-    gt_api_config_free(&ac);
     gt_config_free(cfg);
     gt_metrics_free();
     return rc;

@@ -2,6 +2,7 @@
  * (prose, chat logs, JSON-ish lines, ~1 PII value per 400 bytes), detected
  * and masked in request-sized chunks. Prints MB/s; asserts nothing.
  * Usage: gantry-bench-pii [MB] [chunk_bytes] */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,13 +10,13 @@
 
 #include "clock.h"
 #include "pii.h"
+#include "rand.h"
 #include "scrub.h"
 
-static unsigned long long rng = 0x9e3779b97f4a7c15ULL;
+static uint64_t rng = 0x9e3779b97f4a7c15ULL; /* a fixed corpus, run to run */
 static unsigned rnd(unsigned n)
 {
-    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-    return (unsigned)(rng % n);
+    return (unsigned)(gt_rand_next(&rng) % n);
 }
 
 static const char *const prose[] = {

@@ -287,12 +287,6 @@ typedef struct lookup {
     char err[256];
 } lookup_t;
 
-static int has_reply_topic(const coord_t *c)
-{
-    return c->reply_topic && *c->reply_topic &&
-           strcmp(c->reply_topic, c->d->cfg->topics.results) != 0;
-}
-
 /* Off the loop: is the result (keyed by request_id) on each of its topics? */
 static void lookup_work(uv_work_t *w)
 {
@@ -301,7 +295,7 @@ static void lookup_work(uv_work_t *w)
     const gt_config_t *cfg = c->d->cfg;
     const char *keys[] = {c->request_id};
     int64_t since = c->published_since - COORD_CLOCK_SKEW_MS;
-    l->on_reply = !has_reply_topic(c);
+    l->on_reply = !gt_result_reply_topic(cfg, c->reply_topic);
     l->rc = gt_kafka_find_keys(cfg, cfg->topics.results, keys, 1, since, &l->on_results,
                                COORD_LOOKUP_TIMEOUT_MS, l->err, sizeof(l->err));
     if (l->rc == 0 && !l->on_reply)

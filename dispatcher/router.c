@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "metrics.h"
+#include "rand.h"
 
 typedef struct dep_state {
     struct dep_state *next;
@@ -34,7 +35,7 @@ gt_router_t *gt_router_new(uint64_t seed)
     gt_router_t *r = calloc(1, sizeof(*r));
     if (!r)
         return NULL;
-    r->rng = seed ? seed : 0x9e3779b97f4a7c15ULL;
+    r->rng = seed;
     return r;
 }
 
@@ -53,10 +54,7 @@ void gt_router_free(gt_router_t *r)
 
 static double uniform(gt_router_t *r)
 {
-    r->rng ^= r->rng << 13; /* xorshift64 */
-    r->rng ^= r->rng >> 7;
-    r->rng ^= r->rng << 17;
-    return (double)(r->rng >> 11) / 9007199254740992.0;
+    return gt_rand_unit_r(&r->rng);
 }
 
 static dep_state_t *state(gt_router_t *r, const char *model, int create)

@@ -314,7 +314,7 @@ out:
     return out;
 }
 
-static int lane_known(const gt_config_t *cfg, const char *lane)
+int gt_config_has_lane(const gt_config_t *cfg, const char *lane)
 {
     for (size_t i = 0; i < cfg->n_lanes; i++)
         if (strcmp(cfg->lanes[i], lane) == 0)
@@ -324,7 +324,7 @@ static int lane_known(const gt_config_t *cfg, const char *lane)
 
 static void add_lane(gt_config_t *cfg, const char *lane)
 {
-    if (lane_known(cfg, lane))
+    if (gt_config_has_lane(cfg, lane))
         return;
     char **grown = realloc(cfg->lanes, (cfg->n_lanes + 2) * sizeof(char *));
     if (!grown)
@@ -459,15 +459,11 @@ static void load_pools(gt_cfg_ctx_t *c, gt_config_t *cfg)
     }
 }
 
-static const char *const wire_runtimes[] = {"openai", "hf_endpoint", "vertex_gemini",
-                                            "bedrock_anthropic", NULL};
-
-static int is_wire_runtime(const char *r)
+/* Every runtime but HostedAI's is a provider's; which names exist, and what
+ * each needs, the workers check (workers/worker_config.c). */
+static int is_provider_runtime(const char *r)
 {
-    for (const char *const *w = wire_runtimes; r && *w; w++)
-        if (strcmp(*w, r) == 0)
-            return 1;
-    return 0;
+    return r && strcmp(r, "hostedai") != 0;
 }
 
 static void load_limits(gt_cfg_ctx_t *c, json_t *o, const char *path, gt_provider_limits_t *l)
@@ -516,39 +512,12 @@ static void load_providers(gt_cfg_ctx_t *c, gt_config_t *cfg)
         p->secret_access_key = gt_cfg_str(c, pj, "secret_access_key", path, NULL, 0);
         p->session_token = gt_cfg_str(c, pj, "session_token", path, NULL, 0);
         load_limits(c, pj, path, &p->limits);
-        if (p->runtime && !is_wire_runtime(p->runtime))
-            gt_cfg_problem(c, path,
-                           "runtime \"%s\" is not a provider runtime (openai, hf_endpoint, "
-                           "vertex_gemini, bedrock_anthropic)",
-                           p->runtime);
         if (p->endpoint && strncmp(p->endpoint, "http://", 7) != 0 &&
             strncmp(p->endpoint, "https://", 8) != 0)
             gt_cfg_problem(c, path, "endpoint must be an http:// or https:// URL");
         size_t el = p->endpoint ? strlen(p->endpoint) : 0;
         while (el && p->endpoint[el - 1] == '/')
             p->endpoint[--el] = 0;
-        /* What each runtime cannot work without. */
-        const char *rt = p->runtime ? p->runtime : "";
-        if ((!strcmp(rt, "openai") || !strcmp(rt, "hf_endpoint")) && !p->endpoint)
-            gt_cfg_problem(c, path, "endpoint is required for runtime %s", rt);
-        if (!strcmp(rt, "hf_endpoint") && !p->api_key)
-            gt_cfg_problem(c, path,
-                           "api_key (or api_key_file) is required for runtime hf_endpoint");
-        if (!strcmp(rt, "vertex_gemini")) {
-            if (!p->credentials)
-                gt_cfg_problem(c, path, "credentials_file is required for runtime vertex_gemini");
-            if (!p->project || !p->location)
-                gt_cfg_problem(c, path,
-                               "project and location are required for runtime vertex_gemini");
-        }
-        if (!strcmp(rt, "bedrock_anthropic")) {
-            if (!p->region)
-                gt_cfg_problem(c, path, "region is required for runtime bedrock_anthropic");
-            if (!p->access_key_id || !p->secret_access_key)
-                gt_cfg_problem(c, path,
-                               "access_key_id and secret_access_key (or secret_access_key_file) "
-                               "are required for runtime bedrock_anthropic");
-        }
         snprintf(sub, sizeof(sub), "%s.breaker", path);
         json_t *b = gt_cfg_obj(c, pj, "breaker", path, 0);
         if (b)
@@ -680,13 +649,7 @@ static void load_models(gt_cfg_ctx_t *c, gt_config_t *cfg)
             gt_cfg_check_keys(c, cj, rpath, ckeys);
             model->cache_ttl_ms = gt_cfg_int(c, cj, "ttl_ms", rpath, 3600000, 1, 31LL * 86400000);
         }
-        if (model->runtime && strcmp(model->runtime, "hostedai") != 0 &&
-            !is_wire_runtime(model->runtime))
-            gt_cfg_problem(c, path,
-                           "runtime \"%s\" is not supported (supported: hostedai, openai, "
-                           "hf_endpoint, vertex_gemini, bedrock_anthropic)",
-                           model->runtime);
-        if (model->runtime && is_wire_runtime(model->runtime)) {
+        if (is_provider_runtime(model->runtime)) {
             if (!model->provider)
                 gt_cfg_problem(c, path, "provider is required for runtime %s", model->runtime);
             else if (!prov)
@@ -902,7 +865,7 @@ static void load_processes(gt_cfg_ctx_t *c, gt_config_t *cfg)
         gt_cfg_check_keys(c, w, "worker", wkeys);
     cfg->worker_lanes = gt_cfg_str_list(c, w, "lanes", "worker", &cfg->n_worker_lanes);
     for (size_t i = 0; i < cfg->n_worker_lanes; i++)
-        if (!lane_known(cfg, cfg->worker_lanes[i]))
+        if (!gt_config_has_lane(cfg, cfg->worker_lanes[i]))
             gt_cfg_problem(c, "worker.lanes", "lane \"%s\" is used by no model",
                            cfg->worker_lanes[i]);
     if (!cfg->worker_lanes) { /* default: every lane */
@@ -964,9 +927,10 @@ static void load_processes(gt_cfg_ctx_t *c, gt_config_t *cfg)
     cfg->admin_port = (int)gt_cfg_int(c, ad, "port", "admin", -1, 0, 65535);
 }
 
-/* scheduling: queue time limits and the cancel poll (docs/scheduling.md). The
- * per-lane and per-tenant objects stay in root (borrowed) and are read by
- * gt_config_max_queue_ms. */
+/* scheduling (docs/scheduling.md), shared: queue time limits and the cancel
+ * poll (workers' start gate), lane slots and tenant weights (the dispatcher's
+ * releaser). The per-lane and per-tenant objects stay in root (borrowed) and
+ * are read by gt_config_max_queue_ms and dispatcher/release.c. */
 static void load_scheduling(gt_cfg_ctx_t *c, gt_config_t *cfg)
 {
     static const char *const schedkeys[] = {
@@ -1002,7 +966,7 @@ static void load_scheduling(gt_cfg_ctx_t *c, gt_config_t *cfg)
                 gt_cfg_int(c, v, "slots", sub, 0, 0, 1000000);
             else /* the tenant's weight in a lane's share (default 1) */
                 gt_cfg_int(c, v, "weight", sub, 1, 1, 10000);
-            if (g == 0 && !lane_known(cfg, name))
+            if (g == 0 && !gt_config_has_lane(cfg, name))
                 gt_cfg_problem(c, sub, "no model uses lane \"%s\"", name);
         }
         if (g == 0)

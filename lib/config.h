@@ -233,7 +233,8 @@ typedef struct gt_config {
     json_t *tracing_headers;     /* extra headers (object of strings, may hold
                                     secrets: never log), borrowed; may be NULL */
 
-    /* scheduling (docs/scheduling.md) */
+    /* scheduling (docs/scheduling.md): read by workers (start gate) and the
+     * dispatcher (releaser) */
     int64_t max_queue_ms;                /* longest wait of a task before it starts, 0
                                             (default): none; see gt_config_max_queue_ms */
     int64_t cancel_poll_ms;              /* workers look for cancelled jobs among their
@@ -243,6 +244,10 @@ typedef struct gt_config {
     int64_t release_stale_ms;            /* a release not confirmed for this long is published
                                             again (default 30000) */
     json_t *sched_lanes, *sched_tenants; /* scheduling.lanes / .tenants, borrowed; NULL */
+
+    /* api: gantry-api's section (api/config.c, gt_api_config_register); NULL
+     * in a process that did not add it. Owned; opaque to lib/. */
+    struct gt_api_config *api;
 
     /* Versions whose sections a reload swapped out (lib/reload.h): kept until
      * this config is freed, because code may still hold pointers into them. */
@@ -268,6 +273,8 @@ const gt_tenant_t *gt_config_tenant(const gt_config_t *cfg, const char *id);
 /* 1 when the configuration has a tenants section (even empty): then only its
  * tenants are served, unless dispatcher.allow_unknown_tenants. */
 int gt_config_tenants_configured(const gt_config_t *cfg);
+/* 1 when some model uses lane (models.<name>.lane), else 0. */
+int gt_config_has_lane(const gt_config_t *cfg, const char *lane);
 /* The queue time limit of a task of tenant in lane: the smallest of
  * scheduling.max_queue_ms, scheduling.lanes.<lane>.max_queue_ms and
  * scheduling.tenants.<tenant>.max_queue_ms that is set (> 0); 0: none.

@@ -145,4 +145,17 @@ void gt_consumer_free(gt_consumer_t *c);
 int gt_kafka_find_keys(const gt_config_t *cfg, const char *topic, const char *const *keys, size_t n,
                        int64_t since_ms, int *found, int timeout_ms, char *err, size_t errlen);
 
+/* One partition of a topic and its watermarks when it was asked. */
+typedef struct gt_kafka_part {
+    int32_t id;
+    int64_t lo, hi; /* the first offset held and the next offset produced */
+} gt_kafka_part_t;
+
+/* The partitions of topic and their watermarks, asked through rk (any
+ * client), timeout_ms per request. Blocking. On 0, *parts (malloc'd, the
+ * caller frees it) holds *n entries. Returns -ENOENT when the topic does not
+ * exist, -EIO (or -ENOMEM) with err set when the cluster cannot tell. */
+int gt_kafka_partitions(rd_kafka_t *rk, const char *topic, int timeout_ms, gt_kafka_part_t **parts,
+                        int *n, char *err, size_t errlen);
+
 #endif

@@ -122,13 +122,18 @@ int gt_dlq_send(gt_effect_t *e, const gt_config_t *cfg, const gt_msg_t *msg, con
     return rc;
 }
 
+int gt_result_reply_topic(const gt_config_t *cfg, const char *reply_topic)
+{
+    return reply_topic && *reply_topic && strcmp(reply_topic, cfg->topics.results) != 0;
+}
+
 int gt_result_add(gt_effect_t *e, const gt_config_t *cfg, const char *reply_topic,
                   const char *request_id, const json_t *result, const gt_header_t *headers,
                   size_t n_headers)
 {
     if (gt_effect_add_json(e, cfg->topics.results, request_id, result, headers, n_headers) != 0)
         return -1;
-    if (reply_topic && *reply_topic && strcmp(reply_topic, cfg->topics.results) != 0)
+    if (gt_result_reply_topic(cfg, reply_topic))
         return gt_effect_add_json(e, reply_topic, request_id, result, headers, n_headers);
     return 0;
 }

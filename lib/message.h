@@ -29,8 +29,12 @@ json_t *gt_dlq_build(const gt_msg_t *msg, const char *stage, const char *code, c
 int gt_dlq_send(gt_effect_t *e, const gt_config_t *cfg, const gt_msg_t *msg, const char *stage,
                 const char *code, const char *message, const char *request_id);
 
+/* 1 when reply_topic names a topic of its own (set, non-empty, not
+ * cfg->topics.results): a result goes there as well as to the results topic. */
+int gt_result_reply_topic(const gt_config_t *cfg, const char *reply_topic);
+
 /* Adds a gantry.result.v1 to e: to cfg->topics.results always and, when
- * reply_topic names another topic, to it too (keyed by request_id). Returns
+ * gt_result_reply_topic(cfg, reply_topic), to it too (keyed by request_id). Returns
  * 0, or -1 on out of memory (then e may hold one of the two: abandon it). */
 int gt_result_add(gt_effect_t *e, const gt_config_t *cfg, const char *reply_topic,
                   const char *request_id, const json_t *result, const gt_header_t *headers,

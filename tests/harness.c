@@ -146,6 +146,38 @@ int th_proc_wait_line(th_proc_t *p, const char *prefix, char *out, size_t len, i
     return -1;
 }
 
+size_t th_collect(char *ptr, size_t size, size_t n, void *arg)
+{
+    char **buf = arg;
+    size_t old = *buf ? strlen(*buf) : 0, add = size * n;
+    char *grown = realloc(*buf, old + add + 1);
+    if (!grown)
+        return 0;
+    memcpy(grown + old, ptr, add);
+    grown[old + add] = '\0';
+    *buf = grown;
+    return add;
+}
+
+int th_mock_hostedai_start(th_proc_t *p, const char *key, const char *const *extra, char *base,
+                           size_t len)
+{
+    const char *argv[32] = {th_bin("tools/gantry-mock-hostedai"), "--port", "0", "--api-key", key};
+    char addr[64];
+    int n = 5;
+    for (; extra && *extra && n < 30; extra++)
+        argv[n++] = *extra;
+    argv[n] = NULL;
+    if (th_proc_start(p, argv, NULL) != 0)
+        return -1;
+    if (th_proc_wait_line(p, "listening=", addr, sizeof(addr), 10000) != 0) {
+        th_proc_stop(p, SIGKILL, 1000);
+        return -1;
+    }
+    snprintf(base, len, "http://%s", addr);
+    return 0;
+}
+
 int th_proc_stop(th_proc_t *p, int sig, int timeout_ms)
 {
     if (p->pid <= 0)

@@ -56,6 +56,23 @@ typedef struct uv_loop_s uv_loop_t; /* <uv.h> not pulled in: it declares stat() 
 #define CU_ASSERT_DOUBLE_EQUAL(actual, expected, granularity)                                      \
     CU_ASSERT_DOUBLE_EQUAL_FATAL(actual, expected, granularity)
 
+#ifdef __clang_analyzer__
+/* The static analyzer cannot see that a failed fatal assertion longjmps out
+ * of the test function: tell it so, or it follows the failed path on. */
+#include <stdlib.h>
+#define TH_ANALYZER_STOP(value)                                                                    \
+    do {                                                                                           \
+        if (!(value))                                                                              \
+            abort();                                                                               \
+    } while (0)
+#undef CU_ASSERT_FATAL
+#define CU_ASSERT_FATAL(value) TH_ANALYZER_STOP(value)
+#undef CU_ASSERT_PTR_NOT_NULL_FATAL
+#define CU_ASSERT_PTR_NOT_NULL_FATAL(value) TH_ANALYZER_STOP((value) != NULL)
+#undef CU_ASSERT_PTR_NULL_FATAL
+#define CU_ASSERT_PTR_NULL_FATAL(value) TH_ANALYZER_STOP((value) == NULL)
+#endif
+
 typedef struct th_test {
     const char *name;
     void (*fn)(void);
@@ -94,6 +111,18 @@ int th_proc_wait_line(th_proc_t *p, const char *prefix, char *out, size_t len, i
 /* Sends sig and waits up to timeout_ms; returns the exit status (as from
  * waitpid) or -1 on timeout (the process is then SIGKILLed). */
 int th_proc_stop(th_proc_t *p, int sig, int timeout_ms);
+
+/* Starts gantry-mock-hostedai on a free port with the bearer key and extra
+ * flags (NULL-terminated, at most 24), and waits for it to listen; writes
+ * "http://ADDR:PORT" into base. Returns 0, or -1 (the process is then gone). */
+int th_mock_hostedai_start(th_proc_t *p, const char *key, const char *const *extra, char *base,
+                           size_t len);
+
+/* A libcurl write callback (CURLOPT_WRITEFUNCTION) appending the n items of
+ * size bytes to the malloc'd NUL-terminated string at *(char **)arg (NULL
+ * at first; the caller frees it). Returns the bytes taken, 0 when out of
+ * memory (curl then fails the transfer). */
+size_t th_collect(char *ptr, size_t size, size_t n, void *arg);
 
 /* A free TCP port on 127.0.0.1 (bound and released). */
 int th_free_port(void);

@@ -2,31 +2,27 @@
  *
  * Models pool capacity (TFLOPS, VRAM, overcommit), inference latency and
  * injected faults, and reports outstanding allocations so tests can prove
- * nothing leaked. One MHD epoll thread serves every connection; a request that
- * must wait is suspended and a timer thread resumes it when its latency has
- * elapsed, so thousands of slow requests cost no threads. */
-#include <errno.h>
+ * nothing leaked. The HTTP core is tools/mockhttp.c: a request that must wait
+ * is parked without holding a thread, so thousands of slow requests cost none. */
+#include <arpa/inet.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <math.h>
-#include <microhttpd.h>
 #include <netinet/in.h>
-#include <arpa/inet.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
-#include <time.h>
 
 #include "clock.h"
 #include "log.h"
+#include "mockcli.h"
+#include "mockhttp.h"
+#include "rand.h"
 
 #define PROG "gantry-mock-hostedai"
 #define MAX_BODY (1024 * 1024)
@@ -50,21 +46,6 @@ typedef struct mock_opts {
     int64_t release_fail_ms; /* every release answers 503 this long from the first */
 } mock_opts_t;
 
-/* One request; MHD's con_cls. Freed in the completed callback. */
-typedef struct req {
-    struct MHD_Connection *conn;
-    uint64_t rng;
-    char *body;
-    size_t len, cap;
-    int too_big;
-    int suspended; /* waiting in the heap; the handler must answer on re-entry */
-    unsigned status;
-    char *reply;      /* JSON body, malloc'd; NULL for an empty body */
-    int retry_after;  /* seconds, or -1 for no header */
-    int64_t delay_ms; /* wait before answering */
-    int64_t due_ms;
-} req_t;
-
 typedef struct mock {
     mock_opts_t o;
     pthread_mutex_t mu; /* everything below */
@@ -80,13 +61,6 @@ typedef struct mock {
     uint64_t releases_refused;                    /* 503s of --release-fail-ms */
     int64_t started_ms;                           /* mono ms at start */
     int64_t release_fail_from; /* mono ms of the first release (--release-fail-ms) */
-
-    /* Timer heap of suspended requests, ordered by due_ms. */
-    pthread_mutex_t hmu;
-    pthread_cond_t hcond;
-    req_t **heap;
-    size_t hlen, hcap;
-    int stopping;
 } mock_t;
 
 static void usage(FILE *f)
@@ -113,232 +87,44 @@ static void usage(FILE *f)
                "stays allocated even when the client gave up waiting for the answer.\n");
 }
 
-static void die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-
-/* Bad usage: one line on stderr, exit status 2. */
-static void die_usage(const char *fmt, ...)
-{
-    va_list ap;
-
-    fprintf(stderr, PROG ": ");
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, " (see --help)\n");
-    exit(2);
-}
-
-/* ---- small helpers ----------------------------------------------------- */
-
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-static double rng_unit(uint64_t *s)
-{
-    return (double)(splitmix64(s) >> 11) * (1.0 / 9007199254740992.0);
-}
-
-static uint64_t fnv1a(const char *p, size_t n)
-{
-    uint64_t h = 0xcbf29ce484222325ULL;
-
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)p[i];
-        h *= 0x100000001b3ULL;
-    }
-    return h;
-}
-
-static int parse_range(const char *s, int *lo, int *hi)
-{
-    char *end;
-    long a, b;
-
-    errno = 0;
-    a = strtol(s, &end, 10);
-    if (end == s || errno)
-        return -1;
-    if (*end == '\0') {
-        b = a;
-    } else {
-        const char *t = end + 1;
-
-        if (*end != '-')
-            return -1;
-        b = strtol(t, &end, 10);
-        if (end == t || *end != '\0' || errno)
-            return -1;
-    }
-    if (a < 0 || b < a || b > 3600 * 1000)
-        return -1;
-    *lo = (int)a;
-    *hi = (int)b;
-    return 0;
-}
-
-static int parse_double(const char *s, double *out)
-{
-    char *end;
-
-    errno = 0;
-    *out = strtod(s, &end);
-    return (end == s || *end != '\0' || errno || !isfinite(*out)) ? -1 : 0;
-}
-
-static int parse_u64(const char *s, uint64_t *out)
-{
-    char *end;
-
-    if (*s == '-')
-        return -1;
-    errno = 0;
-    *out = strtoull(s, &end, 10);
-    return (end == s || *end != '\0' || errno) ? -1 : 0;
-}
+#define HTTP_NO_CONTENT 204
 
 /* Sets an error reply {"error":{"code","message"}}. */
-static void set_error(req_t *r, unsigned status, const char *code, const char *msg)
+static void set_error(mh_req_t *r, unsigned status, const char *code, const char *msg)
 {
     json_t *j = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg);
 
-    r->status = status;
-    free(r->reply);
-    r->reply = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    mh_reply_text(r, status, j ? json_dumps(j, JSON_COMPACT) : NULL);
     json_decref(j);
 }
 
 /* Sets a reply, taking the reference to j. */
-static void set_json(req_t *r, unsigned status, json_t *j)
+static void set_json(mh_req_t *r, unsigned status, json_t *j)
 {
-    r->status = status;
-    free(r->reply);
-    r->reply = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+
     json_decref(j);
-    if (!r->reply && status != MHD_HTTP_NO_CONTENT)
+    if (!text && status != HTTP_NO_CONTENT)
         set_error(r, 500, "internal", "out of memory");
-}
-
-/* ---- timer heap -------------------------------------------------------- */
-
-static void heap_swap(mock_t *m, size_t a, size_t b)
-{
-    req_t *t = m->heap[a];
-
-    m->heap[a] = m->heap[b];
-    m->heap[b] = t;
-}
-
-/* Called with hmu held. Returns 0 or -1 on out of memory. */
-static int heap_push(mock_t *m, req_t *r)
-{
-    size_t i;
-
-    if (m->hlen == m->hcap) {
-        size_t cap = m->hcap ? m->hcap * 2 : 1024;
-        req_t **p = realloc(m->heap, cap * sizeof(*p));
-
-        if (!p)
-            return -1;
-        m->heap = p;
-        m->hcap = cap;
-    }
-    i = m->hlen++;
-    m->heap[i] = r;
-    while (i > 0 && m->heap[(i - 1) / 2]->due_ms > m->heap[i]->due_ms) {
-        heap_swap(m, i, (i - 1) / 2);
-        i = (i - 1) / 2;
-    }
-    return 0;
-}
-
-/* Called with hmu held and hlen > 0. */
-static req_t *heap_pop(mock_t *m)
-{
-    req_t *top = m->heap[0];
-    size_t i = 0;
-
-    m->heap[0] = m->heap[--m->hlen];
-    for (;;) {
-        size_t l = 2 * i + 1, r = l + 1, s = i;
-
-        if (l < m->hlen && m->heap[l]->due_ms < m->heap[s]->due_ms)
-            s = l;
-        if (r < m->hlen && m->heap[r]->due_ms < m->heap[s]->due_ms)
-            s = r;
-        if (s == i)
-            break;
-        heap_swap(m, i, s);
-        i = s;
-    }
-    return top;
-}
-
-/* Resumes suspended requests whose latency has elapsed; on stop, all of them
- * (MHD_stop_daemon panics on a connection still suspended). */
-static void *timer_main(void *arg)
-{
-    mock_t *m = arg;
-    enum { BATCH = 256 };
-    req_t *due[BATCH];
-
-    pthread_mutex_lock(&m->hmu);
-    for (;;) {
-        int64_t now = gt_clock_mono_ms();
-        size_t n = 0;
-
-        while (n < BATCH && m->hlen > 0 && (m->stopping || m->heap[0]->due_ms <= now))
-            due[n++] = heap_pop(m);
-        if (n > 0) {
-            /* Resume outside our lock: MHD takes its own locks in there. */
-            pthread_mutex_unlock(&m->hmu);
-            for (size_t i = 0; i < n; i++)
-                MHD_resume_connection(due[i]->conn);
-            pthread_mutex_lock(&m->hmu);
-            continue;
-        }
-        if (m->stopping)
-            break;
-        if (m->hlen == 0) {
-            pthread_cond_wait(&m->hcond, &m->hmu);
-        } else {
-            int64_t wait = m->heap[0]->due_ms - now;
-            struct timespec ts;
-
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            ts.tv_sec += wait / 1000;
-            ts.tv_nsec += (long)(wait % 1000) * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&m->hcond, &m->hmu, &ts);
-        }
-    }
-    pthread_mutex_unlock(&m->hmu);
-    return NULL;
+    else
+        mh_reply_text(r, status, text);
 }
 
 /* ---- endpoints --------------------------------------------------------- */
 
 /* Decides an injected fault for this request. Returns 1 when r now holds the
  * fault reply and the operation must not run. */
-static int inject_fault(mock_t *m, req_t *r, endpoint_t ep)
+static int inject_fault(mock_t *m, mh_req_t *r, uint64_t *rng, endpoint_t ep)
 {
     static const unsigned codes[3] = {500, 503, 429};
     unsigned status;
 
-    if (m->o.fail_rate <= 0 || rng_unit(&r->rng) >= m->o.fail_rate)
+    if (m->o.fail_rate <= 0 || gt_rand_unit_r(rng) >= m->o.fail_rate)
         return 0;
-    status = codes[splitmix64(&r->rng) % 3];
+    status = codes[gt_rand_next(rng) % 3];
     set_error(r, status, "injected_fault", "fault injected by the mock");
     if (status == 429)
-        r->retry_after = (int)(splitmix64(&r->rng) % 2);
+        mh_set_retry_after(r, (int)(gt_rand_next(rng) % 2));
     pthread_mutex_lock(&m->mu);
     m->faults[ep]++;
     if (ep == EP_INFERENCE)
@@ -347,15 +133,15 @@ static int inject_fault(mock_t *m, req_t *r, endpoint_t ep)
     return 1;
 }
 
-static json_t *parse_body(req_t *r)
+static json_t *parse_body(mh_req_t *r, const char *body, size_t len)
 {
     json_t *j;
 
-    if (r->too_big) {
+    if (mh_too_big(r)) {
         set_error(r, 413, "payload_too_large", "request body over 1 MiB");
         return NULL;
     }
-    j = json_loadb(r->body ? r->body : "", r->len, 0, NULL);
+    j = json_loadb(body ? body : "", len, 0, NULL);
     if (!j || !json_is_object(j)) {
         json_decref(j);
         set_error(r, 400, "invalid_request", "body is not a JSON object");
@@ -364,7 +150,7 @@ static json_t *parse_body(req_t *r)
     return j;
 }
 
-static void do_allocate(mock_t *m, req_t *r)
+static void do_allocate(mock_t *m, mh_req_t *r, uint64_t *rng, const char *body, size_t len)
 {
     json_t *in = NULL, *req, *labels, *v, *a = NULL, *reply;
     const char *pool_id, *model = NULL;
@@ -374,9 +160,9 @@ static void do_allocate(mock_t *m, req_t *r)
     int64_t mtf;
     char id[32], created[40];
 
-    if (inject_fault(m, r, EP_ALLOCATE))
+    if (inject_fault(m, r, rng, EP_ALLOCATE))
         return;
-    if (!(in = parse_body(r)))
+    if (!(in = parse_body(r, body, len)))
         return;
     pool_id = json_string_value(json_object_get(in, "pool_id"));
     req = json_object_get(in, "requirements");
@@ -444,7 +230,7 @@ static void do_allocate(mock_t *m, req_t *r)
         m->rejected_full++;
         pthread_mutex_unlock(&m->mu);
         set_error(r, 429, "pool_exhausted", "pool is full; retry later");
-        r->retry_after = 1;
+        mh_set_retry_after(r, 1);
         goto out;
     }
     snprintf(id, sizeof(id), "alloc-%" PRIu64, ++m->next_id);
@@ -466,19 +252,19 @@ static void do_allocate(mock_t *m, req_t *r)
     reply = json_pack("{s:s,s:s,s:f,s:I,s:s}", "allocation_id", id, "pool_id", pool_id, "tflops",
                       tflops, "vram_mb", vram, "created_at", created);
     set_json(r, 201, reply);
-    r->delay_ms =
-        m->o.alloc_lat_min +
-        (int64_t)(splitmix64(&r->rng) % (uint64_t)(m->o.alloc_lat_max - m->o.alloc_lat_min + 1));
+    mh_set_delay(r, m->o.alloc_lat_min +
+                        (int64_t)(gt_rand_next(rng) %
+                                  (uint64_t)(m->o.alloc_lat_max - m->o.alloc_lat_min + 1)));
 out:
     json_decref(a);
     json_decref(in);
 }
 
-static void do_release(mock_t *m, req_t *r, const char *id)
+static void do_release(mock_t *m, mh_req_t *r, uint64_t *rng, const char *id)
 {
     json_t *a;
 
-    if (inject_fault(m, r, EP_RELEASE))
+    if (inject_fault(m, r, rng, EP_RELEASE))
         return;
     pthread_mutex_lock(&m->mu);
     /* The window opens at the first release, not at start: however long a
@@ -503,7 +289,7 @@ static void do_release(mock_t *m, req_t *r, const char *id)
     m->releases_total++;
     json_object_del(m->allocs, id);
     pthread_mutex_unlock(&m->mu);
-    set_json(r, MHD_HTTP_NO_CONTENT, NULL);
+    set_json(r, HTTP_NO_CONTENT, NULL);
 }
 
 /* Appends up to TEXT_WORDS whitespace-separated words of prompt to buf:
@@ -534,7 +320,7 @@ static void first_words(const char *p, size_t n, char *buf, size_t cap)
     }
 }
 
-static void do_inference(mock_t *m, req_t *r)
+static void do_inference(mock_t *m, mh_req_t *r, uint64_t *rng, const char *body, size_t len)
 {
     json_t *in = NULL, *v, *reply = NULL, *embeddings = NULL;
     const char *alloc_id;
@@ -544,9 +330,9 @@ static void do_inference(mock_t *m, req_t *r)
     uint64_t h;
     int64_t ptok, ctok;
 
-    if (inject_fault(m, r, EP_INFERENCE))
+    if (inject_fault(m, r, rng, EP_INFERENCE))
         return;
-    if (!(in = parse_body(r)))
+    if (!(in = parse_body(r, body, len)))
         goto fail;
     alloc_id = json_string_value(json_object_get(in, "allocation_id"));
     if (!alloc_id) {
@@ -619,12 +405,10 @@ static void do_inference(mock_t *m, req_t *r)
             prompt[plen] = '\0';
             if (is_input) {
                 json_t *vec = json_array();
-                uint64_t eh = fnv1a(s, n);
+                uint64_t eh = gt_rand_seed_of(s, n);
 
                 for (int d = 0; d < 8; d++)
-                    json_array_append_new(
-                        vec,
-                        json_real((double)(splitmix64(&eh) >> 11) / 9007199254740992.0 * 2 - 1));
+                    json_array_append_new(vec, json_real(gt_rand_unit_r(&eh) * 2 - 1));
                 json_array_append_new(embeddings, vec);
             }
         }
@@ -652,7 +436,7 @@ static void do_inference(mock_t *m, req_t *r)
     if (!model[0])
         snprintf(model, sizeof(model), "mock-model");
 
-    h = fnv1a(prompt, plen);
+    h = gt_rand_seed_of(prompt, plen);
     ptok = plen ? (int64_t)((plen + 3) / 4) : 1;
     if (embeddings) {
         reply = json_pack("{s:s,s:O,s:{s:I,s:I},s:s}", "allocation_id", alloc_id, "embeddings",
@@ -669,8 +453,8 @@ static void do_inference(mock_t *m, req_t *r)
                           (json_int_t)ctok, "model", model);
     }
     set_json(r, 200, reply);
-    r->delay_ms =
-        m->o.lat_min + (int64_t)(splitmix64(&r->rng) % (uint64_t)(m->o.lat_max - m->o.lat_min + 1));
+    mh_set_delay(r, m->o.lat_min +
+                        (int64_t)(gt_rand_next(rng) % (uint64_t)(m->o.lat_max - m->o.lat_min + 1)));
     goto out;
 
 fail:
@@ -684,13 +468,10 @@ out:
 }
 
 /* Collects the query's label.K=V arguments into an object {K: V}. */
-static enum MHD_Result collect_label(void *cls, enum MHD_ValueKind kind, const char *key,
-                                     const char *value)
+static void collect_label(void *want, const char *key, const char *value)
 {
-    (void)kind;
     if (key && strncmp(key, "label.", 6) == 0 && key[6])
-        json_object_set_new(cls, key + 6, json_string(value ? value : ""));
-    return MHD_YES;
+        json_object_set_new(want, key + 6, json_string(value ? value : ""));
 }
 
 /* Does allocation a carry every label of want? */
@@ -708,13 +489,13 @@ static int labels_match(const json_t *a, const json_t *want)
     return 1;
 }
 
-static void do_allocations(mock_t *m, req_t *r)
+static void do_allocations(mock_t *m, mh_req_t *r)
 {
     json_t *list = json_array(), *a, *want = json_object();
     const char *id;
     int64_t now = gt_clock_mono_ms();
 
-    MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, collect_label, want);
+    mh_query_args(r, collect_label, want);
     pthread_mutex_lock(&m->mu);
     json_object_foreach (m->allocs, id, a) {
         if (!labels_match(a, want))
@@ -732,7 +513,7 @@ static void do_allocations(mock_t *m, req_t *r)
     set_json(r, 200, json_pack("{s:o}", "allocations", list));
 }
 
-static void do_stats(mock_t *m, req_t *r)
+static void do_stats(mock_t *m, mh_req_t *r)
 {
     json_t *j;
 
@@ -762,7 +543,7 @@ static void do_stats(mock_t *m, req_t *r)
     set_json(r, 200, j);
 }
 
-static void do_stats_reset(mock_t *m, req_t *r)
+static void do_stats_reset(mock_t *m, mh_req_t *r)
 {
     pthread_mutex_lock(&m->mu);
     /* Outstanding allocations and capacity in use are state, not counters. */
@@ -773,12 +554,12 @@ static void do_stats_reset(mock_t *m, req_t *r)
     m->requests_total = m->connections_total = 0;
     m->peak_concurrent = m->concurrent;
     pthread_mutex_unlock(&m->mu);
-    set_json(r, MHD_HTTP_NO_CONTENT, NULL);
+    set_json(r, HTTP_NO_CONTENT, NULL);
 }
 
-static int authorized(mock_t *m, struct MHD_Connection *conn)
+static int authorized(mock_t *m, mh_req_t *r)
 {
-    const char *v = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+    const char *v = mh_header(r, "Authorization");
     size_t klen = strlen(m->o.api_key);
     unsigned char diff = 0;
 
@@ -793,9 +574,9 @@ static int authorized(mock_t *m, struct MHD_Connection *conn)
 #define MOCK_MAX_TRACE_IDS 10000
 
 /* Counts the trace id of a W3C traceparent header, so tests can check propagation. */
-static void note_traceparent(mock_t *m, struct MHD_Connection *conn)
+static void note_traceparent(mock_t *m, mh_req_t *r)
 {
-    const char *tp = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "traceparent");
+    const char *tp = mh_header(r, "traceparent");
     char id[33];
     if (!tp || strlen(tp) != 55 || tp[2] != '-' || tp[35] != '-')
         return;
@@ -810,7 +591,7 @@ static void note_traceparent(mock_t *m, struct MHD_Connection *conn)
     pthread_mutex_unlock(&m->mu);
 }
 
-static void do_trace_ids(mock_t *m, req_t *r)
+static void do_trace_ids(mock_t *m, mh_req_t *r)
 {
     pthread_mutex_lock(&m->mu);
     json_t *j = json_pack("{s:o}", "trace_ids", json_deep_copy(m->trace_ids));
@@ -818,24 +599,33 @@ static void do_trace_ids(mock_t *m, req_t *r)
     set_json(r, 200, j);
 }
 
-static void route(mock_t *m, req_t *r, const char *method, const char *url)
+/* The handler of every request (mockhttp.h). */
+static void route(void *ctx, mh_req_t *r, const char *method, const char *url, const char *body,
+                  size_t len)
 {
+    mock_t *m = ctx;
     int post = strcmp(method, "POST") == 0;
+    uint64_t rng;
 
-    if (!authorized(m, r->conn)) {
+    pthread_mutex_lock(&m->mu);
+    /* One generator per request, seeded from --seed and the request's number:
+     * the same run of requests sees the same faults/latencies. */
+    rng = m->o.seed ^ (++m->seq * 0x9e3779b97f4a7c15ULL);
+    pthread_mutex_unlock(&m->mu);
+    if (!authorized(m, r)) {
         pthread_mutex_lock(&m->mu);
         m->unauthorized++;
         pthread_mutex_unlock(&m->mu);
         set_error(r, 401, "unauthorized", "missing or invalid API key");
         return;
     }
-    note_traceparent(m, r->conn);
+    note_traceparent(m, r);
     if (strcmp(url, "/v1/allocate") == 0 && post)
-        do_allocate(m, r);
+        do_allocate(m, r, &rng, body, len);
     else if (strncmp(url, "/v1/allocate/", 13) == 0 && url[13] && strcmp(method, "DELETE") == 0)
-        do_release(m, r, url + 13);
+        do_release(m, r, &rng, url + 13);
     else if (strcmp(url, "/v1/inference") == 0 && post)
-        do_inference(m, r);
+        do_inference(m, r, &rng, body, len);
     else if (strcmp(url, "/v1/allocations") == 0 && strcmp(method, "GET") == 0)
         do_allocations(m, r);
     else if (strcmp(url, "/v1/stats") == 0 && strcmp(method, "GET") == 0)
@@ -852,132 +642,37 @@ static void route(mock_t *m, req_t *r, const char *method, const char *url)
         set_error(r, 404, "not_found", "no such endpoint");
 }
 
-/* ---- MHD glue ---------------------------------------------------------- */
+/* ---- request and connection counts -------------------------------------- */
 
-static enum MHD_Result send_reply(req_t *r)
+/* A request counts as concurrent from its headers to its end (mockhttp.h). */
+static void request_begun(void *ctx, mh_req_t *r)
 {
-    struct MHD_Response *resp;
-    enum MHD_Result ret;
-    size_t len = r->reply ? strlen(r->reply) : 0;
+    mock_t *m = ctx;
 
-    resp = MHD_create_response_from_buffer(len, r->reply, MHD_RESPMEM_MUST_FREE);
-    if (!resp)
-        return MHD_NO;
-    r->reply = NULL; /* the response owns it now */
-    if (len)
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-    if (r->retry_after >= 0) {
-        char ra[16];
-
-        snprintf(ra, sizeof(ra), "%d", r->retry_after);
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, ra);
-    }
-    ret = MHD_queue_response(r->conn, r->status, resp);
-    MHD_destroy_response(resp);
-    return ret;
+    (void)r;
+    pthread_mutex_lock(&m->mu);
+    m->requests_total++;
+    if (++m->concurrent > m->peak_concurrent)
+        m->peak_concurrent = m->concurrent;
+    pthread_mutex_unlock(&m->mu);
 }
 
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version, const char *upload_data,
-                                  size_t *upload_data_size, void **con_cls)
+static void request_done(void *ctx, mh_req_t *r)
 {
-    mock_t *m = cls;
-    req_t *r = *con_cls;
+    mock_t *m = ctx;
 
-    if (!r) {
-        if (!(r = calloc(1, sizeof(*r))))
-            return MHD_NO;
-        r->conn = conn;
-        r->retry_after = -1;
-        pthread_mutex_lock(&m->mu);
-        /* One generator per request, seeded from --seed and the arrival
-         * number: the same run of requests sees the same faults/latencies. */
-        r->rng = m->o.seed ^ (++m->seq * 0x9e3779b97f4a7c15ULL);
-        m->requests_total++;
-        if (++m->concurrent > m->peak_concurrent)
-            m->peak_concurrent = m->concurrent;
-        pthread_mutex_unlock(&m->mu);
-        *con_cls = r;
-        return MHD_YES;
-    }
-    if (*upload_data_size) {
-        size_t n = *upload_data_size;
-
-        *upload_data_size = 0;
-        if (r->too_big || r->len + n > MAX_BODY) {
-            r->too_big = 1; /* keep draining so the 413 goes out on a clean connection */
-            return MHD_YES;
-        }
-        if (r->len + n + 1 > r->cap) {
-            size_t cap = r->cap ? r->cap : 1024;
-            char *p;
-
-            while (cap < r->len + n + 1)
-                cap *= 2;
-            if (!(p = realloc(r->body, cap)))
-                return MHD_NO;
-            r->body = p;
-            r->cap = cap;
-        }
-        memcpy(r->body + r->len, upload_data, n);
-        r->len += n;
-        r->body[r->len] = '\0';
-        return MHD_YES;
-    }
-    if (r->suspended) {
-        r->suspended = 0;
-        return send_reply(r);
-    }
-
-    route(m, r, method, url);
-    if (r->delay_ms > 0) {
-        int parked = 0;
-
-        r->due_ms = gt_clock_mono_ms() + r->delay_ms;
-        pthread_mutex_lock(&m->hmu);
-        /* Checked under hmu with the push, so a stopping timer thread can't
-         * miss a connection suspended after it drained the heap. */
-        if (!m->stopping) {
-            MHD_suspend_connection(conn);
-            if (heap_push(m, r) == 0) {
-                r->suspended = 1;
-                parked = 1;
-                pthread_cond_signal(&m->hcond);
-            } else {
-                MHD_resume_connection(conn);
-            }
-        }
-        pthread_mutex_unlock(&m->hmu);
-        if (parked)
-            return MHD_YES;
-    }
-    return send_reply(r);
-}
-
-static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
-                         enum MHD_RequestTerminationCode toe)
-{
-    mock_t *m = cls;
-    req_t *r = *con_cls;
-
-    if (!r)
-        return;
+    (void)r;
     pthread_mutex_lock(&m->mu);
     m->concurrent--;
     pthread_mutex_unlock(&m->mu);
-    free(r->body);
-    free(r->reply);
-    free(r);
-    *con_cls = NULL;
 }
 
-static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
-                          enum MHD_ConnectionNotificationCode toe)
+static void on_connection(void *ctx, int opened)
 {
-    mock_t *m = cls;
+    mock_t *m = ctx;
 
     pthread_mutex_lock(&m->mu);
-    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+    if (opened) {
         m->connections_total++;
         m->connections_open++;
     } else {
@@ -1035,98 +730,72 @@ static void parse_args(int argc, char **argv, mock_opts_t *o)
     while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
         switch (c) {
         case O_PORT:
-            if (parse_u64(optarg, &u) || u > 65535)
-                die_usage("--port: expected 0..65535, got '%s'", optarg);
+            if (mc_parse_u64(optarg, &u) || u > 65535)
+                mc_die_usage(PROG, "--port: expected 0..65535, got '%s'", optarg);
             o->port = (int)u;
             have_port = 1;
             break;
         case O_BIND:
             if (inet_pton(AF_INET, optarg, &addr) != 1)
-                die_usage("--bind: expected an IPv4 address, got '%s'", optarg);
+                mc_die_usage(PROG, "--bind: expected an IPv4 address, got '%s'", optarg);
             o->bind = optarg;
             break;
         case O_KEY: o->api_key = optarg; break;
         case O_LAT:
-            if (parse_range(optarg, &o->lat_min, &o->lat_max))
-                die_usage("--latency-ms: expected A-B with 0 <= A <= B, got '%s'", optarg);
+            if (mc_parse_range(optarg, &o->lat_min, &o->lat_max))
+                mc_die_usage(PROG, "--latency-ms: expected A-B with 0 <= A <= B, got '%s'", optarg);
             break;
         case O_ALAT:
-            if (parse_range(optarg, &o->alloc_lat_min, &o->alloc_lat_max))
-                die_usage("--alloc-latency-ms: expected A-B with 0 <= A <= B, got '%s'", optarg);
+            if (mc_parse_range(optarg, &o->alloc_lat_min, &o->alloc_lat_max))
+                mc_die_usage(PROG, "--alloc-latency-ms: expected A-B with 0 <= A <= B, got '%s'",
+                             optarg);
             break;
         case O_FAIL:
-            if (parse_double(optarg, &o->fail_rate) || o->fail_rate < 0 || o->fail_rate > 1)
-                die_usage("--fail-rate: expected a probability 0..1, got '%s'", optarg);
+            if (mc_parse_double(optarg, &o->fail_rate) || o->fail_rate < 0 || o->fail_rate > 1)
+                mc_die_usage(PROG, "--fail-rate: expected a probability 0..1, got '%s'", optarg);
             break;
         case O_TF:
-            if (parse_double(optarg, &o->cap_tflops) || o->cap_tflops < 0 || o->cap_tflops > 1e9)
-                die_usage("--capacity-tflops: expected a number >= 0, got '%s'", optarg);
+            if (mc_parse_double(optarg, &o->cap_tflops) || o->cap_tflops < 0 || o->cap_tflops > 1e9)
+                mc_die_usage(PROG, "--capacity-tflops: expected a number >= 0, got '%s'", optarg);
             break;
         case O_VRAM:
-            if (parse_u64(optarg, &u) || u > (uint64_t)INT64_MAX / 2)
-                die_usage("--vram-mb: expected an integer >= 0, got '%s'", optarg);
+            if (mc_parse_u64(optarg, &u) || u > (uint64_t)INT64_MAX / 2)
+                mc_die_usage(PROG, "--vram-mb: expected an integer >= 0, got '%s'", optarg);
             o->cap_vram_mb = (int64_t)u;
             break;
         case O_SEED:
-            if (parse_u64(optarg, &o->seed))
-                die_usage("--seed: expected an unsigned integer, got '%s'", optarg);
+            if (mc_parse_u64(optarg, &o->seed))
+                mc_die_usage(PROG, "--seed: expected an unsigned integer, got '%s'", optarg);
             break;
         case O_THR:
-            if (parse_u64(optarg, &u) || u < 1 || u > 64)
-                die_usage("--threads: expected 1..64, got '%s'", optarg);
+            if (mc_parse_u64(optarg, &u) || u < 1 || u > 64)
+                mc_die_usage(PROG, "--threads: expected 1..64, got '%s'", optarg);
             o->threads = (unsigned)u;
             break;
         case O_RFAIL:
-            if (parse_u64(optarg, &u) || u > 86400000)
-                die_usage("--release-fail-ms: expected 0..86400000, got '%s'", optarg);
+            if (mc_parse_u64(optarg, &u) || u > 86400000)
+                mc_die_usage(PROG, "--release-fail-ms: expected 0..86400000, got '%s'", optarg);
             o->release_fail_ms = (int64_t)u;
             break;
         case O_HELP: usage(stdout); exit(0);
-        default:
-            if (optopt)
-                die_usage("option --%s needs a value", longs[optopt - 1].name);
-            die_usage("unknown option '%s'", argv[optind - 1]);
+        default: mc_die_bad_option(PROG, longs, argv);
         }
     }
-    if (optind < argc)
-        die_usage("unexpected argument '%s'", argv[optind]);
-    if (!have_port)
-        die_usage("--port is required");
+    mc_check_operands(PROG, argc, argv, have_port);
     if (!o->api_key || !*o->api_key)
         o->api_key = getenv("GANTRY_MOCK_API_KEY");
     if (!o->api_key || !*o->api_key)
-        die_usage("an API key is required: --api-key K or GANTRY_MOCK_API_KEY");
-}
-
-/* Thousands of concurrent connections need thousands of descriptors. */
-static unsigned raise_fd_limit(void)
-{
-    struct rlimit rl;
-
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
-        return 1000;
-    if (rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-        getrlimit(RLIMIT_NOFILE, &rl);
-    }
-    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 1000000)
-        return 1000000;
-    return rl.rlim_cur > 64 ? (unsigned)rl.rlim_cur - 32 : 32;
+        mc_die_usage(PROG, "an API key is required: --api-key K or GANTRY_MOCK_API_KEY");
 }
 
 int main(int argc, char **argv)
 {
     mock_t m;
     mock_opts_t o;
-    struct MHD_Daemon *d = NULL;
-    struct sockaddr_in sa;
-    const union MHD_DaemonInfo *info;
-    pthread_t timer;
-    int timer_started = 0, sig = 0, rc = 1;
+    mh_server_t *srv = NULL;
+    unsigned port = 0;
+    int rc = 1;
     sigset_t set;
-    unsigned limit;
-    pthread_condattr_t ca;
 
     parse_args(argc, argv, &o);
     gt_log_init(PROG, GT_LOG_INFO);
@@ -1137,82 +806,38 @@ int main(int argc, char **argv)
     m.allocs = json_object();
     m.trace_ids = json_object();
     pthread_mutex_init(&m.mu, NULL);
-    pthread_mutex_init(&m.hmu, NULL);
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&m.hcond, &ca);
-    pthread_condattr_destroy(&ca);
-    if (!m.allocs)
+    if (!m.allocs || !m.trace_ids)
         goto out;
 
-    /* Signals are taken by sigwait below; every thread inherits the mask. */
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
-
-    if (pthread_create(&timer, NULL, timer_main, &m) != 0) {
-        gt_error("cannot start the timer thread");
+    mc_block_signals(&set); /* every thread inherits the mask: sigwait below */
+    mh_config_t hc = {
+        .bind = m.o.bind,
+        .port = m.o.port,
+        .threads = m.o.threads,
+        .handler = route,
+        .begun = request_begun,
+        .done = request_done,
+        .connection = on_connection,
+        .ctx = &m,
+        .max_body = MAX_BODY,
+        .handler_sees_too_big = 1, /* 413 only where a body is read, after the key */
+    };
+    if (!(srv = mh_start(&hc, &port))) {
+        fprintf(stderr, PROG ": cannot start the server\n");
         goto out;
     }
-    timer_started = 1;
-
-    limit = raise_fd_limit();
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)m.o.port);
-    inet_pton(AF_INET, m.o.bind, &sa.sin_addr);
-    {
-        struct MHD_OptionItem opts[] = {
-            {MHD_OPTION_SOCK_ADDR, 0, &sa},
-            {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)limit, NULL},
-            {MHD_OPTION_CONNECTION_TIMEOUT, 120, NULL},
-            {MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096, NULL},
-            {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, &m},
-            {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, &m},
-            {m.o.threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, (intptr_t)m.o.threads,
-             NULL},
-            {MHD_OPTION_END, 0, NULL},
-        };
-
-        d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
-                                 MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
-                             (uint16_t)m.o.port, NULL, NULL, on_request, &m, MHD_OPTION_ARRAY, opts,
-                             MHD_OPTION_END);
-    }
-    if (!d) {
-        fprintf(stderr, PROG ": cannot listen on %s:%d: %s\n", m.o.bind, m.o.port, strerror(errno));
-        goto out;
-    }
-    info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
-    printf("listening=%s:%u\n", m.o.bind, info ? (unsigned)info->port : (unsigned)m.o.port);
+    printf("listening=%s:%u\n", m.o.bind, port);
     fflush(stdout);
     gt_info("mock HostedAI listening on %s:%u (capacity %.1f TFLOPS, %" PRId64
             " MB VRAM, latency %d-%d ms, fail rate %.3f)",
-            m.o.bind, info ? (unsigned)info->port : (unsigned)m.o.port, m.o.cap_tflops,
-            m.o.cap_vram_mb, m.o.lat_min, m.o.lat_max, m.o.fail_rate);
-
-    while (sigwait(&set, &sig) != 0)
-        ;
-    gt_info("signal %d: stopping", sig);
+            m.o.bind, port, m.o.cap_tflops, m.o.cap_vram_mb, m.o.lat_min, m.o.lat_max,
+            m.o.fail_rate);
+    gt_info("signal %d: stopping", mc_wait_signal(&set));
     rc = 0;
 
 out:
-    if (timer_started) {
-        /* The timer thread resumes every parked connection on its way out. */
-        pthread_mutex_lock(&m.hmu);
-        m.stopping = 1;
-        pthread_cond_signal(&m.hcond);
-        pthread_mutex_unlock(&m.hmu);
-        pthread_join(timer, NULL);
-    }
-    if (d)
-        MHD_stop_daemon(d);
-    pthread_cond_destroy(&m.hcond);
-    pthread_mutex_destroy(&m.hmu);
+    mh_stop(srv); /* answers every parked request first */
     pthread_mutex_destroy(&m.mu);
-    free(m.heap);
     json_decref(m.allocs);
     json_decref(m.trace_ids);
     return rc;

@@ -20,7 +20,9 @@
 
 #include "clock.h"
 #include "log.h"
+#include "mockcli.h"
 #include "mockhttp.h"
+#include "rand.h"
 
 #define PROG "gantry-mock-openai"
 #define MAX_MIX 8
@@ -80,41 +82,6 @@ static void usage(FILE *f)
             "Prints \"listening=ADDR:PORT\" when ready; stops on SIGINT/SIGTERM.\n");
 }
 
-static void die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void die_usage(const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(stderr, PROG ": ");
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, " (see --help)\n");
-    exit(2);
-}
-
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-static double unit(uint64_t *s)
-{
-    return (double)(splitmix64(s) >> 11) * (1.0 / 9007199254740992.0);
-}
-
-static uint64_t fnv1a(const char *p, size_t n)
-{
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)p[i];
-        h *= 0x100000001b3ULL;
-    }
-    return h;
-}
-
 /* About four characters per token, as for English with BPE tokenizers. */
 static int64_t tokens_of(size_t chars)
 {
@@ -136,7 +103,7 @@ static char *make_text(uint64_t seed, int64_t n)
         return NULL;
     s[0] = '\0';
     for (int64_t i = 0; i < n; i++) {
-        const char *w = words[splitmix64(&seed) % (sizeof(words) / sizeof(words[0]))];
+        const char *w = words[gt_rand_next(&seed) % (sizeof(words) / sizeof(words[0]))];
         len += (size_t)snprintf(s + len, cap - len, "%s%s", i ? " " : "", w);
     }
     return s;
@@ -176,7 +143,7 @@ static json_t *moderation_result(const char *text)
 {
     json_t *cats = json_object(), *scores = json_object();
     int flagged = 0;
-    uint64_t seed = fnv1a(text, strlen(text));
+    uint64_t seed = gt_rand_seed_of(text, strlen(text));
     for (size_t i = 0; i < sizeof(mod_categories) / sizeof(mod_categories[0]); i++) {
         char marker[64];
         snprintf(marker, sizeof(marker), "[flag:%s]", mod_categories[i]);
@@ -184,7 +151,7 @@ static json_t *moderation_result(const char *text)
         flagged |= hit;
         json_object_set_new(cats, mod_categories[i], json_boolean(hit));
         json_object_set_new(scores, mod_categories[i],
-                            json_real(hit ? 0.93 : round(unit(&seed) * 1e3) / 1e6));
+                            json_real(hit ? 0.93 : round(gt_rand_unit_r(&seed) * 1e3) / 1e6));
     }
     return json_pack("{s:b, s:o, s:o}", "flagged", flagged, "categories", cats, "category_scores",
                      scores);
@@ -239,10 +206,11 @@ static int answer(mock_t *m, mh_req_t *r, const char *url, json_t *body, int64_t
         json_array_foreach (list, i, s) {
             const char *t = json_string_value(s);
             size_t n = t ? strlen(t) : 0;
-            uint64_t seed = fnv1a(t ? t : "", n);
+            uint64_t seed = gt_rand_seed_of(t ? t : "", n);
             json_t *vec = json_array();
             for (int d = 0; d < EMBED_DIM; d++)
-                json_array_append_new(vec, json_real(round((unit(&seed) * 2 - 1) * 1e6) / 1e6));
+                json_array_append_new(
+                    vec, json_real(round((gt_rand_unit_r(&seed) * 2 - 1) * 1e6) / 1e6));
             json_array_append_new(data, json_pack("{s:s, s:i, s:o}", "object", "embedding", "index",
                                                   (int)i, "embedding", vec));
             chars += n;
@@ -273,7 +241,7 @@ static int answer(mock_t *m, mh_req_t *r, const char *url, json_t *body, int64_t
                 return -1;
             }
             chars += strlen(c) + 4; /* role and separators cost a few tokens */
-            seed ^= fnv1a(c, strlen(c));
+            seed ^= gt_rand_seed_of(c, strlen(c));
         }
     } else {
         const char *p = json_string_value(json_object_get(body, "prompt"));
@@ -282,7 +250,7 @@ static int answer(mock_t *m, mh_req_t *r, const char *url, json_t *body, int64_t
             return -1;
         }
         chars = strlen(p);
-        seed ^= fnv1a(p, chars);
+        seed ^= gt_rand_seed_of(p, chars);
     }
     int64_t max = max_tokens_of(body, 16);
     int64_t n = 3 + (int64_t)(seed % 14);
@@ -400,15 +368,16 @@ static void handle(void *ctx, mh_req_t *r, const char *method, const char *url, 
     (void)auth; /* never echoed back: it is a secret */
     pthread_mutex_unlock(&m->mu);
 
-    int64_t lat = m->o.lat_min + (int64_t)(unit(&rng) * (m->o.lat_max - m->o.lat_min + 1));
+    int64_t lat =
+        m->o.lat_min + (int64_t)(gt_rand_unit_r(&rng) * (m->o.lat_max - m->o.lat_min + 1));
     if (lat > m->o.lat_max)
         lat = m->o.lat_max;
     mh_set_delay(r, lat);
     unsigned status = forced;
-    if (!status && m->o.fail_rate > 0 && unit(&rng) < m->o.fail_rate)
-        status = splitmix64(&rng) % 2 ? 503 : 500;
+    if (!status && m->o.fail_rate > 0 && gt_rand_unit_r(&rng) < m->o.fail_rate)
+        status = gt_rand_next(&rng) % 2 ? 503 : 500;
     if (!status && m->o.n_mix) {
-        double u = unit(&rng), acc = 0;
+        double u = gt_rand_unit_r(&rng), acc = 0;
         for (int i = 0; i < m->o.n_mix && !status; i++)
             if (u < (acc += m->o.mix[i].p))
                 status = m->o.mix[i].status;
@@ -470,32 +439,9 @@ static void replied(void *ctx, mh_req_t *r)
     pthread_mutex_unlock(&m->mu);
 }
 
-static int parse_range(const char *s, int *lo, int *hi)
-{
-    char *end;
-    errno = 0;
-    long a = strtol(s, &end, 10), b = a;
-    if (end == s || errno)
-        return -1;
-    if (*end == '-') {
-        const char *t = end + 1;
-        b = strtol(t, &end, 10);
-        if (end == t || errno)
-            return -1;
-    }
-    if (*end || a < 0 || b < a || b > 3600 * 1000)
-        return -1;
-    *lo = (int)a;
-    *hi = (int)b;
-    return 0;
-}
-
 static int parse_prob(const char *s, double *p)
 {
-    char *end;
-    errno = 0;
-    *p = strtod(s, &end);
-    return end == s || *end || errno || !(*p >= 0 && *p <= 1) ? -1 : 0;
+    return mc_parse_double(s, p) || !(*p >= 0 && *p <= 1) ? -1 : 0;
 }
 
 static void parse_mix(const char *arg, opts_t *o)
@@ -507,18 +453,18 @@ static void parse_mix(const char *arg, opts_t *o)
          tok = strtok_r(NULL, ",", &save)) {
         char *colon = strchr(tok, ':'), *end;
         if (!colon || o->n_mix == MAX_MIX)
-            die_usage("--status-mix: expected STATUS:P[,STATUS:P...], got '%s'", arg);
+            mc_die_usage(PROG, "--status-mix: expected STATUS:P[,STATUS:P...], got '%s'", arg);
         *colon = '\0';
         long st = strtol(tok, &end, 10);
         if (*end || st < 400 || st > 599)
-            die_usage("--status-mix: status must be 400..599, got '%s'", tok);
+            mc_die_usage(PROG, "--status-mix: status must be 400..599, got '%s'", tok);
         if (parse_prob(colon + 1, &o->mix[o->n_mix].p))
-            die_usage("--status-mix: fraction must be 0..1, got '%s'", colon + 1);
+            mc_die_usage(PROG, "--status-mix: fraction must be 0..1, got '%s'", colon + 1);
         o->mix[o->n_mix].status = (unsigned)st;
         total += o->mix[o->n_mix++].p;
     }
     if (o->n_mix == 0 || total > 1)
-        die_usage("--status-mix: fractions must add up to at most 1, got '%s'", arg);
+        mc_die_usage(PROG, "--status-mix: fractions must add up to at most 1, got '%s'", arg);
 }
 
 static void parse_args(int argc, char **argv, opts_t *o)
@@ -553,66 +499,63 @@ static void parse_args(int argc, char **argv, opts_t *o)
         case O_PORT:
             v = strtol(optarg, &end, 10);
             if (*optarg == '\0' || *end || v < 0 || v > 65535)
-                die_usage("--port: expected 0..65535, got '%s'", optarg);
+                mc_die_usage(PROG, "--port: expected 0..65535, got '%s'", optarg);
             o->port = (int)v;
             have_port = 1;
             break;
         case O_BIND: o->bind = optarg; break;
         case O_KEY: o->api_key = *optarg ? optarg : NULL; break;
         case O_LAT:
-            if (parse_range(optarg, &o->lat_min, &o->lat_max))
-                die_usage("--latency-ms: expected A-B with 0 <= A <= B, got '%s'", optarg);
+            if (mc_parse_range(optarg, &o->lat_min, &o->lat_max))
+                mc_die_usage(PROG, "--latency-ms: expected A-B with 0 <= A <= B, got '%s'", optarg);
             break;
         case O_FAIL:
             if (parse_prob(optarg, &o->fail_rate))
-                die_usage("--fail-rate: expected a probability 0..1, got '%s'", optarg);
+                mc_die_usage(PROG, "--fail-rate: expected a probability 0..1, got '%s'", optarg);
             break;
         case O_MIX: parse_mix(optarg, o); break;
         case O_RA:
             v = strtol(optarg, &end, 10);
             if (*optarg == '\0' || *end || v < 0 || v > 3600)
-                die_usage("--retry-after: expected seconds 0..3600, got '%s'", optarg);
+                mc_die_usage(PROG, "--retry-after: expected seconds 0..3600, got '%s'", optarg);
             o->retry_after = (int)v;
             break;
         case O_SEED:
             o->seed = strtoull(optarg, &end, 10);
             if (*optarg == '\0' || *end)
-                die_usage("--seed: expected an unsigned integer, got '%s'", optarg);
+                mc_die_usage(PROG, "--seed: expected an unsigned integer, got '%s'", optarg);
             break;
         case O_THR:
             v = strtol(optarg, &end, 10);
             if (*optarg == '\0' || *end || v < 1 || v > 64)
-                die_usage("--threads: expected 1..64, got '%s'", optarg);
+                mc_die_usage(PROG, "--threads: expected 1..64, got '%s'", optarg);
             o->threads = (unsigned)v;
             break;
         case O_HELP: usage(stdout); exit(0);
-        default:
-            if (optopt)
-                die_usage("option --%s needs a value", longs[optopt - 1].name);
-            die_usage("unknown option '%s'", argv[optind - 1]);
+        default: mc_die_bad_option(PROG, longs, argv);
         }
     }
-    if (optind < argc)
-        die_usage("unexpected argument '%s'", argv[optind]);
-    if (!have_port)
-        die_usage("--port is required");
+    mc_check_operands(PROG, argc, argv, have_port);
 }
 
 int main(int argc, char **argv)
 {
     static mock_t m;
     sigset_t set;
-    int sig = 0;
     unsigned port = 0;
     parse_args(argc, argv, &m.o);
     gt_log_init(PROG, GT_LOG_INFO);
     pthread_mutex_init(&m.mu, NULL);
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set, NULL); /* every thread inherits it: sigwait below */
-    signal(SIGPIPE, SIG_IGN);
-    mh_server_t *s = mh_start(m.o.bind, m.o.port, m.o.threads, handle, replied, &m, &port);
+    mc_block_signals(&set); /* every thread inherits the mask: sigwait below */
+    mh_config_t hc = {
+        .bind = m.o.bind,
+        .port = m.o.port,
+        .threads = m.o.threads,
+        .handler = handle,
+        .replied = replied,
+        .ctx = &m,
+    };
+    mh_server_t *s = mh_start(&hc, &port);
     if (!s) {
         fprintf(stderr, PROG ": cannot start the server\n");
         return 1;
@@ -621,9 +564,7 @@ int main(int argc, char **argv)
     fflush(stdout);
     gt_info("mock OpenAI listening on %s:%u (latency %d-%d ms, fail rate %.3f, %d status mix)",
             m.o.bind, port, m.o.lat_min, m.o.lat_max, m.o.fail_rate, m.o.n_mix);
-    while (sigwait(&set, &sig) != 0)
-        ;
-    gt_info("signal %d: stopping", sig);
+    gt_info("signal %d: stopping", mc_wait_signal(&set));
     mh_stop(s);
     json_decref(m.last);
     pthread_mutex_destroy(&m.mu);

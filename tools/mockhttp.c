@@ -27,13 +27,12 @@ struct mh_req {
     int retry_after;
     int64_t delay_ms, due_ms;
     int tag;
+    int begun;
 };
 
 struct mh_server {
     struct MHD_Daemon *d;
-    mh_handler_fn handler;
-    mh_replied_fn replied;
-    void *ctx;
+    mh_config_t c;
     pthread_t timer;
     int timer_started;
     pthread_mutex_t mu;
@@ -43,11 +42,16 @@ struct mh_server {
     int stopping;
 };
 
-void mh_reply_json(mh_req_t *r, unsigned status, json_t *body)
+void mh_reply_text(mh_req_t *r, unsigned status, char *json_text)
 {
     r->status = status;
     free(r->reply);
-    r->reply = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
+    r->reply = json_text;
+}
+
+void mh_reply_json(mh_req_t *r, unsigned status, json_t *body)
+{
+    mh_reply_text(r, status, body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL);
     json_decref(body);
 }
 
@@ -81,6 +85,31 @@ void mh_set_tag(mh_req_t *r, int tag)
 int mh_tag(const mh_req_t *r)
 {
     return r->tag;
+}
+
+typedef struct arg_walk {
+    mh_arg_fn fn;
+    void *ctx;
+} arg_walk_t;
+
+static enum MHD_Result on_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                              const char *value)
+{
+    arg_walk_t *w = cls;
+    (void)kind;
+    w->fn(w->ctx, key, value);
+    return MHD_YES;
+}
+
+void mh_query_args(mh_req_t *r, mh_arg_fn fn, void *ctx)
+{
+    arg_walk_t w = {fn, ctx};
+    MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, on_arg, &w);
+}
+
+int mh_too_big(const mh_req_t *r)
+{
+    return r->too_big;
 }
 
 /* ---- timer heap (by due_ms), under s->mu ------------------------------------ */
@@ -174,8 +203,8 @@ static void *timer_main(void *arg)
 static enum MHD_Result send_reply(mh_req_t *r)
 {
     mh_server_t *s = r->s;
-    if (s->replied)
-        s->replied(s->ctx, r);
+    if (s->c.replied)
+        s->c.replied(s->c.ctx, r);
     size_t len = r->reply ? strlen(r->reply) : 0;
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(len, r->reply, MHD_RESPMEM_MUST_FREE);
@@ -208,12 +237,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->conn = conn;
         r->retry_after = -1;
         *con_cls = r;
+        if (s->c.begun) {
+            r->begun = 1;
+            s->c.begun(s->c.ctx, r);
+        }
         return MHD_YES;
     }
     if (*upload_data_size) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (r->too_big || r->len + n > MH_MAX_BODY) {
+        if (r->too_big || r->len + n > s->c.max_body) {
             r->too_big = 1;
             return MHD_YES;
         }
@@ -238,10 +271,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (!r->handled) {
         r->handled = 1;
-        if (r->too_big)
+        if (r->too_big && !s->c.handler_sees_too_big)
             mh_reply_error(r, 413, "invalid_request_error", "request body too large");
+        else if (r->too_big)
+            s->c.handler(s->c.ctx, r, method, url, NULL, 0);
         else
-            s->handler(s->ctx, r, method, url, r->body, r->len);
+            s->c.handler(s->c.ctx, r, method, url, r->body, r->len);
     }
     if (r->delay_ms > 0) {
         int parked = 0;
@@ -267,14 +302,26 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
+    mh_server_t *s = cls;
     mh_req_t *r = *con_cls;
-    (void)cls, (void)conn, (void)toe;
+    (void)conn, (void)toe;
     if (!r)
         return;
+    if (r->begun && s->c.done)
+        s->c.done(s->c.ctx, r);
     free(r->body);
     free(r->reply);
     free(r);
     *con_cls = NULL;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    mh_server_t *s = cls;
+    (void)conn, (void)socket_context;
+    if (s->c.connection)
+        s->c.connection(s->c.ctx, toe == MHD_CONNECTION_NOTIFY_STARTED);
 }
 
 static unsigned raise_fd_limit(void)
@@ -292,15 +339,17 @@ static unsigned raise_fd_limit(void)
     return rl.rlim_cur > 64 ? (unsigned)rl.rlim_cur - 32 : 32;
 }
 
-mh_server_t *mh_start(const char *bind, int port, unsigned threads, mh_handler_fn handler,
-                      mh_replied_fn replied, void *ctx, unsigned *bound_port)
+mh_server_t *mh_start(const mh_config_t *c, unsigned *bound_port)
 {
     mh_server_t *s = calloc(1, sizeof(*s));
     if (!s)
         return NULL;
-    s->handler = handler;
-    s->replied = replied;
-    s->ctx = ctx;
+    s->c = *c;
+    if (!s->c.max_body)
+        s->c.max_body = MH_MAX_BODY;
+    const char *bind = c->bind;
+    int port = c->port;
+    unsigned threads = c->threads;
     pthread_condattr_t ca;
     pthread_mutex_init(&s->mu, NULL);
     pthread_condattr_init(&ca);
@@ -328,6 +377,7 @@ mh_server_t *mh_start(const char *bind, int port, unsigned threads, mh_handler_f
         {MHD_OPTION_CONNECTION_TIMEOUT, 120, NULL},
         {MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096, NULL},
         {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, s},
+        {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, s},
         {threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, (intptr_t)threads, NULL},
         {MHD_OPTION_END, 0, NULL},
     };

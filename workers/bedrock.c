@@ -245,4 +245,14 @@ out:
     return rc;
 }
 
-const gt_runtime_t gt_runtime_bedrock_anthropic = {"bedrock_anthropic", 0, build, parse};
+static void check(gt_cfg_ctx_t *c, const gt_provider_t *p, const char *path)
+{
+    if (!p->region)
+        gt_cfg_problem(c, path, "region is required for runtime bedrock_anthropic");
+    if (!p->access_key_id || !p->secret_access_key)
+        gt_cfg_problem(c, path,
+                       "access_key_id and secret_access_key (or secret_access_key_file) "
+                       "are required for runtime bedrock_anthropic");
+}
+
+const gt_runtime_t gt_runtime_bedrock_anthropic = {"bedrock_anthropic", 0, build, parse, check};

@@ -23,6 +23,7 @@
 #include "message.h"
 #include "schema.h"
 #include "trace.h"
+#include "worker_config.h"
 #include "wstats.h"
 
 typedef struct ex_task ex_task_t;

@@ -223,4 +223,12 @@ out:
     return rc;
 }
 
-const gt_runtime_t gt_runtime_hf_endpoint = {"hf_endpoint", 0, build, parse};
+static void check(gt_cfg_ctx_t *c, const gt_provider_t *p, const char *path)
+{
+    if (!p->endpoint)
+        gt_cfg_problem(c, path, "endpoint is required for runtime hf_endpoint");
+    if (!p->api_key)
+        gt_cfg_problem(c, path, "api_key (or api_key_file) is required for runtime hf_endpoint");
+}
+
+const gt_runtime_t gt_runtime_hf_endpoint = {"hf_endpoint", 0, build, parse, check};

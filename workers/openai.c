@@ -167,4 +167,10 @@ out:
     return rc;
 }
 
-const gt_runtime_t gt_runtime_openai = {"openai", 0, build, parse};
+static void check(gt_cfg_ctx_t *c, const gt_provider_t *p, const char *path)
+{
+    if (!p->endpoint)
+        gt_cfg_problem(c, path, "endpoint is required for runtime openai");
+}
+
+const gt_runtime_t gt_runtime_openai = {"openai", 0, build, parse, check};

@@ -86,13 +86,21 @@ int gt_wire_header_add(gt_wire_request_t *r, const char *fmt, ...)
 
 const gt_runtime_t *gt_runtime_find(const char *name)
 {
-    static const gt_runtime_t *const all[] = {&gt_runtime_openai, &gt_runtime_hf_endpoint,
-                                              &gt_runtime_vertex_gemini,
-                                              &gt_runtime_bedrock_anthropic, NULL};
+#define GT_RUNTIME_REF(n) &gt_runtime_##n,
+    static const gt_runtime_t *const all[] = {GT_WIRE_RUNTIMES(GT_RUNTIME_REF) NULL};
+#undef GT_RUNTIME_REF
     for (size_t i = 0; name && all[i]; i++)
         if (strcmp(all[i]->name, name) == 0)
             return all[i];
     return NULL;
+}
+
+const char *gt_runtime_names(void)
+{
+#define GT_RUNTIME_NAME(n) ", " #n
+    static const char list[] = GT_WIRE_RUNTIMES(GT_RUNTIME_NAME);
+#undef GT_RUNTIME_NAME
+    return list + 2; /* past the first ", " */
 }
 
 /* ---- engine ------------------------------------------------------------------ */

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "config.h"
+#include "config_section.h"
 
 /* What a runtime needs from a task. Borrowed. */
 typedef struct gt_wire_task {
@@ -66,15 +67,24 @@ typedef struct gt_runtime {
      * have the documented shape (the task fails with "provider_bad_response"). */
     int (*parse)(const gt_wire_task_t *t, const char *body, size_t len, gt_wire_answer_t *out,
                  const char **why);
+    /* Reports (gt_cfg_problem at path) what providers.<name> lacks for this
+     * runtime, at configuration load (workers/worker_config.c). */
+    void (*check)(gt_cfg_ctx_t *c, const gt_provider_t *p, const char *path);
 } gt_runtime_t;
 
-extern const gt_runtime_t gt_runtime_openai;
-extern const gt_runtime_t gt_runtime_hf_endpoint;
-extern const gt_runtime_t gt_runtime_vertex_gemini;
-extern const gt_runtime_t gt_runtime_bedrock_anthropic;
+/* THE table of wire runtimes, in the order they are listed to users. Adding a
+ * provider is one file that defines `const gt_runtime_t gt_runtime_<name>`
+ * and one X(<name>) here; the name is also its "runtime" in configuration. */
+#define GT_WIRE_RUNTIMES(X) X(openai) X(hf_endpoint) X(vertex_gemini) X(bedrock_anthropic)
+
+#define GT_RUNTIME_DECLARE(n) extern const gt_runtime_t gt_runtime_##n;
+GT_WIRE_RUNTIMES(GT_RUNTIME_DECLARE)
+#undef GT_RUNTIME_DECLARE
 
 /* The runtime called name, or NULL ("hostedai" is not a wire runtime). */
 const gt_runtime_t *gt_runtime_find(const char *name);
+/* The names of the table, ", "-separated ("openai, hf_endpoint, ..."). */
+const char *gt_runtime_names(void);
 
 /* ---- the call engine ---------------------------------------------------------
  * One per worker. A call: breaker check -> slot (when the provider or the

@@ -272,4 +272,12 @@ out:
     return rc;
 }
 
-const gt_runtime_t gt_runtime_vertex_gemini = {"vertex_gemini", 1, build, parse};
+static void check(gt_cfg_ctx_t *c, const gt_provider_t *p, const char *path)
+{
+    if (!p->credentials)
+        gt_cfg_problem(c, path, "credentials_file is required for runtime vertex_gemini");
+    if (!p->project || !p->location)
+        gt_cfg_problem(c, path, "project and location are required for runtime vertex_gemini");
+}
+
+const gt_runtime_t gt_runtime_vertex_gemini = {"vertex_gemini", 1, build, parse, check};

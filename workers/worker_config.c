@@ -1,9 +1,40 @@
 /* worker_config.c - the worker's sections of gantry.json: each provider's
- * retry and timeouts (providers.<name>.retry, .timeouts), defaulting to worker's. */
+ * runtime (one of the wire table, with what it needs), retry and timeouts
+ * (providers.<name>.retry, .timeouts, defaulting to worker's), each model's
+ * runtime. */
 #include <stdio.h>
+#include <string.h>
 
 #include "config_section.h"
+#include "provider.h"
 #include "worker_config.h"
+
+/* providers.<name>.runtime is in the wire table and has what it needs;
+ * models.<name>.runtime is hostedai or in the table. */
+static void check_runtimes(gt_cfg_ctx_t *c, const gt_config_t *cfg)
+{
+    for (size_t i = 0; i < cfg->n_providers; i++) {
+        const gt_provider_t *p = &cfg->providers[i];
+        char path[512];
+        snprintf(path, sizeof(path), "providers.%s", p->name);
+        if (!p->runtime)
+            continue; /* required: the shared loader said so */
+        const gt_runtime_t *rt = gt_runtime_find(p->runtime);
+        if (!rt)
+            gt_cfg_problem(c, path, "runtime \"%s\" is not a provider runtime (%s)", p->runtime,
+                           gt_runtime_names());
+        else if (rt->check)
+            rt->check(c, p, path);
+    }
+    for (size_t i = 0; i < cfg->n_models; i++) {
+        const gt_model_t *m = &cfg->models[i];
+        char path[512];
+        snprintf(path, sizeof(path), "models.%s", m->name);
+        if (m->runtime && strcmp(m->runtime, "hostedai") != 0 && !gt_runtime_find(m->runtime))
+            gt_cfg_problem(c, path, "runtime \"%s\" is not supported (supported: hostedai, %s)",
+                           m->runtime, gt_runtime_names());
+    }
+}
 
 /* providers.<name>.retry and .timeouts, defaulting to worker.retry/timeouts. */
 static void load_provider_policies(gt_cfg_ctx_t *c, gt_config_t *cfg)
@@ -37,8 +68,14 @@ static void load_provider_policies(gt_cfg_ctx_t *c, gt_config_t *cfg)
     }
 }
 
+static void load_worker_sections(gt_cfg_ctx_t *c, gt_config_t *cfg)
+{
+    check_runtimes(c, cfg);
+    load_provider_policies(c, cfg);
+}
+
 static const gt_config_section_t worker_sections = {
-    .name = "worker", .load = load_provider_policies, .free = NULL};
+    .name = "worker", .load = load_worker_sections, .free = NULL};
 
 int gt_worker_config_register(void)
 {

@@ -3,6 +3,8 @@
 #ifndef GT_WORKER_CONFIG_H
 #define GT_WORKER_CONFIG_H
 
+#include "config.h"
+
 /* Adds the worker's section loader to this process's configuration loads
  * (gt_config_add_section); call it before the first gt_config_load. Returns 0
  * or -ENOSPC. */

@@ -7,49 +7,63 @@
 
 static const char base[] = "{\"kafka\": {\"bootstrap_servers\": \"127.0.0.1:9092\"}, \"api\": %s}";
 
-static int load(const char *api, gt_api_config_t *ac, char *err, size_t len)
+/* The configuration with this api section, or NULL with the problems in err. */
+static gt_config_t *load(const char *api, char *err, size_t len)
 {
     char text[2048];
     snprintf(text, sizeof(text), base, api);
-    char cerr[1024];
-    gt_config_t *cfg = gt_config_parse(text, ".", cerr, sizeof(cerr));
-    CU_ASSERT_PTR_NOT_NULL_FATAL(cfg);
-    int rc = gt_api_config_load(cfg, ac, err, len);
-    if (rc == 0)
-        ac->models = json_incref(ac->models); /* outlive cfg in the test */
-    gt_config_free(cfg);
-    return rc;
+    return gt_config_parse(text, ".", err, len);
 }
 
-static void test_config(void)
+/* The api section of a configuration that must load. */
+static const gt_api_config_t *section(gt_config_t *cfg)
 {
-    gt_api_config_t ac;
-    char err[256];
-    TH_EQ_INT(load("{}", &ac, err, sizeof(err)), 0);
-    TH_EQ_STR(ac.host, "127.0.0.1");
-    TH_EQ_INT(ac.port, 8090);
-    TH_EQ_INT(ac.max_file_lines, 50000);
-    TH_EQ_INT(ac.max_file_bytes, 200LL << 20);
-    TH_EQ_INT(ac.min_window_s, 86400);
-    TH_EQ_STR(ac.control_topic, "gantry.control");
-    gt_api_config_free(&ac);
-    CU_ASSERT(load("{\"colour\": 1}", &ac, err, sizeof(err)) < 0);
-    CU_ASSERT_PTR_NOT_NULL(strstr(err, "api.colour: unknown key"));
-    CU_ASSERT(load("{\"port\": 70000}", &ac, err, sizeof(err)) < 0);
-    CU_ASSERT_PTR_NOT_NULL(strstr(err, "api.port"));
-    CU_ASSERT(load("{\"models\": {\"gpt-4o\": 3}}", &ac, err, sizeof(err)) < 0);
-    CU_ASSERT_PTR_NOT_NULL(strstr(err, "api.models.gpt-4o"));
-    CU_ASSERT(load("{\"min_completion_window_s\": 100, \"max_completion_window_s\": 10}", &ac, err,
-                   sizeof(err)) < 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cfg);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cfg->api);
+    return cfg->api;
+}
+
+/* A configuration whose api section must fail to load, naming want in err. */
+static void refused(const char *api, const char *want)
+{
+    char err[1024];
+    gt_config_t *cfg = load(api, err, sizeof(err));
+    CU_ASSERT_PTR_NULL(cfg);
+    gt_config_free(cfg);
+    if (!cfg && !strstr(err, want))
+        fprintf(stderr, "  missing \"%s\" in:\n%s\n", want, err);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, want));
+}
+
+static void test_config_defaults(void)
+{
+    char err[1024];
+    gt_config_t *cfg = load("{}", err, sizeof(err));
+    const gt_api_config_t *ac = section(cfg);
+    TH_EQ_STR(ac->host, "127.0.0.1");
+    TH_EQ_INT(ac->port, 8090);
+    TH_EQ_INT(ac->max_file_lines, 50000);
+    TH_EQ_INT(ac->max_file_bytes, 200LL << 20);
+    TH_EQ_INT(ac->min_window_s, 86400);
+    TH_EQ_STR(ac->control_topic, "gantry.control");
+    gt_config_free(cfg);
+}
+
+static void test_config_problems(void)
+{
+    refused("{\"colour\": 1}", "api.colour: unknown key");
+    refused("{\"port\": 70000}", "api.port");
+    refused("{\"models\": {\"gpt-4o\": 3}}", "api.models.gpt-4o");
+    refused("{\"min_completion_window_s\": 100, \"max_completion_window_s\": 10}",
+            "api.min_completion_window_s: above api.max_completion_window_s");
 }
 
 static void test_openai_map(void)
 {
-    gt_api_config_t ac;
-    char err[256], why[256];
-    TH_EQ_INT(
-        load("{\"models\": {\"gpt-4o-mini\": \"small\", \"*\": \"auto\"}}", &ac, err, sizeof(err)),
-        0);
+    char err[1024], why[256];
+    gt_config_t *cfg =
+        load("{\"models\": {\"gpt-4o-mini\": \"small\", \"*\": \"auto\"}}", err, sizeof(err));
+    const gt_api_config_t *ac = section(cfg);
     json_t *body =
         json_loads("{\"model\": \"gpt-4o-mini\", \"max_tokens\": 9, \"temperature\": 0.5,"
                    " \"stop\": \"END\", \"messages\": [{\"role\": \"developer\","
@@ -57,7 +71,7 @@ static void test_openai_map(void)
                    " [{\"type\": \"text\", \"text\": \"a\"}, {\"type\": \"text\","
                    " \"text\": \"b\"}]}]}",
                    0, NULL);
-    json_t *r = gt_api_openai_body(&ac, "/v1/chat/completions", body, why, sizeof(why));
+    json_t *r = gt_api_openai_body(ac, "/v1/chat/completions", body, why, sizeof(why));
     CU_ASSERT_PTR_NOT_NULL_FATAL(r);
     TH_EQ_STR(json_string_value(json_object_get(r, "kind")), "chat");
     TH_EQ_STR(json_string_value(json_object_get(r, "model")), "small");
@@ -71,7 +85,7 @@ static void test_openai_map(void)
     json_decref(body);
 
     body = json_loads("{\"model\": \"other\", \"prompt\": \"hi\"}", 0, NULL);
-    r = gt_api_openai_body(&ac, "/v1/completions", body, why, sizeof(why));
+    r = gt_api_openai_body(ac, "/v1/completions", body, why, sizeof(why));
     CU_ASSERT_PTR_NOT_NULL_FATAL(r);
     TH_EQ_STR(json_string_value(json_object_get(r, "kind")), "generate");
     TH_EQ_STR(json_string_value(json_object_get(r, "model")), "auto"); /* "*" */
@@ -80,7 +94,7 @@ static void test_openai_map(void)
     json_decref(body);
 
     body = json_loads("{\"model\": \"e\", \"input\": [\"x\", \"y\"]}", 0, NULL);
-    r = gt_api_openai_body(&ac, "/v1/embeddings", body, why, sizeof(why));
+    r = gt_api_openai_body(ac, "/v1/embeddings", body, why, sizeof(why));
     CU_ASSERT_PTR_NOT_NULL_FATAL(r);
     TH_EQ_STR(json_string_value(json_object_get(r, "kind")), "embed");
     TH_EQ_INT(json_array_size(json_object_get(r, "input")), 2);
@@ -110,24 +124,23 @@ static void test_openai_map(void)
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         body = json_loads(bad[i].body, 0, NULL);
         why[0] = 0;
-        CU_ASSERT_PTR_NULL(gt_api_openai_body(&ac, bad[i].endpoint, body, why, sizeof(why)));
+        CU_ASSERT_PTR_NULL(gt_api_openai_body(ac, bad[i].endpoint, body, why, sizeof(why)));
         CU_ASSERT_PTR_NOT_NULL(strstr(why, bad[i].why));
         json_decref(body);
     }
-    json_decref(ac.models);
-    gt_api_config_free(&ac);
+    gt_config_free(cfg);
 }
 
 static void test_anthropic_map(void)
 {
-    gt_api_config_t ac;
-    char err[256], why[256];
-    TH_EQ_INT(load("{}", &ac, err, sizeof(err)), 0);
+    char err[1024], why[256];
+    gt_config_t *cfg = load("{}", err, sizeof(err));
+    const gt_api_config_t *ac = section(cfg);
     json_t *p = json_loads("{\"model\": \"claude\", \"max_tokens\": 5, \"system\": \"s\","
                            " \"stop_sequences\": [\"x\"],"
                            " \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}",
                            0, NULL);
-    json_t *r = gt_api_anthropic_params(&ac, p, why, sizeof(why));
+    json_t *r = gt_api_anthropic_params(ac, p, why, sizeof(why));
     CU_ASSERT_PTR_NOT_NULL_FATAL(r);
     json_t *msgs = json_object_get(json_object_get(r, "input"), "messages");
     TH_EQ_INT(json_array_size(msgs), 2);
@@ -138,15 +151,17 @@ static void test_anthropic_map(void)
     p = json_loads(
         "{\"model\": \"claude\", \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}", 0,
         NULL);
-    CU_ASSERT_PTR_NULL(gt_api_anthropic_params(&ac, p, why, sizeof(why)));
+    CU_ASSERT_PTR_NULL(gt_api_anthropic_params(ac, p, why, sizeof(why)));
     CU_ASSERT_PTR_NOT_NULL(strstr(why, "max_tokens"));
     json_decref(p);
-    gt_api_config_free(&ac);
+    gt_config_free(cfg);
 }
 
 int main(void)
 {
-    static const th_test_t tests[] = {{"api section", test_config},
+    gt_api_config_register();
+    static const th_test_t tests[] = {{"api section defaults", test_config_defaults},
+                                      {"api section problems", test_config_problems},
                                       {"OpenAI bodies to requests", test_openai_map},
                                       {"Anthropic params to requests", test_anthropic_map},
                                       {NULL, NULL}};

@@ -230,12 +230,21 @@ static void test_invoice_run_idempotent_and_redelivery(void)
     PQfinish(c);
 }
 
-static void test_issued_invoice_is_immutable(void)
+/* A database whose one usage row (tenant t1, model m1 at price_m1_v1) is
+ * invoiced for period. */
+static PGconn *invoiced(const char *id, long prompt, long completion, const char *alloc_s,
+                        const char *at, const char *period)
 {
     PGconn *c = db();
     price(c, price_m1_v1);
-    TH_EQ_INT(one(c, "i1", "t1", "m1", 100, 100, "1", "2026-10-02T00:00:00Z"), 1);
-    TH_EQ_INT(num(c, "SELECT billing_invoice_run('2026-10-01')"), 1);
+    TH_EQ_INT(one(c, id, "t1", "m1", prompt, completion, alloc_s, at), 1);
+    TH_EQ_INT(num(c, "SELECT billing_invoice_run('%s')", period), 1);
+    return c;
+}
+
+static void test_issued_invoice_is_immutable(void)
+{
+    PGconn *c = invoiced("i1", 100, 100, "1", "2026-10-02T00:00:00Z", "2026-10-01");
     CU_ASSERT(run(c, "UPDATE invoices SET total_micros = total_micros + 1") != 0);
     CU_ASSERT(run(c, "DELETE FROM invoices") != 0);
     CU_ASSERT(run(c, "UPDATE invoice_lines SET amount_micros = 0") != 0);
@@ -263,10 +272,7 @@ static void test_issued_invoice_is_immutable(void)
 
 static void test_late_usage_is_an_adjustment(void)
 {
-    PGconn *c = db();
-    price(c, price_m1_v1);
-    TH_EQ_INT(one(c, "s1", "t1", "m1", 1000, 0, "0", "2026-09-10T00:00:00Z"), 1);
-    TH_EQ_INT(num(c, "SELECT billing_invoice_run('2026-09-01')"), 1);
+    PGconn *c = invoiced("s1", 1000, 0, "0", "2026-09-10T00:00:00Z", "2026-09-01");
     long long sept = num(c, "SELECT total_micros FROM invoices WHERE period = '2026-09-01'");
     /* September usage arrives after September was invoiced */
     TH_EQ_INT(one(c, "s2", "t1", "m1", 2000, 0, "0", "2026-09-29T00:00:00Z"), 1);
@@ -287,19 +293,32 @@ static void test_late_usage_is_an_adjustment(void)
     PQfinish(c);
 }
 
-static void test_finance_role(void)
+/* A database with one invoiced usage row, in a session as gantry_finance. */
+static PGconn *finance_session(void)
 {
-    PGconn *c = db();
-    price(c, price_m1_v1);
-    TH_EQ_INT(one(c, "f1", "t1", "m1", 1000, 0, "0", "2026-10-02T00:00:00Z"), 1);
-    TH_EQ_INT(num(c, "SELECT billing_invoice_run('2026-10-01')"), 1);
+    PGconn *c = invoiced("f1", 1000, 0, "0", "2026-10-02T00:00:00Z", "2026-10-01");
     CU_ASSERT_FATAL(run(c, "SET ROLE gantry_finance") == 0);
+    return c;
+}
+
+/* Finance reads no request, output or raw billing table and changes no price. */
+static void test_finance_role_denied(void)
+{
+    PGconn *c = finance_session();
     CU_ASSERT(run(c, "SELECT request FROM jobs") != 0);
     CU_ASSERT(run(c, "SELECT output FROM tasks") != 0);
     CU_ASSERT(run(c, "SELECT * FROM usage") != 0);
     CU_ASSERT(run(c, "SELECT * FROM invoices") != 0);
     CU_ASSERT(run(c, "INSERT INTO prices (provider, model, currency, effective_from)"
                      " VALUES ('a', 'b', 'USD', now())") != 0);
+    CU_ASSERT(run(c, "RESET ROLE") == 0);
+    PQfinish(c);
+}
+
+/* Finance's views agree with each other and hold the prices. */
+static void test_finance_role_views(void)
+{
+    PGconn *c = finance_session();
     TH_EQ_INT(num(c, "SELECT count(*) FROM finance_invoices"), 1);
     TH_EQ_INT(num(c, "SELECT sum(amount_micros) FROM finance_invoice_lines"),
               num(c, "SELECT total_micros FROM finance_invoices"));
@@ -857,7 +876,8 @@ int main(void)
          test_invoice_run_idempotent_and_redelivery},
         {"issued invoice is immutable", test_issued_invoice_is_immutable},
         {"late usage is an adjustment on the next invoice", test_late_usage_is_an_adjustment},
-        {"finance role reads views, not prompts", test_finance_role},
+        {"finance role reads views, not prompts: no raw tables", test_finance_role_denied},
+        {"finance role reads views, not prompts: consistent views", test_finance_role_views},
         {"usage partitions: default, attach, detach", test_partitions},
         {"cli: prices, invoice run/show/export, usage, reconcile", test_cli},
         {"migration keeps the backbone's usage rows", test_migration_keeps_usage},

@@ -49,19 +49,6 @@ typedef struct rig {
 
 /* ---- helpers ------------------------------------------------------------- */
 
-static size_t collect(char *ptr, size_t size, size_t n, void *arg)
-{
-    char **buf = arg;
-    size_t old = *buf ? strlen(*buf) : 0, add = size * n;
-    char *grown = realloc(*buf, old + add + 1);
-    if (!grown)
-        return 0;
-    memcpy(grown + old, ptr, add);
-    grown[old + add] = '\0';
-    *buf = grown;
-    return add;
-}
-
 static long long stat_of(rig_t *r, const char *key)
 {
     char url[128], *body = NULL;
@@ -71,7 +58,7 @@ static long long stat_of(rig_t *r, const char *key)
     snprintf(url, sizeof(url), "http://%s/v1/stats", r->addr);
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, th_collect);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
     if (curl_easy_perform(c) == CURLE_OK && body) {

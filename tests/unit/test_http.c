@@ -40,27 +40,7 @@ static void call_clear(call_t *c)
 /* Starts the mock on a free port with extra flags (NULL-terminated). */
 static int mock_start(mock_t *m, const char *const *extra)
 {
-    const char *argv[32];
-    char addr[64];
-    int n = 0;
-
-    argv[n++] = th_bin("tools/gantry-mock-hostedai");
-    argv[n++] = "--port";
-    argv[n++] = "0";
-    argv[n++] = "--api-key";
-    argv[n++] = KEY;
-    for (; extra && *extra && n < 30; extra++)
-        argv[n++] = *extra;
-    argv[n] = NULL;
-    /* The mock logs a line per start and stop; keep them out of the test report. */
-    if (th_proc_start(&m->proc, argv, NULL) != 0)
-        return -1;
-    if (th_proc_wait_line(&m->proc, "listening=", addr, sizeof(addr), 10000) != 0) {
-        th_proc_stop(&m->proc, SIGKILL, 1000);
-        return -1;
-    }
-    snprintf(m->base, sizeof(m->base), "http://%s", addr);
-    return 0;
+    return th_mock_hostedai_start(&m->proc, KEY, extra, m->base, sizeof(m->base));
 }
 
 static void mock_stop(mock_t *m)

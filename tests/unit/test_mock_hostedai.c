@@ -23,33 +23,11 @@ typedef struct reply {
     json_t *json;     /* parsed body or NULL */
 } reply_t;
 
-typedef struct buf {
-    char *p;
-    size_t n;
-} buf_t;
-
 static int mock_start(mock_t *m, const char *const *extra)
 {
-    const char *argv[32];
-    char addr[64];
-    int n = 0;
-
     memset(m, 0, sizeof(*m));
-    argv[n++] = th_bin(BIN);
-    argv[n++] = "--port";
-    argv[n++] = "0";
-    argv[n++] = "--api-key";
-    argv[n++] = KEY;
-    for (; extra && *extra && n < 30; extra++)
-        argv[n++] = *extra;
-    argv[n] = NULL;
-    if (th_proc_start(&m->proc, argv, NULL) != 0)
+    if (th_mock_hostedai_start(&m->proc, KEY, extra, m->base, sizeof(m->base)) != 0)
         return -1;
-    if (th_proc_wait_line(&m->proc, "listening=", addr, sizeof(addr), 10000) != 0) {
-        th_proc_stop(&m->proc, SIGKILL, 1000);
-        return -1;
-    }
-    snprintf(m->base, sizeof(m->base), "http://%s", addr);
     m->easy = curl_easy_init();
     return m->easy ? 0 : -1;
 }
@@ -58,20 +36,6 @@ static void mock_stop(mock_t *m)
 {
     curl_easy_cleanup(m->easy);
     TH_EQ_INT(th_proc_stop(&m->proc, SIGTERM, 10000), 0);
-}
-
-static size_t on_body(char *d, size_t sz, size_t nm, void *arg)
-{
-    buf_t *b = arg;
-    char *p = realloc(b->p, b->n + sz * nm + 1);
-
-    if (!p)
-        return 0;
-    memcpy(p + b->n, d, sz * nm);
-    b->p = p;
-    b->n += sz * nm;
-    p[b->n] = '\0';
-    return sz * nm;
 }
 
 static size_t on_header(char *d, size_t sz, size_t nm, void *arg)
@@ -89,7 +53,7 @@ static reply_t call(mock_t *m, const char *method, const char *path, const char 
                     const char *key)
 {
     reply_t r = {0, -1, NULL};
-    buf_t b = {NULL, 0};
+    char *b = NULL;
     struct curl_slist *h = NULL;
     char url[256], auth[128];
 
@@ -106,7 +70,7 @@ static reply_t call(mock_t *m, const char *method, const char *path, const char 
         h = curl_slist_append(h, auth);
     }
     curl_easy_setopt(m->easy, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(m->easy, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(m->easy, CURLOPT_WRITEFUNCTION, th_collect);
     curl_easy_setopt(m->easy, CURLOPT_WRITEDATA, &b);
     curl_easy_setopt(m->easy, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(m->easy, CURLOPT_HEADERDATA, &r);
@@ -114,10 +78,10 @@ static reply_t call(mock_t *m, const char *method, const char *path, const char 
     curl_easy_setopt(m->easy, CURLOPT_NOSIGNAL, 1L);
     if (curl_easy_perform(m->easy) == CURLE_OK)
         curl_easy_getinfo(m->easy, CURLINFO_RESPONSE_CODE, &r.status);
-    if (b.p)
-        r.json = json_loads(b.p, 0, NULL);
+    if (b)
+        r.json = json_loads(b, 0, NULL);
     curl_slist_free_all(h);
-    free(b.p);
+    free(b);
     return r;
 }
 
@@ -179,7 +143,7 @@ static long release(mock_t *m, const char *id)
     reply_t r;
     long st;
 
-    snprintf(path, sizeof(path), "/v1/allocate/%s", id);
+    snprintf(path, sizeof(path), "/v1/allocate/%.100s", id); /* ids are short */
     r = call(m, "DELETE", path, NULL, KEY);
     st = r.status;
     reply_free(&r);
@@ -475,25 +439,32 @@ static int is_fault(long st)
     return st == 500 || st == 503 || st == 429;
 }
 
-static void test_fault_rate(void)
+static const char *const fault_flags[] = {"--fail-rate",  "0.2", "--seed", "7",
+                                          "--latency-ms", "0-0", NULL};
+
+/* The mock's faults_injected.<endpoint> counter. */
+static long faults_of(mock_t *m, const char *endpoint)
 {
-    static const char *const extra[] = {"--fail-rate",  "0.2", "--seed", "7",
-                                        "--latency-ms", "0-0", NULL};
+    reply_t s = call(m, "GET", "/v1/stats", NULL, KEY);
+    long n = (long)json_integer_value(
+        json_object_get(json_object_get(s.json, "faults_injected"), endpoint));
+    reply_free(&s);
+    return n;
+}
+
+/* About a fifth of allocations meet an injected 500/503/429 (a 429 with
+ * Retry-After 0 or 1), and a faulted allocation allocates nothing. */
+static void test_fault_rate_allocate(void)
+{
     enum { N = 2000 };
     mock_t m;
-    char(*ids)[32] = calloc(N, 32);
-    int nids = 0, faults = 0, inf_faults = 0, rel_faults = 0, attempts = 0;
-    reply_t r;
+    char id[32];
+    int nids = 0, faults = 0;
 
-    CU_ASSERT_FATAL(ids != NULL);
-    if (mock_start(&m, extra) != 0) {
-        CU_FAIL("mock did not start");
-        free(ids);
-        return;
-    }
+    CU_ASSERT_FATAL(mock_start(&m, fault_flags) == 0);
     for (int i = 0; i < N; i++) {
         long ra = -1;
-        long st = allocate(&m, 0.1, 1, 0, ids[nids], sizeof(ids[0]), &ra);
+        long st = allocate(&m, 0.1, 1, 0, id, sizeof(id), &ra);
 
         if (st == 201)
             nids++;
@@ -509,19 +480,31 @@ static void test_fault_rate(void)
         fprintf(stderr, "  allocate faults %d of %d\n", faults, N);
     CU_ASSERT(faults >= 300 && faults <= 500);
     TH_EQ_INT(nids + faults, N);
-    {
-        reply_t s = call(&m, "GET", "/v1/stats", NULL, KEY);
-        json_t *f = json_object_get(s.json, "faults_injected");
+    TH_EQ_INT(faults_of(&m, "allocate"), faults);
+    TH_EQ_INT(stat(&m, "outstanding_allocations"), nids);
+    TH_EQ_INT(stat(&m, "allocations_total"), nids);
+    mock_stop(&m);
+}
 
-        TH_EQ_INT(json_integer_value(json_object_get(f, "allocate")), faults);
-        TH_EQ_INT(json_integer_value(json_object_get(s.json, "outstanding_allocations")), nids);
-        TH_EQ_INT(json_integer_value(json_object_get(s.json, "allocations_total")), nids);
-        reply_free(&s);
+/* Inference and release meet injected faults too; a failed release has
+ * released nothing, so retrying it releases exactly once. */
+static void test_fault_rate_inference_release(void)
+{
+    enum { N = 100 };
+    mock_t m;
+    char ids[N][32];
+    int alloc_faults = 0, inf_faults = 0, rel_faults = 0;
+    reply_t r;
+
+    CU_ASSERT_FATAL(mock_start(&m, fault_flags) == 0);
+    for (int i = 0; i < N; i++) {
+        long st, ra;
+        while (is_fault(st = allocate(&m, 0.1, 1, 0, ids[i], sizeof(ids[i]), &ra)) &&
+               alloc_faults < 10 * N)
+            alloc_faults++;
+        TH_EQ_INT(st, 201);
     }
-
-    /* Inference faults, then release everything, retrying injected faults:
-     * a failed release must have released nothing. */
-    for (int i = 0; i < 200 && nids > 0; i++) {
+    for (int i = 0; i < 200; i++) {
         char body[128];
 
         snprintf(body, sizeof(body), "{\"allocation_id\":\"%s\",\"prompt\":\"x\"}", ids[0]);
@@ -534,35 +517,38 @@ static void test_fault_rate(void)
         reply_free(&r);
     }
     CU_ASSERT(inf_faults >= 15 && inf_faults <= 70);
-    for (int i = 0; i < nids; i++) {
+    for (int i = 0; i < N; i++) {
         long st;
 
-        while (is_fault(st = release(&m, ids[i])) && attempts < 10 * N) {
+        while (is_fault(st = release(&m, ids[i])) && rel_faults < 10 * N)
             rel_faults++;
-            attempts++;
-        }
         TH_EQ_INT(st, 204);
     }
     CU_ASSERT(rel_faults > 0);
-    {
-        reply_t s = call(&m, "GET", "/v1/stats", NULL, KEY);
-        json_t *f = json_object_get(s.json, "faults_injected");
+    TH_EQ_INT(faults_of(&m, "inference"), inf_faults);
+    TH_EQ_INT(faults_of(&m, "release"), rel_faults);
+    TH_EQ_INT(faults_of(&m, "total"), alloc_faults + inf_faults + rel_faults);
+    TH_EQ_INT(stat(&m, "outstanding_allocations"), 0);
+    TH_EQ_INT(stat(&m, "releases_total"), N);
+    TH_EQ_INT(stat(&m, "used_vram_mb"), 0);
+    mock_stop(&m);
+}
 
-        TH_EQ_INT(json_integer_value(json_object_get(f, "inference")), inf_faults);
-        TH_EQ_INT(json_integer_value(json_object_get(f, "release")), rel_faults);
-        TH_EQ_INT(json_integer_value(json_object_get(f, "total")),
-                  faults + inf_faults + rel_faults);
-        TH_EQ_INT(json_integer_value(json_object_get(s.json, "outstanding_allocations")), 0);
-        TH_EQ_INT(json_integer_value(json_object_get(s.json, "releases_total")), nids);
-        TH_EQ_INT(json_integer_value(json_object_get(s.json, "used_vram_mb")), 0);
-        reply_free(&s);
-    }
-    /* Stats never fail, and reset clears the counters, not the state. */
-    r = call(&m, "POST", "/v1/stats/reset", "", KEY);
+/* Stats never fail, and reset clears the counters, not the state. */
+static void test_stats_reset(void)
+{
+    mock_t m;
+    char id[32];
+    long ra;
+
+    CU_ASSERT_FATAL(mock_start(&m, NULL) == 0);
+    TH_EQ_INT(allocate(&m, 0.1, 1, 0, id, sizeof(id), &ra), 201);
+    TH_EQ_INT(stat(&m, "allocations_total"), 1);
+    reply_t r = call(&m, "POST", "/v1/stats/reset", "", KEY);
     TH_EQ_INT(r.status, 204);
     reply_free(&r);
     TH_EQ_INT(stat(&m, "allocations_total"), 0);
-    free(ids);
+    TH_EQ_INT(stat(&m, "outstanding_allocations"), 1);
     mock_stop(&m);
 }
 
@@ -665,7 +651,9 @@ int main(void)
         {"allocations_list", test_allocations_list},
         {"allocations_by_label", test_allocations_by_label},
         {"release_fail_ms", test_release_fail_ms},
-        {"fault_rate", test_fault_rate},
+        {"fault_rate allocate", test_fault_rate_allocate},
+        {"fault_rate inference and release", test_fault_rate_inference_release},
+        {"stats reset", test_stats_reset},
         {"cli", test_cli},
         {"cli_env_key", test_cli_env_key},
         {NULL, NULL},

@@ -186,20 +186,30 @@ static void test_migrate_concurrent(void)
     TH_EQ_INT(total, files);
 }
 
+/* A fresh database holding what create_sql makes, a direct connection to it
+ * (*c) and a client on loop (initialised here); the test ends when any of
+ * them cannot be had. ci receives the database's conninfo. */
+static gt_pg_t *fresh_db(uv_loop_t *loop, char *ci, size_t len, PGconn **c, const char *create_sql)
+{
+    char err[512];
+    CU_ASSERT_FATAL(th_pg_create_db(ci, len) == 0);
+    *c = gt_pg_connect_sync(ci, err, sizeof(err));
+    CU_ASSERT_FATAL(*c != NULL);
+    PQclear(PQexec(*c, create_sql));
+    uv_loop_init(loop);
+    gt_pg_t *pg = gt_pg_new(loop, ci);
+    CU_ASSERT_FATAL(pg != NULL);
+    return pg;
+}
+
 #define N_PIPELINED 10000
 
 static void test_pipelined_inserts_in_order(void)
 {
-    char ci[512], err[512];
-    CU_ASSERT_FATAL(th_pg_create_db(ci, sizeof(ci)) == 0);
-    PGconn *c = gt_pg_connect_sync(ci, err, sizeof(err));
-    CU_ASSERT_FATAL(c != NULL);
-    PQclear(PQexec(c, "CREATE TABLE t (i int PRIMARY KEY, v text)"));
-
+    char ci[512];
+    PGconn *c;
     uv_loop_t loop;
-    uv_loop_init(&loop);
-    gt_pg_t *pg = gt_pg_new(&loop, ci);
-    CU_ASSERT_FATAL(pg != NULL);
+    gt_pg_t *pg = fresh_db(&loop, ci, sizeof(ci), &c, "CREATE TABLE t (i int PRIMARY KEY, v text)");
     rec_t rec = {calloc(N_PIPELINED, sizeof(answer_t)), 0, N_PIPELINED, 0};
     qarg_t *args = calloc(N_PIPELINED, sizeof(qarg_t));
     /* Issued before the connection is up: they wait, then go out in order. */
@@ -316,16 +326,10 @@ static int backend_pid(uv_loop_t *loop, gt_pg_t *pg)
 
 static void test_reconnect_resends_pending(void)
 {
-    char ci[512], err[512], sql[128];
-    CU_ASSERT_FATAL(th_pg_create_db(ci, sizeof(ci)) == 0);
-    PGconn *c = gt_pg_connect_sync(ci, err, sizeof(err));
-    CU_ASSERT_FATAL(c != NULL);
-    PQclear(PQexec(c, "CREATE TABLE r (i int PRIMARY KEY)"));
-
+    char ci[512], sql[128];
+    PGconn *c;
     uv_loop_t loop;
-    uv_loop_init(&loop);
-    gt_pg_t *pg = gt_pg_new(&loop, ci);
-    CU_ASSERT_FATAL(pg != NULL);
+    gt_pg_t *pg = fresh_db(&loop, ci, sizeof(ci), &c, "CREATE TABLE r (i int PRIMARY KEY)");
     int pid = backend_pid(&loop, pg);
     CU_ASSERT_FATAL(pid > 0);
 
@@ -453,29 +457,29 @@ static void exec_admin(PGconn *c, const char *fmt, const char *role)
     PQclear(r);
 }
 
-/* A statement timeout is transient: the query is held and re-sent (never
- * answered with the error) until the timeout is lifted, then answered once. */
-static void test_statement_timeout_is_retried(void)
+/* While set_fmt (ALTER ROLE ... for the role %s) holds, insert fails with
+ * the transient sqlstate: it is held and re-sent, never answered with the
+ * error, until reset_fmt lifts the cause; then it is answered once. */
+static void check_transient(const char *set_fmt, const char *reset_fmt, const char *sqlstate,
+                            const char *insert)
 {
     char ci[600], role[64];
     PGconn *c = fault_db(ci, sizeof(ci), role, sizeof(role));
     CU_ASSERT_FATAL(c != NULL);
-    exec_admin(c, "ALTER ROLE %s SET statement_timeout = '20ms'", role);
+    exec_admin(c, set_fmt, role);
     uv_loop_t loop;
     uv_loop_init(&loop);
     gt_pg_t *pg = gt_pg_new(&loop, ci);
     CU_ASSERT_FATAL(pg != NULL);
     answer_t a = {0, 0, "", ""};
-    double before = retries("57");
-    TH_EQ_INT(gt_pg_query(pg, "INSERT INTO t SELECT 1 FROM pg_sleep(0.2) ON CONFLICT DO NOTHING", 0,
-                          NULL, closed_cb, &a),
-              0);
-    retry_wait_t w = {"57", before + 2};
+    double before = retries(sqlstate);
+    TH_EQ_INT(gt_pg_query(pg, insert, 0, NULL, closed_cb, &a), 0);
+    retry_wait_t w = {sqlstate, before + 2};
     CU_ASSERT(th_loop_until(&loop, retried, &w, 20000));
     TH_EQ_INT(a.idx, 0); /* not answered: neither failed nor done */
     TH_EQ_INT(gt_pg_pending(pg), 1);
     TH_EQ_INT(scalar(c, "SELECT count(*) FROM t"), 0);
-    exec_admin(c, "ALTER ROLE %s RESET statement_timeout", role);
+    exec_admin(c, reset_fmt, role);
     CU_ASSERT(th_loop_until(&loop, answered, &a, 20000));
     TH_EQ_INT(a.idx, 1);
     TH_EQ_INT(a.ok, 1);
@@ -485,34 +489,21 @@ static void test_statement_timeout_is_retried(void)
     PQfinish(c);
 }
 
+/* A statement timeout is transient. */
+static void test_statement_timeout_is_retried(void)
+{
+    check_transient("ALTER ROLE %s SET statement_timeout = '20ms'",
+                    "ALTER ROLE %s RESET statement_timeout", "57",
+                    "INSERT INTO t SELECT 1 FROM pg_sleep(0.2) ON CONFLICT DO NOTHING");
+}
+
 /* A read-only session (a failover's old primary) is transient: the insert
  * waits on new connections until the role may write again. */
 static void test_read_only_is_retried(void)
 {
-    char ci[600], role[64];
-    PGconn *c = fault_db(ci, sizeof(ci), role, sizeof(role));
-    CU_ASSERT_FATAL(c != NULL);
-    exec_admin(c, "ALTER ROLE %s SET default_transaction_read_only = on", role);
-    uv_loop_t loop;
-    uv_loop_init(&loop);
-    gt_pg_t *pg = gt_pg_new(&loop, ci);
-    CU_ASSERT_FATAL(pg != NULL);
-    answer_t a = {0, 0, "", ""};
-    double before = retries("25006");
-    TH_EQ_INT(
-        gt_pg_query(pg, "INSERT INTO t VALUES (1) ON CONFLICT DO NOTHING", 0, NULL, closed_cb, &a),
-        0);
-    retry_wait_t w = {"25006", before + 2};
-    CU_ASSERT(th_loop_until(&loop, retried, &w, 20000));
-    TH_EQ_INT(a.idx, 0);
-    TH_EQ_INT(scalar(c, "SELECT count(*) FROM t"), 0);
-    exec_admin(c, "ALTER ROLE %s RESET default_transaction_read_only", role);
-    CU_ASSERT(th_loop_until(&loop, answered, &a, 20000));
-    TH_EQ_INT(a.idx, 1);
-    TH_EQ_INT(a.ok, 1);
-    TH_EQ_INT(scalar(c, "SELECT count(*) FROM t"), 1);
-    pg_close(&loop, pg);
-    PQfinish(c);
+    check_transient("ALTER ROLE %s SET default_transaction_read_only = on",
+                    "ALTER ROLE %s RESET default_transaction_read_only", "25006",
+                    "INSERT INTO t VALUES (1) ON CONFLICT DO NOTHING");
 }
 
 /* A revoked privilege is permanent: answered at once with its SQLSTATE, not

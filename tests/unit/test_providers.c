@@ -43,19 +43,6 @@ static env_t E;
 
 /* ---- helpers ------------------------------------------------------------- */
 
-static size_t collect(char *ptr, size_t size, size_t n, void *arg)
-{
-    char **buf = arg;
-    size_t old = *buf ? strlen(*buf) : 0, add = size * n;
-    char *grown = realloc(*buf, old + add + 1);
-    if (!grown)
-        return 0;
-    memcpy(grown + old, ptr, add);
-    grown[old + add] = '\0';
-    *buf = grown;
-    return add;
-}
-
 /* GET (body NULL) or POST body to http://addr/path; parsed answer or NULL. */
 static json_t *http_json(const char *addr, const char *path, const char *body, const char *key)
 {
@@ -73,7 +60,7 @@ static json_t *http_json(const char *addr, const char *path, const char *body, c
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
     if (body)
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, th_collect);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &out);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
     if (curl_easy_perform(c) == CURLE_OK && out)

@@ -113,6 +113,37 @@ static parsed_t parse_with(const gt_runtime_t *rt, const char *kind, json_t *inp
     return p;
 }
 
+/* A parse that succeeded with want (JSON text) and these token counts; frees
+ * its output. */
+static void answer_is(parsed_t *p, const char *want, int64_t prompt_tokens,
+                      int64_t completion_tokens)
+{
+    TH_EQ_INT(p->rc, 0);
+    output_is(p->a.output, want);
+    TH_EQ_INT(p->a.prompt_tokens, prompt_tokens);
+    TH_EQ_INT(p->a.completion_tokens, completion_tokens);
+    json_decref(p->a.output);
+    p->a.output = NULL;
+}
+
+/* Parses a well-formed body: must give want (JSON text) and these token counts. */
+static void parses_to(const gt_runtime_t *rt, const char *kind, json_t *input, const char *body,
+                      const char *want, int64_t prompt_tokens, int64_t completion_tokens)
+{
+    parsed_t p = parse_with(rt, kind, input, body);
+    answer_is(&p, want, prompt_tokens, completion_tokens);
+}
+
+/* Parses a well-formed body: must give want (JSON text), token counts unchecked. */
+static void parses_output(const gt_runtime_t *rt, const char *kind, json_t *input, const char *body,
+                          const char *want)
+{
+    parsed_t p = parse_with(rt, kind, input, body);
+    TH_EQ_INT(p.rc, 0);
+    output_is(p.a.output, want);
+    json_decref(p.a.output);
+}
+
 /* Parses a malformed body: must fail with a reason. */
 static void parse_fails(const gt_runtime_t *rt, const char *kind, const char *input,
                         const char *body, const char *why_part)
@@ -177,6 +208,20 @@ static int build_with(const gt_runtime_t *rt, const gt_provider_t *p, const char
     return rc;
 }
 
+/* A task the runtime cannot express: build fails with a reason naming why_part. */
+static void build_fails(const gt_runtime_t *rt, const gt_provider_t *p, const char *kind,
+                        const char *input, const char *params, const char *model, const char *token,
+                        const char *why_part)
+{
+    gt_wire_request_t r;
+    const char *why;
+    TH_EQ_INT(build_with(rt, p, kind, input, params, model, token, &r, &why), -1);
+    if (!why || !strstr(why, why_part))
+        fprintf(stderr, "  why \"%s\" lacks \"%s\"\n", why ? why : "(null)", why_part);
+    CU_ASSERT(why && strstr(why, why_part) != NULL);
+    gt_wire_request_free(&r);
+}
+
 /* ---- hf_endpoint ------------------------------------------------------------- */
 
 static void test_hf_build(void)
@@ -231,13 +276,9 @@ static void test_hf_build(void)
     gt_wire_request_free(&r);
 
     /* Inputs that cannot be expressed fail with a reason. */
-    TH_EQ_INT(build_with(&gt_runtime_hf_endpoint, &p, "chat", "\"not messages\"", NULL, NULL, NULL,
-                         &r, &why),
-              -1);
-    CU_ASSERT(why && strstr(why, "chat input") != NULL);
-    TH_EQ_INT(
-        build_with(&gt_runtime_hf_endpoint, &p, "embed", "[1, 2]", NULL, NULL, NULL, &r, &why), -1);
-    CU_ASSERT(why && strstr(why, "embed input") != NULL);
+    build_fails(&gt_runtime_hf_endpoint, &p, "chat", "\"not messages\"", NULL, NULL, NULL,
+                "chat input");
+    build_fails(&gt_runtime_hf_endpoint, &p, "embed", "[1, 2]", NULL, NULL, NULL, "embed input");
 }
 
 static void test_hf_parse(void)
@@ -245,55 +286,39 @@ static void test_hf_parse(void)
     const gt_runtime_t *rt = &gt_runtime_hf_endpoint;
     json_t *s = json_string("The capital of France is");
     /* Inference Endpoints text-generation answer with details (TGI). */
-    parsed_t p = parse_with(
+    parses_to(
         rt, "generate", s,
         "[{\"generated_text\": \" Paris.\", \"details\": {\"finish_reason\": \"eos_token\","
         " \"generated_tokens\": 3, \"seed\": null, \"prefill\": [{\"id\": 128000, \"text\": "
         "\"<|begin_of_text|>\", \"logprob\": null}, {\"id\": 791, \"text\": \"The\", \"logprob\":"
         " -2.1}, {\"id\": 6864, \"text\": \" capital\", \"logprob\": -5.0}], \"tokens\": [{\"id\":"
-        " 12366, \"text\": \" Paris\", \"logprob\": -0.1, \"special\": false}]}}]");
-    TH_EQ_INT(p.rc, 0);
-    output_is(p.a.output, "{\"text\": \" Paris.\", \"finish_reason\": \"eos_token\"}");
-    TH_EQ_INT(p.a.prompt_tokens, 3);
-    TH_EQ_INT(p.a.completion_tokens, 3);
-    json_decref(p.a.output);
+        " 12366, \"text\": \" Paris\", \"logprob\": -0.1, \"special\": false}]}}]",
+        "{\"text\": \" Paris.\", \"finish_reason\": \"eos_token\"}", 3, 3);
     /* TGI's /generate shape (an object), without details: no usage reported. */
-    p = parse_with(rt, "generate", s, "{\"generated_text\": \"ok\"}");
-    TH_EQ_INT(p.rc, 0);
-    output_is(p.a.output, "{\"text\": \"ok\"}");
-    TH_EQ_INT(p.a.prompt_tokens, -1);
-    TH_EQ_INT(p.a.completion_tokens, -1);
-    json_decref(p.a.output);
+    parses_to(rt, "generate", s, "{\"generated_text\": \"ok\"}", "{\"text\": \"ok\"}", -1, -1);
     /* Messages API (OpenAI shape). */
-    p = parse_with(
+    parses_to(
         rt, "chat", s,
         "{\"object\": \"chat.completion\", \"id\": \"\", \"created\": 1718000000, \"model\": "
         "\"tgi\", \"system_fingerprint\": \"2.0.4-sha\", \"choices\": [{\"index\": 0, \"message\":"
         " {\"role\": \"assistant\", \"content\": \"Hello!\"}, \"logprobs\": null, "
         "\"finish_reason\": \"stop\"}], \"usage\": {\"prompt_tokens\": 21, \"completion_tokens\":"
-        " 3, \"total_tokens\": 24}}");
-    TH_EQ_INT(p.rc, 0);
-    output_is(p.a.output, "{\"text\": \"Hello!\", \"finish_reason\": \"stop\"}");
-    TH_EQ_INT(p.a.prompt_tokens, 21);
-    TH_EQ_INT(p.a.completion_tokens, 3);
-    json_decref(p.a.output);
+        " 3, \"total_tokens\": 24}}",
+        "{\"text\": \"Hello!\", \"finish_reason\": \"stop\"}", 21, 3);
     /* Feature extraction: a flat vector, TEI's [[...]] for one input, one per input. */
-    p = parse_with(rt, "embed", s, "[0.1, -0.2, 0.3]");
-    TH_EQ_INT(p.rc, 0);
-    output_is(p.a.output, "{\"embedding\": [0.1, -0.2, 0.3]}");
-    json_decref(p.a.output);
-    p = parse_with(rt, "embed", s, "[[0.1, -0.2, 0.3]]");
-    TH_EQ_INT(p.rc, 0);
-    output_is(p.a.output, "{\"embedding\": [0.1, -0.2, 0.3]}");
-    json_decref(p.a.output);
+    parses_output(rt, "embed", s, "[0.1, -0.2, 0.3]", "{\"embedding\": [0.1, -0.2, 0.3]}");
+    parses_output(rt, "embed", s, "[[0.1, -0.2, 0.3]]", "{\"embedding\": [0.1, -0.2, 0.3]}");
     json_t *two = J("[\"a\", \"b\"]");
-    p = parse_with(rt, "embed", two, "[[1, 2], [3, 4]]");
-    TH_EQ_INT(p.rc, 0);
-    output_is(p.a.output, "{\"embedding\": [1, 2], \"embeddings\": [[1, 2], [3, 4]]}");
-    json_decref(p.a.output);
+    parses_output(rt, "embed", two, "[[1, 2], [3, 4]]",
+                  "{\"embedding\": [1, 2], \"embeddings\": [[1, 2], [3, 4]]}");
     json_decref(two);
     json_decref(s);
+}
 
+/* Bodies of the wrong shape fail with a reason, never a guessed output. */
+static void test_hf_parse_malformed(void)
+{
+    const gt_runtime_t *rt = &gt_runtime_hf_endpoint;
     parse_fails(rt, "generate", "\"x\"", "<html>502 Bad Gateway</html>", "not JSON");
     parse_fails(rt, "generate", "\"x\"", "{\"error\": \"Model is overloaded\"}", "error object");
     parse_fails(rt, "generate", "\"x\"", "[{\"text\": \"x\"}]", "generated_text");
@@ -365,20 +390,13 @@ static void test_vertex_build(void)
     gt_wire_request_free(&r);
 
     /* No token, bad roles, only system messages. */
-    TH_EQ_INT(
-        build_with(&gt_runtime_vertex_gemini, &p, "generate", "\"x\"", NULL, "m", NULL, &r, &why),
-        -1);
-    CU_ASSERT(why && strstr(why, "access token") != NULL);
-    TH_EQ_INT(build_with(&gt_runtime_vertex_gemini, &p, "chat",
-                         "[{\"role\": \"tool\", \"content\": \"x\"}]", NULL, "m", GCP_TOKEN, &r,
-                         &why),
-              -1);
-    CU_ASSERT(why && strstr(why, "roles") != NULL);
-    TH_EQ_INT(build_with(&gt_runtime_vertex_gemini, &p, "chat",
-                         "[{\"role\": \"system\", \"content\": \"x\"}]", NULL, "m", GCP_TOKEN, &r,
-                         &why),
-              -1);
-    CU_ASSERT(why && strstr(why, "only system") != NULL);
+    build_fails(&gt_runtime_vertex_gemini, &p, "generate", "\"x\"", NULL, "m", NULL,
+                "access token");
+    build_fails(&gt_runtime_vertex_gemini, &p, "chat", "[{\"role\": \"tool\", \"content\": \"x\"}]",
+                NULL, "m", GCP_TOKEN, "roles");
+    build_fails(&gt_runtime_vertex_gemini, &p, "chat",
+                "[{\"role\": \"system\", \"content\": \"x\"}]", NULL, "m", GCP_TOKEN,
+                "only system");
     CU_ASSERT(gt_runtime_vertex_gemini.needs_oauth == 1);
 }
 
@@ -386,35 +404,32 @@ static void test_vertex_parse(void)
 {
     const gt_runtime_t *rt = &gt_runtime_vertex_gemini;
     json_t *s = json_string("Why is the sky blue?");
-    parsed_t p = parse_with(
+    parses_to(
         rt, "generate", s,
         "{\"candidates\": [{\"content\": {\"role\": \"model\", \"parts\": [{\"text\": \"Rayleigh"
         " \"}, {\"text\": \"scattering.\"}]}, \"finishReason\": \"STOP\", \"avgLogprobs\": "
         "-0.12, \"safetyRatings\": [{\"category\": \"HARM_CATEGORY_HATE_SPEECH\", \"probability\":"
         " \"NEGLIGIBLE\", \"probabilityScore\": 0.05}]}], \"usageMetadata\": "
         "{\"promptTokenCount\": 7, \"candidatesTokenCount\": 4, \"totalTokenCount\": 11}, "
-        "\"modelVersion\": \"gemini-1.5-flash-002\"}");
-    TH_EQ_INT(p.rc, 0);
-    output_is(p.a.output, "{\"text\": \"Rayleigh scattering.\", \"finish_reason\": \"STOP\"}");
-    TH_EQ_INT(p.a.prompt_tokens, 7);
-    TH_EQ_INT(p.a.completion_tokens, 4);
-    json_decref(p.a.output);
+        "\"modelVersion\": \"gemini-1.5-flash-002\"}",
+        "{\"text\": \"Rayleigh scattering.\", \"finish_reason\": \"STOP\"}", 7, 4);
     json_t *two = J("[\"one\", \"two\"]");
-    p = parse_with(
-        rt, "embed", two,
-        "{\"predictions\": [{\"embeddings\": {\"statistics\": {\"truncated\": false, "
-        "\"token_count\": 1}, \"values\": [0.01, -0.02]}}, {\"embeddings\": {\"statistics\": "
-        "{\"truncated\": false, \"token_count\": 2.0}, \"values\": [0.03, 0.04]}}], "
-        "\"metadata\": {\"billableCharacterCount\": 6}}");
-    TH_EQ_INT(p.rc, 0);
-    output_is(p.a.output, "{\"embedding\": [0.01, -0.02], \"embeddings\": [[0.01, -0.02], "
-                          "[0.03, 0.04]]}");
-    TH_EQ_INT(p.a.prompt_tokens, 3);
-    TH_EQ_INT(p.a.completion_tokens, 0);
-    json_decref(p.a.output);
+    parses_to(rt, "embed", two,
+              "{\"predictions\": [{\"embeddings\": {\"statistics\": {\"truncated\": false, "
+              "\"token_count\": 1}, \"values\": [0.01, -0.02]}}, {\"embeddings\": {\"statistics\": "
+              "{\"truncated\": false, \"token_count\": 2.0}, \"values\": [0.03, 0.04]}}], "
+              "\"metadata\": {\"billableCharacterCount\": 6}}",
+              "{\"embedding\": [0.01, -0.02], \"embeddings\": [[0.01, -0.02], "
+              "[0.03, 0.04]]}",
+              3, 0);
     json_decref(two);
     json_decref(s);
+}
 
+/* Bodies of the wrong shape fail with a reason, never a guessed output. */
+static void test_vertex_parse_malformed(void)
+{
+    const gt_runtime_t *rt = &gt_runtime_vertex_gemini;
     parse_fails(rt, "generate", "\"x\"",
                 "{\"promptFeedback\": {\"blockReason\": \"SAFETY\"}, \"usageMetadata\": "
                 "{\"promptTokenCount\": 5}}",
@@ -490,40 +505,36 @@ static void test_bedrock_build(void)
     body_is(&r, "{\"anthropic_version\": \"bedrock-2023-05-31\", \"max_tokens\": 1024,"
                 "\"messages\": [{\"role\": \"user\", \"content\": \"a\\n\\nb\"}]}");
     gt_wire_request_free(&r);
-    TH_EQ_INT(build_with(&gt_runtime_bedrock_anthropic, &p, "chat",
-                         "[{\"role\": \"assistant\", \"content\": \"a\"}]", NULL, "m", NULL, &r,
-                         &why),
-              -1);
-    CU_ASSERT(why && strstr(why, "first non-system message") != NULL);
-    TH_EQ_INT(
-        build_with(&gt_runtime_bedrock_anthropic, &p, "embed", "\"x\"", NULL, "m", NULL, &r, &why),
-        -1);
-    CU_ASSERT(why && strstr(why, "cannot embed") != NULL);
+    build_fails(&gt_runtime_bedrock_anthropic, &p, "chat",
+                "[{\"role\": \"assistant\", \"content\": \"a\"}]", NULL, "m", NULL,
+                "first non-system message");
+    build_fails(&gt_runtime_bedrock_anthropic, &p, "embed", "\"x\"", NULL, "m", NULL,
+                "cannot embed");
     gt_provider_t nokey = bedrock_provider(NULL, NULL);
     nokey.secret_access_key = NULL;
-    TH_EQ_INT(build_with(&gt_runtime_bedrock_anthropic, &nokey, "generate", "\"x\"", NULL, "m",
-                         NULL, &r, &why),
-              -1);
-    CU_ASSERT(why && strstr(why, "secret_access_key") != NULL);
+    build_fails(&gt_runtime_bedrock_anthropic, &nokey, "generate", "\"x\"", NULL, "m", NULL,
+                "secret_access_key");
 }
 
 static void test_bedrock_parse(void)
 {
     const gt_runtime_t *rt = &gt_runtime_bedrock_anthropic;
     json_t *s = json_string("Hello");
-    parsed_t p = parse_with(
+    parses_to(
         rt, "chat", s,
         "{\"id\": \"msg_bdrk_01XFDUDYJgAACzvnptvVoYEL\", \"type\": \"message\", \"role\": "
         "\"assistant\", \"model\": \"claude-3-5-sonnet-20240620\", \"content\": [{\"type\": "
         "\"text\", \"text\": \"Bonjour ! \"}, {\"type\": \"text\", \"text\": \"De rien.\"}], "
         "\"stop_reason\": \"end_turn\", \"stop_sequence\": null, \"usage\": {\"input_tokens\": "
-        "25, \"output_tokens\": 9}}");
-    TH_EQ_INT(p.rc, 0);
-    output_is(p.a.output, "{\"text\": \"Bonjour ! De rien.\", \"finish_reason\": \"end_turn\"}");
-    TH_EQ_INT(p.a.prompt_tokens, 25);
-    TH_EQ_INT(p.a.completion_tokens, 9);
-    json_decref(p.a.output);
+        "25, \"output_tokens\": 9}}",
+        "{\"text\": \"Bonjour ! De rien.\", \"finish_reason\": \"end_turn\"}", 25, 9);
     json_decref(s);
+}
+
+/* Bodies of the wrong shape fail with a reason, never a guessed output. */
+static void test_bedrock_parse_malformed(void)
+{
+    const gt_runtime_t *rt = &gt_runtime_bedrock_anthropic;
     parse_fails(rt, "chat", "\"x\"", "{\"message\": \"Malformed input request\"}", "content[]");
     parse_fails(rt, "chat", "\"x\"", "not json", "not a JSON object");
 }
@@ -617,11 +628,7 @@ static void test_hf_loopback(void)
                             "[{\"generated_text\": \" world\", \"details\": {\"finish_reason\": "
                             "\"length\", \"generated_tokens\": 2, \"prefill\": [{\"id\": 1}, "
                             "{\"id\": 2}]}}]");
-    TH_EQ_INT(r.rc, 0);
-    TH_EQ_INT(r.a.prompt_tokens, 2);
-    TH_EQ_INT(r.a.completion_tokens, 2);
-    output_is(r.a.output, "{\"text\": \" world\", \"finish_reason\": \"length\"}");
-    json_decref(r.a.output);
+    answer_is(&r, "{\"text\": \" world\", \"finish_reason\": \"length\"}", 2, 2);
     TH_EQ_STR(th_recorded_header(th_recorder_get(rec, 0), "Authorization"), "Bearer " HF_KEY);
     TH_EQ_STR(th_recorder_get(rec, 0)->path, "/");
     r = round_trip(rec, &gt_runtime_hf_endpoint, &p, "chat",
@@ -732,11 +739,7 @@ static void test_bedrock_loopback(void)
                             "\"assistant\", \"content\": [{\"type\": \"text\", \"text\": "
                             "\"Hi!\"}], \"stop_reason\": \"end_turn\", \"usage\": "
                             "{\"input_tokens\": 14, \"output_tokens\": 4}}");
-    TH_EQ_INT(r.rc, 0);
-    TH_EQ_INT(r.a.prompt_tokens, 14);
-    TH_EQ_INT(r.a.completion_tokens, 4);
-    output_is(r.a.output, "{\"text\": \"Hi!\", \"finish_reason\": \"end_turn\"}");
-    json_decref(r.a.output);
+    answer_is(&r, "{\"text\": \"Hi!\", \"finish_reason\": \"end_turn\"}", 14, 4);
     const th_recorded_t *q = th_recorder_get(rec, 0);
     CU_ASSERT_FATAL(q != NULL);
     TH_EQ_STR(q->path, "/model/anthropic.claude-3-haiku-20240307-v1%3A0/invoke");
@@ -909,11 +912,7 @@ static void test_vertex_token_exchange(void)
                             "[{\"text\": \"4\"}]}, \"finishReason\": \"STOP\"}], "
                             "\"usageMetadata\": {\"promptTokenCount\": 8, "
                             "\"candidatesTokenCount\": 1, \"totalTokenCount\": 9}}");
-    TH_EQ_INT(r.rc, 0);
-    TH_EQ_INT(r.a.prompt_tokens, 8);
-    TH_EQ_INT(r.a.completion_tokens, 1);
-    output_is(r.a.output, "{\"text\": \"4\", \"finish_reason\": \"STOP\"}");
-    json_decref(r.a.output);
+    answer_is(&r, "{\"text\": \"4\", \"finish_reason\": \"STOP\"}", 8, 1);
     const th_recorded_t *q = th_recorder_get(rec, 1);
     CU_ASSERT_FATAL(q != NULL);
     TH_EQ_STR(q->path, "/v1/projects/my-project/locations/europe-west4/publishers/google/models/"
@@ -1194,10 +1193,13 @@ int main(void)
     static const th_test_t tests[] = {
         {"hf_endpoint requests", test_hf_build},
         {"hf_endpoint answers", test_hf_parse},
+        {"hf_endpoint malformed answers", test_hf_parse_malformed},
         {"vertex_gemini requests", test_vertex_build},
         {"vertex_gemini answers", test_vertex_parse},
+        {"vertex_gemini malformed answers", test_vertex_parse_malformed},
         {"bedrock_anthropic requests", test_bedrock_build},
         {"bedrock_anthropic answers", test_bedrock_parse},
+        {"bedrock_anthropic malformed answers", test_bedrock_parse_malformed},
         {"hf_endpoint over loopback", test_hf_loopback},
         {"bedrock over loopback: signature recomputed from the received request",
          test_bedrock_loopback},

@@ -56,18 +56,6 @@ static int start_mock(th_proc_t *p, char *addr, size_t len, const char *const ex
 }
 
 /* GET http://addr/path with the API key; returns the parsed body or NULL. */
-static size_t collect(char *ptr, size_t size, size_t n, void *arg)
-{
-    char **buf = arg;
-    size_t old = *buf ? strlen(*buf) : 0, add = size * n;
-    char *grown = realloc(*buf, old + add + 1);
-    if (!grown)
-        return 0;
-    memcpy(grown + old, ptr, add);
-    grown[old + add] = '\0';
-    *buf = grown;
-    return add;
-}
 
 static json_t *http_get_json(const char *addr, const char *path)
 {
@@ -79,7 +67,7 @@ static json_t *http_get_json(const char *addr, const char *path)
     snprintf(url, sizeof(url), "http://%s%s", addr, path);
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, th_collect);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
     if (curl_easy_perform(c) == CURLE_OK && body)

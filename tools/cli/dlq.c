@@ -1,5 +1,6 @@
 /* dlq.c - `gantry dlq list|replay`: read dead letters (gantry.dlq.v1) and re-publish chosen
  * ones, with their original key and bytes, to the topic they came from. */
+#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdint.h>
@@ -12,6 +13,7 @@
 #include "base64.h"
 #include "cli.h"
 #include "clock.h"
+#include "kafka.h"
 #include "log.h"
 #include "message.h"
 
@@ -262,40 +264,32 @@ static void on_entry(scan_t *sc, const rd_kafka_message_t *m, int replay)
  * had when we began, calling on_entry for each message. */
 static int scan_topic(rd_kafka_t *rk, const char *topic, scan_t *sc, int replay, int64_t deadline)
 {
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
     rd_kafka_topic_partition_list_t *list = NULL;
+    gt_kafka_part_t *parts = NULL;
     int64_t *high = NULL;
     int nparts = 0, left = 0, rc = -1;
-    rd_kafka_resp_err_t err =
-        rkt ? rd_kafka_metadata(rk, 0, rkt, &md, remaining_ms(deadline)) : rd_kafka_last_error();
-    if (err || !md) { /* no topic handle and no error recorded: still a failure */
-        fprintf(stderr, "gantry dlq: metadata for %s: %s\n", topic,
-                err ? rd_kafka_err2str(err) : "no topic handle");
-        goto out;
-    }
-    if (md->topic_cnt < 1 || md->topics[0].err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
+    rd_kafka_resp_err_t err;
+    char why[512];
+    int prc =
+        gt_kafka_partitions(rk, topic, remaining_ms(deadline), &parts, &nparts, why, sizeof(why));
+    if (prc == -ENOENT) {
         rc = 0; /* no DLQ topic yet: nothing ever failed */
         goto out;
     }
-    if (md->topics[0].err) {
-        fprintf(stderr, "gantry dlq: %s: %s\n", topic, rd_kafka_err2str(md->topics[0].err));
+    if (prc != 0) {
+        fprintf(stderr, "gantry dlq: %s\n", why);
         goto out;
     }
-    nparts = md->topics[0].partition_cnt;
+    /* Partitions are numbered 0..n-1: high[] is indexed by partition id. */
     high = calloc((size_t)nparts + 1, sizeof(*high));
     list = rd_kafka_topic_partition_list_new(nparts);
-    for (int p = 0; p < nparts; p++) {
-        int64_t lo = 0, hi = 0;
-        err = rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, remaining_ms(deadline));
-        if (err) {
-            fprintf(stderr, "gantry dlq: %s [%d]: watermarks: %s\n", topic, p,
-                    rd_kafka_err2str(err));
-            goto out;
-        }
-        high[p] = hi;
-        if (hi > lo) {
-            rd_kafka_topic_partition_list_add(list, topic, p)->offset = lo;
+    for (int i = 0; i < nparts; i++) {
+        int32_t p = parts[i].id;
+        if (p < 0 || p >= nparts)
+            continue;
+        high[p] = parts[i].hi;
+        if (parts[i].hi > parts[i].lo) {
+            rd_kafka_topic_partition_list_add(list, topic, p)->offset = parts[i].lo;
             left++;
         } else {
             high[p] = -1; /* done */
@@ -336,10 +330,7 @@ static int scan_topic(rd_kafka_t *rk, const char *topic, scan_t *sc, int replay,
     }
     rc = 0;
 out:
-    if (md)
-        rd_kafka_metadata_destroy(md);
-    if (rkt)
-        rd_kafka_topic_destroy(rkt);
+    free(parts);
     if (list)
         rd_kafka_topic_partition_list_destroy(list);
     free(high);

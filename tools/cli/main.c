@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api.h"
 #include "cli.h"
 #include "dispatcher_config.h"
 #include "log.h"
@@ -149,6 +150,7 @@ int main(int argc, char **argv)
     /* The CLI reads (and `config check` validates) every part's sections. */
     gt_dispatcher_config_register();
     gt_worker_config_register();
+    gt_api_config_register();
     const char *lvl = getenv("GANTRY_LOG_LEVEL");
     if (lvl && gt_log_parse_level(lvl) >= 0)
         gt_log_set_level((gt_log_level_t)gt_log_parse_level(lvl));
