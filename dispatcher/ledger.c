@@ -330,8 +330,6 @@ gt_ledger_t *gt_ledger_new(gt_dispatcher_t *d, char *err, size_t errlen)
     l->msgs = calloc((size_t)l->cap, sizeof(gt_msg_t *));
     l->events = json_array();
     l->rows = gt_ledger_rows_new();
-    uv_timer_init(d->loop, &l->timer);
-    l->timer.data = l;
     const char *topics[] = {d->cfg->topics.usage, NULL};
     gt_consumer_opts_t opts = {.group_id = d->cfg->group_ledger,
                                .instance_id = d->id,
@@ -341,7 +339,6 @@ gt_ledger_t *gt_ledger_new(gt_dispatcher_t *d, char *err, size_t errlen)
                                .commit_interval_ms = d->cfg->commit_interval_ms};
     l->consumer = gt_consumer_new(d->loop, d->cfg, &opts, err, errlen);
     if (!l->consumer) {
-        uv_close((uv_handle_t *)&l->timer, NULL);
         for (int i = 1; i < l->npg; i++)
             gt_pg_free(l->pg[i]);
         json_decref(l->events);
@@ -350,6 +347,9 @@ gt_ledger_t *gt_ledger_new(gt_dispatcher_t *d, char *err, size_t errlen)
         free(l);
         return NULL;
     }
+    /* only now: a timer handle once initialised may be freed only after its close callback */
+    uv_timer_init(d->loop, &l->timer);
+    l->timer.data = l;
     return l;
 }
 
