@@ -60,13 +60,14 @@ typedef struct coord {
                      .task_id = json_string_value(json_object_get((c)->tr, "task_id")),            \
                      .trace_id = (c)->traceparent})
 
-/* Applies the task result (once: terminal rows are never rewritten) and reads
+/* Applies the task result (once: terminal rows are never rewritten; the
+ * message is stored once, in result, its output read from there) and reads
  * the job with how many of its other inference tasks are still open. The
  * CTE's update is invisible to the same statement's reads, hence the
  * task_id <> $1. */
 static const char sql_apply[] =
     "WITH upd AS ("
-    "  UPDATE tasks SET status = $2, result = $3::jsonb, output = $3::jsonb -> 'output',"
+    "  UPDATE tasks SET status = $2, result = $3::jsonb,"
     "         error_code = $4, error_message = $5, attempts = $6, provider = $7, pool = $8,"
     "         worker_id = $9, completed_at = now()"
     "  WHERE task_id = $1 AND request_id = $10 AND status IN ('pending', 'queued', 'running')"
@@ -130,11 +131,13 @@ static const char sql_store[] =
     "  AND claimed_incarnation = $4"
     " RETURNING result";
 
+/* Marks the published job: its result is the one sql_store wrote (every
+ * result is published from the stored body), so it is not written again. */
 static const char sql_complete[] =
     "WITH g AS ("
     "  UPDATE tasks SET status = 'succeeded', completed_at = now()"
     "  WHERE request_id = $1 AND kind = 'gather' AND status = 'pending')"
-    " UPDATE jobs SET status = $2, result = $3::jsonb, completed_at = now()"
+    " UPDATE jobs SET status = $2, completed_at = now()"
     " WHERE request_id = $1 AND status = 'completing'";
 
 static void coord_free(coord_t *c)
@@ -183,11 +186,9 @@ static void on_stored(const PGresult *res, const char *err, void *arg);
 /* The result is on gantry.results (and the reply topic): mark the job. */
 static void mark_complete(coord_t *c)
 {
-    char *text = json_dumps(c->result, JSON_COMPACT);
-    const char *params[] = {c->request_id, c->status, text};
-    if (!text || gt_pg_query(c->d->pg_coord, sql_complete, 3, params, on_completed, c) != 0)
+    const char *params[] = {c->request_id, c->status};
+    if (gt_pg_query(c->d->pg_coord, sql_complete, 2, params, on_completed, c) != 0)
         on_completed(NULL, "cannot send query", c);
-    free(text);
 }
 
 static void on_result_delivered(void *arg)
