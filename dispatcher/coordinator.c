@@ -60,14 +60,13 @@ typedef struct coord {
                      .task_id = json_string_value(json_object_get((c)->tr, "task_id")),            \
                      .trace_id = (c)->traceparent})
 
-/* Applies the task result (once: terminal rows are never rewritten; the
- * message is stored once, in result, its output read from there) and reads
+/* Applies the task result (once: terminal rows are never rewritten) and reads
  * the job with how many of its other inference tasks are still open. The
  * CTE's update is invisible to the same statement's reads, hence the
  * task_id <> $1. */
 static const char sql_apply[] =
     "WITH upd AS ("
-    "  UPDATE tasks SET status = $2, result = $3::jsonb,"
+    "  UPDATE tasks SET status = $2, result = $3::jsonb, output = $3::jsonb -> 'output',"
     "         error_code = $4, error_message = $5, attempts = $6, provider = $7, pool = $8,"
     "         worker_id = $9, completed_at = now()"
     "  WHERE task_id = $1 AND request_id = $10 AND status IN ('pending', 'queued', 'running')"
