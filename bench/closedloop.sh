@@ -5,13 +5,15 @@
 # throwaway PostgreSQL, one dispatcher and two workers. Keeps N requests outstanding and prints
 # requests/s, ratio to ideal, added p50/p99 and CPU ms per request of each process.
 #   bench/closedloop.sh [--in-flight N] [--latency-ms L] [--duration S] [--warmup S]
-#                       [--config FILE] [--keep] [--perf SECONDS]
+#                       [--config FILE] [--brokers N] [--keep] [--perf SECONDS]
+# --brokers N: brokers of the embedded cluster (default 3, as tools/demo.sh); every client
+# keeps one fetch loop per broker, which the mock brokers park for fetch.wait.max.ms.
 # --perf S records `perf record -g` of the dispatcher, a worker and PostgreSQL for S seconds
 # in the middle of the run (reports kept in the run directory, with --keep).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-in_flight=200 latency=50 duration=20 warmup=5 keep=0 perf=0 cfg_in=$root/deploy/gantry.local.json
+in_flight=200 latency=50 duration=20 warmup=5 keep=0 perf=0 brokers=3 cfg_in=$root/deploy/gantry.local.json
 while [ $# -gt 0 ]; do
     case $1 in
     --in-flight) in_flight=$2; shift 2 ;;
@@ -19,9 +21,10 @@ while [ $# -gt 0 ]; do
     --duration) duration=$2; shift 2 ;;
     --warmup) warmup=$2; shift 2 ;;
     --config) cfg_in=$2; shift 2 ;;
+    --brokers) brokers=$2; shift 2 ;;
     --keep) keep=1; shift ;;
     --perf) perf=$2; shift 2 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "closedloop.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -52,7 +55,7 @@ wait_line() {
     return 1
 }
 
-"$B/tools/gantry-kafka-dev" >"$run/kafka.out" 2>"$run/kafka.log" & pids+=($!); kafka_pid=$!
+"$B/tools/gantry-kafka-dev" --brokers "$brokers" >"$run/kafka.out" 2>"$run/kafka.log" & pids+=($!); kafka_pid=$!
 eval "$(bash tests/pg.sh start "$run/pg" 2>"$run/pg.log")"
 "$B/tools/gantry-mock-openai" --port 0 --latency-ms "$latency-$latency" \
     >"$run/mock.out" 2>"$run/mock.log" & pids+=($!); mock_pid=$!

@@ -139,11 +139,13 @@ static const char sql_store[] =
     "  AND claimed_incarnation = $4"
     " RETURNING result";
 
+/* Marks the published job: its result is the one sql_store wrote (every
+ * result is published from the stored body), so it is not written again. */
 static const char sql_complete[] =
     "WITH g AS ("
     "  UPDATE tasks SET status = 'succeeded', completed_at = now()"
     "  WHERE request_id = $1 AND kind = 'gather' AND status = 'pending')"
-    " UPDATE jobs SET status = $2, result = $3::jsonb, completed_at = now()"
+    " UPDATE jobs SET status = $2, completed_at = now()"
     " WHERE request_id = $1 AND status = 'completing'";
 
 static void coord_free(coord_t *c)
@@ -200,11 +202,9 @@ static void on_stored(const PGresult *res, const char *err, void *arg);
 /* The result is on gantry.results (and the reply topic): mark the job. */
 static void mark_complete(coord_t *c)
 {
-    char *text = json_dumps(c->result, JSON_COMPACT);
-    const char *params[] = {c->request_id, c->status, text};
-    if (!text || gt_pg_query(c->d->pg_coord, sql_complete, 3, params, on_completed, c) != 0)
+    const char *params[] = {c->request_id, c->status};
+    if (gt_pg_query(c->d->pg_coord, sql_complete, 2, params, on_completed, c) != 0)
         on_completed(NULL, "cannot send query", c);
-    free(text);
 }
 
 static void on_result_delivered(void *arg)

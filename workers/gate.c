@@ -56,10 +56,12 @@ static const char sql_claim[] =
     "  WHEN (SELECT late FROM cur) AND (SELECT status FROM cur) IN ('pending', 'queued')"
     "   THEN 'expired' ELSE 'skip' END";
 
+/* = ANY(ARRAY(...)): an index lookup per running job. IN (SELECT ...) let the
+ * generic plan read every cancelled job (3.3 ms a poll in bench/closedloop). */
 static const char sql_cancelled[] =
     "SELECT coalesce(json_agg(request_id), '[]') FROM jobs"
     " WHERE cancelled_at IS NOT NULL"
-    "  AND request_id IN (SELECT json_array_elements_text($1::json))";
+    "  AND request_id = ANY(ARRAY(SELECT json_array_elements_text($1::json)))";
 
 gt_gate_t *gt_gate_new(uv_loop_t *loop, const gt_config_t *cfg)
 {
