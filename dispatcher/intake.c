@@ -526,16 +526,24 @@ static void send_too_large(intake_t *in)
     gt_effect_seal(e);
 }
 
-static void answer_too_large(intake_t *in, const char *why)
+/* Answers the request rejected/code (why), stored as the job's answer before
+ * send publishes it (with_body: the request is stored too). */
+static void reject(intake_t *in, const char *code, const char *why, void (*send)(intake_t *in),
+                   int with_body)
 {
     char at[64];
-    gt_log(GT_LOG_WARN, IN_CTX(in), "rejected: too_large: %s", why);
+    gt_log(GT_LOG_WARN, IN_CTX(in), "rejected: %s: %s", code, why);
     in->rejection =
         json_pack("{s:s, s:s, s:O, s:s, s:{s:s, s:s}, s:s}", "schema", "gantry.result.v1",
                   "request_id", in->request_id, "tenant_id", json_object_get(in->req, "tenant_id"),
-                  "status", "rejected", "error", "code", "too_large", "message", why,
-                  "completed_at", gt_clock_fmt(gt_clock_wall_ms(), at, sizeof(at)));
-    store_answer(in, send_too_large, 0);
+                  "status", "rejected", "error", "code", code, "message", why, "completed_at",
+                  gt_clock_fmt(gt_clock_wall_ms(), at, sizeof(at)));
+    store_answer(in, send, with_body);
+}
+
+static void answer_too_large(intake_t *in, const char *why)
+{
+    reject(in, "too_large", why, send_too_large, 0);
 }
 
 /* Budget answer: persist the job, or answer rejected/budget_exceeded (stored
@@ -553,14 +561,7 @@ static void on_admitted(int admitted, const char *reason, void *arg)
         intake_free(in);
         return;
     }
-    char at[64];
-    gt_log(GT_LOG_WARN, IN_CTX(in), "rejected: %s", reason);
-    in->rejection =
-        json_pack("{s:s, s:s, s:O, s:s, s:{s:s, s:s}, s:s}", "schema", "gantry.result.v1",
-                  "request_id", in->request_id, "tenant_id", json_object_get(in->req, "tenant_id"),
-                  "status", "rejected", "error", "code", "budget_exceeded", "message", reason,
-                  "completed_at", gt_clock_fmt(gt_clock_wall_ms(), at, sizeof(at)));
-    store_answer(in, send_rejection, 1);
+    reject(in, "budget_exceeded", reason, send_rejection, 1);
 }
 
 static void intake_start(gt_dispatcher_t *d, gt_msg_t *msg, json_t *req);
@@ -847,17 +848,11 @@ static void intake_start(gt_dispatcher_t *d, gt_msg_t *msg, json_t *req)
     }
     in->has_traceparent = in->traceparent[0] != '\0';
     if (tenant_unknown(d->cfg, req)) { /* answered (the answer stored), not billed */
-        char at[64], why[256];
+        char why[256];
         snprintf(why, sizeof(why), "tenant \"%.100s\" is not configured",
                  json_string_value(json_object_get(req, "tenant_id")));
-        gt_log(GT_LOG_WARN, IN_CTX(in), "rejected: unknown_tenant: %s", why);
         mark_active(in);
-        in->rejection =
-            json_pack("{s:s, s:s, s:O, s:s, s:{s:s, s:s}, s:s}", "schema", "gantry.result.v1",
-                      "request_id", in->request_id, "tenant_id", json_object_get(req, "tenant_id"),
-                      "status", "rejected", "error", "code", "unknown_tenant", "message", why,
-                      "completed_at", gt_clock_fmt(gt_clock_wall_ms(), at, sizeof(at)));
-        store_answer(in, send_rejection, 1);
+        reject(in, "unknown_tenant", why, send_rejection, 1);
         return;
     }
     if (build(in, req, &code, err, sizeof(err)) != 0) {
@@ -915,14 +910,7 @@ static void on_rate(int verdict, const char *reason, void *arg)
         intake_free(in);
         return;
     }
-    char at[64];
-    gt_log(GT_LOG_WARN, IN_CTX(in), "rejected: %s", reason);
-    in->rejection =
-        json_pack("{s:s, s:s, s:O, s:s, s:{s:s, s:s}, s:s}", "schema", "gantry.result.v1",
-                  "request_id", in->request_id, "tenant_id", json_object_get(in->req, "tenant_id"),
-                  "status", "rejected", "error", "code", "rate_limited", "message", reason,
-                  "completed_at", gt_clock_fmt(gt_clock_wall_ms(), at, sizeof(at)));
-    store_answer(in, send_rejection, 1);
+    reject(in, "rate_limited", reason, send_rejection, 1);
 }
 
 /* Rate limits, then the budget, then persist. */
