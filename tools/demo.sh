@@ -33,8 +33,12 @@ run=$(mktemp -d /tmp/gantry-demo.XXXXXX)
 chmod 755 "$run"
 pids=()
 cleanup() {
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    # Newest first: Gantry's processes drain against a live Kafka (with the
+    # broker gone each waits out its drain time), then the mocks and Kafka.
+    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+        kill -TERM "${pids[i]}" 2>/dev/null || true
+        wait "${pids[i]}" 2>/dev/null || true
+    done
     bash tests/pg.sh stop "$run/pg" >/dev/null 2>&1 || true
     [ "$keep" = 1 ] && echo "demo: logs kept in $run" || rm -rf "$run"
 }
