@@ -6,14 +6,14 @@
 # requests/s, ratio to ideal, added p50/p99 and CPU ms per request of each process.
 #   bench/closedloop.sh [--in-flight N] [--latency-ms L] [--duration S] [--warmup S]
 #                       [--config FILE] [--brokers N] [--keep] [--perf SECONDS]
-# --brokers N: brokers of the embedded cluster (default 3, as tools/demo.sh); every client
+# --brokers N: brokers of the embedded cluster (default 1, as tools/demo.sh); every client
 # keeps one fetch loop per broker, which the mock brokers park for fetch.wait.max.ms.
 # --perf S records `perf record -g` of the dispatcher, a worker and PostgreSQL for S seconds
 # in the middle of the run (reports kept in the run directory, with --keep).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-in_flight=200 latency=50 duration=20 warmup=5 keep=0 perf=0 brokers=3 cfg_in=$root/deploy/gantry.local.json
+in_flight=200 latency=50 duration=20 warmup=5 keep=0 perf=0 brokers=1 cfg_in=$root/deploy/gantry.local.json
 while [ $# -gt 0 ]; do
     case $1 in
     --in-flight) in_flight=$2; shift 2 ;;

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-count=1000 latency=10-30 fail=0.05 keep=0 bench=0 brokers=3
+count=1000 latency=10-30 fail=0.05 keep=0 bench=0 brokers=1
 while [ $# -gt 0 ]; do
     case $1 in
     --count) count=$2; shift 2 ;;

@@ -101,7 +101,7 @@ static void usage(FILE *f)
                "one line \"bootstrap=HOST:PORT[,...]\" on stdout when ready and runs until\n"
                "SIGINT or SIGTERM. Brokers have ids 1..N.\n"
                "\n"
-               "  --brokers N     brokers in the cluster (default 3)\n"
+               "  --brokers N     brokers in the cluster (default 1)\n"
                "  --port P        also accept clients on 127.0.0.1:P (forwarded to a broker)\n"
                "                  and print that as the bootstrap address\n"
                "  --topics FILE   topics to create: one \"name [partitions]\" per line,\n"
@@ -675,7 +675,7 @@ static int start_cluster(const args_t *a, const topics_t *topics, rd_kafka_t **r
 
 int main(int argc, char **argv)
 {
-    args_t args = {.brokers = 3};
+    args_t args = {.brokers = 1};
     topics_t topics = {0};
     rd_kafka_t *rk = NULL;
     rd_kafka_mock_cluster_t *mc = NULL;

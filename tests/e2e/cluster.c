@@ -142,7 +142,7 @@ int th_cluster_start(th_cluster_t *c, const th_cluster_opts_t *o)
              "   \"consumer_properties\": {\"session.timeout.ms\": \"6000\","
              "     \"heartbeat.interval.ms\": \"500\", \"fetch.wait.max.ms\": \"5\","
              "     \"fetch.error.backoff.ms\": \"5\"},"
-             "   \"producer_properties\": {\"linger.ms\": \"0\"}},"
+             "   \"producer_properties\": {\"linger.ms\": \"1\"}},"
              " \"postgres\": {\"conninfo\": \"%s\"},"
              " \"pools\": {\"pool-a\": {\"endpoint\": \"%s\", \"api_key\": \"%s\"}},"
              " \"models\": {\"small\": {\"pool\": \"pool-a\", \"lane\": \"small\","
