@@ -162,7 +162,18 @@ static void test_priority_order(void)
                                         " AND started_at < (SELECT started_at FROM tasks"
                                         "  WHERE request_id = 'low-0')");
     fprintf(stderr, "  the priority-0 task started after %ld of 20 priority-3 tasks\n", pos);
-    CU_ASSERT(pos >= 2 && pos <= 12);
+    /* Starvation is what is checked: it never starts last. That it waits
+     * for some is the rule only when they all waited with it, i.e. were
+     * stored before the blocker ended (a loaded machine may not manage 21
+     * requests in 500 ms, and then the slot is free for low-0 at once). */
+    CU_ASSERT(pos <= 12);
+    if (th_sql_long(cl.conninfo, "SELECT count(*) FROM jobs WHERE request_id LIKE 'low-%'"
+                                 " AND created_at > (SELECT completed_at FROM tasks"
+                                 "  WHERE request_id = 'block-2')") == 0) {
+        CU_ASSERT(pos >= 2);
+    } else {
+        fprintf(stderr, "  (some were stored after the blocker ended: only the bound checked)\n");
+    }
     CU_ASSERT(th_poll(nothing_waiting, NULL, 10000));
     TH_EQ_INT(th_check_one_result_each(&cl, 33), 0);
     th_cluster_stop(&cl);
