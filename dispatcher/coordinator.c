@@ -19,6 +19,7 @@
 #include "guard.h"
 #include "log.h"
 #include "message.h"
+#include "pgbatch.h"
 #include "trace.h"
 
 struct gt_coordinator {
@@ -50,6 +51,8 @@ typedef struct coord {
     const char *refused_stage;
     char *refused_code, *refused_why;
     json_t *answer_usage; /* the usage event stored with intake's answer (a cache hit), or NULL */
+    int apply_only;       /* sql_apply failed for good with its claim: applied alone, then claimed
+                             by sql_claim (each step's own error then says which one failed) */
     int sent_result;      /* send_result published the result (not only answer_usage) */
 } coord_t;
 
@@ -74,12 +77,19 @@ typedef struct coord {
  * CTE's updates are invisible to the same statement's reads, hence the
  * task_id <> $1, and this task's result taken from $3 when it was applied
  * here. Columns: 0 job status, 1-4 tenant_id, batch, reply_topic, created ms,
+ * With $11 false it only applies and reads (no claim, no guard row read).
  * 5 other open tasks, 6 the task exists, 7 applied here, 8 traceparent,
  * 9 claimed (1/0), 10 result stored by an earlier holder, 11 when (epoch
  * ms), 12 the stored answer's usage event, 13 the inference tasks' results
  * in order (a JSON array, when claimed), 14 the holder when another holds
- * the claim, 15 the job has a guard row. Safe to run twice: a re-run applies
- * nothing and re-takes this --id's own claim. */
+ * the claim, 15 the job has a guard row, 16 the result stored by this
+ * statement. A job of one inference task (not a batch) without a guard row
+ * whose task result was applied here has its result ($15: gt_graph_result of
+ * this task result, with the job's tenant_id and total_ms filled in here)
+ * stored with the claim, as sql_store would store it: one statement for the
+ * whole job but the final mark. Safe to run twice: a re-run applies nothing,
+ * stores nothing (no task result applied, or a result stored already) and
+ * re-takes this --id's own claim. */
 static const char sql_apply[] =
     "WITH upd AS ("
     "  UPDATE tasks SET status = $2, result = $3::jsonb, output = $3::jsonb -> 'output',"
@@ -91,9 +101,22 @@ static const char sql_apply[] =
     "  SELECT count(*) AS n FROM tasks t WHERE t.request_id = $10"
     "   AND t.kind = 'inference' AND t.status IN ('pending', 'queued', 'running')"
     "   AND t.task_id <> $1),"
+    " spec AS ("
+    "  SELECT $15::jsonb IS NOT NULL AND (SELECT count(*) FROM upd) = 1"
+    "         AND NOT EXISTS (SELECT 1 FROM job_guardrails g WHERE g.request_id = $10) AS ok),"
     " claim AS ("
     "  UPDATE jobs SET status = 'completing', claimed_by = $12, claimed_at = now(),"
-    "         claimed_incarnation = $14"
+    "         claimed_incarnation = $14,"
+    "         result = CASE WHEN result IS NULL AND NOT batch AND task_count = 1"
+    "                        AND (SELECT ok FROM spec)"
+    "           THEN $15::jsonb || jsonb_build_object('tenant_id', tenant_id, 'timings',"
+    "                  coalesce($15::jsonb -> 'timings', '{}'::jsonb) || jsonb_build_object("
+    "                    'total_ms', ((extract(epoch FROM now()) - extract(epoch FROM created_at))"
+    "                                 * 1000)::bigint))"
+    "           ELSE result END,"
+    "         result_stored_at = CASE WHEN result IS NULL AND NOT batch AND task_count = 1"
+    "                                  AND (SELECT ok FROM spec) THEN now()"
+    "           ELSE result_stored_at END"
     "  WHERE request_id = $10 AND $11::boolean AND (SELECT n FROM open) = 0"
     "   AND EXISTS (SELECT 1 FROM tasks t WHERE t.task_id = $1 AND t.request_id = $10)"
     "   AND (status = 'running' OR (status = 'completing' AND"
@@ -104,7 +127,7 @@ static const char sql_apply[] =
     "        (extract(epoch FROM j.created_at) * 1000)::bigint, (SELECT n FROM open),"
     "        EXISTS (SELECT 1 FROM tasks t WHERE t.task_id = $1 AND t.request_id = $10),"
     "        (SELECT count(*) FROM upd), j.traceparent,"
-    "        (SELECT count(*) FROM claim), c.result,"
+    "        (SELECT count(*) FROM claim), CASE WHEN j.result IS NOT NULL THEN c.result END,"
     "        (extract(epoch FROM c.stored_at) * 1000)::bigint, c.answer_usage,"
     "        CASE WHEN c.stored_at IS NOT NULL AND c.result IS NULL THEN"
     "          (SELECT json_agg(CASE WHEN t.task_id = $1 AND (SELECT count(*) FROM upd) = 1"
@@ -112,7 +135,8 @@ static const char sql_apply[] =
     "           FROM tasks t WHERE t.request_id = $10 AND t.kind = 'inference') END,"
     "        CASE WHEN c.stored_at IS NULL AND j.status = 'completing'"
     "          THEN coalesce(j.claimed_by, '') END,"
-    "        EXISTS (SELECT 1 FROM job_guardrails g WHERE g.request_id = $10)"
+    "        $11::boolean AND EXISTS (SELECT 1 FROM job_guardrails g WHERE g.request_id = $10),"
+    "        CASE WHEN j.result IS NULL THEN c.result END"
     " FROM jobs j LEFT JOIN claim c ON true WHERE j.request_id = $10";
 
 /* Claims the job for this process incarnation ($2 the --id, $4 the
@@ -167,14 +191,19 @@ static const char sql_store[] =
     "  AND claimed_incarnation = $4"
     " RETURNING result";
 
-/* Marks the published job: its result is the one sql_store wrote (every
- * result is published from the stored body), so it is not written again. */
+/* Marks published jobs done ($1: rows of request_id r and final status s,
+ * pgbatch.h): their results are the ones stored (every result is published
+ * from the stored body), so they are not written again. Only 'completing'
+ * jobs: safe to run twice. */
 static const char sql_complete[] =
-    "WITH g AS ("
+    "WITH u AS (SELECT * FROM json_to_recordset($1::json) AS u(r text, s text)),"
+    " g AS ("
     "  UPDATE tasks SET status = 'succeeded', completed_at = now()"
-    "  WHERE request_id = $1 AND kind = 'gather' AND status = 'pending')"
-    " UPDATE jobs SET status = $2, completed_at = now()"
-    " WHERE request_id = $1 AND status = 'completing'";
+    "  WHERE request_id = ANY(ARRAY(SELECT r FROM u)) AND kind = 'gather'"
+    "   AND status = 'pending')"
+    " UPDATE jobs j SET status = u.s, completed_at = now() FROM u"
+    " WHERE j.request_id = ANY(ARRAY(SELECT r FROM u)) AND j.request_id = u.r"
+    "  AND j.status = 'completing'";
 
 static void coord_free(coord_t *c)
 {
@@ -212,7 +241,7 @@ static void coord_finish(coord_t *c)
     coord_free(c);
 }
 
-static void on_completed(const PGresult *res, const char *err, void *arg)
+static void on_completed(void *arg, const char *err)
 {
     coord_t *c = arg;
     /* The result is durable: a cacheable one is stored, identical requests go on. */
@@ -230,9 +259,15 @@ static void on_stored(const PGresult *res, const char *err, void *arg);
 /* The result is on gantry.results (and the reply topic): mark the job. */
 static void mark_complete(coord_t *c)
 {
-    const char *params[] = {c->request_id, c->status};
-    if (gt_pg_query(c->d->pg_coord, sql_complete, 2, params, on_completed, c) != 0)
-        on_completed(NULL, "cannot send query", c);
+    gt_dispatcher_t *d = c->d;
+    if (!d->completed &&
+        !(d->completed = gt_pgbatch_new(&d->pg_coord, sql_complete, on_completed))) {
+        on_completed(c, "out of memory");
+        return;
+    }
+    json_t *rows = json_pack("[{s:s, s:s}]", "r", c->request_id, "s", c->status);
+    if (gt_pgbatch_add(d->completed, c, rows) != 0)
+        on_completed(c, "out of memory");
 }
 
 static void on_result_delivered(void *arg)
@@ -557,6 +592,11 @@ static void on_applied(const PGresult *res, const char *err, void *arg)
     gt_dispatcher_t *d = c->d;
     /* PostgreSQL refused the result for good (a \u0000 that jsonb cannot
      * hold, say): its task still ends, failed with the reason. */
+    if (err && !c->apply_only && !c->refused_code) {
+        c->apply_only = 1; /* the claim or the guard row read may be what failed */
+        coord_apply(c);
+        return;
+    }
     if (err && !c->refused_code && coord_refuse(c, "coordinator.apply", "persist_failed", err) == 0)
         return;
     if (err || PQntuples(res) == 0 || strcmp(PQgetvalue(res, 0, 6), "t") != 0) {
@@ -574,6 +614,15 @@ static void on_applied(const PGresult *res, const char *err, void *arg)
     }
     gt_release_kick(d->release, NULL); /* a slot may be free */
     coord_set_job(c, res, 0, 1, 8);
+    if (c->apply_only) { /* as before the claim was merged: the claim is its own step */
+        const char *job_status = PQgetvalue(res, 0, 0);
+        if (atol(PQgetvalue(res, 0, 5)) == 0 && !json_object_get(d->finalizing, c->request_id) &&
+            (strcmp(job_status, "running") == 0 || strcmp(job_status, "completing") == 0))
+            coord_claim(c);
+        else
+            coord_finish(c);
+        return;
+    }
     if (strcmp(PQgetvalue(res, 0, 9), "1") != 0) {
         /* Tasks still open, finished already, or another holds the claim
          * (a duplicate task result, or one redelivered while its old owner
@@ -593,6 +642,14 @@ static void on_applied(const PGresult *res, const char *err, void *arg)
         return;
     }
     json_object_set_new(d->finalizing, c->request_id, json_true());
+    if (!PQgetisnull(res, 0, 16)) { /* gathered and stored with the claim: publish it */
+        if (d->cache && !c->batch && gt_cache_tenant_on(d->cfg, c->tenant_id)) {
+            json_t *out = json_object_get(c->tr, "output");
+            c->cache_output = out ? json_deep_copy(out) : json_null();
+        }
+        publish_stored(c, PQgetvalue(res, 0, 16));
+        return;
+    }
     if (!PQgetisnull(res, 0, 10)) {
         coord_publish_earlier(c, PQgetvalue(res, 0, 10), PQgetvalue(res, 0, 11),
                               PQgetisnull(res, 0, 12) ? NULL : PQgetvalue(res, 0, 12));
@@ -627,6 +684,21 @@ static void coord_apply(coord_t *c)
     json_t *error = json_object_get(tr, "error");
     char attempts[16], *text = json_dumps(tr, JSON_COMPACT);
     snprintf(attempts, sizeof(attempts), "%zu", json_array_size(json_object_get(tr, "attempts")));
+    /* The job's result should this be its only task (sql_apply stores it with
+     * the claim then); NULL when it cannot be built (out of memory): gathered
+     * after the claim instead. */
+    json_t *results[1] = {tr};
+    json_t *as_job = c->apply_only
+                         ? NULL
+                         : gt_graph_result(c->request_id, "", 0, results, 1, gt_clock_wall_ms());
+    const gt_model_t *logical =
+        gt_router_logical(d->cfg, json_string_value(json_object_get(as_job, "model")));
+    if (as_job && logical) { /* as coord_gather names a deployment's result */
+        json_object_set(as_job, "deployment", json_object_get(as_job, "model"));
+        json_object_set_new(as_job, "model", json_string(logical->name));
+    }
+    char *single = as_job ? json_dumps(as_job, JSON_COMPACT) : NULL;
+    json_decref(as_job);
     const char *params[] = {
         json_string_value(json_object_get(tr, "task_id")),
         json_string_value(json_object_get(tr, "status")),
@@ -638,14 +710,16 @@ static void coord_apply(coord_t *c)
         json_string_value(json_object_get(tr, "pool")),
         json_string_value(json_object_get(tr, "worker_id")),
         c->request_id,
-        json_object_get(d->finalizing, c->request_id) ? "false" : "true",
+        c->apply_only || json_object_get(d->finalizing, c->request_id) ? "false" : "true",
         d->id,
         timeout,
         d->incarnation,
+        single,
     };
-    if (!text || gt_pg_query(d->pg_coord, sql_apply, 14, params, on_applied, c) != 0)
+    if (!text || gt_pg_query(d->pg_coord, sql_apply, 15, params, on_applied, c) != 0)
         on_applied(NULL, "cannot send query", c);
     free(text);
+    free(single);
 }
 
 /* A task result that cannot be applied as sent (it fails its schema, or

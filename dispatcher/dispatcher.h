@@ -53,11 +53,9 @@ typedef struct gt_dispatcher {
     struct gt_backlog *backlog;       /* backlog gauges (backlog.h); NULL without PostgreSQL */
     int closing;                      /* shutting down past the drain: failures are not dead
                                          letters, their messages stay undone (redelivered) */
-    /* Intake: requests whose tasks are on Kafka, waiting for the next "queued"
-     * update (one statement for all of them, sent when the one in flight is
-     * answered); queued_sending: that update is in flight. */
-    struct intake *queued_head, *queued_tail;
-    int queued_sending;
+    /* Statements shared by many requests (pgbatch.h), made at first use:
+     * intake's "tasks queued" update, the coordinator's "job done" mark. */
+    struct gt_pgbatch *queued, *completed;
 } gt_dispatcher_t;
 
 /* Consumer callback of intake: one request message. */

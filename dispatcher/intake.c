@@ -16,6 +16,7 @@
 #include "guard.h"
 #include "log.h"
 #include "message.h"
+#include "pgbatch.h"
 #include "digest.h"
 #include "ratelimit.h"
 #include "stats.h"
@@ -42,8 +43,6 @@ typedef struct intake {
     json_t *cached_usage; /* its usage event, stored with it (jobs.answer_usage) */
     const char *picked;   /* the deployment the router chose, until its tasks are published */
     int held;             /* tasks stored waiting for the releaser (release.h) */
-    /* Next in d->queued_head's list, or in the "queued" update in flight. */
-    struct intake *next_queued;
 } intake_t;
 
 /* Log context of a request in intake (lines about it carry its ids and trace). */
@@ -80,16 +79,16 @@ static const char sql_pending[] =
     "  AND t.kind = 'inference' AND t.status = 'pending' AND t.hold IS NULL"
     " WHERE j.request_id = $1 GROUP BY j.request, j.traceparent, j.request_sha256";
 
-/* Marks the published tasks of many requests queued at once ($1 their task_ids,
- * $2 their request_ids). Bounded by the requests: their open tasks come from
- * the tasks_open index whatever the statistics say. By task_id alone, a
- * generic plan built on stale statistics scanned every open task (0.8-4 ms a
- * request under load). */
+/* Marks the published tasks of many requests queued at once ($1: rows of
+ * request_id r, task_id t; pgbatch.h). Bounded by the requests: their open
+ * tasks come from the tasks_open index whatever the statistics say. By
+ * task_id alone, a generic plan built on stale statistics scanned every open
+ * task (0.8-4 ms a request under load). */
 static const char sql_queued[] =
-    "UPDATE tasks SET status = 'queued', queued_at = now()"
-    " WHERE request_id = ANY(ARRAY(SELECT json_array_elements_text($2::json)))"
-    "  AND status = 'pending'"
-    "  AND task_id = ANY(ARRAY(SELECT json_array_elements_text($1::json)))";
+    "WITH u AS (SELECT * FROM json_to_recordset($1::json) AS u(r text, t text))"
+    " UPDATE tasks SET status = 'queued', queued_at = now()"
+    " WHERE request_id = ANY(ARRAY(SELECT r FROM u)) AND status = 'pending'"
+    "  AND task_id = ANY(ARRAY(SELECT t FROM u))";
 
 static void intake_free(intake_t *in)
 {
@@ -126,50 +125,14 @@ static void intake_finish(intake_t *in)
     intake_free(in);
 }
 
-static void send_queued(gt_dispatcher_t *d);
-
-/* The "queued" update of a list of requests (linked by next_queued) was
- * answered: each of them is done; the requests that waited meanwhile go next. */
-static void on_queued(const PGresult *res, const char *err, void *arg)
+/* The "queued" update that carried the request's tasks was answered: the
+ * request is done. */
+static void on_queued(void *item, const char *err)
 {
-    (void)res;
-    intake_t *in = arg;
-    gt_dispatcher_t *d = in->d;
-    while (in) {
-        intake_t *next = in->next_queued;
-        if (err) /* the tasks are on Kafka: a stale 'pending' only delays status display */
-            gt_log(GT_LOG_WARN, IN_CTX(in), "marking tasks queued failed: %s", err);
-        intake_finish(in);
-        in = next;
-    }
-    d->queued_sending = 0;
-    send_queued(d);
-}
-
-/* Sends one "queued" update for every request waiting for it, unless one is
- * in flight (its answer sends the next): under load a loop turn's requests
- * share one statement, at low load each goes at once. */
-static void send_queued(gt_dispatcher_t *d)
-{
-    intake_t *list = d->queued_head;
-    if (d->queued_sending || !list)
-        return;
-    d->queued_head = d->queued_tail = NULL;
-    json_t *ids = json_array(), *rids = json_array();
-    int rc = ids && rids ? 0 : -1;
-    for (intake_t *in = list; rc == 0 && in; in = in->next_queued)
-        rc = json_array_extend(ids, in->published) |
-             json_array_append_new(rids, json_string(in->request_id));
-    char *ids_text = rc == 0 ? json_dumps(ids, JSON_COMPACT) : NULL;
-    char *rids_text = rc == 0 ? json_dumps(rids, JSON_COMPACT) : NULL;
-    const char *params[] = {ids_text, rids_text};
-    d->queued_sending = 1;
-    if (!ids_text || !rids_text || gt_pg_query(d->pg, sql_queued, 2, params, on_queued, list) != 0)
-        on_queued(NULL, "cannot send query", list);
-    json_decref(ids);
-    json_decref(rids);
-    free(ids_text);
-    free(rids_text);
+    intake_t *in = item;
+    if (err) /* the tasks are on Kafka: a stale 'pending' only delays status display */
+        gt_log(GT_LOG_WARN, IN_CTX(in), "marking tasks queued failed: %s", err);
+    intake_finish(in);
 }
 
 /* Every task is on Kafka: mark them queued, then the request is done. Tasks
@@ -185,13 +148,18 @@ static void on_tasks_durable(void *arg)
             return;
         }
     }
-    in->next_queued = NULL;
-    if (d->queued_tail)
-        d->queued_tail->next_queued = in;
-    else
-        d->queued_head = in;
-    d->queued_tail = in;
-    send_queued(d);
+    json_t *rows = json_array();
+    size_t k;
+    json_t *v;
+    json_array_foreach (in->published, k, v)
+        json_array_append_new(rows, json_pack("{s:s, s:O}", "r", in->request_id, "t", v));
+    if (!d->queued && !(d->queued = gt_pgbatch_new(&d->pg, sql_queued, on_queued))) {
+        json_decref(rows);
+        on_queued(in, "out of memory");
+        return;
+    }
+    if (gt_pgbatch_add(d->queued, in, rows) != 0) /* it took rows either way */
+        on_queued(in, "out of memory");
 }
 
 /* err 0: stopping; the request stays undone and its tasks are recovered as
