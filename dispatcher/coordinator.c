@@ -19,6 +19,7 @@
 #include "guard.h"
 #include "log.h"
 #include "message.h"
+#include "pgbatch.h"
 #include "trace.h"
 
 struct gt_coordinator {
@@ -50,6 +51,8 @@ typedef struct coord {
     const char *refused_stage;
     char *refused_code, *refused_why;
     json_t *answer_usage; /* the usage event stored with intake's answer (a cache hit), or NULL */
+    int apply_only;       /* sql_apply failed for good with its claim: applied alone, then claimed
+                             by sql_claim (each step's own error then says which one failed) */
     int sent_result;      /* send_result published the result (not only answer_usage) */
 } coord_t;
 
@@ -67,25 +70,74 @@ typedef struct coord {
                      .task_id = json_string_value(json_object_get((c)->tr, "task_id")),            \
                      .trace_id = (c)->traceparent})
 
-/* Applies the task result (once: terminal rows are never rewritten) and reads
- * the job with how many of its other inference tasks are still open. The
- * CTE's update is invisible to the same statement's reads, hence the
- * task_id <> $1. */
+/* Applies the task result (once: terminal rows are never rewritten), reads
+ * the job with how many of its other inference tasks are still open and, when
+ * none is and $11 allows it, claims the job in the same statement (as
+ * sql_claim does: one round trip and one transaction less per job). The
+ * CTE's updates are invisible to the same statement's reads, hence the
+ * task_id <> $1, and this task's result taken from $3 when it was applied
+ * here. Columns: 0 job status, 1-4 tenant_id, batch, reply_topic, created ms,
+ * With $11 false it only applies and reads (no claim, no guard row read).
+ * 5 other open tasks, 6 the task exists, 7 applied here, 8 traceparent,
+ * 9 claimed (1/0), 10 result stored by an earlier holder, 11 when (epoch
+ * ms), 12 the stored answer's usage event, 13 the inference tasks' results
+ * in order (a JSON array, when claimed), 14 the holder when another holds
+ * the claim, 15 the job has a guard row, 16 the result stored by this
+ * statement. A job of one inference task (not a batch) without a guard row
+ * whose task result was applied here has its result ($15: gt_graph_result of
+ * this task result, with the job's tenant_id and total_ms filled in here)
+ * stored with the claim, as sql_store would store it: one statement for the
+ * whole job but the final mark. Safe to run twice: a re-run applies nothing,
+ * stores nothing (no task result applied, or a result stored already) and
+ * re-takes this --id's own claim. */
 static const char sql_apply[] =
     "WITH upd AS ("
     "  UPDATE tasks SET status = $2, result = $3::jsonb, output = $3::jsonb -> 'output',"
     "         error_code = $4, error_message = $5, attempts = $6, provider = $7, pool = $8,"
     "         worker_id = $9, completed_at = now()"
     "  WHERE task_id = $1 AND request_id = $10 AND status IN ('pending', 'queued', 'running')"
-    "  RETURNING 1)"
+    "  RETURNING 1),"
+    " open AS ("
+    "  SELECT count(*) AS n FROM tasks t WHERE t.request_id = $10"
+    "   AND t.kind = 'inference' AND t.status IN ('pending', 'queued', 'running')"
+    "   AND t.task_id <> $1),"
+    " spec AS ("
+    "  SELECT $15::jsonb IS NOT NULL AND (SELECT count(*) FROM upd) = 1"
+    "         AND NOT EXISTS (SELECT 1 FROM job_guardrails g WHERE g.request_id = $10) AS ok),"
+    " claim AS ("
+    "  UPDATE jobs SET status = 'completing', claimed_by = $12, claimed_at = now(),"
+    "         claimed_incarnation = $14,"
+    "         result = CASE WHEN result IS NULL AND NOT batch AND task_count = 1"
+    "                        AND (SELECT ok FROM spec)"
+    "           THEN $15::jsonb || jsonb_build_object('tenant_id', tenant_id, 'timings',"
+    "                  coalesce($15::jsonb -> 'timings', '{}'::jsonb) || jsonb_build_object("
+    "                    'total_ms', ((extract(epoch FROM now()) - extract(epoch FROM created_at))"
+    "                                 * 1000)::bigint))"
+    "           ELSE result END,"
+    "         result_stored_at = CASE WHEN result IS NULL AND NOT batch AND task_count = 1"
+    "                                  AND (SELECT ok FROM spec) THEN now()"
+    "           ELSE result_stored_at END"
+    "  WHERE request_id = $10 AND $11::boolean AND (SELECT n FROM open) = 0"
+    "   AND EXISTS (SELECT 1 FROM tasks t WHERE t.task_id = $1 AND t.request_id = $10)"
+    "   AND (status = 'running' OR (status = 'completing' AND"
+    "        (claimed_at IS NULL OR claimed_by = $12"
+    "         OR claimed_at < now() - $13::bigint * interval '1 millisecond')))"
+    "  RETURNING result, coalesce(result_stored_at, created_at) AS stored_at, answer_usage)"
     " SELECT j.status, j.tenant_id, j.batch, j.reply_topic,"
-    "        (extract(epoch FROM j.created_at) * 1000)::bigint,"
-    "        (SELECT count(*) FROM tasks t WHERE t.request_id = j.request_id"
-    "          AND t.kind = 'inference' AND t.status IN ('pending', 'queued', 'running')"
-    "          AND t.task_id <> $1),"
+    "        (extract(epoch FROM j.created_at) * 1000)::bigint, (SELECT n FROM open),"
     "        EXISTS (SELECT 1 FROM tasks t WHERE t.task_id = $1 AND t.request_id = $10),"
-    "        (SELECT count(*) FROM upd), j.traceparent"
-    " FROM jobs j WHERE j.request_id = $10";
+    "        (SELECT count(*) FROM upd), j.traceparent,"
+    "        (SELECT count(*) FROM claim), CASE WHEN j.result IS NOT NULL THEN c.result END,"
+    "        (extract(epoch FROM c.stored_at) * 1000)::bigint, c.answer_usage,"
+    "        CASE WHEN c.stored_at IS NOT NULL AND c.result IS NULL THEN"
+    "          (SELECT json_agg(CASE WHEN t.task_id = $1 AND (SELECT count(*) FROM upd) = 1"
+    "                           THEN $3::jsonb ELSE t.result END ORDER BY t.idx)"
+    "           FROM tasks t WHERE t.request_id = $10 AND t.kind = 'inference') END,"
+    "        CASE WHEN c.stored_at IS NULL AND j.status = 'completing'"
+    "          THEN coalesce(j.claimed_by, '') END,"
+    "        $11::boolean AND EXISTS (SELECT 1 FROM job_guardrails g WHERE g.request_id = $10),"
+    "        CASE WHEN j.result IS NULL THEN c.result END"
+    " FROM jobs j LEFT JOIN claim c ON true WHERE j.request_id = $10";
 
 /* Claims the job for this process incarnation ($2 the --id, $4 the
  * incarnation) unless another holds a claim younger than $3 ms. A claim of
@@ -139,14 +191,19 @@ static const char sql_store[] =
     "  AND claimed_incarnation = $4"
     " RETURNING result";
 
-/* Marks the published job: its result is the one sql_store wrote (every
- * result is published from the stored body), so it is not written again. */
+/* Marks published jobs done ($1: rows of request_id r and final status s,
+ * pgbatch.h): their results are the ones stored (every result is published
+ * from the stored body), so they are not written again. Only 'completing'
+ * jobs: safe to run twice. */
 static const char sql_complete[] =
-    "WITH g AS ("
+    "WITH u AS (SELECT * FROM json_to_recordset($1::json) AS u(r text, s text)),"
+    " g AS ("
     "  UPDATE tasks SET status = 'succeeded', completed_at = now()"
-    "  WHERE request_id = $1 AND kind = 'gather' AND status = 'pending')"
-    " UPDATE jobs SET status = $2, completed_at = now()"
-    " WHERE request_id = $1 AND status = 'completing'";
+    "  WHERE request_id = ANY(ARRAY(SELECT r FROM u)) AND kind = 'gather'"
+    "   AND status = 'pending')"
+    " UPDATE jobs j SET status = u.s, completed_at = now() FROM u"
+    " WHERE j.request_id = ANY(ARRAY(SELECT r FROM u)) AND j.request_id = u.r"
+    "  AND j.status = 'completing'";
 
 static void coord_free(coord_t *c)
 {
@@ -184,7 +241,7 @@ static void coord_finish(coord_t *c)
     coord_free(c);
 }
 
-static void on_completed(const PGresult *res, const char *err, void *arg)
+static void on_completed(void *arg, const char *err)
 {
     coord_t *c = arg;
     /* The result is durable: a cacheable one is stored, identical requests go on. */
@@ -202,9 +259,15 @@ static void on_stored(const PGresult *res, const char *err, void *arg);
 /* The result is on gantry.results (and the reply topic): mark the job. */
 static void mark_complete(coord_t *c)
 {
-    const char *params[] = {c->request_id, c->status};
-    if (gt_pg_query(c->d->pg_coord, sql_complete, 2, params, on_completed, c) != 0)
-        on_completed(NULL, "cannot send query", c);
+    gt_dispatcher_t *d = c->d;
+    if (!d->completed &&
+        !(d->completed = gt_pgbatch_new(&d->pg_coord, sql_complete, on_completed))) {
+        on_completed(c, "out of memory");
+        return;
+    }
+    json_t *rows = json_pack("[{s:s, s:s}]", "r", c->request_id, "s", c->status);
+    if (gt_pgbatch_add(d->completed, c, rows) != 0)
+        on_completed(c, "out of memory");
 }
 
 static void on_result_delivered(void *arg)
@@ -416,6 +479,43 @@ static void on_guarded(const char *err, void *arg)
     free(text);
 }
 
+/* A dead holder stored the result (and may have published it): the same
+ * body again, never a second, different one. */
+static void coord_publish_earlier(coord_t *c, const char *stored, const char *stored_ms,
+                                  const char *usage)
+{
+    gt_log(GT_LOG_WARN, C_CTX(c), "publishing the result stored by the job's previous claim");
+    c->published_since = atoll(stored_ms);
+    if (usage && !(c->answer_usage = json_loads(usage, 0, NULL))) {
+        gt_log(GT_LOG_ERROR, C_CTX(c), "the stored usage event is unreadable; left to the sweep");
+        json_object_del(c->d->finalizing, c->request_id);
+        coord_free(c); /* offset stays undone */
+        return;
+    }
+    publish_stored(c, stored);
+}
+
+/* The job is claimed: gathers its tasks' results (NULL: none stored) into the
+ * job's result, then the guard's result stage (guarded: the job has a guard
+ * row, or it is not known) and on_guarded. */
+static void coord_gather(coord_t *c, json_t *const *results, int n, int guarded)
+{
+    c->result = gt_graph_result(c->request_id, c->tenant_id, c->batch, results, n, c->created_ms);
+    const gt_model_t *logical =
+        gt_router_logical(c->d->cfg, json_string_value(json_object_get(c->result, "model")));
+    if (logical) { /* served by a deployment: the result names both */
+        json_object_set(c->result, "deployment", json_object_get(c->result, "model"));
+        json_object_set_new(c->result, "model", json_string(logical->name));
+    }
+    /* The cache keeps the output as the provider returned it (before a PII restore). */
+    if (c->d->cache && !c->batch && gt_cache_tenant_on(c->d->cfg, c->tenant_id))
+        c->cache_output = json_deep_copy(json_object_get(c->result, "output"));
+    if (guarded)
+        gt_guard_result(c->d, c->request_id, c->result, on_guarded, c);
+    else
+        on_guarded(NULL, c); /* no guard row: the result is untouched (guard.h) */
+}
+
 static void on_claimed(const PGresult *res, const char *err, void *arg)
 {
     coord_t *c = arg;
@@ -447,38 +547,17 @@ static void on_claimed(const PGresult *res, const char *err, void *arg)
         return;
     }
     if (!PQgetisnull(res, 0, 3)) {
-        /* A dead holder stored the result (and may have published it): the
-         * same body again, never a second, different one. */
-        gt_log(GT_LOG_WARN, C_CTX(c), "publishing the result stored by the job's previous claim");
-        c->published_since = atoll(PQgetvalue(res, 0, 4));
-        if (!PQgetisnull(res, 0, 5) &&
-            !(c->answer_usage = json_loads(PQgetvalue(res, 0, 5), 0, NULL))) {
-            gt_log(GT_LOG_ERROR, C_CTX(c),
-                   "the stored usage event is unreadable; left to the sweep");
-            json_object_del(c->d->finalizing, c->request_id);
-            coord_free(c); /* offset stays undone */
-            return;
-        }
-        publish_stored(c, PQgetvalue(res, 0, 3));
+        coord_publish_earlier(c, PQgetvalue(res, 0, 3), PQgetvalue(res, 0, 4),
+                              PQgetisnull(res, 0, 5) ? NULL : PQgetvalue(res, 0, 5));
         return;
     }
     json_t **results = calloc((size_t)n, sizeof(json_t *));
-    for (int i = 0; i < n; i++)
+    for (int i = 0; results && i < n; i++)
         results[i] = PQgetisnull(res, i, 1) ? NULL : json_loads(PQgetvalue(res, i, 1), 0, NULL);
-    c->result = gt_graph_result(c->request_id, c->tenant_id, c->batch, results, n, c->created_ms);
-    const gt_model_t *logical =
-        gt_router_logical(c->d->cfg, json_string_value(json_object_get(c->result, "model")));
-    if (logical) { /* served by a deployment: the result names both */
-        json_object_set(c->result, "deployment", json_object_get(c->result, "model"));
-        json_object_set_new(c->result, "model", json_string(logical->name));
-    }
-    for (int i = 0; i < n; i++)
+    coord_gather(c, results, results ? n : 0, 1);
+    for (int i = 0; results && i < n; i++)
         json_decref(results[i]);
     free(results);
-    /* The cache keeps the output as the provider returned it (before a PII restore). */
-    if (c->d->cache && !c->batch && gt_cache_tenant_on(c->d->cfg, c->tenant_id))
-        c->cache_output = json_deep_copy(json_object_get(c->result, "output"));
-    gt_guard_result(c->d, c->request_id, c->result, on_guarded, c);
 }
 
 static void coord_claim(coord_t *c)
@@ -513,6 +592,11 @@ static void on_applied(const PGresult *res, const char *err, void *arg)
     gt_dispatcher_t *d = c->d;
     /* PostgreSQL refused the result for good (a \u0000 that jsonb cannot
      * hold, say): its task still ends, failed with the reason. */
+    if (err && !c->apply_only && !c->refused_code) {
+        c->apply_only = 1; /* the claim or the guard row read may be what failed */
+        coord_apply(c);
+        return;
+    }
     if (err && !c->refused_code && coord_refuse(c, "coordinator.apply", "persist_failed", err) == 0)
         return;
     if (err || PQntuples(res) == 0 || strcmp(PQgetvalue(res, 0, 6), "t") != 0) {
@@ -529,28 +613,92 @@ static void on_applied(const PGresult *res, const char *err, void *arg)
         return;
     }
     gt_release_kick(d->release, NULL); /* a slot may be free */
-    const char *job_status = PQgetvalue(res, 0, 0);
     coord_set_job(c, res, 0, 1, 8);
-    long open = atol(PQgetvalue(res, 0, 5));
-    /* Not one being finished here. Elsewhere, the claim decides: a duplicate
-     * task result that read 'running' before another's claim committed, or
-     * one redelivered while its old owner publishes, finds the claim taken. */
-    int finish = open == 0 && !json_object_get(d->finalizing, c->request_id) &&
-                 (strcmp(job_status, "running") == 0 || strcmp(job_status, "completing") == 0);
-    if (!finish) {
+    if (c->apply_only) { /* as before the claim was merged: the claim is its own step */
+        const char *job_status = PQgetvalue(res, 0, 0);
+        if (atol(PQgetvalue(res, 0, 5)) == 0 && !json_object_get(d->finalizing, c->request_id) &&
+            (strcmp(job_status, "running") == 0 || strcmp(job_status, "completing") == 0))
+            coord_claim(c);
+        else
+            coord_finish(c);
+        return;
+    }
+    if (strcmp(PQgetvalue(res, 0, 9), "1") != 0) {
+        /* Tasks still open, finished already, or another holds the claim
+         * (a duplicate task result, or one redelivered while its old owner
+         * publishes): that holder publishes; if it died, the sweep takes
+         * the claim once it is stale. */
+        if (atol(PQgetvalue(res, 0, 5)) == 0 && !PQgetisnull(res, 0, 14))
+            gt_log(GT_LOG_INFO, C_CTX(c), "job is being finished by %s, which holds its claim",
+                   PQgetvalue(res, 0, 14));
         coord_finish(c);
         return;
     }
-    coord_claim(c);
+    /* Claimed, but a finish of this job started here since the statement
+     * was sent (a cancel's or the sweep's claim, sent after it on this
+     * connection, re-takes this --id's claim): that one goes on. */
+    if (json_object_get(d->finalizing, c->request_id)) {
+        coord_finish(c);
+        return;
+    }
+    json_object_set_new(d->finalizing, c->request_id, json_true());
+    if (!PQgetisnull(res, 0, 16)) { /* gathered and stored with the claim: publish it */
+        if (d->cache && !c->batch && gt_cache_tenant_on(d->cfg, c->tenant_id)) {
+            json_t *out = json_object_get(c->tr, "output");
+            c->cache_output = out ? json_deep_copy(out) : json_null();
+        }
+        publish_stored(c, PQgetvalue(res, 0, 16));
+        return;
+    }
+    if (!PQgetisnull(res, 0, 10)) {
+        coord_publish_earlier(c, PQgetvalue(res, 0, 10), PQgetvalue(res, 0, 11),
+                              PQgetisnull(res, 0, 12) ? NULL : PQgetvalue(res, 0, 12));
+        return;
+    }
+    json_t *arr = PQgetisnull(res, 0, 13) ? NULL : json_loads(PQgetvalue(res, 0, 13), 0, NULL);
+    int n = (int)json_array_size(arr);
+    json_t **results = n ? calloc((size_t)n, sizeof(json_t *)) : NULL;
+    if (n && !results) {
+        gt_log(GT_LOG_ERROR, C_CTX(c), "out of memory gathering the job; left to the sweep");
+        json_decref(arr);
+        json_object_del(d->finalizing, c->request_id);
+        coord_finish(c); /* the task result is applied; the claim goes stale */
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        json_t *r = json_array_get(arr, (size_t)i);
+        results[i] = json_is_null(r) ? NULL : r;
+    }
+    coord_gather(c, results, n, strcmp(PQgetvalue(res, 0, 15), "t") == 0);
+    free(results);
+    json_decref(arr);
 }
 
 /* Writes c->tr onto its task row (once) and reads the job. */
 static void coord_apply(coord_t *c)
 {
+    gt_dispatcher_t *d = c->d;
     json_t *tr = c->tr;
+    char timeout[24];
+    snprintf(timeout, sizeof(timeout), "%lld", (long long)d->cfg->claim_timeout_ms);
     json_t *error = json_object_get(tr, "error");
     char attempts[16], *text = json_dumps(tr, JSON_COMPACT);
     snprintf(attempts, sizeof(attempts), "%zu", json_array_size(json_object_get(tr, "attempts")));
+    /* The job's result should this be its only task (sql_apply stores it with
+     * the claim then); NULL when it cannot be built (out of memory): gathered
+     * after the claim instead. */
+    json_t *results[1] = {tr};
+    json_t *as_job = c->apply_only
+                         ? NULL
+                         : gt_graph_result(c->request_id, "", 0, results, 1, gt_clock_wall_ms());
+    const gt_model_t *logical =
+        gt_router_logical(d->cfg, json_string_value(json_object_get(as_job, "model")));
+    if (as_job && logical) { /* as coord_gather names a deployment's result */
+        json_object_set(as_job, "deployment", json_object_get(as_job, "model"));
+        json_object_set_new(as_job, "model", json_string(logical->name));
+    }
+    char *single = as_job ? json_dumps(as_job, JSON_COMPACT) : NULL;
+    json_decref(as_job);
     const char *params[] = {
         json_string_value(json_object_get(tr, "task_id")),
         json_string_value(json_object_get(tr, "status")),
@@ -562,10 +710,16 @@ static void coord_apply(coord_t *c)
         json_string_value(json_object_get(tr, "pool")),
         json_string_value(json_object_get(tr, "worker_id")),
         c->request_id,
+        c->apply_only || json_object_get(d->finalizing, c->request_id) ? "false" : "true",
+        d->id,
+        timeout,
+        d->incarnation,
+        single,
     };
-    if (!text || gt_pg_query(c->d->pg_coord, sql_apply, 10, params, on_applied, c) != 0)
+    if (!text || gt_pg_query(d->pg_coord, sql_apply, 15, params, on_applied, c) != 0)
         on_applied(NULL, "cannot send query", c);
     free(text);
+    free(single);
 }
 
 /* A task result that cannot be applied as sent (it fails its schema, or

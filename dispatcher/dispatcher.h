@@ -53,6 +53,9 @@ typedef struct gt_dispatcher {
     struct gt_backlog *backlog;       /* backlog gauges (backlog.h); NULL without PostgreSQL */
     int closing;                      /* shutting down past the drain: failures are not dead
                                          letters, their messages stay undone (redelivered) */
+    /* Statements shared by many requests (pgbatch.h), made at first use:
+     * intake's "tasks queued" update, the coordinator's "job done" mark. */
+    struct gt_pgbatch *queued, *completed;
 } gt_dispatcher_t;
 
 /* Consumer callback of intake: one request message. */

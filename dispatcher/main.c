@@ -15,6 +15,7 @@
 #include "router.h"
 #include "log.h"
 #include "moderation.h"
+#include "pgbatch.h"
 #include "ratelimit.h"
 #include "message.h"
 #include "admin.h"
@@ -454,6 +455,8 @@ static void free_all(app_t *a)
     gt_schema_free(d->control_schema);
     json_decref(d->intake_active);
     json_decref(d->finalizing);
+    gt_pgbatch_free(d->queued); /* their connections are freed: nothing in flight */
+    gt_pgbatch_free(d->completed);
     uv_loop_close(d->loop);
     gt_config_free(a->cfg);
     gt_metrics_free();

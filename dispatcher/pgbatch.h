@@ -1,0 +1,34 @@
+/* pgbatch.h - one statement for many waiting rows: rows added while the
+ * batch's statement is in flight go together in the next one, so under load
+ * a loop turn's requests share a round trip and a transaction, and at low
+ * load each row goes at once. */
+#ifndef GT_PGBATCH_H
+#define GT_PGBATCH_H
+
+#include <jansson.h>
+
+#include "pg.h"
+
+typedef struct gt_pgbatch gt_pgbatch_t;
+
+/* Called once per item added, on the loop, after the statement that carried
+ * its rows was answered: err NULL when it committed, else gt_pg's error
+ * ("closed" while stopping, or "cannot send query"). */
+typedef void (*gt_pgbatch_done)(void *item, const char *err);
+
+/* sql takes one parameter, $1: a JSON array of the rows of every item in the
+ * batch (read it with json_to_recordset). *pg is read at each send, so the
+ * owner may free and NULL its connection (later sends then fail into done).
+ * Returns NULL on out of memory. */
+gt_pgbatch_t *gt_pgbatch_new(gt_pg_t **pg, const char *sql, gt_pgbatch_done done);
+
+/* Adds item with rows (a JSON array of row objects; the reference is stolen)
+ * and sends the batch unless a statement of it is in flight. Returns 0, or -1
+ * on out of memory (nothing added: done is not called for item). */
+int gt_pgbatch_add(gt_pgbatch_t *b, void *item, json_t *rows);
+
+/* Frees the batch, after its connection was freed (which answered the
+ * statement in flight, and so every item, "closed"). NULL is fine. */
+void gt_pgbatch_free(gt_pgbatch_t *b);
+
+#endif
