@@ -65,6 +65,23 @@ static long mock_peak(const char *addr)
     return peak;
 }
 
+/* utime + stime of pid in ms (from /proc/PID/stat), -1 if unreadable. */
+static long cpu_ms(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+    if (f)
+        fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    unsigned long ut = 0, st = 0;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+        return -1;
+    return (long)((ut + st) * 1000 / (unsigned long)sysconf(_SC_CLK_TCK));
+}
+
 static int cmp_i64(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -103,7 +120,10 @@ int main(int argc, char **argv)
     }
     snprintf(cfg, sizeof(cfg),
              "{\"kafka\": {\"bootstrap_servers\": \"%s\","
-             "  \"consumer_properties\": {\"queued.max.messages.kbytes\": \"65536\"}},"
+             "  \"properties\": {\"socket.nagle.disable\": \"true\"},"
+             "  \"consumer_properties\": {\"queued.max.messages.kbytes\": \"65536\","
+             "    \"fetch.wait.max.ms\": \"5\", \"fetch.error.backoff.ms\": \"5\"},"
+             "  \"producer_properties\": {\"linger.ms\": \"0\"}},"
              " \"providers\": {\"mock\": {\"runtime\": \"openai\", \"endpoint\": \"http://%s\","
              "   \"api_key\": \"bench\"}},"
              " \"models\": {\"bench-model\": {\"provider\": \"mock\", \"lane\": \"bench\"}},"
@@ -147,6 +167,7 @@ int main(int argc, char **argv)
             rd_kafka_message_destroy(m);
     }
     long idle_kb = rss_kb(worker.pid, "VmRSS:");
+    long cpu0 = cpu_ms(worker.pid), mock0 = cpu_ms(mock.pid), kafka0 = cpu_ms(kafka.pid);
 
     int64_t t0 = th_now_ms();
     for (int i = 0; i < count; i++) {
@@ -171,9 +192,11 @@ int main(int argc, char **argv)
     rd_kafka_flush(prod, 30000);
 
     int64_t *added = calloc((size_t)count, sizeof(int64_t));
+    int64_t *before = calloc((size_t)count, sizeof(int64_t)); /* total - inference */
+    int64_t *call = calloc((size_t)count, sizeof(int64_t));   /* inference - latency */
     int done = 0, ok = 0;
     long peak_kb = idle_kb;
-    int64_t last_sample = 0, deadline = th_now_ms() + 600000;
+    int64_t first_ms = 0, last_sample = 0, deadline = th_now_ms() + 600000;
     while (done < count && th_now_ms() < deadline) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(cons, 100);
         if (th_now_ms() - last_sample >= 50) {
@@ -186,7 +209,12 @@ int main(int argc, char **argv)
         if (!m->err) {
             json_t *r = json_loadb(m->payload, m->len, 0, NULL);
             json_t *tm = json_object_get(json_object_get(r, "timings"), "total_ms");
+            json_t *im = json_object_get(json_object_get(r, "timings"), "inference_ms");
             if (r && done < count) {
+                if (done == 0)
+                    first_ms = th_now_ms();
+                before[done] = json_integer_value(tm) - json_integer_value(im);
+                call[done] = json_integer_value(im) - latency;
                 added[done++] = json_integer_value(tm) - latency;
                 ok += !strcmp(json_string_value(json_object_get(r, "status")) ?: "", "succeeded");
             }
@@ -195,24 +223,40 @@ int main(int argc, char **argv)
         rd_kafka_message_destroy(m);
     }
     int64_t elapsed = th_now_ms() - t0;
+    long cpu1 = cpu_ms(worker.pid), mock1 = cpu_ms(mock.pid), kafka1 = cpu_ms(kafka.pid);
     long hwm_kb = rss_kb(worker.pid, "VmHWM:");
     peak_kb = hwm_kb > peak_kb ? hwm_kb : peak_kb;
     qsort(added, (size_t)done, sizeof(int64_t), cmp_i64);
+    qsort(before, (size_t)done, sizeof(int64_t), cmp_i64);
+    qsort(call, (size_t)done, sizeof(int64_t), cmp_i64);
     double secs = (double)elapsed / 1000.0;
     printf("bench/providers: %d tasks, %d in flight, mock latency %d ms\n", count, in_flight,
            latency);
     printf("  completed        %d (%d succeeded) in %.2f s\n", done, ok, secs);
+    printf("  first result     %.2f s after the first produce; steady %.0f tasks/s after it\n",
+           (double)(first_ms - t0) / 1000.0,
+           first_ms && done > 1 ? (done - 1) * 1000.0 / (double)(t0 + elapsed - first_ms) : 0.0);
     printf("  tasks/s          %.0f (ideal %d in flight / %d ms = %.0f)\n", done / secs, in_flight,
            latency, latency ? in_flight * 1000.0 / latency : 0.0);
     if (done) {
         printf("  added latency    p50 %lld ms, p99 %lld ms (worker total_ms - %d ms)\n",
                (long long)added[done / 2], (long long)added[(size_t)(done * 0.99)], latency);
+        printf("    before the call p50 %lld ms, p99 %lld ms (total_ms - inference_ms)\n",
+               (long long)before[done / 2], (long long)before[(size_t)(done * 0.99)]);
+        printf("    in the call     p50 %lld ms, p99 %lld ms (inference_ms - %d ms)\n",
+               (long long)call[done / 2], (long long)call[(size_t)(done * 0.99)], latency);
+        printf("  worker CPU       %.3f ms per task (%ld ms utime+stime)\n",
+               (double)(cpu1 - cpu0) / done, cpu1 - cpu0);
+        printf("  mock, kafka CPU  %.3f, %.3f ms per task\n", (double)(mock1 - mock0) / done,
+               (double)(kafka1 - kafka0) / done);
     }
     printf("  provider peak    %ld concurrent requests\n", mock_peak(addr));
     printf("  worker RSS       idle %.1f MiB, peak %.1f MiB\n", idle_kb / 1024.0, peak_kb / 1024.0);
     printf("  RSS per task     %.1f KiB ((peak - idle) / %d in flight)\n",
            (double)(peak_kb - idle_kb) / in_flight, in_flight);
     free(added);
+    free(before);
+    free(call);
     rd_kafka_consumer_close(cons);
     rd_kafka_destroy(cons);
     rd_kafka_destroy(prod);
