@@ -434,7 +434,9 @@ static void task_finish(ex_task_t *t, const gt_task_outcome_t *out)
         json_object_set_new(res, "index",
                             json_is_integer(index) ? json_copy(index) : json_integer(0));
     if (res) {
-        json_object_set_new(res, "output", out->output ? json_deep_copy(out->output) : json_null());
+        /* Shared, not copied: the runtime drops its reference after this
+         * callback and nobody changes either (the message is serialised below). */
+        json_object_set_new(res, "output", out->output ? json_incref(out->output) : json_null());
         json_object_set_new(res, "error",
                             out->error_code
                                 ? json_pack("{s:s, s:s}", "code", out->error_code, "message",
@@ -448,7 +450,7 @@ static void task_finish(ex_task_t *t, const gt_task_outcome_t *out)
         json_object_set_new(res, "pool", str_or_null(out->pool));
         json_object_set_new(res, "allocation_id", str_or_null(out->allocation_id));
         json_object_set_new(res, "attempts",
-                            out->attempts ? json_deep_copy(out->attempts) : json_array());
+                            out->attempts ? json_incref(out->attempts) : json_array());
         json_object_set_new(res, "usage",
                             json_pack("{s:I, s:I}", "prompt_tokens", (json_int_t)out->prompt_tokens,
                                       "completion_tokens", (json_int_t)out->completion_tokens));
