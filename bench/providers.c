@@ -45,11 +45,14 @@ static size_t collect(char *p, size_t size, size_t n, void *arg)
     return add;
 }
 
-/* The mock's peak of concurrent requests: what the worker really had in flight. */
-static long mock_peak(const char *addr)
+/* The mock's peak of concurrent requests (what the worker really had in
+ * flight), and how late the mock itself queued its delayed replies. */
+static long mock_peak(const char *addr, double *late_avg, long *late_max)
 {
     char url[128], *body = NULL;
     long peak = -1;
+    *late_avg = -1;
+    *late_max = -1;
     snprintf(url, sizeof(url), "http://%s/v1/stats", addr);
     CURL *c = curl_easy_init();
     curl_easy_setopt(c, CURLOPT_URL, url);
@@ -58,6 +61,9 @@ static long mock_peak(const char *addr)
     if (curl_easy_perform(c) == CURLE_OK && body) {
         json_t *s = json_loads(body, 0, NULL);
         peak = (long)json_integer_value(json_object_get(s, "peak_concurrent"));
+        json_t *srv = json_object_get(s, "server");
+        *late_avg = json_number_value(json_object_get(srv, "reply_late_avg_ms"));
+        *late_max = (long)json_integer_value(json_object_get(srv, "reply_late_max_ms"));
         json_decref(s);
     }
     curl_easy_cleanup(c);
@@ -250,7 +256,12 @@ int main(int argc, char **argv)
         printf("  mock, kafka CPU  %.3f, %.3f ms per task\n", (double)(mock1 - mock0) / done,
                (double)(kafka1 - kafka0) / done);
     }
-    printf("  provider peak    %ld concurrent requests\n", mock_peak(addr));
+    double late_avg;
+    long late_max, peak = mock_peak(addr, &late_avg, &late_max);
+    printf("  provider peak    %ld concurrent requests\n", peak);
+    printf("  mock lateness    %.1f ms on average, %ld ms at most (its replies past their due "
+           "time)\n",
+           late_avg, late_max);
     printf("  worker RSS       idle %.1f MiB, peak %.1f MiB\n", idle_kb / 1024.0, peak_kb / 1024.0);
     printf("  RSS per task     %.1f KiB ((peak - idle) / %d in flight)\n",
            (double)(peak_kb - idle_kb) / in_flight, in_flight);
