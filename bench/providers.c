@@ -3,7 +3,9 @@
  * 2,000). Prints tasks/s, p50/p99 latency added over the mock's latency (the
  * worker's total_ms per task minus the mock's latency), the worker's peak RSS
  * and RSS per in-flight task ((peak - idle) / in-flight).
- *   gantry-bench-providers [--count N] [--in-flight M] [--latency-ms L]
+ *   gantry-bench-providers [--count N] [--in-flight M] [--latency-ms L] [--hostedai]
+ * --hostedai: the tasks run on the HostedAI runtime against gantry-mock-hostedai
+ * (allocate, infer at the latency, release), and allocate/release times are printed.
  * Run from the build directory's parent or set GANTRY_BUILD_DIR/GANTRY_SOURCE_DIR
  * (bench/providers.sh does it). */
 #include <curl/curl.h>
@@ -60,7 +62,8 @@ static long mock_peak(const char *addr, double *late_avg, long *late_max)
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
     if (curl_easy_perform(c) == CURLE_OK && body) {
         json_t *s = json_loads(body, 0, NULL);
-        peak = (long)json_integer_value(json_object_get(s, "peak_concurrent"));
+        json_t *pk = json_object_get(s, "peak_concurrent");
+        peak = (long)json_integer_value(pk ? pk : json_object_get(s, "peak_concurrent_requests"));
         json_t *srv = json_object_get(s, "server");
         *late_avg = json_number_value(json_object_get(srv, "reply_late_avg_ms"));
         *late_max = (long)json_integer_value(json_object_get(srv, "reply_late_max_ms"));
@@ -96,7 +99,15 @@ static int cmp_i64(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
-    int count = 20000, in_flight = 2000, latency = 50;
+    int count = 20000, in_flight = 2000, latency = 50, hostedai = 0;
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--hostedai")) {
+            hostedai = 1; /* allocate, infer, release at gantry-mock-hostedai */
+            for (int j = i; j + 1 < argc; j++)
+                argv[j] = argv[j + 1];
+            argc--;
+            i--;
+        }
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--count"))
             count = atoi(argv[i + 1]);
@@ -115,8 +126,23 @@ int main(int argc, char **argv)
     char bootstrap[256], addr[64], lat[32], line[128], cfg[2048], mif[16];
     const char *kargv[] = {th_bin("tools/gantry-kafka-dev"), "--brokers", "1", NULL};
     snprintf(lat, sizeof(lat), "%d-%d", latency, latency);
-    const char *margv[] = {
+    const char *oargv[] = {
         th_bin("tools/gantry-mock-openai"), "--port", "0", "--latency-ms", lat, NULL};
+    const char *hargv[] = {th_bin("tools/gantry-mock-hostedai"),
+                           "--port",
+                           "0",
+                           "--api-key",
+                           "bench",
+                           "--latency-ms",
+                           lat,
+                           "--fail-rate",
+                           "0",
+                           "--capacity-tflops",
+                           "100000",
+                           "--vram-mb",
+                           "100000000",
+                           NULL};
+    const char **margv = hostedai ? hargv : oargv;
     if (th_proc_start(&kafka, kargv, log) ||
         th_proc_wait_line(&kafka, "bootstrap=", bootstrap, sizeof(bootstrap), 20000) ||
         th_proc_start(&mock, margv, log) ||
@@ -132,9 +158,13 @@ int main(int argc, char **argv)
              "  \"producer_properties\": {\"linger.ms\": \"0\"}},"
              " \"providers\": {\"mock\": {\"runtime\": \"openai\", \"endpoint\": \"http://%s\","
              "   \"api_key\": \"bench\"}},"
-             " \"models\": {\"bench-model\": {\"provider\": \"mock\", \"lane\": \"bench\"}},"
+             " \"pools\": {\"bench-pool\": {\"endpoint\": \"http://%s\", \"api_key\": \"bench\"}},"
+             " \"models\": {\"bench-model\": %s},"
              " \"worker\": {\"heartbeat_ms\": 1000}, \"log\": {\"level\": \"warn\"}}",
-             bootstrap, addr);
+             bootstrap, addr, addr,
+             hostedai ? "{\"runtime\": \"hostedai\", \"pool\": \"bench-pool\", \"lane\": \"bench\","
+                        " \"requirements\": {\"tflops\": 1, \"vram_mb\": 100}}"
+                      : "{\"provider\": \"mock\", \"lane\": \"bench\"}");
     const char *cfgfile = th_tmpfile(".json", cfg);
     snprintf(mif, sizeof(mif), "%d", in_flight);
     const char *wargv[] = {th_bin("workers/gantry-worker"),
@@ -179,12 +209,12 @@ int main(int argc, char **argv)
     for (int i = 0; i < count; i++) {
         char id[32], now[40], *v;
         snprintf(id, sizeof(id), "b-%06d", i);
-        json_t *t = json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:s, s:s, s:s, s:{s:i}, s:s}",
-                              "schema", "gantry.task.v1", "task_id", id, "request_id", id,
-                              "tenant_id", "bench", "index", 0, "kind", "generate", "model",
-                              "bench-model", "runtime", "openai", "lane", "bench", "input",
-                              "write one line about queues", "parameters", "max_tokens", 16,
-                              "created_at", gt_clock_fmt(gt_clock_wall_ms(), now, sizeof(now)));
+        json_t *t = json_pack(
+            "{s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:s, s:s, s:s, s:{s:i}, s:s}", "schema",
+            "gantry.task.v1", "task_id", id, "request_id", id, "tenant_id", "bench", "index", 0,
+            "kind", "generate", "model", "bench-model", "runtime", hostedai ? "hostedai" : "openai",
+            "lane", "bench", "input", "write one line about queues", "parameters", "max_tokens", 16,
+            "created_at", gt_clock_fmt(gt_clock_wall_ms(), now, sizeof(now)));
         v = json_dumps(t, JSON_COMPACT);
         while (rd_kafka_producev(prod, RD_KAFKA_V_TOPIC("gantry.tasks.bench"),
                                  RD_KAFKA_V_KEY(id, strlen(id)), RD_KAFKA_V_VALUE(v, strlen(v)),
@@ -200,6 +230,8 @@ int main(int argc, char **argv)
     int64_t *added = calloc((size_t)count, sizeof(int64_t));
     int64_t *before = calloc((size_t)count, sizeof(int64_t)); /* total - inference */
     int64_t *call = calloc((size_t)count, sizeof(int64_t));   /* inference - latency */
+    int64_t *alloc = calloc((size_t)count, sizeof(int64_t));  /* HostedAI allocate_ms */
+    int64_t *rel = calloc((size_t)count, sizeof(int64_t));    /* HostedAI release_ms */
     int done = 0, ok = 0;
     long peak_kb = idle_kb;
     int64_t first_ms = 0, last_sample = 0, deadline = th_now_ms() + 600000;
@@ -219,6 +251,9 @@ int main(int argc, char **argv)
             if (r && done < count) {
                 if (done == 0)
                     first_ms = th_now_ms();
+                json_t *tg = json_object_get(r, "timings");
+                alloc[done] = json_integer_value(json_object_get(tg, "allocate_ms"));
+                rel[done] = json_integer_value(json_object_get(tg, "release_ms"));
                 before[done] = json_integer_value(tm) - json_integer_value(im);
                 call[done] = json_integer_value(im) - latency;
                 added[done++] = json_integer_value(tm) - latency;
@@ -235,6 +270,8 @@ int main(int argc, char **argv)
     qsort(added, (size_t)done, sizeof(int64_t), cmp_i64);
     qsort(before, (size_t)done, sizeof(int64_t), cmp_i64);
     qsort(call, (size_t)done, sizeof(int64_t), cmp_i64);
+    qsort(alloc, (size_t)done, sizeof(int64_t), cmp_i64);
+    qsort(rel, (size_t)done, sizeof(int64_t), cmp_i64);
     double secs = (double)elapsed / 1000.0;
     printf("bench/providers: %d tasks, %d in flight, mock latency %d ms\n", count, in_flight,
            latency);
@@ -251,6 +288,11 @@ int main(int argc, char **argv)
                (long long)before[done / 2], (long long)before[(size_t)(done * 0.99)]);
         printf("    in the call     p50 %lld ms, p99 %lld ms (inference_ms - %d ms)\n",
                (long long)call[done / 2], (long long)call[(size_t)(done * 0.99)], latency);
+        if (hostedai)
+            printf("    allocate        p50 %lld ms, p99 %lld ms; release p50 %lld ms, p99 %lld ms "
+                   "(the mock adds nothing to them)\n",
+                   (long long)alloc[done / 2], (long long)alloc[(size_t)(done * 0.99)],
+                   (long long)rel[done / 2], (long long)rel[(size_t)(done * 0.99)]);
         printf("  worker CPU       %.3f ms per task (%ld ms utime+stime)\n",
                (double)(cpu1 - cpu0) / done, cpu1 - cpu0);
         printf("  mock, kafka CPU  %.3f, %.3f ms per task\n", (double)(mock1 - mock0) / done,
@@ -268,6 +310,8 @@ int main(int argc, char **argv)
     free(added);
     free(before);
     free(call);
+    free(alloc);
+    free(rel);
     rd_kafka_consumer_close(cons);
     rd_kafka_destroy(cons);
     rd_kafka_destroy(prod);
