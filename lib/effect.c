@@ -406,12 +406,22 @@ int gt_effect_add(gt_effect_t *e, const char *topic, const void *key, size_t key
 int gt_effect_add_json(gt_effect_t *e, const char *topic, const char *key, const json_t *obj,
                        const gt_header_t *headers, size_t n_headers)
 {
-    char *text = json_dumps(obj, JSON_COMPACT);
-    if (!text)
+    /* Into a buffer of the stack (gt_effect_add copies it): json_dumps grows
+     * its own by doubling, a realloc per step, a profile's top cost in a
+     * worker writing two ~1 KiB messages per task. */
+    char buf[8192], *text = buf;
+    size_t len = json_dumpb(obj, buf, sizeof(buf), JSON_COMPACT);
+    if (len == 0)
         return -1;
-    int rc =
-        gt_effect_add(e, topic, key, key ? strlen(key) : 0, text, strlen(text), headers, n_headers);
-    free(text);
+    if (len > sizeof(buf)) {
+        if (!(text = malloc(len)) || json_dumpb(obj, text, len, JSON_COMPACT) != len) {
+            free(text);
+            return -1;
+        }
+    }
+    int rc = gt_effect_add(e, topic, key, key ? strlen(key) : 0, text, len, headers, n_headers);
+    if (text != buf)
+        free(text);
     return rc;
 }
 

@@ -14,6 +14,15 @@
 /* A response larger than this is refused (CURLE_WRITE_ERROR): no provider
  * answer legitimately gets near it, and it bounds memory per request. */
 #define HTTP_MAX_BODY (64u * 1024 * 1024)
+/* Easy handles kept for reuse (curl_easy_reset): creating one per request
+ * (about 6 KiB of state and its 16 KiB buffer, then freeing them) cost more
+ * CPU than the request's own work. Bounded so that a burst's handles go. */
+#define HTTP_IDLE_EASY 512
+/* Connections curl keeps open between requests. Its default (4 x the
+ * transfers in the multi at that moment) closes most of them whenever the
+ * number in flight drops, and the next rise pays a new TCP (or TLS)
+ * handshake each: keep enough for every request of a busy worker. */
+#define HTTP_MAX_CONNECTS 10000L
 
 typedef struct http_req http_req_t;
 
@@ -50,6 +59,8 @@ struct gt_http {
     http_req_t *reqs;
     http_sock_t *socks;
     int in_flight;
+    CURL *idle[HTTP_IDLE_EASY]; /* reset easy handles, for the next requests */
+    int n_idle;
     int closing;      /* gt_http_free called */
     int open_handles; /* uv handles not yet closed: h is freed when it drops to 0 */
 };
@@ -76,8 +87,16 @@ static void http_req_unlink(http_req_t *r)
 
 static void http_req_free(http_req_t *r)
 {
-    if (r->easy)
+    gt_http_t *h = r->h;
+
+    if (r->easy && !h->closing && h->n_idle < HTTP_IDLE_EASY) {
+        /* Back to defaults (options, headers, buffers kept): it is out of the
+         * multi, and its connection went to the multi's cache. */
+        curl_easy_reset(r->easy);
+        h->idle[h->n_idle++] = r->easy;
+    } else if (r->easy) {
         curl_easy_cleanup(r->easy);
+    }
     curl_slist_free_all(r->headers);
     free(r->body);
     free(r->resp);
@@ -321,6 +340,7 @@ gt_http_t *gt_http_new(uv_loop_t *loop)
     curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
     curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, http_timer_fn);
     curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
+    curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, HTTP_MAX_CONNECTS);
     return h;
 
 fail:
@@ -347,7 +367,7 @@ int gt_http_request(gt_http_t *h, const char *method, const char *url, const cha
     r->arg = arg;
     r->retry_after_ms = -1;
     r->started_ms = gt_clock_mono_ms();
-    r->easy = e = curl_easy_init();
+    r->easy = e = h->n_idle > 0 ? h->idle[--h->n_idle] : curl_easy_init();
     if (!e)
         goto fail;
 
@@ -458,6 +478,8 @@ void gt_http_free(gt_http_t *h)
      * descriptors; curl's CURL_POLL_REMOVE calls below then find them closed. */
     while (h->socks)
         http_sock_close(h->socks);
+    while (h->n_idle > 0)
+        curl_easy_cleanup(h->idle[--h->n_idle]);
     curl_multi_cleanup(h->multi);
     h->multi = NULL;
     uv_timer_stop(&h->timer);

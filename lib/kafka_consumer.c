@@ -100,6 +100,7 @@ static void consumer_set_paused(gt_consumer_t *c, int pause);
 static void revoke_check(gt_consumer_t *c, int now);
 static void backlog_drop(gt_consumer_t *c, const char *topic, int32_t partition);
 static void backlog_push(gt_consumer_t *c, rd_kafka_message_t *rkm);
+static void backlog_maybe_refill(gt_consumer_t *c);
 static void consumer_deliver(gt_consumer_t *c, rd_kafka_message_t *rkm);
 static void consumer_serve(gt_consumer_t *c);
 static void consumer_on_poll(uv_poll_t *h, int status, int events);
@@ -605,6 +606,7 @@ static void consumer_serve(gt_consumer_t *c)
             rkm = c->bl[c->bl_head];
             c->bl_head = (c->bl_head + 1) % c->bl_cap;
             c->bl_len--;
+            backlog_maybe_refill(c);
             consumer_deliver(c, rkm);
             n++;
             continue;
@@ -629,6 +631,19 @@ static void consumer_serve(gt_consumer_t *c)
     }
     if (c->handles_open)
         uv_idle_stop(&c->idle);
+}
+
+/* Lets librdkafka fetch again once the backlog that paused it is half gone:
+ * a consumer held and let go on every task at its in-flight limit would
+ * otherwise pause and resume librdkafka (an op to its threads and a purge of
+ * what it prefetched) on every message. librdkafka resumes from the position
+ * after the last message it handed us, i.e. after the backlog. */
+static void backlog_maybe_refill(gt_consumer_t *c)
+{
+    if (c->rd_paused && !c->held && c->bl_len <= (size_t)c->max_backlog / 2) {
+        c->rd_paused = 0;
+        consumer_set_paused(c, 0);
+    }
 }
 
 /* Keeps a message fetched while held. A full backlog pauses librdkafka; the
@@ -879,12 +894,7 @@ void gt_consumer_resume(gt_consumer_t *c)
     if (!c->held)
         return;
     c->held = 0;
-    if (c->rd_paused) {
-        /* librdkafka resumes from the position after the last message it
-         * handed us, i.e. after the backlog. */
-        c->rd_paused = 0;
-        consumer_set_paused(c, 0);
-    }
+    backlog_maybe_refill(c);
     /* Messages may be waiting that no new wake-up byte will announce. */
     if (c->handles_open && !c->closing)
         uv_idle_start(&c->idle, consumer_on_idle);

@@ -1,5 +1,4 @@
 /* message.c - building, sending and parsing Gantry's JSON messages on Kafka. */
-#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +7,7 @@
 #include "clock.h"
 #include "message.h"
 #include "digest.h"
+#include "rand.h"
 
 json_t *gt_message_parse(const gt_msg_t *msg, const gt_schema_t *schema, const char **code,
                          char *err, size_t errlen)
@@ -154,7 +154,7 @@ json_t *gt_event_build(const char *type, const char *source, const char *event_i
 void gt_random_hex(char out[33])
 {
     unsigned char raw[16];
-    if (RAND_bytes(raw, sizeof(raw)) != 1) { /* never expected; fall back to rand() */
+    if (gt_rand_secure(raw, sizeof(raw)) != 0) { /* never expected; fall back to rand() */
         for (size_t i = 0; i < sizeof(raw); i++)
             raw[i] = (unsigned char)rand(); /* NOLINT(cert-msc30-c,cert-msc50-cpp) */
     }

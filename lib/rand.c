@@ -1,6 +1,8 @@
 /* rand.c - the one splitmix64 generator behind jitter, routing and the mocks
  * (see rand.h). */
+#include <openssl/rand.h>
 #include <stdint.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -40,4 +42,26 @@ double gt_rand_unit(void)
         seeded = 1;
     }
     return gt_rand_unit_r(&s);
+}
+
+int gt_rand_secure(void *out, size_t n)
+{
+    static _Thread_local unsigned char pool[4096];
+    static _Thread_local size_t left;
+    unsigned char *o = out;
+    while (n > 0) {
+        if (left == 0) {
+            if (RAND_bytes(pool, (int)sizeof(pool)) != 1)
+                return -1;
+            left = sizeof(pool);
+        }
+        size_t k = n < left ? n : left;
+        unsigned char *from = pool + sizeof(pool) - left;
+        memcpy(o, from, k);
+        memset(from, 0, k); /* handed out once */
+        left -= k;
+        o += k;
+        n -= k;
+    }
+    return 0;
 }

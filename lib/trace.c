@@ -2,7 +2,6 @@
  * OTLP/HTTP JSON exporter: a bounded queue POSTed in batches through lib/http on
  * the loop; when the collector is slow or down, spans are dropped and counted,
  * never waited for. */
-#include <openssl/rand.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +12,7 @@
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
+#include "rand.h"
 #include "trace.h"
 
 #define EXPORT_MAX_BATCH 512 /* spans per POST */
@@ -69,7 +69,7 @@ static int random_hex(char *out, size_t nbytes)
 {
     unsigned char raw[16];
     for (int tries = 0; tries < 4; tries++) {
-        if (RAND_bytes(raw, (int)nbytes) != 1)
+        if (gt_rand_secure(raw, nbytes) != 0)
             return -1;
         for (size_t i = 0; i < nbytes; i++) {
             out[2 * i] = hexdigits[raw[i] >> 4];

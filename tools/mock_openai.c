@@ -55,6 +55,7 @@ typedef struct mock {
     uint64_t prompt_tokens, completion_tokens;
     unsigned forced_status; /* admin switch, 0: off */
     json_t *last;           /* last API request: path, body, headers that matter */
+    mh_server_t *srv;       /* set once listening: its timing goes into /v1/stats */
 } mock_t;
 
 static void usage(FILE *f)
@@ -289,7 +290,10 @@ static void do_stats(mock_t *m, mh_req_t *r)
         (json_int_t)m->peak_concurrent, "prompt_tokens", (json_int_t)m->prompt_tokens,
         "completion_tokens", (json_int_t)m->completion_tokens, "forced_status",
         (int)m->forced_status, "last_request", m->last);
+    mh_server_t *srv = m->srv;
     pthread_mutex_unlock(&m->mu);
+    if (s)
+        json_object_set_new(s, "server", mh_server_stats(srv));
     mh_reply_json(r, 200, s);
 }
 
@@ -560,6 +564,9 @@ int main(int argc, char **argv)
         fprintf(stderr, PROG ": cannot start the server\n");
         return 1;
     }
+    pthread_mutex_lock(&m.mu);
+    m.srv = s;
+    pthread_mutex_unlock(&m.mu);
     printf("listening=%s:%u\n", m.o.bind, port);
     fflush(stdout);
     gt_info("mock OpenAI listening on %s:%u (latency %d-%d ms, fail rate %.3f, %d status mix)",

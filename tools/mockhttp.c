@@ -40,6 +40,9 @@ struct mh_server {
     mh_req_t **heap;
     size_t hlen, hcap;
     int stopping;
+    /* How late delayed replies were queued (resumed past their due time), ms. */
+    uint64_t late_n;
+    int64_t late_sum, late_max;
 };
 
 void mh_reply_text(mh_req_t *r, unsigned status, char *json_text)
@@ -266,7 +269,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
     if (r->suspended) {
+        int64_t late = gt_clock_mono_ms() - r->due_ms;
         r->suspended = 0;
+        pthread_mutex_lock(&s->mu);
+        s->late_n++;
+        s->late_sum += late > 0 ? late : 0;
+        if (late > s->late_max)
+            s->late_max = late;
+        pthread_mutex_unlock(&s->mu);
         return send_reply(r);
     }
     if (!r->handled) {
@@ -393,6 +403,19 @@ mh_server_t *mh_start(const mh_config_t *c, unsigned *bound_port)
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
     *bound_port = info ? info->port : (unsigned)port;
     return s;
+}
+
+json_t *mh_server_stats(mh_server_t *s)
+{
+    if (!s)
+        return json_object();
+    pthread_mutex_lock(&s->mu);
+    json_t *j =
+        json_pack("{s:I, s:f, s:I}", "delayed_replies", (json_int_t)s->late_n, "reply_late_avg_ms",
+                  s->late_n ? (double)s->late_sum / (double)s->late_n : 0.0, "reply_late_max_ms",
+                  (json_int_t)s->late_max);
+    pthread_mutex_unlock(&s->mu);
+    return j;
 }
 
 void mh_stop(mh_server_t *s)

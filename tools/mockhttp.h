@@ -68,6 +68,11 @@ int mh_too_big(const mh_req_t *r);
 /* Listens as c says and writes the bound port. Returns NULL with the reason
  * printed to stderr. c is copied. */
 mh_server_t *mh_start(const mh_config_t *c, unsigned *bound_port);
+/* The server's own timing: {"delayed_replies", "reply_late_avg_ms",
+ * "reply_late_max_ms"}, how long past its due time each delayed reply was
+ * queued (the mock's own lateness, apart from the client's). s NULL: {}.
+ * Returns NULL on out of memory. */
+json_t *mh_server_stats(mh_server_t *s);
 /* Answers every parked request, stops and frees. */
 void mh_stop(mh_server_t *s);
 

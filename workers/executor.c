@@ -55,7 +55,8 @@ struct gt_executor {
     const gt_config_t *cfg;
     char *worker_id;
     char incarnation[33]; /* random per process start: heartbeats and allocation labels */
-    int max_in_flight, resume_at;
+    int max_in_flight;    /* tasks running at once (gate and runtime) */
+    int max_held;         /* running + delivering: bounds memory while Kafka acknowledges */
     gt_producer_t *producer;
     gt_http_t *http;
     gt_consumer_t *consumer;
@@ -75,7 +76,8 @@ struct gt_executor {
     int heartbeat_on;
 
     ex_task_t *tasks;
-    int n_tasks;
+    int n_tasks;   /* every task held, running or delivering */
+    int n_running; /* tasks in TASK_RUNNING: the slots max_in_flight counts */
 
     int paused, draining, aborting, closed;
     int in_abort_loop, idle_notified;
@@ -105,6 +107,30 @@ static void maybe_idle(gt_executor_t *ex)
     ex->idle_cb(ex, ex->idle_arg);
 }
 
+/* Holds the consumer while every slot runs a task (or too many results wait
+ * for Kafka), lets it go as soon as one frees. A result waiting for its
+ * acknowledgement holds no slot: the provider keeps max_in_flight calls. The
+ * consumer's hold is a flag (lib/kafka.h), so there is no hysteresis. */
+static void flow_update(gt_executor_t *ex)
+{
+    int full = ex->n_running >= ex->max_in_flight || ex->n_tasks >= ex->max_held;
+    if (!ex->consumer || ex->draining || full == ex->paused)
+        return;
+    ex->paused = full;
+    if (full)
+        gt_consumer_pause(ex->consumer);
+    else
+        gt_consumer_resume(ex->consumer);
+}
+
+/* Leaves TASK_RUNNING: its slot is free. */
+static void task_stop_running(ex_task_t *t, task_state_t next)
+{
+    if (t->state == TASK_RUNNING && t->in_list)
+        t->ex->n_running--;
+    t->state = next;
+}
+
 static void list_add(gt_executor_t *ex, ex_task_t *t)
 {
     t->next = ex->tasks;
@@ -113,12 +139,9 @@ static void list_add(gt_executor_t *ex, ex_task_t *t)
     ex->tasks = t;
     t->in_list = 1;
     ex->n_tasks++;
+    ex->n_running++; /* t->state is TASK_RUNNING */
     gt_wstats_in_flight(ex->n_tasks);
-    if (!ex->paused && ex->n_tasks >= ex->max_in_flight && ex->consumer) {
-        gt_consumer_pause(ex->consumer);
-        ex->paused = 1;
-        gt_debug("in-flight limit %d reached: consumer paused", ex->max_in_flight);
-    }
+    flow_update(ex);
 }
 
 static void list_remove(ex_task_t *t)
@@ -126,6 +149,8 @@ static void list_remove(ex_task_t *t)
     gt_executor_t *ex = t->ex;
     if (!t->in_list)
         return;
+    if (t->state == TASK_RUNNING)
+        ex->n_running--;
     if (t->prev)
         t->prev->next = t->next;
     else
@@ -136,11 +161,7 @@ static void list_remove(ex_task_t *t)
     t->in_list = 0;
     ex->n_tasks--;
     gt_wstats_in_flight(ex->n_tasks);
-    if (ex->paused && !ex->draining && ex->n_tasks < ex->resume_at && ex->consumer) {
-        gt_consumer_resume(ex->consumer);
-        ex->paused = 0;
-        gt_debug("below %d tasks in flight: consumer resumed", ex->resume_at);
-    }
+    flow_update(ex);
 }
 
 static void task_free(ex_task_t *t)
@@ -162,7 +183,7 @@ static void task_maybe_free(ex_task_t *t)
 static void task_abandon(ex_task_t *t)
 {
     gt_executor_t *ex = t->ex;
-    t->state = TASK_ENDED;
+    task_stop_running(t, TASK_ENDED);
     /* What it produces is given up (the effect frees itself once its
      * delivery reports are in, calling nobody). */
     if (t->effect) {
@@ -177,7 +198,7 @@ static void task_abandon(ex_task_t *t)
 static void task_done(ex_task_t *t)
 {
     gt_executor_t *ex = t->ex;
-    t->state = TASK_ENDED;
+    task_stop_running(t, TASK_ENDED);
     if (ex->consumer && t->msg)
         gt_consumer_done(ex->consumer, t->msg);
     t->msg = NULL;
@@ -263,7 +284,8 @@ out:
 
 static void task_deliver(ex_task_t *t)
 {
-    t->state = TASK_DELIVERING;
+    task_stop_running(t, TASK_DELIVERING);
+    flow_update(t->ex);
     if (!t->effect) {
         /* Could not even build a message (out of memory): leave it for redelivery. */
         gt_log_ctx_t ctx = task_ctx(t);
@@ -412,7 +434,9 @@ static void task_finish(ex_task_t *t, const gt_task_outcome_t *out)
         json_object_set_new(res, "index",
                             json_is_integer(index) ? json_copy(index) : json_integer(0));
     if (res) {
-        json_object_set_new(res, "output", out->output ? json_deep_copy(out->output) : json_null());
+        /* Shared, not copied: the runtime drops its reference after this
+         * callback and nobody changes either (the message is serialised below). */
+        json_object_set_new(res, "output", out->output ? json_incref(out->output) : json_null());
         json_object_set_new(res, "error",
                             out->error_code
                                 ? json_pack("{s:s, s:s}", "code", out->error_code, "message",
@@ -426,7 +450,7 @@ static void task_finish(ex_task_t *t, const gt_task_outcome_t *out)
         json_object_set_new(res, "pool", str_or_null(out->pool));
         json_object_set_new(res, "allocation_id", str_or_null(out->allocation_id));
         json_object_set_new(res, "attempts",
-                            out->attempts ? json_deep_copy(out->attempts) : json_array());
+                            out->attempts ? json_incref(out->attempts) : json_array());
         json_object_set_new(res, "usage",
                             json_pack("{s:I, s:I}", "prompt_tokens", (json_int_t)out->prompt_tokens,
                                       "completion_tokens", (json_int_t)out->completion_tokens));
@@ -749,9 +773,7 @@ gt_executor_t *gt_executor_new(uv_loop_t *loop, const gt_executor_opts_t *opts, 
         opts->max_in_flight > 0 ? opts->max_in_flight : opts->cfg->worker_max_in_flight;
     if (ex->max_in_flight < 1)
         ex->max_in_flight = 1;
-    ex->resume_at = ex->max_in_flight * 3 / 4;
-    if (ex->resume_at < 1)
-        ex->resume_at = 1;
+    ex->max_held = ex->max_in_flight * 2;
     ex->worker_id = strdup(opts->worker_id);
     if (!ex->worker_id) {
         snprintf(err, errlen, "out of memory");

@@ -322,6 +322,11 @@ static int open_parts(worker_t *w, long max_in_flight)
         .arg = w->ex,
         .commit_interval_ms = w->cfg->commit_interval_ms,
         .instance_id = w->id,
+        /* Few per loop turn: a busy loop then takes tasks as fast as it ends
+         * them, and the rest wait in Kafka rather than half-started in the
+         * loop (500 per turn made each turn ~250 ms at 2,000 in flight, and
+         * every HTTP hop waited for it: bench/providers, docs/benchmarks.md). */
+        .max_per_wakeup = 64,
     };
     w->consumer = gt_consumer_new(&w->loop, w->cfg, &copts, err, sizeof(err));
     if (!w->consumer) {

@@ -12,6 +12,7 @@
 #include "harness.h"
 #include "log.h"
 #include "metrics.h"
+#include "rand.h"
 #include "recorder.h"
 #include "trace.h"
 
@@ -363,6 +364,30 @@ static void test_log_trace_id(void)
     json_decref(j);
 }
 
+/* The pooled CSPRNG behind ids: draws across the pool's 4 KiB refill and
+ * larger than it, never the same bytes twice, never all zero. */
+static void test_secure_pool(void)
+{
+    enum { N = 700 };
+    static unsigned char ids[N][16];
+    for (int i = 0; i < N; i++) /* 11,200 bytes: the pool refills twice */
+        CU_ASSERT_EQUAL(gt_rand_secure(ids[i], sizeof(ids[i])), 0);
+    for (int i = 0; i < N; i++) {
+        static const unsigned char zero[16];
+        CU_ASSERT_NOT_EQUAL(memcmp(ids[i], zero, 16), 0);
+        for (int j = i + 1; j < N; j++)
+            CU_ASSERT_NOT_EQUAL(memcmp(ids[i], ids[j], 16), 0);
+    }
+    static unsigned char big[10000], big2[10000];
+    CU_ASSERT_EQUAL(gt_rand_secure(big, sizeof(big)), 0);
+    CU_ASSERT_EQUAL(gt_rand_secure(big2, sizeof(big2)), 0);
+    CU_ASSERT_NOT_EQUAL(memcmp(big, big2, sizeof(big)), 0);
+    size_t zeros = 0; /* ~39 expected; a pool handed out zeroed would give 10,000 */
+    for (size_t i = 0; i < sizeof(big); i++)
+        zeros += big[i] == 0;
+    CU_ASSERT(zeros < 200);
+}
+
 static void test_config_errors(void)
 {
     char err[2048];
@@ -408,6 +433,7 @@ int main(void)
         {"OTLP JSON export to a collector", test_export},
         {"collector down: bounded queue, drops counted", test_export_collector_down},
         {"tracing configuration", test_config_errors},
+        {"ids come from a pooled CSPRNG, never repeated", test_secure_pool},
         {"log lines carry the trace id", test_log_trace_id},
         {NULL, NULL},
     };
