@@ -49,14 +49,17 @@ typedef struct batch {
  * (gt_ledger_rows_params). The price lookup is set-based: each price version's
  * validity range [effective_from, next version) is joined by hash, not looked
  * up row by row. */
+/* Each cost component is computed once (numeric arithmetic is a tenth of the
+ * statement): the costs are columns of a subquery that the planner keeps
+ * (OFFSET 0), and cost_micros sums those columns. NULL without a price. */
 #define COST(expr) "CASE WHEN p.price_id IS NOT NULL THEN " expr " END"
 #define COST_PROMPT "billing_micros(e.prompt_tokens, p.prompt_per_1k_micros, 1000)"
 #define COST_COMPLETION "billing_micros(e.completion_tokens, p.completion_per_1k_micros, 1000)"
 #define COST_ALLOC "billing_micros(round(e.allocation_seconds, 3), p.allocation_second_micros, 1)"
 #define COSTS                                                                                      \
     COST(COST_PROMPT)                                                                              \
-    ", " COST(COST_COMPLETION) ", " COST(COST_ALLOC) ", p.request_micros, " COST(                  \
-        COST_PROMPT " + " COST_COMPLETION " + " COST_ALLOC " + p.request_micros")
+    " AS cp, " COST(COST_COMPLETION) " AS cc, " COST(COST_ALLOC) " AS ca,"                         \
+                                                                 " p.request_micros AS cr"
 /* The version of a price key (provider, model, tenant) in force at the event's
  * time; batch: its batch version, joined for batch events only. */
 #define PRICE_IN_FORCE(alias, model, tenant, batch)                                                \
@@ -93,18 +96,22 @@ static const char sql_insert[] =
     " pr AS (SELECT price_id, provider, model, tenant_id, batch, effective_from,"
     " lead(effective_from, 1, 'infinity') OVER (PARTITION BY provider, model, tenant_id, batch"
     "  ORDER BY effective_from) AS effective_to FROM prices),"
-    /* a batch API's line (gantry-api) is batch traffic */
-    " eb AS (SELECT e.*, bl.request_id IS NOT NULL AS batch FROM e JOIN ids USING (event_id)"
+    /* The price is resolved on narrow rows (the event's key columns only):
+     * the joins below copy what flows through them into hash tables, and the
+     * whole event is read once more only by the INSERT. A batch API's line
+     * (gantry-api) is batch traffic. */
+    " k AS (SELECT e.event_id, e.tenant_id, e.provider, e.model, e.occurred_at,"
+    "  coalesce(e.tflops, 0) AS t, coalesce(e.vram_mb, 0) AS v,"
+    "  bl.request_id IS NOT NULL AS batch FROM e JOIN ids USING (event_id)"
     "  LEFT JOIN api_batch_lines bl ON bl.request_id = e.request_id),"
-    " c AS (SELECT e.*, coalesce(p1b.price_id, p1.price_id, p2b.price_id, p2.price_id,"
-    "  p3b.price_id, p3.price_id, p4b.price_id, p4.price_id) AS pid"
-    " FROM eb e" PRICES_IN_FORCE "),"
+    " c AS (SELECT e.event_id, e.batch, e.t, e.v, coalesce(p1b.price_id, p1.price_id,"
+    "  p2b.price_id, p2.price_id, p3b.price_id, p3.price_id, p4b.price_id, p4.price_id) AS pid"
+    " FROM k e" PRICES_IN_FORCE "),"
     /* the allocation-second rate by GPU class, once per distinct (price, class inputs) */
     " gk AS (SELECT k.pid, k.t, k.v, (SELECT g.allocation_second_micros FROM price_gpu_classes g"
     "  WHERE g.price_id = k.pid AND k.t >= g.min_tflops AND k.v >= g.min_vram_mb"
     "  ORDER BY g.min_tflops DESC, g.min_vram_mb DESC LIMIT 1) AS rate"
-    " FROM (SELECT DISTINCT pid, coalesce(tflops, 0) AS t, coalesce(vram_mb, 0) AS v FROM c"
-    "  WHERE pid IS NOT NULL) k),"
+    " FROM (SELECT DISTINCT pid, t, v FROM c WHERE pid IS NOT NULL) k),"
     " ins AS ("
     " INSERT INTO usage (event_id, request_id, task_id, tenant_id, model, provider, pool,"
     "  allocation_id, allocation_seconds, tflops, vram_mb, prompt_tokens, completion_tokens,"
@@ -112,17 +119,21 @@ static const char sql_insert[] =
     "  total_ms, occurred_at, price_id, currency, allocation_rate_micros, cost_prompt_micros,"
     "  cost_completion_micros, cost_allocation_micros, cost_request_micros, cost_micros,"
     "  trace_id, batch)"
-    " SELECT e.event_id, e.request_id, e.task_id, e.tenant_id, e.model, e.provider, e.pool,"
-    "  e.allocation_id, round(e.allocation_seconds, 3), e.tflops, e.vram_mb, e.prompt_tokens,"
-    "  e.completion_tokens, e.request_bytes, e.response_bytes, e.attempts, e.allocate_ms,"
-    "  e.inference_ms, e.release_ms, e.total_ms, e.occurred_at, p.price_id, p.currency,"
-    "  p.allocation_second_micros, " COSTS ", e.trace_id, e.batch"
-    " FROM c e"
+    " SELECT event_id, request_id, task_id, tenant_id, model, provider, pool, allocation_id,"
+    "  allocation_seconds, tflops, vram_mb, prompt_tokens, completion_tokens, request_bytes,"
+    "  response_bytes, attempts, allocate_ms, inference_ms, release_ms, total_ms, occurred_at,"
+    "  price_id, currency, rate, cp, cc, ca, cr, cp + cc + ca + cr, trace_id, batch"
+    " FROM (SELECT e.event_id, e.request_id, e.task_id, e.tenant_id, e.model, e.provider,"
+    "  e.pool, e.allocation_id, round(e.allocation_seconds, 3) AS allocation_seconds, e.tflops,"
+    "  e.vram_mb, e.prompt_tokens, e.completion_tokens, e.request_bytes, e.response_bytes,"
+    "  e.attempts, e.allocate_ms, e.inference_ms, e.release_ms, e.total_ms, e.occurred_at,"
+    "  p.price_id, p.currency, p.allocation_second_micros AS rate, " COSTS ", e.trace_id, c.batch"
+    " FROM c JOIN e USING (event_id)"
     " LEFT JOIN (SELECT gk.pid, gk.t, gk.v, q.price_id, q.currency, q.prompt_per_1k_micros,"
     "   q.completion_per_1k_micros, q.request_micros,"
     "   coalesce(gk.rate, q.allocation_second_micros) AS allocation_second_micros"
     "   FROM gk JOIN prices q ON q.price_id = gk.pid) p"
-    "  ON p.pid = e.pid AND p.t = coalesce(e.tflops, 0) AND p.v = coalesce(e.vram_mb, 0)"
+    "  ON p.pid = c.pid AND p.t = c.t AND p.v = c.v OFFSET 0) x"
     " RETURNING tenant_id, occurred_at, cost_micros),"
     " s AS (SELECT tenant_id, billing_period(occurred_at) AS period, sum(cost_micros) AS cost,"
     "  count(*) AS n FROM ins WHERE cost_micros IS NOT NULL GROUP BY 1, 2),"
