@@ -79,16 +79,22 @@ typedef struct batch {
     PRICE_IN_FORCE("p4b", "'*'", "IS NULL", "e.batch")                                             \
     PRICE_IN_FORCE("p4", "'*'", "IS NULL", "false")
 static const char sql_insert[] =
+    /* unnest in the select list runs the 22 arrays in lockstep (as unnest
+     * with several arrays in FROM does) without first copying each into a
+     * tuplestore of its own */
     "WITH e AS ("
     " SELECT DISTINCT ON (e.event_id) e.*"
-    " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
-    "  $7::text[], $8::text[], $9::numeric[], $10::numeric[], $11::bigint[], $12::bigint[],"
-    "  $13::bigint[], $14::bigint[], $15::bigint[], $16::int[], $17::bigint[], $18::bigint[],"
-    "  $19::bigint[], $20::bigint[], $21::timestamptz[], $22::text[])"
-    "  AS e(event_id, request_id, task_id, tenant_id, model, provider, pool, allocation_id,"
-    "  allocation_seconds, tflops, vram_mb, prompt_tokens, completion_tokens, request_bytes,"
-    "  response_bytes, attempts, allocate_ms, inference_ms, release_ms, total_ms, occurred_at,"
-    "  trace_id)"
+    " FROM (SELECT unnest($1::text[]) AS event_id, unnest($2::text[]) AS request_id,"
+    "  unnest($3::text[]) AS task_id, unnest($4::text[]) AS tenant_id,"
+    "  unnest($5::text[]) AS model, unnest($6::text[]) AS provider, unnest($7::text[]) AS pool,"
+    "  unnest($8::text[]) AS allocation_id, unnest($9::numeric[]) AS allocation_seconds,"
+    "  unnest($10::numeric[]) AS tflops, unnest($11::bigint[]) AS vram_mb,"
+    "  unnest($12::bigint[]) AS prompt_tokens, unnest($13::bigint[]) AS completion_tokens,"
+    "  unnest($14::bigint[]) AS request_bytes, unnest($15::bigint[]) AS response_bytes,"
+    "  unnest($16::int[]) AS attempts, unnest($17::bigint[]) AS allocate_ms,"
+    "  unnest($18::bigint[]) AS inference_ms, unnest($19::bigint[]) AS release_ms,"
+    "  unnest($20::bigint[]) AS total_ms, unnest($21::timestamptz[]) AS occurred_at,"
+    "  unnest($22::text[]) AS trace_id) e"
     " ORDER BY e.event_id),"
     " ids AS ("
     " INSERT INTO usage_event_ids (event_id, occurred_at) SELECT event_id, occurred_at FROM e"
