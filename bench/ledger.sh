@@ -10,7 +10,7 @@
 # so pages are written out and read back during the run, and a checkpoint
 # falls in the middle of it. GANTRY_PG_OPTS adds to them.
 #
-#   bash bench/ledger.sh [--events N] [--tenants T] [--batch B] [--in-flight F] [--connections K]
+#   bash bench/ledger.sh [--events N] [--tenants T] [--batch B] [--in-flight F] [--connections K] [--budgets]
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 build=${GANTRY_BUILD_DIR:-$here/build}
