@@ -188,14 +188,13 @@ int main(int argc, char **argv)
 {
     bench_t b = {.events = 1000000, .tenants = 10000, .batch = 500, .max_in_flight = 4};
     const char *conninfo = NULL;
-    static const struct option opts[] = {{"conninfo", required_argument, NULL, 'c'},
-                                         {"events", required_argument, NULL, 'n'},
-                                         {"tenants", required_argument, NULL, 't'},
-                                         {"batch", required_argument, NULL, 'b'},
-                                         {"in-flight", required_argument, NULL, 'f'},
-                                         {"connections", required_argument, NULL, 'k'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"conninfo", required_argument, NULL, 'c'},  {"events", required_argument, NULL, 'n'},
+        {"tenants", required_argument, NULL, 't'},   {"batch", required_argument, NULL, 'b'},
+        {"in-flight", required_argument, NULL, 'f'}, {"connections", required_argument, NULL, 'k'},
+        {"budgets", no_argument, NULL, 'B'},         {NULL, 0, NULL, 0}};
     int connections = 2; /* ledger.connections' default */
+    int budgets = 0;     /* --budgets: every tenant has a budget for the month */
     int ch;
     while ((ch = getopt_long(argc, argv, "c:n:t:b:f:k:", opts, NULL)) != -1) {
         switch (ch) {
@@ -205,9 +204,10 @@ int main(int argc, char **argv)
         case 'b': b.batch = atoi(optarg); break;
         case 'f': b.max_in_flight = atoi(optarg); break;
         case 'k': connections = atoi(optarg); break;
+        case 'B': budgets = 1; break;
         default:
             fprintf(stderr, "usage: gantry-bench-ledger --conninfo C [--events N] [--tenants T]"
-                            " [--batch B] [--in-flight F] [--connections K]\n");
+                            " [--batch B] [--in-flight F] [--connections K] [--budgets]\n");
             return 2;
         }
     }
@@ -236,6 +236,21 @@ int main(int argc, char **argv)
     snprintf(period, sizeof(period), "%s", PQgetvalue(r, 0, 1));
     PQclear(r);
 
+    if (budgets) { /* each batch then adds its spend to one budget row per tenant */
+        char tenants[32];
+        snprintf(tenants, sizeof(tenants), "%ld", b.tenants);
+        const char *bp[] = {tenants, period};
+        r = PQexecParams(sync,
+                         "INSERT INTO budget_periods (tenant_id, period, currency, monthly_micros)"
+                         " SELECT 'tenant-' || lpad(k::text, 5, '0'), $2::date, 'USD', 1e15"
+                         " FROM generate_series(0, $1::bigint - 1) k",
+                         2, NULL, bp, NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            fprintf(stderr, "gantry-bench-ledger: budgets: %s", PQerrorMessage(sync));
+            return 1;
+        }
+        PQclear(r);
+    }
     b.loop = uv_default_loop();
     for (b.npg = 0; b.npg < connections; b.npg++)
         if (!(b.pg[b.npg] = gt_pg_new(b.loop, conninfo)))
@@ -256,9 +271,9 @@ int main(int argc, char **argv)
         return 1;
     double secs = (double)(t1 - t0) / 1000.0;
     printf("ledger: %ld events (%ld rows) over %ld tenants in %.1f s: %.0f events/s"
-           " (batches of %d, %d in flight over %d connections)\n",
+           " (batches of %d, %d in flight over %d connections%s)\n",
            b.events, b.inserted, b.tenants, secs, (double)b.events / secs, b.batch, b.max_in_flight,
-           connections);
+           connections, budgets ? ", budgets" : "");
     if (server0 >= 0 && server1 >= 0) /* CPU time does not depend on what else the machine runs */
         printf("ledger CPU per event: PostgreSQL %.2f us (all its processes), client %.2f us\n",
                (server1 - server0) * 1e6 / (double)b.events,
@@ -290,10 +305,15 @@ int main(int argc, char **argv)
            period, PQgetvalue(r, 0, 0), b.inserted, (double)(t3 - t2) / 1000.0, inv1 - inv0);
     PQclear(r);
     r = PQexec(sync, "SELECT (SELECT sum(total_micros) FROM invoices) = (SELECT sum(cost_micros)"
-                     " FROM usage), (SELECT count(*) FROM invoice_lines)");
+                     " FROM usage), (SELECT count(*) FROM invoice_lines),"
+                     " (SELECT sum(spent_micros) FROM budget_periods) = (SELECT sum(cost_micros)"
+                     " FROM usage)");
     if (PQresultStatus(r) == PGRES_TUPLES_OK)
-        printf("invoice totals equal costed usage: %s; %s invoice lines\n",
-               strcmp(PQgetvalue(r, 0, 0), "t") == 0 ? "yes" : "NO", PQgetvalue(r, 0, 1));
+        printf("invoice totals equal costed usage: %s; %s invoice lines%s\n",
+               strcmp(PQgetvalue(r, 0, 0), "t") == 0 ? "yes" : "NO", PQgetvalue(r, 0, 1),
+               !budgets                                ? ""
+               : strcmp(PQgetvalue(r, 0, 2), "t") == 0 ? "; budget spend equals it: yes"
+                                                       : "; budget spend equals it: NO");
     PQclear(r);
     PQfinish(sync);
     return 0;

@@ -4,8 +4,13 @@
 # `gantry migrate`, the example price book, then gantry-bench-ledger: 1,000,000
 # usage events through the ledger's statement and the invoice run for 10,000
 # tenants. Extra arguments go to gantry-bench-ledger (--events N --tenants T ...).
+# The throwaway server gets production-like memory and WAL settings
+# (shared_buffers 1GB, max_wal_size 4GB; tests/pg.sh's defaults are 128MB and
+# 1GB, fine for tests): with 128MB a month of usage and its indexes do not fit,
+# so pages are written out and read back during the run, and a checkpoint
+# falls in the middle of it. GANTRY_PG_OPTS adds to them.
 #
-#   bash bench/ledger.sh [--events N] [--tenants T] [--batch B] [--in-flight F] [--connections K]
+#   bash bench/ledger.sh [--events N] [--tenants T] [--batch B] [--in-flight F] [--connections K] [--budgets]
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 build=${GANTRY_BUILD_DIR:-$here/build}
@@ -14,7 +19,8 @@ started=""
 if [ -z "${GANTRY_TEST_PGHOST:-}" ]; then
     pgdir=$(mktemp -d /tmp/gantry-bench-ledger-pg.XXXXXX)
     chmod 755 "$pgdir"
-    eval "$(sh "$here/tests/pg.sh" start "$pgdir")"
+    eval "$(GANTRY_PG_OPTS="-c shared_buffers=1GB -c max_wal_size=4GB ${GANTRY_PG_OPTS:-}" \
+        sh "$here/tests/pg.sh" start "$pgdir")"
     started=$pgdir
 fi
 cleanup() { [ -n "$started" ] && sh "$here/tests/pg.sh" stop "$started" >/dev/null 2>&1; rm -rf "${cfgdir:-}"; }
@@ -28,6 +34,8 @@ printf '{"kafka": {"bootstrap_servers": "127.0.0.1:1"}, "postgres": {"conninfo":
 "$build/tools/gantry" migrate --config "$cfgdir/gantry.json" >/dev/null 2>&1
 "$build/tools/gantry" prices load --file "$here/deploy/prices.example.json" --config "$cfgdir/gantry.json"
 echo "loadavg: $(cat /proc/loadavg)"
+psql -Atq -h "$GANTRY_TEST_PGHOST" -p "$GANTRY_TEST_PGPORT" -U gantry -d "$db" \
+    -c "SELECT 'server: shared_buffers ' || current_setting('shared_buffers') || ', max_wal_size ' || current_setting('max_wal_size')"
 "$build/bench/gantry-bench-ledger" --conninfo "$conninfo" "$@"
 echo "loadavg: $(cat /proc/loadavg)"
 psql -q -h "$GANTRY_TEST_PGHOST" -p "$GANTRY_TEST_PGPORT" -U gantry -d postgres -c "DROP DATABASE $db"

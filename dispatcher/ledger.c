@@ -49,14 +49,17 @@ typedef struct batch {
  * (gt_ledger_rows_params). The price lookup is set-based: each price version's
  * validity range [effective_from, next version) is joined by hash, not looked
  * up row by row. */
+/* Each cost component is computed once (numeric arithmetic is a tenth of the
+ * statement): the costs are columns of a subquery that the planner keeps
+ * (OFFSET 0), and cost_micros sums those columns. NULL without a price. */
 #define COST(expr) "CASE WHEN p.price_id IS NOT NULL THEN " expr " END"
 #define COST_PROMPT "billing_micros(e.prompt_tokens, p.prompt_per_1k_micros, 1000)"
 #define COST_COMPLETION "billing_micros(e.completion_tokens, p.completion_per_1k_micros, 1000)"
 #define COST_ALLOC "billing_micros(round(e.allocation_seconds, 3), p.allocation_second_micros, 1)"
 #define COSTS                                                                                      \
     COST(COST_PROMPT)                                                                              \
-    ", " COST(COST_COMPLETION) ", " COST(COST_ALLOC) ", p.request_micros, " COST(                  \
-        COST_PROMPT " + " COST_COMPLETION " + " COST_ALLOC " + p.request_micros")
+    " AS cp, " COST(COST_COMPLETION) " AS cc, " COST(COST_ALLOC) " AS ca,"                         \
+                                                                 " p.request_micros AS cr"
 /* The version of a price key (provider, model, tenant) in force at the event's
  * time; batch: its batch version, joined for batch events only. */
 #define PRICE_IN_FORCE(alias, model, tenant, batch)                                                \
@@ -76,16 +79,22 @@ typedef struct batch {
     PRICE_IN_FORCE("p4b", "'*'", "IS NULL", "e.batch")                                             \
     PRICE_IN_FORCE("p4", "'*'", "IS NULL", "false")
 static const char sql_insert[] =
+    /* unnest in the select list runs the 22 arrays in lockstep (as unnest
+     * with several arrays in FROM does) without first copying each into a
+     * tuplestore of its own */
     "WITH e AS ("
     " SELECT DISTINCT ON (e.event_id) e.*"
-    " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
-    "  $7::text[], $8::text[], $9::numeric[], $10::numeric[], $11::bigint[], $12::bigint[],"
-    "  $13::bigint[], $14::bigint[], $15::bigint[], $16::int[], $17::bigint[], $18::bigint[],"
-    "  $19::bigint[], $20::bigint[], $21::timestamptz[], $22::text[])"
-    "  AS e(event_id, request_id, task_id, tenant_id, model, provider, pool, allocation_id,"
-    "  allocation_seconds, tflops, vram_mb, prompt_tokens, completion_tokens, request_bytes,"
-    "  response_bytes, attempts, allocate_ms, inference_ms, release_ms, total_ms, occurred_at,"
-    "  trace_id)"
+    " FROM (SELECT unnest($1::text[]) AS event_id, unnest($2::text[]) AS request_id,"
+    "  unnest($3::text[]) AS task_id, unnest($4::text[]) AS tenant_id,"
+    "  unnest($5::text[]) AS model, unnest($6::text[]) AS provider, unnest($7::text[]) AS pool,"
+    "  unnest($8::text[]) AS allocation_id, unnest($9::numeric[]) AS allocation_seconds,"
+    "  unnest($10::numeric[]) AS tflops, unnest($11::bigint[]) AS vram_mb,"
+    "  unnest($12::bigint[]) AS prompt_tokens, unnest($13::bigint[]) AS completion_tokens,"
+    "  unnest($14::bigint[]) AS request_bytes, unnest($15::bigint[]) AS response_bytes,"
+    "  unnest($16::int[]) AS attempts, unnest($17::bigint[]) AS allocate_ms,"
+    "  unnest($18::bigint[]) AS inference_ms, unnest($19::bigint[]) AS release_ms,"
+    "  unnest($20::bigint[]) AS total_ms, unnest($21::timestamptz[]) AS occurred_at,"
+    "  unnest($22::text[]) AS trace_id) e"
     " ORDER BY e.event_id),"
     " ids AS ("
     " INSERT INTO usage_event_ids (event_id, occurred_at) SELECT event_id, occurred_at FROM e"
@@ -93,18 +102,22 @@ static const char sql_insert[] =
     " pr AS (SELECT price_id, provider, model, tenant_id, batch, effective_from,"
     " lead(effective_from, 1, 'infinity') OVER (PARTITION BY provider, model, tenant_id, batch"
     "  ORDER BY effective_from) AS effective_to FROM prices),"
-    /* a batch API's line (gantry-api) is batch traffic */
-    " eb AS (SELECT e.*, bl.request_id IS NOT NULL AS batch FROM e JOIN ids USING (event_id)"
+    /* The price is resolved on narrow rows (the event's key columns only):
+     * the joins below copy what flows through them into hash tables, and the
+     * whole event is read once more only by the INSERT. A batch API's line
+     * (gantry-api) is batch traffic. */
+    " k AS (SELECT e.event_id, e.tenant_id, e.provider, e.model, e.occurred_at,"
+    "  coalesce(e.tflops, 0) AS t, coalesce(e.vram_mb, 0) AS v,"
+    "  bl.request_id IS NOT NULL AS batch FROM e JOIN ids USING (event_id)"
     "  LEFT JOIN api_batch_lines bl ON bl.request_id = e.request_id),"
-    " c AS (SELECT e.*, coalesce(p1b.price_id, p1.price_id, p2b.price_id, p2.price_id,"
-    "  p3b.price_id, p3.price_id, p4b.price_id, p4.price_id) AS pid"
-    " FROM eb e" PRICES_IN_FORCE "),"
+    " c AS (SELECT e.event_id, e.batch, e.t, e.v, coalesce(p1b.price_id, p1.price_id,"
+    "  p2b.price_id, p2.price_id, p3b.price_id, p3.price_id, p4b.price_id, p4.price_id) AS pid"
+    " FROM k e" PRICES_IN_FORCE "),"
     /* the allocation-second rate by GPU class, once per distinct (price, class inputs) */
     " gk AS (SELECT k.pid, k.t, k.v, (SELECT g.allocation_second_micros FROM price_gpu_classes g"
     "  WHERE g.price_id = k.pid AND k.t >= g.min_tflops AND k.v >= g.min_vram_mb"
     "  ORDER BY g.min_tflops DESC, g.min_vram_mb DESC LIMIT 1) AS rate"
-    " FROM (SELECT DISTINCT pid, coalesce(tflops, 0) AS t, coalesce(vram_mb, 0) AS v FROM c"
-    "  WHERE pid IS NOT NULL) k),"
+    " FROM (SELECT DISTINCT pid, t, v FROM c WHERE pid IS NOT NULL) k),"
     " ins AS ("
     " INSERT INTO usage (event_id, request_id, task_id, tenant_id, model, provider, pool,"
     "  allocation_id, allocation_seconds, tflops, vram_mb, prompt_tokens, completion_tokens,"
@@ -112,17 +125,21 @@ static const char sql_insert[] =
     "  total_ms, occurred_at, price_id, currency, allocation_rate_micros, cost_prompt_micros,"
     "  cost_completion_micros, cost_allocation_micros, cost_request_micros, cost_micros,"
     "  trace_id, batch)"
-    " SELECT e.event_id, e.request_id, e.task_id, e.tenant_id, e.model, e.provider, e.pool,"
-    "  e.allocation_id, round(e.allocation_seconds, 3), e.tflops, e.vram_mb, e.prompt_tokens,"
-    "  e.completion_tokens, e.request_bytes, e.response_bytes, e.attempts, e.allocate_ms,"
-    "  e.inference_ms, e.release_ms, e.total_ms, e.occurred_at, p.price_id, p.currency,"
-    "  p.allocation_second_micros, " COSTS ", e.trace_id, e.batch"
-    " FROM c e"
+    " SELECT event_id, request_id, task_id, tenant_id, model, provider, pool, allocation_id,"
+    "  allocation_seconds, tflops, vram_mb, prompt_tokens, completion_tokens, request_bytes,"
+    "  response_bytes, attempts, allocate_ms, inference_ms, release_ms, total_ms, occurred_at,"
+    "  price_id, currency, rate, cp, cc, ca, cr, cp + cc + ca + cr, trace_id, batch"
+    " FROM (SELECT e.event_id, e.request_id, e.task_id, e.tenant_id, e.model, e.provider,"
+    "  e.pool, e.allocation_id, round(e.allocation_seconds, 3) AS allocation_seconds, e.tflops,"
+    "  e.vram_mb, e.prompt_tokens, e.completion_tokens, e.request_bytes, e.response_bytes,"
+    "  e.attempts, e.allocate_ms, e.inference_ms, e.release_ms, e.total_ms, e.occurred_at,"
+    "  p.price_id, p.currency, p.allocation_second_micros AS rate, " COSTS ", e.trace_id, c.batch"
+    " FROM c JOIN e USING (event_id)"
     " LEFT JOIN (SELECT gk.pid, gk.t, gk.v, q.price_id, q.currency, q.prompt_per_1k_micros,"
     "   q.completion_per_1k_micros, q.request_micros,"
     "   coalesce(gk.rate, q.allocation_second_micros) AS allocation_second_micros"
     "   FROM gk JOIN prices q ON q.price_id = gk.pid) p"
-    "  ON p.pid = e.pid AND p.t = coalesce(e.tflops, 0) AND p.v = coalesce(e.vram_mb, 0)"
+    "  ON p.pid = c.pid AND p.t = c.t AND p.v = c.v OFFSET 0) x"
     " RETURNING tenant_id, occurred_at, cost_micros),"
     " s AS (SELECT tenant_id, billing_period(occurred_at) AS period, sum(cost_micros) AS cost,"
     "  count(*) AS n FROM ins WHERE cost_micros IS NOT NULL GROUP BY 1, 2),"

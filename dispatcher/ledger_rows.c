@@ -16,29 +16,15 @@ struct gt_ledger_rows {
     int n;
 };
 
-/* The event's members per column; "durations.X" names a member of durations. */
-static const char *const col_keys[GT_LEDGER_NPARAMS] = {"event_id",
-                                                        "request_id",
-                                                        "task_id",
-                                                        "tenant_id",
-                                                        "model",
-                                                        "provider",
-                                                        "pool",
-                                                        "allocation_id",
-                                                        "allocation_seconds",
-                                                        "tflops",
-                                                        "vram_mb",
-                                                        "prompt_tokens",
-                                                        "completion_tokens",
-                                                        "request_bytes",
-                                                        "response_bytes",
-                                                        "attempts",
-                                                        "durations.allocate_ms",
-                                                        "durations.inference_ms",
-                                                        "durations.release_ms",
-                                                        "durations.total_ms",
-                                                        "occurred_at",
-                                                        "trace_id"};
+/* The event's members per column; the four from FIRST_DURATION on are
+ * members of its durations object. */
+#define FIRST_DURATION 16
+static const char *const col_keys[GT_LEDGER_NPARAMS] = {
+    "event_id",    "request_id",    "task_id",           "tenant_id",          "model",
+    "provider",    "pool",          "allocation_id",     "allocation_seconds", "tflops",
+    "vram_mb",     "prompt_tokens", "completion_tokens", "request_bytes",      "response_bytes",
+    "attempts",    "allocate_ms",   "inference_ms",      "release_ms",         "total_ms",
+    "occurred_at", "trace_id"};
 
 static int col_put(col_t *c, const char *s, size_t n)
 {
@@ -74,15 +60,30 @@ static int col_put_quoted(col_t *c, const char *s, size_t n)
     return col_put(c, s + from, n - from) != 0 ? -1 : col_put(c, "\"", 1);
 }
 
+/* Appends the decimal spelling of i (as %lld would print it, without printf:
+ * most of a usage event is integers). */
+static int col_put_int(col_t *c, json_int_t i)
+{
+    char num[24];
+    char *p = num + sizeof(num);
+    /* negated as unsigned: the most negative value has no positive counterpart */
+    unsigned long long u = i < 0 ? 0ULL - (unsigned long long)i : (unsigned long long)i;
+    do {
+        *--p = (char)('0' + (int)(u % 10));
+        u /= 10;
+    } while (u);
+    if (i < 0)
+        *--p = '-';
+    return col_put(c, p, (size_t)(num + sizeof(num) - p));
+}
+
 static int col_put_value(col_t *c, const json_t *v)
 {
     char num[64];
     int k;
     switch (v ? json_typeof(v) : JSON_NULL) {
     case JSON_STRING: return col_put_quoted(c, json_string_value(v), json_string_length(v));
-    case JSON_INTEGER:
-        k = snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-        return col_put(c, num, (size_t)k);
+    case JSON_INTEGER: return col_put_int(c, json_integer_value(v));
     case JSON_REAL: /* the digits jansson would print: the same numeric as before */
         k = snprintf(num, sizeof(num), "%.17g", json_real_value(v));
         return col_put(c, num, (size_t)k);
@@ -109,9 +110,8 @@ int gt_ledger_rows_add(gt_ledger_rows_t *r, const json_t *ev)
     const json_t *durations = json_object_get(ev, "durations");
     for (int i = 0; i < GT_LEDGER_NPARAMS; i++) {
         col_t *c = &r->cols[i];
-        const char *key = col_keys[i];
-        const json_t *v = strncmp(key, "durations.", 10) == 0 ? json_object_get(durations, key + 10)
-                                                              : json_object_get(ev, key);
+        const json_t *v = json_object_get(
+            i >= FIRST_DURATION && i < FIRST_DURATION + 4 ? durations : ev, col_keys[i]);
         if (col_put(c, r->n ? "," : "{", 1) != 0 || col_put_value(c, v) != 0)
             return -1;
     }

@@ -1,0 +1,12 @@
+-- 032_usage_one_key.sql: one unique key per usage event, not two (issue 15).
+--
+-- A usage event is unique by event_id across all partitions, and that is
+-- usage_event_ids' primary key: the ledger's statement inserts a usage row only
+-- for the event ids that it has just inserted there (ON CONFLICT DO NOTHING),
+-- in the same statement, so a redelivered event is no second row. usage's own
+-- primary key (event_id, occurred_at) could never refuse a row that
+-- usage_event_ids let through and was read by nothing (rows are found by
+-- tenant and time, usage_tenant_time, or are unpriced, usage_unpriced), yet
+-- every inserted row paid a third btree insert for it: about a fifth of the
+-- statement's index work. bench/ledger: docs/benchmarks.md.
+ALTER TABLE usage DROP CONSTRAINT IF EXISTS usage_pkey;

@@ -1,0 +1,11 @@
+-- 033_budget_hot.sql: budget rows updated in place (issue 15).
+--
+-- Every ledger batch adds its spend to the budget row of each of its tenants'
+-- periods, and every admission moves reserved_micros: budget_periods is
+-- updated far more often than it grows. None of those updates changes an
+-- indexed column, so PostgreSQL can write the new version on the same page
+-- without a new index entry (a HOT update), but only if the page has room;
+-- at the default fillfactor (100) it never has. Half of each page is now kept
+-- free for the new versions. Pages written before this keep their rows
+-- packed until they are rewritten.
+ALTER TABLE budget_periods SET (fillfactor = 50);
