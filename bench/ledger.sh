@@ -23,7 +23,14 @@ if [ -z "${GANTRY_TEST_PGHOST:-}" ]; then
         sh "$here/tests/pg.sh" start "$pgdir")"
     started=$pgdir
 fi
-cleanup() { [ -n "$started" ] && sh "$here/tests/pg.sh" stop "$started" >/dev/null 2>&1; rm -rf "${cfgdir:-}"; }
+# the throwaway server and its cluster go (a million rows leave ~800MB behind)
+cleanup() {
+    if [ -n "$started" ]; then
+        sh "$here/tests/pg.sh" stop "$started" >/dev/null 2>&1
+        rm -rf "$started"
+    fi
+    rm -rf "${cfgdir:-}"
+}
 trap cleanup EXIT
 db=bench_ledger_$$
 psql -q -h "$GANTRY_TEST_PGHOST" -p "$GANTRY_TEST_PGPORT" -U gantry -d postgres -c "CREATE DATABASE $db"
