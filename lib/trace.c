@@ -227,6 +227,11 @@ static void count_spans(int exported, long n)
                   (double)n);
 }
 
+int gt_span_exporting(void)
+{
+    return ex_global != NULL;
+}
+
 void gt_span_end(gt_span_t *s, const char *error, json_t *attrs)
 {
     exporter_t *e = ex_global;

@@ -64,6 +64,9 @@ int gt_span_start(gt_span_t *s, const gt_trace_ctx_t *parent, const char *name, 
  * prompt, output or secret). attrs: a JSON object of string/integer/real/bool
  * values, stolen, may be NULL. s may be ended only once. */
 void gt_span_end(gt_span_t *s, const char *error, json_t *attrs);
+/* 1 when ended spans are exported (the exporter runs), 0 when gt_span_end
+ * drops them: a hot path builds its attributes only then. Never fails. */
+int gt_span_exporting(void);
 
 /* ---- exporter (one per process) --------------------------------------------- */
 
