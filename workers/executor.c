@@ -117,10 +117,13 @@ static void flow_update(gt_executor_t *ex)
     if (!ex->consumer || ex->draining || full == ex->paused)
         return;
     ex->paused = full;
-    if (full)
+    if (full) {
+        gt_debug("in-flight limit reached (%d running, %d held): consumer held", ex->n_running,
+                 ex->n_tasks);
         gt_consumer_pause(ex->consumer);
-    else
+    } else {
         gt_consumer_resume(ex->consumer);
+    }
 }
 
 /* Leaves TASK_RUNNING: its slot is free. */
