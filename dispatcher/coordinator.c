@@ -209,10 +209,9 @@ static void coord_free(coord_t *c)
 {
     if (c->span_open) {
         c->span_open = 0;
-        gt_span_end(&c->span, c->status ? NULL : "result not published",
-                    json_pack("{s:s, s:s, s:s}", "gantry.request_id", c->request_id,
-                              "gantry.tenant_id", c->tenant_id ? c->tenant_id : "", "gantry.status",
-                              c->status ? c->status : ""));
+        gt_span_end(&c->span, c->status ? NULL : "result not published", "{s:s, s:s, s:s}",
+                    "gantry.request_id", c->request_id, "gantry.tenant_id",
+                    c->tenant_id ? c->tenant_id : "", "gantry.status", c->status ? c->status : "");
     }
     if (!c->msg && c->d->coordinator)
         c->d->coordinator->finishing--;

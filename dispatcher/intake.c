@@ -94,13 +94,11 @@ static void intake_free(intake_t *in)
 {
     if (in->span_open) {
         in->span_open = 0;
-        gt_span_end(
-            &in->span, NULL,
-            json_pack("{s:s, s:s, s:i, s:b}", "gantry.request_id",
-                      in->request_id ? in->request_id : "", "gantry.tenant_id",
-                      in->req ? json_string_value(json_object_get(in->req, "tenant_id")) : "",
-                      "gantry.tasks", in->graph.n_inference, "gantry.rejected",
-                      in->rejection != NULL));
+        gt_span_end(&in->span, NULL, "{s:s, s:s, s:i, s:b}", "gantry.request_id",
+                    in->request_id ? in->request_id : "", "gantry.tenant_id",
+                    in->req ? json_string_value(json_object_get(in->req, "tenant_id")) : "",
+                    "gantry.tasks", in->graph.n_inference, "gantry.rejected",
+                    in->rejection != NULL);
     }
     if (in->request_id)
         json_object_del(in->d->intake_active, in->request_id);

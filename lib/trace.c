@@ -3,6 +3,7 @@
  * the loop; when the collector is slow or down, spans are dropped and counted,
  * never waited for. */
 #include <stdatomic.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -227,22 +228,21 @@ static void count_spans(int exported, long n)
                   (double)n);
 }
 
-int gt_span_exporting(void)
-{
-    return ex_global != NULL;
-}
-
-void gt_span_end(gt_span_t *s, const char *error, json_t *attrs)
+void gt_span_end(gt_span_t *s, const char *error, const char *attrs_fmt, ...)
 {
     exporter_t *e = ex_global;
-    if (!e || !s->ctx.trace_id[0]) {
-        json_decref(attrs);
+    if (!e || !s->ctx.trace_id[0])
         return;
-    }
     if (e->count + (size_t)e->in_flight >= e->queue_max) {
         count_spans(0, 1);
-        json_decref(attrs);
         return;
+    }
+    json_t *attrs = NULL;
+    if (attrs_fmt) {
+        va_list ap;
+        va_start(ap, attrs_fmt);
+        attrs = json_vpack_ex(NULL, 0, attrs_fmt, ap);
+        va_end(ap);
     }
     char head[512];
     snprintf(head, sizeof(head),

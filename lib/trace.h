@@ -61,12 +61,12 @@ typedef struct gt_span {
 int gt_span_start(gt_span_t *s, const gt_trace_ctx_t *parent, const char *name, int kind);
 /* Ends s and queues it for export (nothing happens when the exporter is off).
  * error: NULL for status OK, else the status message (no content: never a
- * prompt, output or secret). attrs: a JSON object of string/integer/real/bool
- * values, stolen, may be NULL. s may be ended only once. */
-void gt_span_end(gt_span_t *s, const char *error, json_t *attrs);
-/* 1 when ended spans are exported (the exporter runs), 0 when gt_span_end
- * drops them: a hot path builds its attributes only then. Never fails. */
-int gt_span_exporting(void);
+ * prompt, output or secret). attrs_fmt: NULL, or a json_pack format of an
+ * object of string/integer/real/bool values with its arguments; it is built
+ * only when the span is exported, so a hot path pays nothing for attributes
+ * without an exporter. An attribute that cannot be packed (a NULL string)
+ * drops the attributes, not the span. s may be ended only once. */
+void gt_span_end(gt_span_t *s, const char *error, const char *attrs_fmt, ...);
 
 /* ---- exporter (one per process) --------------------------------------------- */
 

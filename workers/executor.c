@@ -391,17 +391,14 @@ static void task_finish(ex_task_t *t, const gt_task_outcome_t *out)
 
     if (t->span_open) {
         t->span_open = 0;
-        gt_span_end(
-            &t->span, out->status == GT_TASK_SUCCEEDED ? NULL : out->error_code,
-            !gt_span_exporting()
-                ? NULL
-                : json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I}", "gantry.request_id",
-                            t->request_id, "gantry.task_id", t->task_id, "gantry.tenant_id",
-                            t->tenant_id, "gantry.model", model ? model : "", "gantry.provider",
-                            out->provider ? out->provider : "hostedai", "gantry.status",
-                            status_name(out->status), "gantry.attempts",
-                            (json_int_t)(out->attempts ? json_array_size(out->attempts) : 0),
-                            "gantry.completion_tokens", (json_int_t)out->completion_tokens));
+        gt_span_end(&t->span, out->status == GT_TASK_SUCCEEDED ? NULL : out->error_code,
+                    "{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I}", "gantry.request_id", t->request_id,
+                    "gantry.task_id", t->task_id, "gantry.tenant_id", t->tenant_id, "gantry.model",
+                    model ? model : "", "gantry.provider",
+                    out->provider ? out->provider : "hostedai", "gantry.status",
+                    status_name(out->status), "gantry.attempts",
+                    (json_int_t)(out->attempts ? json_array_size(out->attempts) : 0),
+                    "gantry.completion_tokens", (json_int_t)out->completion_tokens);
     }
     gt_task_outcome_t cancelled_out;
     if (t->cancelled && out->status != GT_TASK_SUCCEEDED) {

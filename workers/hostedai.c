@@ -170,13 +170,10 @@ static void op_span_end(gt_hai_call_t *call, int op)
     /* The last attempt's error ("HTTP 503", "timeout"): never a body. */
     json_t *last = json_array_get(call->base.attempts, json_array_size(call->base.attempts) - 1);
     const char *error = json_string_value(json_object_get(last, "error"));
-    gt_span_end(&call->span[op], error,
-                !gt_span_exporting()
-                    ? NULL
-                    : json_pack("{s:s, s:s, s:s, s:i, s:s}", "gantry.task_id", call->base.task_id,
-                                "hostedai.pool", call->pool->name, "hostedai.operation",
-                                op_names[op], "gantry.retries", call->retry, "gantry.allocation_id",
-                                call->allocation_id ? call->allocation_id : ""));
+    gt_span_end(&call->span[op], error, "{s:s, s:s, s:s, s:i, s:s}", "gantry.task_id",
+                call->base.task_id, "hostedai.pool", call->pool->name, "hostedai.operation",
+                op_names[op], "gantry.retries", call->retry, "gantry.allocation_id",
+                call->allocation_id ? call->allocation_id : "");
 }
 
 static void op_end(gt_hai_call_t *call)

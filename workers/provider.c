@@ -230,16 +230,12 @@ static void finish(gt_prov_call_t *call)
     out.response_bytes = call->response_bytes;
     if (call->span_open) {
         call->span_open = 0;
-        gt_span_end(&call->span, call->base.code,
-                    !gt_span_exporting()
-                        ? NULL
-                        : json_pack("{s:s, s:s, s:s, s:i, s:I, s:I}", "gantry.task_id",
-                                    call->base.task_id ? call->base.task_id : "", "gantry.provider",
-                                    call->ps->p->name, "gantry.runtime",
-                                    call->ps->p->runtime ? call->ps->p->runtime : "",
-                                    "gantry.retries", call->retry, "gantry.prompt_tokens",
-                                    (json_int_t)out.prompt_tokens, "gantry.completion_tokens",
-                                    (json_int_t)out.completion_tokens));
+        gt_span_end(&call->span, call->base.code, "{s:s, s:s, s:s, s:i, s:I, s:I}",
+                    "gantry.task_id", call->base.task_id ? call->base.task_id : "",
+                    "gantry.provider", call->ps->p->name, "gantry.runtime",
+                    call->ps->p->runtime ? call->ps->p->runtime : "", "gantry.retries", call->retry,
+                    "gantry.prompt_tokens", (json_int_t)out.prompt_tokens,
+                    "gantry.completion_tokens", (json_int_t)out.completion_tokens);
     }
     if (call->cb)
         call->cb((gt_rt_call_t *)call, &out, call->cb_arg);
