@@ -149,7 +149,7 @@ static const char sql_apply[] =
  * sql_queued locks them, so that two statements never deadlock. Safe to run
  * twice as sql_apply is. */
 static const char sql_apply_many[] =
-    "WITH u AS (SELECT * FROM json_to_recordset($1::json) AS u(i int, task_id text,"
+    "WITH u AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS u(i int, task_id text,"
     "       status text, result jsonb, error_code text, error_message text, attempts int,"
     "       provider text, pool text, worker_id text, request_id text, single jsonb,"
     "       by text, inc text, tmo bigint)),"
@@ -252,18 +252,23 @@ static const char sql_stale[] =
 /* Stores the final result while the job is still 'completing' and this
  * incarnation holds the claim, before it is published: whoever publishes
  * later publishes these bytes (a result stored earlier wins). Returns the
- * stored result; no row when the claim was taken over meanwhile. */
+ * stored result; no row when the claim was taken over meanwhile. By
+ * jobs_pkey, as sql_complete. */
 static const char sql_store[] =
     "UPDATE jobs SET result = coalesce(result, $2::jsonb),"
     "       result_stored_at = CASE WHEN result IS NULL THEN now() ELSE result_stored_at END"
-    " WHERE request_id = $1 AND status = 'completing' AND claimed_by = $3"
+    " WHERE request_id = $1 AND status COLLATE \"C\" = 'completing' AND claimed_by = $3"
     "  AND claimed_incarnation = $4"
     " RETURNING result";
 
 /* Marks published jobs done ($1: rows of request_id r and final status s,
  * pgbatch.h): their results are the ones stored (every result is published
  * from the stored body), so they are not written again. Only 'completing'
- * jobs: safe to run twice. */
+ * jobs: safe to run twice. COLLATE "C" (the same equality, bytewise) keeps
+ * the partial index jobs_completing out of the plan: a generic plan that
+ * scanned it with request_id as a filter read every entry, dead ones
+ * included, ~10,000 a call in bench/closedloop (2.6 ms for 17 jobs); by
+ * jobs_pkey, a lookup per job. */
 static const char sql_complete[] =
     "WITH u AS (SELECT * FROM json_to_recordset($1::json) AS u(r text, s text)),"
     " g AS ("
@@ -272,7 +277,7 @@ static const char sql_complete[] =
     "   AND status = 'pending')"
     " UPDATE jobs j SET status = u.s, completed_at = now() FROM u"
     " WHERE j.request_id = ANY(ARRAY(SELECT r FROM u)) AND j.request_id = u.r"
-    "  AND j.status = 'completing'";
+    "  AND j.status COLLATE \"C\" = 'completing'";
 
 static void coord_free(coord_t *c)
 {

@@ -76,7 +76,7 @@ static const char sql_insert[] =
  * here. Any error fails the batch and each request is inserted alone
  * (persist_one), so one bad request fails only itself. */
 static const char sql_insert_many[] =
-    "WITH u AS (SELECT * FROM json_to_recordset($1::json) AS u(i int, request_id text,"
+    "WITH u AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS u(i int, request_id text,"
     "       tenant_id text, kind text, model text, lane text, priority int,"
     "       deadline timestamptz, reply_topic text, task_count int, batch boolean,"
     "       request jsonb, source_topic text, source_partition int, source_offset bigint,"
@@ -439,7 +439,8 @@ static const char sql_answer[] =
 
 static const char sql_answered[] =
     "UPDATE jobs SET status = $3, completed_at = now()"
-    " WHERE request_id = $1 AND status = 'completing' AND claimed_incarnation = $2";
+    " WHERE request_id = $1 AND status COLLATE \"C\" = 'completing'"
+    "  AND claimed_incarnation = $2"; /* by jobs_pkey, as the coordinator's sql_complete */
 
 static void on_answered(const PGresult *res, const char *err, void *arg)
 {
