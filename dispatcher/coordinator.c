@@ -139,6 +139,75 @@ static const char sql_apply[] =
     "        CASE WHEN j.result IS NULL THEN c.result END"
     " FROM jobs j LEFT JOIN claim c ON true WHERE j.request_id = $10";
 
+/* sql_apply for many task results ($1: rows as coord_apply builds them,
+ * pgbatch.h), in the common case only: a one-task job (not a batch) without
+ * a guard row, the result naming its inference task, with no other result of
+ * the job in the statement. Those are applied, claimed and their result
+ * stored exactly as sql_apply would; one row per task result: i, handled
+ * (false: nothing was done for it, it goes to sql_apply alone), then
+ * sql_apply's columns. Tasks are locked in task_id order first, as
+ * sql_queued locks them, so that two statements never deadlock. Safe to run
+ * twice as sql_apply is. */
+static const char sql_apply_many[] =
+    "WITH u AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS u(i int, task_id text,"
+    "       status text, result jsonb, error_code text, error_message text, attempts int,"
+    "       provider text, pool text, worker_id text, request_id text, single jsonb,"
+    "       by text, inc text, tmo bigint)),"
+    " q AS ("
+    "  SELECT u.* FROM u JOIN jobs j ON j.request_id = u.request_id"
+    "  WHERE j.task_count = 1 AND NOT j.batch"
+    "   AND EXISTS (SELECT 1 FROM tasks t WHERE t.task_id = u.task_id"
+    "               AND t.request_id = u.request_id AND t.kind = 'inference')"
+    "   AND NOT EXISTS (SELECT 1 FROM job_guardrails g WHERE g.request_id = u.request_id)"
+    "   AND (SELECT count(*) FROM u u2 WHERE u2.request_id = u.request_id) = 1),"
+    " lk AS ("
+    "  SELECT t.task_id FROM tasks t JOIN q ON q.task_id = t.task_id AND q.request_id = "
+    "t.request_id"
+    "  WHERE t.status IN ('pending', 'queued', 'running') ORDER BY t.task_id FOR UPDATE OF t),"
+    " upd AS ("
+    "  UPDATE tasks t SET status = q.status, result = q.result, output = q.result -> 'output',"
+    "         error_code = q.error_code, error_message = q.error_message, attempts = q.attempts,"
+    "         provider = q.provider, pool = q.pool, worker_id = q.worker_id, completed_at = now()"
+    "  FROM q WHERE t.task_id = q.task_id AND t.request_id = q.request_id"
+    "   AND t.status IN ('pending', 'queued', 'running')"
+    "   AND t.task_id = ANY(ARRAY(SELECT task_id FROM lk))"
+    "  RETURNING t.request_id),"
+    " claim AS ("
+    "  UPDATE jobs j SET status = 'completing', claimed_by = q.by, claimed_at = now(),"
+    "         claimed_incarnation = q.inc,"
+    "         result = CASE WHEN j.result IS NULL"
+    "                        AND EXISTS (SELECT 1 FROM upd WHERE upd.request_id = j.request_id)"
+    "           THEN q.single || jsonb_build_object('tenant_id', j.tenant_id, 'timings',"
+    "                  coalesce(q.single -> 'timings', '{}'::jsonb) || jsonb_build_object("
+    "                    'total_ms', ((extract(epoch FROM now()) - extract(epoch FROM "
+    "j.created_at))"
+    "                                 * 1000)::bigint))"
+    "           ELSE j.result END,"
+    "         result_stored_at = CASE WHEN j.result IS NULL"
+    "                        AND EXISTS (SELECT 1 FROM upd WHERE upd.request_id = j.request_id)"
+    "           THEN now() ELSE j.result_stored_at END"
+    "  FROM q WHERE j.request_id = q.request_id"
+    "   AND (j.status = 'running' OR (j.status = 'completing' AND"
+    "        (j.claimed_at IS NULL OR j.claimed_by = q.by"
+    "         OR j.claimed_at < now() - q.tmo * interval '1 millisecond')))"
+    "  RETURNING j.request_id, j.result, coalesce(j.result_stored_at, j.created_at) AS stored_at,"
+    "            j.answer_usage)"
+    " SELECT u.i, q.i IS NOT NULL, j.status, j.tenant_id, j.batch, j.reply_topic,"
+    "        (extract(epoch FROM j.created_at) * 1000)::bigint, 0, true,"
+    "        (SELECT count(*) FROM upd WHERE upd.request_id = u.request_id), j.traceparent,"
+    "        (c.request_id IS NOT NULL)::int, CASE WHEN j.result IS NOT NULL THEN c.result END,"
+    "        (extract(epoch FROM c.stored_at) * 1000)::bigint, c.answer_usage,"
+    "        CASE WHEN c.stored_at IS NOT NULL AND c.result IS NULL THEN"
+    "          (SELECT json_agg(CASE WHEN t.task_id = u.task_id"
+    "                            AND EXISTS (SELECT 1 FROM upd WHERE upd.request_id = u.request_id)"
+    "                           THEN u.result ELSE t.result END ORDER BY t.idx)"
+    "           FROM tasks t WHERE t.request_id = u.request_id AND t.kind = 'inference') END,"
+    "        CASE WHEN c.stored_at IS NULL AND j.status = 'completing'"
+    "          THEN coalesce(j.claimed_by, '') END,"
+    "        false, CASE WHEN j.result IS NULL THEN c.result END"
+    " FROM u LEFT JOIN q ON q.i = u.i LEFT JOIN jobs j ON j.request_id = q.request_id"
+    "  LEFT JOIN claim c ON c.request_id = q.request_id ORDER BY u.i";
+
 /* Claims the job for this process incarnation ($2 the --id, $4 the
  * incarnation) unless another holds a claim younger than $3 ms. A claim of
  * the same --id is always taken: it is this incarnation's own (a re-run of
@@ -183,18 +252,23 @@ static const char sql_stale[] =
 /* Stores the final result while the job is still 'completing' and this
  * incarnation holds the claim, before it is published: whoever publishes
  * later publishes these bytes (a result stored earlier wins). Returns the
- * stored result; no row when the claim was taken over meanwhile. */
+ * stored result; no row when the claim was taken over meanwhile. By
+ * jobs_pkey, as sql_complete. */
 static const char sql_store[] =
     "UPDATE jobs SET result = coalesce(result, $2::jsonb),"
     "       result_stored_at = CASE WHEN result IS NULL THEN now() ELSE result_stored_at END"
-    " WHERE request_id = $1 AND status = 'completing' AND claimed_by = $3"
+    " WHERE request_id = $1 AND status COLLATE \"C\" = 'completing' AND claimed_by = $3"
     "  AND claimed_incarnation = $4"
     " RETURNING result";
 
 /* Marks published jobs done ($1: rows of request_id r and final status s,
  * pgbatch.h): their results are the ones stored (every result is published
  * from the stored body), so they are not written again. Only 'completing'
- * jobs: safe to run twice. */
+ * jobs: safe to run twice. COLLATE "C" (the same equality, bytewise) keeps
+ * the partial index jobs_completing out of the plan: a generic plan that
+ * scanned it with request_id as a filter read every entry, dead ones
+ * included, ~10,000 a call in bench/closedloop (2.6 ms for 17 jobs); by
+ * jobs_pkey, a lookup per job. */
 static const char sql_complete[] =
     "WITH u AS (SELECT * FROM json_to_recordset($1::json) AS u(r text, s text)),"
     " g AS ("
@@ -203,7 +277,7 @@ static const char sql_complete[] =
     "   AND status = 'pending')"
     " UPDATE jobs j SET status = u.s, completed_at = now() FROM u"
     " WHERE j.request_id = ANY(ARRAY(SELECT r FROM u)) AND j.request_id = u.r"
-    "  AND j.status = 'completing'";
+    "  AND j.status COLLATE \"C\" = 'completing'";
 
 static void coord_free(coord_t *c)
 {
@@ -585,9 +659,9 @@ static void coord_set_job(coord_t *c, const PGresult *res, int row, int col, int
 static void coord_apply(coord_t *c);
 static int coord_refuse(coord_t *c, const char *stage, const char *code, const char *why);
 
-static void on_applied(const PGresult *res, const char *err, void *arg)
+/* sql_apply's answer, its columns from o in row (-1: none) of res. */
+static void applied(coord_t *c, const PGresult *res, int row, int o, const char *err)
 {
-    coord_t *c = arg;
     gt_dispatcher_t *d = c->d;
     /* PostgreSQL refused the result for good (a \u0000 that jsonb cannot
      * hold, say): its task still ends, failed with the reason. */
@@ -598,7 +672,7 @@ static void on_applied(const PGresult *res, const char *err, void *arg)
     }
     if (err && !c->refused_code && coord_refuse(c, "coordinator.apply", "persist_failed", err) == 0)
         return;
-    if (err || PQntuples(res) == 0 || strcmp(PQgetvalue(res, 0, 6), "t") != 0) {
+    if (err || row < 0 || strcmp(PQgetvalue(res, row, o + 6), "t") != 0) {
         gt_dispatcher_dead_letter(d, d->consumer, c->msg,
                                   c->refused_stage ? c->refused_stage : "coordinator.apply",
                                   c->refused_code ? c->refused_code
@@ -612,24 +686,25 @@ static void on_applied(const PGresult *res, const char *err, void *arg)
         return;
     }
     gt_release_kick(d->release, NULL); /* a slot may be free */
-    coord_set_job(c, res, 0, 1, 8);
+    coord_set_job(c, res, row, o + 1, o + 8);
     if (c->apply_only) { /* as before the claim was merged: the claim is its own step */
-        const char *job_status = PQgetvalue(res, 0, 0);
-        if (atol(PQgetvalue(res, 0, 5)) == 0 && !json_object_get(d->finalizing, c->request_id) &&
+        const char *job_status = PQgetvalue(res, row, o + 0);
+        if (atol(PQgetvalue(res, row, o + 5)) == 0 &&
+            !json_object_get(d->finalizing, c->request_id) &&
             (strcmp(job_status, "running") == 0 || strcmp(job_status, "completing") == 0))
             coord_claim(c);
         else
             coord_finish(c);
         return;
     }
-    if (strcmp(PQgetvalue(res, 0, 9), "1") != 0) {
+    if (strcmp(PQgetvalue(res, row, o + 9), "1") != 0) {
         /* Tasks still open, finished already, or another holds the claim
          * (a duplicate task result, or one redelivered while its old owner
          * publishes): that holder publishes; if it died, the sweep takes
          * the claim once it is stale. */
-        if (atol(PQgetvalue(res, 0, 5)) == 0 && !PQgetisnull(res, 0, 14))
+        if (atol(PQgetvalue(res, row, o + 5)) == 0 && !PQgetisnull(res, row, o + 14))
             gt_log(GT_LOG_INFO, C_CTX(c), "job is being finished by %s, which holds its claim",
-                   PQgetvalue(res, 0, 14));
+                   PQgetvalue(res, row, o + 14));
         coord_finish(c);
         return;
     }
@@ -641,20 +716,21 @@ static void on_applied(const PGresult *res, const char *err, void *arg)
         return;
     }
     json_object_set_new(d->finalizing, c->request_id, json_true());
-    if (!PQgetisnull(res, 0, 16)) { /* gathered and stored with the claim: publish it */
+    if (!PQgetisnull(res, row, o + 16)) { /* gathered and stored with the claim: publish it */
         if (d->cache && !c->batch && gt_cache_tenant_on(d->cfg, c->tenant_id)) {
             json_t *out = json_object_get(c->tr, "output");
             c->cache_output = out ? json_deep_copy(out) : json_null();
         }
-        publish_stored(c, PQgetvalue(res, 0, 16));
+        publish_stored(c, PQgetvalue(res, row, o + 16));
         return;
     }
-    if (!PQgetisnull(res, 0, 10)) {
-        coord_publish_earlier(c, PQgetvalue(res, 0, 10), PQgetvalue(res, 0, 11),
-                              PQgetisnull(res, 0, 12) ? NULL : PQgetvalue(res, 0, 12));
+    if (!PQgetisnull(res, row, o + 10)) {
+        coord_publish_earlier(c, PQgetvalue(res, row, o + 10), PQgetvalue(res, row, o + 11),
+                              PQgetisnull(res, row, o + 12) ? NULL : PQgetvalue(res, row, o + 12));
         return;
     }
-    json_t *arr = PQgetisnull(res, 0, 13) ? NULL : json_loads(PQgetvalue(res, 0, 13), 0, NULL);
+    json_t *arr =
+        PQgetisnull(res, row, o + 13) ? NULL : json_loads(PQgetvalue(res, row, o + 13), 0, NULL);
     int n = (int)json_array_size(arr);
     json_t **results = n ? calloc((size_t)n, sizeof(json_t *)) : NULL;
     if (n && !results) {
@@ -668,13 +744,86 @@ static void on_applied(const PGresult *res, const char *err, void *arg)
         json_t *r = json_array_get(arr, (size_t)i);
         results[i] = json_is_null(r) ? NULL : r;
     }
-    coord_gather(c, results, n, strcmp(PQgetvalue(res, 0, 15), "t") == 0);
+    coord_gather(c, results, n, strcmp(PQgetvalue(res, row, o + 15), "t") == 0);
     free(results);
     json_decref(arr);
 }
 
-/* Writes c->tr onto its task row (once) and reads the job. */
+static void on_applied(const PGresult *res, const char *err, void *arg)
+{
+    applied(arg, res, res && PQntuples(res) > 0 ? 0 : -1, 0, err);
+}
+
+static void coord_apply_one(coord_t *c);
+
+/* sql_apply_many's answer for c: applied as sql_apply would have, or not
+ * the common case (or the batch failed): applied alone. */
+static void on_applied_many(void *item, const PGresult *res, int row, const char *err)
+{
+    coord_t *c = item;
+    if (err || row < 0 || strcmp(PQgetvalue(res, row, 1), "t") != 0) {
+        coord_apply_one(c);
+        return;
+    }
+    applied(c, res, row, 2, NULL);
+}
+
+/* The job's result should c->tr be its only task (sql_apply stores it with
+ * the claim then); NULL when it cannot be built (out of memory): gathered
+ * after the claim instead. */
+static json_t *coord_single(coord_t *c)
+{
+    json_t *results[1] = {c->tr};
+    json_t *as_job = gt_graph_result(c->request_id, "", 0, results, 1, gt_clock_wall_ms());
+    const gt_model_t *logical =
+        gt_router_logical(c->d->cfg, json_string_value(json_object_get(as_job, "model")));
+    if (as_job && logical) { /* as coord_gather names a deployment's result */
+        json_object_set(as_job, "deployment", json_object_get(as_job, "model"));
+        json_object_set_new(as_job, "model", json_string(logical->name));
+    }
+    return as_job;
+}
+
+/* Writes c->tr onto its task row (once) and reads the job: with other task
+ * results in sql_apply_many when it may be the common case (see there),
+ * else alone. */
 static void coord_apply(coord_t *c)
+{
+    gt_dispatcher_t *d = c->d;
+    json_t *tr = c->tr;
+    if (c->apply_only || c->refused_code || json_object_get(d->finalizing, c->request_id)) {
+        coord_apply_one(c);
+        return;
+    }
+    json_t *single = coord_single(c);
+    json_t *error = json_object_get(tr, "error");
+    json_t *row =
+        single
+            ? json_pack("{s:O?, s:O?, s:O, s:O?, s:O?, s:I, s:O?, s:O?, s:O?, s:s, s:o, s:s, s:s,"
+                        " s:I}",
+                        "task_id", json_object_get(tr, "task_id"), "status",
+                        json_object_get(tr, "status"), "result", tr, "error_code",
+                        json_object_get(error, "code"), "error_message",
+                        json_object_get(error, "message"), "attempts",
+                        (json_int_t)json_array_size(json_object_get(tr, "attempts")), "provider",
+                        json_object_get(tr, "provider"), "pool", json_object_get(tr, "pool"),
+                        "worker_id", json_object_get(tr, "worker_id"), "request_id", c->request_id,
+                        "single", single, "by", d->id, "inc", d->incarnation, "tmo",
+                        (json_int_t)d->cfg->claim_timeout_ms)
+            : NULL;
+    json_t *rows = row ? json_pack("[o]", row) : NULL;
+    if (!rows || (!d->applied && !(d->applied = gt_pgbatch_new_rows(&d->pg_coord, sql_apply_many,
+                                                                    on_applied_many)))) {
+        json_decref(rows);
+        coord_apply_one(c);
+        return;
+    }
+    if (gt_pgbatch_add(d->applied, c, rows) != 0) /* it took rows either way */
+        coord_apply_one(c);
+}
+
+/* sql_apply for c alone. */
+static void coord_apply_one(coord_t *c)
 {
     gt_dispatcher_t *d = c->d;
     json_t *tr = c->tr;
@@ -683,19 +832,7 @@ static void coord_apply(coord_t *c)
     json_t *error = json_object_get(tr, "error");
     char attempts[16], *text = json_dumps(tr, JSON_COMPACT);
     snprintf(attempts, sizeof(attempts), "%zu", json_array_size(json_object_get(tr, "attempts")));
-    /* The job's result should this be its only task (sql_apply stores it with
-     * the claim then); NULL when it cannot be built (out of memory): gathered
-     * after the claim instead. */
-    json_t *results[1] = {tr};
-    json_t *as_job = c->apply_only
-                         ? NULL
-                         : gt_graph_result(c->request_id, "", 0, results, 1, gt_clock_wall_ms());
-    const gt_model_t *logical =
-        gt_router_logical(d->cfg, json_string_value(json_object_get(as_job, "model")));
-    if (as_job && logical) { /* as coord_gather names a deployment's result */
-        json_object_set(as_job, "deployment", json_object_get(as_job, "model"));
-        json_object_set_new(as_job, "model", json_string(logical->name));
-    }
+    json_t *as_job = c->apply_only ? NULL : coord_single(c);
     char *single = as_job ? json_dumps(as_job, JSON_COMPACT) : NULL;
     json_decref(as_job);
     const char *params[] = {

@@ -54,8 +54,10 @@ typedef struct gt_dispatcher {
     int closing;                      /* shutting down past the drain: failures are not dead
                                          letters, their messages stay undone (redelivered) */
     /* Statements shared by many requests (pgbatch.h), made at first use:
-     * intake's "tasks queued" update, the coordinator's "job done" mark. */
-    struct gt_pgbatch *queued, *completed;
+     * intake's "tasks queued" update, the coordinator's "job done" mark;
+     * intake's job insert and the coordinator's apply of one-task jobs'
+     * results, answered per item. */
+    struct gt_pgbatch *queued, *completed, *inserted, *applied;
 } gt_dispatcher_t;
 
 /* Consumer callback of intake: one request message. */

@@ -71,6 +71,38 @@ static const char sql_insert[] =
     "  RETURNING 1)"
     " SELECT (SELECT count(*) FROM j) AS created, (SELECT count(*) FROM t) AS tasks";
 
+/* sql_insert for many requests at once ($1: rows as persist_many builds
+ * them, pgbatch.h): one row per request, i and 1 when its job was created
+ * here. Any error fails the batch and each request is inserted alone
+ * (persist_one), so one bad request fails only itself. */
+static const char sql_insert_many[] =
+    "WITH u AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS u(i int, request_id text,"
+    "       tenant_id text, kind text, model text, lane text, priority int,"
+    "       deadline timestamptz, reply_topic text, task_count int, batch boolean,"
+    "       request jsonb, source_topic text, source_partition int, source_offset bigint,"
+    "       tasks jsonb, traceparent text, request_sha256 text, cache_key text,"
+    "       cache_ttl_ms bigint)),"
+    " j AS ("
+    "  INSERT INTO jobs (request_id, tenant_id, kind, model, lane, priority, deadline,"
+    "                    reply_topic, task_count, batch, request, source_topic,"
+    "                    source_partition, source_offset, traceparent,"
+    "                    request_sha256, cache_key, cache_ttl_ms)"
+    "  SELECT request_id, tenant_id, kind, model, lane, priority, deadline, reply_topic,"
+    "         task_count, batch, request, source_topic, source_partition, source_offset,"
+    "         traceparent, request_sha256, cache_key, cache_ttl_ms FROM u ORDER BY request_id"
+    "  ON CONFLICT (request_id) DO NOTHING RETURNING request_id),"
+    " t AS ("
+    "  INSERT INTO tasks (task_id, request_id, idx, kind, depends_on, model, pool, lane,"
+    "                     tenant_id, priority, hold, waiting_since, message)"
+    "  SELECT r.task_id, j.request_id, r.idx, r.kind, r.depends_on, r.model, r.pool, r.lane,"
+    "         u.tenant_id, u.priority, CASE WHEN r.message IS NOT NULL THEN 'waiting' END,"
+    "         CASE WHEN r.message IS NOT NULL THEN now() END, r.message"
+    "  FROM j JOIN u ON u.request_id = j.request_id,"
+    "       jsonb_to_recordset(u.tasks) AS r(task_id text, idx int, kind text,"
+    "       depends_on int[], model text, pool text, lane text, message jsonb))"
+    " SELECT u.i, (j.request_id IS NOT NULL)::int FROM u"
+    "  LEFT JOIN j ON j.request_id = u.request_id ORDER BY u.i";
+
 /* Crash recovery: inference tasks of an existing job that never reached Kafka. */
 static const char sql_pending[] =
     "SELECT j.request, coalesce(array_to_json(array_agg(t.idx ORDER BY t.idx)"
@@ -83,12 +115,17 @@ static const char sql_pending[] =
  * request_id r, task_id t; pgbatch.h). Bounded by the requests: their open
  * tasks come from the tasks_open index whatever the statistics say. By
  * task_id alone, a generic plan built on stale statistics scanned every open
- * task (0.8-4 ms a request under load). */
+ * task (0.8-4 ms a request under load). The rows are locked in task_id
+ * order first, as the coordinator's sql_apply_many locks them: two
+ * statements of many rows each never deadlock. */
 static const char sql_queued[] =
-    "WITH u AS (SELECT * FROM json_to_recordset($1::json) AS u(r text, t text))"
+    "WITH u AS (SELECT * FROM json_to_recordset($1::json) AS u(r text, t text)),"
+    " lk AS (SELECT task_id FROM tasks"
+    "  WHERE request_id = ANY(ARRAY(SELECT r FROM u)) AND status = 'pending'"
+    "   AND task_id = ANY(ARRAY(SELECT t FROM u)) ORDER BY task_id FOR UPDATE)"
     " UPDATE tasks SET status = 'queued', queued_at = now()"
     " WHERE request_id = ANY(ARRAY(SELECT r FROM u)) AND status = 'pending'"
-    "  AND task_id = ANY(ARRAY(SELECT t FROM u))";
+    "  AND task_id = ANY(ARRAY(SELECT task_id FROM lk))";
 
 static void intake_free(intake_t *in)
 {
@@ -323,6 +360,25 @@ static void on_pending(const PGresult *res, const char *err, void *arg)
     json_decref(idxs);
 }
 
+/* The job's insert was answered: created here, or it existed (a duplicate:
+ * its pending tasks are recovered). */
+static void inserted(intake_t *in, int created)
+{
+    gt_dispatcher_t *d = in->d;
+    if (created) {
+        d->requests_accepted++;
+        in->cache_lead = 0; /* its job ends the flight (gt_cache_job_done) */
+        publish_ready(in, NULL);
+        return;
+    }
+    d->requests_duplicate++;
+    gt_log(GT_LOG_INFO, IN_CTX(in), "duplicate request: job exists");
+    gt_graph_free(&in->graph);
+    const char *params[] = {in->request_id};
+    if (gt_pg_query(d->pg, sql_pending, 1, params, on_pending, in) != 0)
+        on_pending(NULL, "cannot send query", in);
+}
+
 static void on_inserted(const PGresult *res, const char *err, void *arg)
 {
     intake_t *in = arg;
@@ -338,18 +394,26 @@ static void on_inserted(const PGresult *res, const char *err, void *arg)
         intake_free(in);
         return;
     }
-    if (atoi(PQgetvalue(res, 0, 0)) == 1) {
-        d->requests_accepted++;
-        in->cache_lead = 0; /* its job ends the flight (gt_cache_job_done) */
-        publish_ready(in, NULL);
+    inserted(in, atoi(PQgetvalue(res, 0, 0)) == 1);
+}
+
+static void persist_one(intake_t *in);
+
+/* The batch that carried the request was answered. It failed (one bad
+ * request fails all its statement's): inserted alone, which says whose it
+ * was. While stopping, as on_inserted. */
+static void on_inserted_many(void *item, const PGresult *res, int row, const char *err)
+{
+    intake_t *in = item;
+    if (err && strcmp(err, "closed") == 0) {
+        on_inserted(NULL, err, in);
         return;
     }
-    d->requests_duplicate++;
-    gt_log(GT_LOG_INFO, IN_CTX(in), "duplicate request: job exists");
-    gt_graph_free(&in->graph);
-    const char *params[] = {in->request_id};
-    if (gt_pg_query(d->pg, sql_pending, 1, params, on_pending, in) != 0)
-        on_pending(NULL, "cannot send query", in);
+    if (err || row < 0) {
+        persist_one(in);
+        return;
+    }
+    inserted(in, atoi(PQgetvalue(res, row, 1)) == 1);
 }
 
 static void persist(intake_t *in);
@@ -373,7 +437,8 @@ static const char sql_answer[] =
 
 static const char sql_answered[] =
     "UPDATE jobs SET status = $3, completed_at = now()"
-    " WHERE request_id = $1 AND status = 'completing' AND claimed_incarnation = $2";
+    " WHERE request_id = $1 AND status COLLATE \"C\" = 'completing'"
+    "  AND claimed_incarnation = $2"; /* by jobs_pkey, as the coordinator's sql_complete */
 
 static void on_answered(const PGresult *res, const char *err, void *arg)
 {
@@ -961,22 +1026,69 @@ static void admit_budget(intake_t *in)
     persist(in);
 }
 
-/* Writes the job and its graph; on_inserted publishes the ready tasks. */
+/* The request's tasks as rows for sql_insert(_many): in a lane with slots, a
+ * task waits in PostgreSQL with its message. */
+static json_t *task_rows(intake_t *in)
+{
+    json_t *rows = gt_graph_rows(&in->graph);
+    for (int i = 0; i < in->graph.n_nodes && (size_t)i < json_array_size(rows); i++) {
+        const gt_node_t *node = &in->graph.nodes[i];
+        if (node->kind == GT_NODE_INFERENCE && !node->n_deps &&
+            gt_release_lane_slots(in->d->cfg,
+                                  json_string_value(json_object_get(node->task, "lane"))))
+            json_object_set(json_array_get(rows, i), "message", node->task);
+    }
+    return rows;
+}
+
+/* Writes the job and its graph with other requests' (sql_insert_many);
+ * on_inserted_many goes on. */
 static void persist(intake_t *in)
+{
+    gt_dispatcher_t *d = in->d;
+    const json_t *req = in->req;
+    const gt_node_t *first = &in->graph.nodes[0];
+    json_t *prio = json_object_get(req, "priority");
+    json_t *tasks = task_rows(in);
+    json_t *row =
+        tasks ? json_pack("{s:s, s:O, s:O, s:O, s:O, s:I, s:O?, s:O?, s:i, s:b, s:O, s:s, s:i,"
+                          " s:I, s:o, s:s?, s:s?, s:s?}",
+                          "request_id", in->request_id, "tenant_id",
+                          json_object_get(req, "tenant_id"), "kind", json_object_get(req, "kind"),
+                          "model", json_object_get(first->task, "model"), "lane",
+                          json_object_get(first->task, "lane"), "priority",
+                          (json_int_t)(prio ? json_integer_value(prio) : 0), "deadline",
+                          json_object_get(req, "deadline"), "reply_topic",
+                          json_object_get(req, "reply_topic"), "task_count", in->graph.n_inference,
+                          "batch", in->graph.batch, "request", req, "source_topic", in->msg->topic,
+                          "source_partition", (int)in->msg->partition, "source_offset",
+                          (json_int_t)in->msg->offset, "tasks", tasks, "traceparent",
+                          in->has_traceparent ? in->traceparent : NULL, "request_sha256",
+                          in->body_sha[0] ? in->body_sha : NULL, "cache_key",
+                          in->cache_key[0] ? in->cache_key : NULL)
+              : NULL;
+    if (row && in->cache_key[0])
+        json_object_set_new(row, "cache_ttl_ms", json_integer(in->cache_ttl_ms));
+    json_t *rows = row ? json_pack("[o]", row) : NULL;
+    if (!rows || (!d->inserted && !(d->inserted = gt_pgbatch_new_rows(&d->pg, sql_insert_many,
+                                                                      on_inserted_many)))) {
+        json_decref(rows);
+        persist_one(in);
+        return;
+    }
+    if (gt_pgbatch_add(d->inserted, in, rows) != 0) /* it took rows either way */
+        persist_one(in);
+}
+
+/* Writes the job and its graph alone; on_inserted publishes the ready tasks. */
+static void persist_one(intake_t *in)
 {
     gt_dispatcher_t *d = in->d;
     gt_msg_t *msg = in->msg;
     const json_t *req = in->req;
     const char *request_id = in->request_id;
     const gt_node_t *first = &in->graph.nodes[0];
-    json_t *rows = gt_graph_rows(&in->graph);
-    /* In a lane with slots, a task waits in PostgreSQL with its message. */
-    for (int i = 0; i < in->graph.n_nodes && (size_t)i < json_array_size(rows); i++) {
-        const gt_node_t *node = &in->graph.nodes[i];
-        if (node->kind == GT_NODE_INFERENCE && !node->n_deps &&
-            gt_release_lane_slots(d->cfg, json_string_value(json_object_get(node->task, "lane"))))
-            json_object_set(json_array_get(rows, i), "message", node->task);
-    }
+    json_t *rows = task_rows(in);
     char *rows_text = json_dumps(rows, JSON_COMPACT);
     char *req_text = json_dumps(req, JSON_COMPACT);
     char prio[16], count[16], part[16], off[24], ttl[24];

@@ -457,6 +457,8 @@ static void free_all(app_t *a)
     json_decref(d->finalizing);
     gt_pgbatch_free(d->queued); /* their connections are freed: nothing in flight */
     gt_pgbatch_free(d->completed);
+    gt_pgbatch_free(d->inserted);
+    gt_pgbatch_free(d->applied);
     uv_loop_close(d->loop);
     gt_config_free(a->cfg);
     gt_metrics_free();

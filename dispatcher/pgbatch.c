@@ -7,8 +7,9 @@ struct gt_pgbatch {
     gt_pg_t **pg;
     const char *sql;
     gt_pgbatch_done done;
-    json_t *rows;   /* rows of the waiting items */
-    void **waiting; /* items whose rows are in rows */
+    gt_pgbatch_row_done row_done; /* instead of done: items get their rows */
+    json_t *rows;                 /* rows of the waiting items */
+    void **waiting;               /* items whose rows are in rows */
     int n, cap;
     int sending; /* a statement is in flight */
 };
@@ -22,13 +23,29 @@ typedef struct pgbatch_sent {
 
 static void pgbatch_send(gt_pgbatch_t *b);
 
+/* Answers item i of s with its row (the statement's rows are ordered by i). */
+static void answer_item(gt_pgbatch_t *b, void *item, const PGresult *res, const char *err, int i,
+                        int *cursor)
+{
+    if (!b->row_done) {
+        b->done(item, err);
+        return;
+    }
+    int row = -1, nrows = res ? PQntuples(res) : 0;
+    while (*cursor < nrows && atoi(PQgetvalue(res, *cursor, 0)) < i)
+        (*cursor)++;
+    if (*cursor < nrows && atoi(PQgetvalue(res, *cursor, 0)) == i)
+        row = (*cursor)++;
+    b->row_done(item, res, row, err);
+}
+
 static void on_answer(const PGresult *res, const char *err, void *arg)
 {
-    (void)res;
     pgbatch_sent_t *s = arg;
     gt_pgbatch_t *b = s->b;
+    int cursor = 0;
     for (int i = 0; i < s->n; i++)
-        b->done(s->items[i], err);
+        answer_item(b, s->items[i], err ? NULL : res, err, i, &cursor);
     free(s->items);
     free(s);
     b->sending = 0;
@@ -49,7 +66,7 @@ static void pgbatch_send(gt_pgbatch_t *b)
         b->n = b->cap = 0;
         json_array_clear(b->rows);
         for (int i = 0; i < n; i++)
-            b->done(items[i], "out of memory");
+            answer_item(b, items[i], NULL, "out of memory", i, &(int){0});
         free(items);
         return;
     }
@@ -79,10 +96,26 @@ gt_pgbatch_t *gt_pgbatch_new(gt_pg_t **pg, const char *sql, gt_pgbatch_done done
     return b;
 }
 
+gt_pgbatch_t *gt_pgbatch_new_rows(gt_pg_t **pg, const char *sql, gt_pgbatch_row_done done)
+{
+    gt_pgbatch_t *b = gt_pgbatch_new(pg, sql, NULL);
+    if (b)
+        b->row_done = done;
+    return b;
+}
+
 int gt_pgbatch_add(gt_pgbatch_t *b, void *item, json_t *rows)
 {
     if (!rows)
         return -1;
+    size_t k;
+    json_t *row;
+    json_array_foreach (rows, k, row) {
+        if (b->row_done && json_object_set_new(row, "i", json_integer(b->n)) != 0) {
+            json_decref(rows);
+            return -1;
+        }
+    }
     if (b->n == b->cap) {
         int cap = b->cap ? b->cap * 2 : 16;
         void **w = realloc(b->waiting, (size_t)cap * sizeof(*w));

@@ -16,11 +16,22 @@ typedef struct gt_pgbatch gt_pgbatch_t;
  * ("closed" while stopping, or "cannot send query"). */
 typedef void (*gt_pgbatch_done)(void *item, const char *err);
 
+/* As gt_pgbatch_done, for a statement that answers each item: res is the
+ * statement's result and row the item's row in it, or -1 when it returned
+ * none for the item (res NULL and row -1 with err). */
+typedef void (*gt_pgbatch_row_done)(void *item, const PGresult *res, int row, const char *err);
+
 /* sql takes one parameter, $1: a JSON array of the rows of every item in the
  * batch (read it with json_to_recordset). *pg is read at each send, so the
  * owner may free and NULL its connection (later sends then fail into done).
  * Returns NULL on out of memory. */
 gt_pgbatch_t *gt_pgbatch_new(gt_pg_t **pg, const char *sql, gt_pgbatch_done done);
+
+/* As gt_pgbatch_new, for a statement with results per item: gt_pgbatch_add
+ * sets "i", the item's ordinal in its statement (from 0), in each of the
+ * item's rows (JSON objects), and the statement returns at most one row per
+ * item, ordered by i, with i in column 0. */
+gt_pgbatch_t *gt_pgbatch_new_rows(gt_pg_t **pg, const char *sql, gt_pgbatch_row_done done);
 
 /* Adds item with rows (a JSON array of row objects; the reference is stolen)
  * and sends the batch unless a statement of it is in flight. Returns 0, or -1

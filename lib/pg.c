@@ -36,6 +36,7 @@ typedef struct pg_query {
     int got_end;    /* NULLs ending a command's results received so far */
     int ends;       /* NULLs to expect before the sync: 2 when a Prepare went first */
     int stmt;       /* index of its prepared statement, or -1 */
+    int internal;   /* the handle's own (DISCARD PLANS): never prepared, not in pending */
     int prepare_failed;
     char sqlstate[6]; /* of err, "" when it had none */
     int transient;    /* err is transient: the query is sent again, not answered */
@@ -46,6 +47,17 @@ typedef struct pg_query {
  * it. A statement is known by its text; gen says on which connection it was
  * prepared. Past PG_STMT_MAX distinct texts, queries go unnamed. */
 #define PG_STMT_MAX 128
+/* A prepared statement keeps the generic plan built at its first calls, when
+ * the tables of a new deployment (or a benchmark) were nearly empty: a seq
+ * scan that then reads the whole table per call (the workers' cancel poll
+ * took 34 ms and the coordinator's "complete" 18 ms a call in
+ * bench/closedloop, 20 s after start; autovacuum's first ANALYZE, which would
+ * invalidate them, comes up to a minute later). So after PG_REPLAN_FIRST
+ * queries on a handle, then after twice as many each time (at most
+ * PG_REPLAN_MAX apart), a DISCARD PLANS goes first: plans are rebuilt for the
+ * tables' size then. */
+#define PG_REPLAN_FIRST 256
+#define PG_REPLAN_MAX (1 << 20)
 typedef struct pg_stmt {
     char *sql;
     uint64_t hash;
@@ -90,6 +102,8 @@ struct gt_pg {
     pg_stmt_t stmts[PG_STMT_MAX];
     int n_stmts;
     unsigned conn_gen; /* bumped on every new connection */
+    uint64_t issued;   /* queries issued on this handle */
+    uint64_t replan_at, replan_step;
 
     /* Set when conninfo names a host to resolve: every connect resolves the
      * names again (a failover may move them) and connects by hostaddr, with
@@ -181,7 +195,7 @@ static int query_send(gt_pg_t *pg, pg_query_t *q)
 {
     const char *const *params = (const char *const *)q->params;
     char name[16];
-    q->stmt = stmt_find(pg, q->sql);
+    q->stmt = q->internal ? -1 : stmt_find(pg, q->sql);
     q->ends = 1;
     if (q->stmt < 0)
         return PQsendQueryParams(pg->conn, q->sql, q->nparams, NULL, params, NULL, NULL, 0) ? 0
@@ -554,6 +568,32 @@ static void pg_connect_go(gt_pg_t *pg)
     uv_timer_start(&pg->timer, pg_on_timer, PG_CONNECT_TIMEOUT_MS, 0);
 }
 
+/* Statements are prepared so that they are not planned per call, but by
+ * default PostgreSQL plans a statement again for each call whenever that
+ * plan looks cheaper than the generic one: a batch statement (pgbatch) was
+ * planned again at 43 % of its calls in bench/closedloop, ~10 ms a time,
+ * its whole JSON parameter folded in. So every session runs the generic
+ * plans (rebuilt as tables grow: PG_REPLAN_FIRST). The SET goes first on
+ * each connection, as the handle's own query (one left from a connection
+ * that broke is not queued twice). */
+static const char pg_sql_generic[] = "SET plan_cache_mode = force_generic_plan";
+
+static void pg_generic_plans(gt_pg_t *pg)
+{
+    if (pg->head && pg->head->internal && strcmp(pg->head->sql, pg_sql_generic) == 0)
+        return;
+    pg_query_t *q = calloc(1, sizeof(*q));
+    if (!q || !(q->sql = strdup(pg_sql_generic))) {
+        free(q); /* out of memory: per-call plans, as PostgreSQL chooses */
+        return;
+    }
+    q->internal = 1;
+    q->next = pg->head;
+    pg->head = q;
+    if (!pg->tail)
+        pg->tail = q;
+}
+
 static void pg_connect_step(gt_pg_t *pg)
 {
     switch (PQconnectPoll(pg->conn)) {
@@ -576,6 +616,7 @@ static void pg_connect_step(gt_pg_t *pg)
     pg->state = PG_READY;
     pg->conn_gen++;
     gt_info("postgres: connected");
+    pg_generic_plans(pg);
     pg->unsent = pg->head;
     if (pg_send_unsent(pg) != 0)
         return;
@@ -637,7 +678,7 @@ static void pg_complete_head(gt_pg_t *pg)
     pg->head = q->next;
     if (!pg->head)
         pg->tail = NULL;
-    pg->pending--;
+    pg->pending -= !q->internal;
     /* A statement that failed to prepare (say, its table is not there yet) is
      * prepared again by the next query that uses it. */
     if (q->prepare_failed && q->stmt >= 0)
@@ -803,6 +844,7 @@ gt_pg_t *gt_pg_new(uv_loop_t *loop, const char *conninfo)
         return NULL;
     pg->loop = loop;
     pg->backoff_ms = PG_BACKOFF_MIN_MS;
+    pg->replan_at = pg->replan_step = PG_REPLAN_FIRST;
     pg->conninfo = strdup(conninfo ? conninfo : "");
     if (!pg->conninfo) {
         free(pg);
@@ -815,18 +857,16 @@ gt_pg_t *gt_pg_new(uv_loop_t *loop, const char *conninfo)
     return pg;
 }
 
-int gt_pg_query(gt_pg_t *pg, const char *sql, int nparams, const char *const *params, gt_pg_cb cb,
-                void *arg)
+/* Queues one query (gt_pg_query's contract; cb NULL: nobody is answered). */
+static int pg_enqueue(gt_pg_t *pg, const char *sql, int nparams, const char *const *params,
+                      gt_pg_cb cb, void *arg, int internal)
 {
-    /* 65535: the protocol's limit; beyond it libpq refuses the send, which
-     * would otherwise look like a broken connection. */
-    if (!pg || !sql || nparams < 0 || nparams > 65535 || pg->state == PG_CLOSED)
-        return -1;
     pg_query_t *q = calloc(1, sizeof(*q));
     if (!q)
         return -1;
     q->cb = cb;
     q->arg = arg;
+    q->internal = internal;
     q->sql = strdup(sql);
     if (!q->sql)
         goto fail;
@@ -847,7 +887,7 @@ int gt_pg_query(gt_pg_t *pg, const char *sql, int nparams, const char *const *pa
     pg->tail = q;
     if (!pg->unsent)
         pg->unsent = q;
-    pg->pending++;
+    pg->pending += !internal;
     if (pg->state == PG_READY && pg_send_unsent(pg) == 0 && pg_check(pg) == 0 &&
         pg_watch(pg, UV_READABLE | (pg->want_write ? UV_WRITABLE : 0)) != 0)
         pg_broken(pg, "poll");
@@ -855,6 +895,25 @@ int gt_pg_query(gt_pg_t *pg, const char *sql, int nparams, const char *const *pa
 fail:
     query_free(q);
     return -1;
+}
+
+int gt_pg_query(gt_pg_t *pg, const char *sql, int nparams, const char *const *params, gt_pg_cb cb,
+                void *arg)
+{
+    /* 65535: the protocol's limit; beyond it libpq refuses the send, which
+     * would otherwise look like a broken connection. */
+    if (!pg || !sql || nparams < 0 || nparams > 65535 || pg->state == PG_CLOSED)
+        return -1;
+    if (++pg->issued >= pg->replan_at) {
+        /* Its own statement (and transaction): should it fail, no caller's
+         * query fails with it. Out of memory: tried at the next query. */
+        if (pg_enqueue(pg, "DISCARD PLANS", 0, NULL, NULL, NULL, 1) == 0) {
+            pg->replan_at += pg->replan_step;
+            if (pg->replan_step < PG_REPLAN_MAX)
+                pg->replan_step *= 2;
+        }
+    }
+    return pg_enqueue(pg, sql, nparams, params, cb, arg, 0);
 }
 
 int gt_pg_connected(const gt_pg_t *pg)
@@ -894,7 +953,7 @@ void gt_pg_free(gt_pg_t *pg)
     while (pg->head) {
         pg_query_t *q = pg->head;
         pg->head = q->next;
-        pg->pending--;
+        pg->pending -= !q->internal;
         if (q->cb)
             q->cb(NULL, "closed", q->arg);
         query_free(q);
