@@ -1,6 +1,7 @@
-/* gate.c - the worker's start gate in PostgreSQL: one statement per task
- * decides start / expired / skip and marks the task running, so that a cancel
- * made durable before it is seen by every worker (docs/scheduling.md). */
+/* gate.c - the worker's start gate in PostgreSQL: a statement decides start /
+ * expired / skip for each task and marks it running, so that a cancel made
+ * durable before it is seen by every worker (docs/scheduling.md). The tasks
+ * of a loop turn share one statement (pgbatch.h). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,15 +9,21 @@
 #include "gate.h"
 #include "log.h"
 #include "pg.h"
+#include "pgbatch.h"
 
 struct gt_gate {
     gt_pg_t *pg;
+    gt_pgbatch_t *claims; /* sql_claim_many */
+    int closing;          /* gt_gate_free runs: what is answered now is CLOSED */
 };
 
 typedef struct gate_req {
+    gt_gate_t *g;
     gt_gate_cb cb;
     gt_gate_cancelled_cb ccb;
     void *arg;
+    char *task_id, *request_id, *msg_id; /* a claim's, kept for sql_claim alone */
+    char limit[24];
 } gate_req_t;
 
 /* $1 task_id, $2 request_id, $3 queue limit in ms (0: none), $4 the Kafka
@@ -56,12 +63,56 @@ static const char sql_claim[] =
     "  WHEN (SELECT late FROM cur) AND (SELECT status FROM cur) IN ('pending', 'queued')"
     "   THEN 'expired' ELSE 'skip' END";
 
+/* sql_claim for the tasks of many claims ($1: rows i, task_id, request_id,
+ * lim, msg; pgbatch.h), each answered as sql_claim would: one row per claim,
+ * i, handled, verdict. A task named by an earlier row of the same statement
+ * (a second copy) is not handled here: sql_claim alone, after this statement
+ * committed, sees the first copy's mark. Tasks are locked in task_id order
+ * first, as the dispatcher's statements of many tasks lock them, so that two
+ * such statements never deadlock. */
+static const char sql_claim_many[] =
+    "WITH u AS (SELECT * FROM json_to_recordset($1::json)"
+    "       AS u(i int, task_id text, request_id text, lim bigint, msg text)),"
+    " first AS (SELECT DISTINCT ON (task_id, request_id) * FROM u ORDER BY task_id, request_id, i),"
+    " cur AS ("
+    "  SELECT f.i, t.task_id, t.request_id, f.msg, t.status,"
+    "         (f.lim > 0 AND t.started_at IS NULL"
+    "          AND j.created_at < now() - f.lim * interval '1 millisecond') AS late,"
+    "         (j.cancelled_at IS NOT NULL OR EXISTS (SELECT 1 FROM job_cancels c"
+    "           WHERE c.request_id = t.request_id)) AS cancelled,"
+    "         (t.status = 'running' AND f.msg IS NOT NULL AND t.started_msg IS NOT NULL"
+    "          AND t.started_msg <> f.msg) AS dup"
+    "  FROM first f JOIN tasks t ON t.task_id = f.task_id AND t.request_id = f.request_id"
+    "  JOIN jobs j ON j.request_id = t.request_id),"
+    " go AS (SELECT * FROM cur WHERE NOT dup AND NOT late AND NOT cancelled),"
+    " lk AS ("
+    "  SELECT t.task_id FROM tasks t JOIN go ON go.task_id = t.task_id"
+    "   AND go.request_id = t.request_id"
+    "  WHERE t.status IN ('pending', 'queued', 'running') ORDER BY t.task_id FOR UPDATE OF t),"
+    " upd AS ("
+    "  UPDATE tasks t SET status = 'running',"
+    "         started_at = coalesce(t.started_at, clock_timestamp()),"
+    "         started_msg = coalesce(go.msg, t.started_msg)"
+    "  FROM go WHERE t.task_id = go.task_id AND t.request_id = go.request_id"
+    "   AND t.status IN ('pending', 'queued', 'running')"
+    "   AND t.task_id = ANY(ARRAY(SELECT task_id FROM lk))"
+    "  RETURNING go.i)"
+    " SELECT u.i, f.i IS NOT NULL,"
+    "  CASE WHEN f.i IS NULL THEN NULL"
+    "  WHEN c.i IS NULL OR EXISTS (SELECT 1 FROM upd WHERE upd.i = u.i) THEN 'start'"
+    "  WHEN c.dup THEN 'skip'"
+    "  WHEN c.cancelled AND c.status IN ('pending', 'queued', 'running') THEN 'cancelled'"
+    "  WHEN c.late AND c.status IN ('pending', 'queued') THEN 'expired' ELSE 'skip' END"
+    " FROM u LEFT JOIN first f ON f.i = u.i LEFT JOIN cur c ON c.i = u.i ORDER BY u.i";
+
 /* = ANY(ARRAY(...)): an index lookup per running job. IN (SELECT ...) let the
  * generic plan read every cancelled job (3.3 ms a poll in bench/closedloop). */
 static const char sql_cancelled[] =
     "SELECT coalesce(json_agg(request_id), '[]') FROM jobs"
     " WHERE cancelled_at IS NOT NULL"
     "  AND request_id = ANY(ARRAY(SELECT json_array_elements_text($1::json)))";
+
+static void on_claimed_many(void *item, const PGresult *res, int row, const char *err);
 
 gt_gate_t *gt_gate_new(uv_loop_t *loop, const gt_config_t *cfg)
 {
@@ -70,48 +121,88 @@ gt_gate_t *gt_gate_new(uv_loop_t *loop, const gt_config_t *cfg)
     gt_gate_t *g = calloc(1, sizeof(*g));
     if (!g)
         return NULL;
-    if (!(g->pg = gt_pg_new(loop, cfg->pg_conninfo))) {
+    if (!(g->pg = gt_pg_new(loop, cfg->pg_conninfo)) ||
+        !(g->claims = gt_pgbatch_new_rows(&g->pg, sql_claim_many, on_claimed_many))) {
+        gt_pg_free(g->pg);
         free(g);
         return NULL;
     }
     return g;
 }
 
-static void on_claim(const PGresult *res, const char *err, void *arg)
+static void req_free(gate_req_t *r)
 {
-    gate_req_t *r = arg;
+    free(r->task_id);
+    free(r->request_id);
+    free(r->msg_id);
+    free(r);
+}
+
+/* Answers r with the verdict text s (NULL: START) or err, and frees it. */
+static void claim_answer(gate_req_t *r, const char *s, const char *err)
+{
     gt_gate_verdict_t v = GT_GATE_START;
-    if (err && strcmp(err, "closed") == 0) {
+    if (r->g->closing || (err && strcmp(err, "closed") == 0)) {
         v = GT_GATE_CLOSED;
     } else if (err) {
         gt_warn("start gate: %s; the task starts ungated", err);
-    } else if (PQntuples(res) == 1) {
-        const char *s = PQgetvalue(res, 0, 0);
+    } else if (s) {
         v = strcmp(s, "expired") == 0     ? GT_GATE_EXPIRED
             : strcmp(s, "cancelled") == 0 ? GT_GATE_CANCELLED
             : strcmp(s, "skip") == 0      ? GT_GATE_SKIP
                                           : GT_GATE_START;
     }
     r->cb(v, r->arg);
-    free(r);
+    req_free(r);
+}
+
+static void on_claim(const PGresult *res, const char *err, void *arg)
+{
+    claim_answer(arg, !err && PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : NULL, err);
+}
+
+/* sql_claim for r alone. */
+static void claim_one(gate_req_t *r)
+{
+    const char *params[] = {r->task_id, r->request_id, r->limit, r->msg_id};
+    if (gt_pg_query(r->g->pg, sql_claim, 4, params, on_claim, r) != 0)
+        claim_answer(r, NULL, r->g->closing ? "closed" : "cannot send query");
+}
+
+/* sql_claim_many's answer for r: not handled there (a second copy in the
+ * statement), or the statement failed: sql_claim alone. */
+static void on_claimed_many(void *item, const PGresult *res, int row, const char *err)
+{
+    gate_req_t *r = item;
+    if (!err && row >= 0 && strcmp(PQgetvalue(res, row, 1), "t") == 0)
+        claim_answer(r, PQgetvalue(res, row, 2), NULL);
+    else if (r->g->closing || (err && strcmp(err, "closed") == 0))
+        claim_answer(r, NULL, "closed");
+    else
+        claim_one(r);
 }
 
 int gt_gate_claim(gt_gate_t *g, const char *task_id, const char *request_id, int64_t max_queue_ms,
                   const char *msg_id, gt_gate_cb cb, void *arg)
 {
     gate_req_t *r = calloc(1, sizeof(*r));
-    if (!r)
-        return -1;
+    json_t *rows = NULL;
+    if (!r || !(r->task_id = strdup(task_id)) || !(r->request_id = strdup(request_id)) ||
+        (msg_id && !(r->msg_id = strdup(msg_id))))
+        goto fail;
+    r->g = g;
     r->cb = cb;
     r->arg = arg;
-    char limit[24];
-    snprintf(limit, sizeof(limit), "%lld", (long long)(max_queue_ms > 0 ? max_queue_ms : 0));
-    const char *params[] = {task_id, request_id, limit, msg_id};
-    if (gt_pg_query(g->pg, sql_claim, 4, params, on_claim, r) != 0) {
-        free(r);
-        return -1;
-    }
+    snprintf(r->limit, sizeof(r->limit), "%lld", (long long)(max_queue_ms > 0 ? max_queue_ms : 0));
+    rows = json_pack("[{s:s, s:s, s:I, s:s?}]", "task_id", task_id, "request_id", request_id, "lim",
+                     (json_int_t)(max_queue_ms > 0 ? max_queue_ms : 0), "msg", msg_id);
+    if (gt_pgbatch_add(g->claims, r, rows) != 0) /* it took rows either way */
+        goto fail;
     return 0;
+fail:
+    if (r)
+        req_free(r);
+    return -1;
 }
 
 static void on_cancelled(const PGresult *res, const char *err, void *arg)
@@ -153,6 +244,10 @@ void gt_gate_free(gt_gate_t *g)
 {
     if (!g)
         return;
-    gt_pg_free(g->pg);
+    g->closing = 1;
+    gt_pg_t *pg = g->pg;
+    g->pg = NULL; /* the batch's later sends fail, answered CLOSED */
+    gt_pg_free(pg);
+    gt_pgbatch_free(g->claims);
     free(g);
 }

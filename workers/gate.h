@@ -31,10 +31,12 @@ gt_gate_t *gt_gate_new(uv_loop_t *loop, const gt_config_t *cfg);
 /* Asks whether task_id (of request_id) may start; max_queue_ms > 0 bounds
  * the time since its job was created. Marks it 'running' when it may, under
  * msg_id (the Kafka message's "partition:offset", or NULL): a task running
- * under another message is a second copy and answers SKIP. cb runs
- * exactly once, on the loop, never inside this call: with CLOSED when the
- * gate is freed first. A permanent SQL error answers START (logged): the
- * gate never loses a task. Returns 0, or -1 on out of memory (cb not run). */
+ * under another message is a second copy and answers SKIP. The claims of a
+ * loop turn go to PostgreSQL in one statement. cb runs exactly once, on the
+ * loop, with CLOSED when the gate is freed first; not inside this call,
+ * unless PostgreSQL could not be asked at all (out of memory: then START,
+ * logged). A permanent SQL error answers START (logged): the gate never
+ * loses a task. Returns 0, or -1 on out of memory (cb not run). */
 int gt_gate_claim(gt_gate_t *g, const char *task_id, const char *request_id, int64_t max_queue_ms,
                   const char *msg_id, gt_gate_cb cb, void *arg);
 
