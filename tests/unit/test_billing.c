@@ -651,6 +651,65 @@ static void test_batch_price(void)
     PQfinish(c);
 }
 
+/* The ledger costs in bigint arithmetic where that is exact, and falls back
+ * to billing_micros elsewhere: on half-way amounts, at and past the bounds of
+ * the fast path and on negative quantities, every cost equals billing_micros. */
+static void test_ledger_integer_costing_edges(void)
+{
+    PGconn *c = db();
+    /* the completion rate is past the fast path's bound (1e9) */
+    price(c, "{\"provider\":\"hostedai\",\"model\":\"big\",\"currency\":\"USD\","
+             "\"effective_from\":\"2026-01-01T00:00:00Z\",\"prompt_per_1k_micros\":999999999,"
+             "\"completion_per_1k_micros\":1000000001,\"request_micros\":1,"
+             "\"allocation_second_micros\":1000000000}");
+    price(c, price_m1_v1);
+    static const long tokens[] = {0,          1,          499,        500,       501,
+                                  1499,       1500,       -3,         999999999, 1000000000,
+                                  1000000001, 9000000000, 2147483648, 7};
+    static const char *const secs[] = {"0",        "0.0005",     "0.0015",    "0.0025",
+                                       "1.2345",   "0.0004999",  "999999.9995", "1000000",
+                                       "1000000.5", "2000000.25", "-0.0015",   "3.14159"};
+    static char batch[256 * 1024];
+    snprintf(batch, sizeof(batch), "[");
+    int n = 0;
+    for (size_t t = 0; t < sizeof(tokens) / sizeof(tokens[0]); t++)
+        for (size_t s = 0; s < sizeof(secs) / sizeof(secs[0]); s++)
+            for (int m = 0; m < 2; m++) {
+                char id[32], ev[2048];
+                snprintf(id, sizeof(id), "ic%d", n++);
+                event(ev, sizeof(ev), id, "t1", m ? "m1" : "big", tokens[t],
+                      tokens[(t + 3) % (sizeof(tokens) / sizeof(tokens[0]))], secs[s],
+                      "2026-02-10T00:00:00Z");
+                size_t len = strlen(batch);
+                snprintf(batch + len, sizeof(batch) - len, "%s%s", n > 1 ? "," : "", ev);
+            }
+    strcat(batch, "]");
+    TH_EQ_INT(ledger(c, batch), n);
+    TH_EQ_INT(num(c, "SELECT count(*) FROM usage WHERE price_id IS NULL"), 0);
+    TH_EQ_INT(num(c, "SELECT count(*) FROM usage u JOIN prices p USING (price_id)"
+                     " WHERE u.cost_prompt_micros IS DISTINCT FROM"
+                     "  billing_micros(u.prompt_tokens, p.prompt_per_1k_micros, 1000)"
+                     " OR u.cost_completion_micros IS DISTINCT FROM"
+                     "  billing_micros(u.completion_tokens, p.completion_per_1k_micros, 1000)"
+                     " OR u.cost_allocation_micros IS DISTINCT FROM"
+                     "  billing_micros(u.allocation_seconds, u.allocation_rate_micros, 1)"
+                     " OR u.cost_micros IS DISTINCT FROM u.cost_prompt_micros"
+                     "  + u.cost_completion_micros + u.cost_allocation_micros"
+                     "  + u.cost_request_micros"),
+              0);
+    /* the half-way amounts round up, and a negative quantity as numeric round() does */
+    TH_EQ_INT(num(c, "SELECT count(DISTINCT cost_prompt_micros) FROM usage"
+                     " WHERE model = 'm1' AND prompt_tokens = 1"),
+              1);
+    TH_EQ_INT(num(c, "SELECT min(cost_prompt_micros) FROM usage"
+                     " WHERE model = 'm1' AND prompt_tokens = 1"),
+              2); /* 1.5 */
+    TH_EQ_INT(num(c, "SELECT min(cost_prompt_micros) FROM usage"
+                     " WHERE model = 'm1' AND prompt_tokens = -3"),
+              -5); /* -4.5 */
+    PQfinish(c);
+}
+
 /* A duplicate event in one batch (even reported at another time) and across
  * batches is one row and one charge. */
 static void test_ledger_duplicates_charged_once(void)
@@ -885,6 +944,8 @@ int main(void)
         {"ledger: set-based costing equals billing_price_for",
          test_ledger_costing_matches_price_for},
         {"batch traffic pays its own price", test_batch_price},
+        {"ledger: bigint costing equals billing_micros at the edges",
+         test_ledger_integer_costing_edges},
         {"ledger: a duplicate in a batch and across batches is charged once",
          test_ledger_duplicates_charged_once},
         {"ledger: overlapping batches on two connections charge once",
