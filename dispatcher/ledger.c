@@ -60,7 +60,7 @@ typedef struct batch {
  * (negative, larger, NULL) takes billing_micros itself. Allocation seconds
  * are rounded to 3 decimals once, in e, and costed as whole milliseconds. */
 #define COST_INT(qty, rate, per, per_half)                                                         \
-    "CASE WHEN " qty " BETWEEN 0 AND 1000000000 AND " rate " <= 1000000000 THEN (" qty " * " rate \
+    "CASE WHEN " qty " BETWEEN 0 AND 1000000000 AND " rate " <= 1000000000 THEN (" qty " * " rate  \
     " + " per_half ") / " per " ELSE billing_micros(" qty ", " rate ", " per ") END"
 #define COST_PROMPT COST_INT("e.prompt_tokens", "p.prompt_per_1k_micros", "1000", "500")
 #define COST_COMPLETION COST_INT("e.completion_tokens", "p.completion_per_1k_micros", "1000", "500")
