@@ -194,8 +194,10 @@ static void send_more(bench_t *b)
         int n = (int)(b->events - b->sent < b->batch ? b->events - b->sent : b->batch);
         gt_ledger_rows_t *rows = make_batch(b, b->sent, n);
         const char *params[GT_LEDGER_NPARAMS];
-        if (!rows || gt_ledger_rows_params(rows, params) != 0 ||
-            gt_pg_query(least_busy(b), b->sql, GT_LEDGER_NPARAMS, params, on_batch, b) != 0) {
+        int lengths[GT_LEDGER_NPARAMS], formats[GT_LEDGER_NPARAMS];
+        if (!rows || gt_ledger_rows_params(rows, params, lengths, formats) != 0 ||
+            gt_pg_query_bin(least_busy(b), b->sql, GT_LEDGER_NPARAMS, params, lengths, formats,
+                            on_batch, b) != 0) {
             fprintf(stderr, "ledger-bench: cannot send\n");
             b->failed = 1;
             gt_ledger_rows_free(rows);

@@ -210,8 +210,10 @@ static gt_pg_t *least_busy(const gt_ledger_t *l)
 static void send_rows(batch_t *b, gt_pg_cb cb)
 {
     const char *params[GT_LEDGER_NPARAMS];
-    if (!b->rows || gt_ledger_rows_params(b->rows, params) != 0 ||
-        gt_pg_query(least_busy(b->l), sql_insert, GT_LEDGER_NPARAMS, params, cb, b) != 0)
+    int lengths[GT_LEDGER_NPARAMS], formats[GT_LEDGER_NPARAMS];
+    if (!b->rows || gt_ledger_rows_params(b->rows, params, lengths, formats) != 0 ||
+        gt_pg_query_bin(least_busy(b->l), sql_insert, GT_LEDGER_NPARAMS, params, lengths, formats,
+                        cb, b) != 0)
         cb(NULL, "cannot send query", b);
 }
 
