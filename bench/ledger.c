@@ -3,7 +3,9 @@
  * own statement (gt_ledger_insert_sql: dedupe, costing, budgets) on the async
  * gt_pg connections (ledger.connections, default 2), as gantry-dispatcher does;
  * then the invoice run for the month those events fall in. Prints events/s and
- * the invoice run's time.
+ * the invoice run's time. --statement FILE runs a variant of the statement
+ * (same 22 parameters) instead, to measure what a part of it costs;
+ * --print-statement prints the ledger's (bench/ledger_instr.sh uses it).
  * Run with bench/ledger.sh (which starts PostgreSQL and migrates). */
 #include <dirent.h>
 #include <getopt.h>
@@ -28,6 +30,7 @@ typedef struct bench {
     int failed;
     int backend_pid; /* the connection's server process, for its CPU time */
     int64_t month_start_ms;
+    const char *sql; /* the ledger's statement, or --statement's */
 } bench_t;
 
 static void send_more(bench_t *b);
@@ -129,6 +132,27 @@ static void on_batch(const PGresult *res, const char *err, void *arg)
         free_all(b); /* ends the loop */
 }
 
+/* The contents of file path (NUL-terminated, malloc'd), or NULL. */
+static char *read_file(const char *path)
+{
+    char *text = NULL;
+    FILE *f = fopen(path, "rb");
+    long len = -1;
+    if (!f || fseek(f, 0, SEEK_END) != 0 || (len = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0)
+        goto out;
+    text = malloc((size_t)len + 1);
+    if (text && fread(text, 1, (size_t)len, f) != (size_t)len) {
+        free(text);
+        text = NULL;
+    }
+    if (text)
+        text[len] = '\0';
+out:
+    if (f)
+        fclose(f);
+    return text;
+}
+
 /* A batch of events shaped like gantry.usage.v1 (what the ledger receives, as
  * jansson objects), turned into the statement's column arrays as the ledger does. */
 static gt_ledger_rows_t *make_batch(bench_t *b, long first, int n)
@@ -170,9 +194,10 @@ static void send_more(bench_t *b)
         int n = (int)(b->events - b->sent < b->batch ? b->events - b->sent : b->batch);
         gt_ledger_rows_t *rows = make_batch(b, b->sent, n);
         const char *params[GT_LEDGER_NPARAMS];
-        if (!rows || gt_ledger_rows_params(rows, params) != 0 ||
-            gt_pg_query(least_busy(b), gt_ledger_insert_sql(), GT_LEDGER_NPARAMS, params, on_batch,
-                        b) != 0) {
+        int lengths[GT_LEDGER_NPARAMS], formats[GT_LEDGER_NPARAMS];
+        if (!rows || gt_ledger_rows_params(rows, params, lengths, formats) != 0 ||
+            gt_pg_query_bin(least_busy(b), b->sql, GT_LEDGER_NPARAMS, params, lengths, formats,
+                            on_batch, b) != 0) {
             fprintf(stderr, "ledger-bench: cannot send\n");
             b->failed = 1;
             gt_ledger_rows_free(rows);
@@ -192,9 +217,11 @@ int main(int argc, char **argv)
         {"conninfo", required_argument, NULL, 'c'},  {"events", required_argument, NULL, 'n'},
         {"tenants", required_argument, NULL, 't'},   {"batch", required_argument, NULL, 'b'},
         {"in-flight", required_argument, NULL, 'f'}, {"connections", required_argument, NULL, 'k'},
-        {"budgets", no_argument, NULL, 'B'},         {NULL, 0, NULL, 0}};
-    int connections = 2; /* ledger.connections' default */
-    int budgets = 0;     /* --budgets: every tenant has a budget for the month */
+        {"budgets", no_argument, NULL, 'B'},         {"statement", required_argument, NULL, 's'},
+        {"print-statement", no_argument, NULL, 'P'}, {NULL, 0, NULL, 0}};
+    int connections = 2;    /* ledger.connections' default */
+    int budgets = 0;        /* --budgets: every tenant has a budget for the month */
+    char *statement = NULL; /* --statement FILE: a variant of the ledger's, same parameters */
     int ch;
     while ((ch = getopt_long(argc, argv, "c:n:t:b:f:k:", opts, NULL)) != -1) {
         switch (ch) {
@@ -205,9 +232,18 @@ int main(int argc, char **argv)
         case 'f': b.max_in_flight = atoi(optarg); break;
         case 'k': connections = atoi(optarg); break;
         case 'B': budgets = 1; break;
+        case 's':
+            free(statement);
+            if (!(statement = read_file(optarg))) {
+                fprintf(stderr, "gantry-bench-ledger: cannot read %s\n", optarg);
+                return 2;
+            }
+            break;
+        case 'P': /* for bench/ledger_instr.sh */ fputs(gt_ledger_insert_sql(), stdout); return 0;
         default:
             fprintf(stderr, "usage: gantry-bench-ledger --conninfo C [--events N] [--tenants T]"
-                            " [--batch B] [--in-flight F] [--connections K] [--budgets]\n");
+                            " [--batch B] [--in-flight F] [--connections K] [--budgets]"
+                            " [--statement FILE] [--print-statement]\n");
             return 2;
         }
     }
@@ -216,6 +252,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "gantry-bench-ledger: --conninfo is required (and counts positive)\n");
         return 2;
     }
+    b.sql = statement ? statement : gt_ledger_insert_sql();
     char err[512];
     PGconn *sync = gt_pg_connect_sync(conninfo, err, sizeof(err));
     if (!sync) {
@@ -316,5 +353,6 @@ int main(int argc, char **argv)
                                                        : "; budget spend equals it: NO");
     PQclear(r);
     PQfinish(sync);
+    free(statement);
     return 0;
 }

@@ -11,6 +11,7 @@
 # falls in the middle of it. GANTRY_PG_OPTS adds to them.
 #
 #   bash bench/ledger.sh [--events N] [--tenants T] [--batch B] [--in-flight F] [--connections K] [--budgets]
+#       [--statement FILE]   (a variant of the ledger's statement; see bench/ledger_instr.sh)
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 build=${GANTRY_BUILD_DIR:-$here/build}

@@ -53,9 +53,22 @@ typedef struct batch {
  * statement): the costs are columns of a subquery that the planner keeps
  * (OFFSET 0), and cost_micros sums those columns. NULL without a price. */
 #define COST(expr) "CASE WHEN p.price_id IS NOT NULL THEN " expr " END"
-#define COST_PROMPT "billing_micros(e.prompt_tokens, p.prompt_per_1k_micros, 1000)"
-#define COST_COMPLETION "billing_micros(e.completion_tokens, p.completion_per_1k_micros, 1000)"
-#define COST_ALLOC "billing_micros(round(e.allocation_seconds, 3), p.allocation_second_micros, 1)"
+/* billing_micros(qty, rate, per) in bigint arithmetic where that is exact:
+ * for 0 <= qty, rate <= 1e9 the product fits and (qty * rate + per / 2) / per
+ * is its quotient rounded half up, as numeric round() gives for non-negative
+ * amounts (numeric arithmetic was a tenth of the statement). Anything else
+ * (negative, larger, NULL) takes billing_micros itself. Allocation seconds
+ * are rounded to 3 decimals once, in e, and costed as whole milliseconds. */
+#define COST_INT(qty, rate, per, per_half)                                                         \
+    "CASE WHEN " qty " BETWEEN 0 AND 1000000000 AND " rate " <= 1000000000 THEN (" qty " * " rate  \
+    " + " per_half ") / " per " ELSE billing_micros(" qty ", " rate ", " per ") END"
+#define COST_PROMPT COST_INT("e.prompt_tokens", "p.prompt_per_1k_micros", "1000", "500")
+#define COST_COMPLETION COST_INT("e.completion_tokens", "p.completion_per_1k_micros", "1000", "500")
+#define COST_ALLOC                                                                                 \
+    "CASE WHEN e.allocation_seconds BETWEEN 0 AND 1000000"                                         \
+    " AND p.allocation_second_micros <= 1000000000"                                                \
+    " THEN ((e.allocation_seconds * 1000)::bigint * p.allocation_second_micros + 500) / 1000"      \
+    " ELSE billing_micros(e.allocation_seconds, p.allocation_second_micros, 1) END"
 #define COSTS                                                                                      \
     COST(COST_PROMPT)                                                                              \
     " AS cp, " COST(COST_COMPLETION) " AS cc, " COST(COST_ALLOC) " AS ca,"                         \
@@ -87,7 +100,8 @@ static const char sql_insert[] =
     " FROM (SELECT unnest($1::text[]) AS event_id, unnest($2::text[]) AS request_id,"
     "  unnest($3::text[]) AS task_id, unnest($4::text[]) AS tenant_id,"
     "  unnest($5::text[]) AS model, unnest($6::text[]) AS provider, unnest($7::text[]) AS pool,"
-    "  unnest($8::text[]) AS allocation_id, unnest($9::numeric[]) AS allocation_seconds,"
+    "  unnest($8::text[]) AS allocation_id,"
+    "  round(unnest($9::numeric[]), 3) AS allocation_seconds,"
     "  unnest($10::numeric[]) AS tflops, unnest($11::bigint[]) AS vram_mb,"
     "  unnest($12::bigint[]) AS prompt_tokens, unnest($13::bigint[]) AS completion_tokens,"
     "  unnest($14::bigint[]) AS request_bytes, unnest($15::bigint[]) AS response_bytes,"
@@ -130,7 +144,7 @@ static const char sql_insert[] =
     "  response_bytes, attempts, allocate_ms, inference_ms, release_ms, total_ms, occurred_at,"
     "  price_id, currency, rate, cp, cc, ca, cr, cp + cc + ca + cr, trace_id, batch"
     " FROM (SELECT e.event_id, e.request_id, e.task_id, e.tenant_id, e.model, e.provider,"
-    "  e.pool, e.allocation_id, round(e.allocation_seconds, 3) AS allocation_seconds, e.tflops,"
+    "  e.pool, e.allocation_id, e.allocation_seconds, e.tflops,"
     "  e.vram_mb, e.prompt_tokens, e.completion_tokens, e.request_bytes, e.response_bytes,"
     "  e.attempts, e.allocate_ms, e.inference_ms, e.release_ms, e.total_ms, e.occurred_at,"
     "  p.price_id, p.currency, p.allocation_second_micros AS rate, " COSTS ", e.trace_id, c.batch"
@@ -196,8 +210,10 @@ static gt_pg_t *least_busy(const gt_ledger_t *l)
 static void send_rows(batch_t *b, gt_pg_cb cb)
 {
     const char *params[GT_LEDGER_NPARAMS];
-    if (!b->rows || gt_ledger_rows_params(b->rows, params) != 0 ||
-        gt_pg_query(least_busy(b->l), sql_insert, GT_LEDGER_NPARAMS, params, cb, b) != 0)
+    int lengths[GT_LEDGER_NPARAMS], formats[GT_LEDGER_NPARAMS];
+    if (!b->rows || gt_ledger_rows_params(b->rows, params, lengths, formats) != 0 ||
+        gt_pg_query_bin(least_busy(b->l), sql_insert, GT_LEDGER_NPARAMS, params, lengths, formats,
+                        cb, b) != 0)
         cb(NULL, "cannot send query", b);
 }
 

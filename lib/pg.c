@@ -29,6 +29,8 @@ typedef struct pg_query {
     char *sql;
     int nparams;
     char **params;
+    int *lengths; /* with formats: gt_pg_query_bin's, NULL for text parameters */
+    int *formats;
     gt_pg_cb cb;
     void *arg;
     PGresult *last; /* last successful result received on this connection */
@@ -146,6 +148,8 @@ static void query_free(pg_query_t *q)
     for (int i = 0; i < q->nparams; i++)
         free(q->params[i]);
     free(q->params);
+    free(q->lengths);
+    free(q->formats);
     free(q->sql);
     PQclear(q->last);
     free(q->err);
@@ -198,8 +202,10 @@ static int query_send(gt_pg_t *pg, pg_query_t *q)
     q->stmt = q->internal ? -1 : stmt_find(pg, q->sql);
     q->ends = 1;
     if (q->stmt < 0)
-        return PQsendQueryParams(pg->conn, q->sql, q->nparams, NULL, params, NULL, NULL, 0) ? 0
-                                                                                            : -1;
+        return PQsendQueryParams(pg->conn, q->sql, q->nparams, NULL, params, q->lengths, q->formats,
+                                 0)
+                   ? 0
+                   : -1;
     pg_stmt_t *st = &pg->stmts[q->stmt];
     snprintf(name, sizeof(name), "gt%d", q->stmt);
     if (st->gen != pg->conn_gen) {
@@ -208,7 +214,8 @@ static int query_send(gt_pg_t *pg, pg_query_t *q)
         st->gen = pg->conn_gen;
         q->ends = 2;
     }
-    return PQsendQueryPrepared(pg->conn, name, q->nparams, params, NULL, NULL, 0) ? 0 : -1;
+    return PQsendQueryPrepared(pg->conn, name, q->nparams, params, q->lengths, q->formats, 0) ? 0
+                                                                                              : -1;
 }
 
 static void poll_close_cb(uv_handle_t *h)
@@ -857,9 +864,10 @@ gt_pg_t *gt_pg_new(uv_loop_t *loop, const char *conninfo)
     return pg;
 }
 
-/* Queues one query (gt_pg_query's contract; cb NULL: nobody is answered). */
+/* Queues one query (gt_pg_query_bin's contract, its arguments checked; cb
+ * NULL: nobody is answered; internal: the handle's own, not in pending). */
 static int pg_enqueue(gt_pg_t *pg, const char *sql, int nparams, const char *const *params,
-                      gt_pg_cb cb, void *arg, int internal)
+                      const int *lengths, const int *formats, gt_pg_cb cb, void *arg, int internal)
 {
     pg_query_t *q = calloc(1, sizeof(*q));
     if (!q)
@@ -875,9 +883,29 @@ static int pg_enqueue(gt_pg_t *pg, const char *sql, int nparams, const char *con
         if (!q->params)
             goto fail;
         q->nparams = nparams;
-        for (int i = 0; i < nparams; i++) {
-            if (params[i] && !(q->params[i] = strdup(params[i])))
+        if (formats) {
+            q->lengths = calloc((size_t)nparams, sizeof(int));
+            q->formats = calloc((size_t)nparams, sizeof(int));
+            if (!q->lengths || !q->formats)
                 goto fail;
+        }
+        for (int i = 0; i < nparams; i++) {
+            int bin = formats && formats[i];
+            if (bin && params[i] && lengths[i] < 0)
+                goto fail;
+            /* a binary value is copied by its length (+1: a zero length is no NULL) */
+            size_t len = bin ? (size_t)lengths[i] : 0;
+            if (!params[i])
+                continue;
+            if (bin) {
+                if (!(q->params[i] = malloc(len + 1)))
+                    goto fail;
+                memcpy(q->params[i], params[i], len);
+                q->lengths[i] = lengths[i];
+                q->formats[i] = 1;
+            } else if (!(q->params[i] = strdup(params[i]))) {
+                goto fail;
+            }
         }
     }
     if (pg->tail)
@@ -900,20 +928,27 @@ fail:
 int gt_pg_query(gt_pg_t *pg, const char *sql, int nparams, const char *const *params, gt_pg_cb cb,
                 void *arg)
 {
+    return gt_pg_query_bin(pg, sql, nparams, params, NULL, NULL, cb, arg);
+}
+
+int gt_pg_query_bin(gt_pg_t *pg, const char *sql, int nparams, const char *const *params,
+                    const int *lengths, const int *formats, gt_pg_cb cb, void *arg)
+{
     /* 65535: the protocol's limit; beyond it libpq refuses the send, which
      * would otherwise look like a broken connection. */
-    if (!pg || !sql || nparams < 0 || nparams > 65535 || pg->state == PG_CLOSED)
+    if (!pg || !sql || nparams < 0 || nparams > 65535 || pg->state == PG_CLOSED ||
+        (formats && !lengths))
         return -1;
     if (++pg->issued >= pg->replan_at) {
         /* Its own statement (and transaction): should it fail, no caller's
          * query fails with it. Out of memory: tried at the next query. */
-        if (pg_enqueue(pg, "DISCARD PLANS", 0, NULL, NULL, NULL, 1) == 0) {
+        if (pg_enqueue(pg, "DISCARD PLANS", 0, NULL, NULL, NULL, NULL, NULL, 1) == 0) {
             pg->replan_at += pg->replan_step;
             if (pg->replan_step < PG_REPLAN_MAX)
                 pg->replan_step *= 2;
         }
     }
-    return pg_enqueue(pg, sql, nparams, params, cb, arg, 0);
+    return pg_enqueue(pg, sql, nparams, params, lengths, formats, cb, arg, 0);
 }
 
 int gt_pg_connected(const gt_pg_t *pg)

@@ -43,6 +43,13 @@ gt_pg_t *gt_pg_new(uv_loop_t *loop, const char *conninfo);
  * queries or call gt_pg_free. */
 int gt_pg_query(gt_pg_t *pg, const char *sql, int nparams, const char *const *params, gt_pg_cb cb,
                 void *arg);
+/* gt_pg_query with some parameters in binary (the type's send format, e.g. a
+ * binary array for $1::bigint[]): where formats[i] is 1, params[i] is
+ * lengths[i] bytes (copied); elsewhere text as above. formats NULL: all text.
+ * Same outcome and failures as gt_pg_query, and -1 for formats without
+ * lengths or a negative length. */
+int gt_pg_query_bin(gt_pg_t *pg, const char *sql, int nparams, const char *const *params,
+                    const int *lengths, const int *formats, gt_pg_cb cb, void *arg);
 
 /* 1 when sqlstate names a transient failure: class 08 (connection), 40
  * (serialization, deadlock), 53 (insufficient resources), 57 (operator

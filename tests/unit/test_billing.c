@@ -76,12 +76,13 @@ static long long ledger(PGconn *c, const char *events)
     json_t *arr = json_loads(events, 0, NULL);
     gt_ledger_rows_t *rows = gt_ledger_rows_new();
     const char *params[GT_LEDGER_NPARAMS];
+    int lengths[GT_LEDGER_NPARAMS], formats[GT_LEDGER_NPARAMS];
     CU_ASSERT_FATAL(arr != NULL && rows != NULL);
     for (size_t i = 0; i < json_array_size(arr); i++)
         CU_ASSERT_FATAL(gt_ledger_rows_add(rows, json_array_get(arr, i)) == 0);
-    CU_ASSERT_FATAL(gt_ledger_rows_params(rows, params) == 0);
-    PGresult *r =
-        PQexecParams(c, gt_ledger_insert_sql(), GT_LEDGER_NPARAMS, NULL, params, NULL, NULL, 0);
+    CU_ASSERT_FATAL(gt_ledger_rows_params(rows, params, lengths, formats) == 0);
+    PGresult *r = PQexecParams(c, gt_ledger_insert_sql(), GT_LEDGER_NPARAMS, NULL, params, lengths,
+                               formats, 0);
     json_decref(arr);
     gt_ledger_rows_free(rows);
     long long n = -1;
@@ -651,6 +652,114 @@ static void test_batch_price(void)
     PQfinish(c);
 }
 
+/* The ledger costs in bigint arithmetic where that is exact, and falls back
+ * to billing_micros elsewhere: on half-way amounts, at and past the bounds of
+ * the fast path and on negative quantities, every cost equals billing_micros. */
+static void test_ledger_integer_costing_edges(void)
+{
+    PGconn *c = db();
+    /* the completion rate is past the fast path's bound (1e9) */
+    price(c, "{\"provider\":\"hostedai\",\"model\":\"big\",\"currency\":\"USD\","
+             "\"effective_from\":\"2026-01-01T00:00:00Z\",\"prompt_per_1k_micros\":999999999,"
+             "\"completion_per_1k_micros\":1000000001,\"request_micros\":1,"
+             "\"allocation_second_micros\":1000000000}");
+    price(c, price_m1_v1);
+    static const long tokens[] = {0,          1,          499,        500,       501,
+                                  1499,       1500,       -3,         999999999, 1000000000,
+                                  1000000001, 9000000000, 2147483648, 7};
+    static const char *const secs[] = {"0",         "0.0005",     "0.0015",      "0.0025",
+                                       "1.2345",    "0.0004999",  "999999.9995", "1000000",
+                                       "1000000.5", "2000000.25", "-0.0015",     "3.14159"};
+    static char batch[256 * 1024];
+    snprintf(batch, sizeof(batch), "[");
+    int n = 0;
+    for (size_t t = 0; t < sizeof(tokens) / sizeof(tokens[0]); t++)
+        for (size_t s = 0; s < sizeof(secs) / sizeof(secs[0]); s++)
+            for (int m = 0; m < 2; m++) {
+                char id[32], ev[2048];
+                snprintf(id, sizeof(id), "ic%d", n++);
+                event(ev, sizeof(ev), id, "t1", m ? "m1" : "big", tokens[t],
+                      tokens[(t + 3) % (sizeof(tokens) / sizeof(tokens[0]))], secs[s],
+                      "2026-02-10T00:00:00Z");
+                size_t len = strlen(batch);
+                snprintf(batch + len, sizeof(batch) - len, "%s%s", n > 1 ? "," : "", ev);
+            }
+    strcat(batch, "]");
+    TH_EQ_INT(ledger(c, batch), n);
+    TH_EQ_INT(num(c, "SELECT count(*) FROM usage WHERE price_id IS NULL"), 0);
+    TH_EQ_INT(num(c, "SELECT count(*) FROM usage u JOIN prices p USING (price_id)"
+                     " WHERE u.cost_prompt_micros IS DISTINCT FROM"
+                     "  billing_micros(u.prompt_tokens, p.prompt_per_1k_micros, 1000)"
+                     " OR u.cost_completion_micros IS DISTINCT FROM"
+                     "  billing_micros(u.completion_tokens, p.completion_per_1k_micros, 1000)"
+                     " OR u.cost_allocation_micros IS DISTINCT FROM"
+                     "  billing_micros(u.allocation_seconds, u.allocation_rate_micros, 1)"
+                     " OR u.cost_micros IS DISTINCT FROM u.cost_prompt_micros"
+                     "  + u.cost_completion_micros + u.cost_allocation_micros"
+                     "  + u.cost_request_micros"),
+              0);
+    /* the half-way amounts round up, and a negative quantity as numeric round() does */
+    TH_EQ_INT(num(c, "SELECT count(DISTINCT cost_prompt_micros) FROM usage"
+                     " WHERE model = 'm1' AND prompt_tokens = 1"),
+              1);
+    TH_EQ_INT(num(c, "SELECT min(cost_prompt_micros) FROM usage"
+                     " WHERE model = 'm1' AND prompt_tokens = 1"),
+              2); /* 1.5 */
+    TH_EQ_INT(num(c, "SELECT min(cost_prompt_micros) FROM usage"
+                     " WHERE model = 'm1' AND prompt_tokens = -3"),
+              -5); /* -4.5 */
+    PQfinish(c);
+}
+
+/* Integer and text columns go to the server in binary; a value of another
+ * kind than its column's is cast by the server as it was in text: "12" and
+ * 2.0 are integers, a number in a text column its spelling, and what the
+ * server refuses (attempts past int4, "abc" for a count) fails the statement,
+ * as a bad event always did. */
+static void test_ledger_binary_columns(void)
+{
+    PGconn *c = db();
+    price(c, price_m1_v1);
+    static const char head[] =
+        "{\"event_id\":\"%s\",\"request_id\":\"r\",\"task_id\":\"t\",\"tenant_id\":\"t1\","
+        "\"model\":\"m1\",\"provider\":\"hostedai\",\"occurred_at\":\"2026-02-10T00:00:00Z\","
+        "\"allocation_seconds\":0,\"request_bytes\":0,\"response_bytes\":0,";
+    char batch[4096], ev[1024];
+    snprintf(batch, sizeof(batch), "[");
+    snprintf(ev, sizeof(ev), head, "b1");
+    strcat(batch, ev);
+    strcat(batch, "\"pool\":7,\"prompt_tokens\":1000,\"completion_tokens\":3,"
+                  "\"attempts\":2,\"durations\":{\"total_ms\":5}},");
+    snprintf(ev, sizeof(ev), head, "b2");
+    strcat(batch, ev);
+    strcat(batch, "\"pool\":\"p\\\"q\",\"prompt_tokens\":\"12\",\"completion_tokens\":2.0,"
+                  "\"attempts\":1,\"durations\":{}}]");
+    TH_EQ_INT(ledger(c, batch), 2);
+    TH_EQ_INT(num(c, "SELECT count(*) FROM usage WHERE event_id = 'b1' AND pool = '7'"
+                     " AND prompt_tokens = 1000 AND completion_tokens = 3 AND attempts = 2"
+                     " AND total_ms = 5 AND allocate_ms IS NULL AND cost_prompt_micros = 1500"),
+              1);
+    TH_EQ_INT(num(c, "SELECT count(*) FROM usage WHERE event_id = 'b2' AND pool = 'p\"q'"
+                     " AND prompt_tokens = 12 AND completion_tokens = 2 AND total_ms IS NULL"),
+              1);
+    snprintf(batch, sizeof(batch), "[");
+    snprintf(ev, sizeof(ev), head, "b3");
+    strcat(batch, ev);
+    strcat(batch, "\"prompt_tokens\":1,\"completion_tokens\":1,\"attempts\":3000000000,"
+                  "\"durations\":{}}]");
+    TH_EQ_INT(ledger(c, batch), -1);
+    snprintf(batch, sizeof(batch), "[");
+    snprintf(ev, sizeof(ev), head, "b4");
+    strcat(batch, ev);
+    strcat(batch, "\"prompt_tokens\":\"abc\",\"completion_tokens\":1,\"attempts\":1,"
+                  "\"durations\":{}}]");
+    TH_EQ_INT(ledger(c, batch), -1);
+    TH_EQ_INT(num(c, "SELECT count(*) FROM usage"), 2);
+    /* an empty batch: empty arrays of each kind */
+    TH_EQ_INT(ledger(c, "[]"), 0);
+    PQfinish(c);
+}
+
 /* A duplicate event in one batch (even reported at another time) and across
  * batches is one row and one charge. */
 static void test_ledger_duplicates_charged_once(void)
@@ -724,11 +833,13 @@ static outcome_t ledger_async(const char *conninfo, const char *events)
     json_t *arr = json_loads(events, 0, NULL);
     gt_ledger_rows_t *rows = gt_ledger_rows_new();
     const char *params[GT_LEDGER_NPARAMS];
+    int lengths[GT_LEDGER_NPARAMS], formats[GT_LEDGER_NPARAMS];
     CU_ASSERT_FATAL(pg && arr && rows);
     for (size_t i = 0; i < json_array_size(arr); i++)
         CU_ASSERT_FATAL(gt_ledger_rows_add(rows, json_array_get(arr, i)) == 0);
-    CU_ASSERT_FATAL(gt_ledger_rows_params(rows, params) == 0);
-    TH_EQ_INT(gt_pg_query(pg, gt_ledger_insert_sql(), GT_LEDGER_NPARAMS, params, on_outcome, &o),
+    CU_ASSERT_FATAL(gt_ledger_rows_params(rows, params, lengths, formats) == 0);
+    TH_EQ_INT(gt_pg_query_bin(pg, gt_ledger_insert_sql(), GT_LEDGER_NPARAMS, params, lengths,
+                              formats, on_outcome, &o),
               0);
     CU_ASSERT(th_loop_until(&loop, outcome_done, &o, 60000));
     int freed = 0; /* the last answer before the free: the loop is then idle */
@@ -781,14 +892,15 @@ static void test_ledger_concurrent_batches(void)
     for (int k = 0; k < 2; k++) {
         json_t *arr = json_loads(batch[k], 0, NULL);
         const char *params[GT_LEDGER_NPARAMS];
+        int lengths[GT_LEDGER_NPARAMS], formats[GT_LEDGER_NPARAMS];
         pg[k] = gt_pg_new(&loop, conninfo);
         rows[k] = gt_ledger_rows_new();
         CU_ASSERT_FATAL(arr && pg[k] && rows[k]);
         for (size_t i = 0; i < json_array_size(arr); i++)
             CU_ASSERT_FATAL(gt_ledger_rows_add(rows[k], json_array_get(arr, i)) == 0);
-        CU_ASSERT_FATAL(gt_ledger_rows_params(rows[k], params) == 0);
-        TH_EQ_INT(gt_pg_query(pg[k], gt_ledger_insert_sql(), GT_LEDGER_NPARAMS, params, on_outcome,
-                              &o[k]),
+        CU_ASSERT_FATAL(gt_ledger_rows_params(rows[k], params, lengths, formats) == 0);
+        TH_EQ_INT(gt_pg_query_bin(pg[k], gt_ledger_insert_sql(), GT_LEDGER_NPARAMS, params, lengths,
+                                  formats, on_outcome, &o[k]),
                   0);
         json_decref(arr);
     }
@@ -885,6 +997,10 @@ int main(void)
         {"ledger: set-based costing equals billing_price_for",
          test_ledger_costing_matches_price_for},
         {"batch traffic pays its own price", test_batch_price},
+        {"ledger: bigint costing equals billing_micros at the edges",
+         test_ledger_integer_costing_edges},
+        {"ledger: binary columns, and values of another kind cast as before",
+         test_ledger_binary_columns},
         {"ledger: a duplicate in a batch and across batches is charged once",
          test_ledger_duplicates_charged_once},
         {"ledger: overlapping batches on two connections charge once",

@@ -256,6 +256,41 @@ static void chain_cb(const PGresult *res, const char *err, void *arg)
     TH_EQ_INT(gt_pg_query(ch->pg, "SELECT $1::text", 1, p, rec_cb, &ch->next), 0);
 }
 
+/* Binary parameters (with a NUL inside, and empty) next to text and NULL
+ * ones, the same statement twice: each arrives
+ * as sent. */
+static void test_binary_parameters(void)
+{
+    char ci[512];
+    CU_ASSERT_FATAL(th_pg_create_db(ci, sizeof(ci)) == 0);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    gt_pg_t *pg = gt_pg_new(&loop, ci);
+    CU_ASSERT_FATAL(pg != NULL);
+    static const char big[8] = {0, 0, 0, 0, 0, 0, 0x01, 0x02}; /* int8 258, network order */
+    const char *p[4] = {big, "x\0y", "text", NULL};
+    int lengths[4] = {8, 3, 0, 0}, formats[4] = {1, 1, 0, 1};
+    const char *sql = "SELECT $1::bigint + 1 || ':' || length($2::bytea) || ':' || $3::text || ':'"
+                      " || coalesce($4::int, -1)";
+    enum { N = 2 };
+    rec_t rec = {calloc(N, sizeof(answer_t)), 0, N, 0};
+    qarg_t args[N];
+    for (int i = 0; i < N; i++) {
+        args[i] = (qarg_t){&rec, i};
+        TH_EQ_INT(gt_pg_query_bin(pg, sql, 4, p, lengths, formats, rec_cb, &args[i]), 0);
+    }
+    /* formats without lengths, or a negative length: refused */
+    TH_EQ_INT(gt_pg_query_bin(pg, sql, 4, p, NULL, formats, rec_cb, &args[0]), -1);
+    int bad[4] = {8, -1, 0, 0};
+    TH_EQ_INT(gt_pg_query_bin(pg, sql, 4, p, bad, formats, rec_cb, &args[0]), -1);
+    CU_ASSERT(th_loop_until(&loop, no_pending, pg, 20000));
+    TH_EQ_INT(rec.n, N);
+    for (int i = 0; i < rec.n; i++)
+        TH_EQ_STR(rec.answers[i].value, "259:3:text:-1");
+    pg_close(&loop, pg);
+    free(rec.answers);
+}
+
 static void test_error_fails_only_that_query(void)
 {
     char ci[512];
@@ -604,6 +639,7 @@ int main(void)
         {"concurrent migrate runs apply each file once", test_migrate_concurrent},
         {"10000 pipelined inserts answered in order", test_pipelined_inserts_in_order},
         {"an SQL error fails only its query", test_error_fails_only_that_query},
+        {"binary parameters beside text ones", test_binary_parameters},
         {"killed backend: pending queries resent", test_reconnect_resends_pending},
         {"free fails waiting queries", test_free_fails_waiting_queries},
         {"SQLSTATE classes: transient or permanent", test_sqlstate_classes},
