@@ -52,6 +52,18 @@ static void on_answer(const PGresult *res, const char *err, void *arg)
     pgbatch_send(b);
 }
 
+/* Takes the waiting items (their rows are in the text sent, or dropped):
+ * the next rows start a new batch. */
+static void **take_waiting(gt_pgbatch_t *b, int *n)
+{
+    void **items = b->waiting;
+    *n = b->n;
+    b->waiting = NULL;
+    b->n = b->cap = 0;
+    json_array_clear(b->rows);
+    return items;
+}
+
 static void pgbatch_send(gt_pgbatch_t *b)
 {
     if (b->sending || b->n == 0)
@@ -60,22 +72,15 @@ static void pgbatch_send(gt_pgbatch_t *b)
     char *text = s ? json_dumps(b->rows, JSON_COMPACT) : NULL;
     if (!text) { /* out of memory: the waiting items fail, none waits for good */
         free(s);
-        void **items = b->waiting;
-        int n = b->n;
-        b->waiting = NULL;
-        b->n = b->cap = 0;
-        json_array_clear(b->rows);
+        int n;
+        void **items = take_waiting(b, &n);
         for (int i = 0; i < n; i++)
             answer_item(b, items[i], NULL, "out of memory", i, &(int){0});
         free(items);
         return;
     }
     s->b = b;
-    s->items = b->waiting;
-    s->n = b->n;
-    b->waiting = NULL;
-    b->n = b->cap = 0;
-    json_array_clear(b->rows);
+    s->items = take_waiting(b, &s->n);
     b->sending = 1;
     const char *params[] = {text};
     if (gt_pg_query(*b->pg, b->sql, 1, params, on_answer, s) != 0)
