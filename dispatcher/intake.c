@@ -113,7 +113,7 @@ static const char sql_pending[] =
 
 /* Marks the published tasks of many requests queued at once ($1: rows of
  * request_id r, task_id t; pgbatch.h). Bounded by the requests: their open
- * tasks come from the tasks_open index whatever the statistics say. By
+ * tasks come from the tasks_unfinished index whatever the statistics say. By
  * task_id alone, a generic plan built on stale statistics scanned every open
  * task (0.8-4 ms a request under load). The rows are locked in task_id
  * order first, as the coordinator's sql_apply_many locks them: two
