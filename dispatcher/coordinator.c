@@ -332,14 +332,8 @@ static void on_stored(const PGresult *res, const char *err, void *arg);
 /* The result is on gantry.results (and the reply topic): mark the job. */
 static void mark_complete(coord_t *c)
 {
-    gt_dispatcher_t *d = c->d;
-    if (!d->completed &&
-        !(d->completed = gt_pgbatch_new(&d->pg_coord, sql_complete, on_completed))) {
-        on_completed(c, "out of memory");
-        return;
-    }
     json_t *rows = json_pack("[{s:s, s:s}]", "r", c->request_id, "s", c->status);
-    if (gt_pgbatch_add(d->completed, c, rows) != 0)
+    if (gt_pgbatch_add(c->d->completed, c, rows) != 0) /* it took rows either way */
         on_completed(c, "out of memory");
 }
 
@@ -811,14 +805,8 @@ static void coord_apply(coord_t *c)
                         "single", single, "by", d->id, "inc", d->incarnation, "tmo",
                         (json_int_t)d->cfg->claim_timeout_ms)
             : NULL;
-    json_t *rows = row ? json_pack("[o]", row) : NULL;
-    if (!rows || (!d->applied && !(d->applied = gt_pgbatch_new_rows(&d->pg_coord, sql_apply_many,
-                                                                    on_applied_many)))) {
-        json_decref(rows);
-        coord_apply_one(c);
-        return;
-    }
-    if (gt_pgbatch_add(d->applied, c, rows) != 0) /* it took rows either way */
+    /* NULL rows (out of memory) fail the add too: applied alone */
+    if (gt_pgbatch_add(d->applied, c, row ? json_pack("[o]", row) : NULL) != 0)
         coord_apply_one(c);
 }
 
@@ -1004,8 +992,12 @@ static void on_sweep(uv_timer_t *t)
 gt_coordinator_t *gt_coordinator_new(gt_dispatcher_t *d)
 {
     gt_coordinator_t *co = calloc(1, sizeof(*co));
-    if (!co)
+    /* The coordinator's batches live as long as the dispatcher (main.c frees them). */
+    if (!co || !(d->completed = gt_pgbatch_new(&d->pg_coord, sql_complete, on_completed)) ||
+        !(d->applied = gt_pgbatch_new_rows(&d->pg_coord, sql_apply_many, on_applied_many))) {
+        free(co);
         return NULL;
+    }
     co->d = d;
     /* A quarter of the timeout: a dead claimant's job waits at most 1.25x it. */
     int64_t every = d->cfg->claim_timeout_ms / 4;

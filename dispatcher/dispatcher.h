@@ -53,13 +53,17 @@ typedef struct gt_dispatcher {
     struct gt_backlog *backlog;       /* backlog gauges (backlog.h); NULL without PostgreSQL */
     int closing;                      /* shutting down past the drain: failures are not dead
                                          letters, their messages stay undone (redelivered) */
-    /* Statements shared by many requests (pgbatch.h), made at first use:
+    /* Statements shared by many requests (pgbatch.h), made at start-up by
+     * their roles (gt_intake_open, gt_coordinator_new):
      * intake's "tasks queued" update, the coordinator's "job done" mark;
      * intake's job insert and the coordinator's apply of one-task jobs'
      * results, answered per item. */
     struct gt_pgbatch *queued, *completed, *inserted, *applied;
 } gt_dispatcher_t;
 
+/* Creates intake's statement batches (d->inserted, d->queued; main.c frees
+ * them). Returns 0, or -1 on out of memory. */
+int gt_intake_open(gt_dispatcher_t *d);
 /* Consumer callback of intake: one request message. */
 void gt_intake_handle(gt_dispatcher_t *d, gt_msg_t *msg);
 /* Consumer callback of the coordinator: one task result message. */

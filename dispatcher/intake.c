@@ -188,11 +188,6 @@ static void on_tasks_durable(void *arg)
     json_t *v;
     json_array_foreach (in->published, k, v)
         json_array_append_new(rows, json_pack("{s:s, s:O}", "r", in->request_id, "t", v));
-    if (!d->queued && !(d->queued = gt_pgbatch_new(&d->pg, sql_queued, on_queued))) {
-        json_decref(rows);
-        on_queued(in, "out of memory");
-        return;
-    }
     if (gt_pgbatch_add(d->queued, in, rows) != 0) /* it took rows either way */
         on_queued(in, "out of memory");
 }
@@ -849,6 +844,13 @@ static void mark_active(intake_t *in)
     json_object_set_new(in->d->intake_active, in->request_id, json_string(in->body_sha));
 }
 
+int gt_intake_open(gt_dispatcher_t *d)
+{
+    d->inserted = gt_pgbatch_new_rows(&d->pg, sql_insert_many, on_inserted_many);
+    d->queued = gt_pgbatch_new(&d->pg, sql_queued, on_queued);
+    return d->inserted && d->queued ? 0 : -1;
+}
+
 void gt_intake_handle(gt_dispatcher_t *d, gt_msg_t *msg)
 {
     char err[512];
@@ -1069,14 +1071,8 @@ static void persist(intake_t *in)
               : NULL;
     if (row && in->cache_key[0])
         json_object_set_new(row, "cache_ttl_ms", json_integer(in->cache_ttl_ms));
-    json_t *rows = row ? json_pack("[o]", row) : NULL;
-    if (!rows || (!d->inserted && !(d->inserted = gt_pgbatch_new_rows(&d->pg, sql_insert_many,
-                                                                      on_inserted_many)))) {
-        json_decref(rows);
-        persist_one(in);
-        return;
-    }
-    if (gt_pgbatch_add(d->inserted, in, rows) != 0) /* it took rows either way */
+    /* NULL rows (out of memory) fail the add too: inserted alone */
+    if (gt_pgbatch_add(d->inserted, in, row ? json_pack("[o]", row) : NULL) != 0)
         persist_one(in);
 }
 

@@ -338,6 +338,10 @@ static int open_roles(gt_dispatcher_t *d, int roles)
             return -1;
         }
     }
+    if ((roles & ROLE_INTAKE) && gt_intake_open(d) != 0) {
+        fprintf(stderr, "gantry-dispatcher: intake: out of memory\n");
+        return -1;
+    }
     if ((roles & ROLE_COORD) && !(d->coordinator = gt_coordinator_new(d))) {
         fprintf(stderr, "gantry-dispatcher: coordinator: out of memory\n");
         return -1;
