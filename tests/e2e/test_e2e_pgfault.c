@@ -16,12 +16,23 @@ static th_cluster_t cl;
 
 static int exec_sql(const char *sql)
 {
+    /* The faults' DDL takes the table's lock against the running dispatcher,
+     * whose statements may lock the same tables in another order: a
+     * deadlock (40P01) PostgreSQL resolves by failing the DDL is tried
+     * again, for up to 10 s. */
     PGconn *c = PQconnectdb(cl.conninfo);
-    PGresult *r = PQexec(c, sql);
-    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-    if (!ok)
-        fprintf(stderr, "  %s: %s", sql, PQerrorMessage(c));
-    PQclear(r);
+    int ok = 0;
+    for (int64_t end = th_now_ms() + 10000;;) {
+        PGresult *r = PQexec(c, sql);
+        ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        int again = !ok && state && strcmp(state, "40P01") == 0 && th_now_ms() < end;
+        if (!ok && !again)
+            fprintf(stderr, "  %s: %s", sql, PQerrorMessage(c));
+        PQclear(r);
+        if (!again)
+            break;
+    }
     PQfinish(c);
     return ok ? 0 : -1;
 }
