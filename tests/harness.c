@@ -20,6 +20,33 @@
 
 static void kill_leftovers(void);
 
+/* The failed assertions, printed again when the test exits: a test's main
+ * prints its logs after th_run, and CI shows only the end of the output. */
+static char recap[4096];
+
+static void print_recap(void)
+{
+    if (recap[0])
+        fprintf(stderr, "\nFailed assertions:\n%s", recap);
+}
+
+static void keep_recap(void)
+{
+    size_t used = 0;
+    for (CU_pFailureRecord f = CU_get_failure_list(); f && used < sizeof(recap) - 1;
+         f = f->pNext) {
+        int n = snprintf(recap + used, sizeof(recap) - used, "  %s: %s:%u: %s\n",
+                         f->pTest && f->pTest->pName ? f->pTest->pName : "?",
+                         f->strFileName ? f->strFileName : "?", f->uiLineNumber,
+                         f->strCondition ? f->strCondition : "?");
+        if (n < 0)
+            break;
+        used += (size_t)n;
+    }
+    if (recap[0])
+        atexit(print_recap);
+}
+
 int th_run(const char *suite, const th_test_t *tests)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -32,6 +59,7 @@ int th_run(const char *suite, const th_test_t *tests)
     CU_basic_run_tests();
     unsigned failures = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
     unsigned run = CU_get_number_of_tests_run();
+    keep_recap();
     CU_cleanup_registry();
     kill_leftovers();
     return (failures > 0 || run == 0) ? 1 : 0;
