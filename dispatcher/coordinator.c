@@ -751,7 +751,7 @@ static void on_applied(const PGresult *res, const char *err, void *arg)
 static void coord_apply_one(coord_t *c);
 
 /* sql_apply_many's answer for c: applied as sql_apply would have, or not
- * the common case (or the batch failed): applied alone. */
+ * the common case, or it failed even alone (pgbatch.h): sql_apply. */
 static void on_applied_many(void *item, const PGresult *res, int row, const char *err)
 {
     coord_t *c = item;

@@ -51,31 +51,12 @@ typedef struct intake {
                      .tenant_id = json_string_value(json_object_get((in)->req, "tenant_id")),      \
                      .trace_id = (in)->traceparent})
 
-static const char sql_insert[] =
-    "WITH j AS ("
-    "  INSERT INTO jobs (request_id, tenant_id, kind, model, lane, priority, deadline,"
-    "                    reply_topic, task_count, batch, request, source_topic,"
-    "                    source_partition, source_offset, traceparent,"
-    "                    request_sha256, cache_key, cache_ttl_ms)"
-    "  VALUES ($1, $2, $3, $4, $5, $6, $7::timestamptz, $8, $9, $10, $11::jsonb, $12, $13, $14,"
-    "          $16, $17, $18, $19::bigint)"
-    "  ON CONFLICT (request_id) DO NOTHING RETURNING request_id),"
-    " t AS ("
-    "  INSERT INTO tasks (task_id, request_id, idx, kind, depends_on, model, pool, lane,"
-    "                     tenant_id, priority, hold, waiting_since, message)"
-    "  SELECT r.task_id, j.request_id, r.idx, r.kind, r.depends_on, r.model, r.pool, r.lane,"
-    "         $2, $6, CASE WHEN r.message IS NOT NULL THEN 'waiting' END,"
-    "         CASE WHEN r.message IS NOT NULL THEN now() END, r.message"
-    "  FROM j, jsonb_to_recordset($15::jsonb) AS r(task_id text, idx int, kind text,"
-    "       depends_on int[], model text, pool text, lane text, message jsonb)"
-    "  RETURNING 1)"
-    " SELECT (SELECT count(*) FROM j) AS created, (SELECT count(*) FROM t) AS tasks";
-
-/* sql_insert for many requests at once ($1: rows as persist_many builds
+/* Writes the jobs and task graphs of requests ($1: rows as persist builds
  * them, pgbatch.h): one row per request, i and 1 when its job was created
- * here. Any error fails the batch and each request is inserted alone
- * (persist_one), so one bad request fails only itself. */
-static const char sql_insert_many[] =
+ * here (0: it existed, a redelivered request). An error fails the statement
+ * and pgbatch inserts each of its requests alone, so one bad request fails
+ * only itself. */
+static const char sql_insert[] =
     "WITH u AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS u(i int, request_id text,"
     "       tenant_id text, kind text, model text, lane text, priority int,"
     "       deadline timestamptz, reply_topic text, task_count int, batch boolean,"
@@ -374,10 +355,13 @@ static void inserted(intake_t *in, int created)
         on_pending(NULL, "cannot send query", in);
 }
 
-static void on_inserted(const PGresult *res, const char *err, void *arg)
+/* The statement that carried the request alone, or with others, was answered. */
+static void on_inserted(void *item, const PGresult *res, int row, const char *err)
 {
-    intake_t *in = arg;
+    intake_t *in = item;
     gt_dispatcher_t *d = in->d;
+    if (!err && row < 0)
+        err = "the insert answered nothing for the request";
     if (err) {
         /* A permanent SQL error (gt_pg retried the transient ones): a bug or
          * a constraint the schema let through. Keep the message, with the
@@ -387,25 +371,6 @@ static void on_inserted(const PGresult *res, const char *err, void *arg)
                                   in->request_id);
         gt_budget_release(d, in->request_id);
         intake_free(in);
-        return;
-    }
-    inserted(in, atoi(PQgetvalue(res, 0, 0)) == 1);
-}
-
-static void persist_one(intake_t *in);
-
-/* The batch that carried the request was answered. It failed (one bad
- * request fails all its statement's): inserted alone, which says whose it
- * was. While stopping, as on_inserted. */
-static void on_inserted_many(void *item, const PGresult *res, int row, const char *err)
-{
-    intake_t *in = item;
-    if (err && strcmp(err, "closed") == 0) {
-        on_inserted(NULL, err, in);
-        return;
-    }
-    if (err || row < 0) {
-        persist_one(in);
         return;
     }
     inserted(in, atoi(PQgetvalue(res, row, 1)) == 1);
@@ -846,7 +811,7 @@ static void mark_active(intake_t *in)
 
 int gt_intake_open(gt_dispatcher_t *d)
 {
-    d->inserted = gt_pgbatch_new_rows(&d->pg, sql_insert_many, on_inserted_many);
+    d->inserted = gt_pgbatch_new_rows(&d->pg, sql_insert, on_inserted);
     d->queued = gt_pgbatch_new(&d->pg, sql_queued, on_queued);
     return d->inserted && d->queued ? 0 : -1;
 }
@@ -1028,7 +993,7 @@ static void admit_budget(intake_t *in)
     persist(in);
 }
 
-/* The request's tasks as rows for sql_insert(_many): in a lane with slots, a
+/* The request's tasks as rows for sql_insert: in a lane with slots, a
  * task waits in PostgreSQL with its message. */
 static json_t *task_rows(intake_t *in)
 {
@@ -1043,8 +1008,8 @@ static json_t *task_rows(intake_t *in)
     return rows;
 }
 
-/* Writes the job and its graph with other requests' (sql_insert_many);
- * on_inserted_many goes on. */
+/* Writes the job and its graph with other requests' (sql_insert);
+ * on_inserted goes on. */
 static void persist(intake_t *in)
 {
     gt_dispatcher_t *d = in->d;
@@ -1071,53 +1036,6 @@ static void persist(intake_t *in)
               : NULL;
     if (row && in->cache_key[0])
         json_object_set_new(row, "cache_ttl_ms", json_integer(in->cache_ttl_ms));
-    /* NULL rows (out of memory) fail the add too: inserted alone */
     if (gt_pgbatch_add(d->inserted, in, row ? json_pack("[o]", row) : NULL) != 0)
-        persist_one(in);
-}
-
-/* Writes the job and its graph alone; on_inserted publishes the ready tasks. */
-static void persist_one(intake_t *in)
-{
-    gt_dispatcher_t *d = in->d;
-    gt_msg_t *msg = in->msg;
-    const json_t *req = in->req;
-    const char *request_id = in->request_id;
-    const gt_node_t *first = &in->graph.nodes[0];
-    json_t *rows = task_rows(in);
-    char *rows_text = json_dumps(rows, JSON_COMPACT);
-    char *req_text = json_dumps(req, JSON_COMPACT);
-    char prio[16], count[16], part[16], off[24], ttl[24];
-    snprintf(ttl, sizeof(ttl), "%lld", (long long)in->cache_ttl_ms);
-    json_t *prio_j = json_object_get(req, "priority");
-    snprintf(prio, sizeof(prio), "%d", prio_j ? (int)json_integer_value(prio_j) : 0);
-    snprintf(count, sizeof(count), "%d", in->graph.n_inference);
-    snprintf(part, sizeof(part), "%d", (int)msg->partition);
-    snprintf(off, sizeof(off), "%lld", (long long)msg->offset);
-    const char *params[] = {
-        request_id,
-        json_string_value(json_object_get(req, "tenant_id")),
-        json_string_value(json_object_get(req, "kind")),
-        json_string_value(json_object_get(first->task, "model")),
-        json_string_value(json_object_get(first->task, "lane")),
-        prio,
-        json_string_value(json_object_get(req, "deadline")),
-        json_string_value(json_object_get(req, "reply_topic")),
-        count,
-        in->graph.batch ? "true" : "false",
-        req_text,
-        msg->topic,
-        part,
-        off,
-        rows_text,
-        in->has_traceparent ? in->traceparent : NULL,
-        in->body_sha[0] ? in->body_sha : NULL,
-        in->cache_key[0] ? in->cache_key : NULL,
-        in->cache_key[0] ? ttl : NULL,
-    };
-    if (gt_pg_query(d->pg, sql_insert, 19, params, on_inserted, in) != 0)
-        on_inserted(NULL, "cannot send query", in);
-    json_decref(rows);
-    free(rows_text);
-    free(req_text);
+        on_inserted(in, NULL, -1, "out of memory");
 }

@@ -1,100 +1,198 @@
-/* pgbatch.c - one statement for many waiting rows, one statement in flight per batch. */
+/* pgbatch.c - one statement for many waiting rows, one statement in flight per
+ * batch; an item its statement failed or left unanswered goes again alone. */
 #include "pgbatch.h"
 
 #include <stdlib.h>
+#include <string.h>
+
+/* An item and its rows, kept until it is answered: it may be sent again alone. */
+typedef struct pgbatch_item {
+    void *item;
+    json_t *rows;
+} pgbatch_item_t;
+
+/* A FIFO of items (waiting for the next statement, or to go alone). */
+typedef struct pgbatch_queue {
+    pgbatch_item_t *v;
+    int head, n, cap;
+} pgbatch_queue_t;
 
 struct gt_pgbatch {
     gt_pg_t **pg;
     const char *sql;
     gt_pgbatch_done done;
     gt_pgbatch_row_done row_done; /* instead of done: items get their rows */
-    json_t *rows;                 /* rows of the waiting items */
-    void **waiting;               /* items whose rows are in rows */
-    int n, cap;
-    int sending; /* a statement is in flight */
+    pgbatch_queue_t waiting;      /* go together in the next statement */
+    pgbatch_queue_t alone;        /* go one per statement, before the waiting */
+    int sending;                  /* a statement is in flight */
 };
 
 /* What one statement carries: its items, answered together. */
 typedef struct pgbatch_sent {
     gt_pgbatch_t *b;
-    void **items;
+    pgbatch_item_t *items;
     int n;
 } pgbatch_sent_t;
 
 static void pgbatch_send(gt_pgbatch_t *b);
 
-/* Answers item i of s with its row (the statement's rows are ordered by i). */
-static void answer_item(gt_pgbatch_t *b, void *item, const PGresult *res, const char *err, int i,
-                        int *cursor)
+static int queue_push(pgbatch_queue_t *q, pgbatch_item_t it)
 {
-    if (!b->row_done) {
-        b->done(item, err);
-        return;
+    if (q->head + q->n == q->cap) {
+        if (q->head > 0) { /* reuse the room the taken items left */
+            memmove(q->v, q->v + q->head, (size_t)q->n * sizeof(*q->v));
+            q->head = 0;
+        }
+        if (q->n == q->cap) {
+            int cap = q->cap ? q->cap * 2 : 16;
+            pgbatch_item_t *v = realloc(q->v, (size_t)cap * sizeof(*v));
+            if (!v)
+                return -1;
+            q->v = v;
+            q->cap = cap;
+        }
     }
-    int row = -1, nrows = res ? PQntuples(res) : 0;
-    while (*cursor < nrows && atoi(PQgetvalue(res, *cursor, 0)) < i)
-        (*cursor)++;
-    if (*cursor < nrows && atoi(PQgetvalue(res, *cursor, 0)) == i)
-        row = (*cursor)++;
-    b->row_done(item, res, row, err);
+    q->v[q->head + q->n++] = it;
+    return 0;
 }
 
+/* Takes up to max items off the front of q into a new array (NULL: out of memory). */
+static pgbatch_item_t *queue_take(pgbatch_queue_t *q, int max, int *n)
+{
+    *n = q->n < max ? q->n : max;
+    pgbatch_item_t *v = malloc((size_t)*n * sizeof(*v));
+    if (!v)
+        return NULL;
+    memcpy(v, q->v + q->head, (size_t)*n * sizeof(*v));
+    q->head += *n;
+    q->n -= *n;
+    if (q->n == 0)
+        q->head = 0;
+    return v;
+}
+
+/* Answers it with its row (or err) and frees its rows. */
+static void answer(gt_pgbatch_t *b, pgbatch_item_t *it, const PGresult *res, int row,
+                   const char *err)
+{
+    json_decref(it->rows);
+    if (b->row_done)
+        b->row_done(it->item, res, row, err);
+    else
+        b->done(it->item, err);
+}
+
+/* Sends it alone after the statement in flight, or, out of memory, answers it. */
+static void again_alone(gt_pgbatch_t *b, pgbatch_item_t *it, const PGresult *res, int row,
+                        const char *err)
+{
+    if (queue_push(&b->alone, *it) != 0)
+        answer(b, it, res, row, err);
+}
+
+/* gt_pg's answer to a statement: a failed statement of several items, and an
+ * item a statement returned no row for, go again alone; the rest are done. */
 static void on_answer(const PGresult *res, const char *err, void *arg)
 {
     pgbatch_sent_t *s = arg;
     gt_pgbatch_t *b = s->b;
-    int cursor = 0;
-    for (int i = 0; i < s->n; i++)
-        answer_item(b, s->items[i], err ? NULL : res, err, i, &cursor);
+    int several = s->n > 1, cursor = 0;
+    int nrows = !err && b->row_done ? PQntuples(res) : 0;
+    for (int i = 0; i < s->n; i++) {
+        pgbatch_item_t *it = &s->items[i];
+        if (err) {
+            if (several && strcmp(err, "closed") != 0)
+                again_alone(b, it, NULL, -1, err);
+            else
+                answer(b, it, NULL, -1, err);
+            continue;
+        }
+        int row = -1;
+        while (cursor < nrows && atoi(PQgetvalue(res, cursor, 0)) < i)
+            cursor++;
+        if (cursor < nrows && atoi(PQgetvalue(res, cursor, 0)) == i)
+            row = cursor++;
+        if (row < 0 && b->row_done && several)
+            again_alone(b, it, res, row, NULL);
+        else
+            answer(b, it, res, row, NULL);
+    }
     free(s->items);
     free(s);
     b->sending = 0;
     pgbatch_send(b);
 }
 
-/* Takes the waiting items (their rows are in the text sent, or dropped):
- * the next rows start a new batch. */
-static void **take_waiting(gt_pgbatch_t *b, int *n)
+/* The text of the statement's parameter: every item's rows, numbered by item
+ * for a batch with results per item. NULL on out of memory. */
+static char *rows_text(const gt_pgbatch_t *b, const pgbatch_item_t *items, int n)
 {
-    void **items = b->waiting;
-    *n = b->n;
-    b->waiting = NULL;
-    b->n = b->cap = 0;
-    json_array_clear(b->rows);
-    return items;
+    json_t *all = json_array();
+    char *text = NULL;
+    for (int i = 0; all && i < n; i++) {
+        size_t k;
+        json_t *row;
+        json_array_foreach (items[i].rows, k, row) {
+            if ((b->row_done && json_object_set_new(row, "i", json_integer(i)) != 0) ||
+                json_array_append(all, row) != 0)
+                goto out;
+        }
+    }
+    text = all ? json_dumps(all, JSON_COMPACT) : NULL;
+out:
+    json_decref(all);
+    return text;
 }
 
+/* Answers the items with err and frees them. */
+static void answer_all(gt_pgbatch_t *b, pgbatch_item_t *items, int n, const char *err)
+{
+    for (int i = 0; i < n; i++)
+        answer(b, &items[i], NULL, -1, err);
+    free(items);
+}
+
+/* Sends the next statement: the first item to go alone, else every waiting
+ * one. One that cannot be sent is answered (nothing for the server to say,
+ * so nothing goes again) and the next is tried. */
 static void pgbatch_send(gt_pgbatch_t *b)
 {
-    if (b->sending || b->n == 0)
-        return;
-    pgbatch_sent_t *s = calloc(1, sizeof(*s));
-    char *text = s ? json_dumps(b->rows, JSON_COMPACT) : NULL;
-    if (!text) { /* out of memory: the waiting items fail, none waits for good */
-        free(s);
+    while (!b->sending && (b->alone.n || b->waiting.n)) {
+        pgbatch_queue_t *q = b->alone.n ? &b->alone : &b->waiting;
         int n;
-        void **items = take_waiting(b, &n);
-        for (int i = 0; i < n; i++)
-            answer_item(b, items[i], NULL, "out of memory", i, &(int){0});
-        free(items);
-        return;
+        pgbatch_item_t *items = queue_take(q, q == &b->alone ? 1 : q->n, &n);
+        pgbatch_sent_t *s = items ? malloc(sizeof(*s)) : NULL;
+        char *text = s ? rows_text(b, items, n) : NULL;
+        if (!items) { /* out of memory: what would have gone fails, none waits for good */
+            while (q->n) {
+                pgbatch_item_t it = q->v[q->head++];
+                q->n--;
+                answer(b, &it, NULL, -1, "out of memory");
+            }
+            continue;
+        }
+        if (!text) {
+            free(s);
+            answer_all(b, items, n, "out of memory");
+            continue;
+        }
+        *s = (pgbatch_sent_t){b, items, n};
+        const char *params[] = {text};
+        if (gt_pg_query(*b->pg, b->sql, 1, params, on_answer, s) == 0) {
+            b->sending = 1;
+        } else {
+            free(s);
+            answer_all(b, items, n, "cannot send query");
+        }
+        free(text);
     }
-    s->b = b;
-    s->items = take_waiting(b, &s->n);
-    b->sending = 1;
-    const char *params[] = {text};
-    if (gt_pg_query(*b->pg, b->sql, 1, params, on_answer, s) != 0)
-        on_answer(NULL, "cannot send query", s);
-    free(text);
 }
 
 gt_pgbatch_t *gt_pgbatch_new(gt_pg_t **pg, const char *sql, gt_pgbatch_done done)
 {
     gt_pgbatch_t *b = calloc(1, sizeof(*b));
-    if (!b || !(b->rows = json_array())) {
-        free(b);
+    if (!b)
         return NULL;
-    }
     b->pg = pg;
     b->sql = sql;
     b->done = done;
@@ -113,29 +211,10 @@ int gt_pgbatch_add(gt_pgbatch_t *b, void *item, json_t *rows)
 {
     if (!rows)
         return -1;
-    size_t k;
-    json_t *row;
-    json_array_foreach (rows, k, row) {
-        if (b->row_done && json_object_set_new(row, "i", json_integer(b->n)) != 0) {
-            json_decref(rows);
-            return -1;
-        }
-    }
-    if (b->n == b->cap) {
-        int cap = b->cap ? b->cap * 2 : 16;
-        void **w = realloc(b->waiting, (size_t)cap * sizeof(*w));
-        if (!w) {
-            json_decref(rows);
-            return -1;
-        }
-        b->waiting = w;
-        b->cap = cap;
-    }
-    int rc = json_array_extend(b->rows, rows);
-    json_decref(rows);
-    if (rc != 0)
+    if (!json_is_array(rows) || queue_push(&b->waiting, (pgbatch_item_t){item, rows}) != 0) {
+        json_decref(rows);
         return -1;
-    b->waiting[b->n++] = item;
+    }
     pgbatch_send(b);
     return 0;
 }
@@ -144,7 +223,13 @@ void gt_pgbatch_free(gt_pgbatch_t *b)
 {
     if (!b)
         return;
-    json_decref(b->rows);
-    free(b->waiting);
+    /* Items still queued were never sent (the owner frees the connection
+     * first, which answers the one in flight): they are the owner's to drop. */
+    for (int i = 0; i < b->waiting.n; i++)
+        json_decref(b->waiting.v[b->waiting.head + i].rows);
+    for (int i = 0; i < b->alone.n; i++)
+        json_decref(b->alone.v[b->alone.head + i].rows);
+    free(b->waiting.v);
+    free(b->alone.v);
     free(b);
 }

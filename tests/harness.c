@@ -33,8 +33,7 @@ static void print_recap(void)
 static void keep_recap(void)
 {
     size_t used = 0;
-    for (CU_pFailureRecord f = CU_get_failure_list(); f && used < sizeof(recap) - 1;
-         f = f->pNext) {
+    for (CU_pFailureRecord f = CU_get_failure_list(); f && used < sizeof(recap) - 1; f = f->pNext) {
         int n = snprintf(recap + used, sizeof(recap) - used, "  %s: %s:%u: %s\n",
                          f->pTest && f->pTest->pName ? f->pTest->pName : "?",
                          f->strFileName ? f->strFileName : "?", f->uiLineNumber,

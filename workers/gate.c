@@ -13,7 +13,7 @@
 
 struct gt_gate {
     gt_pg_t *pg;
-    gt_pgbatch_t *claims; /* sql_claim_many */
+    gt_pgbatch_t *claims; /* sql_claim */
     int closing;          /* gt_gate_free runs: what is answered now is CLOSED */
 };
 
@@ -22,57 +22,29 @@ typedef struct gate_req {
     gt_gate_cb cb;
     gt_gate_cancelled_cb ccb;
     void *arg;
-    char *task_id, *request_id, *msg_id; /* a claim's, kept for sql_claim alone */
-    char limit[24];
 } gate_req_t;
 
-/* $1 task_id, $2 request_id, $3 queue limit in ms (0: none), $4 the Kafka
- * message ("partition:offset", NULL: unknown). A second copy of a task (a
- * release published again after a crash: dispatcher/release.c) finds the task
- * running under another message and is skipped; the same message again (a
- * redelivery after its worker died) starts it again. A task of a
- * cancelled job that the cancel did not mark (the cancel came before the job
- * was stored: job_cancels; or the task was running on a worker that died)
- * answers 'cancelled': reported, never run. Under READ
- * COMMITTED the UPDATE re-reads a row a concurrent cancel changed, so a task
- * the cancel reached first is never marked running. A task already running
- * (redelivered after its worker died) starts again. A task not in the table
- * starts: it is not the scheduler's (sent to the lane by hand). */
-static const char sql_claim[] =
-    "WITH cur AS ("
-    "  SELECT t.status, ($3::bigint > 0 AND t.started_at IS NULL"
-    "          AND j.created_at < now() - $3::bigint * interval '1 millisecond') AS late,"
-    "         (j.cancelled_at IS NOT NULL OR EXISTS (SELECT 1 FROM job_cancels c"
-    "           WHERE c.request_id = t.request_id)) AS cancelled,"
-    "         (t.status = 'running' AND $4::text IS NOT NULL AND t.started_msg IS NOT NULL"
-    "          AND t.started_msg <> $4) AS dup"
-    "  FROM tasks t JOIN jobs j ON j.request_id = t.request_id"
-    "  WHERE t.task_id = $1 AND t.request_id = $2),"
-    " upd AS ("
-    "  UPDATE tasks SET status = 'running', started_at = coalesce(started_at, clock_timestamp()),"
-    "         started_msg = coalesce($4, started_msg)"
-    "  WHERE task_id = $1 AND request_id = $2 AND status IN ('pending', 'queued', 'running')"
-    "   AND NOT coalesce((SELECT dup FROM cur), false)"
-    "   AND NOT coalesce((SELECT late FROM cur), false)"
-    "   AND NOT coalesce((SELECT cancelled FROM cur), false)"
-    "  RETURNING 1)"
-    " SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM cur) OR EXISTS (SELECT 1 FROM upd) THEN 'start'"
-    "  WHEN (SELECT dup FROM cur) THEN 'skip'"
-    "  WHEN (SELECT cancelled FROM cur) AND (SELECT status FROM cur)"
-    "   IN ('pending', 'queued', 'running') THEN 'cancelled'"
-    "  WHEN (SELECT late FROM cur) AND (SELECT status FROM cur) IN ('pending', 'queued')"
-    "   THEN 'expired' ELSE 'skip' END";
-
-/* sql_claim for the tasks of many claims ($1: rows i, task_id, request_id,
- * lim, msg; pgbatch.h), each answered as sql_claim would: one row per claim,
- * i, handled, verdict. A task named by an earlier row of the same statement
- * (a second copy) is not handled here: sql_claim alone, after this statement
- * committed, sees the first copy's mark. Tasks are locked in task_id order
- * first, as the dispatcher's statements of many tasks lock them, so that two
- * such statements never deadlock. Each claim's rows are looked up by index
+/* Claims tasks to start ($1: rows i, task_id, request_id, lim: queue limit
+ * in ms (0: none), msg: the Kafka message "partition:offset" (NULL:
+ * unknown); pgbatch.h); one row per claim: i, then the verdict. A second
+ * copy of a task (a release published again after a crash:
+ * dispatcher/release.c) finds the task running under another message and is
+ * skipped; the same message again (a redelivery after its worker died)
+ * starts it again. A task of a cancelled job that the cancel did not mark
+ * (the cancel came before the job was stored: job_cancels; or the task was
+ * running on a worker that died) answers 'cancelled': reported, never run.
+ * Under READ COMMITTED the UPDATE re-reads a row a concurrent cancel changed,
+ * so a task the cancel reached first is never marked running. A task not in
+ * the table starts: it is not the scheduler's (sent to the lane by hand).
+ *
+ * A task named by an earlier row of the same statement gets no row: pgbatch
+ * sends it again alone, after this statement committed, and it then sees the
+ * first copy's mark. Tasks are locked in task_id order first, as the
+ * dispatcher's statements of many tasks lock them, so that two such
+ * statements never deadlock. Each claim's rows are looked up by index
  * (LATERAL, OFFSET 0): json_to_recordset is estimated at 100 rows, and a join
  * planned on that read all of jobs by a seq scan (9 ms at 20,000 jobs). */
-static const char sql_claim_many[] =
+static const char sql_claim[] =
     "WITH u AS (SELECT * FROM json_to_recordset($1::json)"
     "       AS u(i int, task_id text, request_id text, lim bigint, msg text)),"
     " first AS (SELECT DISTINCT ON (task_id, request_id) * FROM u ORDER BY task_id, request_id, i),"
@@ -102,13 +74,12 @@ static const char sql_claim_many[] =
     "   AND t.status IN ('pending', 'queued', 'running')"
     "   AND t.task_id = ANY(ARRAY(SELECT task_id FROM lk))"
     "  RETURNING go.i)"
-    " SELECT u.i, f.i IS NOT NULL,"
-    "  CASE WHEN f.i IS NULL THEN NULL"
-    "  WHEN c.i IS NULL OR EXISTS (SELECT 1 FROM upd WHERE upd.i = u.i) THEN 'start'"
+    " SELECT f.i,"
+    "  CASE WHEN c.i IS NULL OR EXISTS (SELECT 1 FROM upd WHERE upd.i = f.i) THEN 'start'"
     "  WHEN c.dup THEN 'skip'"
     "  WHEN c.cancelled AND c.status IN ('pending', 'queued', 'running') THEN 'cancelled'"
     "  WHEN c.late AND c.status IN ('pending', 'queued') THEN 'expired' ELSE 'skip' END"
-    " FROM u LEFT JOIN first f ON f.i = u.i LEFT JOIN cur c ON c.i = u.i ORDER BY u.i";
+    " FROM first f LEFT JOIN cur c ON c.i = f.i ORDER BY f.i";
 
 /* = ANY(ARRAY(...)): an index lookup per running job. IN (SELECT ...) let the
  * generic plan read every cancelled job (3.3 ms a poll in bench/closedloop). */
@@ -117,7 +88,7 @@ static const char sql_cancelled[] =
     " WHERE cancelled_at IS NOT NULL"
     "  AND request_id = ANY(ARRAY(SELECT json_array_elements_text($1::json)))";
 
-static void on_claimed_many(void *item, const PGresult *res, int row, const char *err);
+static void on_claimed(void *item, const PGresult *res, int row, const char *err);
 
 gt_gate_t *gt_gate_new(uv_loop_t *loop, const gt_config_t *cfg)
 {
@@ -127,7 +98,7 @@ gt_gate_t *gt_gate_new(uv_loop_t *loop, const gt_config_t *cfg)
     if (!g)
         return NULL;
     if (!(g->pg = gt_pg_new(loop, cfg->pg_conninfo)) ||
-        !(g->claims = gt_pgbatch_new_rows(&g->pg, sql_claim_many, on_claimed_many))) {
+        !(g->claims = gt_pgbatch_new_rows(&g->pg, sql_claim, on_claimed))) {
         gt_pg_free(g->pg);
         free(g);
         return NULL;
@@ -135,79 +106,45 @@ gt_gate_t *gt_gate_new(uv_loop_t *loop, const gt_config_t *cfg)
     return g;
 }
 
-static void req_free(gate_req_t *r)
+/* The claim's answer: its verdict, or START ungated on an SQL error (the
+ * gate fails open, loudly: gt_pg already retried what was transient), or
+ * CLOSED while the gate stops. */
+static void on_claimed(void *item, const PGresult *res, int row, const char *err)
 {
-    free(r->task_id);
-    free(r->request_id);
-    free(r->msg_id);
-    free(r);
-}
-
-/* Answers r with the verdict text s (NULL: START) or err, and frees it. */
-static void claim_answer(gate_req_t *r, const char *s, const char *err)
-{
+    gate_req_t *r = item;
     gt_gate_verdict_t v = GT_GATE_START;
+    const char *s = !err && row >= 0 ? PQgetvalue(res, row, 1) : NULL;
     if (r->g->closing || (err && strcmp(err, "closed") == 0)) {
         v = GT_GATE_CLOSED;
-    } else if (err) {
-        gt_warn("start gate: %s; the task starts ungated", err);
-    } else if (s) {
+    } else if (!s) {
+        gt_warn("start gate: %s; the task starts ungated", err ? err : "no verdict");
+    } else {
         v = strcmp(s, "expired") == 0     ? GT_GATE_EXPIRED
             : strcmp(s, "cancelled") == 0 ? GT_GATE_CANCELLED
             : strcmp(s, "skip") == 0      ? GT_GATE_SKIP
                                           : GT_GATE_START;
     }
     r->cb(v, r->arg);
-    req_free(r);
-}
-
-static void on_claim(const PGresult *res, const char *err, void *arg)
-{
-    claim_answer(arg, !err && PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : NULL, err);
-}
-
-/* sql_claim for r alone. */
-static void claim_one(gate_req_t *r)
-{
-    const char *params[] = {r->task_id, r->request_id, r->limit, r->msg_id};
-    if (gt_pg_query(r->g->pg, sql_claim, 4, params, on_claim, r) != 0)
-        claim_answer(r, NULL, r->g->closing ? "closed" : "cannot send query");
-}
-
-/* sql_claim_many's answer for r: not handled there (a second copy in the
- * statement), or the statement failed: sql_claim alone. */
-static void on_claimed_many(void *item, const PGresult *res, int row, const char *err)
-{
-    gate_req_t *r = item;
-    if (!err && row >= 0 && strcmp(PQgetvalue(res, row, 1), "t") == 0)
-        claim_answer(r, PQgetvalue(res, row, 2), NULL);
-    else if (r->g->closing || (err && strcmp(err, "closed") == 0))
-        claim_answer(r, NULL, "closed");
-    else
-        claim_one(r);
+    free(r);
 }
 
 int gt_gate_claim(gt_gate_t *g, const char *task_id, const char *request_id, int64_t max_queue_ms,
                   const char *msg_id, gt_gate_cb cb, void *arg)
 {
     gate_req_t *r = calloc(1, sizeof(*r));
-    json_t *rows = NULL;
-    if (!r || !(r->task_id = strdup(task_id)) || !(r->request_id = strdup(request_id)) ||
-        (msg_id && !(r->msg_id = strdup(msg_id))))
-        goto fail;
+    if (!r)
+        return -1;
     r->g = g;
     r->cb = cb;
     r->arg = arg;
-    snprintf(r->limit, sizeof(r->limit), "%lld", (long long)(max_queue_ms > 0 ? max_queue_ms : 0));
-    rows = json_pack("[{s:s, s:s, s:I, s:s?}]", "task_id", task_id, "request_id", request_id, "lim",
-                     (json_int_t)(max_queue_ms > 0 ? max_queue_ms : 0), "msg", msg_id);
-    if (gt_pgbatch_add(g->claims, r, rows) != 0) /* it took rows either way */
-        goto fail;
+    json_t *rows =
+        json_pack("[{s:s, s:s, s:I, s:s?}]", "task_id", task_id, "request_id", request_id, "lim",
+                  (json_int_t)(max_queue_ms > 0 ? max_queue_ms : 0), "msg", msg_id);
+    if (gt_pgbatch_add(g->claims, r, rows) != 0) { /* it took rows either way */
+        free(r);
+        return -1;
+    }
     return 0;
-fail:
-    if (r)
-        req_free(r);
-    return -1;
 }
 
 static void on_cancelled(const PGresult *res, const char *err, void *arg)
