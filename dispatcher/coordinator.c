@@ -146,8 +146,9 @@ static const char sql_apply[] =
  * stored exactly as sql_apply would; one row per task result: i, handled
  * (false: nothing was done for it, it goes to sql_apply alone), then
  * sql_apply's columns. Tasks are locked in task_id order first, as
- * sql_queued locks them, so that two statements never deadlock. Safe to run
- * twice as sql_apply is. */
+ * sql_queued locks them, so that two statements never deadlock; the UPDATE
+ * then names the locked rows only (open when locked, and held: see the
+ * gate's sql_claim in workers/gate.c). Safe to run twice as sql_apply is. */
 static const char sql_apply_many[] =
     "WITH u AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS u(i int, task_id text,"
     "       status text, result jsonb, error_code text, error_message text, attempts int,"
@@ -168,9 +169,8 @@ static const char sql_apply_many[] =
     "  UPDATE tasks t SET status = q.status, result = q.result, output = q.result -> 'output',"
     "         error_code = q.error_code, error_message = q.error_message, attempts = q.attempts,"
     "         provider = q.provider, pool = q.pool, worker_id = q.worker_id, completed_at = now()"
-    "  FROM q WHERE t.task_id = q.task_id AND t.request_id = q.request_id"
-    "   AND t.status IN ('pending', 'queued', 'running')"
-    "   AND t.task_id = ANY(ARRAY(SELECT task_id FROM lk))"
+    "  FROM q WHERE t.task_id = ANY(ARRAY(SELECT task_id FROM lk))"
+    "   AND t.task_id = q.task_id AND t.request_id = q.request_id"
     "  RETURNING t.request_id),"
     " claim AS ("
     "  UPDATE jobs j SET status = 'completing', claimed_by = q.by, claimed_at = now(),"
