@@ -89,6 +89,19 @@ static void env_down(env_t *e)
 static const char sql_put[] = "INSERT INTO kv SELECT k, v FROM json_to_recordset($1::json)"
                               " AS u(k text, v int)";
 
+/* Adds n items to b, one row each: key prefix<i>, value i, or -1 (which the
+ * CHECK refuses) for item bad. */
+static void add_puts(gt_pgbatch_t *b, item_t *it, int n, const char *prefix, int bad)
+{
+    for (int i = 0; i < n; i++) {
+        char k[16];
+        snprintf(k, sizeof(k), "%s%d", prefix, i);
+        TH_EQ_INT(
+            gt_pgbatch_add(b, &it[i], json_pack("[{s:s, s:i}]", "k", k, "v", i == bad ? -1 : i)),
+            0);
+    }
+}
+
 /* Five items wait behind a first: they share one statement; one of them
  * breaks a CHECK, so that statement fails, and each of its five goes again
  * alone: four commit, the bad one gets the server's error. */
@@ -100,12 +113,7 @@ static void test_bad_item_fails_only_itself(void)
     CU_ASSERT_FATAL(b != NULL);
     item_t it[6];
     memset(it, 0, sizeof(it));
-    for (int i = 0; i < 6; i++) {
-        char k[8];
-        snprintf(k, sizeof(k), "k%d", i);
-        TH_EQ_INT(
-            gt_pgbatch_add(b, &it[i], json_pack("[{s:s, s:i}]", "k", k, "v", i == 3 ? -1 : i)), 0);
-    }
+    add_puts(b, it, 6, "k", 3);
     TH_EQ_INT(it[0].answered, 0); /* never inside the call */
     wait_t w = {&e.loop, it, 6};
     CU_ASSERT_FATAL(th_poll(turn_until_answered, &w, 20000));
@@ -171,11 +179,7 @@ static void test_closed_is_not_retried(void)
     CU_ASSERT_FATAL(b != NULL);
     item_t it[4];
     memset(it, 0, sizeof(it));
-    for (int i = 0; i < 4; i++) {
-        char k[8];
-        snprintf(k, sizeof(k), "c%d", i);
-        TH_EQ_INT(gt_pgbatch_add(b, &it[i], json_pack("[{s:s, s:i}]", "k", k, "v", i)), 0);
-    }
+    add_puts(b, it, 4, "c", -1);
     gt_pg_t *pg = e.pg;
     e.pg = NULL; /* as an owner stopping does: later sends fail */
     gt_pg_free(pg);
