@@ -33,21 +33,22 @@ typedef struct gate_req {
  * starts it again. A task of a cancelled job that the cancel did not mark
  * (the cancel came before the job was stored: job_cancels; or the task was
  * running on a worker that died) answers 'cancelled': reported, never run.
- * Under READ COMMITTED the UPDATE re-reads a row a concurrent cancel changed,
- * so a task the cancel reached first is never marked running. A task not in
- * the table starts: it is not the scheduler's (sent to the lane by hand).
+ * A task not in the table starts: it is not the scheduler's (sent to the
+ * lane by hand).
  *
  * A task named by an earlier row of the same statement gets no row: pgbatch
  * sends it again alone, after this statement committed, and it then sees the
  * first copy's mark. Tasks are locked in task_id order first, as the
  * dispatcher's statements of many tasks lock them, so that two such
- * statements never deadlock. The lock re-reads a row a concurrent statement
- * changed and keeps it only if it is still open; held, it cannot change
- * again, so the UPDATE names the locked rows and nothing else: with the
- * status test as well, PostgreSQL ANDed a bitmap of every open task
- * (tasks_unfinished, 2,000-2,900 entries a statement in bench/closedloop). Each claim's rows are looked up by index
- * (LATERAL, OFFSET 0): json_to_recordset is estimated at 100 rows, and a join
- * planned on that read all of jobs by a seq scan (9 ms at 20,000 jobs). */
+ * statements never deadlock. Under READ COMMITTED the lock re-reads a row a
+ * concurrent cancel changed and keeps it only if it is still open, so a task
+ * the cancel reached first is never marked running; a held row cannot change
+ * again, so the UPDATE names the locked rows and nothing else (with the
+ * status test as well, PostgreSQL ANDed a bitmap of every open task:
+ * tasks_unfinished, 2,000-2,900 entries a statement in bench/closedloop).
+ * Each claim's rows are looked up by index (LATERAL, OFFSET 0):
+ * json_to_recordset is estimated at 100 rows, and a join planned on that read
+ * all of jobs by a seq scan (9 ms at 20,000 jobs). */
 static const char sql_claim[] =
     "WITH u AS (SELECT * FROM json_to_recordset($1::json)"
     "       AS u(i int, task_id text, request_id text, lim bigint, msg text)),"
