@@ -38,8 +38,11 @@ typedef struct coord {
     char *reply_topic; /* the result also goes there; NULL: only cfg->topics.results */
     int batch;
     int64_t created_ms;
-    char *status;          /* final job status */
-    json_t *result;        /* final result */
+    char *status;      /* final job status */
+    json_t *result;    /* final result */
+    char *result_text; /* the same as stored, compact: the bytes published */
+    size_t result_len;
+    json_t *single; /* the job's result should c->tr be its only task (coord_single), or NULL */
     char traceparent[128]; /* the job's (stored at intake), else the task result's */
     gt_span_t span;        /* coordinator.result, while the result is published */
     int span_open;
@@ -293,6 +296,8 @@ static void coord_free(coord_t *c)
         c->d->coordinator->finishing--;
     json_decref(c->tr);
     json_decref(c->result);
+    free(c->result_text);
+    json_decref(c->single);
     json_decref(c->cache_output);
     json_decref(c->answer_usage);
     free(c->request_id);
@@ -391,9 +396,11 @@ static void send_result(coord_t *c, int where)
     size_t nh = has_tp ? 1 : 0;
     int rc = e ? 0 : -1;
     if (rc == 0 && where == SEND_ALL)
-        rc = gt_result_add(e, c->d->cfg, c->reply_topic, c->request_id, c->result, &h, nh);
+        rc = gt_result_add_text(e, c->d->cfg, c->reply_topic, c->request_id, c->result_text,
+                                c->result_len, &h, nh);
     else if (rc == 0 && where == SEND_REPLY)
-        rc = gt_effect_add_json(e, c->reply_topic, c->request_id, c->result, &h, nh);
+        rc = gt_effect_add(e, c->reply_topic, c->request_id, strlen(c->request_id), c->result_text,
+                           c->result_len, &h, nh);
     if (rc == 0 && c->answer_usage)
         rc = gt_effect_add_json(e, c->d->cfg->topics.usage,
                                 json_string_value(json_object_get(c->answer_usage, "event_id")),
@@ -470,15 +477,21 @@ static void lookup_done(uv_work_t *w, int status)
     send_result(c, on_results ? SEND_REPLY : SEND_ALL);
 }
 
-/* Publishes the stored result body (stored: its jsonb text), the same bytes
- * whichever incarnation publishes it; when a dead holder stored it, only
- * where that holder had not published it. */
-static void publish_stored(coord_t *c, const char *stored)
+/* Publishes the stored result body (stored: its jsonb text, compacted), the
+ * same bytes whichever incarnation publishes it; when a dead holder stored
+ * it, only where that holder had not published it. tree: the value stored,
+ * when this process built it (as coord_single did), else NULL: read from
+ * stored. Only its status and fields are read (the cache, the guard): the
+ * bytes published are stored's, never a serialisation of tree. */
+static void publish_stored(coord_t *c, const char *stored, json_t *tree)
 {
     json_decref(c->result);
-    c->result = json_loads(stored, 0, NULL);
+    c->result = tree ? json_incref(tree) : json_loads(stored, 0, NULL);
+    free(c->result_text);
+    if ((c->result_text = strdup(stored)))
+        c->result_len = gt_json_compact(c->result_text);
     const char *st = json_string_value(json_object_get(c->result, "status"));
-    if (!c->result || !st) {
+    if (!c->result || !st || !c->result_text) {
         gt_log(GT_LOG_ERROR, C_CTX(c), "the stored result is unreadable; left to the sweep");
         json_object_del(c->d->finalizing, c->request_id);
         coord_free(c); /* offset stays undone */
@@ -523,7 +536,7 @@ static void on_stored(const PGresult *res, const char *err, void *arg)
         coord_finish(c);
         return;
     }
-    publish_stored(c, PQgetvalue(res, 0, 0));
+    publish_stored(c, PQgetvalue(res, 0, 0), NULL);
 }
 
 /* The guard stage restored or blocked the output and recorded its decisions. */
@@ -561,7 +574,7 @@ static void coord_publish_earlier(coord_t *c, const char *stored, const char *st
         coord_free(c); /* offset stays undone */
         return;
     }
-    publish_stored(c, stored);
+    publish_stored(c, stored, NULL);
 }
 
 /* The job is claimed: gathers its tasks' results (NULL: none stored) into the
@@ -717,7 +730,7 @@ static void applied(coord_t *c, const PGresult *res, int row, int o, const char 
             json_t *out = json_object_get(c->tr, "output");
             c->cache_output = out ? json_deep_copy(out) : json_null();
         }
-        publish_stored(c, PQgetvalue(res, row, o + 16));
+        publish_stored(c, PQgetvalue(res, row, o + 16), c->single);
         return;
     }
     if (!PQgetisnull(res, row, o + 10)) {
@@ -791,11 +804,12 @@ static void coord_apply(coord_t *c)
         coord_apply_one(c);
         return;
     }
-    json_t *single = coord_single(c);
+    json_decref(c->single);
+    json_t *single = c->single = coord_single(c);
     json_t *error = json_object_get(tr, "error");
     json_t *row =
         single
-            ? json_pack("{s:O?, s:O?, s:O, s:O?, s:O?, s:I, s:O?, s:O?, s:O?, s:s, s:o, s:s, s:s,"
+            ? json_pack("{s:O?, s:O?, s:O, s:O?, s:O?, s:I, s:O?, s:O?, s:O?, s:s, s:O, s:s, s:s,"
                         " s:I}",
                         "task_id", json_object_get(tr, "task_id"), "status",
                         json_object_get(tr, "status"), "result", tr, "error_code",
@@ -822,9 +836,9 @@ static void coord_apply_one(coord_t *c)
     json_t *error = json_object_get(tr, "error");
     char attempts[16], *text = json_dumps(tr, JSON_COMPACT);
     snprintf(attempts, sizeof(attempts), "%zu", json_array_size(json_object_get(tr, "attempts")));
-    json_t *as_job = c->apply_only ? NULL : coord_single(c);
-    char *single = as_job ? json_dumps(as_job, JSON_COMPACT) : NULL;
-    json_decref(as_job);
+    if (!c->apply_only && !c->single)
+        c->single = coord_single(c);
+    char *single = !c->apply_only && c->single ? json_dumps(c->single, JSON_COMPACT) : NULL;
     const char *params[] = {
         json_string_value(json_object_get(tr, "task_id")),
         json_string_value(json_object_get(tr, "status")),
@@ -876,6 +890,8 @@ static int coord_refuse(coord_t *c, const char *stage, const char *code, const c
            why);
     json_decref(c->tr);
     c->tr = failed;
+    json_decref(c->single); /* built from the result refused */
+    c->single = NULL;
     free(c->request_id);
     c->request_id = rid_copy;
     coord_apply(c);

@@ -403,22 +403,33 @@ int gt_effect_add(gt_effect_t *e, const char *topic, const void *key, size_t key
     return 0;
 }
 
+char *gt_json_dump(const json_t *obj, char *buf, size_t cap, size_t *len)
+{
+    /* Into the caller's buffer (the stack) when it fits: json_dumps grows
+     * its own by doubling, a realloc per step, a profile's top cost in a
+     * worker writing two ~1 KiB messages per task. */
+    char *text = buf;
+    size_t n = json_dumpb(obj, buf, cap, JSON_COMPACT);
+    if (n == 0)
+        return NULL;
+    if (n > cap) {
+        if (!(text = malloc(n)) || json_dumpb(obj, text, n, JSON_COMPACT) != n) {
+            free(text);
+            return NULL;
+        }
+    }
+    *len = n;
+    return text;
+}
+
 int gt_effect_add_json(gt_effect_t *e, const char *topic, const char *key, const json_t *obj,
                        const gt_header_t *headers, size_t n_headers)
 {
-    /* Into a buffer of the stack (gt_effect_add copies it): json_dumps grows
-     * its own by doubling, a realloc per step, a profile's top cost in a
-     * worker writing two ~1 KiB messages per task. */
-    char buf[8192], *text = buf;
-    size_t len = json_dumpb(obj, buf, sizeof(buf), JSON_COMPACT);
-    if (len == 0)
+    char buf[8192];
+    size_t len;
+    char *text = gt_json_dump(obj, buf, sizeof(buf), &len);
+    if (!text)
         return -1;
-    if (len > sizeof(buf)) {
-        if (!(text = malloc(len)) || json_dumpb(obj, text, len, JSON_COMPACT) != len) {
-            free(text);
-            return -1;
-        }
-    }
     int rc = gt_effect_add(e, topic, key, key ? strlen(key) : 0, text, len, headers, n_headers);
     if (text != buf)
         free(text);

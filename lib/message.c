@@ -127,15 +127,53 @@ int gt_result_reply_topic(const gt_config_t *cfg, const char *reply_topic)
     return reply_topic && *reply_topic && strcmp(reply_topic, cfg->topics.results) != 0;
 }
 
+int gt_result_add_text(gt_effect_t *e, const gt_config_t *cfg, const char *reply_topic,
+                       const char *request_id, const char *text, size_t len,
+                       const gt_header_t *headers, size_t n_headers)
+{
+    size_t klen = strlen(request_id);
+    if (gt_effect_add(e, cfg->topics.results, request_id, klen, text, len, headers, n_headers) != 0)
+        return -1;
+    if (gt_result_reply_topic(cfg, reply_topic))
+        return gt_effect_add(e, reply_topic, request_id, klen, text, len, headers, n_headers);
+    return 0;
+}
+
 int gt_result_add(gt_effect_t *e, const gt_config_t *cfg, const char *reply_topic,
                   const char *request_id, const json_t *result, const gt_header_t *headers,
                   size_t n_headers)
 {
-    if (gt_effect_add_json(e, cfg->topics.results, request_id, result, headers, n_headers) != 0)
+    char buf[8192];
+    size_t len;
+    char *text = gt_json_dump(result, buf, sizeof(buf), &len);
+    if (!text)
         return -1;
-    if (gt_result_reply_topic(cfg, reply_topic))
-        return gt_effect_add_json(e, reply_topic, request_id, result, headers, n_headers);
-    return 0;
+    int rc = gt_result_add_text(e, cfg, reply_topic, request_id, text, len, headers, n_headers);
+    if (text != buf)
+        free(text);
+    return rc;
+}
+
+size_t gt_json_compact(char *text)
+{
+    char *out = text;
+    int in_string = 0;
+    for (const char *p = text; *p; p++) {
+        if (in_string) {
+            *out++ = *p;
+            if (*p == '\\' && p[1])
+                *out++ = *++p;
+            else if (*p == '"')
+                in_string = 0;
+        } else if (*p == '"') {
+            *out++ = *p;
+            in_string = 1;
+        } else if (*p != ' ' && *p != '\n' && *p != '\t' && *p != '\r') {
+            *out++ = *p;
+        }
+    }
+    *out = '\0';
+    return (size_t)(out - text);
 }
 
 json_t *gt_event_build(const char *type, const char *source, const char *event_id, json_t *data)
