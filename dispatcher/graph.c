@@ -94,6 +94,7 @@ void gt_graph_free(gt_graph_t *g)
         free(g->nodes[i].task_id);
         free(g->nodes[i].deps);
         json_decref(g->nodes[i].task);
+        free(g->nodes[i].text);
     }
     free(g->nodes);
     memset(g, 0, sizeof(*g));

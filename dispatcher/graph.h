@@ -18,6 +18,9 @@ typedef struct gt_node {
     int *deps;     /* indexes this node waits for */
     int n_deps;
     json_t *task; /* gantry.task.v1 message of an inference node, else NULL */
+    char *text;   /* task serialised compactly, text_len bytes (set by the intake's size
+                     check, the bytes it publishes; freed by gt_graph_free), or NULL */
+    size_t text_len;
 } gt_node_t;
 
 typedef struct gt_graph {

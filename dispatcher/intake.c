@@ -196,7 +196,11 @@ static int publish_node(intake_t *in, gt_effect_t *e, const gt_node_t *node)
                          sizeof(topic));
     gt_header_t h = {"traceparent", in->traceparent};
     json_array_append_new(in->published, json_string(node->task_id));
-    return gt_effect_add_json(e, topic, node->task_id, node->task, &h, in->has_traceparent ? 1 : 0);
+    size_t nh = in->has_traceparent ? 1 : 0;
+    if (!node->text) /* out of memory at the size check */
+        return gt_effect_add_json(e, topic, node->task_id, node->task, &h, nh);
+    return gt_effect_add(e, topic, node->task_id, strlen(node->task_id), node->text, node->text_len,
+                         &h, nh);
 }
 
 /* Publishes the inference nodes listed in idxs (NULL: every node without
@@ -266,15 +270,25 @@ static int build(intake_t *in, const json_t *req, const char **code, char *err, 
         return -1;
     }
     /* Sizes before anything is stored: a task Kafka refuses would leave its
-     * job running for good. The result carries outputs, not the input. */
+     * job running for good. The result carries outputs, not the input. Each
+     * task is serialised once, here: publish_node sends these bytes. */
     size_t limit = (size_t)in->d->cfg->kafka_message_max_bytes;
-    for (int i = 0; limit && i < in->graph.n_nodes; i++) {
-        const gt_node_t *node = &in->graph.nodes[i];
+    for (int i = 0; i < in->graph.n_nodes; i++) {
+        gt_node_t *node = &in->graph.nodes[i];
         if (node->kind != GT_NODE_INFERENCE || !node->task)
             continue;
+        char buf[8192];
+        size_t len = 0;
+        char *text = gt_json_dump(node->task, buf, sizeof(buf), &len);
+        if (text == buf && (text = malloc(len)))
+            memcpy(text, buf, len);
+        node->text = text;
+        node->text_len = len;
+        if (!text) /* out of memory: measured alone, serialised again to publish */
+            len = json_dumpb(node->task, NULL, 0, JSON_COMPACT);
         /* Room for the key, the traceparent header and the record's overhead. */
-        size_t n = json_dumpb(node->task, NULL, 0, JSON_COMPACT) + 1024;
-        if (n > limit) {
+        size_t n = len + 1024;
+        if (limit && n > limit) {
             *code = "too_large";
             snprintf(err, errlen, "its task would be %zu bytes, over kafka.message_max_bytes (%zu)",
                      n, limit);
