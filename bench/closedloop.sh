@@ -6,14 +6,19 @@
 # requests/s, ratio to ideal, added p50/p99 and CPU ms per request of each process.
 #   bench/closedloop.sh [--in-flight N] [--latency-ms L] [--duration S] [--warmup S]
 #                       [--config FILE] [--brokers N] [--keep] [--perf SECONDS]
+#                       [--callgrind]
 # --brokers N: brokers of the embedded cluster (default 1, as tools/demo.sh); every client
 # keeps one fetch loop per broker, which the mock brokers park for fetch.wait.max.ms.
 # --perf S records `perf record -g` of the dispatcher, a worker and PostgreSQL for S seconds
 # in the middle of the run (reports kept in the run directory, with --keep).
+# --callgrind runs the dispatcher under valgrind's callgrind, instrumented only while the
+# measured requests run (no warm-up then), and prints its instructions per request: a count
+# that, unlike CPU time, does not move with the machine's load (use a small --in-flight,
+# the dispatcher runs some 50 times slower; callgrind_annotate reads the kept profile).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-in_flight=200 latency=50 duration=20 warmup=5 keep=0 perf=0 brokers=1 cfg_in=$root/deploy/gantry.local.json
+in_flight=200 latency=50 duration=20 warmup=5 keep=0 perf=0 callgrind=0 brokers=1 cfg_in=$root/deploy/gantry.local.json
 while [ $# -gt 0 ]; do
     case $1 in
     --in-flight) in_flight=$2; shift 2 ;;
@@ -24,7 +29,8 @@ while [ $# -gt 0 ]; do
     --brokers) brokers=$2; shift 2 ;;
     --keep) keep=1; shift ;;
     --perf) perf=$2; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    --callgrind) callgrind=1; warmup=0; shift ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "closedloop.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -82,7 +88,11 @@ json.dump(c, open(sys.argv[2], "w"), indent=1)
 PY
 
 "$B/tools/gantry" migrate --config "$cfg"
-"$B/dispatcher/gantry-dispatcher" --config "$cfg" 2>"$run/dispatcher.log" & pids+=($!); disp_pid=$!
+wrap=()
+[ "$callgrind" = 1 ] && wrap=(valgrind --tool=callgrind --instr-atstart=no
+                              --callgrind-out-file="$run/callgrind.dispatcher")
+"${wrap[@]}" "$B/dispatcher/gantry-dispatcher" --config "$cfg" 2>"$run/dispatcher.log" &
+pids+=($!); disp_pid=$!
 "$B/workers/gantry-worker" --config "$cfg" --id worker-1 >/dev/null 2>"$run/worker-1.log" & pids+=($!); w1_pid=$!
 "$B/workers/gantry-worker" --config "$cfg" --id worker-2 >/dev/null 2>"$run/worker-2.log" & pids+=($!); w2_pid=$!
 
@@ -99,10 +109,23 @@ if [ "$perf" != 0 ]; then
       wait ) & perf_job=$!
 fi
 echo "loadavg: $(cat /proc/loadavg)"
+[ "$callgrind" = 1 ] && callgrind_control -i on "$disp_pid" >/dev/null 2>&1
 "$B/bench/gantry-bench-closedloop" --bootstrap "$GANTRY_KAFKA" --in-flight "$in_flight" \
     --warmup "$warmup" --duration "$duration" --latency-ms "$latency" \
     --proc dispatcher=$disp_pid --proc worker-1=$w1_pid --proc worker-2=$w2_pid \
-    --proc postgres=$pg_pid+ --proc kafka=$kafka_pid --proc mock=$mock_pid
+    --proc postgres=$pg_pid+ --proc kafka=$kafka_pid --proc mock=$mock_pid | tee "$run/closedloop.out"
+if [ "$callgrind" = 1 ]; then
+    # Off before the dump: the requests still in flight when the driver stopped add a little.
+    callgrind_control -i off "$disp_pid" >/dev/null 2>&1
+    callgrind_control -d "$disp_pid" >/dev/null 2>&1
+    deadline=$((SECONDS + 60)) # the dump is written once the process takes the command
+    while ! grep -qs '^totals:' "$run"/callgrind.dispatcher.* && [ $SECONDS -lt $deadline ]; do
+        sleep 0.2
+    done
+    done_n=$(awk '/^  completed/{print $2}' "$run/closedloop.out")
+    ir=$(cat "$run"/callgrind.dispatcher.* | awk '/^totals:/{s+=$2} END{print s+0}')
+    awk -v ir="$ir" -v n="$done_n" 'BEGIN{printf "  dispatcher       %.0f instructions per request (callgrind, %d requests)\n", ir / n, n}'
+fi
 if [ "$perf" != 0 ]; then
     wait "$perf_job" || true
     for f in "$run"/perf.*.data; do
