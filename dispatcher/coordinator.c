@@ -18,6 +18,7 @@
 #include "graph.h"
 #include "guard.h"
 #include "log.h"
+#include "json_text.h"
 #include "message.h"
 #include "pgbatch.h"
 #include "trace.h"

@@ -8,6 +8,7 @@
 
 #include "clock.h"
 #include "effect.h"
+#include "json_text.h"
 #include "log.h"
 #include "metrics.h"
 #include "retry.h"
@@ -401,25 +402,6 @@ int gt_effect_add(gt_effect_t *e, const char *topic, const void *key, size_t key
         return 0;
     effect_send(p);
     return 0;
-}
-
-char *gt_json_dump(const json_t *obj, char *buf, size_t cap, size_t *len)
-{
-    /* Into the caller's buffer (the stack) when it fits: json_dumps grows
-     * its own by doubling, a realloc per step, a profile's top cost in a
-     * worker writing two ~1 KiB messages per task. */
-    char *text = buf;
-    size_t n = json_dumpb(obj, buf, cap, JSON_COMPACT);
-    if (n == 0)
-        return NULL;
-    if (n > cap) {
-        if (!(text = malloc(n)) || json_dumpb(obj, text, n, JSON_COMPACT) != n) {
-            free(text);
-            return NULL;
-        }
-    }
-    *len = n;
-    return text;
 }
 
 int gt_effect_add_json(gt_effect_t *e, const char *topic, const char *key, const json_t *obj,

@@ -69,12 +69,6 @@ int gt_effect_add(gt_effect_t *e, const char *topic, const void *key, size_t key
 int gt_effect_add_json(gt_effect_t *e, const char *topic, const char *key, const json_t *obj,
                        const gt_header_t *headers, size_t n_headers);
 
-/* obj serialised compactly into buf (cap bytes, not terminated) when it fits,
- * else into a new allocation. Returns buf or that allocation (the caller
- * frees it when it is not buf) with its length in *len; NULL when obj cannot
- * be serialised or on out of memory. */
-char *gt_json_dump(const json_t *obj, char *buf, size_t cap, size_t *len);
-
 /* No more produces: done() runs once all are acknowledged (inside this call
  * when they already are, or when there are none). */
 void gt_effect_seal(gt_effect_t *e);

@@ -5,6 +5,7 @@
 
 #include "base64.h"
 #include "clock.h"
+#include "json_text.h"
 #include "message.h"
 #include "digest.h"
 #include "rand.h"
@@ -152,28 +153,6 @@ int gt_result_add(gt_effect_t *e, const gt_config_t *cfg, const char *reply_topi
     if (text != buf)
         free(text);
     return rc;
-}
-
-size_t gt_json_compact(char *text)
-{
-    char *out = text;
-    int in_string = 0;
-    for (const char *p = text; *p; p++) {
-        if (in_string) {
-            *out++ = *p;
-            if (*p == '\\' && p[1])
-                *out++ = *++p;
-            else if (*p == '"')
-                in_string = 0;
-        } else if (*p == '"') {
-            *out++ = *p;
-            in_string = 1;
-        } else if (*p != ' ' && *p != '\n' && *p != '\t' && *p != '\r') {
-            *out++ = *p;
-        }
-    }
-    *out = '\0';
-    return (size_t)(out - text);
 }
 
 json_t *gt_event_build(const char *type, const char *source, const char *event_id, json_t *data)

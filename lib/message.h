@@ -44,11 +44,6 @@ int gt_result_add_text(gt_effect_t *e, const gt_config_t *cfg, const char *reply
                        const char *request_id, const char *text, size_t len,
                        const gt_header_t *headers, size_t n_headers);
 
-/* Removes in place the whitespace outside strings of the JSON text (NUL
- * terminated), as PostgreSQL writes jsonb ({"a": 1, "b": [1, 2]}): the same
- * value, compact, in the same order. Returns the new length. */
-size_t gt_json_compact(char *text);
-
 /* Builds a gantry.event.v1 (event_id random unless given, at = now); steals data. */
 json_t *gt_event_build(const char *type, const char *source, const char *event_id, json_t *data);
 

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json_text.h"
+
 /* An item and its rows, kept until it is answered: it may be sent again alone. */
 typedef struct pgbatch_item {
     void *item;
@@ -123,25 +125,26 @@ static void on_answer(const PGresult *res, const char *err, void *arg)
     pgbatch_send(b);
 }
 
-/* The text of the statement's parameter: every item's rows, numbered by item
- * for a batch with results per item. NULL on out of memory. */
-static char *rows_text(const gt_pgbatch_t *b, const pgbatch_item_t *items, int n)
+/* Writes the statement's parameter into t (NUL terminated): every item's
+ * rows, numbered by item for a batch with results per item. t->failed on
+ * out of memory. */
+static void rows_text(const gt_pgbatch_t *b, const pgbatch_item_t *items, int n, gt_json_text_t *t)
 {
-    json_t *all = json_array();
-    char *text = NULL;
-    for (int i = 0; all && i < n; i++) {
+    int first = 1;
+    gt_json_text_raw(t, "[", 1);
+    for (int i = 0; i < n && !t->failed; i++) {
         size_t k;
         json_t *row;
         json_array_foreach (items[i].rows, k, row) {
-            if ((b->row_done && json_object_set_new(row, "i", json_integer(i)) != 0) ||
-                json_array_append(all, row) != 0)
-                goto out;
+            if (b->row_done && json_object_set_new(row, "i", json_integer(i)) != 0)
+                t->failed = 1;
+            if (!first)
+                gt_json_text_raw(t, ",", 1);
+            first = 0;
+            gt_json_text_value(t, row);
         }
     }
-    text = all ? json_dumps(all, JSON_COMPACT) : NULL;
-out:
-    json_decref(all);
-    return text;
+    gt_json_text_raw(t, "]", 2); /* with the NUL */
 }
 
 /* Answers the items with err and frees them. */
@@ -162,7 +165,12 @@ static void pgbatch_send(gt_pgbatch_t *b)
         int n;
         pgbatch_item_t *items = queue_take(q, q == &b->alone ? 1 : q->n, &n);
         pgbatch_sent_t *s = items ? malloc(sizeof(*s)) : NULL;
-        char *text = s ? rows_text(b, items, n) : NULL;
+        char stack[16384]; /* gt_pg copies it */
+        gt_json_text_t t;
+        gt_json_text_init(&t, stack, sizeof(stack));
+        if (s)
+            rows_text(b, items, n, &t);
+        const char *text = s && !t.failed ? t.p : NULL;
         if (!items) { /* out of memory: what would have gone fails, none waits for good */
             while (q->n) {
                 pgbatch_item_t it = q->v[q->head++];
@@ -173,6 +181,7 @@ static void pgbatch_send(gt_pgbatch_t *b)
         }
         if (!text) {
             free(s);
+            gt_json_text_free(&t);
             answer_all(b, items, n, "out of memory");
             continue;
         }
@@ -184,7 +193,7 @@ static void pgbatch_send(gt_pgbatch_t *b)
             free(s);
             answer_all(b, items, n, "cannot send query");
         }
-        free(text);
+        gt_json_text_free(&t);
     }
 }
 
