@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "json_text.h"
 #include "log.h"
 #include "pg.h"
 #include "metrics.h"
@@ -798,7 +799,7 @@ static enum MHD_Result batch_reply(PGconn *c, struct MHD_Connection *conn, const
  * transaction: the pump publishes its lines once it is in_progress. */
 static enum MHD_Result batch_create(gt_api_http_t *h, struct MHD_Connection *conn, req_t *r)
 {
-    json_t *body = r->body ? json_loadb(r->body, r->body_len, 0, NULL) : NULL;
+    json_t *body = r->body ? gt_json_parse(r->body, r->body_len, 0, NULL) : NULL;
     const char *file = json_string_value(json_object_get(body, "input_file_id"));
     const char *endpoint = json_string_value(json_object_get(body, "endpoint"));
     const char *window = json_string_value(json_object_get(body, "completion_window"));
@@ -1060,7 +1061,7 @@ static enum MHD_Result anth_get(gt_api_http_t *h, struct MHD_Connection *conn, r
  * params that do not map to a Gantry request end errored. */
 static enum MHD_Result anth_create(gt_api_http_t *h, struct MHD_Connection *conn, req_t *r)
 {
-    json_t *body = r->body ? json_loadb(r->body, r->body_len, 0, NULL) : NULL;
+    json_t *body = r->body ? gt_json_parse(r->body, r->body_len, 0, NULL) : NULL;
     json_t *reqs = json_object_get(body, "requests");
     PGconn *c = NULL;
     lines_t ls = {0};

@@ -8,6 +8,7 @@
 
 #include "clock.h"
 #include "effect.h"
+#include "json_text.h"
 #include "log.h"
 #include "metrics.h"
 #include "pg.h"
@@ -330,7 +331,7 @@ static void on_recorded(const PGresult *res, const char *err, void *arg)
 static void on_result(gt_consumer_t *c, gt_msg_t *msg, void *arg)
 {
     gt_api_pump_t *p = arg;
-    json_t *o = json_loadb(msg->value, msg->len, 0, NULL);
+    json_t *o = gt_json_parse(msg->value, msg->len, 0, NULL);
     const char *rid = json_string_value(json_object_get(o, "request_id"));
     const char *st = json_string_value(json_object_get(o, "status"));
     int ours = rid && st && (!strncmp(rid, "batch_", 6) || !strncmp(rid, "msgbatch_", 9)) &&

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "dispatcher.h"
+#include "json_text.h"
 #include "log.h"
 #include "message.h"
 
@@ -171,7 +172,7 @@ void gt_cancel_handle(gt_dispatcher_t *d, gt_msg_t *msg)
     const char *code = NULL;
     json_t *m = gt_message_parse(msg, d->control_schema, &code, err, sizeof(err));
     if (!m) {
-        json_t *loose = msg->value ? json_loadb(msg->value, msg->len, 0, NULL) : NULL;
+        json_t *loose = msg->value ? gt_json_parse(msg->value, msg->len, 0, NULL) : NULL;
         gt_dispatcher_dead_letter(d, d->consumer, msg, "control.parse",
                                   code ? code : "invalid_json", err,
                                   json_string_value(json_object_get(loose, "request_id")));

@@ -911,7 +911,7 @@ void gt_coordinator_handle(gt_dispatcher_t *d, gt_msg_t *msg)
             c->published_since = -1;
             c->d = d;
             c->msg = msg;
-            c->tr = json_loadb(msg->value, msg->len, 0, NULL);
+            c->tr = gt_json_parse(msg->value, msg->len, 0, NULL);
             if (coord_refuse(c, "coordinator.parse", code, err) == 0)
                 return;
             coord_free(c);

@@ -839,7 +839,7 @@ void gt_intake_handle(gt_dispatcher_t *d, gt_msg_t *msg)
     const char *request_id = NULL;
     if (!req) {
         /* Salvage the request_id, when there is one, so the entry can be found. */
-        json_t *loose = msg->value ? json_loadb(msg->value, msg->len, 0, NULL) : NULL;
+        json_t *loose = msg->value ? gt_json_parse(msg->value, msg->len, 0, NULL) : NULL;
         request_id = json_string_value(json_object_get(loose, "request_id"));
         gt_dispatcher_dead_letter(d, d->consumer, msg,
                                   strcmp(code, "invalid_json") == 0 ? "intake.parse"

@@ -21,6 +21,7 @@
 
 #include "clock.h"
 #include "dispatcher.h"
+#include "json_text.h"
 #include "log.h"
 #include "router.h"
 #include "message.h"
@@ -196,7 +197,7 @@ static void on_listed(const gt_http_response_t *resp, void *arg)
     int64_t now = gt_clock_mono_ms(), wall_now = gt_clock_wall_ms();
     if (!hearing(r, now))
         return; /* went deaf while the list was on its way */
-    json_t *doc = json_loadb(resp->body, resp->body_len, 0, NULL);
+    json_t *doc = gt_json_parse(resp->body, resp->body_len, 0, NULL);
     json_t *list = json_object_get(doc, "allocations");
     size_t i;
     json_t *a;
@@ -308,7 +309,7 @@ static void on_heartbeat(gt_reaper_t *r, const char *source, const json_t *ev, i
 static void on_event(gt_consumer_t *c, gt_msg_t *msg, void *arg)
 {
     gt_reaper_t *r = arg;
-    json_t *ev = msg->value ? json_loadb(msg->value, msg->len, 0, NULL) : NULL;
+    json_t *ev = msg->value ? gt_json_parse(msg->value, msg->len, 0, NULL) : NULL;
     const char *type = json_string_value(json_object_get(ev, "type"));
     const char *source = json_string_value(json_object_get(ev, "source"));
     const json_t *data = json_object_get(ev, "data");

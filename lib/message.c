@@ -13,13 +13,13 @@
 json_t *gt_message_parse(const gt_msg_t *msg, const gt_schema_t *schema, const char **code,
                          char *err, size_t errlen)
 {
-    json_error_t jerr;
+    gt_json_error_t jerr;
     json_t *obj =
-        msg->value ? json_loadb(msg->value, msg->len, JSON_REJECT_DUPLICATES, &jerr) : NULL;
+        msg->value ? gt_json_parse(msg->value, msg->len, JSON_REJECT_DUPLICATES, &jerr) : NULL;
     if (!obj) {
         *code = "invalid_json";
         if (msg->value)
-            snprintf(err, errlen, "not JSON: %s at byte %d", jerr.text, jerr.position);
+            snprintf(err, errlen, "not JSON: %s at byte %zu", jerr.text, jerr.position);
         else
             snprintf(err, errlen, "empty message");
         return NULL;

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "json_text.h"
 #include "log.h"
 #include "mockcli.h"
 #include "mockhttp.h"
@@ -141,7 +142,7 @@ static json_t *parse_body(mh_req_t *r, const char *body, size_t len)
         set_error(r, 413, "payload_too_large", "request body over 1 MiB");
         return NULL;
     }
-    j = json_loadb(body ? body : "", len, 0, NULL);
+    j = gt_json_parse(body ? body : "", len, 0, NULL);
     if (!j || !json_is_object(j)) {
         json_decref(j);
         set_error(r, 400, "invalid_request", "body is not a JSON object");

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "json_text.h"
 #include "log.h"
 #include "mockcli.h"
 #include "mockhttp.h"
@@ -341,7 +342,7 @@ static void handle(void *ctx, mh_req_t *r, const char *method, const char *url, 
                    size_t len)
 {
     mock_t *m = ctx;
-    json_t *doc = body ? json_loadb(body, len, 0, NULL) : NULL;
+    json_t *doc = body ? gt_json_parse(body, len, 0, NULL) : NULL;
     if (strcmp(method, "GET") == 0 && strcmp(url, "/v1/stats") == 0) {
         do_stats(m, r);
         goto out;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json_text.h"
 #include "provider.h"
 #include "sigv4.h"
 #include "wire_input.h"
@@ -203,7 +204,7 @@ out:
 static int parse(const gt_wire_task_t *t, const char *body, size_t len, gt_wire_answer_t *out,
                  const char **why)
 {
-    json_t *doc = json_loadb(body, len, 0, NULL);
+    json_t *doc = gt_json_parse(body, len, 0, NULL);
     char *text = NULL;
     int rc = -1;
     (void)t;

@@ -1,6 +1,7 @@
 /* gcp_auth.c - service-account JWT assertion -> OAuth2 access token, cached,
  * one exchange shared by concurrent callers. */
 #include "gcp_auth.h"
+#include "json_text.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -186,7 +187,7 @@ static void on_exchange(const gt_http_response_t *resp, void *arg)
                                  : "no response");
         goto fail;
     }
-    doc = json_loadb(resp->body, resp->body_len, 0, NULL);
+    doc = gt_json_parse(resp->body, resp->body_len, 0, NULL);
     if (resp->status < 200 || resp->status > 299) {
         /* Google answers {"error": "invalid_grant", "error_description": ...}. */
         const char *e = json_string_value(json_object_get(doc, "error"));

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "json_text.h"
 #include "provider.h"
 #include "wire_input.h"
 
@@ -160,7 +161,7 @@ static int parse_embed(const gt_wire_task_t *t, json_t *doc, gt_wire_answer_t *o
 static int parse(const gt_wire_task_t *t, const char *body, size_t len, gt_wire_answer_t *out,
                  const char **why)
 {
-    json_t *doc = json_loadb(body, len, 0, NULL);
+    json_t *doc = gt_json_parse(body, len, 0, NULL);
     int rc = -1;
     out->output = NULL;
     out->prompt_tokens = out->completion_tokens = -1;

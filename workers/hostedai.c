@@ -23,6 +23,7 @@
 #include "clock.h"
 #include "engine.h"
 #include "hostedai.h"
+#include "json_text.h"
 #include "log.h"
 #include "rand.h"
 #include "retry.h"
@@ -365,7 +366,7 @@ static void send_attempt(gt_hai_call_t *call)
  * {"error": "..."}, copied into buf; "" when there is none. */
 static const char *error_code_of(const gt_http_response_t *resp, char *buf, size_t len)
 {
-    json_t *doc = resp->body_len ? json_loadb(resp->body, resp->body_len, 0, NULL) : NULL;
+    json_t *doc = resp->body_len ? gt_json_parse(resp->body, resp->body_len, 0, NULL) : NULL;
     json_t *e = json_object_get(doc, "error");
     const char *code =
         json_is_string(e) ? json_string_value(e) : json_string_value(json_object_get(e, "code"));
@@ -399,13 +400,12 @@ static fail_t classify(int op, const gt_http_response_t *resp)
 /* Handles a 2xx. Returns 0, or -1 when the body is not what the contract says. */
 static int take_success(gt_hai_call_t *call, const gt_http_response_t *resp)
 {
-    json_error_t jerr;
     json_t *doc = NULL;
     int rc = -1;
 
     if (call->op == OP_RELEASE)
         return 0; /* the body does not matter */
-    doc = json_loadb(resp->body, resp->body_len, 0, &jerr);
+    doc = gt_json_parse(resp->body, resp->body_len, 0, NULL);
     if (!json_is_object(doc))
         goto out;
     if (call->op == OP_ALLOCATE) {
@@ -451,7 +451,7 @@ out:
 /* The allocation id of a 2xx allocate answer, or NULL (copied into buf). */
 static const char *allocated_id(const gt_http_response_t *resp, char *buf, size_t len)
 {
-    json_t *doc = json_loadb(resp->body, resp->body_len, 0, NULL);
+    json_t *doc = gt_json_parse(resp->body, resp->body_len, 0, NULL);
     const char *id = json_string_value(json_object_get(doc, "allocation_id"));
     int ok = id && *id && !strchr(id, '/') && strlen(id) < len;
     if (ok)
@@ -1098,7 +1098,7 @@ static void hs_on_listed(const gt_http_response_t *resp, void *arg)
     if (!s)
         return;
     if (resp->status == 200) {
-        json_t *doc = json_loadb(resp->body, resp->body_len, 0, NULL);
+        json_t *doc = gt_json_parse(resp->body, resp->body_len, 0, NULL);
         size_t i;
         json_t *a;
         json_array_foreach (json_object_get(doc, "allocations"), i, a) {

@@ -14,6 +14,7 @@
 
 #include "engine.h"
 #include "clock.h"
+#include "json_text.h"
 #include "log.h"
 #include "rand.h"
 #include "provider.h"
@@ -269,7 +270,7 @@ static const char *fail_code(fail_t f)
  * text is never taken: providers echo the request in their messages. */
 static const char *provider_error_code(const gt_http_response_t *resp, char *buf, size_t len)
 {
-    json_t *doc = resp->body_len ? json_loadb(resp->body, resp->body_len, 0, NULL) : NULL;
+    json_t *doc = resp->body_len ? gt_json_parse(resp->body, resp->body_len, 0, NULL) : NULL;
     json_t *e = json_object_get(doc, "error");
     const char *c = NULL;
     const char *const fields[] = {"code", "type"};

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json_text.h"
 #include "provider.h"
 #include "wire_input.h"
 
@@ -216,7 +217,7 @@ oom:
 static int parse(const gt_wire_task_t *t, const char *body, size_t len, gt_wire_answer_t *out,
                  const char **why)
 {
-    json_t *doc = json_loadb(body, len, 0, NULL);
+    json_t *doc = gt_json_parse(body, len, 0, NULL);
     int rc = -1;
     char *text = NULL;
     out->output = NULL;

@@ -1,7 +1,9 @@
 /* test_json_text.c - lib/json_text: values serialised byte for byte as
  * json_dumps(JSON_COMPACT) writes them (escapes, reals, nesting, a text that
- * outgrows the caller's buffer), and PostgreSQL's jsonb text (read off a real
- * server) made compact, strings left as they are. */
+ * outgrows the caller's buffer), PostgreSQL's jsonb text (read off a real
+ * server) made compact, strings left as they are, and parsing that accepts
+ * and refuses what jansson does, each refusal with its byte. tests/fuzz's
+ * fuzz_json compares both with jansson on generated input. */
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,6 +144,106 @@ static void test_compact(void)
     }
 }
 
+/* Accepted: the same value as json_loadb's, and the same text back. */
+static void test_parse_accepts(void)
+{
+    static const char *docs[] = {
+        "{}",
+        "[]",
+        " \t\r\n[ ] ",
+        "[0,-0,1,-1,9223372036854775807,-9223372036854775808]",
+        "[0.0,-0.0,1.5,2.5e-5,1E3,1e+3,1e-300,0.1]",
+        "[true,false,null]",
+        "{\"a\":{\"b\":[{\"c\":\"\"}]}}",
+        "{\"k\":\"\\\"\\\\\\/\\b\\f\\n\\r\\t\"}",
+        "[\"\\u00e9\\u20AC\\ud83d\\ude00\",\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"]",
+        "{\"a\":1,\"a\":2}", /* the last one kept, as jansson keeps it */
+        "{\"\\u00e9\":[],\"e\\u0301\":{}}",
+    };
+    for (size_t i = 0; i < sizeof(docs) / sizeof(docs[0]); i++) {
+        json_error_t je;
+        gt_json_error_t ge;
+        json_t *want = json_loads(docs[i], 0, &je);
+        json_t *got = gt_json_parse(docs[i], strlen(docs[i]), 0, &ge);
+        if (!want || !got)
+            fprintf(stderr, "  %s: jansson %s, gt %s\n", docs[i], want ? "ok" : je.text,
+                    got ? "ok" : ge.text);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(want);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(got);
+        CU_ASSERT(json_equal(want, got));
+        same_as_jansson(got, 256);
+        json_decref(want);
+        json_decref(got);
+    }
+    json_t *dup = gt_json_parse("{\"a\":1,\"a\":2}", 13, 0, NULL);
+    TH_EQ_INT(json_integer_value(json_object_get(dup, "a")), 2);
+    json_decref(dup);
+}
+
+/* Refused, with where: what jansson refuses, and a NUL byte anywhere. */
+static void test_parse_refuses(void)
+{
+    static const struct {
+        const char *doc;
+        size_t len, flags, position;
+    } bad[] = {
+        {"", 0, 0, 0},
+        {"1", 1, 0, 0}, /* an object or an array only */
+        {"\"s\"", 3, 0, 0},
+        {"[1,]", 4, 0, 3},
+        {"[01]", 4, 0, 2},
+        {"[1.]", 4, 0, 1},
+        {"[.5]", 4, 0, 1},
+        {"[-]", 3, 0, 1},
+        {"[1e]", 4, 0, 1},
+        {"[tru]", 5, 0, 1},
+        {"[nul", 4, 0, 1},
+        {"{\"a\" 1}", 7, 0, 5},
+        {"{\"a\":1,}", 8, 0, 7},
+        {"{1:1}", 5, 0, 1},
+        {"[\"\x01\"]", 4, 0, 2},         /* a control character */
+        {"[\"\xc0\xaf\"]", 5, 0, 2},     /* an overlong '/' */
+        {"[\"\xed\xa0\x80\"]", 6, 0, 2}, /* a surrogate in UTF-8 */
+        {"[\"\xf4\x90\x80\x80\"]", 7, 0, 2},
+        {"[\"\\ud800\"]", 9, 0, 2}, /* a high surrogate alone */
+        {"[\"\\udc00\"]", 9, 0, 2},
+        {"[\"\\u0000\"]", 9, 0, 2},
+        {"[\"\\x\"]", 6, 0, 2},
+        {"[\"abc", 5, 0, 5},
+        {"[9223372036854775808]", 21, 0, 1},
+        {"[1e400]", 7, 0, 1},
+        {"[1] x", 5, 0, 4},
+        {"[12\0]", 5, 0, 3}, /* jansson takes this one */
+        {"{\"a\":1,\"a\":2}", 13, JSON_REJECT_DUPLICATES, 7},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        gt_json_error_t e;
+        json_t *v = gt_json_parse(bad[i].doc, bad[i].len, bad[i].flags, &e);
+        if (v || e.position != bad[i].position)
+            fprintf(stderr, "  case %zu (%.*s): %s at %zu\n", i, (int)bad[i].len, bad[i].doc,
+                    v ? "accepted" : e.text, v ? 0 : e.position);
+        CU_ASSERT_PTR_NULL(v);
+        CU_ASSERT(e.text[0] != '\0');
+        TH_EQ_INT(e.position, bad[i].position);
+        json_decref(v);
+    }
+    /* 2,048 levels are read, 2,049 are not (as jansson counts them) */
+    char deep[4200];
+    for (int levels = 2047; levels <= 2049; levels++) {
+        size_t n = 0;
+        for (int i = 0; i < levels; i++)
+            deep[n++] = '[';
+        for (int i = 0; i < levels; i++)
+            deep[n++] = ']';
+        json_t *v = gt_json_parse(deep, n, 0, NULL);
+        json_t *w = json_loadb(deep, n, 0, NULL);
+        CU_ASSERT((v != NULL) == (levels <= 2048));
+        CU_ASSERT((v != NULL) == (w != NULL));
+        json_decref(v);
+        json_decref(w);
+    }
+}
+
 int main(void)
 {
     static const th_test_t tests[] = {
@@ -149,6 +251,8 @@ int main(void)
         {"a large text outgrows the caller's buffer intact", test_large},
         {"raw pieces and values make one text; a failure is remembered", test_raw},
         {"jsonb text is made compact, strings untouched", test_compact},
+        {"parsing gives jansson's value for valid JSON", test_parse_accepts},
+        {"parsing refuses invalid JSON and says where", test_parse_refuses},
         {NULL, NULL},
     };
     return th_run("json_text", tests);

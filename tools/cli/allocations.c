@@ -9,6 +9,7 @@
 
 #include "cli.h"
 #include "http.h"
+#include "json_text.h"
 
 /* One pool's listing, filled by its response callback. */
 typedef struct listing {
@@ -47,7 +48,7 @@ static void on_listed(const gt_http_response_t *resp, void *arg)
             snprintf(l->error, sizeof(l->error), "%s", resp->error ? resp->error : "no response");
         return;
     }
-    json_t *doc = json_loadb(resp->body, resp->body_len, 0, NULL);
+    json_t *doc = gt_json_parse(resp->body, resp->body_len, 0, NULL);
     json_t *list = json_object_get(doc, "allocations");
     if (json_is_array(list))
         l->allocs = json_incref(list);

@@ -13,6 +13,7 @@
 #include "base64.h"
 #include "cli.h"
 #include "clock.h"
+#include "json_text.h"
 #include "kafka.h"
 #include "log.h"
 #include "message.h"
@@ -244,7 +245,7 @@ out:
 
 static void on_entry(scan_t *sc, const rd_kafka_message_t *m, int replay)
 {
-    json_t *e = m->payload ? json_loadb(m->payload, m->len, 0, NULL) : NULL;
+    json_t *e = m->payload ? gt_json_parse(m->payload, m->len, 0, NULL) : NULL;
     if (!json_is_object(e)) {
         if (!replay || sc->f->n_picks)
             fprintf(stderr, "gantry dlq: entry %d:%lld is not a JSON object, skipped\n",

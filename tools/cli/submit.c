@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "json_text.h"
 #include "log.h"
 
 /* Delivery outcome counters, updated by the delivery report callback. */
@@ -66,7 +67,7 @@ static int is_blank(const char *s, size_t len)
 static int send_one(rd_kafka_t *rk, const char *topic, const char *buf, size_t len, long seq,
                     const char *unit)
 {
-    json_t *doc = json_loadb(buf, len, 0, NULL);
+    json_t *doc = gt_json_parse(buf, len, 0, NULL);
     const char *key = NULL;
     size_t key_len = 0;
     rd_kafka_resp_err_t err;
