@@ -62,7 +62,7 @@ typedef struct pg_query {
 #define PG_REPLAN_MAX (1 << 20)
 typedef struct pg_stmt {
     char *sql;
-    uint64_t hash;
+    size_t len;
     unsigned gen;
 } pg_stmt_t;
 
@@ -169,27 +169,21 @@ static void query_reset(pg_query_t *q)
     q->transient = 0;
 }
 
-static uint64_t sql_hash(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
-}
-
-/* The statement slot for sql, added when new; -1 when the table is full. */
+/* The statement slot for sql, added when new; -1 when the table is full.
+ * Found by length, then bytes: the texts run to several KiB, and a hash of
+ * every byte at each send cost more than the vectorised comparisons. */
 static int stmt_find(gt_pg_t *pg, const char *sql)
 {
-    uint64_t h = sql_hash(sql);
+    size_t len = strlen(sql);
     for (int i = 0; i < pg->n_stmts; i++)
-        if (pg->stmts[i].hash == h && strcmp(pg->stmts[i].sql, sql) == 0)
+        if (pg->stmts[i].len == len && memcmp(pg->stmts[i].sql, sql, len) == 0)
             return i;
     if (pg->n_stmts == PG_STMT_MAX)
         return -1;
     char *copy = strdup(sql);
     if (!copy)
         return -1;
-    pg->stmts[pg->n_stmts] = (pg_stmt_t){.sql = copy, .hash = h, .gen = 0};
+    pg->stmts[pg->n_stmts] = (pg_stmt_t){.sql = copy, .len = len, .gen = 0};
     return pg->n_stmts++;
 }
 
