@@ -309,6 +309,23 @@ static void put_utf8(char *o, size_t *n, unsigned cp)
     }
 }
 
+/* Length of the character at p inside a string, other than '"' and '\\':
+ * 1, or its UTF-8 sequence's; 0 (failed) for a control character or bytes
+ * that are not UTF-8. */
+static size_t plain_len(parser_t *ps, const unsigned char *p)
+{
+    if (*p < 0x20) {
+        fail(ps, p, "control character in a string");
+        return 0;
+    }
+    if (*p < 0x80)
+        return 1;
+    size_t k = utf8_len(p, ps->end);
+    if (!k)
+        fail(ps, p, "invalid UTF-8");
+    return k;
+}
+
 /* A string at ps->p (the opening quote): its bytes in *out, *n long, either
  * in the text itself (no escapes) or decoded into ps->tmp. 0, or -1 failed. */
 static int parse_string(parser_t *ps, const char **out, size_t *n)
@@ -316,20 +333,10 @@ static int parse_string(parser_t *ps, const char **out, size_t *n)
     const unsigned char *start = ++ps->p, *p = start;
     /* The plain run: most strings have no escapes at all. */
     while (p < ps->end && *p != '"' && *p != '\\') {
-        if (*p < 0x20) {
-            fail(ps, p, "control character in a string");
+        size_t m = plain_len(ps, p);
+        if (!m)
             return -1;
-        }
-        if (*p >= 0x80) {
-            size_t k = utf8_len(p, ps->end);
-            if (!k) {
-                fail(ps, p, "invalid UTF-8");
-                return -1;
-            }
-            p += k;
-        } else {
-            p++;
-        }
+        p += m;
     }
     if (p >= ps->end) {
         fail(ps, p, "unterminated string");
@@ -355,23 +362,13 @@ static int parse_string(parser_t *ps, const char **out, size_t *n)
     size_t k = (size_t)(p - start);
     memcpy(ps->tmp, start, k);
     while (p < ps->end && *p != '"') {
-        if (*p < 0x20) {
-            fail(ps, p, "control character in a string");
-            return -1;
-        }
-        if (*p >= 0x80) {
-            size_t m = utf8_len(p, ps->end);
-            if (!m) {
-                fail(ps, p, "invalid UTF-8");
+        if (*p != '\\') {
+            size_t m = plain_len(ps, p);
+            if (!m)
                 return -1;
-            }
             memcpy(ps->tmp + k, p, m);
             k += m;
             p += m;
-            continue;
-        }
-        if (*p != '\\') {
-            ps->tmp[k++] = (char)*p++;
             continue;
         }
         if (ps->end - p < 2) {
@@ -497,18 +494,46 @@ static json_t *parse_literal(parser_t *ps, const char *word, size_t n, json_t *v
     return v;
 }
 
+/* Past an opening bracket and the whitespace after it: 1 when close follows
+ * (the container is empty; consumed), else 0. */
+static int opened_empty(parser_t *ps, unsigned char close)
+{
+    ps->p++;
+    skip_ws(ps);
+    if (ps->p < ps->end && *ps->p == close) {
+        ps->p++;
+        return 1;
+    }
+    return 0;
+}
+
+/* After a member: 1 on ',' (another follows), 0 on close (consumed), -1
+ * (failed, saying what was expected) otherwise. */
+static int next_member(parser_t *ps, unsigned char close, const char *expected)
+{
+    skip_ws(ps);
+    if (ps->p < ps->end && *ps->p == ',') {
+        ps->p++;
+        skip_ws(ps);
+        return 1;
+    }
+    if (ps->p < ps->end && *ps->p == close) {
+        ps->p++;
+        return 0;
+    }
+    fail(ps, ps->p, expected);
+    return -1;
+}
+
 static json_t *parse_object(parser_t *ps)
 {
     json_t *o = json_object();
     if (!o)
         return fail(ps, ps->p, "out of memory");
-    ps->p++;
-    skip_ws(ps);
-    if (ps->p < ps->end && *ps->p == '}') {
-        ps->p++;
+    if (opened_empty(ps, '}'))
         return o;
-    }
-    for (;;) {
+    int more;
+    do {
         if (ps->p >= ps->end || *ps->p != '"') {
             fail(ps, ps->p, "string or '}' expected");
             goto bad;
@@ -518,10 +543,6 @@ static json_t *parse_object(parser_t *ps)
         size_t kn;
         if (parse_string(ps, &k, &kn) != 0)
             goto bad;
-        if (memchr(k, '\0', kn)) { /* never: \u0000 is refused */
-            fail(ps, at, "NUL in a key");
-            goto bad;
-        }
         /* The key is copied before the value may reuse ps->tmp. */
         char kbuf[128], *key = kbuf;
         if (kn >= sizeof(kbuf) && !(key = malloc(kn + 1))) {
@@ -549,19 +570,9 @@ static json_t *parse_object(parser_t *ps)
             fail(ps, at, "out of memory");
             goto bad;
         }
-        skip_ws(ps);
-        if (ps->p < ps->end && *ps->p == ',') {
-            ps->p++;
-            skip_ws(ps);
-            continue;
-        }
-        if (ps->p < ps->end && *ps->p == '}') {
-            ps->p++;
-            return o;
-        }
-        fail(ps, ps->p, "',' or '}' expected");
-        goto bad;
-    }
+    } while ((more = next_member(ps, '}', "',' or '}' expected")) == 1);
+    if (more == 0)
+        return o;
 bad:
     json_decref(o);
     return NULL;
@@ -572,33 +583,21 @@ static json_t *parse_array(parser_t *ps)
     json_t *a = json_array();
     if (!a)
         return fail(ps, ps->p, "out of memory");
-    ps->p++;
-    skip_ws(ps);
-    if (ps->p < ps->end && *ps->p == ']') {
-        ps->p++;
+    if (opened_empty(ps, ']'))
         return a;
-    }
-    for (;;) {
+    int more;
+    do {
         json_t *v = parse_value(ps);
         if (!v || json_array_append_new(a, v) != 0) {
             fail(ps, ps->p, "out of memory");
             json_decref(a);
             return NULL;
         }
-        skip_ws(ps);
-        if (ps->p < ps->end && *ps->p == ',') {
-            ps->p++;
-            skip_ws(ps);
-            continue;
-        }
-        if (ps->p < ps->end && *ps->p == ']') {
-            ps->p++;
-            return a;
-        }
-        fail(ps, ps->p, "',' or ']' expected");
-        json_decref(a);
-        return NULL;
-    }
+    } while ((more = next_member(ps, ']', "',' or ']' expected")) == 1);
+    if (more == 0)
+        return a;
+    json_decref(a);
+    return NULL;
 }
 
 /* Every value counts a level, as in jansson (a scalar inside 2,048 arrays is
