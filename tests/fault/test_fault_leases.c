@@ -162,7 +162,10 @@ static void test_kill_restart_same_id(void)
     CU_ASSERT_EQUAL_FATAL(th_cluster_start(&cl, &o), 0);
     /* Logs are appended across cases: count this case's reaps only. */
     long reaped_before = th_log_count(&cl, "dispatcher.log", "reaped allocation");
-    CU_ASSERT_EQUAL_FATAL(submit(800, 23, "kill"), 0);
+    /* Enough work that the other worker cannot finish it all during the
+     * ten kills and restarts (800 ran out after six once tasks flowed
+     * faster: the restarted worker then had nothing left to hold). */
+    CU_ASSERT_EQUAL_FATAL(submit(2000, 23, "kill"), 0);
     long held_total = 0;
     json_t *dead = json_object();
     int kills = 0;
@@ -182,7 +185,7 @@ static void test_kill_restart_same_id(void)
     TH_EQ_INT(kills, 10);
     TH_EQ_INT(json_object_size(dead), 10);
     json_decref(dead);
-    end_invariants(800);
+    end_invariants(2000);
     long reaped = th_log_count(&cl, "dispatcher.log", "reaped allocation") - reaped_before;
     fprintf(stderr, "  %ld allocations held by 10 dead incarnations, %ld reaped\n", held_total,
             reaped);
