@@ -118,6 +118,12 @@ void gt_consumer_resume(gt_consumer_t *c);
 /* Messages handed out and not yet done. */
 int gt_consumer_in_flight(const gt_consumer_t *c);
 
+/* 1 while msg's partition is still this consumer's; 0 once it was handed
+ * over (a revoke whose grace passed with msg in flight): its next owner has
+ * the message too, so what it starts now would run twice. msg stays to be
+ * done (gt_consumer_done) either way. */
+int gt_consumer_owns(const gt_msg_t *msg);
+
 /* In a rebalance, partitions taken from this consumer are kept until the
  * messages in flight on them are done or kafka.revoke_grace_ms passes (no
  * more of their messages are handed out meanwhile, and the group waits), then

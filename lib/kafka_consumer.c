@@ -900,6 +900,12 @@ void gt_consumer_resume(gt_consumer_t *c)
         uv_idle_start(&c->idle, consumer_on_idle);
 }
 
+int gt_consumer_owns(const gt_msg_t *msg)
+{
+    const gt_part_t *pt = msg->priv;
+    return !pt || !pt->revoked;
+}
+
 int gt_consumer_in_flight(const gt_consumer_t *c)
 {
     return c->in_flight;

@@ -553,6 +553,14 @@ static void on_gate(gt_gate_verdict_t v, void *arg)
         return;
     }
     gt_log_ctx_t ctx = task_ctx(t);
+    if (t->msg && !gt_consumer_owns(t->msg)) {
+        /* Handed over while it waited at the gate (the claim retried through
+         * a database fault past the revoke's grace): the next owner runs it,
+         * and the gate lets that copy of the same message through as well. */
+        gt_log(GT_LOG_INFO, &ctx, "task not started: its partition was handed over meanwhile");
+        task_done(t);
+        return;
+    }
     if (v == GT_GATE_SKIP) {
         /* Cancelled before it started, or finished already (a redelivery):
          * nothing to run or report; its message is done. */
